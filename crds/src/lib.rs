@@ -1,0 +1,32 @@
+//! Weft's custom resources: `networking.weft.dev/v1alpha1` VirtualService and DestinationRule.
+//!
+//! Field names and meanings follow Istio's `networking.istio.io/v1` for every field Weft supports, so an
+//! Istio user's YAML works after changing `apiVersion`. Every struct denies unknown fields: a field Weft does
+//! not support yet is an error that names it, never silently dropped. Rules the schema cannot express (weights,
+//! regexes, duplicate subsets, durations) live in [`validate`], shared by the operator and the webhook.
+
+#![forbid(unsafe_code)]
+
+pub mod destination_rule;
+pub mod duration;
+pub mod field_path;
+pub mod manifests;
+pub mod parse;
+pub mod validate;
+pub mod virtual_service;
+
+pub use destination_rule::{
+    DestinationRule, DestinationRuleSpec, LoadBalancerSettings, SimpleLb, Subset, TrafficPolicy,
+};
+pub use field_path::FieldError;
+pub use virtual_service::{
+    Destination, HttpMatchRequest, HttpRoute, HttpRouteDestination, PortSelector, StringMatch, VirtualService,
+    VirtualServiceSpec,
+};
+
+/// API group of every Weft CRD.
+pub const GROUP: &str = "networking.weft.dev";
+/// API version of every Weft CRD.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in YAML.
+pub const API_VERSION: &str = "networking.weft.dev/v1alpha1";

@@ -1,0 +1,132 @@
+//! Endpoints of a Service port, as the Kubernetes endpoint controller defines them: from the Service's
+//! EndpointSlices when it has any, otherwise from the ready Pods its selector matches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::snapshot::{EndpointModel, ServicePortModel, labels_of, namespace_of};
+
+/// The label the endpoint-slice controller puts on every slice of a Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+pub(super) fn service_ports(
+    service: &Service,
+    namespace: &str,
+    name: &str,
+    pods: &[&Pod],
+    slices: &[&EndpointSlice],
+) -> Vec<ServicePortModel> {
+    let Some(spec) = &service.spec else { return Vec::new() };
+    let own_slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .copied()
+        .filter(|s| namespace_of(&s.metadata.namespace) == namespace)
+        .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).is_some_and(|n| n == name))
+        .collect();
+    let selected_pods: Vec<&Pod> = match &spec.selector {
+        Some(selector) if !selector.is_empty() => pods
+            .iter()
+            .copied()
+            .filter(|p| namespace_of(&p.metadata.namespace) == namespace && selects(selector, p))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let pods_in_namespace: BTreeMap<String, &Pod> = pods
+        .iter()
+        .filter(|p| namespace_of(&p.metadata.namespace) == namespace)
+        .map(|p| (p.metadata.name.clone().unwrap_or_default(), *p))
+        .collect();
+    spec.ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .filter_map(|port| {
+            let number = u16::try_from(port.port).ok()?;
+            let endpoints = if own_slices.is_empty() {
+                endpoints_from_pods(port, &selected_pods)
+            } else {
+                endpoints_from_slices(port, &own_slices, &pods_in_namespace)
+            };
+            Some(ServicePortModel { name: port.name.clone().unwrap_or_default(), port: number, endpoints })
+        })
+        .collect()
+}
+
+fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
+    let labels = pod.metadata.labels.as_ref();
+    selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
+fn endpoints_from_slices(
+    port: &ServicePort,
+    slices: &[&EndpointSlice],
+    pods: &BTreeMap<String, &Pod>,
+) -> Vec<EndpointModel> {
+    let wanted_name = port.name.clone().unwrap_or_default();
+    let mut endpoints = BTreeSet::new();
+    for slice in slices.iter().filter(|s| s.address_type == "IPv4" || s.address_type == "IPv6") {
+        let Some(number) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.clone().unwrap_or_default() == wanted_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            let labels = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| pods.get(r.name.as_deref().unwrap_or_default()))
+                .map(|p| labels_of(p))
+                .unwrap_or_default();
+            for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                endpoints.insert(EndpointModel { address, port: number, ready, labels: labels.clone() });
+            }
+        }
+    }
+    endpoints.into_iter().collect()
+}
+
+fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> {
+    let mut endpoints = BTreeSet::new();
+    for pod in pods {
+        let status = pod.status.as_ref();
+        if matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(address) = status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let Some(number) = target_port(port, pod) else { continue };
+        let not_ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
+        endpoints.insert(EndpointModel { address, port: number, ready: !not_ready, labels: labels_of(pod) });
+    }
+    endpoints.into_iter().collect()
+}
+
+/// The pod port a Service port forwards to: `targetPort` as a number, or the container port of that name.
+fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {
+    match &port.target_port {
+        None => u16::try_from(port.port).ok(),
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+        Some(IntOrString::String(name)) => pod
+            .spec
+            .as_ref()?
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}

@@ -1,0 +1,189 @@
+//! The immutable model of the mesh that translation reads: Services with their resolved endpoints, and the routing
+//! resources with their hosts resolved to FQDNs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_crds::{DestinationRuleSpec, VirtualServiceSpec};
+use weft_xds::CLUSTER_DOMAIN;
+
+use super::endpoints::service_ports;
+use crate::source::{DEFAULT_NAMESPACE, Resource};
+
+/// Everything translation needs, at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Services by FQDN (`name.namespace.svc.cluster.local`).
+    pub services: BTreeMap<String, ServiceModel>,
+    /// In namespace/name order; the first one naming a host wins (Istio's rule for sidecars is "oldest first").
+    pub virtual_services: Vec<VirtualServiceModel>,
+    /// In namespace/name order.
+    pub destination_rules: Vec<DestinationRuleModel>,
+    /// Labels of every pod, by `namespace/name`: a proxy's own identity.
+    pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceModel {
+    pub name: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePortModel>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePortModel {
+    /// Port name; empty for the single unnamed port a Service may have.
+    pub name: String,
+    pub port: u16,
+    pub endpoints: Vec<EndpointModel>,
+}
+
+/// One backend address for one Service port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EndpointModel {
+    pub address: IpAddr,
+    pub port: u16,
+    pub ready: bool,
+    /// Labels of the pod behind the address (empty when unknown); DestinationRule subsets select on them.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualServiceModel {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.hosts` resolved to FQDNs, in the same order.
+    pub hosts: Vec<String>,
+    pub spec: VirtualServiceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationRuleModel {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.host` resolved to an FQDN.
+    pub host: String,
+    pub spec: DestinationRuleSpec,
+}
+
+impl ServiceModel {
+    pub fn fqdn(&self) -> String {
+        service_fqdn(&self.name, &self.namespace)
+    }
+
+    pub fn port(&self, number: u16) -> Option<&ServicePortModel> {
+        self.ports.iter().find(|p| p.port == number)
+    }
+}
+
+impl Snapshot {
+    /// Resolves a host as written in a resource of `namespace` to a Service FQDN, Istio style: a short name is in
+    /// the resource's namespace; `name.namespace` and `name.namespace.svc` are completed when such a Service exists.
+    pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if !host.contains('.') {
+            return service_fqdn(&host, namespace);
+        }
+        let completions = [format!("{host}.{CLUSTER_DOMAIN}"), format!("{host}.cluster.local")];
+        completions.into_iter().find(|c| self.services.contains_key(c)).unwrap_or(host)
+    }
+
+    /// The DestinationRule for a Service FQDN, if any (the first in namespace/name order).
+    pub fn destination_rule(&self, fqdn: &str) -> Option<&DestinationRuleModel> {
+        self.destination_rules.iter().find(|dr| dr.host == fqdn)
+    }
+
+    /// The VirtualService that routes a Service FQDN, if any (the first in namespace/name order).
+    pub fn virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
+        self.virtual_services.iter().find(|vs| vs.hosts.iter().any(|h| h == fqdn))
+    }
+}
+
+pub fn service_fqdn(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}.{CLUSTER_DOMAIN}")
+}
+
+/// Builds a snapshot from every known object.
+pub fn build<'a>(objects: impl Iterator<Item = &'a Resource>) -> Snapshot {
+    let mut services = Vec::new();
+    let mut pods = Vec::new();
+    let mut slices = Vec::new();
+    let mut virtual_services = Vec::new();
+    let mut destination_rules = Vec::new();
+    for object in objects {
+        match object {
+            Resource::Service(s) => services.push(s),
+            Resource::Pod(p) => pods.push(p),
+            Resource::EndpointSlice(s) => slices.push(s),
+            Resource::VirtualService(v) => virtual_services.push(v),
+            Resource::DestinationRule(d) => destination_rules.push(d),
+        }
+    }
+    let mut snapshot = Snapshot {
+        services: services.iter().map(|s| service_model(s, &pods, &slices)).map(|m| (m.fqdn(), m)).collect(),
+        pod_labels: pods
+            .iter()
+            .map(|p| (format!("{}/{}", namespace_of(&p.metadata.namespace), name_of(&p.metadata.name)), labels_of(p)))
+            .collect(),
+        ..Snapshot::default()
+    };
+    snapshot.virtual_services = virtual_services
+        .iter()
+        .map(|vs| {
+            let namespace = namespace_of(&vs.metadata.namespace);
+            VirtualServiceModel {
+                hosts: vs.spec.hosts.iter().map(|h| snapshot.resolve_host(h, &namespace)).collect(),
+                name: name_of(&vs.metadata.name),
+                namespace,
+                spec: vs.spec.clone(),
+            }
+        })
+        .collect();
+    snapshot.destination_rules = destination_rules
+        .iter()
+        .map(|dr| {
+            let namespace = namespace_of(&dr.metadata.namespace);
+            DestinationRuleModel {
+                host: snapshot.resolve_host(&dr.spec.host, &namespace),
+                name: name_of(&dr.metadata.name),
+                namespace,
+                spec: dr.spec.clone(),
+            }
+        })
+        .collect();
+    snapshot
+}
+
+fn service_model(service: &Service, pods: &[&Pod], slices: &[&EndpointSlice]) -> ServiceModel {
+    let namespace = namespace_of(&service.metadata.namespace);
+    let name = name_of(&service.metadata.name);
+    ServiceModel { ports: service_ports(service, &namespace, &name, pods, slices), name, namespace }
+}
+
+pub(super) fn namespace_of(namespace: &Option<String>) -> String {
+    namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+fn name_of(name: &Option<String>) -> String {
+    name.clone().unwrap_or_default()
+}
+
+pub(super) fn labels_of(pod: &Pod) -> BTreeMap<String, String> {
+    pod.metadata.labels.clone().unwrap_or_default()
+}
+
+impl Snapshot {
+    /// The Service port a destination means: the explicit one; else the Service's only port; else the port the
+    /// request arrived on (Istio's rules).
+    pub fn destination_port(&self, fqdn: &str, explicit: Option<u32>, route_port: u16) -> u16 {
+        if let Some(port) = explicit.and_then(|p| u16::try_from(p).ok()) {
+            return port;
+        }
+        match self.services.get(fqdn).map(|s| s.ports.as_slice()) {
+            Some([only]) => only.port,
+            _ => route_port,
+        }
+    }
+}

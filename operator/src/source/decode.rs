@@ -1,0 +1,128 @@
+//! Untyped documents -> typed [`Resource`]s: dispatch on `apiVersion`/`kind`, field-path errors, CRD validation.
+
+use serde_json::Value;
+use weft_crds::parse::from_value;
+use weft_crds::validate::{validate_destination_rule, validate_virtual_service};
+use weft_crds::{DestinationRule, FieldError, VirtualService};
+
+use super::Resource;
+
+/// What one document turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// Objects of watched kinds (a `List` may hold several).
+    Resources(Vec<Resource>),
+    /// A kind the operator does not watch; harmless, reported as a note.
+    Ignored { api_version: String, kind: String },
+}
+
+/// Turns one document into resources. Every error names the field it is about.
+pub fn decode_document(value: Value) -> Result<Decoded, Vec<FieldError>> {
+    let api_version = string_field(&value, "apiVersion");
+    let kind = string_field(&value, "kind");
+    let resource = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "List") => return decode_list(value),
+        ("v1", "Service") => Resource::Service(from_value(value).map_err(one)?),
+        ("v1", "Pod") => Resource::Pod(from_value(value).map_err(one)?),
+        ("discovery.k8s.io/v1", "EndpointSlice") => Resource::EndpointSlice(from_value(value).map_err(one)?),
+        (weft_crds::API_VERSION, "VirtualService") => {
+            let vs: VirtualService = from_value(value).map_err(one)?;
+            reject_invalid(validate_virtual_service(&vs.spec))?;
+            Resource::VirtualService(vs)
+        }
+        (weft_crds::API_VERSION, "DestinationRule") => {
+            let dr: DestinationRule = from_value(value).map_err(one)?;
+            reject_invalid(validate_destination_rule(&dr.spec))?;
+            Resource::DestinationRule(dr)
+        }
+        (v, k @ ("VirtualService" | "DestinationRule")) if v.starts_with("networking.istio.io/") => {
+            return Err(vec![FieldError::new(
+                "apiVersion",
+                format!("{k} of {v:?} is Istio's; use apiVersion {:?}", weft_crds::API_VERSION),
+            )]);
+        }
+        ("", _) => return Err(vec![FieldError::new("apiVersion", "apiVersion is required")]),
+        (_, "") => return Err(vec![FieldError::new("kind", "kind is required")]),
+        _ => return Ok(Decoded::Ignored { api_version, kind }),
+    };
+    if resource.key().name.is_empty() {
+        return Err(vec![FieldError::new("metadata.name", "metadata.name is required")]);
+    }
+    Ok(Decoded::Resources(vec![resource]))
+}
+
+fn decode_list(value: Value) -> Result<Decoded, Vec<FieldError>> {
+    let Value::Object(mut list) = value else { return Ok(Decoded::Resources(Vec::new())) };
+    let items = match list.remove("items") {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(vec![FieldError::new("items", "items must be a list")]),
+    };
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match decode_document(item) {
+            Ok(Decoded::Resources(r)) => resources.extend(r),
+            Ok(Decoded::Ignored { .. }) => {}
+            Err(errs) => errors.extend(errs.into_iter().map(|e| {
+                let path = if e.path.is_empty() { format!("items[{i}]") } else { format!("items[{i}].{}", e.path) };
+                FieldError::new(path, e.message)
+            })),
+        }
+    }
+    if errors.is_empty() { Ok(Decoded::Resources(resources)) } else { Err(errors) }
+}
+
+fn string_field(value: &Value, name: &str) -> String {
+    value.get(name).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn one(error: FieldError) -> Vec<FieldError> {
+    vec![error]
+}
+
+fn reject_invalid(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_invalid_virtual_service_names_the_field() {
+        let doc = json!({
+            "apiVersion": "networking.weft.dev/v1alpha1", "kind": "VirtualService",
+            "metadata": {"name": "reviews"},
+            "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}, "weight": -5}]}]}
+        });
+        let errors = decode_document(doc).unwrap_err();
+        assert_eq!(errors[0].path, "spec.http[0].route[0].weight");
+    }
+
+    #[test]
+    fn istio_api_version_gets_a_hint() {
+        let doc = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "r"}});
+        let errors = decode_document(doc).unwrap_err();
+        assert!(errors[0].message.contains("networking.weft.dev/v1alpha1"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn other_kinds_are_ignored_and_lists_are_unpacked() {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        assert!(matches!(decode_document(deployment), Ok(Decoded::Ignored { .. })));
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b"}}
+        ]});
+        let Ok(Decoded::Resources(items)) = decode_document(list) else { panic!("list not decoded") };
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn a_missing_name_is_an_error() {
+        let doc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {}});
+        assert_eq!(decode_document(doc).unwrap_err()[0].path, "metadata.name");
+    }
+}

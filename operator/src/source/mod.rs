@@ -1,0 +1,88 @@
+//! Where cluster state comes from: a directory of YAML files (standalone mode) or, later, the Kubernetes API.
+//! Every source speaks the same [`Event`] language to the index, so nothing downstream knows which one runs.
+
+pub mod decode;
+pub mod file;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use weft_crds::{DestinationRule, VirtualService};
+
+/// The kinds of object the operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Service,
+    Pod,
+    EndpointSlice,
+    VirtualService,
+    DestinationRule,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] =
+        [Kind::Service, Kind::Pod, Kind::EndpointSlice, Kind::VirtualService, Kind::DestinationRule];
+}
+
+/// One object of a watched kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Service(Service),
+    Pod(Pod),
+    EndpointSlice(EndpointSlice),
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+}
+
+/// Identity of an object: kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Service(_) => Kind::Service,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::EndpointSlice(_) => Kind::EndpointSlice,
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+        }
+    }
+
+    fn metadata(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        match self {
+            Resource::Service(o) => &o.metadata,
+            Resource::Pod(o) => &o.metadata,
+            Resource::EndpointSlice(o) => &o.metadata,
+            Resource::VirtualService(o) => &o.metadata,
+            Resource::DestinationRule(o) => &o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        let meta = self.metadata();
+        ResourceKey {
+            kind: self.kind(),
+            namespace: meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Namespace of an object whose YAML names none, as `kubectl apply` would place it.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A change to cluster state, as a watch reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The object was created or changed.
+    Applied(Resource),
+    /// The object is gone.
+    Deleted(ResourceKey),
+    /// The complete current set of one kind (a watch restart or relist): everything of that kind not in the list
+    /// is gone.
+    Restarted(Kind, Vec<Resource>),
+}

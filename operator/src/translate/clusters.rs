@@ -1,0 +1,93 @@
+//! Clusters (one per Service port and per DestinationRule subset) and their endpoint assignments.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use weft_crds::{SimpleLb, TrafficPolicy};
+use weft_xds::cluster_name;
+use weft_xds::lb::LbAlgorithm;
+
+use super::{ads_config_source, duration};
+use crate::index::{EndpointModel, Snapshot};
+
+/// How long a proxy waits for a TCP connection to an endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) fn build(snapshot: &Snapshot) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+    let mut clusters = BTreeMap::new();
+    let mut assignments = BTreeMap::new();
+    for service in snapshot.services.values() {
+        let rule = snapshot.destination_rule(&service.fqdn());
+        let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+        for port in &service.ports {
+            let name = cluster_name(&service.fqdn(), port.port, "");
+            clusters.insert(name.clone(), cluster(&name, default_policy));
+            assignments.insert(name.clone(), assignment(&name, port.endpoints.iter()));
+            for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+                let name = cluster_name(&service.fqdn(), port.port, &subset.name);
+                let policy = subset.traffic_policy.as_ref().or(default_policy);
+                clusters.insert(name.clone(), cluster(&name, policy));
+                let members =
+                    port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+                assignments.insert(name.clone(), assignment(&name, members));
+            }
+        }
+    }
+    (clusters.into_values().collect(), assignments.into_values().collect())
+}
+
+fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads_config_source()),
+            service_name: name.to_string(),
+        }),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        load_balancing_policy: Some(lb_algorithm(policy).to_policy()),
+        ..Default::default()
+    }
+}
+
+fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {
+    match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|lb| lb.simple) {
+        None | Some(SimpleLb::Unspecified) => LbAlgorithm::PeakEwma,
+        Some(SimpleLb::RoundRobin) => LbAlgorithm::RoundRobin,
+        Some(SimpleLb::LeastRequest) => LbAlgorithm::LeastRequest,
+        Some(SimpleLb::Random) => LbAlgorithm::Random,
+    }
+}
+
+fn assignment<'a>(name: &str, endpoints: impl Iterator<Item = &'a EndpointModel>) -> ClusterLoadAssignment {
+    let lb_endpoints: Vec<LbEndpoint> = endpoints
+        .map(|e| LbEndpoint {
+            health_status: if e.ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(address::Address::SocketAddress(SocketAddress {
+                        address: e.address.to_string(),
+                        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(e.port))),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: if lb_endpoints.is_empty() {
+            Vec::new()
+        } else {
+            vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }]
+        },
+        ..Default::default()
+    }
+}

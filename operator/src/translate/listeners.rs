@@ -1,0 +1,52 @@
+//! Outbound listeners: one per Service port, handing HTTP to the route configuration of that port.
+
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use weft_xds::{listener_name, pack, route_config_name};
+
+use super::ads_config_source;
+
+/// Envoy's well-known filter names.
+pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
+pub const ROUTER: &str = "envoy.filters.http.router";
+
+pub(super) fn outbound(port: u16) -> Listener {
+    let name = listener_name(port);
+    let manager = HttpConnectionManager {
+        stat_prefix: format!("outbound_{name}"),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: route_config_name(port),
+        })),
+        http_filters: vec![HttpFilter {
+            name: ROUTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Listener {
+        name,
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "0.0.0.0".to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+                ..Default::default()
+            })),
+        }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: HTTP_CONNECTION_MANAGER.to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
+            }],
+            ..Default::default()
+        }],
+        // Traffic reaches these through the capture listener (15001), as with Istio; they never bind.
+        bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,263 @@
+//! One ADS stream's state of the world, as a pure state machine: requests and new resources in, responses out.
+//!
+//! - Per type: what the proxy subscribed to, what was last sent (version, nonce, content) and whether the proxy
+//!   has answered it. Requests carrying a stale nonce are ignored, as the xDS protocol specifies.
+//! - Pushes go in make-before-break order (CDS, EDS, LDS, RDS). Clusters (and their endpoints) that a change
+//!   removes stay in what is sent until the proxy has answered the listener and route pushes of that change, so
+//!   no route ever points at a cluster the proxy no longer has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use weft_xds::ResourceType;
+
+use super::resources::{EncodedResources, ResourceMap, select, version_of};
+
+/// Identifies this control plane in responses.
+const CONTROL_PLANE: &str = "weft-operator";
+
+#[derive(Debug, Default)]
+struct Subscription {
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// The last response of this type: nonce, version, content.
+    sent: Option<Sent>,
+    /// The nonce of `sent` is still waiting for an ACK or NACK.
+    awaiting_answer: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    nonce: String,
+    version: String,
+    content: ResourceMap,
+}
+
+/// What a request told us, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ack { kind: ResourceType, version: String },
+    Nack { kind: ResourceType, version: String, message: String },
+}
+
+/// The outcome of handling one input.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub responses: Vec<DiscoveryResponse>,
+    pub answer: Option<Answer>,
+    /// The request was unusable (unknown type, stale nonce); the reason, for a debug log.
+    pub ignored: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct AdsStream {
+    subscriptions: BTreeMap<ResourceType, Subscription>,
+    current: Option<Arc<EncodedResources>>,
+    /// Clusters/endpoints removed by the latest change, still sent until routes stop referring to them.
+    retained: BTreeMap<ResourceType, ResourceMap>,
+    next_nonce: u64,
+}
+
+impl AdsStream {
+    /// Handles a request from the proxy.
+    pub fn on_request(&mut self, request: &DiscoveryRequest) -> Step {
+        let mut step = Step::default();
+        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
+            step.ignored = Some(format!("unsupported type {:?}", request.type_url));
+            return step;
+        };
+        let sub = self.subscriptions.entry(kind).or_default();
+        if !request.response_nonce.is_empty() {
+            let Some(sent) = sub.sent.as_ref().filter(|s| s.nonce == request.response_nonce) else {
+                step.ignored = Some(format!("stale nonce {:?} for {}", request.response_nonce, kind.short_name()));
+                return step;
+            };
+            sub.awaiting_answer = false;
+            step.answer = Some(match &request.error_detail {
+                Some(status) => Answer::Nack { kind, version: sent.version.clone(), message: status.message.clone() },
+                None => Answer::Ack { kind, version: sent.version.clone() },
+            });
+        }
+        let names: BTreeSet<String> = request.resource_names.iter().filter(|n| *n != "*").cloned().collect();
+        sub.wildcard = kind.is_wildcard_type() && names.is_empty();
+        sub.names = names;
+        step.responses = self.push();
+        step
+    }
+
+    /// Takes a new set of resources for this proxy and returns the pushes it causes.
+    pub fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<DiscoveryResponse> {
+        if let Some(previous) = &self.current {
+            for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+                let (old, new) = (previous.of_type(kind), resources.of_type(kind));
+                let removed = old.into_iter().flatten().filter(|(name, _)| !new.is_some_and(|n| n.contains_key(*name)));
+                self.retained.entry(kind).or_default().extend(removed.map(|(n, a)| (n.clone(), a.clone())));
+            }
+        }
+        self.current = Some(resources);
+        self.push()
+    }
+
+    /// Sends what changed; once the proxy has answered the listener and route pushes, drops retained clusters.
+    fn push(&mut self) -> Vec<DiscoveryResponse> {
+        let mut responses = self.push_changed_types();
+        let routes_awaiting = [ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .any(|k| self.subscriptions.get(k).is_some_and(|s| s.awaiting_answer));
+        if !routes_awaiting && self.retained.values().any(|m| !m.is_empty()) {
+            self.retained.clear();
+            responses.extend(self.push_changed_types());
+        }
+        responses
+    }
+
+    /// Sends, in make-before-break order, every subscribed type whose content differs from what was last sent.
+    fn push_changed_types(&mut self) -> Vec<DiscoveryResponse> {
+        let Some(current) = self.current.clone() else { return Vec::new() };
+        let mut responses = Vec::new();
+        for kind in ResourceType::ALL {
+            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
+            let mut all = current.of_type(kind).cloned().unwrap_or_default();
+            for (name, any) in self.retained.get(&kind).into_iter().flatten() {
+                all.entry(name.clone()).or_insert_with(|| any.clone());
+            }
+            let content = select(&all, sub.wildcard, &sub.names);
+            let never_sent = sub.sent.is_none();
+            if sub.sent.as_ref().is_some_and(|s| s.content == content)
+                || (never_sent && !sub.wildcard && sub.names.is_empty())
+            {
+                continue;
+            }
+            self.next_nonce += 1;
+            let sent = Sent { nonce: self.next_nonce.to_string(), version: version_of(&content), content };
+            responses.push(DiscoveryResponse {
+                version_info: sent.version.clone(),
+                resources: sent.content.values().cloned().collect(),
+                type_url: kind.type_url().to_string(),
+                nonce: sent.nonce.clone(),
+                control_plane: Some(envoy_types::pb::envoy::config::core::v3::ControlPlane {
+                    identifier: CONTROL_PLANE.to_string(),
+                }),
+                ..Default::default()
+            });
+            sub.sent = Some(sent);
+            sub.awaiting_answer = true;
+        }
+        responses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::Any;
+    use envoy_types::pb::google::rpc::Status;
+
+    fn resources(clusters: &[&str], routes: &[(&str, &str)]) -> Arc<EncodedResources> {
+        let any =
+            |kind: ResourceType, body: &str| Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() };
+        let mut by_type = BTreeMap::new();
+        by_type.insert(
+            ResourceType::Cluster,
+            clusters.iter().map(|c| (c.to_string(), any(ResourceType::Cluster, c))).collect(),
+        );
+        by_type.insert(
+            ResourceType::Endpoint,
+            clusters.iter().map(|c| (c.to_string(), any(ResourceType::Endpoint, c))).collect(),
+        );
+        by_type.insert(ResourceType::Listener, [("l".to_string(), any(ResourceType::Listener, "l"))].into());
+        by_type.insert(
+            ResourceType::Route,
+            routes.iter().map(|(n, to)| (n.to_string(), any(ResourceType::Route, to))).collect(),
+        );
+        Arc::new(EncodedResources { by_type })
+    }
+
+    fn request(kind: ResourceType, names: &[&str], nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: kind.type_url().into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(response: &DiscoveryResponse) -> Vec<String> {
+        response.resources.iter().map(|a| String::from_utf8(a.value.clone()).unwrap()).collect()
+    }
+
+    fn kinds(responses: &[DiscoveryResponse]) -> Vec<&'static str> {
+        responses.iter().map(|r| ResourceType::from_type_url(&r.type_url).unwrap().short_name()).collect()
+    }
+
+    /// A stream where the proxy subscribed to everything and acknowledged it all.
+    fn settled_stream(initial: Arc<EncodedResources>) -> AdsStream {
+        let mut stream = AdsStream::default();
+        assert!(stream.on_resources(initial).is_empty(), "nothing is sent before the proxy asks");
+        for (kind, subscribe) in [
+            (ResourceType::Cluster, vec![]),
+            (ResourceType::Endpoint, vec!["c1", "c2"]),
+            (ResourceType::Listener, vec![]),
+            (ResourceType::Route, vec!["r"]),
+        ] {
+            let step = stream.on_request(&request(kind, &subscribe, ""));
+            assert_eq!(step.responses.len(), 1, "{kind:?} answered at once");
+            let ack = stream.on_request(&request(kind, &subscribe, &step.responses[0].nonce));
+            assert!(matches!(ack.answer, Some(Answer::Ack { .. })));
+            assert!(ack.responses.is_empty(), "an ACK causes no push");
+        }
+        stream
+    }
+
+    #[test]
+    fn subscriptions_get_what_they_name_and_acks_are_recognised() {
+        let mut stream = AdsStream::default();
+        stream.on_resources(resources(&["c1", "c2"], &[("r", "c1")]));
+        let step = stream.on_request(&request(ResourceType::Endpoint, &["c2"], ""));
+        assert_eq!(names(&step.responses[0]), ["c2"]);
+        let wildcard = stream.on_request(&request(ResourceType::Cluster, &[], ""));
+        assert_eq!(names(&wildcard.responses[0]), ["c1", "c2"]);
+    }
+
+    #[test]
+    fn stale_nonces_are_ignored() {
+        let mut stream = settled_stream(resources(&["c1"], &[("r", "c1")]));
+        let step = stream.on_request(&request(ResourceType::Cluster, &[], "999"));
+        assert!(step.ignored.is_some() && step.answer.is_none() && step.responses.is_empty());
+    }
+
+    #[test]
+    fn a_nack_is_reported_and_not_answered_with_the_same_config() {
+        let mut stream = settled_stream(resources(&["c1"], &[("r", "c1")]));
+        let push = stream.on_resources(resources(&["c1"], &[("r", "bad")]));
+        assert_eq!(kinds(&push), ["RDS"]);
+        let mut nack = request(ResourceType::Route, &["r"], &push[0].nonce);
+        nack.error_detail = Some(Status { code: 3, message: "route r: bad regex".into(), details: vec![] });
+        let step = stream.on_request(&nack);
+        assert!(matches!(&step.answer, Some(Answer::Nack { message, .. }) if message.contains("bad regex")));
+        assert!(step.responses.is_empty());
+        let fixed = stream.on_resources(resources(&["c1"], &[("r", "c1")]));
+        assert_eq!(kinds(&fixed), ["RDS"], "a corrected config is pushed again");
+    }
+
+    #[test]
+    fn removed_clusters_outlive_the_routes_that_used_them() {
+        let mut stream = settled_stream(resources(&["c1"], &[("r", "c1")]));
+        let push = stream.on_resources(resources(&["c2"], &[("r", "c2")]));
+        assert_eq!(kinds(&push), ["CDS", "EDS", "RDS"]);
+        assert_eq!(names(&push[0]), ["c1", "c2"], "c1 stays while routes may still use it");
+        assert_eq!(names(&push[1]), ["c1", "c2"]);
+        let cds_ack = stream.on_request(&request(ResourceType::Cluster, &[], &push[0].nonce));
+        assert!(cds_ack.responses.is_empty(), "routes have not been answered yet");
+        let rds_ack = stream.on_request(&request(ResourceType::Route, &["r"], &push[2].nonce));
+        assert_eq!(kinds(&rds_ack.responses), ["CDS", "EDS"]);
+        assert_eq!(names(&rds_ack.responses[0]), ["c2"], "c1 is removed once routes moved away");
+    }
+
+    #[test]
+    fn unchanged_content_is_not_pushed_again() {
+        let mut stream = settled_stream(resources(&["c1"], &[("r", "c1")]));
+        assert!(stream.on_resources(resources(&["c1"], &[("r", "c1")])).is_empty());
+    }
+}

@@ -1,0 +1,124 @@
+//! Golden tests of translation: YAML cluster state in `testdata/translate/*.yaml` -> the xDS resources one proxy
+//! receives, as readable text in `*.golden`. `WEFT_UPDATE_GOLDEN=1 cargo test -p weft-operator --test translate_golden`
+//! rewrites the golden files; review the diff before committing.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use weft_operator::index::{Index, Snapshot};
+use weft_operator::source::file::{DirectoryState, as_events};
+use weft_operator::translate::{ProxyResources, translate};
+use weft_xds::ProxyNode;
+
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// Loads YAML files through the real file source and index.
+fn snapshot_of(files: &[PathBuf]) -> Snapshot {
+    let contents: BTreeMap<PathBuf, String> =
+        files.iter().map(|p| (p.clone(), std::fs::read_to_string(p).unwrap())).collect();
+    let update = DirectoryState::default().update(&contents);
+    assert!(update.new_problems.is_empty(), "test input has problems: {:?}", update.new_problems);
+    let mut index = Index::default();
+    for event in as_events(&update.resources) {
+        index.apply(event);
+    }
+    index.snapshot()
+}
+
+/// The proxy a case is translated for: `# proxy: POD.NAMESPACE` on the first line, else `client.default`.
+fn proxy_of(text: &str) -> ProxyNode {
+    let id = text.lines().next().and_then(|l| l.strip_prefix("# proxy: ")).unwrap_or("client.default");
+    let (pod, namespace) = id.rsplit_once('.').unwrap();
+    ProxyNode { pod_name: pod.into(), namespace: namespace.into(), ip: None }
+}
+
+/// `{:#?}` without the lines that only restate protobuf defaults, so the golden shows what was set.
+fn readable(value: &impl Debug) -> String {
+    let text = format!("{value:#?}");
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim_end_matches(',').trim();
+        let is_default =
+            ["None", "[]", "{}", "0", "false", "\"\""].iter().any(|d| trimmed.ends_with(&format!(": {d}")));
+        if !is_default {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn render(resources: &ProxyResources) -> String {
+    let mut out = String::new();
+    for c in &resources.clusters {
+        out += &format!("# CDS {}\n{}\n", c.name, readable(c));
+    }
+    for e in &resources.endpoints {
+        out += &format!("# EDS {}\n{}\n", e.cluster_name, readable(e));
+    }
+    for l in &resources.listeners {
+        let mut listener = l.clone();
+        let mut managers = Vec::new();
+        for filter in listener.filter_chains.iter_mut().flat_map(|c| c.filters.iter_mut()) {
+            if let Some(ConfigType::TypedConfig(any)) = &mut filter.config_type {
+                managers.push(weft_xds::unpack::<HttpConnectionManager>(any).unwrap());
+                any.value.clear();
+            }
+        }
+        out += &format!("# LDS {}\n{}", listener.name, readable(&listener));
+        for m in managers {
+            out += &format!("## its HttpConnectionManager\n{}", readable(&m));
+        }
+        out.push('\n');
+    }
+    for r in &resources.routes {
+        out += &format!("# RDS {}\n{}\n", r.name, readable(r));
+    }
+    out
+}
+
+fn check_golden(case: &str, inputs: &[PathBuf]) {
+    let first = std::fs::read_to_string(&inputs[0]).unwrap();
+    let rendered = render(&translate(&snapshot_of(inputs), &proxy_of(&first)));
+    let golden: &Path = &testdata().join("translate").join(format!("{case}.golden"));
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(golden).unwrap_or_default();
+    if expected != rendered {
+        let first_difference = expected.lines().zip(rendered.lines()).position(|(a, b)| a != b);
+        panic!(
+            "{case}: translation differs from {} (first differing line: {first_difference:?}).\n\
+             Run WEFT_UPDATE_GOLDEN=1 cargo test -p weft-operator --test translate_golden and review the diff.",
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn canary_with_header_rule_and_subsets() {
+    check_golden("canary", &[testdata().join("translate/canary.yaml")]);
+}
+
+#[test]
+fn multiple_ports_namespaces_and_lb_policies() {
+    check_golden("multiport", &[testdata().join("translate/multiport.yaml")]);
+}
+
+#[test]
+fn objects_read_back_from_a_real_cluster() {
+    let dir = testdata().join("cluster-fixtures");
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    inputs.sort();
+    check_golden("cluster-fixtures", &inputs);
+}

@@ -1,0 +1,50 @@
+//! Responses the proxy writes itself (no route, no upstream, timeout), with Envoy's status codes and wording, so
+//! users see the same errors they know from Istio.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+
+use super::Body;
+
+/// Why the proxy answered instead of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalReply {
+    MissingHost,
+    NoRoute,
+    NoCluster,
+    NoHealthyUpstream,
+    ConnectFailure,
+    Timeout,
+}
+
+impl LocalReply {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingHost => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoCluster | Self::NoHealthyUpstream | Self::ConnectFailure => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::MissingHost => "missing Host header",
+            Self::NoRoute => "no route",
+            Self::NoCluster => "cluster not found",
+            Self::NoHealthyUpstream => "no healthy upstream",
+            Self::ConnectFailure => "upstream connect error or disconnect/reset before headers",
+            Self::Timeout => "upstream request timeout",
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let body = Full::new(Bytes::from(format!("{}\n", self.message()))).map_err(|never| match never {}).boxed();
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response.headers_mut().insert("x-weft-local-reply", HeaderValue::from_static("true"));
+        response
+    }
+}

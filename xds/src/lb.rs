@@ -1,0 +1,121 @@
+//! Load-balancing policies on the wire. Clusters carry Envoy's `load_balancing_policy` list, whose rule is "use
+//! the first policy you support". Weft's default, power-of-two-choices over peak-EWMA latency, has no Envoy
+//! extension, so it travels as Weft's own message first in the list, followed by Envoy's least-request (also P2C):
+//! Envoy and gRPC skip the unknown first entry and still get the closest policy they have.
+
+use envoy_types::pb::envoy::config::cluster::v3::{LoadBalancingPolicy, load_balancing_policy::Policy};
+use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::{
+    least_request::v3::LeastRequest, random::v3::Random, round_robin::v3::RoundRobin,
+};
+use envoy_types::pb::google::protobuf::Any;
+use prost::Name;
+
+use crate::pack;
+
+/// Weft's peak-EWMA P2C policy; fields are Weft's defaults when zero.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PeakEwma {
+    /// How fast old latency observations fade, in milliseconds (default 10 000).
+    #[prost(uint64, tag = "1")]
+    pub decay_ms: u64,
+    /// Latency assumed for an endpoint before it has answered, in milliseconds (default 30).
+    #[prost(uint64, tag = "2")]
+    pub default_rtt_ms: u64,
+}
+
+impl Name for PeakEwma {
+    const NAME: &'static str = "PeakEwma";
+    const PACKAGE: &'static str = "weft.lb.v1alpha1";
+}
+
+/// The balancing algorithms a Weft proxy implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbAlgorithm {
+    PeakEwma,
+    LeastRequest,
+    RoundRobin,
+    Random,
+}
+
+impl LbAlgorithm {
+    /// The `load_balancing_policy` list announcing this algorithm.
+    pub fn to_policy(self) -> LoadBalancingPolicy {
+        let entries: Vec<(&str, Any)> = match self {
+            Self::PeakEwma => vec![
+                ("weft.lb.peak_ewma", pack(&PeakEwma::default())),
+                ("envoy.load_balancing_policies.least_request", pack(&LeastRequest::default())),
+            ],
+            Self::LeastRequest => vec![("envoy.load_balancing_policies.least_request", pack(&LeastRequest::default()))],
+            Self::RoundRobin => vec![("envoy.load_balancing_policies.round_robin", pack(&RoundRobin::default()))],
+            Self::Random => vec![("envoy.load_balancing_policies.random", pack(&Random::default()))],
+        };
+        LoadBalancingPolicy {
+            policies: entries
+                .into_iter()
+                .map(|(name, config)| Policy {
+                    typed_extension_config: Some(TypedExtensionConfig {
+                        name: name.to_string(),
+                        typed_config: Some(config),
+                    }),
+                })
+                .collect(),
+        }
+    }
+
+    /// The first policy of the list that Weft implements, as Envoy chooses; `None` when there is none.
+    pub fn from_policy(policy: &LoadBalancingPolicy) -> Option<Self> {
+        policy.policies.iter().find_map(|p| {
+            let url = p.typed_extension_config.as_ref()?.typed_config.as_ref()?.type_url.as_str();
+            Self::from_type_url(url)
+        })
+    }
+
+    fn from_type_url(url: &str) -> Option<Self> {
+        [
+            (PeakEwma::type_url(), Self::PeakEwma),
+            (LeastRequest::type_url(), Self::LeastRequest),
+            (RoundRobin::type_url(), Self::RoundRobin),
+            (Random::type_url(), Self::Random),
+        ]
+        .into_iter()
+        .find_map(|(known, algo)| (known == url).then_some(algo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_round_trips() {
+        for algo in [LbAlgorithm::PeakEwma, LbAlgorithm::LeastRequest, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
+            assert_eq!(LbAlgorithm::from_policy(&algo.to_policy()), Some(algo));
+        }
+    }
+
+    #[test]
+    fn peak_ewma_falls_back_to_least_request_for_other_clients() {
+        let policy = LbAlgorithm::PeakEwma.to_policy();
+        let urls: Vec<_> = policy
+            .policies
+            .iter()
+            .map(|p| p.typed_extension_config.as_ref().unwrap().typed_config.as_ref().unwrap().type_url.clone())
+            .collect();
+        assert_eq!(urls, [PeakEwma::type_url(), LeastRequest::type_url()]);
+    }
+
+    #[test]
+    fn unknown_policies_are_skipped_and_none_known_is_none() {
+        let only_unknown = LoadBalancingPolicy {
+            policies: vec![Policy {
+                typed_extension_config: Some(TypedExtensionConfig {
+                    name: "x".into(),
+                    typed_config: Some(Any { type_url: "type.googleapis.com/x.Maglev".into(), value: vec![] }),
+                }),
+            }],
+        };
+        assert_eq!(LbAlgorithm::from_policy(&only_unknown), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! xDS conventions shared by the Weft operator (which serves them) and proxy (which consumes them): resource type
+//! URLs and their push order, resource names (Istio's `outbound|PORT|SUBSET|HOST`), the proxy's node id, and
+//! packing/unpacking of `Any`. Keeping them in one crate means the two sides cannot drift apart.
+
+#![forbid(unsafe_code)]
+
+pub mod lb;
+pub mod names;
+pub mod node;
+pub mod resource;
+
+pub use envoy_types::pb;
+pub use names::{ClusterName, cluster_name, listener_name, route_config_name};
+pub use node::ProxyNode;
+pub use resource::{ResourceType, UnpackError, pack, unpack};
+
+/// Domain suffix of Kubernetes Service FQDNs.
+pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";

@@ -1,0 +1,61 @@
+//! Resource naming conventions (Istio's, so operators reading a config dump feel at home).
+
+use std::fmt;
+
+/// `outbound|PORT|SUBSET|HOST`: one cluster per Service port and DestinationRule subset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName {
+    pub port: u16,
+    /// Empty for the whole Service.
+    pub subset: String,
+    /// Service FQDN, `name.namespace.svc.cluster.local`.
+    pub host: String,
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "outbound|{}|{}|{}", self.port, self.subset, self.host)
+    }
+}
+
+impl ClusterName {
+    /// Parses a name written by [`fmt::Display`]; `None` for any other shape.
+    pub fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.split('|');
+        let (direction, port, subset, host) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if direction != "outbound" || parts.next().is_some() || host.is_empty() {
+            return None;
+        }
+        Some(Self { port: port.parse().ok()?, subset: subset.to_string(), host: host.to_string() })
+    }
+}
+
+/// The cluster name for a Service FQDN, port and (possibly empty) subset.
+pub fn cluster_name(host: &str, port: u16, subset: &str) -> String {
+    ClusterName { port, subset: subset.to_string(), host: host.to_string() }.to_string()
+}
+
+/// Outbound listener for a port, named like Istio's `0.0.0.0_9080`.
+pub fn listener_name(port: u16) -> String {
+    format!("0.0.0.0_{port}")
+}
+
+/// Route configuration shared by every Service on a port: named by the port number, as Istio does.
+pub fn route_config_name(port: u16) -> String {
+    port.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_round_trip() {
+        let name = cluster_name("reviews.default.svc.cluster.local", 9080, "v2");
+        assert_eq!(name, "outbound|9080|v2|reviews.default.svc.cluster.local");
+        let parsed = ClusterName::parse(&name).unwrap();
+        assert_eq!((parsed.port, parsed.subset.as_str()), (9080, "v2"));
+        assert_eq!(ClusterName::parse("outbound|x||h"), None);
+        assert_eq!(ClusterName::parse("inbound|80||h"), None);
+    }
+}
