@@ -1,5 +1,8 @@
 //! The committed CRD YAML must equal what the Rust types generate, and must be a structural schema.
 
+// Test helpers panic on broken fixtures: that is a test failure with a clear location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 #[test]

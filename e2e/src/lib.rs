@@ -1,1 +1,14 @@
-//! placeholder
+//! weft-e2e: whole-mesh scenarios. The harness starts real Weft processes (standalone operator, proxies, echo
+//! backends) on loopback, drives traffic through them and measures what users would notice. Used by the
+//! integration tests, `make demo` and `make bench`.
+
+#![forbid(unsafe_code)]
+
+pub mod binaries;
+pub mod canary;
+pub mod http_client;
+pub mod load;
+pub mod mesh;
+pub mod net;
+pub mod process;
+pub mod stats;

@@ -2,6 +2,9 @@
 //! receives, as readable text in `*.golden`. `WEFT_UPDATE_GOLDEN=1 cargo test -p weft-operator --test translate_golden`
 //! rewrites the golden files; review the diff before committing.
 
+// Test helpers panic on broken fixtures: that is a test failure with a clear location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};

@@ -24,6 +24,8 @@ impl Kind {
 }
 
 /// One object of a watched kind.
+// Objects are moved into the index once and stay there; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Service(Service),
@@ -76,6 +78,7 @@ impl Resource {
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// A change to cluster state, as a watch reports it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The object was created or changed.

@@ -120,7 +120,7 @@ impl RouteTable {
         let vhost = self
             .virtual_hosts
             .iter()
-            .find(|v| v.domains.iter().any(|d| *d == host))
+            .find(|v| v.domains.contains(&host))
             .or_else(|| self.virtual_hosts.iter().find(|v| v.domains.iter().any(|d| d == "*")))?;
         vhost.routes.iter().find(|r| r.matches(request))
     }

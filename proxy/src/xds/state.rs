@@ -201,3 +201,154 @@ impl ClientState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::cluster;
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, filter};
+    use envoy_types::pb::envoy::config::route::v3::{
+        Route, RouteAction, RouteMatch, VirtualHost, route, route_action, route_match,
+    };
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, Rds, http_connection_manager,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
+    use weft_xds::pack;
+
+    fn response(kind: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources,
+            type_url: kind.type_url().into(),
+            nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn cluster(name: &str) -> Any {
+        pack(&Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+            load_balancing_policy: Some(weft_xds::lb::LbAlgorithm::PeakEwma.to_policy()),
+            ..Default::default()
+        })
+    }
+
+    fn listener(port: u32, routes: &str) -> Any {
+        let manager = HttpConnectionManager {
+            route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+                route_config_name: routes.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        pack(&Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: "0.0.0.0".into(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn routes(name: &str, path_regex: &str, cluster: &str) -> Any {
+        pack(&RouteConfiguration {
+            name: name.into(),
+            virtual_hosts: vec![VirtualHost {
+                name: "reviews".into(),
+                domains: vec!["reviews".into()],
+                routes: vec![Route {
+                    name: "r".into(),
+                    r#match: Some(RouteMatch {
+                        path_specifier: Some(route_match::PathSpecifier::SafeRegex(RegexMatcher {
+                            regex: path_regex.into(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }),
+                    action: Some(route::Action::Route(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn client() -> ClientState {
+        ClientState::new(Node { id: "sidecar~~client.default~default.svc.cluster.local".into(), ..Default::default() })
+    }
+
+    #[test]
+    fn clusters_and_listeners_are_acked_and_their_dependencies_subscribed() {
+        let mut state = client();
+        let opening = state.on_connect();
+        assert_eq!(opening.len(), 2, "CDS and LDS, wildcard");
+        let reply = state.on_response(&response(ResourceType::Cluster, "c1", "n1", vec![cluster("a"), cluster("b")]));
+        assert_eq!(reply.outcome, Outcome::Applied(ResourceType::Cluster));
+        let [ack, eds] = reply.requests.as_slice() else { panic!("expected ACK + EDS request") };
+        assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str()), ("c1", "n1"));
+        assert!(ack.error_detail.is_none());
+        assert_eq!(eds.type_url, ResourceType::Endpoint.type_url());
+        assert_eq!(eds.resource_names, ["a", "b"]);
+        let reply = state.on_response(&response(ResourceType::Listener, "l1", "n2", vec![listener(80, "80")]));
+        assert_eq!(reply.requests[1].resource_names, ["80"]);
+        assert!(!state.is_ready(), "routes and endpoints have not arrived");
+    }
+
+    #[test]
+    fn an_invalid_route_is_nacked_with_detail_and_the_last_good_routes_stay() {
+        let mut state = client();
+        state.on_connect();
+        state.on_response(&response(ResourceType::Listener, "l1", "n1", vec![listener(80, "80")]));
+        state.on_response(&response(ResourceType::Route, "r1", "n2", vec![routes("80", "/v[0-9]+", "good")]));
+        let good = state.config().routes.clone();
+
+        let reply = state.on_response(&response(ResourceType::Route, "r2", "n3", vec![routes("80", "/v[0-9", "bad")]));
+        let Outcome::Rejected { kind, error } = &reply.outcome else { panic!("expected a rejection") };
+        assert_eq!(*kind, ResourceType::Route);
+        assert!(error.contains("invalid regex"), "{error}");
+        let [nack] = reply.requests.as_slice() else { panic!("expected one NACK") };
+        assert_eq!(nack.version_info, "r1", "a NACK carries the last accepted version");
+        assert_eq!(nack.response_nonce, "n3");
+        assert!(nack.error_detail.as_ref().is_some_and(|s| s.message.contains("route configuration \"80\"")));
+        assert_eq!(state.config().routes, good, "last good routes stay in force");
+        assert_eq!(state.config().versions.get("RDS").map(String::as_str), Some("r1"));
+    }
+
+    #[test]
+    fn a_resource_of_the_wrong_type_is_nacked() {
+        let mut state = client();
+        let reply = state.on_response(&response(ResourceType::Cluster, "c1", "n1", vec![listener(80, "80")]));
+        assert!(matches!(reply.outcome, Outcome::Rejected { .. }));
+        assert!(state.config().clusters.is_empty());
+    }
+
+    #[test]
+    fn reconnecting_resubscribes_with_the_versions_held() {
+        let mut state = client();
+        state.on_connect();
+        state.on_response(&response(ResourceType::Cluster, "c1", "n1", vec![cluster("a")]));
+        let again = state.on_connect();
+        let eds = again.iter().find(|r| r.type_url == ResourceType::Endpoint.type_url()).expect("EDS resubscribed");
+        assert_eq!(eds.resource_names, ["a"]);
+        let cds = again.iter().find(|r| r.type_url == ResourceType::Cluster.type_url()).expect("CDS resubscribed");
+        assert_eq!((cds.version_info.as_str(), cds.response_nonce.as_str()), ("c1", ""));
+    }
+}

@@ -1,0 +1,127 @@
+//! `make bench`: latency and throughput through one Weft proxy versus straight to the backend, at a fixed
+//! request rate (open loop: latency is measured from when each request was due, so a stalled proxy cannot hide
+//! its queueing). Reports ratios measured in one run; a benchmark, not a test.
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use weft_e2e::http_client::HttpClient;
+use weft_e2e::mesh::{HOST, LocalMesh};
+
+#[derive(Debug, Parser)]
+#[command(name = "weft-bench")]
+struct Args {
+    /// Requests per second offered in each run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Seconds per measured run (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+}
+
+/// What one fixed-rate run measured.
+struct Run {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index]
+    }
+
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.rate > 0 && args.seconds > 0, "--rate and --seconds must be positive");
+    println!("starting a local mesh (operator, proxy, echo backend) ...");
+    let mesh = LocalMesh::start([100, 0]).await?;
+    let direct = HttpClient::new(mesh.backend_addresses[0]);
+    let proxied = mesh.client();
+    println!(
+        "offered load: {} req/s for {} s per run, HTTP/1.1 keep-alive, GET http://{HOST}/\n",
+        args.rate, args.seconds
+    );
+    let mut runs = Vec::new();
+    for (name, client) in [("direct", &direct), ("through proxy", &proxied)] {
+        fixed_rate(client, args.rate, 1).await; // warm-up: connections, latency estimates
+        let run = fixed_rate(client, args.rate, args.seconds).await;
+        println!(
+            "{name:>14}: {:>7.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+            run.throughput(),
+            ms(run.percentile(0.50)),
+            ms(run.percentile(0.99)),
+            run.errors
+        );
+        runs.push(run);
+    }
+    let (d, p) = (&runs[0], &runs[1]);
+    println!("\nratios (through proxy / direct), measured in this run:");
+    println!("  throughput  {:.3}", p.throughput() / d.throughput());
+    println!(
+        "  p50 latency {:.2}x  (+{:.3} ms)",
+        ratio(p.percentile(0.5), d.percentile(0.5)),
+        ms(p.percentile(0.5)) - ms(d.percentile(0.5))
+    );
+    println!(
+        "  p99 latency {:.2}x  (+{:.3} ms)",
+        ratio(p.percentile(0.99), d.percentile(0.99)),
+        ms(p.percentile(0.99)) - ms(d.percentile(0.99))
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// Offers `rate` requests per second for `seconds`, each started when due whatever the others are doing. A
+/// thread paces the schedule (OS sleeps are far finer than the async timer's millisecond ticks, which would
+/// otherwise be measured as latency).
+async fn fixed_rate(client: &HttpClient, rate: u32, seconds: u32) -> Run {
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let total = u64::from(rate) * u64::from(seconds);
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        for i in 0..total {
+            let due = start + interval.mul_f64(i as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if due_tx.send(due).is_err() {
+                return;
+            }
+        }
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(due) = due_rx.recv().await {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let ok = client.get(HOST, "/", &[]).await.is_ok_and(|r| r.is_success());
+            (due.elapsed(), ok)
+        });
+    }
+    let mut run = Run { latencies: Vec::with_capacity(total as usize), errors: 0, elapsed: Duration::ZERO };
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok((latency, true)) => run.latencies.push(latency),
+            _ => run.errors += 1,
+        }
+    }
+    run.elapsed = start.elapsed();
+    run.latencies.sort();
+    run
+}

@@ -1,0 +1,171 @@
+//! A standalone mesh on loopback: a config directory, the operator reading it, two versions of the `reviews`
+//! Service (echo backends on 127.0.10.1 and 127.0.10.2), and one client-side proxy. Pods are plain YAML here, as
+//! standalone mode reads them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::binaries;
+use crate::http_client::HttpClient;
+use crate::net::{free_port, localhost, wait_for_port};
+use crate::process::Process;
+
+/// The Service the scenarios route to, as clients address it.
+pub const HOST: &str = "reviews";
+/// The versions behind it.
+pub const VERSIONS: [&str; 2] = ["v1", "v2"];
+const STARTUP: Duration = Duration::from_secs(15);
+
+pub struct LocalMesh {
+    dir: tempfile::TempDir,
+    pub operator: Process,
+    pub proxy: Process,
+    pub backends: Vec<Process>,
+    /// Where the backends listen (v1, v2): for measuring without the proxy.
+    pub backend_addresses: Vec<SocketAddr>,
+    /// The proxy's outbound listener: where the application sends requests.
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub xds: SocketAddr,
+}
+
+impl LocalMesh {
+    /// Starts everything with the canary at `weights` (v1, v2) and waits until traffic flows.
+    pub async fn start(weights: [u32; 2]) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weft-mesh-").tempdir()?;
+        let mut backends = Vec::new();
+        let mut backend_addresses = Vec::new();
+        for (i, version) in VERSIONS.iter().enumerate() {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 10, i as u8 + 1));
+            let address = free_port(ip)?;
+            let args = ["--listen", &address.to_string(), "--name", HOST, "--version", version].map(String::from);
+            let log = dir.path().join(format!("echo-{version}.log"));
+            backends.push(Process::spawn(&format!("echo {version}"), &binaries::path("weft-echo")?, &args, &log)?);
+            backend_addresses.push(address);
+        }
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config)?;
+        std::fs::write(config.join("reviews.yaml"), reviews_yaml(&backend_addresses))?;
+        std::fs::write(config.join("reviews-vs.yaml"), virtual_service_yaml(weights))?;
+        let xds = free_port(localhost())?;
+        let operator = spawn_operator(&dir, xds)?;
+        let (outbound, admin) = (free_port(localhost())?, free_port(localhost())?);
+        let proxy_args = [
+            "--xds-address".to_string(),
+            format!("http://{xds}"),
+            "--pod-name".into(),
+            "client".into(),
+            "--pod-namespace".into(),
+            "default".into(),
+            "--outbound-listen".into(),
+            outbound.to_string(),
+            "--admin-listen".into(),
+            admin.to_string(),
+        ];
+        let proxy =
+            Process::spawn("proxy", &binaries::path("weft-proxy")?, &proxy_args, &dir.path().join("proxy.log"))?;
+        for address in &backend_addresses {
+            wait_for_port(*address, STARTUP).await?;
+        }
+        let mesh = Self { dir, operator, proxy, backends, backend_addresses, outbound, admin, xds };
+        mesh.wait_until_routing().await.with_context(|| mesh.diagnostics())?;
+        Ok(mesh)
+    }
+
+    /// The directory the operator reads.
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// Replaces a config file the way editors and `kubectl`-like tools do (write aside, rename into place) and
+    /// returns when it took place.
+    pub fn write_config(&self, name: &str, content: &str) -> anyhow::Result<Instant> {
+        let aside = self.config_dir().join(format!(".{name}.tmp"));
+        std::fs::write(&aside, content)?;
+        std::fs::rename(&aside, self.config_dir().join(name))?;
+        Ok(Instant::now())
+    }
+
+    /// Moves the canary to `weights` (v1, v2).
+    pub fn set_weights(&self, weights: [u32; 2]) -> anyhow::Result<Instant> {
+        self.write_config("reviews-vs.yaml", &virtual_service_yaml(weights))
+    }
+
+    pub fn client(&self) -> HttpClient {
+        HttpClient::new(self.outbound)
+    }
+
+    pub fn kill_operator(&mut self) {
+        self.operator.kill();
+    }
+
+    /// Starts the operator again (after [`LocalMesh::kill_operator`]) on the same address.
+    pub async fn restart_operator(&mut self) -> anyhow::Result<()> {
+        self.operator = spawn_operator(&self.dir, self.xds)?;
+        wait_for_port(self.xds, STARTUP).await
+    }
+
+    /// Log tails of the control and data plane, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!("--- operator log ---\n{}\n--- proxy log ---\n{}", self.operator.tail(30), self.proxy.tail(30))
+    }
+
+    async fn wait_until_routing(&self) -> anyhow::Result<()> {
+        let client = self.client();
+        let until = Instant::now() + STARTUP;
+        loop {
+            if let Ok(reply) = client.get(HOST, "/", &[]).await
+                && reply.is_success()
+                && reply.version.is_some()
+            {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < until, "no successful request through the proxy within {STARTUP:?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn spawn_operator(dir: &tempfile::TempDir, xds: SocketAddr) -> anyhow::Result<Process> {
+    let args = [
+        "--config-dir".to_string(),
+        dir.path().join("config").display().to_string(),
+        "--xds-listen".into(),
+        xds.to_string(),
+    ];
+    Process::spawn("operator", &binaries::path("weft-operator")?, &args, &dir.path().join("operator.log"))
+}
+
+/// The `reviews` Service, one pod per version (standalone mode reads pods from YAML) and the subsets.
+pub fn reviews_yaml(backends: &[SocketAddr]) -> String {
+    let mut yaml = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\n\
+         spec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+    );
+    for (version, address) in VERSIONS.iter().zip(backends) {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: reviews-{version}, namespace: default, labels: {{app: reviews, version: {version}}}}}\n\
+             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
+             status: {{podIP: {}}}\n",
+            address.port(),
+            address.ip()
+        );
+    }
+    yaml += "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n\
+             spec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n";
+    yaml
+}
+
+/// The canary rule at `weights` (v1, v2).
+pub fn virtual_service_yaml(weights: [u32; 2]) -> String {
+    format!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\n\
+         spec:\n  hosts: [reviews]\n  http:\n  - name: canary\n    route:\n\
+         \x20   - destination: {{host: reviews, subset: v1}}\n      weight: {}\n\
+         \x20   - destination: {{host: reviews, subset: v2}}\n      weight: {}\n",
+        weights[0], weights[1]
+    )
+}

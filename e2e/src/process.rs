@@ -1,0 +1,93 @@
+//! Child processes that are always cleaned up: killed when dropped, also when a test fails, with their output in
+//! a log file that can be shown when something goes wrong.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> anyhow::Result<Self> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(program)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Ok(Self { name: name.to_string(), child: Some(child), log: log.to_path_buf() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the process has printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of output, for failure messages.
+    pub fn tail(&self, lines: usize) -> String {
+        let output = self.output();
+        let all: Vec<&str> = output.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Waits until the output contains `needle`.
+    pub async fn wait_for_output(&self, needle: &str, deadline: Duration) -> anyhow::Result<String> {
+        let until = Instant::now() + deadline;
+        loop {
+            let output = self.output();
+            if let Some(line) = output.lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_string());
+            }
+            anyhow::ensure!(
+                Instant::now() < until,
+                "{} did not print {needle:?} within {deadline:?}; its output ends with:\n{}",
+                self.name,
+                self.tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process (SIGKILL: no chance to clean up, like a crashed or evicted pod) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
