@@ -12,6 +12,7 @@ pub mod duration;
 pub mod field_path;
 pub mod manifests;
 pub mod parse;
+pub mod status;
 pub mod validate;
 pub mod virtual_service;
 
@@ -19,6 +20,7 @@ pub use destination_rule::{
     DestinationRule, DestinationRuleSpec, LoadBalancerSettings, SimpleLb, Subset, TrafficPolicy,
 };
 pub use field_path::FieldError;
+pub use status::WeftStatus;
 pub use virtual_service::{
     Destination, HttpMatchRequest, HttpRoute, HttpRouteDestination, PortSelector, StringMatch, VirtualService,
     VirtualServiceSpec,

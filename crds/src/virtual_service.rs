@@ -6,6 +6,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::status::WeftStatus;
+
 /// Routing rules for traffic addressed to `hosts`. The subset of Istio's VirtualService that Weft supports.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -17,7 +19,10 @@ use serde::{Deserialize, Serialize};
     category = "weft",
     namespaced,
     derive = "PartialEq",
+    status = "WeftStatus",
     printcolumn = r#"{"name":"Hosts","type":"string","description":"The destination hosts this applies to","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","description":"Whether Weft accepted it","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Resolved","type":"string","description":"Whether every referenced host and subset exists","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

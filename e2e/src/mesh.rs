@@ -135,6 +135,8 @@ fn spawn_operator(dir: &tempfile::TempDir, xds: SocketAddr) -> anyhow::Result<Pr
         dir.path().join("config").display().to_string(),
         "--xds-listen".into(),
         xds.to_string(),
+        "--metrics-listen".into(),
+        free_port(localhost())?.to_string(),
     ];
     Process::spawn("operator", &binaries::path("weft-operator")?, &args, &dir.path().join("operator.log"))
 }

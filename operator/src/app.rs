@@ -1,17 +1,35 @@
-//! Wiring of the running operator: source -> index (debounced) -> snapshot channel -> ADS server.
+//! Wiring of the running operator: source -> index (debounced) -> published snapshots -> ADS server, plus the
+//! health listener and, in Kubernetes mode, leader election and the status writer.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::health::{self, HealthState};
 use crate::index::{Index, Snapshot};
+use crate::leader::{self, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::source::kube::{Scope, SyncTracker};
 use crate::source::{Event, file};
+use crate::status::writer;
 use crate::xds::AdsServer;
+
+/// A snapshot and when it was published (push latency is measured from here).
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    pub at: Instant,
+}
+
+/// The current snapshot; `None` until the sources have delivered their first complete state, so a restarting
+/// operator never pushes an empty config over a proxy's good one.
+pub type SnapshotReceiver = watch::Receiver<Option<Arc<Published>>>;
+pub type SnapshotSender = watch::Sender<Option<Arc<Published>>>;
 
 /// How bursts of changes are batched into one snapshot: a snapshot is built once no event has arrived for
 /// `quiet`, or `max_delay` after the first event of the burst, whichever is first.
@@ -35,11 +53,18 @@ pub enum OperatorError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// The listeners an operator serves on, bound before anything starts.
+pub struct Listeners {
+    pub xds: TcpListener,
+    pub health: TcpListener,
+}
+
 /// Applies event batches to the index and publishes a snapshot per debounced burst of changes.
 pub async fn run_index(
     mut events: mpsc::Receiver<Vec<Event>>,
-    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    snapshots: SnapshotSender,
     debounce: Debounce,
+    metrics: Arc<Metrics>,
 ) {
     let mut index = Index::default();
     while let Some(batch) = events.recv().await {
@@ -52,16 +77,17 @@ pub async fn run_index(
                 Ok(None) | Err(_) => break,
             }
         }
-        let first = snapshots.borrow().is_none();
-        if changed || first {
-            let snapshot = Arc::new(index.snapshot());
+        if changed || snapshots.borrow().is_none() {
+            let snapshot = index.snapshot();
             tracing::info!(
                 services = snapshot.services.len(),
                 virtual_services = snapshot.virtual_services.len(),
                 destination_rules = snapshot.destination_rules.len(),
+                rejected = snapshot.rejections.len(),
                 "new snapshot"
             );
-            snapshots.send_replace(Some(snapshot));
+            metrics.snapshot_built();
+            snapshots.send_replace(Some(Arc::new(Published { snapshot, at: Instant::now() })));
         }
     }
 }
@@ -70,26 +96,88 @@ fn apply_all(index: &mut Index, batch: Vec<Event>) -> bool {
     batch.into_iter().fold(false, |changed, event| index.apply(event) | changed)
 }
 
-/// Standalone mode: serves xDS on `listener` from the YAML files in `dir` until `shutdown` completes.
+/// Standalone mode: serves xDS from the YAML files in `dir` until `shutdown` completes.
 pub async fn serve_standalone(
     dir: PathBuf,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
+    let metrics = Arc::new(Metrics::new());
     let (events_tx, events_rx) = mpsc::channel(16);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
     let source = tokio::spawn(file::watch_dir(dir, events_tx));
-    let index = tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default()));
-    let result = serve_xds(listener, snapshot_rx, shutdown).await;
+    let index = tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics.clone()));
+    let ready_rx = snapshot_rx.clone();
+    let ready = Arc::new(move || ready_rx.borrow().is_some());
+    let result = serve_common(listeners, snapshot_rx, HealthState { ready, metrics }, shutdown).await;
     source.abort();
     index.abort();
+    result
+}
+
+/// Kubernetes mode: watches the cluster, serves xDS on every replica, writes status on the leader.
+pub async fn serve_kubernetes(
+    client: kube::Client,
+    scope: Scope,
+    lease: LeaseConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OperatorError> {
+    let metrics = Arc::new(Metrics::new());
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let sync = Arc::new(SyncTracker::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    };
+    let tasks = [
+        tokio::spawn(crate::source::kube::run(client.clone(), scope, events_tx, sync.clone(), metrics.clone())),
+        tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics.clone())),
+        tokio::spawn(writer::run(client.clone(), snapshot_rx.clone(), leader_rx, metrics.clone())),
+    ];
+    let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stopped));
+    let ready_rx = snapshot_rx.clone();
+    let ready = Arc::new(move || sync.is_synced() && ready_rx.borrow().is_some());
+    let result = serve_common(listeners, snapshot_rx, HealthState { ready, metrics }, shutdown).await;
+    // Release the lease before exiting so another replica takes over at once.
+    let _ = stop_tx.send(true);
+    let _ = election.await;
+    tasks.iter().for_each(|t| t.abort());
+    result
+}
+
+async fn serve_common(
+    listeners: Listeners,
+    snapshots: SnapshotReceiver,
+    health: HealthState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), OperatorError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let metrics = health.metrics.clone();
+    let health_server = tokio::spawn(health::serve(listeners.health, health, stopped()));
+    let xds = serve_xds(listeners.xds, snapshots, metrics, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = xds.await;
+    let _ = health_server.await;
     result
 }
 
 /// Serves ADS on `listener` from the snapshots published on `snapshots`.
 pub async fn serve_xds(
     listener: TcpListener,
-    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    snapshots: SnapshotReceiver,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), OperatorError> {
     tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving xDS (ADS)");
@@ -97,7 +185,7 @@ pub async fn serve_xds(
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(AdsServer::new(snapshots).into_service())
+        .add_service(AdsServer::new(snapshots, metrics).into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -96,10 +96,13 @@ fn a_restart_replaces_exactly_one_kind() {
     index.apply(Event::Applied(pod("web-2", "10.0.0.2", "True")));
     // The watch restarts; while it was down web-1 went away and web-3 came.
     let relist = vec![pod("web-2", "10.0.0.2", "True"), pod("web-3", "10.0.0.3", "True")];
-    assert!(index.apply(Event::Restarted(Kind::Pod, relist.clone())));
+    assert!(index.apply(Event::Restarted { kind: Kind::Pod, namespace: None, objects: relist.clone() }));
     assert_eq!(web_endpoints(&index), [("10.0.0.2".into(), true), ("10.0.0.3".into(), true)]);
     assert!(index.snapshot().services.contains_key("web.default.svc.cluster.local"), "other kinds untouched");
-    assert!(!index.apply(Event::Restarted(Kind::Pod, relist)), "an identical relist is no change");
+    assert!(
+        !index.apply(Event::Restarted { kind: Kind::Pod, namespace: None, objects: relist }),
+        "an identical relist is no change"
+    );
 }
 
 #[test]

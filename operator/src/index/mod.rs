@@ -9,12 +9,13 @@ pub use snapshot::{
     DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel,
 };
 
-use crate::source::{Event, Resource, ResourceKey};
+use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};
 
-/// Every object currently known, by identity.
+/// Every object currently known, by identity, and the rejections of invalid ones.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     objects: BTreeMap<ResourceKey, Resource>,
+    rejections: BTreeMap<ResourceKey, Rejection>,
 }
 
 impl Index {
@@ -23,26 +24,35 @@ impl Index {
         match event {
             Event::Applied(resource) => {
                 let key = resource.key();
-                self.objects.insert(key, resource.clone()).as_ref() != Some(&resource)
+                let rejection_cleared = self.rejections.remove(&key).is_some();
+                self.objects.insert(key, resource.clone()).as_ref() != Some(&resource) || rejection_cleared
             }
-            Event::Deleted(key) => self.objects.remove(&key).is_some(),
-            Event::Restarted(kind, resources) => {
-                let fresh: BTreeMap<ResourceKey, Resource> = resources.into_iter().map(|r| (r.key(), r)).collect();
-                let current: BTreeMap<ResourceKey, Resource> =
-                    self.objects.iter().filter(|(k, _)| k.kind == kind).map(|(k, v)| (k.clone(), v.clone())).collect();
-                if current == fresh {
-                    return false;
-                }
-                self.objects.retain(|k, _| k.kind != kind);
-                self.objects.extend(fresh);
-                true
+            Event::Deleted(key) => {
+                let rejection_cleared = self.rejections.remove(&key).is_some();
+                self.objects.remove(&key).is_some() || rejection_cleared
+            }
+            Event::Restarted { kind, namespace, objects } => self.restart(kind, namespace.as_deref(), objects),
+            Event::Rejected(rejection) => {
+                self.rejections.insert(rejection.key.clone(), rejection.clone()).as_ref() != Some(&rejection)
             }
         }
     }
 
+    fn restart(&mut self, kind: Kind, namespace: Option<&str>, objects: Vec<Resource>) -> bool {
+        let in_scope = |k: &ResourceKey| k.kind == kind && namespace.is_none_or(|ns| k.namespace == ns);
+        let fresh: BTreeMap<ResourceKey, Resource> = objects.into_iter().map(|r| (r.key(), r)).collect();
+        let current: BTreeMap<&ResourceKey, &Resource> = self.objects.iter().filter(|(k, _)| in_scope(k)).collect();
+        let unchanged = current.len() == fresh.len() && fresh.iter().all(|(k, v)| current.get(k) == Some(&v));
+        let had_rejections = self.rejections.keys().any(in_scope);
+        self.objects.retain(|k, _| !in_scope(k));
+        self.rejections.retain(|k, _| !in_scope(k));
+        self.objects.extend(fresh);
+        !unchanged || had_rejections
+    }
+
     /// Builds the immutable view that translation reads.
     pub fn snapshot(&self) -> Snapshot {
-        snapshot::build(self.objects.values())
+        snapshot::build(self.objects.values(), &self.rejections)
     }
 
     pub fn len(&self) -> usize {

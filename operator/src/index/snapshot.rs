@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weft_crds::{DestinationRuleSpec, VirtualServiceSpec};
+use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 use weft_xds::CLUSTER_DOMAIN;
 
 use super::endpoints::service_ports;
-use crate::source::{DEFAULT_NAMESPACE, Resource};
+use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
 /// Everything translation needs, at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub destination_rules: Vec<DestinationRuleModel>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
     pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
+    pub rejections: BTreeMap<ResourceKey, Rejection>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,9 @@ pub struct EndpointModel {
 pub struct VirtualServiceModel {
     pub namespace: String,
     pub name: String,
+    pub generation: Option<i64>,
+    /// The status the object carries now.
+    pub status: Option<WeftStatus>,
     /// `spec.hosts` resolved to FQDNs, in the same order.
     pub hosts: Vec<String>,
     pub spec: VirtualServiceSpec,
@@ -63,6 +68,9 @@ pub struct VirtualServiceModel {
 pub struct DestinationRuleModel {
     pub namespace: String,
     pub name: String,
+    pub generation: Option<i64>,
+    /// The status the object carries now.
+    pub status: Option<WeftStatus>,
     /// `spec.host` resolved to an FQDN.
     pub host: String,
     pub spec: DestinationRuleSpec,
@@ -106,7 +114,10 @@ pub fn service_fqdn(name: &str, namespace: &str) -> String {
 }
 
 /// Builds a snapshot from every known object.
-pub fn build<'a>(objects: impl Iterator<Item = &'a Resource>) -> Snapshot {
+pub fn build<'a>(
+    objects: impl Iterator<Item = &'a Resource>,
+    rejections: &BTreeMap<ResourceKey, Rejection>,
+) -> Snapshot {
     let mut services = Vec::new();
     let mut pods = Vec::new();
     let mut slices = Vec::new();
@@ -127,6 +138,7 @@ pub fn build<'a>(objects: impl Iterator<Item = &'a Resource>) -> Snapshot {
             .iter()
             .map(|p| (format!("{}/{}", namespace_of(&p.metadata.namespace), name_of(&p.metadata.name)), labels_of(p)))
             .collect(),
+        rejections: rejections.clone(),
         ..Snapshot::default()
     };
     snapshot.virtual_services = virtual_services
@@ -137,6 +149,8 @@ pub fn build<'a>(objects: impl Iterator<Item = &'a Resource>) -> Snapshot {
                 hosts: vs.spec.hosts.iter().map(|h| snapshot.resolve_host(h, &namespace)).collect(),
                 name: name_of(&vs.metadata.name),
                 namespace,
+                generation: vs.metadata.generation,
+                status: vs.status.clone(),
                 spec: vs.spec.clone(),
             }
         })
@@ -149,6 +163,8 @@ pub fn build<'a>(objects: impl Iterator<Item = &'a Resource>) -> Snapshot {
                 host: snapshot.resolve_host(&dr.spec.host, &namespace),
                 name: name_of(&dr.metadata.name),
                 namespace,
+                generation: dr.metadata.generation,
+                status: dr.status.clone(),
                 spec: dr.spec.clone(),
             }
         })

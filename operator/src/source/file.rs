@@ -142,7 +142,11 @@ impl DirectoryState {
 pub fn as_events(resources: &[Resource]) -> Vec<Event> {
     Kind::ALL
         .into_iter()
-        .map(|kind| Event::Restarted(kind, resources.iter().filter(|r| r.kind() == kind).cloned().collect()))
+        .map(|kind| Event::Restarted {
+            kind,
+            namespace: None,
+            objects: resources.iter().filter(|r| r.kind() == kind).cloned().collect(),
+        })
         .collect()
 }
 

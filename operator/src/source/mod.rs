@@ -3,10 +3,12 @@
 
 pub mod decode;
 pub mod file;
+pub mod kube;
+pub mod watch_state;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weft_crds::{DestinationRule, VirtualService};
+use weft_crds::{DestinationRule, FieldError, VirtualService, WeftStatus};
 
 /// The kinds of object the operator reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,6 +79,17 @@ impl Resource {
 /// Namespace of an object whose YAML names none, as `kubectl apply` would place it.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// A Weft resource the API server holds but Weft cannot accept (it failed validation). Its last good version, if
+/// any, stays in force; the rejection is what its status reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub key: ResourceKey,
+    pub generation: Option<i64>,
+    pub errors: Vec<FieldError>,
+    /// The status the object carries now, so status is only written when it changes.
+    pub status: Option<WeftStatus>,
+}
+
 /// A change to cluster state, as a watch reports it.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +98,9 @@ pub enum Event {
     Applied(Resource),
     /// The object is gone.
     Deleted(ResourceKey),
-    /// The complete current set of one kind (a watch restart or relist): everything of that kind not in the list
-    /// is gone.
-    Restarted(Kind, Vec<Resource>),
+    /// The complete current set of one kind, in one namespace or (`None`) all of them: a watch (re)started or a
+    /// directory was re-read. Everything of that kind and scope not in the list is gone, and so are its rejections.
+    Restarted { kind: Kind, namespace: Option<String>, objects: Vec<Resource> },
+    /// The current version of an object is invalid; its last good version (if any) stays in force.
+    Rejected(Rejection),
 }

@@ -1,0 +1,126 @@
+//! The operator's Prometheus metrics (served on `/metrics` of the health listener, :9090).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use weft_xds::ResourceType;
+
+use crate::source::Kind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabel {
+    kind: String,
+    result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connected_proxies: Gauge,
+    pushes: Family<TypeLabel, Counter>,
+    push_latency: Histogram,
+    nacks: Family<TypeLabel, Counter>,
+    reconcile_errors: Family<KindLabel, Counter>,
+    snapshots: Counter,
+    status_writes: Family<WriteLabel, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft_operator");
+        let metrics = Self {
+            connected_proxies: Gauge::default(),
+            pushes: Family::default(),
+            // 1 ms .. ~16 s
+            push_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            nacks: Family::default(),
+            reconcile_errors: Family::default(),
+            snapshots: Counter::default(),
+            status_writes: Family::default(),
+            leader: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("connected_proxies", "Proxies with an open ADS stream", metrics.connected_proxies.clone());
+        registry.register("xds_pushes", "xDS responses sent, by type", metrics.pushes.clone());
+        registry.register(
+            "xds_push_latency_seconds",
+            "From a new snapshot to the push it caused reaching a proxy's stream",
+            metrics.push_latency.clone(),
+        );
+        registry.register("xds_nacks", "Config rejected by proxies (NACK), by type", metrics.nacks.clone());
+        registry.register("reconcile_errors", "Watch and status errors, by kind", metrics.reconcile_errors.clone());
+        registry.register(
+            "snapshots",
+            "Snapshots built (one per debounced batch of changes)",
+            metrics.snapshots.clone(),
+        );
+        registry.register("status_writes", "Status updates written, by kind and result", metrics.status_writes.clone());
+        registry.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
+        Self { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn proxy_connected(&self) {
+        self.connected_proxies.inc();
+    }
+
+    pub fn proxy_disconnected(&self) {
+        self.connected_proxies.dec();
+    }
+
+    pub fn push(&self, kind: ResourceType, latency: Duration) {
+        self.pushes.get_or_create(&TypeLabel { r#type: kind.short_name().into() }).inc();
+        self.push_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn nack(&self, kind: ResourceType) {
+        self.nacks.get_or_create(&TypeLabel { r#type: kind.short_name().into() }).inc();
+    }
+
+    pub fn reconcile_error(&self, kind: Kind) {
+        self.reconcile_errors.get_or_create(&KindLabel { kind: format!("{kind:?}") }).inc();
+    }
+
+    pub fn snapshot_built(&self) {
+        self.snapshots.inc();
+    }
+
+    pub fn status_write(&self, kind: Kind, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.status_writes.get_or_create(&WriteLabel { kind: format!("{kind:?}"), result: result.into() }).inc();
+        if !ok {
+            self.reconcile_error(kind);
+        }
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+}

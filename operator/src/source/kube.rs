@@ -1,0 +1,175 @@
+//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods, VirtualServices and
+//! DestinationRules (all namespaces, or a configured set), feeding the same index as the file source. Watch errors
+//! back off and resume (kube-runtime's default backoff); a restarted watch relists, which [`WatchState`] turns into
+//! an atomic replacement.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource as _};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use weft_crds::WeftStatus;
+
+use super::decode::{Decoded as DecodedDocument, decode_document};
+use super::watch_state::{Decoded, WatchEvent, WatchState};
+use super::{DEFAULT_NAMESPACE, Event, Kind, Rejection, Resource, ResourceKey};
+use crate::metrics::Metrics;
+
+/// Which namespaces to watch: empty means all.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub namespaces: Vec<String>,
+}
+
+impl Scope {
+    fn each(&self) -> Vec<Option<String>> {
+        if self.namespaces.is_empty() { vec![None] } else { self.namespaces.iter().cloned().map(Some).collect() }
+    }
+}
+
+/// Counts watches that have not delivered a complete list yet; the operator is ready at zero.
+#[derive(Debug, Default)]
+pub struct SyncTracker(AtomicUsize);
+
+impl SyncTracker {
+    pub fn is_synced(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Starts every watch; runs until `events` closes.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    events: mpsc::Sender<Vec<Event>>,
+    sync: Arc<SyncTracker>,
+    metrics: Arc<Metrics>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for namespace in scope.each() {
+        let ctx = WatchContext { events: events.clone(), sync: sync.clone(), metrics: metrics.clone(), namespace };
+        sync.0.fetch_add(5, Ordering::Relaxed);
+        tasks.spawn(ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, Resource::Service));
+        tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(
+            client.clone(),
+            Kind::EndpointSlice,
+            Resource::EndpointSlice,
+        ));
+        tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, Resource::Pod));
+        tasks.spawn(ctx.clone().watch_crd(client.clone(), Kind::VirtualService));
+        tasks.spawn(ctx.watch_crd(client.clone(), Kind::DestinationRule));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[derive(Clone)]
+struct WatchContext {
+    events: mpsc::Sender<Vec<Event>>,
+    sync: Arc<SyncTracker>,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+}
+
+impl WatchContext {
+    async fn watch_typed<K>(self, client: Client, kind: Kind, wrap: fn(K) -> Resource)
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api = match &self.namespace {
+            Some(ns) => Api::<K>::namespaced(client, ns),
+            None => Api::<K>::all(client),
+        };
+        self.follow(api, kind, move |object| Ok(wrap(object)), |o: &K| key_of(kind, o.meta())).await;
+    }
+
+    async fn watch_crd(self, client: Client, kind: Kind) {
+        let resource = crd_resource(kind);
+        let api = match &self.namespace {
+            Some(ns) => Api::<DynamicObject>::namespaced_with(client, ns, &resource),
+            None => Api::<DynamicObject>::all_with(client, &resource),
+        };
+        self.follow(api, kind, move |object| decode_crd(kind, object), |o: &DynamicObject| key_of(kind, o.meta()))
+            .await;
+    }
+
+    /// Runs one watch forever, feeding decoded events through a [`WatchState`].
+    async fn follow<K>(self, api: Api<K>, kind: Kind, decode: impl Fn(K) -> Decoded, key: impl Fn(&K) -> ResourceKey)
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    {
+        let mut state = WatchState::new(kind, self.namespace.clone());
+        let mut counted = false;
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(watcher::Event::Init) => WatchEvent::Init,
+                Ok(watcher::Event::InitApply(o)) => WatchEvent::InitApply(decode(o)),
+                Ok(watcher::Event::InitDone) => WatchEvent::InitDone,
+                Ok(watcher::Event::Apply(o)) => WatchEvent::Apply(decode(o)),
+                Ok(watcher::Event::Delete(o)) => WatchEvent::Delete(key(&o)),
+                Err(err) => {
+                    tracing::warn!(?kind, namespace = ?self.namespace, error = %err, "watch failed; retrying with backoff");
+                    self.metrics.reconcile_error(kind);
+                    continue;
+                }
+            };
+            let out = state.on(event);
+            if !out.is_empty() && self.events.send(out).await.is_err() {
+                return;
+            }
+            if state.is_synced() && !counted {
+                counted = true;
+                self.sync.0.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(?kind, namespace = ?self.namespace, "watch synced");
+            }
+        }
+    }
+}
+
+/// The API resource of a Weft CRD kind.
+pub fn crd_resource(kind: Kind) -> ApiResource {
+    let (name, plural) = match kind {
+        Kind::DestinationRule => ("DestinationRule", "destinationrules"),
+        _ => ("VirtualService", "virtualservices"),
+    };
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(weft_crds::GROUP, weft_crds::VERSION, name), plural)
+}
+
+fn key_of(kind: Kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ResourceKey {
+    ResourceKey {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Decodes a Weft resource with field-path errors; list items carry no apiVersion/kind, so they are set here.
+fn decode_crd(kind: Kind, object: DynamicObject) -> Decoded {
+    let key = key_of(kind, &object.metadata);
+    let generation = object.metadata.generation;
+    let mut value = serde_json::to_value(&object).unwrap_or_default();
+    let status = value.get("status").cloned().and_then(|s| serde_json::from_value::<WeftStatus>(s).ok());
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), weft_crds::API_VERSION.into());
+        map.insert("kind".into(), format!("{kind:?}").into());
+    }
+    match decode_document(value) {
+        Ok(DecodedDocument::Resources(mut resources)) if resources.len() == 1 => Ok(resources.remove(0)),
+        Ok(_) => Err(Box::new(Rejection { key, generation, errors: Vec::new(), status })),
+        Err(errors) => Err(Box::new(Rejection { key, generation, errors, status })),
+    }
+}

@@ -1,0 +1,213 @@
+//! Status of VirtualServices and DestinationRules, as a pure function of the snapshot: `Accepted` (is it valid
+//! and in force?) and `ResolvedRefs` (does every host, subset and port it names exist?), with reasons and messages
+//! that name the field. [`writer`] puts them on the objects.
+
+pub mod writer;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
+use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
+
+use crate::index::Snapshot;
+use crate::source::{Kind, ResourceKey};
+
+/// Condition reasons (documented in the README).
+pub mod reason {
+    pub const ACCEPTED: &str = "Accepted";
+    pub const INVALID: &str = "Invalid";
+    pub const RESOLVED_REFS: &str = "ResolvedRefs";
+    pub const UNKNOWN_HOST: &str = "UnknownHost";
+    pub const UNKNOWN_SUBSET: &str = "UnknownSubset";
+    pub const UNKNOWN_PORT: &str = "UnknownPort";
+}
+
+/// One condition as it should be, before timestamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionSpec {
+    pub type_: &'static str,
+    /// `True`, `False` or `Unknown`.
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The status one object should carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusTarget {
+    pub key: ResourceKey,
+    pub generation: Option<i64>,
+    /// What the object carries now.
+    pub current: Option<WeftStatus>,
+    pub conditions: Vec<ConditionSpec>,
+}
+
+/// The status every VirtualService and DestinationRule of the snapshot should carry.
+pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
+    let mut out = Vec::new();
+    for vs in &snapshot.virtual_services {
+        let key = ResourceKey { kind: Kind::VirtualService, namespace: vs.namespace.clone(), name: vs.name.clone() };
+        if !snapshot.rejections.contains_key(&key) {
+            let refs = resolved(virtual_service_refs(snapshot, &vs.namespace, &vs.spec));
+            out.push(StatusTarget {
+                key,
+                generation: vs.generation,
+                current: vs.status.clone(),
+                conditions: vec![accepted(), refs],
+            });
+        }
+    }
+    for dr in &snapshot.destination_rules {
+        let key = ResourceKey { kind: Kind::DestinationRule, namespace: dr.namespace.clone(), name: dr.name.clone() };
+        if !snapshot.rejections.contains_key(&key) {
+            let refs = resolved(destination_rule_refs(snapshot, &dr.namespace, &dr.spec));
+            out.push(StatusTarget {
+                key,
+                generation: dr.generation,
+                current: dr.status.clone(),
+                conditions: vec![accepted(), refs],
+            });
+        }
+    }
+    for rejection in snapshot.rejections.values() {
+        let message = rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        out.push(StatusTarget {
+            key: rejection.key.clone(),
+            generation: rejection.generation,
+            current: rejection.status.clone(),
+            conditions: vec![
+                ConditionSpec { type_: ACCEPTED, status: "False", reason: reason::INVALID, message },
+                ConditionSpec {
+                    type_: RESOLVED_REFS,
+                    status: "Unknown",
+                    reason: reason::INVALID,
+                    message: "not checked while the resource is invalid".into(),
+                },
+            ],
+        });
+    }
+    out
+}
+
+fn accepted() -> ConditionSpec {
+    ConditionSpec { type_: ACCEPTED, status: "True", reason: reason::ACCEPTED, message: "in force".into() }
+}
+
+/// `ResolvedRefs` from the problems found: the first problem's reason, every problem in the message.
+fn resolved(problems: Vec<(&'static str, String)>) -> ConditionSpec {
+    match problems.first() {
+        None => ConditionSpec {
+            type_: RESOLVED_REFS,
+            status: "True",
+            reason: reason::RESOLVED_REFS,
+            message: "every referenced host, subset and port exists".into(),
+        },
+        Some((first_reason, _)) => ConditionSpec {
+            type_: RESOLVED_REFS,
+            status: "False",
+            reason: first_reason,
+            message: problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+        },
+    }
+}
+
+fn virtual_service_refs(
+    snapshot: &Snapshot,
+    namespace: &str,
+    spec: &VirtualServiceSpec,
+) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    for (i, host) in spec.hosts.iter().enumerate() {
+        let fqdn = snapshot.resolve_host(host, namespace);
+        if !snapshot.services.contains_key(&fqdn) {
+            problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service {fqdn}")));
+        }
+    }
+    for (i, rule) in spec.http.iter().enumerate() {
+        for (j, route) in rule.route.iter().enumerate() {
+            let path = format!("spec.http[{i}].route[{j}].destination");
+            let d = &route.destination;
+            let fqdn = snapshot.resolve_host(&d.host, namespace);
+            let Some(service) = snapshot.services.get(&fqdn) else {
+                problems.push((reason::UNKNOWN_HOST, format!("{path}.host: no Service {fqdn}")));
+                continue;
+            };
+            if let Some(port) = d.port
+                && !service.ports.iter().any(|p| u32::from(p.port) == port.number)
+            {
+                problems.push((
+                    reason::UNKNOWN_PORT,
+                    format!("{path}.port.number: Service {fqdn} has no port {}", port.number),
+                ));
+            }
+            if let Some(subset) = &d.subset {
+                let rule = snapshot.destination_rule(&fqdn);
+                if !rule.is_some_and(|r| r.spec.subsets.iter().any(|s| &s.name == subset)) {
+                    let known =
+                        rule.map(|r| r.spec.subsets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+                    let detail = match known {
+                        Some(k) if !k.is_empty() => format!(" (DestinationRule subsets: {k})"),
+                        Some(_) => " (its DestinationRule defines no subsets)".to_string(),
+                        None => " (no DestinationRule for this host)".to_string(),
+                    };
+                    problems.push((
+                        reason::UNKNOWN_SUBSET,
+                        format!("{path}.subset: {fqdn} has no subset {subset:?}{detail}"),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn destination_rule_refs(
+    snapshot: &Snapshot,
+    namespace: &str,
+    spec: &DestinationRuleSpec,
+) -> Vec<(&'static str, String)> {
+    let fqdn = snapshot.resolve_host(&spec.host, namespace);
+    if snapshot.services.contains_key(&fqdn) {
+        Vec::new()
+    } else {
+        vec![(reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}"))]
+    }
+}
+
+/// Whether the object's current status differs from the target (timestamps aside).
+pub fn needs_write(target: &StatusTarget) -> bool {
+    let Some(current) = &target.current else { return true };
+    current.observed_generation != target.generation
+        || current.conditions.len() != target.conditions.len()
+        || target.conditions.iter().any(|want| {
+            current.condition(want.type_).is_none_or(|have| {
+                have.status != want.status
+                    || have.reason != want.reason
+                    || have.message != want.message
+                    || have.observed_generation != target.generation
+            })
+        })
+}
+
+/// The status to write at `now`: a condition keeps its `lastTransitionTime` while its status stays the same.
+pub fn render(target: &StatusTarget, now: &Time) -> WeftStatus {
+    let conditions = target
+        .conditions
+        .iter()
+        .map(|want| {
+            let previous = target.current.as_ref().and_then(|c| c.condition(want.type_));
+            let since = match previous {
+                Some(p) if p.status == want.status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_: want.type_.to_string(),
+                status: want.status.to_string(),
+                reason: want.reason.to_string(),
+                message: want.message.clone(),
+                observed_generation: target.generation,
+                last_transition_time: since,
+            }
+        })
+        .collect();
+    WeftStatus { observed_generation: target.generation, conditions }
+}

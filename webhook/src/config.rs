@@ -1,0 +1,172 @@
+//! What injection needs to know (proxy image, xDS address, resources, sidecar mode), and the pure rule that picks
+//! native or classic sidecars from the API server's version. Built from flags in `main`, checked before serving.
+
+use std::fmt;
+
+use crate::quantity::Quantity;
+
+/// First Kubernetes minor version (1.x) where native sidecars (init containers with `restartPolicy: Always`) are
+/// on by default (beta in 1.29; alpha behind a feature gate in 1.28).
+pub const NATIVE_SIDECARS_MIN_MINOR: u32 = 29;
+
+/// Default address of the operator's xDS server, as the proxy should dial it.
+pub const DEFAULT_XDS_ADDRESS: &str = "http://weft-operator.weft-system.svc:15010";
+
+/// Everything `inject` needs besides the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectConfig {
+    /// Image of both injected containers (`weft-proxy init` and `weft-proxy run`).
+    pub proxy_image: String,
+    /// Handed to the proxy as `WEFT_XDS_ADDRESS`.
+    pub xds_address: String,
+    /// Sidecar resources unless a pod's annotations override them.
+    pub resources: ProxyResources,
+    /// How the proxy is started before, and stopped after, the application.
+    pub mode: SidecarMode,
+}
+
+/// Requests and limits of the proxy container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyResources {
+    pub cpu_request: Quantity,
+    pub memory_request: Quantity,
+    pub cpu_limit: Quantity,
+    pub memory_limit: Quantity,
+}
+
+/// How the sidecar is ordered against the application's containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarMode {
+    /// Kubernetes >= 1.29: `weft-proxy` is an init container with `restartPolicy: Always` and a startup probe, so
+    /// the kubelet starts it before the app and stops it after.
+    Native,
+    /// Older clusters: `weft-proxy` is the first app container with a `postStart` hook that blocks until it is ready.
+    Classic,
+}
+
+impl SidecarMode {
+    /// The value of the `weft.dev/injected` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Classic => "classic",
+        }
+    }
+}
+
+impl fmt::Display for SidecarMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A config problem found before the server starts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--proxy-image must not be empty")]
+    EmptyImage,
+    #[error("--xds-address {0:?} must look like http://HOST:PORT or https://HOST:PORT")]
+    BadXdsAddress(String),
+    #[error("{request_flag} {request} is more than {limit_flag} {limit}")]
+    RequestAboveLimit { request_flag: &'static str, request: String, limit_flag: &'static str, limit: String },
+}
+
+impl InjectConfig {
+    /// Checks what clap's value parsers cannot: the image, the xDS URL shape, requests not above limits.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.proxy_image.trim().is_empty() {
+            return Err(ConfigError::EmptyImage);
+        }
+        check_xds_address(&self.xds_address)?;
+        let r = &self.resources;
+        if r.cpu_request.value() > r.cpu_limit.value() {
+            return Err(ConfigError::RequestAboveLimit {
+                request_flag: "--proxy-cpu",
+                request: r.cpu_request.to_string(),
+                limit_flag: "--proxy-cpu-limit",
+                limit: r.cpu_limit.to_string(),
+            });
+        }
+        if r.memory_request.value() > r.memory_limit.value() {
+            return Err(ConfigError::RequestAboveLimit {
+                request_flag: "--proxy-memory",
+                request: r.memory_request.to_string(),
+                limit_flag: "--proxy-memory-limit",
+                limit: r.memory_limit.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_xds_address(address: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadXdsAddress(address.to_string());
+    let rest = address.strip_prefix("http://").or_else(|| address.strip_prefix("https://")).ok_or_else(bad)?;
+    let (host, port) = rest.trim_end_matches('/').rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains(['/', ' ']) || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Whether a Kubernetes server of this version runs native sidecars. `major`/`minor` are the `/version` fields,
+/// which some distributions decorate (`"29+"`). `None` when they are not numbers.
+pub fn native_sidecars_supported(major: &str, minor: &str) -> Option<bool> {
+    let number = |text: &str| -> Option<u32> {
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let (major, minor) = (number(major)?, number(minor)?);
+    Some(major > 1 || (major == 1 && minor >= NATIVE_SIDECARS_MIN_MINOR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> InjectConfig {
+        InjectConfig {
+            proxy_image: "weft-proxy:test".into(),
+            xds_address: DEFAULT_XDS_ADDRESS.into(),
+            resources: ProxyResources {
+                cpu_request: "100m".parse().unwrap(),
+                memory_request: "128Mi".parse().unwrap(),
+                cpu_limit: "1000m".parse().unwrap(),
+                memory_limit: "512Mi".parse().unwrap(),
+            },
+            mode: SidecarMode::Native,
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config().check(), Ok(()));
+    }
+
+    #[test]
+    fn xds_address_needs_scheme_host_and_port() {
+        for good in ["http://weft-operator.weft-system.svc:15010", "https://10.0.0.1:15012", "http://[::1]:15010"] {
+            assert_eq!(check_xds_address(good), Ok(()), "{good}");
+        }
+        for bad in ["weft-operator:15010", "http://weft-operator", "http://:15010", "http://h:0", "grpc://h:1"] {
+            assert!(check_xds_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_above_its_limit_names_both_flags() {
+        let mut c = config();
+        c.resources.memory_request = "1Gi".parse().unwrap();
+        assert_eq!(c.check().unwrap_err().to_string(), "--proxy-memory 1Gi is more than --proxy-memory-limit 512Mi");
+    }
+
+    #[test]
+    fn native_sidecars_from_1_29() {
+        assert_eq!(native_sidecars_supported("1", "28"), Some(false));
+        assert_eq!(native_sidecars_supported("1", "29"), Some(true));
+        assert_eq!(native_sidecars_supported("1", "31+"), Some(true));
+        assert_eq!(native_sidecars_supported("1", "24"), Some(false));
+        assert_eq!(native_sidecars_supported("2", "0"), Some(true));
+        assert_eq!(native_sidecars_supported("", "x"), None);
+    }
+}

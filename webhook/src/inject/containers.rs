@@ -1,0 +1,148 @@
+//! The two injected containers: `weft-init` (sets up iptables capture, then exits) and `weft-proxy` (the sidecar),
+//! in their native (init container, `restartPolicy: Always`) or classic (first app container) form.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, Probe, ResourceRequirements, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::config::{InjectConfig, ProxyResources, SidecarMode};
+
+pub const INIT_NAME: &str = "weft-init";
+pub const PROXY_NAME: &str = "weft-proxy";
+/// The proxy's UID and GID; `weft-proxy init` exempts this UID's traffic from capture.
+pub const PROXY_UID: i64 = 1337;
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+pub const HEALTH_PORT: i32 = 15020;
+pub const HEALTH_PORT_NAME: &str = "weft-health";
+pub const READY_PATH: &str = "/healthz/ready";
+/// How long the classic `postStart` hook waits for the proxy, and (at 1 s per probe) the native startup probe.
+pub const STARTUP_TIMEOUT_SECONDS: i32 = 60;
+
+/// `weft-init`: runs `weft-proxy init` as root with just the capabilities iptables needs.
+pub fn init_container(config: &InjectConfig, resources: &ProxyResources, exclusions: Vec<String>) -> Container {
+    let mut command: Vec<String> = ["weft-proxy", "init", "--proxy-uid"].map(String::from).into();
+    command.push(PROXY_UID.to_string());
+    command.extend(["--outbound-capture-port".into(), OUTBOUND_CAPTURE_PORT.to_string()]);
+    command.extend(["--inbound-capture-port".into(), INBOUND_CAPTURE_PORT.to_string()]);
+    command.extend(exclusions);
+    Container {
+        name: INIT_NAME.into(),
+        image: Some(config.proxy_image.clone()),
+        command: Some(command),
+        resources: Some(resource_requirements(resources)),
+        security_context: Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            ..SecurityContext::default()
+        }),
+        // An iptables failure then shows in `kubectl describe pod`.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    }
+}
+
+/// `weft-proxy`: the sidecar, unprivileged, configured from the downward API.
+pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources) -> Container {
+    let mut container = Container {
+        name: PROXY_NAME.into(),
+        image: Some(config.proxy_image.clone()),
+        command: Some(["weft-proxy", "run", "--transparent"].map(String::from).into()),
+        env: Some(proxy_env(config)),
+        ports: Some(vec![ContainerPort {
+            name: Some(HEALTH_PORT_NAME.into()),
+            container_port: HEALTH_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(ready_probe(2, 3)),
+        resources: Some(resource_requirements(resources)),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(PROXY_UID),
+            run_as_group: Some(PROXY_UID),
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { add: None, drop: Some(vec!["ALL".into()]) }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    match config.mode {
+        SidecarMode::Native => {
+            container.restart_policy = Some("Always".into());
+            container.startup_probe = Some(ready_probe(1, STARTUP_TIMEOUT_SECONDS));
+        }
+        SidecarMode::Classic => {
+            let wait = ["weft-proxy", "wait", "--timeout"].map(String::from).into_iter();
+            container.lifecycle = Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(wait.chain([format!("{STARTUP_TIMEOUT_SECONDS}s")]).collect()),
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                ..Lifecycle::default()
+            });
+        }
+    }
+    container
+}
+
+fn proxy_env(config: &InjectConfig) -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { api_version: None, field_path: path.into() }),
+            ..EnvVarSource::default()
+        }),
+    };
+    vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("POD_IP", "status.podIP"),
+        field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        EnvVar { name: "WEFT_XDS_ADDRESS".into(), value: Some(config.xds_address.clone()), value_from: None },
+    ]
+}
+
+/// GET :15020/healthz/ready every `period` seconds, failing after `failures` misses.
+fn ready_probe(period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(READY_PATH.into()),
+            port: IntOrString::Int(HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn resource_requirements(r: &ProxyResources) -> ResourceRequirements {
+    let quantity = |q: &crate::quantity::Quantity| K8sQuantity(q.as_str().to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity(&r.cpu_request)),
+            ("memory".to_string(), quantity(&r.memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([
+            ("cpu".to_string(), quantity(&r.cpu_limit)),
+            ("memory".to_string(), quantity(&r.memory_limit)),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}

@@ -1,0 +1,141 @@
+//! `weft-webhook`: serves sidecar injection (`POST /inject`) and Weft CRD validation (`POST /validate`) over HTTPS.
+//! Every flag and file is checked before the port is bound; a bad one ends the process with one line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use weft_webhook::config::DEFAULT_XDS_ADDRESS;
+use weft_webhook::discover::NativeSidecars;
+use weft_webhook::quantity::Quantity;
+use weft_webhook::server::AppState;
+use weft_webhook::tls::CertReloader;
+use weft_webhook::{InjectConfig, ProxyResources};
+
+/// Weft's admission webhook: injects the weft-proxy sidecar into pods and validates Weft's routing resources.
+#[derive(Debug, Parser)]
+#[command(name = "weft-webhook", version)]
+struct Args {
+    /// Address to serve HTTPS on.
+    #[arg(long, env = "WEFT_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// PEM certificate chain to serve; re-read when it changes.
+    #[arg(long, env = "WEFT_TLS_CERT", value_name = "FILE")]
+    tls_cert: PathBuf,
+    /// PEM private key of the certificate; re-read when it changes.
+    #[arg(long, env = "WEFT_TLS_KEY", value_name = "FILE")]
+    tls_key: PathBuf,
+    /// How often to look for a new certificate, e.g. `10s`.
+    #[arg(long, env = "WEFT_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    tls_reload_interval: Duration,
+    /// Image of the injected weft-init and weft-proxy containers.
+    #[arg(long, env = "WEFT_PROXY_IMAGE", value_name = "IMAGE")]
+    proxy_image: String,
+    /// xDS address the proxy connects to (`WEFT_XDS_ADDRESS` in the sidecar).
+    #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS, value_name = "URL")]
+    xds_address: String,
+    /// Proxy CPU request; a pod's `weft.dev/proxy-cpu` annotation overrides it.
+    #[arg(long, env = "WEFT_PROXY_CPU", default_value = "100m", value_name = "QUANTITY")]
+    proxy_cpu: Quantity,
+    /// Proxy memory request; `weft.dev/proxy-memory` overrides it.
+    #[arg(long, env = "WEFT_PROXY_MEMORY", default_value = "128Mi", value_name = "QUANTITY")]
+    proxy_memory: Quantity,
+    /// Proxy CPU limit; `weft.dev/proxy-cpu-limit` overrides it.
+    #[arg(long, env = "WEFT_PROXY_CPU_LIMIT", default_value = "1000m", value_name = "QUANTITY")]
+    proxy_cpu_limit: Quantity,
+    /// Proxy memory limit; `weft.dev/proxy-memory-limit` overrides it.
+    #[arg(long, env = "WEFT_PROXY_MEMORY_LIMIT", default_value = "512Mi", value_name = "QUANTITY")]
+    proxy_memory_limit: Quantity,
+    /// Native sidecars (Kubernetes >= 1.29): `auto` asks the API server at startup and falls back to classic
+    /// sidecars, with a warning, when it cannot be reached.
+    #[arg(long, env = "WEFT_NATIVE_SIDECARS", value_enum, default_value = "auto")]
+    native_sidecars: NativeSidecars,
+    /// Log filter, e.g. `info` or `weft_webhook=debug` (RUST_LOG syntax).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    log: String,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = weft_crds::duration::parse_duration(text)?;
+    if interval.is_zero() { Err("the interval must be more than zero".into()) } else { Ok(interval) }
+}
+
+fn main() -> ExitCode {
+    weft_webhook::install_crypto_provider();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("weft-webhook: {}", first_paragraph(&err.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("weft-webhook: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's message up to its first blank line, on one line: keeps the list of missing flags and possible values.
+fn first_paragraph(text: &str) -> String {
+    let lines = text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim);
+    lines.collect::<Vec<_>>().join(" ").trim_start_matches("error: ").to_string()
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = InjectConfig {
+        proxy_image: args.proxy_image,
+        xds_address: args.xds_address,
+        resources: ProxyResources {
+            cpu_request: args.proxy_cpu,
+            memory_request: args.proxy_memory,
+            cpu_limit: args.proxy_cpu_limit,
+            memory_limit: args.proxy_memory_limit,
+        },
+        mode: weft_webhook::SidecarMode::Classic,
+    };
+    config.check()?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let reloader = CertReloader::load(&args.tls_cert, &args.tls_key).await?;
+        config.mode = weft_webhook::discover::sidecar_mode(args.native_sidecars).await;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        tracing::info!(listen = %args.listen, mode = %config.mode, image = %config.proxy_image, "serving");
+        let tls = reloader.config();
+        tokio::spawn(reloader.run(args.tls_reload_interval));
+        let state = AppState { inject: Arc::new(config) };
+        weft_webhook::server::serve(listener, tls, state, shutdown_signal()).await.context("serving")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,131 @@
+//! The validating webhook for Weft CRDs. Pure: an AdmissionReview request in, allowed or denied with every problem
+//! and its field path out. Type and unknown-field errors come from `weft_crds::parse`, rules from
+//! `weft_crds::validate`, the same checks the operator applies to standalone files.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use weft_crds::FieldError;
+use weft_crds::validate::{validate_destination_rule, validate_virtual_service};
+
+use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
+
+/// HTTP-like code of a denial for an invalid object, as the API server uses for its own validation.
+const INVALID: u16 = 422;
+
+/// The validating webhook's answer. DELETE and CONNECT are always allowed. Kinds this webhook does not know
+/// (a registration broader than the chart's) are allowed with a warning: refusing them would block resources
+/// Weft has no opinion about.
+pub fn review(request: &AdmissionRequest) -> AdmissionResponse {
+    let uid = request.uid.as_str();
+    if matches!(request.operation, Operation::Delete | Operation::Connect) {
+        return AdmissionResponse::allow(uid);
+    }
+    let kind = &request.kind;
+    let problems = match (kind.group == weft_crds::GROUP && kind.version == weft_crds::VERSION, kind.kind.as_str()) {
+        (true, "VirtualService") => problems(request.object.as_ref(), validate_virtual_service),
+        (true, "DestinationRule") => problems(request.object.as_ref(), validate_destination_rule),
+        _ => {
+            let gvk = format!("{}/{} {}", kind.group, kind.version, kind.kind);
+            return AdmissionResponse::allow(uid)
+                .with_warning(format!("weft-webhook does not validate {gvk}; allowed without checks"));
+        }
+    };
+    if problems.is_empty() {
+        return AdmissionResponse::allow(uid);
+    }
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    AdmissionResponse::deny(
+        uid,
+        INVALID,
+        format!("{} {} is invalid: {}", kind.kind, object_name(request), list.join("; ")),
+    )
+}
+
+/// Every problem of the object's spec: the first type error (nothing more can be checked then), or each rule broken.
+fn problems<T: DeserializeOwned>(object: Option<&Value>, rules: fn(&T) -> Vec<FieldError>) -> Vec<FieldError> {
+    let Some(spec) = object.and_then(|o| o.get("spec")) else {
+        return vec![FieldError::new("spec", "is required")];
+    };
+    match weft_crds::parse::from_value::<T>(spec.clone()) {
+        Ok(spec) => rules(&spec),
+        Err(err) if err.path.is_empty() => vec![FieldError::new("spec", err.message)],
+        Err(err) => vec![FieldError::new(format!("spec.{}", err.path), err.message)],
+    }
+}
+
+/// `namespace/name` for the message; objects created with `generateName` have no name yet.
+fn object_name(request: &AdmissionRequest) -> String {
+    let meta = request.object.as_ref().and_then(|o| o.get("metadata"));
+    let field = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str).map(str::to_string);
+    let name = request.name.clone().or_else(|| field("name")).or_else(|| field("generateName").map(|g| g + "*"));
+    let name = name.unwrap_or_else(|| "(unnamed)".to_string());
+    match &request.namespace {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(operation: &str, kind: &str, object: Value) -> AdmissionRequest {
+        serde_json::from_value(json!({
+            "uid": "u1",
+            "kind": {"group": "networking.weft.dev", "version": "v1alpha1", "kind": kind},
+            "namespace": "shop",
+            "operation": operation,
+            "object": object,
+        }))
+        .unwrap()
+    }
+
+    fn vs(spec: Value) -> Value {
+        json!({"apiVersion": "networking.weft.dev/v1alpha1", "kind": "VirtualService",
+               "metadata": {"name": "reviews"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_valid_virtual_service_is_allowed() {
+        let spec = json!({"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}]}]});
+        assert_eq!(review(&request("CREATE", "VirtualService", vs(spec))), AdmissionResponse::allow("u1"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let spec = json!({"hosts": [], "http": [{"route": [{"destination": {"host": "r"}, "weight": -5}]}]});
+        let response = review(&request("UPDATE", "VirtualService", vs(spec)));
+        assert!(!response.allowed);
+        let status = response.status.unwrap();
+        assert_eq!(status.code, 422);
+        assert_eq!(
+            status.message,
+            "VirtualService shop/reviews is invalid: spec.hosts: at least one host is required; \
+             spec.http[0].route[0].weight: weight -5 must not be negative"
+        );
+    }
+
+    #[test]
+    fn type_and_unknown_field_errors_carry_the_spec_path() {
+        let spec = json!({"host": "reviews", "subsets": [{"name": "v1", "labelz": {}}]});
+        let object = json!({"metadata": {"generateName": "reviews-"}, "spec": spec});
+        let message = review(&request("CREATE", "DestinationRule", object)).status.unwrap().message;
+        assert!(
+            message.starts_with("DestinationRule shop/reviews-* is invalid: spec.subsets[0].labelz: unknown field")
+        );
+        let message = review(&request("CREATE", "DestinationRule", json!({"metadata": {}}))).status.unwrap().message;
+        assert_eq!(message, "DestinationRule shop/(unnamed) is invalid: spec: is required");
+    }
+
+    #[test]
+    fn deletes_and_unknown_kinds_are_allowed() {
+        assert_eq!(review(&request("DELETE", "VirtualService", Value::Null)), AdmissionResponse::allow("u1"));
+        let response = review(&request("CREATE", "Gateway", json!({"spec": {}})));
+        assert!(response.allowed);
+        assert_eq!(
+            response.warnings,
+            ["weft-webhook does not validate networking.weft.dev/v1alpha1 Gateway; allowed without checks"]
+        );
+    }
+}
