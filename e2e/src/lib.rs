@@ -12,3 +12,4 @@ pub mod mesh;
 pub mod net;
 pub mod process;
 pub mod stats;
+pub mod vip;

@@ -12,6 +12,7 @@ use crate::binaries;
 use crate::http_client::HttpClient;
 use crate::net::{free_port, localhost, wait_for_port};
 use crate::process::Process;
+use crate::vip::Vip;
 
 /// The Service the scenarios route to, as clients address it.
 pub const HOST: &str = "reviews";
@@ -19,9 +20,21 @@ pub const HOST: &str = "reviews";
 pub const VERSIONS: [&str; 2] = ["v1", "v2"];
 const STARTUP: Duration = Duration::from_secs(15);
 
+/// One operator replica and where it listens.
+pub struct Operator {
+    pub process: Process,
+    pub xds: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub metrics: SocketAddr,
+}
+
 pub struct LocalMesh {
     dir: tempfile::TempDir,
-    pub operator: Process,
+    /// Operator replicas, all reading the same directory.
+    pub operators: Vec<Operator>,
+    /// With several replicas, the address proxies dial (forwarding to a live replica, like a Service); held for
+    /// as long as the mesh lives.
+    _vip: Option<Vip>,
     pub proxy: Process,
     pub backends: Vec<Process>,
     /// Where the backends listen (v1, v2): for measuring without the proxy.
@@ -29,12 +42,18 @@ pub struct LocalMesh {
     /// The proxy's outbound listener: where the application sends requests.
     pub outbound: SocketAddr,
     pub admin: SocketAddr,
+    /// The xDS address the proxy dials.
     pub xds: SocketAddr,
 }
 
 impl LocalMesh {
     /// Starts everything with the canary at `weights` (v1, v2) and waits until traffic flows.
     pub async fn start(weights: [u32; 2]) -> anyhow::Result<Self> {
+        Self::start_replicated(weights, 1).await
+    }
+
+    /// Like [`LocalMesh::start`], with `replicas` operators behind one address.
+    pub async fn start_replicated(weights: [u32; 2], replicas: usize) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weft-mesh-").tempdir()?;
         let mut backends = Vec::new();
         let mut backend_addresses = Vec::new();
@@ -50,8 +69,14 @@ impl LocalMesh {
         std::fs::create_dir(&config)?;
         std::fs::write(config.join("reviews.yaml"), reviews_yaml(&backend_addresses))?;
         std::fs::write(config.join("reviews-vs.yaml"), virtual_service_yaml(weights))?;
-        let xds = free_port(localhost())?;
-        let operator = spawn_operator(&dir, xds)?;
+        let mut operators = Vec::new();
+        for i in 0..replicas.max(1) {
+            let (xds, metrics) = (free_port(localhost())?, free_port(localhost())?);
+            operators.push(Operator { process: spawn_operator(&dir, i, xds, metrics)?, xds, metrics });
+        }
+        let vip =
+            if operators.len() > 1 { Some(Vip::start(operators.iter().map(|o| o.xds).collect()).await?) } else { None };
+        let xds = vip.as_ref().map_or(operators[0].xds, |v| v.address);
         let (outbound, admin) = (free_port(localhost())?, free_port(localhost())?);
         let proxy_args = [
             "--xds-address".to_string(),
@@ -70,7 +95,7 @@ impl LocalMesh {
         for address in &backend_addresses {
             wait_for_port(*address, STARTUP).await?;
         }
-        let mesh = Self { dir, operator, proxy, backends, backend_addresses, outbound, admin, xds };
+        let mesh = Self { dir, operators, _vip: vip, proxy, backends, backend_addresses, outbound, admin, xds };
         mesh.wait_until_routing().await.with_context(|| mesh.diagnostics())?;
         Ok(mesh)
     }
@@ -98,19 +123,31 @@ impl LocalMesh {
         HttpClient::new(self.outbound)
     }
 
-    pub fn kill_operator(&mut self) {
-        self.operator.kill();
+    /// The first operator replica's process.
+    pub fn operator(&self) -> &Process {
+        &self.operators[0].process
     }
 
-    /// Starts the operator again (after [`LocalMesh::kill_operator`]) on the same address.
+    /// Kills the first operator replica (SIGKILL).
+    pub fn kill_operator(&mut self) {
+        self.operators[0].process.kill();
+    }
+
+    /// Starts the first operator replica again (after [`LocalMesh::kill_operator`]) on the same addresses.
     pub async fn restart_operator(&mut self) -> anyhow::Result<()> {
-        self.operator = spawn_operator(&self.dir, self.xds)?;
-        wait_for_port(self.xds, STARTUP).await
+        let (xds, metrics) = (self.operators[0].xds, self.operators[0].metrics);
+        self.operators[0].process = spawn_operator(&self.dir, 0, xds, metrics)?;
+        wait_for_port(xds, STARTUP).await
     }
 
     /// Log tails of the control and data plane, for failure messages.
     pub fn diagnostics(&self) -> String {
-        format!("--- operator log ---\n{}\n--- proxy log ---\n{}", self.operator.tail(30), self.proxy.tail(30))
+        let operators: String = self
+            .operators
+            .iter()
+            .map(|o| format!("--- {} log ---\n{}\n", o.process.name(), o.process.tail(30)))
+            .collect();
+        format!("{operators}--- proxy log ---\n{}", self.proxy.tail(30))
     }
 
     async fn wait_until_routing(&self) -> anyhow::Result<()> {
@@ -129,16 +166,22 @@ impl LocalMesh {
     }
 }
 
-fn spawn_operator(dir: &tempfile::TempDir, xds: SocketAddr) -> anyhow::Result<Process> {
+fn spawn_operator(
+    dir: &tempfile::TempDir,
+    replica: usize,
+    xds: SocketAddr,
+    metrics: SocketAddr,
+) -> anyhow::Result<Process> {
     let args = [
         "--config-dir".to_string(),
         dir.path().join("config").display().to_string(),
         "--xds-listen".into(),
         xds.to_string(),
         "--metrics-listen".into(),
-        free_port(localhost())?.to_string(),
+        metrics.to_string(),
     ];
-    Process::spawn("operator", &binaries::path("weft-operator")?, &args, &dir.path().join("operator.log"))
+    let log = dir.path().join(format!("operator-{replica}.log"));
+    Process::spawn(&format!("operator-{replica}"), &binaries::path("weft-operator")?, &args, &log)
 }
 
 /// The `reviews` Service, one pod per version (standalone mode reads pods from YAML) and the subsets.

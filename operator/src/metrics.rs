@@ -95,9 +95,12 @@ impl Metrics {
         self.connected_proxies.dec();
     }
 
-    pub fn push(&self, kind: ResourceType, latency: Duration) {
+    /// A response sent; `latency` when a new snapshot caused it (not when a proxy's request did).
+    pub fn push(&self, kind: ResourceType, latency: Option<Duration>) {
         self.pushes.get_or_create(&TypeLabel { r#type: kind.short_name().into() }).inc();
-        self.push_latency.observe(latency.as_secs_f64());
+        if let Some(latency) = latency {
+            self.push_latency.observe(latency.as_secs_f64());
+        }
     }
 
     pub fn nack(&self, kind: ResourceType) {

@@ -142,8 +142,8 @@ impl StreamContext {
             if self.outbox.send(Ok(response)).await.is_err() {
                 return false;
             }
-            if let (Some(kind), Some(since)) = (kind, since) {
-                self.metrics.push(kind, since.elapsed());
+            if let Some(kind) = kind {
+                self.metrics.push(kind, since.map(|s| s.elapsed()));
             }
         }
         true

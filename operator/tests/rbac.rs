@@ -1,0 +1,176 @@
+//! Every API call the operator makes must be allowed by the RBAC rules the chart installs
+//! (`charts/weft/files/operator-*-rules.yaml`). The watchers, the status writer and leader election run against a
+//! fake API server; each request they send is mapped to (group, resource, verb, namespace) and checked.
+
+// Test helpers panic on broken fixtures: that is a test failure with a clear location.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use support::{Recorded, empty_list, fake_client, status_error};
+use tokio::sync::{mpsc, watch};
+use weft_operator::index::Index;
+use weft_operator::leader::{self, LeaseConfig};
+use weft_operator::metrics::Metrics;
+use weft_operator::source::Event;
+use weft_operator::source::file::parse_file;
+use weft_operator::source::kube::{Scope, SyncTracker, run as run_watchers};
+use weft_operator::status::{targets, writer};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+}
+
+fn rules(file: &str) -> Vec<Rule> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/files").join(file);
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// What RBAC sees of a request: API group, resource (with subresource), verb, namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Access {
+    group: String,
+    resource: String,
+    verb: String,
+    namespace: Option<String>,
+}
+
+fn access(r: &Recorded) -> Access {
+    let parts: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", group, _version, rest @ ..] => (group.to_string(), rest.to_vec()),
+        _ => panic!("not an API path: {}", r.path),
+    };
+    let (namespace, rest) = match rest.as_slice() {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest.to_vec()),
+        _ => (None, rest),
+    };
+    let (resource, named) = match rest.as_slice() {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let verb = match (&r.method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if r.has_query("watch", "true") || r.has_query("watch", "1") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        (m, _) => panic!("unexpected method {m}"),
+    };
+    Access { group, resource, verb: verb.into(), namespace }
+}
+
+fn allowed(rules: &[Rule], a: &Access) -> bool {
+    rules
+        .iter()
+        .any(|r| r.api_groups.contains(&a.group) && r.resources.contains(&a.resource) && r.verbs.contains(&a.verb))
+}
+
+/// Answers lists with empty lists, watches with an empty stream, status writes with success, and keeps the one
+/// Lease it is given.
+fn api() -> impl Fn(&Recorded) -> (StatusCode, serde_json::Value) + Send + Sync + 'static {
+    let lease: Mutex<Option<serde_json::Value>> = Mutex::default();
+    move |r| {
+        let is_watch = r.has_query("watch", "true") || r.has_query("watch", "1");
+        match (&r.method, r.path.contains("/leases")) {
+            (&Method::GET, true) => match lease.lock().unwrap().clone() {
+                Some(stored) => (StatusCode::OK, stored),
+                None => status_error(404, "NotFound"),
+            },
+            (_, true) => {
+                let mut stored = r.body.clone();
+                stored["metadata"]["resourceVersion"] = json!("7");
+                *lease.lock().unwrap() = Some(stored.clone());
+                (StatusCode::OK, stored)
+            }
+            (&Method::GET, false) if is_watch => (StatusCode::OK, json!(null)),
+            (&Method::GET, false) => empty_list("Thing"),
+            _ => (StatusCode::OK, r.body.clone()),
+        }
+    }
+}
+
+async fn exercise_watchers(scope: Scope) -> Vec<Recorded> {
+    let (client, log) = fake_client(api());
+    let (events, mut received) = mpsc::channel(64);
+    let sync = Arc::new(SyncTracker::default());
+    let task = tokio::spawn(run_watchers(client, scope, events, sync.clone(), Arc::new(Metrics::new())));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(sync.is_synced() && log.lock().unwrap().iter().filter(|r| r.has_query("watch", "true")).count() >= 5) {
+        assert!(Instant::now() < deadline, "watchers did not list and watch every kind");
+        let _ = tokio::time::timeout(Duration::from_millis(20), received.recv()).await;
+    }
+    task.abort();
+    let requests = log.lock().unwrap().clone();
+    requests
+}
+
+#[tokio::test]
+async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
+    let cluster_rules = rules("operator-clusterrole-rules.yaml");
+    let namespace_rules = rules("operator-role-rules.yaml");
+    let mut requests = exercise_watchers(Scope::default()).await;
+    requests.extend(exercise_watchers(Scope { namespaces: vec!["shop".into()] }).await);
+
+    // Status writes for both kinds.
+    let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n---\n\
+                apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: a, namespace: shop}\nspec: {host: a}\n";
+    let mut index = Index::default();
+    for r in parse_file(&PathBuf::from("t.yaml"), yaml).resources {
+        index.apply(Event::Applied(r));
+    }
+    let (client, log) = fake_client(api());
+    writer::write_changed(&client, &targets(&index.snapshot()), &Metrics::new()).await;
+    requests.extend(log.lock().unwrap().clone());
+
+    // Leader election: create, renew, release on shutdown.
+    let (client, log) = fake_client(api());
+    let mut config = LeaseConfig::new("weft-system".into(), "weft-operator".into(), "replica-a".into());
+    config.retry_period = Duration::from_millis(10);
+    let (leader_tx, mut leader_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let election = tokio::spawn(leader::run(client, config, leader_tx, Arc::new(Metrics::new()), async {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(5), leader_rx.wait_for(|l| *l)).await.unwrap().unwrap();
+    stop_tx.send(()).unwrap();
+    election.await.unwrap();
+    requests.extend(log.lock().unwrap().clone());
+
+    let mut seen: Vec<Access> = requests.iter().map(access).collect();
+    seen.sort();
+    seen.dedup();
+    let mut denied = Vec::new();
+    for a in &seen {
+        let ok = match &a.namespace {
+            Some(ns) if ns == "weft-system" => allowed(&namespace_rules, a) || allowed(&cluster_rules, a),
+            _ => allowed(&cluster_rules, a),
+        };
+        if !ok {
+            denied.push(format!("{a:?}"));
+        }
+    }
+    println!("API calls made: {seen:#?}");
+    assert!(denied.is_empty(), "not allowed by charts/weft/files RBAC:\n{}", denied.join("\n"));
+    for kind in ["services", "pods", "endpointslices", "virtualservices", "destinationrules"] {
+        assert!(seen.iter().any(|a| a.resource == kind && a.verb == "watch"), "no watch of {kind}");
+    }
+    assert!(seen.iter().any(|a| a.resource == "virtualservices/status" && a.verb == "patch"));
+    assert!(seen.iter().any(|a| a.resource == "leases" && a.verb == "update"), "lease release/renew");
+}
