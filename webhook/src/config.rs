@@ -34,6 +34,35 @@ pub struct ProxyResources {
     pub memory_limit: Quantity,
 }
 
+/// Default proxy resources (also the defaults of the `--proxy-*` flags).
+pub const DEFAULT_PROXY_CPU: &str = "100m";
+pub const DEFAULT_PROXY_MEMORY: &str = "128Mi";
+pub const DEFAULT_PROXY_CPU_LIMIT: &str = "1000m";
+pub const DEFAULT_PROXY_MEMORY_LIMIT: &str = "512Mi";
+
+impl Default for ProxyResources {
+    fn default() -> Self {
+        Self {
+            cpu_request: Quantity::from_static(DEFAULT_PROXY_CPU),
+            memory_request: Quantity::from_static(DEFAULT_PROXY_MEMORY),
+            cpu_limit: Quantity::from_static(DEFAULT_PROXY_CPU_LIMIT),
+            memory_limit: Quantity::from_static(DEFAULT_PROXY_MEMORY_LIMIT),
+        }
+    }
+}
+
+impl InjectConfig {
+    /// A config with the default xDS address and resources.
+    pub fn with_defaults(proxy_image: &str, mode: SidecarMode) -> Self {
+        Self {
+            proxy_image: proxy_image.to_string(),
+            xds_address: DEFAULT_XDS_ADDRESS.to_string(),
+            resources: ProxyResources::default(),
+            mode,
+        }
+    }
+}
+
 /// How the sidecar is ordered against the application's containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SidecarMode {
@@ -125,17 +154,7 @@ mod tests {
     use super::*;
 
     fn config() -> InjectConfig {
-        InjectConfig {
-            proxy_image: "weft-proxy:test".into(),
-            xds_address: DEFAULT_XDS_ADDRESS.into(),
-            resources: ProxyResources {
-                cpu_request: "100m".parse().unwrap(),
-                memory_request: "128Mi".parse().unwrap(),
-                cpu_limit: "1000m".parse().unwrap(),
-                memory_limit: "512Mi".parse().unwrap(),
-            },
-            mode: SidecarMode::Native,
-        }
+        InjectConfig::with_defaults("weft-proxy:test", SidecarMode::Native)
     }
 
     #[test]
@@ -168,5 +187,18 @@ mod tests {
         assert_eq!(native_sidecars_supported("1", "24"), Some(false));
         assert_eq!(native_sidecars_supported("2", "0"), Some(true));
         assert_eq!(native_sidecars_supported("", "x"), None);
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn built_in_resource_defaults_are_quantities_with_requests_under_limits() {
+        for text in [DEFAULT_PROXY_CPU, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY_LIMIT] {
+            assert!(text.parse::<Quantity>().is_ok(), "{text}");
+        }
+        assert!(InjectConfig::with_defaults("weft-proxy:test", SidecarMode::Native).check().is_ok());
     }
 }

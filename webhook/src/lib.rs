@@ -25,19 +25,9 @@ pub fn install_crypto_provider() {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::config::{DEFAULT_XDS_ADDRESS, InjectConfig, ProxyResources, SidecarMode};
+    use crate::config::{InjectConfig, SidecarMode};
 
     pub fn config(mode: SidecarMode) -> InjectConfig {
-        InjectConfig {
-            proxy_image: "weft-proxy:test".into(),
-            xds_address: DEFAULT_XDS_ADDRESS.into(),
-            resources: ProxyResources {
-                cpu_request: "100m".parse().unwrap(),
-                memory_request: "128Mi".parse().unwrap(),
-                cpu_limit: "1000m".parse().unwrap(),
-                memory_limit: "512Mi".parse().unwrap(),
-            },
-            mode,
-        }
+        InjectConfig::with_defaults("weft-proxy:test", mode)
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use weft_webhook::config::DEFAULT_XDS_ADDRESS;
+use weft_webhook::config::{
+    DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT, DEFAULT_XDS_ADDRESS,
+};
 use weft_webhook::discover::NativeSidecars;
 use weft_webhook::quantity::Quantity;
 use weft_webhook::server::AppState;
@@ -39,16 +41,16 @@ struct Args {
     #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS, value_name = "URL")]
     xds_address: String,
     /// Proxy CPU request; a pod's `weft.dev/proxy-cpu` annotation overrides it.
-    #[arg(long, env = "WEFT_PROXY_CPU", default_value = "100m", value_name = "QUANTITY")]
+    #[arg(long, env = "WEFT_PROXY_CPU", default_value = DEFAULT_PROXY_CPU, value_name = "QUANTITY")]
     proxy_cpu: Quantity,
     /// Proxy memory request; `weft.dev/proxy-memory` overrides it.
-    #[arg(long, env = "WEFT_PROXY_MEMORY", default_value = "128Mi", value_name = "QUANTITY")]
+    #[arg(long, env = "WEFT_PROXY_MEMORY", default_value = DEFAULT_PROXY_MEMORY, value_name = "QUANTITY")]
     proxy_memory: Quantity,
     /// Proxy CPU limit; `weft.dev/proxy-cpu-limit` overrides it.
-    #[arg(long, env = "WEFT_PROXY_CPU_LIMIT", default_value = "1000m", value_name = "QUANTITY")]
+    #[arg(long, env = "WEFT_PROXY_CPU_LIMIT", default_value = DEFAULT_PROXY_CPU_LIMIT, value_name = "QUANTITY")]
     proxy_cpu_limit: Quantity,
     /// Proxy memory limit; `weft.dev/proxy-memory-limit` overrides it.
-    #[arg(long, env = "WEFT_PROXY_MEMORY_LIMIT", default_value = "512Mi", value_name = "QUANTITY")]
+    #[arg(long, env = "WEFT_PROXY_MEMORY_LIMIT", default_value = DEFAULT_PROXY_MEMORY_LIMIT, value_name = "QUANTITY")]
     proxy_memory_limit: Quantity,
     /// Native sidecars (Kubernetes >= 1.29): `auto` asks the API server at startup and falls back to classic
     /// sidecars, with a warning, when it cannot be reached.

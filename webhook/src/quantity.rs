@@ -17,6 +17,12 @@ pub struct Quantity {
 pub struct QuantityError(pub String);
 
 impl Quantity {
+    /// A quantity from a constant of this program (the defaults); a test checks every such constant parses.
+    #[allow(clippy::expect_used)]
+    pub fn from_static(text: &'static str) -> Self {
+        text.parse().expect("built-in quantity constants are valid")
+    }
+
     /// The quantity as written.
     pub fn as_str(&self) -> &str {
         &self.text

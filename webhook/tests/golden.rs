@@ -12,23 +12,13 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-use weft_webhook::config::{DEFAULT_XDS_ADDRESS, InjectConfig, ProxyResources, SidecarMode};
+use weft_webhook::config::{InjectConfig, SidecarMode};
 use weft_webhook::inject::inject;
 
 const UPDATE_COMMAND: &str = "WEFT_UPDATE_GOLDEN=1 cargo test -p weft-webhook --test golden";
 
 fn config(mode: SidecarMode) -> InjectConfig {
-    InjectConfig {
-        proxy_image: "weft-proxy:golden".into(),
-        xds_address: DEFAULT_XDS_ADDRESS.into(),
-        resources: ProxyResources {
-            cpu_request: "100m".parse().unwrap(),
-            memory_request: "128Mi".parse().unwrap(),
-            cpu_limit: "1000m".parse().unwrap(),
-            memory_limit: "512Mi".parse().unwrap(),
-        },
-        mode,
-    }
+    InjectConfig::with_defaults("weft-proxy:golden", mode)
 }
 
 fn dir() -> PathBuf {

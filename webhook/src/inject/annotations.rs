@@ -172,12 +172,7 @@ mod tests {
     }
 
     fn defaults() -> ProxyResources {
-        ProxyResources {
-            cpu_request: "100m".parse().unwrap(),
-            memory_request: "128Mi".parse().unwrap(),
-            cpu_limit: "1000m".parse().unwrap(),
-            memory_limit: "512Mi".parse().unwrap(),
-        }
+        ProxyResources::default()
     }
 
     #[test]

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use weft_webhook::config::{DEFAULT_XDS_ADDRESS, InjectConfig, ProxyResources, SidecarMode};
+use weft_webhook::config::{InjectConfig, SidecarMode};
 use weft_webhook::server::AppState;
 use weft_webhook::tls::CertReloader;
 
@@ -63,17 +63,7 @@ pub fn write_leaf(leaf: &Leaf, cert: &Path, key: &Path) {
 }
 
 pub fn inject_config(mode: SidecarMode) -> InjectConfig {
-    InjectConfig {
-        proxy_image: "weft-proxy:wire".into(),
-        xds_address: DEFAULT_XDS_ADDRESS.into(),
-        resources: ProxyResources {
-            cpu_request: "100m".parse().unwrap(),
-            memory_request: "128Mi".parse().unwrap(),
-            cpu_limit: "1000m".parse().unwrap(),
-            memory_limit: "512Mi".parse().unwrap(),
-        },
-        mode,
-    }
+    InjectConfig::with_defaults("weft-proxy:wire", mode)
 }
 
 /// The webhook serving on 127.0.0.1 with a fresh certificate; stops when dropped.
