@@ -9,7 +9,7 @@ use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
 use crate::index::Snapshot;
-use crate::source::{Kind, ResourceKey};
+use crate::source::{Kind, Rejection, ResourceKey};
 
 /// Condition reasons (documented in the README).
 pub mod reason {
@@ -43,49 +43,42 @@ pub struct StatusTarget {
 
 /// The status every VirtualService and DestinationRule of the snapshot should carry.
 pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
-    let mut out = Vec::new();
-    for vs in &snapshot.virtual_services {
-        let key = ResourceKey { kind: Kind::VirtualService, namespace: vs.namespace.clone(), name: vs.name.clone() };
-        if !snapshot.rejections.contains_key(&key) {
-            let refs = resolved(virtual_service_refs(snapshot, &vs.namespace, &vs.spec));
-            out.push(StatusTarget {
-                key,
-                generation: vs.generation,
-                current: vs.status.clone(),
-                conditions: vec![accepted(), refs],
-            });
-        }
+    let valid = |kind, namespace: &str, name: &str, generation, status: &Option<WeftStatus>, problems| {
+        let key = ResourceKey { kind, namespace: namespace.to_string(), name: name.to_string() };
+        (!snapshot.rejections.contains_key(&key)).then(|| StatusTarget {
+            key,
+            generation,
+            current: status.clone(),
+            conditions: vec![accepted(), resolved(problems)],
+        })
+    };
+    let virtual_services = snapshot.virtual_services.iter().filter_map(|vs| {
+        let problems = virtual_service_refs(snapshot, &vs.namespace, &vs.spec);
+        valid(Kind::VirtualService, &vs.namespace, &vs.name, vs.generation, &vs.status, problems)
+    });
+    let destination_rules = snapshot.destination_rules.iter().filter_map(|dr| {
+        let problems = destination_rule_refs(snapshot, &dr.namespace, &dr.spec);
+        valid(Kind::DestinationRule, &dr.namespace, &dr.name, dr.generation, &dr.status, problems)
+    });
+    virtual_services.chain(destination_rules).chain(snapshot.rejections.values().map(rejected)).collect()
+}
+
+fn rejected(rejection: &Rejection) -> StatusTarget {
+    let message = rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    StatusTarget {
+        key: rejection.key.clone(),
+        generation: rejection.generation,
+        current: rejection.status.clone(),
+        conditions: vec![
+            ConditionSpec { type_: ACCEPTED, status: "False", reason: reason::INVALID, message },
+            ConditionSpec {
+                type_: RESOLVED_REFS,
+                status: "Unknown",
+                reason: reason::INVALID,
+                message: "not checked while the resource is invalid".into(),
+            },
+        ],
     }
-    for dr in &snapshot.destination_rules {
-        let key = ResourceKey { kind: Kind::DestinationRule, namespace: dr.namespace.clone(), name: dr.name.clone() };
-        if !snapshot.rejections.contains_key(&key) {
-            let refs = resolved(destination_rule_refs(snapshot, &dr.namespace, &dr.spec));
-            out.push(StatusTarget {
-                key,
-                generation: dr.generation,
-                current: dr.status.clone(),
-                conditions: vec![accepted(), refs],
-            });
-        }
-    }
-    for rejection in snapshot.rejections.values() {
-        let message = rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        out.push(StatusTarget {
-            key: rejection.key.clone(),
-            generation: rejection.generation,
-            current: rejection.status.clone(),
-            conditions: vec![
-                ConditionSpec { type_: ACCEPTED, status: "False", reason: reason::INVALID, message },
-                ConditionSpec {
-                    type_: RESOLVED_REFS,
-                    status: "Unknown",
-                    reason: reason::INVALID,
-                    message: "not checked while the resource is invalid".into(),
-                },
-            ],
-        });
-    }
-    out
 }
 
 fn accepted() -> ConditionSpec {
