@@ -117,8 +117,7 @@ async fn exercise_watchers(scope: Scope) -> Vec<Recorded> {
         let _ = tokio::time::timeout(Duration::from_millis(20), received.recv()).await;
     }
     task.abort();
-    let requests = log.lock().unwrap().clone();
-    requests
+    log.lock().unwrap().clone()
 }
 
 #[tokio::test]
