@@ -1,7 +1,7 @@
 # Weft developer commands. `make demo` and `make test` are the two documented entry points.
 CARGO ?= cargo
 
-.PHONY: demo test build lint deps bench crds golden clean
+.PHONY: demo test build lint deps bench crds golden clean images chart-check helm
 
 ## demo: a local mesh on loopback with a canary rollout you can watch (Ctrl-C stops it)
 demo: build
@@ -26,9 +26,30 @@ bench:
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) run -q --release -p weft-e2e --bin weft-bench
 
-## crds: regenerate crds/manifests from the Rust types
+## crds: regenerate crds/manifests and the weft-crds chart's templates from the Rust types
 crds:
 	$(CARGO) run -q -p weft-crds --bin crdgen
+
+## images: the weft-operator, weft-webhook and weft-proxy images from ./Dockerfile (needs a container engine)
+IMAGE_REGISTRY ?= ghcr.io/weft-mesh
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}/\1/p' charts/weft/Chart.yaml)
+CONTAINER_ENGINE ?= docker
+images:
+	@command -v $(CONTAINER_ENGINE) >/dev/null 2>&1 || { echo "make images: '$(CONTAINER_ENGINE)' not found; install Docker (or set CONTAINER_ENGINE=podman)" >&2; exit 1; }
+	@$(CONTAINER_ENGINE) info >/dev/null 2>&1 || { echo "make images: '$(CONTAINER_ENGINE)' cannot reach a container engine (is the daemon running?); no images built" >&2; exit 1; }
+	@for target in operator webhook proxy; do \
+	  echo "building $(IMAGE_REGISTRY)/weft-$$target:$(IMAGE_TAG)"; \
+	  DOCKER_BUILDKIT=1 $(CONTAINER_ENGINE) build --target $$target -t $(IMAGE_REGISTRY)/weft-$$target:$(IMAGE_TAG) . || exit 1; \
+	done
+
+## helm: install helm when missing (scripts/install-helm.sh)
+helm:
+	scripts/install-helm.sh
+
+## chart-check: helm lint and the rendered-manifest checks of charts/weft-crds and charts/weft
+chart-check: helm
+	$(CARGO) build -p weft-operator -p weft-webhook --bins
+	$(CARGO) test -p weft-e2e --test chart
 
 ## golden: rewrite golden test files after an intended change (review the diff!)
 golden:

@@ -15,3 +15,6 @@ if ((${#need_apt[@]})); then
 fi
 
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+# helm, for the chart checks (e2e/tests/chart.rs).
+"$(dirname "$0")/install-helm.sh"

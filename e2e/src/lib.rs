@@ -6,10 +6,12 @@
 
 pub mod binaries;
 pub mod canary;
+pub mod chart;
 pub mod http_client;
 pub mod load;
 pub mod mesh;
 pub mod net;
+pub mod netns;
 pub mod process;
 pub mod stats;
 pub mod vip;

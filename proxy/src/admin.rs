@@ -1,5 +1,6 @@
 //! The admin listener (localhost only): `GET /config_dump` (the applied config and its xDS versions, as JSON) and
-//! `GET /ready` (200 once the first complete config has arrived).
+//! `GET /ready` (200 once the first complete config has arrived). Also the small HTTP plumbing the admin and
+//! health listeners share.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -15,28 +17,47 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ProxyConfig;
+use crate::listen::accept;
+
+/// Whether the proxy should receive traffic: a complete config has arrived and it is not shutting down.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    pub config_complete: Arc<AtomicBool>,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Err("draining\n")
+        } else if !self.config_complete.load(Ordering::Relaxed) {
+            Err("waiting for config\n")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `/ready` and `/healthz/ready`: 200 or 503 with the reason.
+    pub fn respond(&self) -> Response<Full<Bytes>> {
+        match self.check() {
+            Ok(()) => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            Err(why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why.as_bytes().to_vec()),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AdminState {
     pub config: watch::Receiver<Arc<ProxyConfig>>,
-    pub ready: Arc<AtomicBool>,
+    pub readiness: Readiness,
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &state)) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
-        });
-    }
+    serve_local(listener, Arc::new(move |request| respond(request, &state))).await
 }
 
-fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/config_dump") => {
             let config = state.config.borrow().clone();
@@ -45,18 +66,30 @@ fn respond<B>(request: &Request<B>, state: &AdminState) -> Response<Full<Bytes>>
                 Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", err.to_string().into_bytes()),
             }
         }
-        (&Method::GET, "/ready") => {
-            if state.ready.load(Ordering::Relaxed) {
-                reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
-            } else {
-                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"waiting for config\n".to_vec())
-            }
-        }
+        (&Method::GET, "/ready") => state.readiness.respond(),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", b"admin endpoints: GET /config_dump, GET /ready\n".to_vec()),
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+/// A handler of the proxy's own small HTTP endpoints.
+pub type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// Serves `listener` with `handler` (HTTP/1.1 or HTTP/2) for as long as the process runs.
+pub async fn serve_local(listener: TcpListener, handler: Handler) {
+    loop {
+        let (stream, _) = accept(&listener).await;
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let response = handler(&request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+pub fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));

@@ -1,20 +1,37 @@
-//! Wiring of a running proxy: xDS client -> config channel -> data plane -> listeners, plus the admin listener.
+//! Wiring of a running proxy: xDS client -> config channel -> data plane -> listeners (explicit or transparent),
+//! plus the admin and health listeners, until a shutdown signal; then a graceful drain.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_xds::ProxyNode;
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminState, Readiness};
 use crate::config::ProxyConfig;
 use crate::dataplane::{self, Runtime};
-use crate::http::outbound;
+use crate::drain::Drain;
+use crate::health::{self, HealthState};
+use crate::http::{Forwarder, outbound};
+use crate::listen::{BindError, bind};
+use crate::metrics::Metrics;
+use crate::transparent;
 use crate::xds::{client, state::ClientState};
+
+/// How application traffic reaches the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Applications send HTTP to the outbound listener on purpose; routing by `Host`, port 80 when it has none.
+    Explicit,
+    /// iptables (`weft-proxy init`) redirects the pod's TCP: outbound to the outbound listener, inbound here.
+    Transparent { inbound_listen: SocketAddr },
+}
 
 /// Everything a proxy needs to start, validated.
 #[derive(Debug, Clone)]
@@ -23,25 +40,42 @@ pub struct ProxySettings {
     pub pod_name: String,
     pub pod_namespace: String,
     pub pod_ip: Option<IpAddr>,
+    pub service_account: Option<String>,
+    pub capture: Capture,
     pub outbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// `/healthz/ready` and `/metrics`; `None`: not served.
+    pub health_listen: Option<SocketAddr>,
+    /// How long in-flight requests and connections may take to finish after a shutdown signal.
+    pub drain_timeout: Duration,
 }
 
-/// The Service port meant by a request whose authority has no port.
+/// The Service port meant by a request whose authority has no port (explicit mode).
 const DEFAULT_HTTP_PORT: u16 = 80;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("--xds-address {0:?}: {1}")]
     XdsAddress(String, String),
-    #[error("binding {what} {address}: {source}")]
-    Bind { what: &'static str, address: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 impl ProxySettings {
     fn node(&self) -> Node {
         let id = ProxyNode { pod_name: self.pod_name.clone(), namespace: self.pod_namespace.clone(), ip: self.pod_ip };
-        Node { id: id.to_string(), cluster: format!("{}.{}", self.pod_name, self.pod_namespace), ..Default::default() }
+        // Istio's node metadata key, for control planes that look at it.
+        let metadata = self.service_account.as_ref().map(|account| Struct {
+            fields: [("SERVICE_ACCOUNT".to_string(), Value { kind: Some(value::Kind::StringValue(account.clone())) })]
+                .into_iter()
+                .collect(),
+        });
+        Node {
+            id: id.to_string(),
+            cluster: format!("{}.{}", self.pod_name, self.pod_namespace),
+            metadata,
+            ..Default::default()
+        }
     }
 
     /// Checks what can be checked before any port binds.
@@ -60,27 +94,87 @@ impl ProxySettings {
     }
 }
 
-/// Starts the proxy and runs until the process ends.
-pub async fn run(settings: ProxySettings) -> Result<(), StartError> {
+/// The listeners, all bound before anything starts, so a taken port fails the start.
+struct Listeners {
+    outbound: TcpListener,
+    inbound: Option<TcpListener>,
+    admin: TcpListener,
+    health: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(settings: &ProxySettings) -> Result<Self, BindError> {
+        let inbound = match settings.capture {
+            Capture::Transparent { inbound_listen } => Some(bind("inbound listener", inbound_listen).await?),
+            Capture::Explicit => None,
+        };
+        let health = match settings.health_listen {
+            Some(address) => Some(bind("health listener", address).await?),
+            None => None,
+        };
+        Ok(Self {
+            outbound: bind("outbound listener", settings.outbound_listen).await?,
+            inbound,
+            admin: bind("admin listener", settings.admin_listen).await?,
+            health,
+        })
+    }
+}
+
+/// Runs the proxy until `shutdown` completes, then drains: listeners close, in-flight requests and connections
+/// get up to the drain timeout to finish.
+pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'static str>) -> Result<(), StartError> {
     let endpoint = settings.xds_endpoint()?;
-    let bind = |what: &'static str, address: SocketAddr| async move {
-        TcpListener::bind(address).await.map_err(|source| StartError::Bind { what, address, source })
-    };
-    let outbound_listener = bind("outbound listener", settings.outbound_listen).await?;
-    let admin_listener = bind("admin listener", settings.admin_listen).await?;
+    let listeners = Listeners::bind(&settings).await?;
     let (config_tx, config_rx) = watch::channel(Arc::new(ProxyConfig::default()));
     let (runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::default()));
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness::default();
+    let metrics = Arc::new(Metrics::new());
     tracing::info!(
+        mode = if settings.capture == Capture::Explicit { "explicit" } else { "transparent" },
         outbound = %settings.outbound_listen,
         admin = %settings.admin_listen,
         xds = %settings.xds_address,
         node = %settings.node().id,
+        service_account = settings.service_account.as_deref().unwrap_or(""),
         "weft-proxy starting"
     );
-    tokio::spawn(client::run(endpoint, ClientState::new(settings.node()), config_tx, ready.clone()));
+    let node = settings.node();
+    let complete = readiness.config_complete.clone();
+    tokio::spawn(client::run(endpoint, ClientState::new(node), config_tx, complete, metrics.clone()));
     tokio::spawn(dataplane::maintain(config_rx.clone(), runtime_tx));
-    tokio::spawn(admin::serve(admin_listener, AdminState { config: config_rx, ready }));
-    outbound::serve(outbound_listener, runtime_rx, DEFAULT_HTTP_PORT).await;
+    tokio::spawn(admin::serve(listeners.admin, AdminState { config: config_rx, readiness: readiness.clone() }));
+    if let Some(health) = listeners.health {
+        tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
+    }
+    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone()));
+    let drain = Drain::new();
+    let signal = tokio::select! {
+        () = serve_data(listeners.outbound, listeners.inbound, forwarder, &drain) => "listeners ended",
+        signal = shutdown => signal,
+    };
+    readiness.draining.store(true, Ordering::Relaxed);
+    metrics.set_draining();
+    let open = drain.open();
+    tracing::info!(signal, open_connections = open, timeout_ms = settings.drain_timeout.as_millis() as u64, "draining");
+    if drain.finish(settings.drain_timeout).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(timeout_ms = settings.drain_timeout.as_millis() as u64, "drain timeout; closing what is left");
+    }
     Ok(())
+}
+
+/// The data listeners; runs until dropped (which closes them).
+async fn serve_data(outbound: TcpListener, inbound: Option<TcpListener>, forwarder: Arc<Forwarder>, drain: &Drain) {
+    match inbound {
+        Some(inbound) => {
+            let metrics = forwarder.metrics.clone();
+            tokio::join!(
+                transparent::outbound::serve(outbound, forwarder, drain),
+                transparent::inbound::serve(inbound, metrics, drain),
+            );
+        }
+        None => outbound::serve(outbound, forwarder, DEFAULT_HTTP_PORT, drain).await,
+    }
 }

@@ -1,14 +1,26 @@
 //! weft-proxy: the sidecar. An ADS client ([`xds`]) turns xDS into plain config ([`config`]), the data plane
-//! ([`dataplane`]) keeps a balancer per cluster ([`balance`]), and listeners forward HTTP by it ([`http`]).
+//! ([`dataplane`]) keeps a balancer per cluster ([`balance`]), and listeners forward HTTP by it ([`http`]):
+//! explicitly addressed, or captured by iptables ([`capture`] writes the rules, [`transparent`] serves what they
+//! redirect). [`health`] serves readiness and [`metrics`]; [`drain`] shuts down gracefully.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod capture;
+pub mod cli;
 pub mod config;
+pub mod counted;
 pub mod dataplane;
+pub mod drain;
+pub mod duration;
+pub mod health;
 pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod transparent;
+pub mod wait;
 pub mod xds;
 
 /// Errors crossing tower and hyper boundaries.

@@ -1,53 +1,32 @@
-//! `weft-proxy`: the Weft sidecar.
+//! `weft-proxy`: the Weft sidecar. `run` (the default) runs the proxy, `init` installs the iptables capture
+//! rules, `wait` blocks until the proxy is ready. Errors are one line on stderr; the exit code is 0 on success
+//! (also after a graceful drain), 1 on failure, 2 on a command-line error.
 
-use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use weft_proxy::app::ProxySettings;
-
-/// Weft's sidecar proxy: takes config from the operator over xDS and routes the pod's HTTP traffic.
-#[derive(Debug, Parser)]
-#[command(name = "weft-proxy", version)]
-struct Args {
-    /// The operator's xDS address, e.g. http://weft-operator.weft-system:15010.
-    #[arg(long, env = "WEFT_XDS_ADDRESS", value_name = "URL")]
-    xds_address: String,
-    /// Name of the pod this proxy serves.
-    #[arg(long, env = "POD_NAME")]
-    pod_name: String,
-    /// Namespace of the pod this proxy serves.
-    #[arg(long, env = "POD_NAMESPACE")]
-    pod_namespace: String,
-    /// IP address of the pod.
-    #[arg(long, env = "POD_IP")]
-    pod_ip: Option<IpAddr>,
-    /// Where applications send outbound HTTP.
-    #[arg(long, env = "WEFT_OUTBOUND_LISTEN", default_value = "127.0.0.1:15001", value_name = "ADDR")]
-    outbound_listen: SocketAddr,
-    /// Admin endpoint (config dump, readiness); keep it on localhost.
-    #[arg(long, env = "WEFT_ADMIN_LISTEN", default_value = "127.0.0.1:15000", value_name = "ADDR")]
-    admin_listen: SocketAddr,
-    /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
-    #[arg(long, env = "WEFT_LOG", default_value = "info")]
-    log: String,
-}
+use weft_proxy::cli::{Cli, Command, InitArgs, RunArgs, WaitArgs, with_default_subcommand};
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os())) {
+        Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
             let _ = err.print();
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            let text = err.to_string();
-            eprintln!("weft-proxy: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
+            eprintln!("weft-proxy: {}", one_line(&err.to_string()));
             return ExitCode::from(2);
         }
     };
-    match run(args) {
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Init(args) => init(&args),
+        Command::Wait(args) => wait(&args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("weft-proxy: {err:#}");
@@ -56,20 +35,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// The first paragraph of a clap error on one line: `the following required arguments were not provided:
+/// --xds-address <URL>`.
+fn one_line(text: &str) -> String {
+    let paragraph: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    paragraph.join(" ").trim_start_matches("error: ").to_string()
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
         .init();
-    let settings = ProxySettings {
-        xds_address: args.xds_address,
-        pod_name: args.pod_name,
-        pod_namespace: args.pod_namespace,
-        pod_ip: args.pod_ip,
-        outbound_listen: args.outbound_listen,
-        admin_listen: args.admin_listen,
-    };
+    let settings = args.settings();
     settings.xds_endpoint()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(weft_proxy::app::run(settings))?;
+    runtime.block_on(weft_proxy::app::run(settings, weft_proxy::drain::shutdown_signal()))?;
+    // Connections cut by the drain timeout are abandoned here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+fn init(args: &InitArgs) -> anyhow::Result<()> {
+    let settings = args.settings();
+    settings.validate()?;
+    let ruleset = settings.ruleset();
+    if args.dry_run {
+        print!("{}", ruleset.restore_text(None));
+        return Ok(());
+    }
+    let applied = weft_proxy::capture::apply::apply(&ruleset)?;
+    print!("{applied}");
+    Ok(())
+}
+
+fn wait(args: &WaitArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(weft_proxy::wait::wait_ready(&args.url, args.timeout))?;
     Ok(())
 }

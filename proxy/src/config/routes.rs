@@ -116,13 +116,23 @@ pub struct RequestInfo<'a> {
 impl RouteTable {
     /// The route a request takes: the first matching route of the virtual host whose domains contain the host.
     pub fn route(&self, request: &RequestInfo<'_>) -> Option<&RouteEntry> {
-        let host = request.host.to_ascii_lowercase();
-        let vhost = self
-            .virtual_hosts
+        self.virtual_host(request.host)?.route(request)
+    }
+
+    /// The virtual host serving `host` (as sent, possibly with a port): an exact domain, else a `*` domain.
+    pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
+        let host = host.to_ascii_lowercase();
+        self.virtual_hosts
             .iter()
             .find(|v| v.domains.contains(&host))
-            .or_else(|| self.virtual_hosts.iter().find(|v| v.domains.iter().any(|d| d == "*")))?;
-        vhost.routes.iter().find(|r| r.matches(request))
+            .or_else(|| self.virtual_hosts.iter().find(|v| v.domains.iter().any(|d| d == "*")))
+    }
+}
+
+impl VirtualHost {
+    /// The first of its routes that matches the request.
+    pub fn route(&self, request: &RequestInfo<'_>) -> Option<&RouteEntry> {
+        self.routes.iter().find(|r| r.matches(request))
     }
 }
 

@@ -12,6 +12,7 @@ use tonic::transport::Endpoint;
 
 use super::state::{ClientState, Outcome};
 use crate::config::ProxyConfig;
+use crate::metrics::Metrics;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -24,11 +25,15 @@ pub async fn run(
     mut state: ClientState,
     configs: watch::Sender<Arc<ProxyConfig>>,
     ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) {
     let mut backoff = BACKOFF_START;
+    let sink = Sink { configs, ready, metrics };
     loop {
         let started = Instant::now();
-        match stream_once(&endpoint, &mut state, &configs, &ready).await {
+        let result = stream_once(&endpoint, &mut state, &sink).await;
+        sink.metrics.set_xds_connected(false);
+        match result {
             Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
             Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "xDS stream failed; keeping last config")
@@ -55,12 +60,14 @@ enum StreamError {
     Status(#[from] tonic::Status),
 }
 
-async fn stream_once(
-    endpoint: &Endpoint,
-    state: &mut ClientState,
-    configs: &watch::Sender<Arc<ProxyConfig>>,
-    ready: &AtomicBool,
-) -> Result<(), StreamError> {
+/// Where accepted config and its signs of life go.
+struct Sink {
+    configs: watch::Sender<Arc<ProxyConfig>>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+async fn stream_once(endpoint: &Endpoint, state: &mut ClientState, sink: &Sink) -> Result<(), StreamError> {
     let channel = endpoint.connect().await?;
     let (requests, outgoing) = mpsc::channel(16);
     for request in state.on_connect() {
@@ -69,15 +76,18 @@ async fn stream_once(
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let mut responses = client.stream_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
     tracing::info!(address = %endpoint.uri(), "xDS stream open");
+    sink.metrics.set_xds_connected(true);
     while let Some(response) = responses.message().await? {
         let reply = state.on_response(&response);
         match &reply.outcome {
             Outcome::Applied(kind) => {
                 tracing::info!(kind = kind.short_name(), version = %response.version_info, "config applied");
-                configs.send_replace(Arc::new(state.config().clone()));
-                ready.store(state.is_ready(), Ordering::Relaxed);
+                sink.configs.send_replace(Arc::new(state.config().clone()));
+                sink.ready.store(state.is_ready(), Ordering::Relaxed);
+                sink.metrics.config_applied(*kind, state.is_ready());
             }
             Outcome::Rejected { kind, error } => {
+                sink.metrics.nack(*kind);
                 tracing::warn!(kind = kind.short_name(), version = %response.version_info, %error, "config rejected (NACK); keeping last good config")
             }
             Outcome::Ignored(reason) => tracing::debug!(reason, "ignored response"),

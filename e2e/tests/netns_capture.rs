@@ -1,0 +1,446 @@
+//! Tier 3: transparent capture with real iptables, in network namespaces (root only; skipped with a reason
+//! otherwise). Two pods, `client` and `server`, each get `weft-proxy init` rules and a `weft-proxy run
+//! --transparent` sidecar running as UID 1337, exactly as the webhook injects them; the operator runs in the "node"
+//! namespace from YAML. The client talks to the server's pod IP directly, as an application would, and the
+//! proxies' `/metrics` (scraped from the node, like Prometheus or kubelet) show which path each connection took.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weft_e2e::binaries;
+use weft_e2e::netns::{self, Lab, Netns, Pod};
+use weft_e2e::process::Process;
+
+const PROXY_UID: &str = "1337";
+const HTTP_PORT: u16 = 8080;
+/// A mesh port (Service `tcp-echo`) whose server speaks first.
+const TCP_MESH_PORT: u16 = 9000;
+/// No Service: not a mesh port.
+const TCP_OTHER_PORT: u16 = 9001;
+/// Excluded from capture on both sides.
+const EXCLUDED_PORT: u16 = 5432;
+const GREETING: &[u8] = b"hello from 9000\n";
+const STEP: Duration = Duration::from_secs(5);
+const STARTUP: Duration = Duration::from_secs(30);
+const ECHO_CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
+    if let Err(reason) = netns::preflight() {
+        eprintln!("skipping: {reason}");
+        return Ok(());
+    }
+    let mesh = Mesh::start().await?;
+    let mut traffic = Traffic { last: Scrape::take(&mesh).await?, mesh: &mesh, report: String::new() };
+    let steps = async {
+        traffic.http_by_service_name().await?;
+        traffic.http_by_pod_ip().await?;
+        traffic.tcp_on_a_mesh_port().await?;
+        traffic.tcp_on_another_port().await?;
+        traffic.tcp_on_an_excluded_port().await
+    };
+    steps.await.with_context(|| mesh.diagnostics())?;
+    println!(
+        "netns capture: client {} -> server {}, operator {}; init twice gave the same nat table\n{}",
+        mesh.client.ip, mesh.server.ip, mesh.xds, traffic.report
+    );
+    Ok(())
+}
+
+/// Two pods with rules and sidecars, the server's applications, the operator on the node. Fields drop in order:
+/// processes first, then the pods' namespaces, then the node's, then the files.
+struct Mesh {
+    processes: Vec<Process>,
+    _tcp_servers: Vec<AbortOnDrop>,
+    client: Pod,
+    server: Pod,
+    lab: Lab,
+    xds: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weft-netns-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let proxy = proxy_binary_for_uid_1337(dir.path())?;
+        let lab = Lab::new()?;
+        let (client, server) = (lab.pod("client")?, lab.pod("server")?);
+        let xds = SocketAddr::new(IpAddr::V4(lab.node_ip()), 15010);
+        let mut processes = vec![start_operator(&lab, dir.path(), xds, &client, &server)?];
+        install_rules(&client, &server, &proxy)?;
+        let (echo, tcp_servers) = start_server_apps(&server, dir.path())?;
+        processes.push(echo);
+        for pod in [&client, &server] {
+            let log = dir.path().join(format!("{}-proxy.log", pod.name));
+            processes.push(pod.ns.spawn(&format!("{} proxy", pod.name), &sidecar(&proxy, xds, pod), &log)?);
+        }
+        let mesh = Self { processes, _tcp_servers: tcp_servers, client, server, lab, xds, _dir: dir };
+        mesh.wait_until_ready(&proxy).await.with_context(|| mesh.diagnostics())?;
+        Ok(mesh)
+    }
+
+    async fn wait_until_ready(&self, proxy: &Path) -> anyhow::Result<()> {
+        for process in self.processes.iter().filter(|p| p.name() == "echo") {
+            process.wait_for_output("listening on", STARTUP).await?;
+        }
+        for pod in [&self.client, &self.server] {
+            wait_ready(&pod.ns, proxy).await?;
+        }
+        Ok(())
+    }
+
+    fn to_server(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.server.ip), port)
+    }
+
+    fn diagnostics(&self) -> String {
+        self.processes.iter().map(|p| format!("--- {} ---\n{}\n", p.name(), p.tail(25))).collect()
+    }
+}
+
+/// The operator on the node, reading Services `echo` and `tcp-echo` and both pods from YAML.
+fn start_operator(lab: &Lab, dir: &Path, xds: SocketAddr, client: &Pod, server: &Pod) -> anyhow::Result<Process> {
+    std::fs::create_dir(dir.join("config"))?;
+    std::fs::write(dir.join("config/mesh.yaml"), mesh_yaml(client, server))?;
+    let args = [
+        binaries::path("weft-operator")?.display().to_string(),
+        "--config-dir".into(),
+        dir.join("config").display().to_string(),
+        "--xds-listen".into(),
+        xds.to_string(),
+        "--metrics-listen".into(),
+        format!("{}:9090", lab.node_ip()),
+    ];
+    lab.node.spawn("operator", &args, &dir.join("operator.log"))
+}
+
+/// `weft-proxy init` in both pods (port 5432 excluded outbound on the client and inbound on the server), and a
+/// second run on the client that must leave the nat table as it was.
+fn install_rules(client: &Pod, server: &Pod, proxy: &Path) -> anyhow::Result<()> {
+    let client_rules = init(&client.ns, proxy, &["--exclude-outbound-ports", "5432"])?;
+    let server_rules = init(&server.ns, proxy, &["--exclude-inbound-ports", "5432"])?;
+    anyhow::ensure!(client_rules.contains("-A WEFT_OUTPUT -p tcp --dport 5432 -j RETURN"), "{client_rules}");
+    anyhow::ensure!(server_rules.contains("-A WEFT_INBOUND -p tcp --dport 5432 -j RETURN"), "{server_rules}");
+    init_twice_changes_nothing(&client.ns, proxy)
+}
+
+/// weft-echo on :8080 and TCP echo servers on :9000 (greets first), :9001 and :5432, in the server pod.
+fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Process, Vec<AbortOnDrop>)> {
+    let args = [
+        binaries::path("weft-echo")?.display().to_string(),
+        "--listen".into(),
+        SocketAddr::new(IpAddr::V4(server.ip), HTTP_PORT).to_string(),
+        "--name".into(),
+        "echo".into(),
+    ];
+    let echo = server.ns.spawn("echo", &args, &dir.join("echo.log"))?;
+    let tcp = vec![
+        serve_tcp(server, TCP_MESH_PORT, Some(GREETING))?,
+        serve_tcp(server, TCP_OTHER_PORT, None)?,
+        serve_tcp(server, EXCLUDED_PORT, None)?,
+    ];
+    Ok((echo, tcp))
+}
+
+/// The client's traffic, one kind per step, each checked against both proxies' counters.
+struct Traffic<'a> {
+    mesh: &'a Mesh,
+    last: Scrape,
+    report: String,
+}
+
+impl Traffic<'_> {
+    /// Counter changes since the previous call.
+    async fn delta(&mut self) -> anyhow::Result<Delta> {
+        let now = Scrape::take(self.mesh).await?;
+        Ok(Delta { before: std::mem::replace(&mut self.last, now.clone()), after: now })
+    }
+
+    async fn http_by_service_name(&mut self) -> anyhow::Result<()> {
+        let to = self.mesh.to_server(HTTP_PORT);
+        for _ in 0..3 {
+            let (status, headers, body) = self.mesh.client.ns.http_get(to, "echo", "/hello", STEP).await?;
+            anyhow::ensure!(
+                status == 200 && headers.get("x-echo-name").is_some_and(|v| v == "echo"),
+                "{status} {body}"
+            );
+        }
+        let d = self.delta().await?;
+        let (routed, http, inbound) = (d.requests(ECHO_CLUSTER), d.client_out("http"), d.server_in());
+        anyhow::ensure!(routed == 3.0 && http == 3.0, "routed {routed}, client outbound http {http}");
+        anyhow::ensure!(inbound >= 1.0, "the server proxy's inbound listener saw no connection");
+        self.report += &format!(
+            "  HTTP to {to} with Host echo: 3/3 answered 200 via {ECHO_CLUSTER}; client outbound http +{http}, \
+             server inbound +{inbound}\n"
+        );
+        Ok(())
+    }
+
+    async fn http_by_pod_ip(&mut self) -> anyhow::Result<()> {
+        let to = self.mesh.to_server(HTTP_PORT);
+        for _ in 0..2 {
+            let (status, _, body) = self.mesh.client.ns.http_get(to, &to.to_string(), "/direct", STEP).await?;
+            anyhow::ensure!(status == 200 && body.contains("\"name\":\"echo\""), "{status} {body}");
+        }
+        let d = self.delta().await?;
+        let (passthrough, inbound) = (d.requests("PassthroughCluster"), d.server_in());
+        anyhow::ensure!(passthrough == 2.0 && inbound >= 1.0, "passthrough {passthrough}, server inbound {inbound}");
+        self.report += &format!(
+            "  HTTP to {to} with Host {to}: 2/2 answered 200 via PassthroughCluster; server inbound +{inbound}\n"
+        );
+        Ok(())
+    }
+
+    async fn tcp_on_a_mesh_port(&mut self) -> anyhow::Result<()> {
+        let (greeted, echoed) =
+            tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_MESH_PORT), Some(GREETING)).await?;
+        let d = self.delta().await?;
+        let (tcp, inbound) = (d.client_out("tcp"), d.server_in());
+        anyhow::ensure!(tcp == 1.0 && inbound == 1.0, "client outbound tcp {tcp}, server inbound {inbound}");
+        self.report += &format!(
+            "  TCP to mesh port {TCP_MESH_PORT}, server speaks first: greeting after {:.0} ms (sniff timeout), \
+             {echoed} bytes echoed; client outbound tcp +1, server inbound +1\n",
+            greeted.as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    async fn tcp_on_another_port(&mut self) -> anyhow::Result<()> {
+        let (_, echoed) = tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_OTHER_PORT), None).await?;
+        let d = self.delta().await?;
+        let (passthrough, inbound) = (d.client_out("passthrough"), d.server_in());
+        anyhow::ensure!(passthrough == 1.0 && inbound == 1.0, "passthrough {passthrough}, server inbound {inbound}");
+        self.report += &format!(
+            "  TCP to port {TCP_OTHER_PORT} (no Service): {echoed} bytes echoed; client outbound passthrough +1, \
+             server inbound +1\n"
+        );
+        Ok(())
+    }
+
+    async fn tcp_on_an_excluded_port(&mut self) -> anyhow::Result<()> {
+        let (_, echoed) = tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(EXCLUDED_PORT), None).await?;
+        let d = self.delta().await?;
+        let (outbound, inbound) = (d.client_out_all(), d.server_in());
+        anyhow::ensure!(outbound == 0.0 && inbound == 0.0, "excluded port reached a proxy: {outbound} / {inbound}");
+        self.report += &format!(
+            "  TCP to excluded port {EXCLUDED_PORT}: {echoed} bytes echoed; client outbound +0, server inbound +0 \
+             (bypassed both proxies)\n"
+        );
+        Ok(())
+    }
+}
+
+/// Both proxies' `/metrics`, scraped from the node namespace as Prometheus would (port 15020 is never captured).
+#[derive(Clone)]
+struct Scrape {
+    client: String,
+    server: String,
+}
+
+impl Scrape {
+    async fn take(mesh: &Mesh) -> anyhow::Result<Self> {
+        let get = |pod: &Pod| {
+            let to = SocketAddr::new(IpAddr::V4(pod.ip), 15020);
+            mesh.lab.node.http_get(to, "proxy", "/metrics", STEP)
+        };
+        let (client, server) = (get(&mesh.client).await?, get(&mesh.server).await?);
+        anyhow::ensure!(client.0 == 200 && server.0 == 200, "metrics: {} / {}", client.0, server.0);
+        Ok(Self { client: client.2, server: server.2 })
+    }
+
+    fn requests(&self, cluster: &str) -> f64 {
+        let labels = [("direction", "outbound"), ("cluster", cluster), ("code_class", "2xx")];
+        sum(&self.client, "weft_proxy_requests_total", &labels)
+    }
+
+    fn client_out(&self, mode: &str) -> f64 {
+        sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound"), ("mode", mode)])
+    }
+
+    fn client_out_all(&self) -> f64 {
+        sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound")])
+    }
+
+    fn server_in(&self) -> f64 {
+        sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
+    }
+}
+
+/// How counters moved between two scrapes.
+struct Delta {
+    before: Scrape,
+    after: Scrape,
+}
+
+impl Delta {
+    fn requests(&self, cluster: &str) -> f64 {
+        self.after.requests(cluster) - self.before.requests(cluster)
+    }
+
+    fn client_out(&self, mode: &str) -> f64 {
+        self.after.client_out(mode) - self.before.client_out(mode)
+    }
+
+    fn client_out_all(&self) -> f64 {
+        self.after.client_out_all() - self.before.client_out_all()
+    }
+
+    fn server_in(&self) -> f64 {
+        self.after.server_in() - self.before.server_in()
+    }
+}
+
+/// The sum of the samples of `name` carrying every label in `labels`.
+fn sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let wanted = metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if wanted { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
+}
+
+/// Connects from `ns`, reads `greeting` first if the server sends one, then checks a line is echoed. How long the
+/// greeting took, and how many bytes were echoed.
+async fn tcp_exchange(ns: &Netns, to: SocketAddr, greeting: Option<&[u8]>) -> anyhow::Result<(Duration, usize)> {
+    let started = Instant::now();
+    let mut stream = ns.connect(to, STEP).await?;
+    let exchange = async {
+        if let Some(greeting) = greeting {
+            let mut got = vec![0; greeting.len()];
+            stream.read_exact(&mut got).await?;
+            anyhow::ensure!(got == greeting, "greeting {:?}", String::from_utf8_lossy(&got));
+        }
+        let greeted = started.elapsed();
+        let line = format!("ping weft {to}\n");
+        stream.write_all(line.as_bytes()).await?;
+        let mut echoed = vec![0; line.len()];
+        stream.read_exact(&mut echoed).await?;
+        anyhow::ensure!(echoed == line.as_bytes(), "echo {:?}", String::from_utf8_lossy(&echoed));
+        Ok((greeted, echoed.len()))
+    };
+    tokio::time::timeout(STEP, exchange).await.with_context(|| format!("TCP exchange with {to} timed out"))?
+}
+
+/// A TCP echo server inside the server pod (optionally greeting first), as a task of this test.
+fn serve_tcp(pod: &Pod, port: u16, greeting: Option<&'static [u8]>) -> anyhow::Result<AbortOnDrop> {
+    let listener = pod.ns.listen(SocketAddr::new(IpAddr::V4(pod.ip), port))?;
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Some(greeting) = greeting {
+                    let _ = stream.write_all(greeting).await;
+                }
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    })))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `weft-proxy init` as the webhook's init container runs it, plus `extra`; the rules it printed.
+fn init(ns: &Netns, proxy: &Path, extra: &[&str]) -> anyhow::Result<String> {
+    let mut args =
+        vec!["init", "--proxy-uid", PROXY_UID, "--outbound-capture-port", "15001", "--inbound-capture-port", "15006"];
+    args.extend(extra);
+    Ok(String::from_utf8(ns.exec(proxy, &args)?.stdout)?)
+}
+
+/// Runs the same `init` again and compares the nat table (without counters) before and after.
+fn init_twice_changes_nothing(ns: &Netns, proxy: &Path) -> anyhow::Result<()> {
+    let table = || -> anyhow::Result<String> {
+        let saved = String::from_utf8(ns.exec(Path::new("iptables-save"), &["-t", "nat"])?.stdout)?;
+        Ok(saved.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
+    };
+    let before = table()?;
+    init(ns, proxy, &["--exclude-outbound-ports", "5432"])?;
+    let after = table()?;
+    anyhow::ensure!(before == after, "init is not idempotent:\n--- before\n{before}\n--- after\n{after}");
+    Ok(())
+}
+
+/// The injected sidecar: `weft-proxy run --transparent` as UID 1337 with the webhook's environment.
+fn sidecar(proxy: &Path, xds: SocketAddr, pod: &Pod) -> Vec<String> {
+    let mut command: Vec<String> =
+        ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "env"].map(String::from).into();
+    command.extend([
+        format!("WEFT_XDS_ADDRESS=http://{xds}"),
+        format!("POD_NAME={}", pod.name),
+        "POD_NAMESPACE=default".into(),
+        format!("POD_IP={}", pod.ip),
+        "SERVICE_ACCOUNT=default".into(),
+        "WEFT_LOG=info,weft_proxy::transparent=debug".into(),
+        proxy.display().to_string(),
+        "run".into(),
+        "--transparent".into(),
+    ]);
+    command
+}
+
+/// `weft-proxy wait` inside the pod, as the classic sidecar's postStart hook runs it.
+async fn wait_ready(ns: &Netns, proxy: &Path) -> anyhow::Result<()> {
+    let ns_name = ns.name().to_string();
+    let proxy = proxy.to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns_name])
+            .arg(proxy)
+            .args(["wait", "--timeout", "30s"])
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(output.status.success(), "weft-proxy wait: {}", String::from_utf8_lossy(&output.stderr).trim());
+    Ok(())
+}
+
+/// A copy of `weft-proxy` that UID 1337 can execute whatever the permissions of the build directory.
+fn proxy_binary_for_uid_1337(dir: &Path) -> anyhow::Result<PathBuf> {
+    let copy = dir.join("weft-proxy");
+    std::fs::copy(binaries::path("weft-proxy")?, &copy)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    Ok(copy)
+}
+
+/// Services `echo` (8080) and `tcp-echo` (9000) on the server pod, and both pods, as standalone mode reads them.
+fn mesh_yaml(client: &Pod, server: &Pod) -> String {
+    let service = |name: &str, port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  selector: {{app: server}}\n  ports: [{{name: p{port}, port: {port}, targetPort: {port}}}]\n---\n"
+        )
+    };
+    let pod = |pod: &Pod, ports: &[u16]| {
+        let ports: Vec<String> = ports.iter().map(|p| format!("{{name: p{p}, containerPort: {p}}}")).collect();
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {0}, namespace: default, labels: {{app: {0}}}}}\n\
+             spec: {{containers: [{{name: app, image: app, ports: [{1}]}}]}}\nstatus: {{podIP: {2}}}\n---\n",
+            pod.name,
+            ports.join(", "),
+            pod.ip
+        )
+    };
+    let yaml = service("echo", HTTP_PORT)
+        + &service("tcp-echo", TCP_MESH_PORT)
+        + &pod(server, &[HTTP_PORT, TCP_MESH_PORT])
+        + &pod(client, &[]);
+    yaml.trim_end_matches("---\n").to_string()
+}

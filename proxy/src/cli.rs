@@ -1,0 +1,173 @@
+//! The command line: `weft-proxy [run] ...` (the proxy; `run` is the default), `weft-proxy init ...` (iptables
+//! capture rules), `weft-proxy wait ...` (block until ready). Parsing only; `main` runs the commands.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{Capture, ProxySettings};
+use crate::capture::{CaptureSettings, Cidr};
+use crate::duration::parse_duration;
+
+/// Istio's port numbers, familiar to users.
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
+pub const INBOUND_CAPTURE_PORT: u16 = 15006;
+pub const ADMIN_PORT: u16 = 15000;
+pub const HEALTH_PORT: u16 = 15020;
+pub const PROXY_UID: u32 = 1337;
+
+/// Weft's sidecar proxy: takes config from the operator over xDS and routes the pod's traffic.
+#[derive(Debug, Parser)]
+#[command(name = "weft-proxy", version, after_help = "Without a subcommand, weft-proxy runs the proxy (`run`).")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Install the iptables rules that send the pod's TCP through its proxy (root or CAP_NET_ADMIN; an init
+    /// container). Safe to run again: the rules end up the same.
+    Init(InitArgs),
+    /// Wait until the proxy is ready (200 from its readiness URL); for a postStart hook.
+    Wait(WaitArgs),
+}
+
+/// Inserts `run` when the command line names no subcommand, so `weft-proxy --xds-address ...` keeps working.
+pub fn with_default_subcommand(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let first = args.get(1).and_then(|a| a.to_str());
+    let named = matches!(first, Some("run" | "init" | "wait" | "help" | "-h" | "--help" | "-V" | "--version"));
+    if !named {
+        args.insert(args.len().min(1), "run".into());
+    }
+    args
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The operator's xDS address, e.g. http://weft-operator.weft-system:15010.
+    #[arg(long, env = "WEFT_XDS_ADDRESS", value_name = "URL")]
+    pub xds_address: String,
+    /// Name of the pod this proxy serves.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: String,
+    /// Namespace of the pod this proxy serves.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: String,
+    /// IP address of the pod.
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<IpAddr>,
+    /// Service account of the pod (sent to the control plane as node metadata).
+    #[arg(long, env = "SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// Serve traffic redirected by `weft-proxy init` rules: outbound on :15001 (original destination from the
+    /// kernel), inbound on :15006, health and metrics on :15020. Without it, applications send HTTP to the
+    /// outbound listener on purpose (127.0.0.1:15001), routed by Host.
+    #[arg(long)]
+    pub transparent: bool,
+    /// Outbound listener [default: 127.0.0.1:15001; with --transparent 0.0.0.0:15001].
+    #[arg(long, env = "WEFT_OUTBOUND_LISTEN", value_name = "ADDR")]
+    pub outbound_listen: Option<SocketAddr>,
+    /// Inbound capture listener (--transparent only) [default: 0.0.0.0:15006].
+    #[arg(long, env = "WEFT_INBOUND_LISTEN", value_name = "ADDR", requires = "transparent")]
+    pub inbound_listen: Option<SocketAddr>,
+    /// Health and metrics listener: GET /healthz/ready, GET /metrics [default: none; with --transparent
+    /// 0.0.0.0:15020].
+    #[arg(long, env = "WEFT_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+    /// Admin endpoint (config dump, readiness); keep it on localhost.
+    #[arg(long, env = "WEFT_ADMIN_LISTEN", default_value = "127.0.0.1:15000", value_name = "ADDR")]
+    pub admin_listen: SocketAddr,
+    /// On SIGTERM/SIGINT, how long in-flight requests and connections may take to finish (e.g. 5s, 500ms).
+    #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
+    #[arg(long, env = "WEFT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl RunArgs {
+    /// The proxy's settings, with the defaults of the chosen mode filled in.
+    pub fn settings(&self) -> ProxySettings {
+        let any = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+        let (capture, outbound, health) = if self.transparent {
+            let inbound_listen = self.inbound_listen.unwrap_or(any(INBOUND_CAPTURE_PORT));
+            (Capture::Transparent { inbound_listen }, any(OUTBOUND_CAPTURE_PORT), Some(any(HEALTH_PORT)))
+        } else {
+            (Capture::Explicit, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), OUTBOUND_CAPTURE_PORT), None)
+        };
+        ProxySettings {
+            xds_address: self.xds_address.clone(),
+            pod_name: self.pod_name.clone(),
+            pod_namespace: self.pod_namespace.clone(),
+            pod_ip: self.pod_ip,
+            service_account: self.service_account.clone().filter(|s| !s.is_empty()),
+            capture,
+            outbound_listen: self.outbound_listen.unwrap_or(outbound),
+            admin_listen: self.admin_listen,
+            health_listen: self.health_listen.or(health),
+            drain_timeout: self.drain_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// UID the proxy runs as; its own traffic is never captured.
+    #[arg(long, default_value_t = PROXY_UID, value_name = "UID")]
+    pub proxy_uid: u32,
+    /// Where outbound TCP is redirected.
+    #[arg(long, default_value_t = OUTBOUND_CAPTURE_PORT, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
+    pub outbound_capture_port: u16,
+    /// Where inbound TCP is redirected.
+    #[arg(long, default_value_t = INBOUND_CAPTURE_PORT, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
+    pub inbound_capture_port: u16,
+    /// The proxy's health port, left reachable from outside the pod (kubelet probes, metrics scrapes).
+    #[arg(long, default_value_t = HEALTH_PORT, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
+    pub health_port: u16,
+    /// Destination ports whose outbound traffic bypasses the proxy, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT,...")]
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Pod ports whose inbound traffic bypasses the proxy, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT,...")]
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Destination ranges whose outbound traffic bypasses the proxy, comma-separated CIDRs (IPv4; IPv6 is not
+    /// captured at all).
+    #[arg(long, value_delimiter = ',', value_name = "CIDR,...")]
+    pub exclude_outbound_ip_ranges: Vec<Cidr>,
+    /// Print the rules without installing them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl InitArgs {
+    pub fn settings(&self) -> CaptureSettings {
+        CaptureSettings {
+            proxy_uid: self.proxy_uid,
+            outbound_capture_port: self.outbound_capture_port,
+            inbound_capture_port: self.inbound_capture_port,
+            health_port: self.health_port,
+            exclude_outbound_ports: self.exclude_outbound_ports.clone(),
+            exclude_inbound_ports: self.exclude_inbound_ports.clone(),
+            exclude_outbound_ip_ranges: self.exclude_outbound_ip_ranges.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Give up after this long (e.g. 60s, 2m).
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// The readiness URL to poll.
+    #[arg(long, default_value = "http://127.0.0.1:15020/healthz/ready", value_name = "URL")]
+    pub url: http::Uri,
+}
+
+#[cfg(test)]
+mod tests;

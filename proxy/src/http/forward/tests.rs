@@ -1,0 +1,73 @@
+//! The routing decision in both modes: explicit (authority picks the port) and transparent (original
+//! destination picks the port; unclaimed hosts pass through).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config::{ListenerConfig, PathMatch, RouteAction, RouteEntry, RouteTable, VirtualHost, WeightedTarget};
+
+const CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
+
+fn config() -> ProxyConfig {
+    let route = RouteEntry {
+        name: "api".into(),
+        path: PathMatch::Prefix("/api".into()),
+        headers: Vec::new(),
+        action: RouteAction { targets: vec![WeightedTarget { cluster: CLUSTER.into(), weight: 1 }], timeout: None },
+    };
+    let table = RouteTable {
+        name: "8080".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "echo:8080".into(),
+            domains: vec!["echo".into(), "echo:8080".into()],
+            routes: vec![route],
+        }],
+    };
+    let listener = ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into() };
+    ProxyConfig {
+        listeners: BTreeMap::from([(listener.name.clone(), listener)]),
+        routes: BTreeMap::from([("8080".to_string(), table)]),
+        ..ProxyConfig::default()
+    }
+}
+
+fn decide(host: Option<&str>, path: &str, destination: Destination) -> Result<Upstream<'static>, LocalReply> {
+    let config: &'static ProxyConfig = Box::leak(Box::new(config()));
+    let request = Request::get(path).body(()).unwrap();
+    route(&request, host, config, destination)
+}
+
+fn original(address: &str) -> Destination {
+    Destination::Original(address.parse().unwrap())
+}
+
+#[test]
+fn explicit_mode_routes_by_the_authority_port() {
+    let cluster = Ok(Upstream::Cluster { name: CLUSTER, timeout: None });
+    let explicit = Destination::Explicit { default_port: 80 };
+    assert_eq!(decide(Some("echo:8080"), "/api/x", explicit), cluster);
+    assert_eq!(decide(Some("echo"), "/api/x", Destination::Explicit { default_port: 8080 }), cluster);
+    assert_eq!(decide(Some("echo"), "/api/x", explicit), Err(LocalReply::NoRoute), "port 80 has no routes");
+    assert_eq!(decide(None, "/api/x", explicit), Err(LocalReply::MissingHost));
+}
+
+#[test]
+fn transparent_mode_routes_by_the_original_port_and_passes_the_rest_through() {
+    let to = "10.213.0.3:8080".parse().unwrap();
+    let cluster = Ok(Upstream::Cluster { name: CLUSTER, timeout: None });
+    assert_eq!(decide(Some("echo"), "/api/x", original("10.213.0.3:8080")), cluster);
+    assert_eq!(decide(Some("Echo:8080"), "/api/x", original("10.213.0.3:8080")), cluster);
+    assert_eq!(
+        decide(Some("10.213.0.3:8080"), "/api/x", original("10.213.0.3:8080")),
+        Ok(Upstream::Original(to)),
+        "no virtual host claims the IP: passthrough"
+    );
+    assert_eq!(decide(None, "/", original("10.213.0.3:8080")), Ok(Upstream::Original(to)));
+    let other = "10.213.0.3:9999".parse().unwrap();
+    assert_eq!(decide(Some("echo"), "/api", original("10.213.0.3:9999")), Ok(Upstream::Original(other)));
+    assert_eq!(
+        decide(Some("echo"), "/other", original("10.213.0.3:8080")),
+        Err(LocalReply::NoRoute),
+        "a claimed host whose rules match nothing gets 404, as in Istio"
+    );
+}

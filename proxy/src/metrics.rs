@@ -1,0 +1,258 @@
+//! The proxy's Prometheus metrics, served on `/metrics` of the health listener (:15020). Names start with
+//! `weft_proxy_`; counters end in `_total`.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use weft_xds::ResourceType;
+
+/// Which way traffic flows relative to the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the pod's application to somewhere else.
+    Outbound,
+    /// From somewhere else to the pod's application.
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// How a connection is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Served as HTTP: every request routed by the mesh's rules.
+    Http,
+    /// A mesh port (it has routes), but the bytes are not HTTP: forwarded as TCP to the original destination.
+    Tcp,
+    /// Not a mesh port (no routes for it): forwarded as TCP to the original destination without looking.
+    Passthrough,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Tcp => "tcp",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: &'static str,
+    cluster: String,
+    code_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ConnectionLabels {
+    direction: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    direction: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    connections: Family<ConnectionLabels, Counter>,
+    active: Family<DirectionLabel, Gauge>,
+    received_bytes: Family<ConnectionLabels, Counter>,
+    sent_bytes: Family<ConnectionLabels, Counter>,
+    refused: Family<RefusedLabels, Counter>,
+    xds_connected: Gauge,
+    config_applied: Family<TypeLabel, Counter>,
+    nacks: Family<TypeLabel, Counter>,
+    ready: Gauge,
+    draining: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft_proxy");
+        let metrics = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram),
+            connections: Family::default(),
+            active: Family::default(),
+            received_bytes: Family::default(),
+            sent_bytes: Family::default(),
+            refused: Family::default(),
+            xds_connected: Gauge::default(),
+            config_applied: Family::default(),
+            nacks: Family::default(),
+            ready: Gauge::default(),
+            draining: Gauge::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "requests",
+            "HTTP requests, by direction, cluster and response code class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "From request to response headers, by direction",
+            m.request_duration.clone(),
+        );
+        registry.register("tcp_connections", "Connections accepted, by direction and mode", m.connections.clone());
+        registry.register("tcp_connections_active", "Connections open now, by direction", m.active.clone());
+        registry.register("tcp_received_bytes", "Bytes received from downstream peers", m.received_bytes.clone());
+        registry.register("tcp_sent_bytes", "Bytes sent to downstream peers", m.sent_bytes.clone());
+        registry.register("tcp_refused", "Captured connections refused, by direction and reason", m.refused.clone());
+        registry.register(
+            "xds_connected",
+            "1 while the xDS stream to the control plane is open",
+            m.xds_connected.clone(),
+        );
+        registry.register("xds_config_applied", "xDS responses accepted (ACK), by type", m.config_applied.clone());
+        registry.register("xds_nacks", "xDS responses rejected (NACK), by type", m.nacks.clone());
+        registry.register("ready", "1 once a complete config has been applied", m.ready.clone());
+        registry.register("draining", "1 while shutting down", m.draining.clone());
+        Self { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn request(&self, direction: Direction, cluster: &str, status: StatusCode, took: Duration) {
+        let labels = RequestLabels {
+            direction: direction.as_str(),
+            cluster: cluster.to_string(),
+            code_class: code_class(status),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&DirectionLabel { direction: direction.as_str() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a new connection; the returned handles count its bytes and keep it in the active gauge until dropped.
+    pub fn connection(&self, direction: Direction, mode: Mode) -> ConnectionStats {
+        let labels = ConnectionLabels { direction: direction.as_str(), mode: mode.as_str() };
+        self.connections.get_or_create(&labels).inc();
+        let active = self.active.get_or_create(&DirectionLabel { direction: direction.as_str() }).clone();
+        active.inc();
+        ConnectionStats {
+            received: self.received_bytes.get_or_create(&labels).clone(),
+            sent: self.sent_bytes.get_or_create(&labels).clone(),
+            active,
+        }
+    }
+
+    pub fn refused(&self, direction: Direction, reason: &'static str) {
+        self.refused.get_or_create(&RefusedLabels { direction: direction.as_str(), reason }).inc();
+    }
+
+    pub fn set_xds_connected(&self, connected: bool) {
+        self.xds_connected.set(i64::from(connected));
+    }
+
+    pub fn config_applied(&self, kind: ResourceType, ready: bool) {
+        self.config_applied.get_or_create(&TypeLabel { r#type: kind.short_name() }).inc();
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn nack(&self, kind: ResourceType) {
+        self.nacks.get_or_create(&TypeLabel { r#type: kind.short_name() }).inc();
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.set(1);
+    }
+}
+
+/// Byte counters of one connection, and its place in the active gauge (released on drop).
+pub struct ConnectionStats {
+    pub received: Counter,
+    pub sent: Counter,
+    active: Gauge,
+}
+
+impl Drop for ConnectionStats {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// 1 ms .. ~16 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+fn code_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_with_their_labels() {
+        let metrics = Metrics::new();
+        metrics.request(Direction::Outbound, "outbound|80||reviews", StatusCode::NOT_FOUND, Duration::from_millis(3));
+        let stats = metrics.connection(Direction::Inbound, Mode::Tcp);
+        stats.received.inc_by(10);
+        metrics.config_applied(ResourceType::Cluster, true);
+        let text = metrics.encode();
+        for line in [
+            r#"weft_proxy_requests_total{direction="outbound",cluster="outbound|80||reviews",code_class="4xx"} 1"#,
+            r#"weft_proxy_tcp_connections_total{direction="inbound",mode="tcp"} 1"#,
+            r#"weft_proxy_tcp_connections_active{direction="inbound"} 1"#,
+            r#"weft_proxy_tcp_received_bytes_total{direction="inbound",mode="tcp"} 10"#,
+            r#"weft_proxy_xds_config_applied_total{type="CDS"} 1"#,
+            "weft_proxy_ready 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        drop(stats);
+        assert!(metrics.encode().contains(r#"weft_proxy_tcp_connections_active{direction="inbound"} 0"#));
+    }
+}

@@ -1,0 +1,81 @@
+//! The outbound capture listener (:15001): the pod's outbound TCP arrives here, redirected by iptables.
+//!
+//! Per connection: the original destination's port decides. A port with no routes is not a mesh port: TCP to the
+//! original destination at once (`passthrough`). Otherwise the first bytes are peeked (not consumed) for up to
+//! [`SNIFF_TIMEOUT`]; HTTP is served and routed by the port's route table (`http`), anything else, including
+//! silence from a server-first protocol, is forwarded as TCP (`tcp`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::Watcher;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use super::sniff::{Sniffed, sniff};
+use super::{destination_of, tcp};
+use crate::counted::Counted;
+use crate::drain::Drain;
+use crate::http::{Destination, Forwarder, serve_connection};
+use crate::listen::accept;
+use crate::metrics::{Direction, Mode};
+
+/// How long to wait for the first bytes of a client-first protocol.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
+/// How much to look at: enough for a request line.
+const SNIFF_BYTES: usize = 1024;
+/// Pause between peeks while the first bytes trickle in.
+const SNIFF_POLL: Duration = Duration::from_millis(2);
+
+/// Serves `listener` until the future is dropped.
+pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>, drain: &Drain) {
+    loop {
+        let (stream, peer) = accept(&listener).await;
+        tokio::spawn(handle(stream, peer, forwarder.clone(), drain.watcher()));
+    }
+}
+
+async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, watcher: Watcher) {
+    let Some(original) = destination_of(&stream, peer, Direction::Outbound, &forwarder.metrics) else { return };
+    let mode = classify(&stream, &forwarder, original.port()).await;
+    tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
+    let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, mode));
+    match mode {
+        Mode::Http => serve_connection(io, forwarder, Destination::Original(original), watcher).await,
+        Mode::Tcp | Mode::Passthrough => {
+            tcp::forward(io, original, Direction::Outbound, peer).await;
+            drop(watcher);
+        }
+    }
+}
+
+async fn classify(stream: &TcpStream, forwarder: &Forwarder, port: u16) -> Mode {
+    let mesh_port = forwarder.runtime.borrow().config.route_table_for_port(port).is_some();
+    if !mesh_port {
+        return Mode::Passthrough;
+    }
+    if sniff_stream(stream).await.is_http() { Mode::Http } else { Mode::Tcp }
+}
+
+/// Peeks at the first bytes until [`sniff`] can tell, the client closes, or [`SNIFF_TIMEOUT`] passes (then: not
+/// HTTP).
+async fn sniff_stream(stream: &TcpStream) -> Sniffed {
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    let mut buffer = [0u8; SNIFF_BYTES];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Sniffed::Other,
+            Ok(Ok(n)) => n,
+        };
+        match sniff(&buffer[..peeked], peeked == buffer.len()) {
+            Sniffed::NeedMore => {}
+            verdict => return verdict,
+        }
+        // Peeking again returns at once with the same bytes; wait a little for more to arrive.
+        tokio::time::sleep_until((Instant::now() + SNIFF_POLL).min(deadline)).await;
+        if Instant::now() >= deadline {
+            return Sniffed::Other;
+        }
+    }
+}

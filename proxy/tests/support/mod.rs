@@ -1,0 +1,212 @@
+//! Shared pieces of the proxy's integration tests on loopback: an in-process standalone operator, an in-process
+//! backend that can be slow on request, the real `weft-proxy` binary as a child process, and a small HTTP client
+//! that opens a new connection per request.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+pub const SERVICE: &str = "slow";
+pub const CLUSTER: &str = "outbound|80||slow.default.svc.cluster.local";
+pub const STARTUP: Duration = Duration::from_secs(15);
+
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// The standalone operator, in this process, serving one Service (`slow`, port 80) backed by `backend`.
+pub struct Operator {
+    pub xds: SocketAddr,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Operator {
+    pub async fn start(xds: SocketAddr, backend: SocketAddr) -> Self {
+        let dir = tempfile::Builder::new().prefix("weft-proxy-test-").tempdir().unwrap();
+        std::fs::write(dir.path().join("slow.yaml"), service_yaml(backend)).unwrap();
+        let listeners = weft_operator::app::Listeners {
+            xds: TcpListener::bind(xds).await.unwrap(),
+            health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let path = dir.path().to_path_buf();
+        let task = tokio::spawn(async move {
+            let _ = weft_operator::app::serve_standalone(path, listeners, std::future::pending()).await;
+        });
+        Self { xds, _dir: dir, task }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn service_yaml(backend: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: slow, namespace: default}}\n\
+         spec:\n  selector: {{app: slow}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: slow-1, namespace: default, labels: {{app: slow}}}}\n\
+         spec: {{containers: [{{name: app, image: slow, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
+         status: {{podIP: {}}}\n",
+        backend.port(),
+        backend.ip()
+    )
+}
+
+/// A backend answering 200 after `x-echo-delay-ms` milliseconds; reports each request's arrival.
+pub struct Backend {
+    pub address: SocketAddr,
+    pub arrivals: mpsc::UnboundedReceiver<()>,
+}
+
+impl Backend {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, arrivals) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let _ = tx.send(());
+                        async move { Ok::<_, Infallible>(answer(&request).await) }
+                    });
+                    let _ =
+                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { address, arrivals }
+    }
+}
+
+async fn answer<B>(request: &Request<B>) -> Response<Full<Bytes>> {
+    let delay = request.headers().get("x-echo-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Response::new(Full::new(Bytes::from_static(b"slow backend\n")))
+}
+
+/// The `weft-proxy` binary under test, killed when dropped.
+pub struct Proxy {
+    pub child: Child,
+    pub outbound: SocketAddr,
+    pub health: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Explicit mode with a health listener, pointed at `xds`.
+    pub fn start(xds: SocketAddr, extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new().prefix("weft-proxy-log-").tempdir().unwrap();
+        let log = dir.path().join("proxy.log");
+        let (outbound, health, admin) = (free_port(), free_port(), free_port());
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
+            .args(["--xds-address", &format!("http://{xds}"), "--pod-name", "client", "--pod-namespace", "default"])
+            .args(["--outbound-listen", &outbound.to_string(), "--admin-listen", &admin.to_string()])
+            .args(["--health-listen", &health.to_string()])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self { child, outbound, health, log, _dir: dir }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `/healthz/ready` until it answers `want`.
+    pub async fn wait_ready(&self, want: StatusCode) -> String {
+        let until = Instant::now() + STARTUP;
+        loop {
+            if let Ok((status, body)) = get(self.health, "proxy", "/healthz/ready", &[]).await
+                && status == want
+            {
+                return body;
+            }
+            assert!(Instant::now() < until, "/healthz/ready never answered {want}; proxy log:\n{}", self.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = get(self.health, "proxy", "/metrics", &[]).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        body
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < until, "proxy still running after {limit:?}; log:\n{}", self.output());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal_term(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One GET on a new connection; the status and body.
+pub async fn get(
+    to: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(StatusCode, String), weft_proxy::BoxError> {
+    let stream = TcpStream::connect(to).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = Request::get(path).header(http::header::HOST, host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender.send_request(request.body(Empty::<Bytes>::new())?).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, 0 when absent.
+pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
