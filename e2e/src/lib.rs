@@ -13,5 +13,6 @@ pub mod mesh;
 pub mod net;
 pub mod netns;
 pub mod process;
+pub mod sidecar;
 pub mod stats;
 pub mod vip;

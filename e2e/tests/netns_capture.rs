@@ -7,8 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_e2e::binaries;
 use weft_e2e::netns::{self, Lab, Netns, Pod};
 use weft_e2e::process::Process;
+use weft_e2e::sidecar::{Sidecars, metric_sum, scrape};
 
-const PROXY_UID: &str = "1337";
 const HTTP_PORT: u16 = 8080;
 /// A mesh port (Service `tcp-echo`) whose server speaks first.
 const TCP_MESH_PORT: u16 = 9000;
@@ -68,30 +67,29 @@ struct Mesh {
 impl Mesh {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weft-netns-").tempdir()?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let proxy = proxy_binary_for_uid_1337(dir.path())?;
+        let sidecars = Sidecars::prepare(dir.path())?;
         let lab = Lab::new()?;
         let (client, server) = (lab.pod("client")?, lab.pod("server")?);
         let xds = SocketAddr::new(IpAddr::V4(lab.node_ip()), 15010);
         let mut processes = vec![start_operator(&lab, dir.path(), xds, &client, &server)?];
-        install_rules(&client, &server, &proxy)?;
+        install_rules(&client, &server, &sidecars)?;
         let (echo, tcp_servers) = start_server_apps(&server, dir.path())?;
         processes.push(echo);
         for pod in [&client, &server] {
             let log = dir.path().join(format!("{}-proxy.log", pod.name));
-            processes.push(pod.ns.spawn(&format!("{} proxy", pod.name), &sidecar(&proxy, xds, pod), &log)?);
+            processes.push(sidecars.start(pod, "default", xds, &log)?);
         }
         let mesh = Self { processes, _tcp_servers: tcp_servers, client, server, lab, xds, _dir: dir };
-        mesh.wait_until_ready(&proxy).await.with_context(|| mesh.diagnostics())?;
+        mesh.wait_until_ready(&sidecars).await.with_context(|| mesh.diagnostics())?;
         Ok(mesh)
     }
 
-    async fn wait_until_ready(&self, proxy: &Path) -> anyhow::Result<()> {
+    async fn wait_until_ready(&self, sidecars: &Sidecars) -> anyhow::Result<()> {
         for process in self.processes.iter().filter(|p| p.name() == "echo") {
             process.wait_for_output("listening on", STARTUP).await?;
         }
         for pod in [&self.client, &self.server] {
-            wait_ready(&pod.ns, proxy).await?;
+            sidecars.wait_ready(&pod.ns).await?;
         }
         Ok(())
     }
@@ -123,12 +121,12 @@ fn start_operator(lab: &Lab, dir: &Path, xds: SocketAddr, client: &Pod, server: 
 
 /// `weft-proxy init` in both pods (port 5432 excluded outbound on the client and inbound on the server), and a
 /// second run on the client that must leave the nat table as it was.
-fn install_rules(client: &Pod, server: &Pod, proxy: &Path) -> anyhow::Result<()> {
-    let client_rules = init(&client.ns, proxy, &["--exclude-outbound-ports", "5432"])?;
-    let server_rules = init(&server.ns, proxy, &["--exclude-inbound-ports", "5432"])?;
+fn install_rules(client: &Pod, server: &Pod, sidecars: &Sidecars) -> anyhow::Result<()> {
+    let client_rules = sidecars.init(&client.ns, &["--exclude-outbound-ports", "5432"])?;
+    let server_rules = sidecars.init(&server.ns, &["--exclude-inbound-ports", "5432"])?;
     anyhow::ensure!(client_rules.contains("-A WEFT_OUTPUT -p tcp --dport 5432 -j RETURN"), "{client_rules}");
     anyhow::ensure!(server_rules.contains("-A WEFT_INBOUND -p tcp --dport 5432 -j RETURN"), "{server_rules}");
-    init_twice_changes_nothing(&client.ns, proxy)
+    init_twice_changes_nothing(&client.ns, sidecars)
 }
 
 /// weft-echo on :8080 and TCP echo servers on :9000 (greets first), :9001 and :5432, in the server pod.
@@ -246,30 +244,25 @@ struct Scrape {
 
 impl Scrape {
     async fn take(mesh: &Mesh) -> anyhow::Result<Self> {
-        let get = |pod: &Pod| {
-            let to = SocketAddr::new(IpAddr::V4(pod.ip), 15020);
-            mesh.lab.node.http_get(to, "proxy", "/metrics", STEP)
-        };
-        let (client, server) = (get(&mesh.client).await?, get(&mesh.server).await?);
-        anyhow::ensure!(client.0 == 200 && server.0 == 200, "metrics: {} / {}", client.0, server.0);
-        Ok(Self { client: client.2, server: server.2 })
+        let client = scrape(&mesh.lab.node, &mesh.client).await?;
+        Ok(Self { client, server: scrape(&mesh.lab.node, &mesh.server).await? })
     }
 
     fn requests(&self, cluster: &str) -> f64 {
         let labels = [("direction", "outbound"), ("cluster", cluster), ("code_class", "2xx")];
-        sum(&self.client, "weft_proxy_requests_total", &labels)
+        metric_sum(&self.client, "weft_proxy_requests_total", &labels)
     }
 
     fn client_out(&self, mode: &str) -> f64 {
-        sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound"), ("mode", mode)])
+        metric_sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound"), ("mode", mode)])
     }
 
     fn client_out_all(&self) -> f64 {
-        sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound")])
+        metric_sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound")])
     }
 
     fn server_in(&self) -> f64 {
-        sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
+        metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
     }
 }
 
@@ -295,20 +288,6 @@ impl Delta {
     fn server_in(&self) -> f64 {
         self.after.server_in() - self.before.server_in()
     }
-}
-
-/// The sum of the samples of `name` carrying every label in `labels`.
-fn sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            let wanted = metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if wanted { value.parse::<f64>().ok() } else { None }
-        })
-        .sum()
 }
 
 /// Connects from `ns`, reads `greeting` first if the server sends one, then checks a line is echoed. How long the
@@ -357,67 +336,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// `weft-proxy init` as the webhook's init container runs it, plus `extra`; the rules it printed.
-fn init(ns: &Netns, proxy: &Path, extra: &[&str]) -> anyhow::Result<String> {
-    let mut args =
-        vec!["init", "--proxy-uid", PROXY_UID, "--outbound-capture-port", "15001", "--inbound-capture-port", "15006"];
-    args.extend(extra);
-    Ok(String::from_utf8(ns.exec(proxy, &args)?.stdout)?)
-}
-
 /// Runs the same `init` again and compares the nat table (without counters) before and after.
-fn init_twice_changes_nothing(ns: &Netns, proxy: &Path) -> anyhow::Result<()> {
+fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result<()> {
     let table = || -> anyhow::Result<String> {
         let saved = String::from_utf8(ns.exec(Path::new("iptables-save"), &["-t", "nat"])?.stdout)?;
         Ok(saved.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"))
     };
     let before = table()?;
-    init(ns, proxy, &["--exclude-outbound-ports", "5432"])?;
+    sidecars.init(ns, &["--exclude-outbound-ports", "5432"])?;
     let after = table()?;
     anyhow::ensure!(before == after, "init is not idempotent:\n--- before\n{before}\n--- after\n{after}");
     Ok(())
-}
-
-/// The injected sidecar: `weft-proxy run --transparent` as UID 1337 with the webhook's environment.
-fn sidecar(proxy: &Path, xds: SocketAddr, pod: &Pod) -> Vec<String> {
-    let mut command: Vec<String> =
-        ["setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "env"].map(String::from).into();
-    command.extend([
-        format!("WEFT_XDS_ADDRESS=http://{xds}"),
-        format!("POD_NAME={}", pod.name),
-        "POD_NAMESPACE=default".into(),
-        format!("POD_IP={}", pod.ip),
-        "SERVICE_ACCOUNT=default".into(),
-        "WEFT_LOG=info,weft_proxy::transparent=debug".into(),
-        proxy.display().to_string(),
-        "run".into(),
-        "--transparent".into(),
-    ]);
-    command
-}
-
-/// `weft-proxy wait` inside the pod, as the classic sidecar's postStart hook runs it.
-async fn wait_ready(ns: &Netns, proxy: &Path) -> anyhow::Result<()> {
-    let ns_name = ns.name().to_string();
-    let proxy = proxy.to_path_buf();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &ns_name])
-            .arg(proxy)
-            .args(["wait", "--timeout", "30s"])
-            .output()
-    })
-    .await??;
-    anyhow::ensure!(output.status.success(), "weft-proxy wait: {}", String::from_utf8_lossy(&output.stderr).trim());
-    Ok(())
-}
-
-/// A copy of `weft-proxy` that UID 1337 can execute whatever the permissions of the build directory.
-fn proxy_binary_for_uid_1337(dir: &Path) -> anyhow::Result<PathBuf> {
-    let copy = dir.join("weft-proxy");
-    std::fs::copy(binaries::path("weft-proxy")?, &copy)?;
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
-    Ok(copy)
 }
 
 /// Services `echo` (8080) and `tcp-echo` (9000) on the server pod, and both pods, as standalone mode reads them.
