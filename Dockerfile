@@ -3,6 +3,7 @@
 #   docker build --target operator -t ghcr.io/weft-mesh/weft-operator:0.1.0 .
 #   docker build --target webhook  -t ghcr.io/weft-mesh/weft-webhook:0.1.0 .
 #   docker build --target proxy    -t ghcr.io/weft-mesh/weft-proxy:0.1.0 .
+#   docker build --target e2e      -t ghcr.io/weft-mesh/weft-e2e:0.1.0 .   (test apps: weft-echo, weft-load)
 # One file because the three binaries come from one Cargo workspace: the build context is the repository root in
 # every case (path dependencies), and one shared `build` stage compiles the workspace's heavy dependencies
 # (k8s-openapi, envoy-types, tonic) once for all three images instead of three times.
@@ -18,9 +19,10 @@ COPY . .
 # The cache mounts keep the registry and target/ between builds (BuildKit, the default builder since Docker 23).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p weft-operator -p weft-webhook -p weft-proxy \
+    cargo build --release --locked -p weft-operator -p weft-webhook -p weft-proxy -p weft-e2e --bins \
  && mkdir -p /out \
- && cp target/release/weft-operator target/release/weft-webhook target/release/weft-proxy /out/
+ && cp target/release/weft-operator target/release/weft-webhook target/release/weft-proxy \
+       target/release/weft-echo target/release/weft-load /out/
 
 # weft-operator: distroless (glibc, CA certificates, no shell), user nonroot 65532 as the chart runs it.
 FROM ${DISTROLESS_IMAGE} AS operator
@@ -50,3 +52,10 @@ USER 1337:1337
 # Outbound capture, inbound capture, admin (localhost only), health and metrics.
 EXPOSE 15001 15006 15000 15020
 ENTRYPOINT ["/usr/local/bin/weft-proxy"]
+
+# weft-e2e: the cluster e2e suite's applications (not part of Weft): weft-echo (the reviews backends) and
+# weft-load (the client), on Debian slim so the client pod can `sleep` between `kubectl exec` sessions.
+FROM ${DEBIAN_IMAGE} AS e2e
+COPY --from=build /out/weft-echo /out/weft-load /usr/local/bin/
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/weft-echo"]

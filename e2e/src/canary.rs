@@ -4,9 +4,18 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::http_client::HttpClient;
 use crate::load::Totals;
-use crate::mesh::{LocalMesh, VERSIONS};
+use crate::mesh::{VERSIONS, virtual_service_yaml};
+
+/// Where a rollout happens: rules can be applied, and the client's proxy config read back.
+#[allow(async_fn_in_trait)] // used generically by the harness, never as a trait object or across threads
+pub trait RolloutTarget {
+    /// Creates or replaces one file of routing rules (`kubectl apply`, or a file write in standalone mode);
+    /// returns when it was applied.
+    async fn apply(&self, name: &str, yaml: &str) -> anyhow::Result<Instant>;
+    /// The client proxy's `/config_dump`.
+    async fn client_config_dump(&self) -> anyhow::Result<String>;
+}
 
 /// What one step of the rollout achieved.
 #[derive(Debug, Clone)]
@@ -17,6 +26,8 @@ pub struct StepReport {
     /// Requests answered during the step's hold, per version (v1, v2).
     pub per_version: [u64; 2],
     pub failures: u64,
+    /// The hold: from when the proxy served the new weights until the next edit.
+    pub window: (Instant, Instant),
 }
 
 impl StepReport {
@@ -25,6 +36,16 @@ impl StepReport {
     }
 
     /// Share of successful requests that reached v2.
+    /// Recounts from individual samples: only requests that started during the hold, so a request routed just
+    /// before the edit and answered after it is not counted against the new weights.
+    pub fn recount(&mut self, samples: &[crate::load::Sample]) {
+        let (start, end) = self.window;
+        let held: Vec<_> = samples.iter().filter(|s| s.started >= start && s.started < end).cloned().collect();
+        let (counts, failures) = crate::load::tally(&held, &VERSIONS);
+        self.per_version = [counts[0] as u64, counts[1] as u64];
+        self.failures = failures as u64;
+    }
+
     pub fn v2_share(&self) -> f64 {
         let ok: u64 = self.per_version.iter().sum();
         if ok == 0 { 0.0 } else { self.per_version[1] as f64 / ok as f64 }
@@ -52,19 +73,19 @@ pub enum Event {
 /// Runs each step: edit the file, wait for the proxy to apply it, hold for `hold` while traffic (from a
 /// [`crate::load::LoadLoop`] writing `totals`) flows, reporting windows of `window` length.
 pub async fn run_steps(
-    mesh: &LocalMesh,
+    mesh: &impl RolloutTarget,
     totals: &Totals,
     steps: &[[u32; 2]],
     hold: Duration,
     window: Duration,
     mut on_event: impl FnMut(&Event),
 ) -> anyhow::Result<Vec<StepReport>> {
-    let admin = HttpClient::new(mesh.admin);
     let mut reports = Vec::new();
     for &weights in steps {
-        let edited = mesh.set_weights(weights)?;
+        let edited = mesh.apply("reviews-vs.yaml", &virtual_service_yaml(weights)).await?;
         on_event(&Event::Edited { weights });
-        let took_effect = wait_for_weights(&admin, weights, edited).await?;
+        let took_effect = wait_for_weights(mesh, weights, edited).await?;
+        let applied = Instant::now();
         on_event(&Event::Applied { weights, after: took_effect });
         let start = counts(&totals.read());
         let mut previous = start;
@@ -77,7 +98,14 @@ pub async fn run_steps(
             previous = now;
         }
         let total = delta(previous, start);
-        reports.push(StepReport { weights, took_effect, per_version: [total[0], total[1]], failures: total[2] });
+        let window = (applied, Instant::now());
+        reports.push(StepReport {
+            weights,
+            took_effect,
+            per_version: [total[0], total[1]],
+            failures: total[2],
+            window,
+        });
     }
     Ok(reports)
 }
@@ -92,11 +120,15 @@ fn delta(now: [u64; 3], before: [u64; 3]) -> [u64; 3] {
 }
 
 /// Polls the proxy's config dump until the canary route carries `weights`.
-async fn wait_for_weights(admin: &HttpClient, weights: [u32; 2], since: Instant) -> anyhow::Result<Duration> {
+pub async fn wait_for_weights(
+    mesh: &impl RolloutTarget,
+    weights: [u32; 2],
+    since: Instant,
+) -> anyhow::Result<Duration> {
     let deadline = since + Duration::from_secs(10);
     loop {
-        if let Ok(reply) = admin.get("localhost", "/config_dump", &[]).await
-            && canary_weights(&reply.body) == Some(weights)
+        if let Ok(dump) = mesh.client_config_dump().await
+            && canary_weights(&dump) == Some(weights)
         {
             return Ok(since.elapsed());
         }

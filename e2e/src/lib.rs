@@ -7,12 +7,16 @@
 pub mod binaries;
 pub mod canary;
 pub mod chart;
+pub mod cluster_mesh;
 pub mod http_client;
 pub mod load;
 pub mod mesh;
 pub mod net;
 pub mod netns;
+pub mod netns_mesh;
 pub mod process;
+pub mod remote_load;
+pub mod scenario;
 pub mod sidecar;
 pub mod stats;
 pub mod vip;

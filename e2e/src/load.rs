@@ -24,7 +24,7 @@ pub struct Sample {
 pub struct Totals(Mutex<BTreeMap<String, u64>>);
 
 impl Totals {
-    fn record(&self, sample: &Sample) {
+    pub fn record(&self, sample: &Sample) {
         let key = if sample.ok { sample.version.clone().unwrap_or_default() } else { String::new() };
         if let Ok(mut totals) = self.0.lock() {
             *totals.entry(key).or_default() += 1;

@@ -199,18 +199,59 @@ pub fn reviews_yaml(backends: &[SocketAddr]) -> String {
             address.ip()
         );
     }
-    yaml += "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\n\
-             spec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n";
+    yaml += "---\n";
+    yaml += DESTINATION_RULE_YAML;
     yaml
 }
 
-/// The canary rule at `weights` (v1, v2).
+/// The routing rules of the scenarios: requests with `x-debug: 1` go to v2, the rest split at `weights` (v1, v2).
 pub fn virtual_service_yaml(weights: [u32; 2]) -> String {
     format!(
-        "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec:\n  hosts: [reviews]\n  http:\n  - name: canary\n    route:\n\
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews}}\n\
+         spec:\n  hosts: [reviews]\n  http:\n\
+         \x20 - name: debug\n    match:\n    - headers: {{x-debug: {{exact: \"1\"}}}}\n    route:\n\
+         \x20   - destination: {{host: reviews, subset: v2}}\n\
+         \x20 - name: canary\n    route:\n\
          \x20   - destination: {{host: reviews, subset: v1}}\n      weight: {}\n\
          \x20   - destination: {{host: reviews, subset: v2}}\n      weight: {}\n",
         weights[0], weights[1]
     )
+}
+
+/// The subsets the rules use.
+pub const DESTINATION_RULE_YAML: &str = concat!(
+    "apiVersion: networking.weft.dev/v1alpha1\n",
+    "kind: DestinationRule\n",
+    "metadata: {name: reviews}\n",
+    "spec:\n",
+    "  host: reviews\n",
+    "  subsets:\n",
+    "  - {name: v1, labels: {version: v1}}\n",
+    "  - {name: v2, labels: {version: v2}}\n",
+);
+
+impl crate::canary::RolloutTarget for LocalMesh {
+    async fn apply(&self, name: &str, yaml: &str) -> anyhow::Result<Instant> {
+        self.write_config(name, yaml)
+    }
+
+    async fn client_config_dump(&self) -> anyhow::Result<String> {
+        Ok(HttpClient::new(self.admin).get("localhost", "/config_dump", &[]).await?.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scenario_rules_are_the_yaml_they_mean() {
+        let dr: serde_json::Value = serde_saphyr::from_str(DESTINATION_RULE_YAML).unwrap();
+        assert_eq!(dr["spec"]["subsets"][1]["labels"]["version"], "v2");
+        let vs: serde_json::Value = serde_saphyr::from_str(&virtual_service_yaml([90, 10])).unwrap();
+        let http = &vs["spec"]["http"];
+        assert_eq!(http[0]["match"][0]["headers"]["x-debug"]["exact"], "1");
+        assert_eq!(http[1]["route"][0]["weight"], 90);
+        assert_eq!(http[1]["route"][1]["destination"]["subset"], "v2");
+    }
 }

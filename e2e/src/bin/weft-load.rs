@@ -36,6 +36,10 @@ struct Args {
     /// Also stop when stdin closes: a harness driving it through `kubectl exec -i` ends it by closing the pipe.
     #[arg(long)]
     until_stdin_closes: bool,
+    /// Send one request and print its body instead (e.g. the sidecar's `/config_dump` or `/metrics`, from inside
+    /// the pod); exits 1 unless the status is 2xx.
+    #[arg(long)]
+    print_body: bool,
     /// Pause between requests of one loop.
     #[arg(long, default_value_t = 0)]
     pace_ms: u64,
@@ -51,6 +55,9 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Option<_>>()
         .ok_or_else(|| anyhow::anyhow!("--header must be `name: value`"))?;
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    if args.print_body {
+        return print_body(&client, &args.url).await;
+    }
     let start = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for _ in 0..args.concurrency.max(1) {
@@ -86,6 +93,15 @@ async fn main() -> anyhow::Result<()> {
             _ = &mut stop => return Ok(()),
         }
     }
+}
+
+async fn print_body(client: &Client<HttpConnector, Empty<Bytes>>, url: &http::Uri) -> anyhow::Result<()> {
+    let response = client.request(Request::get(url.clone()).body(Empty::new())?).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    std::io::stdout().write_all(&body)?;
+    anyhow::ensure!(status.is_success(), "GET {url}: {status}");
+    Ok(())
 }
 
 async fn one(

@@ -1,0 +1,188 @@
+//! The e2e suite's local backend: pods as network namespaces on this machine (root only), each captured by the
+//! rules of `weft-proxy init` and running the sidecar as UID 1337, as the webhook injects it; the operator runs in
+//! standalone mode on the "node" from the same YAML kinds a cluster has. The client pod calls the `reviews`
+//! Service by a virtual cluster IP, as an application resolving `reviews` would.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::binaries;
+use crate::canary::RolloutTarget;
+use crate::mesh::VERSIONS;
+use crate::netns::{Lab, Pod};
+use crate::process::Process;
+use crate::remote_load::RemoteLoad;
+use crate::scenario::MeshUnderTest;
+use crate::sidecar::{Sidecars, metric_sum, scrape};
+
+/// The `reviews` Service as clients address it: a cluster IP nobody owns (the client's proxy catches it).
+const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 10);
+const SERVICE_PORT: u16 = 9080;
+const STARTUP: Duration = Duration::from_secs(30);
+
+pub struct NetnsMesh {
+    operator: Process,
+    /// Echo apps and sidecars; dropped (killed) before the namespaces.
+    processes: Vec<Process>,
+    client: Pod,
+    reviews: Vec<Pod>,
+    lab: Lab,
+    xds: SocketAddr,
+    sidecars: Sidecars,
+    dir: tempfile::TempDir,
+}
+
+impl NetnsMesh {
+    /// Builds the pods, installs capture, starts everything and waits until every sidecar is ready.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir()?;
+        let sidecars = Sidecars::prepare(dir.path())?;
+        let lab = Lab::new()?;
+        let client = lab.pod("client")?;
+        let reviews = VERSIONS.iter().map(|v| lab.pod(&format!("reviews-{v}"))).collect::<anyhow::Result<Vec<_>>>()?;
+        std::fs::create_dir(dir.path().join("config"))?;
+        std::fs::write(dir.path().join("config/cluster.yaml"), cluster_yaml(&client, &reviews))?;
+        let xds = SocketAddr::new(IpAddr::V4(lab.node_ip()), 15010);
+        let operator = spawn_operator(&lab, dir.path(), xds)?;
+        let mut processes = Vec::new();
+        for (pod, version) in reviews.iter().zip(VERSIONS) {
+            sidecars.init(&pod.ns, &[])?;
+            processes.push(spawn_echo(pod, version, dir.path())?);
+        }
+        sidecars.init(&client.ns, &[])?;
+        for pod in reviews.iter().chain([&client]) {
+            processes.push(sidecars.start(pod, "default", xds, &dir.path().join(format!("{}-proxy.log", pod.name)))?);
+        }
+        let mesh = Self { operator, processes, client, reviews, lab, xds, sidecars, dir };
+        mesh.wait_ready().await.with_context(|| mesh.diagnostics())?;
+        Ok(mesh)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for echo in self.processes.iter().filter(|p| p.name().starts_with("echo")) {
+            echo.wait_for_output("listening on", STARTUP).await?;
+        }
+        for pod in self.reviews.iter().chain([&self.client]) {
+            self.sidecars.wait_ready(&pod.ns).await?;
+        }
+        Ok(())
+    }
+
+    fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+}
+
+impl RolloutTarget for NetnsMesh {
+    async fn apply(&self, name: &str, yaml: &str) -> anyhow::Result<Instant> {
+        let aside = self.config_dir().join(format!(".{name}.tmp"));
+        std::fs::write(&aside, yaml)?;
+        std::fs::rename(&aside, self.config_dir().join(name))?;
+        Ok(Instant::now())
+    }
+
+    async fn client_config_dump(&self) -> anyhow::Result<String> {
+        let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
+        let (status, _, body) =
+            self.client.ns.http_get(admin, "localhost", "/config_dump", Duration::from_secs(5)).await?;
+        anyhow::ensure!(status == 200, "config_dump: {status}");
+        Ok(body)
+    }
+}
+
+impl MeshUnderTest for NetnsMesh {
+    async fn start_load(&self, extra: &[&str]) -> anyhow::Result<RemoteLoad> {
+        let mut command = tokio::process::Command::new("ip");
+        command.args(["netns", "exec", self.client.ns.name()]).arg(binaries::path("weft-load")?).args([
+            "--url",
+            &format!("http://{SERVICE_IP}:{SERVICE_PORT}/"),
+            "--host",
+            "reviews",
+            "--concurrency",
+            "2",
+            "--until-stdin-closes",
+        ]);
+        command.args(extra);
+        RemoteLoad::spawn(command)
+    }
+
+    async fn proxied_counts(&self) -> anyhow::Result<(f64, f64)> {
+        let client = scrape(&self.lab.node, &self.client).await?;
+        let outbound = metric_sum(&client, "weft_proxy_requests_total", &[("direction", "outbound")]);
+        let mut inbound = 0.0;
+        for pod in &self.reviews {
+            let metrics = scrape(&self.lab.node, pod).await?;
+            inbound += metric_sum(&metrics, "weft_proxy_tcp_connections_total", &[("direction", "inbound")]);
+        }
+        Ok((outbound, inbound))
+    }
+
+    async fn restart_operator(&mut self) -> anyhow::Result<()> {
+        self.operator.kill();
+        self.operator = spawn_operator(&self.lab, self.dir.path(), self.xds)?;
+        let until = Instant::now() + STARTUP;
+        while self.lab.node.connect(self.xds, Duration::from_millis(200)).await.is_err() {
+            anyhow::ensure!(Instant::now() < until, "the operator did not come back within {STARTUP:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    fn diagnostics(&self) -> String {
+        std::iter::once(&self.operator)
+            .chain(&self.processes)
+            .map(|p| format!("--- {} ---\n{}\n", p.name(), p.tail(20)))
+            .collect()
+    }
+}
+
+fn spawn_operator(lab: &Lab, dir: &Path, xds: SocketAddr) -> anyhow::Result<Process> {
+    let args = [
+        binaries::path("weft-operator")?.display().to_string(),
+        "--config-dir".into(),
+        dir.join("config").display().to_string(),
+        "--xds-listen".into(),
+        xds.to_string(),
+        "--metrics-listen".into(),
+        format!("{}:9090", lab.node_ip()),
+    ];
+    lab.node.spawn("operator", &args, &dir.join("operator.log"))
+}
+
+fn spawn_echo(pod: &Pod, version: &str, dir: &Path) -> anyhow::Result<Process> {
+    let args = [
+        binaries::path("weft-echo")?.display().to_string(),
+        "--listen".into(),
+        SocketAddr::new(IpAddr::V4(pod.ip), SERVICE_PORT).to_string(),
+        "--name".into(),
+        "reviews".into(),
+        "--version".into(),
+        version.into(),
+    ];
+    pod.ns.spawn(&format!("echo {version}"), &args, &dir.join(format!("echo-{version}.log")))
+}
+
+/// What a cluster would hold: the `reviews` Service (with its cluster IP), its pods, and the client pod.
+fn cluster_yaml(client: &Pod, reviews: &[Pod]) -> String {
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
+         spec:\n  clusterIP: {SERVICE_IP}\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: http}}]\n"
+    );
+    for (pod, version) in reviews.iter().zip(VERSIONS) {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: reviews, version: {version}}}}}\n\
+             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {SERVICE_PORT}}}]}}]}}\n\
+             status: {{podIP: {}}}\n",
+            pod.name, pod.ip
+        );
+    }
+    yaml += &format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: default, labels: {{app: client}}}}\n\
+         spec: {{containers: [{{name: app, image: weft-load}}]}}\nstatus: {{podIP: {}}}\n",
+        client.ip
+    );
+    yaml
+}
