@@ -107,7 +107,7 @@ async fn a_broken_rule_file_keeps_the_previous_routes_and_names_the_field() -> a
     mesh.write_config("reviews-vs.yaml", &broken)?;
     let line = mesh.operator().wait_for_output("reviews-vs.yaml", Duration::from_secs(5)).await?;
     println!("operator reported: {line}");
-    assert!(line.contains("spec.http[0].route[0].weight"), "error should name the field: {line}");
+    assert!(line.contains("spec.http[1].route[0].weight"), "error should name the field: {line}");
     assert!(line.contains("document 1"), "error should name the document: {line}");
     let client = mesh.client();
     for _ in 0..200 {

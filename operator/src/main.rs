@@ -43,31 +43,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            let text = err.to_string();
-            eprintln!("weft-operator: {}", text.lines().next().unwrap_or_default().trim_start_matches("error: "));
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("weft-operator: {err:#}");
-            ExitCode::FAILURE
-        }
+    match weft_process::parse_args::<Args>("weft-operator", std::env::args_os()) {
+        Ok(args) => weft_process::exit_code("weft-operator", run(args)),
+        Err(code) => code,
     }
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
-        .init();
+    weft_process::init_logging(&args.log)?;
     if let Some(dir) = &args.config_dir
         && !dir.is_dir()
     {
@@ -89,20 +72,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         match mode {
             Mode::Standalone(dir) => {
                 tracing::info!(dir = %dir.display(), "standalone mode");
-                app::serve_standalone(dir, listeners, shutdown_signal()).await?;
+                app::serve_standalone(dir, listeners, stop()).await?;
             }
             Mode::Kubernetes(client) => {
                 let identity = args.identity.unwrap_or_else(hostname);
                 tracing::info!(namespaces = ?args.namespaces, %identity, "Kubernetes mode");
                 let lease = LeaseConfig::new(args.lease_namespace, args.lease_name, identity);
-                app::serve_kubernetes(
-                    client,
-                    Scope { namespaces: args.namespaces },
-                    lease,
-                    listeners,
-                    shutdown_signal(),
-                )
-                .await?;
+                app::serve_kubernetes(client, Scope { namespaces: args.namespaces }, lease, listeners, stop()).await?;
             }
         }
         tracing::info!("stopped");
@@ -125,18 +101,8 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "weft-operator".into())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Completes on SIGTERM or Ctrl-C.
+async fn stop() {
+    let signal = weft_process::shutdown_signal().await;
+    tracing::info!(signal, "stopping");
 }

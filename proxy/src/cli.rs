@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{Capture, ProxySettings};
 use crate::capture::{CaptureSettings, Cidr};
-use crate::duration::parse_duration;
+use weft_process::parse_duration;
 
 /// Istio's port numbers, familiar to users.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;

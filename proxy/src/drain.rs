@@ -34,20 +34,3 @@ impl Drain {
         tokio::time::timeout(limit, self.graceful.shutdown()).await.is_ok()
     }
 }
-
-/// Completes on the first SIGTERM (how Kubernetes stops a container) or SIGINT (Ctrl-C), naming it.
-pub async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            tracing::warn!("cannot listen for SIGTERM; only Ctrl-C stops the proxy gracefully");
-            let _ = tokio::signal::ctrl_c().await;
-            "SIGINT"
-        }
-    }
-}

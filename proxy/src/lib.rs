@@ -14,7 +14,6 @@ pub mod config;
 pub mod counted;
 pub mod dataplane;
 pub mod drain;
-pub mod duration;
 pub mod health;
 pub mod http;
 pub mod listen;

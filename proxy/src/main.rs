@@ -6,50 +6,27 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use weft_proxy::cli::{Cli, Command, InitArgs, RunArgs, WaitArgs, with_default_subcommand};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os())) {
+    let cli = match weft_process::parse_args::<Cli>("weft-proxy", with_default_subcommand(std::env::args_os())) {
         Ok(cli) => cli,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("weft-proxy: {}", one_line(&err.to_string()));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Init(args) => init(&args),
         Command::Wait(args) => wait(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("weft-proxy: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The first paragraph of a clap error on one line: `the following required arguments were not provided:
-/// --xds-address <URL>`.
-fn one_line(text: &str) -> String {
-    let paragraph: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
-    paragraph.join(" ").trim_start_matches("error: ").to_string()
+    weft_process::exit_code("weft-proxy", result)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
-        .init();
+    weft_process::init_logging(&args.log)?;
     let settings = args.settings();
     settings.xds_endpoint()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(weft_proxy::app::run(settings, weft_proxy::drain::shutdown_signal()))?;
+    runtime.block_on(weft_proxy::app::run(settings, weft_process::shutdown_signal()))?;
     // Connections cut by the drain timeout are abandoned here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())

@@ -62,36 +62,17 @@ struct Args {
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = weft_crds::duration::parse_duration(text)?;
+    let interval = weft_process::parse_duration(text)?;
     if interval.is_zero() { Err("the interval must be more than zero".into()) } else { Ok(interval) }
 }
 
 fn main() -> ExitCode {
     weft_webhook::install_crypto_provider();
-    let args = match Args::try_parse() {
+    let args = match weft_process::parse_args::<Args>("weft-webhook", std::env::args_os()) {
         Ok(args) => args,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("weft-webhook: {}", first_paragraph(&err.to_string()));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("weft-webhook: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// clap's message up to its first blank line, on one line: keeps the list of missing flags and possible values.
-fn first_paragraph(text: &str) -> String {
-    let lines = text.lines().take_while(|line| !line.trim().is_empty()).map(str::trim);
-    lines.collect::<Vec<_>>().join(" ").trim_start_matches("error: ").to_string()
+    weft_process::exit_code("weft-webhook", run(args))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -107,9 +88,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         mode: weft_webhook::SidecarMode::Classic,
     };
     config.check()?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).init();
+    weft_process::init_logging(&args.log)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let reloader = CertReloader::load(&args.tls_cert, &args.tls_key).await?;
@@ -120,24 +99,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         let tls = reloader.config();
         tokio::spawn(reloader.run(args.tls_reload_interval));
         let state = AppState { inject: Arc::new(config) };
-        weft_webhook::server::serve(listener, tls, state, shutdown_signal()).await.context("serving")?;
+        weft_webhook::server::serve(listener, tls, state, stop()).await.context("serving")?;
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// Completes on SIGTERM or Ctrl-C.
+async fn stop() {
+    let signal = weft_process::shutdown_signal().await;
+    tracing::info!(signal, "stopping");
 }

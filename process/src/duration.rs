@@ -1,4 +1,4 @@
-//! Durations on the command line: `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+//! Durations on the command line (flags such as `--drain-timeout 5s`): `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 
 use std::time::Duration;
 
