@@ -188,6 +188,26 @@ impl Lab {
         Ipv4Addr::new(RANGE[0], RANGE[1], self.subnet, 1)
     }
 
+    /// Where the operator serves xDS on the node.
+    pub fn xds_address(&self) -> SocketAddr {
+        SocketAddr::new(std::net::IpAddr::V4(self.node_ip()), 15010)
+    }
+
+    /// The operator in standalone mode on the node, reading `config_dir`, serving xDS on [`Lab::xds_address`] and
+    /// metrics on port 9090 of the node; output in `log`.
+    pub fn start_operator(&self, config_dir: &Path, log: &Path) -> anyhow::Result<Process> {
+        let args = [
+            crate::binaries::path("weft-operator")?.display().to_string(),
+            "--config-dir".into(),
+            config_dir.display().to_string(),
+            "--xds-listen".into(),
+            self.xds_address().to_string(),
+            "--metrics-listen".into(),
+            format!("{}:9090", self.node_ip()),
+        ];
+        self.node.spawn("operator", &args, log)
+    }
+
     /// A new pod namespace attached to the bridge, with the next free address and a default route via the node.
     pub fn pod(&self, name: &str) -> anyhow::Result<Pod> {
         let host = self.next_host.fetch_add(1, Ordering::Relaxed);

@@ -45,8 +45,8 @@ impl NetnsMesh {
         let reviews = VERSIONS.iter().map(|v| lab.pod(&format!("reviews-{v}"))).collect::<anyhow::Result<Vec<_>>>()?;
         std::fs::create_dir(dir.path().join("config"))?;
         std::fs::write(dir.path().join("config/cluster.yaml"), cluster_yaml(&client, &reviews))?;
-        let xds = SocketAddr::new(IpAddr::V4(lab.node_ip()), 15010);
-        let operator = spawn_operator(&lab, dir.path(), xds)?;
+        let xds = lab.xds_address();
+        let operator = lab.start_operator(&dir.path().join("config"), &dir.path().join("operator.log"))?;
         let mut processes = Vec::new();
         for (pod, version) in reviews.iter().zip(VERSIONS) {
             sidecars.init(&pod.ns, &[])?;
@@ -122,7 +122,7 @@ impl MeshUnderTest for NetnsMesh {
 
     async fn restart_operator(&mut self) -> anyhow::Result<()> {
         self.operator.kill();
-        self.operator = spawn_operator(&self.lab, self.dir.path(), self.xds)?;
+        self.operator = self.lab.start_operator(&self.config_dir(), &self.dir.path().join("operator.log"))?;
         let until = Instant::now() + STARTUP;
         while self.lab.node.connect(self.xds, Duration::from_millis(200)).await.is_err() {
             anyhow::ensure!(Instant::now() < until, "the operator did not come back within {STARTUP:?}");
@@ -137,19 +137,6 @@ impl MeshUnderTest for NetnsMesh {
             .map(|p| format!("--- {} ---\n{}\n", p.name(), p.tail(20)))
             .collect()
     }
-}
-
-fn spawn_operator(lab: &Lab, dir: &Path, xds: SocketAddr) -> anyhow::Result<Process> {
-    let args = [
-        binaries::path("weft-operator")?.display().to_string(),
-        "--config-dir".into(),
-        dir.join("config").display().to_string(),
-        "--xds-listen".into(),
-        xds.to_string(),
-        "--metrics-listen".into(),
-        format!("{}:9090", lab.node_ip()),
-    ];
-    lab.node.spawn("operator", &args, &dir.join("operator.log"))
 }
 
 fn spawn_echo(pod: &Pod, version: &str, dir: &Path) -> anyhow::Result<Process> {

@@ -70,8 +70,8 @@ impl Mesh {
         let sidecars = Sidecars::prepare(dir.path())?;
         let lab = Lab::new()?;
         let (client, server) = (lab.pod("client")?, lab.pod("server")?);
-        let xds = SocketAddr::new(IpAddr::V4(lab.node_ip()), 15010);
-        let mut processes = vec![start_operator(&lab, dir.path(), xds, &client, &server)?];
+        let xds = lab.xds_address();
+        let mut processes = vec![start_operator(&lab, dir.path(), &client, &server)?];
         install_rules(&client, &server, &sidecars)?;
         let (echo, tcp_servers) = start_server_apps(&server, dir.path())?;
         processes.push(echo);
@@ -104,19 +104,10 @@ impl Mesh {
 }
 
 /// The operator on the node, reading Services `echo` and `tcp-echo` and both pods from YAML.
-fn start_operator(lab: &Lab, dir: &Path, xds: SocketAddr, client: &Pod, server: &Pod) -> anyhow::Result<Process> {
+fn start_operator(lab: &Lab, dir: &Path, client: &Pod, server: &Pod) -> anyhow::Result<Process> {
     std::fs::create_dir(dir.join("config"))?;
     std::fs::write(dir.join("config/mesh.yaml"), mesh_yaml(client, server))?;
-    let args = [
-        binaries::path("weft-operator")?.display().to_string(),
-        "--config-dir".into(),
-        dir.join("config").display().to_string(),
-        "--xds-listen".into(),
-        xds.to_string(),
-        "--metrics-listen".into(),
-        format!("{}:9090", lab.node_ip()),
-    ];
-    lab.node.spawn("operator", &args, &dir.join("operator.log"))
+    lab.start_operator(&dir.join("config"), &dir.join("operator.log"))
 }
 
 /// `weft-proxy init` in both pods (port 5432 excluded outbound on the client and inbound on the server), and a
