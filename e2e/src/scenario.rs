@@ -135,7 +135,7 @@ pub async fn operator_restart(mesh: &mut impl MeshUnderTest) -> anyhow::Result<S
     let failures = samples.iter().filter(|s| !s.ok).count();
     anyhow::ensure!(failures == 0, "{failures} of {} requests failed: {:?}", samples.len(), first_failures(&samples));
     Ok(format!(
-        "operator restart: {} requests, 0 failed; restart took {:.1} s; an edit after it took effect in {:.3} s",
+        "operator restart: {} requests, 0 failed; restart took {:.3} s; an edit after it took effect in {:.3} s",
         samples.len(),
         restarted.as_secs_f64(),
         effect.as_secs_f64()
