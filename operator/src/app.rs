@@ -103,13 +103,11 @@ pub async fn serve_standalone(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events_tx, events_rx) = mpsc::channel(16);
-    let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    let source = tokio::spawn(file::watch_dir(dir, events_tx));
-    let index = tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics.clone()));
-    let ready_rx = snapshot_rx.clone();
+    let (events, snapshots, index) = start_index(metrics.clone());
+    let source = tokio::spawn(file::watch_dir(dir, events));
+    let ready_rx = snapshots.clone();
     let ready = Arc::new(move || ready_rx.borrow().is_some());
-    let result = serve_common(listeners, snapshot_rx, HealthState { ready, metrics }, shutdown).await;
+    let result = serve_common(listeners, snapshots, HealthState { ready, metrics }, shutdown).await;
     source.abort();
     index.abort();
     result
@@ -124,29 +122,49 @@ pub async fn serve_kubernetes(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events_tx, events_rx) = mpsc::channel(64);
-    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    let (events, snapshots, index) = start_index(metrics.clone());
     let (leader_tx, leader_rx) = watch::channel(false);
     let sync = Arc::new(SyncTracker::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    };
+    let stop = Stop::default();
     let tasks = [
-        tokio::spawn(crate::source::kube::run(client.clone(), scope, events_tx, sync.clone(), metrics.clone())),
-        tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics.clone())),
-        tokio::spawn(writer::run(client.clone(), snapshot_rx.clone(), leader_rx, metrics.clone())),
+        index,
+        tokio::spawn(crate::source::kube::run(client.clone(), scope, events, sync.clone(), metrics.clone())),
+        tokio::spawn(writer::run(client.clone(), snapshots.clone(), leader_rx, metrics.clone())),
     ];
-    let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stopped));
-    let ready_rx = snapshot_rx.clone();
+    let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stop.waiter()));
+    let ready_rx = snapshots.clone();
     let ready = Arc::new(move || sync.is_synced() && ready_rx.borrow().is_some());
-    let result = serve_common(listeners, snapshot_rx, HealthState { ready, metrics }, shutdown).await;
+    let result = serve_common(listeners, snapshots, HealthState { ready, metrics }, shutdown).await;
     // Release the lease before exiting so another replica takes over at once.
-    let _ = stop_tx.send(true);
+    stop.trigger();
     let _ = election.await;
     tasks.iter().for_each(|t| t.abort());
     result
+}
+
+/// The index task, with the channel sources feed and the snapshots it publishes.
+fn start_index(metrics: Arc<Metrics>) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let (snapshot_tx, snapshot_rx) = watch::channel(None);
+    let task = tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics));
+    (events_tx, snapshot_rx, task)
+}
+
+/// A one-way "stop now" that any number of tasks can wait for.
+#[derive(Default)]
+struct Stop(watch::Sender<bool>);
+
+impl Stop {
+    fn waiter(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.0.subscribe();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
+
+    fn trigger(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 async fn serve_common(
@@ -155,20 +173,14 @@ async fn serve_common(
     health: HealthState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let stop = Stop::default();
     let metrics = health.metrics.clone();
-    let health_server = tokio::spawn(health::serve(listeners.health, health, stopped()));
-    let xds = serve_xds(listeners.xds, snapshots, metrics, async move {
+    let health_server = tokio::spawn(health::serve(listeners.health, health, stop.waiter()));
+    let result = serve_xds(listeners.xds, snapshots, metrics, async {
         shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let result = xds.await;
+        stop.trigger();
+    })
+    .await;
     let _ = health_server.await;
     result
 }
