@@ -105,13 +105,9 @@ impl LocalMesh {
         self.dir.path().join("config")
     }
 
-    /// Replaces a config file the way editors and `kubectl`-like tools do (write aside, rename into place) and
-    /// returns when it took place.
+    /// Replaces a config file (see [`replace_config_file`]) and returns when it took place.
     pub fn write_config(&self, name: &str, content: &str) -> anyhow::Result<Instant> {
-        let aside = self.config_dir().join(format!(".{name}.tmp"));
-        std::fs::write(&aside, content)?;
-        std::fs::rename(&aside, self.config_dir().join(name))?;
-        Ok(Instant::now())
+        replace_config_file(&self.config_dir(), name, content)
     }
 
     /// Moves the canary to `weights` (v1, v2).
@@ -164,6 +160,15 @@ impl LocalMesh {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Replaces `dir/name` the way editors and `kubectl`-like tools do (write a hidden file aside, which the operator
+/// ignores, then rename it into place), so the operator never reads half a file; returns when it took place.
+pub fn replace_config_file(dir: &std::path::Path, name: &str, content: &str) -> anyhow::Result<Instant> {
+    let aside = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&aside, content)?;
+    std::fs::rename(&aside, dir.join(name))?;
+    Ok(Instant::now())
 }
 
 fn spawn_operator(

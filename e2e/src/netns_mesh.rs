@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::binaries;
 use crate::canary::RolloutTarget;
-use crate::mesh::VERSIONS;
+use crate::mesh::{VERSIONS, replace_config_file};
 use crate::netns::{Lab, Pod};
 use crate::process::Process;
 use crate::remote_load::RemoteLoad;
@@ -78,10 +78,7 @@ impl NetnsMesh {
 
 impl RolloutTarget for NetnsMesh {
     async fn apply(&self, name: &str, yaml: &str) -> anyhow::Result<Instant> {
-        let aside = self.config_dir().join(format!(".{name}.tmp"));
-        std::fs::write(&aside, yaml)?;
-        std::fs::rename(&aside, self.config_dir().join(name))?;
-        Ok(Instant::now())
+        replace_config_file(&self.config_dir(), name, yaml)
     }
 
     async fn client_config_dump(&self) -> anyhow::Result<String> {
