@@ -8,6 +8,9 @@ use crate::field_path::Path;
 use crate::virtual_service::StringMatchKind;
 use crate::{DestinationRuleSpec, FieldError, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
 
+/// The largest sum of a route's weights: Envoy refuses weighted clusters whose total exceeds a `uint32`.
+pub const MAX_TOTAL_WEIGHT: i64 = u32::MAX as i64;
+
 /// Every problem in a VirtualService spec; empty when it is valid.
 pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     let root = Path::root("spec");
@@ -17,6 +20,13 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         check_host(&root.field("hosts").index(i), host, &mut errors);
+    }
+    // Istio refuses a VirtualService without routes: applied, it would cut its hosts off with 404s.
+    if spec.http.is_empty() {
+        errors.push(
+            root.field("http")
+                .error("at least one HTTP route is required (Weft does not support tcp or tls routes yet)"),
+        );
     }
     for (i, rule) in spec.http.iter().enumerate() {
         check_http_route(&root.field("http").index(i), rule, &mut errors);
@@ -94,6 +104,11 @@ fn check_http_route(path: &Path, rule: &HttpRoute, errors: &mut Vec<FieldError>)
     }
     if rule.route.len() > 1 && total == 0 {
         errors.push(path.field("route").error("the weights of several destinations must not all be zero"));
+    }
+    if total > MAX_TOTAL_WEIGHT {
+        errors.push(path.field("route").error(format!(
+            "the weights add up to {total}, more than {MAX_TOTAL_WEIGHT} (the largest total Envoy accepts)"
+        )));
     }
     if let Some(timeout) = &rule.timeout
         && let Err(message) = parse_duration(timeout)
@@ -218,6 +233,32 @@ http:
         for (got, want) in errors.iter().zip(expected) {
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
         }
+    }
+
+    #[test]
+    fn weights_must_add_up_to_what_envoy_accepts() {
+        let route = |weights: &[i64]| {
+            let dests: Vec<String> =
+                weights.iter().map(|w| format!("{{destination: {{host: r}}, weight: {w}}}")).collect();
+            vs(&format!("hosts: [r]\nhttp: [{{route: [{}]}}]", dests.join(", ")))
+        };
+        let max = i32::MAX as i64;
+        assert_eq!(
+            route(&[max, max, max]),
+            [
+                "spec.http[0].route: the weights add up to 6442450941, more than 4294967295 (the largest total Envoy accepts)"
+            ]
+        );
+        assert!(route(&[max, max, 1]).is_empty(), "a total of exactly 2^32-1 is accepted");
+        assert!(route(&[90, 10]).is_empty());
+    }
+
+    #[test]
+    fn a_virtual_service_needs_routes() {
+        assert_eq!(
+            vs("hosts: [reviews]"),
+            ["spec.http: at least one HTTP route is required (Weft does not support tcp or tls routes yet)"]
+        );
     }
 
     #[test]

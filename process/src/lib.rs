@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod log_writer;
 
 use std::ffi::OsString;
 use std::fmt::Display;
@@ -53,13 +54,26 @@ pub struct LogFilterError {
     reason: String,
 }
 
-/// Logs to stderr with `filter` (e.g. `info` or `weft_proxy=debug`), in colour only on a terminal.
+/// Logs to stderr with `filter` (e.g. `info` or `weft_proxy=debug`), in colour only on a terminal, one line per
+/// event (line breaks in logged values are escaped, see [`log_writer`]).
 pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
     let env_filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| LogFilterError { filter: filter.to_string(), reason: e.to_string() })?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(env_filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(env_filter).with_ansi(ansi).with_writer(log_writer::OneLineStderr).init();
     Ok(())
+}
+
+/// Most characters of client-supplied text echoed into a log line, an error reply or a status message.
+pub const EXCERPT_CHARS: usize = 128;
+
+/// At most [`EXCERPT_CHARS`] characters of `text` (client input: a node id, a serde error quoting a value), marked
+/// with the full length when cut, so that a client cannot make the process echo megabytes.
+pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()).into(),
+    }
 }
 
 /// Completes on the first SIGTERM (how Kubernetes stops a container) or SIGINT (Ctrl-C), naming it.
@@ -102,6 +116,14 @@ mod tests {
         assert_eq!(first_paragraph(text), "invalid value 'x' for '--port <PORT>': invalid digit");
         let missing = "error: the following required arguments were not provided:\n  --xds-address <URL>\n\nUsage: x\n";
         assert_eq!(first_paragraph(missing), "the following required arguments were not provided: --xds-address <URL>");
+    }
+
+    #[test]
+    fn long_client_text_is_cut_and_marked() {
+        assert_eq!(excerpt("short"), "short");
+        let long = "é".repeat(1000);
+        let cut = excerpt(&long);
+        assert!(cut.starts_with(&"é".repeat(EXCERPT_CHARS)) && cut.ends_with("... (2000 bytes)"), "{cut}");
     }
 
     #[test]

@@ -165,6 +165,10 @@ fn route_action(a: &route::RouteAction) -> Result<RouteAction, String> {
     if targets.len() > 1 && targets.iter().all(|t| t.weight == 0) {
         return Err("weighted clusters must not all have weight 0".into());
     }
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total > u64::from(u32::MAX) {
+        return Err(format!("the weights of weighted clusters add up to {total}, more than {}", u32::MAX));
+    }
     let timeout = match &a.timeout {
         None => Some(ENVOY_DEFAULT_ROUTE_TIMEOUT),
         Some(d) => Some(to_duration(d)?).filter(|d| !d.is_zero()),

@@ -172,9 +172,10 @@ impl StringMatcher {
 }
 
 impl RouteAction {
-    /// The target for a request, given a uniformly random `roll` in `0..u32::MAX`: each target is chosen with
-    /// probability weight / total. `None` when there is no target or every weight is zero with several targets.
-    pub fn pick(&self, roll: u32) -> Option<&str> {
+    /// The target for a request, given a uniformly random `roll`: each target is chosen with probability
+    /// weight / total (the total fits a `u32`, so the modulo bias of a 64-bit roll is negligible). `None` when there
+    /// is no target or every weight is zero with several targets.
+    pub fn pick(&self, roll: u64) -> Option<&str> {
         if let [only] = self.targets.as_slice() {
             return Some(&only.cluster);
         }
@@ -182,7 +183,7 @@ impl RouteAction {
         if total == 0 {
             return None;
         }
-        let mut point = u64::from(roll) % total;
+        let mut point = roll % total;
         for target in &self.targets {
             if point < u64::from(target.weight) {
                 return Some(&target.cluster);
@@ -207,11 +208,19 @@ mod tests {
     #[test]
     fn weights_split_the_roll_space_in_proportion() {
         let a = action(&[("v1", 90), ("v2", 10)]);
-        let to_v2 = (0..1000u32).filter(|r| a.pick(*r) == Some("v2")).count();
+        let to_v2 = (0..1000u64).filter(|r| a.pick(*r) == Some("v2")).count();
         assert_eq!(to_v2, 100);
         assert_eq!(action(&[("v1", 0), ("v2", 100)]).pick(12345), Some("v2"));
         assert_eq!(action(&[("v1", 0), ("v2", 0)]).pick(1), None);
         assert_eq!(action(&[("only", 0)]).pick(7), Some("only"));
+    }
+
+    #[test]
+    fn the_last_target_of_a_maximal_total_is_reachable() {
+        let max = i32::MAX as u32;
+        let a = action(&[("a", max), ("b", max), ("c", 1)]);
+        assert_eq!(a.pick(u64::from(u32::MAX) - 1), Some("c"), "the last point of the roll space");
+        assert_eq!(a.pick(u64::from(max)), Some("b"));
     }
 
     fn request<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestInfo<'a> {
