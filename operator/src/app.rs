@@ -45,6 +45,11 @@ impl Default for Debounce {
     }
 }
 
+/// On shutdown, how long xDS connections get to close after their streams were ended.
+pub const XDS_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// On shutdown, how long releasing the leader Lease may take (the API server may be slow or gone).
+const LEASE_RELEASE_GRACE: Duration = Duration::from_millis(700);
+
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
     #[error(transparent)]
@@ -104,13 +109,34 @@ pub async fn serve_standalone(
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
     let (events, snapshots, index) = start_index(metrics.clone());
-    let source = tokio::spawn(file::watch_dir(dir, events));
+    let source = tokio::spawn(file::watch_dir(dir, events, metrics.config_file_reads()));
+    let warnings = tokio::spawn(warn_unresolved_refs(snapshots.clone()));
     let ready_rx = snapshots.clone();
     let ready = Arc::new(move || ready_rx.borrow().is_some());
     let result = serve_common(listeners, snapshots, HealthState { ready, metrics }, shutdown).await;
     source.abort();
+    warnings.abort();
     index.abort();
     result
+}
+
+/// Standalone mode has no status to write: a rule naming a host, subset or port that does not exist is logged
+/// instead, once per problem (again only after it was fixed and came back).
+async fn warn_unresolved_refs(mut snapshots: SnapshotReceiver) {
+    let mut reported = std::collections::BTreeSet::new();
+    loop {
+        let current = match snapshots.borrow_and_update().as_ref() {
+            Some(published) => crate::status::unresolved_refs(&published.snapshot),
+            None => Default::default(),
+        };
+        for (key, problem) in current.difference(&reported) {
+            tracing::warn!(kind = ?key.kind, namespace = %key.namespace, name = %key.name, "{problem}; requests routed there get 503 (or 404)");
+        }
+        reported = current;
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Kubernetes mode: watches the cluster, serves xDS on every replica, writes status on the leader.
@@ -137,7 +163,9 @@ pub async fn serve_kubernetes(
     let result = serve_common(listeners, snapshots, HealthState { ready, metrics }, shutdown).await;
     // Release the lease before exiting so another replica takes over at once.
     stop.trigger();
-    let _ = election.await;
+    if tokio::time::timeout(LEASE_RELEASE_GRACE, election).await.is_err() {
+        tracing::warn!("the leader Lease was not released in time; it expires on its own");
+    }
     tasks.iter().for_each(|t| t.abort());
     result
 }
@@ -181,11 +209,15 @@ async fn serve_common(
         stop.trigger();
     })
     .await;
-    let _ = health_server.await;
+    // The health listener stops with the xDS server; a slow scrape does not hold the exit up.
+    let _ = tokio::time::timeout(XDS_CLOSE_GRACE, health_server).await;
     result
 }
 
-/// Serves ADS on `listener` from the snapshots published on `snapshots`.
+/// Serves ADS on `listener` from the snapshots published on `snapshots`, until `shutdown` completes. Then the
+/// listener closes (a reconnecting proxy reaches another replica), every stream ends with `UNAVAILABLE`, and
+/// connections get [`XDS_CLOSE_GRACE`] to finish before they are dropped, so that a client that does not read
+/// cannot hold the operator up.
 pub async fn serve_xds(
     listener: TcpListener,
     snapshots: SnapshotReceiver,
@@ -193,12 +225,27 @@ pub async fn serve_xds(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), OperatorError> {
     tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving xDS (ADS)");
-    tonic::transport::Server::builder()
+    let (closing_tx, closing) = watch::channel(false);
+    let mut closed = closing.clone();
+    let server = tonic::transport::Server::builder()
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(AdsServer::new(snapshots, metrics).into_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
-    Ok(())
+        .add_service(AdsServer::new(snapshots, metrics, closing).into_service())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            closing_tx.send_replace(true);
+        });
+    let mut server = std::pin::pin!(server);
+    tokio::select! {
+        result = &mut server => return Ok(result?),
+        _ = closed.wait_for(|closing| *closing) => {}
+    }
+    match tokio::time::timeout(XDS_CLOSE_GRACE, server).await {
+        Ok(result) => Ok(result?),
+        Err(_) => {
+            tracing::info!(grace = ?XDS_CLOSE_GRACE, "dropping xDS connections that did not close in time");
+            Ok(())
+        }
+    }
 }

@@ -59,7 +59,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // kube's TLS uses rustls; exactly one crypto provider (ring) is compiled in, install it before any TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Everything that can be wrong with the configuration is found before a port binds.
         let mode = match args.config_dir {
             Some(dir) => Mode::Standalone(dir),
@@ -83,7 +83,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Whatever is still running (connections cut at the grace period) is abandoned, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 enum Mode {

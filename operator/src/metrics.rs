@@ -38,6 +38,7 @@ pub struct Metrics {
     snapshots: Counter,
     status_writes: Family<WriteLabel, Counter>,
     leader: Gauge,
+    config_file_reads: Counter,
 }
 
 impl Default for Metrics {
@@ -59,6 +60,7 @@ impl Metrics {
             snapshots: Counter::default(),
             status_writes: Family::default(),
             leader: Gauge::default(),
+            config_file_reads: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connected_proxies", "Proxies with an open ADS stream", metrics.connected_proxies.clone());
@@ -77,6 +79,11 @@ impl Metrics {
         );
         registry.register("status_writes", "Status updates written, by kind and result", metrics.status_writes.clone());
         registry.register("leader", "1 while this replica holds the leader lease", metrics.leader.clone());
+        registry.register(
+            "config_file_reads",
+            "Standalone mode: config files read (a file is read again only when it changed)",
+            metrics.config_file_reads.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -121,6 +128,11 @@ impl Metrics {
         if !ok {
             self.reconcile_error(kind);
         }
+    }
+
+    /// The counter the standalone file source counts its reads on.
+    pub fn config_file_reads(&self) -> Counter {
+        self.config_file_reads.clone()
     }
 
     pub fn set_leader(&self, leader: bool) {

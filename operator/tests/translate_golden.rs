@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use weft_operator::index::{Index, Snapshot};
-use weft_operator::source::file::{DirectoryState, as_events};
+use weft_operator::source::file::{DirectoryState, FileRead, as_events};
 use weft_operator::translate::{ProxyResources, translate};
 use weft_xds::ProxyNode;
 
@@ -22,8 +22,8 @@ fn testdata() -> PathBuf {
 
 /// Loads YAML files through the real file source and index.
 fn snapshot_of(files: &[PathBuf]) -> Snapshot {
-    let contents: BTreeMap<PathBuf, String> =
-        files.iter().map(|p| (p.clone(), std::fs::read_to_string(p).unwrap())).collect();
+    let contents: BTreeMap<PathBuf, FileRead> =
+        files.iter().map(|p| (p.clone(), FileRead::Text(std::fs::read_to_string(p).unwrap()))).collect();
     let update = DirectoryState::default().update(&contents);
     assert!(update.new_problems.is_empty(), "test input has problems: {:?}", update.new_problems);
     let mut index = Index::default();

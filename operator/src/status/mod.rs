@@ -4,6 +4,8 @@
 
 pub mod writer;
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
@@ -164,6 +166,19 @@ fn destination_rule_refs(
     } else {
         vec![(reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}"))]
     }
+}
+
+/// Every unresolved reference of the snapshot's valid rules, one `(object, problem)` per field: what Kubernetes
+/// mode reports as `ResolvedRefs: False`, for standalone mode to log.
+pub fn unresolved_refs(snapshot: &Snapshot) -> BTreeSet<(ResourceKey, String)> {
+    let resolved = |target: &StatusTarget| {
+        target.conditions.iter().find(|c| c.type_ == RESOLVED_REFS && c.status == "False").map(|c| c.message.clone())
+    };
+    targets(snapshot)
+        .into_iter()
+        .filter_map(|target| resolved(&target).map(|message| (target.key, message)))
+        .flat_map(|(key, message)| message.split("; ").map(|m| (key.clone(), m.to_string())).collect::<Vec<_>>())
+        .collect()
 }
 
 /// Whether the object's current status differs from the target (timestamps aside).

@@ -1,5 +1,10 @@
 //! The gRPC edge of the ADS server (tonic): one task per stream feeding the pure [`AdsStream`] state machine.
+//!
+//! Streams end with a gRPC status that says why, in a few words: a malformed or over-size request, a missing
+//! node id, or the operator shutting down (`UNAVAILABLE`, so proxies reconnect at once, to another replica, and
+//! keep their config meanwhile). Text from the client is never echoed at length.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -8,10 +13,11 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
 };
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
-use weft_xds::ProxyNode;
+use tonic::{Code, Request, Response, Status, Streaming};
+use weft_process::excerpt;
+use weft_xds::{ProxyNode, ResourceType};
 
 use super::resources::EncodedResources;
 use super::stream::{AdsStream, Answer};
@@ -20,19 +26,24 @@ use crate::index::Snapshot;
 use crate::metrics::Metrics;
 use crate::translate::translate;
 
+/// Largest request accepted: tonic's default (4 MiB), named here because the error says it.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Clone)]
 pub struct AdsServer {
     snapshots: SnapshotReceiver,
     metrics: Arc<Metrics>,
+    /// Becomes `true` when the operator stops: every stream ends with `UNAVAILABLE`.
+    closing: watch::Receiver<bool>,
 }
 
 impl AdsServer {
-    pub fn new(snapshots: SnapshotReceiver, metrics: Arc<Metrics>) -> Self {
-        Self { snapshots, metrics }
+    pub fn new(snapshots: SnapshotReceiver, metrics: Arc<Metrics>, closing: watch::Receiver<bool>) -> Self {
+        Self { snapshots, metrics, closing }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 
@@ -48,8 +59,13 @@ impl AggregatedDiscoveryService for AdsServer {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let (tx, rx) = mpsc::channel(16);
-        let stream =
-            StreamContext { snapshots: self.snapshots.clone(), outbox: tx, peer, metrics: self.metrics.clone() };
+        let stream = StreamContext {
+            snapshots: self.snapshots.clone(),
+            outbox: tx,
+            peer,
+            metrics: self.metrics.clone(),
+            closing: self.closing.clone(),
+        };
         tokio::spawn(stream.serve(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -71,22 +87,33 @@ struct StreamContext {
     outbox: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     peer: String,
     metrics: Arc<Metrics>,
+    closing: watch::Receiver<bool>,
+}
+
+/// The last NACK logged per type (version, message): a proxy repeating it is counted, not logged again.
+type NackLog = BTreeMap<ResourceType, (String, String)>;
+
+/// Why a stream ends, and the status the client gets.
+enum End {
+    /// The client closed its side or went away: nothing to tell it.
+    ClientGone,
+    /// The client is told, with a short status.
+    Status(Status),
 }
 
 impl StreamContext {
     async fn serve(mut self, mut incoming: Streaming<DiscoveryRequest>) {
         let mut state = AdsStream::default();
         let mut node: Option<ProxyNode> = None;
-        loop {
+        let mut nacks = NackLog::new();
+        let mut closing = self.closing.clone();
+        let end = loop {
             let (responses, published_at) = tokio::select! {
                 message = incoming.message() => {
                     let request = match message {
                         Ok(Some(request)) => request,
-                        Ok(None) => break,
-                        Err(status) => {
-                            tracing::debug!(peer = %self.peer, error = %status, "ADS stream broke");
-                            break;
-                        }
+                        Ok(None) => break End::ClientGone,
+                        Err(status) => break ended_by_client(&status),
                     };
                     if node.is_none() {
                         match identify(&request) {
@@ -98,19 +125,16 @@ impl StreamContext {
                                 }
                                 node = Some(identified);
                             }
-                            Err(message) => {
-                                let _ = self.outbox.send(Err(Status::invalid_argument(message))).await;
-                                break;
-                            }
+                            Err(message) => break End::Status(Status::invalid_argument(message)),
                         }
                     }
                     let step = state.on_request(&request);
-                    self.log_step(node.as_ref(), &step.answer, step.ignored.as_deref());
+                    self.log_step(node.as_ref(), &step.answer, step.ignored.as_deref(), &mut nacks);
                     (step.responses, None)
                 }
                 changed = self.snapshots.changed(), if node.is_some() => {
                     if changed.is_err() {
-                        break;
+                        break End::Status(shutting_down());
                     }
                     let published = self.snapshots.borrow_and_update().clone();
                     match (published, &node) {
@@ -118,13 +142,27 @@ impl StreamContext {
                         _ => (Vec::new(), None),
                     }
                 }
+                _ = closing.wait_for(|closing| *closing) => break End::Status(shutting_down()),
             };
             if !self.send_all(node.as_ref(), responses, published_at).await {
-                break;
+                break End::ClientGone;
+            }
+        };
+        self.finish(node, end);
+    }
+
+    /// Tells the client why its stream ends (never waiting for a client that does not read) and logs it.
+    fn finish(&self, node: Option<ProxyNode>, end: End) {
+        let proxy = node.as_ref().map(ToString::to_string).unwrap_or_default();
+        match end {
+            End::ClientGone => tracing::debug!(peer = %self.peer, %proxy, "ADS stream closed by the client"),
+            End::Status(status) => {
+                tracing::info!(peer = %self.peer, %proxy, code = ?status.code(), reason = status.message(), "ending ADS stream");
+                let _ = self.outbox.try_send(Err(status));
             }
         }
-        if let Some(node) = node {
-            tracing::info!(peer = %self.peer, proxy = %node, "proxy disconnected");
+        if node.is_some() {
+            tracing::info!(peer = %self.peer, %proxy, "proxy disconnected");
             self.metrics.proxy_disconnected();
         }
     }
@@ -149,13 +187,19 @@ impl StreamContext {
         true
     }
 
-    fn log_step(&self, node: Option<&ProxyNode>, answer: &Option<Answer>, ignored: Option<&str>) {
+    fn log_step(&self, node: Option<&ProxyNode>, answer: &Option<Answer>, ignored: Option<&str>, nacks: &mut NackLog) {
         let proxy = node.map(ToString::to_string).unwrap_or_default();
         match answer {
             Some(Answer::Ack { kind, version }) => tracing::debug!(%proxy, kind = kind.short_name(), %version, "ACK"),
             Some(Answer::Nack { kind, version, message }) => {
                 self.metrics.nack(*kind);
-                tracing::warn!(%proxy, kind = kind.short_name(), %version, detail = %message, "proxy rejected config (NACK)")
+                let nack = (version.clone(), message.clone());
+                if nacks.get(kind) == Some(&nack) {
+                    tracing::debug!(%proxy, kind = kind.short_name(), %version, "proxy repeated its NACK");
+                } else {
+                    tracing::warn!(%proxy, kind = kind.short_name(), %version, detail = %excerpt(message), "proxy rejected config (NACK)");
+                    nacks.insert(*kind, nack);
+                }
             }
             None => {}
         }
@@ -171,6 +215,26 @@ fn identify(request: &DiscoveryRequest) -> Result<ProxyNode, String> {
         return Err("the first request of an ADS stream must carry node.id".to_string());
     }
     ProxyNode::parse(id)
+        .map_err(|_| format!("node.id {:?} is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", excerpt(id)))
+}
+
+fn shutting_down() -> Status {
+    Status::unavailable("weft-operator is shutting down; reconnect")
+}
+
+/// How a stream the client broke ends: malformed and over-size requests are answered with a short status; a
+/// client that went away is not.
+fn ended_by_client(status: &Status) -> End {
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => End::Status(Status::resource_exhausted(format!(
+            "request larger than the {} MiB limit",
+            MAX_REQUEST_BYTES / (1024 * 1024)
+        ))),
+        Code::Internal => {
+            End::Status(Status::invalid_argument(format!("malformed DiscoveryRequest: {}", excerpt(status.message()))))
+        }
+        _ => End::ClientGone,
+    }
 }
 
 fn resources_for(snapshot: &Snapshot, node: &ProxyNode) -> Arc<EncodedResources> {

@@ -1,7 +1,9 @@
 //! Shared test support: an in-process fake Kubernetes API server that records every request.
 
 // Not every test file uses every helper.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod operator_process;
 
 use std::sync::{Arc, Mutex};
 

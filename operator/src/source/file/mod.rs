@@ -1,16 +1,20 @@
-//! Standalone mode: every `*.yaml`/`*.yml` file of a directory, re-read when the directory changes.
+//! Standalone mode: every `*.yaml`/`*.yml` file of a directory, followed through edits ([`watch`]), read one
+//! file at a time ([`read`]), and folded here into the resources in force.
 //!
-//! A file that fails to parse or validate is reported once (per distinct content) with file, document and field
-//! path, and the last good state of that file stays in force; the other files are unaffected.
+//! A file that cannot be read, parsed or validated is reported once (per distinct content) with file, document and
+//! field path, and the last good state of that file stays in force; the other files are unaffected.
+
+pub mod read;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, hash_map::DefaultHasher};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::mpsc;
 use weft_crds::parse::yaml_documents;
+
+pub use read::FileRead;
+pub use watch::watch_dir;
 
 use super::decode::{Decoded, decode_document};
 use super::{Event, Kind, Resource, ResourceKey};
@@ -26,8 +30,18 @@ pub struct Problem {
     pub message: String,
 }
 
+impl Problem {
+    /// A problem with the file as a whole rather than one of its documents.
+    fn of_file(file: &Path, message: String) -> Self {
+        Self { file: file.to_path_buf(), document: 0, line: 0, message }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.document == 0 {
+            return write!(f, "{}: {}", self.file.display(), self.message);
+        }
         write!(f, "{}: document {} (line {}): {}", self.file.display(), self.document, self.line, self.message)
     }
 }
@@ -91,18 +105,35 @@ pub struct Update {
 }
 
 impl DirectoryState {
-    /// Applies a fresh read of the directory (`path -> text`); pure.
-    pub fn update(&mut self, contents: &BTreeMap<PathBuf, String>) -> Update {
+    /// Applies a fresh read of the whole directory (`path -> content`): files not in it are gone. Pure.
+    pub fn update(&mut self, contents: &BTreeMap<PathBuf, FileRead>) -> Update {
+        self.files.retain(|path, _| contents.contains_key(path));
+        let changes = contents.iter().map(|(path, read)| (path.clone(), Some(read.clone()))).collect();
+        self.update_files(&changes)
+    }
+
+    /// Applies fresh reads of some files (`None`: the file is gone); the other files stay as they were. Pure.
+    pub fn update_files(&mut self, changes: &BTreeMap<PathBuf, Option<FileRead>>) -> Update {
         let mut update = Update::default();
         let mut changed: BTreeSet<&Path> = BTreeSet::new();
-        self.files.retain(|path, _| contents.contains_key(path));
-        for (path, text) in contents {
-            let hash = content_hash(text);
+        for (path, read) in changes {
+            let Some(read) = read else {
+                if self.files.remove(path).is_some() {
+                    changed.insert(path);
+                }
+                continue;
+            };
+            let hash = content_hash(read);
             if self.files.get(path).is_some_and(|f| f.content_hash == hash) {
                 continue;
             }
             changed.insert(path);
-            let parsed = parse_file(path, text);
+            let parsed = match read {
+                FileRead::Text(text) => parse_file(path, text),
+                FileRead::Unreadable(why) => {
+                    ParsedFile { errors: vec![Problem::of_file(path, why.clone())], ..ParsedFile::default() }
+                }
+            };
             let in_force = match (self.files.get(path), parsed.errors.is_empty()) {
                 (Some(previous), false) => previous.in_force.clone(),
                 _ => parsed.resources,
@@ -111,30 +142,37 @@ impl DirectoryState {
             update.new_notes.extend(parsed.ignored);
             self.files.insert(path.clone(), FileState { content_hash: hash, in_force });
         }
-        let mut merged: BTreeMap<ResourceKey, (PathBuf, Resource)> = BTreeMap::new();
+        let (resources, notes) = self.merged(&changed);
+        update.resources = resources;
+        update.new_notes.extend(notes);
+        update
+    }
+
+    /// Every resource in force, duplicates resolved (last file in name order wins); notes about duplicates that
+    /// involve a changed file.
+    fn merged(&self, changed: &BTreeSet<&Path>) -> (Vec<Resource>, Vec<Problem>) {
+        let mut notes = Vec::new();
+        let mut merged: BTreeMap<ResourceKey, (&Path, &Resource)> = BTreeMap::new();
         for (path, state) in &self.files {
             for resource in &state.in_force {
-                if let Some((earlier, _)) = merged.insert(resource.key(), (path.clone(), resource.clone()))
-                    && (changed.contains(path.as_path()) || changed.contains(earlier.as_path()))
+                if let Some((earlier, _)) = merged.insert(resource.key(), (path.as_path(), resource))
+                    && (changed.contains(path.as_path()) || changed.contains(earlier))
                 {
                     let key = resource.key();
-                    update.new_notes.push(Problem {
-                        file: path.clone(),
-                        document: 0,
-                        line: 0,
-                        message: format!(
+                    notes.push(Problem::of_file(
+                        path,
+                        format!(
                             "{:?} {}/{} is also defined in {}; this file's definition is used",
                             key.kind,
                             key.namespace,
                             key.name,
                             earlier.display()
                         ),
-                    });
+                    ));
                 }
             }
         }
-        update.resources = merged.into_values().map(|(_, r)| r).collect();
-        update
+        (merged.into_values().map(|(_, r)| r.clone()).collect(), notes)
     }
 }
 
@@ -150,87 +188,16 @@ pub fn as_events(resources: &[Resource]) -> Vec<Event> {
         .collect()
 }
 
-fn content_hash(text: &str) -> u64 {
+fn content_hash(read: &FileRead) -> u64 {
     let mut hasher = DefaultHasher::new();
-    text.hash(&mut hasher);
+    read.hash(&mut hasher);
     hasher.finish()
-}
-
-/// Reads every YAML file directly in `dir`.
-pub fn read_dir(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, String>> {
-    let mut contents = BTreeMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let is_yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if is_yaml && !hidden && path.is_file() {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    contents.insert(path, text);
-                }
-                // A file deleted between listing and reading is simply gone.
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-        }
-    }
-    Ok(contents)
-}
-
-/// Bursts of file-system events closer together than this are read as one change (editors write in steps).
-const SETTLE: Duration = Duration::from_millis(30);
-
-/// Watches `dir` and sends the whole state as [`Event`]s after every change, until `events` is closed.
-pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>) -> Result<(), FileSourceError> {
-    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = changed_tx.send(());
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let mut state = DirectoryState::default();
-    let mut last_sent: Option<Vec<Resource>> = None;
-    loop {
-        match read_dir(&dir) {
-            Ok(contents) => {
-                let update = state.update(&contents);
-                report(&update);
-                if last_sent.as_ref() != Some(&update.resources) {
-                    if events.send(as_events(&update.resources)).await.is_err() {
-                        return Ok(());
-                    }
-                    last_sent = Some(update.resources);
-                }
-            }
-            Err(err) => {
-                tracing::warn!(dir = %dir.display(), error = %err, "cannot read config directory; keeping last state")
-            }
-        }
-        if changed_rx.recv().await.is_none() {
-            return Ok(());
-        }
-        // Let the rest of a burst arrive, then read once.
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, changed_rx.recv()).await {}
-    }
-}
-
-fn report(update: &Update) {
-    for problem in &update.new_problems {
-        tracing::error!(
-            file = %problem.file.display(),
-            document = problem.document,
-            line = problem.line,
-            "{problem}; the file's last good state stays in force"
-        );
-    }
-    for note in &update.new_notes {
-        tracing::info!(file = %note.file.display(), "{note}");
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
-    #[error("watching the config directory: {0}")]
-    Watch(#[from] notify::Error),
+    #[error("watching the config directory {}: {source}", dir.display())]
+    Watch { dir: PathBuf, source: notify::Error },
 }
 
 #[cfg(test)]
@@ -242,8 +209,8 @@ mod tests {
     const GOOD_VS: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n";
     const BAD_VS: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews}\n      weight: lots\n";
 
-    fn dir(files: &[(&str, &str)]) -> BTreeMap<PathBuf, String> {
-        files.iter().map(|(n, t)| (PathBuf::from(n), t.to_string())).collect()
+    fn dir(files: &[(&str, &str)]) -> BTreeMap<PathBuf, FileRead> {
+        files.iter().map(|(n, t)| (PathBuf::from(n), FileRead::Text(t.to_string()))).collect()
     }
 
     #[test]
@@ -261,6 +228,68 @@ mod tests {
 
         let again = state.update(&dir(&[("svc.yaml", SERVICE), ("vs.yaml", BAD_VS)]));
         assert!(again.new_problems.is_empty(), "an unchanged broken file is not reported again");
+    }
+
+    #[test]
+    fn an_unreadable_file_is_reported_once_by_name_and_the_others_stay_in_force() {
+        let mut state = DirectoryState::default();
+        let mut contents = dir(&[("svc.yaml", SERVICE)]);
+        contents.insert("noise.yaml".into(), FileRead::Unreadable("not UTF-8 text (invalid byte at offset 0)".into()));
+        let first = state.update(&contents);
+        assert_eq!(first.resources.len(), 1, "the readable file is in force");
+        assert_eq!(
+            first.new_problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["noise.yaml: not UTF-8 text (invalid byte at offset 0)"]
+        );
+        contents.insert("vs.yaml".into(), FileRead::Text(GOOD_VS.into()));
+        let edit = state.update(&contents);
+        assert_eq!(edit.resources.len(), 2, "later edits of other files are followed");
+        assert!(edit.new_problems.is_empty(), "the unreadable file is not reported again");
+    }
+
+    #[test]
+    fn a_file_that_becomes_unreadable_keeps_its_last_good_state() {
+        let mut state = DirectoryState::default();
+        state.update(&dir(&[("svc.yaml", SERVICE), ("vs.yaml", GOOD_VS)]));
+        let changes = [(PathBuf::from("vs.yaml"), Some(FileRead::Unreadable("permission denied".into())))].into();
+        let update = state.update_files(&changes);
+        assert_eq!(update.resources.len(), 2);
+        assert_eq!(update.new_problems.len(), 1);
+    }
+
+    #[test]
+    fn reading_some_files_leaves_the_others_and_a_gone_file_takes_its_objects() {
+        let mut state = DirectoryState::default();
+        state.update(&dir(&[("svc.yaml", SERVICE)]));
+        let added = state.update_files(&[(PathBuf::from("vs.yaml"), Some(FileRead::Text(GOOD_VS.into())))].into());
+        assert_eq!(added.resources.len(), 2);
+        let removed = state.update_files(&[(PathBuf::from("svc.yaml"), None)].into());
+        assert_eq!(removed.resources.len(), 1);
+        assert_eq!(removed.resources[0].kind(), Kind::VirtualService);
+    }
+
+    #[test]
+    fn weights_past_envoys_limit_and_rules_without_routes_are_refused_with_the_field_path() {
+        let huge = GOOD_VS.replace(
+            "    - destination: {host: reviews}\n",
+            &"    - destination: {host: reviews}\n      weight: 2147483647\n".repeat(3),
+        );
+        let parsed = parse_file(Path::new("vs.yaml"), &huge);
+        let messages: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "vs.yaml: document 1 (line 1): spec.http[0].route: the weights add up to 6442450941, more than 4294967295 (the largest total Envoy accepts)"
+            ]
+        );
+        let empty =
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [r]}\n";
+        let parsed = parse_file(Path::new("vs.yaml"), empty);
+        assert!(
+            parsed.errors[0].message.starts_with("spec.http: at least one HTTP route is required"),
+            "{:?}",
+            parsed.errors
+        );
     }
 
     #[test]

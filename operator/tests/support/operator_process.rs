@@ -1,0 +1,84 @@
+//! The real `weft-operator` binary in standalone mode, on loopback ports, with its log kept for assertions.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+pub struct Operator {
+    child: Child,
+    log: PathBuf,
+    pub config: PathBuf,
+    pub xds: SocketAddr,
+    pub metrics: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// Starts on a config directory holding `files` (name, content) and waits until it serves xDS.
+    pub async fn start(files: &[(&str, &[u8])]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::create_dir(&config).unwrap();
+        for (name, content) in files {
+            std::fs::write(config.join(name), content).unwrap();
+        }
+        let (xds, metrics) = (free_port(), free_port());
+        let log = dir.path().join("operator.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_weft-operator"))
+            .args(["--config-dir", config.to_str().unwrap(), "--xds-listen", &xds.to_string()])
+            .args(["--metrics-listen", &metrics.to_string()])
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let operator = Self { child, log, config, xds, metrics, _dir: dir };
+        operator.wait_for_log("serving xDS").await;
+        operator
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn wait_for_log(&self, needle: &str) {
+        let until = Instant::now() + Duration::from_secs(15);
+        while !self.log().contains(needle) {
+            assert!(Instant::now() < until, "operator never logged {needle:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET path` on the metrics listener: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
