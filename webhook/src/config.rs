@@ -23,6 +23,37 @@ pub struct InjectConfig {
     pub resources: ProxyResources,
     /// How the proxy is started before, and stopped after, the application.
     pub mode: SidecarMode,
+    /// The proxy's timeouts unless a pod's annotations override them.
+    pub timeouts: ProxyTimeouts,
+}
+
+/// The injected proxy's timeouts, as durations it parses (`10s`, `5m`, `1h`, `0` for off); see `weft-proxy
+/// --help` for what each does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTimeouts {
+    pub request_headers: String,
+    pub stream_idle: String,
+    pub idle: String,
+}
+
+/// The proxy's own defaults (Envoy's), also the defaults of the `--proxy-*-timeout` flags.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: &str = "10s";
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: &str = "5m";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "1h";
+
+impl Default for ProxyTimeouts {
+    fn default() -> Self {
+        Self {
+            request_headers: DEFAULT_REQUEST_HEADERS_TIMEOUT.into(),
+            stream_idle: DEFAULT_STREAM_IDLE_TIMEOUT.into(),
+            idle: DEFAULT_IDLE_TIMEOUT.into(),
+        }
+    }
+}
+
+/// A duration the proxy accepts, trimmed; the error says why not.
+pub fn proxy_duration(text: &str) -> Result<String, String> {
+    weft_process::parse_duration(text).map(|_| text.trim().to_string())
 }
 
 /// Requests and limits of the proxy container.
@@ -59,6 +90,7 @@ impl InjectConfig {
             xds_address: DEFAULT_XDS_ADDRESS.to_string(),
             resources: ProxyResources::default(),
             mode,
+            timeouts: ProxyTimeouts::default(),
         }
     }
 }
@@ -138,14 +170,22 @@ fn check_xds_address(address: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Whether a Kubernetes server of this version runs native sidecars. `major`/`minor` are the `/version` fields,
-/// which some distributions decorate (`"29+"`). `None` when they are not numbers.
-pub fn native_sidecars_supported(major: &str, minor: &str) -> Option<bool> {
+/// Whether a Kubernetes server of this version runs native sidecars, from the `/version` fields: `major` and
+/// `minor` (which some distributions decorate, `"29+"`, and some leave empty), else `gitVersion`
+/// (`v1.29.3-gke.1282001`). `None` when neither says.
+pub fn native_sidecars_supported(major: &str, minor: &str, git_version: &str) -> Option<bool> {
     let number = |text: &str| -> Option<u32> {
         let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
     };
-    let (major, minor) = (number(major)?, number(minor)?);
+    let from_git = || {
+        let mut parts = git_version.strip_prefix('v').unwrap_or(git_version).split('.');
+        Some((number(parts.next()?)?, number(parts.next()?)?))
+    };
+    let (major, minor) = match (number(major), number(minor)) {
+        (Some(major), Some(minor)) => (major, minor),
+        _ => from_git()?,
+    };
     Some(major > 1 || (major == 1 && minor >= NATIVE_SIDECARS_MIN_MINOR))
 }
 
@@ -181,12 +221,17 @@ mod tests {
 
     #[test]
     fn native_sidecars_from_1_29() {
-        assert_eq!(native_sidecars_supported("1", "28"), Some(false));
-        assert_eq!(native_sidecars_supported("1", "29"), Some(true));
-        assert_eq!(native_sidecars_supported("1", "31+"), Some(true));
-        assert_eq!(native_sidecars_supported("1", "24"), Some(false));
-        assert_eq!(native_sidecars_supported("2", "0"), Some(true));
-        assert_eq!(native_sidecars_supported("", "x"), None);
+        assert_eq!(native_sidecars_supported("1", "28", ""), Some(false));
+        assert_eq!(native_sidecars_supported("1", "29", ""), Some(true));
+        assert_eq!(native_sidecars_supported("1", "31+", ""), Some(true));
+        assert_eq!(native_sidecars_supported("1", "24", ""), Some(false));
+        assert_eq!(native_sidecars_supported("2", "0", ""), Some(true));
+        assert_eq!(native_sidecars_supported("", "x", ""), None);
+        // Some distributions leave major/minor empty; gitVersion still says.
+        assert_eq!(native_sidecars_supported("", "", "v1.29.3-gke.1282001"), Some(true));
+        assert_eq!(native_sidecars_supported("", "", "v1.27.16+k3s1"), Some(false));
+        assert_eq!(native_sidecars_supported("1", "", "v1.30.0"), Some(true));
+        assert_eq!(native_sidecars_supported("", "", "unknown"), None);
     }
 }
 

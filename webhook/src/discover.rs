@@ -26,14 +26,14 @@ pub async fn sidecar_mode(flag: NativeSidecars) -> SidecarMode {
         NativeSidecars::True => SidecarMode::Native,
         NativeSidecars::False => SidecarMode::Classic,
         NativeSidecars::Auto => match tokio::time::timeout(VERSION_TIMEOUT, server_version()).await {
-            Ok(Ok((major, minor, git))) => match native_sidecars_supported(&major, &minor) {
+            Ok(Ok((major, minor, git))) => match native_sidecars_supported(&major, &minor, &git) {
                 Some(native) => {
                     let mode = if native { SidecarMode::Native } else { SidecarMode::Classic };
                     tracing::info!(version = %git, %mode, "sidecar mode from the API server version");
                     mode
                 }
                 None => {
-                    tracing::warn!(%major, %minor, "unreadable API server version; using classic sidecars");
+                    tracing::warn!(major = ?major, minor = ?minor, git_version = ?git, "unreadable API server version; using classic sidecars");
                     SidecarMode::Classic
                 }
             },

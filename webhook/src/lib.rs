@@ -10,6 +10,7 @@ pub mod admission;
 pub mod config;
 pub mod discover;
 pub mod inject;
+pub mod limits;
 pub mod quantity;
 pub mod server;
 pub mod tls;

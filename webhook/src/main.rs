@@ -4,15 +4,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use weft_webhook::config::{
-    DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT, DEFAULT_XDS_ADDRESS,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT,
+    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_XDS_ADDRESS, ProxyTimeouts, proxy_duration,
 };
 use weft_webhook::discover::NativeSidecars;
+use weft_webhook::limits::Limits;
 use weft_webhook::quantity::Quantity;
 use weft_webhook::server::AppState;
 use weft_webhook::tls::CertReloader;
@@ -52,6 +53,17 @@ struct Args {
     /// Proxy memory limit; `weft.dev/proxy-memory-limit` overrides it.
     #[arg(long, env = "WEFT_PROXY_MEMORY_LIMIT", default_value = DEFAULT_PROXY_MEMORY_LIMIT, value_name = "QUANTITY")]
     proxy_memory_limit: Quantity,
+    /// Proxy request-header timeout (408 for a client slower than this); `weft.dev/request-headers-timeout`
+    /// overrides it. 0 turns it off.
+    #[arg(long, env = "WEFT_PROXY_REQUEST_HEADERS_TIMEOUT", default_value = DEFAULT_REQUEST_HEADERS_TIMEOUT, value_parser = proxy_duration, value_name = "DURATION")]
+    proxy_request_headers_timeout: String,
+    /// Proxy stream idle timeout (no progress on a request either way); `weft.dev/stream-idle-timeout` overrides
+    /// it. 0 turns it off.
+    #[arg(long, env = "WEFT_PROXY_STREAM_IDLE_TIMEOUT", default_value = DEFAULT_STREAM_IDLE_TIMEOUT, value_parser = proxy_duration, value_name = "DURATION")]
+    proxy_stream_idle_timeout: String,
+    /// Proxy connection idle timeout (HTTP and TCP); `weft.dev/idle-timeout` overrides it. 0 turns it off.
+    #[arg(long, env = "WEFT_PROXY_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = proxy_duration, value_name = "DURATION")]
+    proxy_idle_timeout: String,
     /// Native sidecars (Kubernetes >= 1.29): `auto` asks the API server at startup and falls back to classic
     /// sidecars, with a warning, when it cannot be reached.
     #[arg(long, env = "WEFT_NATIVE_SIDECARS", value_enum, default_value = "auto")]
@@ -86,6 +98,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             memory_limit: args.proxy_memory_limit,
         },
         mode: weft_webhook::SidecarMode::Classic,
+        timeouts: ProxyTimeouts {
+            request_headers: args.proxy_request_headers_timeout,
+            stream_idle: args.proxy_stream_idle_timeout,
+            idle: args.proxy_idle_timeout,
+        },
     };
     config.check()?;
     weft_process::init_logging(&args.log)?;
@@ -98,7 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(listen = %args.listen, mode = %config.mode, image = %config.proxy_image, "serving");
         let tls = reloader.config();
         tokio::spawn(reloader.run(args.tls_reload_interval));
-        let state = AppState { inject: Arc::new(config) };
+        let state = AppState::new(config, Limits::default());
         weft_webhook::server::serve(listener, tls, state, stop()).await.context("serving")?;
         tracing::info!("stopped");
         Ok(())

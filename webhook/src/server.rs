@@ -1,31 +1,41 @@
-//! HTTPS edge, kept thin: `POST /inject`, `POST /validate`, `GET /healthz`. Bodies are parsed here, decisions are
-//! made by the pure [`inject`](crate::inject) and [`validate`](crate::validate) modules, answers encoded by
-//! [`admission`](crate::admission). A body that is not an AdmissionReview gets HTTP 400 with the reason.
+//! HTTPS edge, kept thin: `POST /inject`, `POST /validate`, `GET /healthz`. Bodies are read under
+//! [`limits`](crate::limits) and parsed here, decisions are made by the pure [`inject`](crate::inject) and
+//! [`validate`](crate::validate) modules, answers encoded by [`admission`](crate::admission). A body that is not an
+//! AdmissionReview gets HTTP 400 with the reason; one too large 413, too slow 408.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, parse_review};
 use crate::config::InjectConfig;
+use crate::limits::{Admission, Limits};
+use weft_process::excerpt;
 
-/// Largest body accepted: an AdmissionReview of an UPDATE carries two objects of up to ~1.5 MiB each.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-/// How long in-flight reviews may take to finish on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight reviews may take to finish on shutdown; connections still open then are closed.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's headers (and a TLS handshake).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub inject: Arc<InjectConfig>,
+    pub admission: Admission,
+}
+
+impl AppState {
+    pub fn new(inject: InjectConfig, limits: Limits) -> Self {
+        Self { inject: Arc::new(inject), admission: Admission::new(limits) }
+    }
 }
 
 /// The webhook's routes.
@@ -34,7 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/inject", post(inject))
         .route("/validate", post(validate))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Bodies are read, within their own limits, by the handlers.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
@@ -51,25 +62,40 @@ pub async fn serve(
         shutdown.await;
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
-    axum_server::Server::from_listener(listener)
-        .acceptor(RustlsAcceptor::new(tls))
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
+    let mut server = axum_server::Server::from_listener(listener)
+        .acceptor(RustlsAcceptor::new(tls).handshake_timeout(HEADER_READ_TIMEOUT))
+        .handle(handle);
+    server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    server.serve(router(state).into_make_service()).await
 }
 
-async fn inject(State(state): State<AppState>, body: Bytes) -> Response {
-    answer("inject", &body, |request| crate::inject::review(request, &state.inject))
+async fn inject(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = match state.admission.read(&headers, body).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused("inject", refusal),
+    };
+    answer("inject", &admitted.body, |request| crate::inject::review(request, &state.inject))
 }
 
-async fn validate(body: Bytes) -> Response {
-    answer("validate", &body, crate::validate::review)
+async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = match state.admission.read(&headers, body).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused("validate", refusal),
+    };
+    answer("validate", &admitted.body, crate::validate::review)
+}
+
+fn refused(route: &str, refusal: crate::limits::Refusal) -> Response {
+    tracing::warn!(route, status = refusal.status().as_u16(), reason = %refusal, "refused an AdmissionReview");
+    refusal.into_response()
 }
 
 fn answer(route: &str, body: &[u8], decide: impl FnOnce(&AdmissionRequest) -> AdmissionResponse) -> Response {
     let request = match parse_review(body) {
         Ok(request) => request,
         Err(err) => {
+            // serde's messages quote the offending value, which may be anything the client sent.
+            let err = excerpt(&err.to_string()).into_owned();
             tracing::warn!(route, error = %err, "rejected a malformed AdmissionReview");
             return (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response();
         }
@@ -77,7 +103,7 @@ fn answer(route: &str, body: &[u8], decide: impl FnOnce(&AdmissionRequest) -> Ad
     let response = decide(&request);
     tracing::info!(
         route,
-        uid = %request.uid,
+        uid = %excerpt(&request.uid),
         operation = ?request.operation,
         kind = %request.kind.kind,
         namespace = request.namespace.as_deref().unwrap_or_default(),

@@ -5,21 +5,11 @@
 
 mod support;
 
-use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use bytes::Bytes;
-use http::StatusCode;
-use support::{Pki, write_leaf};
-
-fn webhook(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weft-webhook"));
-    command.env_clear().args(args);
-    command
-}
+use support::binary::{Files, free_port, start, terminate, webhook};
 
 fn run(args: &[&str]) -> Output {
     webhook(args).output().unwrap()
@@ -34,24 +24,6 @@ fn assert_one_line_failure(output: &Output, code: i32, expected: &str) {
         stderr.starts_with("weft-webhook: ") && stderr.contains(expected),
         "{stderr:?} should mention {expected:?}"
     );
-}
-
-struct Files {
-    dir: tempfile::TempDir,
-    pki: Pki,
-}
-
-impl Files {
-    fn new() -> Self {
-        let pki = Pki::new();
-        let dir = tempfile::tempdir().unwrap();
-        write_leaf(&pki.leaf(), &dir.path().join("tls.crt"), &dir.path().join("tls.key"));
-        Self { dir, pki }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_string_lossy().into_owned()
-    }
 }
 
 #[test]
@@ -85,43 +57,6 @@ fn bad_config_fails_before_the_port_is_bound() {
     assert_one_line_failure(&with(&["--tls-cert", &cert, "--tls-key", &key]), 1, "binding");
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-/// Starts the binary and waits (with a deadline) until `/healthz` answers over TLS.
-async fn start(files: &Files, extra: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
-    let addr = free_port();
-    let (cert, key, listen) = (files.path("tls.crt"), files.path("tls.key"), addr.to_string());
-    let args = ["--listen", &listen, "--tls-cert", &cert, "--tls-key", &key, "--proxy-image", "weft-proxy:t"];
-    let mut command = webhook(&[&args[..], extra].concat());
-    command.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    weft_webhook::install_crypto_provider();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("weft-webhook exited early with {status}");
-        }
-        assert!(Instant::now() < deadline, "weft-webhook did not listen within 30 s");
-        tokio::time::sleep(Duration::from_millis(20)).await; // poll pace
-    }
-    let (status, body) = support::request(addr, &files.pki.ca(), "GET", "/healthz", Bytes::new(), false).await;
-    assert_eq!((status, body.as_ref()), (StatusCode::OK, b"ok\n".as_ref()));
-    (child, addr)
-}
-
-/// Sends SIGTERM to our own child and returns its exit status and log.
-fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
-    let mut log = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut log).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
-    (status, log)
-}
-
 #[tokio::test]
 async fn serves_until_sigterm() {
     let files = Files::new();
@@ -142,6 +77,57 @@ async fn auto_falls_back_to_classic_when_the_api_server_is_unreachable() {
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("using classic sidecars"), "{log}");
     assert!(log.contains("mode=classic"), "{log}");
+}
+
+#[tokio::test]
+async fn auto_reads_git_version_when_major_and_minor_are_empty() {
+    let files = Files::new();
+    let api =
+        fake_api_server(&files, r#"{"major":"","minor":"","gitVersion":"v1.30.2-eks-1","platform":"linux/amd64"}"#)
+            .await;
+    let kubeconfig = files.path("kubeconfig");
+    std::fs::write(&kubeconfig, unreachable_kubeconfig(api)).unwrap();
+    let (child, _) = start(&files, &[], &[("KUBECONFIG", kubeconfig.as_str())]).await;
+    let (status, log) = terminate(child);
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("mode=native") && log.contains("v1.30.2-eks-1"), "{log}");
+}
+
+/// An HTTPS server that answers `GET /version` with `version` (the test's certificate; kubeconfig skips checks).
+async fn fake_api_server(files: &Files, version: &'static str) -> SocketAddr {
+    use hyper::service::service_fn;
+    let leaf = files.pki.leaf();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(der_of_pem(&leaf.key_pem)).unwrap();
+    let mut config =
+        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![leaf.der.clone()], key).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let body = if request.uri().path() == "/version" { version } else { "{}" };
+                    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+                    Ok::<_, std::convert::Infallible>(response)
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The DER of a PKCS#8 PEM private key (rcgen writes exactly one such block).
+fn der_of_pem(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD.decode(body).unwrap()
 }
 
 fn unreachable_kubeconfig(addr: SocketAddr) -> String {

@@ -174,6 +174,24 @@ async fn a_virtual_service_with_a_bad_weight_is_denied_naming_the_field() {
 }
 
 #[tokio::test]
+async fn weights_adding_up_past_what_envoy_accepts_are_denied_naming_the_route() {
+    let server = TestServer::start(SidecarMode::Native).await;
+    let mut review = virtual_service_review(i64::from(i32::MAX));
+    let route = &mut review["request"]["object"]["spec"]["http"][0]["route"];
+    route[1]["weight"] = json!(i32::MAX);
+    let third = json!({"destination": {"host": "reviews", "subset": "v3"}, "weight": i32::MAX});
+    route.as_array_mut().unwrap().push(third);
+    let (_, body) = server.post("/validate", serde_json::to_vec(&review).unwrap()).await;
+    let response = &json(&body)["response"];
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.http[0].route: the weights add up to 6442450941, more than 4294967295"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn healthz_answers() {
     let server = TestServer::start(SidecarMode::Native).await;
     let (status, body) = request(server.addr, &server.pki.ca(), "GET", "/healthz", Bytes::new(), false).await;

@@ -1,11 +1,12 @@
-//! Pod annotations that tune injection: traffic capture exclusions (flags of `weft-proxy init`) and proxy resources.
+//! Pod annotations that tune injection: traffic capture exclusions (flags of `weft-proxy init`), proxy resources
+//! and proxy timeouts.
 //! Each value is checked here; a malformed one rejects the pod with a message naming the annotation, rather than
 //! letting `weft-init` fail inside the pod later.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::config::ProxyResources;
+use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration};
 use crate::quantity::Quantity;
 
 pub const INJECT: &str = "weft.dev/inject";
@@ -17,6 +18,9 @@ pub const PROXY_CPU: &str = "weft.dev/proxy-cpu";
 pub const PROXY_MEMORY: &str = "weft.dev/proxy-memory";
 pub const PROXY_CPU_LIMIT: &str = "weft.dev/proxy-cpu-limit";
 pub const PROXY_MEMORY_LIMIT: &str = "weft.dev/proxy-memory-limit";
+pub const REQUEST_HEADERS_TIMEOUT: &str = "weft.dev/request-headers-timeout";
+pub const STREAM_IDLE_TIMEOUT: &str = "weft.dev/stream-idle-timeout";
+pub const IDLE_TIMEOUT: &str = "weft.dev/idle-timeout";
 /// Which container `kubectl logs/exec` pick by default; set in classic mode, where `weft-proxy` comes first.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -124,6 +128,26 @@ pub fn proxy_resources(
     })
 }
 
+/// The proxy's timeouts: the configured defaults, each overridable by its annotation.
+pub fn proxy_timeouts(
+    annotations: &BTreeMap<String, String>,
+    defaults: &ProxyTimeouts,
+) -> Result<ProxyTimeouts, InjectError> {
+    let pick = |annotation: &'static str, default: &String| match annotations.get(annotation) {
+        None => Ok(default.clone()),
+        Some(value) => proxy_duration(value).map_err(|reason| InjectError::InvalidAnnotation {
+            annotation,
+            value: value.clone(),
+            reason,
+        }),
+    };
+    Ok(ProxyTimeouts {
+        request_headers: pick(REQUEST_HEADERS_TIMEOUT, &defaults.request_headers)?,
+        stream_idle: pick(STREAM_IDLE_TIMEOUT, &defaults.stream_idle)?,
+        idle: pick(IDLE_TIMEOUT, &defaults.idle)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +218,19 @@ mod tests {
             err.to_string(),
             "proxy cpu request 2 (from annotation weft.dev/proxy-cpu) is more than its limit 1000m (from the \
              webhook's defaults)"
+        );
+    }
+
+    #[test]
+    fn timeout_annotations_override_defaults_and_are_checked() {
+        let t =
+            proxy_timeouts(&annotations(&[(STREAM_IDLE_TIMEOUT, " 30m "), (IDLE_TIMEOUT, "0")]), &Default::default());
+        let t = t.unwrap();
+        assert_eq!((t.request_headers.as_str(), t.stream_idle.as_str(), t.idle.as_str()), ("10s", "30m", "0"));
+        let err = proxy_timeouts(&annotations(&[(REQUEST_HEADERS_TIMEOUT, "soon")]), &Default::default()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("annotation weft.dev/request-headers-timeout: \"soon\" is invalid"),
+            "{err}"
         );
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::config::{InjectConfig, ProxyResources, SidecarMode};
+use crate::config::{InjectConfig, ProxyResources, ProxyTimeouts, SidecarMode};
 
 pub const INIT_NAME: &str = "weft-init";
 pub const PROXY_NAME: &str = "weft-proxy";
@@ -53,12 +53,12 @@ pub fn init_container(config: &InjectConfig, resources: &ProxyResources, exclusi
 }
 
 /// `weft-proxy`: the sidecar, unprivileged, configured from the downward API.
-pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources) -> Container {
+pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, timeouts: &ProxyTimeouts) -> Container {
     let mut container = Container {
         name: PROXY_NAME.into(),
         image: Some(config.proxy_image.clone()),
         command: Some(["weft-proxy", "run", "--transparent"].map(String::from).into()),
-        env: Some(proxy_env(config)),
+        env: Some(proxy_env(config, timeouts)),
         ports: Some(vec![ContainerPort {
             name: Some(HEALTH_PORT_NAME.into()),
             container_port: HEALTH_PORT,
@@ -99,7 +99,7 @@ pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources) -> Con
     container
 }
 
-fn proxy_env(config: &InjectConfig) -> Vec<EnvVar> {
+fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -113,8 +113,15 @@ fn proxy_env(config: &InjectConfig) -> Vec<EnvVar> {
         field("POD_NAMESPACE", "metadata.namespace"),
         field("POD_IP", "status.podIP"),
         field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        EnvVar { name: "WEFT_XDS_ADDRESS".into(), value: Some(config.xds_address.clone()), value_from: None },
+        value("WEFT_XDS_ADDRESS", &config.xds_address),
+        value("WEFT_REQUEST_HEADERS_TIMEOUT", &timeouts.request_headers),
+        value("WEFT_STREAM_IDLE_TIMEOUT", &timeouts.stream_idle),
+        value("WEFT_IDLE_TIMEOUT", &timeouts.idle),
     ]
+}
+
+fn value(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 
 /// GET :15020/healthz/ready every `period` seconds, failing after `failures` misses.

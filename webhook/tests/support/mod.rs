@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use weft_webhook::config::{InjectConfig, SidecarMode};
+use weft_webhook::limits::Limits;
 use weft_webhook::server::AppState;
 use weft_webhook::tls::CertReloader;
 
@@ -81,15 +84,20 @@ pub struct TestServer {
 impl TestServer {
     /// Reloads the certificate in the background every 50 ms.
     pub async fn start(mode: SidecarMode) -> Self {
-        Self::start_inner(mode, true).await
+        Self::start_inner(mode, true, Limits::default()).await
     }
 
     /// Leaves certificate reloads to the test (`self.reloader`).
     pub async fn start_manual_reload(mode: SidecarMode) -> Self {
-        Self::start_inner(mode, false).await
+        Self::start_inner(mode, false, Limits::default()).await
     }
 
-    async fn start_inner(mode: SidecarMode, poll: bool) -> Self {
+    /// With request limits of the test's choosing.
+    pub async fn start_with_limits(limits: Limits) -> Self {
+        Self::start_inner(SidecarMode::Native, true, limits).await
+    }
+
+    async fn start_inner(mode: SidecarMode, poll: bool, limits: Limits) -> Self {
         weft_webhook::install_crypto_provider();
         let pki = Pki::new();
         let dir = tempfile::tempdir().unwrap();
@@ -106,7 +114,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState { inject: Arc::new(inject_config(mode)) };
+        let state = AppState::new(inject_config(mode), limits);
         tokio::spawn(weft_webhook::server::serve(listener, tls, state, async move {
             let _ = stopped.await;
         }));
