@@ -18,6 +18,7 @@ use crate::config::ProxyConfig;
 use crate::dataplane::{self, Runtime};
 use crate::drain::Drain;
 use crate::health::{self, HealthState};
+use crate::http::timeouts::Timeouts;
 use crate::http::{Forwarder, outbound};
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ pub struct ProxySettings {
     pub health_listen: Option<SocketAddr>,
     /// How long in-flight requests and connections may take to finish after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Request-header, stream idle and connection idle timeouts.
+    pub timeouts: Timeouts,
 }
 
 /// The Service port meant by a request whose authority has no port (explicit mode).
@@ -137,6 +140,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         xds = %settings.xds_address,
         node = %settings.node().id,
         service_account = settings.service_account.as_deref().unwrap_or(""),
+        timeouts = ?settings.timeouts,
         "weft-proxy starting"
     );
     let node = settings.node();
@@ -147,7 +151,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
     }
-    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone()));
+    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts));
     let drain = Drain::new();
     let signal = tokio::select! {
         () = serve_data(listeners.outbound, listeners.inbound, forwarder, &drain) => "listeners ended",
@@ -169,10 +173,10 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
 async fn serve_data(outbound: TcpListener, inbound: Option<TcpListener>, forwarder: Arc<Forwarder>, drain: &Drain) {
     match inbound {
         Some(inbound) => {
-            let metrics = forwarder.metrics.clone();
+            let (metrics, idle) = (forwarder.metrics.clone(), forwarder.timeouts.idle);
             tokio::join!(
                 transparent::outbound::serve(outbound, forwarder, drain),
-                transparent::inbound::serve(inbound, metrics, drain),
+                transparent::inbound::serve(inbound, metrics, idle, drain),
             );
         }
         None => outbound::serve(outbound, forwarder, DEFAULT_HTTP_PORT, drain).await,

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{Capture, ProxySettings};
 use crate::capture::{CaptureSettings, Cidr};
+use crate::http::timeouts::{Timeouts, enabled};
 use weft_process::parse_duration;
 
 /// Istio's port numbers, familiar to users.
@@ -29,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Install the iptables rules that send the pod's TCP through its proxy (root or CAP_NET_ADMIN; an init
     /// container). Safe to run again: the rules end up the same.
     Init(InitArgs),
@@ -86,6 +87,18 @@ pub struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests and connections may take to finish (e.g. 5s, 500ms).
     #[arg(long, env = "WEFT_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
+    /// An HTTP/1 request whose headers take longer than this from their first byte gets 408 (Envoy's
+    /// `request_headers_timeout`); 0 turns it off.
+    #[arg(long, env = "WEFT_REQUEST_HEADERS_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub request_headers_timeout: Duration,
+    /// A request with no progress either way for this long gets 408 (its body stalled) or 504 (the upstream is
+    /// silent), or is reset once its response started (Envoy's `stream_idle_timeout`); 0 turns it off.
+    #[arg(long, env = "WEFT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub stream_idle_timeout: Duration,
+    /// A connection with no request in flight and no bytes either way for this long is closed (HTTP and TCP;
+    /// Envoy's `idle_timeout`); 0 turns it off.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -112,6 +125,11 @@ impl RunArgs {
             admin_listen: self.admin_listen,
             health_listen: self.health_listen.or(health),
             drain_timeout: self.drain_timeout,
+            timeouts: Timeouts {
+                request_headers: enabled(self.request_headers_timeout),
+                stream_idle: enabled(self.stream_idle_timeout),
+                idle: enabled(self.idle_timeout),
+            },
         }
     }
 }

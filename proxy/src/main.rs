@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Init(args) => init(&args),
         Command::Wait(args) => wait(&args),
     };

@@ -12,6 +12,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use weft_xds::ResourceType;
 
+use crate::http::timeouts::TimeoutKind;
+
 /// Which way traffic flows relative to the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -76,6 +78,12 @@ struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    direction: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -89,6 +97,7 @@ pub struct Metrics {
     received_bytes: Family<ConnectionLabels, Counter>,
     sent_bytes: Family<ConnectionLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
+    timeouts: Family<TimeoutLabels, Counter>,
     xds_connected: Gauge,
     config_applied: Family<TypeLabel, Counter>,
     nacks: Family<TypeLabel, Counter>,
@@ -114,6 +123,7 @@ impl Metrics {
             received_bytes: Family::default(),
             sent_bytes: Family::default(),
             refused: Family::default(),
+            timeouts: Family::default(),
             xds_connected: Gauge::default(),
             config_applied: Family::default(),
             nacks: Family::default(),
@@ -136,6 +146,11 @@ impl Metrics {
         registry.register("tcp_received_bytes", "Bytes received from downstream peers", m.received_bytes.clone());
         registry.register("tcp_sent_bytes", "Bytes sent to downstream peers", m.sent_bytes.clone());
         registry.register("tcp_refused", "Captured connections refused, by direction and reason", m.refused.clone());
+        registry.register(
+            "timeouts",
+            "Requests and connections ended by a timeout, by direction and kind (request_headers, stream_idle, idle, route)",
+            m.timeouts.clone(),
+        );
         registry.register(
             "xds_connected",
             "1 while the xDS stream to the control plane is open",
@@ -182,6 +197,10 @@ impl Metrics {
 
     pub fn refused(&self, direction: Direction, reason: &'static str) {
         self.refused.get_or_create(&RefusedLabels { direction: direction.as_str(), reason }).inc();
+    }
+
+    pub fn timeout(&self, direction: Direction, kind: TimeoutKind) {
+        self.timeouts.get_or_create(&TimeoutLabels { direction: direction.as_str(), kind: kind.as_str() }).inc();
     }
 
     pub fn set_xds_connected(&self, connected: bool) {

@@ -49,6 +49,19 @@ fn transparent_mode_listens_on_istios_ports() {
 }
 
 #[test]
+fn timeouts_have_envoys_defaults_and_zero_turns_one_off() {
+    assert_eq!(run_settings(&[]).timeouts, crate::http::timeouts::Timeouts::default());
+    let set = run_settings(&["--request-headers-timeout", "2s", "--stream-idle-timeout", "0", "--idle-timeout", "90s"]);
+    assert_eq!(set.timeouts.request_headers, Some(Duration::from_secs(2)));
+    assert_eq!(set.timeouts.stream_idle, None);
+    assert_eq!(set.timeouts.idle, Some(Duration::from_secs(90)));
+    assert!(
+        parse(&["--xds-address", "http://x:1", "--pod-name", "p", "--pod-namespace", "n", "--idle-timeout", "soon"])
+            .is_err()
+    );
+}
+
+#[test]
 fn the_inbound_listener_needs_transparent_mode() {
     let base = ["--xds-address", "http://x:1", "--pod-name", "p", "--pod-namespace", "n"];
     let err = parse(&[&base[..], &["--inbound-listen", "0.0.0.0:15006"]].concat()).unwrap_err();

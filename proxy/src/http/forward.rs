@@ -1,15 +1,20 @@
-//! One request through the proxy: route, pick a weighted target per request, balance, forward, answer, count.
+//! One request through the proxy: route, pick a weighted target per request, balance, forward within the
+//! request's deadlines, answer, count.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::headers::{authority, port_of, strip_hop_by_hop};
+use super::authority::request_authority;
+use super::headers::{port_of, strip_hop_by_hop};
 use super::local_reply::LocalReply;
 use super::passthrough::PASSTHROUGH_CLUSTER;
+use super::timeouts::TimeoutKind;
+use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::balance::{NoEndpoints, ResponseFuture};
 use crate::config::ProxyConfig;
@@ -39,17 +44,18 @@ enum Upstream<'a> {
 struct Call {
     cluster: String,
     response: ResponseFuture,
-    timeout: Option<Duration>,
+    deadlines: Deadlines,
 }
 
 /// Forwards `request` by the current runtime config.
 pub async fn handle(request: Request<Incoming>, forwarder: &Forwarder, destination: Destination) -> Response<Body> {
     let started = Instant::now();
+    let clock = StreamClock::start();
     let runtime = forwarder.runtime.borrow().clone();
-    let dispatched = dispatch(request, &runtime, forwarder, destination);
+    let dispatched = dispatch(request, &runtime, forwarder, destination, &clock);
     drop(runtime);
     let (cluster, response) = match dispatched {
-        Ok(call) => (call.cluster, complete(call.response, call.timeout).await),
+        Ok(call) => (call.cluster, complete(call.response, clock, call.deadlines, forwarder).await),
         Err(reply) => (NO_CLUSTER.to_string(), reply.into_response()),
     };
     forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), started.elapsed());
@@ -62,19 +68,23 @@ fn dispatch(
     runtime: &crate::dataplane::Runtime,
     forwarder: &Forwarder,
     destination: Destination,
+    clock: &Arc<StreamClock>,
 ) -> Result<Call, LocalReply> {
-    let authority = authority(&request);
+    let authority =
+        request_authority(request.version(), request.uri(), request.headers()).map_err(LocalReply::BadAuthority)?;
     match route(&request, authority.as_deref(), &runtime.config, destination)? {
         Upstream::Cluster { name, timeout } => {
             let balancer = runtime.clusters.get(name).ok_or(LocalReply::NoCluster)?;
             let authority = authority.as_deref().ok_or(LocalReply::MissingHost)?;
-            let response = balancer.call(prepare(request, authority));
-            Ok(Call { cluster: name.to_string(), response, timeout })
+            let response = balancer.call(prepare(request, authority, clock));
+            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
+            Ok(Call { cluster: name.to_string(), response, deadlines })
         }
         Upstream::Original(address) => {
             let authority = authority.unwrap_or_else(|| address.to_string());
-            let response = forwarder.passthrough.call(address, prepare(request, &authority));
-            Ok(Call { cluster: PASSTHROUGH_CLUSTER.to_string(), response, timeout: None })
+            let response = forwarder.passthrough.call(address, prepare(request, &authority, clock));
+            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
+            Ok(Call { cluster: PASSTHROUGH_CLUSTER.to_string(), response, deadlines })
         }
     }
 }
@@ -104,17 +114,23 @@ fn route<'a, B>(
     Ok(Upstream::Cluster { name: cluster, timeout: route.action.timeout })
 }
 
-/// Awaits the upstream response within the route's timeout; failures become the proxy's own replies.
-async fn complete(call: ResponseFuture, timeout: Option<Duration>) -> Response<Body> {
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(result) => result,
-            Err(_) => return LocalReply::Timeout.into_response(),
-        },
-        None => call.await,
+/// Awaits the upstream response head within the request's deadlines; failures and timeouts become the proxy's
+/// own replies. The response body keeps running under the same deadlines.
+async fn complete(
+    call: ResponseFuture,
+    clock: Arc<StreamClock>,
+    deadlines: Deadlines,
+    forwarder: &Forwarder,
+) -> Response<Body> {
+    let result = match response_head(call, &clock, deadlines).await {
+        Ok(result) => result,
+        Err(kind) => {
+            forwarder.metrics.timeout(Direction::Outbound, kind);
+            return timeout_reply(kind, &clock).into_response();
+        }
     };
     match result {
-        Ok(response) => finish(response),
+        Ok(response) => finish(response, clock, deadlines, forwarder),
         Err(err) if err.is::<NoEndpoints>() => LocalReply::NoHealthyUpstream.into_response(),
         Err(err) => {
             tracing::debug!(error = %err, "upstream request failed");
@@ -123,23 +139,48 @@ async fn complete(call: ResponseFuture, timeout: Option<Duration>) -> Response<B
     }
 }
 
-/// The request as sent upstream: absolute URI keeping the client's authority, no hop-by-hop headers.
-fn prepare(request: Request<Incoming>, authority: &str) -> Request<Body> {
-    let (mut parts, body) = request.into_parts();
-    if parts.version != Version::HTTP_2 || parts.uri.authority().is_none() {
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
-            parts.uri = uri;
-        }
+/// The reply to a request whose deadline passed before the upstream answered: the client's fault (`408`) when its
+/// own body stalled, else the upstream's (`504`).
+fn timeout_reply(kind: TimeoutKind, clock: &StreamClock) -> LocalReply {
+    match kind {
+        TimeoutKind::StreamIdle if !clock.request_is_done() => LocalReply::ClientStreamTimeout,
+        TimeoutKind::StreamIdle => LocalReply::UpstreamStreamTimeout,
+        _ => LocalReply::Timeout,
     }
-    strip_hop_by_hop(&mut parts.headers);
-    Request::from_parts(parts, body.map_err(Into::into).boxed())
 }
 
-fn finish(response: Response<Incoming>) -> Response<Body> {
+/// The request as sent upstream: the authority it was routed by, and only that one (`:authority` for HTTP/2,
+/// a single `Host` for HTTP/1), no hop-by-hop headers.
+fn prepare(request: Request<Incoming>, authority: &str, clock: &Arc<StreamClock>) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
+        parts.uri = uri;
+    }
+    parts.headers.remove(header::HOST);
+    if parts.version != Version::HTTP_2
+        && let Ok(host) = HeaderValue::from_str(authority)
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    Request::from_parts(parts, Clocked::request(body, clock.clone()).boxed())
+}
+
+fn finish(
+    response: Response<Incoming>,
+    clock: Arc<StreamClock>,
+    deadlines: Deadlines,
+    forwarder: &Forwarder,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.map_err(Into::into).boxed())
+    let metrics = forwarder.metrics.clone();
+    let body = Clocked::response(body, clock, deadlines, move |kind| {
+        tracing::debug!(timeout = kind.as_str(), "response cut short");
+        metrics.timeout(Direction::Outbound, kind);
+    });
+    Response::from_parts(parts, body.boxed())
 }
 
 #[cfg(test)]

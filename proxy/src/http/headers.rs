@@ -1,6 +1,6 @@
-//! Header handling for forwarding: authority, port, and hop-by-hop headers.
+//! Header handling for forwarding: the port of an authority, and hop-by-hop headers.
 
-use http::{HeaderMap, HeaderName, Request, header};
+use http::{HeaderMap, HeaderName, header};
 
 /// Headers that describe one connection and must not be forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -31,14 +31,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if keeps_trailers {
         headers.insert(header::TE, http::HeaderValue::from_static("trailers"));
     }
-}
-
-/// The authority the client addressed: `:authority` for HTTP/2, `Host` for HTTP/1.
-pub fn authority<B>(request: &Request<B>) -> Option<String> {
-    if let Some(authority) = request.uri().authority() {
-        return Some(authority.as_str().to_string());
-    }
-    request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string)
 }
 
 /// The port in an authority (`host:port`, `[v6]:port`), if any.

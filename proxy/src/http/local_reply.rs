@@ -6,36 +6,46 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use super::authority::AuthorityError;
 
 /// Why the proxy answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
     MissingHost,
+    BadAuthority(AuthorityError),
     NoRoute,
     NoCluster,
     NoHealthyUpstream,
     ConnectFailure,
+    /// The route's timeout passed before the response head.
     Timeout,
+    /// No progress for the stream idle timeout while waiting for the upstream.
+    UpstreamStreamTimeout,
+    /// No progress for the stream idle timeout while the client's request body stalled.
+    ClientStreamTimeout,
 }
 
 impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MissingHost => StatusCode::BAD_REQUEST,
+            Self::MissingHost | Self::BadAuthority(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoCluster | Self::NoHealthyUpstream | Self::ConnectFailure => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Timeout | Self::UpstreamStreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ClientStreamTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     pub fn message(self) -> &'static str {
         match self {
             Self::MissingHost => "missing Host header",
+            Self::BadAuthority(err) => err.message(),
             Self::NoRoute => "no route",
             Self::NoCluster => "cluster not found",
             Self::NoHealthyUpstream => "no healthy upstream",
             Self::ConnectFailure => "upstream connect error or disconnect/reset before headers",
             Self::Timeout => "upstream request timeout",
+            Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "stream timeout",
         }
     }
 

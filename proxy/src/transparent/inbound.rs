@@ -3,6 +3,7 @@
 //! captured again: `weft-proxy init` exempts the proxy's UID. Forwarded as TCP, counted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -12,8 +13,8 @@ use crate::drain::Drain;
 use crate::listen::accept;
 use crate::metrics::{Direction, Metrics, Mode};
 
-/// Serves `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, drain: &Drain) {
+/// Serves `listener` until the future is dropped; connections idle for `idle` are closed.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, idle: Option<Duration>, drain: &Drain) {
     loop {
         let (stream, peer) = accept(&listener).await;
         let watcher = drain.watcher();
@@ -21,7 +22,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, drain: &Drain) 
         tokio::spawn(async move {
             let Some(original) = destination_of(&stream, peer, Direction::Inbound, &metrics) else { return };
             let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
-            tcp::forward(io, original, Direction::Inbound, peer).await;
+            tcp::forward(io, original, tcp::Flow { direction: Direction::Inbound, peer, idle, metrics: &metrics })
+                .await;
             drop(watcher);
         });
     }

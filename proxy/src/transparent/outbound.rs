@@ -44,7 +44,13 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
     match mode {
         Mode::Http => serve_connection(io, forwarder, Destination::Original(original), watcher).await,
         Mode::Tcp | Mode::Passthrough => {
-            tcp::forward(io, original, Direction::Outbound, peer).await;
+            let flow = tcp::Flow {
+                direction: Direction::Outbound,
+                peer,
+                idle: forwarder.timeouts.idle,
+                metrics: &forwarder.metrics,
+            };
+            tcp::forward(io, original, flow).await;
             drop(watcher);
         }
     }

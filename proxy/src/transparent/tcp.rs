@@ -1,22 +1,35 @@
-//! Plain TCP forwarding to a connection's original destination.
+//! Plain TCP forwarding to a connection's original destination, closed after the idle timeout (Envoy's TCP proxy
+//! `idle_timeout`) when no bytes move either way.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, copy_bidirectional};
 use tokio::net::TcpStream;
 
-use crate::metrics::Direction;
+use crate::http::timeouts::TimeoutKind;
+use crate::http::timeouts::connection::{Activity, TimedIo};
+use crate::metrics::{Direction, Metrics};
 
 /// Envoy's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to `destination` and copies bytes both ways until both sides are done.
-pub async fn forward<D>(mut downstream: D, destination: SocketAddr, direction: Direction, peer: SocketAddr)
+/// Which connection is forwarded, for logs and metrics, and its idle timeout.
+pub struct Flow<'a> {
+    pub direction: Direction,
+    pub peer: SocketAddr,
+    pub idle: Option<Duration>,
+    pub metrics: &'a Arc<Metrics>,
+}
+
+/// Connects to `destination` and copies bytes both ways until both sides are done, or nothing moved for the idle
+/// timeout.
+pub async fn forward<D>(downstream: D, destination: SocketAddr, flow: Flow<'_>)
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let direction = direction.as_str();
+    let (direction, peer) = (flow.direction.as_str(), flow.peer);
     let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
@@ -29,8 +42,65 @@ where
         }
     };
     let _ = upstream.set_nodelay(true);
-    match copy_bidirectional(&mut downstream, &mut upstream).await {
-        Ok((sent, received)) => tracing::debug!(direction, %peer, %destination, sent, received, "tcp connection done"),
-        Err(err) => tracing::debug!(direction, %peer, %destination, error = %err, "tcp connection ended with an error"),
+    let activity = Activity::new();
+    let mut downstream = TimedIo::opaque(downstream, activity.clone(), flow.metrics.clone(), flow.direction);
+    let idle = async {
+        match flow.idle {
+            Some(limit) => activity.idle_for(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        copied = copy_bidirectional(&mut downstream, &mut upstream) => match copied {
+            Ok((sent, received)) => tracing::debug!(direction, %peer, %destination, sent, received, "tcp connection done"),
+            Err(err) => tracing::debug!(direction, %peer, %destination, error = %err, "tcp connection ended with an error"),
+        },
+        () = idle => {
+            flow.metrics.timeout(flow.direction, TimeoutKind::Idle);
+            tracing::debug!(direction, %peer, %destination, "tcp connection idle; closed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_tcp_connection_with_no_traffic_is_closed_after_the_idle_timeout() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_address = upstream.local_addr().unwrap();
+        // An upstream that echoes once and then keeps the connection open, silent.
+        tokio::spawn(async move {
+            let (mut stream, _) = upstream.accept().await.unwrap();
+            let mut buffer = [0u8; 5];
+            stream.read_exact(&mut buffer).await.unwrap();
+            stream.write_all(&buffer).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(front.local_addr().unwrap()).await.unwrap();
+        let (downstream, peer) = front.accept().await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let forwarding = tokio::spawn({
+            let metrics = metrics.clone();
+            async move {
+                let idle = Some(Duration::from_millis(300));
+                let flow = Flow { direction: Direction::Inbound, peer, idle, metrics: &metrics };
+                forward(downstream, upstream_address, flow).await
+            }
+        });
+        client.write_all(b"hello").await.unwrap();
+        let mut echoed = [0u8; 5];
+        client.read_exact(&mut echoed).await.unwrap();
+        let idle_from = tokio::time::Instant::now();
+        let mut rest = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(10), client.read(&mut rest)).await.unwrap();
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        assert!(idle_from.elapsed() >= Duration::from_millis(250), "closed after {:?}", idle_from.elapsed());
+        forwarding.await.unwrap();
+        assert!(metrics.encode().contains(r#"weft_proxy_timeouts_total{direction="inbound",kind="idle"} 1"#));
     }
 }

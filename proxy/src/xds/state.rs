@@ -209,12 +209,14 @@ mod tests {
     use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
     use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, filter};
     use envoy_types::pb::envoy::config::route::v3::{
-        Route, RouteAction, RouteMatch, VirtualHost, route, route_action, route_match,
+        Route, RouteAction, RouteMatch, VirtualHost, WeightedCluster, route, route_action, route_match,
+        weighted_cluster::ClusterWeight,
     };
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
         HttpConnectionManager, Rds, http_connection_manager,
     };
     use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
+    use envoy_types::pb::google::protobuf::UInt32Value;
     use weft_xds::pack;
 
     fn response(kind: ResourceType, version: &str, nonce: &str, resources: Vec<Any>) -> DiscoveryResponse {
@@ -265,7 +267,11 @@ mod tests {
     }
 
     fn routes(name: &str, path_regex: &str, cluster: &str) -> Any {
-        pack(&RouteConfiguration {
+        pack(&route_config(name, path_regex, cluster))
+    }
+
+    fn route_config(name: &str, path_regex: &str, cluster: &str) -> RouteConfiguration {
+        RouteConfiguration {
             name: name.into(),
             virtual_hosts: vec![VirtualHost {
                 name: "reviews".into(),
@@ -288,7 +294,7 @@ mod tests {
                 ..Default::default()
             }],
             ..Default::default()
-        })
+        }
     }
 
     fn client() -> ClientState {
@@ -330,6 +336,28 @@ mod tests {
         assert!(nack.error_detail.as_ref().is_some_and(|s| s.message.contains("route configuration \"80\"")));
         assert_eq!(state.config().routes, good, "last good routes stay in force");
         assert_eq!(state.config().versions.get("RDS").map(String::as_str), Some("r1"));
+    }
+
+    #[test]
+    fn weights_adding_up_past_a_u32_are_nacked() {
+        let mut state = client();
+        let mut table = route_config("80", "/", "a");
+        let weighted = route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: ["a", "b", "c"]
+                .map(|name| ClusterWeight {
+                    name: name.into(),
+                    weight: Some(UInt32Value { value: i32::MAX as u32 }),
+                    ..Default::default()
+                })
+                .to_vec(),
+            ..Default::default()
+        });
+        if let Some(route::Action::Route(action)) = &mut table.virtual_hosts[0].routes[0].action {
+            action.cluster_specifier = Some(weighted);
+        }
+        let reply = state.on_response(&response(ResourceType::Route, "r1", "n1", vec![pack(&table)]));
+        let Outcome::Rejected { error, .. } = &reply.outcome else { panic!("expected a rejection") };
+        assert!(error.contains("add up to 6442450941, more than 4294967295"), "{error}");
     }
 
     #[test]

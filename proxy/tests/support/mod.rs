@@ -1,6 +1,6 @@
 //! Shared pieces of the proxy's integration tests on loopback: an in-process standalone operator, an in-process
-//! backend that can be slow on request, the real `weft-proxy` binary as a child process, and a small HTTP client
-//! that opens a new connection per request.
+//! backend that misbehaves on request (slow, silent, stalling its body) and tells which host it saw, the real
+//! `weft-proxy` binary as a child process, and a small HTTP client that opens a new connection per request.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -36,8 +37,16 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(xds: SocketAddr, backend: SocketAddr) -> Self {
+        Self::start_with(xds, backend, "").await
+    }
+
+    /// Also serving `rules` (YAML documents, e.g. a VirtualService for `slow`).
+    pub async fn start_with(xds: SocketAddr, backend: SocketAddr, rules: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("weft-proxy-test-").tempdir().unwrap();
         std::fs::write(dir.path().join("slow.yaml"), service_yaml(backend)).unwrap();
+        if !rules.is_empty() {
+            std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
+        }
         let listeners = weft_operator::app::Listeners {
             xds: TcpListener::bind(xds).await.unwrap(),
             health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -68,7 +77,10 @@ fn service_yaml(backend: SocketAddr) -> String {
     )
 }
 
-/// A backend answering 200 after `x-echo-delay-ms` milliseconds; reports each request's arrival.
+/// A backend answering 200 (after `x-echo-delay-ms` milliseconds); reports each request's arrival. It tells the
+/// host it saw in `x-seen-host` (`:authority` or every `Host` header, comma-separated). `x-never-answer` makes it
+/// silent; `x-stall-body` sends the head and part of the body, then nothing; `x-slow-body-ms` sends the head at
+/// once and the body that much later. It reads the whole request body before answering.
 pub struct Backend {
     pub address: SocketAddr,
     pub arrivals: mpsc::UnboundedReceiver<()>,
@@ -85,7 +97,12 @@ impl Backend {
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let _ = tx.send(());
-                        async move { Ok::<_, Infallible>(answer(&request).await) }
+                        async move {
+                            // Like an application, read the whole request before answering.
+                            let (parts, body) = request.into_parts();
+                            let _ = body.collect().await;
+                            Ok::<_, Infallible>(answer(&Request::from_parts(parts, ())).await)
+                        }
                     });
                     let _ =
                         auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
@@ -96,12 +113,52 @@ impl Backend {
     }
 }
 
-async fn answer<B>(request: &Request<B>) -> Response<Full<Bytes>> {
-    let delay = request.headers().get("x-echo-delay-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    if let Some(ms) = delay {
+type TestBody = BoxBody<Bytes, Infallible>;
+
+async fn answer<B>(request: &Request<B>) -> Response<TestBody> {
+    let number = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if let Some(ms) = number("x-echo-delay-ms") {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    Response::new(Full::new(Bytes::from_static(b"slow backend\n")))
+    if request.headers().contains_key("x-never-answer") {
+        std::future::pending::<()>().await;
+    }
+    let body = if request.headers().contains_key("x-stall-body") {
+        late_body(None)
+    } else if let Some(ms) = number("x-slow-body-ms") {
+        late_body(Some(Duration::from_millis(ms)))
+    } else {
+        Full::new(Bytes::from_static(b"slow backend\n")).boxed()
+    };
+    let mut response = Response::new(body);
+    let seen = match request.uri().authority() {
+        Some(authority) => authority.to_string(),
+        None => {
+            let hosts: Vec<&str> =
+                request.headers().get_all(http::header::HOST).iter().filter_map(|v| v.to_str().ok()).collect();
+            hosts.join(",")
+        }
+    };
+    response.headers_mut().insert("x-seen-host", seen.parse().unwrap());
+    response
+}
+
+/// A body whose first part comes at once and the rest after `rest_after` (never, when `None`).
+fn late_body(rest_after: Option<Duration>) -> TestBody {
+    let (tx, rx) = mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(2);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first part\n")))).await;
+        match rest_after {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"the rest\n")))).await;
+            }
+            None => {
+                tx.closed().await;
+            }
+        }
+    });
+    StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed()
 }
 
 /// The `weft-proxy` binary under test, killed when dropped.

@@ -1,0 +1,91 @@
+//! The one authority of a request: the host it is routed by is the host the upstream sees. Requests that name two
+//! different hosts, or one badly, are refused with 400 rather than routed by one and forwarded with the other
+//! (the request-smuggling and routing-bypass shapes of RFC 9112 section 3.2 and RFC 9113 section 8.3.1).
+
+use http::{HeaderMap, Uri, Version, header};
+
+/// Why a request's authority cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityError {
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// A `Host` value that is not `host[:port]`.
+    InvalidHost,
+    /// The request target's (or `:authority`'s) host differs from the `Host` header's.
+    Conflict,
+    /// An HTTP/1.1 request without `Host`.
+    MissingHost,
+}
+
+impl AuthorityError {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::DuplicateHost => "more than one Host header",
+            Self::InvalidHost => "invalid Host header",
+            Self::Conflict => "the Host header differs from the request's authority",
+            Self::MissingHost => "missing Host header",
+        }
+    }
+}
+
+/// The authority a request addresses: the absolute-form target's (HTTP/1) or `:authority` (HTTP/2), else the
+/// `Host` header; `None` for an HTTP/1.0 or HTTP/2 request that names none. Pure.
+pub fn request_authority(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, AuthorityError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(AuthorityError::DuplicateHost);
+    }
+    let host = match host {
+        Some(value) => {
+            let text = value.to_str().map_err(|_| AuthorityError::InvalidHost)?;
+            let parsed: http::uri::Authority = text.parse().map_err(|_| AuthorityError::InvalidHost)?;
+            if parsed.as_str().contains('@') || parsed.host().is_empty() {
+                return Err(AuthorityError::InvalidHost);
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    match (uri.authority(), host) {
+        (Some(target), Some(host)) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
+            Err(AuthorityError::Conflict)
+        }
+        (Some(target), _) => Ok(Some(target.as_str().to_string())),
+        (None, Some(host)) => Ok(Some(host.as_str().to_string())),
+        (None, None) if version == Version::HTTP_11 => Err(AuthorityError::MissingHost),
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn authority(version: Version, uri: &str, hosts: &[&str]) -> Result<Option<String>, AuthorityError> {
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(header::HOST, host.parse().unwrap());
+        }
+        request_authority(version, &uri.parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn one_host_is_the_authority() {
+        assert_eq!(authority(Version::HTTP_11, "/x", &["reviews:9080"]), Ok(Some("reviews:9080".into())));
+        assert_eq!(authority(Version::HTTP_2, "http://reviews/x", &[]), Ok(Some("reviews".into())));
+        assert_eq!(authority(Version::HTTP_11, "http://a/x", &["A"]), Ok(Some("a".into())), "case is not a conflict");
+        assert_eq!(authority(Version::HTTP_10, "/x", &[]), Ok(None));
+    }
+
+    #[test]
+    fn two_hosts_or_a_bad_one_are_refused() {
+        assert_eq!(authority(Version::HTTP_11, "/x", &["a", "b"]), Err(AuthorityError::DuplicateHost));
+        assert_eq!(authority(Version::HTTP_11, "/x", &["a", "a"]), Err(AuthorityError::DuplicateHost));
+        assert_eq!(authority(Version::HTTP_11, "http://a/x", &["b"]), Err(AuthorityError::Conflict));
+        assert_eq!(authority(Version::HTTP_2, "http://reviews/x", &["evil.example"]), Err(AuthorityError::Conflict));
+        assert_eq!(authority(Version::HTTP_11, "/x", &["a b"]), Err(AuthorityError::InvalidHost));
+        assert_eq!(authority(Version::HTTP_11, "/x", &["user@a"]), Err(AuthorityError::InvalidHost));
+        assert_eq!(authority(Version::HTTP_11, "/x", &[]), Err(AuthorityError::MissingHost));
+    }
+}

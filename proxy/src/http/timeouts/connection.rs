@@ -1,0 +1,320 @@
+//! Connection-level timeouts, kept by the downstream connection's I/O itself ([`TimedIo`]) so they cost nothing
+//! per request: the HTTP/1 request-header timeout (armed by the first byte of a request, answered `408`) and the
+//! idle timeout (no request in flight and no bytes either way). The HTTP service tells the I/O when requests
+//! start and end through the shared [`Activity`].
+//!
+//! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection waits for its next
+//! request, and it closes the connection without a response.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::{TimeoutKind, Timeouts};
+use crate::metrics::{Direction, Metrics};
+
+/// What the proxy answers a client whose request headers did not arrive in time (Envoy's wording).
+const REQUEST_HEADERS_TIMEOUT_REPLY: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n\
+content-length: 23\r\nconnection: close\r\nx-weft-local-reply: true\r\n\r\nrequest header timeout\n";
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
+/// A connection's signs of life, shared by its I/O and its requests.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    /// When bytes last moved either way, in nanoseconds since `base`.
+    last_io: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Requests started so far: a request-header timer armed before a request started is void.
+    started: AtomicU64,
+    /// The I/O waiting for the connection to fall idle.
+    idle_waiter: AtomicWaker,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            base: Instant::now(),
+            last_io: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            idle_waiter: AtomicWaker::new(),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_io.store(self.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, limit: Duration) -> Instant {
+        self.base + Duration::from_nanos(self.last_io.load(Ordering::Relaxed)) + limit
+    }
+
+    /// A request was received; it is in flight until the returned guard is dropped (with its response body).
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Completes once nothing has moved for `limit` (for plain TCP forwarding, which has no requests).
+    pub async fn idle_for(&self, limit: Duration) {
+        loop {
+            let deadline = self.idle_deadline(limit);
+            if deadline <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// A request in flight on a connection; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle_waiter.wake();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Too few bytes yet to tell HTTP/1 from the HTTP/2 preface.
+    Unknown,
+    Http1,
+    Http2,
+    /// Not HTTP (plain TCP forwarding): bytes are only counted as activity.
+    Opaque,
+}
+
+/// A downstream connection's I/O with the connection-level timeouts. On expiry it ends the connection: reads
+/// return end-of-file (after a `408` for a request-header timeout), so the HTTP server closes it.
+pub struct TimedIo<I> {
+    io: I,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    protocol: Protocol,
+    first_bytes: Vec<u8>,
+    /// Armed by the first byte of a request's headers: the request count then, and the deadline.
+    header_timer: Option<(u64, Pin<Box<Sleep>>)>,
+    idle_timer: Option<Pin<Box<Sleep>>>,
+    expired: bool,
+}
+
+impl<I> TimedIo<I> {
+    /// An HTTP connection (outbound): request-header and idle timeouts.
+    pub fn http(io: I, activity: Arc<Activity>, timeouts: Timeouts, metrics: Arc<Metrics>) -> Self {
+        Self::new(io, activity, timeouts, (metrics, Direction::Outbound), Protocol::Unknown)
+    }
+
+    /// A plain TCP connection: only records activity, for [`Activity::idle_for`].
+    pub fn opaque(io: I, activity: Arc<Activity>, metrics: Arc<Metrics>, direction: Direction) -> Self {
+        let off = Timeouts { request_headers: None, stream_idle: None, idle: None };
+        Self::new(io, activity, off, (metrics, direction), Protocol::Opaque)
+    }
+
+    fn new(
+        io: I,
+        activity: Arc<Activity>,
+        timeouts: Timeouts,
+        (metrics, direction): (Arc<Metrics>, Direction),
+        protocol: Protocol,
+    ) -> Self {
+        activity.touch();
+        Self {
+            io,
+            activity,
+            timeouts,
+            metrics,
+            direction,
+            protocol,
+            first_bytes: Vec::new(),
+            header_timer: None,
+            idle_timer: None,
+            expired: false,
+        }
+    }
+
+    fn on_read(&mut self, bytes: &[u8]) {
+        self.activity.touch();
+        if self.protocol == Protocol::Unknown {
+            self.detect_protocol(bytes);
+        }
+        let may_time_headers = matches!(self.protocol, Protocol::Unknown | Protocol::Http1);
+        if let Some(limit) = self.timeouts.request_headers
+            && may_time_headers
+            && self.header_timer.is_none()
+            && !self.activity.busy()
+        {
+            let started = self.activity.started.load(Ordering::Relaxed);
+            self.header_timer = Some((started, Box::pin(tokio::time::sleep(limit))));
+        }
+    }
+
+    fn detect_protocol(&mut self, bytes: &[u8]) {
+        let wanted = H2_PREFACE_START.len() - self.first_bytes.len();
+        self.first_bytes.extend_from_slice(&bytes[..bytes.len().min(wanted)]);
+        let seen = self.first_bytes.as_slice();
+        if !H2_PREFACE_START.starts_with(seen) {
+            self.protocol = Protocol::Http1;
+        } else if seen.len() == H2_PREFACE_START.len() {
+            self.protocol = Protocol::Http2;
+            self.header_timer = None;
+        }
+    }
+
+    /// Polls the timers while the connection waits for bytes; which one fired, if any.
+    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<TimeoutKind> {
+        if let Some((started, timer)) = &mut self.header_timer {
+            if self.activity.started.load(Ordering::Relaxed) != *started {
+                self.header_timer = None;
+            } else if timer.as_mut().poll(cx).is_ready() {
+                return Some(TimeoutKind::RequestHeaders);
+            }
+        }
+        let limit = self.timeouts.idle?;
+        self.activity.idle_waiter.register(cx.waker());
+        if self.activity.busy() {
+            return None;
+        }
+        let deadline = self.activity.idle_deadline(limit);
+        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx).is_ready().then_some(TimeoutKind::Idle)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> TimedIo<I> {
+    /// Writes the `408` without waiting: a client too slow to send its headers may be too slow to read this.
+    fn reply_request_timeout(&mut self, cx: &mut Context<'_>) {
+        let mut rest = REQUEST_HEADERS_TIMEOUT_REPLY;
+        while !rest.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, rest) {
+                Poll::Ready(Ok(written)) if written > 0 => rest = &rest[written..],
+                _ => break,
+            }
+        }
+        let _ = Pin::new(&mut self.io).poll_flush(cx);
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let (start, end) = (before, buf.filled().len());
+                    this.on_read(&buf.filled()[start..end]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => match this.poll_timers(cx) {
+                None => Poll::Pending,
+                Some(kind) => {
+                    if kind == TimeoutKind::RequestHeaders {
+                        this.reply_request_timeout(cx);
+                    }
+                    this.metrics.timeout(this.direction, kind);
+                    tracing::debug!(timeout = kind.as_str(), "closing downstream connection");
+                    this.expired = true;
+                    Poll::Ready(Ok(()))
+                }
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A response body that keeps its request in flight (see [`Activity::request_started`]) until it is done or
+/// dropped.
+pub struct InFlightBody {
+    inner: crate::http::Body,
+    _in_flight: InFlight,
+}
+
+impl InFlightBody {
+    pub fn new(inner: crate::http::Body, in_flight: InFlight) -> Self {
+        Self { inner, _in_flight: in_flight }
+    }
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
