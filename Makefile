@@ -3,9 +3,13 @@ CARGO ?= cargo
 
 .PHONY: demo test build lint deps bench crds golden clean images chart-check helm e2e e2e-cluster e2e-kind
 
+# Where cargo puts binaries (honours CARGO_TARGET_DIR). demo and bench run what `build` made: `cargo run -p` would
+# resolve features for one package only and silently recompile shared crates first.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+
 ## demo: a local mesh on loopback with a canary rollout you can watch (Ctrl-C stops it)
 demo: build
-	$(CARGO) run -q -p weft-e2e --bin weft-demo
+	@"$(TARGET_DIR)/debug/weft-demo"
 
 ## test: everything CI checks: formatting, lints, unit, integration and end-to-end tests
 test: deps lint build
@@ -24,7 +28,7 @@ deps:
 ## bench: requests/s and p50/p99 latency, direct vs through one proxy, as ratios (release build)
 bench:
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) run -q --release -p weft-e2e --bin weft-bench
+	@"$(TARGET_DIR)/release/weft-bench"
 
 ## crds: regenerate crds/manifests and the weft-crds chart's templates from the Rust types
 crds:

@@ -77,27 +77,19 @@ impl LocalMesh {
         let vip =
             if operators.len() > 1 { Some(Vip::start(operators.iter().map(|o| o.xds).collect()).await?) } else { None };
         let xds = vip.as_ref().map_or(operators[0].xds, |v| v.address);
-        let (outbound, admin) = (free_port(localhost())?, free_port(localhost())?);
-        let proxy_args = [
-            "--xds-address".to_string(),
-            format!("http://{xds}"),
-            "--pod-name".into(),
-            "client".into(),
-            "--pod-namespace".into(),
-            "default".into(),
-            "--outbound-listen".into(),
-            outbound.to_string(),
-            "--admin-listen".into(),
-            admin.to_string(),
-        ];
-        let proxy =
-            Process::spawn("proxy", &binaries::path("weft-proxy")?, &proxy_args, &dir.path().join("proxy.log"))?;
+        let (proxy, outbound, admin) = spawn_proxy(&dir, "client", xds)?;
         for address in &backend_addresses {
             wait_for_port(*address, STARTUP).await?;
         }
         let mesh = Self { dir, operators, _vip: vip, proxy, backends, backend_addresses, outbound, admin, xds };
         mesh.wait_until_routing().await.with_context(|| mesh.diagnostics())?;
         Ok(mesh)
+    }
+
+    /// Starts another client proxy (pod `name`) dialling the mesh's xDS address; its process and outbound listener.
+    pub fn spawn_proxy(&self, name: &str) -> anyhow::Result<(Process, SocketAddr)> {
+        let (process, outbound, _admin) = spawn_proxy(&self.dir, name, self.xds)?;
+        Ok((process, outbound))
     }
 
     /// The directory the operator reads.
@@ -169,6 +161,30 @@ pub fn replace_config_file(dir: &std::path::Path, name: &str, content: &str) -> 
     std::fs::write(&aside, content)?;
     std::fs::rename(&aside, dir.join(name))?;
     Ok(Instant::now())
+}
+
+/// A client proxy for pod `name` in `default`: the process, its outbound and admin listeners.
+fn spawn_proxy(
+    dir: &tempfile::TempDir,
+    name: &str,
+    xds: SocketAddr,
+) -> anyhow::Result<(Process, SocketAddr, SocketAddr)> {
+    let (outbound, admin) = (free_port(localhost())?, free_port(localhost())?);
+    let args = [
+        "--xds-address".to_string(),
+        format!("http://{xds}"),
+        "--pod-name".into(),
+        name.into(),
+        "--pod-namespace".into(),
+        "default".into(),
+        "--outbound-listen".into(),
+        outbound.to_string(),
+        "--admin-listen".into(),
+        admin.to_string(),
+    ];
+    let log = dir.path().join(format!("proxy-{name}.log"));
+    let process = Process::spawn(&format!("proxy {name}"), &binaries::path("weft-proxy")?, &args, &log)?;
+    Ok((process, outbound, admin))
 }
 
 fn spawn_operator(

@@ -80,6 +80,28 @@ impl Process {
         }
     }
 
+    /// Asks the process to stop (SIGTERM, what Kubernetes sends at the start of a pod's grace period).
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.pid().and_then(|p| rustix::process::Pid::from_raw(p as i32)).context("process not running")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .with_context(|| format!("sending SIGTERM to {}", self.name))
+    }
+
+    /// Waits up to `deadline` for the process to exit; its exit status, `None` if it is still running.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))

@@ -195,6 +195,7 @@ fn the_values_schema_refuses_wrong_values() {
         "operator.namespaces={Shop_Floor}",
         "operator.image.pullPolicy=Sometimes",
         "operator.replicaCount=3",
+        "proxy.timeouts.idle=an hour",
     ] {
         let result = helm.template_text("weft", &chart_dir("weft"), "weft-system", &["--set", bad]);
         let err = result.err().unwrap_or_else(|| panic!("--set {bad} was accepted"));

@@ -34,6 +34,8 @@ pub(crate) struct Expect {
     pub(crate) issuer: (&'static str, &'static str),
     pub(crate) proxy_resources: [&'static str; 4],
     pub(crate) pdbs: bool,
+    /// requestHeaders, streamIdle, idle.
+    pub(crate) proxy_timeouts: [&'static str; 3],
 }
 
 pub(crate) fn defaults() -> Expect {
@@ -52,6 +54,7 @@ pub(crate) fn defaults() -> Expect {
         issuer: ("Issuer", "weft-webhook-selfsigned"),
         proxy_resources: ["100m", "128Mi", "1000m", "512Mi"],
         pdbs: true,
+        proxy_timeouts: ["10s", "5m", "1h"],
     }
 }
 
@@ -81,6 +84,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "proxy.resources.limits.cpu=2,proxy.resources.limits.memory=1Gi",
     "--set",
     "operator.podDisruptionBudget.enabled=false,webhook.podDisruptionBudget.enabled=false",
+    "--set",
+    "proxy.timeouts.requestHeaders=2s,proxy.timeouts.streamIdle=30m,proxy.timeouts.idle=0",
 ];
 
 pub(crate) fn custom() -> Expect {
@@ -99,6 +104,7 @@ pub(crate) fn custom() -> Expect {
         issuer: ("Issuer", "weft-webhook-selfsigned"),
         proxy_resources: ["200m", "64Mi", "2", "1Gi"],
         pdbs: false,
+        proxy_timeouts: ["2s", "30m", "0"],
     }
 }
 
@@ -271,6 +277,10 @@ pub(crate) fn check_webhook(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--proxy-memory"), Some(memory), "{args:?}");
     assert_eq!(flag(&args, "--proxy-cpu-limit"), Some(cpu_limit), "{args:?}");
     assert_eq!(flag(&args, "--proxy-memory-limit"), Some(memory_limit), "{args:?}");
+    let [request_headers, stream_idle, idle] = e.proxy_timeouts;
+    assert_eq!(flag(&args, "--proxy-request-headers-timeout"), Some(request_headers), "{args:?}");
+    assert_eq!(flag(&args, "--proxy-stream-idle-timeout"), Some(stream_idle), "{args:?}");
+    assert_eq!(flag(&args, "--proxy-idle-timeout"), Some(idle), "{args:?}");
 
     // The proxies it injects dial the operator Service's xDS port.
     let operator_service = m.get("Service", "weft-operator").unwrap();
