@@ -160,9 +160,14 @@ pub async fn serve_kubernetes(
     let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stop.waiter()));
     let ready_rx = snapshots.clone();
     let ready = Arc::new(move || sync.is_synced() && ready_rx.borrow().is_some());
+    // The Lease is released as soon as the stop begins, while xDS connections close, so another replica takes
+    // over at once.
+    let release = stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        release.trigger();
+    };
     let result = serve_common(listeners, snapshots, HealthState { ready, metrics }, shutdown).await;
-    // Release the lease before exiting so another replica takes over at once.
-    stop.trigger();
     if tokio::time::timeout(LEASE_RELEASE_GRACE, election).await.is_err() {
         tracing::warn!("the leader Lease was not released in time; it expires on its own");
     }
@@ -179,8 +184,8 @@ fn start_index(metrics: Arc<Metrics>) -> (mpsc::Sender<Vec<Event>>, SnapshotRece
 }
 
 /// A one-way "stop now" that any number of tasks can wait for.
-#[derive(Default)]
-struct Stop(watch::Sender<bool>);
+#[derive(Default, Clone)]
+struct Stop(Arc<watch::Sender<bool>>);
 
 impl Stop {
     fn waiter(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -209,8 +214,9 @@ async fn serve_common(
         stop.trigger();
     })
     .await;
-    // The health listener stops with the xDS server; a slow scrape does not hold the exit up.
-    let _ = tokio::time::timeout(XDS_CLOSE_GRACE, health_server).await;
+    // The health listener stopped with the xDS server and had as long to finish; a slow scrape does not hold the
+    // exit up.
+    let _ = tokio::time::timeout(Duration::from_millis(100), health_server).await;
     result
 }
 

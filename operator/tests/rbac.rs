@@ -8,13 +8,12 @@
 mod support;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
-use serde_json::json;
-use support::{Recorded, empty_list, fake_client, status_error};
+use support::{Recorded, fake_client, fake_cluster};
 use tokio::sync::{mpsc, watch};
 use weft_operator::index::Index;
 use weft_operator::leader::{self, LeaseConfig};
@@ -82,32 +81,8 @@ fn allowed(rules: &[Rule], a: &Access) -> bool {
         .any(|r| r.api_groups.contains(&a.group) && r.resources.contains(&a.resource) && r.verbs.contains(&a.verb))
 }
 
-/// Answers lists with empty lists, watches with an empty stream, status writes with success, and keeps the one
-/// Lease it is given.
-fn api() -> impl Fn(&Recorded) -> (StatusCode, serde_json::Value) + Send + Sync + 'static {
-    let lease: Mutex<Option<serde_json::Value>> = Mutex::default();
-    move |r| {
-        let is_watch = r.has_query("watch", "true") || r.has_query("watch", "1");
-        match (&r.method, r.path.contains("/leases")) {
-            (&Method::GET, true) => match lease.lock().unwrap().clone() {
-                Some(stored) => (StatusCode::OK, stored),
-                None => status_error(404, "NotFound"),
-            },
-            (_, true) => {
-                let mut stored = r.body.clone();
-                stored["metadata"]["resourceVersion"] = json!("7");
-                *lease.lock().unwrap() = Some(stored.clone());
-                (StatusCode::OK, stored)
-            }
-            (&Method::GET, false) if is_watch => (StatusCode::OK, json!(null)),
-            (&Method::GET, false) => empty_list("Thing"),
-            _ => (StatusCode::OK, r.body.clone()),
-        }
-    }
-}
-
 async fn exercise_watchers(scope: Scope) -> Vec<Recorded> {
-    let (client, log) = fake_client(api());
+    let (client, log) = fake_client(fake_cluster());
     let (events, mut received) = mpsc::channel(64);
     let sync = Arc::new(SyncTracker::default());
     let task = tokio::spawn(run_watchers(client, scope, events, sync.clone(), Arc::new(Metrics::new())));
@@ -134,12 +109,12 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     for r in parse_file(&PathBuf::from("t.yaml"), yaml).resources {
         index.apply(Event::Applied(r));
     }
-    let (client, log) = fake_client(api());
+    let (client, log) = fake_client(fake_cluster());
     writer::write_changed(&client, &targets(&index.snapshot()), &Metrics::new()).await;
     requests.extend(log.lock().unwrap().clone());
 
     // Leader election: create, renew, release on shutdown.
-    let (client, log) = fake_client(api());
+    let (client, log) = fake_client(fake_cluster());
     let mut config = LeaseConfig::new("weft-system".into(), "weft-operator".into(), "replica-a".into());
     config.retry_period = Duration::from_millis(10);
     let (leader_tx, mut leader_rx) = watch::channel(false);

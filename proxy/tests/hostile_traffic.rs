@@ -229,3 +229,56 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let metrics = proxy.metrics().await;
     assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="idle"}"#), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_and_long_uploads_are_not_taken_for_slow_headers() {
+    let (proxy, _operator, _backend) = mesh(&["--request-headers-timeout", "1s"], "").await;
+    // HTTP/2: control frames on a connection kept open past the header timeout start no timer.
+    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .keep_alive_interval(Duration::from_millis(200))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    for round in 0..2 {
+        let request = Request::get("http://slow/").body(Empty::<Bytes>::new()).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "round {round}");
+        // Pings flow meanwhile; the wait is the condition under test (longer than the header timeout).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(!connection.is_finished(), "the HTTP/2 connection was closed");
+    // HTTP/1: an upload that goes on after the upstream answered is not a slow request head.
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let head = "POST / HTTP/1.1\r\nhost: slow\r\nx-answer-early: 1\r\ncontent-length: 40\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"first half of the body..").await.unwrap();
+    assert_eq!(read_response(&mut stream).await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(b"...and the second").await.unwrap();
+    // The end of the body is not the start of a request head, however long the next request takes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream).await, 200, "the connection survives the long upload");
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="request_headers"}"#), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_with_goaway() {
+    let (proxy, _operator, _backend) = mesh(&["--idle-timeout", "1s"], "").await;
+    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(Request::get("http://slow/").body(Empty::<Bytes>::new()).unwrap()).await;
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await.expect("never closed").unwrap();
+    println!("idle HTTP/2 connection closed after {:?}: {ended:?}", started.elapsed());
+    assert!(ended.is_ok(), "closed without GOAWAY: {ended:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(sender.send_request(Request::get("http://slow/").body(Empty::<Bytes>::new()).unwrap()).await.is_err());
+}

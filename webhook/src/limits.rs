@@ -1,6 +1,7 @@
-//! What one AdmissionReview may cost the webhook: its size, how long its body may take to arrive, and how many
-//! are read at once. Together they bound the webhook's memory whatever clients send, so a flood of slow or huge
-//! uploads cannot get the pod OOM-killed (with `failurePolicy: Fail`, that would stop pod creation cluster-wide).
+//! What AdmissionReviews may cost the webhook: each one's size and how long its body may take to arrive, and the
+//! bytes of all of them held at once. Together they bound the webhook's memory whatever clients send, so a flood
+//! of slow or huge uploads cannot get the pod OOM-killed (with `failurePolicy: Fail`, that would stop pod
+//! creation cluster-wide).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest AdmissionReview accepted. The API server stores objects of at most 1.5 MiB (etcd's default request
@@ -20,22 +21,21 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
-    /// From the moment a review may be read to its last byte; the API server gives up after `timeoutSeconds`
-    /// (10 s by default, at most 30 s) anyway.
+    /// Bytes of review bodies held at once, from their first byte until they are answered. Counted as bytes
+    /// arrive, so clients that trickle or stall hold only what they sent: they cannot lock out other reviews the
+    /// way a count of slots taken before reading would allow.
+    pub memory_budget_bytes: usize,
+    /// From the start of a review to its last byte, waits for the memory budget included; the API server gives
+    /// up after `timeoutSeconds` (10 s by default, at most 30 s) anyway.
     pub body_read_timeout: Duration,
-    /// Reviews read and decided at once; the others wait.
-    pub max_concurrent: usize,
-    /// How long a review waits for its turn before it is answered 503.
-    pub queue_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: MAX_BODY_BYTES,
+            memory_budget_bytes: 16 * MAX_BODY_BYTES,
             body_read_timeout: Duration::from_secs(10),
-            max_concurrent: 16,
-            queue_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -44,13 +44,14 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Admission {
     limits: Limits,
-    slots: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
 }
 
-/// A review's body, and its slot: hold it until the answer is encoded, so parsing counts against the limit too.
+/// A review's body, and its share of the memory budget: hold it until the answer is encoded, so parsing counts
+/// against the budget too.
 pub struct Admitted {
     pub body: Bytes,
-    _slot: OwnedSemaphorePermit,
+    _held: Option<OwnedSemaphorePermit>,
 }
 
 /// Why a request was not read, as the HTTP answer it gets.
@@ -64,28 +65,53 @@ pub enum Refusal {
 
 impl Admission {
     pub fn new(limits: Limits) -> Self {
-        Self { limits, slots: Arc::new(Semaphore::new(limits.max_concurrent.max(1))) }
+        let budget = limits.memory_budget_bytes.max(limits.max_body_bytes);
+        Self { limits, budget: Arc::new(Semaphore::new(budget)) }
     }
 
-    /// Waits for a slot, then reads the whole body within the limits.
-    pub async fn read(&self, headers: &axum::http::HeaderMap, body: Body) -> Result<Admitted, Refusal> {
+    /// Reads the whole body within the limits, taking its bytes from the memory budget as they arrive.
+    pub async fn read(&self, headers: &axum::http::HeaderMap, mut body: Body) -> Result<Admitted, Refusal> {
         let limit = self.limits.max_body_bytes;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(Refusal::TooLarge { limit });
         }
-        let waited = self.limits.queue_timeout;
-        let slot = tokio::time::timeout(waited, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| Refusal::Busy { waited })?
-            .map_err(|_| Refusal::Busy { waited })?;
-        let read = tokio::time::timeout(self.limits.body_read_timeout, Limited::new(body, limit).collect()).await;
-        match read {
-            Err(_) => Err(Refusal::BodyTimeout { limit: self.limits.body_read_timeout }),
-            Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => Err(Refusal::TooLarge { limit }),
-            Ok(Err(err)) => Err(Refusal::BrokenBody(err.to_string())),
-            Ok(Ok(collected)) => Ok(Admitted { body: collected.to_bytes(), _slot: slot }),
+        let deadline = tokio::time::Instant::now() + self.limits.body_read_timeout;
+        // Copied out of hyper's read buffers as it arrives, so the memory held is the body's, as counted.
+        let mut received: Vec<u8> = Vec::new();
+        let mut held = None::<OwnedSemaphorePermit>;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .map_err(|_| Refusal::BodyTimeout { limit: self.limits.body_read_timeout })?;
+            let data = match frame {
+                None => break,
+                Some(Err(err)) => return Err(Refusal::BrokenBody(err.to_string())),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+            };
+            if received.len() + data.len() > limit {
+                return Err(Refusal::TooLarge { limit });
+            }
+            let share = self.take_budget(data.len(), deadline).await?;
+            match held.as_mut() {
+                Some(held) => held.merge(share),
+                None => held = Some(share),
+            }
+            received.extend_from_slice(&data);
         }
+        Ok(Admitted { body: received.into(), _held: held })
+    }
+
+    async fn take_budget(&self, bytes: usize, deadline: tokio::time::Instant) -> Result<OwnedSemaphorePermit, Refusal> {
+        let busy = Refusal::Busy { waited: self.limits.body_read_timeout };
+        let permits = u32::try_from(bytes).map_err(|_| busy.clone())?;
+        tokio::time::timeout_at(deadline, self.budget.clone().acquire_many_owned(permits))
+            .await
+            .map_err(|_| busy.clone())?
+            .map_err(|_| busy)
     }
 }
 
@@ -105,7 +131,9 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::TooLarge { limit } => write!(f, "AdmissionReview larger than {limit} bytes"),
             Refusal::BodyTimeout { limit } => write!(f, "AdmissionReview body not received within {limit:?}"),
-            Refusal::Busy { waited } => write!(f, "webhook busy: no review slot free within {waited:?}"),
+            Refusal::Busy { waited } => {
+                write!(f, "webhook busy: other reviews held its memory budget for {waited:?}")
+            }
             Refusal::BrokenBody(err) => write!(f, "reading the AdmissionReview body: {err}"),
         }
     }
@@ -119,5 +147,32 @@ impl IntoResponse for Refusal {
             response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_review_that_cannot_get_memory_in_time_is_busy() {
+        let limits =
+            Limits { max_body_bytes: 1024, memory_budget_bytes: 1024, body_read_timeout: Duration::from_millis(50) };
+        let admission = Admission::new(limits);
+        let hog = admission.budget.clone().try_acquire_many_owned(1000).unwrap();
+        let refusal = admission.read(&Default::default(), Body::from(vec![b'x'; 100])).await.err();
+        assert!(matches!(refusal, Some(Refusal::Busy { .. })), "{refusal:?}");
+        drop(hog);
+        let admitted = admission.read(&Default::default(), Body::from(vec![b'x'; 100])).await;
+        assert_eq!(admitted.map(|a| a.body.len()).ok(), Some(100));
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_is_too_large_and_frees_what_it_held() {
+        let limits = Limits { max_body_bytes: 10, memory_budget_bytes: 10, body_read_timeout: Duration::from_secs(1) };
+        let admission = Admission::new(limits);
+        let refusal = admission.read(&Default::default(), Body::from(vec![b'x'; 11])).await.err();
+        assert_eq!(refusal, Some(Refusal::TooLarge { limit: 10 }));
+        assert_eq!(admission.budget.available_permits(), 10);
     }
 }

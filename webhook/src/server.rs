@@ -22,8 +22,13 @@ use weft_process::excerpt;
 
 /// How long in-flight reviews may take to finish on shutdown; connections still open then are closed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How long a client may take to send a request's headers (and a TLS handshake).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait for, or take to send, a request's headers. hyper's timer also runs while a
+/// kept-alive connection waits for its next request, so it must outlast the API server's idle connections (Go's
+/// `IdleConnTimeout`, 90 s for Kubernetes clients), or it would close connections the API server is about to
+/// reuse, failing that review.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -63,7 +68,7 @@ pub async fn serve(
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
     let mut server = axum_server::Server::from_listener(listener)
-        .acceptor(RustlsAcceptor::new(tls).handshake_timeout(HEADER_READ_TIMEOUT))
+        .acceptor(RustlsAcceptor::new(tls).handshake_timeout(HANDSHAKE_TIMEOUT))
         .handle(handle);
     server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     server.serve(router(state).into_make_service()).await

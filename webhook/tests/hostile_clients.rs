@@ -83,19 +83,39 @@ async fn a_body_that_stalls_gets_408() {
 }
 
 #[tokio::test]
-async fn reviews_beyond_the_concurrency_limit_wait_for_a_slot_then_get_503() {
+async fn a_review_waits_for_memory_a_stalled_upload_holds_and_is_answered_when_it_is_freed() {
     let limits = Limits {
-        max_concurrent: 1,
-        queue_timeout: Duration::from_millis(300),
-        body_read_timeout: Duration::from_secs(5),
-        ..Limits::default()
+        max_body_bytes: 64 * 1024,
+        memory_budget_bytes: 64 * 1024,
+        body_read_timeout: Duration::from_millis(800),
     };
     let server = TestServer::start_with_limits(limits).await;
-    // One stalled upload holds the only slot.
-    let _holder = send_raw(server.addr, &server.pki.ca(), &post_head(server.addr, 1000), b"{").await;
-    let (status, body) = server.post("/validate", "{}").await;
-    assert_eq!(status.as_u16(), 503, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("busy"));
+    let mut holder = send_raw(server.addr, &server.pki.ca(), &post_head(server.addr, 60_000), &[b' '; 59_000]).await;
+    // Once the webhook holds the stalled upload's bytes, a review that needs more waits for them.
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = Instant::now();
+        let (status, _) = server.post("/validate", vec![b' '; 10_000]).await;
+        if started.elapsed() >= Duration::from_millis(300) {
+            assert_eq!(status.as_u16(), 400, "answered (the body is not JSON) once the stalled upload timed out");
+            break;
+        }
+        assert!(Instant::now() < until, "a review never waited for the memory the stalled upload holds");
+    }
+    assert_eq!(status_of(&mut holder).await, 408);
+}
+
+#[tokio::test]
+async fn clients_that_trickle_their_bodies_do_not_lock_out_real_reviews() {
+    let server = TestServer::start_with_limits(Limits::default()).await;
+    let mut tricklers = Vec::new();
+    for _ in 0..64 {
+        tricklers.push(send_raw(server.addr, &server.pki.ca(), &post_head(server.addr, 1_000_000), b"{").await);
+    }
+    let started = Instant::now();
+    let (status, _) = server.post("/validate", "{}").await;
+    assert_eq!(status.as_u16(), 400, "a real (if malformed) review is answered, not queued");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
 }
 
 /// Clients in the memory test, and how much of its body each sends before stalling.

@@ -144,8 +144,8 @@ impl StreamContext {
                 }
                 _ = closing.wait_for(|closing| *closing) => break End::Status(shutting_down()),
             };
-            if !self.send_all(node.as_ref(), responses, published_at).await {
-                break End::ClientGone;
+            if let Err(end) = self.send_all(node.as_ref(), responses, published_at).await {
+                break end;
             }
         };
         self.finish(node, end);
@@ -167,24 +167,27 @@ impl StreamContext {
         }
     }
 
-    /// Sends responses in order; false when the proxy is gone.
+    /// Sends responses in order; how the stream ends when the proxy is gone or the operator stops meanwhile (a
+    /// proxy that does not read must not keep its stream, and the operator, waiting).
     async fn send_all(
         &self,
         node: Option<&ProxyNode>,
         responses: Vec<DiscoveryResponse>,
         since: Option<std::time::Instant>,
-    ) -> bool {
+    ) -> Result<(), End> {
+        let mut closing = self.closing.clone();
         for response in responses {
             let kind = weft_xds::ResourceType::from_type_url(&response.type_url);
             tracing::debug!(proxy = ?node, type_url = %response.type_url, version = %response.version_info, "push");
-            if self.outbox.send(Ok(response)).await.is_err() {
-                return false;
+            tokio::select! {
+                sent = self.outbox.send(Ok(response)) => sent.map_err(|_| End::ClientGone)?,
+                _ = closing.wait_for(|closing| *closing) => return Err(End::Status(shutting_down())),
             }
             if let Some(kind) = kind {
                 self.metrics.push(kind, since.map(|s| s.elapsed()));
             }
         }
-        true
+        Ok(())
     }
 
     fn log_step(&self, node: Option<&ProxyNode>, answer: &Option<Answer>, ignored: Option<&str>, nacks: &mut NackLog) {
@@ -223,17 +226,22 @@ fn shutting_down() -> Status {
 }
 
 /// How a stream the client broke ends: malformed and over-size requests are answered with a short status; a
-/// client that went away is not.
+/// client that reset its stream or went away is not. Told apart by tonic's decoder messages, since an HTTP/2 reset
+/// arrives with the same codes (`INTERNAL`, `RESOURCE_EXHAUSTED`).
 fn ended_by_client(status: &Status) -> End {
-    match status.code() {
-        Code::OutOfRange | Code::ResourceExhausted => End::Status(Status::resource_exhausted(format!(
-            "request larger than the {} MiB limit",
-            MAX_REQUEST_BYTES / (1024 * 1024)
-        ))),
-        Code::Internal => {
-            End::Status(Status::invalid_argument(format!("malformed DiscoveryRequest: {}", excerpt(status.message()))))
-        }
-        _ => End::ClientGone,
+    let message = status.message();
+    let too_large = ["decoded message length too large", "size limit"].iter().any(|m| message.contains(m));
+    let malformed = ["failed to decode Protobuf message", "protocol error: received message", "Error decompressing"]
+        .iter()
+        .any(|m| message.starts_with(m));
+    if too_large && matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted) {
+        let limit = MAX_REQUEST_BYTES / (1024 * 1024);
+        End::Status(Status::resource_exhausted(format!("request larger than the {limit} MiB limit")))
+    } else if malformed && status.code() == Code::Internal {
+        End::Status(Status::invalid_argument(format!("malformed DiscoveryRequest: {}", excerpt(message))))
+    } else {
+        tracing::debug!(code = ?status.code(), reason = %excerpt(message), "ADS stream broken by the client");
+        End::ClientGone
     }
 }
 

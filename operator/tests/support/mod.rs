@@ -3,6 +3,7 @@
 // Not every test file uses every helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ads_client;
 pub mod operator_process;
 
 use std::sync::{Arc, Mutex};
@@ -79,4 +80,28 @@ pub fn empty_list(kind: &str) -> (StatusCode, Value) {
         StatusCode::OK,
         json!({"kind": format!("{kind}List"), "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}),
     )
+}
+
+/// Answers lists with empty lists, watches with an empty stream, status writes with success, and keeps the one
+/// Lease it is given.
+pub fn fake_cluster() -> impl Fn(&Recorded) -> (StatusCode, serde_json::Value) + Send + Sync + 'static {
+    let lease: Mutex<Option<serde_json::Value>> = Mutex::default();
+    move |r| {
+        let is_watch = r.has_query("watch", "true") || r.has_query("watch", "1");
+        match (&r.method, r.path.contains("/leases")) {
+            (&Method::GET, true) => match lease.lock().unwrap().clone() {
+                Some(stored) => (StatusCode::OK, stored),
+                None => status_error(404, "NotFound"),
+            },
+            (_, true) => {
+                let mut stored = r.body.clone();
+                stored["metadata"]["resourceVersion"] = json!("7");
+                *lease.lock().unwrap() = Some(stored.clone());
+                (StatusCode::OK, stored)
+            }
+            (&Method::GET, false) if is_watch => (StatusCode::OK, json!(null)),
+            (&Method::GET, false) => empty_list("Thing"),
+            _ => (StatusCode::OK, r.body.clone()),
+        }
+    }
 }

@@ -57,14 +57,7 @@ impl Operator {
 
     /// `GET path` on the metrics listener: status and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn);
-        let request = http::Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        http_get(self.metrics, path).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -81,4 +74,16 @@ impl Drop for Operator {
 
 pub fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// `GET path` on a new HTTP/1.1 connection to `address`: status and body.
+pub async fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get(path).header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
 }

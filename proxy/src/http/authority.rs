@@ -47,10 +47,16 @@ pub fn request_authority(version: Version, uri: &Uri, headers: &HeaderMap) -> Re
         }
         None => None,
     };
+    if uri.authority().is_some_and(|target| target.as_str().contains('@')) {
+        return Err(AuthorityError::InvalidHost);
+    }
+    let default_port = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
+    let same = |a: &http::uri::Authority, b: &http::uri::Authority| {
+        a.host().eq_ignore_ascii_case(b.host())
+            && a.port_u16().unwrap_or(default_port) == b.port_u16().unwrap_or(default_port)
+    };
     match (uri.authority(), host) {
-        (Some(target), Some(host)) if !target.as_str().eq_ignore_ascii_case(host.as_str()) => {
-            Err(AuthorityError::Conflict)
-        }
+        (Some(target), Some(host)) if !same(target, &host) => Err(AuthorityError::Conflict),
         (Some(target), _) => Ok(Some(target.as_str().to_string())),
         (None, Some(host)) => Ok(Some(host.as_str().to_string())),
         (None, None) if version == Version::HTTP_11 => Err(AuthorityError::MissingHost),
@@ -75,6 +81,7 @@ mod tests {
         assert_eq!(authority(Version::HTTP_11, "/x", &["reviews:9080"]), Ok(Some("reviews:9080".into())));
         assert_eq!(authority(Version::HTTP_2, "http://reviews/x", &[]), Ok(Some("reviews".into())));
         assert_eq!(authority(Version::HTTP_11, "http://a/x", &["A"]), Ok(Some("a".into())), "case is not a conflict");
+        assert_eq!(authority(Version::HTTP_11, "http://a/x", &["a:80"]), Ok(Some("a".into())), "nor the default port");
         assert_eq!(authority(Version::HTTP_10, "/x", &[]), Ok(None));
     }
 
@@ -86,6 +93,8 @@ mod tests {
         assert_eq!(authority(Version::HTTP_2, "http://reviews/x", &["evil.example"]), Err(AuthorityError::Conflict));
         assert_eq!(authority(Version::HTTP_11, "/x", &["a b"]), Err(AuthorityError::InvalidHost));
         assert_eq!(authority(Version::HTTP_11, "/x", &["user@a"]), Err(AuthorityError::InvalidHost));
+        assert_eq!(authority(Version::HTTP_2, "http://user@a/x", &[]), Err(AuthorityError::InvalidHost));
+        assert_eq!(authority(Version::HTTP_11, "http://a:8080/x", &["a"]), Err(AuthorityError::Conflict));
         assert_eq!(authority(Version::HTTP_11, "/x", &[]), Err(AuthorityError::MissingHost));
     }
 }

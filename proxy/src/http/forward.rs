@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as HttpBody, Incoming};
 
 use super::authority::request_authority;
 use super::headers::{port_of, strip_hop_by_hop};
@@ -16,6 +17,7 @@ use super::passthrough::PASSTHROUGH_CLUSTER;
 use super::timeouts::TimeoutKind;
 use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
+use crate::BoxError;
 use crate::balance::{NoEndpoints, ResponseFuture};
 use crate::config::ProxyConfig;
 use crate::config::routes::RequestInfo;
@@ -47,8 +49,17 @@ struct Call {
     deadlines: Deadlines,
 }
 
+/// What a downstream request body may be: hyper's, or one wrapped on its way in.
+pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static {}
+
+impl<B> RequestBody for B where B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static {}
+
 /// Forwards `request` by the current runtime config.
-pub async fn handle(request: Request<Incoming>, forwarder: &Forwarder, destination: Destination) -> Response<Body> {
+pub async fn handle<B: RequestBody>(
+    request: Request<B>,
+    forwarder: &Forwarder,
+    destination: Destination,
+) -> Response<Body> {
     let started = Instant::now();
     let clock = StreamClock::start();
     let runtime = forwarder.runtime.borrow().clone();
@@ -63,8 +74,8 @@ pub async fn handle(request: Request<Incoming>, forwarder: &Forwarder, destinati
 }
 
 /// Routes the request and starts it towards its upstream; everything up to the first await.
-fn dispatch(
-    request: Request<Incoming>,
+fn dispatch<B: RequestBody>(
+    request: Request<B>,
     runtime: &crate::dataplane::Runtime,
     forwarder: &Forwarder,
     destination: Destination,
@@ -151,7 +162,7 @@ fn timeout_reply(kind: TimeoutKind, clock: &StreamClock) -> LocalReply {
 
 /// The request as sent upstream: the authority it was routed by, and only that one (`:authority` for HTTP/2,
 /// a single `Host` for HTTP/1), no hop-by-hop headers.
-fn prepare(request: Request<Incoming>, authority: &str, clock: &Arc<StreamClock>) -> Request<Body> {
+fn prepare<B: RequestBody>(request: Request<B>, authority: &str, clock: &Arc<StreamClock>) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {

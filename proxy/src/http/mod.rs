@@ -13,18 +13,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 pub use forward::Destination;
 
 use crate::dataplane::Runtime;
+use crate::drain::ConnectionWatch;
 use crate::metrics::Metrics;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
@@ -49,24 +51,45 @@ impl Forwarder {
 }
 
 /// Serves one downstream connection, HTTP/1.1 or HTTP/2 with prior knowledge (detected), forwarding each request
-/// towards `destination`. The connection hears about a graceful shutdown through `watcher`.
-pub async fn serve_connection<I>(io: I, forwarder: Arc<Forwarder>, destination: Destination, watcher: Watcher)
+/// towards `destination`. The connection closes gracefully (in-flight requests finish, HTTP/2 gets GOAWAY) when
+/// the proxy drains (`watch`) or the connection has been idle for the idle timeout.
+pub async fn serve_connection<I>(io: I, forwarder: Arc<Forwarder>, destination: Destination, mut watch: ConnectionWatch)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
     let io = TimedIo::http(io, activity.clone(), forwarder.timeouts, forwarder.metrics.clone());
-    let service = service_fn(move |request| {
-        let forwarder = forwarder.clone();
-        let in_flight = activity.request_started();
-        async move {
-            let response = forward::handle(request, &forwarder, destination).await;
-            // The request stays in flight (for the idle timeout) until its response body is done.
-            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))
-        }
-    });
+    let service = {
+        let activity = activity.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let forwarder = forwarder.clone();
+            // The request is in flight (for the connection's timeouts) until its body and its response's are done.
+            let in_flight = activity.request_started();
+            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
+            async move {
+                let response = forward::handle(request, &forwarder, destination).await;
+                Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))
+            }
+        })
+    };
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(err) = watcher.watch(builder.serve_connection(TokioIo::new(io), service)).await {
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = watch.draining(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.idle_expired(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    };
+    if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::Watcher;
+use crate::drain::ConnectionWatch;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>, drain: &Dra
     }
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, watcher: Watcher) {
+async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, watcher: ConnectionWatch) {
     let Some(original) = destination_of(&stream, peer, Direction::Outbound, &forwarder.metrics) else { return };
     let mode = classify(&stream, &forwarder, original.port()).await;
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");

@@ -80,7 +80,8 @@ fn service_yaml(backend: SocketAddr) -> String {
 /// A backend answering 200 (after `x-echo-delay-ms` milliseconds); reports each request's arrival. It tells the
 /// host it saw in `x-seen-host` (`:authority` or every `Host` header, comma-separated). `x-never-answer` makes it
 /// silent; `x-stall-body` sends the head and part of the body, then nothing; `x-slow-body-ms` sends the head at
-/// once and the body that much later. It reads the whole request body before answering.
+/// once and the body that much later. It reads the whole request body before answering; with `x-answer-early`
+/// it answers at once and reads the body afterwards.
 pub struct Backend {
     pub address: SocketAddr,
     pub arrivals: mpsc::UnboundedReceiver<()>,
@@ -98,9 +99,14 @@ impl Backend {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let _ = tx.send(());
                         async move {
-                            // Like an application, read the whole request before answering.
+                            // Like an application, read the whole request before answering, or (asked to) answer
+                            // first and read it while the answer goes out.
                             let (parts, body) = request.into_parts();
-                            let _ = body.collect().await;
+                            if parts.headers.contains_key("x-answer-early") {
+                                tokio::spawn(body.collect());
+                            } else {
+                                let _ = body.collect().await;
+                            }
                             Ok::<_, Infallible>(answer(&Request::from_parts(parts, ())).await)
                         }
                     });

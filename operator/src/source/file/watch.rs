@@ -8,7 +8,7 @@
 //!   watch on its parent: the watch moves to the new directory and everything is read again. While no directory
 //!   is there, the last state stays in force.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::read::{CONFIGMAP_DATA_LINK, is_config_name, read_dir, read_file};
+use super::read::{CONFIGMAP_DATA_LINK, Reader, is_config_name};
 use super::{DirectoryState, FileSourceError, Update, as_events};
 use crate::source::{Event, Resource};
 
@@ -26,6 +26,10 @@ use crate::source::{Event, Resource};
 const SETTLE: Duration = Duration::from_millis(30);
 /// A burst that never pauses is still read this often.
 const MAX_SETTLE: Duration = Duration::from_secs(1);
+/// Whole-directory reads asked for by lost events come at most this often. A directory of more files than the
+/// inotify queue holds (16384 events by default) overflows it with the open events of the operator's own read,
+/// which would otherwise ask for the next read at once, forever.
+const MIN_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a burst of file-system events asks to read again.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -47,25 +51,34 @@ impl Pending {
         !self.replaced && !self.rescan && self.files.is_empty()
     }
 
-    /// Folds one event (of the watch on `dir` or on its parent) in. Pure.
-    pub fn add(&mut self, dir: &Path, event: &notify::Event) {
+    /// Folds one event (of the watch on `dir` or on its parent) in; whether it concerned the config. Pure.
+    pub fn add(&mut self, dir: &Path, event: &notify::Event) -> bool {
         if !changes_content(&event.kind) {
-            return;
+            return false;
         }
+        let mut relevant = false;
         if event.need_rescan() || event.paths.is_empty() {
             self.rescan = true;
+            relevant = true;
         }
         for path in &event.paths {
             if path == dir {
                 self.replaced = true;
-            } else if path.parent() == Some(dir) {
-                if path.file_name().is_some_and(|n| n == CONFIGMAP_DATA_LINK) {
-                    self.rescan = true;
-                } else if is_config_name(path) {
-                    self.files.insert(path.clone());
-                }
+            } else if path.parent() == Some(dir) && path.file_name().is_some_and(|n| n == CONFIGMAP_DATA_LINK) {
+                self.rescan = true;
+            } else if path.parent() == Some(dir) && is_config_name(path) {
+                self.files.insert(path.clone());
+            } else {
+                continue;
             }
+            relevant = true;
         }
+        relevant
+    }
+
+    /// Only a whole-directory read because events were lost (no file named, no replacement).
+    fn only_lost_events(&self) -> bool {
+        self.rescan && !self.replaced && self.files.is_empty()
     }
 }
 
@@ -99,11 +112,16 @@ pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>, reads: Co
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|source| FileSourceError::Watch { dir: dir.clone(), source })?;
-    let mut state = DirectoryState::default();
+    let mut follower =
+        Follower { dir: dir.clone(), watcher, state: DirectoryState::default(), reader: Reader::default(), reads };
     let mut last_sent: Option<Vec<Resource>> = None;
     let mut pending = Pending::everything();
+    let mut last_full_read = Instant::now();
     loop {
-        if let Some(update) = read_pending(&dir, &pending, &mut watcher, &mut state, &reads) {
+        if pending.rescan || pending.replaced {
+            last_full_read = Instant::now();
+        }
+        if let Some(update) = follower.read(&pending) {
             report(&update);
             if last_sent.as_ref() != Some(&update.resources) {
                 if events.send(as_events(&update.resources)).await.is_err() {
@@ -116,37 +134,47 @@ pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>, reads: Co
             Some(next) => pending = next,
             None => return Ok(()),
         }
+        if pending.only_lost_events() {
+            tokio::time::sleep_until(last_full_read + MIN_RESCAN_INTERVAL).await;
+        }
     }
 }
 
-/// Reads what `pending` names; `None` when the directory cannot be read (the last state stays).
-fn read_pending(
-    dir: &Path,
-    pending: &Pending,
-    watcher: &mut RecommendedWatcher,
-    state: &mut DirectoryState,
-    reads: &Counter,
-) -> Option<Update> {
-    if pending.replaced {
-        // The old watch follows the old directory wherever it went; drop it and watch what is there now.
-        let _ = watcher.unwatch(dir);
-        if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %dir.display(), error = %err, "config directory replaced and not (yet) readable; keeping the last state");
-            return None;
-        }
-        tracing::info!(dir = %dir.display(), "config directory replaced; reading it again");
-    }
-    if pending.replaced || pending.rescan {
-        return match read_dir(dir, reads) {
-            Ok(contents) => Some(state.update(&contents)),
-            Err(err) => {
-                tracing::warn!(dir = %dir.display(), error = %err, "cannot read the config directory; keeping the last state");
-                None
+/// The directory being followed and what has been read of it.
+struct Follower {
+    dir: PathBuf,
+    watcher: RecommendedWatcher,
+    state: DirectoryState,
+    reader: Reader,
+    reads: Counter,
+}
+
+impl Follower {
+    /// Reads what `pending` names; `None` when the directory cannot be read (the last state stays).
+    fn read(&mut self, pending: &Pending) -> Option<Update> {
+        let dir = &self.dir;
+        if pending.replaced {
+            // The old watch follows the old directory wherever it went; drop it and watch what is there now.
+            let _ = self.watcher.unwatch(dir);
+            if let Err(err) = self.watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %err, "config directory replaced and not (yet) readable; keeping the last state");
+                return None;
             }
+            tracing::info!(dir = %dir.display(), "config directory replaced; reading it again");
+        }
+        let changes = if pending.replaced || pending.rescan {
+            match self.reader.changed_in(dir, &self.reads) {
+                Ok(changes) => changes,
+                Err(err) => {
+                    tracing::warn!(dir = %dir.display(), error = %err, "cannot read the config directory; keeping the last state");
+                    return None;
+                }
+            }
+        } else {
+            self.reader.files(pending.files.iter().cloned(), &self.reads)
         };
+        Some(self.state.update_files(&changes))
     }
-    let changes: BTreeMap<PathBuf, _> = pending.files.iter().map(|p| (p.clone(), read_file(p, reads))).collect();
-    Some(state.update_files(&changes))
 }
 
 /// Waits for the next burst of events that asks for a read; `None` once the watcher is gone.
@@ -160,21 +188,23 @@ async fn next_change(
         Err(err) => {
             tracing::warn!(error = %err, "file watch error; reading the whole config directory");
             pending.rescan = true;
+            true
         }
     };
     loop {
         let first = changed.recv().await?;
-        add(first, &mut pending);
-        // Let the rest of a burst arrive, then read once.
+        if !add(first, &mut pending) {
+            continue;
+        }
+        // Let the rest of a burst arrive (events about other files of the parent do not prolong it), then read once.
         let give_up = Instant::now() + MAX_SETTLE;
-        while let Ok(Some(event)) =
-            tokio::time::timeout(SETTLE.min(give_up.saturating_duration_since(Instant::now())), changed.recv()).await
-        {
-            add(event, &mut pending);
+        let mut quiet_until = Instant::now() + SETTLE;
+        while let Ok(Some(event)) = tokio::time::timeout_at(quiet_until.min(give_up), changed.recv()).await {
+            if add(event, &mut pending) {
+                quiet_until = Instant::now() + SETTLE;
+            }
         }
-        if !pending.is_empty() {
-            return Some(pending);
-        }
+        return Some(pending);
     }
 }
 
@@ -203,7 +233,9 @@ mod tests {
 
     fn pending(events: &[notify::Event]) -> Pending {
         let mut pending = Pending::default();
-        events.iter().for_each(|e| pending.add(Path::new("/etc/mesh"), e));
+        for event in events {
+            pending.add(Path::new("/etc/mesh"), event);
+        }
         pending
     }
 

@@ -1,7 +1,8 @@
 //! Connection-level timeouts, kept by the downstream connection's I/O itself ([`TimedIo`]) so they cost nothing
 //! per request: the HTTP/1 request-header timeout (armed by the first byte of a request, answered `408`) and the
-//! idle timeout (no request in flight and no bytes either way). The HTTP service tells the I/O when requests
-//! start and end through the shared [`Activity`].
+//! idle timeout (no request in flight and no bytes either way; the connection then closes gracefully, with GOAWAY
+//! for HTTP/2, see [`Activity::idle_expired`]). The HTTP service tells the I/O when requests start and end through
+//! the shared [`Activity`]: a request is in flight until both its body and its response's body are done.
 //!
 //! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection waits for its next
 //! request, and it closes the connection without a response.
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::{TimeoutKind, Timeouts};
@@ -36,6 +38,8 @@ pub struct Activity {
     started: AtomicU64,
     /// The I/O waiting for the connection to fall idle.
     idle_waiter: AtomicWaker,
+    /// Told once the idle timeout has passed.
+    idle: Notify,
 }
 
 impl Activity {
@@ -46,6 +50,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             idle_waiter: AtomicWaker::new(),
+            idle: Notify::new(),
         })
     }
 
@@ -57,11 +62,18 @@ impl Activity {
         self.base + Duration::from_nanos(self.last_io.load(Ordering::Relaxed)) + limit
     }
 
-    /// A request was received; it is in flight until the returned guard is dropped (with its response body).
+    /// A request was received; it is in flight until the returned guard and all its clones are dropped (held by
+    /// the request's body and its response's body).
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight { _guard: Arc::new(RequestGuard(self.clone())) }
+    }
+
+    /// Completes when the connection has had no request and no bytes for the idle timeout: time to close it
+    /// gracefully.
+    pub async fn idle_expired(&self) {
+        self.idle.notified().await;
     }
 
     fn busy(&self) -> bool {
@@ -80,11 +92,16 @@ impl Activity {
     }
 }
 
-/// A request in flight on a connection; dropping it ends the request.
-#[derive(Debug)]
-pub struct InFlight(Arc<Activity>);
+/// A request in flight on a connection; dropping the last clone ends the request.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    _guard: Arc<RequestGuard>,
+}
 
-impl Drop for InFlight {
+#[derive(Debug)]
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
@@ -117,6 +134,8 @@ pub struct TimedIo<I> {
     header_timer: Option<(u64, Pin<Box<Sleep>>)>,
     idle_timer: Option<Pin<Box<Sleep>>>,
     expired: bool,
+    /// The last write could not complete: the client is not reading, and hyper may still hold part of a response.
+    write_blocked: bool,
 }
 
 impl<I> TimedIo<I> {
@@ -150,11 +169,24 @@ impl<I> TimedIo<I> {
             header_timer: None,
             idle_timer: None,
             expired: false,
+            write_blocked: false,
+        }
+    }
+
+    fn on_write(&mut self, result: &Poll<io::Result<usize>>) {
+        self.write_blocked = result.is_pending();
+        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
         }
     }
 
     fn on_read(&mut self, bytes: &[u8]) {
         self.activity.touch();
+        // Blank lines between requests are allowed (RFC 9112 section 2.2) and start nothing.
+        let bytes = bytes.trim_ascii_start();
+        if bytes.is_empty() {
+            return;
+        }
         if self.protocol == Protocol::Unknown {
             self.detect_protocol(bytes);
         }
@@ -200,13 +232,21 @@ impl<I> TimedIo<I> {
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
-        timer.as_mut().poll(cx).is_ready().then_some(TimeoutKind::Idle)
+        if timer.as_mut().poll(cx).is_ready() {
+            self.timeouts.idle = None;
+            return Some(TimeoutKind::Idle);
+        }
+        None
     }
 }
 
 impl<I: AsyncWrite + Unpin> TimedIo<I> {
-    /// Writes the `408` without waiting: a client too slow to send its headers may be too slow to read this.
+    /// Writes the `408` without waiting: a client too slow to send its headers may be too slow to read this. Not
+    /// when an earlier write is stuck: the rest of the previous response may still be on its way.
     fn reply_request_timeout(&mut self, cx: &mut Context<'_>) {
+        if self.write_blocked {
+            return;
+        }
         let mut rest = REQUEST_HEADERS_TIMEOUT_REPLY;
         while !rest.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, rest) {
@@ -237,11 +277,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
             Poll::Pending => match this.poll_timers(cx) {
                 None => Poll::Pending,
                 Some(kind) => {
-                    if kind == TimeoutKind::RequestHeaders {
-                        this.reply_request_timeout(cx);
-                    }
                     this.metrics.timeout(this.direction, kind);
                     tracing::debug!(timeout = kind.as_str(), "closing downstream connection");
+                    if kind == TimeoutKind::Idle {
+                        // Closed gracefully by the connection's owner (HTTP/2 gets GOAWAY).
+                        this.activity.idle.notify_one();
+                        return Poll::Pending;
+                    }
+                    this.reply_request_timeout(cx);
                     this.expired = true;
                     Poll::Ready(Ok(()))
                 }
@@ -254,9 +297,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.on_write(&result);
         result
     }
 
@@ -267,9 +308,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.touch();
-        }
+        this.on_write(&result);
         result
     }
 
@@ -286,22 +325,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
     }
 }
 
-/// A response body that keeps its request in flight (see [`Activity::request_started`]) until it is done or
-/// dropped.
-pub struct InFlightBody {
-    inner: crate::http::Body,
+/// A request's or response's body that keeps its request in flight (see [`Activity::request_started`]) until it
+/// is done or dropped.
+pub struct InFlightBody<B> {
+    inner: B,
     _in_flight: InFlight,
 }
 
-impl InFlightBody {
-    pub fn new(inner: crate::http::Body, in_flight: InFlight) -> Self {
+impl<B> InFlightBody<B> {
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
         Self { inner, _in_flight: in_flight }
     }
 }
 
-impl hyper::body::Body for InFlightBody {
-    type Data = bytes::Bytes;
-    type Error = crate::BoxError;
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,

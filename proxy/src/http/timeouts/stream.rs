@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -29,7 +30,10 @@ pub struct StreamClock {
     base: Instant,
     last: AtomicU64,
     request_done: AtomicU64,
+    /// Wakes the wait for the response head when the request ends (the route timeout starts then).
     done: Notify,
+    /// Wakes a response body already flowing when the request ends, for the same reason.
+    done_waker: AtomicWaker,
 }
 
 impl StreamClock {
@@ -39,6 +43,7 @@ impl StreamClock {
             last: AtomicU64::new(0),
             request_done: AtomicU64::new(NOT_YET),
             done: Notify::new(),
+            done_waker: AtomicWaker::new(),
         })
     }
 
@@ -53,6 +58,7 @@ impl StreamClock {
     fn mark_request_done(&self) {
         if self.request_done.compare_exchange(NOT_YET, self.now(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             self.done.notify_one();
+            self.done_waker.wake();
         }
     }
 
@@ -94,8 +100,9 @@ pub async fn response_head<T>(
 ) -> Result<T, TimeoutKind> {
     let mut head = std::pin::pin!(head);
     loop {
-        let next = deadlines.next(clock);
+        // In this order: a request ending in between leaves a stored notification, never a missed deadline.
         let waits_for_request = deadlines.route.is_some() && !clock.request_is_done();
+        let next = deadlines.next(clock);
         tokio::select! {
             result = &mut head => return Ok(result),
             () = sleep_until(next.map(|(at, _)| at)) => {
@@ -161,6 +168,10 @@ impl<B: HttpBody> Clocked<B> {
     /// For a response: whether a deadline has passed while the body waits; arms the timer otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<TimeoutKind> {
         let Role::Response { deadlines, timer, on_timeout } = &mut self.role else { return None };
+        if deadlines.route.is_some() && !self.clock.request_is_done() {
+            // The route timeout starts when the request ends, which may be after the response started.
+            self.clock.done_waker.register(cx.waker());
+        }
         let (at, kind) = deadlines.next(&self.clock)?;
         let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         if timer.deadline() != at {
@@ -270,6 +281,32 @@ mod tests {
         assert_eq!(err.to_string(), "stream_idle timeout while streaming");
         assert_eq!(*fired.lock().unwrap(), [TimeoutKind::StreamIdle]);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_route_timeout_starts_when_a_request_ends_after_its_response_began() {
+        let clock = StreamClock::start();
+        let deadlines = Deadlines { stream_idle: None, route: Some(Duration::from_secs(2)) };
+        let (upload_tx, upload_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        let mut upload =
+            Clocked::request(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(upload_rx)), clock.clone());
+        let (_download_tx, download_rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(1);
+        let mut download = Clocked::response(
+            StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(download_rx)),
+            clock.clone(),
+            deadlines,
+            |_| {},
+        );
+        let started = Instant::now();
+        let downloading = tokio::spawn(async move { download.frame().await.map(|f| f.map(|_| ())) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!downloading.is_finished(), "no route deadline before the request ends");
+        drop(upload_tx);
+        assert!(upload.frame().await.is_none());
+        let err = downloading.await.unwrap().unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "route timeout while streaming");
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "3 s until the request ended, then 2 s");
     }
 
     #[tokio::test]
