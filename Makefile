@@ -1,7 +1,7 @@
 # Weft developer commands. `make demo` and `make test` are the two documented entry points.
 CARGO ?= cargo
 
-.PHONY: demo test build lint deps bench crds golden clean images chart-check helm e2e e2e-cluster e2e-kind
+.PHONY: demo test build lint deps bench bench-scale crds golden clean images chart-check helm e2e e2e-cluster e2e-kind
 
 # Where cargo puts binaries (honours CARGO_TARGET_DIR). demo and bench run what `build` made: `cargo run -p` would
 # resolve features for one package only and silently recompile shared crates first.
@@ -29,6 +29,12 @@ deps:
 bench:
 	$(CARGO) build --release --workspace --bins
 	@"$(TARGET_DIR)/release/weft-bench"
+
+## bench-scale: control-plane cost as the mesh grows (S Services x P proxies), release build; BENCH_SCALE_ARGS to narrow
+BENCH_SCALE_ARGS ?=
+bench-scale:
+	$(CARGO) build --release --workspace --bins
+	@"$(TARGET_DIR)/release/weft-scale" $(BENCH_SCALE_ARGS)
 
 ## crds: regenerate crds/manifests and the weft-crds chart's templates from the Rust types
 crds:

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::health::{self, HealthState};
-use crate::index::{Index, Snapshot};
+use crate::index::Index;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::source::kube::{Scope, SyncTracker};
@@ -19,17 +19,7 @@ use crate::source::{Event, file};
 use crate::status::writer;
 use crate::xds::AdsServer;
 
-/// A snapshot and when it was published (push latency is measured from here).
-#[derive(Debug)]
-pub struct Published {
-    pub snapshot: Snapshot,
-    pub at: Instant,
-}
-
-/// The current snapshot; `None` until the sources have delivered their first complete state, so a restarting
-/// operator never pushes an empty config over a proxy's good one.
-pub type SnapshotReceiver = watch::Receiver<Option<Arc<Published>>>;
-pub type SnapshotSender = watch::Sender<Option<Arc<Published>>>;
+pub use crate::index::published::{Published, SnapshotReceiver, SnapshotSender};
 
 /// How bursts of changes are batched into one snapshot: a snapshot is built once no event has arrived for
 /// `quiet`, or `max_delay` after the first event of the burst, whichever is first.
@@ -92,7 +82,8 @@ pub async fn run_index(
                 "new snapshot"
             );
             metrics.snapshot_built();
-            snapshots.send_replace(Some(Arc::new(Published { snapshot, at: Instant::now() })));
+            let published = Published::next(snapshot, snapshots.borrow().as_deref(), Instant::now());
+            snapshots.send_replace(Some(Arc::new(published)));
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct Metrics {
     registry: Registry,
     connected_proxies: Gauge,
     pushes: Family<TypeLabel, Counter>,
+    push_bytes: Family<TypeLabel, Counter>,
     push_latency: Histogram,
     nacks: Family<TypeLabel, Counter>,
     reconcile_errors: Family<KindLabel, Counter>,
@@ -53,6 +54,7 @@ impl Metrics {
         let metrics = Self {
             connected_proxies: Gauge::default(),
             pushes: Family::default(),
+            push_bytes: Family::default(),
             // 1 ms .. ~16 s
             push_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             nacks: Family::default(),
@@ -65,6 +67,11 @@ impl Metrics {
         };
         registry.register("connected_proxies", "Proxies with an open ADS stream", metrics.connected_proxies.clone());
         registry.register("xds_pushes", "xDS responses sent, by type", metrics.pushes.clone());
+        registry.register(
+            "xds_pushed_bytes",
+            "Encoded size of the xDS responses sent, by type",
+            metrics.push_bytes.clone(),
+        );
         registry.register(
             "xds_push_latency_seconds",
             "From a new snapshot to the push it caused reaching a proxy's stream",
@@ -102,9 +109,11 @@ impl Metrics {
         self.connected_proxies.dec();
     }
 
-    /// A response sent; `latency` when a new snapshot caused it (not when a proxy's request did).
-    pub fn push(&self, kind: ResourceType, latency: Option<Duration>) {
-        self.pushes.get_or_create(&TypeLabel { r#type: kind.short_name().into() }).inc();
+    /// A response of `bytes` sent; `latency` when a new snapshot caused it (not when a proxy's request did).
+    pub fn push(&self, kind: ResourceType, bytes: usize, latency: Option<Duration>) {
+        let label = TypeLabel { r#type: kind.short_name().into() };
+        self.pushes.get_or_create(&label).inc();
+        self.push_bytes.get_or_create(&label).inc_by(bytes as u64);
         if let Some(latency) = latency {
             self.push_latency.observe(latency.as_secs_f64());
         }

@@ -1,45 +1,70 @@
 //! Endpoints of a Service port, as the Kubernetes endpoint controller defines them: from the Service's
 //! EndpointSlices when it has any, otherwise from the ready Pods its selector matches.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::snapshot::{EndpointModel, ServicePortModel, labels_of, namespace_of};
+use super::snapshot::{EndpointModel, ServicePortModel, labels_of};
+use crate::source::DEFAULT_NAMESPACE;
 
 /// The label the endpoint-slice controller puts on every slice of a Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Pods and EndpointSlices grouped for lookups, built once per snapshot: without it every Service would scan
+/// every pod and slice of the mesh, and snapshots would cost S x pods.
+#[derive(Default)]
+pub(super) struct EndpointSources<'a> {
+    /// `(namespace, label key, label value)` -> pods carrying that label.
+    pods_by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
+    /// `(namespace, pod name)` -> pod.
+    pods_by_name: HashMap<(&'a str, &'a str), &'a Pod>,
+    /// `(namespace, Service name)` -> the Service's slices.
+    slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> EndpointSources<'a> {
+    pub(super) fn new(pods: &[&'a Pod], slices: &[&'a EndpointSlice]) -> Self {
+        let mut sources = Self::default();
+        for pod in pods {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            sources.pods_by_name.insert((namespace, pod.metadata.name.as_deref().unwrap_or_default()), pod);
+            for (key, value) in pod.metadata.labels.iter().flatten() {
+                sources.pods_by_label.entry((namespace, key, value)).or_default().push(pod);
+            }
+        }
+        for slice in slices {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            if let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                sources.slices_by_service.entry((namespace, service)).or_default().push(slice);
+            }
+        }
+        sources
+    }
+
+    /// The pods of `namespace` that `selector` (not empty) matches.
+    fn selected(&self, namespace: &str, selector: &BTreeMap<String, String>) -> Vec<&'a Pod> {
+        let Some((key, value)) = selector.iter().next() else { return Vec::new() };
+        let candidates = self.pods_by_label.get(&(namespace, key.as_str(), value.as_str()));
+        candidates.into_iter().flatten().copied().filter(|p| selects(selector, p)).collect()
+    }
+}
 
 pub(super) fn service_ports(
     service: &Service,
     namespace: &str,
     name: &str,
-    pods: &[&Pod],
-    slices: &[&EndpointSlice],
+    sources: &EndpointSources<'_>,
 ) -> Vec<ServicePortModel> {
     let Some(spec) = &service.spec else { return Vec::new() };
-    let own_slices: Vec<&EndpointSlice> = slices
-        .iter()
-        .copied()
-        .filter(|s| namespace_of(&s.metadata.namespace) == namespace)
-        .filter(|s| s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).is_some_and(|n| n == name))
-        .collect();
+    let own_slices = sources.slices_by_service.get(&(namespace, name)).map(Vec::as_slice).unwrap_or_default();
     let selected_pods: Vec<&Pod> = match &spec.selector {
-        Some(selector) if !selector.is_empty() => pods
-            .iter()
-            .copied()
-            .filter(|p| namespace_of(&p.metadata.namespace) == namespace && selects(selector, p))
-            .collect(),
+        Some(selector) if !selector.is_empty() => sources.selected(namespace, selector),
         _ => Vec::new(),
     };
-    let pods_in_namespace: BTreeMap<String, &Pod> = pods
-        .iter()
-        .filter(|p| namespace_of(&p.metadata.namespace) == namespace)
-        .map(|p| (p.metadata.name.clone().unwrap_or_default(), *p))
-        .collect();
     spec.ports
         .iter()
         .flatten()
@@ -49,7 +74,7 @@ pub(super) fn service_ports(
             let endpoints = if own_slices.is_empty() {
                 endpoints_from_pods(port, &selected_pods)
             } else {
-                endpoints_from_slices(port, &own_slices, &pods_in_namespace)
+                endpoints_from_slices(port, own_slices, |pod| sources.pods_by_name.get(&(namespace, pod)).copied())
             };
             Some(ServicePortModel { name: port.name.clone().unwrap_or_default(), port: number, endpoints })
         })
@@ -61,10 +86,10 @@ fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
     selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-fn endpoints_from_slices(
+fn endpoints_from_slices<'a>(
     port: &ServicePort,
     slices: &[&EndpointSlice],
-    pods: &BTreeMap<String, &Pod>,
+    pod_named: impl Fn(&str) -> Option<&'a Pod>,
 ) -> Vec<EndpointModel> {
     let wanted_name = port.name.clone().unwrap_or_default();
     let mut endpoints = BTreeSet::new();
@@ -85,8 +110,8 @@ fn endpoints_from_slices(
                 .target_ref
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| pods.get(r.name.as_deref().unwrap_or_default()))
-                .map(|p| labels_of(p))
+                .and_then(|r| pod_named(r.name.as_deref().unwrap_or_default()))
+                .map(labels_of)
                 .unwrap_or_default();
             for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
                 endpoints.insert(EndpointModel { address, port: number, ready, labels: labels.clone() });

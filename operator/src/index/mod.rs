@@ -1,6 +1,7 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
 mod endpoints;
+pub mod published;
 pub mod snapshot;
 
 use std::collections::BTreeMap;

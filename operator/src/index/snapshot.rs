@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 use weft_xds::CLUSTER_DOMAIN;
 
-use super::endpoints::service_ports;
+use super::endpoints::{EndpointSources, service_ports};
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
 /// Everything translation needs, at one instant.
@@ -25,6 +24,10 @@ pub struct Snapshot {
     pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
+    /// Host FQDN -> position of the first VirtualService naming it; translation looks a rule up per Service.
+    vs_by_host: BTreeMap<String, usize>,
+    /// Host FQDN -> position of the first DestinationRule for it.
+    dr_by_host: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,12 +103,44 @@ impl Snapshot {
 
     /// The DestinationRule for a Service FQDN, if any (the first in namespace/name order).
     pub fn destination_rule(&self, fqdn: &str) -> Option<&DestinationRuleModel> {
-        self.destination_rules.iter().find(|dr| dr.host == fqdn)
+        self.dr_by_host.get(fqdn).and_then(|&i| self.destination_rules.get(i))
     }
 
     /// The VirtualService that routes a Service FQDN, if any (the first in namespace/name order).
     pub fn virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
-        self.virtual_services.iter().find(|vs| vs.hosts.iter().any(|h| h == fqdn))
+        self.vs_by_host.get(fqdn).and_then(|&i| self.virtual_services.get(i))
+    }
+
+    /// Whether translation would give the same config for both: everything but what only status reports (the
+    /// objects' current status and generation, rejections). Status written back by the operator itself then
+    /// costs no translation.
+    pub fn same_config(&self, other: &Snapshot) -> bool {
+        let vs = |a: &VirtualServiceModel, b: &VirtualServiceModel| {
+            (&a.namespace, &a.name, &a.hosts, &a.spec) == (&b.namespace, &b.name, &b.hosts, &b.spec)
+        };
+        let dr = |a: &DestinationRuleModel, b: &DestinationRuleModel| {
+            (&a.namespace, &a.name, &a.host, &a.spec) == (&b.namespace, &b.name, &b.host, &b.spec)
+        };
+        self.services == other.services
+            && self.pod_labels == other.pod_labels
+            && self.virtual_services.len() == other.virtual_services.len()
+            && self.virtual_services.iter().zip(&other.virtual_services).all(|(a, b)| vs(a, b))
+            && self.destination_rules.len() == other.destination_rules.len()
+            && self.destination_rules.iter().zip(&other.destination_rules).all(|(a, b)| dr(a, b))
+    }
+
+    /// Fills the host lookups; called once the lists are final.
+    fn index_hosts(&mut self) {
+        self.vs_by_host.clear();
+        for (i, vs) in self.virtual_services.iter().enumerate() {
+            for host in &vs.hosts {
+                self.vs_by_host.entry(host.clone()).or_insert(i);
+            }
+        }
+        self.dr_by_host.clear();
+        for (i, dr) in self.destination_rules.iter().enumerate() {
+            self.dr_by_host.entry(dr.host.clone()).or_insert(i);
+        }
     }
 }
 
@@ -132,8 +167,9 @@ pub fn build<'a>(
             Resource::DestinationRule(d) => destination_rules.push(d),
         }
     }
+    let sources = EndpointSources::new(&pods, &slices);
     let mut snapshot = Snapshot {
-        services: services.iter().map(|s| service_model(s, &pods, &slices)).map(|m| (m.fqdn(), m)).collect(),
+        services: services.iter().map(|s| service_model(s, &sources)).map(|m| (m.fqdn(), m)).collect(),
         pod_labels: pods
             .iter()
             .map(|p| (format!("{}/{}", namespace_of(&p.metadata.namespace), name_of(&p.metadata.name)), labels_of(p)))
@@ -169,13 +205,14 @@ pub fn build<'a>(
             }
         })
         .collect();
+    snapshot.index_hosts();
     snapshot
 }
 
-fn service_model(service: &Service, pods: &[&Pod], slices: &[&EndpointSlice]) -> ServiceModel {
+fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {
     let namespace = namespace_of(&service.metadata.namespace);
     let name = name_of(&service.metadata.name);
-    ServiceModel { ports: service_ports(service, &namespace, &name, pods, slices), name, namespace }
+    ServiceModel { ports: service_ports(service, &namespace, &name, sources), name, namespace }
 }
 
 pub(super) fn namespace_of(namespace: &Option<String>) -> String {

@@ -1,4 +1,6 @@
 //! Translation: `(&Snapshot, &ProxyNode) -> ProxyResources`, the xDS v3 resources one proxy should hold. Pure.
+//! What does not depend on the proxy ([`shared`]: clusters, endpoints, listeners) is apart from what depends on
+//! its namespace ([`routes_for`]: the short-name domains), so the ADS server translates each once per snapshot.
 //!
 //! Per Service port: a cluster `outbound|PORT||HOST` plus one per DestinationRule subset, each with an EDS
 //! assignment; per port: a listener `0.0.0.0_PORT` whose HTTP connection manager takes routes from RDS config
@@ -31,14 +33,32 @@ pub struct ProxyResources {
 
 /// The resources for one proxy.
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
+    let SharedResources { clusters, endpoints, listeners } = shared(snapshot);
+    ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace) }
+}
+
+/// The resources every proxy gets alike.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedResources {
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub listeners: Vec<Listener>,
+}
+
+/// Clusters, endpoints and listeners: the same for every proxy.
+pub fn shared(snapshot: &Snapshot) -> SharedResources {
     let (clusters, endpoints) = clusters::build(snapshot);
-    let ports: BTreeSet<u16> = snapshot.services.values().flat_map(|s| s.ports.iter().map(|p| p.port)).collect();
-    ProxyResources {
-        clusters,
-        endpoints,
-        listeners: ports.iter().map(|&port| listeners::outbound(port)).collect(),
-        routes: ports.iter().map(|&port| routes::route_configuration(snapshot, proxy, port)).collect(),
-    }
+    let listeners = ports(snapshot).into_iter().map(listeners::outbound).collect();
+    SharedResources { clusters, endpoints, listeners }
+}
+
+/// The route configurations of proxies in `namespace`.
+pub fn routes_for(snapshot: &Snapshot, namespace: &str) -> Vec<RouteConfiguration> {
+    ports(snapshot).into_iter().map(|port| routes::route_configuration(snapshot, namespace, port)).collect()
+}
+
+fn ports(snapshot: &Snapshot) -> BTreeSet<u16> {
+    snapshot.services.values().flat_map(|s| s.ports.iter().map(|p| p.port)).collect()
 }
 
 /// "Get this resource over the ADS stream itself."

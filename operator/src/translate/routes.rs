@@ -10,19 +10,19 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::duration::parse_duration;
 use weft_crds::virtual_service::StringMatchKind;
 use weft_crds::{HttpMatchRequest, HttpRoute, StringMatch};
-use weft_xds::{ProxyNode, cluster_name, route_config_name};
+use weft_xds::{cluster_name, route_config_name};
 
 use super::duration;
 use crate::index::{ServiceModel, Snapshot, VirtualServiceModel};
 
-pub(super) fn route_configuration(snapshot: &Snapshot, proxy: &ProxyNode, port: u16) -> RouteConfiguration {
+pub(super) fn route_configuration(snapshot: &Snapshot, namespace: &str, port: u16) -> RouteConfiguration {
     let virtual_hosts = snapshot
         .services
         .values()
         .filter(|service| service.port(port).is_some())
         .map(|service| VirtualHost {
             name: format!("{}:{port}", service.fqdn()),
-            domains: domains(service, port, proxy),
+            domains: domains(service, port, namespace),
             routes: match snapshot.virtual_service(&service.fqdn()) {
                 Some(vs) => vs
                     .spec
@@ -52,15 +52,15 @@ pub(super) fn route_configuration(snapshot: &Snapshot, proxy: &ProxyNode, port: 
     RouteConfiguration { name: route_config_name(port), virtual_hosts, ..Default::default() }
 }
 
-/// Every name a client in `proxy`'s namespace may use for the Service, with and without the port. The bare short
-/// name only resolves (through DNS search paths) inside the Service's own namespace, so only there is it added.
-fn domains(service: &ServiceModel, port: u16, proxy: &ProxyNode) -> Vec<String> {
+/// Every name a client in `namespace` may use for the Service, with and without the port. The bare short name
+/// only resolves (through DNS search paths) inside the Service's own namespace, so only there is it added.
+fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     let mut names = vec![
         service.fqdn(),
         format!("{}.{}.svc", service.name, service.namespace),
         format!("{}.{}", service.name, service.namespace),
     ];
-    if service.namespace == proxy.namespace {
+    if service.namespace == namespace {
         names.push(service.name.clone());
     }
     names.iter().flat_map(|n| [n.clone(), format!("{n}:{port}")]).collect()

@@ -2,6 +2,7 @@
 
 pub mod resources;
 pub mod server;
+pub mod shared;
 pub mod stream;
 
 pub use server::AdsServer;

@@ -1,37 +1,92 @@
-//! A proxy's resources encoded for the wire: per type, resource name -> `Any`.
+//! A proxy's resources encoded for the wire: per type, resource name -> `Any`, with the type's version and a
+//! digest of its names computed once. Types are shared (`Arc`) by every proxy that holds the same resources, so a
+//! snapshot is encoded once per namespace, not once per proxy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 use weft_xds::{ResourceType, pack};
 
-use crate::translate::ProxyResources;
+use crate::translate::{ProxyResources, SharedResources};
 
 /// Resource name -> packed resource, for one type.
 pub type ResourceMap = BTreeMap<String, Any>;
 
+/// One type's resources, ready to send.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TypeResources {
+    pub map: ResourceMap,
+    /// Changes exactly when the content does.
+    pub version: String,
+    /// Digest of the names: a subscription naming exactly these gets the whole map (see [`names_digest`]).
+    pub names: u64,
+}
+
+impl TypeResources {
+    pub fn new(map: ResourceMap) -> Arc<Self> {
+        let version = version_of(&map);
+        let names = names_digest(map.keys());
+        Arc::new(Self { map, version, names })
+    }
+}
+
 /// Everything a proxy should hold, by type.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EncodedResources {
-    pub by_type: BTreeMap<ResourceType, ResourceMap>,
+    pub by_type: BTreeMap<ResourceType, Arc<TypeResources>>,
 }
 
-impl From<&ProxyResources> for EncodedResources {
-    fn from(r: &ProxyResources) -> Self {
-        let mut by_type = BTreeMap::new();
-        by_type.insert(ResourceType::Cluster, r.clusters.iter().map(|c| (c.name.clone(), pack(c))).collect());
-        by_type.insert(ResourceType::Endpoint, r.endpoints.iter().map(|e| (e.cluster_name.clone(), pack(e))).collect());
-        by_type.insert(ResourceType::Listener, r.listeners.iter().map(|l| (l.name.clone(), pack(l))).collect());
-        by_type.insert(ResourceType::Route, r.routes.iter().map(|x| (x.name.clone(), pack(x))).collect());
-        Self { by_type }
+/// The encoded form of [`SharedResources`]: the types every proxy shares.
+#[derive(Debug, Clone)]
+pub struct EncodedShared {
+    clusters: Arc<TypeResources>,
+    endpoints: Arc<TypeResources>,
+    listeners: Arc<TypeResources>,
+}
+
+impl From<&SharedResources> for EncodedShared {
+    fn from(r: &SharedResources) -> Self {
+        Self {
+            clusters: TypeResources::new(r.clusters.iter().map(|c| (c.name.clone(), pack(c))).collect()),
+            endpoints: TypeResources::new(r.endpoints.iter().map(|e| (e.cluster_name.clone(), pack(e))).collect()),
+            listeners: TypeResources::new(r.listeners.iter().map(|l| (l.name.clone(), pack(l))).collect()),
+        }
     }
 }
 
 impl EncodedResources {
-    pub fn of_type(&self, kind: ResourceType) -> Option<&ResourceMap> {
+    /// The shared types plus one namespace's routes.
+    pub fn assemble(shared: &EncodedShared, routes: Arc<TypeResources>) -> Self {
+        let by_type = BTreeMap::from([
+            (ResourceType::Cluster, shared.clusters.clone()),
+            (ResourceType::Endpoint, shared.endpoints.clone()),
+            (ResourceType::Listener, shared.listeners.clone()),
+            (ResourceType::Route, routes),
+        ]);
+        Self { by_type }
+    }
+
+    pub fn of_type(&self, kind: ResourceType) -> Option<&Arc<TypeResources>> {
         self.by_type.get(&kind)
     }
+}
+
+impl From<&ProxyResources> for EncodedResources {
+    fn from(r: &ProxyResources) -> Self {
+        let shared = SharedResources {
+            clusters: r.clusters.clone(),
+            endpoints: r.endpoints.clone(),
+            listeners: r.listeners.clone(),
+        };
+        Self::assemble(&EncodedShared::from(&shared), encode_routes(&r.routes))
+    }
+}
+
+/// Route configurations, encoded.
+pub fn encode_routes(routes: &[envoy_types::pb::envoy::config::route::v3::RouteConfiguration]) -> Arc<TypeResources> {
+    TypeResources::new(routes.iter().map(|x| (x.name.clone(), pack(x))).collect())
 }
 
 /// The resources a subscription asks for: all of them for a wildcard subscription, else those named.
@@ -52,4 +107,13 @@ pub fn version_of(resources: &ResourceMap) -> String {
         any.value.hash(&mut hasher);
     }
     format!("{:016x}", hasher.finish())
+}
+
+/// A digest of a sorted list of names: equal digests mean (but for a 64-bit collision) the same names.
+pub fn names_digest<'a>(names: impl Iterator<Item = &'a String>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for name in names {
+        name.hash(&mut hasher);
+    }
+    hasher.finish()
 }

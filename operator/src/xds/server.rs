@@ -19,12 +19,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use weft_process::excerpt;
 use weft_xds::{ProxyNode, ResourceType};
 
-use super::resources::EncodedResources;
+use super::shared::Translations;
 use super::stream::{AdsStream, Answer};
 use crate::app::SnapshotReceiver;
-use crate::index::Snapshot;
 use crate::metrics::Metrics;
-use crate::translate::translate;
 
 /// Largest request accepted: tonic's default (4 MiB), named here because the error says it.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -32,6 +30,7 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AdsServer {
     snapshots: SnapshotReceiver,
+    translations: Arc<Translations>,
     metrics: Arc<Metrics>,
     /// Becomes `true` when the operator stops: every stream ends with `UNAVAILABLE`.
     closing: watch::Receiver<bool>,
@@ -39,7 +38,7 @@ pub struct AdsServer {
 
 impl AdsServer {
     pub fn new(snapshots: SnapshotReceiver, metrics: Arc<Metrics>, closing: watch::Receiver<bool>) -> Self {
-        Self { snapshots, metrics, closing }
+        Self { snapshots, translations: Arc::default(), metrics, closing }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -61,6 +60,7 @@ impl AggregatedDiscoveryService for AdsServer {
         let (tx, rx) = mpsc::channel(16);
         let stream = StreamContext {
             snapshots: self.snapshots.clone(),
+            translations: self.translations.clone(),
             outbox: tx,
             peer,
             metrics: self.metrics.clone(),
@@ -84,6 +84,7 @@ impl AggregatedDiscoveryService for AdsServer {
 
 struct StreamContext {
     snapshots: SnapshotReceiver,
+    translations: Arc<Translations>,
     outbox: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     peer: String,
     metrics: Arc<Metrics>,
@@ -107,6 +108,8 @@ impl StreamContext {
         let mut node: Option<ProxyNode> = None;
         let mut nacks = NackLog::new();
         let mut closing = self.closing.clone();
+        // The config this stream last translated: a snapshot that only changed status is not translated again.
+        let mut translated = 0;
         let end = loop {
             let (responses, published_at) = tokio::select! {
                 message = incoming.message() => {
@@ -120,8 +123,10 @@ impl StreamContext {
                             Ok(identified) => {
                                 tracing::info!(peer = %self.peer, proxy = %identified, "proxy connected");
                                 self.metrics.proxy_connected();
-                                if let Some(published) = self.snapshots.borrow_and_update().clone() {
-                                    state.on_resources(resources_for(&published.snapshot, &identified));
+                                let current = self.snapshots.borrow_and_update().clone();
+                                if let Some(published) = current {
+                                    translated = published.config;
+                                    state.on_resources(self.translations.for_proxy(&published, &identified).await);
                                 }
                                 node = Some(identified);
                             }
@@ -138,11 +143,14 @@ impl StreamContext {
                     }
                     let published = self.snapshots.borrow_and_update().clone();
                     match (published, &node) {
-                        (Some(p), Some(node)) => (state.on_resources(resources_for(&p.snapshot, node)), Some(p.at)),
+                        (Some(p), Some(node)) if p.config != translated => {
+                            translated = p.config;
+                            (state.on_resources(self.translations.for_proxy(&p, node).await), Some(p.at))
+                        }
                         _ => (Vec::new(), None),
                     }
                 }
-                _ = closing.wait_for(|closing| *closing) => break End::Status(shutting_down()),
+                () = stopping(&mut closing) => break End::Status(shutting_down()),
             };
             if let Err(end) = self.send_all(node.as_ref(), responses, published_at).await {
                 break end;
@@ -178,13 +186,14 @@ impl StreamContext {
         let mut closing = self.closing.clone();
         for response in responses {
             let kind = weft_xds::ResourceType::from_type_url(&response.type_url);
+            let bytes = prost::Message::encoded_len(&response);
             tracing::debug!(proxy = ?node, type_url = %response.type_url, version = %response.version_info, "push");
             tokio::select! {
                 sent = self.outbox.send(Ok(response)) => sent.map_err(|_| End::ClientGone)?,
-                _ = closing.wait_for(|closing| *closing) => return Err(End::Status(shutting_down())),
+                () = stopping(&mut closing) => return Err(End::Status(shutting_down())),
             }
             if let Some(kind) = kind {
-                self.metrics.push(kind, since.map(|s| s.elapsed()));
+                self.metrics.push(kind, bytes, since.map(|s| s.elapsed()));
             }
         }
         Ok(())
@@ -221,6 +230,11 @@ fn identify(request: &DiscoveryRequest) -> Result<ProxyNode, String> {
         .map_err(|_| format!("node.id {:?} is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", excerpt(id)))
 }
 
+/// Completes when the operator stops (a plain `()`, so no watch guard is held across other branches' awaits).
+async fn stopping(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closing| *closing).await;
+}
+
 fn shutting_down() -> Status {
     Status::unavailable("weft-operator is shutting down; reconnect")
 }
@@ -243,8 +257,4 @@ fn ended_by_client(status: &Status) -> End {
         tracing::debug!(code = ?status.code(), reason = %excerpt(message), "ADS stream broken by the client");
         End::ClientGone
     }
-}
-
-fn resources_for(snapshot: &Snapshot, node: &ProxyNode) -> Arc<EncodedResources> {
-    Arc::new(EncodedResources::from(&translate(snapshot, node)))
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use weft_xds::ResourceType;
 
-use super::resources::{EncodedResources, ResourceMap, select, version_of};
+use envoy_types::pb::google::protobuf::Any;
+
+use super::resources::{EncodedResources, ResourceMap, TypeResources, names_digest, select, version_of};
 
 /// Identifies this control plane in responses.
 const CONTROL_PLANE: &str = "weft-operator";
@@ -21,6 +23,8 @@ const CONTROL_PLANE: &str = "weft-operator";
 struct Subscription {
     wildcard: bool,
     names: BTreeSet<String>,
+    /// [`names_digest`] of `names`: when it matches the type's, the whole shared map is what is asked for.
+    names_digest: u64,
     /// The last response of this type: nonce, version, content.
     sent: Option<Sent>,
     /// The nonce of `sent` is still waiting for an ACK or NACK.
@@ -31,7 +35,6 @@ struct Subscription {
 struct Sent {
     nonce: String,
     version: String,
-    content: ResourceMap,
 }
 
 /// What a request told us, for logs and metrics.
@@ -81,6 +84,7 @@ impl AdsStream {
         }
         let names: BTreeSet<String> = request.resource_names.iter().filter(|n| *n != "*").cloned().collect();
         sub.wildcard = kind.is_wildcard_type() && names.is_empty();
+        sub.names_digest = names_digest(names.iter());
         sub.names = names;
         step.responses = self.push();
         step
@@ -91,7 +95,13 @@ impl AdsStream {
         if let Some(previous) = &self.current {
             for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
                 let (old, new) = (previous.of_type(kind), resources.of_type(kind));
-                let removed = old.into_iter().flatten().filter(|(name, _)| !new.is_some_and(|n| n.contains_key(*name)));
+                let unchanged = matches!((old, new), (Some(o), Some(n)) if o.names == n.names);
+                if unchanged {
+                    continue;
+                }
+                let old = old.map(|o| &o.map);
+                let removed =
+                    old.into_iter().flatten().filter(|(name, _)| !new.is_some_and(|n| n.map.contains_key(*name)));
                 self.retained.entry(kind).or_default().extend(removed.map(|(n, a)| (n.clone(), a.clone())));
             }
         }
@@ -117,23 +127,20 @@ impl AdsStream {
         let Some(current) = self.current.clone() else { return Vec::new() };
         let mut responses = Vec::new();
         for kind in ResourceType::ALL {
-            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
-            let mut all = current.of_type(kind).cloned().unwrap_or_default();
-            for (name, any) in self.retained.get(&kind).into_iter().flatten() {
-                all.entry(name.clone()).or_insert_with(|| any.clone());
+            let Some(sub) = self.subscriptions.get(&kind) else { continue };
+            if sub.sent.is_none() && !sub.wildcard && sub.names.is_empty() {
+                continue;
             }
-            let content = select(&all, sub.wildcard, &sub.names);
-            let never_sent = sub.sent.is_none();
-            if sub.sent.as_ref().is_some_and(|s| s.content == content)
-                || (never_sent && !sub.wildcard && sub.names.is_empty())
-            {
+            let Some(content) = self.content(&current, kind) else { continue };
+            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
+            if sub.sent.as_ref().is_some_and(|s| s.version == content.version()) {
                 continue;
             }
             self.next_nonce += 1;
-            let sent = Sent { nonce: self.next_nonce.to_string(), version: version_of(&content), content };
+            let sent = Sent { nonce: self.next_nonce.to_string(), version: content.version().to_string() };
             responses.push(DiscoveryResponse {
                 version_info: sent.version.clone(),
-                resources: sent.content.values().cloned().collect(),
+                resources: content.into_resources(),
                 type_url: kind.type_url().to_string(),
                 nonce: sent.nonce.clone(),
                 control_plane: Some(envoy_types::pb::envoy::config::core::v3::ControlPlane {
@@ -146,12 +153,52 @@ impl AdsStream {
         }
         responses
     }
+
+    /// What the subscription to `kind` should hold. The common case, a subscription to everything of a shared
+    /// type with no removed clusters retained, copies nothing until it is sent.
+    fn content(&self, current: &EncodedResources, kind: ResourceType) -> Option<Content> {
+        let sub = self.subscriptions.get(&kind)?;
+        let all = current.of_type(kind).cloned().unwrap_or_default();
+        let retained = self.retained.get(&kind).filter(|m| !m.is_empty());
+        if retained.is_none() && (sub.wildcard || sub.names_digest == all.names) {
+            return Some(Content::Whole(all));
+        }
+        let mut merged = all.map.clone();
+        for (name, any) in retained.into_iter().flatten() {
+            merged.entry(name.clone()).or_insert_with(|| any.clone());
+        }
+        let selected = select(&merged, sub.wildcard, &sub.names);
+        Some(Content::Selected { version: version_of(&selected), map: selected })
+    }
+}
+
+/// The resources of one type a subscription should hold.
+enum Content {
+    /// All of a shared type, as encoded once for every proxy.
+    Whole(Arc<TypeResources>),
+    /// A selection made for this proxy.
+    Selected { version: String, map: ResourceMap },
+}
+
+impl Content {
+    fn version(&self) -> &str {
+        match self {
+            Content::Whole(all) => &all.version,
+            Content::Selected { version, .. } => version,
+        }
+    }
+
+    fn into_resources(self) -> Vec<Any> {
+        match self {
+            Content::Whole(all) => all.map.values().cloned().collect(),
+            Content::Selected { map, .. } => map.into_values().collect(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::google::protobuf::Any;
     use envoy_types::pb::google::rpc::Status;
 
     fn resources(clusters: &[&str], routes: &[(&str, &str)]) -> Arc<EncodedResources> {
@@ -160,16 +207,19 @@ mod tests {
         let mut by_type = BTreeMap::new();
         by_type.insert(
             ResourceType::Cluster,
-            clusters.iter().map(|c| (c.to_string(), any(ResourceType::Cluster, c))).collect(),
+            TypeResources::new(clusters.iter().map(|c| (c.to_string(), any(ResourceType::Cluster, c))).collect()),
         );
         by_type.insert(
             ResourceType::Endpoint,
-            clusters.iter().map(|c| (c.to_string(), any(ResourceType::Endpoint, c))).collect(),
+            TypeResources::new(clusters.iter().map(|c| (c.to_string(), any(ResourceType::Endpoint, c))).collect()),
         );
-        by_type.insert(ResourceType::Listener, [("l".to_string(), any(ResourceType::Listener, "l"))].into());
+        by_type.insert(
+            ResourceType::Listener,
+            TypeResources::new([("l".to_string(), any(ResourceType::Listener, "l"))].into()),
+        );
         by_type.insert(
             ResourceType::Route,
-            routes.iter().map(|(n, to)| (n.to_string(), any(ResourceType::Route, to))).collect(),
+            TypeResources::new(routes.iter().map(|(n, to)| (n.to_string(), any(ResourceType::Route, to))).collect()),
         );
         Arc::new(EncodedResources { by_type })
     }

@@ -1,0 +1,172 @@
+//! A light, in-process stand-in for a proxy on the operator's ADS stream: it subscribes as `weft-proxy` does
+//! (CDS and LDS wildcard, then EDS and RDS by the names those carry), ACKs every response at once and records when
+//! each type arrived. Thousands fit in one process because it decodes nothing but resource names.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use weft_xds::ResourceType;
+
+/// Largest response accepted: the whole mesh's clusters, at 5000 Services, are several MiB.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// What one fake proxy has received.
+#[derive(Debug, Default)]
+pub struct Record {
+    /// Responses per type, in [`ResourceType::ALL`] order.
+    pub responses: [u64; 4],
+    /// When each response arrived, per type.
+    pub arrivals: [Vec<Instant>; 4],
+    /// The version of the last response, per type.
+    pub versions: [String; 4],
+    /// The last RDS response, kept only when asked (to check its content).
+    pub last_routes: Option<DiscoveryResponse>,
+}
+
+impl Record {
+    /// Every type has arrived at least once.
+    pub fn ready(&self) -> bool {
+        self.responses.iter().all(|n| *n > 0)
+    }
+
+    /// When the first response of `kind` after `since` arrived.
+    pub fn first_after(&self, kind: ResourceType, since: Instant) -> Option<Instant> {
+        self.arrivals[slot(kind)].iter().copied().find(|at| *at > since)
+    }
+
+    /// Responses of `kind` that arrived after `since`.
+    pub fn count_after(&self, kind: ResourceType, since: Instant) -> usize {
+        self.arrivals[slot(kind)].iter().filter(|at| **at > since).count()
+    }
+}
+
+pub fn slot(kind: ResourceType) -> usize {
+    ResourceType::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// One fake proxy: pod `name` in `namespace`, dialling `address`.
+pub struct FakeProxy {
+    pub name: String,
+    pub namespace: String,
+    pub record: Arc<Mutex<Record>>,
+    pub keep_routes: bool,
+}
+
+impl FakeProxy {
+    fn node_id(&self) -> String {
+        format!("sidecar~~{}.{}~{}.svc.cluster.local", self.name, self.namespace, self.namespace)
+    }
+
+    /// Streams until the operator ends the stream or the task is dropped.
+    pub async fn run(self, address: std::net::SocketAddr) -> anyhow::Result<()> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let (requests, outgoing) = mpsc::channel(16);
+        let node = Some(Node { id: self.node_id(), ..Default::default() });
+        for kind in [ResourceType::Cluster, ResourceType::Listener] {
+            requests.send(request(kind, &[], "", "", node.clone())).await?;
+        }
+        let mut responses = client.stream_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
+        let mut subscribed: [Vec<String>; 4] = Default::default();
+        let mut acked: [(String, String); 4] = Default::default();
+        while let Some(response) = responses.message().await? {
+            let Some(kind) = ResourceType::from_type_url(&response.type_url) else { continue };
+            let names = names_of(kind, &response);
+            acked[slot(kind)] = (response.version_info.clone(), response.nonce.clone());
+            self.note(kind, response);
+            let (version, nonce) = &acked[slot(kind)];
+            requests.send(request(kind, &subscribed[slot(kind)], version, nonce, None)).await?;
+            // A new set of clusters or listeners changes which endpoints and routes to ask for.
+            let dependent = match kind {
+                ResourceType::Cluster => Some(ResourceType::Endpoint),
+                ResourceType::Listener => Some(ResourceType::Route),
+                _ => None,
+            };
+            if let Some(dependent) = dependent
+                && subscribed[slot(dependent)] != names
+            {
+                subscribed[slot(dependent)] = names;
+                let (version, nonce) = &acked[slot(dependent)];
+                requests.send(request(dependent, &subscribed[slot(dependent)], version, nonce, None)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&self, kind: ResourceType, response: DiscoveryResponse) {
+        let Ok(mut record) = self.record.lock() else { return };
+        let at = Instant::now();
+        record.responses[slot(kind)] += 1;
+        record.arrivals[slot(kind)].push(at);
+        record.versions[slot(kind)] = response.version_info.clone();
+        if kind == ResourceType::Route && self.keep_routes {
+            record.last_routes = Some(response);
+        }
+    }
+}
+
+fn request(kind: ResourceType, names: &[String], version: &str, nonce: &str, node: Option<Node>) -> DiscoveryRequest {
+    DiscoveryRequest {
+        version_info: version.to_string(),
+        node,
+        resource_names: names.to_vec(),
+        type_url: kind.type_url().to_string(),
+        response_nonce: nonce.to_string(),
+        ..Default::default()
+    }
+}
+
+/// The names EDS and RDS subscriptions need: cluster names from CDS, route configuration names from LDS.
+fn names_of(kind: ResourceType, response: &DiscoveryResponse) -> Vec<String> {
+    match kind {
+        ResourceType::Cluster => response.resources.iter().filter_map(|any| first_string_field(&any.value)).collect(),
+        // Listener `0.0.0.0_PORT` takes its routes from the route configuration named `PORT`.
+        ResourceType::Listener => response
+            .resources
+            .iter()
+            .filter_map(|any| first_string_field(&any.value))
+            .filter_map(|name| name.rsplit_once('_').map(|(_, port)| port.to_string()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Field 1 of a protobuf message when it is a string: the `name` of a Cluster or Listener, which protobuf
+/// encoders write first. Saves decoding whole resources a thousand times over.
+fn first_string_field(message: &[u8]) -> Option<String> {
+    let (&tag, rest) = message.split_first()?;
+    if tag != 0x0a {
+        return None;
+    }
+    let (mut len, mut shift, mut used) = (0usize, 0, 0);
+    for &byte in rest.iter().take(10) {
+        len |= usize::from(byte & 0x7f) << shift;
+        used += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let bytes = rest.get(used..used + len)?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    #[test]
+    fn the_name_is_read_without_decoding_the_resource() {
+        let name = "outbound|80|v2|".to_string() + &"x".repeat(200);
+        let cluster = Cluster { name: name.clone(), ..Default::default() };
+        let any = weft_xds::pack(&cluster);
+        assert_eq!(first_string_field(&any.value), Some(name));
+        assert_eq!(first_string_field(&[0x12, 0x01, 0x00]), None);
+    }
+}

@@ -1,0 +1,247 @@
+//! The control-plane scale benchmark (`make bench-scale`): one real operator in standalone mode, S Services,
+//! P proxies (light in-process ADS clients that subscribe and ACK like `weft-proxy`), and what the operator pays
+//! to start, to push one VirtualService edit, one endpoint change, and a churn of edits: CPU, bytes and messages
+//! sent, and how long until every proxy has the change.
+
+pub mod fake_proxy;
+pub mod mesh_config;
+pub mod operator;
+pub mod report;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route_action};
+use weft_xds::ResourceType;
+
+use crate::mesh::replace_config_file;
+use fake_proxy::{FakeProxy, Record};
+use mesh_config::{MeshShape, pod_ip, service_file_name, vs_file_name};
+use operator::{MeasuredOperator, Sent};
+
+/// One cell of the grid.
+#[derive(Debug, Clone, Copy)]
+pub struct CellSpec {
+    pub services: usize,
+    pub proxies: usize,
+    pub namespaces: usize,
+    /// Edits per second and for how long, for the churn phase (none when `None`).
+    pub churn: Option<(u32, Duration)>,
+    /// How long any phase may take before it is reported as not converged.
+    pub patience: Duration,
+}
+
+/// What one change cost and how it spread.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeCost {
+    pub cpu: Duration,
+    pub sent: Sent,
+    /// Per proxy, until the change arrived; sorted. Proxies it never reached are missing.
+    pub latencies: Vec<Duration>,
+    pub proxies: usize,
+    /// Responses of other types the change caused, over all proxies.
+    pub other_responses: usize,
+}
+
+/// What a churn of edits cost.
+#[derive(Debug, Clone, Default)]
+pub struct ChurnCost {
+    pub edits: usize,
+    pub cpu_per_edit: Duration,
+    /// Proxies that ended with the final state.
+    pub converged: usize,
+    pub proxies: usize,
+    /// The longest time any proxy went without an edit that had been made.
+    pub max_lag: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CellResult {
+    pub spec: CellSpec,
+    pub startup: Duration,
+    /// From the proxies' start until every one had a complete config.
+    pub all_ready: Duration,
+    pub rss_mib: f64,
+    pub peak_mib: f64,
+    pub edit: ChangeCost,
+    pub endpoint: ChangeCost,
+    pub churn: Option<ChurnCost>,
+}
+
+type Records = Vec<Arc<Mutex<Record>>>;
+
+/// Runs one cell from a fresh directory and operator.
+pub async fn run_cell(spec: CellSpec) -> anyhow::Result<CellResult> {
+    let dir = tempfile::Builder::new().prefix("weft-scale-").tempdir()?;
+    let config = dir.path().join("config");
+    std::fs::create_dir(&config)?;
+    let shape = MeshShape { services: spec.services, namespaces: spec.namespaces };
+    shape.write(&config)?;
+    let (operator, startup) = MeasuredOperator::start(&config, &dir.path().join("operator.log"), spec.patience).await?;
+    let (records, tasks, all_ready) = start_proxies(&operator, &shape, spec).await?;
+    let (rss_mib, peak_mib) = operator.memory_mib();
+    let edit = measure_change(&operator, &records, ResourceType::Route, spec.patience, || {
+        replace_config_file(&config, &vs_file_name(0), &shape.virtual_service_file(0, [80, 20])).map(drop)
+    })
+    .await?;
+    let endpoint = measure_change(&operator, &records, ResourceType::Endpoint, spec.patience, || {
+        replace_config_file(&config, &service_file_name(1), &shape.service_file(1, pod_ip(1, 3))).map(drop)
+    })
+    .await?;
+    let churn = match spec.churn {
+        Some((rate, length)) => Some(churn(&operator, &records, &shape, &config, rate, length, spec.patience).await?),
+        None => None,
+    };
+    tasks.iter().for_each(|t| t.abort());
+    Ok(CellResult { spec, startup, all_ready, rss_mib, peak_mib, edit, endpoint, churn })
+}
+
+async fn start_proxies(
+    operator: &MeasuredOperator,
+    shape: &MeshShape,
+    spec: CellSpec,
+) -> anyhow::Result<(Records, Vec<tokio::task::JoinHandle<()>>, Duration)> {
+    let started = Instant::now();
+    let mut records = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..spec.proxies {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let proxy = FakeProxy {
+            name: format!("load-{i}"),
+            namespace: shape.namespace_of(i),
+            record: record.clone(),
+            // One proxy per namespace keeps its routes, to check what the others converge to.
+            keep_routes: i < spec.namespaces,
+        };
+        let address = operator.xds;
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = proxy.run(address).await {
+                tracing::debug!(error = %err, "fake proxy stopped");
+            }
+        }));
+        records.push(record);
+    }
+    wait_until(spec.patience, || records.iter().all(|r| r.lock().is_ok_and(|r| r.ready()))).await?;
+    Ok((records, tasks, started.elapsed()))
+}
+
+/// Polls `done` every 10 ms until it holds; an error after `patience`.
+async fn wait_until(patience: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    let until = Instant::now() + patience;
+    while !done() {
+        anyhow::ensure!(Instant::now() < until, "not done within {patience:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Waits until the operator has sent nothing for a while (what a change caused has been sent), up to `patience`.
+async fn quiescent(operator: &MeasuredOperator, patience: Duration) -> anyhow::Result<Sent> {
+    let until = Instant::now() + patience;
+    let mut last = operator.sent().await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = operator.sent().await?;
+        if now == last || Instant::now() > until {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Applies one change and measures it until every proxy received a `kind` response after it (or `patience`).
+async fn measure_change(
+    operator: &MeasuredOperator,
+    records: &Records,
+    kind: ResourceType,
+    patience: Duration,
+    apply: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<ChangeCost> {
+    let before = quiescent(operator, patience).await?;
+    let cpu = operator.cpu();
+    let changed = Instant::now();
+    apply()?;
+    let reached = || records.iter().filter(|r| r.lock().is_ok_and(|r| r.first_after(kind, changed).is_some())).count();
+    let _ = wait_until(patience, || reached() == records.len()).await;
+    let after = quiescent(operator, patience).await?;
+    let mut latencies = Vec::new();
+    let mut other_responses = 0;
+    for record in records {
+        let Ok(record) = record.lock() else { continue };
+        latencies.extend(record.first_after(kind, changed).map(|at| at - changed));
+        other_responses +=
+            ResourceType::ALL.iter().filter(|k| **k != kind).map(|k| record.count_after(*k, changed)).sum::<usize>();
+    }
+    latencies.sort();
+    let sent = Sent { messages: after.messages - before.messages, bytes: after.bytes - before.bytes };
+    Ok(ChangeCost { cpu: operator.cpu().saturating_sub(cpu), sent, latencies, proxies: records.len(), other_responses })
+}
+
+/// `rate` edits per second of one VirtualService for `length`; then whether every proxy ends at the last one.
+async fn churn(
+    operator: &MeasuredOperator,
+    records: &Records,
+    shape: &MeshShape,
+    config: &std::path::Path,
+    rate: u32,
+    length: Duration,
+    patience: Duration,
+) -> anyhow::Result<ChurnCost> {
+    quiescent(operator, patience).await?;
+    let cpu = operator.cpu();
+    let edits = (f64::from(rate) * length.as_secs_f64()).round().max(1.0) as usize;
+    let mut times = Vec::with_capacity(edits);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    let mut last_weights = [0, 0];
+    for k in 0..edits {
+        ticker.tick().await;
+        last_weights = [70 - (k % 40) as u32, 30 + (k % 40) as u32];
+        replace_config_file(config, &vs_file_name(0), &shape.virtual_service_file(0, last_weights))?;
+        times.push(Instant::now());
+    }
+    let converged = || converged_proxies(records, shape.namespaces, last_weights);
+    let _ = wait_until(patience, || converged() == records.len()).await;
+    quiescent(operator, patience).await?;
+    let cpu_per_edit = operator.cpu().saturating_sub(cpu) / edits as u32;
+    let mut max_lag = Duration::ZERO;
+    for record in records {
+        let Ok(record) = record.lock() else { continue };
+        for at in &times {
+            let lag = record.first_after(ResourceType::Route, *at).map_or(patience, |got| got - *at);
+            max_lag = max_lag.max(lag);
+        }
+    }
+    Ok(ChurnCost { edits, cpu_per_edit, converged: converged(), proxies: records.len(), max_lag })
+}
+
+/// Proxies holding the final routes: each namespace's first proxy (which keeps its routes) has `weights` for
+/// `svc-0`, and every other proxy of the namespace has the same route version (proxy `i` is in namespace
+/// `i % namespaces`).
+fn converged_proxies(records: &Records, namespaces: usize, weights: [u32; 2]) -> usize {
+    let namespaces = namespaces.max(1);
+    let version = |i: usize| records[i].lock().map(|r| r.versions[fake_proxy::slot(ResourceType::Route)].clone());
+    let good: Vec<Option<String>> = (0..namespaces.min(records.len()))
+        .map(|i| routes_hold(&records[i], weights).then(|| version(i).ok()).flatten())
+        .collect();
+    (0..records.len()).filter(|&i| good[i % namespaces].is_some() && version(i).ok() == good[i % namespaces]).count()
+}
+
+/// Whether a proxy's last routes give `svc-0` the final weights.
+fn routes_hold(record: &Mutex<Record>, weights: [u32; 2]) -> bool {
+    let Ok(record) = record.lock() else { return false };
+    let Some(response) = &record.last_routes else { return false };
+    response.resources.iter().filter_map(|any| weft_xds::unpack::<RouteConfiguration>(any).ok()).any(|config| {
+        config.virtual_hosts.iter().filter(|v| v.name.starts_with("svc-0.ns0.")).any(|vhost| {
+            vhost.routes.iter().any(|r| match &r.action {
+                Some(route::Action::Route(action)) => match &action.cluster_specifier {
+                    Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+                        w.clusters.iter().map(|c| c.weight.as_ref().map_or(0, |v| v.value)).collect::<Vec<_>>()
+                            == weights
+                    }
+                    _ => false,
+                },
+                _ => false,
+            })
+        })
+    })
+}
