@@ -23,7 +23,7 @@ use crate::http::{Forwarder, outbound};
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
 use crate::transparent;
-use crate::xds::{client, state::ClientState};
+use crate::xds::client;
 
 /// How application traffic reaches the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     );
     let node = settings.node();
     let complete = readiness.config_complete.clone();
-    tokio::spawn(client::run(endpoint, ClientState::new(node), config_tx, complete, metrics.clone()));
+    tokio::spawn(client::run(endpoint, node, config_tx, complete, metrics.clone()));
     tokio::spawn(dataplane::maintain(config_rx.clone(), runtime_tx));
     tokio::spawn(admin::serve(listeners.admin, AdminState { config: config_rx, readiness: readiness.clone() }));
     if let Some(health) = listeners.health {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use weft_e2e::scale::{CellSpec, report, run_cell};
+use weft_e2e::scale::{CellSpec, Protocol, report, run_cell};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-scale")]
@@ -29,6 +29,9 @@ struct Args {
     /// Longest wait for any phase of a cell before it is reported as not converged.
     #[arg(long, default_value_t = 120)]
     patience_seconds: u64,
+    /// What the proxies speak: delta (as weft-proxy does) or sotw (state of the world, as some xDS clients do).
+    #[arg(long, default_value = "delta", value_parser = ["delta", "sotw"])]
+    protocol: String,
 }
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
                 namespaces: args.namespaces,
                 churn,
                 patience: Duration::from_secs(args.patience_seconds),
+                protocol: if args.protocol == "sotw" { Protocol::StateOfTheWorld } else { Protocol::Delta },
             };
             eprintln!("cell S={services} P={proxies} ...");
             match run_cell(spec).await {

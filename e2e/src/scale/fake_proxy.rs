@@ -1,16 +1,23 @@
-//! A light, in-process stand-in for a proxy on the operator's ADS stream: it subscribes as `weft-proxy` does
-//! (CDS and LDS wildcard, then EDS and RDS by the names those carry), ACKs every response at once and records when
-//! each type arrived. Thousands fit in one process because it decodes nothing but resource names.
+//! A light, in-process stand-in for a proxy on the operator's ADS stream, incremental (as `weft-proxy`) or state
+//! of the world: it subscribes as `weft-proxy` does (CDS and LDS wildcard, then EDS and RDS by the names those
+//! carry), ACKs every response at once and records when each type arrived. Thousands fit in one process because
+//! it decodes nothing but resource names.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use weft_xds::ResourceType;
+
+type AdsClient = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
 
 /// Largest response accepted: the whole mesh's clusters, at 5000 Services, are several MiB.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
@@ -22,10 +29,10 @@ pub struct Record {
     pub responses: [u64; 4],
     /// When each response arrived, per type.
     pub arrivals: [Vec<Instant>; 4],
-    /// The version of the last response, per type.
+    /// The version of the last response (state of the world) or resource (delta), per type.
     pub versions: [String; 4],
-    /// The last RDS response, kept only when asked (to check its content).
-    pub last_routes: Option<DiscoveryResponse>,
+    /// The route configurations last received, kept only when asked (to check their content).
+    pub last_routes: Vec<Any>,
 }
 
 impl Record {
@@ -49,12 +56,20 @@ pub fn slot(kind: ResourceType) -> usize {
     ResourceType::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
+/// Which ADS variant a fake proxy speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Delta,
+    StateOfTheWorld,
+}
+
 /// One fake proxy: pod `name` in `namespace`, dialling `address`.
 pub struct FakeProxy {
     pub name: String,
     pub namespace: String,
     pub record: Arc<Mutex<Record>>,
     pub keep_routes: bool,
+    pub protocol: Protocol,
 }
 
 impl FakeProxy {
@@ -65,7 +80,71 @@ impl FakeProxy {
     /// Streams until the operator ends the stream or the task is dropped.
     pub async fn run(self, address: std::net::SocketAddr) -> anyhow::Result<()> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?.connect().await?;
-        let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        match self.protocol {
+            Protocol::Delta => self.run_delta(client).await,
+            Protocol::StateOfTheWorld => self.run_sotw(client).await,
+        }
+    }
+
+    async fn run_delta(self, mut client: AdsClient) -> anyhow::Result<()> {
+        let (requests, outgoing) = mpsc::channel(16);
+        let node = Some(Node { id: self.node_id(), ..Default::default() });
+        for (i, kind) in [ResourceType::Cluster, ResourceType::Listener].into_iter().enumerate() {
+            let node = if i == 0 { node.clone() } else { None };
+            requests
+                .send(DeltaDiscoveryRequest { node, type_url: kind.type_url().into(), ..Default::default() })
+                .await?;
+        }
+        let mut responses = client.delta_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
+        let mut held: [BTreeSet<String>; 4] = Default::default();
+        while let Some(response) = responses.message().await? {
+            let Some(kind) = ResourceType::from_type_url(&response.type_url) else { continue };
+            let before = held[slot(kind)].clone();
+            held[slot(kind)].extend(response.resources.iter().map(|r| r.name.clone()));
+            for name in &response.removed_resources {
+                held[slot(kind)].remove(name);
+            }
+            self.note_delta(kind, &response);
+            let ack = DeltaDiscoveryRequest {
+                type_url: kind.type_url().into(),
+                response_nonce: response.nonce.clone(),
+                ..Default::default()
+            };
+            requests.send(ack).await?;
+            let dependent = match kind {
+                ResourceType::Cluster => Some((ResourceType::Endpoint, held[slot(kind)].clone(), before)),
+                ResourceType::Listener => Some((ResourceType::Route, ports(&held[slot(kind)]), ports(&before))),
+                _ => None,
+            };
+            if let Some((dependent, now, before)) = dependent
+                && now != before
+            {
+                let change = DeltaDiscoveryRequest {
+                    type_url: dependent.type_url().into(),
+                    resource_names_subscribe: now.difference(&before).cloned().collect(),
+                    resource_names_unsubscribe: before.difference(&now).cloned().collect(),
+                    ..Default::default()
+                };
+                requests.send(change).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_delta(&self, kind: ResourceType, response: &DeltaDiscoveryResponse) {
+        let Ok(mut record) = self.record.lock() else { return };
+        record.responses[slot(kind)] += 1;
+        record.arrivals[slot(kind)].push(Instant::now());
+        if let Some(last) = response.resources.last() {
+            record.versions[slot(kind)] = last.version.clone();
+        }
+        if kind == ResourceType::Route && self.keep_routes && !response.resources.is_empty() {
+            record.last_routes = response.resources.iter().filter_map(|r| r.resource.clone()).collect();
+        }
+    }
+
+    async fn run_sotw(self, mut client: AdsClient) -> anyhow::Result<()> {
         let (requests, outgoing) = mpsc::channel(16);
         let node = Some(Node { id: self.node_id(), ..Default::default() });
         for kind in [ResourceType::Cluster, ResourceType::Listener] {
@@ -105,7 +184,7 @@ impl FakeProxy {
         record.arrivals[slot(kind)].push(at);
         record.versions[slot(kind)] = response.version_info.clone();
         if kind == ResourceType::Route && self.keep_routes {
-            record.last_routes = Some(response);
+            record.last_routes = response.resources;
         }
     }
 }
@@ -119,6 +198,11 @@ fn request(kind: ResourceType, names: &[String], version: &str, nonce: &str, nod
         response_nonce: nonce.to_string(),
         ..Default::default()
     }
+}
+
+/// Route configuration names for listeners `0.0.0.0_PORT`: `PORT`.
+fn ports(listeners: &BTreeSet<String>) -> BTreeSet<String> {
+    listeners.iter().filter_map(|name| name.rsplit_once('_').map(|(_, port)| port.to_string())).collect()
 }
 
 /// The names EDS and RDS subscriptions need: cluster names from CDS, route configuration names from LDS.

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, route, route
 use weft_xds::ResourceType;
 
 use crate::mesh::replace_config_file;
+pub use fake_proxy::Protocol;
 use fake_proxy::{FakeProxy, Record};
 use mesh_config::{MeshShape, pod_ip, service_file_name, vs_file_name};
 use operator::{MeasuredOperator, Sent};
@@ -29,6 +30,8 @@ pub struct CellSpec {
     pub churn: Option<(u32, Duration)>,
     /// How long any phase may take before it is reported as not converged.
     pub patience: Duration,
+    /// What the proxies speak.
+    pub protocol: Protocol,
 }
 
 /// What one change cost and how it spread.
@@ -112,6 +115,7 @@ async fn start_proxies(
             record: record.clone(),
             // One proxy per namespace keeps its routes, to check what the others converge to.
             keep_routes: i < spec.namespaces,
+            protocol: spec.protocol,
         };
         let address = operator.xds;
         tasks.push(tokio::spawn(async move {
@@ -229,8 +233,7 @@ fn converged_proxies(records: &Records, namespaces: usize, weights: [u32; 2]) ->
 /// Whether a proxy's last routes give `svc-0` the final weights.
 fn routes_hold(record: &Mutex<Record>, weights: [u32; 2]) -> bool {
     let Ok(record) = record.lock() else { return false };
-    let Some(response) = &record.last_routes else { return false };
-    response.resources.iter().filter_map(|any| weft_xds::unpack::<RouteConfiguration>(any).ok()).any(|config| {
+    record.last_routes.iter().filter_map(|any| weft_xds::unpack::<RouteConfiguration>(any).ok()).any(|config| {
         config.virtual_hosts.iter().filter(|v| v.name.starts_with("svc-0.ns0.")).any(|vhost| {
             vhost.routes.iter().any(|r| match &r.action {
                 Some(route::Action::Route(action)) => match &action.cluster_specifier {

@@ -1,8 +1,10 @@
 //! The ADS server: per connected proxy, translate each new snapshot and push what changed.
 
+pub mod delta;
+pub mod protocol;
 pub mod resources;
 pub mod server;
 pub mod shared;
-pub mod stream;
+pub mod sotw;
 
 pub use server::AdsServer;

@@ -18,6 +18,8 @@ pub type ResourceMap = BTreeMap<String, Any>;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TypeResources {
     pub map: ResourceMap,
+    /// Each resource's version (delta xDS): a digest of its encoding.
+    pub hashes: BTreeMap<String, u64>,
     /// Changes exactly when the content does.
     pub version: String,
     /// Digest of the names: a subscription naming exactly these gets the whole map (see [`names_digest`]).
@@ -26,10 +28,33 @@ pub struct TypeResources {
 
 impl TypeResources {
     pub fn new(map: ResourceMap) -> Arc<Self> {
-        let version = version_of(&map);
+        let hashes: BTreeMap<String, u64> = map.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect();
+        let version = version_of_hashes(&hashes);
         let names = names_digest(map.keys());
-        Arc::new(Self { map, version, names })
+        Arc::new(Self { map, hashes, version, names })
     }
+}
+
+/// The version of one encoded resource, stable across operator replicas of one build.
+pub fn resource_hash(any: &Any) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    any.type_url.hash(&mut hasher);
+    any.value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A resource version as sent on the wire.
+pub fn version_string(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+fn version_of_hashes(hashes: &BTreeMap<String, u64>) -> String {
+    let mut hasher = DefaultHasher::new();
+    for (name, hash) in hashes {
+        name.hash(&mut hasher);
+        hash.hash(&mut hasher);
+    }
+    version_string(hasher.finish())
 }
 
 /// Everything a proxy should hold, by type.
@@ -100,13 +125,7 @@ pub fn select(all: &ResourceMap, wildcard: bool, names: &BTreeSet<String>) -> Re
 
 /// A version string that changes exactly when the content does, stable across operator replicas of one build.
 pub fn version_of(resources: &ResourceMap) -> String {
-    let mut hasher = DefaultHasher::new();
-    for (name, any) in resources {
-        name.hash(&mut hasher);
-        any.type_url.hash(&mut hasher);
-        any.value.hash(&mut hasher);
-    }
-    format!("{:016x}", hasher.finish())
+    version_of_hashes(&resources.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect())
 }
 
 /// A digest of a sorted list of names: equal digests mean (but for a 64-bit collision) the same names.

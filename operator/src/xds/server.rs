@@ -1,26 +1,28 @@
-//! The gRPC edge of the ADS server (tonic): one task per stream feeding the pure [`AdsStream`] state machine.
+//! The gRPC edge of the ADS server (tonic): one task per stream feeding a pure state machine, state of the world
+//! ([`AdsStream`]) or incremental ([`DeltaStream`]), through one loop written once for both ([`Protocol`]).
 //!
 //! Streams end with a gRPC status that says why, in a few words: a malformed or over-size request, a missing
 //! node id, or the operator shutting down (`UNAVAILABLE`, so proxies reconnect at once, to another replica, and
 //! keep their config meanwhile). Text from the client is never echoed at length.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
 };
-use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use weft_process::excerpt;
 use weft_xds::{ProxyNode, ResourceType};
 
+use super::delta::DeltaStream;
+use super::protocol::{Answer, Protocol};
 use super::shared::Translations;
-use super::stream::{AdsStream, Answer};
+use super::sotw::AdsStream;
 use crate::app::SnapshotReceiver;
 use crate::metrics::Metrics;
 
@@ -46,7 +48,27 @@ impl AdsServer {
     }
 }
 
-type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+impl AdsServer {
+    /// Starts the task that serves one stream of protocol `P`; the receiving end of its responses.
+    fn start<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
+        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let (tx, rx) = mpsc::channel(16);
+        let stream = StreamContext::<P> {
+            snapshots: self.snapshots.clone(),
+            translations: self.translations.clone(),
+            outbox: tx,
+            peer,
+            metrics: self.metrics.clone(),
+            closing: self.closing.clone(),
+            protocol: PhantomData,
+        };
+        tokio::spawn(stream.serve(request.into_inner()));
+        ReceiverStream::new(rx)
+    }
+}
 
 #[tonic::async_trait]
 impl AggregatedDiscoveryService for AdsServer {
@@ -56,39 +78,27 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (tx, rx) = mpsc::channel(16);
-        let stream = StreamContext {
-            snapshots: self.snapshots.clone(),
-            translations: self.translations.clone(),
-            outbox: tx,
-            peer,
-            metrics: self.metrics.clone(),
-            closing: self.closing.clone(),
-        };
-        tokio::spawn(stream.serve(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(self.start::<AdsStream>(request)))
     }
 
-    type DeltaAggregatedResourcesStream = DeltaStream;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "weft-operator serves state-of-the-world ADS; incremental (delta) xDS is not supported",
-        ))
+        Ok(Response::new(self.start::<DeltaStream>(request)))
     }
 }
 
-struct StreamContext {
+struct StreamContext<P: Protocol> {
     snapshots: SnapshotReceiver,
     translations: Arc<Translations>,
-    outbox: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    outbox: mpsc::Sender<Result<P::Response, Status>>,
     peer: String,
     metrics: Arc<Metrics>,
     closing: watch::Receiver<bool>,
+    protocol: PhantomData<fn() -> P>,
 }
 
 /// The last NACK logged per type (version, message): a proxy repeating it is counted, not logged again.
@@ -102,9 +112,9 @@ enum End {
     Status(Status),
 }
 
-impl StreamContext {
-    async fn serve(mut self, mut incoming: Streaming<DiscoveryRequest>) {
-        let mut state = AdsStream::default();
+impl<P: Protocol> StreamContext<P> {
+    async fn serve(mut self, mut incoming: Streaming<P::Request>) {
+        let mut state = P::default();
         let mut node: Option<ProxyNode> = None;
         let mut nacks = NackLog::new();
         let mut closing = self.closing.clone();
@@ -119,7 +129,7 @@ impl StreamContext {
                         Err(status) => break ended_by_client(&status),
                     };
                     if node.is_none() {
-                        match identify(&request) {
+                        match identify(P::node_id(&request)) {
                             Ok(identified) => {
                                 tracing::info!(peer = %self.peer, proxy = %identified, "proxy connected");
                                 self.metrics.proxy_connected();
@@ -180,14 +190,14 @@ impl StreamContext {
     async fn send_all(
         &self,
         node: Option<&ProxyNode>,
-        responses: Vec<DiscoveryResponse>,
+        responses: Vec<P::Response>,
         since: Option<std::time::Instant>,
     ) -> Result<(), End> {
         let mut closing = self.closing.clone();
         for response in responses {
-            let kind = weft_xds::ResourceType::from_type_url(&response.type_url);
+            let kind = P::kind(&response);
             let bytes = prost::Message::encoded_len(&response);
-            tracing::debug!(proxy = ?node, type_url = %response.type_url, version = %response.version_info, "push");
+            tracing::debug!(proxy = ?node, kind = kind.map(|k| k.short_name()), bytes, "push");
             tokio::select! {
                 sent = self.outbox.send(Ok(response)) => sent.map_err(|_| End::ClientGone)?,
                 () = stopping(&mut closing) => return Err(End::Status(shutting_down())),
@@ -221,8 +231,7 @@ impl StreamContext {
     }
 }
 
-fn identify(request: &DiscoveryRequest) -> Result<ProxyNode, String> {
-    let id = request.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default();
+fn identify(id: &str) -> Result<ProxyNode, String> {
     if id.is_empty() {
         return Err("the first request of an ADS stream must carry node.id".to_string());
     }

@@ -1,15 +1,21 @@
 //! The ADS client's I/O: connect, stream, reconnect with backoff. While disconnected the proxy keeps serving the
 //! last accepted config; the data plane never depends on the control plane being up.
+//!
+//! The proxy speaks incremental (delta) xDS; a control plane that answers `UNIMPLEMENTED` (an older operator
+//! during an upgrade) is spoken to in state of the world from then on, continuing from the config already held.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+use weft_xds::ResourceType;
 
+use super::delta::DeltaState;
 use super::state::{ClientState, Outcome};
 use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
@@ -18,21 +24,40 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A stream that lived this long counts as healthy: the next reconnect starts from the shortest backoff.
 const HEALTHY_STREAM: Duration = Duration::from_secs(10);
+/// Largest response accepted: a mesh's full set of clusters can be several MiB.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The protocol variant in use, with its state.
+enum Session {
+    Delta(DeltaState),
+    StateOfTheWorld(ClientState),
+}
 
 /// Streams config from `endpoint` forever, publishing each accepted config on `configs`.
 pub async fn run(
     endpoint: Endpoint,
-    mut state: ClientState,
+    node: Node,
     configs: watch::Sender<Arc<ProxyConfig>>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
     let mut backoff = BACKOFF_START;
     let sink = Sink { configs, ready, metrics };
+    let mut session = Session::Delta(DeltaState::new(node.clone()));
     loop {
         let started = Instant::now();
-        let result = stream_once(&endpoint, &mut state, &sink).await;
+        let result = match &mut session {
+            Session::Delta(state) => delta_once(&endpoint, state, &sink).await,
+            Session::StateOfTheWorld(state) => sotw_once(&endpoint, state, &sink).await,
+        };
         sink.metrics.set_xds_connected(false);
+        if let (Session::Delta(state), Err(StreamError::Status(status))) = (&session, &result)
+            && status.code() == tonic::Code::Unimplemented
+        {
+            tracing::info!("the control plane does not serve delta xDS; using state of the world");
+            session = Session::StateOfTheWorld(ClientState::resume(node.clone(), state.config().clone()));
+            continue;
+        }
         match result {
             Ok(()) => tracing::warn!("xDS stream closed by the control plane; reconnecting"),
             Err(err) => {
@@ -67,31 +92,64 @@ struct Sink {
     metrics: Arc<Metrics>,
 }
 
-async fn stream_once(endpoint: &Endpoint, state: &mut ClientState, sink: &Sink) -> Result<(), StreamError> {
+impl Sink {
+    /// Publishes what a response led to.
+    fn report(&self, outcome: &Outcome, version: &str, config: &ProxyConfig, ready: bool) {
+        match outcome {
+            Outcome::Applied(kind) => {
+                tracing::info!(kind = kind.short_name(), %version, "config applied");
+                self.configs.send_replace(Arc::new(config.clone()));
+                self.ready.store(ready, Ordering::Relaxed);
+                self.metrics.config_applied(*kind, ready);
+            }
+            Outcome::Rejected { kind, error } => {
+                self.metrics.nack(*kind);
+                tracing::warn!(kind = kind.short_name(), %version, %error, "config rejected (NACK); keeping last good config")
+            }
+            Outcome::Ignored(reason) => tracing::debug!(reason, "ignored response"),
+        }
+    }
+}
+
+fn client(channel: tonic::transport::Channel) -> AggregatedDiscoveryServiceClient<tonic::transport::Channel> {
+    AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+async fn delta_once(endpoint: &Endpoint, state: &mut DeltaState, sink: &Sink) -> Result<(), StreamError> {
     let channel = endpoint.connect().await?;
     let (requests, outgoing) = mpsc::channel(16);
     for request in state.on_connect() {
         let _ = requests.send(request).await;
     }
-    let mut client = AggregatedDiscoveryServiceClient::new(channel);
-    let mut responses = client.stream_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
-    tracing::info!(address = %endpoint.uri(), "xDS stream open");
+    let mut responses = client(channel).delta_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
+    tracing::info!(address = %endpoint.uri(), protocol = "delta", "xDS stream open");
     sink.metrics.set_xds_connected(true);
     while let Some(response) = responses.message().await? {
         let reply = state.on_response(&response);
-        match &reply.outcome {
-            Outcome::Applied(kind) => {
-                tracing::info!(kind = kind.short_name(), version = %response.version_info, "config applied");
-                sink.configs.send_replace(Arc::new(state.config().clone()));
-                sink.ready.store(state.is_ready(), Ordering::Relaxed);
-                sink.metrics.config_applied(*kind, state.is_ready());
+        let kind = ResourceType::from_type_url(&response.type_url);
+        let version = kind.and_then(|k| state.config().versions.get(k.short_name())).cloned().unwrap_or_default();
+        sink.report(&reply.outcome, &version, state.config(), state.is_ready());
+        for request in reply.requests {
+            if requests.send(request).await.is_err() {
+                return Ok(());
             }
-            Outcome::Rejected { kind, error } => {
-                sink.metrics.nack(*kind);
-                tracing::warn!(kind = kind.short_name(), version = %response.version_info, %error, "config rejected (NACK); keeping last good config")
-            }
-            Outcome::Ignored(reason) => tracing::debug!(reason, "ignored response"),
         }
+    }
+    Ok(())
+}
+
+async fn sotw_once(endpoint: &Endpoint, state: &mut ClientState, sink: &Sink) -> Result<(), StreamError> {
+    let channel = endpoint.connect().await?;
+    let (requests, outgoing) = mpsc::channel(16);
+    for request in state.on_connect() {
+        let _ = requests.send(request).await;
+    }
+    let mut responses = client(channel).stream_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
+    tracing::info!(address = %endpoint.uri(), protocol = "state of the world", "xDS stream open");
+    sink.metrics.set_xds_connected(true);
+    while let Some(response) = responses.message().await? {
+        let reply = state.on_response(&response);
+        sink.report(&reply.outcome, &response.version_info, state.config(), state.is_ready());
         for request in reply.requests {
             if requests.send(request).await.is_err() {
                 return Ok(());

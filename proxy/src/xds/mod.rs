@@ -1,4 +1,9 @@
-//! The proxy's xDS client: a pure state machine ([`state`]) driven by a reconnecting gRPC stream ([`client`]).
+//! The proxy's xDS client: pure state machines, incremental ([`delta`], the default) and state of the world
+//! ([`state`], for control planes without delta), driven by a reconnecting gRPC stream ([`client`]).
 
 pub mod client;
+pub mod delta;
+pub mod resource;
 pub mod state;
+#[cfg(test)]
+mod testing;

@@ -4,21 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
-use weft_xds::{ResourceType, unpack};
+use weft_xds::ResourceType;
 
-use crate::config::convert::endpoints;
-use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyConfig, RouteTable};
+use super::resource::{convert, insert};
+use crate::config::ProxyConfig;
 
 /// gRPC status code INVALID_ARGUMENT, as Envoy reports rejected config.
-const INVALID_ARGUMENT: i32 = 3;
+pub(super) const INVALID_ARGUMENT: i32 = 3;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -55,6 +51,18 @@ impl ClientState {
             route_names: BTreeSet::new(),
             received: BTreeSet::new(),
         }
+    }
+
+    /// Continues from a config accepted over another protocol (a control plane without delta xDS): keeps serving
+    /// it, subscribes to what it names, and takes everything anew from the first responses.
+    pub fn resume(node: Node, config: ProxyConfig) -> Self {
+        let mut state = Self::new(node);
+        state.endpoint_names = config.clusters.values().map(|c| c.eds_name.clone()).collect();
+        state.route_names = config.listeners.values().map(|l| l.route_config.clone()).collect();
+        state.received =
+            ResourceType::ALL.into_iter().filter(|k| config.versions.contains_key(k.short_name())).collect();
+        state.config = config;
+        state
     }
 
     /// The requests that open a new stream: every subscription, with the versions already held.
@@ -99,55 +107,17 @@ impl ClientState {
         Reply { requests, outcome: Outcome::Applied(kind) }
     }
 
-    /// Converts every resource first; applies only if all convert.
+    /// Converts every resource first; applies only if all convert. A state-of-the-world response replaces the
+    /// clusters and listeners; route and endpoint responses add to (or replace) those named.
     fn apply(&mut self, kind: ResourceType, resources: &[Any]) -> Result<(), String> {
-        fn all<P, T>(
-            resources: &[Any],
-            name: fn(&T) -> String,
-            convert: fn(&P) -> Result<T, String>,
-        ) -> Result<BTreeMap<String, T>, String>
-        where
-            P: prost::Message + prost::Name + Default,
-        {
-            resources
-                .iter()
-                .map(|any| {
-                    let value = convert(&unpack::<P>(any).map_err(|e| e.to_string())?)?;
-                    Ok((name(&value), value))
-                })
-                .collect()
-        }
+        let converted = resources.iter().map(|any| convert(kind, any)).collect::<Result<Vec<_>, String>>()?;
         match kind {
-            ResourceType::Cluster => {
-                self.config.clusters = all::<Cluster, ClusterConfig>(
-                    resources,
-                    |c| c.name.clone(),
-                    |c| ClusterConfig::try_from(c).map_err(|e| e.to_string()),
-                )?;
-            }
-            ResourceType::Listener => {
-                self.config.listeners = all::<Listener, ListenerConfig>(
-                    resources,
-                    |l| l.name.clone(),
-                    |l| ListenerConfig::try_from(l).map_err(|e| e.to_string()),
-                )?;
-            }
-            ResourceType::Route => {
-                let tables = all::<RouteConfiguration, RouteTable>(
-                    resources,
-                    |r| r.name.clone(),
-                    |r| RouteTable::try_from(r).map_err(|e| e.to_string()),
-                )?;
-                self.config.routes.extend(tables);
-            }
-            ResourceType::Endpoint => {
-                let sets = all::<ClusterLoadAssignment, (String, Vec<EndpointConfig>)>(
-                    resources,
-                    |(n, _)| n.clone(),
-                    |c| endpoints(c).map(|e| (c.cluster_name.clone(), e)).map_err(|e| e.to_string()),
-                )?;
-                self.config.endpoints.extend(sets.into_values());
-            }
+            ResourceType::Cluster => self.config.clusters.clear(),
+            ResourceType::Listener => self.config.listeners.clear(),
+            ResourceType::Route | ResourceType::Endpoint => {}
+        }
+        for (name, value) in converted {
+            insert(&mut self.config, name, value);
         }
         Ok(())
     }
@@ -205,17 +175,10 @@ impl ClientState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::config::cluster::v3::cluster;
-    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
-    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, filter};
+    use crate::xds::testing::{cluster, listener, route_config, routes};
     use envoy_types::pb::envoy::config::route::v3::{
-        Route, RouteAction, RouteMatch, VirtualHost, WeightedCluster, route, route_action, route_match,
-        weighted_cluster::ClusterWeight,
+        WeightedCluster, route, route_action, weighted_cluster::ClusterWeight,
     };
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-        HttpConnectionManager, Rds, http_connection_manager,
-    };
-    use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
     use envoy_types::pb::google::protobuf::UInt32Value;
     use weft_xds::pack;
 
@@ -225,74 +188,6 @@ mod tests {
             resources,
             type_url: kind.type_url().into(),
             nonce: nonce.into(),
-            ..Default::default()
-        }
-    }
-
-    fn cluster(name: &str) -> Any {
-        pack(&Cluster {
-            name: name.into(),
-            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
-            load_balancing_policy: Some(weft_xds::lb::LbAlgorithm::PeakEwma.to_policy()),
-            ..Default::default()
-        })
-    }
-
-    fn listener(port: u32, routes: &str) -> Any {
-        let manager = HttpConnectionManager {
-            route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
-                route_config_name: routes.into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        pack(&Listener {
-            name: format!("0.0.0.0_{port}"),
-            address: Some(Address {
-                address: Some(address::Address::SocketAddress(SocketAddress {
-                    address: "0.0.0.0".into(),
-                    port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-                    ..Default::default()
-                })),
-            }),
-            filter_chains: vec![FilterChain {
-                filters: vec![Filter {
-                    name: "envoy.filters.network.http_connection_manager".into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(pack(&manager))),
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-    }
-
-    fn routes(name: &str, path_regex: &str, cluster: &str) -> Any {
-        pack(&route_config(name, path_regex, cluster))
-    }
-
-    fn route_config(name: &str, path_regex: &str, cluster: &str) -> RouteConfiguration {
-        RouteConfiguration {
-            name: name.into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "reviews".into(),
-                domains: vec!["reviews".into()],
-                routes: vec![Route {
-                    name: "r".into(),
-                    r#match: Some(RouteMatch {
-                        path_specifier: Some(route_match::PathSpecifier::SafeRegex(RegexMatcher {
-                            regex: path_regex.into(),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }),
-                    action: Some(route::Action::Route(RouteAction {
-                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
             ..Default::default()
         }
     }

@@ -11,6 +11,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -19,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use weft_operator::xds::AdsServer;
 
 pub const SERVICE: &str = "slow";
 pub const CLUSTER: &str = "outbound|80||slow.default.svc.cluster.local";
@@ -272,4 +277,66 @@ pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
         .lines()
         .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A control plane that speaks only state-of-the-world ADS (as Weft's operator did before delta xDS): the
+/// operator's own pipeline and ADS server, with delta answered `UNIMPLEMENTED`.
+pub struct SotwOnlyOperator {
+    _dir: tempfile::TempDir,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl SotwOnlyOperator {
+    pub async fn start(xds: SocketAddr, backend: SocketAddr) -> Self {
+        let dir = tempfile::Builder::new().prefix("weft-proxy-test-").tempdir().unwrap();
+        std::fs::write(dir.path().join("slow.yaml"), service_yaml(backend)).unwrap();
+        let metrics = std::sync::Arc::new(weft_operator::metrics::Metrics::new());
+        let (events_tx, events_rx) = mpsc::channel(64);
+        let (snapshots_tx, snapshots_rx) = tokio::sync::watch::channel(None);
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+        let ads = SotwOnly(AdsServer::new(snapshots_rx, metrics.clone(), closing_rx));
+        let listener = TcpListener::bind(xds).await.unwrap();
+        let path = dir.path().to_path_buf();
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = weft_operator::source::file::watch_dir(path, events_tx, Default::default()).await;
+            }),
+            tokio::spawn(weft_operator::app::run_index(events_rx, snapshots_tx, Default::default(), metrics)),
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let server = AggregatedDiscoveryServiceServer::new(ads);
+                let _ = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await;
+                drop(closing_tx);
+            }),
+        ];
+        Self { _dir: dir, tasks }
+    }
+}
+
+impl Drop for SotwOnlyOperator {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+struct SotwOnly(AdsServer);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SotwOnly {
+    type StreamAggregatedResourcesStream = <AdsServer as AggregatedDiscoveryService>::StreamAggregatedResourcesStream;
+    type DeltaAggregatedResourcesStream = <AdsServer as AggregatedDiscoveryService>::DeltaAggregatedResourcesStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+        self.0.stream_aggregated_resources(request).await
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("state of the world only"))
+    }
 }

@@ -1,4 +1,4 @@
-//! One ADS stream's state of the world, as a pure state machine: requests and new resources in, responses out.
+//! One state-of-the-world ADS stream, as a pure state machine: requests and new resources in, responses out.
 //!
 //! - Per type: what the proxy subscribed to, what was last sent (version, nonce, content) and whether the proxy
 //!   has answered it. Requests carrying a stale nonce are ignored, as the xDS protocol specifies.
@@ -14,6 +14,7 @@ use weft_xds::ResourceType;
 
 use envoy_types::pb::google::protobuf::Any;
 
+use super::protocol::{Answer, Protocol, Retained, Step};
 use super::resources::{EncodedResources, ResourceMap, TypeResources, names_digest, select, version_of};
 
 /// Identifies this control plane in responses.
@@ -37,34 +38,28 @@ struct Sent {
     version: String,
 }
 
-/// What a request told us, for logs and metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    Ack { kind: ResourceType, version: String },
-    Nack { kind: ResourceType, version: String, message: String },
-}
-
-/// The outcome of handling one input.
-#[derive(Debug, Default)]
-pub struct Step {
-    pub responses: Vec<DiscoveryResponse>,
-    pub answer: Option<Answer>,
-    /// The request was unusable (unknown type, stale nonce); the reason, for a debug log.
-    pub ignored: Option<String>,
-}
-
 #[derive(Debug, Default)]
 pub struct AdsStream {
     subscriptions: BTreeMap<ResourceType, Subscription>,
     current: Option<Arc<EncodedResources>>,
     /// Clusters/endpoints removed by the latest change, still sent until routes stop referring to them.
-    retained: BTreeMap<ResourceType, ResourceMap>,
+    retained: Retained,
     next_nonce: u64,
 }
 
-impl AdsStream {
-    /// Handles a request from the proxy.
-    pub fn on_request(&mut self, request: &DiscoveryRequest) -> Step {
+impl Protocol for AdsStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+
+    fn node_id(request: &DiscoveryRequest) -> &str {
+        request.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default()
+    }
+
+    fn kind(response: &DiscoveryResponse) -> Option<ResourceType> {
+        ResourceType::from_type_url(&response.type_url)
+    }
+
+    fn on_request(&mut self, request: &DiscoveryRequest) -> Step<DiscoveryResponse> {
         let mut step = Step::default();
         let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
             step.ignored = Some(format!("unsupported type {:?}", request.type_url));
@@ -90,32 +85,23 @@ impl AdsStream {
         step
     }
 
-    /// Takes a new set of resources for this proxy and returns the pushes it causes.
-    pub fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<DiscoveryResponse> {
+    fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<DiscoveryResponse> {
         if let Some(previous) = &self.current {
-            for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
-                let (old, new) = (previous.of_type(kind), resources.of_type(kind));
-                let unchanged = matches!((old, new), (Some(o), Some(n)) if o.names == n.names);
-                if unchanged {
-                    continue;
-                }
-                let old = old.map(|o| &o.map);
-                let removed =
-                    old.into_iter().flatten().filter(|(name, _)| !new.is_some_and(|n| n.map.contains_key(*name)));
-                self.retained.entry(kind).or_default().extend(removed.map(|(n, a)| (n.clone(), a.clone())));
-            }
+            self.retained.note_removals(previous, &resources);
         }
         self.current = Some(resources);
         self.push()
     }
+}
 
+impl AdsStream {
     /// Sends what changed; once the proxy has answered the listener and route pushes, drops retained clusters.
     fn push(&mut self) -> Vec<DiscoveryResponse> {
         let mut responses = self.push_changed_types();
         let routes_awaiting = [ResourceType::Listener, ResourceType::Route]
             .iter()
             .any(|k| self.subscriptions.get(k).is_some_and(|s| s.awaiting_answer));
-        if !routes_awaiting && self.retained.values().any(|m| !m.is_empty()) {
+        if !routes_awaiting && !self.retained.is_empty() {
             self.retained.clear();
             responses.extend(self.push_changed_types());
         }
@@ -159,7 +145,7 @@ impl AdsStream {
     fn content(&self, current: &EncodedResources, kind: ResourceType) -> Option<Content> {
         let sub = self.subscriptions.get(&kind)?;
         let all = current.of_type(kind).cloned().unwrap_or_default();
-        let retained = self.retained.get(&kind).filter(|m| !m.is_empty());
+        let retained = self.retained.of_type(kind);
         if retained.is_none() && (sub.wildcard || sub.names_digest == all.names) {
             return Some(Content::Whole(all));
         }

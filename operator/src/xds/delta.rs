@@ -1,0 +1,271 @@
+//! One incremental (delta) ADS stream, as a pure state machine: requests and new resources in, responses out.
+//! Envoy's and gRPC's `DeltaAggregatedResources` as the xDS protocol defines it:
+//!
+//! - Per type, the proxy subscribes to resources by name, or to all of them (`*`, and, for clusters and
+//!   listeners, a first request naming none), and unsubscribes; on a reconnect it says which versions it holds
+//!   (`initial_resource_versions`), so nothing it has is sent again.
+//! - The server tracks what the proxy holds, resource by resource, and sends only what changed, plus the names of
+//!   removed resources. The first request of each type is answered even when there is nothing to send, so the
+//!   proxy knows it is up to date. A NACK restores what the proxy held before that response.
+//! - Pushes go in make-before-break order (CDS, EDS, LDS, RDS), and removed clusters stay until the proxy has
+//!   answered the listener and route pushes of that change (see [`Retained`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use envoy_types::pb::google::protobuf::Any;
+use weft_xds::ResourceType;
+
+use super::protocol::{Answer, Protocol, Retained, Step};
+use super::resources::{EncodedResources, TypeResources, names_digest, resource_hash, version_string};
+
+/// Identifies this control plane in responses.
+const CONTROL_PLANE: &str = "weft-operator";
+
+#[derive(Debug, Default)]
+struct Subscription {
+    /// Every resource of the type.
+    wildcard: bool,
+    /// Resources subscribed by name.
+    names: BTreeSet<String>,
+    /// [`names_digest`] of `names`: when it matches the type's, the subscription is to all of it.
+    names_digest: u64,
+    /// What the proxy holds, as far as the server knows: name -> version.
+    held: BTreeMap<String, u64>,
+    /// The first request of this type has been answered.
+    answered: bool,
+    /// The version of the whole shared type the proxy holds exactly, when it does: nothing to compare then.
+    in_sync_with: Option<String>,
+    /// The last response not yet answered, and what `held` was before it (restored on a NACK).
+    awaiting: Option<Pending>,
+    /// What the proxy rejected (name -> version sent, `None` for a removal): not sent again until it changes.
+    rejected: BTreeMap<String, Option<u64>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    nonce: String,
+    /// Per name changed by the response: what the proxy held before, and what was sent (`None`: removed).
+    changes: BTreeMap<String, (Option<u64>, Option<u64>)>,
+}
+
+#[derive(Debug, Default)]
+pub struct DeltaStream {
+    subscriptions: BTreeMap<ResourceType, Subscription>,
+    current: Option<Arc<EncodedResources>>,
+    retained: Retained,
+    next_nonce: u64,
+}
+
+impl Protocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn node_id(request: &DeltaDiscoveryRequest) -> &str {
+        request.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default()
+    }
+
+    fn kind(response: &DeltaDiscoveryResponse) -> Option<ResourceType> {
+        ResourceType::from_type_url(&response.type_url)
+    }
+
+    fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
+        let mut step = Step::default();
+        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
+            step.ignored = Some(format!("unsupported type {:?}", request.type_url));
+            return step;
+        };
+        let first = !self.subscriptions.contains_key(&kind);
+        let sub = self.subscriptions.entry(kind).or_default();
+        if !request.response_nonce.is_empty() {
+            match sub.awaiting.take() {
+                Some(pending) if pending.nonce == request.response_nonce => {
+                    step.answer = Some(answer(kind, request, &pending, sub));
+                }
+                other => {
+                    sub.awaiting = other;
+                    step.ignored = Some(format!("stale nonce {:?} for {}", request.response_nonce, kind.short_name()));
+                }
+            }
+        }
+        subscribe(sub, kind, request, first);
+        step.responses = self.push();
+        step
+    }
+
+    fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<DeltaDiscoveryResponse> {
+        if let Some(previous) = &self.current {
+            self.retained.note_removals(previous, &resources);
+        }
+        self.current = Some(resources);
+        self.push()
+    }
+}
+
+/// ACK or NACK of `pending`; a NACK puts back what the proxy held before it.
+fn answer(kind: ResourceType, request: &DeltaDiscoveryRequest, pending: &Pending, sub: &mut Subscription) -> Answer {
+    let version = pending.nonce.clone();
+    let Some(status) = &request.error_detail else { return Answer::Ack { kind, version } };
+    for (name, (before, sent)) in &pending.changes {
+        match before {
+            Some(hash) => sub.held.insert(name.clone(), *hash),
+            None => sub.held.remove(name),
+        };
+        sub.rejected.insert(name.clone(), *sent);
+    }
+    sub.in_sync_with = None;
+    Answer::Nack { kind, version, message: status.message.clone() }
+}
+
+/// Applies a request's subscription changes and, on the first request of a type, the versions the proxy holds.
+fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscoveryRequest, first: bool) {
+    let changes = !request.resource_names_subscribe.is_empty() || !request.resource_names_unsubscribe.is_empty();
+    for name in &request.resource_names_subscribe {
+        match name.as_str() {
+            "*" => sub.wildcard = true,
+            _ => {
+                sub.names.insert(name.clone());
+            }
+        }
+    }
+    for name in &request.resource_names_unsubscribe {
+        match name.as_str() {
+            "*" => sub.wildcard = false,
+            _ => {
+                sub.names.remove(name);
+                sub.held.remove(name);
+            }
+        }
+    }
+    if first {
+        // A first request naming nothing is a wildcard subscription for the types that have one.
+        sub.wildcard |= request.resource_names_subscribe.is_empty() && kind.is_wildcard_type();
+        for (name, version) in &request.initial_resource_versions {
+            if let Ok(hash) = u64::from_str_radix(version, 16) {
+                sub.held.insert(name.clone(), hash);
+            }
+        }
+    }
+    if changes || first {
+        sub.names_digest = names_digest(sub.names.iter());
+        sub.in_sync_with = None;
+    }
+}
+
+impl DeltaStream {
+    /// Sends what changed; once the proxy has answered the listener and route pushes, drops retained clusters.
+    fn push(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let mut responses = self.push_changed_types();
+        let routes_awaiting = [ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .any(|k| self.subscriptions.get(k).is_some_and(|s| s.awaiting.is_some()));
+        if !routes_awaiting && !self.retained.is_empty() {
+            self.retained.clear();
+            responses.extend(self.push_changed_types());
+        }
+        responses
+    }
+
+    /// For every subscribed type, in make-before-break order: the resources whose version the proxy does not
+    /// hold, and the removals.
+    fn push_changed_types(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let Some(current) = self.current.clone() else { return Vec::new() };
+        let mut responses = Vec::new();
+        for kind in ResourceType::ALL {
+            let all = current.of_type(kind).cloned().unwrap_or_default();
+            let retained = self.retained.of_type(kind).cloned().unwrap_or_default();
+            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
+            let whole = retained.is_empty() && (sub.wildcard || sub.names_digest == all.names);
+            if whole && sub.answered && sub.in_sync_with.as_deref() == Some(all.version.as_str()) {
+                continue;
+            }
+            let (changed, removed) = differences(sub, &all, &retained);
+            if changed.is_empty() && removed.is_empty() && sub.answered {
+                sub.in_sync_with = whole.then(|| all.version.clone());
+                continue;
+            }
+            self.next_nonce += 1;
+            let nonce = self.next_nonce.to_string();
+            responses.push(record(sub, kind, nonce, changed, removed));
+            sub.in_sync_with = whole.then(|| all.version.clone());
+        }
+        responses
+    }
+}
+
+/// A resource to send: name, version, encoding.
+type Change = (String, u64, Any);
+
+/// What the proxy should be sent: resources it does not hold at their current version, and names it holds that
+/// are gone.
+fn differences(
+    sub: &Subscription,
+    all: &TypeResources,
+    retained: &BTreeMap<String, Any>,
+) -> (Vec<Change>, Vec<String>) {
+    let lookup = |name: &str| -> Option<(u64, &Any)> {
+        match (all.hashes.get(name), all.map.get(name)) {
+            (Some(hash), Some(any)) => Some((*hash, any)),
+            _ => retained.get(name).map(|any| (resource_hash(any), any)),
+        }
+    };
+    let wanted: Box<dyn Iterator<Item = &String>> = if sub.wildcard {
+        Box::new(all.map.keys().chain(retained.keys().filter(|n| !all.map.contains_key(*n))).chain(&sub.names))
+    } else {
+        Box::new(sub.names.iter())
+    };
+    let rejected = |name: &String, sent: Option<u64>| sub.rejected.get(name) == Some(&sent);
+    let mut changed = Vec::new();
+    let mut seen = BTreeSet::new();
+    for name in wanted {
+        if !seen.insert(name.as_str()) {
+            continue;
+        }
+        if let Some((hash, any)) = lookup(name)
+            && sub.held.get(name) != Some(&hash)
+            && !rejected(name, Some(hash))
+        {
+            changed.push((name.clone(), hash, any.clone()));
+        }
+    }
+    let removed = sub.held.keys().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
+    (changed, removed)
+}
+
+/// The response for `changed` and `removed`, noting what the proxy will hold once it applies it.
+fn record(
+    sub: &mut Subscription,
+    kind: ResourceType,
+    nonce: String,
+    changed: Vec<Change>,
+    removed: Vec<String>,
+) -> DeltaDiscoveryResponse {
+    let mut changes = BTreeMap::new();
+    let mut resources = Vec::with_capacity(changed.len());
+    for (name, hash, any) in changed {
+        changes.insert(name.clone(), (sub.held.insert(name.clone(), hash), Some(hash)));
+        sub.rejected.remove(&name);
+        resources.push(Resource { name, version: version_string(hash), resource: Some(any), ..Default::default() });
+    }
+    for name in &removed {
+        changes.insert(name.clone(), (sub.held.remove(name), None));
+        sub.rejected.remove(name);
+    }
+    sub.answered = true;
+    sub.awaiting = Some(Pending { nonce: nonce.clone(), changes });
+    DeltaDiscoveryResponse {
+        system_version_info: String::new(),
+        resources,
+        type_url: kind.type_url().to_string(),
+        removed_resources: removed,
+        nonce,
+        control_plane: Some(envoy_types::pb::envoy::config::core::v3::ControlPlane {
+            identifier: CONTROL_PLANE.to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,134 @@
+//! The delta stream against the xDS protocol's rules, one behaviour per test.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::google::rpc::Status;
+
+use super::*;
+
+fn any(kind: ResourceType, body: &str) -> Any {
+    Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() }
+}
+
+/// Clusters and endpoints named `clusters` (content `name=body`), one listener, routes as given.
+fn resources(clusters: &[(&str, &str)], routes: &[(&str, &str)]) -> Arc<EncodedResources> {
+    let map = |kind: ResourceType, items: &[(&str, &str)]| {
+        TypeResources::new(items.iter().map(|(n, b)| (n.to_string(), any(kind, &format!("{n}={b}")))).collect())
+    };
+    let by_type = BTreeMap::from([
+        (ResourceType::Cluster, map(ResourceType::Cluster, clusters)),
+        (ResourceType::Endpoint, map(ResourceType::Endpoint, clusters)),
+        (ResourceType::Listener, map(ResourceType::Listener, &[("l", "80")])),
+        (ResourceType::Route, map(ResourceType::Route, routes)),
+    ]);
+    Arc::new(EncodedResources { by_type })
+}
+
+fn request(kind: ResourceType, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: kind.type_url().into(),
+        resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn names(response: &DeltaDiscoveryResponse) -> Vec<&str> {
+    response.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+/// A stream subscribed to everything (clusters and listeners wildcard; endpoints and routes by name), all ACKed.
+fn settled(initial: Arc<EncodedResources>, endpoints: &[&str], routes: &[&str]) -> DeltaStream {
+    let mut stream = DeltaStream::default();
+    assert!(stream.on_resources(initial).is_empty(), "nothing is sent before the proxy asks");
+    for (kind, subscribe) in [
+        (ResourceType::Cluster, &[][..]),
+        (ResourceType::Endpoint, endpoints),
+        (ResourceType::Listener, &[][..]),
+        (ResourceType::Route, routes),
+    ] {
+        let step = stream.on_request(&request(kind, subscribe, ""));
+        let [response] = step.responses.as_slice() else { panic!("{kind:?}: one answer, got {:?}", step.responses) };
+        let ack = stream.on_request(&request(kind, &[], &response.nonce));
+        assert!(matches!(ack.answer, Some(Answer::Ack { .. })), "{kind:?} ACK recognised");
+        assert!(ack.responses.is_empty(), "an ACK causes no push");
+    }
+    stream
+}
+
+#[test]
+fn a_first_wildcard_request_gets_everything_and_a_named_one_what_it_names() {
+    let mut stream = DeltaStream::default();
+    stream.on_resources(resources(&[("c1", "a"), ("c2", "a")], &[("80", "c1")]));
+    let clusters = stream.on_request(&request(ResourceType::Cluster, &[], ""));
+    assert_eq!(names(&clusters.responses[0]), ["c1", "c2"]);
+    assert_eq!(clusters.responses[0].resources[0].version.len(), 16, "each resource carries its version");
+    let endpoints = stream.on_request(&request(ResourceType::Endpoint, &["c2"], ""));
+    assert_eq!(names(&endpoints.responses[0]), ["c2"]);
+}
+
+#[test]
+fn a_change_sends_only_the_changed_resource() {
+    let mut stream = settled(resources(&[("c1", "a"), ("c2", "a")], &[("80", "c1")]), &["c1", "c2"], &["80"]);
+    let push = stream.on_resources(resources(&[("c1", "a"), ("c2", "b")], &[("80", "c1")]));
+    let types: Vec<_> = push.iter().map(|r| ResourceType::from_type_url(&r.type_url).unwrap()).collect();
+    assert_eq!(types, [ResourceType::Cluster, ResourceType::Endpoint]);
+    assert_eq!(names(&push[0]), ["c2"]);
+    assert_eq!(names(&push[1]), ["c2"]);
+    assert!(stream.on_resources(resources(&[("c1", "a"), ("c2", "b")], &[("80", "c1")])).is_empty());
+}
+
+#[test]
+fn a_removed_cluster_is_removed_after_the_routes_that_used_it() {
+    let mut stream = settled(resources(&[("c1", "a")], &[("80", "c1")]), &["c1"], &["80"]);
+    let push = stream.on_resources(resources(&[("c2", "a")], &[("80", "c2")]));
+    let cds = &push[0];
+    assert_eq!(names(cds), ["c2"]);
+    assert!(cds.removed_resources.is_empty(), "c1 stays while routes may use it");
+    let rds = push.iter().find(|r| r.type_url == ResourceType::Route.type_url()).unwrap();
+    let after_routes = stream.on_request(&request(ResourceType::Route, &[], &rds.nonce));
+    let removals: Vec<_> = after_routes.responses.iter().map(|r| r.removed_resources.clone()).collect();
+    assert_eq!(removals, [vec!["c1".to_string()], vec!["c1".to_string()]], "cluster and endpoints, once routes moved");
+}
+
+#[test]
+fn a_reconnecting_proxy_is_sent_only_what_it_does_not_hold() {
+    let current = resources(&[("c1", "a"), ("c2", "a")], &[]);
+    let held = current.of_type(ResourceType::Cluster).unwrap().hashes.clone();
+    let mut stream = DeltaStream::default();
+    stream.on_resources(resources(&[("c1", "a"), ("c2", "b"), ("c3", "a")], &[]));
+    let mut reconnect = request(ResourceType::Cluster, &[], "");
+    reconnect.initial_resource_versions =
+        held.iter().map(|(n, h)| (n.clone(), version_string(*h))).collect::<HashMap<_, _>>();
+    let step = stream.on_request(&reconnect);
+    assert_eq!(names(&step.responses[0]), ["c2", "c3"], "c1 is held at its current version");
+}
+
+#[test]
+fn a_nack_puts_back_what_the_proxy_held_so_the_change_is_sent_again() {
+    let mut stream = settled(resources(&[("c1", "a")], &[("80", "c1")]), &["c1"], &["80"]);
+    let push = stream.on_resources(resources(&[("c1", "a")], &[("80", "bad")]));
+    let mut nack = request(ResourceType::Route, &[], &push[0].nonce);
+    nack.error_detail = Some(Status { code: 3, message: "route 80: bad regex".into(), details: vec![] });
+    let step = stream.on_request(&nack);
+    assert!(matches!(&step.answer, Some(Answer::Nack { message, .. }) if message.contains("bad regex")));
+    assert!(step.responses.is_empty(), "the same content is not pushed straight back");
+    let fixed = stream.on_resources(resources(&[("c1", "a")], &[("80", "good")]));
+    assert_eq!(names(&fixed[0]), ["80"], "the corrected routes are pushed");
+}
+
+#[test]
+fn unsubscribing_stops_updates_and_a_first_request_with_nothing_to_send_is_answered() {
+    let mut stream = settled(resources(&[("c1", "a"), ("c2", "a")], &[("80", "c1")]), &["c1", "c2"], &["80"]);
+    let mut drop_c2 = request(ResourceType::Endpoint, &[], "");
+    drop_c2.resource_names_unsubscribe = vec!["c2".into()];
+    assert!(stream.on_request(&drop_c2).responses.is_empty());
+    let push = stream.on_resources(resources(&[("c1", "a"), ("c2", "b")], &[("80", "c1")]));
+    let eds: Vec<_> = push.iter().filter(|r| r.type_url == ResourceType::Endpoint.type_url()).collect();
+    assert!(eds.is_empty(), "c2's endpoints are no longer wanted: {eds:?}");
+    let mut empty = DeltaStream::default();
+    empty.on_resources(resources(&[], &[]));
+    let answered = empty.on_request(&request(ResourceType::Cluster, &[], ""));
+    assert_eq!(answered.responses.len(), 1, "an empty first answer says the proxy is up to date");
+    assert!(answered.responses[0].resources.is_empty());
+}

@@ -1,0 +1,84 @@
+//! The delta client: subscriptions that follow clusters and listeners, resources applied one by one, NACKs that
+//! change nothing, and reconnects that tell the server what is held.
+
+use envoy_types::pb::envoy::service::discovery::v3::Resource;
+use envoy_types::pb::google::protobuf::Any;
+
+use super::*;
+use crate::xds::testing::{cluster, listener, routes};
+
+fn response(kind: ResourceType, nonce: &str, resources: &[(&str, Any)], removed: &[&str]) -> DeltaDiscoveryResponse {
+    DeltaDiscoveryResponse {
+        type_url: kind.type_url().into(),
+        nonce: nonce.into(),
+        resources: resources
+            .iter()
+            .map(|(name, any)| Resource {
+                name: name.to_string(),
+                version: format!("v-{name}-{nonce}"),
+                resource: Some(any.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        removed_resources: removed.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn client() -> DeltaState {
+    DeltaState::new(Node { id: "sidecar~~client.default~default.svc.cluster.local".into(), ..Default::default() })
+}
+
+#[test]
+fn clusters_and_listeners_are_wildcards_and_endpoints_and_routes_follow_them() {
+    let mut state = client();
+    let opening = state.on_connect();
+    assert_eq!(opening.len(), 2, "CDS and LDS");
+    assert!(opening[0].node.is_some() && opening[1].node.is_none(), "the node goes with the first request");
+    assert!(opening.iter().all(|r| r.resource_names_subscribe.is_empty()), "wildcards");
+    let reply =
+        state.on_response(&response(ResourceType::Cluster, "1", &[("a", cluster("a")), ("b", cluster("b"))], &[]));
+    let [ack, eds] = reply.requests.as_slice() else { panic!("ACK and EDS subscription: {:?}", reply.requests) };
+    assert_eq!((ack.response_nonce.as_str(), ack.error_detail.is_none()), ("1", true));
+    assert_eq!(eds.resource_names_subscribe, ["a", "b"]);
+    let reply = state.on_response(&response(ResourceType::Cluster, "2", &[], &["b"]));
+    assert_eq!(reply.requests[1].resource_names_unsubscribe, ["b"], "a removed cluster's endpoints are dropped");
+    assert_eq!(state.config().clusters.len(), 1);
+    state.on_response(&response(ResourceType::Listener, "3", &[("0.0.0.0_80", listener(80, "80"))], &[]));
+    assert!(!state.is_ready(), "routes and endpoints have not arrived");
+    state.on_response(&response(ResourceType::Route, "4", &[("80", routes("80", "/", "a"))], &[]));
+    let endpoints = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment {
+        cluster_name: "a".into(),
+        ..Default::default()
+    };
+    state.on_response(&response(ResourceType::Endpoint, "5", &[("a", weft_xds::pack(&endpoints))], &[]));
+    assert!(state.is_ready());
+}
+
+#[test]
+fn an_invalid_resource_is_nacked_and_changes_nothing() {
+    let mut state = client();
+    state.on_connect();
+    state.on_response(&response(ResourceType::Listener, "1", &[("0.0.0.0_80", listener(80, "80"))], &[]));
+    state.on_response(&response(ResourceType::Route, "2", &[("80", routes("80", "/v[0-9]+", "good"))], &[]));
+    let good = state.config().routes.clone();
+    let reply = state.on_response(&response(ResourceType::Route, "3", &[("80", routes("80", "/v[0-9", "bad"))], &[]));
+    let Outcome::Rejected { error, .. } = &reply.outcome else { panic!("expected a rejection") };
+    assert!(error.contains("invalid regex"), "{error}");
+    let [nack] = reply.requests.as_slice() else { panic!("one NACK") };
+    assert_eq!(nack.response_nonce, "3");
+    assert!(nack.error_detail.is_some());
+    assert_eq!(state.config().routes, good, "last good routes stay");
+}
+
+#[test]
+fn a_reconnect_names_what_is_held_at_which_version() {
+    let mut state = client();
+    state.on_connect();
+    state.on_response(&response(ResourceType::Cluster, "7", &[("a", cluster("a"))], &[]));
+    let again = state.on_connect();
+    let cds = again.iter().find(|r| r.type_url == ResourceType::Cluster.type_url()).unwrap();
+    assert_eq!(cds.initial_resource_versions.get("a").map(String::as_str), Some("v-a-7"));
+    let eds = again.iter().find(|r| r.type_url == ResourceType::Endpoint.type_url()).unwrap();
+    assert_eq!(eds.resource_names_subscribe, ["a"], "endpoint subscriptions are renewed");
+}

@@ -1,0 +1,75 @@
+//! One xDS resource, converted to the proxy's plain config types; shared by the state-of-the-world and delta
+//! clients. Conversion failures are what a NACK reports.
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use weft_xds::{ResourceType, unpack};
+
+use crate::config::convert::endpoints;
+use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyConfig, RouteTable};
+
+/// A converted resource.
+#[derive(Debug)]
+pub enum Converted {
+    Cluster(ClusterConfig),
+    Listener(ListenerConfig),
+    Routes(RouteTable),
+    Endpoints(Vec<EndpointConfig>),
+}
+
+/// Decodes and converts one resource of `kind`: its name and value.
+pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), String> {
+    fn decoded<T: prost::Message + prost::Name + Default>(any: &Any) -> Result<T, String> {
+        unpack::<T>(any).map_err(|e| e.to_string())
+    }
+    match kind {
+        ResourceType::Cluster => {
+            let cluster = ClusterConfig::try_from(&decoded::<Cluster>(any)?).map_err(|e| e.to_string())?;
+            Ok((cluster.name.clone(), Converted::Cluster(cluster)))
+        }
+        ResourceType::Listener => {
+            let listener = ListenerConfig::try_from(&decoded::<Listener>(any)?).map_err(|e| e.to_string())?;
+            Ok((listener.name.clone(), Converted::Listener(listener)))
+        }
+        ResourceType::Route => {
+            let table = RouteTable::try_from(&decoded::<RouteConfiguration>(any)?).map_err(|e| e.to_string())?;
+            Ok((table.name.clone(), Converted::Routes(table)))
+        }
+        ResourceType::Endpoint => {
+            let assignment = decoded::<ClusterLoadAssignment>(any)?;
+            let set = endpoints(&assignment).map_err(|e| e.to_string())?;
+            Ok((assignment.cluster_name, Converted::Endpoints(set)))
+        }
+    }
+}
+
+/// Puts a converted resource into the config under `name`.
+pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
+    match value {
+        Converted::Cluster(c) => {
+            config.clusters.insert(name, c);
+        }
+        Converted::Listener(l) => {
+            config.listeners.insert(name, l);
+        }
+        Converted::Routes(r) => {
+            config.routes.insert(name, r);
+        }
+        Converted::Endpoints(e) => {
+            config.endpoints.insert(name, e);
+        }
+    }
+}
+
+/// Takes the resource `name` of `kind` out of the config.
+pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
+    match kind {
+        ResourceType::Cluster => drop(config.clusters.remove(name)),
+        ResourceType::Listener => drop(config.listeners.remove(name)),
+        ResourceType::Route => drop(config.routes.remove(name)),
+        ResourceType::Endpoint => drop(config.endpoints.remove(name)),
+    }
+}
