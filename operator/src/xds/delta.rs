@@ -177,10 +177,15 @@ impl DeltaStream {
             let retained = self.retained.of_type(kind).cloned().unwrap_or_default();
             let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
             let whole = retained.is_empty() && (sub.wildcard || sub.names_digest == all.names);
-            if whole && sub.answered && sub.in_sync_with.as_deref() == Some(all.version.as_str()) {
+            let in_sync = |version: &str| whole && sub.answered && sub.in_sync_with.as_deref() == Some(version);
+            if in_sync(&all.version) {
                 continue;
             }
-            let (changed, removed) = differences(sub, &all, &retained);
+            let (changed, removed) = match &all.since {
+                // The proxy holds the previous version exactly: what changed since is what to send.
+                Some(since) if in_sync(&since.version) => since_previous(&all, since),
+                _ => differences(sub, &all, &retained),
+            };
             if changed.is_empty() && removed.is_empty() && sub.answered {
                 sub.in_sync_with = whole.then(|| all.version.clone());
                 continue;
@@ -231,6 +236,16 @@ fn differences(
     }
     let removed = sub.held.keys().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
     (changed, removed)
+}
+
+/// What changed since the previous version, for a proxy that holds it exactly: computed once for all proxies.
+fn since_previous(all: &TypeResources, since: &super::resources::Since) -> (Vec<Change>, Vec<String>) {
+    let changed = since
+        .changed
+        .iter()
+        .filter_map(|name| Some((name.clone(), *all.hashes.get(name)?, all.map.get(name)?.clone())))
+        .collect();
+    (changed, since.removed.clone())
 }
 
 /// The response for `changed` and `removed`, noting what the proxy will hold once it applies it.

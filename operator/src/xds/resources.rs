@@ -24,14 +24,43 @@ pub struct TypeResources {
     pub version: String,
     /// Digest of the names: a subscription naming exactly these gets the whole map (see [`names_digest`]).
     pub names: u64,
+    /// What changed since the previous config's resources of this type, computed once for every proxy.
+    pub since: Option<Since>,
+}
+
+/// The difference from one version of a type to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Since {
+    /// The version this is the difference from.
+    pub version: String,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 impl TypeResources {
     pub fn new(map: ResourceMap) -> Arc<Self> {
+        Arc::new(Self::build(map, None))
+    }
+
+    /// Like [`TypeResources::new`], also noting what changed since `previous`.
+    pub fn new_since(map: ResourceMap, previous: Option<&TypeResources>) -> Arc<Self> {
+        Arc::new(Self::build(map, previous))
+    }
+
+    fn build(map: ResourceMap, previous: Option<&TypeResources>) -> Self {
         let hashes: BTreeMap<String, u64> = map.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect();
         let version = version_of_hashes(&hashes);
         let names = names_digest(map.keys());
-        Arc::new(Self { map, hashes, version, names })
+        let since = previous.map(|previous| Since {
+            version: previous.version.clone(),
+            changed: hashes
+                .iter()
+                .filter(|(n, h)| previous.hashes.get(*n) != Some(h))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            removed: previous.hashes.keys().filter(|n| !hashes.contains_key(*n)).cloned().collect(),
+        });
+        Self { map, hashes, version, names, since }
     }
 }
 
@@ -73,10 +102,27 @@ pub struct EncodedShared {
 
 impl From<&SharedResources> for EncodedShared {
     fn from(r: &SharedResources) -> Self {
+        Self::since(r, None)
+    }
+}
+
+impl EncodedShared {
+    /// Encodes `r`, noting per type what changed since `previous`.
+    pub fn since(r: &SharedResources, previous: Option<&EncodedShared>) -> Self {
+        let before = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| previous.map(|p| pick(p).as_ref());
         Self {
-            clusters: TypeResources::new(r.clusters.iter().map(|c| (c.name.clone(), pack(c))).collect()),
-            endpoints: TypeResources::new(r.endpoints.iter().map(|e| (e.cluster_name.clone(), pack(e))).collect()),
-            listeners: TypeResources::new(r.listeners.iter().map(|l| (l.name.clone(), pack(l))).collect()),
+            clusters: TypeResources::new_since(
+                r.clusters.iter().map(|c| (c.name.clone(), pack(c))).collect(),
+                before(|p| &p.clusters),
+            ),
+            endpoints: TypeResources::new_since(
+                r.endpoints.iter().map(|e| (e.cluster_name.clone(), pack(e))).collect(),
+                before(|p| &p.endpoints),
+            ),
+            listeners: TypeResources::new_since(
+                r.listeners.iter().map(|l| (l.name.clone(), pack(l))).collect(),
+                before(|p| &p.listeners),
+            ),
         }
     }
 }
@@ -105,13 +151,16 @@ impl From<&ProxyResources> for EncodedResources {
             endpoints: r.endpoints.clone(),
             listeners: r.listeners.clone(),
         };
-        Self::assemble(&EncodedShared::from(&shared), encode_routes(&r.routes))
+        Self::assemble(&EncodedShared::from(&shared), encode_routes(&r.routes, None))
     }
 }
 
-/// Route configurations, encoded.
-pub fn encode_routes(routes: &[envoy_types::pb::envoy::config::route::v3::RouteConfiguration]) -> Arc<TypeResources> {
-    TypeResources::new(routes.iter().map(|x| (x.name.clone(), pack(x))).collect())
+/// Route configurations, encoded, noting what changed since `previous`.
+pub fn encode_routes(
+    routes: &[envoy_types::pb::envoy::config::route::v3::RouteConfiguration],
+    previous: Option<&TypeResources>,
+) -> Arc<TypeResources> {
+    TypeResources::new_since(routes.iter().map(|x| (x.name.clone(), pack(x))).collect(), previous)
 }
 
 /// The resources a subscription asks for: all of them for a wildcard subscription, else those named.

@@ -26,6 +26,9 @@ use super::sotw::AdsStream;
 use crate::app::SnapshotReceiver;
 use crate::metrics::Metrics;
 
+/// Responses waiting per stream to be written.
+const OUTBOX: usize = 4;
+
 /// Largest request accepted: tonic's default (4 MiB), named here because the error says it.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
@@ -55,7 +58,9 @@ impl AdsServer {
         request: Request<Streaming<P::Request>>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
-        let (tx, rx) = mpsc::channel(16);
+        // Few responses wait per stream: a proxy that reads slowly holds little memory, and a later snapshot it
+        // has not reached yet is translated only once it has (latest wins).
+        let (tx, rx) = mpsc::channel(OUTBOX);
         let stream = StreamContext::<P> {
             snapshots: self.snapshots.clone(),
             translations: self.translations.clone(),

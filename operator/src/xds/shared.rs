@@ -24,6 +24,9 @@ struct Cache {
     config: u64,
     shared: Option<EncodedShared>,
     routes: HashMap<String, Arc<TypeResources>>,
+    /// The previous config's, to note what changed since (delta streams in step send only that).
+    previous_shared: Option<EncodedShared>,
+    previous_routes: HashMap<String, Arc<TypeResources>>,
 }
 
 impl Translations {
@@ -37,14 +40,28 @@ impl Translations {
             return Arc::new(translate_for(published, node));
         }
         if published.config > cache.config {
-            *cache = Cache { config: published.config, ..Cache::default() };
+            let previous = std::mem::take(&mut *cache);
+            *cache = Cache {
+                config: published.config,
+                previous_shared: previous.shared,
+                previous_routes: previous.routes,
+                ..Cache::default()
+            };
         }
         let snapshot = &published.snapshot;
-        let shared = cache.shared.get_or_insert_with(|| EncodedShared::from(&translate::shared(snapshot))).clone();
-        let routes = cache
-            .routes
-            .entry(node.namespace.clone())
-            .or_insert_with(|| encode_routes(&translate::routes_for(snapshot, &node.namespace)))
+        let Cache { shared, routes, previous_shared, previous_routes, .. } = &mut *cache;
+        let shared = shared
+            .get_or_insert_with(|| EncodedShared::since(&translate::shared(snapshot), previous_shared.as_ref()))
+            .clone();
+        let namespace = &node.namespace;
+        let routes = routes
+            .entry(namespace.clone())
+            .or_insert_with(|| {
+                encode_routes(
+                    &translate::routes_for(snapshot, namespace),
+                    previous_routes.get(namespace).map(|r| r.as_ref()),
+                )
+            })
             .clone();
         Arc::new(EncodedResources::assemble(&shared, routes))
     }

@@ -132,3 +132,33 @@ fn unsubscribing_stops_updates_and_a_first_request_with_nothing_to_send_is_answe
     assert_eq!(answered.responses.len(), 1, "an empty first answer says the proxy is up to date");
     assert!(answered.responses[0].resources.is_empty());
 }
+
+/// `next`'s types built as the ADS server builds them: noting what changed since `previous`.
+fn since(previous: &EncodedResources, next: &EncodedResources) -> Arc<EncodedResources> {
+    let by_type = next
+        .by_type
+        .iter()
+        .map(|(kind, all)| {
+            (*kind, TypeResources::new_since(all.map.clone(), previous.of_type(*kind).map(|p| p.as_ref())))
+        })
+        .collect();
+    Arc::new(EncodedResources { by_type })
+}
+
+#[test]
+fn a_proxy_in_step_gets_the_difference_computed_once_for_all_and_a_lagging_one_its_own() {
+    let first = resources(&[("c1", "a"), ("c2", "a"), ("c3", "a")], &[("80", "c1")]);
+    let second = since(&first, &resources(&[("c1", "a"), ("c2", "b")], &[("80", "c1")]));
+    let mut in_step = settled(first.clone(), &["c1", "c2", "c3"], &["80"]);
+    let push = in_step.on_resources(second.clone());
+    assert_eq!(names(&push[0]), ["c2"]);
+    let third = since(&second, &resources(&[("c1", "b"), ("c2", "b")], &[("80", "c1")]));
+    // A stream that never saw `second` is not in step with `third`'s difference: it gets its own.
+    let mut lagging = settled(first, &["c1", "c2", "c3"], &["80"]);
+    let lagging_push = lagging.on_resources(third.clone());
+    assert_eq!(names(&lagging_push[0]), ["c1", "c2"]);
+    let cds = in_step.on_request(&request(ResourceType::Cluster, &[], &push[0].nonce));
+    assert!(cds.responses.is_empty());
+    let in_step_push = in_step.on_resources(third);
+    assert_eq!(names(&in_step_push[0]), ["c1"]);
+}
