@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Delt
 use envoy_types::pb::google::protobuf::Any;
 use weft_xds::ResourceType;
 
-use super::protocol::{Answer, Protocol, Retained, Step};
+use super::protocol::{Answer, Protocol, Retained, Step, requested_type};
 use super::resources::{EncodedResources, TypeResources, names_digest, resource_hash, version_string};
 
 /// Identifies this control plane in responses.
@@ -71,11 +71,11 @@ impl Protocol for DeltaStream {
     }
 
     fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
-        let mut step = Step::default();
-        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
-            step.ignored = Some(format!("unsupported type {:?}", request.type_url));
-            return step;
+        let kind = match requested_type(&request.type_url) {
+            Ok(kind) => kind,
+            Err(ignored) => return ignored,
         };
+        let mut step = Step::default();
         let first = !self.subscriptions.contains_key(&kind);
         let sub = self.subscriptions.entry(kind).or_default();
         if !request.response_nonce.is_empty() {

@@ -47,6 +47,12 @@ impl<R> Default for Step<R> {
     }
 }
 
+/// The type a request is about; a step that ignores the request when it is no type Weft serves.
+pub fn requested_type<R>(type_url: &str) -> Result<ResourceType, Step<R>> {
+    ResourceType::from_type_url(type_url)
+        .ok_or_else(|| Step { ignored: Some(format!("unsupported type {type_url:?}")), ..Step::default() })
+}
+
 /// Clusters (and their endpoints) that a change removed, still served until the proxy has answered the
 /// listener and route pushes of that change, so that no route points at a cluster the proxy no longer has.
 #[derive(Debug, Default)]

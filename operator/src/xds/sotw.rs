@@ -14,7 +14,7 @@ use weft_xds::ResourceType;
 
 use envoy_types::pb::google::protobuf::Any;
 
-use super::protocol::{Answer, Protocol, Retained, Step};
+use super::protocol::{Answer, Protocol, Retained, Step, requested_type};
 use super::resources::{EncodedResources, ResourceMap, TypeResources, names_digest, select, version_of};
 
 /// Identifies this control plane in responses.
@@ -60,11 +60,11 @@ impl Protocol for AdsStream {
     }
 
     fn on_request(&mut self, request: &DiscoveryRequest) -> Step<DiscoveryResponse> {
-        let mut step = Step::default();
-        let Some(kind) = ResourceType::from_type_url(&request.type_url) else {
-            step.ignored = Some(format!("unsupported type {:?}", request.type_url));
-            return step;
+        let kind = match requested_type(&request.type_url) {
+            Ok(kind) => kind,
+            Err(ignored) => return ignored,
         };
+        let mut step = Step::default();
         let sub = self.subscriptions.entry(kind).or_default();
         if !request.response_nonce.is_empty() {
             let Some(sent) = sub.sent.as_ref().filter(|s| s.nonce == request.response_nonce) else {

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Delt
 use envoy_types::pb::google::rpc::Status;
 use weft_xds::ResourceType;
 
-use super::resource::{Converted, convert, insert, remove};
+use super::resource::{Converted, convert, dependent_names, insert, remove};
 use super::state::{INVALID_ARGUMENT, Outcome};
 use crate::config::ProxyConfig;
 
@@ -124,15 +124,7 @@ impl DeltaState {
 
     /// After clusters or listeners changed: subscribe to the endpoints and routes they name, drop the rest.
     fn follow_subscriptions(&mut self, kind: ResourceType) -> Option<DeltaDiscoveryRequest> {
-        let (dependent, wanted): (ResourceType, BTreeSet<String>) = match kind {
-            ResourceType::Cluster => {
-                (ResourceType::Endpoint, self.config.clusters.values().map(|c| c.eds_name.clone()).collect())
-            }
-            ResourceType::Listener => {
-                (ResourceType::Route, self.config.listeners.values().map(|l| l.route_config.clone()).collect())
-            }
-            _ => return None,
-        };
+        let (dependent, wanted) = dependent_names(&self.config, kind)?;
         let current = self.subscribed.entry(dependent).or_default();
         let subscribe: Vec<String> = wanted.difference(current).cloned().collect();
         let unsubscribe: Vec<String> = current.difference(&wanted).cloned().collect();

@@ -1,6 +1,8 @@
 //! One xDS resource, converted to the proxy's plain config types; shared by the state-of-the-world and delta
 //! clients. Conversion failures are what a NACK reports.
 
+use std::collections::BTreeSet;
+
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -71,5 +73,19 @@ pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
         ResourceType::Listener => drop(config.listeners.remove(name)),
         ResourceType::Route => drop(config.routes.remove(name)),
         ResourceType::Endpoint => drop(config.endpoints.remove(name)),
+    }
+}
+
+/// The subscriptions a type's resources imply: the endpoint sets the clusters name, the route tables the
+/// listeners name. `None` for the other types.
+pub fn dependent_names(config: &ProxyConfig, kind: ResourceType) -> Option<(ResourceType, BTreeSet<String>)> {
+    match kind {
+        ResourceType::Cluster => {
+            Some((ResourceType::Endpoint, config.clusters.values().map(|c| c.eds_name.clone()).collect()))
+        }
+        ResourceType::Listener => {
+            Some((ResourceType::Route, config.listeners.values().map(|l| l.route_config.clone()).collect()))
+        }
+        _ => None,
     }
 }

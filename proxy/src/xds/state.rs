@@ -10,7 +10,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status;
 use weft_xds::ResourceType;
 
-use super::resource::{convert, insert};
+use super::resource::{convert, dependent_names, insert};
 use crate::config::ProxyConfig;
 
 /// gRPC status code INVALID_ARGUMENT, as Envoy reports rejected config.
@@ -124,15 +124,7 @@ impl ClientState {
 
     /// After new clusters or listeners: subscribe to the endpoints and routes they name, drop the rest.
     fn follow_subscriptions(&mut self, kind: ResourceType) -> Option<DiscoveryRequest> {
-        let (dependent, wanted): (ResourceType, BTreeSet<String>) = match kind {
-            ResourceType::Cluster => {
-                (ResourceType::Endpoint, self.config.clusters.values().map(|c| c.eds_name.clone()).collect())
-            }
-            ResourceType::Listener => {
-                (ResourceType::Route, self.config.listeners.values().map(|l| l.route_config.clone()).collect())
-            }
-            _ => return None,
-        };
+        let (dependent, wanted) = dependent_names(&self.config, kind)?;
         if dependent == ResourceType::Endpoint {
             self.config.endpoints.retain(|name, _| wanted.contains(name));
             if self.endpoint_names == wanted {
