@@ -1,12 +1,13 @@
 //! The scale benchmark's harness on a small mesh, as a test: a real operator and light ADS clients. Every proxy
-//! gets each change, a VirtualService edit pushes only routes and an endpoint change only endpoints, and a churn
-//! of edits ends with every proxy at the last one.
+//! holding a changed Service gets the change, a VirtualService edit pushes only routes and an endpoint change
+//! only endpoints, a churn of edits ends with every such proxy at the last one, and a delta proxy holds only its
+//! namespace's Services.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use weft_e2e::scale::{CellResult, CellSpec, Protocol, report, run_cell};
+use weft_e2e::scale::{CellResult, CellSpec, Protocol, ProxyScope, report, run_cell};
 
 async fn a_small_mesh_converges_and_each_change_pushes_only_its_type(protocol: Protocol) -> CellResult {
     let spec = CellSpec {
@@ -16,16 +17,20 @@ async fn a_small_mesh_converges_and_each_change_pushes_only_its_type(protocol: P
         churn: Some((10, Duration::from_secs(2))),
         patience: Duration::from_secs(30),
         protocol,
+        scope: ProxyScope::Namespace,
     };
     let result = run_cell(spec).await.unwrap();
     println!("{}", report::tables(std::slice::from_ref(&result)));
     for (change, cost) in [("VirtualService edit", &result.edit), ("endpoint change", &result.endpoint)] {
-        assert_eq!(cost.latencies.len(), spec.proxies, "{change} did not reach every proxy");
+        // Delta proxies hold their own namespace (a third of them hold the changed Service); the others all.
+        let holding = if protocol == Protocol::Delta { spec.proxies / spec.namespaces } else { spec.proxies };
+        assert_eq!(cost.proxies, holding, "{change}");
+        assert_eq!(cost.latencies.len(), holding, "{change} did not reach every proxy holding the Service");
         assert_eq!(cost.other_responses, 0, "{change} pushed other types too");
-        assert!(cost.sent.messages >= spec.proxies as f64, "{change}: {:?}", cost.sent);
+        assert!(cost.sent.messages >= holding as f64, "{change}: {:?}", cost.sent);
     }
     let churn = result.churn.as_ref().unwrap();
-    assert_eq!(churn.converged, spec.proxies, "proxies did not all end at the last edit");
+    assert_eq!(churn.converged, churn.proxies, "proxies did not all end at the last edit");
     result
 }
 
@@ -40,4 +45,7 @@ async fn over_delta_xds_a_change_sends_only_the_changed_resources() {
         delta.endpoint.sent.bytes,
         sotw.endpoint.sent.bytes
     );
+    // Three clusters per Service (the Service and two subsets): a delta proxy holds its namespace's ten Services.
+    assert_eq!(delta.clusters_per_proxy, 30.0, "a delta proxy holds its namespace");
+    assert_eq!(sotw.clusters_per_proxy, 90.0, "state of the world has no on-demand discovery: the whole mesh");
 }

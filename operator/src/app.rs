@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::source::kube::{Scope, SyncTracker};
 use crate::source::{Event, file};
 use crate::status::writer;
+use crate::translate::scope::ScopeMode;
 use crate::xds::AdsServer;
 
 pub use crate::index::published::{Published, SnapshotReceiver, SnapshotSender};
@@ -48,10 +49,12 @@ pub enum OperatorError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// The listeners an operator serves on, bound before anything starts.
+/// The listeners an operator serves on, bound before anything starts, and how much of the mesh each proxy is
+/// sent before it asks for more.
 pub struct Listeners {
     pub xds: TcpListener,
     pub health: TcpListener,
+    pub proxy_scope: ScopeMode,
 }
 
 /// Applies event batches to the index and publishes a snapshot per debounced burst of changes.
@@ -200,7 +203,7 @@ async fn serve_common(
     let stop = Stop::default();
     let metrics = health.metrics.clone();
     let health_server = tokio::spawn(health::serve(listeners.health, health, stop.waiter()));
-    let result = serve_xds(listeners.xds, snapshots, metrics, async {
+    let result = serve_xds(listeners.xds, listeners.proxy_scope, snapshots, metrics, async {
         shutdown.await;
         stop.trigger();
     })
@@ -217,6 +220,7 @@ async fn serve_common(
 /// cannot hold the operator up.
 pub async fn serve_xds(
     listener: TcpListener,
+    scope: ScopeMode,
     snapshots: SnapshotReceiver,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
@@ -228,7 +232,7 @@ pub async fn serve_xds(
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(AdsServer::new(snapshots, metrics, closing).into_service())
+        .add_service(AdsServer::new(snapshots, scope, metrics, closing).into_service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             closing_tx.send_replace(true);

@@ -10,6 +10,7 @@ use clap::Parser;
 use weft_operator::app::{self, Listeners};
 use weft_operator::leader::LeaseConfig;
 use weft_operator::source::kube::Scope;
+use weft_operator::translate::scope::ScopeMode;
 
 /// Weft's control plane: watches routing rules and services, streams config to every proxy over xDS (ADS).
 #[derive(Debug, Parser)]
@@ -37,6 +38,10 @@ struct Args {
     /// Kubernetes mode: this replica's identity in the Lease (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     identity: Option<String>,
+    /// How much of the mesh each proxy is sent: `namespace` (its namespace's Services, what its rules name, and
+    /// the Services it calls, asked for on demand over delta xDS) or `mesh` (everything).
+    #[arg(long, env = "WEFT_PROXY_SCOPE", default_value = "namespace", value_name = "namespace|mesh")]
+    proxy_scope: ScopeMode,
     /// Log filter, e.g. `info` or `weft_operator=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -67,8 +72,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "Kubernetes mode needs in-cluster config or KUBECONFIG (or pass --config-dir DIR for standalone mode)",
             )?),
         };
-        let listeners =
-            Listeners { xds: bind(args.xds_listen, "xDS").await?, health: bind(args.metrics_listen, "metrics").await? };
+        let listeners = Listeners {
+            xds: bind(args.xds_listen, "xDS").await?,
+            health: bind(args.metrics_listen, "metrics").await?,
+            proxy_scope: args.proxy_scope,
+        };
         match mode {
             Mode::Standalone(dir) => {
                 tracing::info!(dir = %dir.display(), "standalone mode");

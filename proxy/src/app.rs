@@ -18,6 +18,7 @@ use crate::config::ProxyConfig;
 use crate::dataplane::{self, Runtime};
 use crate::drain::Drain;
 use crate::health::{self, HealthState};
+use crate::http::on_demand::{ON_DEMAND_TIMEOUT, OnDemand};
 use crate::http::timeouts::Timeouts;
 use crate::http::{Forwarder, outbound};
 use crate::listen::{BindError, bind};
@@ -145,13 +146,14 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     );
     let node = settings.node();
     let complete = readiness.config_complete.clone();
-    tokio::spawn(client::run(endpoint, node, config_tx, complete, metrics.clone()));
+    let (on_demand, questions) = OnDemand::new(ON_DEMAND_TIMEOUT);
+    tokio::spawn(client::run(endpoint, node, config_tx, complete, metrics.clone(), questions));
     tokio::spawn(dataplane::maintain(config_rx.clone(), runtime_tx));
     tokio::spawn(admin::serve(listeners.admin, AdminState { config: config_rx, readiness: readiness.clone() }));
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
     }
-    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts));
+    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand));
     let drain = Drain::new();
     let signal = tokio::select! {
         () = serve_data(listeners.outbound, listeners.inbound, forwarder, &drain) => "listeners ended",

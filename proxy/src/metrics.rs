@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use weft_xds::ResourceType;
 
+use crate::http::on_demand::Settled;
 use crate::http::timeouts::TimeoutKind;
 
 /// Which way traffic flows relative to the pod.
@@ -84,6 +85,11 @@ struct TimeoutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -98,6 +104,7 @@ pub struct Metrics {
     sent_bytes: Family<ConnectionLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     timeouts: Family<TimeoutLabels, Counter>,
+    on_demand: Family<OutcomeLabel, Counter>,
     xds_connected: Gauge,
     config_applied: Family<TypeLabel, Counter>,
     nacks: Family<TypeLabel, Counter>,
@@ -124,6 +131,7 @@ impl Metrics {
             sent_bytes: Family::default(),
             refused: Family::default(),
             timeouts: Family::default(),
+            on_demand: Family::default(),
             xds_connected: Gauge::default(),
             config_applied: Family::default(),
             nacks: Family::default(),
@@ -150,6 +158,11 @@ impl Metrics {
             "timeouts",
             "Requests and connections ended by a timeout, by direction and kind (request_headers, stream_idle, idle, route)",
             m.timeouts.clone(),
+        );
+        registry.register(
+            "on_demand_lookups",
+            "Requests that waited for a host's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
+            m.on_demand.clone(),
         );
         registry.register(
             "xds_connected",
@@ -201,6 +214,10 @@ impl Metrics {
 
     pub fn timeout(&self, direction: Direction, kind: TimeoutKind) {
         self.timeouts.get_or_create(&TimeoutLabels { direction: direction.as_str(), kind: kind.as_str() }).inc();
+    }
+
+    pub fn on_demand(&self, settled: Settled) {
+        self.on_demand.get_or_create(&OutcomeLabel { outcome: settled.as_str() }).inc();
     }
 
     pub fn set_xds_connected(&self, connected: bool) {

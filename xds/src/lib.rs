@@ -10,7 +10,10 @@ pub mod node;
 pub mod resource;
 
 pub use envoy_types::pb;
-pub use names::{ClusterName, cluster_name, listener_name, route_config_name};
+pub use names::{
+    ClusterName, MAX_ON_DEMAND_NAMES, cluster_name, listener_name, on_demand_name, parse_on_demand_name,
+    route_config_name,
+};
 pub use node::ProxyNode;
 pub use resource::{ResourceType, UnpackError, pack, unpack};
 

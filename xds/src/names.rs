@@ -45,6 +45,22 @@ pub fn route_config_name(port: u16) -> String {
     port.to_string()
 }
 
+/// Most virtual hosts one proxy asks for on demand: the operator answers no more per stream, and a proxy stops
+/// asking (treating further hosts as unknown), so neither side's memory grows without bound with what clients
+/// of a proxy send in `Host`.
+pub const MAX_ON_DEMAND_NAMES: usize = 4096;
+
+/// The on-demand (VHDS) resource name for the virtual host serving `host` in route configuration `route_config`:
+/// `ROUTE_CONFIG/HOST`, Envoy's convention; the host as the client sent it, lower-cased.
+pub fn on_demand_name(route_config: &str, host: &str) -> String {
+    format!("{route_config}/{}", host.to_ascii_lowercase())
+}
+
+/// The route configuration and host of an on-demand resource name; `None` for any other shape.
+pub fn parse_on_demand_name(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/').filter(|(config, host)| !config.is_empty() && !host.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +73,14 @@ mod tests {
         assert_eq!((parsed.port, parsed.subset.as_str()), (9080, "v2"));
         assert_eq!(ClusterName::parse("outbound|x||h"), None);
         assert_eq!(ClusterName::parse("inbound|80||h"), None);
+    }
+
+    #[test]
+    fn on_demand_names_round_trip() {
+        let name = on_demand_name("9080", "Reviews.Shop:9080");
+        assert_eq!(name, "9080/reviews.shop:9080");
+        assert_eq!(parse_on_demand_name(&name), Some(("9080", "reviews.shop:9080")));
+        assert_eq!(parse_on_demand_name("9080/"), None);
+        assert_eq!(parse_on_demand_name("reviews"), None);
     }
 }

@@ -1,4 +1,4 @@
-//! The four xDS resource types Weft serves, their type URLs, and `Any` packing.
+//! The xDS resource types Weft serves, their type URLs, and `Any` packing.
 
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
@@ -11,11 +11,13 @@ pub enum ResourceType {
     Endpoint,
     Listener,
     Route,
+    /// One virtual host asked for on demand (VHDS): named `ROUTE_CONFIG/HOST` (see [`crate::names::on_demand_name`]).
+    VirtualHost,
 }
 
 impl ResourceType {
     /// Every type, in push order.
-    pub const ALL: [ResourceType; 4] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route];
+    pub const ALL: [ResourceType; 5] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route, Self::VirtualHost];
 
     pub const fn type_url(self) -> &'static str {
         match self {
@@ -23,6 +25,7 @@ impl ResourceType {
             Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Self::VirtualHost => "type.googleapis.com/envoy.config.route.v3.VirtualHost",
         }
     }
 
@@ -30,13 +33,14 @@ impl ResourceType {
         Self::ALL.into_iter().find(|t| t.type_url() == url)
     }
 
-    /// Short name for logs and metrics (Envoy's CDS/EDS/LDS/RDS).
+    /// Short name for logs and metrics (Envoy's CDS/EDS/LDS/RDS/VHDS).
     pub const fn short_name(self) -> &'static str {
         match self {
             Self::Cluster => "CDS",
             Self::Endpoint => "EDS",
             Self::Listener => "LDS",
             Self::Route => "RDS",
+            Self::VirtualHost => "VHDS",
         }
     }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use weft_e2e::scale::{CellSpec, Protocol, report, run_cell};
+use weft_e2e::scale::{CellSpec, Protocol, ProxyScope, report, run_cell};
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-scale")]
@@ -32,6 +32,9 @@ struct Args {
     /// What the proxies speak: delta (as weft-proxy does) or sotw (state of the world, as some xDS clients do).
     #[arg(long, default_value = "delta", value_parser = ["delta", "sotw"])]
     protocol: String,
+    /// The operator's --proxy-scope: namespace (each proxy holds its namespace and what its rules name) or mesh.
+    #[arg(long, default_value = "namespace", value_parser = ["namespace", "mesh"])]
+    proxy_scope: String,
 }
 
 #[tokio::main]
@@ -50,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
                 churn,
                 patience: Duration::from_secs(args.patience_seconds),
                 protocol: if args.protocol == "sotw" { Protocol::StateOfTheWorld } else { Protocol::Delta },
+                scope: if args.proxy_scope == "mesh" { ProxyScope::Mesh } else { ProxyScope::Namespace },
             };
             eprintln!("cell S={services} P={proxies} ...");
             match run_cell(spec).await {

@@ -22,23 +22,30 @@ type AdsClient = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
 /// Largest response accepted: the whole mesh's clusters, at 5000 Services, are several MiB.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
+/// Resource types, as slots of [`Record`]'s arrays.
+const TYPES: usize = ResourceType::ALL.len();
+
 /// What one fake proxy has received.
 #[derive(Debug, Default)]
 pub struct Record {
     /// Responses per type, in [`ResourceType::ALL`] order.
-    pub responses: [u64; 4],
+    pub responses: [u64; TYPES],
     /// When each response arrived, per type.
-    pub arrivals: [Vec<Instant>; 4],
+    pub arrivals: [Vec<Instant>; TYPES],
     /// The version of the last response (state of the world) or resource (delta), per type.
-    pub versions: [String; 4],
+    pub versions: [String; TYPES],
     /// The route configurations last received, kept only when asked (to check their content).
     pub last_routes: Vec<Any>,
+    /// Clusters held now.
+    pub clusters: usize,
 }
 
 impl Record {
-    /// Every type has arrived at least once.
+    /// Every type a proxy subscribes to from the start has arrived at least once.
     pub fn ready(&self) -> bool {
-        self.responses.iter().all(|n| *n > 0)
+        [ResourceType::Cluster, ResourceType::Endpoint, ResourceType::Listener, ResourceType::Route]
+            .iter()
+            .all(|kind| self.responses[slot(*kind)] > 0)
     }
 
     /// When the first response of `kind` after `since` arrived.
@@ -97,7 +104,7 @@ impl FakeProxy {
                 .await?;
         }
         let mut responses = client.delta_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
-        let mut held: [BTreeSet<String>; 4] = Default::default();
+        let mut held: [BTreeSet<String>; TYPES] = Default::default();
         while let Some(response) = responses.message().await? {
             let Some(kind) = ResourceType::from_type_url(&response.type_url) else { continue };
             let before = held[slot(kind)].clone();
@@ -105,7 +112,7 @@ impl FakeProxy {
             for name in &response.removed_resources {
                 held[slot(kind)].remove(name);
             }
-            self.note_delta(kind, &response);
+            self.note_delta(kind, &response, held[slot(ResourceType::Cluster)].len());
             let ack = DeltaDiscoveryRequest {
                 type_url: kind.type_url().into(),
                 response_nonce: response.nonce.clone(),
@@ -132,8 +139,9 @@ impl FakeProxy {
         Ok(())
     }
 
-    fn note_delta(&self, kind: ResourceType, response: &DeltaDiscoveryResponse) {
+    fn note_delta(&self, kind: ResourceType, response: &DeltaDiscoveryResponse, clusters: usize) {
         let Ok(mut record) = self.record.lock() else { return };
+        record.clusters = clusters;
         record.responses[slot(kind)] += 1;
         record.arrivals[slot(kind)].push(Instant::now());
         if let Some(last) = response.resources.last() {
@@ -151,11 +159,16 @@ impl FakeProxy {
             requests.send(request(kind, &[], "", "", node.clone())).await?;
         }
         let mut responses = client.stream_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
-        let mut subscribed: [Vec<String>; 4] = Default::default();
-        let mut acked: [(String, String); 4] = Default::default();
+        let mut subscribed: [Vec<String>; TYPES] = Default::default();
+        let mut acked: [(String, String); TYPES] = Default::default();
         while let Some(response) = responses.message().await? {
             let Some(kind) = ResourceType::from_type_url(&response.type_url) else { continue };
             let names = names_of(kind, &response);
+            if kind == ResourceType::Cluster
+                && let Ok(mut record) = self.record.lock()
+            {
+                record.clusters = names.len();
+            }
             acked[slot(kind)] = (response.version_info.clone(), response.nonce.clone());
             self.note(kind, response);
             let (version, nonce) = &acked[slot(kind)];

@@ -32,6 +32,34 @@ pub struct CellSpec {
     pub patience: Duration,
     /// What the proxies speak.
     pub protocol: Protocol,
+    /// The operator's `--proxy-scope`.
+    pub scope: ProxyScope,
+}
+
+/// How much of the mesh the operator sends each proxy (its `--proxy-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyScope {
+    /// The proxy's namespace and what its rules name (state-of-the-world proxies still get everything).
+    Namespace,
+    Mesh,
+}
+
+impl ProxyScope {
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespace",
+            Self::Mesh => "mesh",
+        }
+    }
+}
+
+impl CellSpec {
+    /// The proxies a change to Service `service` reaches: those holding it (proxy `i` is in namespace
+    /// `i % namespaces`, as Service `i` is).
+    fn affected_by(&self, shape: &MeshShape, service: usize) -> Vec<usize> {
+        let scoped = self.scope == ProxyScope::Namespace && self.protocol == Protocol::Delta;
+        (0..self.proxies).filter(|&i| !scoped || shape.namespace_of(i) == shape.namespace_of(service)).collect()
+    }
 }
 
 /// What one change cost and how it spread.
@@ -41,6 +69,7 @@ pub struct ChangeCost {
     pub sent: Sent,
     /// Per proxy, until the change arrived; sorted. Proxies it never reached are missing.
     pub latencies: Vec<Duration>,
+    /// The proxies that hold the changed Service.
     pub proxies: usize,
     /// Responses of other types the change caused, over all proxies.
     pub other_responses: usize,
@@ -53,6 +82,7 @@ pub struct ChurnCost {
     pub cpu_per_edit: Duration,
     /// Proxies that ended with the final state.
     pub converged: usize,
+    /// The proxies that hold the edited Service.
     pub proxies: usize,
     /// The longest time any proxy went without an edit that had been made.
     pub max_lag: Duration,
@@ -66,6 +96,8 @@ pub struct CellResult {
     pub all_ready: Duration,
     pub rss_mib: f64,
     pub peak_mib: f64,
+    /// Clusters a proxy holds, on average.
+    pub clusters_per_proxy: f64,
     pub edit: ChangeCost,
     pub endpoint: ChangeCost,
     pub churn: Option<ChurnCost>,
@@ -80,23 +112,31 @@ pub async fn run_cell(spec: CellSpec) -> anyhow::Result<CellResult> {
     std::fs::create_dir(&config)?;
     let shape = MeshShape { services: spec.services, namespaces: spec.namespaces };
     shape.write(&config)?;
-    let (operator, startup) = MeasuredOperator::start(&config, &dir.path().join("operator.log"), spec.patience).await?;
+    let log = dir.path().join("operator.log");
+    let (operator, startup) = MeasuredOperator::start(&config, &log, spec.scope.as_flag(), spec.patience).await?;
     let (records, tasks, all_ready) = start_proxies(&operator, &shape, spec).await?;
     let (rss_mib, peak_mib) = operator.memory_mib();
-    let edit = measure_change(&operator, &records, ResourceType::Route, spec.patience, || {
+    let held: usize = records.iter().filter_map(|r| r.lock().ok().map(|r| r.clusters)).sum();
+    let clusters_per_proxy = held as f64 / records.len().max(1) as f64;
+    let pick = |indices: &[usize]| -> Records { indices.iter().map(|&i| records[i].clone()).collect() };
+    let edited = spec.affected_by(&shape, 0);
+    let edit = measure_change(&operator, &pick(&edited), ResourceType::Route, spec.patience, || {
         replace_config_file(&config, &vs_file_name(0), &shape.virtual_service_file(0, [80, 20])).map(drop)
     })
     .await?;
-    let endpoint = measure_change(&operator, &records, ResourceType::Endpoint, spec.patience, || {
+    let moved = spec.affected_by(&shape, 1);
+    let endpoint = measure_change(&operator, &pick(&moved), ResourceType::Endpoint, spec.patience, || {
         replace_config_file(&config, &service_file_name(1), &shape.service_file(1, pod_ip(1, 3))).map(drop)
     })
     .await?;
     let churn = match spec.churn {
-        Some((rate, length)) => Some(churn(&operator, &records, &shape, &config, rate, length, spec.patience).await?),
+        Some((rate, length)) => {
+            Some(churn(&operator, &records, &edited, &shape, &config, rate, length, spec.patience).await?)
+        }
         None => None,
     };
     tasks.iter().for_each(|t| t.abort());
-    Ok(CellResult { spec, startup, all_ready, rss_mib, peak_mib, edit, endpoint, churn })
+    Ok(CellResult { spec, startup, all_ready, rss_mib, peak_mib, clusters_per_proxy, edit, endpoint, churn })
 }
 
 async fn start_proxies(
@@ -153,7 +193,8 @@ async fn quiescent(operator: &MeasuredOperator, patience: Duration) -> anyhow::R
     }
 }
 
-/// Applies one change and measures it until every proxy received a `kind` response after it (or `patience`).
+/// Applies one change and measures it until every proxy of `records` (those holding what changes) received a
+/// `kind` response after it (or `patience`). Responses are counted over those proxies; bytes and CPU over all.
 async fn measure_change(
     operator: &MeasuredOperator,
     records: &Records,
@@ -181,10 +222,13 @@ async fn measure_change(
     Ok(ChangeCost { cpu: operator.cpu().saturating_sub(cpu), sent, latencies, proxies: records.len(), other_responses })
 }
 
-/// `rate` edits per second of one VirtualService for `length`; then whether every proxy ends at the last one.
+/// `rate` edits per second of one VirtualService for `length`; then whether every proxy of `affected` (indices
+/// into `records`) ends at the last one.
+#[allow(clippy::too_many_arguments)]
 async fn churn(
     operator: &MeasuredOperator,
     records: &Records,
+    affected: &[usize],
     shape: &MeshShape,
     config: &std::path::Path,
     rate: u32,
@@ -203,31 +247,31 @@ async fn churn(
         replace_config_file(config, &vs_file_name(0), &shape.virtual_service_file(0, last_weights))?;
         times.push(Instant::now());
     }
-    let converged = || converged_proxies(records, shape.namespaces, last_weights);
-    let _ = wait_until(patience, || converged() == records.len()).await;
+    let converged = || converged_proxies(records, affected, shape.namespaces, last_weights);
+    let _ = wait_until(patience, || converged() == affected.len()).await;
     quiescent(operator, patience).await?;
     let cpu_per_edit = operator.cpu().saturating_sub(cpu) / edits as u32;
     let mut max_lag = Duration::ZERO;
-    for record in records {
-        let Ok(record) = record.lock() else { continue };
+    for &i in affected {
+        let Ok(record) = records[i].lock() else { continue };
         for at in &times {
             let lag = record.first_after(ResourceType::Route, *at).map_or(patience, |got| got - *at);
             max_lag = max_lag.max(lag);
         }
     }
-    Ok(ChurnCost { edits, cpu_per_edit, converged: converged(), proxies: records.len(), max_lag })
+    Ok(ChurnCost { edits, cpu_per_edit, converged: converged(), proxies: affected.len(), max_lag })
 }
 
-/// Proxies holding the final routes: each namespace's first proxy (which keeps its routes) has `weights` for
-/// `svc-0`, and every other proxy of the namespace has the same route version (proxy `i` is in namespace
-/// `i % namespaces`).
-fn converged_proxies(records: &Records, namespaces: usize, weights: [u32; 2]) -> usize {
+/// Proxies of `affected` holding the final routes: each namespace's first proxy (which keeps its routes) has
+/// `weights` for `svc-0`, and every other proxy of the namespace has the same route version (proxy `i` is in
+/// namespace `i % namespaces`).
+fn converged_proxies(records: &Records, affected: &[usize], namespaces: usize, weights: [u32; 2]) -> usize {
     let namespaces = namespaces.max(1);
     let version = |i: usize| records[i].lock().map(|r| r.versions[fake_proxy::slot(ResourceType::Route)].clone());
     let good: Vec<Option<String>> = (0..namespaces.min(records.len()))
         .map(|i| routes_hold(&records[i], weights).then(|| version(i).ok()).flatten())
         .collect();
-    (0..records.len()).filter(|&i| good[i % namespaces].is_some() && version(i).ok() == good[i % namespaces]).count()
+    affected.iter().filter(|&&i| good[i % namespaces].is_some() && version(i).ok() == good[i % namespaces]).count()
 }
 
 /// Whether a proxy's last routes give `svc-0` the final weights.

@@ -25,8 +25,8 @@ pub struct Sent {
 }
 
 impl MeasuredOperator {
-    /// Starts the operator on `config` and waits (up to `deadline`) until it is ready.
-    pub async fn start(config: &Path, log: &Path, deadline: Duration) -> anyhow::Result<(Self, Duration)> {
+    /// Starts the operator on `config` with `--proxy-scope scope` and waits (up to `deadline`) until it is ready.
+    pub async fn start(config: &Path, log: &Path, scope: &str, deadline: Duration) -> anyhow::Result<(Self, Duration)> {
         let (xds, metrics) = (free_port(localhost())?, free_port(localhost())?);
         let args = [
             "--config-dir".to_string(),
@@ -37,6 +37,8 @@ impl MeasuredOperator {
             metrics.to_string(),
             "--log".into(),
             "warn".into(),
+            "--proxy-scope".into(),
+            scope.into(),
         ];
         let started = Instant::now();
         let process = Process::spawn("operator", &binaries::path("weft-operator")?, &args, log)?;

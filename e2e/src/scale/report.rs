@@ -39,19 +39,20 @@ pub fn tables(results: &[CellResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nstartup\n{:>6} {:>6} {:>10} {:>9} {:>9} {:>14}",
-        "S", "P", "ready (s)", "RSS MiB", "peak MiB", "proxies ready (s)"
+        "\nstartup\n{:>6} {:>6} {:>10} {:>9} {:>9} {:>14} {:>18}",
+        "S", "P", "ready (s)", "RSS MiB", "peak MiB", "proxies ready (s)", "clusters per proxy"
     );
     for r in results {
         let _ = writeln!(
             out,
-            "{:>6} {:>6} {:>10.2} {:>9.0} {:>9.0} {:>14.2}",
+            "{:>6} {:>6} {:>10.2} {:>9.0} {:>9.0} {:>14.2} {:>18.0}",
             r.spec.services,
             r.spec.proxies,
             r.startup.as_secs_f64(),
             r.rss_mib,
             r.peak_mib,
-            r.all_ready.as_secs_f64()
+            r.all_ready.as_secs_f64(),
+            r.clusters_per_proxy
         );
     }
     let header = format!(

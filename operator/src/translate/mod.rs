@@ -10,6 +10,7 @@
 mod clusters;
 mod listeners;
 mod routes;
+pub mod scope;
 
 use std::collections::BTreeSet;
 
@@ -17,10 +18,10 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{AggregatedConfigSource, ConfigSource, config_source};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use weft_xds::ProxyNode;
 
-use crate::index::Snapshot;
+use crate::index::{ServiceModel, Snapshot};
 
 /// Everything one proxy is sent, each list sorted by resource name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,10 +32,10 @@ pub struct ProxyResources {
     pub routes: Vec<RouteConfiguration>,
 }
 
-/// The resources for one proxy.
+/// The resources for one proxy, the whole mesh (the `mesh` scope).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let SharedResources { clusters, endpoints, listeners } = shared(snapshot);
-    ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace) }
+    ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
 }
 
 /// The resources every proxy gets alike.
@@ -52,9 +53,28 @@ pub fn shared(snapshot: &Snapshot) -> SharedResources {
     SharedResources { clusters, endpoints, listeners }
 }
 
-/// The route configurations of proxies in `namespace`.
-pub fn routes_for(snapshot: &Snapshot, namespace: &str) -> Vec<RouteConfiguration> {
-    ports(snapshot).into_iter().map(|port| routes::route_configuration(snapshot, namespace, port)).collect()
+/// The route configurations of proxies in `namespace`: with a `scope`, the virtual hosts of those Services only,
+/// the others asked for on demand; else every Service's.
+pub fn routes_for(snapshot: &Snapshot, namespace: &str, scope: Option<&BTreeSet<String>>) -> Vec<RouteConfiguration> {
+    let services = || -> Box<dyn Iterator<Item = &ServiceModel>> {
+        match scope {
+            Some(scope) => Box::new(scope.iter().filter_map(|fqdn| snapshot.services.get(fqdn))),
+            None => Box::new(snapshot.services.values()),
+        }
+    };
+    ports(snapshot)
+        .into_iter()
+        .map(|port| routes::route_configuration(snapshot, namespace, port, services(), scope.is_some()))
+        .collect()
+}
+
+/// The virtual host an on-demand resource name (`PORT/HOST`) asks for, named by it, and the FQDN of its Service;
+/// `None` when no Service answers to that name for proxies in `namespace`.
+pub fn on_demand_virtual_host(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<(VirtualHost, String)> {
+    let (service, port) = scope::on_demand_service(snapshot, namespace, name)?;
+    let mut host = routes::virtual_host(snapshot, service, port, namespace);
+    host.name = name.to_string();
+    Some((host, service.fqdn()))
 }
 
 fn ports(snapshot: &Snapshot) -> BTreeSet<u16> {

@@ -2,8 +2,8 @@
 //! VirtualService names the Service, a single route to the whole Service.
 
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
-    route, route_action, route_match, weighted_cluster::ClusterWeight,
+    HeaderMatcher, Route, RouteAction, RouteConfiguration, RouteMatch, Vhds, VirtualHost, WeightedCluster,
+    header_matcher, route, route_action, route_match, weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::UInt32Value;
@@ -12,44 +12,53 @@ use weft_crds::virtual_service::StringMatchKind;
 use weft_crds::{HttpMatchRequest, HttpRoute, StringMatch};
 use weft_xds::{cluster_name, route_config_name};
 
-use super::duration;
+use super::{ads_config_source, duration};
 use crate::index::{ServiceModel, Snapshot, VirtualServiceModel};
 
-pub(super) fn route_configuration(snapshot: &Snapshot, namespace: &str, port: u16) -> RouteConfiguration {
-    let virtual_hosts = snapshot
-        .services
-        .values()
+/// The route configuration for `port` holding a virtual host per Service of `services` on that port. With
+/// `on_demand`, a proxy asks for the virtual hosts of other Services as it meets them (VHDS over ADS).
+pub(super) fn route_configuration<'a>(
+    snapshot: &Snapshot,
+    namespace: &str,
+    port: u16,
+    services: impl Iterator<Item = &'a ServiceModel>,
+    on_demand: bool,
+) -> RouteConfiguration {
+    let virtual_hosts = services
         .filter(|service| service.port(port).is_some())
-        .map(|service| VirtualHost {
-            name: format!("{}:{port}", service.fqdn()),
-            domains: domains(service, port, namespace),
-            routes: match snapshot.virtual_service(&service.fqdn()) {
-                Some(vs) => vs
-                    .spec
-                    .http
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(i, rule)| rule_routes(snapshot, vs, i, rule, port))
-                    .collect(),
-                None => vec![Route {
-                    name: "default".to_string(),
-                    r#match: Some(match_all()),
-                    action: Some(route::Action::Route(RouteAction {
-                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster_name(
-                            &service.fqdn(),
-                            port,
-                            "",
-                        ))),
-                        timeout: Some(duration(std::time::Duration::ZERO)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-            },
-            ..Default::default()
-        })
+        .map(|service| virtual_host(snapshot, service, port, namespace))
         .collect();
-    RouteConfiguration { name: route_config_name(port), virtual_hosts, ..Default::default() }
+    let vhds = on_demand.then(|| Vhds { config_source: Some(ads_config_source()) });
+    RouteConfiguration { name: route_config_name(port), virtual_hosts, vhds, ..Default::default() }
+}
+
+/// The virtual host of one Service port, as proxies in `namespace` see it: the VirtualService's rules or, when no
+/// VirtualService names the Service, a single route to the whole Service.
+pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u16, namespace: &str) -> VirtualHost {
+    VirtualHost {
+        name: format!("{}:{port}", service.fqdn()),
+        domains: domains(service, port, namespace),
+        routes: match snapshot.virtual_service(&service.fqdn()) {
+            Some(vs) => {
+                vs.spec.http.iter().enumerate().flat_map(|(i, rule)| rule_routes(snapshot, vs, i, rule, port)).collect()
+            }
+            None => vec![Route {
+                name: "default".to_string(),
+                r#match: Some(match_all()),
+                action: Some(route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster_name(
+                        &service.fqdn(),
+                        port,
+                        "",
+                    ))),
+                    timeout: Some(duration(std::time::Duration::ZERO)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+        },
+        ..Default::default()
+    }
 }
 
 /// Every name a client in `namespace` may use for the Service, with and without the port. The bare short name

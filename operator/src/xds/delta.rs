@@ -23,6 +23,10 @@ use super::resources::{EncodedResources, TypeResources, names_digest, resource_h
 /// Identifies this control plane in responses.
 const CONTROL_PLANE: &str = "weft-operator";
 
+/// Most virtual hosts one proxy may ask for on demand; beyond, names go unanswered (the proxy's wait for them
+/// times out and it falls back), so a runaway client cannot make the operator translate without bound.
+pub const MAX_ON_DEMAND: usize = weft_xds::MAX_ON_DEMAND_NAMES;
+
 #[derive(Debug, Default)]
 struct Subscription {
     /// Every resource of the type.
@@ -41,6 +45,9 @@ struct Subscription {
     awaiting: Option<Pending>,
     /// What the proxy rejected (name -> version sent, `None` for a removal): not sent again until it changes.
     rejected: BTreeMap<String, Option<u64>>,
+    /// Names subscribed to that do not exist, and that the proxy has been told so (as removals, which is how the
+    /// delta protocol says "no such resource"), so that it need not wait for them.
+    told_absent: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -68,6 +75,22 @@ impl Protocol for DeltaStream {
 
     fn kind(response: &DeltaDiscoveryResponse) -> Option<ResourceType> {
         ResourceType::from_type_url(&response.type_url)
+    }
+
+    const ON_DEMAND: bool = true;
+
+    fn on_demand_after(&self, request: &DeltaDiscoveryRequest) -> Option<BTreeSet<String>> {
+        if ResourceType::from_type_url(&request.type_url) != Some(ResourceType::VirtualHost) {
+            return None;
+        }
+        let current = self.subscriptions.get(&ResourceType::VirtualHost).map(|s| &s.names);
+        let mut next = current.cloned().unwrap_or_default();
+        for name in request.resource_names_unsubscribe.iter() {
+            next.remove(name);
+        }
+        let room = MAX_ON_DEMAND.saturating_sub(next.len());
+        next.extend(request.resource_names_subscribe.iter().filter(|n| *n != "*").take(room).cloned());
+        (Some(&next) != current).then_some(next)
     }
 
     fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
@@ -124,6 +147,7 @@ fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscover
     for name in &request.resource_names_subscribe {
         match name.as_str() {
             "*" => sub.wildcard = true,
+            _ if kind == ResourceType::VirtualHost && sub.names.len() >= MAX_ON_DEMAND => {}
             _ => {
                 sub.names.insert(name.clone());
             }
@@ -135,6 +159,7 @@ fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscover
             _ => {
                 sub.names.remove(name);
                 sub.held.remove(name);
+                sub.told_absent.remove(name);
             }
         }
     }
@@ -157,7 +182,7 @@ impl DeltaStream {
     /// Sends what changed; once the proxy has answered the listener and route pushes, drops retained clusters.
     fn push(&mut self) -> Vec<DeltaDiscoveryResponse> {
         let mut responses = self.push_changed_types();
-        let routes_awaiting = [ResourceType::Listener, ResourceType::Route]
+        let routes_awaiting = [ResourceType::Listener, ResourceType::Route, ResourceType::VirtualHost]
             .iter()
             .any(|k| self.subscriptions.get(k).is_some_and(|s| s.awaiting.is_some()));
         if !routes_awaiting && !self.retained.is_empty() {
@@ -234,7 +259,13 @@ fn differences(
             changed.push((name.clone(), hash, any.clone()));
         }
     }
-    let removed = sub.held.keys().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
+    let mut removed: Vec<String> =
+        sub.held.keys().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
+    let absent = sub
+        .names
+        .iter()
+        .filter(|name| !sub.held.contains_key(*name) && !sub.told_absent.contains(*name) && lookup(name).is_none());
+    removed.extend(absent.cloned());
     (changed, removed)
 }
 
@@ -261,11 +292,15 @@ fn record(
     for (name, hash, any) in changed {
         changes.insert(name.clone(), (sub.held.insert(name.clone(), hash), Some(hash)));
         sub.rejected.remove(&name);
+        sub.told_absent.remove(&name);
         resources.push(Resource { name, version: version_string(hash), resource: Some(any), ..Default::default() });
     }
     for name in &removed {
         changes.insert(name.clone(), (sub.held.remove(name), None));
         sub.rejected.remove(name);
+        if sub.names.contains(name) {
+            sub.told_absent.insert(name.clone());
+        }
     }
     sub.answered = true;
     sub.awaiting = Some(Pending { nonce: nonce.clone(), changes });

@@ -3,7 +3,7 @@
 //! Also what both share: the answers a proxy gives, and the clusters a change removes but that must outlive
 //! the routes that still use them (make-before-break).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use weft_xds::ResourceType;
@@ -23,6 +23,15 @@ pub trait Protocol: Default + Send + 'static {
     fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<Self::Response>;
     /// The type a response carries, for metrics and logs.
     fn kind(response: &Self::Response) -> Option<ResourceType>;
+
+    /// Whether a proxy can ask for virtual hosts on demand (VHDS) over this protocol: only then is it sent less
+    /// than the whole mesh.
+    const ON_DEMAND: bool;
+    /// The on-demand names the proxy will be subscribed to once `request` is handled, when it changes them: the
+    /// stream translates those before handling the request, so the answer to a subscription carries them.
+    fn on_demand_after(&self, _request: &Self::Request) -> Option<BTreeSet<String>> {
+        None
+    }
 }
 
 /// What a request told us, for logs and metrics.

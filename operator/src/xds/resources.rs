@@ -95,9 +95,9 @@ pub struct EncodedResources {
 /// The encoded form of [`SharedResources`]: the types every proxy shares.
 #[derive(Debug, Clone)]
 pub struct EncodedShared {
-    clusters: Arc<TypeResources>,
-    endpoints: Arc<TypeResources>,
-    listeners: Arc<TypeResources>,
+    pub clusters: Arc<TypeResources>,
+    pub endpoints: Arc<TypeResources>,
+    pub listeners: Arc<TypeResources>,
 }
 
 impl From<&SharedResources> for EncodedShared {
@@ -107,6 +107,15 @@ impl From<&SharedResources> for EncodedShared {
 }
 
 impl EncodedShared {
+    pub fn of_type(&self, kind: ResourceType) -> Option<&Arc<TypeResources>> {
+        match kind {
+            ResourceType::Cluster => Some(&self.clusters),
+            ResourceType::Endpoint => Some(&self.endpoints),
+            ResourceType::Listener => Some(&self.listeners),
+            ResourceType::Route | ResourceType::VirtualHost => None,
+        }
+    }
+
     /// Encodes `r`, noting per type what changed since `previous`.
     pub fn since(r: &SharedResources, previous: Option<&EncodedShared>) -> Self {
         let before = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| previous.map(|p| pick(p).as_ref());
@@ -130,10 +139,20 @@ impl EncodedShared {
 impl EncodedResources {
     /// The shared types plus one namespace's routes.
     pub fn assemble(shared: &EncodedShared, routes: Arc<TypeResources>) -> Self {
+        Self::of(shared.clusters.clone(), shared.endpoints.clone(), shared.listeners.clone(), routes)
+    }
+
+    /// The four wildcard-reachable types, no on-demand virtual hosts.
+    pub fn of(
+        clusters: Arc<TypeResources>,
+        endpoints: Arc<TypeResources>,
+        listeners: Arc<TypeResources>,
+        routes: Arc<TypeResources>,
+    ) -> Self {
         let by_type = BTreeMap::from([
-            (ResourceType::Cluster, shared.clusters.clone()),
-            (ResourceType::Endpoint, shared.endpoints.clone()),
-            (ResourceType::Listener, shared.listeners.clone()),
+            (ResourceType::Cluster, clusters),
+            (ResourceType::Endpoint, endpoints),
+            (ResourceType::Listener, listeners),
             (ResourceType::Route, routes),
         ]);
         Self { by_type }

@@ -5,7 +5,7 @@
 //! node id, or the operator shutting down (`UNAVAILABLE`, so proxies reconnect at once, to another replica, and
 //! keep their config meanwhile). Text from the client is never echoed at length.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -21,10 +21,11 @@ use weft_xds::{ProxyNode, ResourceType};
 
 use super::delta::DeltaStream;
 use super::protocol::{Answer, Protocol};
-use super::shared::Translations;
+use super::shared::{Translations, Wanted};
 use super::sotw::AdsStream;
 use crate::app::SnapshotReceiver;
 use crate::metrics::Metrics;
+use crate::translate::scope::ScopeMode;
 
 /// Responses waiting per stream to be written.
 const OUTBOX: usize = 4;
@@ -42,8 +43,13 @@ pub struct AdsServer {
 }
 
 impl AdsServer {
-    pub fn new(snapshots: SnapshotReceiver, metrics: Arc<Metrics>, closing: watch::Receiver<bool>) -> Self {
-        Self { snapshots, translations: Arc::default(), metrics, closing }
+    pub fn new(
+        snapshots: SnapshotReceiver,
+        scope: ScopeMode,
+        metrics: Arc<Metrics>,
+        closing: watch::Receiver<bool>,
+    ) -> Self {
+        Self { snapshots, translations: Arc::new(Translations::new(scope)), metrics, closing }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -125,6 +131,8 @@ impl<P: Protocol> StreamContext<P> {
         let mut closing = self.closing.clone();
         // The config this stream last translated: a snapshot that only changed status is not translated again.
         let mut translated = 0;
+        // The virtual hosts the proxy asked for on demand.
+        let mut on_demand = BTreeSet::new();
         let end = loop {
             let (responses, published_at) = tokio::select! {
                 message = incoming.message() => {
@@ -133,24 +141,33 @@ impl<P: Protocol> StreamContext<P> {
                         Ok(None) => break End::ClientGone,
                         Err(status) => break ended_by_client(&status),
                     };
+                    let mut responses = Vec::new();
                     if node.is_none() {
                         match identify(P::node_id(&request)) {
                             Ok(identified) => {
                                 tracing::info!(peer = %self.peer, proxy = %identified, "proxy connected");
                                 self.metrics.proxy_connected();
-                                let current = self.snapshots.borrow_and_update().clone();
-                                if let Some(published) = current {
-                                    translated = published.config;
-                                    state.on_resources(self.translations.for_proxy(&published, &identified).await);
-                                }
                                 node = Some(identified);
+                                translated = 0;
                             }
                             Err(message) => break End::Status(Status::invalid_argument(message)),
                         }
                     }
+                    let asked = state.on_demand_after(&request);
+                    if let Some(names) = asked {
+                        on_demand = names;
+                        translated = 0;
+                    }
+                    let current = if translated == 0 { self.snapshots.borrow_and_update().clone() } else { None };
+                    if let (Some(published), Some(node)) = (current, &node) {
+                        translated = published.config;
+                        let wanted = Wanted { node, on_demand: P::ON_DEMAND.then_some(&on_demand) };
+                        responses = state.on_resources(self.translations.for_proxy(&published, wanted).await);
+                    }
                     let step = state.on_request(&request);
                     self.log_step(node.as_ref(), &step.answer, step.ignored.as_deref(), &mut nacks);
-                    (step.responses, None)
+                    responses.extend(step.responses);
+                    (responses, None)
                 }
                 changed = self.snapshots.changed(), if node.is_some() => {
                     if changed.is_err() {
@@ -160,7 +177,8 @@ impl<P: Protocol> StreamContext<P> {
                     match (published, &node) {
                         (Some(p), Some(node)) if p.config != translated => {
                             translated = p.config;
-                            (state.on_resources(self.translations.for_proxy(&p, node).await), Some(p.at))
+                            let wanted = Wanted { node, on_demand: P::ON_DEMAND.then_some(&on_demand) };
+                            (state.on_resources(self.translations.for_proxy(&p, wanted).await), Some(p.at))
                         }
                         _ => (Vec::new(), None),
                     }

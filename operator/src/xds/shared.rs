@@ -1,74 +1,203 @@
-//! Translations shared by every stream: for the current config, the resources all proxies get alike are
-//! translated and encoded once, and the routes once per namespace (they differ only by the namespace's short
-//! names). A stream for a proxy then costs only the diff against what that proxy holds.
+//! Translations shared by every stream: for the current config, what proxies get alike is translated and encoded
+//! once and shared (`Arc`), and a stream for a proxy then costs only the diff against what that proxy holds.
+//!
+//! - The whole mesh's clusters, endpoints and listeners, once per config.
+//! - Per namespace, its scope (see [`translate::scope`]): the clusters and endpoints of the Services in scope and
+//!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
+//! - Per namespace and set of on-demand names (replicas of one workload call the same Services, so they share
+//!   it): the namespace's scope plus the virtual hosts asked for and the clusters and endpoints they route to.
+//!
+//! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
-use weft_xds::ProxyNode;
+use weft_xds::{ClusterName, ProxyNode, ResourceType, pack};
 
-use super::resources::{EncodedResources, EncodedShared, TypeResources, encode_routes};
+use super::resources::{EncodedResources, EncodedShared, ResourceMap, TypeResources, encode_routes};
+use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
+use crate::translate::scope::{ScopeMode, namespace_scope, route_destinations};
 
 /// The cache of the current config's translations.
 #[derive(Default)]
 pub struct Translations {
+    mode: ScopeMode,
     cache: Mutex<Cache>,
+}
+
+/// What one stream asks to be translated.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub node: &'a ProxyNode,
+    /// The virtual hosts asked for on demand; `None` for a protocol without on-demand discovery.
+    pub on_demand: Option<&'a BTreeSet<String>>,
 }
 
 #[derive(Default)]
 struct Cache {
     /// [`Published::config`] of what is cached.
     config: u64,
-    shared: Option<EncodedShared>,
-    routes: HashMap<String, Arc<TypeResources>>,
+    current: Generation,
     /// The previous config's, to note what changed since (delta streams in step send only that).
-    previous_shared: Option<EncodedShared>,
-    previous_routes: HashMap<String, Arc<TypeResources>>,
+    previous: Generation,
+}
+
+/// Everything translated for one config.
+#[derive(Default)]
+struct Generation {
+    shared: Option<EncodedShared>,
+    /// Service FQDN -> its cluster names (also its endpoint assignments' names).
+    clusters_by_host: Option<Arc<HashMap<String, Vec<String>>>>,
+    mesh: HashMap<String, Arc<EncodedResources>>,
+    scoped: HashMap<String, Arc<EncodedResources>>,
+    extended: HashMap<(String, Vec<String>), Arc<EncodedResources>>,
 }
 
 impl Translations {
-    /// The resources `node` should hold under `published`. Waits (asynchronously) while another stream
+    pub fn new(mode: ScopeMode) -> Self {
+        Self { mode, cache: Mutex::default() }
+    }
+
+    /// The resources a proxy should hold under `published`. Waits (asynchronously) while another stream
     /// translates the same config.
-    pub async fn for_proxy(&self, published: &Published, node: &ProxyNode) -> Arc<EncodedResources> {
+    pub async fn for_proxy(&self, published: &Published, wanted: Wanted<'_>) -> Arc<EncodedResources> {
         let mut cache = self.cache.lock().await;
         if published.config < cache.config {
             // A stream still catching up with an older config: translate without disturbing the cache.
             drop(cache);
-            return Arc::new(translate_for(published, node));
+            return Generation::default().resources(self.mode, &published.snapshot, wanted, &Generation::default());
         }
         if published.config > cache.config {
-            let previous = std::mem::take(&mut *cache);
-            *cache = Cache {
-                config: published.config,
-                previous_shared: previous.shared,
-                previous_routes: previous.routes,
-                ..Cache::default()
-            };
+            let previous = std::mem::take(&mut cache.current);
+            *cache = Cache { config: published.config, current: Generation::default(), previous };
         }
-        let snapshot = &published.snapshot;
-        let Cache { shared, routes, previous_shared, previous_routes, .. } = &mut *cache;
-        let shared = shared
-            .get_or_insert_with(|| EncodedShared::since(&translate::shared(snapshot), previous_shared.as_ref()))
-            .clone();
-        let namespace = &node.namespace;
-        let routes = routes
-            .entry(namespace.clone())
-            .or_insert_with(|| {
-                encode_routes(
-                    &translate::routes_for(snapshot, namespace),
-                    previous_routes.get(namespace).map(|r| r.as_ref()),
-                )
-            })
-            .clone();
-        Arc::new(EncodedResources::assemble(&shared, routes))
+        let Cache { current, previous, .. } = &mut *cache;
+        current.resources(self.mode, &published.snapshot, wanted, previous)
     }
 }
 
-fn translate_for(published: &Published, node: &ProxyNode) -> EncodedResources {
-    EncodedResources::from(&translate::translate(&published.snapshot, node))
+impl Generation {
+    fn resources(
+        &mut self,
+        mode: ScopeMode,
+        snapshot: &Snapshot,
+        wanted: Wanted<'_>,
+        previous: &Generation,
+    ) -> Arc<EncodedResources> {
+        let namespace = wanted.node.namespace.clone();
+        match (mode, wanted.on_demand) {
+            (ScopeMode::Mesh, _) | (_, None) => self.mesh(snapshot, &namespace, previous),
+            (ScopeMode::Namespace, Some(names)) if names.is_empty() => self.scoped(snapshot, &namespace, previous),
+            (ScopeMode::Namespace, Some(names)) => {
+                let key = (namespace, names.iter().cloned().collect());
+                if let Some(found) = self.extended.get(&key) {
+                    return found.clone();
+                }
+                let extended = self.extended(snapshot, &key, previous);
+                self.extended.insert(key, extended.clone());
+                extended
+            }
+        }
+    }
+
+    fn shared(&mut self, snapshot: &Snapshot, previous: &Generation) -> EncodedShared {
+        self.shared
+            .get_or_insert_with(|| EncodedShared::since(&translate::shared(snapshot), previous.shared.as_ref()))
+            .clone()
+    }
+
+    /// The whole mesh, with the routes of `namespace`.
+    fn mesh(&mut self, snapshot: &Snapshot, namespace: &str, previous: &Generation) -> Arc<EncodedResources> {
+        if let Some(found) = self.mesh.get(namespace) {
+            return found.clone();
+        }
+        let shared = self.shared(snapshot, previous);
+        let before = previous.mesh.get(namespace).and_then(|p| p.of_type(ResourceType::Route));
+        let routes = encode_routes(&translate::routes_for(snapshot, namespace, None), before.map(|r| r.as_ref()));
+        let resources = Arc::new(EncodedResources::assemble(&shared, routes));
+        self.mesh.insert(namespace.to_string(), resources.clone());
+        resources
+    }
+
+    /// The scope of `namespace`, before anything is asked for.
+    fn scoped(&mut self, snapshot: &Snapshot, namespace: &str, previous: &Generation) -> Arc<EncodedResources> {
+        if let Some(found) = self.scoped.get(namespace) {
+            return found.clone();
+        }
+        let shared = self.shared(snapshot, previous);
+        let scope = namespace_scope(snapshot, namespace);
+        let by_host = self.clusters_by_host(&shared);
+        let before = |kind| previous.scoped.get(namespace).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
+        let subset = |all: &TypeResources, kind| TypeResources::new_since(pick(all, &by_host, &scope), before(kind));
+        let routes = translate::routes_for(snapshot, namespace, Some(&scope));
+        let resources = Arc::new(EncodedResources::of(
+            subset(&shared.clusters, ResourceType::Cluster),
+            subset(&shared.endpoints, ResourceType::Endpoint),
+            shared.listeners.clone(),
+            encode_routes(&routes, before(ResourceType::Route)),
+        ));
+        self.scoped.insert(namespace.to_string(), resources.clone());
+        resources
+    }
+
+    /// The scope of a namespace plus the virtual hosts named `names` and the Services they route to.
+    fn extended(
+        &mut self,
+        snapshot: &Snapshot,
+        key: &(String, Vec<String>),
+        previous: &Generation,
+    ) -> Arc<EncodedResources> {
+        let (namespace, names) = key;
+        let base = self.scoped(snapshot, namespace, previous);
+        let shared = self.shared(snapshot, previous);
+        let by_host = self.clusters_by_host(&shared);
+        let mut hosts = BTreeSet::new();
+        let mut virtual_hosts = ResourceMap::new();
+        for name in names {
+            if let Some((host, fqdn)) = translate::on_demand_virtual_host(snapshot, namespace, name) {
+                virtual_hosts.insert(name.clone(), pack(&host));
+                hosts.extend(route_destinations(snapshot, &fqdn));
+                hosts.insert(fqdn);
+            }
+        }
+        let before = |kind| previous.extended.get(key).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
+        let mut resources = (*base).clone();
+        for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
+            let (Some(own), Some(all)) = (base.of_type(kind), shared.of_type(kind)) else { continue };
+            let mut map = own.map.clone();
+            map.extend(pick(all, &by_host, &hosts));
+            resources.by_type.insert(kind, TypeResources::new_since(map, before(kind)));
+        }
+        let virtual_hosts = TypeResources::new_since(virtual_hosts, before(ResourceType::VirtualHost));
+        resources.by_type.insert(ResourceType::VirtualHost, virtual_hosts);
+        Arc::new(resources)
+    }
+
+    fn clusters_by_host(&mut self, shared: &EncodedShared) -> Arc<HashMap<String, Vec<String>>> {
+        self.clusters_by_host
+            .get_or_insert_with(|| {
+                let mut by_host: HashMap<String, Vec<String>> = HashMap::new();
+                for name in shared.clusters.map.keys() {
+                    if let Some(parsed) = ClusterName::parse(name) {
+                        by_host.entry(parsed.host).or_default().push(name.clone());
+                    }
+                }
+                Arc::new(by_host)
+            })
+            .clone()
+    }
+}
+
+/// The resources of `all` named after the clusters of `hosts`.
+fn pick(all: &TypeResources, by_host: &HashMap<String, Vec<String>>, hosts: &BTreeSet<String>) -> ResourceMap {
+    hosts
+        .iter()
+        .flat_map(|host| by_host.get(host).into_iter().flatten())
+        .filter_map(|name| Some((name.clone(), all.map.get(name)?.clone())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -77,7 +206,6 @@ mod tests {
     use crate::index::Index;
     use crate::source::Event;
     use crate::source::file::parse_file;
-    use weft_xds::ResourceType;
 
     fn published(config: u64, yaml: &str) -> Published {
         let mut index = Index::default();
@@ -91,24 +219,64 @@ mod tests {
         ProxyNode { pod_name: name.into(), namespace: namespace.into(), ip: None }
     }
 
+    fn mesh(node: &ProxyNode) -> Wanted<'_> {
+        Wanted { node, on_demand: None }
+    }
+
+    fn names(r: &EncodedResources, kind: ResourceType) -> Vec<String> {
+        r.of_type(kind).map(|t| t.map.keys().cloned().collect()).unwrap_or_default()
+    }
+
     const MESH: &str =
         "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
 
+    const TWO_NAMESPACES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ledger, namespace: bank}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: audit, namespace: bank}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ledger, namespace: bank}\nspec:\n  hosts: [ledger]\n  http:\n  - route:\n    - destination: {host: audit}\n";
+
     #[tokio::test]
     async fn proxies_share_one_translation_per_namespace_and_config() {
-        let translations = Translations::default();
+        let translations = Translations::new(ScopeMode::Mesh);
         let current = published(1, MESH);
-        let a = translations.for_proxy(&current, &proxy("a", "shop")).await;
-        let b = translations.for_proxy(&current, &proxy("b", "shop")).await;
-        let c = translations.for_proxy(&current, &proxy("c", "web")).await;
+        let (a, b, c) = (proxy("a", "shop"), proxy("b", "shop"), proxy("c", "web"));
+        let a = translations.for_proxy(&current, mesh(&a)).await;
+        let b = translations.for_proxy(&current, mesh(&b)).await;
+        let c = translations.for_proxy(&current, mesh(&c)).await;
         let of = |r: &EncodedResources, kind| r.of_type(kind).cloned().unwrap();
         assert!(Arc::ptr_eq(&of(&a, ResourceType::Route), &of(&b, ResourceType::Route)), "same namespace, same routes");
         assert!(!Arc::ptr_eq(&of(&a, ResourceType::Route), &of(&c, ResourceType::Route)));
         assert_ne!(of(&a, ResourceType::Route).version, of(&c, ResourceType::Route).version, "short names differ");
         assert!(Arc::ptr_eq(&of(&a, ResourceType::Cluster), &of(&c, ResourceType::Cluster)), "clusters are shared");
         assert_eq!(*a, EncodedResources::from(&translate::translate(&current.snapshot, &proxy("a", "shop"))));
+        let d = proxy("d", "shop");
         let next = published(2, &MESH.replace("port: 80", "port: 81"));
-        let d = translations.for_proxy(&next, &proxy("d", "shop")).await;
+        let d = translations.for_proxy(&next, mesh(&d)).await;
         assert_ne!(of(&d, ResourceType::Cluster).version, of(&a, ResourceType::Cluster).version, "a new config");
+    }
+
+    #[tokio::test]
+    async fn a_proxy_holds_its_namespace_and_what_it_asked_for() {
+        let translations = Translations::new(ScopeMode::Namespace);
+        let current = published(1, TWO_NAMESPACES);
+        let shop = proxy("a", "shop");
+        let none = BTreeSet::new();
+        let scoped = translations.for_proxy(&current, Wanted { node: &shop, on_demand: Some(&none) }).await;
+        assert_eq!(names(&scoped, ResourceType::Cluster), ["outbound|80||reviews.shop.svc.cluster.local"]);
+        assert_eq!(names(&scoped, ResourceType::Endpoint), ["outbound|80||reviews.shop.svc.cluster.local"]);
+        let asked: BTreeSet<String> = ["80/ledger.bank".to_string(), "80/nothing.bank".to_string()].into();
+        let extended = translations.for_proxy(&current, Wanted { node: &shop, on_demand: Some(&asked) }).await;
+        assert_eq!(
+            names(&extended, ResourceType::Cluster),
+            [
+                "outbound|80||audit.bank.svc.cluster.local",
+                "outbound|80||ledger.bank.svc.cluster.local",
+                "outbound|80||reviews.shop.svc.cluster.local"
+            ],
+            "the asked-for Service and where its routes go"
+        );
+        assert_eq!(names(&extended, ResourceType::VirtualHost), ["80/ledger.bank"], "unknown names are absent");
+        let replica = proxy("b", "shop");
+        let again = translations.for_proxy(&current, Wanted { node: &replica, on_demand: Some(&asked) }).await;
+        assert!(Arc::ptr_eq(&extended, &again), "replicas asking alike share one translation");
+        let whole = translations.for_proxy(&current, mesh(&shop)).await;
+        assert_eq!(names(&whole, ResourceType::Cluster).len(), 3, "without on-demand discovery: the whole mesh");
     }
 }

@@ -59,6 +59,8 @@ impl Protocol for AdsStream {
         ResourceType::from_type_url(&response.type_url)
     }
 
+    const ON_DEMAND: bool = false;
+
     fn on_request(&mut self, request: &DiscoveryRequest) -> Step<DiscoveryResponse> {
         let kind = match requested_type(&request.type_url) {
             Ok(kind) => kind,

@@ -81,17 +81,30 @@ impl TryFrom<&RouteConfiguration> for RouteTable {
         let virtual_hosts = r
             .virtual_hosts
             .iter()
-            .map(|v| {
-                Ok(VirtualHost {
-                    name: v.name.clone(),
-                    domains: v.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
-                    routes: v.routes.iter().map(route_entry).collect::<Result<_, String>>()?,
-                })
-            })
+            .map(virtual_host)
             .collect::<Result<_, String>>()
             .map_err(|m| reject("route configuration", &r.name, m))?;
-        Ok(Self { name: r.name.clone(), virtual_hosts })
+        // VHDS over ADS: the table's other hosts are asked for on demand.
+        let on_demand = r.vhds.is_some();
+        Ok(Self { name: r.name.clone(), virtual_hosts, on_demand })
     }
+}
+
+/// A virtual host sent on its own (VHDS), named `ROUTE_CONFIG/HOST` as asked for.
+impl TryFrom<&route::VirtualHost> for VirtualHost {
+    type Error = ConfigError;
+
+    fn try_from(v: &route::VirtualHost) -> Result<Self, ConfigError> {
+        virtual_host(v).map_err(|m| reject("virtual host", &v.name, m))
+    }
+}
+
+fn virtual_host(v: &route::VirtualHost) -> Result<VirtualHost, String> {
+    Ok(VirtualHost {
+        name: v.name.clone(),
+        domains: v.domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        routes: v.routes.iter().map(route_entry).collect::<Result<_, String>>()?,
+    })
 }
 
 fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {

@@ -5,11 +5,12 @@ pub mod convert;
 pub mod routes;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
 use weft_xds::lb::LbAlgorithm;
+use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
 pub use routes::{
     HeaderMatch, PathMatch, RouteAction, RouteEntry, RouteTable, StringMatcher, VirtualHost, WeightedTarget,
@@ -26,7 +27,10 @@ pub struct ProxyConfig {
     pub clusters: BTreeMap<String, ClusterConfig>,
     /// Endpoints by cluster (EDS service) name.
     pub endpoints: BTreeMap<String, Vec<EndpointConfig>>,
-    /// Accepted xDS version per type (`CDS`, `EDS`, `LDS`, `RDS`).
+    /// Virtual hosts asked for on demand, by resource name (`ROUTE_CONFIG/HOST`); `None`: the control plane
+    /// knows no such host.
+    pub on_demand: BTreeMap<String, Option<VirtualHost>>,
+    /// Accepted xDS version per type (`CDS`, `EDS`, `LDS`, `RDS`, `VHDS`).
     pub versions: BTreeMap<String, String>,
 }
 
@@ -61,6 +65,53 @@ impl ProxyConfig {
         let listener = self.listeners.values().find(|l| l.port == port)?;
         self.routes.get(&listener.route_config)
     }
+
+    /// The virtual host serving `host` (as sent) in `table`: one of its own, else one asked for on demand.
+    pub fn virtual_host<'a>(&'a self, table: &'a RouteTable, host: &str) -> Lookup<'a> {
+        if let Some(found) = table.virtual_host(host) {
+            return Lookup::Found(found);
+        }
+        if !table.on_demand || is_ip_literal(host) {
+            return Lookup::Unknown;
+        }
+        let name = on_demand_name(&table.name, host);
+        match self.on_demand.get(&name) {
+            Some(Some(found)) => Lookup::Found(found),
+            Some(None) => Lookup::Unknown,
+            None if self.on_demand.len() >= MAX_ON_DEMAND_NAMES => Lookup::Unknown,
+            None => Lookup::Ask(name),
+        }
+    }
+
+    /// Whether a request for the on-demand virtual host `name` can be routed: the control plane has answered,
+    /// and every cluster its routes name has arrived with its endpoints.
+    pub fn on_demand_settled(&self, name: &str) -> bool {
+        match self.on_demand.get(name) {
+            None => false,
+            Some(None) => true,
+            Some(Some(host)) => host
+                .routes
+                .iter()
+                .flat_map(|r| r.action.cluster_names())
+                .all(|cluster| self.clusters.get(cluster).is_some_and(|c| self.endpoints.contains_key(&c.eds_name))),
+        }
+    }
+}
+
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): no Service's virtual host answers to
+/// it, so it is never asked for.
+fn is_ip_literal(host: &str) -> bool {
+    host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
+}
+
+/// Which virtual host serves a request.
+#[derive(Debug, PartialEq)]
+pub enum Lookup<'a> {
+    Found(&'a VirtualHost),
+    /// No virtual host claims it.
+    Unknown,
+    /// Not known yet: ask the control plane for this on-demand name.
+    Ask(String),
 }
 
 /// Durations in the config dump, as milliseconds.
@@ -69,5 +120,47 @@ pub(crate) mod duration_ms {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u128(d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PathMatch, RouteAction, RouteEntry, WeightedTarget};
+
+    fn host(name: &str, cluster: &str) -> VirtualHost {
+        let action =
+            RouteAction { targets: vec![WeightedTarget { cluster: cluster.into(), weight: 1 }], timeout: None };
+        let route = RouteEntry { name: "r".into(), path: PathMatch::Prefix("/".into()), headers: Vec::new(), action };
+        VirtualHost { name: name.into(), domains: vec![name.into()], routes: vec![route] }
+    }
+
+    #[test]
+    fn a_host_is_looked_up_in_its_table_then_among_those_asked_for() {
+        let table = RouteTable { name: "80".into(), virtual_hosts: vec![host("local", "c-local")], on_demand: true };
+        let mut config = ProxyConfig::default();
+        assert_eq!(config.virtual_host(&table, "local"), Lookup::Found(&table.virtual_hosts[0]));
+        assert_eq!(config.virtual_host(&table, "Ledger.Bank"), Lookup::Ask("80/ledger.bank".into()));
+        assert!(!config.on_demand_settled("80/ledger.bank"), "not answered yet");
+        config.on_demand.insert("80/ledger.bank".into(), Some(host("ledger.bank", "c-ledger")));
+        assert!(matches!(config.virtual_host(&table, "ledger.bank"), Lookup::Found(h) if h.name == "ledger.bank"));
+        assert!(!config.on_demand_settled("80/ledger.bank"), "its cluster has not arrived");
+        let cluster = ClusterConfig {
+            name: "c-ledger".into(),
+            lb: LbAlgorithm::RoundRobin,
+            connect_timeout: Duration::from_secs(1),
+            eds_name: "c-ledger".into(),
+        };
+        config.clusters.insert("c-ledger".into(), cluster);
+        assert!(!config.on_demand_settled("80/ledger.bank"), "nor its endpoints");
+        config.endpoints.insert("c-ledger".into(), Vec::new());
+        assert!(config.on_demand_settled("80/ledger.bank"));
+        config.on_demand.insert("80/nowhere".into(), None);
+        assert_eq!(config.virtual_host(&table, "nowhere"), Lookup::Unknown);
+        assert!(config.on_demand_settled("80/nowhere"), "a known absence settles at once");
+        assert_eq!(config.virtual_host(&table, "10.0.0.5:80"), Lookup::Unknown, "addresses are never asked for");
+        assert_eq!(config.virtual_host(&table, "[::1]:80"), Lookup::Unknown);
+        let fixed = RouteTable { on_demand: false, ..table };
+        assert_eq!(config.virtual_host(&fixed, "other"), Lookup::Unknown, "no on-demand discovery for this table");
     }
 }

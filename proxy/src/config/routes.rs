@@ -10,6 +10,8 @@ use serde::{Serialize, Serializer};
 pub struct RouteTable {
     pub name: String,
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Hosts not among `virtual_hosts` may be asked for on demand (VHDS).
+    pub on_demand: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -172,6 +174,11 @@ impl StringMatcher {
 }
 
 impl RouteAction {
+    /// Every cluster this action may send to.
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|t| t.cluster.as_str())
+    }
+
     /// The target for a request, given a uniformly random `roll`: each target is chosen with probability
     /// weight / total (the total fits a `u32`, so the modulo bias of a 64-bit roll is negligible). `None` when there
     /// is no target or every weight is zero with several targets.
@@ -236,6 +243,7 @@ mod tests {
             action: action(&[(name, 1)]),
         };
         let table = RouteTable {
+            on_demand: false,
             name: "80".into(),
             virtual_hosts: vec![VirtualHost {
                 name: "reviews".into(),

@@ -19,8 +19,8 @@ use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::BoxError;
 use crate::balance::{NoEndpoints, ResponseFuture};
-use crate::config::ProxyConfig;
 use crate::config::routes::RequestInfo;
+use crate::config::{Lookup, ProxyConfig, RouteTable};
 use crate::metrics::Direction;
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
@@ -62,7 +62,12 @@ pub async fn handle<B: RequestBody>(
 ) -> Response<Body> {
     let started = Instant::now();
     let clock = StreamClock::start();
-    let runtime = forwarder.runtime.borrow().clone();
+    let mut runtime = forwarder.runtime.borrow().clone();
+    if let Some(name) = to_ask(&request, &runtime.config, destination) {
+        let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
+        forwarder.metrics.on_demand(settled);
+        runtime = forwarder.runtime.borrow().clone();
+    }
     let dispatched = dispatch(request, &runtime, forwarder, destination, &clock);
     drop(runtime);
     let (cluster, response) = match dispatched {
@@ -100,13 +105,23 @@ fn dispatch<B: RequestBody>(
     }
 }
 
-/// The routing decision. Pure.
-fn route<'a, B>(
-    request: &Request<B>,
+/// The on-demand virtual host to ask for before routing `request`, when its host is one the proxy holds no
+/// config for yet. Pure.
+fn to_ask<B>(request: &Request<B>, config: &ProxyConfig, destination: Destination) -> Option<String> {
+    let authority = request_authority(request.version(), request.uri(), request.headers()).ok()??;
+    let (table, _) = route_table(Some(&authority), config, destination).ok()?;
+    match config.virtual_host(table?, &authority) {
+        Lookup::Ask(name) => Some(name),
+        Lookup::Found(_) | Lookup::Unknown => None,
+    }
+}
+
+/// The route table for a request's port (`None`: no listener there), and the original destination if captured.
+fn route_table<'a>(
     authority: Option<&str>,
     config: &'a ProxyConfig,
     destination: Destination,
-) -> Result<Upstream<'a>, LocalReply> {
+) -> Result<(Option<&'a RouteTable>, Option<SocketAddr>), LocalReply> {
     let (port, original) = match destination {
         Destination::Explicit { default_port } => {
             let authority = authority.ok_or(LocalReply::MissingHost)?;
@@ -114,10 +129,20 @@ fn route<'a, B>(
         }
         Destination::Original(address) => (address.port(), Some(address)),
     };
+    Ok((config.route_table_for_port(port), original))
+}
+
+/// The routing decision. Pure.
+fn route<'a, B>(
+    request: &Request<B>,
+    authority: Option<&str>,
+    config: &'a ProxyConfig,
+    destination: Destination,
+) -> Result<Upstream<'a>, LocalReply> {
+    let (table, original) = route_table(authority, config, destination)?;
     let passthrough = || original.map(Upstream::Original).ok_or(LocalReply::NoRoute);
-    let Some(table) = config.route_table_for_port(port) else { return passthrough() };
-    let Some(host) = authority else { return passthrough() };
-    let Some(vhost) = table.virtual_host(host) else { return passthrough() };
+    let (Some(table), Some(host)) = (table, authority) else { return passthrough() };
+    let Lookup::Found(vhost) = config.virtual_host(table, host) else { return passthrough() };
     let info =
         RequestInfo { host, path: request.uri().path(), method: request.method().as_str(), headers: request.headers() };
     let route = vhost.route(&info).ok_or(LocalReply::NoRoute)?;

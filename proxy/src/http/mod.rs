@@ -5,6 +5,7 @@ pub mod authority;
 mod forward;
 mod headers;
 pub mod local_reply;
+pub mod on_demand;
 pub mod outbound;
 pub mod passthrough;
 pub mod timeouts;
@@ -28,6 +29,7 @@ pub use forward::Destination;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::metrics::Metrics;
+use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
 use timeouts::connection::{Activity, InFlightBody, TimedIo};
@@ -42,11 +44,17 @@ pub struct Forwarder {
     pub passthrough: Passthrough,
     pub metrics: Arc<Metrics>,
     pub timeouts: Timeouts,
+    pub on_demand: OnDemand,
 }
 
 impl Forwarder {
-    pub fn new(runtime: watch::Receiver<Arc<Runtime>>, metrics: Arc<Metrics>, timeouts: Timeouts) -> Self {
-        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts }
+    pub fn new(
+        runtime: watch::Receiver<Arc<Runtime>>,
+        metrics: Arc<Metrics>,
+        timeouts: Timeouts,
+        on_demand: OnDemand,
+    ) -> Self {
+        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand }
     }
 }
 

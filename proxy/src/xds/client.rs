@@ -33,13 +33,15 @@ enum Session {
     StateOfTheWorld(ClientState),
 }
 
-/// Streams config from `endpoint` forever, publishing each accepted config on `configs`.
+/// Streams config from `endpoint` forever, publishing each accepted config on `configs`; asks for the
+/// on-demand virtual hosts named on `questions` (delta xDS only).
 pub async fn run(
     endpoint: Endpoint,
     node: Node,
     configs: watch::Sender<Arc<ProxyConfig>>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    mut questions: mpsc::Receiver<String>,
 ) {
     let mut backoff = BACKOFF_START;
     let sink = Sink { configs, ready, metrics };
@@ -47,7 +49,7 @@ pub async fn run(
     loop {
         let started = Instant::now();
         let result = match &mut session {
-            Session::Delta(state) => delta_once(&endpoint, state, &sink).await,
+            Session::Delta(state) => delta_once(&endpoint, state, &sink, &mut questions).await,
             Session::StateOfTheWorld(state) => sotw_once(&endpoint, state, &sink).await,
         };
         sink.metrics.set_xds_connected(false);
@@ -115,16 +117,39 @@ fn client(channel: tonic::transport::Channel) -> AggregatedDiscoveryServiceClien
     AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
-async fn delta_once(endpoint: &Endpoint, state: &mut DeltaState, sink: &Sink) -> Result<(), StreamError> {
+async fn delta_once(
+    endpoint: &Endpoint,
+    state: &mut DeltaState,
+    sink: &Sink,
+    questions: &mut mpsc::Receiver<String>,
+) -> Result<(), StreamError> {
     let channel = endpoint.connect().await?;
     let (requests, outgoing) = mpsc::channel(16);
+    // Questions asked while no stream was open go with the first requests.
+    while let Ok(name) = questions.try_recv() {
+        let _ = state.ask(name);
+    }
     for request in state.on_connect() {
         let _ = requests.send(request).await;
     }
     let mut responses = client(channel).delta_aggregated_resources(ReceiverStream::new(outgoing)).await?.into_inner();
     tracing::info!(address = %endpoint.uri(), protocol = "delta", "xDS stream open");
     sink.metrics.set_xds_connected(true);
-    while let Some(response) = responses.message().await? {
+    loop {
+        let response = tokio::select! {
+            response = responses.message() => match response? {
+                Some(response) => response,
+                None => return Ok(()),
+            },
+            Some(name) = questions.recv() => {
+                if let Some(request) = state.ask(name)
+                    && requests.send(request).await.is_err()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
         let reply = state.on_response(&response);
         let kind = ResourceType::from_type_url(&response.type_url);
         let version = kind.and_then(|k| state.config().versions.get(k.short_name())).cloned().unwrap_or_default();
@@ -135,7 +160,6 @@ async fn delta_once(endpoint: &Endpoint, state: &mut DeltaState, sink: &Sink) ->
             }
         }
     }
-    Ok(())
 }
 
 async fn sotw_once(endpoint: &Endpoint, state: &mut ClientState, sink: &Sink) -> Result<(), StreamError> {

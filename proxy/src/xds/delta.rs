@@ -1,8 +1,9 @@
 //! The proxy's side of an incremental (delta) ADS stream, as a pure state machine: responses in; ACK/NACK and
 //! subscription changes out; the accepted config kept, resource by resource. A response whose resources cannot
 //! all be converted is NACKed with the conversion error and changes nothing. Clusters and listeners are
-//! subscribed to as wildcards; endpoints and routes by the names those carry, following them as they change. On
-//! a reconnect the proxy tells the server which versions it holds, so nothing it has is sent again.
+//! subscribed to as wildcards; endpoints and routes by the names those carry, following them as they change;
+//! virtual hosts by name as requests ask for them (on-demand discovery). On a reconnect the proxy tells the
+//! server which versions it holds, so nothing it has is sent again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -120,6 +121,18 @@ impl DeltaState {
         }
         self.config.versions.insert(kind.short_name().to_string(), digest(held));
         self.received.insert(kind);
+    }
+
+    /// Subscribes to the on-demand virtual host `name` (VHDS); `None` when already subscribed.
+    pub fn ask(&mut self, name: String) -> Option<DeltaDiscoveryRequest> {
+        if !self.subscribed.entry(ResourceType::VirtualHost).or_default().insert(name.clone()) {
+            return None;
+        }
+        Some(DeltaDiscoveryRequest {
+            type_url: ResourceType::VirtualHost.type_url().to_string(),
+            resource_names_subscribe: vec![name],
+            ..Default::default()
+        })
     }
 
     /// After clusters or listeners changed: subscribe to the endpoints and routes they name, drop the rest.

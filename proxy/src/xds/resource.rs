@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::{self as route, RouteConfiguration};
 use envoy_types::pb::google::protobuf::Any;
 use weft_xds::{ResourceType, unpack};
 
 use crate::config::convert::endpoints;
-use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyConfig, RouteTable};
+use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyConfig, RouteTable, VirtualHost};
 
 /// A converted resource.
 #[derive(Debug)]
@@ -20,6 +20,7 @@ pub enum Converted {
     Listener(ListenerConfig),
     Routes(RouteTable),
     Endpoints(Vec<EndpointConfig>),
+    VirtualHost(VirtualHost),
 }
 
 /// Decodes and converts one resource of `kind`: its name and value.
@@ -45,6 +46,11 @@ pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), Str
             let set = endpoints(&assignment).map_err(|e| e.to_string())?;
             Ok((assignment.cluster_name, Converted::Endpoints(set)))
         }
+        ResourceType::VirtualHost => {
+            let host = decoded::<route::VirtualHost>(any)?;
+            let converted = VirtualHost::try_from(&host).map_err(|e| e.to_string())?;
+            Ok((host.name, Converted::VirtualHost(converted)))
+        }
     }
 }
 
@@ -63,6 +69,9 @@ pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
         Converted::Endpoints(e) => {
             config.endpoints.insert(name, e);
         }
+        Converted::VirtualHost(v) => {
+            config.on_demand.insert(name, Some(v));
+        }
     }
 }
 
@@ -73,6 +82,8 @@ pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
         ResourceType::Listener => drop(config.listeners.remove(name)),
         ResourceType::Route => drop(config.routes.remove(name)),
         ResourceType::Endpoint => drop(config.endpoints.remove(name)),
+        // For a name asked for on demand, a removal means "no such host": remembered, so requests stop asking.
+        ResourceType::VirtualHost => drop(config.on_demand.insert(name.to_string(), None)),
     }
 }
 

@@ -114,7 +114,7 @@ impl ClientState {
         match kind {
             ResourceType::Cluster => self.config.clusters.clear(),
             ResourceType::Listener => self.config.listeners.clear(),
-            ResourceType::Route | ResourceType::Endpoint => {}
+            ResourceType::Route | ResourceType::Endpoint | ResourceType::VirtualHost => {}
         }
         for (name, value) in converted {
             insert(&mut self.config, name, value);

@@ -55,6 +55,7 @@ impl Operator {
         let listeners = weft_operator::app::Listeners {
             xds: TcpListener::bind(xds).await.unwrap(),
             health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            proxy_scope: Default::default(),
         };
         let path = dir.path().to_path_buf();
         let task = tokio::spawn(async move {
@@ -71,11 +72,16 @@ impl Drop for Operator {
 }
 
 fn service_yaml(backend: SocketAddr) -> String {
+    service_in("slow", "default", backend)
+}
+
+/// A Service `name` (port 80) in `namespace` whose one pod is `backend`.
+pub fn service_in(name: &str, namespace: &str, backend: SocketAddr) -> String {
     format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: slow, namespace: default}}\n\
-         spec:\n  selector: {{app: slow}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n\
-         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: slow-1, namespace: default, labels: {{app: slow}}}}\n\
-         spec: {{containers: [{{name: app, image: slow, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}-1, namespace: {namespace}, labels: {{app: {name}}}}}\n\
+         spec: {{containers: [{{name: app, image: {name}, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
          status: {{podIP: {}}}\n",
         backend.port(),
         backend.ip()
@@ -177,6 +183,7 @@ pub struct Proxy {
     pub child: Child,
     pub outbound: SocketAddr,
     pub health: SocketAddr,
+    pub admin: SocketAddr,
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -199,7 +206,7 @@ impl Proxy {
             .stderr(out)
             .spawn()
             .unwrap();
-        Self { child, outbound, health, log, _dir: dir }
+        Self { child, outbound, health, admin, log, _dir: dir }
     }
 
     pub fn output(&self) -> String {
@@ -294,7 +301,7 @@ impl SotwOnlyOperator {
         let (events_tx, events_rx) = mpsc::channel(64);
         let (snapshots_tx, snapshots_rx) = tokio::sync::watch::channel(None);
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-        let ads = SotwOnly(AdsServer::new(snapshots_rx, metrics.clone(), closing_rx));
+        let ads = SotwOnly(AdsServer::new(snapshots_rx, Default::default(), metrics.clone(), closing_rx));
         let listener = TcpListener::bind(xds).await.unwrap();
         let path = dir.path().to_path_buf();
         let tasks = vec![

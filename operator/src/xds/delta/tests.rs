@@ -162,3 +162,52 @@ fn a_proxy_in_step_gets_the_difference_computed_once_for_all_and_a_lagging_one_i
     let in_step_push = in_step.on_resources(third);
     assert_eq!(names(&in_step_push[0]), ["c1"]);
 }
+
+/// `base` plus on-demand virtual hosts `hosts` (content `name=body`) and a cluster per host.
+fn with_hosts(base: &Arc<EncodedResources>, hosts: &[(&str, &str)]) -> Arc<EncodedResources> {
+    let mut resources = (**base).clone();
+    let mut clusters = resources.by_type[&ResourceType::Cluster].map.clone();
+    clusters.extend(hosts.iter().map(|(n, _)| (format!("c-{n}"), any(ResourceType::Cluster, n))));
+    resources.by_type.insert(ResourceType::Cluster, TypeResources::new(clusters));
+    let vhosts = hosts.iter().map(|(n, b)| (n.to_string(), any(ResourceType::VirtualHost, &format!("{n}={b}"))));
+    resources.by_type.insert(ResourceType::VirtualHost, TypeResources::new(vhosts.collect()));
+    Arc::new(resources)
+}
+
+#[test]
+fn an_on_demand_name_is_answered_with_its_host_or_told_absent_once() {
+    let base = resources(&[("c1", "a")], &[("80", "c1")]);
+    let mut stream = settled(base.clone(), &["c1"], &["80"]);
+    let asked = request(ResourceType::VirtualHost, &["80/ledger.bank", "80/nowhere"], "");
+    assert_eq!(
+        stream.on_demand_after(&asked),
+        Some(["80/ledger.bank".to_string(), "80/nowhere".to_string()].into()),
+        "the stream learns what to translate before it answers"
+    );
+    let push = stream.on_resources(with_hosts(&base, &[("80/ledger.bank", "x")]));
+    assert_eq!(push.len(), 1, "the new cluster goes first, before the host that routes to it");
+    assert_eq!(names(&push[0]), ["c-80/ledger.bank"]);
+    let step = stream.on_request(&asked);
+    let [answer] = step.responses.as_slice() else { panic!("one answer: {:?}", step.responses) };
+    assert_eq!(names(answer), ["80/ledger.bank"]);
+    assert_eq!(answer.removed_resources, ["80/nowhere"], "a name nothing answers to is said to be absent");
+    stream.on_request(&request(ResourceType::VirtualHost, &[], &answer.nonce));
+    assert!(stream.on_resources(with_hosts(&base, &[("80/ledger.bank", "x")])).is_empty(), "told once");
+    assert_eq!(stream.on_demand_after(&request(ResourceType::VirtualHost, &["80/ledger.bank"], "")), None);
+    let changed = stream.on_resources(with_hosts(&base, &[("80/ledger.bank", "y")]));
+    let hosts: Vec<_> = changed.iter().filter(|r| r.type_url == ResourceType::VirtualHost.type_url()).collect();
+    assert_eq!(hosts.len(), 1, "a changed host is pushed like any resource");
+    assert_eq!(names(hosts[0]), ["80/ledger.bank"]);
+}
+
+#[test]
+fn on_demand_names_are_bounded_per_stream() {
+    let stream = DeltaStream::default();
+    let names: Vec<String> = (0..MAX_ON_DEMAND + 10).map(|i| format!("80/h{i}")).collect();
+    let flood = DeltaDiscoveryRequest {
+        type_url: ResourceType::VirtualHost.type_url().into(),
+        resource_names_subscribe: names,
+        ..Default::default()
+    };
+    assert_eq!(stream.on_demand_after(&flood).map(|n| n.len()), Some(MAX_ON_DEMAND));
+}

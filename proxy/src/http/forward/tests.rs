@@ -16,6 +16,7 @@ fn config() -> ProxyConfig {
         action: RouteAction { targets: vec![WeightedTarget { cluster: CLUSTER.into(), weight: 1 }], timeout: None },
     };
     let table = RouteTable {
+        on_demand: false,
         name: "8080".into(),
         virtual_hosts: vec![VirtualHost {
             name: "echo:8080".into(),

@@ -82,3 +82,31 @@ fn a_reconnect_names_what_is_held_at_which_version() {
     let eds = again.iter().find(|r| r.type_url == ResourceType::Endpoint.type_url()).unwrap();
     assert_eq!(eds.resource_names_subscribe, ["a"], "endpoint subscriptions are renewed");
 }
+
+#[test]
+fn hosts_asked_for_on_demand_are_subscribed_once_kept_over_reconnects_and_absence_is_remembered() {
+    let mut state = client();
+    state.on_connect();
+    let ask = state.ask("80/ledger.bank".into()).expect("a subscription");
+    assert_eq!(
+        (ask.type_url.as_str(), ask.resource_names_subscribe.as_slice()),
+        (ResourceType::VirtualHost.type_url(), &["80/ledger.bank".to_string()][..])
+    );
+    assert!(state.ask("80/ledger.bank".into()).is_none(), "asked once");
+    let mut host = crate::xds::testing::route_config("80", "/.*", "c-ledger").virtual_hosts.remove(0);
+    host.name = "80/ledger.bank".into();
+    let reply = state.on_response(&response(
+        ResourceType::VirtualHost,
+        "1",
+        &[("80/ledger.bank", weft_xds::pack(&host))],
+        &["80/nowhere"],
+    ));
+    assert_eq!(reply.outcome, Outcome::Applied(ResourceType::VirtualHost));
+    let held = &state.config().on_demand;
+    assert!(held["80/ledger.bank"].as_ref().is_some_and(|h| h.domains == ["reviews"]));
+    assert_eq!(held["80/nowhere"], None, "absence is remembered");
+    let reconnect = state.on_connect();
+    let vhds = reconnect.iter().find(|r| r.type_url == ResourceType::VirtualHost.type_url()).expect("resubscribed");
+    assert_eq!(vhds.resource_names_subscribe, ["80/ledger.bank"]);
+    assert_eq!(vhds.initial_resource_versions["80/ledger.bank"], "v-80/ledger.bank-1");
+}

@@ -1,0 +1,135 @@
+//! Which Services a proxy is sent config for. Pure.
+//!
+//! By default (`namespace` scope) a proxy holds the Services of its own namespace, the hosts the rules of its
+//! namespace name, and the Services those routes send to; any other Service it meets is asked for on demand
+//! ([`on_demand_service`], VHDS over delta xDS) and then held too. That keeps a proxy's config, and the operator's
+//! work per edit, proportional to what the proxy uses rather than to the mesh, without hand-written `Sidecar`
+//! resources. The `mesh` scope sends every proxy everything (Istio's default without a Sidecar).
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use weft_xds::parse_on_demand_name;
+
+use crate::index::{ServiceModel, Snapshot};
+
+/// How much of the mesh a proxy is sent before it asks (operator flag `--proxy-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScopeMode {
+    /// Its namespace, what its rules name, and what it asks for on demand.
+    #[default]
+    Namespace,
+    /// Every Service of the mesh.
+    Mesh,
+}
+
+impl FromStr for ScopeMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "namespace" => Ok(Self::Namespace),
+            "mesh" => Ok(Self::Mesh),
+            other => Err(format!("unknown proxy scope {other:?} (expected namespace or mesh)")),
+        }
+    }
+}
+
+/// The Service FQDNs a proxy in `namespace` holds before asking for more: the Services of the namespace, the hosts
+/// of the namespace's VirtualServices and DestinationRules, and every destination of those hosts' routes.
+pub fn namespace_scope(snapshot: &Snapshot, namespace: &str) -> BTreeSet<String> {
+    let mut hosts: BTreeSet<String> =
+        snapshot.services.values().filter(|s| s.namespace == namespace).map(ServiceModel::fqdn).collect();
+    let own_rules = snapshot.virtual_services.iter().filter(|vs| vs.namespace == namespace);
+    hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().cloned()));
+    let own_policies = snapshot.destination_rules.iter().filter(|dr| dr.namespace == namespace);
+    hosts.extend(own_policies.map(|dr| dr.host.clone()));
+    let destinations: Vec<String> = hosts.iter().flat_map(|host| route_destinations(snapshot, host)).collect();
+    hosts.extend(destinations);
+    hosts.retain(|host| snapshot.services.contains_key(host));
+    hosts
+}
+
+/// The Services the routes of `host` send to (its VirtualService's destinations), as FQDNs.
+pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
+    let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
+    vs.spec
+        .http
+        .iter()
+        .flat_map(|rule| &rule.route)
+        .map(|dest| snapshot.resolve_host(&dest.destination.host, &vs.namespace))
+        .collect()
+}
+
+/// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
+/// it: the host is one of the names the Service's virtual host answers to there (see `routes::domains`), with
+/// no port or the route configuration's.
+pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> Option<(&'a ServiceModel, u16)> {
+    let (route_config, host) = parse_on_demand_name(name)?;
+    let port: u16 = route_config.parse().ok()?;
+    let bare = match host.rsplit_once(':') {
+        Some((bare, written)) if written.parse::<u16>().ok()? == port => bare,
+        Some(_) => return None,
+        None => host,
+    };
+    let fqdn = snapshot.resolve_host(bare, namespace);
+    let service = snapshot.services.get(&fqdn)?;
+    let short_name_elsewhere = !bare.contains('.') && service.namespace != namespace;
+    (!short_name_elsewhere && service.port(port).is_some()).then_some((service, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+    use crate::source::Event;
+    use crate::source::file::parse_file;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let mut index = Index::default();
+        for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
+            index.apply(Event::Applied(resource));
+        }
+        index.snapshot()
+    }
+
+    fn service(name: &str, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n"
+        )
+    }
+
+    const ROUTE_TO_PAYMENTS: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: checkout, namespace: shop}\nspec:\n  hosts: [checkout]\n  http:\n  - route:\n    - destination: {host: payments.bank.svc.cluster.local}\n";
+
+    #[test]
+    fn a_namespace_holds_its_services_and_what_its_rules_route_to() {
+        let mesh = [service("checkout", "shop"), service("cart", "shop"), service("payments", "bank")];
+        let mesh = format!("{}{}{}{ROUTE_TO_PAYMENTS}---\n", mesh[0], mesh[1], mesh[2]) + &service("ledger", "bank");
+        let snapshot = snapshot(&mesh);
+        let shop: Vec<String> = namespace_scope(&snapshot, "shop").into_iter().collect();
+        assert_eq!(
+            shop,
+            ["cart.shop.svc.cluster.local", "checkout.shop.svc.cluster.local", "payments.bank.svc.cluster.local"]
+        );
+        let bank: Vec<String> = namespace_scope(&snapshot, "bank").into_iter().collect();
+        assert_eq!(bank, ["ledger.bank.svc.cluster.local", "payments.bank.svc.cluster.local"]);
+    }
+
+    #[test]
+    fn on_demand_names_resolve_as_the_virtual_host_domains_do() {
+        let snapshot = snapshot(&(service("payments", "bank") + &service("cart", "shop")));
+        let found = |namespace, name| on_demand_service(&snapshot, namespace, name).map(|(s, p)| (s.fqdn(), p));
+        let payments = Some(("payments.bank.svc.cluster.local".to_string(), 80));
+        for name in
+            ["80/payments.bank", "80/payments.bank:80", "80/payments.bank.svc", "80/payments.bank.svc.cluster.local"]
+        {
+            assert_eq!(found("shop", name), payments, "{name}");
+        }
+        assert_eq!(found("bank", "80/payments"), payments, "a short name in its own namespace");
+        assert_eq!(found("shop", "80/payments"), None, "a short name does not reach another namespace");
+        assert_eq!(found("shop", "80/payments.bank:81"), None, "another port");
+        assert_eq!(found("shop", "81/payments.bank"), None, "no such port");
+        assert_eq!(found("shop", "80/unknown.bank"), None);
+        assert_eq!(found("shop", "cart"), None, "not an on-demand name");
+    }
+}

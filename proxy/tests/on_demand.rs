@@ -1,0 +1,60 @@
+//! On-demand discovery with the real operator: a proxy holds its own namespace's Services; a request for a
+//! Service of another namespace asks the operator for it (VHDS over delta xDS), waits for it, and succeeds; later
+//! requests find it in the config; a host nobody serves is answered at once, not after the wait's timeout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use http::StatusCode;
+use support::{Backend, Operator, Proxy, free_port, get, sample, service_in};
+
+const ANSWERED: &str = "weft_proxy_on_demand_lookups_total{outcome=\"answered\"}";
+
+async fn clusters(proxy: &Proxy) -> Vec<String> {
+    let (status, body) = get(proxy.admin, "admin", "/config_dump", &[]).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    dump["clusters"].as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_of_another_namespace_is_discovered_by_the_first_request_to_it() {
+    let backend = Backend::start().await;
+    let xds = free_port();
+    let _operator = Operator::start_with(xds, backend.address, &service_in("ledger", "bank", backend.address)).await;
+    let proxy = Proxy::start(xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    assert_eq!(clusters(&proxy).await, ["outbound|80||slow.default.svc.cluster.local"], "its namespace only");
+
+    let (status, body) = get(proxy.outbound, "ledger.bank", "/", &[]).await.unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "slow backend\n"), "{}", proxy.output());
+    assert_eq!(sample(&proxy.metrics().await, ANSWERED), 1.0);
+    let (status, _) = get(proxy.outbound, "ledger.bank.svc.cluster.local:80", "/", &[]).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "another spelling of the host is asked for once too");
+    assert_eq!(sample(&proxy.metrics().await, ANSWERED), 2.0);
+    for _ in 0..3 {
+        assert_eq!(get(proxy.outbound, "ledger.bank", "/", &[]).await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(sample(&proxy.metrics().await, ANSWERED), 2.0, "later requests are served from the config");
+    assert_eq!(
+        clusters(&proxy).await,
+        ["outbound|80||ledger.bank.svc.cluster.local", "outbound|80||slow.default.svc.cluster.local"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_nobody_serves_is_answered_without_waiting_for_the_timeout() {
+    let backend = Backend::start().await;
+    let xds = free_port();
+    let _operator = Operator::start(xds, backend.address).await;
+    let proxy = Proxy::start(xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    let (status, _) = get(proxy.outbound, "nowhere.bank", "/", &[]).await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, ANSWERED), 1.0, "the operator said there is no such host:\n{metrics}");
+    assert_eq!(sample(&metrics, "weft_proxy_on_demand_lookups_total{outcome=\"timeout\"}"), 0.0);
+    assert_eq!(get(proxy.outbound, "nowhere.bank", "/", &[]).await.unwrap().0, StatusCode::NOT_FOUND);
+    assert_eq!(sample(&proxy.metrics().await, ANSWERED), 1.0, "the answer is remembered");
+}
