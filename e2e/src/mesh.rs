@@ -74,6 +74,10 @@ impl LocalMesh {
             let (xds, metrics) = (free_port(localhost())?, free_port(localhost())?);
             operators.push(Operator { process: spawn_operator(&dir, i, xds, metrics)?, xds, metrics });
         }
+        // Every replica listens before the proxy dials: behind the VIP it must reach the first one.
+        for operator in &operators {
+            wait_for_port(operator.xds, STARTUP).await?;
+        }
         let vip =
             if operators.len() > 1 { Some(Vip::start(operators.iter().map(|o| o.xds).collect()).await?) } else { None };
         let xds = vip.as_ref().map_or(operators[0].xds, |v| v.address);

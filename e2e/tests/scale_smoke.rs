@@ -7,11 +7,15 @@
 
 use std::time::Duration;
 
-use weft_e2e::scale::{CellResult, CellSpec, Protocol, ProxyScope, report, run_cell};
+use weft_e2e::scale::{CellResult, CellSpec, Protocol, ProxyScope, probe, report, run_cell};
+
+fn spec_services() -> usize {
+    30
+}
 
 async fn a_small_mesh_converges_and_each_change_pushes_only_its_type(protocol: Protocol) -> CellResult {
     let spec = CellSpec {
-        services: 30,
+        services: spec_services(),
         proxies: 12,
         namespaces: 3,
         churn: Some((10, Duration::from_secs(2))),
@@ -47,5 +51,9 @@ async fn over_delta_xds_a_change_sends_only_the_changed_resources() {
     );
     // Three clusters per Service (the Service and two subsets): a delta proxy holds its namespace's ten Services.
     assert_eq!(delta.clusters_per_proxy, 30.0, "a delta proxy holds its namespace");
-    assert_eq!(sotw.clusters_per_proxy, 90.0, "state of the world has no on-demand discovery: the whole mesh");
+    let mesh = (spec_services() * 3 + probe::CALLED) as f64;
+    assert_eq!(sotw.clusters_per_proxy, mesh, "state of the world has no on-demand discovery: the whole mesh");
+    // The real proxy of the probe, in a namespace of its own, holds what it called and nothing else.
+    assert_eq!(delta.probe.clusters, probe::CALLED);
+    assert_eq!(delta.probe.first.len(), probe::CALLED, "every first request succeeded");
 }

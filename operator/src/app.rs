@@ -17,8 +17,8 @@ use crate::metrics::Metrics;
 use crate::source::kube::{Scope, SyncTracker};
 use crate::source::{Event, file};
 use crate::status::writer;
-use crate::translate::scope::ScopeMode;
 use crate::xds::AdsServer;
+use weft_xds::ProxyScope;
 
 pub use crate::index::published::{Published, SnapshotReceiver, SnapshotSender};
 
@@ -54,7 +54,7 @@ pub enum OperatorError {
 pub struct Listeners {
     pub xds: TcpListener,
     pub health: TcpListener,
-    pub proxy_scope: ScopeMode,
+    pub proxy_scope: ProxyScope,
 }
 
 /// Applies event batches to the index and publishes a snapshot per debounced burst of changes.
@@ -220,7 +220,7 @@ async fn serve_common(
 /// cannot hold the operator up.
 pub async fn serve_xds(
     listener: TcpListener,
-    scope: ScopeMode,
+    scope: ProxyScope,
     snapshots: SnapshotReceiver,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,

@@ -10,7 +10,7 @@ use clap::Parser;
 use weft_operator::app::{self, Listeners};
 use weft_operator::leader::LeaseConfig;
 use weft_operator::source::kube::Scope;
-use weft_operator::translate::scope::ScopeMode;
+use weft_xds::ProxyScope;
 
 /// Weft's control plane: watches routing rules and services, streams config to every proxy over xDS (ADS).
 #[derive(Debug, Parser)]
@@ -38,10 +38,11 @@ struct Args {
     /// Kubernetes mode: this replica's identity in the Lease (default: the pod name, else the host name).
     #[arg(long, env = "POD_NAME", value_name = "NAME")]
     identity: Option<String>,
-    /// How much of the mesh each proxy is sent: `namespace` (its namespace's Services, what its rules name, and
-    /// the Services it calls, asked for on demand over delta xDS) or `mesh` (everything).
-    #[arg(long, env = "WEFT_PROXY_SCOPE", default_value = "namespace", value_name = "namespace|mesh")]
-    proxy_scope: ScopeMode,
+    /// How much of the mesh each proxy is sent, unless it says otherwise (pod annotation `weft.dev/proxy-scope`):
+    /// `namespace` (its namespace's Services and what its rules name; every other Service it calls is asked for
+    /// on demand over delta xDS), `on-demand` (only what its rules name) or `mesh` (everything).
+    #[arg(long, env = "WEFT_PROXY_SCOPE", default_value = "namespace", value_name = "namespace|on-demand|mesh")]
+    proxy_scope: ProxyScope,
     /// Log filter, e.g. `info` or `weft_operator=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,

@@ -1,6 +1,7 @@
 //! Wiring of a running proxy: xDS client -> config channel -> data plane -> listeners (explicit or transparent),
 //! plus the admin and health listeners, until a shutdown signal; then a graceful drain.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_xds::ProxyNode;
+use weft_xds::{ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::ProxyConfig;
@@ -43,6 +44,8 @@ pub struct ProxySettings {
     pub pod_namespace: String,
     pub pod_ip: Option<IpAddr>,
     pub service_account: Option<String>,
+    /// Its own scope, sent as node metadata; `None`: the operator's default.
+    pub proxy_scope: Option<ProxyScope>,
     pub capture: Capture,
     pub outbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -68,12 +71,16 @@ pub enum StartError {
 impl ProxySettings {
     fn node(&self) -> Node {
         let id = ProxyNode { pod_name: self.pod_name.clone(), namespace: self.pod_namespace.clone(), ip: self.pod_ip };
-        // Istio's node metadata key, for control planes that look at it.
-        let metadata = self.service_account.as_ref().map(|account| Struct {
-            fields: [("SERVICE_ACCOUNT".to_string(), Value { kind: Some(value::Kind::StringValue(account.clone())) })]
-                .into_iter()
-                .collect(),
-        });
+        let text = |value: &str| Value { kind: Some(value::Kind::StringValue(value.to_string())) };
+        // SERVICE_ACCOUNT: Istio's node metadata key, for control planes that look at it.
+        let fields: BTreeMap<String, Value> = [
+            self.service_account.as_deref().map(|account| ("SERVICE_ACCOUNT".to_string(), text(account))),
+            self.proxy_scope.map(|scope| (SCOPE_METADATA_KEY.to_string(), text(scope.as_str()))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let metadata = (!fields.is_empty()).then(|| Struct { fields: fields.into_iter().collect() });
         Node {
             id: id.to_string(),
             cluster: format!("{}.{}", self.pod_name, self.pod_namespace),

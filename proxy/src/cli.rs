@@ -11,6 +11,7 @@ use crate::app::{Capture, ProxySettings};
 use crate::capture::{CaptureSettings, Cidr};
 use crate::http::timeouts::{Timeouts, enabled};
 use weft_process::parse_duration;
+use weft_xds::ProxyScope;
 
 /// Istio's port numbers, familiar to users.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
@@ -99,6 +100,11 @@ pub struct RunArgs {
     /// Envoy's `idle_timeout`); 0 turns it off.
     #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
+    /// How much of the mesh to be sent before asking for more (the operator's default when unset): `namespace`
+    /// (this namespace's Services and what its rules name), `on-demand` (only what its rules name) or `mesh`.
+    /// Any other Service is asked for on demand by the first request to it.
+    #[arg(long, env = "WEFT_PROXY_SCOPE", value_name = "namespace|on-demand|mesh")]
+    pub proxy_scope: Option<ProxyScope>,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -120,6 +126,7 @@ impl RunArgs {
             pod_namespace: self.pod_namespace.clone(),
             pod_ip: self.pod_ip,
             service_account: self.service_account.clone().filter(|s| !s.is_empty()),
+            proxy_scope: self.proxy_scope,
             capture,
             outbound_listen: self.outbound_listen.unwrap_or(outbound),
             admin_listen: self.admin_listen,

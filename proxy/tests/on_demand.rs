@@ -1,6 +1,7 @@
 //! On-demand discovery with the real operator: a proxy holds its own namespace's Services; a request for a
 //! Service of another namespace asks the operator for it (VHDS over delta xDS), waits for it, and succeeds; later
 //! requests find it in the config; a host nobody serves is answered at once, not after the wait's timeout.
+//! A proxy may choose its own scope (`--proxy-scope`, the pod annotation `weft.dev/proxy-scope`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -57,4 +58,25 @@ async fn a_host_nobody_serves_is_answered_without_waiting_for_the_timeout() {
     assert_eq!(sample(&metrics, "weft_proxy_on_demand_lookups_total{outcome=\"timeout\"}"), 0.0);
     assert_eq!(get(proxy.outbound, "nowhere.bank", "/", &[]).await.unwrap().0, StatusCode::NOT_FOUND);
     assert_eq!(sample(&proxy.metrics().await, ANSWERED), 1.0, "the answer is remembered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_may_choose_its_own_scope() {
+    let backend = Backend::start().await;
+    let xds = free_port();
+    let _operator = Operator::start_with(xds, backend.address, &service_in("ledger", "bank", backend.address)).await;
+    let mesh = Proxy::start(xds, &["--proxy-scope", "mesh"]);
+    mesh.wait_ready(StatusCode::OK).await;
+    assert_eq!(
+        clusters(&mesh).await,
+        ["outbound|80||ledger.bank.svc.cluster.local", "outbound|80||slow.default.svc.cluster.local"],
+        "everything, before any request"
+    );
+    assert_eq!(get(mesh.outbound, "ledger.bank", "/", &[]).await.unwrap().0, StatusCode::OK);
+    assert_eq!(sample(&mesh.metrics().await, ANSWERED), 0.0, "nothing to ask for");
+    let lean = Proxy::start(xds, &["--proxy-scope", "on-demand"]);
+    lean.wait_ready(StatusCode::OK).await;
+    assert!(clusters(&lean).await.is_empty(), "no rules in its namespace: nothing until it calls");
+    assert_eq!(get(lean.outbound, "slow", "/", &[]).await.unwrap().0, StatusCode::OK, "{}", lean.output());
+    assert_eq!(sample(&lean.metrics().await, ANSWERED), 1.0, "even its own namespace's Service is asked for");
 }

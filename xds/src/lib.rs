@@ -8,6 +8,7 @@ pub mod lb;
 pub mod names;
 pub mod node;
 pub mod resource;
+pub mod scope;
 
 pub use envoy_types::pb;
 pub use names::{
@@ -16,6 +17,7 @@ pub use names::{
 };
 pub use node::ProxyNode;
 pub use resource::{ResourceType, UnpackError, pack, unpack};
+pub use scope::{ProxyScope, SCOPE_METADATA_KEY};
 
 /// Domain suffix of Kubernetes Service FQDNs.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";

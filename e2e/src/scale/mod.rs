@@ -6,6 +6,7 @@
 pub mod fake_proxy;
 pub mod mesh_config;
 pub mod operator;
+pub mod probe;
 pub mod report;
 
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ pub use fake_proxy::Protocol;
 use fake_proxy::{FakeProxy, Record};
 use mesh_config::{MeshShape, pod_ip, service_file_name, vs_file_name};
 use operator::{MeasuredOperator, Sent};
+use probe::{ProbeBackend, ProbeResult};
 
 /// One cell of the grid.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +100,8 @@ pub struct CellResult {
     pub peak_mib: f64,
     /// Clusters a proxy holds, on average.
     pub clusters_per_proxy: f64,
+    /// A real proxy calling Services it holds no config for.
+    pub probe: ProbeResult,
     pub edit: ChangeCost,
     pub endpoint: ChangeCost,
     pub churn: Option<ChurnCost>,
@@ -112,12 +116,14 @@ pub async fn run_cell(spec: CellSpec) -> anyhow::Result<CellResult> {
     std::fs::create_dir(&config)?;
     let shape = MeshShape { services: spec.services, namespaces: spec.namespaces };
     shape.write(&config)?;
+    let probe_backend = ProbeBackend::start(dir.path(), &config)?;
     let log = dir.path().join("operator.log");
     let (operator, startup) = MeasuredOperator::start(&config, &log, spec.scope.as_flag(), spec.patience).await?;
     let (records, tasks, all_ready) = start_proxies(&operator, &shape, spec).await?;
     let (rss_mib, peak_mib) = operator.memory_mib();
     let held: usize = records.iter().filter_map(|r| r.lock().ok().map(|r| r.clusters)).sum();
     let clusters_per_proxy = held as f64 / records.len().max(1) as f64;
+    let probe = probe_backend.measure(dir.path(), operator.xds, spec.patience).await?;
     let pick = |indices: &[usize]| -> Records { indices.iter().map(|&i| records[i].clone()).collect() };
     let edited = spec.affected_by(&shape, 0);
     let edit = measure_change(&operator, &pick(&edited), ResourceType::Route, spec.patience, || {
@@ -136,7 +142,7 @@ pub async fn run_cell(spec: CellSpec) -> anyhow::Result<CellResult> {
         None => None,
     };
     tasks.iter().for_each(|t| t.abort());
-    Ok(CellResult { spec, startup, all_ready, rss_mib, peak_mib, clusters_per_proxy, edit, endpoint, churn })
+    Ok(CellResult { spec, startup, all_ready, rss_mib, peak_mib, clusters_per_proxy, probe, edit, endpoint, churn })
 }
 
 async fn start_proxies(

@@ -67,16 +67,7 @@ impl MeasuredOperator {
 
     /// `VmRSS` and `VmHWM` (peak) in MiB.
     pub fn memory_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_mib(self.pid)
     }
 
     /// Responses and bytes sent so far, over every type.
@@ -93,4 +84,18 @@ impl MeasuredOperator {
             bytes: sum("weft_operator_xds_pushed_bytes_total{"),
         })
     }
+}
+
+/// `VmRSS` and `VmHWM` (peak) of process `pid` in MiB.
+pub fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -55,6 +55,32 @@ pub fn tables(results: &[CellResult]) -> String {
             r.clusters_per_proxy
         );
     }
+    let _ = writeln!(
+        out,
+        "\nprobe: a real weft-proxy calling {} Services it holds no config for\n{:>6} {:>6} {:>14} {:>14} {:>10} {:>9} {:>13}",
+        super::probe::CALLED,
+        "S",
+        "P",
+        "first max ms",
+        "later p50 ms",
+        "added ms",
+        "clusters",
+        "proxy RSS MiB"
+    );
+    for r in results {
+        let first = r.probe.first.iter().max().copied().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:>6} {:>6} {:>14.2} {:>14.2} {:>10.2} {:>9} {:>13.1}",
+            r.spec.services,
+            r.spec.proxies,
+            ms(first),
+            ms(r.probe.later),
+            ms(first.saturating_sub(r.probe.later)),
+            r.probe.clusters,
+            r.probe.rss_mib
+        );
+    }
     let header = format!(
         "{:>6} {:>6} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>11} {:>6}",
         "S", "P", "CPU ms", "msgs", "KiB sent", "p50 ms", "p99 ms", "max ms", "reached", "other"

@@ -36,6 +36,8 @@ pub(crate) struct Expect {
     pub(crate) pdbs: bool,
     /// requestHeaders, streamIdle, idle.
     pub(crate) proxy_timeouts: [&'static str; 3],
+    /// `--proxy-scope` of the operator.
+    pub(crate) proxy_scope: &'static str,
 }
 
 pub(crate) fn defaults() -> Expect {
@@ -55,6 +57,7 @@ pub(crate) fn defaults() -> Expect {
         proxy_resources: ["100m", "128Mi", "1000m", "512Mi"],
         pdbs: true,
         proxy_timeouts: ["10s", "5m", "1h"],
+        proxy_scope: "namespace",
     }
 }
 
@@ -86,6 +89,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "operator.podDisruptionBudget.enabled=false,webhook.podDisruptionBudget.enabled=false",
     "--set",
     "proxy.timeouts.requestHeaders=2s,proxy.timeouts.streamIdle=30m,proxy.timeouts.idle=0",
+    "--set",
+    "operator.proxyScope=on-demand",
 ];
 
 pub(crate) fn custom() -> Expect {
@@ -105,6 +110,7 @@ pub(crate) fn custom() -> Expect {
         proxy_resources: ["200m", "64Mi", "2", "1Gi"],
         pdbs: false,
         proxy_timeouts: ["2s", "30m", "0"],
+        proxy_scope: "on-demand",
     }
 }
 
@@ -231,6 +237,7 @@ pub(crate) fn check_operator(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--xds-listen"), Some("0.0.0.0:15010"), "{args:?}");
     assert_eq!(flag(&args, "--metrics-listen"), Some("0.0.0.0:9090"), "{args:?}");
     assert_eq!(flag(&args, "--namespaces"), e.watched, "{args:?}");
+    assert_eq!(flag(&args, "--proxy-scope"), Some(e.proxy_scope), "{args:?}");
     assert!(!args.iter().any(|a| a == "--config-dir"), "Kubernetes mode, not standalone: {args:?}");
 
     // Leader election: identity and Lease namespace from the downward API.

@@ -4,42 +4,27 @@
 //! namespace name, and the Services those routes send to; any other Service it meets is asked for on demand
 //! ([`on_demand_service`], VHDS over delta xDS) and then held too. That keeps a proxy's config, and the operator's
 //! work per edit, proportional to what the proxy uses rather than to the mesh, without hand-written `Sidecar`
-//! resources. The `mesh` scope sends every proxy everything (Istio's default without a Sidecar).
+//! resources. The `on-demand` scope starts from the rules alone; `mesh` sends every proxy everything (Istio's
+//! default without a Sidecar).
 
 use std::collections::BTreeSet;
-use std::str::FromStr;
 
+pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
 
 use crate::index::{ServiceModel, Snapshot};
 
-/// How much of the mesh a proxy is sent before it asks (operator flag `--proxy-scope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ScopeMode {
-    /// Its namespace, what its rules name, and what it asks for on demand.
-    #[default]
-    Namespace,
-    /// Every Service of the mesh.
-    Mesh,
-}
-
-impl FromStr for ScopeMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "namespace" => Ok(Self::Namespace),
-            "mesh" => Ok(Self::Mesh),
-            other => Err(format!("unknown proxy scope {other:?} (expected namespace or mesh)")),
+/// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the namespace's
+/// VirtualServices and DestinationRules, every destination of those hosts' routes and, in the `namespace` scope,
+/// the Services of the namespace (and their destinations). `None` for the `mesh` scope: everything.
+pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) -> Option<BTreeSet<String>> {
+    let mut hosts: BTreeSet<String> = match scope {
+        ProxyScope::Mesh => return None,
+        ProxyScope::OnDemand => BTreeSet::new(),
+        ProxyScope::Namespace => {
+            snapshot.services.values().filter(|s| s.namespace == namespace).map(ServiceModel::fqdn).collect()
         }
-    }
-}
-
-/// The Service FQDNs a proxy in `namespace` holds before asking for more: the Services of the namespace, the hosts
-/// of the namespace's VirtualServices and DestinationRules, and every destination of those hosts' routes.
-pub fn namespace_scope(snapshot: &Snapshot, namespace: &str) -> BTreeSet<String> {
-    let mut hosts: BTreeSet<String> =
-        snapshot.services.values().filter(|s| s.namespace == namespace).map(ServiceModel::fqdn).collect();
+    };
     let own_rules = snapshot.virtual_services.iter().filter(|vs| vs.namespace == namespace);
     hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().cloned()));
     let own_policies = snapshot.destination_rules.iter().filter(|dr| dr.namespace == namespace);
@@ -47,7 +32,7 @@ pub fn namespace_scope(snapshot: &Snapshot, namespace: &str) -> BTreeSet<String>
     let destinations: Vec<String> = hosts.iter().flat_map(|host| route_destinations(snapshot, host)).collect();
     hosts.extend(destinations);
     hosts.retain(|host| snapshot.services.contains_key(host));
-    hosts
+    Some(hosts)
 }
 
 /// The Services the routes of `host` send to (its VirtualService's destinations), as FQDNs.
@@ -106,13 +91,24 @@ mod tests {
         let mesh = [service("checkout", "shop"), service("cart", "shop"), service("payments", "bank")];
         let mesh = format!("{}{}{}{ROUTE_TO_PAYMENTS}---\n", mesh[0], mesh[1], mesh[2]) + &service("ledger", "bank");
         let snapshot = snapshot(&mesh);
-        let shop: Vec<String> = namespace_scope(&snapshot, "shop").into_iter().collect();
+        let scope = |namespace, scope| -> Option<Vec<String>> {
+            initial_scope(&snapshot, namespace, scope).map(|s| s.into_iter().collect())
+        };
         assert_eq!(
-            shop,
+            scope("shop", ProxyScope::Namespace).unwrap(),
             ["cart.shop.svc.cluster.local", "checkout.shop.svc.cluster.local", "payments.bank.svc.cluster.local"]
         );
-        let bank: Vec<String> = namespace_scope(&snapshot, "bank").into_iter().collect();
-        assert_eq!(bank, ["ledger.bank.svc.cluster.local", "payments.bank.svc.cluster.local"]);
+        assert_eq!(
+            scope("bank", ProxyScope::Namespace).unwrap(),
+            ["ledger.bank.svc.cluster.local", "payments.bank.svc.cluster.local"]
+        );
+        assert_eq!(
+            scope("shop", ProxyScope::OnDemand).unwrap(),
+            ["checkout.shop.svc.cluster.local", "payments.bank.svc.cluster.local"],
+            "what the namespace's rules name, and where they route"
+        );
+        assert_eq!(scope("bank", ProxyScope::OnDemand).unwrap(), Vec::<String>::new());
+        assert_eq!(scope("shop", ProxyScope::Mesh), None, "everything");
     }
 
     #[test]

@@ -7,21 +7,30 @@
 //! - The server tracks what the proxy holds, resource by resource, and sends only what changed, plus the names of
 //!   removed resources. The first request of each type is answered even when there is nothing to send, so the
 //!   proxy knows it is up to date. A NACK restores what the proxy held before that response.
-//! - Pushes go in make-before-break order (CDS, EDS, LDS, RDS), and removed clusters stay until the proxy has
-//!   answered the listener and route pushes of that change (see [`Retained`]).
+//! - Pushes go in make-before-break order (CDS, EDS, LDS, RDS, VHDS), and removed clusters stay until the proxy
+//!   has answered the listener and route pushes of that change (see [`Retained`]). A large change is split into
+//!   responses of about [`RESPONSE_BYTES`], each answered on its own.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
 use envoy_types::pb::google::protobuf::Any;
 use weft_xds::ResourceType;
 
+use super::held::{Held, Names};
 use super::protocol::{Answer, Protocol, Retained, Step, requested_type};
 use super::resources::{EncodedResources, TypeResources, names_digest, resource_hash, version_string};
 
 /// Identifies this control plane in responses.
 const CONTROL_PLANE: &str = "weft-operator";
+
+/// Resource bytes per response, about: a large change goes out as several responses, so that what a stream's
+/// transport buffers (as large as its largest message, for as long as the stream lives) stays small.
+pub const RESPONSE_BYTES: usize = 16 * 1024;
+
+/// Unanswered responses remembered per type; a proxy that answers none cannot grow this.
+const MAX_AWAITING: usize = 64;
 
 /// Most virtual hosts one proxy may ask for on demand; beyond, names go unanswered (the proxy's wait for them
 /// times out and it falls back), so a runaway client cannot make the operator translate without bound.
@@ -32,17 +41,17 @@ struct Subscription {
     /// Every resource of the type.
     wildcard: bool,
     /// Resources subscribed by name.
-    names: BTreeSet<String>,
+    names: Names,
     /// [`names_digest`] of `names`: when it matches the type's, the subscription is to all of it.
     names_digest: u64,
     /// What the proxy holds, as far as the server knows: name -> version.
-    held: BTreeMap<String, u64>,
+    held: Held,
     /// The first request of this type has been answered.
     answered: bool,
     /// The version of the whole shared type the proxy holds exactly, when it does: nothing to compare then.
     in_sync_with: Option<String>,
-    /// The last response not yet answered, and what `held` was before it (restored on a NACK).
-    awaiting: Option<Pending>,
+    /// Responses not yet answered, oldest first, each with what `held` was before it (restored on a NACK).
+    awaiting: VecDeque<Pending>,
     /// What the proxy rejected (name -> version sent, `None` for a removal): not sent again until it changes.
     rejected: BTreeMap<String, Option<u64>>,
     /// Names subscribed to that do not exist, and that the proxy has been told so (as removals, which is how the
@@ -69,8 +78,8 @@ impl Protocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
 
-    fn node_id(request: &DeltaDiscoveryRequest) -> &str {
-        request.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default()
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        request.node.as_ref()
     }
 
     fn kind(response: &DeltaDiscoveryResponse) -> Option<ResourceType> {
@@ -83,14 +92,14 @@ impl Protocol for DeltaStream {
         if ResourceType::from_type_url(&request.type_url) != Some(ResourceType::VirtualHost) {
             return None;
         }
-        let current = self.subscriptions.get(&ResourceType::VirtualHost).map(|s| &s.names);
-        let mut next = current.cloned().unwrap_or_default();
+        let current = self.subscriptions.get(&ResourceType::VirtualHost).map(|s| s.names.to_set());
+        let mut next = current.clone().unwrap_or_default();
         for name in request.resource_names_unsubscribe.iter() {
             next.remove(name);
         }
         let room = MAX_ON_DEMAND.saturating_sub(next.len());
         next.extend(request.resource_names_subscribe.iter().filter(|n| *n != "*").take(room).cloned());
-        (Some(&next) != current).then_some(next)
+        (Some(&next) != current.as_ref()).then_some(next)
     }
 
     fn on_request(&mut self, request: &DeltaDiscoveryRequest) -> Step<DeltaDiscoveryResponse> {
@@ -102,17 +111,26 @@ impl Protocol for DeltaStream {
         let first = !self.subscriptions.contains_key(&kind);
         let sub = self.subscriptions.entry(kind).or_default();
         if !request.response_nonce.is_empty() {
-            match sub.awaiting.take() {
-                Some(pending) if pending.nonce == request.response_nonce => {
-                    step.answer = Some(answer(kind, request, &pending, sub));
+            // Answers come in order: responses older than the one answered will not be.
+            match sub.awaiting.iter().position(|p| p.nonce == request.response_nonce) {
+                Some(i) => {
+                    if let Some(pending) = sub.awaiting.drain(..=i).last() {
+                        step.answer = Some(answer(kind, request, &pending, sub));
+                    }
                 }
-                other => {
-                    sub.awaiting = other;
+                None => {
                     step.ignored = Some(format!("stale nonce {:?} for {}", request.response_nonce, kind.short_name()));
                 }
             }
         }
         subscribe(sub, kind, request, first);
+        // Names exactly those of the current resources (a proxy following the clusters it was sent): shared.
+        if let Some(all) = self.current.as_ref().and_then(|c| c.of_type(kind))
+            && !sub.wildcard
+            && sub.names_digest == all.names
+        {
+            sub.names.share(all.clone());
+        }
         step.responses = self.push();
         step
     }
@@ -184,7 +202,7 @@ impl DeltaStream {
         let mut responses = self.push_changed_types();
         let routes_awaiting = [ResourceType::Listener, ResourceType::Route, ResourceType::VirtualHost]
             .iter()
-            .any(|k| self.subscriptions.get(k).is_some_and(|s| s.awaiting.is_some()));
+            .any(|k| self.subscriptions.get(k).is_some_and(|s| !s.awaiting.is_empty()));
         if !routes_awaiting && !self.retained.is_empty() {
             self.retained.clear();
             responses.extend(self.push_changed_types());
@@ -211,13 +229,23 @@ impl DeltaStream {
                 Some(since) if in_sync(&since.version) => since_previous(&all, since),
                 _ => differences(sub, &all, &retained),
             };
+            // Once this is applied, a proxy subscribed to the whole type holds exactly `all`.
+            let target = whole.then(|| all.clone());
             if changed.is_empty() && removed.is_empty() && sub.answered {
                 sub.in_sync_with = whole.then(|| all.version.clone());
+                if let Some(all) = target {
+                    sub.held = Held::shared(all);
+                }
                 continue;
             }
+            let mut chunks = chunks(changed);
+            let last = chunks.pop().unwrap_or_default();
+            for chunk in chunks {
+                self.next_nonce += 1;
+                responses.push(record(sub, kind, self.next_nonce.to_string(), (chunk, Vec::new()), None));
+            }
             self.next_nonce += 1;
-            let nonce = self.next_nonce.to_string();
-            responses.push(record(sub, kind, nonce, changed, removed));
+            responses.push(record(sub, kind, self.next_nonce.to_string(), (last, removed), target));
             sub.in_sync_with = whole.then(|| all.version.clone());
         }
         responses
@@ -226,6 +254,27 @@ impl DeltaStream {
 
 /// A resource to send: name, version, encoding.
 type Change = (String, u64, Any);
+
+/// `changed` in responses of about [`RESPONSE_BYTES`] each (at least one resource each).
+fn chunks(changed: Vec<Change>) -> Vec<Vec<Change>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for change in changed {
+        let size = change.2.value.len() + change.0.len();
+        if bytes + size > RESPONSE_BYTES
+            && let Some(current) = chunks.last()
+            && !current.is_empty()
+        {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(current) = chunks.last_mut() {
+            current.push(change);
+        }
+    }
+    chunks
+}
 
 /// What the proxy should be sent: resources it does not hold at their current version, and names it holds that
 /// are gone.
@@ -241,7 +290,7 @@ fn differences(
         }
     };
     let wanted: Box<dyn Iterator<Item = &String>> = if sub.wildcard {
-        Box::new(all.map.keys().chain(retained.keys().filter(|n| !all.map.contains_key(*n))).chain(&sub.names))
+        Box::new(all.map.keys().chain(retained.keys().filter(|n| !all.map.contains_key(*n))).chain(sub.names.iter()))
     } else {
         Box::new(sub.names.iter())
     };
@@ -253,18 +302,18 @@ fn differences(
             continue;
         }
         if let Some((hash, any)) = lookup(name)
-            && sub.held.get(name) != Some(&hash)
+            && sub.held.get(name) != Some(hash)
             && !rejected(name, Some(hash))
         {
             changed.push((name.clone(), hash, any.clone()));
         }
     }
     let mut removed: Vec<String> =
-        sub.held.keys().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
+        sub.held.names().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
     let absent = sub
         .names
         .iter()
-        .filter(|name| !sub.held.contains_key(*name) && !sub.told_absent.contains(*name) && lookup(name).is_none());
+        .filter(|name| !sub.held.contains(name) && !sub.told_absent.contains(*name) && lookup(name).is_none());
     removed.extend(absent.cloned());
     (changed, removed)
 }
@@ -279,31 +328,40 @@ fn since_previous(all: &TypeResources, since: &super::resources::Since) -> (Vec<
     (changed, since.removed.clone())
 }
 
-/// The response for `changed` and `removed`, noting what the proxy will hold once it applies it.
+/// The response for `changed` and `removed`, noting what the proxy will hold once it applies it: `target`
+/// exactly, when given, else what it held with these changes.
 fn record(
     sub: &mut Subscription,
     kind: ResourceType,
     nonce: String,
-    changed: Vec<Change>,
-    removed: Vec<String>,
+    (changed, removed): (Vec<Change>, Vec<String>),
+    target: Option<Arc<TypeResources>>,
 ) -> DeltaDiscoveryResponse {
     let mut changes = BTreeMap::new();
     let mut resources = Vec::with_capacity(changed.len());
     for (name, hash, any) in changed {
-        changes.insert(name.clone(), (sub.held.insert(name.clone(), hash), Some(hash)));
+        let before = if target.is_some() { sub.held.get(&name) } else { sub.held.insert(name.clone(), hash) };
+        changes.insert(name.clone(), (before, Some(hash)));
         sub.rejected.remove(&name);
         sub.told_absent.remove(&name);
         resources.push(Resource { name, version: version_string(hash), resource: Some(any), ..Default::default() });
     }
     for name in &removed {
-        changes.insert(name.clone(), (sub.held.remove(name), None));
+        let before = if target.is_some() { sub.held.get(name) } else { sub.held.remove(name) };
+        changes.insert(name.clone(), (before, None));
         sub.rejected.remove(name);
         if sub.names.contains(name) {
             sub.told_absent.insert(name.clone());
         }
     }
+    if let Some(all) = target {
+        sub.held = Held::shared(all);
+    }
     sub.answered = true;
-    sub.awaiting = Some(Pending { nonce: nonce.clone(), changes });
+    if sub.awaiting.len() >= MAX_AWAITING {
+        sub.awaiting.pop_front();
+    }
+    sub.awaiting.push_back(Pending { nonce: nonce.clone(), changes });
     DeltaDiscoveryResponse {
         system_version_info: String::new(),
         resources,

@@ -1,6 +1,7 @@
 //! The ADS server: per connected proxy, translate each new snapshot and push what changed.
 
 pub mod delta;
+mod held;
 pub mod protocol;
 pub mod resources;
 pub mod server;

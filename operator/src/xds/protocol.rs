@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use weft_xds::ResourceType;
 
 use super::resources::{EncodedResources, ResourceMap};
@@ -15,8 +16,8 @@ pub trait Protocol: Default + Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
     type Response: prost::Message + Send + 'static;
 
-    /// `node.id` of a request; the first request of a stream must carry it.
-    fn node_id(request: &Self::Request) -> &str;
+    /// The node of a request; the first request of a stream must carry it.
+    fn node(request: &Self::Request) -> Option<&Node>;
     /// Handles a request from the proxy.
     fn on_request(&mut self, request: &Self::Request) -> Step<Self::Response>;
     /// Takes a new set of resources for this proxy and returns the pushes it causes.

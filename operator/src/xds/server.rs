@@ -8,24 +8,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Instant;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
 };
+use envoy_types::pb::google::protobuf::value::Kind;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use weft_process::excerpt;
-use weft_xds::{ProxyNode, ResourceType};
+use weft_xds::{ProxyNode, ResourceType, SCOPE_METADATA_KEY};
 
 use super::delta::DeltaStream;
 use super::protocol::{Answer, Protocol};
 use super::shared::{Translations, Wanted};
 use super::sotw::AdsStream;
-use crate::app::SnapshotReceiver;
+use crate::app::{Published, SnapshotReceiver};
 use crate::metrics::Metrics;
-use crate::translate::scope::ScopeMode;
+use weft_xds::ProxyScope;
 
 /// Responses waiting per stream to be written.
 const OUTBOX: usize = 4;
@@ -37,6 +40,8 @@ pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub struct AdsServer {
     snapshots: SnapshotReceiver,
     translations: Arc<Translations>,
+    /// For proxies that do not state their own.
+    default_scope: ProxyScope,
     metrics: Arc<Metrics>,
     /// Becomes `true` when the operator stops: every stream ends with `UNAVAILABLE`.
     closing: watch::Receiver<bool>,
@@ -45,11 +50,11 @@ pub struct AdsServer {
 impl AdsServer {
     pub fn new(
         snapshots: SnapshotReceiver,
-        scope: ScopeMode,
+        scope: ProxyScope,
         metrics: Arc<Metrics>,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { snapshots, translations: Arc::new(Translations::new(scope)), metrics, closing }
+        Self { snapshots, translations: Arc::default(), default_scope: scope, metrics, closing }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -70,6 +75,7 @@ impl AdsServer {
         let stream = StreamContext::<P> {
             snapshots: self.snapshots.clone(),
             translations: self.translations.clone(),
+            default_scope: self.default_scope,
             outbox: tx,
             peer,
             metrics: self.metrics.clone(),
@@ -105,6 +111,7 @@ impl AggregatedDiscoveryService for AdsServer {
 struct StreamContext<P: Protocol> {
     snapshots: SnapshotReceiver,
     translations: Arc<Translations>,
+    default_scope: ProxyScope,
     outbox: mpsc::Sender<Result<P::Response, Status>>,
     peer: String,
     metrics: Arc<Metrics>,
@@ -123,73 +130,108 @@ enum End {
     Status(Status),
 }
 
+/// What wakes a stream up.
+enum Event<R> {
+    Request(R),
+    Snapshot,
+}
+
+/// One stream's state besides the protocol's.
+struct Session<P: Protocol> {
+    state: P,
+    node: Option<ProxyNode>,
+    scope: ProxyScope,
+    nacks: NackLog,
+    /// The config this stream last translated: a snapshot that only changed status is not translated again.
+    translated: u64,
+    /// The virtual hosts the proxy asked for on demand.
+    on_demand: BTreeSet<String>,
+}
+
+impl<P: Protocol> Session<P> {
+    fn new(scope: ProxyScope) -> Self {
+        let (node, nacks, translated, on_demand) = (None, NackLog::new(), 0, BTreeSet::new());
+        Self { state: P::default(), node, scope, nacks, translated, on_demand }
+    }
+}
+
 impl<P: Protocol> StreamContext<P> {
     async fn serve(mut self, mut incoming: Streaming<P::Request>) {
-        let mut state = P::default();
-        let mut node: Option<ProxyNode> = None;
-        let mut nacks = NackLog::new();
+        let mut session = Session::<P>::new(self.default_scope);
         let mut closing = self.closing.clone();
-        // The config this stream last translated: a snapshot that only changed status is not translated again.
-        let mut translated = 0;
-        // The virtual hosts the proxy asked for on demand.
-        let mut on_demand = BTreeSet::new();
         let end = loop {
-            let (responses, published_at) = tokio::select! {
-                message = incoming.message() => {
-                    let request = match message {
-                        Ok(Some(request)) => request,
-                        Ok(None) => break End::ClientGone,
-                        Err(status) => break ended_by_client(&status),
-                    };
-                    let mut responses = Vec::new();
-                    if node.is_none() {
-                        match identify(P::node_id(&request)) {
-                            Ok(identified) => {
-                                tracing::info!(peer = %self.peer, proxy = %identified, "proxy connected");
-                                self.metrics.proxy_connected();
-                                node = Some(identified);
-                                translated = 0;
-                            }
-                            Err(message) => break End::Status(Status::invalid_argument(message)),
-                        }
-                    }
-                    let asked = state.on_demand_after(&request);
-                    if let Some(names) = asked {
-                        on_demand = names;
-                        translated = 0;
-                    }
-                    let current = if translated == 0 { self.snapshots.borrow_and_update().clone() } else { None };
-                    if let (Some(published), Some(node)) = (current, &node) {
-                        translated = published.config;
-                        let wanted = Wanted { node, on_demand: P::ON_DEMAND.then_some(&on_demand) };
-                        responses = state.on_resources(self.translations.for_proxy(&published, wanted).await);
-                    }
-                    let step = state.on_request(&request);
-                    self.log_step(node.as_ref(), &step.answer, step.ignored.as_deref(), &mut nacks);
-                    responses.extend(step.responses);
-                    (responses, None)
-                }
-                changed = self.snapshots.changed(), if node.is_some() => {
-                    if changed.is_err() {
-                        break End::Status(shutting_down());
-                    }
-                    let published = self.snapshots.borrow_and_update().clone();
-                    match (published, &node) {
-                        (Some(p), Some(node)) if p.config != translated => {
-                            translated = p.config;
-                            let wanted = Wanted { node, on_demand: P::ON_DEMAND.then_some(&on_demand) };
-                            (state.on_resources(self.translations.for_proxy(&p, wanted).await), Some(p.at))
-                        }
-                        _ => (Vec::new(), None),
-                    }
-                }
+            let event = tokio::select! {
+                message = incoming.message() => match message {
+                    Ok(Some(request)) => Event::Request(request),
+                    Ok(None) => break End::ClientGone,
+                    Err(status) => break ended_by_client(&status),
+                },
+                changed = self.snapshots.changed(), if session.node.is_some() => match changed {
+                    Ok(()) => Event::Snapshot,
+                    Err(_) => break End::Status(shutting_down()),
+                },
                 () = stopping(&mut closing) => break End::Status(shutting_down()),
             };
-            if let Err(end) = self.send_all(node.as_ref(), responses, published_at).await {
+            let handled = match event {
+                Event::Request(request) => self.on_request(&mut session, &request).await.map(|r| (r, None)),
+                Event::Snapshot => Ok(self.on_snapshot(&mut session).await),
+            };
+            let (responses, published_at) = match handled {
+                Ok(handled) => handled,
+                Err(end) => break end,
+            };
+            if let Err(end) = self.send_all(session.node.as_ref(), responses, published_at).await {
                 break end;
             }
         };
-        self.finish(node, end);
+        self.finish(session.node, end);
+    }
+
+    /// A request from the proxy: the first one identifies it; subscriptions to on-demand names are translated
+    /// before they are answered.
+    async fn on_request(&mut self, session: &mut Session<P>, request: &P::Request) -> Result<Vec<P::Response>, End> {
+        if session.node.is_none() {
+            let (node, scope) = identify(P::node(request), self.default_scope)
+                .map_err(|message| End::Status(Status::invalid_argument(message)))?;
+            tracing::info!(peer = %self.peer, proxy = %node, %scope, "proxy connected");
+            self.metrics.proxy_connected();
+            session.node = Some(node);
+            session.scope = scope;
+            session.translated = 0;
+        }
+        if let Some(names) = session.state.on_demand_after(request) {
+            session.on_demand = names;
+            session.translated = 0;
+        }
+        let mut responses = Vec::new();
+        let current = if session.translated == 0 { self.snapshots.borrow_and_update().clone() } else { None };
+        if let Some(published) = current {
+            responses = self.translate(session, &published).await;
+        }
+        let step = session.state.on_request(request);
+        self.log_step(session.node.as_ref(), &step.answer, step.ignored.as_deref(), &mut session.nacks);
+        responses.extend(step.responses);
+        Ok(responses)
+    }
+
+    /// A new snapshot: its config translated for the proxy, unless it is the one the proxy has.
+    async fn on_snapshot(&mut self, session: &mut Session<P>) -> (Vec<P::Response>, Option<Instant>) {
+        let current = self.snapshots.borrow_and_update().clone();
+        match current {
+            Some(published) if published.config != session.translated => {
+                (self.translate(session, &published).await, Some(published.at))
+            }
+            _ => (Vec::new(), None),
+        }
+    }
+
+    async fn translate(&self, session: &mut Session<P>, published: &Published) -> Vec<P::Response> {
+        let Some(node) = &session.node else { return Vec::new() };
+        session.translated = published.config;
+        let on_demand = P::ON_DEMAND.then_some(&session.on_demand);
+        let wanted = Wanted { node, scope: session.scope, on_demand };
+        let resources = self.translations.for_proxy(published, wanted).await;
+        session.state.on_resources(resources)
     }
 
     /// Tells the client why its stream ends (never waiting for a client that does not read) and logs it.
@@ -214,7 +256,7 @@ impl<P: Protocol> StreamContext<P> {
         &self,
         node: Option<&ProxyNode>,
         responses: Vec<P::Response>,
-        since: Option<std::time::Instant>,
+        since: Option<Instant>,
     ) -> Result<(), End> {
         let mut closing = self.closing.clone();
         for response in responses {
@@ -254,12 +296,24 @@ impl<P: Protocol> StreamContext<P> {
     }
 }
 
-fn identify(id: &str) -> Result<ProxyNode, String> {
+/// Who the proxy is (`node.id`), and its scope: its own (node metadata `WEFT_PROXY_SCOPE`), else `default`.
+fn identify(node: Option<&Node>, default: ProxyScope) -> Result<(ProxyNode, ProxyScope), String> {
+    let id = node.map(|n| n.id.as_str()).unwrap_or_default();
     if id.is_empty() {
         return Err("the first request of an ADS stream must carry node.id".to_string());
     }
-    ProxyNode::parse(id)
-        .map_err(|_| format!("node.id {:?} is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", excerpt(id)))
+    let proxy = ProxyNode::parse(id).map_err(|_| {
+        format!("node.id {:?} is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", excerpt(id))
+    })?;
+    let stated = node.and_then(|n| n.metadata.as_ref()).and_then(|m| m.fields.get(SCOPE_METADATA_KEY));
+    let scope = match stated.and_then(|v| v.kind.as_ref()) {
+        None => default,
+        Some(Kind::StringValue(scope)) => {
+            scope.parse().map_err(|e: String| format!("node.metadata.{SCOPE_METADATA_KEY}: {}", excerpt(&e)))?
+        }
+        Some(_) => return Err(format!("node.metadata.{SCOPE_METADATA_KEY} must be a string")),
+    };
+    Ok((proxy, scope))
 }
 
 /// Completes when the operator stops (a plain `()`, so no watch guard is held across other branches' awaits).
@@ -288,5 +342,29 @@ fn ended_by_client(status: &Status) -> End {
     } else {
         tracing::debug!(code = ?status.code(), reason = %excerpt(message), "ADS stream broken by the client");
         End::ClientGone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::{Struct, Value};
+
+    fn node(metadata: Option<Kind>) -> Node {
+        let metadata = metadata.map(|kind| Struct {
+            fields: [(SCOPE_METADATA_KEY.to_string(), Value { kind: Some(kind) })].into_iter().collect(),
+        });
+        Node { id: "sidecar~~web-1.shop~shop.svc.cluster.local".into(), metadata, ..Default::default() }
+    }
+
+    #[test]
+    fn a_proxy_may_state_its_own_scope_and_a_bad_one_is_named() {
+        let scope = |n: &Node| identify(Some(n), ProxyScope::Namespace).map(|(_, scope)| scope);
+        assert_eq!(scope(&node(None)), Ok(ProxyScope::Namespace), "the operator's default");
+        assert_eq!(scope(&node(Some(Kind::StringValue("mesh".into())))), Ok(ProxyScope::Mesh));
+        let typo = scope(&node(Some(Kind::StringValue("meshh".into())))).unwrap_err();
+        assert!(typo.starts_with("node.metadata.WEFT_PROXY_SCOPE: unknown proxy scope"), "{typo}");
+        assert!(scope(&node(Some(Kind::BoolValue(true)))).is_err());
+        assert!(identify(None, ProxyScope::Mesh).is_err(), "no node");
     }
 }

@@ -2,10 +2,10 @@
 //! once and shared (`Arc`), and a stream for a proxy then costs only the diff against what that proxy holds.
 //!
 //! - The whole mesh's clusters, endpoints and listeners, once per config.
-//! - Per namespace, its scope (see [`translate::scope`]): the clusters and endpoints of the Services in scope and
+//! - Per namespace and scope (see [`translate::scope`]): the clusters and endpoints of the Services in scope and
 //!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
-//! - Per namespace and set of on-demand names (replicas of one workload call the same Services, so they share
-//!   it): the namespace's scope plus the virtual hosts asked for and the clusters and endpoints they route to.
+//! - Per namespace, scope and set of on-demand names (replicas of one workload call the same Services, so they
+//!   share it): the initial scope plus the virtual hosts asked for and the clusters and endpoints they route to.
 //!
 //! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
 
@@ -19,12 +19,11 @@ use super::resources::{EncodedResources, EncodedShared, ResourceMap, TypeResourc
 use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
-use crate::translate::scope::{ScopeMode, namespace_scope, route_destinations};
+use crate::translate::scope::{ProxyScope, initial_scope, route_destinations};
 
 /// The cache of the current config's translations.
 #[derive(Default)]
 pub struct Translations {
-    mode: ScopeMode,
     cache: Mutex<Cache>,
 }
 
@@ -32,9 +31,13 @@ pub struct Translations {
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted<'a> {
     pub node: &'a ProxyNode,
+    pub scope: ProxyScope,
     /// The virtual hosts asked for on demand; `None` for a protocol without on-demand discovery.
     pub on_demand: Option<&'a BTreeSet<String>>,
 }
+
+/// A namespace and scope.
+type ScopeKey = (String, ProxyScope);
 
 #[derive(Default)]
 struct Cache {
@@ -52,15 +55,11 @@ struct Generation {
     /// Service FQDN -> its cluster names (also its endpoint assignments' names).
     clusters_by_host: Option<Arc<HashMap<String, Vec<String>>>>,
     mesh: HashMap<String, Arc<EncodedResources>>,
-    scoped: HashMap<String, Arc<EncodedResources>>,
-    extended: HashMap<(String, Vec<String>), Arc<EncodedResources>>,
+    scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
+    extended: HashMap<(ScopeKey, Vec<String>), Arc<EncodedResources>>,
 }
 
 impl Translations {
-    pub fn new(mode: ScopeMode) -> Self {
-        Self { mode, cache: Mutex::default() }
-    }
-
     /// The resources a proxy should hold under `published`. Waits (asynchronously) while another stream
     /// translates the same config.
     pub async fn for_proxy(&self, published: &Published, wanted: Wanted<'_>) -> Arc<EncodedResources> {
@@ -68,31 +67,26 @@ impl Translations {
         if published.config < cache.config {
             // A stream still catching up with an older config: translate without disturbing the cache.
             drop(cache);
-            return Generation::default().resources(self.mode, &published.snapshot, wanted, &Generation::default());
+            return Generation::default().resources(&published.snapshot, wanted, &Generation::default());
         }
         if published.config > cache.config {
             let previous = std::mem::take(&mut cache.current);
             *cache = Cache { config: published.config, current: Generation::default(), previous };
         }
         let Cache { current, previous, .. } = &mut *cache;
-        current.resources(self.mode, &published.snapshot, wanted, previous)
+        current.resources(&published.snapshot, wanted, previous)
     }
 }
 
 impl Generation {
-    fn resources(
-        &mut self,
-        mode: ScopeMode,
-        snapshot: &Snapshot,
-        wanted: Wanted<'_>,
-        previous: &Generation,
-    ) -> Arc<EncodedResources> {
-        let namespace = wanted.node.namespace.clone();
-        match (mode, wanted.on_demand) {
-            (ScopeMode::Mesh, _) | (_, None) => self.mesh(snapshot, &namespace, previous),
-            (ScopeMode::Namespace, Some(names)) if names.is_empty() => self.scoped(snapshot, &namespace, previous),
-            (ScopeMode::Namespace, Some(names)) => {
-                let key = (namespace, names.iter().cloned().collect());
+    fn resources(&mut self, snapshot: &Snapshot, wanted: Wanted<'_>, previous: &Generation) -> Arc<EncodedResources> {
+        let scope: ScopeKey = (wanted.node.namespace.clone(), wanted.scope);
+        match wanted.on_demand {
+            _ if wanted.scope == ProxyScope::Mesh => self.mesh(snapshot, &scope.0, previous),
+            None => self.mesh(snapshot, &scope.0, previous),
+            Some(names) if names.is_empty() => self.scoped(snapshot, &scope, previous),
+            Some(names) => {
+                let key = (scope, names.iter().cloned().collect());
                 if let Some(found) = self.extended.get(&key) {
                     return found.clone();
                 }
@@ -122,15 +116,16 @@ impl Generation {
         resources
     }
 
-    /// The scope of `namespace`, before anything is asked for.
-    fn scoped(&mut self, snapshot: &Snapshot, namespace: &str, previous: &Generation) -> Arc<EncodedResources> {
-        if let Some(found) = self.scoped.get(namespace) {
+    /// The initial scope of proxies in a namespace, before anything is asked for.
+    fn scoped(&mut self, snapshot: &Snapshot, key: &ScopeKey, previous: &Generation) -> Arc<EncodedResources> {
+        if let Some(found) = self.scoped.get(key) {
             return found.clone();
         }
+        let (namespace, scope) = key;
         let shared = self.shared(snapshot, previous);
-        let scope = namespace_scope(snapshot, namespace);
+        let scope = initial_scope(snapshot, namespace, *scope).unwrap_or_default();
         let by_host = self.clusters_by_host(&shared);
-        let before = |kind| previous.scoped.get(namespace).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
+        let before = |kind| previous.scoped.get(key).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
         let subset = |all: &TypeResources, kind| TypeResources::new_since(pick(all, &by_host, &scope), before(kind));
         let routes = translate::routes_for(snapshot, namespace, Some(&scope));
         let resources = Arc::new(EncodedResources::of(
@@ -139,19 +134,20 @@ impl Generation {
             shared.listeners.clone(),
             encode_routes(&routes, before(ResourceType::Route)),
         ));
-        self.scoped.insert(namespace.to_string(), resources.clone());
+        self.scoped.insert(key.clone(), resources.clone());
         resources
     }
 
-    /// The scope of a namespace plus the virtual hosts named `names` and the Services they route to.
+    /// An initial scope plus the virtual hosts named `names` and the Services they route to.
     fn extended(
         &mut self,
         snapshot: &Snapshot,
-        key: &(String, Vec<String>),
+        key: &(ScopeKey, Vec<String>),
         previous: &Generation,
     ) -> Arc<EncodedResources> {
-        let (namespace, names) = key;
-        let base = self.scoped(snapshot, namespace, previous);
+        let (scope, names) = key;
+        let namespace = &scope.0;
+        let base = self.scoped(snapshot, scope, previous);
         let shared = self.shared(snapshot, previous);
         let by_host = self.clusters_by_host(&shared);
         let mut hosts = BTreeSet::new();
@@ -206,6 +202,7 @@ mod tests {
     use crate::index::Index;
     use crate::source::Event;
     use crate::source::file::parse_file;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
     fn published(config: u64, yaml: &str) -> Published {
         let mut index = Index::default();
@@ -220,7 +217,11 @@ mod tests {
     }
 
     fn mesh(node: &ProxyNode) -> Wanted<'_> {
-        Wanted { node, on_demand: None }
+        Wanted { node, scope: ProxyScope::Mesh, on_demand: None }
+    }
+
+    fn in_namespace<'a>(node: &'a ProxyNode, on_demand: &'a BTreeSet<String>) -> Wanted<'a> {
+        Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand) }
     }
 
     fn names(r: &EncodedResources, kind: ResourceType) -> Vec<String> {
@@ -234,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn proxies_share_one_translation_per_namespace_and_config() {
-        let translations = Translations::new(ScopeMode::Mesh);
+        let translations = Translations::default();
         let current = published(1, MESH);
         let (a, b, c) = (proxy("a", "shop"), proxy("b", "shop"), proxy("c", "web"));
         let a = translations.for_proxy(&current, mesh(&a)).await;
@@ -254,15 +255,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_proxy_holds_its_namespace_and_what_it_asked_for() {
-        let translations = Translations::new(ScopeMode::Namespace);
+        let translations = Translations::default();
         let current = published(1, TWO_NAMESPACES);
         let shop = proxy("a", "shop");
         let none = BTreeSet::new();
-        let scoped = translations.for_proxy(&current, Wanted { node: &shop, on_demand: Some(&none) }).await;
+        let scoped = translations.for_proxy(&current, in_namespace(&shop, &none)).await;
         assert_eq!(names(&scoped, ResourceType::Cluster), ["outbound|80||reviews.shop.svc.cluster.local"]);
         assert_eq!(names(&scoped, ResourceType::Endpoint), ["outbound|80||reviews.shop.svc.cluster.local"]);
         let asked: BTreeSet<String> = ["80/ledger.bank".to_string(), "80/nothing.bank".to_string()].into();
-        let extended = translations.for_proxy(&current, Wanted { node: &shop, on_demand: Some(&asked) }).await;
+        let extended = translations.for_proxy(&current, in_namespace(&shop, &asked)).await;
         assert_eq!(
             names(&extended, ResourceType::Cluster),
             [
@@ -274,9 +275,19 @@ mod tests {
         );
         assert_eq!(names(&extended, ResourceType::VirtualHost), ["80/ledger.bank"], "unknown names are absent");
         let replica = proxy("b", "shop");
-        let again = translations.for_proxy(&current, Wanted { node: &replica, on_demand: Some(&asked) }).await;
+        let again = translations.for_proxy(&current, in_namespace(&replica, &asked)).await;
         assert!(Arc::ptr_eq(&extended, &again), "replicas asking alike share one translation");
         let whole = translations.for_proxy(&current, mesh(&shop)).await;
-        assert_eq!(names(&whole, ResourceType::Cluster).len(), 3, "without on-demand discovery: the whole mesh");
+        assert_eq!(names(&whole, ResourceType::Cluster).len(), 3, "the mesh scope: everything");
+        let sotw = translations.for_proxy(&current, Wanted { on_demand: None, ..in_namespace(&shop, &none) }).await;
+        assert_eq!(names(&sotw, ResourceType::Cluster).len(), 3, "without on-demand discovery: the whole mesh");
+        let routes = &scoped.of_type(ResourceType::Route).unwrap().map["80"];
+        let routes: RouteConfiguration = weft_xds::unpack(routes).unwrap();
+        let hosts: Vec<&str> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(hosts, ["reviews.shop.svc.cluster.local:80"], "the route table holds the scope only");
+        assert!(routes.vhds.is_some(), "and says other hosts are asked for on demand");
+        let lean = Wanted { scope: ProxyScope::OnDemand, ..in_namespace(&shop, &none) };
+        let lean = translations.for_proxy(&current, lean).await;
+        assert!(names(&lean, ResourceType::Cluster).is_empty(), "no rules in shop: nothing until asked");
     }
 }

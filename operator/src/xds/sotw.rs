@@ -51,8 +51,8 @@ impl Protocol for AdsStream {
     type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
 
-    fn node_id(request: &DiscoveryRequest) -> &str {
-        request.node.as_ref().map(|n| n.id.as_str()).unwrap_or_default()
+    fn node(request: &DiscoveryRequest) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        request.node.as_ref()
     }
 
     fn kind(response: &DiscoveryResponse) -> Option<ResourceType> {

@@ -1,5 +1,5 @@
-//! Pod annotations that tune injection: traffic capture exclusions (flags of `weft-proxy init`), proxy resources
-//! and proxy timeouts.
+//! Pod annotations that tune injection: traffic capture exclusions (flags of `weft-proxy init`), proxy resources,
+//! proxy timeouts and the proxy's config scope.
 //! Each value is checked here; a malformed one rejects the pod with a message naming the annotation, rather than
 //! letting `weft-init` fail inside the pod later.
 
@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration};
 use crate::quantity::Quantity;
+use weft_xds::ProxyScope;
 
 pub const INJECT: &str = "weft.dev/inject";
 pub const INJECTED: &str = "weft.dev/injected";
@@ -21,6 +22,8 @@ pub const PROXY_MEMORY_LIMIT: &str = "weft.dev/proxy-memory-limit";
 pub const REQUEST_HEADERS_TIMEOUT: &str = "weft.dev/request-headers-timeout";
 pub const STREAM_IDLE_TIMEOUT: &str = "weft.dev/stream-idle-timeout";
 pub const IDLE_TIMEOUT: &str = "weft.dev/idle-timeout";
+/// How much of the mesh the pod's proxy is sent before it asks (`namespace`, `on-demand`, `mesh`).
+pub const PROXY_SCOPE: &str = "weft.dev/proxy-scope";
 /// Which container `kubectl logs/exec` pick by default; set in classic mode, where `weft-proxy` comes first.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -148,6 +151,17 @@ pub fn proxy_timeouts(
     })
 }
 
+/// The proxy's own config scope, when the pod sets one (else the operator's default applies).
+pub fn proxy_scope(annotations: &BTreeMap<String, String>) -> Result<Option<ProxyScope>, InjectError> {
+    let Some(value) = annotations.get(PROXY_SCOPE) else { return Ok(None) };
+    let scope = value.parse().map_err(|reason| InjectError::InvalidAnnotation {
+        annotation: PROXY_SCOPE,
+        value: value.clone(),
+        reason,
+    })?;
+    Ok(Some(scope))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +233,14 @@ mod tests {
             "proxy cpu request 2 (from annotation weft.dev/proxy-cpu) is more than its limit 1000m (from the \
              webhook's defaults)"
         );
+    }
+
+    #[test]
+    fn the_proxy_scope_annotation_is_checked() {
+        assert_eq!(proxy_scope(&annotations(&[])), Ok(None), "unset: the operator's default");
+        assert_eq!(proxy_scope(&annotations(&[(PROXY_SCOPE, "on-demand")])), Ok(Some(ProxyScope::OnDemand)));
+        let err = proxy_scope(&annotations(&[(PROXY_SCOPE, "everything")])).unwrap_err();
+        assert!(err.to_string().starts_with("annotation weft.dev/proxy-scope: \"everything\" is invalid"), "{err}");
     }
 
     #[test]

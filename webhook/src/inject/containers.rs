@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use weft_xds::ProxyScope;
+
 use crate::config::{InjectConfig, ProxyResources, ProxyTimeouts, SidecarMode};
 
 pub const INIT_NAME: &str = "weft-init";
@@ -53,12 +55,17 @@ pub fn init_container(config: &InjectConfig, resources: &ProxyResources, exclusi
 }
 
 /// `weft-proxy`: the sidecar, unprivileged, configured from the downward API.
-pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, timeouts: &ProxyTimeouts) -> Container {
+pub fn proxy_container(
+    config: &InjectConfig,
+    resources: &ProxyResources,
+    timeouts: &ProxyTimeouts,
+    scope: Option<ProxyScope>,
+) -> Container {
     let mut container = Container {
         name: PROXY_NAME.into(),
         image: Some(config.proxy_image.clone()),
         command: Some(["weft-proxy", "run", "--transparent"].map(String::from).into()),
-        env: Some(proxy_env(config, timeouts)),
+        env: Some(proxy_env(config, timeouts, scope)),
         ports: Some(vec![ContainerPort {
             name: Some(HEALTH_PORT_NAME.into()),
             container_port: HEALTH_PORT,
@@ -99,7 +106,7 @@ pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, timeou
     container
 }
 
-fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts) -> Vec<EnvVar> {
+fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts, scope: Option<ProxyScope>) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -108,7 +115,7 @@ fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts) -> Vec<EnvVar> {
             ..EnvVarSource::default()
         }),
     };
-    vec![
+    let mut env = vec![
         field("POD_NAME", "metadata.name"),
         field("POD_NAMESPACE", "metadata.namespace"),
         field("POD_IP", "status.podIP"),
@@ -117,7 +124,9 @@ fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts) -> Vec<EnvVar> {
         value("WEFT_REQUEST_HEADERS_TIMEOUT", &timeouts.request_headers),
         value("WEFT_STREAM_IDLE_TIMEOUT", &timeouts.stream_idle),
         value("WEFT_IDLE_TIMEOUT", &timeouts.idle),
-    ]
+    ];
+    env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
+    env
 }
 
 fn value(name: &str, value: &str) -> EnvVar {

@@ -76,6 +76,9 @@ fn a_change_sends_only_the_changed_resource() {
     assert_eq!(names(&push[0]), ["c2"]);
     assert_eq!(names(&push[1]), ["c2"]);
     assert!(stream.on_resources(resources(&[("c1", "a"), ("c2", "b")], &[("80", "c1")])).is_empty());
+    let shared = [ResourceType::Cluster, ResourceType::Endpoint].map(|k| stream.subscriptions[&k].held.is_shared());
+    assert_eq!(shared, [true, true], "a proxy in step keeps no map of its own");
+    assert!(stream.subscriptions[&ResourceType::Endpoint].names.is_shared(), "nor a set of the names it follows");
 }
 
 #[test]
@@ -210,4 +213,36 @@ fn on_demand_names_are_bounded_per_stream() {
         ..Default::default()
     };
     assert_eq!(stream.on_demand_after(&flood).map(|n| n.len()), Some(MAX_ON_DEMAND));
+}
+
+#[test]
+fn a_large_change_goes_out_in_responses_answered_one_by_one() {
+    let body = "x".repeat(1000);
+    let many: Vec<(String, String)> = (0..40).map(|i| (format!("c{i:02}"), body.clone())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, b)| (n.as_str(), b.as_str())).collect();
+    let mut stream = DeltaStream::default();
+    stream.on_resources(resources(&many, &[("80", "c00")]));
+    let step = stream.on_request(&request(ResourceType::Cluster, &[], ""));
+    assert_eq!(step.responses.len(), 3, "40 KB of clusters in responses of about 16 KiB");
+    let sizes: Vec<usize> = step.responses.iter().map(|r| r.resources.len()).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 40);
+    assert!(sizes.iter().all(|n| *n * 1000 <= RESPONSE_BYTES), "{sizes:?}");
+    let nonces: Vec<&str> = step.responses.iter().map(|r| r.nonce.as_str()).collect();
+    let ack = stream.on_request(&request(ResourceType::Cluster, &[], nonces[0]));
+    assert!(matches!(ack.answer, Some(Answer::Ack { .. })), "each response is answered on its own");
+    let nack = DeltaDiscoveryRequest {
+        error_detail: Some(Status { code: 3, message: "bad".into(), details: Vec::new() }),
+        ..request(ResourceType::Cluster, &[], nonces[1])
+    };
+    let nacked = stream.on_request(&nack);
+    assert!(matches!(nacked.answer, Some(Answer::Nack { .. })));
+    assert!(nacked.responses.is_empty(), "what was rejected is not sent again as it is");
+    let last = stream.on_request(&request(ResourceType::Cluster, &[], nonces[2]));
+    assert!(matches!(last.answer, Some(Answer::Ack { .. })));
+    assert!(stream.on_request(&request(ResourceType::Cluster, &[], nonces[0])).answer.is_none(), "answered before");
+    let rejected = names(&step.responses[1])[0].to_string();
+    let fixed: Vec<(&str, &str)> =
+        many.iter().map(|(n, b)| if *n == rejected { (*n, "fixed") } else { (*n, *b) }).collect();
+    let push = stream.on_resources(resources(&fixed, &[("80", "c00")]));
+    assert_eq!(names(&push[0]), [rejected.as_str()], "a rejected resource is sent again once it changes");
 }
