@@ -114,7 +114,8 @@ impl Protocol for DeltaStream {
             // Answers come in order: responses older than the one answered will not be.
             match sub.awaiting.iter().position(|p| p.nonce == request.response_nonce) {
                 Some(i) => {
-                    if let Some(pending) = sub.awaiting.drain(..=i).last() {
+                    let pending = sub.awaiting.drain(..=i).next_back();
+                    if let Some(pending) = pending {
                         step.answer = Some(answer(kind, request, &pending, sub));
                     }
                 }
