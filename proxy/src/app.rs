@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use weft_xds::{ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
+use weft_xds::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::ProxyConfig;
@@ -76,11 +76,12 @@ impl ProxySettings {
         let fields: BTreeMap<String, Value> = [
             self.service_account.as_deref().map(|account| ("SERVICE_ACCOUNT".to_string(), text(account))),
             self.proxy_scope.map(|scope| (SCOPE_METADATA_KEY.to_string(), text(scope.as_str()))),
+            Some((ON_DEMAND_METADATA_KEY.to_string(), text(ON_DEMAND_VHDS))),
         ]
         .into_iter()
         .flatten()
         .collect();
-        let metadata = (!fields.is_empty()).then(|| Struct { fields: fields.into_iter().collect() });
+        let metadata = Some(Struct { fields: fields.into_iter().collect() });
         Node {
             id: id.to_string(),
             cluster: format!("{}.{}", self.pod_name, self.pod_namespace),

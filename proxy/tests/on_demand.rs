@@ -1,7 +1,8 @@
 //! On-demand discovery with the real operator: a proxy holds its own namespace's Services; a request for a
 //! Service of another namespace asks the operator for it (VHDS over delta xDS), waits for it, and succeeds; later
 //! requests find it in the config; a host nobody serves is answered at once, not after the wait's timeout.
-//! A proxy may choose its own scope (`--proxy-scope`, the pod annotation `weft.dev/proxy-scope`).
+//! A proxy may choose its own scope (`--proxy-scope`, the pod annotation `weft.dev/proxy-scope`), and keeps what
+//! it found when the operator restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -79,4 +80,29 @@ async fn a_proxy_may_choose_its_own_scope() {
     assert!(clusters(&lean).await.is_empty(), "no rules in its namespace: nothing until it calls");
     assert_eq!(get(lean.outbound, "slow", "/", &[]).await.unwrap().0, StatusCode::OK, "{}", lean.output());
     assert_eq!(sample(&lean.metrics().await, ANSWERED), 1.0, "even its own namespace's Service is asked for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_found_on_demand_are_kept_when_the_operator_restarts() {
+    let backend = Backend::start().await;
+    let xds = free_port();
+    let ledger = service_in("ledger", "bank", backend.address);
+    let operator = Operator::start_with(xds, backend.address, &ledger).await;
+    let proxy = Proxy::start(xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    assert_eq!(get(proxy.outbound, "ledger.bank", "/", &[]).await.unwrap().0, StatusCode::OK);
+    drop(operator);
+    let _operator = Operator::start_with(xds, backend.address, &ledger).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while proxy.output().matches("xDS stream open").count() < 2 {
+        assert!(std::time::Instant::now() < until, "never reconnected:\n{}", proxy.output());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let wanted = ["outbound|80||ledger.bank.svc.cluster.local", "outbound|80||slow.default.svc.cluster.local"];
+    while clusters(&proxy).await != wanted || proxy.metrics().await.contains("weft_proxy_xds_connected 0") {
+        assert!(std::time::Instant::now() < until, "clusters after the restart: {:?}", clusters(&proxy).await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(proxy.outbound, "ledger.bank", "/", &[]).await.unwrap().0, StatusCode::OK);
+    assert_eq!(sample(&proxy.metrics().await, ANSWERED), 1.0, "subscribed again on reconnect, not asked again");
 }

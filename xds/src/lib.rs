@@ -17,7 +17,7 @@ pub use names::{
 };
 pub use node::ProxyNode;
 pub use resource::{ResourceType, UnpackError, pack, unpack};
-pub use scope::{ProxyScope, SCOPE_METADATA_KEY};
+pub use scope::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ProxyScope, SCOPE_METADATA_KEY};
 
 /// Domain suffix of Kubernetes Service FQDNs.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";

@@ -45,9 +45,9 @@ pub fn route_config_name(port: u16) -> String {
     port.to_string()
 }
 
-/// Most virtual hosts one proxy asks for on demand: the operator answers no more per stream, and a proxy stops
-/// asking (treating further hosts as unknown), so neither side's memory grows without bound with what clients
-/// of a proxy send in `Host`.
+/// Most virtual hosts one proxy asks for on demand, counted apart for hosts that exist and hosts that do not:
+/// beyond, a proxy stops asking (treating further hosts as unknown), so neither side's memory grows without
+/// bound with what clients of a proxy send in `Host`.
 pub const MAX_ON_DEMAND_NAMES: usize = 4096;
 
 /// The on-demand (VHDS) resource name for the virtual host serving `host` in route configuration `route_config`:

@@ -7,6 +7,10 @@ use std::str::FromStr;
 
 /// The node metadata key a proxy states its scope under.
 pub const SCOPE_METADATA_KEY: &str = "WEFT_PROXY_SCOPE";
+/// The node metadata key by which a proxy says it asks for virtual hosts on demand (VHDS over delta xDS), with
+/// the value [`ON_DEMAND_VHDS`]; a client without it is sent the whole mesh.
+pub const ON_DEMAND_METADATA_KEY: &str = "WEFT_ON_DEMAND";
+pub const ON_DEMAND_VHDS: &str = "vhds";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum ProxyScope {

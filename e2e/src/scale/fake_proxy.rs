@@ -13,9 +13,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use weft_xds::ResourceType;
+use weft_xds::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ResourceType};
 
 type AdsClient = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
 
@@ -96,7 +97,10 @@ impl FakeProxy {
 
     async fn run_delta(self, mut client: AdsClient) -> anyhow::Result<()> {
         let (requests, outgoing) = mpsc::channel(16);
-        let node = Some(Node { id: self.node_id(), ..Default::default() });
+        // As weft-proxy, it says it could ask for virtual hosts on demand, so it is sent its scope only.
+        let on_demand = Value { kind: Some(value::Kind::StringValue(ON_DEMAND_VHDS.into())) };
+        let metadata = Struct { fields: [(ON_DEMAND_METADATA_KEY.to_string(), on_demand)].into_iter().collect() };
+        let node = Some(Node { id: self.node_id(), metadata: Some(metadata), ..Default::default() });
         for (i, kind) in [ResourceType::Cluster, ResourceType::Listener].into_iter().enumerate() {
             let node = if i == 0 { node.clone() } else { None };
             requests

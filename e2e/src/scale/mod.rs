@@ -75,6 +75,8 @@ pub struct ChangeCost {
     pub proxies: usize,
     /// Responses of other types the change caused, over all proxies.
     pub other_responses: usize,
+    /// Proxies not holding the changed Service that were sent something anyway.
+    pub bystanders: usize,
 }
 
 /// What a churn of edits cost.
@@ -124,14 +126,20 @@ pub async fn run_cell(spec: CellSpec) -> anyhow::Result<CellResult> {
     let held: usize = records.iter().filter_map(|r| r.lock().ok().map(|r| r.clusters)).sum();
     let clusters_per_proxy = held as f64 / records.len().max(1) as f64;
     let probe = probe_backend.measure(dir.path(), operator.xds, spec.patience).await?;
-    let pick = |indices: &[usize]| -> Records { indices.iter().map(|&i| records[i].clone()).collect() };
+    // The proxies holding the changed Service, and the others.
+    let pick = |indices: &[usize]| -> (Records, Records) {
+        let (holding, others): (Vec<_>, Vec<_>) = (0..records.len()).partition(|i| indices.contains(i));
+        (holding.iter().map(|&i| records[i].clone()).collect(), others.iter().map(|&i| records[i].clone()).collect())
+    };
     let edited = spec.affected_by(&shape, 0);
-    let edit = measure_change(&operator, &pick(&edited), ResourceType::Route, spec.patience, || {
+    let (holding, others) = pick(&edited);
+    let edit = measure_change(&operator, (&holding, &others), ResourceType::Route, spec.patience, || {
         replace_config_file(&config, &vs_file_name(0), &shape.virtual_service_file(0, [80, 20])).map(drop)
     })
     .await?;
     let moved = spec.affected_by(&shape, 1);
-    let endpoint = measure_change(&operator, &pick(&moved), ResourceType::Endpoint, spec.patience, || {
+    let (holding, others) = pick(&moved);
+    let endpoint = measure_change(&operator, (&holding, &others), ResourceType::Endpoint, spec.patience, || {
         replace_config_file(&config, &service_file_name(1), &shape.service_file(1, pod_ip(1, 3))).map(drop)
     })
     .await?;
@@ -203,7 +211,7 @@ async fn quiescent(operator: &MeasuredOperator, patience: Duration) -> anyhow::R
 /// `kind` response after it (or `patience`). Responses are counted over those proxies; bytes and CPU over all.
 async fn measure_change(
     operator: &MeasuredOperator,
-    records: &Records,
+    (records, bystanders): (&Records, &Records),
     kind: ResourceType,
     patience: Duration,
     apply: impl FnOnce() -> anyhow::Result<()>,
@@ -212,6 +220,8 @@ async fn measure_change(
     let cpu = operator.cpu();
     let changed = Instant::now();
     apply()?;
+    let any_after =
+        |r: &Mutex<Record>| r.lock().is_ok_and(|r| ResourceType::ALL.iter().any(|k| r.count_after(*k, changed) > 0));
     let reached = || records.iter().filter(|r| r.lock().is_ok_and(|r| r.first_after(kind, changed).is_some())).count();
     let _ = wait_until(patience, || reached() == records.len()).await;
     let after = quiescent(operator, patience).await?;
@@ -225,7 +235,9 @@ async fn measure_change(
     }
     latencies.sort();
     let sent = Sent { messages: after.messages - before.messages, bytes: after.bytes - before.bytes };
-    Ok(ChangeCost { cpu: operator.cpu().saturating_sub(cpu), sent, latencies, proxies: records.len(), other_responses })
+    let bystanders = bystanders.iter().filter(|r| any_after(r)).count();
+    let cpu = operator.cpu().saturating_sub(cpu);
+    Ok(ChangeCost { cpu, sent, latencies, proxies: records.len(), other_responses, bystanders })
 }
 
 /// `rate` edits per second of one VirtualService for `length`; then whether every proxy of `affected` (indices

@@ -37,6 +37,16 @@ fn change_row(cost: &ChangeCost) -> String {
 /// Every table for `results`.
 pub fn tables(results: &[CellResult]) -> String {
     let mut out = String::new();
+    startup_table(&mut out, results);
+    probe_table(&mut out, results);
+    change_tables(&mut out, results);
+    churn_table(&mut out, results);
+    out.push_str(&growth(results));
+    out
+}
+
+/// The operator's startup and memory, and what each proxy holds.
+fn startup_table(out: &mut String, results: &[CellResult]) {
     let _ = writeln!(
         out,
         "\nstartup\n{:>6} {:>6} {:>10} {:>9} {:>9} {:>14} {:>18}",
@@ -55,6 +65,10 @@ pub fn tables(results: &[CellResult]) -> String {
             r.clusters_per_proxy
         );
     }
+}
+
+/// What the real proxy's first requests cost.
+fn probe_table(out: &mut String, results: &[CellResult]) {
     let _ = writeln!(
         out,
         "\nprobe: a real weft-proxy calling {} Services it holds no config for\n{:>6} {:>6} {:>14} {:>14} {:>10} {:>9} {:>13}",
@@ -81,6 +95,10 @@ pub fn tables(results: &[CellResult]) -> String {
             r.probe.rss_mib
         );
     }
+}
+
+/// One VirtualService edit and one endpoint change.
+fn change_tables(out: &mut String, results: &[CellResult]) {
     let header = format!(
         "{:>6} {:>6} {:>9} {:>8} {:>10} {:>7} {:>7} {:>7} {:>11} {:>6}",
         "S", "P", "CPU ms", "msgs", "KiB sent", "p50 ms", "p99 ms", "max ms", "reached", "other"
@@ -99,6 +117,10 @@ pub fn tables(results: &[CellResult]) -> String {
             let _ = writeln!(out, "{:>6} {:>6} {}", r.spec.services, r.spec.proxies, change_row(pick(r)));
         }
     }
+}
+
+/// A churn of edits.
+fn churn_table(out: &mut String, results: &[CellResult]) {
     if results.iter().any(|r| r.churn.is_some()) {
         let _ = writeln!(
             out,
@@ -121,8 +143,6 @@ pub fn tables(results: &[CellResult]) -> String {
             }
         }
     }
-    out.push_str(&growth(results));
-    out
 }
 
 type Metric = fn(&CellResult) -> f64;

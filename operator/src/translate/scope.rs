@@ -57,10 +57,9 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         Some(_) => return None,
         None => host,
     };
-    let fqdn = snapshot.resolve_host(bare, namespace);
-    let service = snapshot.services.get(&fqdn)?;
-    let short_name_elsewhere = !bare.contains('.') && service.namespace != namespace;
-    (!short_name_elsewhere && service.port(port).is_some()).then_some((service, port))
+    // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
+    let service = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
+    service.port(port).is_some().then_some((service, port))
 }
 
 #[cfg(test)]

@@ -30,11 +30,12 @@ const CONTROL_PLANE: &str = "weft-operator";
 pub const RESPONSE_BYTES: usize = 16 * 1024;
 
 /// Unanswered responses remembered per type; a proxy that answers none cannot grow this.
-const MAX_AWAITING: usize = 64;
+const MAX_AWAITING: usize = 1024;
 
 /// Most virtual hosts one proxy may ask for on demand; beyond, names go unanswered (the proxy's wait for them
 /// times out and it falls back), so a runaway client cannot make the operator translate without bound.
-pub const MAX_ON_DEMAND: usize = weft_xds::MAX_ON_DEMAND_NAMES;
+/// (A proxy asks for up to `MAX_ON_DEMAND_NAMES` hosts that exist and as many that do not.)
+pub const MAX_ON_DEMAND: usize = 2 * weft_xds::MAX_ON_DEMAND_NAMES;
 
 #[derive(Debug, Default)]
 struct Subscription {
@@ -94,11 +95,15 @@ impl Protocol for DeltaStream {
         }
         let current = self.subscriptions.get(&ResourceType::VirtualHost).map(|s| s.names.to_set());
         let mut next = current.clone().unwrap_or_default();
-        for name in request.resource_names_unsubscribe.iter() {
+        // As `subscribe` applies them: additions up to the limit, then removals.
+        for name in request.resource_names_subscribe.iter().filter(|n| *n != "*") {
+            if next.len() < MAX_ON_DEMAND {
+                next.insert(name.clone());
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
             next.remove(name);
         }
-        let room = MAX_ON_DEMAND.saturating_sub(next.len());
-        next.extend(request.resource_names_subscribe.iter().filter(|n| *n != "*").take(room).cloned());
         (Some(&next) != current.as_ref()).then_some(next)
     }
 
@@ -155,6 +160,8 @@ fn answer(kind: ResourceType, request: &DeltaDiscoveryRequest, pending: &Pending
             None => sub.held.remove(name),
         };
         sub.rejected.insert(name.clone(), *sent);
+        // A rejected "no such resource" is said again when it is still true.
+        sub.told_absent.remove(name);
     }
     sub.in_sync_with = None;
     Answer::Nack { kind, version, message: status.message.clone() }

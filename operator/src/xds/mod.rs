@@ -2,6 +2,7 @@
 
 pub mod delta;
 mod held;
+mod node;
 pub mod protocol;
 pub mod resources;
 pub mod server;

@@ -10,19 +10,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Instant;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
 };
-use envoy_types::pb::google::protobuf::value::Kind;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 use weft_process::excerpt;
-use weft_xds::{ProxyNode, ResourceType, SCOPE_METADATA_KEY};
+use weft_xds::{ProxyNode, ResourceType};
 
 use super::delta::DeltaStream;
+use super::node::identify;
 use super::protocol::{Answer, Protocol};
 use super::shared::{Translations, Wanted};
 use super::sotw::AdsStream;
@@ -193,6 +192,10 @@ impl<P: Protocol> StreamContext<P> {
         if session.node.is_none() {
             let (node, scope) = identify(P::node(request), self.default_scope)
                 .map_err(|message| End::Status(Status::invalid_argument(message)))?;
+            if let Some(warning) = &scope.warning {
+                tracing::warn!(peer = %self.peer, proxy = %node, "{warning}");
+            }
+            let scope = scope.scope;
             tracing::info!(peer = %self.peer, proxy = %node, %scope, "proxy connected");
             self.metrics.proxy_connected();
             session.node = Some(node);
@@ -296,26 +299,6 @@ impl<P: Protocol> StreamContext<P> {
     }
 }
 
-/// Who the proxy is (`node.id`), and its scope: its own (node metadata `WEFT_PROXY_SCOPE`), else `default`.
-fn identify(node: Option<&Node>, default: ProxyScope) -> Result<(ProxyNode, ProxyScope), String> {
-    let id = node.map(|n| n.id.as_str()).unwrap_or_default();
-    if id.is_empty() {
-        return Err("the first request of an ADS stream must carry node.id".to_string());
-    }
-    let proxy = ProxyNode::parse(id).map_err(|_| {
-        format!("node.id {:?} is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", excerpt(id))
-    })?;
-    let stated = node.and_then(|n| n.metadata.as_ref()).and_then(|m| m.fields.get(SCOPE_METADATA_KEY));
-    let scope = match stated.and_then(|v| v.kind.as_ref()) {
-        None => default,
-        Some(Kind::StringValue(scope)) => {
-            scope.parse().map_err(|e: String| format!("node.metadata.{SCOPE_METADATA_KEY}: {}", excerpt(&e)))?
-        }
-        Some(_) => return Err(format!("node.metadata.{SCOPE_METADATA_KEY} must be a string")),
-    };
-    Ok((proxy, scope))
-}
-
 /// Completes when the operator stops (a plain `()`, so no watch guard is held across other branches' awaits).
 async fn stopping(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|closing| *closing).await;
@@ -342,29 +325,5 @@ fn ended_by_client(status: &Status) -> End {
     } else {
         tracing::debug!(code = ?status.code(), reason = %excerpt(message), "ADS stream broken by the client");
         End::ClientGone
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use envoy_types::pb::google::protobuf::{Struct, Value};
-
-    fn node(metadata: Option<Kind>) -> Node {
-        let metadata = metadata.map(|kind| Struct {
-            fields: [(SCOPE_METADATA_KEY.to_string(), Value { kind: Some(kind) })].into_iter().collect(),
-        });
-        Node { id: "sidecar~~web-1.shop~shop.svc.cluster.local".into(), metadata, ..Default::default() }
-    }
-
-    #[test]
-    fn a_proxy_may_state_its_own_scope_and_a_bad_one_is_named() {
-        let scope = |n: &Node| identify(Some(n), ProxyScope::Namespace).map(|(_, scope)| scope);
-        assert_eq!(scope(&node(None)), Ok(ProxyScope::Namespace), "the operator's default");
-        assert_eq!(scope(&node(Some(Kind::StringValue("mesh".into())))), Ok(ProxyScope::Mesh));
-        let typo = scope(&node(Some(Kind::StringValue("meshh".into())))).unwrap_err();
-        assert!(typo.starts_with("node.metadata.WEFT_PROXY_SCOPE: unknown proxy scope"), "{typo}");
-        assert!(scope(&node(Some(Kind::BoolValue(true)))).is_err());
-        assert!(identify(None, ProxyScope::Mesh).is_err(), "no node");
     }
 }

@@ -10,7 +10,7 @@
 //! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::sync::Mutex;
 use weft_xds::{ClusterName, ProxyNode, ResourceType, pack};
@@ -19,7 +19,7 @@ use super::resources::{EncodedResources, EncodedShared, ResourceMap, TypeResourc
 use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
-use crate::translate::scope::{ProxyScope, initial_scope, route_destinations};
+use crate::translate::scope::{self, ProxyScope, initial_scope, route_destinations};
 
 /// The cache of the current config's translations.
 #[derive(Default)]
@@ -56,7 +56,8 @@ struct Generation {
     clusters_by_host: Option<Arc<HashMap<String, Vec<String>>>>,
     mesh: HashMap<String, Arc<EncodedResources>>,
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
-    extended: HashMap<(ScopeKey, Vec<String>), Arc<EncodedResources>>,
+    /// Held only while some stream uses them: a proxy asking for one host after another leaves no trail.
+    extended: HashMap<(ScopeKey, Vec<String>), Weak<EncodedResources>>,
 }
 
 impl Translations {
@@ -84,14 +85,19 @@ impl Generation {
         match wanted.on_demand {
             _ if wanted.scope == ProxyScope::Mesh => self.mesh(snapshot, &scope.0, previous),
             None => self.mesh(snapshot, &scope.0, previous),
-            Some(names) if names.is_empty() => self.scoped(snapshot, &scope, previous),
             Some(names) => {
-                let key = (scope, names.iter().cloned().collect());
-                if let Some(found) = self.extended.get(&key) {
-                    return found.clone();
+                // Names nothing answers to change nothing: they are not part of the key.
+                let found = names.iter().filter(|n| scope::on_demand_service(snapshot, &scope.0, n).is_some());
+                let key = (scope.clone(), found.cloned().collect::<Vec<_>>());
+                if key.1.is_empty() {
+                    return self.scoped(snapshot, &scope, previous);
+                }
+                if let Some(found) = self.extended.get(&key).and_then(Weak::upgrade) {
+                    return found;
                 }
                 let extended = self.extended(snapshot, &key, previous);
-                self.extended.insert(key, extended.clone());
+                self.extended.retain(|_, used| used.strong_count() > 0);
+                self.extended.insert(key, Arc::downgrade(&extended));
                 extended
             }
         }
@@ -159,7 +165,8 @@ impl Generation {
                 hosts.insert(fqdn);
             }
         }
-        let before = |kind| previous.extended.get(key).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
+        let before_all = previous.extended.get(key).and_then(Weak::upgrade);
+        let before = |kind| before_all.as_ref().and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
         let mut resources = (*base).clone();
         for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
             let (Some(own), Some(all)) = (base.of_type(kind), shared.of_type(kind)) else { continue };
@@ -277,6 +284,9 @@ mod tests {
         let replica = proxy("b", "shop");
         let again = translations.for_proxy(&current, in_namespace(&replica, &asked)).await;
         assert!(Arc::ptr_eq(&extended, &again), "replicas asking alike share one translation");
+        let more: BTreeSet<String> = asked.iter().cloned().chain(["80/elsewhere.bank".to_string()]).collect();
+        let same = translations.for_proxy(&current, in_namespace(&replica, &more)).await;
+        assert!(Arc::ptr_eq(&extended, &same), "a name nothing answers to changes nothing");
         let whole = translations.for_proxy(&current, mesh(&shop)).await;
         assert_eq!(names(&whole, ResourceType::Cluster).len(), 3, "the mesh scope: everything");
         let sotw = translations.for_proxy(&current, Wanted { on_demand: None, ..in_namespace(&shop, &none) }).await;

@@ -78,13 +78,22 @@ impl ProxyConfig {
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
-            None if self.on_demand.len() >= MAX_ON_DEMAND_NAMES => Lookup::Unknown,
+            None if self.on_demand_full() => Lookup::Unknown,
             None => Lookup::Ask(name),
         }
     }
 
+    /// Whether this proxy asks for no more hosts: [`MAX_ON_DEMAND_NAMES`] found, or as many found absent (so
+    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need).
+    fn on_demand_full(&self) -> bool {
+        let found = self.on_demand.values().filter(|v| v.is_some()).count();
+        let absent = self.on_demand.len() - found;
+        found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES
+    }
+
     /// Whether a request for the on-demand virtual host `name` can be routed: the control plane has answered,
-    /// and every cluster its routes name has arrived with its endpoints.
+    /// and every cluster its routes name that has arrived (the control plane sends them first) has its
+    /// endpoints. A route to a cluster that does not exist (a missing subset) is not waited for.
     pub fn on_demand_settled(&self, name: &str) -> bool {
         match self.on_demand.get(name) {
             None => false,
@@ -93,15 +102,10 @@ impl ProxyConfig {
                 .routes
                 .iter()
                 .flat_map(|r| r.action.cluster_names())
-                .all(|cluster| self.clusters.get(cluster).is_some_and(|c| self.endpoints.contains_key(&c.eds_name))),
+                .filter_map(|cluster| self.clusters.get(cluster))
+                .all(|c| self.endpoints.contains_key(&c.eds_name)),
         }
     }
-}
-
-/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): no Service's virtual host answers to
-/// it, so it is never asked for.
-fn is_ip_literal(host: &str) -> bool {
-    host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
 
 /// Which virtual host serves a request.
@@ -112,6 +116,12 @@ pub enum Lookup<'a> {
     Unknown,
     /// Not known yet: ask the control plane for this on-demand name.
     Ask(String),
+}
+
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): no Service's virtual host answers to
+/// it, so it is never asked for.
+fn is_ip_literal(host: &str) -> bool {
+    host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
 
 /// Durations in the config dump, as milliseconds.
@@ -144,7 +154,7 @@ mod tests {
         assert!(!config.on_demand_settled("80/ledger.bank"), "not answered yet");
         config.on_demand.insert("80/ledger.bank".into(), Some(host("ledger.bank", "c-ledger")));
         assert!(matches!(config.virtual_host(&table, "ledger.bank"), Lookup::Found(h) if h.name == "ledger.bank"));
-        assert!(!config.on_demand_settled("80/ledger.bank"), "its cluster has not arrived");
+        assert!(config.on_demand_settled("80/ledger.bank"), "a cluster that is not there is not waited for");
         let cluster = ClusterConfig {
             name: "c-ledger".into(),
             lb: LbAlgorithm::RoundRobin,

@@ -14,7 +14,7 @@ use crate::dataplane::Runtime;
 /// How long a request waits for the control plane's answer: Envoy's default for on-demand discovery.
 pub const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Names waiting to be asked for; beyond, a request does not wait (the stream is down or flooded).
+/// Names waiting to be asked for (the xDS client asks for each once).
 pub const PENDING_ASKS: usize = 256;
 
 /// The request path's handle on on-demand discovery.
@@ -31,7 +31,7 @@ pub enum Settled {
     Answered,
     /// No answer in time: the request goes on as for an unknown host.
     TimedOut,
-    /// Not asked: no xDS stream takes questions now.
+    /// Not asked: the xDS client is gone.
     NotAsked,
 }
 
@@ -60,7 +60,8 @@ impl OnDemand {
         if settled(&runtime.borrow_and_update()) {
             return Settled::Answered;
         }
-        if self.asks.try_send(name.to_string()).is_err() {
+        // A full queue means many requests asked at once, likely for this very host: wait for the answer too.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = self.asks.try_send(name.to_string()) {
             return Settled::NotAsked;
         }
         match tokio::time::timeout(self.timeout, runtime.wait_for(settled)).await {

@@ -106,6 +106,10 @@ impl Sink {
             }
             Outcome::Rejected { kind, error } => {
                 self.metrics.nack(*kind);
+                // A rejected on-demand answer still settles the requests waiting for it (see `DeltaState`).
+                if *kind == ResourceType::VirtualHost {
+                    self.configs.send_replace(Arc::new(config.clone()));
+                }
                 tracing::warn!(kind = kind.short_name(), %version, %error, "config rejected (NACK); keeping last good config")
             }
             Outcome::Ignored(reason) => tracing::debug!(reason, "ignored response"),

@@ -62,11 +62,14 @@ impl DeltaState {
             && has(ResourceType::Endpoint, &|n| self.config.endpoints.contains_key(n))
     }
 
-    /// The requests that open a new stream: every subscription, with the versions already held.
+    /// The requests that open a new stream: every subscription, with the versions already held. Virtual hosts
+    /// asked for on demand go first: the server then knows, before it answers the clusters, that those the
+    /// proxy holds for them are still wanted (else it would remove them, and send them again).
     pub fn on_connect(&mut self) -> Vec<DeltaDiscoveryRequest> {
         let node = Some(self.node.clone());
-        ResourceType::ALL
-            .into_iter()
+        let order = std::iter::once(ResourceType::VirtualHost)
+            .chain(ResourceType::ALL.into_iter().filter(|k| *k != ResourceType::VirtualHost));
+        order
             .filter(|kind| kind.is_wildcard_type() || self.subscribed.get(kind).is_some_and(|n| !n.is_empty()))
             .enumerate()
             .map(|(i, kind)| DeltaDiscoveryRequest {
@@ -99,6 +102,9 @@ impl DeltaState {
         let converted = match converted {
             Ok(converted) => converted,
             Err(error) => {
+                if kind == ResourceType::VirtualHost {
+                    self.give_up_on(response);
+                }
                 let nack = answer(kind, &response.nonce, Some(error.clone()));
                 return DeltaReply { requests: vec![nack], outcome: Outcome::Rejected { kind, error } };
             }
@@ -121,6 +127,15 @@ impl DeltaState {
         }
         self.config.versions.insert(kind.short_name().to_string(), digest(held));
         self.received.insert(kind);
+    }
+
+    /// After a rejected on-demand answer: the hosts it named count as unknown, so requests for them stop waiting
+    /// (they go on as for any unknown host until the control plane sends something this proxy can apply).
+    fn give_up_on(&mut self, response: &DeltaDiscoveryResponse) {
+        let named = response.resources.iter().map(|r| &r.name).chain(&response.removed_resources);
+        for name in named {
+            self.config.on_demand.entry(name.clone()).or_insert(None);
+        }
     }
 
     /// Subscribes to the on-demand virtual host `name` (VHDS); `None` when already subscribed.

@@ -106,7 +106,22 @@ fn hosts_asked_for_on_demand_are_subscribed_once_kept_over_reconnects_and_absenc
     assert!(held["80/ledger.bank"].as_ref().is_some_and(|h| h.domains == ["reviews"]));
     assert_eq!(held["80/nowhere"], None, "absence is remembered");
     let reconnect = state.on_connect();
-    let vhds = reconnect.iter().find(|r| r.type_url == ResourceType::VirtualHost.type_url()).expect("resubscribed");
+    let vhds = &reconnect[0];
+    assert_eq!(vhds.type_url, ResourceType::VirtualHost.type_url(), "first, so the clusters it needs are kept");
+    assert!(vhds.node.is_some(), "with the node");
     assert_eq!(vhds.resource_names_subscribe, ["80/ledger.bank"]);
     assert_eq!(vhds.initial_resource_versions["80/ledger.bank"], "v-80/ledger.bank-1");
+    assert!(reconnect[1..].iter().all(|r| r.node.is_none()));
+}
+
+#[test]
+fn a_rejected_on_demand_answer_ends_the_wait_for_the_hosts_it_named() {
+    let mut state = client();
+    state.on_connect();
+    state.ask("80/ledger.bank".into());
+    let garbage = Any { type_url: ResourceType::VirtualHost.type_url().into(), value: vec![0xff, 0xff] };
+    let reply = state.on_response(&response(ResourceType::VirtualHost, "1", &[("80/ledger.bank", garbage)], &[]));
+    assert!(matches!(reply.outcome, Outcome::Rejected { .. }));
+    assert!(reply.requests[0].error_detail.is_some(), "NACKed");
+    assert_eq!(state.config().on_demand.get("80/ledger.bank"), Some(&None), "counts as unknown: nobody waits");
 }
