@@ -20,7 +20,7 @@ use weft_xds::ResourceType;
 
 use super::held::{Held, Names};
 use super::protocol::{Answer, Protocol, Retained, Step, requested_type};
-use super::resources::{EncodedResources, TypeResources, names_digest, resource_hash, version_string};
+use super::resources::{EncodedResources, ResourceMap, TypeResources, names_digest, resource_hash, version_string};
 
 /// Identifies this control plane in responses.
 const CONTROL_PLANE: &str = "weft-operator";
@@ -261,7 +261,7 @@ impl DeltaStream {
 }
 
 /// A resource to send: name, version, encoding.
-type Change = (String, u64, Any);
+type Change = (String, u64, Arc<Any>);
 
 /// `changed` in responses of about [`RESPONSE_BYTES`] each (at least one resource each).
 fn chunks(changed: Vec<Change>) -> Vec<Vec<Change>> {
@@ -286,12 +286,8 @@ fn chunks(changed: Vec<Change>) -> Vec<Vec<Change>> {
 
 /// What the proxy should be sent: resources it does not hold at their current version, and names it holds that
 /// are gone.
-fn differences(
-    sub: &Subscription,
-    all: &TypeResources,
-    retained: &BTreeMap<String, Any>,
-) -> (Vec<Change>, Vec<String>) {
-    let lookup = |name: &str| -> Option<(u64, &Any)> {
+fn differences(sub: &Subscription, all: &TypeResources, retained: &ResourceMap) -> (Vec<Change>, Vec<String>) {
+    let lookup = |name: &str| -> Option<(u64, &Arc<Any>)> {
         match (all.hashes.get(name), all.map.get(name)) {
             (Some(hash), Some(any)) => Some((*hash, any)),
             _ => retained.get(name).map(|any| (resource_hash(any), any)),
@@ -352,7 +348,8 @@ fn record(
         changes.insert(name.clone(), (before, Some(hash)));
         sub.rejected.remove(&name);
         sub.told_absent.remove(&name);
-        resources.push(Resource { name, version: version_string(hash), resource: Some(any), ..Default::default() });
+        let resource = Some(Any::clone(&any));
+        resources.push(Resource { name, version: version_string(hash), resource, ..Default::default() });
     }
     for name in &removed {
         let before = if target.is_some() { sub.held.get(name) } else { sub.held.remove(name) };

@@ -11,8 +11,9 @@ use weft_xds::{ResourceType, pack};
 
 use crate::translate::{ProxyResources, SharedResources};
 
-/// Resource name -> packed resource, for one type.
-pub type ResourceMap = BTreeMap<String, Any>;
+/// Resource name -> packed resource, for one type. Shared (`Arc`): the scopes picked from one config, and the
+/// configs that follow, point at the same encoded bytes instead of copying them.
+pub type ResourceMap = BTreeMap<String, Arc<Any>>;
 
 /// One type's resources, ready to send.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,8 +48,30 @@ impl TypeResources {
         Arc::new(Self::build(map, previous))
     }
 
+    /// The resources of `all` named `names` (those it has), their versions taken from it rather than computed
+    /// again, noting what changed since `previous`.
+    pub fn subset<'a>(
+        all: &TypeResources,
+        names: impl Iterator<Item = &'a String>,
+        previous: Option<&TypeResources>,
+    ) -> Arc<Self> {
+        let mut map = ResourceMap::new();
+        let mut hashes = BTreeMap::new();
+        for name in names {
+            if let (Some(any), Some(hash)) = (all.map.get(name), all.hashes.get(name)) {
+                map.insert(name.clone(), any.clone());
+                hashes.insert(name.clone(), *hash);
+            }
+        }
+        Arc::new(Self::with_hashes(map, hashes, previous))
+    }
+
     fn build(map: ResourceMap, previous: Option<&TypeResources>) -> Self {
         let hashes: BTreeMap<String, u64> = map.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect();
+        Self::with_hashes(map, hashes, previous)
+    }
+
+    fn with_hashes(map: ResourceMap, hashes: BTreeMap<String, u64>, previous: Option<&TypeResources>) -> Self {
         let version = version_of_hashes(&hashes);
         let names = names_digest(map.keys());
         let since = previous.map(|previous| Since {
@@ -121,15 +144,15 @@ impl EncodedShared {
         let before = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| previous.map(|p| pick(p).as_ref());
         Self {
             clusters: TypeResources::new_since(
-                r.clusters.iter().map(|c| (c.name.clone(), pack(c))).collect(),
+                r.clusters.iter().map(|c| (c.name.clone(), Arc::new(pack(c)))).collect(),
                 before(|p| &p.clusters),
             ),
             endpoints: TypeResources::new_since(
-                r.endpoints.iter().map(|e| (e.cluster_name.clone(), pack(e))).collect(),
+                r.endpoints.iter().map(|e| (e.cluster_name.clone(), Arc::new(pack(e)))).collect(),
                 before(|p| &p.endpoints),
             ),
             listeners: TypeResources::new_since(
-                r.listeners.iter().map(|l| (l.name.clone(), pack(l))).collect(),
+                r.listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect(),
                 before(|p| &p.listeners),
             ),
         }
@@ -179,7 +202,7 @@ pub fn encode_routes(
     routes: &[envoy_types::pb::envoy::config::route::v3::RouteConfiguration],
     previous: Option<&TypeResources>,
 ) -> Arc<TypeResources> {
-    TypeResources::new_since(routes.iter().map(|x| (x.name.clone(), pack(x))).collect(), previous)
+    TypeResources::new_since(routes.iter().map(|x| (x.name.clone(), Arc::new(pack(x)))).collect(), previous)
 }
 
 /// The resources a subscription asks for: all of them for a wildcard subscription, else those named.

@@ -132,7 +132,7 @@ impl Generation {
         let scope = initial_scope(snapshot, namespace, *scope).unwrap_or_default();
         let by_host = self.clusters_by_host(&shared);
         let before = |kind| previous.scoped.get(key).and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
-        let subset = |all: &TypeResources, kind| TypeResources::new_since(pick(all, &by_host, &scope), before(kind));
+        let subset = |all: &TypeResources, kind| TypeResources::subset(all, named(&by_host, &scope), before(kind));
         let routes = translate::routes_for(snapshot, namespace, Some(&scope));
         let resources = Arc::new(EncodedResources::of(
             subset(&shared.clusters, ResourceType::Cluster),
@@ -160,7 +160,7 @@ impl Generation {
         let mut virtual_hosts = ResourceMap::new();
         for name in names {
             if let Some((host, fqdn)) = translate::on_demand_virtual_host(snapshot, namespace, name) {
-                virtual_hosts.insert(name.clone(), pack(&host));
+                virtual_hosts.insert(name.clone(), Arc::new(pack(&host)));
                 hosts.extend(route_destinations(snapshot, &fqdn));
                 hosts.insert(fqdn);
             }
@@ -170,9 +170,8 @@ impl Generation {
         let mut resources = (*base).clone();
         for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
             let (Some(own), Some(all)) = (base.of_type(kind), shared.of_type(kind)) else { continue };
-            let mut map = own.map.clone();
-            map.extend(pick(all, &by_host, &hosts));
-            resources.by_type.insert(kind, TypeResources::new_since(map, before(kind)));
+            let names = own.map.keys().chain(named(&by_host, &hosts));
+            resources.by_type.insert(kind, TypeResources::subset(all, names, before(kind)));
         }
         let virtual_hosts = TypeResources::new_since(virtual_hosts, before(ResourceType::VirtualHost));
         resources.by_type.insert(ResourceType::VirtualHost, virtual_hosts);
@@ -194,13 +193,12 @@ impl Generation {
     }
 }
 
-/// The resources of `all` named after the clusters of `hosts`.
-fn pick(all: &TypeResources, by_host: &HashMap<String, Vec<String>>, hosts: &BTreeSet<String>) -> ResourceMap {
-    hosts
-        .iter()
-        .flat_map(|host| by_host.get(host).into_iter().flatten())
-        .filter_map(|name| Some((name.clone(), all.map.get(name)?.clone())))
-        .collect()
+/// The names of the clusters (and endpoint assignments) of `hosts`.
+fn named<'a>(
+    by_host: &'a HashMap<String, Vec<String>>,
+    hosts: &'a BTreeSet<String>,
+) -> impl Iterator<Item = &'a String> + 'a {
+    hosts.iter().flat_map(|host| by_host.get(host).into_iter().flatten())
 }
 
 #[cfg(test)]

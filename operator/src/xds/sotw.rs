@@ -177,10 +177,11 @@ impl Content {
     }
 
     fn into_resources(self) -> Vec<Any> {
-        match self {
-            Content::Whole(all) => all.map.values().cloned().collect(),
-            Content::Selected { map, .. } => map.into_values().collect(),
-        }
+        let map = match &self {
+            Content::Whole(all) => &all.map,
+            Content::Selected { map, .. } => map,
+        };
+        map.values().map(|any| Any::clone(any)).collect()
     }
 }
 
@@ -190,8 +191,9 @@ mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     fn resources(clusters: &[&str], routes: &[(&str, &str)]) -> Arc<EncodedResources> {
-        let any =
-            |kind: ResourceType, body: &str| Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() };
+        let any = |kind: ResourceType, body: &str| {
+            Arc::new(Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() })
+        };
         let mut by_type = BTreeMap::new();
         by_type.insert(
             ResourceType::Cluster,

@@ -6,8 +6,8 @@ use envoy_types::pb::google::rpc::Status;
 
 use super::*;
 
-fn any(kind: ResourceType, body: &str) -> Any {
-    Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() }
+fn any(kind: ResourceType, body: &str) -> Arc<Any> {
+    Arc::new(Any { type_url: kind.type_url().into(), value: body.as_bytes().to_vec() })
 }
 
 /// Clusters and endpoints named `clusters` (content `name=body`), one listener, routes as given.
