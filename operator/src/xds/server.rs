@@ -149,8 +149,14 @@ struct Session<P: Protocol> {
 
 impl<P: Protocol> Session<P> {
     fn new(scope: ProxyScope) -> Self {
-        let (node, nacks, translated, on_demand) = (None, NackLog::new(), 0, BTreeSet::new());
-        Self { state: P::default(), node, scope, nacks, translated, on_demand }
+        Self {
+            state: P::default(),
+            node: None,
+            scope,
+            nacks: NackLog::new(),
+            translated: 0,
+            on_demand: BTreeSet::new(),
+        }
     }
 }
 

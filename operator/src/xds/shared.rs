@@ -82,8 +82,7 @@ impl Translations {
 impl Generation {
     fn resources(&mut self, snapshot: &Snapshot, wanted: Wanted<'_>, previous: &Generation) -> Arc<EncodedResources> {
         let scope: ScopeKey = (wanted.node.namespace.clone(), wanted.scope);
-        match wanted.on_demand {
-            _ if wanted.scope == ProxyScope::Mesh => self.mesh(snapshot, &scope.0, previous),
+        match wanted.on_demand.filter(|_| wanted.scope != ProxyScope::Mesh) {
             None => self.mesh(snapshot, &scope.0, previous),
             Some(names) => {
                 // Names nothing answers to change nothing: they are not part of the key.

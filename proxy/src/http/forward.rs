@@ -20,7 +20,7 @@ use super::{Body, Forwarder};
 use crate::BoxError;
 use crate::balance::{NoEndpoints, ResponseFuture};
 use crate::config::routes::RequestInfo;
-use crate::config::{Lookup, ProxyConfig, RouteTable};
+use crate::config::{Lookup, ProxyConfig};
 use crate::metrics::Direction;
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
@@ -39,8 +39,25 @@ pub enum Destination {
 /// Which upstream a request goes to.
 #[derive(Debug, PartialEq, Eq)]
 enum Upstream<'a> {
-    Cluster { name: &'a str, timeout: Option<Duration> },
+    Cluster {
+        name: &'a str,
+        timeout: Option<Duration>,
+    },
     Original(SocketAddr),
+    /// None yet: the host is one the proxy holds no config for; ask for this on-demand name, then route again.
+    Ask(String),
+}
+
+/// Why a request was not started: a reply of the proxy's own, or a host to ask for first (the request comes back).
+enum NotStarted<B> {
+    Reply(LocalReply),
+    Ask(String, Box<Request<B>>),
+}
+
+impl<B> From<LocalReply> for NotStarted<B> {
+    fn from(reply: LocalReply) -> Self {
+        Self::Reply(reply)
+    }
 }
 
 struct Call {
@@ -62,33 +79,44 @@ pub async fn handle<B: RequestBody>(
 ) -> Response<Body> {
     let started = Instant::now();
     let clock = StreamClock::start();
-    let mut runtime = forwarder.runtime.borrow().clone();
-    if let Some(name) = to_ask(&request, &runtime.config, destination) {
-        let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
-        forwarder.metrics.on_demand(settled);
-        runtime = forwarder.runtime.borrow().clone();
-    }
-    let dispatched = dispatch(request, &runtime, forwarder, destination, &clock);
-    drop(runtime);
+    let runtime = forwarder.runtime.borrow().clone();
+    let dispatched = match dispatch(request, &runtime, forwarder, destination, &clock, true) {
+        Err(NotStarted::Ask(name, request)) => {
+            drop(runtime);
+            let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
+            forwarder.metrics.on_demand(settled);
+            let runtime = forwarder.runtime.borrow().clone();
+            dispatch(*request, &runtime, forwarder, destination, &clock, false)
+        }
+        other => {
+            drop(runtime);
+            other
+        }
+    };
     let (cluster, response) = match dispatched {
         Ok(call) => (call.cluster, complete(call.response, clock, call.deadlines, forwarder).await),
-        Err(reply) => (NO_CLUSTER.to_string(), reply.into_response()),
+        Err(NotStarted::Reply(reply)) => (NO_CLUSTER.to_string(), reply.into_response()),
+        // Not asked twice: routed as an unknown host the second time.
+        Err(NotStarted::Ask(..)) => (NO_CLUSTER.to_string(), LocalReply::NoRoute.into_response()),
     };
     forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), started.elapsed());
     response
 }
 
-/// Routes the request and starts it towards its upstream; everything up to the first await.
+/// Routes the request and starts it towards its upstream; everything up to the first await. With `ask`, a host
+/// the proxy holds no config for is handed back to be asked for on demand.
 fn dispatch<B: RequestBody>(
     request: Request<B>,
     runtime: &crate::dataplane::Runtime,
     forwarder: &Forwarder,
     destination: Destination,
     clock: &Arc<StreamClock>,
-) -> Result<Call, LocalReply> {
+    ask: bool,
+) -> Result<Call, NotStarted<B>> {
     let authority =
         request_authority(request.version(), request.uri(), request.headers()).map_err(LocalReply::BadAuthority)?;
-    match route(&request, authority.as_deref(), &runtime.config, destination)? {
+    match route(&request, authority.as_deref(), &runtime.config, destination, ask)? {
+        Upstream::Ask(name) => Err(NotStarted::Ask(name, Box::new(request))),
         Upstream::Cluster { name, timeout } => {
             let balancer = runtime.clusters.get(name).ok_or(LocalReply::NoCluster)?;
             let authority = authority.as_deref().ok_or(LocalReply::MissingHost)?;
@@ -105,23 +133,15 @@ fn dispatch<B: RequestBody>(
     }
 }
 
-/// The on-demand virtual host to ask for before routing `request`, when its host is one the proxy holds no
-/// config for yet. Pure.
-fn to_ask<B>(request: &Request<B>, config: &ProxyConfig, destination: Destination) -> Option<String> {
-    let authority = request_authority(request.version(), request.uri(), request.headers()).ok()??;
-    let (table, _) = route_table(Some(&authority), config, destination).ok()?;
-    match config.virtual_host(table?, &authority) {
-        Lookup::Ask(name) => Some(name),
-        Lookup::Found(_) | Lookup::Unknown => None,
-    }
-}
-
-/// The route table for a request's port (`None`: no listener there), and the original destination if captured.
-fn route_table<'a>(
+/// The routing decision. Pure. With `ask`, a host the proxy holds no config for yet is to be asked for
+/// ([`Upstream::Ask`]); without, it is routed as an unknown host.
+fn route<'a, B>(
+    request: &Request<B>,
     authority: Option<&str>,
     config: &'a ProxyConfig,
     destination: Destination,
-) -> Result<(Option<&'a RouteTable>, Option<SocketAddr>), LocalReply> {
+    ask: bool,
+) -> Result<Upstream<'a>, LocalReply> {
     let (port, original) = match destination {
         Destination::Explicit { default_port } => {
             let authority = authority.ok_or(LocalReply::MissingHost)?;
@@ -129,20 +149,13 @@ fn route_table<'a>(
         }
         Destination::Original(address) => (address.port(), Some(address)),
     };
-    Ok((config.route_table_for_port(port), original))
-}
-
-/// The routing decision. Pure.
-fn route<'a, B>(
-    request: &Request<B>,
-    authority: Option<&str>,
-    config: &'a ProxyConfig,
-    destination: Destination,
-) -> Result<Upstream<'a>, LocalReply> {
-    let (table, original) = route_table(authority, config, destination)?;
     let passthrough = || original.map(Upstream::Original).ok_or(LocalReply::NoRoute);
-    let (Some(table), Some(host)) = (table, authority) else { return passthrough() };
-    let Lookup::Found(vhost) = config.virtual_host(table, host) else { return passthrough() };
+    let (Some(table), Some(host)) = (config.route_table_for_port(port), authority) else { return passthrough() };
+    let vhost = match config.virtual_host(table, host) {
+        Lookup::Found(vhost) => vhost,
+        Lookup::Ask(name) if ask => return Ok(Upstream::Ask(name)),
+        Lookup::Ask(_) | Lookup::Unknown => return passthrough(),
+    };
     let info =
         RequestInfo { host, path: request.uri().path(), method: request.method().as_str(), headers: request.headers() };
     let route = vhost.route(&info).ok_or(LocalReply::NoRoute)?;

@@ -16,13 +16,13 @@ fn config() -> ProxyConfig {
         action: RouteAction { targets: vec![WeightedTarget { cluster: CLUSTER.into(), weight: 1 }], timeout: None },
     };
     let table = RouteTable {
-        on_demand: false,
         name: "8080".into(),
         virtual_hosts: vec![VirtualHost {
             name: "echo:8080".into(),
             domains: vec!["echo".into(), "echo:8080".into()],
             routes: vec![route],
         }],
+        on_demand: false,
     };
     let listener = ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into() };
     ProxyConfig {
@@ -35,7 +35,7 @@ fn config() -> ProxyConfig {
 fn decide(host: Option<&str>, path: &str, destination: Destination) -> Result<Upstream<'static>, LocalReply> {
     let config: &'static ProxyConfig = Box::leak(Box::new(config()));
     let request = Request::get(path).body(()).unwrap();
-    route(&request, host, config, destination)
+    route(&request, host, config, destination, false)
 }
 
 fn original(address: &str) -> Destination {
@@ -71,4 +71,20 @@ fn transparent_mode_routes_by_the_original_port_and_passes_the_rest_through() {
         Err(LocalReply::NoRoute),
         "a claimed host whose rules match nothing gets 404, as in Istio"
     );
+}
+
+#[test]
+fn a_host_without_config_is_asked_for_once_then_routed_as_unknown() {
+    let mut config = config();
+    if let Some(table) = config.routes.get_mut("8080") {
+        table.on_demand = true;
+    }
+    let request = Request::get("/api").body(()).unwrap();
+    let to = original("10.213.0.3:8080");
+    let ask = route(&request, Some("ledger.bank"), &config, to, true);
+    assert_eq!(ask, Ok(Upstream::Ask("8080/ledger.bank".into())), "asked for before it is routed");
+    let unknown = route(&request, Some("ledger.bank"), &config, to, false);
+    assert_eq!(unknown, Ok(Upstream::Original("10.213.0.3:8080".parse().unwrap())), "then an unknown host");
+    let known = route(&request, Some("echo"), &config, to, true);
+    assert_eq!(known, Ok(Upstream::Cluster { name: CLUSTER, timeout: None }), "a host it holds is not asked for");
 }
