@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
 use weft_operator::source::file::watch_dir;
-use weft_operator::source::{Event, Kind, Resource};
+use weft_operator::source::{Event, Kind, Resource, ResourceKey};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -38,6 +39,10 @@ struct Source {
     events: mpsc::Receiver<Vec<Event>>,
     reads: Counter,
     task: tokio::task::JoinHandle<()>,
+    /// The state the events so far describe.
+    state: BTreeMap<ResourceKey, Resource>,
+    /// How many objects the last batch named.
+    last_batch: usize,
 }
 
 impl Source {
@@ -49,10 +54,10 @@ impl Source {
         let task = tokio::spawn(async move {
             watch_dir(watched, tx, counter).await.unwrap();
         });
-        Self { events, reads, task }
+        Self { events, reads, task, state: BTreeMap::new(), last_batch: 0 }
     }
 
-    /// Waits for a published state that satisfies `wanted`; returns its resources.
+    /// Waits for a state that satisfies `wanted`; returns its resources.
     async fn wait_for(&mut self, what: &str, wanted: impl Fn(&[Resource]) -> bool) -> Vec<Resource> {
         let until = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -60,16 +65,33 @@ impl Source {
                 .await
                 .unwrap_or_else(|_| panic!("no state with {what} within {DEADLINE:?}"))
                 .expect("the source stopped");
-            let resources: Vec<Resource> = batch
-                .into_iter()
-                .flat_map(|e| match e {
-                    Event::Restarted { objects, .. } => objects,
-                    other => panic!("a directory read is a relist, not {other:?}"),
-                })
-                .collect();
+            self.last_batch = 0;
+            for event in batch {
+                self.apply(event);
+            }
+            let resources: Vec<Resource> = self.state.values().cloned().collect();
             if wanted(&resources) {
                 return resources;
             }
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        match event {
+            Event::Restarted { kind, namespace: None, objects } => {
+                self.state.retain(|key, _| key.kind != kind);
+                self.last_batch += objects.len();
+                self.state.extend(objects.into_iter().map(|r| (r.key(), r)));
+            }
+            Event::Applied(resource) => {
+                self.last_batch += 1;
+                self.state.insert(resource.key(), resource);
+            }
+            Event::Deleted(key) => {
+                self.last_batch += 1;
+                self.state.remove(&key);
+            }
+            other => panic!("a directory read does not send {other:?}"),
         }
     }
 }
@@ -112,6 +134,7 @@ async fn an_idle_directory_is_not_read_again(files: usize) {
     replace(&dir.path().join("vs-0.yaml"), &virtual_service("s0", "2s"));
     source.wait_for("the edit", |r| timeout_of(r, "s0").as_deref() == Some("2s")).await;
     assert_eq!(source.reads.get(), files as u64 + 1, "an edit reads the edited file alone");
+    assert_eq!(source.last_batch, 1, "and sends the one object it changed");
 }
 
 #[tokio::test]

@@ -24,10 +24,11 @@ fn testdata() -> PathBuf {
 fn snapshot_of(files: &[PathBuf]) -> Snapshot {
     let contents: BTreeMap<PathBuf, FileRead> =
         files.iter().map(|p| (p.clone(), FileRead::Text(std::fs::read_to_string(p).unwrap()))).collect();
-    let update = DirectoryState::default().update(&contents);
+    let mut state = DirectoryState::default();
+    let update = state.update(&contents);
     assert!(update.new_problems.is_empty(), "test input has problems: {:?}", update.new_problems);
     let mut index = Index::default();
-    for event in as_events(&update.resources) {
+    for event in as_events(&state.resources()) {
         index.apply(event);
     }
     index.snapshot()

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::read::{CONFIGMAP_DATA_LINK, Reader, is_config_name};
 use super::{DirectoryState, FileSourceError, Update, as_events};
-use crate::source::{Event, Resource};
+use crate::source::Event;
 
 /// Bursts of file-system events closer together than this are read as one change (editors write in steps).
 const SETTLE: Duration = Duration::from_millis(30);
@@ -91,8 +91,8 @@ fn changes_content(kind: &EventKind) -> bool {
     }
 }
 
-/// Watches `dir` and sends the whole state as [`Event`]s after every change, until `events` is closed. Each file
-/// read is counted on `reads`.
+/// Watches `dir` and sends its whole state as [`Event`]s, then what each change changed, until `events` is
+/// closed. Each file read is counted on `reads`.
 pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>, reads: Counter) -> Result<(), FileSourceError> {
     // Absolute but not canonical: a symlinked directory must stay the symlink, which may be swapped.
     let dir = std::path::absolute(&dir).unwrap_or(dir);
@@ -114,7 +114,7 @@ pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>, reads: Co
         .map_err(|source| FileSourceError::Watch { dir: dir.clone(), source })?;
     let mut follower =
         Follower { dir: dir.clone(), watcher, state: DirectoryState::default(), reader: Reader::default(), reads };
-    let mut last_sent: Option<Vec<Resource>> = None;
+    let mut first_read = true;
     let mut pending = Pending::everything();
     let mut last_full_read = Instant::now();
     loop {
@@ -123,11 +123,12 @@ pub async fn watch_dir(dir: PathBuf, events: mpsc::Sender<Vec<Event>>, reads: Co
         }
         if let Some(update) = follower.read(&pending) {
             report(&update);
-            if last_sent.as_ref() != Some(&update.resources) {
-                if events.send(as_events(&update.resources)).await.is_err() {
-                    return Ok(());
-                }
-                last_sent = Some(update.resources);
+            // The first read is the whole state (even an empty one: the index then knows the source has spoken);
+            // after it, only what changed, object by object.
+            let batch = if first_read { as_events(&follower.state.resources()) } else { update.events };
+            first_read = false;
+            if !batch.is_empty() && events.send(batch).await.is_err() {
+                return Ok(());
             }
         }
         match next_change(&mut changed_rx, &dir).await {
