@@ -79,6 +79,22 @@ pub struct DestinationRuleModel {
     pub spec: DestinationRuleSpec,
 }
 
+impl VirtualServiceModel {
+    /// Equal but for what only status reports (status, generation).
+    pub fn same_config(&self, other: &Self) -> bool {
+        (&self.namespace, &self.name, &self.hosts, &self.spec)
+            == (&other.namespace, &other.name, &other.hosts, &other.spec)
+    }
+}
+
+impl DestinationRuleModel {
+    /// Equal but for what only status reports (status, generation).
+    pub fn same_config(&self, other: &Self) -> bool {
+        (&self.namespace, &self.name, &self.host, &self.spec)
+            == (&other.namespace, &other.name, &other.host, &other.spec)
+    }
+}
+
 impl ServiceModel {
     pub fn fqdn(&self) -> String {
         service_fqdn(&self.name, &self.namespace)
@@ -115,18 +131,22 @@ impl Snapshot {
     /// objects' current status and generation, rejections). Status written back by the operator itself then
     /// costs no translation.
     pub fn same_config(&self, other: &Snapshot) -> bool {
-        let vs = |a: &VirtualServiceModel, b: &VirtualServiceModel| {
-            (&a.namespace, &a.name, &a.hosts, &a.spec) == (&b.namespace, &b.name, &b.hosts, &b.spec)
-        };
-        let dr = |a: &DestinationRuleModel, b: &DestinationRuleModel| {
-            (&a.namespace, &a.name, &a.host, &a.spec) == (&b.namespace, &b.name, &b.host, &b.spec)
-        };
         self.services == other.services
             && self.pod_labels == other.pod_labels
             && self.virtual_services.len() == other.virtual_services.len()
-            && self.virtual_services.iter().zip(&other.virtual_services).all(|(a, b)| vs(a, b))
+            && self.virtual_services.iter().zip(&other.virtual_services).all(|(a, b)| a.same_config(b))
             && self.destination_rules.len() == other.destination_rules.len()
-            && self.destination_rules.iter().zip(&other.destination_rules).all(|(a, b)| dr(a, b))
+            && self.destination_rules.iter().zip(&other.destination_rules).all(|(a, b)| a.same_config(b))
+    }
+
+    /// Every host some VirtualService names, in order.
+    pub fn routed_hosts(&self) -> impl Iterator<Item = &String> {
+        self.vs_by_host.keys()
+    }
+
+    /// Every host some DestinationRule is for, in order.
+    pub fn policy_hosts(&self) -> impl Iterator<Item = &String> {
+        self.dr_by_host.keys()
     }
 
     /// Fills the host lookups; called once the lists are final.

@@ -13,32 +13,44 @@ use weft_xds::cluster_name;
 use weft_xds::lb::LbAlgorithm;
 
 use super::{ads_config_source, duration};
-use crate::index::{EndpointModel, Snapshot};
+use crate::index::{EndpointModel, ServiceModel, Snapshot};
 
 /// How long a proxy waits for a TCP connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Every Service's clusters and endpoint assignments, each list sorted by name.
 pub(super) fn build(snapshot: &Snapshot) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let mut clusters = BTreeMap::new();
     let mut assignments = BTreeMap::new();
     for service in snapshot.services.values() {
-        let rule = snapshot.destination_rule(&service.fqdn());
-        let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-        for port in &service.ports {
-            let name = cluster_name(&service.fqdn(), port.port, "");
-            clusters.insert(name.clone(), cluster(&name, default_policy));
-            assignments.insert(name.clone(), assignment(&name, port.endpoints.iter()));
-            for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
-                let name = cluster_name(&service.fqdn(), port.port, &subset.name);
-                let policy = subset.traffic_policy.as_ref().or(default_policy);
-                clusters.insert(name.clone(), cluster(&name, policy));
-                let members =
-                    port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-                assignments.insert(name.clone(), assignment(&name, members));
-            }
-        }
+        let (own_clusters, own_assignments) = of_service(snapshot, service);
+        clusters.extend(own_clusters.into_iter().map(|c| (c.name.clone(), c)));
+        assignments.extend(own_assignments.into_iter().map(|a| (a.cluster_name.clone(), a)));
     }
     (clusters.into_values().collect(), assignments.into_values().collect())
+}
+
+/// One Service's clusters (per port, and per port and DestinationRule subset) and their endpoint assignments.
+pub(super) fn of_service(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+    let fqdn = service.fqdn();
+    let rule = snapshot.destination_rule(&fqdn);
+    let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let mut clusters = Vec::new();
+    let mut assignments = Vec::new();
+    for port in &service.ports {
+        let name = cluster_name(&fqdn, port.port, "");
+        clusters.push(cluster(&name, default_policy));
+        assignments.push(assignment(&name, port.endpoints.iter()));
+        for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+            let name = cluster_name(&fqdn, port.port, &subset.name);
+            let policy = subset.traffic_policy.as_ref().or(default_policy);
+            clusters.push(cluster(&name, policy));
+            let members =
+                port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+            assignments.push(assignment(&name, members));
+        }
+    }
+    (clusters, assignments)
 }
 
 fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {

@@ -6,7 +6,11 @@
 //! assignment; per port: a listener `0.0.0.0_PORT` whose HTTP connection manager takes routes from RDS config
 //! `PORT`, holding one virtual host per Service on that port. The naming and shape follow Istio's sidecar config
 //! so that Envoy itself could consume it.
+//!
+//! A new snapshot is translated incrementally by the ADS server: [`changes`] says which Services' pieces may
+//! differ, and only those are translated again.
 
+pub mod changes;
 mod clusters;
 mod listeners;
 mod routes;
@@ -49,8 +53,17 @@ pub struct SharedResources {
 /// Clusters, endpoints and listeners: the same for every proxy.
 pub fn shared(snapshot: &Snapshot) -> SharedResources {
     let (clusters, endpoints) = clusters::build(snapshot);
-    let listeners = ports(snapshot).into_iter().map(listeners::outbound).collect();
-    SharedResources { clusters, endpoints, listeners }
+    SharedResources { clusters, endpoints, listeners: listeners(snapshot) }
+}
+
+/// One Service's part of [`shared`]: its clusters and their endpoint assignments.
+pub fn service_clusters(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+    clusters::of_service(snapshot, service)
+}
+
+/// The outbound listeners, one per Service port.
+pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
+    ports(snapshot).into_iter().map(listeners::outbound).collect()
 }
 
 /// The route configurations of proxies in `namespace`: with a `scope`, the virtual hosts of those Services only,
@@ -77,7 +90,8 @@ pub fn on_demand_virtual_host(snapshot: &Snapshot, namespace: &str, name: &str) 
     Some((host, service.fqdn()))
 }
 
-fn ports(snapshot: &Snapshot) -> BTreeSet<u16> {
+/// Every port some Service has.
+pub(crate) fn ports(snapshot: &Snapshot) -> BTreeSet<u16> {
     snapshot.services.values().flat_map(|s| s.ports.iter().map(|p| p.port)).collect()
 }
 

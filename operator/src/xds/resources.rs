@@ -66,6 +66,17 @@ impl TypeResources {
         Arc::new(Self::with_hashes(map, hashes, previous))
     }
 
+    /// Resources encoded one by one (a later one of the same name wins), noting what changed since `previous`.
+    pub fn of_encoded<'a>(encoded: impl Iterator<Item = &'a Encoded>, previous: Option<&TypeResources>) -> Arc<Self> {
+        let mut map = ResourceMap::new();
+        let mut hashes = BTreeMap::new();
+        for resource in encoded {
+            map.insert(resource.name.clone(), resource.any.clone());
+            hashes.insert(resource.name.clone(), resource.hash);
+        }
+        Arc::new(Self::with_hashes(map, hashes, previous))
+    }
+
     fn build(map: ResourceMap, previous: Option<&TypeResources>) -> Self {
         let hashes: BTreeMap<String, u64> = map.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect();
         Self::with_hashes(map, hashes, previous)
@@ -84,6 +95,21 @@ impl TypeResources {
             removed: previous.hashes.keys().filter(|n| !hashes.contains_key(*n)).cloned().collect(),
         });
         Self { map, hashes, version, names, since }
+    }
+}
+
+/// One resource, encoded, with its version: what translation keeps per Service from one config to the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub name: String,
+    pub any: Arc<Any>,
+    pub hash: u64,
+}
+
+impl Encoded {
+    pub fn new<T: prost::Message + prost::Name>(name: String, message: &T) -> Self {
+        let any = pack(message);
+        Self { name, hash: resource_hash(&any), any: Arc::new(any) }
     }
 }
 

@@ -234,7 +234,7 @@ impl<P: Protocol> StreamContext<P> {
         }
     }
 
-    async fn translate(&self, session: &mut Session<P>, published: &Published) -> Vec<P::Response> {
+    async fn translate(&self, session: &mut Session<P>, published: &Arc<Published>) -> Vec<P::Response> {
         let Some(node) = &session.node else { return Vec::new() };
         session.translated = published.config;
         let on_demand = P::ON_DEMAND.then_some(&session.on_demand);

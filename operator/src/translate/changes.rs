@@ -1,0 +1,175 @@
+//! What a new snapshot changes for translation, so that only that is translated again: the Services whose
+//! clusters and endpoint assignments may differ, those whose virtual hosts may, and whether the scopes may. Pure.
+//!
+//! The dependencies, from the translation functions:
+//! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
+//!   DestinationRule;
+//! - its virtual hosts: its ports, its VirtualService, and for each destination of that, which Service the name
+//!   resolves to and (for a destination without a port) that Service's ports;
+//! - the scopes: which Services exist and the hosts and destinations of the rules;
+//! - the listeners, and which route configurations there are: the set of ports of all Services.
+
+use std::collections::BTreeSet;
+
+use super::ports;
+use super::scope::route_destinations;
+use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
+
+/// What translation must redo after a change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Services (FQDN) whose clusters or endpoint assignments may differ.
+    pub clusters: BTreeSet<String>,
+    /// Services whose virtual hosts may differ.
+    pub routes: BTreeSet<String>,
+    /// Whether which Services a proxy holds may differ.
+    pub scopes: bool,
+    /// Whether the set of ports differs: every proxy has a listener and a route configuration per port.
+    pub ports: bool,
+}
+
+impl Changes {
+    /// Whether nothing that `hosts` translate to may differ, for `kinds` of change.
+    pub fn spares(&self, hosts: &BTreeSet<String>, clusters: bool, routes: bool) -> bool {
+        let touched = |changed: &BTreeSet<String>| changed.iter().any(|host| hosts.contains(host));
+        !(clusters && touched(&self.clusters)) && !(routes && (self.ports || touched(&self.routes)))
+    }
+}
+
+/// What differs from `before` to `after`, for translation.
+pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
+    let mut changes = Changes::default();
+    let reshaped = compare_services(before, after, &mut changes);
+    compare_policies(before, after, &mut changes);
+    compare_rules(before, after, &mut changes);
+    if !reshaped.is_empty() {
+        changes.ports = ports(before) != ports(after);
+        // A Service that came, went or changed ports changes the routes that send to it: the name may resolve
+        // elsewhere now, and a destination without a port takes the Service's only one.
+        for host in after.routed_hosts() {
+            let (was, is) = (route_destinations(before, host), route_destinations(after, host));
+            if was != is {
+                changes.scopes = true;
+            }
+            if was != is || is.iter().any(|destination| reshaped.contains(destination)) {
+                changes.routes.insert(host.clone());
+            }
+        }
+    }
+    changes
+}
+
+/// Notes Services that changed; returns those that came, went or changed ports.
+fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) -> BTreeSet<String> {
+    let same_shape = |a: Option<&ServiceModel>, b: Option<&ServiceModel>| match (a, b) {
+        (Some(a), Some(b)) => same_lists(&a.ports, &b.ports, |x, y| x.port == y.port && x.name == y.name),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    let mut reshaped = BTreeSet::new();
+    let gone = before.services.keys().filter(|fqdn| !after.services.contains_key(*fqdn));
+    for fqdn in after.services.keys().chain(gone) {
+        let (was, is) = (before.services.get(fqdn), after.services.get(fqdn));
+        if was == is {
+            continue;
+        }
+        changes.clusters.insert(fqdn.clone());
+        if !same_shape(was, is) {
+            changes.routes.insert(fqdn.clone());
+            reshaped.insert(fqdn.clone());
+            changes.scopes |= was.is_none() || is.is_none();
+        }
+    }
+    reshaped
+}
+
+fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
+    let hosts: BTreeSet<&String> = before.policy_hosts().chain(after.policy_hosts()).collect();
+    for host in hosts {
+        let same = match (before.destination_rule(host), after.destination_rule(host)) {
+            (Some(was), Some(is)) => was.same_config(is),
+            (was, is) => was.is_none() && is.is_none(),
+        };
+        if !same {
+            changes.clusters.insert(host.clone());
+        }
+    }
+    // A DestinationRule puts its host in its namespace's scope, whether or not it is the one in force.
+    let same_scope =
+        |a: &DestinationRuleModel, b: &DestinationRuleModel| a.namespace == b.namespace && a.host == b.host;
+    changes.scopes |= !same_lists(&before.destination_rules, &after.destination_rules, same_scope);
+}
+
+fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
+    let hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
+    for host in hosts {
+        let same = match (before.virtual_service(host), after.virtual_service(host)) {
+            (Some(was), Some(is)) => was.same_config(is),
+            (was, is) => was.is_none() && is.is_none(),
+        };
+        if !same {
+            changes.routes.insert(host.clone());
+            changes.scopes |= route_destinations(before, host) != route_destinations(after, host);
+        }
+    }
+    // A VirtualService puts its hosts in its namespace's scope, whether or not it is the one in force.
+    let same_scope =
+        |a: &VirtualServiceModel, b: &VirtualServiceModel| a.namespace == b.namespace && a.hosts == b.hosts;
+    changes.scopes |= !same_lists(&before.virtual_services, &after.virtual_services, same_scope);
+}
+
+fn same_lists<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+    use crate::source::Event;
+    use crate::source::file::parse_file;
+
+    fn snapshot(yaml: &str) -> Snapshot {
+        let mut index = Index::default();
+        for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
+            index.apply(Event::Applied(resource));
+        }
+        index.snapshot()
+    }
+
+    const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{port: 80}]}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: r1, namespace: shop, labels: {app: reviews}}\nstatus: {podIP: 10.0.0.1}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\n\
+spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 90}, {destination: {host: ratings}, weight: 10}]}]}\n";
+
+    fn fqdns(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| format!("{n}.shop.svc.cluster.local")).collect()
+    }
+
+    #[test]
+    fn each_kind_of_change_asks_for_what_depends_on_it() {
+        let base = snapshot(MESH);
+        assert_eq!(between(&base, &base), Changes::default(), "nothing");
+        let weights = between(&base, &snapshot(&MESH.replace("weight: 90", "weight: 80").replace("10}", "20}")));
+        assert_eq!(weights, Changes { routes: fqdns(&["reviews"]), ..Changes::default() }, "a weight edit");
+        let endpoint = between(&base, &snapshot(&MESH.replace("10.0.0.1", "10.0.0.2")));
+        assert_eq!(endpoint, Changes { clusters: fqdns(&["reviews"]), ..Changes::default() }, "an endpoint");
+        let port =
+            between(
+                &base,
+                &snapshot(&MESH.replace(
+                    "ports: [{port: 80}]}\n---\napiVersion: net",
+                    "ports: [{port: 81}]}\n---\napiVersion: net",
+                )),
+            );
+        assert_eq!(port.clusters, fqdns(&["ratings"]));
+        assert_eq!(port.routes, fqdns(&["ratings", "reviews"]), "and the routes that send to it");
+        assert!(port.ports && !port.scopes, "a new port, the same Services");
+        let gone = between(&base, &snapshot(&MESH.replace("name: ratings", "name: stars")));
+        assert!(gone.scopes, "a Service gone and one new");
+        let destination = between(&base, &snapshot(&MESH.replace("host: ratings}", "host: reviews}")));
+        assert!(destination.scopes && destination.clusters.is_empty(), "a rule sending elsewhere");
+        assert!(weights.spares(&fqdns(&["ratings"]), true, true) && !weights.spares(&fqdns(&["reviews"]), false, true));
+        assert!(weights.spares(&fqdns(&["reviews"]), true, false), "a weight edit spares clusters");
+    }
+}

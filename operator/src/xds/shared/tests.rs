@@ -1,0 +1,244 @@
+//! The translation cache: sharing between proxies, scopes, and incremental translation.
+
+use super::*;
+use crate::index::Index;
+use crate::source::Event;
+use crate::source::file::parse_file;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+
+fn published(config: u64, yaml: &str) -> Arc<Published> {
+    let mut index = Index::default();
+    for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
+        index.apply(Event::Applied(resource));
+    }
+    Arc::new(Published { snapshot: index.snapshot(), at: std::time::Instant::now(), config })
+}
+
+fn proxy(name: &str, namespace: &str) -> ProxyNode {
+    ProxyNode { pod_name: name.into(), namespace: namespace.into(), ip: None }
+}
+
+fn mesh(node: &ProxyNode) -> Wanted<'_> {
+    Wanted { node, scope: ProxyScope::Mesh, on_demand: None }
+}
+
+fn in_namespace<'a>(node: &'a ProxyNode, on_demand: &'a BTreeSet<String>) -> Wanted<'a> {
+    Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand) }
+}
+
+fn names(r: &EncodedResources, kind: ResourceType) -> Vec<String> {
+    r.of_type(kind).map(|t| t.map.keys().cloned().collect()).unwrap_or_default()
+}
+
+const MESH: &str =
+    "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
+
+const TWO_NAMESPACES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: ledger, namespace: bank}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: audit, namespace: bank}\nspec: {ports: [{port: 80}]}\n---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ledger, namespace: bank}\nspec:\n  hosts: [ledger]\n  http:\n  - route:\n    - destination: {host: audit}\n";
+
+#[tokio::test]
+async fn proxies_share_one_translation_per_namespace_and_config() {
+    let translations = Translations::default();
+    let current = published(1, MESH);
+    let (a, b, c) = (proxy("a", "shop"), proxy("b", "shop"), proxy("c", "web"));
+    let a = translations.for_proxy(&current, mesh(&a)).await;
+    let b = translations.for_proxy(&current, mesh(&b)).await;
+    let c = translations.for_proxy(&current, mesh(&c)).await;
+    let of = |r: &EncodedResources, kind| r.of_type(kind).cloned().unwrap();
+    assert!(Arc::ptr_eq(&of(&a, ResourceType::Route), &of(&b, ResourceType::Route)), "same namespace, same routes");
+    assert!(!Arc::ptr_eq(&of(&a, ResourceType::Route), &of(&c, ResourceType::Route)));
+    assert_ne!(of(&a, ResourceType::Route).version, of(&c, ResourceType::Route).version, "short names differ");
+    assert!(Arc::ptr_eq(&of(&a, ResourceType::Cluster), &of(&c, ResourceType::Cluster)), "clusters are shared");
+    assert_eq!(*a, EncodedResources::from(&translate::translate(&current.snapshot, &proxy("a", "shop"))));
+    let d = proxy("d", "shop");
+    let next = published(2, &MESH.replace("port: 80", "port: 81"));
+    let d = translations.for_proxy(&next, mesh(&d)).await;
+    assert_ne!(of(&d, ResourceType::Cluster).version, of(&a, ResourceType::Cluster).version, "a new config");
+}
+
+#[tokio::test]
+async fn a_proxy_holds_its_namespace_and_what_it_asked_for() {
+    let translations = Translations::default();
+    let current = published(1, TWO_NAMESPACES);
+    let shop = proxy("a", "shop");
+    let none = BTreeSet::new();
+    let scoped = translations.for_proxy(&current, in_namespace(&shop, &none)).await;
+    assert_eq!(names(&scoped, ResourceType::Cluster), ["outbound|80||reviews.shop.svc.cluster.local"]);
+    assert_eq!(names(&scoped, ResourceType::Endpoint), ["outbound|80||reviews.shop.svc.cluster.local"]);
+    let asked: BTreeSet<String> = ["80/ledger.bank".to_string(), "80/nothing.bank".to_string()].into();
+    let extended = translations.for_proxy(&current, in_namespace(&shop, &asked)).await;
+    assert_eq!(
+        names(&extended, ResourceType::Cluster),
+        [
+            "outbound|80||audit.bank.svc.cluster.local",
+            "outbound|80||ledger.bank.svc.cluster.local",
+            "outbound|80||reviews.shop.svc.cluster.local"
+        ],
+        "the asked-for Service and where its routes go"
+    );
+    assert_eq!(names(&extended, ResourceType::VirtualHost), ["80/ledger.bank"], "unknown names are absent");
+    let replica = proxy("b", "shop");
+    let again = translations.for_proxy(&current, in_namespace(&replica, &asked)).await;
+    assert!(Arc::ptr_eq(&extended, &again), "replicas asking alike share one translation");
+    let more: BTreeSet<String> = asked.iter().cloned().chain(["80/elsewhere.bank".to_string()]).collect();
+    let same = translations.for_proxy(&current, in_namespace(&replica, &more)).await;
+    assert!(Arc::ptr_eq(&extended, &same), "a name nothing answers to changes nothing");
+    let whole = translations.for_proxy(&current, mesh(&shop)).await;
+    assert_eq!(names(&whole, ResourceType::Cluster).len(), 3, "the mesh scope: everything");
+    let sotw = translations.for_proxy(&current, Wanted { on_demand: None, ..in_namespace(&shop, &none) }).await;
+    assert_eq!(names(&sotw, ResourceType::Cluster).len(), 3, "without on-demand discovery: the whole mesh");
+    let routes = &scoped.of_type(ResourceType::Route).unwrap().map["80"];
+    let routes: RouteConfiguration = weft_xds::unpack(routes).unwrap();
+    let hosts: Vec<&str> = routes.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(hosts, ["reviews.shop.svc.cluster.local:80"], "the route table holds the scope only");
+    assert!(routes.vhds.is_some(), "and says other hosts are asked for on demand");
+    let lean = Wanted { scope: ProxyScope::OnDemand, ..in_namespace(&shop, &none) };
+    let lean = translations.for_proxy(&current, lean).await;
+    assert!(names(&lean, ResourceType::Cluster).is_empty(), "no rules in shop: nothing until asked");
+}
+
+/// A mesh over three namespaces: a canary with subsets (shop), a route to a Service with two ports (bank), a
+/// route to a Service that does not exist yet (web).
+fn base_mesh() -> Vec<String> {
+    let service = |name: &str, namespace: &str, ports: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{selector: {{app: {name}}}, ports: [{ports}]}}\n"
+        )
+    };
+    let pod = |name: &str, namespace: &str, app: &str, version: &str, ip: &str, ready: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {app}, version: {version}}}}}\nstatus: {{podIP: {ip}, conditions: [{{type: Ready, status: \"{}\"}}]}}\n",
+            if ready { "True" } else { "False" }
+        )
+    };
+    let rules = "apiVersion: networking.weft.dev/v1alpha1\nkind";
+    vec![
+        service("reviews", "shop", "{name: http, port: 9080}"),
+        service("productpage", "shop", "{port: 80}"),
+        pod("reviews-1", "shop", "reviews", "v1", "10.1.0.1", true),
+        pod("reviews-2", "shop", "reviews", "v2", "10.1.0.2", false),
+        format!(
+            "{rules}: DestinationRule\nmetadata: {{name: reviews, namespace: shop}}\nspec: {{host: reviews, subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]}}\n"
+        ),
+        format!(
+            "{rules}: VirtualService\nmetadata: {{name: reviews, namespace: shop}}\nspec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: reviews, subset: v1}}, weight: 90}}, {{destination: {{host: reviews, subset: v2}}, weight: 10}}]}}]}}\n"
+        ),
+        service("ledger", "bank", "{port: 80}"),
+        service("audit", "bank", "{name: a, port: 80}, {name: b, port: 81}"),
+        pod("audit-1", "bank", "audit", "v1", "10.2.0.1", true),
+        format!(
+            "{rules}: VirtualService\nmetadata: {{name: ledger, namespace: bank}}\nspec: {{hosts: [ledger], http: [{{route: [{{destination: {{host: audit}}}}]}}]}}\n"
+        ),
+        format!(
+            "{rules}: DestinationRule\nmetadata: {{name: audit, namespace: bank}}\nspec: {{host: audit, trafficPolicy: {{loadBalancer: {{simple: RANDOM}}}}}}\n"
+        ),
+        service("frontend", "web", "{port: 80}"),
+        format!(
+            "{rules}: VirtualService\nmetadata: {{name: frontend, namespace: web}}\nspec: {{hosts: [frontend], http: [{{route: [{{destination: {{host: payments.bank}}}}]}}]}}\n"
+        ),
+    ]
+}
+
+fn published_docs(config: u64, docs: &[String]) -> Arc<Published> {
+    published(config, &docs.join("---\n"))
+}
+
+/// Every kind of proxy the cache serves, in every namespace.
+fn every_wanted(nodes: &[ProxyNode], asked: &BTreeSet<String>) -> Vec<(String, ProxyScope, Option<BTreeSet<String>>)> {
+    let mut wanted = Vec::new();
+    for node in nodes {
+        wanted.push((node.namespace.clone(), ProxyScope::Mesh, None));
+        wanted.push((node.namespace.clone(), ProxyScope::Namespace, Some(BTreeSet::new())));
+        wanted.push((node.namespace.clone(), ProxyScope::Namespace, Some(asked.clone())));
+        wanted.push((node.namespace.clone(), ProxyScope::OnDemand, Some(BTreeSet::new())));
+    }
+    wanted
+}
+
+fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context: &str) {
+    let kinds = |r: &EncodedResources| r.by_type.keys().copied().collect::<Vec<_>>();
+    assert_eq!(kinds(incremental), kinds(whole), "{context}");
+    for (kind, all) in &whole.by_type {
+        let got = &incremental.by_type[kind];
+        assert_eq!(got.map, all.map, "{context}: {kind:?}");
+        assert_eq!(got.version, all.version, "{context}: {kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
+    type Edit = fn(&mut Vec<String>);
+    let edits: [(&str, Edit); 8] = [
+        ("a weight edit", |docs| {
+            docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
+        }),
+        ("a pod becomes ready", |docs| docs[3] = docs[3].replace("\"False\"", "\"True\"")),
+        ("a new subset and policy", |docs| {
+            docs[4] = docs[4].replace(
+                "subsets: [",
+                "trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}, subsets: [{name: v3, labels: {version: v3}}, ",
+            )
+        }),
+        ("a destination Service loses a port", |docs| docs[7] = docs[7].replace("{name: a, port: 80}, ", "")),
+        ("a Service a route names appears", |docs| {
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: payments, namespace: bank}\nspec: {ports: [{port: 80}, {port: 8080}]}\n".into())
+        }),
+        ("a route changes destination", |docs| {
+            docs[9] = docs[9].replace("host: audit}", "host: payments, port: {number: 8080}}")
+        }),
+        ("a policy and a Service go", |docs| {
+            docs.remove(10);
+            docs.remove(1);
+        }),
+        ("a rule goes", |docs| {
+            docs.retain(|d| !d.contains("name: frontend, namespace: web}\nspec: {hosts"));
+        }),
+    ];
+    let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
+    let asked: BTreeSet<String> = ["80/ledger.bank", "9080/reviews.shop", "80/payments.bank"].map(String::from).into();
+    let incremental = Translations::default();
+    let mut docs = base_mesh();
+    for (step, (what, edit)) in std::iter::once(("the start", (|_| {}) as Edit)).chain(edits).enumerate() {
+        edit(&mut docs);
+        let current = published_docs(step as u64 + 1, &docs);
+        for (namespace, scope, on_demand) in every_wanted(&nodes, &asked) {
+            let node = proxy("p", &namespace);
+            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref() };
+            let got = incremental.for_proxy(&current, wanted).await;
+            let whole = Translations::default().for_proxy(&current, wanted).await;
+            assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn what_a_change_does_not_touch_is_taken_over_not_translated_again() {
+    let translations = Translations::default();
+    let (shop, bank) = (proxy("a", "shop"), proxy("b", "bank"));
+    let none = BTreeSet::new();
+    let mut docs = base_mesh();
+    let first = published_docs(1, &docs);
+    let shop_before = translations.for_proxy(&first, in_namespace(&shop, &none)).await;
+    let bank_before = translations.for_proxy(&first, in_namespace(&bank, &none)).await;
+    let mesh_before = translations.for_proxy(&first, mesh(&bank)).await;
+    docs[5] = docs[5].replace("weight: 90", "weight: 80").replace("weight: 10", "weight: 20");
+    let edited = published_docs(2, &docs);
+    let shop_after = translations.for_proxy(&edited, in_namespace(&shop, &none)).await;
+    let bank_after = translations.for_proxy(&edited, in_namespace(&bank, &none)).await;
+    let mesh_after = translations.for_proxy(&edited, mesh(&bank)).await;
+    let same = |a: &EncodedResources, b: &EncodedResources, kind| Arc::ptr_eq(&a.by_type[&kind], &b.by_type[&kind]);
+    assert!(!same(&shop_before, &shop_after, ResourceType::Route), "the edited namespace's routes are new");
+    assert!(same(&shop_before, &shop_after, ResourceType::Cluster), "a weight edit leaves clusters alone");
+    assert!(same(&bank_before, &bank_after, ResourceType::Route), "another namespace's routes are taken over");
+    assert!(same(&mesh_before, &mesh_after, ResourceType::Endpoint), "and so are the mesh's endpoints");
+    docs[3] = docs[3].replace("\"False\"", "\"True\"");
+    let ready = published_docs(3, &docs);
+    let shop_ready = translations.for_proxy(&ready, in_namespace(&shop, &none)).await;
+    let bank_ready = translations.for_proxy(&ready, in_namespace(&bank, &none)).await;
+    assert!(same(&shop_after, &shop_ready, ResourceType::Route), "an endpoint change leaves routes alone");
+    assert!(!same(&shop_after, &shop_ready, ResourceType::Endpoint), "and changes the endpoints in scope");
+    assert!(same(&bank_after, &bank_ready, ResourceType::Endpoint), "not those of another scope");
+    let endpoints = |r: &EncodedResources| r.by_type[&ResourceType::Endpoint].map.clone();
+    let (was, is) = (endpoints(&shop_after), endpoints(&shop_ready));
+    let kept: Vec<&String> = is.keys().filter(|name| Arc::ptr_eq(&was[*name], &is[*name])).collect();
+    assert_eq!(kept, ["outbound|80||productpage.shop.svc.cluster.local"], "only the changed Service's are new");
+}
