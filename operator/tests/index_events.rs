@@ -63,7 +63,7 @@ fn pod(name: &str, ip: &str, ready: &str) -> Resource {
     ))
 }
 
-fn web_endpoints(index: &Index) -> Vec<(String, bool)> {
+fn web_endpoints(index: &mut Index) -> Vec<(String, bool)> {
     endpoints(&index.snapshot(), "web.default.svc.cluster.local")
         .into_iter()
         .map(|(ip, _, ready, _)| (ip.to_string(), ready))
@@ -76,16 +76,16 @@ fn pods_are_added_modified_and_deleted() {
     assert!(index.apply(Event::Applied(one(SERVICE))));
     assert!(index.apply(Event::Applied(pod("web-1", "10.0.0.1", "True"))));
     assert!(index.apply(Event::Applied(pod("web-2", "10.0.0.2", "True"))));
-    assert_eq!(web_endpoints(&index), [("10.0.0.1".into(), true), ("10.0.0.2".into(), true)]);
+    assert_eq!(web_endpoints(&mut index), [("10.0.0.1".into(), true), ("10.0.0.2".into(), true)]);
 
     assert!(index.apply(Event::Applied(pod("web-2", "10.0.0.2", "False"))), "readiness change is a change");
-    assert_eq!(web_endpoints(&index)[1], ("10.0.0.2".into(), false));
+    assert_eq!(web_endpoints(&mut index)[1], ("10.0.0.2".into(), false));
     assert!(!index.apply(Event::Applied(pod("web-2", "10.0.0.2", "False"))), "same object again changes nothing");
 
     let key = ResourceKey { kind: Kind::Pod, namespace: "default".into(), name: "web-1".into() };
     assert!(index.apply(Event::Deleted(key.clone())));
     assert!(!index.apply(Event::Deleted(key)), "deleting twice changes nothing");
-    assert_eq!(web_endpoints(&index), [("10.0.0.2".into(), false)]);
+    assert_eq!(web_endpoints(&mut index), [("10.0.0.2".into(), false)]);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn a_restart_replaces_exactly_one_kind() {
     // The watch restarts; while it was down web-1 went away and web-3 came.
     let relist = vec![pod("web-2", "10.0.0.2", "True"), pod("web-3", "10.0.0.3", "True")];
     assert!(index.apply(Event::Restarted { kind: Kind::Pod, namespace: None, objects: relist.clone() }));
-    assert_eq!(web_endpoints(&index), [("10.0.0.2".into(), true), ("10.0.0.3".into(), true)]);
+    assert_eq!(web_endpoints(&mut index), [("10.0.0.2".into(), true), ("10.0.0.3".into(), true)]);
     assert!(index.snapshot().services.contains_key("web.default.svc.cluster.local"), "other kinds untouched");
     assert!(
         !index.apply(Event::Restarted { kind: Kind::Pod, namespace: None, objects: relist }),

@@ -34,7 +34,7 @@ fn index_of(yaml: &str) -> Index {
 }
 
 fn target(index: &Index, kind: Kind) -> StatusTarget {
-    targets(&index.snapshot()).into_iter().find(|t| t.key.kind == kind).expect("a status target")
+    targets(&index.clone().snapshot()).into_iter().find(|t| t.key.kind == kind).expect("a status target")
 }
 
 /// (type, status, reason, message) of each condition.

@@ -12,7 +12,7 @@ use super::snapshot::{EndpointModel, ServicePortModel, labels_of};
 use crate::source::DEFAULT_NAMESPACE;
 
 /// The label the endpoint-slice controller puts on every slice of a Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Pods and EndpointSlices grouped for lookups, built once per snapshot: without it every Service would scan
 /// every pod and slice of the mesh, and snapshots would cost S x pods.

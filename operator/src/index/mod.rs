@@ -3,6 +3,7 @@
 mod endpoints;
 pub mod published;
 pub mod snapshot;
+mod update;
 
 use std::collections::BTreeMap;
 
@@ -11,12 +12,17 @@ pub use snapshot::{
 };
 
 use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};
+use update::Dirty;
 
 /// Every object currently known, by identity, and the rejections of invalid ones.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     objects: BTreeMap<ResourceKey, Resource>,
     rejections: BTreeMap<ResourceKey, Rejection>,
+    /// The last snapshot built, the next one's starting point.
+    built: Option<Snapshot>,
+    /// What changed since `built`.
+    dirty: Dirty,
 }
 
 impl Index {
@@ -26,13 +32,26 @@ impl Index {
             Event::Applied(resource) => {
                 let key = resource.key();
                 let rejection_cleared = self.rejections.remove(&key).is_some();
-                self.objects.insert(key, resource.clone()).as_ref() != Some(&resource) || rejection_cleared
+                let previous = self.objects.insert(key.clone(), resource);
+                let changed = previous.as_ref() != self.objects.get(&key);
+                if changed {
+                    self.dirty.note(&key, previous.as_ref(), self.objects.get(&key));
+                }
+                changed || rejection_cleared
             }
             Event::Deleted(key) => {
                 let rejection_cleared = self.rejections.remove(&key).is_some();
-                self.objects.remove(&key).is_some() || rejection_cleared
+                let previous = self.objects.remove(&key);
+                if previous.is_some() {
+                    self.dirty.note(&key, previous.as_ref(), None);
+                }
+                previous.is_some() || rejection_cleared
             }
-            Event::Restarted { kind, namespace, objects } => self.restart(kind, namespace.as_deref(), objects),
+            Event::Restarted { kind, namespace, objects } => {
+                let changed = self.restart(kind, namespace.as_deref(), objects);
+                self.dirty.everything |= changed;
+                changed
+            }
             Event::Rejected(rejection) => {
                 self.rejections.insert(rejection.key.clone(), rejection.clone()).as_ref() != Some(&rejection)
             }
@@ -51,9 +70,20 @@ impl Index {
         !unchanged || had_rejections
     }
 
-    /// Builds the immutable view that translation reads.
-    pub fn snapshot(&self) -> Snapshot {
-        snapshot::build(self.objects.values(), &self.rejections)
+    /// The immutable view that translation reads: the last one brought up to date with what changed since, or
+    /// (after a relist) built anew.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let dirty = std::mem::take(&mut self.dirty);
+        let snapshot = match self.built.take() {
+            Some(mut built) if !dirty.everything => {
+                update::update(&mut built, &self.objects, &dirty);
+                built.rejections = self.rejections.clone();
+                built
+            }
+            _ => snapshot::build(self.objects.values(), &self.rejections),
+        };
+        self.built = Some(snapshot.clone());
+        snapshot
     }
 
     pub fn len(&self) -> usize {

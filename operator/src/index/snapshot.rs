@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
+use weft_crds::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec, WeftStatus};
 use weft_xds::CLUSTER_DOMAIN;
 
 use super::endpoints::{EndpointSources, service_ports};
@@ -14,14 +15,15 @@ use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 /// Everything translation needs, at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
-    /// Services by FQDN (`name.namespace.svc.cluster.local`).
-    pub services: BTreeMap<String, ServiceModel>,
+    /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
+    /// have the same model, so a snapshot after a change costs what changed.
+    pub services: BTreeMap<String, Arc<ServiceModel>>,
     /// In namespace/name order; the first one naming a host wins (Istio's rule for sidecars is "oldest first").
-    pub virtual_services: Vec<VirtualServiceModel>,
+    pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
-    pub destination_rules: Vec<DestinationRuleModel>,
+    pub destination_rules: Arc<Vec<DestinationRuleModel>>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
-    pub pod_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// Host FQDN -> position of the first VirtualService naming it; translation looks a rule up per Service.
@@ -134,9 +136,9 @@ impl Snapshot {
         self.services == other.services
             && self.pod_labels == other.pod_labels
             && self.virtual_services.len() == other.virtual_services.len()
-            && self.virtual_services.iter().zip(&other.virtual_services).all(|(a, b)| a.same_config(b))
+            && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| a.same_config(b))
             && self.destination_rules.len() == other.destination_rules.len()
-            && self.destination_rules.iter().zip(&other.destination_rules).all(|(a, b)| a.same_config(b))
+            && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
     }
 
     /// Every host some VirtualService names, in order.
@@ -189,16 +191,22 @@ pub fn build<'a>(
     }
     let sources = EndpointSources::new(&pods, &slices);
     let mut snapshot = Snapshot {
-        services: services.iter().map(|s| service_model(s, &sources)).map(|m| (m.fqdn(), m)).collect(),
-        pod_labels: pods
-            .iter()
-            .map(|p| (format!("{}/{}", namespace_of(&p.metadata.namespace), name_of(&p.metadata.name)), labels_of(p)))
-            .collect(),
+        services: services.iter().map(|s| service_model(s, &sources)).map(|m| (m.fqdn(), Arc::new(m))).collect(),
+        pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         rejections: rejections.clone(),
         ..Snapshot::default()
     };
-    snapshot.virtual_services = virtual_services
-        .iter()
+    set_rules(&mut snapshot, virtual_services.into_iter(), destination_rules.into_iter());
+    snapshot
+}
+
+/// Puts these rules in, their hosts resolved against the snapshot's Services, and indexes them by host.
+pub(super) fn set_rules<'a>(
+    snapshot: &mut Snapshot,
+    virtual_services: impl Iterator<Item = &'a VirtualService>,
+    destination_rules: impl Iterator<Item = &'a DestinationRule>,
+) {
+    let virtual_services = virtual_services
         .map(|vs| {
             let namespace = namespace_of(&vs.metadata.namespace);
             VirtualServiceModel {
@@ -211,8 +219,7 @@ pub fn build<'a>(
             }
         })
         .collect();
-    snapshot.destination_rules = destination_rules
-        .iter()
+    let destination_rules = destination_rules
         .map(|dr| {
             let namespace = namespace_of(&dr.metadata.namespace);
             DestinationRuleModel {
@@ -225,11 +232,17 @@ pub fn build<'a>(
             }
         })
         .collect();
+    snapshot.virtual_services = Arc::new(virtual_services);
+    snapshot.destination_rules = Arc::new(destination_rules);
     snapshot.index_hosts();
-    snapshot
 }
 
-fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {
+/// A pod's entry in [`Snapshot::pod_labels`].
+pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) {
+    (format!("{}/{}", namespace_of(&pod.metadata.namespace), name_of(&pod.metadata.name)), labels_of(pod))
+}
+
+pub(super) fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {
     let namespace = namespace_of(&service.metadata.namespace);
     let name = name_of(&service.metadata.name);
     ServiceModel { ports: service_ports(service, &namespace, &name, sources), name, namespace }

@@ -68,7 +68,7 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
     let mut reshaped = BTreeSet::new();
     let gone = before.services.keys().filter(|fqdn| !after.services.contains_key(*fqdn));
     for fqdn in after.services.keys().chain(gone) {
-        let (was, is) = (before.services.get(fqdn), after.services.get(fqdn));
+        let (was, is) = (before.services.get(fqdn).map(|s| s.as_ref()), after.services.get(fqdn).map(|s| s.as_ref()));
         if was == is {
             continue;
         }

@@ -71,8 +71,8 @@ pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
 pub fn routes_for(snapshot: &Snapshot, namespace: &str, scope: Option<&BTreeSet<String>>) -> Vec<RouteConfiguration> {
     let services = || -> Box<dyn Iterator<Item = &ServiceModel>> {
         match scope {
-            Some(scope) => Box::new(scope.iter().filter_map(|fqdn| snapshot.services.get(fqdn))),
-            None => Box::new(snapshot.services.values()),
+            Some(scope) => Box::new(scope.iter().filter_map(|fqdn| snapshot.services.get(fqdn).map(|s| s.as_ref()))),
+            None => Box::new(snapshot.services.values().map(|s| s.as_ref())),
         }
     };
     ports(snapshot)

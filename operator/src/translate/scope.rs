@@ -22,7 +22,7 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
         ProxyScope::Mesh => return None,
         ProxyScope::OnDemand => BTreeSet::new(),
         ProxyScope::Namespace => {
-            snapshot.services.values().filter(|s| s.namespace == namespace).map(ServiceModel::fqdn).collect()
+            snapshot.services.values().filter(|s| s.namespace == namespace).map(|s| s.fqdn()).collect()
         }
     };
     let own_rules = snapshot.virtual_services.iter().filter(|vs| vs.namespace == namespace);
@@ -58,7 +58,7 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         None => host,
     };
     // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
-    let service = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
+    let service: &ServiceModel = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
     service.port(port).is_some().then_some((service, port))
 }
 

@@ -1,0 +1,235 @@
+//! The next snapshot from the last one and what changed since, so that a change costs what it touches rather
+//! than the mesh: a Service's model is built again only when the Service, its EndpointSlices or the pods of its
+//! namespace changed; the rules only when a rule changed or a Service came or went (hosts resolve against the
+//! Services). Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
+use super::snapshot::{Snapshot, pod_labels_entry, service_fqdn, service_model, set_rules};
+use crate::source::{Kind, Resource, ResourceKey};
+
+/// What changed since the last snapshot was built.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Dirty {
+    /// Build everything again (a relist, or no snapshot yet).
+    pub everything: bool,
+    /// Services (namespace, name) whose model may differ.
+    pub services: BTreeSet<(String, String)>,
+    /// Namespaces whose pods changed: the endpoints of their Services and the pods' labels may differ.
+    pub pod_namespaces: BTreeSet<String>,
+    /// A rule changed, or a Service came or went.
+    pub rules: bool,
+}
+
+impl Dirty {
+    /// Notes that the object `key` went from `old` to `new`.
+    pub fn note(&mut self, key: &ResourceKey, old: Option<&Resource>, new: Option<&Resource>) {
+        match key.kind {
+            Kind::Service => {
+                self.services.insert((key.namespace.clone(), key.name.clone()));
+                self.rules |= old.is_some() != new.is_some();
+            }
+            Kind::EndpointSlice => {
+                for resource in [old, new].into_iter().flatten() {
+                    if let Resource::EndpointSlice(slice) = resource
+                        && let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    {
+                        self.services.insert((key.namespace.clone(), service.clone()));
+                    }
+                }
+            }
+            Kind::Pod => {
+                self.pod_namespaces.insert(key.namespace.clone());
+            }
+            Kind::VirtualService | Kind::DestinationRule => self.rules = true,
+        }
+    }
+}
+
+/// Brings `snapshot` (built from the objects before the changes `dirty` notes) up to `objects`.
+pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Resource>, dirty: &Dirty) {
+    let namespaces: BTreeSet<&String> = dirty.services.iter().map(|(ns, _)| ns).chain(&dirty.pod_namespaces).collect();
+    for namespace in namespaces {
+        let pods: Vec<&Pod> = of_kind(objects, Kind::Pod, namespace)
+            .filter_map(|r| if let Resource::Pod(p) = r { Some(p) } else { None })
+            .collect();
+        let slices: Vec<&EndpointSlice> = of_kind(objects, Kind::EndpointSlice, namespace)
+            .filter_map(|r| if let Resource::EndpointSlice(s) = r { Some(s) } else { None })
+            .collect();
+        let sources = EndpointSources::new(&pods, &slices);
+        let mut names: BTreeSet<&String> =
+            dirty.services.iter().filter(|(ns, _)| ns == namespace).map(|(_, name)| name).collect();
+        if dirty.pod_namespaces.contains(namespace) {
+            let all = of_kind(objects, Kind::Service, namespace).filter_map(|r| match r {
+                Resource::Service(s) => s.metadata.name.as_ref(),
+                _ => None,
+            });
+            names.extend(all);
+            let labels = Arc::make_mut(&mut snapshot.pod_labels);
+            labels.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace.as_str()));
+            labels.extend(pods.iter().map(|p| pod_labels_entry(p)));
+        }
+        for name in names {
+            let key = ResourceKey { kind: Kind::Service, namespace: namespace.clone(), name: name.clone() };
+            let fqdn = service_fqdn(name, namespace);
+            match objects.get(&key) {
+                Some(Resource::Service(service)) => {
+                    let model = service_model(service, &sources);
+                    // An unchanged model keeps its pointer: what follows can tell at a glance.
+                    if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
+                        snapshot.services.insert(fqdn, Arc::new(model));
+                    }
+                }
+                _ => {
+                    snapshot.services.remove(&fqdn);
+                }
+            }
+        }
+    }
+    if dirty.rules {
+        let virtual_services = all_of_kind(objects, Kind::VirtualService).filter_map(|r| match r {
+            Resource::VirtualService(vs) => Some(vs),
+            _ => None,
+        });
+        let destination_rules = all_of_kind(objects, Kind::DestinationRule).filter_map(|r| match r {
+            Resource::DestinationRule(dr) => Some(dr),
+            _ => None,
+        });
+        set_rules(snapshot, virtual_services, destination_rules);
+    }
+}
+
+/// The objects of one kind in one namespace (keys sort by kind, then namespace).
+fn of_kind<'a>(
+    objects: &'a BTreeMap<ResourceKey, Resource>,
+    kind: Kind,
+    namespace: &'a str,
+) -> impl Iterator<Item = &'a Resource> + 'a {
+    let from = ResourceKey { kind, namespace: namespace.to_string(), name: String::new() };
+    objects
+        .range((Bound::Included(from), Bound::Unbounded))
+        .take_while(move |(key, _)| key.kind == kind && key.namespace == namespace)
+        .map(|(_, resource)| resource)
+}
+
+fn all_of_kind(objects: &BTreeMap<ResourceKey, Resource>, kind: Kind) -> impl Iterator<Item = &Resource> {
+    let from = ResourceKey { kind, namespace: String::new(), name: String::new() };
+    objects
+        .range((Bound::Included(from), Bound::Unbounded))
+        .take_while(move |(key, _)| key.kind == kind)
+        .map(|(_, resource)| resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Index;
+    use super::super::snapshot::build;
+    use crate::source::file::parse_file;
+    use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};
+
+    fn resources(yaml: &str) -> Vec<Resource> {
+        parse_file(std::path::Path::new("t.yaml"), yaml).resources
+    }
+
+    /// Real objects from a cluster (a Service with EndpointSlices and pods) and a few rules and Services around.
+    fn start() -> Vec<Resource> {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/cluster-fixtures");
+        let mut objects: Vec<Resource> = ["service-reviews.yaml", "endpointslices-reviews.yaml", "pods-reviews.yaml"]
+            .iter()
+            .flat_map(|f| resources(&std::fs::read_to_string(dir.join(f)).unwrap_or_default()))
+            .collect();
+        objects.extend(resources(RULES));
+        objects
+    }
+
+    const RULES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec: {selector: {app: ratings}, ports: [{port: 80}]}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: ratings-1, namespace: shop, labels: {app: ratings, version: v1}}\nstatus: {podIP: 10.9.0.1}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ratings, namespace: shop}\n\
+spec: {hosts: [ratings, reviews.default], http: [{route: [{destination: {host: reviews.default}}]}]}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\n\
+spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
+
+    fn key(kind: Kind, namespace: &str, name: &str) -> ResourceKey {
+        ResourceKey { kind, namespace: namespace.into(), name: name.into() }
+    }
+
+    fn find(objects: &[Resource], kind: Kind) -> Resource {
+        objects.iter().find(|r| r.kind() == kind).cloned().expect("a fixture of that kind")
+    }
+
+    /// Every kind of event, each after the previous ones.
+    fn events(objects: &[Resource]) -> Vec<Event> {
+        let mut relabelled = find(objects, Kind::Pod);
+        if let Resource::Pod(pod) = &mut relabelled {
+            pod.metadata.labels.get_or_insert_default().insert("version".into(), "v9".into());
+        }
+        let slice = find(objects, Kind::EndpointSlice);
+        let pod = find(objects, Kind::Pod).key();
+        let rejection = Rejection {
+            key: key(Kind::VirtualService, "shop", "ratings"),
+            generation: None,
+            errors: Vec::new(),
+            status: None,
+        };
+        vec![
+            Event::Applied(relabelled),
+            Event::Deleted(slice.key()),
+            Event::Applied(slice),
+            Event::Deleted(pod.clone()),
+            Event::Deleted(key(Kind::Service, "default", "reviews")),
+            Event::Applied(find(objects, Kind::Service)),
+            Event::Applied(resources(&RULES.replace("10.9.0.1", "10.9.0.2")).remove(1)),
+            Event::Applied(resources(&RULES.replace("[ratings, reviews.default]", "[ratings]")).remove(2)),
+            Event::Deleted(key(Kind::DestinationRule, "shop", "ratings")),
+            Event::Rejected(rejection),
+            Event::Deleted(key(Kind::Service, "shop", "ratings")),
+            Event::Restarted { kind: Kind::Pod, namespace: Some("shop".into()), objects: Vec::new() },
+            Event::Applied(resources(RULES).remove(0)),
+            Event::Deleted(key(Kind::Pod, "nowhere", "nothing")),
+        ]
+    }
+
+    #[test]
+    fn a_snapshot_brought_up_to_date_equals_one_built_anew() {
+        let objects = start();
+        for every in [1, 2, 3] {
+            let mut index = Index::default();
+            for object in &objects {
+                index.apply(Event::Applied(object.clone()));
+            }
+            let mut last = index.snapshot();
+            for (i, event) in events(&objects).into_iter().enumerate() {
+                let what = format!("{event:?}");
+                index.apply(event);
+                if i % every == 0 {
+                    let snapshot = index.snapshot();
+                    assert_eq!(snapshot, build(index.objects.values(), &index.rejections), "after {what}");
+                    assert_ne!(snapshot.services.len() + snapshot.virtual_services.len(), 0);
+                    last = snapshot;
+                }
+            }
+            assert_eq!(last.services.len(), 2, "reviews and ratings are back");
+        }
+    }
+
+    #[test]
+    fn a_changed_service_is_built_again_and_the_others_are_kept() {
+        let mut index = Index::default();
+        for object in start() {
+            index.apply(Event::Applied(object));
+        }
+        let before = index.snapshot();
+        index.apply(Event::Applied(resources(&RULES.replace("10.9.0.1", "10.9.0.3")).remove(1)));
+        let after = index.snapshot();
+        let kept = |fqdn: &str| std::sync::Arc::ptr_eq(&before.services[fqdn], &after.services[fqdn]);
+        assert!(!kept("ratings.shop.svc.cluster.local"), "its pod changed");
+        assert!(kept("reviews.default.svc.cluster.local"), "another namespace's Service is the same model");
+        assert!(std::sync::Arc::ptr_eq(&before.virtual_services, &after.virtual_services), "and the rules");
+    }
+}
