@@ -94,3 +94,13 @@ impl Index {
         self.objects.is_empty()
     }
 }
+
+/// The snapshot of the objects in a YAML text, as the file source and index would make it.
+#[cfg(test)]
+pub(crate) fn snapshot_of_yaml(yaml: &str) -> Snapshot {
+    let mut index = Index::default();
+    for resource in crate::source::file::parse_file(std::path::Path::new("t.yaml"), yaml).resources {
+        index.apply(Event::Applied(resource));
+    }
+    index.snapshot()
+}

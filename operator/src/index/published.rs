@@ -38,21 +38,11 @@ pub type SnapshotSender = watch::Sender<Option<Arc<Published>>>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Index;
-    use crate::source::Event;
-    use crate::source::file::parse_file;
+    use crate::index::snapshot_of_yaml as snapshot;
 
     const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\n\
 apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop, generation: 1}\n\
 spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n";
-
-    fn snapshot(yaml: &str) -> Snapshot {
-        let mut index = Index::default();
-        for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
-            index.apply(Event::Applied(resource));
-        }
-        index.snapshot()
-    }
 
     #[test]
     fn status_written_back_keeps_the_config_and_a_spec_change_does_not() {

@@ -124,17 +124,7 @@ fn same_lists<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Index;
-    use crate::source::Event;
-    use crate::source::file::parse_file;
-
-    fn snapshot(yaml: &str) -> Snapshot {
-        let mut index = Index::default();
-        for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
-            index.apply(Event::Applied(resource));
-        }
-        index.snapshot()
-    }
+    use crate::index::snapshot_of_yaml as snapshot;
 
     const MESH: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {selector: {app: reviews}, ports: [{port: 80}]}\n---\n\
 apiVersion: v1\nkind: Pod\nmetadata: {name: r1, namespace: shop, labels: {app: reviews}}\nstatus: {podIP: 10.0.0.1}\n---\n\

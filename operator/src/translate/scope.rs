@@ -65,17 +65,7 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::Index;
-    use crate::source::Event;
-    use crate::source::file::parse_file;
-
-    fn snapshot(yaml: &str) -> Snapshot {
-        let mut index = Index::default();
-        for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
-            index.apply(Event::Applied(resource));
-        }
-        index.snapshot()
-    }
+    use crate::index::snapshot_of_yaml as snapshot;
 
     fn service(name: &str, namespace: &str) -> String {
         format!(

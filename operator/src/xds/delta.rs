@@ -58,6 +58,33 @@ struct Subscription {
     /// Names subscribed to that do not exist, and that the proxy has been told so (as removals, which is how the
     /// delta protocol says "no such resource"), so that it need not wait for them.
     told_absent: BTreeSet<String>,
+    /// What the proxy may lack since it was last sent all it should hold.
+    stale: Stale,
+}
+
+/// What may differ between what a proxy holds of a type and what it should, since it was last sent the difference.
+#[derive(Debug, Default, Clone, PartialEq)]
+enum Stale {
+    /// Nothing: a request that changes nothing (an ACK) costs no comparison.
+    #[default]
+    Nothing,
+    /// Only these names, newly subscribed to: a proxy subscribing to the endpoints of the clusters it receives,
+    /// a response at a time, costs what it adds rather than all it holds each time.
+    Names(BTreeSet<String>),
+    /// Anything (the resources, a NACK, an unsubscription): compare everything.
+    Everything,
+}
+
+impl Stale {
+    fn add(&mut self, name: &str) {
+        match self {
+            Stale::Nothing => *self = Stale::Names([name.to_string()].into()),
+            Stale::Names(names) => {
+                names.insert(name.to_string());
+            }
+            Stale::Everything => {}
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -146,6 +173,7 @@ impl Protocol for DeltaStream {
             self.retained.note_removals(previous, &resources);
         }
         self.current = Some(resources);
+        self.mark_stale();
         self.push()
     }
 }
@@ -164,6 +192,7 @@ fn answer(kind: ResourceType, request: &DeltaDiscoveryRequest, pending: &Pending
         sub.told_absent.remove(name);
     }
     sub.in_sync_with = None;
+    sub.stale = Stale::Everything;
     Answer::Nack { kind, version, message: status.message.clone() }
 }
 
@@ -172,10 +201,15 @@ fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscover
     let changes = !request.resource_names_subscribe.is_empty() || !request.resource_names_unsubscribe.is_empty();
     for name in &request.resource_names_subscribe {
         match name.as_str() {
-            "*" => sub.wildcard = true,
+            "*" => {
+                sub.wildcard = true;
+                sub.stale = Stale::Everything;
+            }
             _ if kind == ResourceType::VirtualHost && sub.names.len() >= MAX_ON_DEMAND => {}
             _ => {
-                sub.names.insert(name.clone());
+                if sub.names.insert(name.clone()) {
+                    sub.stale.add(name);
+                }
             }
         }
     }
@@ -188,6 +222,7 @@ fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscover
                 sub.told_absent.remove(name);
             }
         }
+        sub.stale = Stale::Everything;
     }
     if first {
         // A first request naming nothing is a wildcard subscription for the types that have one.
@@ -197,6 +232,7 @@ fn subscribe(sub: &mut Subscription, kind: ResourceType, request: &DeltaDiscover
                 sub.held.insert(name.clone(), hash);
             }
         }
+        sub.stale = Stale::Everything;
     }
     if changes || first {
         sub.names_digest = names_digest(sub.names.iter());
@@ -213,9 +249,16 @@ impl DeltaStream {
             .any(|k| self.subscriptions.get(k).is_some_and(|s| !s.awaiting.is_empty()));
         if !routes_awaiting && !self.retained.is_empty() {
             self.retained.clear();
+            self.mark_stale();
             responses.extend(self.push_changed_types());
         }
         responses
+    }
+
+    fn mark_stale(&mut self) {
+        for sub in self.subscriptions.values_mut() {
+            sub.stale = Stale::Everything;
+        }
     }
 
     /// For every subscribed type, in make-before-break order: the resources whose version the proxy does not
@@ -224,9 +267,14 @@ impl DeltaStream {
         let Some(current) = self.current.clone() else { return Vec::new() };
         let mut responses = Vec::new();
         for kind in ResourceType::ALL {
+            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
+            let only = match std::mem::take(&mut sub.stale) {
+                Stale::Nothing => continue,
+                Stale::Names(names) => Some(names),
+                Stale::Everything => None,
+            };
             let all = current.of_type(kind).cloned().unwrap_or_default();
             let retained = self.retained.of_type(kind).cloned().unwrap_or_default();
-            let Some(sub) = self.subscriptions.get_mut(&kind) else { continue };
             let whole = retained.is_empty() && (sub.wildcard || sub.names_digest == all.names);
             let in_sync = |version: &str| whole && sub.answered && sub.in_sync_with.as_deref() == Some(version);
             if in_sync(&all.version) {
@@ -235,7 +283,7 @@ impl DeltaStream {
             let (changed, removed) = match &all.since {
                 // The proxy holds the previous version exactly: what changed since is what to send.
                 Some(since) if in_sync(&since.version) => since_previous(&all, since),
-                _ => differences(sub, &all, &retained),
+                _ => differences(sub, &all, &retained, only.as_ref()),
             };
             // Once this is applied, a proxy subscribed to the whole type holds exactly `all`.
             let target = whole.then(|| all.clone());
@@ -285,18 +333,25 @@ fn chunks(changed: Vec<Change>) -> Vec<Vec<Change>> {
 }
 
 /// What the proxy should be sent: resources it does not hold at their current version, and names it holds that
-/// are gone.
-fn differences(sub: &Subscription, all: &TypeResources, retained: &ResourceMap) -> (Vec<Change>, Vec<String>) {
+/// are gone; of the names in `only`, when given (the rest being known to be in step).
+fn differences(
+    sub: &Subscription,
+    all: &TypeResources,
+    retained: &ResourceMap,
+    only: Option<&BTreeSet<String>>,
+) -> (Vec<Change>, Vec<String>) {
     let lookup = |name: &str| -> Option<(u64, &Arc<Any>)> {
         match (all.hashes.get(name), all.map.get(name)) {
             (Some(hash), Some(any)) => Some((*hash, any)),
             _ => retained.get(name).map(|any| (resource_hash(any), any)),
         }
     };
-    let wanted: Box<dyn Iterator<Item = &String>> = if sub.wildcard {
-        Box::new(all.map.keys().chain(retained.keys().filter(|n| !all.map.contains_key(*n))).chain(sub.names.iter()))
-    } else {
-        Box::new(sub.names.iter())
+    let wanted: Box<dyn Iterator<Item = &String>> = match only {
+        Some(names) => Box::new(names.iter()),
+        None if sub.wildcard => Box::new(
+            all.map.keys().chain(retained.keys().filter(|n| !all.map.contains_key(*n))).chain(sub.names.iter()),
+        ),
+        None => Box::new(sub.names.iter()),
     };
     let rejected = |name: &String, sent: Option<u64>| sub.rejected.get(name) == Some(&sent);
     let mut changed = Vec::new();
@@ -312,11 +367,17 @@ fn differences(sub: &Subscription, all: &TypeResources, retained: &ResourceMap) 
             changed.push((name.clone(), hash, any.clone()));
         }
     }
+    let held: Box<dyn Iterator<Item = &String>> = match only {
+        Some(names) => Box::new(names.iter().filter(|name| sub.held.contains(name))),
+        None => sub.held.names(),
+    };
     let mut removed: Vec<String> =
-        sub.held.names().filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
-    let absent = sub
-        .names
-        .iter()
+        held.filter(|name| lookup(name).is_none() && !rejected(name, None)).cloned().collect();
+    let subscribed: Box<dyn Iterator<Item = &String>> = match only {
+        Some(names) => Box::new(names.iter()),
+        None => sub.names.iter(),
+    };
+    let absent = subscribed
         .filter(|name| !sub.held.contains(name) && !sub.told_absent.contains(*name) && lookup(name).is_none());
     removed.extend(absent.cloned());
     (changed, removed)

@@ -246,3 +246,24 @@ fn a_large_change_goes_out_in_responses_answered_one_by_one() {
     let push = stream.on_resources(resources(&fixed, &[("80", "c00")]));
     assert_eq!(names(&push[0]), [rejected.as_str()], "a rejected resource is sent again once it changes");
 }
+
+#[test]
+fn names_subscribed_a_few_at_a_time_get_what_they_add_and_nothing_again() {
+    let all = resources(&[("c1", "a"), ("c2", "a"), ("c3", "a")], &[("80", "c1")]);
+    let mut stream = settled(all.clone(), &["c1"], &["80"]);
+    let more = stream.on_request(&request(ResourceType::Endpoint, &["c1", "c2", "gone"], ""));
+    let [response] = more.responses.as_slice() else { panic!("one answer: {:?}", more.responses) };
+    assert_eq!(names(response), ["c2"], "only what was added, not c1 again");
+    assert_eq!(response.removed_resources, ["gone"], "and that a name added does not exist");
+    let nonce = response.nonce.clone();
+    assert!(stream.on_request(&request(ResourceType::Endpoint, &[], &nonce)).responses.is_empty(), "an ACK");
+    let last = stream.on_request(&request(ResourceType::Endpoint, &["c3"], ""));
+    assert_eq!(names(&last.responses[0]), ["c3"]);
+    assert!(last.responses[0].removed_resources.is_empty(), "a name told absent is not told again");
+    let nonce = last.responses[0].nonce.clone();
+    stream.on_request(&request(ResourceType::Endpoint, &[], &nonce));
+    let changed = resources(&[("c1", "a"), ("c2", "b"), ("c3", "a")], &[("80", "c1")]);
+    let push = stream.on_resources(changed);
+    let endpoints = push.iter().find(|r| r.type_url == ResourceType::Endpoint.type_url()).expect("an EDS push");
+    assert_eq!(names(endpoints), ["c2"], "the names added one by one are followed like the others");
+}

@@ -1,17 +1,11 @@
 //! The translation cache: sharing between proxies, scopes, and incremental translation.
 
 use super::*;
-use crate::index::Index;
-use crate::source::Event;
-use crate::source::file::parse_file;
+use crate::index::snapshot_of_yaml;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 fn published(config: u64, yaml: &str) -> Arc<Published> {
-    let mut index = Index::default();
-    for resource in parse_file(std::path::Path::new("t.yaml"), yaml).resources {
-        index.apply(Event::Applied(resource));
-    }
-    Arc::new(Published { snapshot: index.snapshot(), at: std::time::Instant::now(), config })
+    Arc::new(Published { snapshot: snapshot_of_yaml(yaml), at: std::time::Instant::now(), config })
 }
 
 fn proxy(name: &str, namespace: &str) -> ProxyNode {
