@@ -39,6 +39,8 @@ pub struct Record {
     pub last_routes: Vec<Any>,
     /// Clusters held now.
     pub clusters: usize,
+    /// Why the stream ended, when it did.
+    pub ended: Option<String>,
 }
 
 impl Record {

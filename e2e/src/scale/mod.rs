@@ -172,14 +172,30 @@ async fn start_proxies(
             protocol: spec.protocol,
         };
         let address = operator.xds;
+        let outcome = record.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(err) = proxy.run(address).await {
-                tracing::debug!(error = %err, "fake proxy stopped");
+            let ended = match proxy.run(address).await {
+                Ok(()) => "the operator ended the stream".to_string(),
+                Err(err) => format!("{err:#}"),
+            };
+            if let Ok(mut record) = outcome.lock() {
+                record.ended = Some(ended);
             }
         }));
         records.push(record);
     }
-    wait_until(spec.patience, || records.iter().all(|r| r.lock().is_ok_and(|r| r.ready()))).await?;
+    let ready = || records.iter().filter(|r| r.lock().is_ok_and(|r| r.ready())).count();
+    if wait_until(spec.patience, || ready() == records.len()).await.is_err() {
+        let ended: Vec<String> = records.iter().filter_map(|r| r.lock().ok().and_then(|r| r.ended.clone())).collect();
+        anyhow::bail!(
+            "{} of {} proxies not ready within {:?}; {} streams ended{}",
+            records.len() - ready(),
+            records.len(),
+            spec.patience,
+            ended.len(),
+            ended.first().map(|e| format!(", the first: {e}")).unwrap_or_default()
+        );
+    }
     Ok((records, tasks, started.elapsed()))
 }
 
