@@ -63,6 +63,10 @@ struct Subscription {
 }
 
 /// What may differ between what a proxy holds of a type and what it should, since it was last sent the difference.
+///
+/// The rule that keeps a proxy converging: whatever changes what it holds or should hold (the resources, the
+/// retained clusters, a NACK, an unsubscription, a wildcard) makes the type [`Stale::Everything`]; only names newly
+/// subscribed to may be compared alone, since all else was in step.
 #[derive(Debug, Default, Clone, PartialEq)]
 enum Stale {
     /// Nothing: a request that changes nothing (an ACK) costs no comparison.
