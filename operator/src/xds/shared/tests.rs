@@ -1,7 +1,12 @@
 //! The translation cache: sharing between proxies, scopes, and incremental translation.
 
 use super::*;
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+
 use crate::index::snapshot_of_yaml;
+use crate::xds::protocol::Protocol;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 fn published(config: u64, yaml: &str) -> Arc<Published> {
@@ -235,4 +240,83 @@ async fn what_a_change_does_not_touch_is_taken_over_not_translated_again() {
     let (was, is) = (endpoints(&shop_after), endpoints(&shop_ready));
     let kept: Vec<&String> = is.keys().filter(|name| Arc::ptr_eq(&was[*name], &is[*name])).collect();
     assert_eq!(kept, ["outbound|80||productpage.shop.svc.cluster.local"], "only the changed Service's are new");
+}
+
+/// A delta client holding what it is sent, ACKing everything, subscribed as weft-proxy is (clusters and listeners
+/// by wildcard, the endpoints of the clusters it holds, the route configurations named here).
+struct Client {
+    stream: crate::xds::delta::DeltaStream,
+    held: BTreeMap<ResourceType, BTreeMap<String, Vec<u8>>>,
+}
+
+impl Client {
+    fn request(kind: ResourceType, subscribe: Vec<String>, nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: kind.type_url().into(),
+            resource_names_subscribe: subscribe,
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Applies responses (and what answering them brings) until nothing more comes.
+    fn settle(&mut self, mut responses: Vec<DeltaDiscoveryResponse>) {
+        while let Some(response) = responses.pop() {
+            let kind = ResourceType::from_type_url(&response.type_url).expect("a known type");
+            let held = self.held.entry(kind).or_default();
+            for resource in &response.resources {
+                held.insert(resource.name.clone(), resource.resource.clone().unwrap_or_default().value);
+            }
+            for name in &response.removed_resources {
+                held.remove(name);
+            }
+            responses.extend(self.stream.on_request(&Self::request(kind, Vec::new(), &response.nonce)).responses);
+            if kind == ResourceType::Cluster {
+                let clusters = self.held[&ResourceType::Cluster].keys().cloned().collect();
+                responses
+                    .extend(self.stream.on_request(&Self::request(ResourceType::Endpoint, clusters, "")).responses);
+            }
+        }
+    }
+
+    fn holds(&self, kind: ResourceType) -> BTreeMap<String, Vec<u8>> {
+        self.held.get(&kind).cloned().unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn a_delta_client_following_incremental_configs_holds_what_a_whole_translation_gives() {
+    let translations = Translations::default();
+    let node = proxy("a", "shop");
+    let none = BTreeSet::new();
+    let mut docs = base_mesh();
+    let first = translations.for_proxy(&published_docs(1, &docs), in_namespace(&node, &none)).await;
+    let mut client = Client { stream: Default::default(), held: BTreeMap::new() };
+    assert!(client.stream.on_resources(first.clone()).is_empty());
+    let routes: Vec<String> = first.by_type[&ResourceType::Route].map.keys().cloned().collect();
+    for (kind, names) in
+        [(ResourceType::Cluster, Vec::new()), (ResourceType::Listener, Vec::new()), (ResourceType::Route, routes)]
+    {
+        let responses = client.stream.on_request(&Client::request(kind, names, "")).responses;
+        client.settle(responses);
+    }
+    let edits: [fn(&mut Vec<String>); 4] = [
+        |docs| docs[5] = docs[5].replace("weight: 90", "weight: 70").replace("weight: 10", "weight: 30"),
+        |docs| docs[3] = docs[3].replace("\"False\"", "\"True\""),
+        |docs| docs[9] = docs[9].replace("host: audit}", "host: ledger}"),
+        |docs| docs[4] = docs[4].replace("subsets: [", "subsets: [{name: v3, labels: {version: v3}}, "),
+    ];
+    for (step, edit) in edits.into_iter().enumerate() {
+        edit(&mut docs);
+        let current = published_docs(step as u64 + 2, &docs);
+        let next = translations.for_proxy(&current, in_namespace(&node, &none)).await;
+        let responses = client.stream.on_resources(next);
+        client.settle(responses);
+        let whole = Translations::default().for_proxy(&current, in_namespace(&node, &none)).await;
+        for kind in [ResourceType::Cluster, ResourceType::Endpoint, ResourceType::Listener, ResourceType::Route] {
+            let expected: BTreeMap<String, Vec<u8>> =
+                whole.by_type[&kind].map.iter().map(|(name, any)| (name.clone(), any.value.clone())).collect();
+            assert_eq!(client.holds(kind), expected, "edit {step}: {kind:?}");
+        }
+    }
 }
