@@ -189,8 +189,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Explicit mode with a health listener, pointed at `xds`.
+    /// Explicit mode with a health listener, pointed at `xds`. Ports are picked free and then handed to the
+    /// child, so another test may take one in between: the child is started again on new ports when it could not
+    /// bind, and returned once its listeners are bound (or it ended for another reason).
     pub fn start(xds: SocketAddr, extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            let mut proxy = Self::spawn(xds, extra);
+            if !proxy.lost_a_port() {
+                return proxy;
+            }
+            let _ = proxy.child.kill();
+            let _ = proxy.child.wait();
+        }
+        panic!("weft-proxy could not bind free ports in 5 attempts");
+    }
+
+    fn spawn(xds: SocketAddr, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("weft-proxy-log-").tempdir().unwrap();
         let log = dir.path().join("proxy.log");
         let (outbound, health, admin) = (free_port(), free_port(), free_port());
@@ -207,6 +221,22 @@ impl Proxy {
             .spawn()
             .unwrap();
         Self { child, outbound, health, admin, log, _dir: dir }
+    }
+
+    /// Waits until the listeners are bound (the admin listener is bound last, so its accepting connections says
+    /// all are); whether the child ended because a port was taken.
+    fn lost_a_port(&mut self) -> bool {
+        let until = Instant::now() + STARTUP;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return self.output().contains("Address already in use");
+            }
+            if std::net::TcpStream::connect_timeout(&self.admin, Duration::from_millis(200)).is_ok() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn output(&self) -> String {
