@@ -29,11 +29,19 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Whether nothing that `hosts` translate to may differ, for `kinds` of change.
-    pub fn spares(&self, hosts: &BTreeSet<String>, clusters: bool, routes: bool) -> bool {
-        let touched = |changed: &BTreeSet<String>| changed.iter().any(|host| hosts.contains(host));
-        !(clusters && touched(&self.clusters)) && !(routes && (self.ports || touched(&self.routes)))
+    /// Whether the clusters and endpoint assignments of `hosts` are as they were.
+    pub fn spares_clusters_of(&self, hosts: &BTreeSet<String>) -> bool {
+        !touches(&self.clusters, hosts)
     }
+
+    /// Whether route configurations holding the virtual hosts of `hosts` (and no others) are as they were.
+    pub fn spares_routes_of(&self, hosts: &BTreeSet<String>) -> bool {
+        !self.ports && !touches(&self.routes, hosts)
+    }
+}
+
+fn touches(changed: &BTreeSet<String>, hosts: &BTreeSet<String>) -> bool {
+    changed.iter().any(|host| hosts.contains(host))
 }
 
 /// What differs from `before` to `after`, for translation.
@@ -159,7 +167,8 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(gone.scopes, "a Service gone and one new");
         let destination = between(&base, &snapshot(&MESH.replace("host: ratings}", "host: reviews}")));
         assert!(destination.scopes && destination.clusters.is_empty(), "a rule sending elsewhere");
-        assert!(weights.spares(&fqdns(&["ratings"]), true, true) && !weights.spares(&fqdns(&["reviews"]), false, true));
-        assert!(weights.spares(&fqdns(&["reviews"]), true, false), "a weight edit spares clusters");
+        assert!(weights.spares_clusters_of(&fqdns(&["ratings"])) && weights.spares_routes_of(&fqdns(&["ratings"])));
+        assert!(!weights.spares_routes_of(&fqdns(&["reviews"])));
+        assert!(weights.spares_clusters_of(&fqdns(&["reviews"])), "a weight edit spares clusters");
     }
 }

@@ -135,11 +135,6 @@ impl Generation {
         }
     }
 
-    /// Whether `previous`'s translation of `hosts` still holds, for changes to their clusters and/or routes.
-    fn unchanged(&self, hosts: &BTreeSet<String>, clusters: bool, routes: bool) -> bool {
-        self.changes.as_ref().is_some_and(|changes| changes.spares(hosts, clusters, routes))
-    }
-
     /// Every Service's clusters and endpoint assignments: those of unchanged Services taken over.
     fn services(&mut self, previous: Option<&Generation>) -> Arc<HashMap<String, Arc<ServiceClusters>>> {
         if let Some(services) = &self.services {
@@ -183,9 +178,15 @@ impl Generation {
                 )
             }
         };
-        let listeners = translate::listeners(&self.published.snapshot);
-        let listeners = listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect();
-        let listeners = TypeResources::new_since(listeners, before.map(|b| b.listeners.as_ref()));
+        let same_ports = self.changes.as_ref().is_some_and(|c| !c.ports);
+        let listeners = match before.filter(|_| same_ports) {
+            Some(before) => before.listeners.clone(),
+            None => {
+                let listeners = translate::listeners(&self.published.snapshot);
+                let listeners = listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect();
+                TypeResources::new_since(listeners, before.map(|b| b.listeners.as_ref()))
+            }
+        };
         self.shared.insert(EncodedShared { clusters, endpoints, listeners }).clone()
     }
 
@@ -235,9 +236,12 @@ impl Generation {
         let before = previous.and_then(|p| p.scoped.get(key));
         let same_scope = previous.and_then(|p| p.scopes.get(key)).is_some_and(|s| Arc::ptr_eq(s, &scope));
         let earlier = |kind| before.and_then(|b| b.of_type(kind));
-        let kept =
-            |kind, clusters, routes| earlier(kind).filter(|_| same_scope && self.unchanged(&scope, clusters, routes));
-        let subset = |kind| match kept(kind, true, false) {
+        let spared = |spares: fn(&Changes, &BTreeSet<String>) -> bool| {
+            same_scope && self.changes.as_ref().is_some_and(|changes| spares(changes, &scope))
+        };
+        let (clusters_kept, routes_kept) = (spared(Changes::spares_clusters_of), spared(Changes::spares_routes_of));
+        let kept = |kind, spared: bool| earlier(kind).filter(|_| spared);
+        let subset = |kind| match kept(kind, clusters_kept) {
             Some(kept) => kept.clone(),
             None => TypeResources::subset(
                 shared.of_type(kind).map(|all| all.as_ref()).unwrap_or(&TypeResources::default()),
@@ -245,7 +249,7 @@ impl Generation {
                 earlier(kind).map(|e| e.as_ref()),
             ),
         };
-        let routes = match kept(ResourceType::Route, false, true) {
+        let routes = match kept(ResourceType::Route, routes_kept) {
             Some(kept) => kept.clone(),
             None => {
                 let routes = translate::routes_for(&self.published.snapshot, &key.0, Some(&scope));
