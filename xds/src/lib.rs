@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod filters;
 pub mod lb;
 pub mod names;
 pub mod node;

@@ -6,13 +6,11 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
+use weft_xds::filters::{HTTP_CONNECTION_MANAGER, ROUTER};
 use weft_xds::{listener_name, pack, route_config_name};
 
 use super::ads_config_source;
 
-/// Envoy's well-known filter names.
-pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
-pub const ROUTER: &str = "envoy.filters.http.router";
 
 pub(super) fn outbound(port: u16) -> Listener {
     let name = listener_name(port);
