@@ -147,7 +147,7 @@ pub fn canary_weights(config_dump: &str) -> Option<[u32; 2]> {
         .flat_map(|vhost| vhost["routes"].as_array().into_iter().flatten())
         .find(|route| route["name"] == "canary")?;
     let mut weights = [0u32; 2];
-    for target in canary["action"]["targets"].as_array()? {
+    for target in canary["action"]["forward"]["targets"].as_array()? {
         let cluster = target["cluster"].as_str()?;
         let weight = u32::try_from(target["weight"].as_u64()?).ok()?;
         for (i, version) in VERSIONS.iter().enumerate() {

@@ -90,6 +90,42 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteEventLabels {
+    cluster: String,
+    event: &'static str,
+}
+
+/// Something a route's policy did to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteEvent {
+    /// A retry was sent.
+    Retry,
+    /// A retry was due but the cluster's retry budget was spent.
+    RetryOverflow,
+    /// A retry was due but the request body was too large to send again.
+    RetryBodyTooLarge,
+    /// A mirrored copy was sent, or failed before an answer.
+    Mirror,
+    MirrorFailed,
+    FaultDelay,
+    FaultAbort,
+}
+
+impl RouteEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retry => "retry",
+            Self::RetryOverflow => "retry_overflow",
+            Self::RetryBodyTooLarge => "retry_body_too_large",
+            Self::Mirror => "mirror",
+            Self::MirrorFailed => "mirror_failed",
+            Self::FaultDelay => "fault_delay",
+            Self::FaultAbort => "fault_abort",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -105,6 +141,7 @@ pub struct Metrics {
     refused: Family<RefusedLabels, Counter>,
     timeouts: Family<TimeoutLabels, Counter>,
     on_demand: Family<OutcomeLabel, Counter>,
+    route_events: Family<RouteEventLabels, Counter>,
     xds_connected: Gauge,
     config_applied: Family<TypeLabel, Counter>,
     nacks: Family<TypeLabel, Counter>,
@@ -132,6 +169,7 @@ impl Metrics {
             refused: Family::default(),
             timeouts: Family::default(),
             on_demand: Family::default(),
+            route_events: Family::default(),
             xds_connected: Gauge::default(),
             config_applied: Family::default(),
             nacks: Family::default(),
@@ -163,6 +201,11 @@ impl Metrics {
             "on_demand_lookups",
             "Requests that waited for a host's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
             m.on_demand.clone(),
+        );
+        registry.register(
+            "route_events",
+            "What routes' policies did, by cluster and event (retry, retry_overflow, retry_body_too_large, mirror, mirror_failed, fault_delay, fault_abort)",
+            m.route_events.clone(),
         );
         registry.register(
             "xds_connected",
@@ -218,6 +261,12 @@ impl Metrics {
 
     pub fn on_demand(&self, settled: Settled) {
         self.on_demand.get_or_create(&OutcomeLabel { outcome: settled.as_str() }).inc();
+    }
+
+    pub fn route_event(&self, cluster: &str, event: RouteEvent) {
+        self.route_events
+            .get_or_create(&RouteEventLabels { cluster: cluster.to_string(), event: event.as_str() })
+            .inc();
     }
 
     pub fn set_xds_connected(&self, connected: bool) {

@@ -2,6 +2,7 @@
 //! the data plane reads comes from here; nothing downstream sees protobuf.
 
 pub mod convert;
+pub mod policy;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,8 @@ use weft_xds::lb::LbAlgorithm;
 use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
 pub use routes::{
-    HeaderMatch, PathMatch, RouteAction, RouteEntry, RouteTable, StringMatcher, VirtualHost, WeightedTarget,
+    Action, HeaderMatch, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
+    VirtualHost, WeightedTarget,
 };
 
 /// The whole applied configuration. Serialized as the admin `/config_dump`.
@@ -101,7 +103,7 @@ impl ProxyConfig {
             Some(Some(host)) => host
                 .routes
                 .iter()
-                .flat_map(|r| r.action.cluster_names())
+                .flat_map(RouteEntry::cluster_names)
                 .filter_map(|cluster| self.clusters.get(cluster))
                 .all(|c| self.endpoints.contains_key(&c.eds_name)),
         }
@@ -139,9 +141,8 @@ mod tests {
     use crate::config::{PathMatch, RouteAction, RouteEntry, WeightedTarget};
 
     fn host(name: &str, cluster: &str) -> VirtualHost {
-        let action =
-            RouteAction { targets: vec![WeightedTarget { cluster: cluster.into(), weight: 1 }], timeout: None };
-        let route = RouteEntry { name: "r".into(), path: PathMatch::Prefix("/".into()), headers: Vec::new(), action };
+        let action = RouteAction::to_targets(vec![WeightedTarget::new(cluster, 1)]);
+        let route = RouteEntry::forward("r", PathMatch::Prefix("/".into()), action);
         VirtualHost { name: name.into(), domains: vec![name.into()], routes: vec![route] }
     }
 

@@ -5,6 +5,10 @@ use std::time::Duration;
 use http::HeaderMap;
 use serde::{Serialize, Serializer};
 
+use super::policy::{
+    DirectResponse, Fault, GrpcTimeout, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite, optional_ms,
+};
+
 /// One route configuration (all Services on a port).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteTable {
@@ -26,32 +30,58 @@ pub struct VirtualHost {
 pub struct RouteEntry {
     pub name: String,
     pub path: PathMatch,
+    /// Paths compare without regard to ASCII case (Istio's `ignoreUriCase`).
+    pub ignore_case: bool,
     /// All must match.
     pub headers: Vec<HeaderMatch>,
-    pub action: RouteAction,
+    /// All must match.
+    pub query: Vec<QueryMatch>,
+    pub action: Action,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub fault: Option<Fault>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What a matching route does with the request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
+pub enum Action {
+    Forward(RouteAction),
+    Redirect(Redirect),
+    Respond(DirectResponse),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum PathMatch {
+    #[serde(rename = "prefix")]
     Prefix(String),
+    #[serde(rename = "exact")]
     Exact(String),
-    Regex(#[serde(serialize_with = "regex_text")] regex::Regex),
+    #[serde(rename = "regex")]
+    Regex(RegexEq),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeaderMatch {
-    /// Lower-case header name; `:method` for the method.
+    /// Lower-case header name; `:method`, `:authority` and `:scheme` for those parts of the request.
+    pub name: String,
+    pub matcher: StringMatcher,
+    /// Matches when the matcher does not (a header that is absent does not match a non-inverted matcher).
+    pub invert: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryMatch {
     pub name: String,
     pub matcher: StringMatcher,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StringMatcher {
     Exact(String),
     Prefix(String),
-    Regex(#[serde(serialize_with = "regex_text")] regex::Regex),
+    Regex(RegexEq),
     Present,
 }
 
@@ -62,46 +92,58 @@ pub struct RouteAction {
     /// `None`: no timeout.
     #[serde(serialize_with = "optional_ms")]
     pub timeout: Option<Duration>,
+    pub retry: Option<RetryPolicy>,
+    pub grpc_timeout: GrpcTimeout,
+    pub mirrors: Vec<Mirror>,
+    pub rewrite: Rewrite,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WeightedTarget {
     pub cluster: String,
     pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
 }
 
-impl PartialEq for PathMatch {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Prefix(a), Self::Prefix(b)) | (Self::Exact(a), Self::Exact(b)) => a == b,
-            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
-            _ => false,
+impl WeightedTarget {
+    pub fn new(cluster: impl Into<String>, weight: u32) -> Self {
+        Self {
+            cluster: cluster.into(),
+            weight,
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
         }
     }
 }
 
-impl PartialEq for StringMatcher {
+/// A regex compared by its pattern (the `regex` crate's type has no equality).
+#[derive(Debug, Clone)]
+pub struct RegexEq(pub regex::Regex);
+
+impl PartialEq for RegexEq {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Exact(a), Self::Exact(b)) | (Self::Prefix(a), Self::Prefix(b)) => a == b,
-            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
-            (Self::Present, Self::Present) => true,
-            _ => false,
-        }
+        self.0.as_str() == other.0.as_str()
     }
 }
 
-fn regex_text<S: Serializer>(re: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
+impl Serialize for RegexEq {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        regex_text(&self.0, s)
+    }
+}
+
+impl std::ops::Deref for RegexEq {
+    type Target = regex::Regex;
+    fn deref(&self) -> &regex::Regex {
+        &self.0
+    }
+}
+
+pub(crate) fn regex_text<S: Serializer>(re: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
     // Stored anchored (`^(?:..)$`) for full-string matching; shown as written.
     let text = re.as_str();
     s.serialize_str(text.strip_prefix("^(?:").and_then(|t| t.strip_suffix(")$")).unwrap_or(text))
-}
-
-fn optional_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&d.as_millis()),
-        None => s.serialize_none(),
-    }
 }
 
 /// What routing needs to know about a request.
@@ -111,7 +153,10 @@ pub struct RequestInfo<'a> {
     pub host: &'a str,
     /// Path without the query string.
     pub path: &'a str,
+    pub query: Option<&'a str>,
     pub method: &'a str,
+    /// `http` or `https`, as the request says (`:scheme`, or an absolute URI); `http` otherwise.
+    pub scheme: &'a str,
     pub headers: &'a HeaderMap,
 }
 
@@ -139,25 +184,76 @@ impl VirtualHost {
 }
 
 impl RouteEntry {
+    /// A route matching `path` that forwards by `action`, with nothing else set.
+    pub fn forward(name: impl Into<String>, path: PathMatch, action: RouteAction) -> Self {
+        Self {
+            name: name.into(),
+            path,
+            ignore_case: false,
+            headers: Vec::new(),
+            query: Vec::new(),
+            action: Action::Forward(action),
+            request_headers: HeaderOps::default(),
+            response_headers: HeaderOps::default(),
+            fault: None,
+        }
+    }
+
     pub fn matches(&self, request: &RequestInfo<'_>) -> bool {
-        let path_ok = match &self.path {
-            PathMatch::Prefix(p) => request.path.starts_with(p.as_str()),
-            PathMatch::Exact(p) => request.path == p,
-            PathMatch::Regex(re) => re.is_match(request.path),
+        self.path_matches(request.path)
+            && self.headers.iter().all(|h| h.matches(request))
+            && self.query.iter().all(|q| q.matches(request.query))
+    }
+
+    fn path_matches(&self, path: &str) -> bool {
+        match (&self.path, self.ignore_case) {
+            (PathMatch::Prefix(p), false) => path.starts_with(p.as_str()),
+            (PathMatch::Prefix(p), true) => path.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p)),
+            (PathMatch::Exact(p), false) => path == p,
+            (PathMatch::Exact(p), true) => path.eq_ignore_ascii_case(p),
+            // Compiled case-insensitive when the route ignores case.
+            (PathMatch::Regex(re), _) => re.is_match(path),
+        }
+    }
+
+    /// Every cluster this route may send to, mirrors included.
+    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
+        let action = match &self.action {
+            Action::Forward(action) => Some(action),
+            _ => None,
         };
-        path_ok && self.headers.iter().all(|h| h.matches(request))
+        action.into_iter().flat_map(|a| {
+            a.targets.iter().map(|t| t.cluster.as_str()).chain(a.mirrors.iter().map(|m| m.cluster.as_str()))
+        })
     }
 }
 
 impl HeaderMatch {
     fn matches(&self, request: &RequestInfo<'_>) -> bool {
-        if self.name == ":method" {
-            return self.matcher.matches(Some(request.method));
-        }
-        // Several values of one header are matched as Envoy does: joined with commas.
-        let values: Vec<&str> = request.headers.get_all(&self.name).iter().filter_map(|v| v.to_str().ok()).collect();
-        let joined = (!values.is_empty()).then(|| values.join(","));
-        self.matcher.matches(joined.as_deref())
+        let found = match self.name.as_str() {
+            ":method" => self.matcher.matches(Some(request.method)),
+            ":authority" => self.matcher.matches(Some(request.host)),
+            ":scheme" => self.matcher.matches(Some(request.scheme)),
+            name => {
+                // Several values of one header are matched as Envoy does: joined with commas.
+                let values: Vec<&str> = request.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+                let joined = (!values.is_empty()).then(|| values.join(","));
+                self.matcher.matches(joined.as_deref())
+            }
+        };
+        found != self.invert
+    }
+}
+
+impl QueryMatch {
+    /// The first parameter of that name decides, as in Envoy; values are compared as sent (not decoded).
+    fn matches(&self, query: Option<&str>) -> bool {
+        let value = query.unwrap_or_default().split('&').find_map(|pair| match pair.split_once('=') {
+            Some((name, value)) if name == self.name => Some(value),
+            None if pair == self.name => Some(""),
+            _ => None,
+        });
+        self.matcher.matches(value)
     }
 }
 
@@ -174,17 +270,24 @@ impl StringMatcher {
 }
 
 impl RouteAction {
-    /// Every cluster this action may send to.
-    pub fn cluster_names(&self) -> impl Iterator<Item = &str> {
-        self.targets.iter().map(|t| t.cluster.as_str())
+    /// An action that only sends to `targets`: no timeout, retries, mirrors or rewrites.
+    pub fn to_targets(targets: Vec<WeightedTarget>) -> Self {
+        Self {
+            targets,
+            timeout: None,
+            retry: None,
+            grpc_timeout: GrpcTimeout::Ignored,
+            mirrors: Vec::new(),
+            rewrite: Rewrite::default(),
+        }
     }
 
     /// The target for a request, given a uniformly random `roll`: each target is chosen with probability
     /// weight / total (the total fits a `u32`, so the modulo bias of a 64-bit roll is negligible). `None` when there
     /// is no target or every weight is zero with several targets.
-    pub fn pick(&self, roll: u64) -> Option<&str> {
+    pub fn pick(&self, roll: u64) -> Option<&WeightedTarget> {
         if let [only] = self.targets.as_slice() {
-            return Some(&only.cluster);
+            return Some(only);
         }
         let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
         if total == 0 {
@@ -193,7 +296,7 @@ impl RouteAction {
         let mut point = roll % total;
         for target in &self.targets {
             if point < u64::from(target.weight) {
-                return Some(&target.cluster);
+                return Some(target);
             }
             point -= u64::from(target.weight);
         }
@@ -202,70 +305,4 @@ impl RouteAction {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn action(weights: &[(&str, u32)]) -> RouteAction {
-        RouteAction {
-            targets: weights.iter().map(|(c, w)| WeightedTarget { cluster: c.to_string(), weight: *w }).collect(),
-            timeout: None,
-        }
-    }
-
-    #[test]
-    fn weights_split_the_roll_space_in_proportion() {
-        let a = action(&[("v1", 90), ("v2", 10)]);
-        let to_v2 = (0..1000u64).filter(|r| a.pick(*r) == Some("v2")).count();
-        assert_eq!(to_v2, 100);
-        assert_eq!(action(&[("v1", 0), ("v2", 100)]).pick(12345), Some("v2"));
-        assert_eq!(action(&[("v1", 0), ("v2", 0)]).pick(1), None);
-        assert_eq!(action(&[("only", 0)]).pick(7), Some("only"));
-    }
-
-    #[test]
-    fn the_last_target_of_a_maximal_total_is_reachable() {
-        let max = i32::MAX as u32;
-        let a = action(&[("a", max), ("b", max), ("c", 1)]);
-        assert_eq!(a.pick(u64::from(u32::MAX) - 1), Some("c"), "the last point of the roll space");
-        assert_eq!(a.pick(u64::from(max)), Some("b"));
-    }
-
-    fn request<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestInfo<'a> {
-        RequestInfo { host, path, method: "GET", headers }
-    }
-
-    #[test]
-    fn first_matching_route_of_the_matching_host_wins() {
-        let route = |name: &str, path: PathMatch, headers: Vec<HeaderMatch>| RouteEntry {
-            name: name.into(),
-            path,
-            headers,
-            action: action(&[(name, 1)]),
-        };
-        let table = RouteTable {
-            on_demand: false,
-            name: "80".into(),
-            virtual_hosts: vec![VirtualHost {
-                name: "reviews".into(),
-                domains: vec!["reviews".into(), "reviews:80".into()],
-                routes: vec![
-                    route(
-                        "debug",
-                        PathMatch::Prefix("/".into()),
-                        vec![HeaderMatch { name: "x-debug".into(), matcher: StringMatcher::Exact("1".into()) }],
-                    ),
-                    route("exact", PathMatch::Exact("/health".into()), vec![]),
-                    route("regex", PathMatch::Regex(regex::Regex::new("^(?:/v[0-9]+/.*)$").unwrap()), vec![]),
-                ],
-            }],
-        };
-        let mut debug = HeaderMap::new();
-        debug.insert("x-debug", "1".parse().unwrap());
-        let none = HeaderMap::new();
-        assert_eq!(table.route(&request("Reviews:80", "/x", &debug)).map(|r| r.name.as_str()), Some("debug"));
-        assert_eq!(table.route(&request("reviews", "/health", &none)).map(|r| r.name.as_str()), Some("exact"));
-        assert_eq!(table.route(&request("reviews", "/v2/items", &none)).map(|r| r.name.as_str()), Some("regex"));
-        assert!(table.route(&request("reviews", "/other", &none)).is_none(), "no route: 404");
-        assert!(table.route(&request("ratings", "/health", &none)).is_none(), "unknown host: 404");
-    }
-}
+mod tests;

@@ -1,26 +1,31 @@
-//! One request through the proxy: route, pick a weighted target per request, balance, forward within the
-//! request's deadlines, answer, count.
+//! One request through the proxy: route, then answer as the route says (redirect, direct response) or pick a
+//! weighted target and send the request along the route's layers ([`super::route`]) within the request's
+//! deadlines; answer, count.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Incoming};
+use hyper::body::Body as HttpBody;
 
 use super::authority::request_authority;
 use super::headers::{port_of, strip_hop_by_hop};
 use super::local_reply::LocalReply;
 use super::passthrough::PASSTHROUGH_CLUSTER;
+use super::route::direct::{redirect, respond};
+use super::route::grpc::{is_grpc, request_timeout};
+use super::route::{PerTryTimeout, Routed};
 use super::timeouts::TimeoutKind;
 use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::BoxError;
-use crate::balance::{NoEndpoints, ResponseFuture};
+use crate::balance::NoEndpoints;
 use crate::config::routes::RequestInfo;
-use crate::config::{Lookup, ProxyConfig};
+use crate::config::{Action, Lookup, ProxyConfig, RouteEntry};
+use crate::dataplane::Runtime;
 use crate::metrics::Direction;
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
@@ -37,33 +42,13 @@ pub enum Destination {
 }
 
 /// Which upstream a request goes to.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 enum Upstream<'a> {
-    Cluster {
-        name: &'a str,
-        timeout: Option<Duration>,
-    },
+    /// A route of the mesh's config.
+    Route(&'a RouteEntry),
     Original(SocketAddr),
     /// None yet: the host is one the proxy holds no config for; ask for this on-demand name, then route again.
     Ask(String),
-}
-
-/// Why a request was not started: a reply of the proxy's own, or a host to ask for first (the request comes back).
-enum NotStarted<B> {
-    Reply(LocalReply),
-    Ask(String, Box<Request<B>>),
-}
-
-impl<B> From<LocalReply> for NotStarted<B> {
-    fn from(reply: LocalReply) -> Self {
-        Self::Reply(reply)
-    }
-}
-
-struct Call {
-    cluster: String,
-    response: ResponseFuture,
-    deadlines: Deadlines,
 }
 
 /// What a downstream request body may be: hyper's, or one wrapped on its way in.
@@ -78,59 +63,86 @@ pub async fn handle<B: RequestBody>(
     destination: Destination,
 ) -> Response<Body> {
     let started = Instant::now();
-    let clock = StreamClock::start();
+    let grpc = is_grpc(request.headers());
+    let authority = match request_authority(request.version(), request.uri(), request.headers()) {
+        Ok(authority) => authority,
+        Err(err) => return answered(forwarder, started, LocalReply::BadAuthority(err).into_response_for(grpc)),
+    };
     let runtime = forwarder.runtime.borrow().clone();
-    let dispatched = match dispatch(request, &runtime, forwarder, destination, &clock, true) {
-        Err(NotStarted::Ask(name, request)) => {
-            drop(runtime);
+    let settled_runtime;
+    let decision = match route(&request, authority.as_deref(), &runtime.config, destination, true) {
+        Ok(Upstream::Ask(name)) => {
             let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
             forwarder.metrics.on_demand(settled);
-            let runtime = forwarder.runtime.borrow().clone();
-            dispatch(*request, &runtime, forwarder, destination, &clock, false)
+            settled_runtime = forwarder.runtime.borrow().clone();
+            // Not asked twice: routed as an unknown host the second time.
+            (route(&request, authority.as_deref(), &settled_runtime.config, destination, false), &settled_runtime)
         }
-        other => {
-            drop(runtime);
-            other
-        }
+        other => (other, &runtime),
     };
-    let (cluster, response) = match dispatched {
-        Ok(call) => (call.cluster, complete(call.response, clock, call.deadlines, forwarder).await),
-        Err(NotStarted::Reply(reply)) => (NO_CLUSTER.to_string(), reply.into_response()),
-        // Not asked twice: routed as an unknown host the second time.
-        Err(NotStarted::Ask(..)) => (NO_CLUSTER.to_string(), LocalReply::NoRoute.into_response()),
+    let (decision, runtime) = decision;
+    let (cluster, response) = match decision {
+        Err(reply) => (NO_CLUSTER.to_string(), reply.into_response_for(grpc)),
+        Ok(Upstream::Ask(_)) => (NO_CLUSTER.to_string(), LocalReply::NoRoute.into_response_for(grpc)),
+        Ok(Upstream::Original(address)) => {
+            let authority = authority.unwrap_or_else(|| address.to_string());
+            let clock = StreamClock::start();
+            let call = forwarder.passthrough.call(address, prepare(request, &authority, &clock));
+            let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
+            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
+            (PASSTHROUGH_CLUSTER.to_string(), complete(call, clock, deadlines, forwarder, grpc).await)
+        }
+        Ok(Upstream::Route(entry)) => {
+            let authority = authority.unwrap_or_default();
+            follow(entry, request, &authority, runtime, forwarder, grpc).await
+        }
     };
     forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), started.elapsed());
     response
 }
 
-/// Routes the request and starts it towards its upstream; everything up to the first await. With `ask`, a host
-/// the proxy holds no config for is handed back to be asked for on demand.
-fn dispatch<B: RequestBody>(
+fn answered(forwarder: &Forwarder, started: Instant, response: Response<Body>) -> Response<Body> {
+    forwarder.metrics.request(Direction::Outbound, NO_CLUSTER, response.status(), started.elapsed());
+    response
+}
+
+/// Does what a matched route says: answer a redirect or a direct response, or send the request along the
+/// route's stack to a weighted target. Returns the cluster the request is counted under and the response.
+async fn follow<B: RequestBody>(
+    entry: &RouteEntry,
     request: Request<B>,
-    runtime: &crate::dataplane::Runtime,
+    authority: &str,
+    runtime: &Runtime,
     forwarder: &Forwarder,
-    destination: Destination,
-    clock: &Arc<StreamClock>,
-    ask: bool,
-) -> Result<Call, NotStarted<B>> {
-    let authority =
-        request_authority(request.version(), request.uri(), request.headers()).map_err(LocalReply::BadAuthority)?;
-    match route(&request, authority.as_deref(), &runtime.config, destination, ask)? {
-        Upstream::Ask(name) => Err(NotStarted::Ask(name, Box::new(request))),
-        Upstream::Cluster { name, timeout } => {
-            let balancer = runtime.clusters.get(name).ok_or(LocalReply::NoCluster)?;
-            let authority = authority.as_deref().ok_or(LocalReply::MissingHost)?;
-            let response = balancer.call(prepare(request, authority, clock));
-            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
-            Ok(Call { cluster: name.to_string(), response, deadlines })
+    grpc: bool,
+) -> (String, Response<Body>) {
+    let action = match &entry.action {
+        Action::Forward(action) => action,
+        Action::Redirect(to) => {
+            let scheme = request.uri().scheme_str().unwrap_or("http");
+            let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            return (NO_CLUSTER.to_string(), with_response_headers(entry, redirect(to, scheme, authority, path)));
         }
-        Upstream::Original(address) => {
-            let authority = authority.unwrap_or_else(|| address.to_string());
-            let response = forwarder.passthrough.call(address, prepare(request, &authority, clock));
-            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
-            Ok(Call { cluster: PASSTHROUGH_CLUSTER.to_string(), response, deadlines })
-        }
-    }
+        Action::Respond(direct) => return (NO_CLUSTER.to_string(), with_response_headers(entry, respond(direct))),
+    };
+    let Some(target) = action.pick(rand::random()) else {
+        return (NO_CLUSTER.to_string(), LocalReply::NoCluster.into_response_for(grpc));
+    };
+    let Some(balancer) = runtime.clusters.get(&target.cluster) else {
+        return (target.cluster.clone(), LocalReply::NoCluster.into_response_for(grpc));
+    };
+    let timeout = request_timeout(action.timeout, action.grpc_timeout, request.headers());
+    let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
+    let clock = StreamClock::start();
+    let request = prepare(request, authority, &clock);
+    let routed = Routed { route: entry, action, target, balancer };
+    let call = super::route::send(routed, runtime, &forwarder.metrics, request);
+    (target.cluster.clone(), complete(call, clock, deadlines, forwarder, grpc).await)
+}
+
+fn with_response_headers(entry: &RouteEntry, mut response: Response<Body>) -> Response<Body> {
+    super::route::apply_headers(&entry.response_headers, response.headers_mut());
+    response
 }
 
 /// The routing decision. Pure. With `ask`, a host the proxy holds no config for yet is to be asked for
@@ -156,34 +168,40 @@ fn route<'a, B>(
         Lookup::Ask(name) if ask => return Ok(Upstream::Ask(name)),
         Lookup::Ask(_) | Lookup::Unknown => return passthrough(),
     };
-    let info =
-        RequestInfo { host, path: request.uri().path(), method: request.method().as_str(), headers: request.headers() };
-    let route = vhost.route(&info).ok_or(LocalReply::NoRoute)?;
-    let cluster = route.action.pick(rand::random()).ok_or(LocalReply::NoCluster)?;
-    Ok(Upstream::Cluster { name: cluster, timeout: route.action.timeout })
+    let info = RequestInfo {
+        host,
+        path: request.uri().path(),
+        query: request.uri().query(),
+        method: request.method().as_str(),
+        scheme: request.uri().scheme_str().unwrap_or("http"),
+        headers: request.headers(),
+    };
+    vhost.route(&info).map(Upstream::Route).ok_or(LocalReply::NoRoute)
 }
 
-/// Awaits the upstream response head within the request's deadlines; failures and timeouts become the proxy's
-/// own replies. The response body keeps running under the same deadlines.
+/// Awaits the response head within the request's deadlines; failures and timeouts become the proxy's own
+/// replies (in gRPC's shape for gRPC requests). The response body keeps running under the same deadlines.
 async fn complete(
-    call: ResponseFuture,
+    call: impl Future<Output = Result<Response<Body>, BoxError>>,
     clock: Arc<StreamClock>,
     deadlines: Deadlines,
     forwarder: &Forwarder,
+    grpc: bool,
 ) -> Response<Body> {
     let result = match response_head(call, &clock, deadlines).await {
         Ok(result) => result,
         Err(kind) => {
             forwarder.metrics.timeout(Direction::Outbound, kind);
-            return timeout_reply(kind, &clock).into_response();
+            return timeout_reply(kind, &clock).into_response_for(grpc);
         }
     };
     match result {
         Ok(response) => finish(response, clock, deadlines, forwarder),
-        Err(err) if err.is::<NoEndpoints>() => LocalReply::NoHealthyUpstream.into_response(),
+        Err(err) if err.is::<NoEndpoints>() => LocalReply::NoHealthyUpstream.into_response_for(grpc),
+        Err(err) if err.is::<PerTryTimeout>() => LocalReply::Timeout.into_response_for(grpc),
         Err(err) => {
             tracing::debug!(error = %err, "upstream request failed");
-            LocalReply::ConnectFailure.into_response()
+            LocalReply::ConnectFailure.into_response_for(grpc)
         }
     }
 }
@@ -217,7 +235,7 @@ fn prepare<B: RequestBody>(request: Request<B>, authority: &str, clock: &Arc<Str
 }
 
 fn finish(
-    response: Response<Incoming>,
+    response: Response<Body>,
     clock: Arc<StreamClock>,
     deadlines: Deadlines,
     forwarder: &Forwarder,

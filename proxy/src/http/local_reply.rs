@@ -50,11 +50,26 @@ impl LocalReply {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let body = Full::new(Bytes::from(format!("{}\n", self.message()))).map_err(|never| match never {}).boxed();
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        response.headers_mut().insert("x-weft-local-reply", HeaderValue::from_static("true"));
-        response
+        text_response(self.status(), self.message())
     }
+
+    /// The reply in the shape the client expects: for a gRPC request, a trailers-only gRPC response with the
+    /// gRPC status Envoy maps the HTTP status to.
+    pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        if grpc {
+            super::route::grpc::trailers_only(super::route::grpc::status_for_http(self.status()), self.message())
+        } else {
+            self.into_response()
+        }
+    }
+}
+
+/// A plain-text reply of the proxy's own, marked as such.
+pub fn text_response(status: StatusCode, message: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert("x-weft-local-reply", HeaderValue::from_static("true"));
+    response
 }

@@ -3,11 +3,12 @@
 
 pub mod authority;
 mod forward;
-mod headers;
+pub mod headers;
 pub mod local_reply;
 pub mod on_demand;
 pub mod outbound;
 pub mod passthrough;
+pub mod route;
 pub mod timeouts;
 
 use std::convert::Infallible;

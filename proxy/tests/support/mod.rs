@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod scripted;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,12 +9,8 @@ use crate::config::{ListenerConfig, PathMatch, RouteAction, RouteEntry, RouteTab
 const CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
 
 fn config() -> ProxyConfig {
-    let route = RouteEntry {
-        name: "api".into(),
-        path: PathMatch::Prefix("/api".into()),
-        headers: Vec::new(),
-        action: RouteAction { targets: vec![WeightedTarget { cluster: CLUSTER.into(), weight: 1 }], timeout: None },
-    };
+    let action = RouteAction::to_targets(vec![WeightedTarget::new(CLUSTER, 1)]);
+    let route = RouteEntry::forward("api", PathMatch::Prefix("/api".into()), action);
     let table = RouteTable {
         name: "8080".into(),
         virtual_hosts: vec![VirtualHost {
@@ -32,10 +28,28 @@ fn config() -> ProxyConfig {
     }
 }
 
-fn decide(host: Option<&str>, path: &str, destination: Destination) -> Result<Upstream<'static>, LocalReply> {
-    let config: &'static ProxyConfig = Box::leak(Box::new(config()));
+/// The decision, with a route shown by its name.
+fn decide(host: Option<&str>, path: &str, destination: Destination) -> Result<Decision, LocalReply> {
+    let config = config();
     let request = Request::get(path).body(()).unwrap();
-    route(&request, host, config, destination, false)
+    route(&request, host, &config, destination, false).map(Decision::of)
+}
+
+#[derive(Debug, PartialEq)]
+enum Decision {
+    Route(String),
+    Original(std::net::SocketAddr),
+    Ask(String),
+}
+
+impl Decision {
+    fn of(upstream: Upstream<'_>) -> Self {
+        match upstream {
+            Upstream::Route(r) => Self::Route(r.name.clone()),
+            Upstream::Original(a) => Self::Original(a),
+            Upstream::Ask(n) => Self::Ask(n),
+        }
+    }
 }
 
 fn original(address: &str) -> Destination {
@@ -44,7 +58,7 @@ fn original(address: &str) -> Destination {
 
 #[test]
 fn explicit_mode_routes_by_the_authority_port() {
-    let cluster = Ok(Upstream::Cluster { name: CLUSTER, timeout: None });
+    let cluster = Ok(Decision::Route("api".into()));
     let explicit = Destination::Explicit { default_port: 80 };
     assert_eq!(decide(Some("echo:8080"), "/api/x", explicit), cluster);
     assert_eq!(decide(Some("echo"), "/api/x", Destination::Explicit { default_port: 8080 }), cluster);
@@ -55,17 +69,17 @@ fn explicit_mode_routes_by_the_authority_port() {
 #[test]
 fn transparent_mode_routes_by_the_original_port_and_passes_the_rest_through() {
     let to = "10.213.0.3:8080".parse().unwrap();
-    let cluster = Ok(Upstream::Cluster { name: CLUSTER, timeout: None });
+    let cluster = Ok(Decision::Route("api".into()));
     assert_eq!(decide(Some("echo"), "/api/x", original("10.213.0.3:8080")), cluster);
     assert_eq!(decide(Some("Echo:8080"), "/api/x", original("10.213.0.3:8080")), cluster);
     assert_eq!(
         decide(Some("10.213.0.3:8080"), "/api/x", original("10.213.0.3:8080")),
-        Ok(Upstream::Original(to)),
+        Ok(Decision::Original(to)),
         "no virtual host claims the IP: passthrough"
     );
-    assert_eq!(decide(None, "/", original("10.213.0.3:8080")), Ok(Upstream::Original(to)));
+    assert_eq!(decide(None, "/", original("10.213.0.3:8080")), Ok(Decision::Original(to)));
     let other = "10.213.0.3:9999".parse().unwrap();
-    assert_eq!(decide(Some("echo"), "/api", original("10.213.0.3:9999")), Ok(Upstream::Original(other)));
+    assert_eq!(decide(Some("echo"), "/api", original("10.213.0.3:9999")), Ok(Decision::Original(other)));
     assert_eq!(
         decide(Some("echo"), "/other", original("10.213.0.3:8080")),
         Err(LocalReply::NoRoute),
@@ -81,10 +95,9 @@ fn a_host_without_config_is_asked_for_once_then_routed_as_unknown() {
     }
     let request = Request::get("/api").body(()).unwrap();
     let to = original("10.213.0.3:8080");
-    let ask = route(&request, Some("ledger.bank"), &config, to, true);
-    assert_eq!(ask, Ok(Upstream::Ask("8080/ledger.bank".into())), "asked for before it is routed");
-    let unknown = route(&request, Some("ledger.bank"), &config, to, false);
-    assert_eq!(unknown, Ok(Upstream::Original("10.213.0.3:8080".parse().unwrap())), "then an unknown host");
-    let known = route(&request, Some("echo"), &config, to, true);
-    assert_eq!(known, Ok(Upstream::Cluster { name: CLUSTER, timeout: None }), "a host it holds is not asked for");
+    let decide = |host, ask| route(&request, Some(host), &config, to, ask).map(Decision::of);
+    assert_eq!(decide("ledger.bank", true), Ok(Decision::Ask("8080/ledger.bank".into())), "asked for first");
+    let unknown = decide("ledger.bank", false);
+    assert_eq!(unknown, Ok(Decision::Original("10.213.0.3:8080".parse().unwrap())), "then an unknown host");
+    assert_eq!(decide("echo", true), Ok(Decision::Route("api".into())), "a host it holds is not asked for");
 }

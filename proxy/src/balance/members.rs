@@ -1,0 +1,219 @@
+//! A cluster's endpoints and how one is chosen for a request: power of two choices over a load measure (peak-EWMA
+//! latency x in-flight requests, in-flight requests alone, or nothing for a uniform pick), or round robin. A pick
+//! can be told which endpoints to avoid (those a retry already tried), as Envoy's `previous_hosts` predicate.
+//!
+//! Written here rather than taken from tower's `p2c::Balance`: that balancer picks behind a worker task and cannot
+//! leave endpoints out of one pick, which retries need (and outlier ejection and consistent hashing will).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use weft_xds::lb::LbAlgorithm;
+
+use super::endpoint::Endpoint;
+
+/// Latency assumed for an endpoint that has not answered yet.
+const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// How quickly old latency observations fade.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// One endpoint and what the balancer knows of it.
+pub struct Member {
+    pub endpoint: Endpoint,
+    in_flight: AtomicUsize,
+    rtt: Mutex<Ewma>,
+}
+
+/// Peak-sensitive moving average of response latency (Finagle's and tower's peak EWMA): a slower observation is
+/// taken at once, faster ones pull the estimate down gradually, and the estimate fades while nothing is observed.
+struct Ewma {
+    estimate_ns: f64,
+    at: Instant,
+}
+
+impl Ewma {
+    fn decayed(&mut self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_nanos() as f64;
+        self.estimate_ns *= (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
+        self.at = now;
+        self.estimate_ns
+    }
+
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_nanos() as f64;
+        let rtt = rtt.as_nanos() as f64;
+        if rtt > self.estimate_ns {
+            self.estimate_ns = rtt;
+        } else {
+            let keep = (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
+            self.estimate_ns = self.estimate_ns * keep + rtt * (1.0 - keep);
+        }
+        self.at = now;
+    }
+}
+
+impl Member {
+    pub fn new(endpoint: Endpoint) -> Self {
+        let rtt = Ewma { estimate_ns: DEFAULT_RTT.as_nanos() as f64, at: Instant::now() };
+        Self { endpoint, in_flight: AtomicUsize::new(0), rtt: Mutex::new(rtt) }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.endpoint.address()
+    }
+
+    fn load(&self, algorithm: LbAlgorithm) -> f64 {
+        let pending = self.in_flight.load(Ordering::Relaxed) as f64;
+        match algorithm {
+            LbAlgorithm::PeakEwma => {
+                let rtt = self.rtt.lock().map(|mut e| e.decayed(Instant::now())).unwrap_or(0.0);
+                rtt * (pending + 1.0)
+            }
+            LbAlgorithm::LeastRequest => pending,
+            LbAlgorithm::Random | LbAlgorithm::RoundRobin => 0.0,
+        }
+    }
+}
+
+/// A request in flight to a member: counted until [`InFlight::finish`] or drop.
+pub struct InFlight {
+    member: Arc<Member>,
+    started: Instant,
+}
+
+impl InFlight {
+    fn start(member: Arc<Member>) -> Self {
+        member.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self { member, started: Instant::now() }
+    }
+
+    /// The response head arrived: its latency feeds the estimate.
+    pub fn finish(self) {
+        if let Ok(mut rtt) = self.member.rtt.lock() {
+            rtt.observe(self.started.elapsed(), Instant::now());
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.member.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of a cluster, replaced whole on each change (reads vastly outnumber changes).
+#[derive(Default)]
+pub struct Members {
+    list: RwLock<Arc<Vec<Arc<Member>>>>,
+    turn: AtomicUsize,
+}
+
+impl Members {
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Member>>> {
+        self.list.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn replace(&self, members: Vec<Arc<Member>>) {
+        if let Ok(mut list) = self.list.write() {
+            *list = Arc::new(members);
+        }
+    }
+
+    /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random.
+    pub fn pick(&self, algorithm: LbAlgorithm, avoid: &[SocketAddr], roll: u64) -> Option<(Arc<Member>, InFlight)> {
+        let list = self.snapshot();
+        let open: Vec<&Arc<Member>> = if avoid.is_empty() {
+            list.iter().collect()
+        } else {
+            let open: Vec<_> = list.iter().filter(|m| !avoid.contains(&m.address())).collect();
+            if open.is_empty() { list.iter().collect() } else { open }
+        };
+        let chosen = match (open.len(), algorithm) {
+            (0, _) => return None,
+            (1, _) => open[0],
+            (n, LbAlgorithm::RoundRobin) => open[self.turn.fetch_add(1, Ordering::Relaxed) % n],
+            (n, _) => {
+                let (first, second) = two_of(n, roll);
+                let (a, b) = (open[first], open[second]);
+                if b.load(algorithm) < a.load(algorithm) { b } else { a }
+            }
+        };
+        Some((chosen.clone(), InFlight::start(chosen.clone())))
+    }
+}
+
+/// Two distinct indices below `n` (at least 2) from one random roll.
+fn two_of(n: usize, roll: u64) -> (usize, usize) {
+    let first = (roll % n as u64) as usize;
+    let mut second = ((roll / n as u64) % (n as u64 - 1)) as usize;
+    if second >= first {
+        second += 1;
+    }
+    (first, second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ports: &[u16]) -> Members {
+        let members = Members::default();
+        let list = ports
+            .iter()
+            .map(|p| Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], *p).into(), Duration::from_secs(1)))))
+            .collect();
+        members.replace(list);
+        members
+    }
+
+    #[test]
+    fn two_choices_are_distinct_and_cover_every_pair() {
+        let mut seen = std::collections::BTreeSet::new();
+        for roll in 0..1000 {
+            let (a, b) = two_of(4, roll);
+            assert!(a != b && a < 4 && b < 4);
+            seen.insert((a, b));
+        }
+        assert_eq!(seen.len(), 12, "every ordered pair of 4");
+    }
+
+    #[tokio::test]
+    async fn a_pick_avoids_what_it_is_told_to_while_anything_else_is_left() {
+        let m = members(&[1, 2, 3]);
+        let avoid: Vec<SocketAddr> = vec![([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into()];
+        for algorithm in [LbAlgorithm::PeakEwma, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
+            for roll in 0..50 {
+                let (member, _) = m.pick(algorithm, &avoid, roll).unwrap();
+                assert_eq!(member.address().port(), 3, "{algorithm:?}");
+            }
+        }
+        let all: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        assert!(m.pick(LbAlgorithm::PeakEwma, &all, 7).is_some(), "all tried: one of them again");
+        assert!(members(&[]).pick(LbAlgorithm::PeakEwma, &[], 1).is_none());
+    }
+
+    #[tokio::test]
+    async fn least_request_prefers_the_idle_endpoint_and_in_flight_counts_drop() {
+        let m = members(&[1, 2]);
+        let (busy, held) = m.pick(LbAlgorithm::LeastRequest, &[], 0).unwrap();
+        for roll in 0..20 {
+            let (next, _) = m.pick(LbAlgorithm::LeastRequest, &[], roll).unwrap();
+            assert_ne!(next.address(), busy.address(), "the other one is idle");
+        }
+        drop(held);
+        assert_eq!(busy.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_takes_slow_answers_at_once_and_forgets_them_slowly() {
+        let mut e = Ewma { estimate_ns: 1e6, at: Instant::now() };
+        e.observe(Duration::from_millis(100), Instant::now());
+        assert_eq!(e.estimate_ns, 1e8, "a peak is taken as is");
+        tokio::time::advance(EWMA_DECAY).await;
+        let faded = e.decayed(Instant::now());
+        assert!((faded - 1e8 / std::f64::consts::E).abs() < 1e3, "{faded}");
+    }
+}

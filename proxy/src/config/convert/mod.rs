@@ -1,0 +1,131 @@
+//! xDS resources -> runtime config. Anything the proxy cannot apply faithfully is an error, which the xDS client
+//! turns into a NACK (with this error as `error_detail`) while the last good config stays in force.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager,
+};
+use weft_xds::lb::LbAlgorithm;
+
+use super::{ClusterConfig, EndpointConfig, ListenerConfig};
+
+mod actions;
+mod policy;
+mod routes;
+
+/// Why a resource was rejected; becomes the NACK's `error_detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {name:?}: {message}")]
+pub struct ConfigError {
+    pub kind: &'static str,
+    pub name: String,
+    pub message: String,
+}
+
+fn reject(kind: &'static str, name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { kind, name: name.to_string(), message: message.into() }
+}
+
+/// Envoy's default where a field is unset.
+const ENVOY_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl TryFrom<&Listener> for ListenerConfig {
+    type Error = ConfigError;
+
+    fn try_from(l: &Listener) -> Result<Self, ConfigError> {
+        let err = |m: &str| reject("listener", &l.name, m);
+        let port =
+            socket_port(l.address.as_ref()).ok_or_else(|| err("address must be a socket address with a port"))?;
+        let manager = l
+            .filter_chains
+            .iter()
+            .flat_map(|c| &c.filters)
+            .find_map(|f| match &f.config_type {
+                Some(filter::ConfigType::TypedConfig(any)) => Some(weft_xds::unpack::<HttpConnectionManager>(any)),
+                _ => None,
+            })
+            .ok_or_else(|| err("no HTTP connection manager filter (only HTTP listeners are supported)"))?
+            .map_err(|e| err(&e.to_string()))?;
+        let route_config = match manager.route_specifier {
+            Some(http_connection_manager::RouteSpecifier::Rds(rds)) => rds.route_config_name,
+            _ => return Err(err("routes must come from RDS (inline and scoped routes are not supported)")),
+        };
+        Ok(Self { name: l.name.clone(), port, route_config })
+    }
+}
+
+fn socket_port(address: Option<&Address>) -> Option<u16> {
+    match address?.address.as_ref()? {
+        address::Address::SocketAddress(s) => match s.port_specifier.as_ref()? {
+            socket_address::PortSpecifier::PortValue(p) => u16::try_from(*p).ok(),
+            socket_address::PortSpecifier::NamedPort(_) => None,
+        },
+        _ => None,
+    }
+}
+
+pub(super) fn to_duration(d: &envoy_types::pb::google::protobuf::Duration) -> Result<Duration, String> {
+    let seconds = u64::try_from(d.seconds).map_err(|_| "durations must not be negative".to_string())?;
+    let nanos = u32::try_from(d.nanos).map_err(|_| "durations must not be negative".to_string())?;
+    Ok(Duration::new(seconds, nanos))
+}
+
+impl TryFrom<&Cluster> for ClusterConfig {
+    type Error = ConfigError;
+
+    fn try_from(c: &Cluster) -> Result<Self, ConfigError> {
+        let err = |m: String| reject("cluster", &c.name, m);
+        let is_eds = matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32);
+        if !is_eds {
+            return Err(err("only EDS clusters are supported".into()));
+        }
+        let lb = match &c.load_balancing_policy {
+            Some(policy) => LbAlgorithm::from_policy(policy)
+                .ok_or_else(|| err("none of the load_balancing_policy entries is supported".into()))?,
+            None => match cluster::LbPolicy::try_from(c.lb_policy) {
+                Ok(cluster::LbPolicy::RoundRobin) => LbAlgorithm::RoundRobin,
+                Ok(cluster::LbPolicy::LeastRequest) => LbAlgorithm::LeastRequest,
+                Ok(cluster::LbPolicy::Random) => LbAlgorithm::Random,
+                other => return Err(err(format!("lb_policy {other:?} is not supported"))),
+            },
+        };
+        let connect_timeout = match &c.connect_timeout {
+            Some(d) => to_duration(d).map_err(err)?,
+            None => ENVOY_DEFAULT_CONNECT_TIMEOUT,
+        };
+        let eds_name = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
+        let eds_name = if eds_name.is_empty() { c.name.clone() } else { eds_name };
+        Ok(Self { name: c.name.clone(), lb, connect_timeout, eds_name })
+    }
+}
+
+/// The endpoints of a `ClusterLoadAssignment`.
+pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for endpoint in cla.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+        let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
+            return Err(reject("endpoints", &cla.cluster_name, "every endpoint needs an address"));
+        };
+        let address = socket_addr(e.address.as_ref())
+            .ok_or_else(|| reject("endpoints", &cla.cluster_name, "endpoint addresses must be IP:port"))?;
+        let healthy =
+            matches!(HealthStatus::try_from(endpoint.health_status), Ok(HealthStatus::Healthy | HealthStatus::Unknown));
+        out.push(EndpointConfig { address, healthy });
+    }
+    Ok(out)
+}
+
+fn socket_addr(address: Option<&Address>) -> Option<SocketAddr> {
+    let address::Address::SocketAddress(s) = address?.address.as_ref()? else { return None };
+    let ip: IpAddr = s.address.parse().ok()?;
+    Some(SocketAddr::new(ip, socket_port(address)?))
+}
+
+#[cfg(test)]
+mod tests;

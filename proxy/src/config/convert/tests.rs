@@ -1,0 +1,148 @@
+//! Route conversion: what each policy field becomes, Envoy's defaults where a field is unset, and refusals
+//! (NACKs) of what the proxy cannot honour.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue as PbHeaderValue, HeaderValueOption, header_value_option};
+use envoy_types::pb::envoy::config::route::v3::{self as route, retry_policy::RetryHostPredicate, route_action};
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay as PbDelay, fault_delay};
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{FaultAbort as PbAbort, HttpFault, fault_abort};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use weft_xds::filters::{CORS, FAULT, PREVIOUS_HOSTS};
+
+use super::actions::{direct_response, route_action};
+use super::policy::{fault, header_ops, retry_policy};
+use crate::config::policy::{AbortWith, Fraction, RetryOn};
+
+fn ms(n: i64) -> PbDuration {
+    PbDuration { seconds: n / 1000, nanos: ((n % 1000) * 1_000_000) as i32 }
+}
+
+fn percent(numerator: u32, denominator: DenominatorType) -> FractionalPercent {
+    FractionalPercent { numerator, denominator: denominator as i32 }
+}
+
+#[test]
+fn istios_retry_policy_converts_with_envoys_defaults() {
+    let policy = route::RetryPolicy {
+        retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into(),
+        num_retries: Some(UInt32Value { value: 2 }),
+        retriable_status_codes: vec![503],
+        per_try_timeout: Some(ms(250)),
+        retry_host_predicate: vec![RetryHostPredicate { name: PREVIOUS_HOSTS.into(), ..Default::default() }],
+        host_selection_retry_max_attempts: 5,
+        ..Default::default()
+    };
+    let converted = retry_policy(&policy).unwrap().unwrap();
+    assert_eq!(converted.retries, 2);
+    assert!(converted.on.contains(RetryOn::RETRIABLE_STATUS_CODES) && converted.other_hosts);
+    assert_eq!(converted.status_codes, [503]);
+    assert_eq!(converted.per_try_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(
+        (converted.backoff_base, converted.backoff_max),
+        (Duration::from_millis(25), Duration::from_millis(250))
+    );
+    let unset = route::RetryPolicy { retry_on: "5xx".into(), ..Default::default() };
+    assert_eq!(retry_policy(&unset).unwrap().unwrap().retries, 1, "Envoy retries once when num_retries is unset");
+    let none = route::RetryPolicy {
+        retry_on: "5xx".into(),
+        num_retries: Some(UInt32Value { value: 0 }),
+        ..Default::default()
+    };
+    assert!(retry_policy(&none).unwrap().is_none(), "zero retries: no policy");
+    let odd = route::RetryPolicy {
+        retry_on: "5xx".into(),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.omit_canary_hosts".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(retry_policy(&odd).unwrap_err().contains("omit_canary_hosts"));
+    assert!(retry_policy(&route::RetryPolicy { retry_on: "sometimes".into(), ..Default::default() }).is_err());
+}
+
+#[test]
+fn faults_convert_and_an_unset_percentage_is_envoys_zero() {
+    let config = HttpFault {
+        delay: Some(PbDelay {
+            fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(ms(5000))),
+            percentage: Some(percent(100_000, DenominatorType::Million)),
+            ..Default::default()
+        }),
+        abort: Some(PbAbort { error_type: Some(fault_abort::ErrorType::GrpcStatus(14)), ..Default::default() }),
+        ..Default::default()
+    };
+    let configs = HashMap::from([(FAULT.to_string(), weft_xds::pack(&config))]);
+    let converted = fault(&configs).unwrap().unwrap();
+    let delay = converted.delay.unwrap();
+    assert_eq!(
+        (delay.delay, delay.share),
+        (Duration::from_secs(5), Fraction { numerator: 100_000, denominator: 1_000_000 })
+    );
+    let abort = converted.abort.unwrap();
+    assert_eq!((abort.with, abort.share.numerator), (AbortWith::Grpc(14), 0));
+    let cors = HashMap::from([(CORS.to_string(), weft_xds::pack(&config))]);
+    assert!(fault(&cors).unwrap_err().contains("not supported"), "a filter config the proxy cannot honour is refused");
+}
+
+#[test]
+fn header_operations_map_append_actions_and_refuse_pseudo_headers() {
+    let option = |key: &str, action: header_value_option::HeaderAppendAction| HeaderValueOption {
+        header: Some(PbHeaderValue { key: key.into(), value: "v".into(), ..Default::default() }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    use header_value_option::HeaderAppendAction as A;
+    let ops = header_ops(
+        &[option("x-set", A::OverwriteIfExistsOrAdd), option("x-add", A::AppendIfExistsOrAdd)],
+        &["x-gone".into()],
+    )
+    .unwrap();
+    assert_eq!((ops.set[0].0.as_str(), ops.add[0].0.as_str(), ops.remove[0].as_str()), ("x-set", "x-add", "x-gone"));
+    assert!(header_ops(&[option(":path", A::OverwriteIfExistsOrAdd)], &[]).is_err());
+    assert!(header_ops(&[option("x-a", A::AddIfAbsent)], &[]).is_err());
+}
+
+#[test]
+fn mirrors_default_to_every_request_and_rewrites_are_exclusive() {
+    let action = route::RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("main".into())),
+        request_mirror_policies: vec![route_action::RequestMirrorPolicy {
+            cluster: "shadow".into(),
+            ..Default::default()
+        }],
+        prefix_rewrite: "/new".into(),
+        max_stream_duration: Some(route_action::MaxStreamDuration {
+            grpc_timeout_header_max: Some(ms(0)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let converted = route_action(&action).unwrap();
+    assert_eq!(converted.mirrors[0].share, Fraction::ALL);
+    assert_eq!(converted.rewrite.prefix.as_deref(), Some("/new"));
+    assert_eq!(converted.grpc_timeout, crate::config::policy::GrpcTimeout::Honoured { max: None });
+    assert_eq!(converted.timeout, Some(Duration::from_secs(15)), "Envoy's default route timeout");
+    let both = route::RouteAction {
+        regex_rewrite: Some(envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute {
+            pattern: Some(envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+                regex: "a".into(),
+                ..Default::default()
+            }),
+            substitution: "b".into(),
+        }),
+        ..action
+    };
+    assert!(route_action(&both).unwrap_err().contains("exclusive"));
+}
+
+#[test]
+fn direct_responses_need_a_real_status() {
+    let answer = |status| route::DirectResponseAction { status, ..Default::default() };
+    assert_eq!(direct_response(&answer(503)).unwrap().status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(direct_response(&answer(99)).is_err());
+    assert!(direct_response(&answer(600)).is_err());
+}

@@ -1,0 +1,143 @@
+//! Request mirroring (Istio's `mirror` / `mirrors`, Envoy's `request_mirror_policies`): a share of requests is
+//! copied to another cluster, fire-and-forget. The copy's authority gets `-shadow` appended to its host, as
+//! Envoy does; its response is read and dropped; it never delays or fails the original. The copy's body is read
+//! from what the original sends ([`super::replay`]), so a mirror never reads the client faster than the
+//! original's upstream does.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http_body_util::BodyExt;
+use tower::{Layer, Service};
+
+use super::copy_request;
+use super::replay::Replay;
+use crate::balance::ClusterBalancer;
+use crate::config::policy::Mirror;
+use crate::dataplane::Runtime;
+use crate::http::Body;
+use crate::metrics::{Metrics, RouteEvent};
+
+/// How long a copy may take at most, start to end: Envoy's default route timeout.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Copy)]
+pub struct MirrorLayer<'a> {
+    mirrors: &'a [Mirror],
+    runtime: &'a Runtime,
+    metrics: &'a Arc<Metrics>,
+}
+
+impl<'a> MirrorLayer<'a> {
+    pub fn new(mirrors: &'a [Mirror], runtime: &'a Runtime, metrics: &'a Arc<Metrics>) -> Self {
+        Self { mirrors, runtime, metrics }
+    }
+}
+
+impl<'a, S> Layer<S> for MirrorLayer<'a> {
+    type Service = MirrorService<'a, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MirrorService { config: *self, inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct MirrorService<'a, S> {
+    config: MirrorLayer<'a>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for MirrorService<'_, S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let chosen: Vec<&Mirror> = self.config.mirrors.iter().filter(|m| m.share.contains(rand::random())).collect();
+        if chosen.is_empty() {
+            return self.inner.call(request);
+        }
+        let (mut head, body) = request.into_parts();
+        let replay = head.extensions.get::<Replay>().cloned().unwrap_or_else(|| Replay::new(body));
+        for mirror in chosen {
+            let metrics = self.config.metrics.clone();
+            match self.config.runtime.clusters.get(&mirror.cluster) {
+                Some(balancer) => {
+                    let copy = shadow(copy_request(&head, replay.follower()));
+                    tokio::spawn(send_copy(balancer.clone(), copy, mirror.cluster.clone(), metrics));
+                }
+                None => metrics.route_event(&mirror.cluster, RouteEvent::MirrorFailed),
+            }
+        }
+        head.extensions.insert(replay.clone());
+        self.inner.call(Request::from_parts(head, replay.leader()))
+    }
+}
+
+async fn send_copy(balancer: Arc<ClusterBalancer>, request: Request<Body>, cluster: String, metrics: Arc<Metrics>) {
+    let sent = async {
+        let (_, response) = balancer.call(request, &[])?;
+        let mut body = response.await?.into_body();
+        // Read to the end so the connection can be reused.
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok::<_, crate::BoxError>(())
+    };
+    let event = match tokio::time::timeout(MIRROR_TIMEOUT, sent).await {
+        Ok(Ok(())) => RouteEvent::Mirror,
+        Ok(Err(_)) | Err(_) => RouteEvent::MirrorFailed,
+    };
+    metrics.route_event(&cluster, event);
+}
+
+/// The copy's authority: `host-shadow[:port]`.
+fn shadow(mut request: Request<Body>) -> Request<Body> {
+    let Some(authority) = request.uri().authority() else { return request };
+    let shadowed = match authority.port() {
+        Some(port) => format!("{}-shadow:{port}", authority.host()),
+        None => format!("{}-shadow", authority.host()),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(parsed) = Authority::try_from(shadowed.as_str()) {
+        parts.authority = Some(parsed);
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    if request.version() != Version::HTTP_2
+        && let Ok(host) = HeaderValue::from_str(&shadowed)
+    {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_goes_to_the_shadow_host() {
+        let request = |uri: &str| {
+            let mut r = Request::new(Body::default());
+            *r.uri_mut() = uri.parse().unwrap();
+            r
+        };
+        let copy = shadow(request("http://reviews.shop:9080/a?b=1"));
+        assert_eq!(copy.uri().to_string(), "http://reviews.shop-shadow:9080/a?b=1");
+        assert_eq!(copy.headers()[header::HOST], "reviews.shop-shadow:9080");
+        assert_eq!(shadow(request("http://reviews/")).uri().authority().unwrap().as_str(), "reviews-shadow");
+    }
+}

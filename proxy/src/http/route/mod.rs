@@ -1,0 +1,125 @@
+//! A routed request's path to its cluster, as a stack of tower layers configured from the route's plain config:
+//!
+//! ```text
+//! fault (delay, abort) -> headers (route's and destination's set/add/remove) -> rewrite (path, authority)
+//!   -> mirror (fire-and-forget copies) -> retry (policy, budget, backoff, per-try timeout) -> attempt (balancer)
+//! ```
+//!
+//! Each layer is present only when its route asks for it, so a plain route pays for none of them. The layers
+//! borrow the config they were built from; the stack lives for one request. Redirects and direct responses are
+//! answered without a stack ([`direct`]).
+
+pub mod direct;
+mod fault;
+pub mod grpc;
+mod headers;
+mod mirror;
+pub mod replay;
+mod retry;
+mod rewrite;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tower::{ServiceBuilder, ServiceExt};
+
+pub use headers::apply as apply_headers;
+pub use retry::PerTryTimeout;
+
+use super::Body;
+use crate::BoxError;
+use crate::balance::ClusterBalancer;
+use crate::config::{RouteAction, RouteEntry, WeightedTarget};
+use crate::dataplane::Runtime;
+use crate::metrics::Metrics;
+
+/// What the stack answers: a response head (upstream's or the proxy's own), or why there is none.
+pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'a>>;
+
+/// Where a request goes, once routed: the route, its action, the weighted target picked and that cluster.
+pub struct Routed<'a> {
+    pub route: &'a RouteEntry,
+    pub action: &'a RouteAction,
+    pub target: &'a WeightedTarget,
+    pub balancer: &'a ClusterBalancer,
+}
+
+/// Sends `request` (prepared for upstream: authority set, hop-by-hop headers gone) along the route's stack.
+pub fn send<'a>(
+    routed: Routed<'a>,
+    runtime: &'a Runtime,
+    metrics: &'a Arc<Metrics>,
+    request: Request<Body>,
+) -> RouteFuture<'a> {
+    let Routed { route, action, target, balancer } = routed;
+    let cluster = target.cluster.as_str();
+    let attempt = Attempt { balancer };
+    let stack = ServiceBuilder::new()
+        .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)))
+        .option_layer(headers::HeadersLayer::new(route, target))
+        .option_layer(rewrite::RewriteLayer::new(&action.rewrite, &route.path))
+        .option_layer((!action.mirrors.is_empty()).then(|| mirror::MirrorLayer::new(&action.mirrors, runtime, metrics)))
+        .option_layer(action.retry.as_ref().map(|p| retry::RetryLayer::new(p, balancer, cluster, metrics)))
+        .service(attempt);
+    Box::pin(stack.oneshot(request))
+}
+
+/// The endpoints already tried for one request, so that a retry can go elsewhere. Rides in request extensions.
+#[derive(Clone, Default)]
+pub struct Tried(Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Tried {
+    fn addresses(&self) -> Vec<SocketAddr> {
+        self.0.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    fn push(&self, address: SocketAddr) {
+        if let Ok(mut tried) = self.0.lock() {
+            tried.push(address);
+        }
+    }
+}
+
+/// One attempt: an endpoint of the cluster chosen by its balancer (avoiding those in the request's [`Tried`]).
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    balancer: &'a ClusterBalancer,
+}
+
+impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = RouteFuture<'a>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let tried = request.extensions().get::<Tried>().cloned();
+        let avoid = tried.as_ref().map(Tried::addresses).unwrap_or_default();
+        let (endpoint, response) = match self.balancer.call(request, &avoid) {
+            Ok(call) => call,
+            Err(no_endpoints) => return Box::pin(std::future::ready(Err(no_endpoints.into()))),
+        };
+        if let Some(tried) = tried {
+            tried.push(endpoint);
+        }
+        Box::pin(async move { Ok(response.await?.map(|body| body.map_err(BoxError::from).boxed())) })
+    }
+}
+
+/// Builds a copy of a request's head (method, URI, version, headers) with `body`; extensions are not copied.
+fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
+    let mut request = Request::new(body);
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = head.uri.clone();
+    *request.version_mut() = head.version;
+    *request.headers_mut() = head.headers.clone();
+    request
+}

@@ -1,0 +1,151 @@
+//! The retry layer: sends the request again when an attempt's outcome is one the route's policy retries
+//! ([`decide`]), after a jittered backoff, to an endpoint not tried yet (when the policy says so and one is left),
+//! within the cluster's retry budget, while the body can be replayed. Each attempt has the per-try timeout; the
+//! route timeout (outside this layer) covers them all.
+
+mod decide;
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower::{Layer, Service, ServiceExt};
+
+use super::replay::Replay;
+use super::{RouteFuture, Tried, copy_request};
+use crate::BoxError;
+use crate::balance::{ClusterBalancer, NoEndpoints};
+use crate::config::policy::RetryPolicy;
+use crate::http::Body;
+use crate::metrics::{Metrics, RouteEvent};
+use decide::{Outcome, backoff, is_retriable};
+
+/// The per-try timeout passed before the response head.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream per-try timeout")]
+pub struct PerTryTimeout;
+
+#[derive(Clone, Copy)]
+pub struct RetryLayer<'a> {
+    policy: &'a RetryPolicy,
+    balancer: &'a ClusterBalancer,
+    cluster: &'a str,
+    metrics: &'a Metrics,
+}
+
+impl<'a> RetryLayer<'a> {
+    pub fn new(policy: &'a RetryPolicy, balancer: &'a ClusterBalancer, cluster: &'a str, metrics: &'a Metrics) -> Self {
+        Self { policy, balancer, cluster, metrics }
+    }
+}
+
+impl<'a, S> Layer<S> for RetryLayer<'a> {
+    type Service = Retry<'a, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry { config: *self, inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct Retry<'a, S> {
+    config: RetryLayer<'a>,
+    inner: S,
+}
+
+impl<'a, S> Service<Request<Body>> for Retry<'a, S>
+where
+    S: Service<Request<Body>, Response = http::Response<Body>, Error = BoxError> + Clone + Send + 'a,
+    S::Future: Send + 'a,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = RouteFuture<'a>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let (config, inner) = (self.config, self.inner.clone());
+        Box::pin(attempts(config, inner, request))
+    }
+}
+
+async fn attempts<'a, S>(
+    config: RetryLayer<'a>,
+    inner: S,
+    request: Request<Body>,
+) -> Result<http::Response<Body>, BoxError>
+where
+    S: Service<Request<Body>, Response = http::Response<Body>, Error = BoxError> + Clone + Send + 'a,
+    S::Future: Send + 'a,
+{
+    let RetryLayer { policy, balancer, cluster, metrics } = config;
+    let (head, body) = request.into_parts();
+    let replay = head.extensions.get::<Replay>().cloned().unwrap_or_else(|| Replay::new(body));
+    let tried = Tried::default();
+    let mut retries = 0;
+    let mut _permit = None;
+    loop {
+        let mut request = copy_request(&head, replay.leader());
+        if policy.other_hosts {
+            request.extensions_mut().insert(tried.clone());
+        }
+        // Boxed: rustc cannot yet prove this function's future `Send` when it holds `S::Future`.
+        let call: RouteFuture<'a> = Box::pin(inner.clone().oneshot(request));
+        let result = attempt(call, policy).await;
+        if retries >= policy.retries || !is_retriable(policy, outcome(&result)) {
+            return result;
+        }
+        if !replay.is_replayable() {
+            metrics.route_event(cluster, RouteEvent::RetryBodyTooLarge);
+            return result;
+        }
+        let Some(permit) = balancer.retry_budget().try_retry() else {
+            metrics.route_event(cluster, RouteEvent::RetryOverflow);
+            return result;
+        };
+        drop(result);
+        retries += 1;
+        tokio::time::sleep(backoff(policy, retries, rand::random())).await;
+        metrics.route_event(cluster, RouteEvent::Retry);
+        // Held until this retry's own outcome is known.
+        _permit = Some(permit);
+    }
+}
+
+async fn attempt(call: RouteFuture<'_>, policy: &RetryPolicy) -> Result<http::Response<Body>, BoxError> {
+    match policy.per_try_timeout {
+        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| Err(PerTryTimeout.into())),
+        None => call.await,
+    }
+}
+
+/// How an attempt ended, for the retry decision.
+fn outcome(result: &Result<http::Response<Body>, BoxError>) -> Outcome {
+    match result {
+        Ok(response) => Outcome::answered(response.status(), response.headers()),
+        Err(err) if err.is::<NoEndpoints>() => Outcome::NoEndpoints,
+        Err(err) if err.is::<PerTryTimeout>() => Outcome::Timeout,
+        Err(err) => failure_kind(err.as_ref()),
+    }
+}
+
+/// A connection that could not be made, an HTTP/2 stream refused, or anything else after sending (a reset).
+fn failure_kind(err: &(dyn std::error::Error + 'static)) -> Outcome {
+    if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+        && client.is_connect()
+    {
+        return Outcome::ConnectFailure;
+    }
+    let mut source = Some(err);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+        {
+            return Outcome::RefusedStream;
+        }
+        source = current.source();
+    }
+    Outcome::Reset
+}
