@@ -2,6 +2,7 @@
 //! the data plane reads comes from here; nothing downstream sees protobuf.
 
 pub mod convert;
+pub mod matcher;
 pub mod policy;
 pub mod routes;
 

@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Serialize, Serializer};
 
 use super::duration_ms;
+use super::matcher::StringMatcher;
 
 /// A share of requests, `numerator / denominator` (xDS `FractionalPercent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -162,7 +163,7 @@ pub struct Rewrite {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RegexRewrite {
-    #[serde(serialize_with = "super::routes::regex_text")]
+    #[serde(serialize_with = "super::matcher::regex_text")]
     pub pattern: regex::Regex,
     pub substitution: String,
 }
@@ -228,6 +229,20 @@ pub struct DirectResponse {
     pub status: StatusCode,
     #[serde(serialize_with = "bytes_text")]
     pub body: Bytes,
+}
+
+/// A route's CORS policy (Istio's `corsPolicy`, Envoy's CORS filter per route).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cors {
+    pub allow_origins: Vec<StringMatcher>,
+    pub allow_methods: String,
+    pub allow_headers: String,
+    pub expose_headers: String,
+    pub max_age: String,
+    pub allow_credentials: bool,
+    /// Preflight requests from origins not allowed go on to the upstream (else they are answered without CORS
+    /// headers). Envoy's default: forwarded.
+    pub forward_unmatched_preflights: bool,
 }
 
 fn header_pairs<S: Serializer>(pairs: &[(HeaderName, HeaderValue)], s: S) -> Result<S::Ok, S::Error> {

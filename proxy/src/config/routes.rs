@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
+
+pub use super::matcher::{RegexEq, StringMatcher};
 
 use super::policy::{
-    DirectResponse, Fault, GrpcTimeout, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite, optional_ms,
+    Cors, DirectResponse, Fault, GrpcTimeout, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite, optional_ms,
 };
 
 /// One route configuration (all Services on a port).
@@ -40,6 +42,7 @@ pub struct RouteEntry {
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
     pub fault: Option<Fault>,
+    pub cors: Option<Cors>,
 }
 
 /// What a matching route does with the request.
@@ -77,15 +80,6 @@ pub struct QueryMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StringMatcher {
-    Exact(String),
-    Prefix(String),
-    Regex(RegexEq),
-    Present,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteAction {
     /// Weighted targets; a single target has any weight.
     pub targets: Vec<WeightedTarget>,
@@ -115,35 +109,6 @@ impl WeightedTarget {
             response_headers: HeaderOps::default(),
         }
     }
-}
-
-/// A regex compared by its pattern (the `regex` crate's type has no equality).
-#[derive(Debug, Clone)]
-pub struct RegexEq(pub regex::Regex);
-
-impl PartialEq for RegexEq {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
-    }
-}
-
-impl Serialize for RegexEq {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        regex_text(&self.0, s)
-    }
-}
-
-impl std::ops::Deref for RegexEq {
-    type Target = regex::Regex;
-    fn deref(&self) -> &regex::Regex {
-        &self.0
-    }
-}
-
-pub(crate) fn regex_text<S: Serializer>(re: &regex::Regex, s: S) -> Result<S::Ok, S::Error> {
-    // Stored anchored (`^(?:..)$`) for full-string matching; shown as written.
-    let text = re.as_str();
-    s.serialize_str(text.strip_prefix("^(?:").and_then(|t| t.strip_suffix(")$")).unwrap_or(text))
 }
 
 /// What routing needs to know about a request.
@@ -196,6 +161,7 @@ impl RouteEntry {
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             fault: None,
+            cors: None,
         }
     }
 
@@ -254,18 +220,6 @@ impl QueryMatch {
             _ => None,
         });
         self.matcher.matches(value)
-    }
-}
-
-impl StringMatcher {
-    fn matches(&self, value: Option<&str>) -> bool {
-        match (self, value) {
-            (_, None) => false,
-            (Self::Present, Some(_)) => true,
-            (Self::Exact(e), Some(v)) => v == e,
-            (Self::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-            (Self::Regex(re), Some(v)) => re.is_match(v),
-        }
     }
 }
 

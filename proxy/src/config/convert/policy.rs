@@ -6,15 +6,17 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, header_value_option};
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::Any;
 use http::{HeaderName, HeaderValue, StatusCode};
-use weft_xds::filters::{FAULT, PREVIOUS_HOSTS};
+use weft_xds::filters::{CORS, FAULT, PREVIOUS_HOSTS};
 
+use super::routes::string_matcher;
 use super::to_duration;
 use crate::config::policy::{
-    AbortWith, DEFAULT_BACKOFF_BASE, Fault, FaultAbort, FaultDelay, Fraction, HeaderOps, RetryOn, RetryPolicy,
+    AbortWith, Cors, DEFAULT_BACKOFF_BASE, Fault, FaultAbort, FaultDelay, Fraction, HeaderOps, RetryOn, RetryPolicy,
 };
 
 /// Header operations from Envoy's `*_headers_to_add` / `*_headers_to_remove`.
@@ -34,7 +36,10 @@ pub(super) fn header_ops(add: &[HeaderValueOption], remove: &[String]) -> Result
                     Ok(A::AppendIfExistsOrAdd) => true,
                     Ok(A::OverwriteIfExistsOrAdd) => false,
                     _ => {
-                        return Err(format!("header {:?}: only append and overwrite actions are supported", header.key));
+                        return Err(format!(
+                            "header {:?}: only append and overwrite actions are supported",
+                            header.key
+                        ));
                     }
                 }
             }
@@ -96,17 +101,44 @@ fn status(code: u32) -> Result<StatusCode, String> {
         .ok_or_else(|| format!("{code} is not an HTTP status code"))
 }
 
-/// The route's fault injection, from its per-filter configs; any other filter's config is refused.
-pub(super) fn fault(configs: &HashMap<String, Any>) -> Result<Option<Fault>, String> {
-    let mut fault = None;
+/// A route's per-filter configs: fault injection and CORS; any other filter's config is refused.
+#[derive(Debug, Default)]
+pub(super) struct FilterConfigs {
+    pub fault: Option<Fault>,
+    pub cors: Option<Cors>,
+}
+
+pub(super) fn filter_configs(configs: &HashMap<String, Any>) -> Result<FilterConfigs, String> {
+    let mut found = FilterConfigs::default();
     for (name, any) in configs {
-        if name != FAULT {
-            return Err(format!("per-route config for filter {name:?} is not supported"));
+        match name.as_str() {
+            FAULT => {
+                let config: HttpFault = weft_xds::unpack(any).map_err(|e| format!("fault config: {e}"))?;
+                found.fault = Some(fault_of(&config)?);
+            }
+            CORS => {
+                let config: CorsPolicy = weft_xds::unpack(any).map_err(|e| format!("CORS config: {e}"))?;
+                found.cors = Some(cors_of(&config)?);
+            }
+            _ => return Err(format!("per-route config for filter {name:?} is not supported")),
         }
-        let config: HttpFault = weft_xds::unpack(any).map_err(|e| format!("fault config: {e}"))?;
-        fault = Some(fault_of(&config)?);
     }
-    Ok(fault)
+    Ok(found)
+}
+
+fn cors_of(c: &CorsPolicy) -> Result<Cors, String> {
+    if c.filter_enabled.is_some() || c.shadow_enabled.is_some() || c.allow_private_network_access.is_some() {
+        return Err("CORS filter_enabled, shadow_enabled and private network access are not supported".into());
+    }
+    Ok(Cors {
+        allow_origins: c.allow_origin_string_match.iter().map(string_matcher).collect::<Result<_, _>>()?,
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age: c.max_age.clone(),
+        allow_credentials: c.allow_credentials.as_ref().is_some_and(|b| b.value),
+        forward_unmatched_preflights: c.forward_not_matching_preflights.as_ref().is_none_or(|b| b.value),
+    })
 }
 
 fn fault_of(config: &HttpFault) -> Result<Fault, String> {

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher as PbStringMatcher, string_matcher};
 
 use super::actions::{direct_response, redirect, route_action};
-use super::policy::{fault, header_ops};
+use super::policy::{filter_configs, header_ops};
 use super::{ConfigError, reject};
 use crate::config::routes::{Action, QueryMatch, RegexEq};
 use crate::config::{HeaderMatch, PathMatch, RouteEntry, RouteTable, StringMatcher, VirtualHost};
@@ -62,7 +62,7 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
     };
     let request_headers = header_ops(&r.request_headers_to_add, &r.request_headers_to_remove).map_err(in_route)?;
     let response_headers = header_ops(&r.response_headers_to_add, &r.response_headers_to_remove).map_err(in_route)?;
-    let fault = fault(&r.typed_per_filter_config).map_err(in_route)?;
+    let filters = filter_configs(&r.typed_per_filter_config).map_err(in_route)?;
     Ok(RouteEntry {
         name: r.name.clone(),
         path,
@@ -72,7 +72,8 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
         action,
         request_headers,
         response_headers,
-        fault,
+        fault: filters.fault,
+        cors: filters.cors,
     })
 }
 
@@ -110,7 +111,7 @@ fn query_match(q: &route::QueryParameterMatcher) -> Result<QueryMatch, String> {
     Ok(QueryMatch { name: q.name.clone(), matcher })
 }
 
-fn string_matcher(m: &PbStringMatcher) -> Result<StringMatcher, String> {
+pub(super) fn string_matcher(m: &PbStringMatcher) -> Result<StringMatcher, String> {
     if m.ignore_case {
         return Err("case-insensitive string matching is not supported".into());
     }

@@ -13,7 +13,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use weft_xds::filters::{CORS, FAULT, PREVIOUS_HOSTS};
 
 use super::actions::{direct_response, route_action};
-use super::policy::{fault, header_ops, retry_policy};
+use super::policy::{filter_configs, header_ops, retry_policy};
 use crate::config::policy::{AbortWith, Fraction, RetryOn};
 
 fn ms(n: i64) -> PbDuration {
@@ -76,7 +76,7 @@ fn faults_convert_and_an_unset_percentage_is_envoys_zero() {
         ..Default::default()
     };
     let configs = HashMap::from([(FAULT.to_string(), weft_xds::pack(&config))]);
-    let converted = fault(&configs).unwrap().unwrap();
+    let converted = filter_configs(&configs).unwrap().fault.unwrap();
     let delay = converted.delay.unwrap();
     assert_eq!(
         (delay.delay, delay.share),
@@ -84,8 +84,10 @@ fn faults_convert_and_an_unset_percentage_is_envoys_zero() {
     );
     let abort = converted.abort.unwrap();
     assert_eq!((abort.with, abort.share.numerator), (AbortWith::Grpc(14), 0));
-    let cors = HashMap::from([(CORS.to_string(), weft_xds::pack(&config))]);
-    assert!(fault(&cors).unwrap_err().contains("not supported"), "a filter config the proxy cannot honour is refused");
+    let unknown = HashMap::from([("envoy.filters.http.lua".to_string(), weft_xds::pack(&config))]);
+    assert!(filter_configs(&unknown).unwrap_err().contains("not supported"), "a config the proxy cannot honour");
+    let wrong = HashMap::from([(CORS.to_string(), weft_xds::pack(&config))]);
+    assert!(filter_configs(&wrong).unwrap_err().contains("CORS config"), "a CORS key holding something else");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! A routed request's path to its cluster, as a stack of tower layers configured from the route's plain config:
 //!
 //! ```text
-//! fault (delay, abort) -> headers (route's and destination's set/add/remove) -> rewrite (path, authority)
+//! cors (preflights) -> fault (delay, abort) -> headers (route's and destination's set/add/remove) -> rewrite (path, authority)
 //!   -> mirror (fire-and-forget copies) -> retry (policy, budget, backoff, per-try timeout) -> attempt (balancer)
 //! ```
 //!
@@ -9,6 +9,7 @@
 //! borrow the config they were built from; the stack lives for one request. Redirects and direct responses are
 //! answered without a stack ([`direct`]).
 
+mod cors;
 pub mod direct;
 mod fault;
 pub mod grpc;
@@ -60,6 +61,7 @@ pub fn send<'a>(
     let cluster = target.cluster.as_str();
     let attempt = Attempt { balancer };
     let stack = ServiceBuilder::new()
+        .option_layer(route.cors.as_ref().map(cors::CorsLayer::new))
         .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)))
         .option_layer(headers::HeadersLayer::new(route, target))
         .option_layer(rewrite::RewriteLayer::new(&action.rewrite, &route.path))
