@@ -11,7 +11,6 @@ use weft_xds::{listener_name, pack, route_config_name};
 
 use super::ads_config_source;
 
-
 pub(super) fn outbound(port: u16) -> Listener {
     let name = listener_name(port);
     let manager = HttpConnectionManager {

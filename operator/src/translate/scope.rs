@@ -35,14 +35,15 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
     Some(hosts)
 }
 
-/// The Services the routes of `host` send to (its VirtualService's destinations), as FQDNs.
+/// The Services the routes of `host` send to (its VirtualService's destinations, mirrors included: a proxy
+/// needs their clusters as much as those of `route[]`), as FQDNs.
 pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
     let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
     vs.spec
         .http
         .iter()
-        .flat_map(|rule| &rule.route)
-        .map(|dest| snapshot.resolve_host(&dest.destination.host, &vs.namespace))
+        .flat_map(|rule| rule.destinations())
+        .map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace))
         .collect()
 }
 
