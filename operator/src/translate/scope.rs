@@ -102,6 +102,35 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_are_destinations_too() {
+        let mirrored = ROUTE_TO_PAYMENTS.replace(
+            "    - destination: {host: payments.bank.svc.cluster.local}\n",
+            "    - destination: {host: payments.bank.svc.cluster.local}\n    mirror: {host: audit.bank}\n  - route: [{destination: {host: payments.bank}}]\n    mirrors: [{destination: {host: ledger.bank}}]\n---\n",
+        );
+        let mesh = mirrored + &service("checkout", "shop") + &service("payments", "bank") + &service("audit", "bank");
+        let snapshot = snapshot(&(mesh + &service("ledger", "bank")));
+        assert_eq!(
+            route_destinations(&snapshot, "checkout.shop.svc.cluster.local"),
+            [
+                "payments.bank.svc.cluster.local",
+                "audit.bank.svc.cluster.local",
+                "payments.bank.svc.cluster.local",
+                "ledger.bank.svc.cluster.local"
+            ]
+        );
+        let scope: Vec<String> = initial_scope(&snapshot, "shop", ProxyScope::OnDemand).unwrap().into_iter().collect();
+        assert_eq!(
+            scope,
+            [
+                "audit.bank.svc.cluster.local",
+                "checkout.shop.svc.cluster.local",
+                "ledger.bank.svc.cluster.local",
+                "payments.bank.svc.cluster.local"
+            ]
+        );
+    }
+
+    #[test]
     fn on_demand_names_resolve_as_the_virtual_host_domains_do() {
         let snapshot = snapshot(&(service("payments", "bank") + &service("cart", "shop")));
         let found = |namespace, name| on_demand_service(&snapshot, namespace, name).map(|(s, p)| (s.fqdn(), p));
