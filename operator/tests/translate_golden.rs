@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use weft_operator::index::{Index, Snapshot};
 use weft_operator::source::file::{DirectoryState, FileRead, as_events};
@@ -81,7 +82,17 @@ fn render(resources: &ProxyResources) -> String {
         out.push('\n');
     }
     for r in &resources.routes {
-        out += &format!("# RDS {}\n{}\n", r.name, readable(r));
+        // Per-route fault configurations are protobuf bytes in an Any: shown decoded, after the routes.
+        let mut config = r.clone();
+        let mut faults = String::new();
+        for route in config.virtual_hosts.iter_mut().flat_map(|h| h.routes.iter_mut()) {
+            for (filter, any) in &mut route.typed_per_filter_config {
+                let fault = weft_xds::unpack::<HttpFault>(any).unwrap();
+                faults += &format!("## {filter} of route {}\n{}", route.name, readable(&fault));
+                any.value.clear();
+            }
+        }
+        out += &format!("# RDS {}\n{}{faults}\n", config.name, readable(&config));
     }
     out
 }
@@ -113,6 +124,11 @@ fn canary_with_header_rule_and_subsets() {
 #[test]
 fn multiple_ports_namespaces_and_lb_policies() {
     check_golden("multiport", &[testdata().join("translate/multiport.yaml")]);
+}
+
+#[test]
+fn retries_faults_mirrors_rewrites_headers_redirects_and_direct_responses() {
+    check_golden("traffic", &[testdata().join("translate/traffic.yaml")]);
 }
 
 #[test]

@@ -118,9 +118,9 @@ fn virtual_service_refs(
         }
     }
     for (i, rule) in spec.http.iter().enumerate() {
-        for (j, route) in rule.route.iter().enumerate() {
-            let path = format!("spec.http[{i}].route[{j}].destination");
-            let d = &route.destination;
+        // Mirrors too: a mirror to a Service that does not exist loses its copies as surely as a route loses requests.
+        for (field, d) in rule.destination_fields() {
+            let path = format!("spec.http[{i}].{field}");
             let fqdn = snapshot.resolve_host(&d.host, namespace);
             let Some(service) = snapshot.services.get(&fqdn) else {
                 problems.push((reason::UNKNOWN_HOST, format!("{path}.host: no Service {fqdn}")));

@@ -167,6 +167,9 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(gone.scopes, "a Service gone and one new");
         let destination = between(&base, &snapshot(&MESH.replace("host: ratings}", "host: reviews}")));
         assert!(destination.scopes && destination.clusters.is_empty(), "a rule sending elsewhere");
+        let mirror =
+            between(&base, &snapshot(&MESH.replace("weight: 10}]}]}", "weight: 10}], mirror: {host: stars}}]}")));
+        assert!(mirror.scopes && mirror.routes == fqdns(&["reviews"]), "a new mirror is a new destination");
         assert!(weights.spares_clusters_of(&fqdns(&["ratings"])) && weights.spares_routes_of(&fqdns(&["ratings"])));
         assert!(!weights.spares_routes_of(&fqdns(&["reviews"])));
         assert!(weights.spares_clusters_of(&fqdns(&["reviews"])), "a weight edit spares clusters");

@@ -35,14 +35,15 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
     Some(hosts)
 }
 
-/// The Services the routes of `host` send to (its VirtualService's destinations), as FQDNs.
+/// The Services the routes of `host` send to (its VirtualService's destinations, mirrors included: a proxy
+/// needs their clusters as much as those of `route[]`), as FQDNs.
 pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
     let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
     vs.spec
         .http
         .iter()
-        .flat_map(|rule| &rule.route)
-        .map(|dest| snapshot.resolve_host(&dest.destination.host, &vs.namespace))
+        .flat_map(|rule| rule.destinations())
+        .map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace))
         .collect()
 }
 
@@ -98,6 +99,35 @@ mod tests {
         );
         assert_eq!(scope("bank", ProxyScope::OnDemand).unwrap(), Vec::<String>::new());
         assert_eq!(scope("shop", ProxyScope::Mesh), None, "everything");
+    }
+
+    #[test]
+    fn mirrors_are_destinations_too() {
+        let mirrored = ROUTE_TO_PAYMENTS.replace(
+            "    - destination: {host: payments.bank.svc.cluster.local}\n",
+            "    - destination: {host: payments.bank.svc.cluster.local}\n    mirror: {host: audit.bank}\n  - route: [{destination: {host: payments.bank}}]\n    mirrors: [{destination: {host: ledger.bank}}]\n---\n",
+        );
+        let mesh = mirrored + &service("checkout", "shop") + &service("payments", "bank") + &service("audit", "bank");
+        let snapshot = snapshot(&(mesh + &service("ledger", "bank")));
+        assert_eq!(
+            route_destinations(&snapshot, "checkout.shop.svc.cluster.local"),
+            [
+                "payments.bank.svc.cluster.local",
+                "audit.bank.svc.cluster.local",
+                "payments.bank.svc.cluster.local",
+                "ledger.bank.svc.cluster.local"
+            ]
+        );
+        let scope: Vec<String> = initial_scope(&snapshot, "shop", ProxyScope::OnDemand).unwrap().into_iter().collect();
+        assert_eq!(
+            scope,
+            [
+                "audit.bank.svc.cluster.local",
+                "checkout.shop.svc.cluster.local",
+                "ledger.bank.svc.cluster.local",
+                "payments.bank.svc.cluster.local"
+            ]
+        );
     }
 
     #[test]

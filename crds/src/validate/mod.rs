@@ -1,0 +1,157 @@
+//! Semantic checks the OpenAPI schema cannot express. Pure: a spec in, every problem (with its field path) out,
+//! in the order the fields are written. Used by the operator (standalone files, status conditions) and the
+//! validating webhook.
+//!
+//! A field Weft does not support yet is refused here with a message saying so (see [`not_supported`]), never
+//! silently ignored: an Istio user must learn that the YAML does not do what it would do under Istio.
+
+mod headers;
+mod matching;
+mod policies;
+mod rule;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+use crate::field_path::Path;
+use crate::{DestinationRuleSpec, FieldError, VirtualServiceSpec};
+
+/// The largest sum of a route's weights: Envoy refuses weighted clusters whose total exceeds a `uint32`.
+pub const MAX_TOTAL_WEIGHT: i64 = u32::MAX as i64;
+
+/// The only gateway Weft has: Istio's name for "the sidecars of the mesh".
+pub const MESH_GATEWAY: &str = "mesh";
+
+/// Every problem in a VirtualService spec; empty when it is valid.
+pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
+    let root = Path::root("spec");
+    let mut errors = Vec::new();
+    if spec.hosts.is_empty() {
+        errors.push(root.field("hosts").error("at least one host is required"));
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        check_host(&root.field("hosts").index(i), host, &mut errors);
+    }
+    check_gateways(&root.field("gateways"), &spec.gateways, &mut errors);
+    // Istio refuses a VirtualService without routes: applied, it would cut its hosts off with 404s. One with
+    // only tcp/tls routes gets the "not supported yet" errors below instead.
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        errors.push(
+            root.field("http")
+                .error("at least one HTTP route is required (Weft does not support tcp or tls routes yet)"),
+        );
+    }
+    for (i, http) in spec.http.iter().enumerate() {
+        rule::check_http_route(&root.field("http").index(i), http, &mut errors);
+    }
+    if !spec.tls.is_empty() {
+        errors.push(not_supported(&root.field("tls"), "TLS routing (tls)"));
+    }
+    if !spec.tcp.is_empty() {
+        errors.push(not_supported(&root.field("tcp"), "TCP routing (tcp)"));
+    }
+    for (i, namespace) in spec.export_to.iter().enumerate() {
+        if namespace != "*" {
+            errors.push(root.field("exportTo").index(i).error(format!(
+                "exporting to {namespace:?} is not supported by Weft yet: a VirtualService applies to every \
+                 namespace (exportTo: [\"*\"])"
+            )));
+        }
+    }
+    errors
+}
+
+/// Every problem in a DestinationRule spec; empty when it is valid.
+pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> {
+    let root = Path::root("spec");
+    let mut errors = Vec::new();
+    check_host(&root.field("host"), &spec.host, &mut errors);
+    let mut seen = BTreeSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let path = root.field("subsets").index(i);
+        if subset.name.is_empty() {
+            errors.push(path.field("name").error("subset name is required"));
+        } else if !is_dns_label(&subset.name) {
+            errors.push(path.field("name").error(format!(
+                "subset name {:?} must be a DNS label (lower-case letters, digits and '-')",
+                subset.name
+            )));
+        } else if !seen.insert(subset.name.as_str()) {
+            errors.push(path.field("name").error(format!("duplicate subset name {:?}", subset.name)));
+        }
+    }
+    errors
+}
+
+/// "`what` is not supported by Weft yet", on the field that asks for it.
+pub(crate) fn not_supported(path: &Path, what: &str) -> FieldError {
+    path.error(format!("{what} is not supported by Weft yet"))
+}
+
+/// Gateways, at the top level or in a match: only `mesh`.
+fn check_gateways(path: &Path, gateways: &[String], errors: &mut Vec<FieldError>) {
+    for (i, gateway) in gateways.iter().enumerate() {
+        if gateway != MESH_GATEWAY {
+            errors.push(path.index(i).error(format!(
+                "gateway {gateway:?} is not supported by Weft yet: Weft has only the mesh (\"{MESH_GATEWAY}\"), \
+                 no gateways yet"
+            )));
+        }
+    }
+}
+
+fn check_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
+    if host.is_empty() {
+        errors.push(path.error("host must not be empty"));
+    } else if host.contains('*') {
+        errors.push(path.error(format!("wildcard host {host:?} is not supported by Weft yet; name the Service")));
+    } else if !host.split('.').all(is_dns_label) {
+        errors.push(path.error(format!("host {host:?} is not a valid DNS name")));
+    }
+}
+
+/// A duration as Istio writes them; the parsed value when it is one.
+fn check_duration(path: &Path, text: &str, errors: &mut Vec<FieldError>) -> Option<std::time::Duration> {
+    match crate::duration::parse_duration(text) {
+        Ok(duration) => Some(duration),
+        Err(message) => {
+            errors.push(path.error(message));
+            None
+        }
+    }
+}
+
+/// Compiles a regex that must match the whole input, as Istio (RE2 full match) and Envoy's `safe_regex` do.
+pub fn compile_full_match(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+fn check_regex(path: &Path, pattern: &str, errors: &mut Vec<FieldError>) {
+    if let Err(err) = compile_full_match(pattern) {
+        errors.push(path.error(format!("invalid regex: {}", one_line(&err.to_string()))));
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+fn http_header_name_is_invalid(name: &str) -> bool {
+    name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A percentage must lie in 0..=100 (Istio).
+fn check_percentage(path: &Path, value: f64, errors: &mut Vec<FieldError>) {
+    if !(0.0..=100.0).contains(&value) {
+        errors.push(path.error(format!("percentage {value} is out of range 0-100")));
+    }
+}

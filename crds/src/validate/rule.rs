@@ -1,0 +1,204 @@
+//! Checks of one HTTP rule (`http[i]`): its action (exactly one of `route`, `redirect`, `directResponse`), its
+//! destinations and mirrors, and what modifies the forwarded request.
+
+use super::headers::check_headers;
+use super::matching::check_match;
+use super::policies::{check_fault, check_retries};
+use super::{MAX_TOTAL_WEIGHT, check_duration, check_host, check_percentage, is_dns_label, not_supported};
+use crate::field_path::Path;
+use crate::virtual_service::actions::decode_base64;
+use crate::virtual_service::{HttpDirectResponse, HttpRedirect, HttpRewrite};
+use crate::{Destination, FieldError, HttpRoute};
+
+/// The redirect codes Envoy can send (Istio's `redirectCode`).
+pub const REDIRECT_CODES: [u32; 5] = [301, 302, 303, 307, 308];
+
+pub(super) fn check_http_route(path: &Path, rule: &HttpRoute, errors: &mut Vec<FieldError>) {
+    for (i, condition) in rule.matches.iter().enumerate() {
+        check_match(&path.field("match").index(i), condition, errors);
+    }
+    check_route(path, rule, errors);
+    // Only a forwarding rule (`route`) has a request to time out, retry, mirror or delay.
+    let answers = match (&rule.redirect, &rule.direct_response) {
+        (Some(_), _) => Some("redirect"),
+        (None, Some(_)) => Some("directResponse"),
+        (None, None) => None,
+    };
+    if let Some(redirect) = &rule.redirect {
+        if !rule.route.is_empty() {
+            errors.push(path.field("redirect").error("redirect cannot be used with route"));
+        }
+        check_redirect(&path.field("redirect"), redirect, errors);
+    }
+    if let Some(response) = &rule.direct_response {
+        for (conflict, present) in [("route", !rule.route.is_empty()), ("redirect", rule.redirect.is_some())] {
+            if present {
+                errors
+                    .push(path.field("directResponse").error(format!("directResponse cannot be used with {conflict}")));
+            }
+        }
+        check_direct_response(&path.field("directResponse"), response, errors);
+    }
+    if rule.delegate.is_some() {
+        errors.push(not_supported(&path.field("delegate"), "delegating to another VirtualService (delegate)"));
+    }
+    if let Some(rewrite) = &rule.rewrite {
+        check_rewrite(&path.field("rewrite"), rewrite, answers, errors);
+    }
+    check_forwarding(path, rule, answers, errors);
+    if rule.cors_policy.is_some() {
+        errors.push(not_supported(&path.field("corsPolicy"), "a CORS policy (corsPolicy)"));
+    }
+    if let Some(headers) = &rule.headers {
+        check_headers(&path.field("headers"), headers, errors);
+    }
+}
+
+/// `route[]`: the destinations and their weights, or the error that the rule does nothing.
+fn check_route(path: &Path, rule: &HttpRoute, errors: &mut Vec<FieldError>) {
+    let acts = !rule.route.is_empty() || rule.redirect.is_some() || rule.direct_response.is_some();
+    if !acts && rule.delegate.is_none() {
+        errors.push(path.field("route").error("one of route, redirect or directResponse is required"));
+    }
+    let mut total: i64 = 0;
+    for (i, dest) in rule.route.iter().enumerate() {
+        let dest_path = path.field("route").index(i);
+        check_destination(&dest_path.field("destination"), &dest.destination, errors);
+        let weight = dest.weight.unwrap_or(0);
+        if weight < 0 {
+            errors.push(dest_path.field("weight").error(format!("weight {weight} must not be negative")));
+        }
+        total += i64::from(weight.max(0));
+        if let Some(headers) = &dest.headers {
+            check_headers(&dest_path.field("headers"), headers, errors);
+        }
+    }
+    if rule.route.len() > 1 && total == 0 {
+        errors.push(path.field("route").error("the weights of several destinations must not all be zero"));
+    }
+    if total > MAX_TOTAL_WEIGHT {
+        errors.push(path.field("route").error(format!(
+            "the weights add up to {total}, more than {MAX_TOTAL_WEIGHT} (the largest total Envoy accepts)"
+        )));
+    }
+}
+
+/// `timeout`, `retries`, `fault` and the mirrors, which act on a forwarded request: refused on a rule that
+/// answers itself (`answers`), where Istio would ignore them (or, for `fault`, refuse them too).
+fn check_forwarding(path: &Path, rule: &HttpRoute, answers: Option<&str>, errors: &mut Vec<FieldError>) {
+    let only_forwarding = |field: &str, set: bool, errors: &mut Vec<FieldError>| {
+        if let (true, Some(action)) = (set, answers) {
+            errors.push(path.field(field).error(format!("{field} cannot be used with {action}")));
+        }
+    };
+    only_forwarding("timeout", rule.timeout.is_some(), errors);
+    if let Some(timeout) = &rule.timeout {
+        check_duration(&path.field("timeout"), timeout, errors);
+    }
+    only_forwarding("retries", rule.retries.is_some(), errors);
+    if let Some(retries) = &rule.retries {
+        check_retries(&path.field("retries"), retries, errors);
+    }
+    only_forwarding("fault", rule.fault.is_some(), errors);
+    if let Some(fault) = &rule.fault {
+        check_fault(&path.field("fault"), fault, errors);
+    }
+    only_forwarding("mirror", rule.mirror.is_some(), errors);
+    if let Some(mirror) = &rule.mirror {
+        check_destination(&path.field("mirror"), mirror, errors);
+    }
+    if let Some(percentage) = rule.mirror_percentage {
+        check_percentage(&path.field("mirrorPercentage").field("value"), percentage.value, errors);
+    }
+    if let Some(percent) = rule.mirror_percent
+        && percent > 100
+    {
+        errors.push(path.field("mirrorPercent").error(format!("percent {percent} is out of range 0-100")));
+    }
+    let percentage_set = rule.mirror_percentage.is_some() || rule.mirror_percent.is_some();
+    if percentage_set && rule.mirror.is_none() {
+        errors.push(path.field("mirrorPercentage").error("mirrorPercentage (or mirrorPercent) needs mirror"));
+    }
+    only_forwarding("mirrors", !rule.mirrors.is_empty(), errors);
+    if rule.mirror.is_some() && !rule.mirrors.is_empty() {
+        errors.push(path.field("mirrors").error("mirror and mirrors cannot both be set"));
+    }
+    for (i, mirror) in rule.mirrors.iter().enumerate() {
+        let mirror_path = path.field("mirrors").index(i);
+        check_destination(&mirror_path.field("destination"), &mirror.destination, errors);
+        if let Some(percentage) = mirror.percentage {
+            check_percentage(&mirror_path.field("percentage").field("value"), percentage.value, errors);
+        }
+    }
+}
+
+fn check_destination(path: &Path, d: &Destination, errors: &mut Vec<FieldError>) {
+    check_host(&path.field("host"), &d.host, errors);
+    if let Some(subset) = &d.subset
+        && !is_dns_label(subset)
+    {
+        errors.push(path.field("subset").error(format!("{subset:?} is not a valid subset name")));
+    }
+    if let Some(port) = d.port
+        && !(1..=65535).contains(&port.number)
+    {
+        errors.push(path.field("port").field("number").error(format!("port {} is out of range 1-65535", port.number)));
+    }
+}
+
+fn check_redirect(path: &Path, redirect: &HttpRedirect, errors: &mut Vec<FieldError>) {
+    if let Some(port) = redirect.port
+        && !(1..=65535).contains(&port)
+    {
+        errors.push(path.field("port").error(format!("port {port} is out of range 1-65535")));
+    }
+    if redirect.derive_port.is_some() {
+        if redirect.port.is_some() {
+            errors.push(path.field("derivePort").error("only one of port or derivePort may be set"));
+        }
+        errors.push(not_supported(&path.field("derivePort"), "derivePort; set port"));
+    }
+    if let Some(code) = redirect.redirect_code
+        && !REDIRECT_CODES.contains(&code)
+    {
+        errors.push(
+            path.field("redirectCode").error(format!("redirect code {code} is not one of 301, 302, 303, 307, 308")),
+        );
+    }
+}
+
+fn check_direct_response(path: &Path, response: &HttpDirectResponse, errors: &mut Vec<FieldError>) {
+    if !(200..=599).contains(&response.status) {
+        errors.push(path.field("status").error(format!("status {} is out of range 200-599", response.status)));
+    }
+    let Some(body) = &response.body else { return };
+    match (&body.string, &body.bytes) {
+        (Some(_), Some(_)) => errors.push(path.field("body").error("only one of string or bytes may be set")),
+        (None, None) => errors.push(path.field("body").error("one of string or bytes is required")),
+        (None, Some(bytes)) if decode_base64(bytes).is_none() => {
+            errors.push(path.field("body").field("bytes").error("bytes must be base64 (standard alphabet, padded)"));
+        }
+        _ => {}
+    }
+}
+
+fn check_rewrite(path: &Path, rewrite: &HttpRewrite, answers: Option<&str>, errors: &mut Vec<FieldError>) {
+    if let Some(action) = answers {
+        errors.push(path.error(format!("rewrite cannot be used with {action}")));
+    }
+    if rewrite.uri.is_some() && rewrite.uri_regex_rewrite.is_some() {
+        errors.push(path.error("only one of uri or uriRegexRewrite may be set"));
+    }
+    if rewrite.uri.is_none() && rewrite.uri_regex_rewrite.is_none() && rewrite.authority.is_none() {
+        errors.push(path.error("one of uri, uriRegexRewrite or authority is required"));
+    }
+    if let Some(regex) = &rewrite.uri_regex_rewrite {
+        // Envoy substitutes anywhere in the path, so the pattern is compiled as written, not anchored.
+        if let Err(err) = regex::Regex::new(&regex.pattern) {
+            let message = super::one_line(&err.to_string());
+            errors.push(path.field("uriRegexRewrite").field("match").error(format!("invalid regex: {message}")));
+        } else if regex.pattern.is_empty() {
+            errors.push(path.field("uriRegexRewrite").field("match").error("match must not be empty"));
+        }
+    }
+}

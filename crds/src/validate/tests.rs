@@ -1,0 +1,304 @@
+//! Tests of the validation: each accepted field, each refusal, and every problem reported at once.
+
+use super::*;
+use crate::parse::from_value;
+
+fn vs(yaml: &str) -> Vec<String> {
+    let spec: VirtualServiceSpec = from_value(serde_saphyr::from_str(yaml).unwrap()).unwrap();
+    validate_virtual_service(&spec).iter().map(ToString::to_string).collect()
+}
+
+fn dr(yaml: &str) -> Vec<String> {
+    let spec: DestinationRuleSpec = from_value(serde_saphyr::from_str(yaml).unwrap()).unwrap();
+    validate_destination_rule(&spec).iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn a_canary_is_valid() {
+    let errors = vs(r#"
+hosts: [reviews]
+http:
+- name: debug
+  match: [{headers: {x-debug: {exact: "1"}}, uri: {prefix: /api}}]
+  route: [{destination: {host: reviews, subset: v2}}]
+- route:
+  - {destination: {host: reviews, subset: v1}, weight: 90}
+  - {destination: {host: reviews, subset: v2}, weight: 10}
+  timeout: 2s
+"#);
+    assert_eq!(errors, Vec::<String>::new());
+}
+
+#[test]
+fn each_problem_is_reported_with_its_path() {
+    let errors = vs(r#"
+hosts: ["*.example.com"]
+http:
+- match: [{uri: {exact: /a, prefix: /b}}, {uri: {regex: "(unclosed"}}, {method: {}}]
+  route:
+  - {destination: {host: reviews, port: {number: 70000}}, weight: -1}
+  - {destination: {host: reviews}, weight: 0}
+  timeout: ten
+- route: []
+"#);
+    let expected = [
+        "spec.hosts[0]: wildcard host",
+        "spec.http[0].match[0].uri: only one of exact, prefix or regex",
+        "spec.http[0].match[1].uri.regex: invalid regex",
+        "spec.http[0].match[2].method: one of exact, prefix or regex is required",
+        "spec.http[0].route[0].destination.port.number: port 70000 is out of range",
+        "spec.http[0].route[0].weight: weight -1 must not be negative",
+        "spec.http[0].route: the weights of several destinations must not all be zero",
+        "spec.http[0].timeout: duration \"ten\" does not start with a non-negative number",
+        "spec.http[1].route: one of route, redirect or directResponse is required",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (got, want) in errors.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+    }
+}
+
+#[test]
+fn weights_must_add_up_to_what_envoy_accepts() {
+    let route = |weights: &[i64]| {
+        let dests: Vec<String> = weights.iter().map(|w| format!("{{destination: {{host: r}}, weight: {w}}}")).collect();
+        vs(&format!("hosts: [r]\nhttp: [{{route: [{}]}}]", dests.join(", ")))
+    };
+    let max = i32::MAX as i64;
+    assert_eq!(
+        route(&[max, max, max]),
+        [
+            "spec.http[0].route: the weights add up to 6442450941, more than 4294967295 (the largest total Envoy accepts)"
+        ]
+    );
+    assert!(route(&[max, max, 1]).is_empty(), "a total of exactly 2^32-1 is accepted");
+    assert!(route(&[90, 10]).is_empty());
+}
+
+#[test]
+fn a_virtual_service_needs_routes() {
+    assert_eq!(
+        vs("hosts: [reviews]"),
+        ["spec.http: at least one HTTP route is required (Weft does not support tcp or tls routes yet)"]
+    );
+}
+
+#[test]
+fn an_empty_header_match_means_present() {
+    assert!(
+        vs("hosts: [r]\nhttp: [{match: [{headers: {x-canary: {}}}], route: [{destination: {host: r}}]}]").is_empty()
+    );
+}
+
+#[test]
+fn subsets_must_be_unique_dns_labels() {
+    let errors = dr("host: reviews\nsubsets: [{name: v1}, {name: v1}, {name: V_2}]");
+    assert_eq!(
+        errors,
+        [
+            "spec.subsets[1].name: duplicate subset name \"v1\"",
+            "spec.subsets[2].name: subset name \"V_2\" must be a DNS label (lower-case letters, digits and '-')"
+        ]
+    );
+}
+
+#[test]
+fn load_balancer_names_are_istios() {
+    assert!(dr("host: r\ntrafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}").is_empty());
+    let bad: Result<DestinationRuleSpec, _> =
+        from_value(serde_saphyr::from_str("host: r\ntrafficPolicy: {loadBalancer: {simple: FASTEST}}").unwrap());
+    let err = bad.unwrap_err();
+    assert_eq!(err.path, "trafficPolicy.loadBalancer.simple");
+}
+
+#[test]
+fn every_supported_field_is_accepted() {
+    let errors = vs(r#"
+hosts: [reviews]
+gateways: [mesh]
+exportTo: ["*"]
+http:
+- name: all-of-it
+  match:
+  - uri: {prefix: /api}
+    ignoreUriCase: true
+    scheme: {exact: http}
+    method: {exact: GET}
+    authority: {prefix: reviews}
+    headers: {x-user: {regex: "a.*"}}
+    withoutHeaders: {x-debug: {}}
+    queryParams: {v: {exact: "2"}, q: {regex: "[0-9]+"}, flag: {exact: ""}}
+    port: 9080
+    sourceNamespace: shop
+    gateways: [mesh]
+  route:
+  - destination: {host: reviews, subset: v1}
+    weight: 90
+    headers: {request: {set: {x-dest: v1}}, response: {remove: [x-internal]}}
+  - {destination: {host: reviews, subset: v2}, weight: 10}
+  rewrite: {uri: /v2/api, authority: reviews.internal}
+  timeout: 5s
+  retries: {attempts: 3, perTryTimeout: 2s, retryOn: "gateway-error,connect-failure,503", retryRemoteLocalities: false}
+  fault:
+    delay: {fixedDelay: 5s, percentage: {value: 0.1}}
+    abort: {grpcStatus: UNAVAILABLE, percentage: {value: 50}}
+  mirror: {host: ratings}
+  mirrorPercentage: {value: 12.5}
+  headers:
+    request: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
+    response: {set: {x-d: "3"}}
+- match: [{uri: {exact: /old}}]
+  redirect: {uri: /new, authority: example.com, port: 8080, scheme: https, redirectCode: 308}
+- match: [{uri: {exact: /health}}]
+  directResponse: {status: 200, body: {string: ok}}
+  headers: {response: {set: {content-type: text/plain}}}
+- match: [{uri: {exact: /bytes}}]
+  directResponse: {status: 503, body: {bytes: aGVsbG8=}}
+- route: [{destination: {host: reviews}}]
+  rewrite: {uriRegexRewrite: {match: "^/service/([^/]+)(/.*)$", rewrite: "\\2/instance/\\1"}}
+  mirrors:
+  - {destination: {host: ratings}, percentage: {value: 5}}
+  - {destination: {host: details}}
+  fault: {abort: {httpStatus: 503}, delay: {fixedDelay: 1s, percent: 10}}
+  retries: {attempts: 0}
+"#);
+    assert_eq!(errors, Vec::<String>::new());
+}
+
+#[test]
+fn what_weft_does_not_support_yet_is_refused_by_name() {
+    let errors = vs(r#"
+hosts: [reviews]
+gateways: [mesh, istio-system/ingress]
+http:
+- match: [{sourceLabels: {app: web}, gateways: [my-gateway], statPrefix: reviews}]
+  delegate: {name: other}
+  corsPolicy: {allowOrigins: [{exact: "https://example.com"}]}
+- route: [{destination: {host: reviews}}]
+  retries: {attempts: 2, retryRemoteLocalities: true}
+  fault: {abort: {http2Error: REFUSED_STREAM}, delay: {exponentialDelay: 1s}}
+- redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}
+tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]
+tcp: [{route: [{destination: {host: reviews}}]}]
+exportTo: ["."]
+"#);
+    assert_eq!(
+        errors,
+        [
+            "spec.gateways[1]: gateway \"istio-system/ingress\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
+            "spec.http[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
+            "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
+            "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
+            "spec.http[0].delegate: delegating to another VirtualService (delegate) is not supported by Weft yet",
+            "spec.http[0].corsPolicy: a CORS policy (corsPolicy) is not supported by Weft yet",
+            "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
+            "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
+            "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",
+            "spec.http[2].redirect.derivePort: derivePort; set port is not supported by Weft yet",
+            "spec.tls: TLS routing (tls) is not supported by Weft yet",
+            "spec.tcp: TCP routing (tcp) is not supported by Weft yet",
+            "spec.exportTo[0]: exporting to \".\" is not supported by Weft yet: a VirtualService applies to every namespace (exportTo: [\"*\"])",
+        ]
+    );
+}
+
+#[test]
+fn only_tcp_routes_get_the_not_supported_error_alone() {
+    assert_eq!(
+        vs("hosts: [db]\ntcp: [{route: [{destination: {host: db}}]}]"),
+        ["spec.tcp: TCP routing (tcp) is not supported by Weft yet"]
+    );
+}
+
+#[test]
+fn every_problem_of_the_new_fields_at_once() {
+    let errors = vs(r#"
+hosts: [reviews]
+http:
+- match:
+  - queryParams: {v: {prefix: "1"}, w: {}}
+    withoutHeaders: {"bad header": {}}
+    port: 0
+    sourceNamespace: Shop_1
+  route: [{destination: {host: reviews}, headers: {request: {set: {host: x}}}}]
+  redirect: {redirectCode: 304, port: 70000}
+  directResponse: {status: 700, body: {string: a, bytes: b}}
+  rewrite: {uri: /a, uriRegexRewrite: {match: "(", rewrite: x}}
+  timeout: 1x
+  retries: {attempts: -1, perTryTimeout: 0s, retryOn: "5xx,sometimes,999"}
+  fault: {delay: {percentage: {value: 101}}, abort: {httpStatus: 100, grpcStatus: NOPE}}
+  mirror: {host: ratings, port: {number: 0}}
+  mirrorPercent: 101
+  mirrors: [{destination: {host: "*.x"}, percentage: {value: -1}}]
+  headers: {response: {add: {":status": "1"}}, request: {remove: [""], set: {x-a: "a\nb"}}}
+"#);
+    let expected = [
+        "spec.http[0].match[0].port: port 0 is out of range 1-65535",
+        "spec.http[0].match[0].queryParams[\"v\"].prefix: query parameters are matched by exact or regex only",
+        "spec.http[0].match[0].queryParams[\"w\"]: one of exact, prefix or regex is required",
+        "spec.http[0].match[0].withoutHeaders[\"bad header\"]: \"bad header\" is not a valid HTTP header name",
+        "spec.http[0].match[0].sourceNamespace: \"Shop_1\" is not a valid namespace name",
+        "spec.http[0].route[0].headers.request.set[\"host\"]: the authority cannot be changed with a header operation",
+        "spec.http[0].redirect: redirect cannot be used with route",
+        "spec.http[0].redirect.port: port 70000 is out of range 1-65535",
+        "spec.http[0].redirect.redirectCode: redirect code 304 is not one of 301, 302, 303, 307, 308",
+        "spec.http[0].directResponse: directResponse cannot be used with route",
+        "spec.http[0].directResponse: directResponse cannot be used with redirect",
+        "spec.http[0].directResponse.status: status 700 is out of range 200-599",
+        "spec.http[0].directResponse.body: only one of string or bytes may be set",
+        "spec.http[0].rewrite: rewrite cannot be used with redirect",
+        "spec.http[0].rewrite: only one of uri or uriRegexRewrite may be set",
+        "spec.http[0].rewrite.uriRegexRewrite.match: invalid regex",
+        "spec.http[0].timeout: timeout cannot be used with redirect",
+        "spec.http[0].timeout: duration \"1x\" has unknown unit",
+        "spec.http[0].retries: retries cannot be used with redirect",
+        "spec.http[0].retries.attempts: attempts -1 must not be negative",
+        "spec.http[0].retries.perTryTimeout: perTryTimeout must be at least 1ms",
+        "spec.http[0].retries.retryOn: \"sometimes\" is neither a retry condition",
+        "spec.http[0].retries.retryOn: \"999\" is neither a retry condition",
+        "spec.http[0].fault: fault cannot be used with redirect",
+        "spec.http[0].fault.delay.fixedDelay: fixedDelay is required",
+        "spec.http[0].fault.delay.percentage.value: percentage 101 is out of range 0-100",
+        "spec.http[0].fault.abort: only one of httpStatus, grpcStatus or http2Error may be set",
+        "spec.http[0].fault.abort.httpStatus: HTTP status 100 is out of range 200-599",
+        "spec.http[0].fault.abort.grpcStatus: \"NOPE\" is not a gRPC status name",
+        "spec.http[0].mirror: mirror cannot be used with redirect",
+        "spec.http[0].mirror.port.number: port 0 is out of range 1-65535",
+        "spec.http[0].mirrorPercent: percent 101 is out of range 0-100",
+        "spec.http[0].mirrors: mirrors cannot be used with redirect",
+        "spec.http[0].mirrors: mirror and mirrors cannot both be set",
+        "spec.http[0].mirrors[0].destination.host: wildcard host \"*.x\" is not supported by Weft yet",
+        "spec.http[0].mirrors[0].percentage.value: percentage -1 is out of range 0-100",
+        "spec.http[0].headers.request.set[\"x-a\"]: a header value must not contain CR, LF or NUL",
+        "spec.http[0].headers.request.remove[0]: \"\" is not a valid HTTP header name",
+        "spec.http[0].headers.response.add[\":status\"]: pseudo-header \":status\" cannot be changed",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (got, want) in errors.iter().zip(expected) {
+        assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+    }
+}
+
+#[test]
+fn a_fault_needs_something_to_inject_and_an_abort_an_error() {
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{route: [{destination: {host: r}}], fault: {abort: {percentage: {value: 1}}}}]"),
+        ["spec.http[0].fault.abort: one of httpStatus or grpcStatus is required"]
+    );
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{route: [{destination: {host: r}}], fault: {}}]"),
+        ["spec.http[0].fault: a fault needs a delay, an abort, or both"]
+    );
+}
+
+#[test]
+fn mirror_percentages_need_a_mirror_and_bodies_need_base64() {
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{route: [{destination: {host: r}}], mirrorPercentage: {value: 5}}]"),
+        ["spec.http[0].mirrorPercentage: mirrorPercentage (or mirrorPercent) needs mirror"]
+    );
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{directResponse: {status: 200, body: {bytes: \"not base64!\"}}}]"),
+        ["spec.http[0].directResponse.body.bytes: bytes must be base64 (standard alphabet, padded)"]
+    );
+}

@@ -1,0 +1,182 @@
+//! `VirtualService`: how requests addressed to a host are routed (Istio `networking.istio.io/v1` field names).
+//! The rule's conditions live in [`matching`], what a rule does besides routing in [`actions`].
+//!
+//! Fields Weft refuses whatever they hold (`tcp`, `tls`, `http[].delegate`, `http[].corsPolicy`) are kept as
+//! free-form JSON: they exist so that [`crate::validate`] can name them in a "not supported yet" error instead of
+//! the parser's "unknown field", and so that the API server does not prune them before the webhook sees them.
+
+pub mod actions;
+pub mod matching;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use self::actions::{
+    FaultAbort, FaultDelay, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpFaultInjection,
+    HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, Percent, RegexRewrite,
+};
+pub use self::matching::{HttpMatchRequest, StringMatch, StringMatchKind};
+use crate::status::WeftStatus;
+
+/// Routing rules for traffic addressed to `hosts`. The subset of Istio's VirtualService that Weft supports.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "networking.weft.dev",
+    version = "v1alpha1",
+    kind = "VirtualService",
+    plural = "virtualservices",
+    shortname = "vs",
+    category = "weft",
+    namespaced,
+    derive = "PartialEq",
+    status = "WeftStatus",
+    printcolumn = r#"{"name":"Hosts","type":"string","description":"The destination hosts this applies to","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","description":"Whether Weft accepted it","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Resolved","type":"string","description":"Whether every referenced host and subset exists","jsonPath":".status.conditions[?(@.type==\"ResolvedRefs\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceSpec {
+    /// Destination hosts the rules apply to: a Service short name (resolved in this resource's namespace),
+    /// `name.namespace`, or the FQDN `name.namespace.svc.cluster.local`.
+    pub hosts: Vec<String>,
+    /// Gateways the rules apply to; Weft has only the mesh (`mesh`, the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    /// Ordered HTTP routing rules; the first rule whose match succeeds is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRoute>,
+    /// TLS routing rules. Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub tls: Vec<serde_json::Value>,
+    /// TCP routing rules. Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub tcp: Vec<serde_json::Value>,
+    /// Namespaces whose proxies see this VirtualService; Weft supports only `*` (all, the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
+}
+
+/// One HTTP routing rule: conditions and the destinations traffic goes to when they match.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRoute {
+    /// Name of the rule, shown in logs and the proxy's config dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Conditions (ORed); each condition's fields are ANDed. No conditions matches every request.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HttpMatchRequest>,
+    /// Weighted destinations of matching requests. Exactly one of `route`, `redirect`, `directResponse`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<HttpRouteDestination>,
+    /// Answer matching requests with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<HttpRedirect>,
+    /// Answer matching requests with a fixed response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HttpDirectResponse>,
+    /// Hand matching requests to another VirtualService. Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub delegate: Option<serde_json::Value>,
+    /// Rewrite the path or authority before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpRewrite>,
+    /// Timeout for a request, e.g. `"10s"` or `"250ms"`. Unset: no timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Retry policy; unset: Istio's default policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<HttpRetry>,
+    /// Faults to inject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<HttpFaultInjection>,
+    /// Send a copy of requests to this destination too (responses are discarded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Destination>,
+    /// Share of requests `mirror` receives; unset: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated integer form of `mirrorPercentage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Option<u32>,
+    /// Several mirrors, each with its share; not with `mirror`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Cross-origin resource sharing. Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub cors_policy: Option<serde_json::Value>,
+    /// Header changes on requests and responses of this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+impl HttpRoute {
+    /// Every destination requests of this rule are sent to: the `route[]` destinations, then the mirrors. Whatever
+    /// enumerates where a rule sends traffic (scopes, change tracking, reference checks) goes through this.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.destination_fields().map(|(_, destination)| destination)
+    }
+
+    /// [`Self::destinations`] with each one's field path relative to the rule (`route[1].destination`, `mirror`).
+    pub fn destination_fields(&self) -> impl Iterator<Item = (String, &Destination)> {
+        let routes = self.route.iter().enumerate().map(|(i, r)| (format!("route[{i}].destination"), &r.destination));
+        let mirror = self.mirror.iter().map(|m| ("mirror".to_string(), m));
+        let mirrors =
+            self.mirrors.iter().enumerate().map(|(i, m)| (format!("mirrors[{i}].destination"), &m.destination));
+        routes.chain(mirror).chain(mirrors)
+    }
+}
+
+/// A list whose items the API server keeps as written (Weft refuses them; the webhook must see them to say so).
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// An object the API server keeps as written (see [`free_form_list`]).
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// A destination and the share of matching traffic it receives.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    /// Relative weight. With a single destination it may be omitted; with several, the weights are
+    /// proportions of their sum (usually written to sum to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// Header changes for requests sent to this destination and their responses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
+}
+
+/// A Service (and optionally a subset and port of it) that requests are sent to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// Service name: short (this resource's namespace), `name.namespace`, or FQDN.
+    pub host: String,
+    /// A subset defined by a DestinationRule for this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// Service port; may be omitted when the Service has a single port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+/// A Service port, by number.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortSelector {
+    pub number: u32,
+}

@@ -1,0 +1,132 @@
+//! Route configurations: per port, one virtual host per Service, with the VirtualService's rules or, when no
+//! VirtualService names the Service, a single route to the whole Service. The Envoy fields written are fixed
+//! by the VirtualService contract the proxy reads (`notes/vs-contract.md`); the submodules translate one part of
+//! a rule each.
+
+mod actions;
+mod fault;
+mod headers;
+mod matching;
+mod retry;
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, Vhds, VirtualHost, route, route_action};
+use weft_crds::HttpRoute;
+use weft_xds::filters::FAULT;
+use weft_xds::{cluster_name, pack, route_config_name};
+
+use self::headers::HeaderEdits;
+use self::matching::{applies, match_all, route_match};
+use super::ads_config_source;
+use crate::index::{ServiceModel, Snapshot, VirtualServiceModel};
+
+/// The route configuration for `port` holding a virtual host per Service of `services` on that port. With
+/// `on_demand`, a proxy asks for the virtual hosts of other Services as it meets them (VHDS over ADS).
+pub(super) fn route_configuration<'a>(
+    snapshot: &Snapshot,
+    namespace: &str,
+    port: u16,
+    services: impl Iterator<Item = &'a ServiceModel>,
+    on_demand: bool,
+) -> RouteConfiguration {
+    let virtual_hosts = services
+        .filter(|service| service.port(port).is_some())
+        .map(|service| virtual_host(snapshot, service, port, namespace))
+        .collect();
+    let vhds = on_demand.then(|| Vhds { config_source: Some(ads_config_source()) });
+    RouteConfiguration { name: route_config_name(port), virtual_hosts, vhds, ..Default::default() }
+}
+
+/// The virtual host of one Service port, as proxies in `namespace` see it: the VirtualService's rules or, when no
+/// VirtualService names the Service, a single route to the whole Service.
+pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u16, namespace: &str) -> VirtualHost {
+    VirtualHost {
+        name: format!("{}:{port}", service.fqdn()),
+        domains: domains(service, port, namespace),
+        routes: match snapshot.virtual_service(&service.fqdn()) {
+            Some(vs) => vs
+                .spec
+                .http
+                .iter()
+                .enumerate()
+                .flat_map(|(i, rule)| rule_routes(snapshot, vs, i, rule, port, namespace))
+                .collect(),
+            None => vec![Route {
+                name: "default".to_string(),
+                r#match: Some(match_all()),
+                action: Some(route::Action::Route(actions::forwarding(
+                    route_action::ClusterSpecifier::Cluster(cluster_name(&service.fqdn(), port, "")),
+                    std::time::Duration::ZERO,
+                ))),
+                ..Default::default()
+            }],
+        },
+        ..Default::default()
+    }
+}
+
+/// Every name a client in `namespace` may use for the Service, with and without the port. The bare short name
+/// only resolves (through DNS search paths) inside the Service's own namespace, so only there is it added.
+fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
+    let mut names = vec![
+        service.fqdn(),
+        format!("{}.{}.svc", service.name, service.namespace),
+        format!("{}.{}", service.name, service.namespace),
+    ];
+    if service.namespace == namespace {
+        names.push(service.name.clone());
+    }
+    names.iter().flat_map(|n| [n.clone(), format!("{n}:{port}")]).collect()
+}
+
+/// The routes of one rule in the route configuration of `port` for proxies in `namespace`: one per condition
+/// that can match there (a rule whose conditions all name another port or namespace has none).
+fn rule_routes(
+    snapshot: &Snapshot,
+    vs: &VirtualServiceModel,
+    index: usize,
+    rule: &HttpRoute,
+    port: u16,
+    namespace: &str,
+) -> Vec<Route> {
+    let matches: Vec<_> = if rule.matches.is_empty() {
+        vec![match_all()]
+    } else {
+        rule.matches.iter().filter(|m| applies(m, port, namespace)).map(route_match).collect()
+    };
+    if matches.is_empty() {
+        return Vec::new();
+    }
+    let name = rule.name.clone().unwrap_or_else(|| format!("{}.{}.http[{index}]", vs.name, vs.namespace));
+    let template = rule_route(snapshot, vs, rule, port, name);
+    matches.into_iter().map(|m| Route { r#match: Some(m), ..template.clone() }).collect()
+}
+
+/// A rule's route without its match: the action, the header edits and the fault filter's configuration.
+fn rule_route(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: &HttpRoute, port: u16, name: String) -> Route {
+    let mut edits = HeaderEdits::of(rule.headers.as_ref());
+    let action = match (&rule.redirect, &rule.direct_response) {
+        (Some(redirect), _) => route::Action::Redirect(actions::redirect_action(redirect)),
+        (None, Some(response)) => route::Action::DirectResponse(actions::direct_response_action(response)),
+        (None, None) => {
+            // With one destination there are no weighted clusters to carry its edits: they follow the rule's.
+            if let [only] = rule.route.as_slice() {
+                edits = edits.then(HeaderEdits::of(only.headers.as_ref()));
+            }
+            route::Action::Route(actions::route_action(snapshot, vs, rule, port))
+        }
+    };
+    let typed_per_filter_config: HashMap<_, _> =
+        rule.fault.iter().map(|f| (FAULT.to_string(), pack(&fault::http_fault(f)))).collect();
+    Route {
+        name,
+        action: Some(action),
+        request_headers_to_add: edits.request_add,
+        request_headers_to_remove: edits.request_remove,
+        response_headers_to_add: edits.response_add,
+        response_headers_to_remove: edits.response_remove,
+        typed_per_filter_config,
+        ..Default::default()
+    }
+}
