@@ -229,13 +229,20 @@ pub fn reviews_yaml(backends: &[SocketAddr]) -> String {
     yaml
 }
 
-/// The routing rules of the scenarios: requests with `x-debug: 1` go to v2, the rest split at `weights` (v1, v2).
+/// The routing rules of the scenarios: requests with `x-debug: 1` go to v2, those with `x-bench: policies` to v1
+/// through a route with retries and header operations (the benchmark's policy row), the rest split at `weights`
+/// (v1, v2).
 pub fn virtual_service_yaml(weights: [u32; 2]) -> String {
     format!(
         "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews}}\n\
          spec:\n  hosts: [reviews]\n  http:\n\
          \x20 - name: debug\n    match:\n    - headers: {{x-debug: {{exact: \"1\"}}}}\n    route:\n\
          \x20   - destination: {{host: reviews, subset: v2}}\n\
+         \x20 - name: policies\n    match:\n    - headers: {{x-bench: {{exact: policies}}}}\n    route:\n\
+         \x20   - destination: {{host: reviews, subset: v1}}\n\
+         \x20   retries: {{attempts: 3, perTryTimeout: 2s, retryOn: \"5xx,connect-failure\"}}\n\
+         \x20   headers:\n      request: {{set: {{x-env: bench}}, add: {{x-trace: weft}}, remove: [x-internal]}}\n\
+         \x20     response: {{set: {{x-served-by: weft}}}}\n\
          \x20 - name: canary\n    route:\n\
          \x20   - destination: {{host: reviews, subset: v1}}\n      weight: {}\n\
          \x20   - destination: {{host: reviews, subset: v2}}\n      weight: {}\n",
@@ -276,7 +283,8 @@ mod tests {
         let vs: serde_json::Value = serde_saphyr::from_str(&virtual_service_yaml([90, 10])).unwrap();
         let http = &vs["spec"]["http"];
         assert_eq!(http[0]["match"][0]["headers"]["x-debug"]["exact"], "1");
-        assert_eq!(http[1]["route"][0]["weight"], 90);
-        assert_eq!(http[1]["route"][1]["destination"]["subset"], "v2");
+        assert_eq!(http[1]["retries"]["attempts"], 3);
+        assert_eq!(http[2]["route"][0]["weight"], 90);
+        assert_eq!(http[2]["route"][1]["destination"]["subset"], "v2");
     }
 }

@@ -49,13 +49,18 @@ async fn main() -> anyhow::Result<()> {
     let direct = HttpClient::new(mesh.backend_addresses[0]);
     let proxied = mesh.client();
     println!(
-        "offered load: {} req/s for {} s per run, HTTP/1.1 keep-alive, GET http://{HOST}/\n",
+        "offered load: {} req/s for {} s per run, HTTP/1.1 keep-alive, GET http://{HOST}/ (the policy run adds \
+         `x-bench: policies`, routed with retries and request/response header operations)\n",
         args.rate, args.seconds
     );
     let mut runs = Vec::new();
-    for (name, client) in [("direct", &direct), ("through proxy", &proxied)] {
-        fixed_rate(client, args.rate, 1).await; // warm-up: connections, latency estimates
-        let run = fixed_rate(client, args.rate, args.seconds).await;
+    let plain: &[(&str, &str)] = &[];
+    let policies: &[(&str, &str)] = &[("x-bench", "policies")];
+    for (name, client, headers) in
+        [("direct", &direct, plain), ("through proxy", &proxied, plain), ("+ policies", &proxied, policies)]
+    {
+        fixed_rate(client, args.rate, 1, headers).await; // warm-up: connections, latency estimates
+        let run = fixed_rate(client, args.rate, args.seconds, headers).await;
         println!(
             "{name:>14}: {:>7.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
             run.throughput(),
@@ -65,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         );
         runs.push(run);
     }
-    let (d, p) = (&runs[0], &runs[1]);
+    let (d, p, with_policies) = (&runs[0], &runs[1], &runs[2]);
     println!("\nratios (through proxy / direct), measured in this run:");
     println!("  throughput  {:.3}", p.throughput() / d.throughput());
     println!(
@@ -78,6 +83,10 @@ async fn main() -> anyhow::Result<()> {
         ratio(p.percentile(0.99), d.percentile(0.99)),
         ms(p.percentile(0.99)) - ms(d.percentile(0.99))
     );
+    println!("\nratios (route with retries and header operations / plain route), measured in this run:");
+    println!("  throughput  {:.3}", with_policies.throughput() / p.throughput());
+    println!("  p50 latency {:.2}x", ratio(with_policies.percentile(0.5), p.percentile(0.5)));
+    println!("  p99 latency {:.2}x", ratio(with_policies.percentile(0.99), p.percentile(0.99)));
     Ok(())
 }
 
@@ -92,7 +101,12 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 /// Offers `rate` requests per second for `seconds`, each started when due whatever the others are doing. A
 /// thread paces the schedule (OS sleeps are far finer than the async timer's millisecond ticks, which would
 /// otherwise be measured as latency).
-async fn fixed_rate(client: &HttpClient, rate: u32, seconds: u32) -> Run {
+async fn fixed_rate(
+    client: &HttpClient,
+    rate: u32,
+    seconds: u32,
+    headers: &'static [(&'static str, &'static str)],
+) -> Run {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let total = u64::from(rate) * u64::from(seconds);
     let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -110,7 +124,7 @@ async fn fixed_rate(client: &HttpClient, rate: u32, seconds: u32) -> Run {
     while let Some(due) = due_rx.recv().await {
         let client = client.clone();
         tasks.spawn(async move {
-            let ok = client.get(HOST, "/", &[]).await.is_ok_and(|r| r.is_success());
+            let ok = client.get(HOST, "/", headers).await.is_ok_and(|r| r.is_success());
             (due.elapsed(), ok)
         });
     }

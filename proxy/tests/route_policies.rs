@@ -1,0 +1,233 @@
+//! VirtualService policies end to end on loopback: the real proxy, configured by the in-process standalone
+//! operator from Istio-style YAML, in front of scripted backends. Each test shows what a user would see:
+//! retries turning a flaky backend's 503s into successes and held to the retry budget when it is down, faults
+//! in latency and status codes, mirrors receiving copies without slowing the original, and rewrites, header
+//! operations, redirects and direct responses as the backend and client see them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::scripted::{Script, Scripted};
+use support::{Operator, Proxy, free_port, sample, service_in};
+use tokio::net::TcpStream;
+
+/// A proxy whose mesh has Service `app` backed by `backend`, the `extra` YAML documents, and `rules`.
+async fn mesh(backend: SocketAddr, extra: &str, rules: &str) -> (Proxy, Operator) {
+    let xds = free_port();
+    let documents = format!("{}---\n{extra}{rules}", service_in("app", "default", backend));
+    let operator = Operator::start_with(xds, backend, &documents).await;
+    let proxy = Proxy::start(xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    (proxy, operator)
+}
+
+fn virtual_service(http: &str) -> String {
+    format!(
+        "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: app, namespace: default}}\nspec:\n  hosts: [app]\n  http:\n{http}"
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// One request on a new connection.
+async fn send(to: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    let stream = TcpStream::connect(to).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder().method(method).uri(path).header(http::header::HOST, "app");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender.send_request(request.body(Full::new(body)).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+async fn get(to: SocketAddr, path: &str) -> Answer {
+    send(to, Method::GET, path, &[], Bytes::new()).await
+}
+
+#[tokio::test]
+async fn retries_turn_a_flaky_backends_503s_into_successes() {
+    let backend = Scripted::start(Script::FailOdd).await;
+    let rules = virtual_service("  - route: [{destination: {host: app}}]\n    retries: {attempts: 2, retryOn: 5xx}\n");
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    for _ in 0..20 {
+        assert_eq!(get(proxy.outbound, "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(backend.received(), 40, "each request failed once and succeeded on its retry");
+    let metrics = proxy.metrics().await;
+    let retries =
+        r#"weft_proxy_route_events_total{cluster="outbound|80||app.default.svc.cluster.local",event="retry"}"#;
+    assert_eq!(sample(&metrics, retries), 20.0);
+}
+
+#[tokio::test]
+async fn without_retries_the_503s_reach_the_client() {
+    let backend = Scripted::start(Script::FailOdd).await;
+    let rules = virtual_service("  - route: [{destination: {host: app}}]\n    retries: {attempts: 0}\n");
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        failed += usize::from(get(proxy.outbound, "/").await.status == StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!((failed, backend.received()), (10, 20), "every other request fails, none is retried");
+}
+
+#[tokio::test]
+async fn istios_default_retries_cover_503_and_replay_the_request_body() {
+    let backend = Scripted::start(Script::FailOdd).await;
+    let rules = virtual_service("  - route: [{destination: {host: app}}]\n");
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let body = Bytes::from(vec![b'x'; 100_000]);
+    for _ in 0..5 {
+        let answer = send(proxy.outbound, Method::POST, "/upload", &[], body.clone()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert!(answer.body.contains("body=100000"), "the retry carried the whole body: {}", answer.body);
+    }
+    assert_eq!(backend.received(), 10);
+}
+
+#[tokio::test]
+async fn the_retry_budget_keeps_a_dead_backend_from_getting_triple_load() {
+    let backend = Scripted::start(Script::Fail(503)).await;
+    let rules = virtual_service("  - route: [{destination: {host: app}}]\n    retries: {attempts: 2, retryOn: 5xx}\n");
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let (clients, each) = (20, 20);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let to = proxy.outbound;
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    assert_eq!(get(to, "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let requests = clients * each;
+    let attempts = backend.received();
+    // Unbudgeted, every request would be tried 3 times (1200 attempts for 400 requests).
+    assert!(attempts < requests * 2, "{attempts} attempts for {requests} requests");
+    let metrics = proxy.metrics().await;
+    let overflow =
+        r#"weft_proxy_route_events_total{cluster="outbound|80||app.default.svc.cluster.local",event="retry_overflow"}"#;
+    assert!(sample(&metrics, overflow) > 0.0, "retries were refused by the budget");
+}
+
+#[tokio::test]
+async fn a_delay_fault_shows_in_latency_and_an_abort_in_status_codes() {
+    let backend = Scripted::start(Script::Echo).await;
+    let rules = virtual_service(concat!(
+        "  - match: [{uri: {prefix: /slow}}]\n",
+        "    route: [{destination: {host: app}}]\n",
+        "    fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}\n",
+        "  - route: [{destination: {host: app}}]\n",
+        "    fault: {abort: {httpStatus: 418, percentage: {value: 30}}}\n",
+    ));
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let started = Instant::now();
+    assert_eq!(get(proxy.outbound, "/slow").await.status, StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300), "delayed by the fault: {:?}", started.elapsed());
+    let n = 400;
+    let mut aborted = 0.0_f64;
+    for _ in 0..n {
+        let answer = get(proxy.outbound, "/").await;
+        if answer.status == StatusCode::IM_A_TEAPOT {
+            aborted += 1.0;
+        } else {
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    }
+    // 30% of 400 is 120; five standard deviations (sqrt(400 * 0.3 * 0.7) = 9.2) either side.
+    assert!((120.0 - aborted).abs() < 5.0 * 9.2, "{aborted} of {n} aborted");
+    assert_eq!(backend.received() as f64, 1.0 + n as f64 - aborted, "aborted requests never reach the backend");
+}
+
+#[tokio::test]
+async fn a_mirror_gets_a_copy_without_slowing_the_original() {
+    let backend = Scripted::start(Script::Echo).await;
+    let shadow = Scripted::start(Script::Slow(Duration::from_secs(2))).await;
+    let rules = virtual_service(concat!(
+        "  - route: [{destination: {host: app}}]\n",
+        "    mirror: {host: shadow}\n",
+        "    mirrorPercentage: {value: 100}\n",
+    ));
+    let (proxy, _operator) =
+        mesh(backend.address, &format!("{}---\n", service_in("shadow", "default", shadow.address)), &rules).await;
+    let started = Instant::now();
+    for _ in 0..5 {
+        let answer = send(proxy.outbound, Method::POST, "/orders", &[], Bytes::from_static(b"{}")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "the originals did not wait for the 2 s mirror");
+    let until = Instant::now() + Duration::from_secs(10);
+    while shadow.received() < 5 {
+        assert!(Instant::now() < until, "the mirror received {} of 5 copies", shadow.received());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend.received(), 5);
+}
+
+#[tokio::test]
+async fn rewrites_and_header_operations_reach_the_backend_and_the_client() {
+    let backend = Scripted::start(Script::Echo).await;
+    let rules = virtual_service(concat!(
+        "  - match: [{uri: {prefix: /old}}]\n",
+        "    rewrite: {uri: /new, authority: app.internal}\n",
+        "    headers:\n",
+        "      request: {set: {x-env: canary}, add: {x-trace: two}, remove: [x-secret]}\n",
+        "      response: {set: {x-served-by: weft}, remove: [x-backend-says]}\n",
+        "    route: [{destination: {host: app}, headers: {request: {set: {x-dest: app}}}}]\n",
+    ));
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let headers = [("x-env", "prod"), ("x-secret", "s3cr3t"), ("x-trace", "one")];
+    let answer = send(proxy.outbound, Method::GET, "/old/items?page=2", &headers, Bytes::new()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = |line: &str| answer.body.lines().any(|l| l == line);
+    assert!(seen("path=/new/items?page=2"), "{}", answer.body);
+    assert!(seen("host=app.internal"), "{}", answer.body);
+    assert!(seen("x-env=canary") && !seen("x-env=prod"), "{}", answer.body);
+    assert!(seen("x-trace=one") && seen("x-trace=two"), "{}", answer.body);
+    assert!(seen("x-dest=app") && !answer.body.contains("x-secret"), "{}", answer.body);
+    assert_eq!(answer.headers["x-served-by"], "weft");
+    assert!(!answer.headers.contains_key("x-backend-says"));
+}
+
+#[tokio::test]
+async fn redirects_and_direct_responses_are_answered_by_the_proxy() {
+    let backend = Scripted::start(Script::Echo).await;
+    let rules = virtual_service(concat!(
+        "  - match: [{uri: {exact: /v1/getProductRatings}}]\n",
+        "    redirect: {uri: /v1/bookRatings, authority: newratings.default.svc.cluster.local}\n",
+        "  - match: [{uri: {prefix: /maintenance}}]\n",
+        "    directResponse: {status: 503, body: {string: \"down for maintenance\"}}\n",
+        "  - route: [{destination: {host: app}}]\n",
+    ));
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let moved = get(proxy.outbound, "/v1/getProductRatings?id=7").await;
+    assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        moved.headers[http::header::LOCATION],
+        "http://newratings.default.svc.cluster.local/v1/bookRatings?id=7"
+    );
+    let down = get(proxy.outbound, "/maintenance/now").await;
+    assert_eq!((down.status, down.body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance"));
+    assert_eq!(backend.received(), 0, "neither reached the backend");
+    assert_eq!(get(proxy.outbound, "/other").await.status, StatusCode::OK);
+}
