@@ -210,9 +210,8 @@ fn only_tcp_routes_get_the_not_supported_error_alone() {
     );
 }
 
-#[test]
-fn every_problem_of_the_new_fields_at_once() {
-    let errors = vs(r#"
+/// A rule with a mistake in every new field (and action fields that exclude each other).
+const EVERY_PROBLEM: &str = r#"
 hosts: [reviews]
 http:
 - match:
@@ -231,7 +230,11 @@ http:
   mirrorPercent: 101
   mirrors: [{destination: {host: "*.x"}, percentage: {value: -1}}]
   headers: {response: {add: {":status": "1"}}, request: {remove: [""], set: {x-a: "a\nb"}}}
-"#);
+"#;
+
+#[test]
+fn every_problem_of_the_new_fields_at_once() {
+    let errors = vs(EVERY_PROBLEM);
     let expected = [
         "spec.http[0].match[0].port: port 0 is out of range 1-65535",
         "spec.http[0].match[0].queryParams[\"v\"].prefix: query parameters are matched by exact or regex only",
