@@ -70,10 +70,10 @@ mod tests {
 
     #[test]
     fn unknown_field_is_an_error_naming_it() {
-        let spec = json!({"hosts": ["reviews"], "http": [{"route": [], "retries": {"attempts": 3, "backoff": "1s"}}]});
+        let spec = json!({"hosts": ["reviews"], "http": [{"route": [], "retries": {"attempts": 3, "budget": "1s"}}]});
         let err = from_value::<VirtualServiceSpec>(spec).unwrap_err();
-        assert_eq!(err.path, "http[0].retries.backoff");
-        assert!(err.message.contains("unknown field `backoff`"), "{err}");
+        assert_eq!(err.path, "http[0].retries.budget");
+        assert!(err.message.contains("unknown field `budget`"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,15 @@ pub(super) fn check_retries(path: &Path, retries: &HttpRetry, errors: &mut Vec<F
             "retrying in other localities (Weft has no locality-aware load balancing)",
         ));
     }
+    if retries.retry_ignore_previous_hosts == Some(false) {
+        errors.push(not_supported(
+            &path.field("retryIgnorePreviousHosts"),
+            "retrying on endpoints already tried (retryIgnorePreviousHosts: false)",
+        ));
+    }
+    if retries.backoff.is_some() {
+        errors.push(not_supported(&path.field("backoff"), "a retry backoff interval (backoff)"));
+    }
 }
 
 pub(super) fn check_fault(path: &Path, fault: &HttpFaultInjection, errors: &mut Vec<FieldError>) {

@@ -25,6 +25,13 @@ pub struct HttpRetry {
     /// Whether retries may go to other localities. Only `false` is supported by Weft yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
+    /// Whether a retry avoids the endpoints already tried. Weft always does (Istio's default); only `true` is
+    /// supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    /// Base interval of the backoff between retries. Not supported by Weft yet (Envoy's default: 25 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
 }
 
 /// A percentage, `0` to `100`, fractions allowed.

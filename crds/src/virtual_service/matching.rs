@@ -36,7 +36,7 @@ pub struct HttpMatchRequest {
     /// Names of gateways the rule applies to; Weft has only the mesh (`mesh`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// Conditions on query parameters (`exact` or `regex`; `exact: ""` means "present").
+    /// Conditions on query parameters (`exact` or `regex`; `exact: ""` matches `?key` without a value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query_params: BTreeMap<String, StringMatch>,
     /// Whether `uri` exact and prefix matches ignore case.

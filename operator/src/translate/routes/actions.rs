@@ -87,7 +87,8 @@ pub(super) fn forwarding(
     }
 }
 
-/// One policy per mirror; an explicit 0% mirrors nothing and is left out, as Istio does.
+/// One policy per mirror, as the contract with the proxy says. An explicit 0% is kept as a policy that never
+/// fires (Istio leaves it out; the effect is the same).
 fn mirror_policies(
     snapshot: &Snapshot,
     vs: &VirtualServiceModel,
@@ -102,12 +103,10 @@ fn mirror_policies(
     single
         .into_iter()
         .chain(several)
-        .map(|(destination, share)| (destination, share.unwrap_or(100.0)))
-        .filter(|(_, share)| *share > 0.0)
         .map(|(destination, share)| route_action::RequestMirrorPolicy {
             cluster: cluster_of(snapshot, vs, destination, port),
             runtime_fraction: Some(RuntimeFractionalPercent {
-                default_value: Some(fraction(share)),
+                default_value: Some(fraction(share.unwrap_or(100.0))),
                 ..Default::default()
             }),
             ..Default::default()

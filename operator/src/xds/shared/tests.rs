@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 8] = [
+    let edits: [(&str, Edit); 9] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -183,6 +183,15 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         }),
         ("a route changes destination", |docs| {
             docs[9] = docs[9].replace("host: audit}", "host: payments, port: {number: 8080}}")
+        }),
+        ("a rule gains a mirror, and one for a namespace and port only", |docs| {
+            let before = docs[9].clone();
+            docs[9] = docs[9].replace(
+                "http: [{route: [{destination: {host: payments, port: {number: 8080}}}]}]",
+                "http: [{match: [{sourceNamespace: shop, port: 80}], route: [{destination: {host: productpage.shop}}]}, \
+                 {route: [{destination: {host: payments, port: {number: 8080}}}], mirror: {host: frontend.web}}]",
+            );
+            assert_ne!(docs[9], before, "the edit applies");
         }),
         ("a policy and a Service go", |docs| {
             docs.remove(10);
