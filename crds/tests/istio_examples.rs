@@ -34,7 +34,7 @@ fn expected() -> Vec<(&'static str, Vec<String>)> {
         ("10-rewrite.yaml", vec![]),
         ("11-regex-rewrite.yaml", vec![]),
         ("12-retries.yaml", vec![]),
-        ("13-cors.yaml", vec!["spec.http[0].corsPolicy: a CORS policy (corsPolicy) is not supported by Weft yet".into()]),
+        ("13-cors.yaml", vec![]),
         ("14-fault-delay.yaml", vec![]),
         ("15-fault-abort.yaml", vec![]),
         ("16-mirror.yaml", vec![]),

@@ -10,12 +10,14 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use weft_operator::index::{Index, Snapshot};
 use weft_operator::source::file::{DirectoryState, FileRead, as_events};
 use weft_operator::translate::{ProxyResources, translate};
 use weft_xds::ProxyNode;
+use weft_xds::filters::{CORS, FAULT};
 
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -82,13 +84,20 @@ fn render(resources: &ProxyResources) -> String {
         out.push('\n');
     }
     for r in &resources.routes {
-        // Per-route fault configurations are protobuf bytes in an Any: shown decoded, after the routes.
+        // Per-route filter configurations (fault, CORS) are protobuf bytes in an Any: shown decoded, after the
+        // routes, in filter name order.
         let mut config = r.clone();
         let mut faults = String::new();
         for route in config.virtual_hosts.iter_mut().flat_map(|h| h.routes.iter_mut()) {
-            for (filter, any) in &mut route.typed_per_filter_config {
-                let fault = weft_xds::unpack::<HttpFault>(any).unwrap();
-                faults += &format!("## {filter} of route {}\n{}", route.name, readable(&fault));
+            let mut filters: Vec<_> = route.typed_per_filter_config.iter_mut().collect();
+            filters.sort_by(|a, b| a.0.cmp(b.0));
+            for (filter, any) in filters {
+                let decoded = match filter.as_str() {
+                    FAULT => readable(&weft_xds::unpack::<HttpFault>(any).unwrap()),
+                    CORS => readable(&weft_xds::unpack::<CorsPolicy>(any).unwrap()),
+                    other => panic!("unexpected per-route filter config {other}"),
+                };
+                faults += &format!("## {filter} of route {}\n{decoded}", route.name);
                 any.value.clear();
             }
         }

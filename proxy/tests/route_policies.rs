@@ -231,3 +231,35 @@ async fn redirects_and_direct_responses_are_answered_by_the_proxy() {
     assert_eq!(backend.received(), 0, "neither reached the backend");
     assert_eq!(get(proxy.outbound, "/other").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn cors_preflights_are_answered_by_the_proxy_and_responses_carry_the_headers() {
+    let backend = Scripted::start(Script::Echo).await;
+    let rules = virtual_service(concat!(
+        "  - route: [{destination: {host: app}}]\n",
+        "    corsPolicy:\n",
+        "      allowOrigins: [{exact: \"https://shop.example.com\"}]\n",
+        "      allowMethods: [POST, GET]\n",
+        "      exposeHeaders: [x-backend-says]\n",
+        "      maxAge: 24h\n",
+        "      unmatchedPreflights: IGNORE\n",
+    ));
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let preflight = |origin: &'static str| async move {
+        let headers = [("origin", origin), ("access-control-request-method", "POST")];
+        send(proxy.outbound, Method::OPTIONS, "/cart", &headers, Bytes::new()).await
+    };
+    let allowed = preflight("https://shop.example.com").await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(allowed.headers["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(allowed.headers["access-control-allow-methods"], "POST,GET");
+    assert_eq!(allowed.headers["access-control-max-age"], "86400");
+    let refused = preflight("https://evil.example").await;
+    assert_eq!(refused.status, StatusCode::OK);
+    assert!(!refused.headers.contains_key("access-control-allow-origin"));
+    assert_eq!(backend.received(), 0, "preflights are the proxy's to answer");
+    let headers = [("origin", "https://shop.example.com")];
+    let actual = send(proxy.outbound, Method::GET, "/cart", &headers, Bytes::new()).await;
+    assert_eq!(actual.headers["access-control-allow-origin"], "https://shop.example.com");
+    assert_eq!(actual.headers["access-control-expose-headers"], "x-backend-says");
+}

@@ -21,6 +21,11 @@ fn check_operations(path: &Path, operations: &HeaderOperations, errors: &mut Vec
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 errors.push(header_path.error("a header value must not contain CR, LF or NUL"));
             }
+            if has_substitution(value) {
+                errors.push(header_path.error(
+                    "Envoy's %VARIABLE% substitutions in header values are not supported by Weft yet (write a literal % as %%)",
+                ));
+            }
         }
     }
     for (i, name) in operations.remove.iter().enumerate() {
@@ -40,4 +45,16 @@ fn check_name(path: &Path, name: &str, errors: &mut Vec<FieldError>) {
     } else if http_header_name_is_invalid(name) {
         errors.push(path.error(format!("{name:?} is not a valid HTTP header name")));
     }
+}
+
+/// Whether a header value uses Envoy's `%...%` substitutions: a `%` that is not half of an escaped `%%`.
+pub fn has_substitution(value: &str) -> bool {
+    let mut rest = value;
+    while let Some(at) = rest.find('%') {
+        if !rest[at + 1..].starts_with('%') {
+            return true;
+        }
+        rest = &rest[at + 2..];
+    }
+    false
 }

@@ -80,6 +80,11 @@ fn check_query_param(path: &Path, name: &str, value: &StringMatch, errors: &mut 
     }
 }
 
+/// A string match that must say one of exact, prefix or regex.
+pub(super) fn check_required_match(path: &Path, m: &StringMatch, errors: &mut Vec<FieldError>) {
+    check_string_match(path, m, Empty::Invalid, errors);
+}
+
 fn check_string_match(path: &Path, m: &StringMatch, empty: Empty, errors: &mut Vec<FieldError>) {
     let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()].iter().filter(|s| **s).count();
     match (set, m.kind()) {

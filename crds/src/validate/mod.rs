@@ -5,6 +5,7 @@
 //! A field Weft does not support yet is refused here with a message saying so (see [`not_supported`]), never
 //! silently ignored: an Istio user must learn that the YAML does not do what it would do under Istio.
 
+mod cors;
 mod headers;
 mod matching;
 mod policies;
@@ -13,6 +14,9 @@ mod rule;
 mod tests;
 
 use std::collections::BTreeSet;
+
+pub use headers::has_substitution;
+pub use rule::MAX_DIRECT_RESPONSE_BODY;
 
 use crate::field_path::Path;
 use crate::{DestinationRuleSpec, FieldError, VirtualServiceSpec};

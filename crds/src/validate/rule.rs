@@ -1,6 +1,7 @@
 //! Checks of one HTTP rule (`http[i]`): its action (exactly one of `route`, `redirect`, `directResponse`), its
 //! destinations and mirrors, and what modifies the forwarded request.
 
+use super::cors::check_cors;
 use super::headers::check_headers;
 use super::matching::check_match;
 use super::policies::{check_fault, check_retries};
@@ -9,6 +10,9 @@ use crate::field_path::Path;
 use crate::virtual_service::actions::decode_base64;
 use crate::virtual_service::{HttpDirectResponse, HttpRedirect, HttpRewrite};
 use crate::{Destination, FieldError, HttpRoute};
+
+/// The largest direct response body, Istio's limit (route configurations say so to Envoy, whose default is 4 KiB).
+pub const MAX_DIRECT_RESPONSE_BODY: usize = 1 << 20;
 
 /// The redirect codes Envoy can send (Istio's `redirectCode`).
 pub const REDIRECT_CODES: [u32; 5] = [301, 302, 303, 307, 308];
@@ -46,8 +50,8 @@ pub(super) fn check_http_route(path: &Path, rule: &HttpRoute, errors: &mut Vec<F
         check_rewrite(&path.field("rewrite"), rewrite, answers, errors);
     }
     check_forwarding(path, rule, answers, errors);
-    if rule.cors_policy.is_some() {
-        errors.push(not_supported(&path.field("corsPolicy"), "a CORS policy (corsPolicy)"));
+    if let Some(cors) = &rule.cors_policy {
+        check_cors(&path.field("corsPolicy"), cors, errors);
     }
     if let Some(headers) = &rule.headers {
         check_headers(&path.field("headers"), headers, errors);
@@ -178,8 +182,16 @@ fn check_direct_response(path: &Path, response: &HttpDirectResponse, errors: &mu
         (None, Some(bytes)) if decode_base64(bytes).is_none() => {
             errors.push(path.field("body").field("bytes").error("bytes must be base64 (standard alphabet, padded)"));
         }
+        (Some(text), None) if text.len() > MAX_DIRECT_RESPONSE_BODY => errors.push(too_big(&path.field("body"))),
+        (None, Some(bytes)) if decode_base64(bytes).is_some_and(|b| b.len() > MAX_DIRECT_RESPONSE_BODY) => {
+            errors.push(too_big(&path.field("body")));
+        }
         _ => {}
     }
+}
+
+fn too_big(path: &Path) -> FieldError {
+    path.error(format!("a direct response body may hold at most {MAX_DIRECT_RESPONSE_BODY} bytes"))
 }
 
 fn check_rewrite(path: &Path, rewrite: &HttpRewrite, answers: Option<&str>, errors: &mut Vec<FieldError>) {

@@ -173,7 +173,6 @@ gateways: [mesh, istio-system/ingress]
 http:
 - match: [{sourceLabels: {app: web}, gateways: [my-gateway], statPrefix: reviews}]
   delegate: {name: other}
-  corsPolicy: {allowOrigins: [{exact: "https://example.com"}]}
 - route: [{destination: {host: reviews}}]
   retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 1s}
   fault: {abort: {http2Error: REFUSED_STREAM}, delay: {exponentialDelay: 1s}}
@@ -190,7 +189,6 @@ exportTo: ["."]
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
             "spec.http[0].delegate: delegating to another VirtualService (delegate) is not supported by Weft yet",
-            "spec.http[0].corsPolicy: a CORS policy (corsPolicy) is not supported by Weft yet",
             "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
             "spec.http[1].retries.retryIgnorePreviousHosts: retrying on endpoints already tried (retryIgnorePreviousHosts: false) is not supported by Weft yet",
             "spec.http[1].retries.backoff: a retry backoff interval (backoff) is not supported by Weft yet",
@@ -306,4 +304,46 @@ fn mirror_percentages_need_a_mirror_and_bodies_need_base64() {
         vs("hosts: [r]\nhttp: [{directResponse: {status: 200, body: {bytes: \"not base64!\"}}}]"),
         ["spec.http[0].directResponse.body.bytes: bytes must be base64 (standard alphabet, padded)"]
     );
+}
+
+#[test]
+fn cors_policies_are_checked_field_by_field() {
+    let ok = vs(r#"
+hosts: [reviews]
+http:
+- route: [{destination: {host: reviews}}]
+  corsPolicy:
+    allowOrigins: [{exact: "https://example.com"}, {regex: "https://.*\\.example\\.com"}]
+    allowMethods: [POST, GET]
+    allowHeaders: [x-custom]
+    exposeHeaders: ["*"]
+    maxAge: 24h
+    allowCredentials: true
+    unmatchedPreflights: IGNORE
+"#);
+    assert_eq!(ok, Vec::<String>::new());
+    let errors = vs(r#"
+hosts: [reviews]
+http:
+- route: [{destination: {host: reviews}}]
+  corsPolicy: {allowOrigins: [{}], allowMethods: ["GE T"], allowHeaders: ["x y"], maxAge: 1.5s}
+  headers: {request: {set: {x-client: "%DOWNSTREAM_REMOTE_ADDRESS%", x-sale: "50%% off"}}}
+"#);
+    assert_eq!(
+        errors,
+        [
+            "spec.http[0].corsPolicy.allowOrigins[0]: one of exact, prefix or regex is required",
+            "spec.http[0].corsPolicy.allowMethods[0]: \"GE T\" is not an HTTP method",
+            "spec.http[0].corsPolicy.allowHeaders[0]: \"x y\" is not a valid HTTP header name",
+            "spec.http[0].corsPolicy.maxAge: maxAge is sent in whole seconds; write it without a fraction",
+            "spec.http[0].headers.request.set[\"x-client\"]: Envoy's %VARIABLE% substitutions in header values are not supported by Weft yet (write a literal % as %%)",
+        ]
+    );
+}
+
+#[test]
+fn a_direct_response_body_is_at_most_a_mebibyte() {
+    let body = "x".repeat(crate::validate::MAX_DIRECT_RESPONSE_BODY + 1);
+    let errors = vs(&format!("hosts: [r]\nhttp: [{{directResponse: {{status: 200, body: {{string: {body}}}}}}}]"));
+    assert_eq!(errors, ["spec.http[0].directResponse.body: a direct response body may hold at most 1048576 bytes"]);
 }

@@ -1,11 +1,12 @@
 //! `VirtualService`: how requests addressed to a host are routed (Istio `networking.istio.io/v1` field names).
 //! The rule's conditions live in [`matching`], what a rule does besides routing in [`actions`].
 //!
-//! Fields Weft refuses whatever they hold (`tcp`, `tls`, `http[].delegate`, `http[].corsPolicy`) are kept as
+//! Fields Weft refuses whatever they hold (`tcp`, `tls`, `http[].delegate`) are kept as
 //! free-form JSON: they exist so that [`crate::validate`] can name them in a "not supported yet" error instead of
 //! the parser's "unknown field", and so that the API server does not prune them before the webhook sees them.
 
 pub mod actions;
+pub mod cors;
 pub mod matching;
 
 use kube::CustomResource;
@@ -107,10 +108,9 @@ pub struct HttpRoute {
     /// Several mirrors, each with its share; not with `mirror`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HttpMirrorPolicy>,
-    /// Cross-origin resource sharing. Not supported by Weft yet.
+    /// Cross-origin resource sharing for browsers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub cors_policy: Option<serde_json::Value>,
+    pub cors_policy: Option<cors::CorsPolicy>,
     /// Header changes on requests and responses of this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,

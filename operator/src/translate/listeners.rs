@@ -2,12 +2,13 @@
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
-use weft_xds::filters::{FAULT, HTTP_CONNECTION_MANAGER, ROUTER};
+use weft_xds::filters::{CORS, FAULT, HTTP_CONNECTION_MANAGER, ROUTER};
 use weft_xds::{listener_name, pack, route_config_name};
 
 use super::ads_config_source;
@@ -20,8 +21,14 @@ pub(super) fn outbound(port: u16) -> Listener {
             config_source: Some(ads_config_source()),
             route_config_name: route_config_name(port),
         })),
-        // The fault filter does nothing by itself: routes with `fault` configure it (typed_per_filter_config).
+        // Istio's order. The CORS and fault filters do nothing by themselves: routes with `corsPolicy` or `fault`
+        // configure them (typed_per_filter_config).
         http_filters: vec![
+            HttpFilter {
+                name: CORS.to_string(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Cors::default()))),
+                ..Default::default()
+            },
             HttpFilter {
                 name: FAULT.to_string(),
                 config_type: Some(http_filter::ConfigType::TypedConfig(pack(&HttpFault::default()))),

@@ -72,7 +72,7 @@ fn query_matcher(name: &str, m: &StringMatch) -> QueryParameterMatcher {
     }
 }
 
-fn string_matcher(m: &StringMatch) -> Option<StringMatcher> {
+pub(super) fn string_matcher(m: &StringMatch) -> Option<StringMatcher> {
     let pattern = match m.kind()? {
         StringMatchKind::Exact(v) => MatchPattern::Exact(v.to_string()),
         StringMatchKind::Prefix(v) => MatchPattern::Prefix(v.to_string()),

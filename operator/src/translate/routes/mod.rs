@@ -4,6 +4,7 @@
 //! a rule each.
 
 mod actions;
+mod cors;
 mod fault;
 mod headers;
 mod matching;
@@ -12,8 +13,10 @@ mod retry;
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::route::v3::{Route, RouteConfiguration, Vhds, VirtualHost, route, route_action};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::HttpRoute;
-use weft_xds::filters::FAULT;
+use weft_crds::validate::MAX_DIRECT_RESPONSE_BODY;
+use weft_xds::filters::{CORS, FAULT};
 use weft_xds::{cluster_name, pack, route_config_name};
 
 use self::headers::HeaderEdits;
@@ -35,7 +38,14 @@ pub(super) fn route_configuration<'a>(
         .map(|service| virtual_host(snapshot, service, port, namespace))
         .collect();
     let vhds = on_demand.then(|| Vhds { config_source: Some(ads_config_source()) });
-    RouteConfiguration { name: route_config_name(port), virtual_hosts, vhds, ..Default::default() }
+    RouteConfiguration {
+        name: route_config_name(port),
+        virtual_hosts,
+        vhds,
+        // As Istio does: direct responses may be as large as validation allows, not Envoy's default 4 KiB.
+        max_direct_response_body_size_bytes: Some(UInt32Value { value: MAX_DIRECT_RESPONSE_BODY as u32 }),
+        ..Default::default()
+    }
 }
 
 /// The virtual host of one Service port, as proxies in `namespace` see it: the VirtualService's rules or, when no
@@ -117,8 +127,9 @@ fn rule_route(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: &HttpRoute, p
             route::Action::Route(actions::route_action(snapshot, vs, rule, port))
         }
     };
-    let typed_per_filter_config: HashMap<_, _> =
-        rule.fault.iter().map(|f| (FAULT.to_string(), pack(&fault::http_fault(f)))).collect();
+    let fault = rule.fault.iter().map(|f| (FAULT.to_string(), pack(&fault::http_fault(f))));
+    let cors = rule.cors_policy.iter().map(|c| (CORS.to_string(), pack(&cors::cors_policy(c))));
+    let typed_per_filter_config: HashMap<_, _> = fault.chain(cors).collect();
     Route {
         name,
         action: Some(action),

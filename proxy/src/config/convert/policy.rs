@@ -26,7 +26,10 @@ pub(super) fn header_ops(add: &[HeaderValueOption], remove: &[String]) -> Result
         let header = option.header.as_ref().ok_or("a header to add needs a header")?;
         let name = header_name(&header.key)?;
         let raw = if header.raw_value.is_empty() { header.value.as_bytes() } else { &header.raw_value };
-        let value = HeaderValue::from_bytes(raw).map_err(|_| format!("header {:?}: invalid value", header.key))?;
+        let raw = unescape_percent(raw).ok_or_else(|| {
+            format!("header {:?}: %VARIABLE% substitutions are not supported (a literal % is %%)", header.key)
+        })?;
+        let value = HeaderValue::from_bytes(&raw).map_err(|_| format!("header {:?}: invalid value", header.key))?;
         #[allow(deprecated)] // `append` is deprecated but still valid xDS.
         let append = match option.append.as_ref() {
             Some(append) => append.value,
@@ -48,6 +51,19 @@ pub(super) fn header_ops(add: &[HeaderValueOption], remove: &[String]) -> Result
     }
     ops.remove = remove.iter().map(|n| header_name(n)).collect::<Result<_, _>>()?;
     Ok(ops)
+}
+
+/// Envoy's header values escape `%` as `%%`; a lone `%` starts a substitution, which the proxy does not do.
+fn unescape_percent(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut bytes = raw.iter().copied();
+    while let Some(b) = bytes.next() {
+        if b == b'%' && bytes.next() != Some(b'%') {
+            return None;
+        }
+        out.push(b);
+    }
+    Some(out)
 }
 
 fn header_name(name: &str) -> Result<HeaderName, String> {

@@ -70,7 +70,6 @@ fn faults_convert_and_an_unset_percentage_is_envoys_zero() {
         delay: Some(PbDelay {
             fault_delay_secifier: Some(fault_delay::FaultDelaySecifier::FixedDelay(ms(5000))),
             percentage: Some(percent(100_000, DenominatorType::Million)),
-            ..Default::default()
         }),
         abort: Some(PbAbort { error_type: Some(fault_abort::ErrorType::GrpcStatus(14)), ..Default::default() }),
         ..Default::default()
@@ -105,6 +104,12 @@ fn header_operations_map_append_actions_and_refuse_pseudo_headers() {
     .unwrap();
     assert_eq!((ops.set[0].0.as_str(), ops.add[0].0.as_str(), ops.remove[0].as_str()), ("x-set", "x-add", "x-gone"));
     assert!(header_ops(&[option(":path", A::OverwriteIfExistsOrAdd)], &[]).is_err());
+    let percent = |value: &str| HeaderValueOption {
+        header: Some(PbHeaderValue { key: "x-p".into(), value: value.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    assert_eq!(header_ops(&[percent("50%% off")], &[]).unwrap().add[0].1, "50% off", "%% is a literal %");
+    assert!(header_ops(&[percent("%DOWNSTREAM_REMOTE_ADDRESS%")], &[]).is_err(), "substitutions are refused");
     assert!(header_ops(&[option("x-a", A::AddIfAbsent)], &[]).is_err());
 }
 

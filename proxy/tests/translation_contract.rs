@@ -1,0 +1,76 @@
+//! The contract between translation and the proxy: everything the operator translates from its golden test data
+//! (every VirtualService feature Weft supports) is accepted by the proxy's config conversion, and means what the
+//! YAML says. A field written by one side and refused by the other would NACK whole route tables in production.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use weft_operator::index::Index;
+use weft_operator::source::Event;
+use weft_operator::source::file::parse_file;
+use weft_operator::translate::translate;
+use weft_proxy::config::policy::{AbortWith, Fraction, GrpcTimeout};
+use weft_proxy::config::{Action, ClusterConfig, ListenerConfig, RouteEntry, RouteTable};
+use weft_xds::ProxyNode;
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/testdata/translate").join(name)
+}
+
+/// The route tables a proxy in `namespace` builds from what the operator translates out of `file`.
+fn tables(file: &str, namespace: &str) -> Vec<RouteTable> {
+    let path = testdata(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut index = Index::default();
+    for resource in parse_file(&path, &text).resources {
+        index.apply(Event::Applied(resource));
+    }
+    let node = ProxyNode { pod_name: "client".into(), namespace: namespace.into(), ip: None };
+    let resources = translate(&index.snapshot(), &node);
+    for cluster in &resources.clusters {
+        ClusterConfig::try_from(cluster).unwrap();
+    }
+    for listener in &resources.listeners {
+        ListenerConfig::try_from(listener).unwrap();
+    }
+    resources.routes.iter().map(|r| RouteTable::try_from(r).unwrap_or_else(|e| panic!("{file}: {e}"))).collect()
+}
+
+fn route<'a>(tables: &'a [RouteTable], port: &str, name: &str) -> &'a RouteEntry {
+    let table = tables.iter().find(|t| t.name == port).unwrap();
+    table.virtual_hosts.iter().flat_map(|h| &h.routes).find(|r| r.name == name).unwrap()
+}
+
+#[test]
+fn every_golden_input_is_accepted_by_the_proxy() {
+    for file in ["canary.yaml", "multiport.yaml", "traffic.yaml"] {
+        assert!(!tables(file, "shop").is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn the_traffic_rules_mean_on_the_proxy_what_the_yaml_says() {
+    let tables = tables("traffic.yaml", "shop");
+    let tested = route(&tables, "9080", "tested");
+    let Action::Forward(action) = &tested.action else { panic!("{:?}", tested.action) };
+    let retry = action.retry.as_ref().unwrap();
+    assert_eq!((retry.retries, retry.status_codes.as_slice(), retry.other_hosts), (3, &[429][..], true));
+    assert_eq!(action.grpc_timeout, GrpcTimeout::Honoured { max: action.timeout });
+    assert_eq!(action.mirrors[0].share, Fraction { numerator: 125_000, denominator: 1_000_000 });
+    assert_eq!(action.rewrite.authority.as_deref(), Some("reviews-v2.shop"));
+    assert_eq!(action.targets[0].request_headers.set[0].0, "x-subset");
+    let fault = tested.fault.as_ref().unwrap();
+    assert_eq!(fault.abort.as_ref().unwrap().share, Fraction { numerator: 100_000, denominator: 1_000_000 });
+    assert!(tested.ignore_case && tested.query.len() == 2);
+    assert_eq!(tested.headers.iter().filter(|h| h.invert).count(), 2, "withoutHeaders");
+    let regex = route(&tables, "9080", "regex-rewrite");
+    let Action::Forward(regex_action) = &regex.action else { panic!() };
+    assert!(regex_action.retry.is_none(), "attempts: 0 disables retries");
+    assert_eq!(regex.fault.as_ref().unwrap().abort.as_ref().unwrap().with, AbortWith::Grpc(14));
+    assert!(matches!(route(&tables, "9080", "old-api").action, Action::Redirect(_)));
+    assert!(matches!(route(&tables, "9080", "health").action, Action::Respond(_)));
+    assert!(route(&tables, "9080", "rest").cors.is_some());
+    let Action::Forward(rest) = &route(&tables, "9080", "rest").action else { panic!() };
+    assert_eq!(rest.retry.as_ref().unwrap().retries, 5, "Istio's default conditions with the given attempts");
+}
