@@ -12,6 +12,7 @@ pub mod duration;
 pub mod field_path;
 pub mod manifests;
 pub mod parse;
+pub mod spec;
 pub mod status;
 pub mod validate;
 pub mod virtual_service;

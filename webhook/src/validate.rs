@@ -1,11 +1,9 @@
 //! The validating webhook for Weft CRDs. Pure: an AdmissionReview request in, allowed or denied with every problem
-//! and its field path out. Type and unknown-field errors come from `weft_crds::parse`, rules from
-//! `weft_crds::validate`, the same checks the operator applies to standalone files.
+//! and its field path out, from `weft_crds::spec`: the same checks the operator applies to standalone files.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use weft_crds::FieldError;
-use weft_crds::validate::{validate_destination_rule, validate_virtual_service};
+use weft_crds::spec::{destination_rule_spec, virtual_service_spec};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
@@ -22,8 +20,8 @@ pub fn review(request: &AdmissionRequest) -> AdmissionResponse {
     }
     let kind = &request.kind;
     let problems = match (kind.group == weft_crds::GROUP && kind.version == weft_crds::VERSION, kind.kind.as_str()) {
-        (true, "VirtualService") => problems(request.object.as_ref(), validate_virtual_service),
-        (true, "DestinationRule") => problems(request.object.as_ref(), validate_destination_rule),
+        (true, "VirtualService") => problems(request.object.as_ref(), |spec| virtual_service_spec(spec).err()),
+        (true, "DestinationRule") => problems(request.object.as_ref(), |spec| destination_rule_spec(spec).err()),
         _ => {
             let gvk = format!("{}/{} {}", kind.group, kind.version, kind.kind);
             return AdmissionResponse::allow(uid)
@@ -41,16 +39,12 @@ pub fn review(request: &AdmissionRequest) -> AdmissionResponse {
     )
 }
 
-/// Every problem of the object's spec: the first type error (nothing more can be checked then), or each rule broken.
-fn problems<T: DeserializeOwned>(object: Option<&Value>, rules: fn(&T) -> Vec<FieldError>) -> Vec<FieldError> {
+/// Every problem of the object's spec: each unknown field, then the first type error or each rule broken.
+fn problems(object: Option<&Value>, check: fn(&Value) -> Option<Vec<FieldError>>) -> Vec<FieldError> {
     let Some(spec) = object.and_then(|o| o.get("spec")) else {
         return vec![FieldError::new("spec", "is required")];
     };
-    match weft_crds::parse::from_value::<T>(spec.clone()) {
-        Ok(spec) => rules(&spec),
-        Err(err) if err.path.is_empty() => vec![FieldError::new("spec", err.message)],
-        Err(err) => vec![FieldError::new(format!("spec.{}", err.path), err.message)],
-    }
+    check(spec).unwrap_or_default()
 }
 
 /// `namespace/name` for the message; objects created with `generateName` have no name yet.
@@ -108,12 +102,19 @@ mod tests {
 
     #[test]
     fn type_and_unknown_field_errors_carry_the_spec_path() {
-        let spec = json!({"host": "reviews", "subsets": [{"name": "v1", "labelz": {}}]});
+        let spec = json!({"host": "reviews", "subsets": [{"name": "v1", "labelz": {}}, {"name": "V2", "x": 1}]});
         let object = json!({"metadata": {"generateName": "reviews-"}, "spec": spec});
         let message = review(&request("CREATE", "DestinationRule", object)).status.unwrap().message;
-        assert!(
-            message.starts_with("DestinationRule shop/reviews-* is invalid: spec.subsets[0].labelz: unknown field")
+        assert_eq!(
+            message,
+            "DestinationRule shop/reviews-* is invalid: spec.subsets[0].labelz: not supported by Weft; \
+             spec.subsets[1].x: not supported by Weft; spec.subsets[1].name: subset name \"V2\" must be a DNS label \
+             (lower-case letters, digits and '-')",
+            "every unknown field and every broken rule at once"
         );
+        let typed = json!({"metadata": {"name": "r"}, "spec": {"host": "reviews", "subsets": "v1"}});
+        let message = review(&request("CREATE", "DestinationRule", typed)).status.unwrap().message;
+        assert!(message.starts_with("DestinationRule shop/r is invalid: spec.subsets: invalid type"), "{message}");
         let message = review(&request("CREATE", "DestinationRule", json!({"metadata": {}}))).status.unwrap().message;
         assert_eq!(message, "DestinationRule shop/(unnamed) is invalid: spec: is required");
     }

@@ -1,9 +1,9 @@
 //! Untyped documents -> typed [`Resource`]s: dispatch on `apiVersion`/`kind`, field-path errors, CRD validation.
 
 use serde_json::Value;
+use weft_crds::FieldError;
 use weft_crds::parse::from_value;
-use weft_crds::validate::{validate_destination_rule, validate_virtual_service};
-use weft_crds::{DestinationRule, FieldError, VirtualService};
+use weft_crds::spec::{destination_rule_spec, virtual_service_spec};
 
 use super::Resource;
 
@@ -26,14 +26,13 @@ pub fn decode_document(value: Value) -> Result<Decoded, Vec<FieldError>> {
         ("v1", "Pod") => Resource::Pod(from_value(value).map_err(one)?),
         ("discovery.k8s.io/v1", "EndpointSlice") => Resource::EndpointSlice(from_value(value).map_err(one)?),
         (weft_crds::API_VERSION, "VirtualService") => {
-            let vs: VirtualService = from_value(value).map_err(one)?;
-            reject_invalid(validate_virtual_service(&vs.spec))?;
-            Resource::VirtualService(vs)
+            // The spec first, with every problem at once; then the rest of the object around the good spec.
+            let spec = virtual_service_spec(value.get("spec").unwrap_or(&Value::Null))?;
+            Resource::VirtualService(from_value(with_spec(value, &spec)?).map_err(one)?)
         }
         (weft_crds::API_VERSION, "DestinationRule") => {
-            let dr: DestinationRule = from_value(value).map_err(one)?;
-            reject_invalid(validate_destination_rule(&dr.spec))?;
-            Resource::DestinationRule(dr)
+            let spec = destination_rule_spec(value.get("spec").unwrap_or(&Value::Null))?;
+            Resource::DestinationRule(from_value(with_spec(value, &spec)?).map_err(one)?)
         }
         (v, k @ ("VirtualService" | "DestinationRule")) if v.starts_with("networking.istio.io/") => {
             return Err(vec![FieldError::new(
@@ -81,8 +80,13 @@ fn one(error: FieldError) -> Vec<FieldError> {
     vec![error]
 }
 
-fn reject_invalid(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+/// The object with its spec replaced by the checked one (unknown fields left out).
+fn with_spec(mut object: Value, spec: &impl serde::Serialize) -> Result<Value, Vec<FieldError>> {
+    let spec = serde_json::to_value(spec).map_err(|e| one(FieldError::new("spec", e.to_string())))?;
+    if let Value::Object(fields) = &mut object {
+        fields.insert("spec".to_string(), spec);
+    }
+    Ok(object)
 }
 
 #[cfg(test)]
