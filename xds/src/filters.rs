@@ -9,3 +9,7 @@ pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
 /// Retry host predicate: retries go to endpoints not tried before, when there are any.
 pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+/// Network filter of a TCP (and TLS passthrough) route: `TcpProxy`.
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+/// Listener filter that reads a TLS ClientHello's SNI for `server_names` filter chain matches.
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
