@@ -71,6 +71,21 @@ impl NetnsMesh {
         Ok(())
     }
 
+    /// Connections from the client to the `reviews` cluster IP, one request each: how many each version answered.
+    /// Each is a new connection, so a TCP route's weights show per connection.
+    pub async fn versions_per_connection(&self, connections: usize) -> anyhow::Result<[usize; 2]> {
+        let to = SocketAddr::new(IpAddr::V4(SERVICE_IP), SERVICE_PORT);
+        let mut counts = [0; 2];
+        for _ in 0..connections {
+            let (status, headers, _) = self.client.ns.http_get(to, "reviews", "/", Duration::from_secs(5)).await?;
+            anyhow::ensure!(status == 200, "reviews answered {status}");
+            let version = headers.get("x-echo-version").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let index = VERSIONS.iter().position(|v| *v == version).context("an answer without a known version")?;
+            counts[index] += 1;
+        }
+        Ok(counts)
+    }
+
     fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }

@@ -153,3 +153,14 @@ async fn run_load(mesh: &impl MeshUnderTest, extra: &[&str], n: usize) -> anyhow
 fn first_failures(samples: &[Sample]) -> Vec<String> {
     samples.iter().filter(|s| !s.ok).take(5).map(|s| s.detail.clone()).collect()
 }
+
+/// The `reviews` VirtualService with only a TCP route splitting connections at `weights` (v1, v2).
+pub fn tcp_virtual_service_yaml(weights: [u32; 2]) -> String {
+    format!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews}}\n\
+         spec:\n  hosts: [reviews]\n  tcp:\n  - route:\n\
+         \x20   - destination: {{host: reviews, subset: v1}}\n      weight: {}\n\
+         \x20   - destination: {{host: reviews, subset: v2}}\n      weight: {}\n",
+        weights[0], weights[1]
+    )
+}

@@ -3,9 +3,14 @@
 //! skipped with a printed reason otherwise). `cluster`: any cluster from KUBECONFIG, when WEFT_E2E_CLUSTER=1
 //! (see `make e2e-cluster` and `make e2e-kind`).
 
+use std::time::{Duration, Instant};
+
+use weft_e2e::canary::RolloutTarget;
+use weft_e2e::mesh::DESTINATION_RULE_YAML;
 use weft_e2e::netns;
 use weft_e2e::netns_mesh::NetnsMesh;
 use weft_e2e::scenario::{self, MeshUnderTest};
+use weft_e2e::stats::binomial_band;
 
 /// Runs every scenario on one mesh and prints what each measured.
 async fn journey(mesh: &mut impl MeshUnderTest, backend: &str) -> anyhow::Result<()> {
@@ -32,7 +37,27 @@ async fn local_backend() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut mesh = NetnsMesh::start().await?;
-    journey(&mut mesh, "local: network namespaces").await
+    journey(&mut mesh, "local: network namespaces").await?;
+    let report = tcp_canary(&mesh).await.map_err(|err| err.context(mesh.diagnostics()))?;
+    println!("{report}");
+    Ok(())
+}
+
+/// A VirtualService `tcp` route splits connections by weight (80/20): each new connection goes to one version.
+async fn tcp_canary(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    mesh.apply("reviews-dr.yaml", DESTINATION_RULE_YAML).await?;
+    mesh.apply("reviews-vs.yaml", &scenario::tcp_virtual_service_yaml([80, 20])).await?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !mesh.client_config_dump().await?.contains("\"name\":\"tcp|default/reviews|0|0\"") {
+        anyhow::ensure!(Instant::now() < until, "the client's proxy did not get the TCP route within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let connections = 200;
+    let counts = mesh.versions_per_connection(connections).await?;
+    let (low, high) = binomial_band(connections as u64, 0.2, 5.0);
+    let v2 = counts[1] as f64;
+    anyhow::ensure!((low..=high).contains(&v2), "v2 took {v2} of {connections} connections at 20%: {counts:?}");
+    Ok(format!("tcp canary 80/20: {connections} connections split {counts:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use weft_xds::lb::LbAlgorithm;
 
 pub use budget::{RetryBudget, RetryPermit};
 pub use endpoint::Endpoint;
+pub use members::InFlight;
 use members::{Member, Members};
 
 use crate::BoxError;
@@ -87,6 +88,12 @@ impl ClusterBalancer {
     /// The cluster's retry budget, shared by every route that sends to it.
     pub fn retry_budget(&self) -> &RetryBudget {
         &self.budget
+    }
+
+    /// An endpoint for a TCP connection, counted as in flight while the lease lives.
+    pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
+        let (member, lease) = self.members.pick(self.algorithm, &[], rand::random())?;
+        Some((member.address(), lease))
     }
 
     /// Sends a request to one endpoint chosen by the balancer, not one of `avoid` while others are left. Returns

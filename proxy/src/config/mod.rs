@@ -2,6 +2,7 @@
 //! the data plane reads comes from here; nothing downstream sees protobuf.
 
 pub mod convert;
+pub mod l4;
 pub mod matcher;
 pub mod policy;
 pub mod routes;
@@ -37,12 +38,14 @@ pub struct ProxyConfig {
     pub versions: BTreeMap<String, String>,
 }
 
-/// An outbound listener: which route table serves HTTP for traffic to `port`.
+/// An outbound listener: which route table serves HTTP for traffic to `port`, and which TCP and TLS routes take
+/// connections to it before HTTP is looked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerConfig {
     pub name: String,
     pub port: u16,
     pub route_config: String,
+    pub l4_routes: Vec<l4::L4Route>,
 }
 
 /// A cluster: how requests are balanced over its endpoints.
@@ -67,6 +70,11 @@ impl ProxyConfig {
     pub fn route_table_for_port(&self, port: u16) -> Option<&RouteTable> {
         let listener = self.listeners.values().find(|l| l.port == port)?;
         self.routes.get(&listener.route_config)
+    }
+
+    /// The TCP and TLS routes of the listener for `port` (none when there is no such listener).
+    pub fn l4_routes_for_port(&self, port: u16) -> &[l4::L4Route] {
+        self.listeners.values().find(|l| l.port == port).map_or(&[], |l| l.l4_routes.as_slice())
     }
 
     /// The virtual host serving `host` (as sent) in `table`: one of its own, else one asked for on demand.

@@ -236,26 +236,31 @@ impl RouteAction {
         }
     }
 
-    /// The target for a request, given a uniformly random `roll`: each target is chosen with probability
-    /// weight / total (the total fits a `u32`, so the modulo bias of a 64-bit roll is negligible). `None` when there
-    /// is no target or every weight is zero with several targets.
+    /// The target for a request, given a uniformly random `roll` ([`pick_weighted`]).
     pub fn pick(&self, roll: u64) -> Option<&WeightedTarget> {
-        if let [only] = self.targets.as_slice() {
-            return Some(only);
-        }
-        let total: u64 = self.targets.iter().map(|t| u64::from(t.weight)).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut point = roll % total;
-        for target in &self.targets {
-            if point < u64::from(target.weight) {
-                return Some(target);
-            }
-            point -= u64::from(target.weight);
-        }
-        None
+        pick_weighted(&self.targets, roll)
     }
+}
+
+/// The target for a uniformly random `roll`: each chosen with probability weight / total (the total fits a
+/// `u32`, so the modulo bias of a 64-bit roll is negligible). `None` when there is no target or every weight is
+/// zero with several targets.
+pub fn pick_weighted(targets: &[WeightedTarget], roll: u64) -> Option<&WeightedTarget> {
+    if let [only] = targets {
+        return Some(only);
+    }
+    let total: u64 = targets.iter().map(|t| u64::from(t.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = roll % total;
+    for target in targets {
+        if point < u64::from(target.weight) {
+            return Some(target);
+        }
+        point -= u64::from(target.weight);
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Transparent mode: listeners for traffic that `weft-proxy init`'s iptables rules redirect to the proxy. The
 //! original destination (`SO_ORIGINAL_DST`) says where each connection was going; outbound connections are served
-//! as HTTP when the port is a mesh port and the first bytes are HTTP, else forwarded as TCP; inbound connections
+//! by a TCP or TLS route when one takes them, else as HTTP when the port is a mesh port and the first bytes are
+//! HTTP, else forwarded as TCP; inbound connections
 //! are forwarded to the application as TCP.
 
 pub mod inbound;
+mod l4;
 pub mod original_dst;
 pub mod outbound;
 pub mod sniff;

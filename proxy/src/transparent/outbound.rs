@@ -1,6 +1,7 @@
 //! The outbound capture listener (:15001): the pod's outbound TCP arrives here, redirected by iptables.
 //!
-//! Per connection: the original destination's port decides. A port with no routes is not a mesh port: TCP to the
+//! Per connection: a TCP or TLS route of the original destination's port takes the connection when it matches
+//! ([`l4`]: by address, and by the ClientHello's server name). Otherwise the port decides. A port with no routes is not a mesh port: TCP to the
 //! original destination at once (`passthrough`). Otherwise the first bytes are peeked (not consumed) for up to
 //! [`SNIFF_TIMEOUT`]; HTTP is served and routed by the port's route table (`http`), anything else, including
 //! silence from a server-first protocol, is forwarded as TCP (`tcp`).
@@ -14,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use super::sniff::{Sniffed, sniff};
-use super::{destination_of, tcp};
+use super::{destination_of, l4, tcp};
 use crate::counted::Counted;
 use crate::drain::Drain;
 use crate::http::{Destination, Forwarder, serve_connection};
@@ -38,6 +39,25 @@ pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>, drain: &Dra
 
 async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, watcher: ConnectionWatch) {
     let Some(original) = destination_of(&stream, peer, Direction::Outbound, &forwarder.metrics) else { return };
+    if let Some(routed) = l4::route(&stream, original, &forwarder).await {
+        match routed {
+            Ok(target) => {
+                tracing::debug!(%peer, %original, cluster = target.cluster, endpoint = %target.endpoint, "tcp route");
+                let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
+                let flow = tcp::Flow {
+                    direction: Direction::Outbound,
+                    peer,
+                    idle: forwarder.timeouts.idle,
+                    metrics: &forwarder.metrics,
+                };
+                tcp::forward(io, target.endpoint, flow).await;
+                drop(target.lease);
+            }
+            Err(reason) => tracing::debug!(%peer, %original, reason, "tcp route has nowhere to go; closed"),
+        }
+        drop(watcher);
+        return;
+    }
     let mode = classify(&stream, &forwarder, original.port()).await;
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
     let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, mode));

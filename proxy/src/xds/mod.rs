@@ -6,4 +6,4 @@ pub mod delta;
 pub mod resource;
 pub mod state;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

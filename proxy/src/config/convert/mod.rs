@@ -7,15 +7,15 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
-use envoy_types::pb::envoy::config::listener::v3::{Listener, filter};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, http_connection_manager,
-};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use weft_xds::lb::LbAlgorithm;
 
 use super::{ClusterConfig, EndpointConfig, ListenerConfig};
+use l4::{Chain, chain_kind};
+use weft_xds::filters::TLS_INSPECTOR;
 
 mod actions;
+mod l4;
 mod policy;
 mod routes;
 
@@ -42,21 +42,21 @@ impl TryFrom<&Listener> for ListenerConfig {
         let err = |m: &str| reject("listener", &l.name, m);
         let port =
             socket_port(l.address.as_ref()).ok_or_else(|| err("address must be a socket address with a port"))?;
-        let manager = l
-            .filter_chains
-            .iter()
-            .flat_map(|c| &c.filters)
-            .find_map(|f| match &f.config_type {
-                Some(filter::ConfigType::TypedConfig(any)) => Some(weft_xds::unpack::<HttpConnectionManager>(any)),
-                _ => None,
-            })
-            .ok_or_else(|| err("no HTTP connection manager filter (only HTTP listeners are supported)"))?
-            .map_err(|e| err(&e.to_string()))?;
-        let route_config = match manager.route_specifier {
-            Some(http_connection_manager::RouteSpecifier::Rds(rds)) => rds.route_config_name,
-            _ => return Err(err("routes must come from RDS (inline and scoped routes are not supported)")),
-        };
-        Ok(Self { name: l.name.clone(), port, route_config })
+        if let Some(other) = l.listener_filters.iter().find(|f| f.name != TLS_INSPECTOR) {
+            return Err(err(&format!("listener filter {:?} is not supported", other.name)));
+        }
+        let mut route_config = None;
+        let mut l4_routes = Vec::new();
+        for chain in &l.filter_chains {
+            match chain_kind(chain).map_err(|m| err(&m))? {
+                Chain::Http(name) if route_config.is_none() => route_config = Some(name),
+                Chain::Http(_) => return Err(err("only one HTTP filter chain is supported")),
+                Chain::Tcp(route) => l4_routes.push(route),
+            }
+        }
+        let route_config =
+            route_config.ok_or_else(|| err("no HTTP connection manager filter (only HTTP listeners are supported)"))?;
+        Ok(Self { name: l.name.clone(), port, route_config, l4_routes })
     }
 }
 

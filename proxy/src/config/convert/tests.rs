@@ -153,3 +153,55 @@ fn direct_responses_need_a_real_status() {
     assert!(direct_response(&answer(99)).is_err());
     assert!(direct_response(&answer(600)).is_err());
 }
+
+#[test]
+fn tcp_and_tls_filter_chains_become_l4_routes_beside_the_http_chain() {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange;
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter};
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+    use weft_xds::filters::TCP_PROXY;
+
+    use crate::config::ListenerConfig;
+
+    let http = crate::xds::testing::listener(3306, "3306");
+    let mut listener: Listener = weft_xds::unpack(&http).unwrap();
+    let weighted = tcp_proxy::WeightedCluster {
+        clusters: vec![
+            tcp_proxy::weighted_cluster::ClusterWeight { name: "v1".into(), weight: 80, ..Default::default() },
+            tcp_proxy::weighted_cluster::ClusterWeight { name: "v2".into(), weight: 20, ..Default::default() },
+        ],
+    };
+    let proxy = TcpProxy {
+        stat_prefix: "weighted".into(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::WeightedClusters(weighted)),
+        ..Default::default()
+    };
+    let chain = |server_names: Vec<String>, transport: &str| FilterChain {
+        name: "tcp|default/db|0|0".into(),
+        filter_chain_match: Some(FilterChainMatch {
+            prefix_ranges: vec![CidrRange {
+                address_prefix: "10.96.0.10".into(),
+                prefix_len: Some(UInt32Value { value: 32 }),
+            }],
+            server_names,
+            transport_protocol: transport.into(),
+            ..Default::default()
+        }),
+        filters: vec![Filter {
+            name: TCP_PROXY.into(),
+            config_type: Some(filter::ConfigType::TypedConfig(weft_xds::pack(&proxy))),
+        }],
+        ..Default::default()
+    };
+    listener.filter_chains.insert(0, chain(Vec::new(), ""));
+    let converted = ListenerConfig::try_from(&listener).unwrap();
+    assert_eq!(converted.route_config, "3306");
+    let route = &converted.l4_routes[0];
+    assert_eq!((route.targets[1].cluster.as_str(), route.targets[1].weight, route.tls), ("v2", 20, false));
+    assert_eq!(route.destinations[0].prefix, 32);
+    listener.filter_chains[0] = chain(vec!["login.example.com".into()], "");
+    let refused = ListenerConfig::try_from(&listener).unwrap_err().to_string();
+    assert!(refused.contains("TLS connections only"), "{refused}");
+    listener.filter_chains[0] = chain(vec!["login.example.com".into()], "tls");
+    assert!(ListenerConfig::try_from(&listener).unwrap().l4_routes[0].tls);
+}

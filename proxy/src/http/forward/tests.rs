@@ -20,7 +20,8 @@ fn config() -> ProxyConfig {
         }],
         on_demand: false,
     };
-    let listener = ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into() };
+    let listener =
+        ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into(), l4_routes: Vec::new() };
     ProxyConfig {
         listeners: BTreeMap::from([(listener.name.clone(), listener)]),
         routes: BTreeMap::from([("8080".to_string(), table)]),
