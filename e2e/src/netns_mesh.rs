@@ -86,6 +86,34 @@ impl NetnsMesh {
         Ok(counts)
     }
 
+    /// Opens a connection from the client to the `reviews` cluster IP, sends `first_bytes` (a TLS ClientHello,
+    /// say), and returns the index in [`VERSIONS`] of the pod whose proxy took the connection inbound.
+    pub async fn version_taking(&self, first_bytes: &[u8]) -> anyhow::Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        let before = self.inbound_connections().await?;
+        let to = SocketAddr::new(IpAddr::V4(SERVICE_IP), SERVICE_PORT);
+        let mut stream = self.client.ns.connect(to, Duration::from_secs(5)).await?;
+        stream.write_all(first_bytes).await?;
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let after = self.inbound_connections().await?;
+            if let Some(index) = (0..VERSIONS.len()).find(|i| after[*i] > before[*i]) {
+                return Ok(index);
+            }
+            anyhow::ensure!(Instant::now() < until, "no reviews pod took the connection within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn inbound_connections(&self) -> anyhow::Result<Vec<f64>> {
+        let mut counts = Vec::new();
+        for pod in &self.reviews {
+            let metrics = scrape(&self.lab.node, pod).await?;
+            counts.push(metric_sum(&metrics, "weft_proxy_tcp_connections_total", &[("direction", "inbound")]));
+        }
+        Ok(counts)
+    }
+
     fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }
