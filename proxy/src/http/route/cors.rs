@@ -2,15 +2,12 @@
 //! an actual request from an allowed origin is forwarded and its response gets the CORS headers. Requests from
 //! other origins pass untouched (their preflights too, unless the policy says not to forward them).
 
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Empty};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::RouteFuture;
-use crate::BoxError;
+use super::{Next, RouteFuture, RouteStep};
 use crate::config::policy::Cors;
 use crate::http::Body;
 
@@ -85,40 +82,14 @@ impl<'a> CorsLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for CorsLayer<'a> {
-    type Service = CorsService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CorsService { cors: self.cors, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct CorsService<'a, S> {
-    cors: &'a Cors,
-    inner: S,
-}
-
-impl<'a, S> Service<Request<Body>> for CorsService<'a, S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'a,
-    S::Future: Send + 'a,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = RouteFuture<'a>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+impl<'a> RouteStep<'a> for CorsLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, request: Request<Body>) -> RouteFuture<'a> {
         let cors = self.cors;
         match verdict(cors, request.method(), request.headers()) {
-            Verdict::PassOn => Box::pin(self.inner.clone().oneshot(request)),
+            Verdict::PassOn => Box::pin(next.oneshot(request)),
             Verdict::AnswerPreflight(origin) => Box::pin(std::future::ready(Ok(preflight_answer(cors, origin)))),
             Verdict::Allowed(origin) => {
-                let call = self.inner.clone().oneshot(request);
+                let call = next.oneshot(request);
                 Box::pin(futures_util::TryFutureExt::map_ok(call, move |mut response| {
                     decorate(cors, origin, response.headers_mut());
                     response

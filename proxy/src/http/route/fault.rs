@@ -2,14 +2,11 @@
 //! with an error of the proxy's own instead of sending them on. Delayed requests still go through; an aborted one
 //! never reaches the upstream.
 
-use std::task::{Context, Poll};
-
 use http::{Request, Response};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
-use super::RouteFuture;
 use super::grpc::{is_grpc, trailers_only};
-use crate::BoxError;
+use super::{Next, RouteFuture, RouteStep};
 use crate::config::policy::{AbortWith, Fault};
 use crate::http::Body;
 use crate::http::local_reply::text_response;
@@ -28,35 +25,9 @@ impl<'a> FaultLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for FaultLayer<'a> {
-    type Service = FaultService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        FaultService { config: *self, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct FaultService<'a, S> {
-    config: FaultLayer<'a>,
-    inner: S,
-}
-
-impl<'a, S> Service<Request<Body>> for FaultService<'a, S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'a,
-    S::Future: Send + 'a,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = RouteFuture<'a>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let FaultLayer { fault, cluster, metrics } = self.config;
+impl<'a> RouteStep<'a> for FaultLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, request: Request<Body>) -> RouteFuture<'a> {
+        let FaultLayer { fault, cluster, metrics } = self;
         // Rolled apart, as Envoy does: a request may be both delayed and aborted.
         let delay = fault.delay.as_ref().filter(|d| d.share.contains(rand::random())).map(|d| d.delay);
         let abort = fault.abort.as_ref().filter(|a| a.share.contains(rand::random())).map(|a| a.with);
@@ -64,7 +35,7 @@ where
         // Boxed before the async block: rustc cannot yet prove the block `Send` when it holds `S::Future`.
         let next: Result<RouteFuture<'a>, AbortWith> = match abort {
             Some(with) => Err(with),
-            None => Ok(Box::pin(self.inner.clone().oneshot(request))),
+            None => Ok(Box::pin(next.oneshot(request))),
         };
         Box::pin(async move {
             if let Some(delay) = delay {

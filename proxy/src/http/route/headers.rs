@@ -1,14 +1,11 @@
 //! Header operations of a route and of the destination it picked (Istio's `headers.request` / `headers.response`,
 //! at rule and destination level): on the request before it is sent, on the response before it is returned.
 
-use std::task::{Context, Poll};
-
 use futures_util::TryFutureExt;
-use http::{HeaderMap, Request, Response};
-use tower::{Layer, Service, ServiceExt};
+use http::{HeaderMap, Request};
+use tower::ServiceExt;
 
-use super::RouteFuture;
-use crate::BoxError;
+use super::{Next, RouteFuture, RouteStep};
 use crate::config::policy::HeaderOps;
 use crate::config::{RouteEntry, WeightedTarget};
 use crate::http::Body;
@@ -44,39 +41,13 @@ impl<'a> HeadersLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for HeadersLayer<'a> {
-    type Service = Headers<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Headers { config: *self, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Headers<'a, S> {
-    config: HeadersLayer<'a>,
-    inner: S,
-}
-
-impl<'a, S> Service<Request<Body>> for Headers<'a, S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'a,
-    S::Future: Send + 'a,
-{
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = RouteFuture<'a>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let config = self.config;
+impl<'a> RouteStep<'a> for HeadersLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, mut request: Request<Body>) -> RouteFuture<'a> {
+        let config = self;
         for ops in config.request {
             apply(ops, request.headers_mut());
         }
-        Box::pin(self.inner.clone().oneshot(request).map_ok(move |mut response| {
+        Box::pin(next.oneshot(request).map_ok(move |mut response| {
             for ops in config.response {
                 apply(ops, response.headers_mut());
             }

@@ -5,16 +5,15 @@
 //! original's upstream does.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Uri, Version, header};
 use http_body_util::BodyExt;
-use tower::{Layer, Service};
+use tower::ServiceExt;
 
-use super::copy_request;
 use super::replay::Replay;
+use super::{Next, RouteFuture, RouteStep, copy_request};
 use crate::balance::ClusterBalancer;
 use crate::config::policy::Mirror;
 use crate::dataplane::Runtime;
@@ -37,42 +36,17 @@ impl<'a> MirrorLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for MirrorLayer<'a> {
-    type Service = MirrorService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        MirrorService { config: *self, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct MirrorService<'a, S> {
-    config: MirrorLayer<'a>,
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for MirrorService<'_, S>
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let chosen: Vec<&Mirror> = self.config.mirrors.iter().filter(|m| m.share.contains(rand::random())).collect();
+impl<'a> RouteStep<'a> for MirrorLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, request: Request<Body>) -> RouteFuture<'a> {
+        let chosen: Vec<&Mirror> = self.mirrors.iter().filter(|m| m.share.contains(rand::random())).collect();
         if chosen.is_empty() {
-            return self.inner.call(request);
+            return Box::pin(next.oneshot(request));
         }
         let (mut head, body) = request.into_parts();
         let replay = head.extensions.get::<Replay>().cloned().unwrap_or_else(|| Replay::new(body));
         for mirror in chosen {
-            let metrics = self.config.metrics.clone();
-            match self.config.runtime.clusters.get(&mirror.cluster) {
+            let metrics = self.metrics.clone();
+            match self.runtime.clusters.get(&mirror.cluster) {
                 Some(balancer) => {
                     let copy = shadow(copy_request(&head, replay.follower()));
                     tokio::spawn(send_copy(balancer.clone(), copy, mirror.cluster.clone(), metrics));
@@ -81,7 +55,7 @@ where
             }
         }
         head.extensions.insert(replay.clone());
-        self.inner.call(Request::from_parts(head, replay.leader()))
+        Box::pin(next.oneshot(Request::from_parts(head, replay.leader())))
     }
 }
 

@@ -18,6 +18,7 @@ mod mirror;
 pub mod replay;
 mod retry;
 mod rewrite;
+mod stack;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ use tower::{ServiceBuilder, ServiceExt};
 
 pub use headers::apply as apply_headers;
 pub use retry::PerTryTimeout;
+use stack::Step;
+pub use stack::{Next, RouteStep};
 
 use super::Body;
 use crate::BoxError;
@@ -61,12 +64,15 @@ pub fn send<'a>(
     let cluster = target.cluster.as_str();
     let attempt = Attempt { balancer };
     let stack = ServiceBuilder::new()
-        .option_layer(route.cors.as_ref().map(cors::CorsLayer::new))
-        .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)))
-        .option_layer(headers::HeadersLayer::new(route, target))
-        .option_layer(rewrite::RewriteLayer::new(&action.rewrite, &route.path))
-        .option_layer((!action.mirrors.is_empty()).then(|| mirror::MirrorLayer::new(&action.mirrors, runtime, metrics)))
-        .option_layer(action.retry.as_ref().map(|p| retry::RetryLayer::new(p, balancer, cluster, metrics)))
+        .option_layer(route.cors.as_ref().map(cors::CorsLayer::new).map(Step::new))
+        .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)).map(Step::new))
+        .option_layer(headers::HeadersLayer::new(route, target).map(Step::new))
+        .option_layer(rewrite::RewriteLayer::new(&action.rewrite, &route.path).map(Step::new))
+        .option_layer(
+            (!action.mirrors.is_empty())
+                .then(|| Step::new(mirror::MirrorLayer::new(&action.mirrors, runtime, metrics))),
+        )
+        .option_layer(action.retry.as_ref().map(|p| Step::new(retry::RetryLayer::new(p, balancer, cluster, metrics))))
         .service(attempt);
     Box::pin(stack.oneshot(request))
 }

@@ -2,12 +2,11 @@
 //! prefix (`uri`), or every match of a pattern substituted (`uriRegexRewrite`); the authority replaced
 //! (`authority`). The query string is kept.
 
-use std::task::{Context, Poll};
-
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
-use tower::{Layer, Service};
+use http::{HeaderValue, Request, Uri, Version, header};
+use tower::ServiceExt;
 
+use super::{Next, RouteFuture, RouteStep};
 use crate::config::PathMatch;
 use crate::config::policy::Rewrite;
 use crate::http::Body;
@@ -39,35 +38,10 @@ impl<'a> RewriteLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for RewriteLayer<'a> {
-    type Service = RewriteService<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RewriteService { config: *self, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RewriteService<'a, S> {
-    config: RewriteLayer<'a>,
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for RewriteService<'_, S>
-where
-    S: Service<Request<Body>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        apply(self.config, &mut request);
-        self.inner.call(request)
+impl<'a> RouteStep<'a> for RewriteLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, mut request: Request<Body>) -> RouteFuture<'a> {
+        apply(self, &mut request);
+        Box::pin(next.oneshot(request))
     }
 }
 

@@ -5,13 +5,11 @@
 
 mod decide;
 
-use std::task::{Context, Poll};
-
 use http::Request;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::replay::Replay;
-use super::{RouteFuture, Tried, copy_request};
+use super::{Next, RouteFuture, RouteStep, Tried, copy_request};
 use crate::BoxError;
 use crate::balance::{ClusterBalancer, NoEndpoints};
 use crate::config::policy::RetryPolicy;
@@ -38,36 +36,9 @@ impl<'a> RetryLayer<'a> {
     }
 }
 
-impl<'a, S> Layer<S> for RetryLayer<'a> {
-    type Service = Retry<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry { config: *self, inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct Retry<'a, S> {
-    config: RetryLayer<'a>,
-    inner: S,
-}
-
-impl<'a, S> Service<Request<Body>> for Retry<'a, S>
-where
-    S: Service<Request<Body>, Response = http::Response<Body>, Error = BoxError> + Clone + Send + 'a,
-    S::Future: Send + 'a,
-{
-    type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = RouteFuture<'a>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let (config, inner) = (self.config, self.inner.clone());
-        Box::pin(attempts(config, inner, request))
+impl<'a> RouteStep<'a> for RetryLayer<'a> {
+    fn call<S: Next<'a>>(self, next: S, request: Request<Body>) -> RouteFuture<'a> {
+        Box::pin(attempts(self, next, request))
     }
 }
 
