@@ -263,3 +263,40 @@ async fn cors_preflights_are_answered_by_the_proxy_and_responses_carry_the_heade
     assert_eq!(actual.headers["access-control-allow-origin"], "https://shop.example.com");
     assert_eq!(actual.headers["access-control-expose-headers"], "x-backend-says");
 }
+
+/// One gRPC-shaped call over HTTP/2 (prior knowledge) on a new connection: the response head and how long it took.
+async fn grpc_call(to: SocketAddr, headers: &[(&str, &str)]) -> (HeaderMap, Duration) {
+    let started = Instant::now();
+    let stream = TcpStream::connect(to).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request =
+        Request::post("http://app/weft.Echo/Say").header("content-type", "application/grpc").header("te", "trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let message = Bytes::from_static(&[0, 0, 0, 0, 0]);
+    let response = sender.send_request(request.body(Full::new(message)).unwrap()).await.unwrap();
+    (response.headers().clone(), started.elapsed())
+}
+
+#[tokio::test]
+async fn grpc_clients_get_grpc_statuses_and_their_deadline() {
+    let backend = Scripted::start(Script::Slow(Duration::from_secs(3))).await;
+    let rules = virtual_service(concat!(
+        "  - match: [{headers: {x-case: {exact: abort}}}]\n",
+        "    route: [{destination: {host: app}}]\n",
+        "    fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percentage: {value: 100}}}\n",
+        "  - route: [{destination: {host: app}}]\n",
+        "    timeout: 10s\n",
+    ));
+    let (proxy, _operator) = mesh(backend.address, "", &rules).await;
+    let (aborted, _) = grpc_call(proxy.outbound, &[("x-case", "abort")]).await;
+    assert_eq!(aborted["grpc-status"], "8", "the fault's gRPC status, as a trailers-only response");
+    let (late, took) = grpc_call(proxy.outbound, &[("grpc-timeout", "300m")]).await;
+    assert_eq!(late["grpc-status"], "14", "a passed deadline is the proxy's timeout, in gRPC's shape");
+    assert!(took < Duration::from_secs(3), "the client's 300 ms deadline, not the backend's 3 s: {took:?}");
+}
