@@ -35,16 +35,11 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
     Some(hosts)
 }
 
-/// The Services the routes of `host` send to (its VirtualService's destinations, mirrors included: a proxy
-/// needs their clusters as much as those of `route[]`), as FQDNs.
+/// The Services the routes of `host` send to (its VirtualService's destinations, of http, tcp and tls rules,
+/// mirrors included: a proxy needs their clusters as much as those of `route[]`), as FQDNs.
 pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
     let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
-    vs.spec
-        .http
-        .iter()
-        .flat_map(|rule| rule.destinations())
-        .map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace))
-        .collect()
+    vs.spec.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
 }
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
