@@ -4,9 +4,10 @@
 //! `destinationSubnets`) and, for tls rules, the SNI; each hands the connection to a TCP proxy.
 //!
 //! Chains are written in VirtualService order (namespace/name), tls rules before tcp rules (Istio's field order),
-//! each in rule order: the first that matches wins, as Istio reads them. A chain whose match an earlier chain
-//! already has (a later rule shadowed on some address) leaves that address out, and is left out when none remain:
-//! Envoy refuses two chains with the same match, and the later one could never be used anyway.
+//! each in rule order. Envoy, and the proxy, pick the most specific chain (longest address prefix, exact server
+//! name before a wildcard), so order decides only between equal matches: there the earlier rule wins, as in
+//! Istio, and the later chain leaves out what an earlier one has (an address, or a server name on it), and is
+//! left out when nothing remains. Envoy refuses two chains with the same match, and the later could never win.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -24,6 +25,9 @@ use crate::index::{Snapshot, VirtualServiceModel};
 
 /// The transport protocol Envoy's TLS inspector reports for a TLS ClientHello.
 const TLS: &str = "tls";
+
+/// An address prefix and a server name (none for tcp chains) some chain of the listener matches.
+type Claim = (IpAddr, u32, Option<String>);
 
 /// Every tcp and tls chain of the listener of `port`, in the order the proxy tries them.
 pub(super) fn filter_chains(snapshot: &Snapshot, port: u16) -> Vec<FilterChain> {
@@ -53,9 +57,8 @@ pub(super) fn filter_chains(snapshot: &Snapshot, port: u16) -> Vec<FilterChain> 
             }
         }
         for condition in conditions {
-            let prefixes = condition.prefixes(&addresses);
-            let unclaimed = prefixes.into_iter().filter(|p| claimed.insert(condition.key(p))).collect();
-            if let Some(chain) = condition.chain(snapshot, vs, port, unclaimed) {
+            let (prefixes, server_names) = condition.unclaimed(&addresses, &mut claimed);
+            if let Some(chain) = condition.chain(snapshot, vs, port, prefixes, server_names) {
                 chains.push(chain);
             }
         }
@@ -129,20 +132,36 @@ impl<'a> Condition<'a> {
         }
     }
 
-    /// What makes two chains' matches the same on one address prefix.
-    fn key(&self, prefix: &(IpAddr, u32)) -> (IpAddr, u32, Vec<String>) {
-        let mut server_names = self.server_names.to_vec();
-        server_names.sort();
-        (prefix.0, prefix.1, server_names)
+    /// The addresses and server names of its match that no earlier chain has, noted as had now. A server name
+    /// is left out when earlier chains have it on every address; an address, when they have every server name
+    /// kept on it (a tcp chain's "server name" is none at all).
+    fn unclaimed(&self, cluster_ips: &[IpAddr], claimed: &mut HashSet<Claim>) -> (Vec<(IpAddr, u32)>, Vec<String>) {
+        let prefixes = self.prefixes(cluster_ips);
+        let names: Vec<Option<&String>> = match self.server_names {
+            [] => vec![None],
+            names => names.iter().map(Some).collect(),
+        };
+        let had = |claimed: &HashSet<Claim>, p: &(IpAddr, u32), name: Option<&String>| {
+            claimed.contains(&(p.0, p.1, name.cloned()))
+        };
+        let names: Vec<Option<&String>> =
+            names.into_iter().filter(|name| prefixes.iter().any(|p| !had(claimed, p, *name))).collect();
+        let prefixes: Vec<(IpAddr, u32)> =
+            prefixes.into_iter().filter(|p| names.iter().any(|name| !had(claimed, p, *name))).collect();
+        for prefix in &prefixes {
+            claimed.extend(names.iter().map(|name| (prefix.0, prefix.1, name.cloned())));
+        }
+        (prefixes, names.into_iter().flatten().cloned().collect())
     }
 
-    /// Its chain on these addresses; `None` without addresses or destinations.
+    /// Its chain on these addresses (and server names); `None` without addresses or destinations.
     fn chain(
         &self,
         snapshot: &Snapshot,
         vs: &VirtualServiceModel,
         port: u16,
         prefixes: Vec<(IpAddr, u32)>,
+        server_names: Vec<String>,
     ) -> Option<FilterChain> {
         if prefixes.is_empty() || self.route.is_empty() {
             return None;
@@ -157,7 +176,7 @@ impl<'a> Condition<'a> {
         let tls = self.kind == TLS;
         let filter_chain_match = FilterChainMatch {
             prefix_ranges,
-            server_names: if tls { self.server_names.to_vec() } else { Vec::new() },
+            server_names,
             transport_protocol: if tls { TLS.to_string() } else { String::new() },
             ..Default::default()
         };
@@ -195,4 +214,67 @@ fn tcp_proxy_of(snapshot: &Snapshot, vs: &VirtualServiceModel, route: &[RouteDes
         }
     };
     TcpProxy { stat_prefix, cluster_specifier: Some(cluster_specifier), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::snapshot_of_yaml;
+
+    const DB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.9, ports: [{port: 443}]}
+---
+apiVersion: networking.weft.dev/v1alpha1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db]
+  tls:
+  - {match: [{sniHosts: [a.example.com, b.example.com]}], route: [{destination: {host: db}}]}
+  - {match: [{sniHosts: [c.example.com, a.example.com]}], route: [{destination: {host: db}}]}
+  - {match: [{sniHosts: [b.example.com]}, {port: 8443, sniHosts: [d.example.com]}], route: [{destination: {host: db}}]}
+  tcp:
+  - {route: [{destination: {host: db}}]}
+  - {route: [{destination: {host: db}}]}
+  - {match: [{destinationSubnets: [10.0.0.0/8]}], route: [{destination: {host: db}}]}
+"#;
+
+    #[test]
+    fn what_an_earlier_chain_matches_is_left_out_of_later_ones() {
+        let chains = filter_chains(&snapshot_of_yaml(DB), 443);
+        let seen: Vec<(&str, Vec<String>, Vec<String>)> = chains
+            .iter()
+            .map(|c| {
+                let m = c.filter_chain_match.as_ref().unwrap();
+                let prefixes = m
+                    .prefix_ranges
+                    .iter()
+                    .map(|r| format!("{}/{:?}", r.address_prefix, r.prefix_len.map(|l| l.value)))
+                    .collect();
+                (c.name.as_str(), prefixes, m.server_names.clone())
+            })
+            .collect();
+        let ip = || vec!["10.96.0.9/Some(32)".to_string()];
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                ("tls|shop/db|0|0", ip(), names(&["a.example.com", "b.example.com"])),
+                ("tls|shop/db|1|0", ip(), names(&["c.example.com"])),
+                ("tcp|shop/db|0|0", ip(), Vec::new()),
+                ("tcp|shop/db|2|0", vec!["10.0.0.0/Some(8)".to_string()], Vec::new()),
+            ],
+            "tls rule 2 is shadowed on 443 (its other condition is for 8443), and so is tcp rule 1"
+        );
+        assert!(chains.iter().take(2).all(is_tls) && !chains.iter().skip(2).any(is_tls));
+        assert!(
+            filter_chains(&snapshot_of_yaml(&DB.replace("clusterIP: 10.96.0.9", "clusterIP: None")), 443)
+                .iter()
+                .all(|c| c.name == "tcp|shop/db|2|0"),
+            "without a cluster IP only destinationSubnets match"
+        );
+    }
 }
