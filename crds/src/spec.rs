@@ -141,6 +141,23 @@ bogus: true
     }
 
     #[test]
+    fn unknown_fields_of_tcp_and_tls_rules_are_named() {
+        let errors = problems(
+            "hosts: [db]\ntcp: [{match: [{port: 1, sni: x}], route: [{destination: {host: db}}], timeout: 1s}]\n\
+             tls: [{match: [{sniHosts: [a.b], bogus: 1}], route: [{destination: {host: db}, headers: {}}]}]\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.tcp[0].timeout: not supported by Weft",
+                "spec.tcp[0].match[0].sni: not supported by Weft",
+                "spec.tls[0].match[0].bogus: not supported by Weft",
+                "spec.tls[0].route[0].headers: not supported by Weft",
+            ]
+        );
+    }
+
+    #[test]
     fn map_keys_are_not_fields_and_a_type_error_still_names_its_path() {
         assert!(
             problems(

@@ -21,14 +21,8 @@ fn expected() -> Vec<(&'static str, Vec<String>)> {
         ("03-gateway-and-mesh.yaml", vec![gateway("spec.gateways[0]", "some-config-namespace/my-gateway")]),
         ("04-match-request.yaml", vec![]),
         ("05-headers.yaml", vec![]),
-        ("06-tcp.yaml", vec!["spec.tcp: TCP routing (tcp) is not supported by Weft yet".into()]),
-        (
-            "07-tls.yaml",
-            vec![
-                gateway("spec.gateways[0]", "mygateway"),
-                "spec.tls: TLS routing (tls) is not supported by Weft yet".into(),
-            ],
-        ),
+        ("06-tcp.yaml", vec![]),
+        ("07-tls.yaml", vec![gateway("spec.gateways[0]", "mygateway")]),
         ("08-redirect.yaml", vec![]),
         ("09-direct-response.yaml", vec![]),
         ("10-rewrite.yaml", vec![]),

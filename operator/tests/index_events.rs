@@ -48,6 +48,7 @@ fn endpoint_slices_from_a_real_cluster_resolve_to_pod_addresses_with_labels() {
     let snapshot = index.snapshot();
     let port = &snapshot.services[REVIEWS].ports[0];
     assert_eq!((port.name.as_str(), port.port), ("http", 80));
+    assert_eq!(snapshot.services[REVIEWS].cluster_ip, Some("10.96.12.106".parse().unwrap()));
     let v1 = Some("v1".to_string());
     assert_eq!(
         endpoints(&snapshot, REVIEWS),
@@ -122,4 +123,21 @@ fn hosts_resolve_relative_to_the_namespace_of_the_rule() {
             "api.example.com"
         ]
     );
+}
+
+#[test]
+fn a_services_cluster_ip_is_kept_when_it_is_an_address() {
+    let mut index = Index::default();
+    let with_ip = |ip: &str| one(&SERVICE.replace("  selector:", &format!("  clusterIP: {ip}\n  selector:")));
+    let web = |index: &mut Index| index.snapshot().services["web.default.svc.cluster.local"].cluster_ip;
+    index.apply(Event::Applied(one(SERVICE)));
+    assert_eq!(web(&mut index), None, "not allocated yet");
+    assert!(index.apply(Event::Applied(with_ip("10.96.0.10"))), "an address allocated is a change");
+    assert_eq!(web(&mut index), Some("10.96.0.10".parse().unwrap()));
+    index.apply(Event::Applied(with_ip("fd00::a")));
+    assert_eq!(web(&mut index), Some("fd00::a".parse().unwrap()));
+    index.apply(Event::Applied(with_ip("None")));
+    assert_eq!(web(&mut index), None, "headless");
+    index.apply(Event::Applied(with_ip("not-an-ip")));
+    assert_eq!(web(&mut index), None);
 }

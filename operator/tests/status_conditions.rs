@@ -70,6 +70,16 @@ fn an_unknown_host_names_the_field() {
 }
 
 #[test]
+fn tcp_and_tls_destinations_are_checked_too() {
+    let rules = "  hosts: [reviews]\n  tcp: [{route: [{destination: {host: reviews}}]}]\n  \
+                 tls: [{match: [{sniHosts: [a.example.com]}], route: [{destination: {host: reviews, subset: v9}}]}]\n";
+    let index = index_of(&format!("{BASE}{}", vs(rules)));
+    let c = conditions(&target(&index, Kind::VirtualService));
+    assert_eq!((c[0].1.as_str(), c[1].1.as_str(), c[1].2.as_str()), ("True", "False", "UnknownSubset"));
+    assert!(c[1].3.starts_with("spec.tls[0].route[0].destination.subset:"), "{}", c[1].3);
+}
+
+#[test]
 fn an_unknown_subset_lists_the_known_ones() {
     let index = index_of(&format!(
         "{BASE}{}",

@@ -10,14 +10,17 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+use envoy_types::pb::envoy::config::listener::v3::{Listener, listener_filter};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use weft_operator::index::{Index, Snapshot};
 use weft_operator::source::file::{DirectoryState, FileRead, as_events};
 use weft_operator::translate::{ProxyResources, translate};
 use weft_xds::ProxyNode;
-use weft_xds::filters::{CORS, FAULT};
+use weft_xds::filters::{CORS, FAULT, HTTP_CONNECTION_MANAGER, TCP_PROXY, TLS_INSPECTOR};
 
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -69,19 +72,7 @@ fn render(resources: &ProxyResources) -> String {
         out += &format!("# EDS {}\n{}\n", e.cluster_name, readable(e));
     }
     for l in &resources.listeners {
-        let mut listener = l.clone();
-        let mut managers = Vec::new();
-        for filter in listener.filter_chains.iter_mut().flat_map(|c| c.filters.iter_mut()) {
-            if let Some(ConfigType::TypedConfig(any)) = &mut filter.config_type {
-                managers.push(weft_xds::unpack::<HttpConnectionManager>(any).unwrap());
-                any.value.clear();
-            }
-        }
-        out += &format!("# LDS {}\n{}", listener.name, readable(&listener));
-        for m in managers {
-            out += &format!("## its HttpConnectionManager\n{}", readable(&m));
-        }
-        out.push('\n');
+        out += &render_listener(l);
     }
     for r in &resources.routes {
         // Per-route filter configurations (fault, CORS) are protobuf bytes in an Any: shown decoded, after the
@@ -104,6 +95,37 @@ fn render(resources: &ProxyResources) -> String {
         out += &format!("# RDS {}\n{}{faults}\n", config.name, readable(&config));
     }
     out
+}
+
+/// A listener, its filters' and listener filters' typed configs (protobuf bytes in an Any) shown decoded after it.
+fn render_listener(listener: &Listener) -> String {
+    let mut listener = listener.clone();
+    let mut decoded = String::new();
+    for chain in &mut listener.filter_chains {
+        for filter in &mut chain.filters {
+            let Some(ConfigType::TypedConfig(any)) = &mut filter.config_type else { continue };
+            decoded += &match filter.name.as_str() {
+                HTTP_CONNECTION_MANAGER => format!(
+                    "## its HttpConnectionManager\n{}",
+                    readable(&weft_xds::unpack::<HttpConnectionManager>(any).unwrap())
+                ),
+                TCP_PROXY => format!(
+                    "## TcpProxy of chain {}\n{}",
+                    chain.name,
+                    readable(&weft_xds::unpack::<TcpProxy>(any).unwrap())
+                ),
+                other => panic!("unexpected network filter {other}"),
+            };
+            any.value.clear();
+        }
+    }
+    for filter in &mut listener.listener_filters {
+        let Some(listener_filter::ConfigType::TypedConfig(any)) = &mut filter.config_type else { continue };
+        assert_eq!(filter.name, TLS_INSPECTOR, "unexpected listener filter");
+        decoded += &format!("## its TlsInspector\n{}", readable(&weft_xds::unpack::<TlsInspector>(any).unwrap()));
+        any.value.clear();
+    }
+    format!("# LDS {}\n{}{decoded}\n", listener.name, readable(&listener))
 }
 
 fn check_golden(case: &str, inputs: &[PathBuf]) {
@@ -138,6 +160,11 @@ fn multiple_ports_namespaces_and_lb_policies() {
 #[test]
 fn retries_faults_mirrors_rewrites_headers_redirects_and_direct_responses() {
     check_golden("traffic", &[testdata().join("translate/traffic.yaml")]);
+}
+
+#[test]
+fn tcp_and_tls_routes_as_filter_chains() {
+    check_golden("l4", &[testdata().join("translate/l4.yaml")]);
 }
 
 #[test]

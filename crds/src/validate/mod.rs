@@ -7,6 +7,7 @@
 
 mod cors;
 mod headers;
+mod l4;
 mod matching;
 mod policies;
 mod rule;
@@ -38,22 +39,18 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
         check_host(&root.field("hosts").index(i), host, &mut errors);
     }
     check_gateways(&root.field("gateways"), &spec.gateways, &mut errors);
-    // Istio refuses a VirtualService without routes: applied, it would cut its hosts off with 404s. One with
-    // only tcp/tls routes gets the "not supported yet" errors below instead.
+    // Istio refuses a VirtualService without routes: applied, it would cut its hosts off.
     if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
-        errors.push(
-            root.field("http")
-                .error("at least one HTTP route is required (Weft does not support tcp or tls routes yet)"),
-        );
+        errors.push(root.error("at least one route is required (http, tcp or tls)"));
     }
     for (i, http) in spec.http.iter().enumerate() {
         rule::check_http_route(&root.field("http").index(i), http, &mut errors);
     }
-    if !spec.tls.is_empty() {
-        errors.push(not_supported(&root.field("tls"), "TLS routing (tls)"));
+    for (i, tls) in spec.tls.iter().enumerate() {
+        l4::check_tls_route(&root.field("tls").index(i), tls, &mut errors);
     }
-    if !spec.tcp.is_empty() {
-        errors.push(not_supported(&root.field("tcp"), "TCP routing (tcp)"));
+    for (i, tcp) in spec.tcp.iter().enumerate() {
+        l4::check_tcp_route(&root.field("tcp").index(i), tcp, &mut errors);
     }
     for (i, namespace) in spec.export_to.iter().enumerate() {
         if namespace != "*" {

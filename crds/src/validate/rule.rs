@@ -64,24 +64,38 @@ fn check_route(path: &Path, rule: &HttpRoute, errors: &mut Vec<FieldError>) {
     if !acts && rule.delegate.is_none() {
         errors.push(path.field("route").error("one of route, redirect or directResponse is required"));
     }
-    let mut total: i64 = 0;
     for (i, dest) in rule.route.iter().enumerate() {
         let dest_path = path.field("route").index(i);
         check_destination(&dest_path.field("destination"), &dest.destination, errors);
-        let weight = dest.weight.unwrap_or(0);
-        if weight < 0 {
-            errors.push(dest_path.field("weight").error(format!("weight {weight} must not be negative")));
-        }
-        total += i64::from(weight.max(0));
+        check_weight(&dest_path.field("weight"), dest.weight, errors);
         if let Some(headers) = &dest.headers {
             check_headers(&dest_path.field("headers"), headers, errors);
         }
     }
-    if rule.route.len() > 1 && total == 0 {
-        errors.push(path.field("route").error("the weights of several destinations must not all be zero"));
+    check_total_weight(&path.field("route"), rule.route.iter().map(|d| d.weight), errors);
+}
+
+/// One destination's weight: unset (0 when there are several) or not negative.
+pub(super) fn check_weight(path: &Path, weight: Option<i32>, errors: &mut Vec<FieldError>) {
+    if let Some(weight) = weight.filter(|w| *w < 0) {
+        errors.push(path.error(format!("weight {weight} must not be negative")));
+    }
+}
+
+/// The weights of a rule's destinations (`route`) together: several must not all be zero (nothing would get
+/// traffic), and Envoy must be able to add them up.
+pub(super) fn check_total_weight(
+    path: &Path,
+    weights: impl ExactSizeIterator<Item = Option<i32>>,
+    errors: &mut Vec<FieldError>,
+) {
+    let several = weights.len() > 1;
+    let total: i64 = weights.map(|w| i64::from(w.unwrap_or(0).max(0))).sum();
+    if several && total == 0 {
+        errors.push(path.error("the weights of several destinations must not all be zero"));
     }
     if total > MAX_TOTAL_WEIGHT {
-        errors.push(path.field("route").error(format!(
+        errors.push(path.error(format!(
             "the weights add up to {total}, more than {MAX_TOTAL_WEIGHT} (the largest total Envoy accepts)"
         )));
     }
@@ -136,7 +150,7 @@ fn check_forwarding(path: &Path, rule: &HttpRoute, answers: Option<&str>, errors
     }
 }
 
-fn check_destination(path: &Path, d: &Destination, errors: &mut Vec<FieldError>) {
+pub(super) fn check_destination(path: &Path, d: &Destination, errors: &mut Vec<FieldError>) {
     check_host(&path.field("host"), &d.host, errors);
     if let Some(subset) = &d.subset
         && !is_dns_label(subset)

@@ -77,10 +77,7 @@ fn weights_must_add_up_to_what_envoy_accepts() {
 
 #[test]
 fn a_virtual_service_needs_routes() {
-    assert_eq!(
-        vs("hosts: [reviews]"),
-        ["spec.http: at least one HTTP route is required (Weft does not support tcp or tls routes yet)"]
-    );
+    assert_eq!(vs("hosts: [reviews]"), ["spec: at least one route is required (http, tcp or tls)"]);
 }
 
 #[test]
@@ -177,8 +174,8 @@ http:
   retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 1s}
   fault: {abort: {http2Error: REFUSED_STREAM}, delay: {exponentialDelay: 1s}}
 - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}
-tls: [{match: [{sniHosts: [reviews]}], route: [{destination: {host: reviews}}]}]
-tcp: [{route: [{destination: {host: reviews}}]}]
+tls: [{match: [{sniHosts: [reviews], sourceLabels: {app: web}}], route: [{destination: {host: reviews}}]}]
+tcp: [{match: [{sourceNamespace: shop, gateways: [my-gateway]}], route: [{destination: {host: reviews}}]}]
 exportTo: ["."]
 "#);
     assert_eq!(
@@ -195,19 +192,76 @@ exportTo: ["."]
             "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
             "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",
             "spec.http[2].redirect.derivePort: derivePort; set port is not supported by Weft yet",
-            "spec.tls: TLS routing (tls) is not supported by Weft yet",
-            "spec.tcp: TCP routing (tcp) is not supported by Weft yet",
+            "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
+            "spec.tcp[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
+            "spec.tcp[0].match[0].sourceNamespace: matching on the client's namespace (sourceNamespace) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.exportTo[0]: exporting to \".\" is not supported by Weft yet: a VirtualService applies to every namespace (exportTo: [\"*\"])",
         ]
     );
 }
 
 #[test]
-fn only_tcp_routes_get_the_not_supported_error_alone() {
+fn tcp_and_tls_rules_are_valid_alone() {
+    let errors = vs(r#"
+hosts: [db]
+tcp:
+- match: [{port: 3306, destinationSubnets: [10.0.0.0/8, 10.1.2.3, "fd00::/8"], gateways: [mesh]}]
+  route:
+  - {destination: {host: db, subset: v1}, weight: 80}
+  - {destination: {host: db, subset: v2, port: {number: 3307}}, weight: 20}
+- route: [{destination: {host: db}}]
+tls:
+- match: [{port: 443, sniHosts: [login.example.com, "*.example.com"]}]
+  route: [{destination: {host: db}}]
+"#);
+    assert_eq!(errors, Vec::<String>::new());
+}
+
+#[test]
+fn every_problem_of_tcp_and_tls_rules_is_reported_with_its_path() {
+    let errors = vs(r#"
+hosts: [db]
+tcp:
+- match: [{port: 0, destinationSubnets: [10.0.0.0/33, db], sourceLabels: {app: web}}]
+  route:
+  - {destination: {host: Db}, weight: -1}
+  - {destination: {host: db}, weight: 0}
+- route: []
+tls:
+- match: [{sniHosts: []}, {sniHosts: ["", "a.*.com", "*", "Login.example.com"], sourceNamespace: shop}]
+  route: [{destination: {host: db}, weight: 2147483647}, {destination: {host: db}, weight: 2147483647}, {destination: {host: db}, weight: 2147483647}]
+- match: []
+  route: [{destination: {host: db, port: {number: 70000}}}]
+"#);
     assert_eq!(
-        vs("hosts: [db]\ntcp: [{route: [{destination: {host: db}}]}]"),
-        ["spec.tcp: TCP routing (tcp) is not supported by Weft yet"]
+        errors,
+        [
+            "spec.tls[0].match[0].sniHosts: at least one SNI host is required",
+            "spec.tls[0].match[1].sniHosts[0]: SNI host must not be empty",
+            "spec.tls[0].match[1].sniHosts[1]: SNI host \"a.*.com\": a wildcard is allowed only as a prefix of a domain (\"*.example.com\")",
+            "spec.tls[0].match[1].sniHosts[2]: SNI host \"*\": a wildcard is allowed only as a prefix of a domain (\"*.example.com\")",
+            "spec.tls[0].match[1].sniHosts[3]: SNI host \"Login.example.com\" is not a valid DNS name",
+            "spec.tls[0].match[1].sourceNamespace: matching on the client's namespace (sourceNamespace) in tls rules is not supported by Weft yet: their listeners are shared by every proxy",
+            "spec.tls[0].route: the weights add up to 6442450941, more than 4294967295 (the largest total Envoy accepts)",
+            "spec.tls[1].match: a tls rule needs at least one match (with sniHosts)",
+            "spec.tls[1].route[0].destination.port.number: port 70000 is out of range 1-65535",
+            "spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/33\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
+            "spec.tcp[0].match[0].destinationSubnets[1]: \"db\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
+            "spec.tcp[0].match[0].port: port 0 is out of range 1-65535",
+            "spec.tcp[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
+            "spec.tcp[0].route[0].destination.host: host \"Db\" is not a valid DNS name",
+            "spec.tcp[0].route[0].weight: weight -1 must not be negative",
+            "spec.tcp[0].route: the weights of several destinations must not all be zero",
+            "spec.tcp[1].route: at least one destination is required",
+        ]
     );
+}
+
+#[test]
+fn a_tls_rule_needs_its_match() {
+    let spec: Result<VirtualServiceSpec, _> =
+        from_value(serde_saphyr::from_str("hosts: [db]\ntls: [{route: [{destination: {host: db}}]}]").unwrap());
+    assert!(spec.is_err(), "tls[].match is required, as in Istio");
 }
 
 /// A rule with a mistake in every new field (and action fields that exclude each other).

@@ -1,12 +1,15 @@
 //! `VirtualService`: how requests addressed to a host are routed (Istio `networking.istio.io/v1` field names).
 //! The rule's conditions live in [`matching`], what a rule does besides routing in [`actions`].
 //!
-//! Fields Weft refuses whatever they hold (`tcp`, `tls`, `http[].delegate`) are kept as
+//! The connection-level rules (`tcp`, `tls`) live in [`l4`].
+//!
+//! Fields Weft refuses whatever they hold (`http[].delegate`) are kept as
 //! free-form JSON: they exist so that [`crate::validate`] can name them in a "not supported yet" error instead of
 //! the parser's "unknown field", and so that the API server does not prune them before the webhook sees them.
 
 pub mod actions;
 pub mod cors;
+pub mod l4;
 pub mod matching;
 
 use kube::CustomResource;
@@ -17,6 +20,7 @@ pub use self::actions::{
     FaultAbort, FaultDelay, HeaderOperations, Headers, HttpBody, HttpDirectResponse, HttpFaultInjection,
     HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, Percent, RegexRewrite,
 };
+pub use self::l4::{L4Match, L4MatchAttributes, L4Route, RouteDestination, TcpRoute, TlsMatchAttributes, TlsRoute};
 pub use self::matching::{HttpMatchRequest, StringMatch, StringMatchKind};
 use crate::status::WeftStatus;
 
@@ -48,14 +52,12 @@ pub struct VirtualServiceSpec {
     /// Ordered HTTP routing rules; the first rule whose match succeeds is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRoute>,
-    /// TLS routing rules. Not supported by Weft yet.
+    /// Ordered rules for TLS connections not terminated by the mesh, matched on SNI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "free_form_list")]
-    pub tls: Vec<serde_json::Value>,
-    /// TCP routing rules. Not supported by Weft yet.
+    pub tls: Vec<TlsRoute>,
+    /// Ordered rules for TCP connections; the first rule whose match succeeds is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "free_form_list")]
-    pub tcp: Vec<serde_json::Value>,
+    pub tcp: Vec<TcpRoute>,
     /// Namespaces whose proxies see this VirtualService; Weft supports only `*` (all, the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
@@ -133,17 +135,40 @@ impl HttpRoute {
     }
 }
 
-/// A list whose items the API server keeps as written (Weft refuses them; the webhook must see them to say so).
-fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-    })
-}
-
-/// An object the API server keeps as written (see [`free_form_list`]).
+/// An object the API server keeps as written (Weft refuses it; the webhook must see it to say so).
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+impl VirtualServiceSpec {
+    /// Every destination of every rule (http, then tcp, then tls), mirrors included, with its field path from
+    /// the spec (`http[0].route[1].destination`). Whatever enumerates where a VirtualService sends traffic
+    /// (scopes, change tracking, reference checks) goes through this, so no kind of rule is forgotten.
+    pub fn destination_fields(&self) -> impl Iterator<Item = (String, &Destination)> {
+        let http =
+            self.http.iter().enumerate().flat_map(|(i, rule)| {
+                rule.destination_fields().map(move |(field, d)| (format!("http[{i}].{field}"), d))
+            });
+        let tcp =
+            self.tcp.iter().enumerate().flat_map(|(i, rule)| {
+                rule.destination_fields().map(move |(field, d)| (format!("tcp[{i}].{field}"), d))
+            });
+        let tls =
+            self.tls.iter().enumerate().flat_map(|(i, rule)| {
+                rule.destination_fields().map(move |(field, d)| (format!("tls[{i}].{field}"), d))
+            });
+        http.chain(tcp).chain(tls)
+    }
+
+    /// [`Self::destination_fields`] without the paths.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.destination_fields().map(|(_, destination)| destination)
+    }
+
+    /// Whether it has connection-level rules (tcp or tls), which shape the listeners.
+    pub fn has_l4_rules(&self) -> bool {
+        !self.tcp.is_empty() || !self.tls.is_empty()
+    }
 }
 
 /// A destination and the share of matching traffic it receives.

@@ -36,6 +36,9 @@ pub struct Snapshot {
 pub struct ServiceModel {
     pub name: String,
     pub namespace: String,
+    /// `spec.clusterIP`: the address clients connect to, which tcp and tls rules match connections on. `None`
+    /// for a headless Service (`None`), or when it is absent (not allocated yet) or not an IP address.
+    pub cluster_ip: Option<IpAddr>,
     pub ports: Vec<ServicePortModel>,
 }
 
@@ -245,7 +248,17 @@ pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) 
 pub(super) fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {
     let namespace = namespace_of(&service.metadata.namespace);
     let name = name_of(&service.metadata.name);
-    ServiceModel { ports: service_ports(service, &namespace, &name, sources), name, namespace }
+    ServiceModel {
+        ports: service_ports(service, &namespace, &name, sources),
+        cluster_ip: cluster_ip(service),
+        name,
+        namespace,
+    }
+}
+
+/// A Service's `spec.clusterIP`, when it is an address (headless Services say `None`).
+fn cluster_ip(service: &Service) -> Option<IpAddr> {
+    service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
 }
 
 pub(super) fn namespace_of(namespace: &Option<String>) -> String {

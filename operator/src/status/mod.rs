@@ -117,38 +117,34 @@ fn virtual_service_refs(
             problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service {fqdn}")));
         }
     }
-    for (i, rule) in spec.http.iter().enumerate() {
-        // Mirrors too: a mirror to a Service that does not exist loses its copies as surely as a route loses requests.
-        for (field, d) in rule.destination_fields() {
-            let path = format!("spec.http[{i}].{field}");
-            let fqdn = snapshot.resolve_host(&d.host, namespace);
-            let Some(service) = snapshot.services.get(&fqdn) else {
-                problems.push((reason::UNKNOWN_HOST, format!("{path}.host: no Service {fqdn}")));
-                continue;
-            };
-            if let Some(port) = d.port
-                && !service.ports.iter().any(|p| u32::from(p.port) == port.number)
-            {
-                problems.push((
-                    reason::UNKNOWN_PORT,
-                    format!("{path}.port.number: Service {fqdn} has no port {}", port.number),
-                ));
-            }
-            if let Some(subset) = &d.subset {
-                let rule = snapshot.destination_rule(&fqdn);
-                if !rule.is_some_and(|r| r.spec.subsets.iter().any(|s| &s.name == subset)) {
-                    let known =
-                        rule.map(|r| r.spec.subsets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
-                    let detail = match known {
-                        Some(k) if !k.is_empty() => format!(" (DestinationRule subsets: {k})"),
-                        Some(_) => " (its DestinationRule defines no subsets)".to_string(),
-                        None => " (no DestinationRule for this host)".to_string(),
-                    };
-                    problems.push((
-                        reason::UNKNOWN_SUBSET,
-                        format!("{path}.subset: {fqdn} has no subset {subset:?}{detail}"),
-                    ));
-                }
+    // Every kind of rule, mirrors too: a mirror to a Service that does not exist loses its copies as surely as a
+    // route loses requests.
+    for (field, d) in spec.destination_fields() {
+        let path = format!("spec.{field}");
+        let fqdn = snapshot.resolve_host(&d.host, namespace);
+        let Some(service) = snapshot.services.get(&fqdn) else {
+            problems.push((reason::UNKNOWN_HOST, format!("{path}.host: no Service {fqdn}")));
+            continue;
+        };
+        if let Some(port) = d.port
+            && !service.ports.iter().any(|p| u32::from(p.port) == port.number)
+        {
+            problems.push((
+                reason::UNKNOWN_PORT,
+                format!("{path}.port.number: Service {fqdn} has no port {}", port.number),
+            ));
+        }
+        if let Some(subset) = &d.subset {
+            let rule = snapshot.destination_rule(&fqdn);
+            if !rule.is_some_and(|r| r.spec.subsets.iter().any(|s| &s.name == subset)) {
+                let known = rule.map(|r| r.spec.subsets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+                let detail = match known {
+                    Some(k) if !k.is_empty() => format!(" (DestinationRule subsets: {k})"),
+                    Some(_) => " (its DestinationRule defines no subsets)".to_string(),
+                    None => " (no DestinationRule for this host)".to_string(),
+                };
+                problems
+                    .push((reason::UNKNOWN_SUBSET, format!("{path}.subset: {fqdn} has no subset {subset:?}{detail}")));
             }
         }
     }

@@ -6,13 +6,16 @@
 //!   DestinationRule;
 //! - its virtual hosts: its ports, its VirtualService, and for each destination of that, which Service the name
 //!   resolves to and (for a destination without a port) that Service's ports;
-//! - the scopes: which Services exist and the hosts and destinations of the rules;
-//! - the listeners, and which route configurations there are: the set of ports of all Services.
+//! - the scopes: which Services exist, the hosts and destinations of the rules, and where tcp and tls rules send;
+//! - which route configurations there are: the set of ports of all Services;
+//! - the listeners: that set of ports, and the tcp and tls rules (see [`listeners_differ`]).
 
 use std::collections::BTreeSet;
 
+use weft_crds::virtual_service::{TcpRoute, TlsRoute};
+
 use super::ports;
-use super::scope::route_destinations;
+use super::scope::{l4_destinations, route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
 
 /// What translation must redo after a change.
@@ -26,6 +29,8 @@ pub struct Changes {
     pub scopes: bool,
     /// Whether the set of ports differs: every proxy has a listener and a route configuration per port.
     pub ports: bool,
+    /// Whether the listeners may differ: the set of ports, or what the tcp and tls rules' filter chains read.
+    pub listeners: bool,
 }
 
 impl Changes {
@@ -64,7 +69,43 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
             }
         }
     }
+    changes.listeners = changes.ports || listeners_differ(before, after);
+    // Every scope holds where tcp and tls rules send; what they read differs whenever that may.
+    changes.scopes |= changes.listeners && l4_destinations(before) != l4_destinations(after);
     changes
+}
+
+/// Whether what the tcp and tls filter chains read differs (the set of ports aside): the VirtualServices with such
+/// rules (names, hosts, rules), which of them is in force for each of their hosts, where their rules send (names
+/// resolve to other Services as Services come and go), and the cluster IPs and ports of those hosts and
+/// destinations. Costs nothing in a mesh without tcp and tls rules.
+fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
+    let (was, is) = (l4_rules(before), l4_rules(after));
+    if was != is {
+        return true;
+    }
+    let in_force = |snapshot: &Snapshot, host: &str| {
+        snapshot.virtual_service(host).map(|vs| (vs.namespace.clone(), vs.name.clone()))
+    };
+    // Only the cluster IP and the port numbers of a Service shape chains (its endpoints do not).
+    let shape = |snapshot: &Snapshot, fqdn: &str| {
+        snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
+    };
+    let hosts: BTreeSet<&String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).collect();
+    hosts.into_iter().any(|host| {
+        let (sent_to, sends_to) = (route_destinations(before, host), route_destinations(after, host));
+        in_force(before, host) != in_force(after, host)
+            || sent_to != sends_to
+            || std::iter::once(host).chain(&sends_to).any(|fqdn| shape(before, fqdn) != shape(after, fqdn))
+    })
+}
+
+/// The VirtualServices with tcp or tls rules, as far as the filter chains read them.
+type L4Rules<'a> = Vec<(&'a String, &'a String, &'a Vec<String>, &'a Vec<TcpRoute>, &'a Vec<TlsRoute>)>;
+
+fn l4_rules(snapshot: &Snapshot) -> L4Rules<'_> {
+    let with_rules = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
+    with_rules.map(|vs| (&vs.namespace, &vs.name, &vs.hosts, &vs.spec.tcp, &vs.spec.tls)).collect()
 }
 
 /// Notes Services that changed; returns those that came, went or changed ports.
@@ -173,5 +214,31 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(weights.spares_clusters_of(&fqdns(&["ratings"])) && weights.spares_routes_of(&fqdns(&["ratings"])));
         assert!(!weights.spares_routes_of(&fqdns(&["reviews"])));
         assert!(weights.spares_clusters_of(&fqdns(&["reviews"])), "a weight edit spares clusters");
+        assert!(port.listeners && !weights.listeners && !endpoint.listeners, "HTTP rules shape no listener");
+    }
+
+    const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: replica, namespace: shop}\nspec: {clusterIP: 10.96.0.8, ports: [{port: 3306}]}\n---\n\
+apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: shop}\nspec: {clusterIP: 10.96.0.7, ports: [{name: a, port: 3306}, {name: b, port: 3307}]}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: db, namespace: shop}\n\
+spec: {hosts: [db], tcp: [{route: [{destination: {host: db}, weight: 90}, {destination: {host: replica}, weight: 10}]}]}\n";
+
+    #[test]
+    fn what_tcp_and_tls_rules_read_changes_the_listeners() {
+        let base = snapshot(TCP);
+        assert!(!between(&base, &base).listeners);
+        let listeners = |edited: String| between(&base, &snapshot(&edited)).listeners;
+        assert!(listeners(TCP.replace("weight: 90", "weight: 80")), "a tcp weight edit");
+        assert!(listeners(TCP.replace("10.96.0.9", "10.96.0.19")), "the host's cluster IP");
+        let replica_port = TCP.replace(
+            "10.96.0.8, ports: [{port: 3306}]",
+            "10.96.0.8, ports: [{name: a, port: 3306}, {name: b, port: 3307}]",
+        );
+        assert!(!between(&base, &snapshot(&replica_port)).ports, "the same set of ports");
+        assert!(listeners(replica_port), "a destination without a port now takes the connection's port");
+        assert!(!listeners(TCP.replace("10.96.0.7", "10.96.0.17")), "a Service the rules do not name");
+        let earlier = TCP.to_string()
+            + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [db], http: [{route: [{destination: {host: db}}]}]}\n";
+        assert!(listeners(earlier), "another VirtualService in force for the host");
     }
 }

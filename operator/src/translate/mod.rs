@@ -61,9 +61,9 @@ pub fn service_clusters(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Clu
     clusters::of_service(snapshot, service)
 }
 
-/// The outbound listeners, one per Service port.
+/// The outbound listeners, one per Service port, with the tcp and tls rules' chains.
 pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
-    ports(snapshot).into_iter().map(listeners::outbound).collect()
+    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port)).collect()
 }
 
 /// The route configurations of proxies in `namespace`: with a `scope`, the virtual hosts of those Services only,

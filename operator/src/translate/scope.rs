@@ -15,8 +15,9 @@ use weft_xds::parse_on_demand_name;
 use crate::index::{ServiceModel, Snapshot};
 
 /// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the namespace's
-/// VirtualServices and DestinationRules, every destination of those hosts' routes and, in the `namespace` scope,
-/// the Services of the namespace (and their destinations). `None` for the `mesh` scope: everything.
+/// VirtualServices and DestinationRules, every destination of those hosts' routes, every destination of tcp and
+/// tls rules ([`l4_destinations`]) and, in the `namespace` scope, the Services of the namespace (and their
+/// destinations). `None` for the `mesh` scope: everything.
 pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) -> Option<BTreeSet<String>> {
     let mut hosts: BTreeSet<String> = match scope {
         ProxyScope::Mesh => return None,
@@ -31,20 +32,25 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
     hosts.extend(own_policies.map(|dr| dr.host.clone()));
     let destinations: Vec<String> = hosts.iter().flat_map(|host| route_destinations(snapshot, host)).collect();
     hosts.extend(destinations);
+    hosts.extend(l4_destinations(snapshot));
     hosts.retain(|host| snapshot.services.contains_key(host));
     Some(hosts)
 }
 
-/// The Services the routes of `host` send to (its VirtualService's destinations, mirrors included: a proxy
-/// needs their clusters as much as those of `route[]`), as FQDNs.
+/// Where the tcp and tls rules of every namespace send, as FQDNs. Every proxy holds these Services: the rules'
+/// filter chains are on the listeners all proxies share, and a connection, unlike an HTTP request, cannot wait
+/// for a cluster asked for on demand.
+pub fn l4_destinations(snapshot: &Snapshot) -> BTreeSet<String> {
+    let with_rules = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
+    let hosts: BTreeSet<&String> = with_rules.flat_map(|vs| vs.hosts.iter()).collect();
+    hosts.into_iter().flat_map(|host| route_destinations(snapshot, host)).collect()
+}
+
+/// The Services the routes of `host` send to (its VirtualService's destinations, of http, tcp and tls rules,
+/// mirrors included: a proxy needs their clusters as much as those of `route[]`), as FQDNs.
 pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
     let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
-    vs.spec
-        .http
-        .iter()
-        .flat_map(|rule| rule.destinations())
-        .map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace))
-        .collect()
+    vs.spec.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
 }
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
@@ -128,6 +134,15 @@ mod tests {
                 "payments.bank.svc.cluster.local"
             ]
         );
+    }
+
+    #[test]
+    fn every_proxy_holds_where_tcp_and_tls_rules_send() {
+        let tcp = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: db, namespace: bank}\nspec: {hosts: [db], tcp: [{route: [{destination: {host: replica}}]}]}\n---\n";
+        let mesh = tcp.to_string() + &service("db", "bank") + &service("replica", "bank") + &service("cart", "shop");
+        let snapshot = snapshot(&mesh);
+        let scope: Vec<String> = initial_scope(&snapshot, "shop", ProxyScope::OnDemand).unwrap().into_iter().collect();
+        assert_eq!(scope, ["replica.bank.svc.cluster.local"], "a connection to db cannot wait for its cluster");
     }
 
     #[test]

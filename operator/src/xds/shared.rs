@@ -178,8 +178,8 @@ impl Generation {
                 )
             }
         };
-        let same_ports = self.changes.as_ref().is_some_and(|c| !c.ports);
-        let listeners = match before.filter(|_| same_ports) {
+        let same_listeners = self.changes.as_ref().is_some_and(|c| !c.listeners);
+        let listeners = match before.filter(|_| same_listeners) {
             Some(before) => before.listeners.clone(),
             None => {
                 let listeners = translate::listeners(&self.published.snapshot);

@@ -22,7 +22,12 @@ use super::retry::retry_policy;
 use crate::index::{Snapshot, VirtualServiceModel};
 
 /// The cluster a destination means for a request that arrived on `port`.
-fn cluster_of(snapshot: &Snapshot, vs: &VirtualServiceModel, d: &Destination, port: u16) -> String {
+pub(in crate::translate) fn cluster_of(
+    snapshot: &Snapshot,
+    vs: &VirtualServiceModel,
+    d: &Destination,
+    port: u16,
+) -> String {
     let host = snapshot.resolve_host(&d.host, &vs.namespace);
     let dest_port = snapshot.destination_port(&host, d.port.map(|p| p.number), port);
     cluster_name(&host, dest_port, d.subset.as_deref().unwrap_or_default())

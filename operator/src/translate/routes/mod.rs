@@ -19,6 +19,7 @@ use weft_crds::validate::MAX_DIRECT_RESPONSE_BODY;
 use weft_xds::filters::{CORS, FAULT};
 use weft_xds::{cluster_name, pack, route_config_name};
 
+pub(super) use self::actions::cluster_of;
 use self::headers::HeaderEdits;
 use self::matching::{applies, match_all, route_match};
 use super::ads_config_source;
@@ -49,12 +50,14 @@ pub(super) fn route_configuration<'a>(
 }
 
 /// The virtual host of one Service port, as proxies in `namespace` see it: the VirtualService's rules or, when no
-/// VirtualService names the Service, a single route to the whole Service.
+/// VirtualService has HTTP rules for the Service, a single route to the whole Service.
 pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u16, namespace: &str) -> VirtualHost {
     VirtualHost {
         name: format!("{}:{port}", service.fqdn()),
         domains: domains(service, port, namespace),
-        routes: match snapshot.virtual_service(&service.fqdn()) {
+        // A VirtualService with only tcp/tls rules says nothing about HTTP: its hosts' HTTP traffic (on ports
+        // its rules leave alone) goes where it would without it, not into a virtual host without routes.
+        routes: match snapshot.virtual_service(&service.fqdn()).filter(|vs| !vs.spec.http.is_empty()) {
             Some(vs) => vs
                 .spec
                 .http

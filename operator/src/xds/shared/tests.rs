@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 9] = [
+    let edits: [(&str, Edit); 12] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -199,6 +199,18 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         }),
         ("a rule goes", |docs| {
             docs.retain(|d| !d.contains("name: frontend, namespace: web}\nspec: {hosts"));
+        }),
+        ("tcp and tls rules appear", |docs| {
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: bank}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}, {port: 443}]}\n".into());
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: db, namespace: bank}\nspec: {hosts: [db], tcp: [{match: [{port: 3306}], route: [{destination: {host: db}, weight: 90}, {destination: {host: audit, port: {number: 81}}, weight: 10}]}], tls: [{match: [{sniHosts: [db.example.com]}], route: [{destination: {host: ledger}}]}]}\n".into());
+        }),
+        ("a tcp weight edit", |docs| {
+            let rule = docs.iter_mut().find(|d| d.contains("tcp: [")).expect("the tcp rule");
+            *rule = rule.replace("weight: 90", "weight: 60").replace("weight: 10", "weight: 40");
+        }),
+        ("the cluster IP of a Service with tcp rules", |docs| {
+            let db = docs.iter_mut().find(|d| d.contains("10.96.0.9")).expect("the db Service");
+            *db = db.replace("10.96.0.9", "10.96.0.10");
         }),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
