@@ -44,7 +44,7 @@ fn route<'a>(tables: &'a [RouteTable], port: &str, name: &str) -> &'a RouteEntry
 
 #[test]
 fn every_golden_input_is_accepted_by_the_proxy() {
-    for file in ["canary.yaml", "multiport.yaml", "traffic.yaml"] {
+    for file in ["canary.yaml", "multiport.yaml", "traffic.yaml", "l4.yaml"] {
         assert!(!tables(file, "shop").is_empty(), "{file}");
     }
 }

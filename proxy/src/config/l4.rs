@@ -77,8 +77,10 @@ pub fn wants_server_name(routes: &[L4Route], ip: IpAddr) -> bool {
 /// destination range first.
 pub fn l4_route<'a>(routes: &'a [L4Route], ip: IpAddr, server_name: Option<&str>) -> Option<&'a L4Route> {
     let tls = server_name.and_then(|sni| {
+        // Reversed: `max_by_key` keeps the last of equals, and the first route written must win a tie.
         routes
             .iter()
+            .rev()
             .filter(|r| r.tls)
             .filter_map(|r| Some(((name_fit(&r.server_names, sni)?, fit(r, ip)?), r)))
             .max_by_key(|(rank, _)| *rank)
@@ -87,6 +89,7 @@ pub fn l4_route<'a>(routes: &'a [L4Route], ip: IpAddr, server_name: Option<&str>
     tls.or_else(|| {
         routes
             .iter()
+            .rev()
             .filter(|r| !r.tls)
             .filter_map(|r| Some((fit(r, ip)?, r)))
             .max_by_key(|(rank, _)| *rank)
@@ -135,6 +138,9 @@ mod tests {
         assert_eq!(name("10.96.0.20", Some("shop.example.com")), Some("wild"));
         assert_eq!(name("10.96.0.20", Some("example.com")), Some("subnet"), "no TLS route: the TCP one");
         assert!(wants_server_name(&routes, "10.96.0.20".parse().unwrap()));
+        let tie =
+            vec![route("first", &[("10.96.0.30", 32)], &[], false), route("second", &[("10.96.0.30", 32)], &[], false)];
+        assert_eq!(l4_route(&tie, "10.96.0.30".parse().unwrap(), None).map(|r| r.name.as_str()), Some("first"));
         assert!(!wants_server_name(&routes, "10.96.0.10".parse().unwrap()));
     }
 }
