@@ -38,8 +38,9 @@ async fn local_backend() -> anyhow::Result<()> {
     }
     let mut mesh = NetnsMesh::start().await?;
     journey(&mut mesh, "local: network namespaces").await?;
-    let report = tcp_canary(&mesh).await.map_err(|err| err.context(mesh.diagnostics()))?;
-    println!("{report}");
+    for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await] {
+        println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
+    }
     Ok(())
 }
 
@@ -47,11 +48,7 @@ async fn local_backend() -> anyhow::Result<()> {
 async fn tcp_canary(mesh: &NetnsMesh) -> anyhow::Result<String> {
     mesh.apply("reviews-dr.yaml", DESTINATION_RULE_YAML).await?;
     mesh.apply("reviews-vs.yaml", &scenario::tcp_virtual_service_yaml([80, 20])).await?;
-    let until = Instant::now() + Duration::from_secs(10);
-    while !mesh.client_config_dump().await?.contains("\"name\":\"tcp|default/reviews|0|0\"") {
-        anyhow::ensure!(Instant::now() < until, "the client's proxy did not get the TCP route within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_l4_route(mesh, "tcp|default/reviews|0|0").await?;
     let connections = 200;
     let counts = mesh.versions_per_connection(connections).await?;
     let (low, high) = binomial_band(connections as u64, 0.2, 5.0);
@@ -70,4 +67,52 @@ async fn cluster_backend() -> anyhow::Result<()> {
     }
     let mut mesh = weft_e2e::cluster_mesh::ClusterMesh::start().await?;
     journey(&mut mesh, "cluster: KUBECONFIG").await
+}
+
+/// TLS passthrough by server name: a ClientHello for `v2.reviews.example` reaches v2 (an exact name), one for
+/// `web.reviews.example` reaches v1 (`*.reviews.example`).
+async fn tls_by_server_name(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    let vs = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews}\n\
+              spec:\n  hosts: [reviews]\n  tls:\n\
+              \x20 - match: [{sniHosts: [v2.reviews.example]}]\n    route: [{destination: {host: reviews, subset: v2}}]\n\
+              \x20 - match: [{sniHosts: [\"*.reviews.example\"]}]\n    route: [{destination: {host: reviews, subset: v1}}]\n";
+    mesh.apply("reviews-vs.yaml", vs).await?;
+    wait_for_l4_route(mesh, "tls|default/reviews|1|0").await?;
+    for (server_name, want) in [("v2.reviews.example", 1), ("web.reviews.example", 0), ("v2.reviews.example", 1)] {
+        let got = mesh.version_taking(&client_hello(server_name)).await?;
+        anyhow::ensure!(got == want, "a ClientHello for {server_name} reached version index {got}, not {want}");
+    }
+    Ok("tls routes: ClientHellos reached the version their server name routes to (exact, then wildcard)".into())
+}
+
+/// A TLS ClientHello as a real client sends it (made by rustls).
+fn client_hello(server_name: &str) -> Vec<u8> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("a DNS name");
+    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a client");
+    let mut bytes = Vec::new();
+    client.write_tls(&mut bytes).expect("writes to a Vec");
+    bytes
+}
+
+async fn wait_for_l4_route(mesh: &NetnsMesh, name: &str) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !l4_route_names(&mesh.client_config_dump().await?).iter().any(|n| n == name) {
+        anyhow::ensure!(Instant::now() < until, "the client's proxy did not get route {name} within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The names of the TCP and TLS routes of every listener in a proxy's config dump.
+fn l4_route_names(config_dump: &str) -> Vec<String> {
+    let dump: serde_json::Value = serde_json::from_str(config_dump).unwrap_or_default();
+    let listeners = dump["listeners"].as_object().into_iter().flat_map(|l| l.values());
+    let routes = listeners.flat_map(|l| l["l4_routes"].as_array().into_iter().flatten());
+    routes.filter_map(|r| r["name"].as_str().map(str::to_string)).collect()
 }

@@ -74,3 +74,21 @@ fn the_traffic_rules_mean_on_the_proxy_what_the_yaml_says() {
     let Action::Forward(rest) = &route(&tables, "9080", "rest").action else { panic!() };
     assert_eq!(rest.retry.as_ref().unwrap().retries, 5, "Istio's default conditions with the given attempts");
 }
+
+#[test]
+fn a_tcp_canary_reaches_the_listener_of_its_port() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  clusterIP: 10.96.77.10\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080, targetPort: http}]\n---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: reviews}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n  - {name: v2, labels: {version: v2}}\n---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  tcp:\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 80\n    - destination: {host: reviews, subset: v2}\n      weight: 20\n";
+    let path = Path::new("e2e.yaml");
+    let mut index = Index::default();
+    let parsed = parse_file(path, yaml);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    for resource in parsed.resources {
+        index.apply(Event::Applied(resource));
+    }
+    let node = ProxyNode { pod_name: "client".into(), namespace: "default".into(), ip: None };
+    let resources = translate(&index.snapshot(), &node);
+    let listener = resources.listeners.iter().find(|l| l.name == "0.0.0.0_9080").unwrap();
+    let converted = ListenerConfig::try_from(listener).unwrap();
+    let names: Vec<&str> = converted.l4_routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["tcp|default/reviews|0|0"]);
+}
