@@ -79,25 +79,24 @@ async fn tls_by_server_name(mesh: &NetnsMesh) -> anyhow::Result<String> {
     mesh.apply("reviews-vs.yaml", vs).await?;
     wait_for_l4_route(mesh, "tls|default/reviews|1|0").await?;
     for (server_name, want) in [("v2.reviews.example", 1), ("web.reviews.example", 0), ("v2.reviews.example", 1)] {
-        let got = mesh.version_taking(&client_hello(server_name)).await?;
+        let got = mesh.version_taking(&client_hello(server_name)?).await?;
         anyhow::ensure!(got == want, "a ClientHello for {server_name} reached version index {got}, not {want}");
     }
     Ok("tls routes: ClientHellos reached the version their server name routes to (exact, then wildcard)".into())
 }
 
 /// A TLS ClientHello as a real client sends it (made by rustls).
-fn client_hello(server_name: &str) -> Vec<u8> {
+fn client_hello(server_name: &str) -> anyhow::Result<Vec<u8>> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).expect("a DNS name");
-    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a client");
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())?;
+    let mut client = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
     let mut bytes = Vec::new();
-    client.write_tls(&mut bytes).expect("writes to a Vec");
-    bytes
+    client.write_tls(&mut bytes)?;
+    Ok(bytes)
 }
 
 async fn wait_for_l4_route(mesh: &NetnsMesh, name: &str) -> anyhow::Result<()> {
