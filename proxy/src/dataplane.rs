@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::balance::ClusterBalancer;
 use crate::config::ProxyConfig;
+use crate::upstream::ClusterBalancer;
 
 /// What a request reads: the config and a balancer per cluster name.
 #[derive(Default)]

@@ -1,5 +1,5 @@
 //! weft-proxy: the sidecar. An ADS client ([`xds`]) turns xDS into plain config ([`config`]), the data plane
-//! ([`dataplane`]) keeps a balancer per cluster ([`balance`]), and listeners forward HTTP by it ([`http`]):
+//! ([`dataplane`]) keeps a balancer per cluster ([`upstream`]), and listeners forward HTTP by it ([`http`]):
 //! explicitly addressed, or captured by iptables ([`capture`] writes the rules, [`transparent`] serves what they
 //! redirect). [`health`] serves readiness and [`metrics`]; [`drain`] shuts down gracefully.
 
@@ -7,7 +7,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod balance;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -19,6 +18,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod transparent;
+pub mod upstream;
 pub mod wait;
 pub mod xds;
 

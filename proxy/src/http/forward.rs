@@ -22,11 +22,11 @@ use super::timeouts::TimeoutKind;
 use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::BoxError;
-use crate::balance::NoEndpoints;
 use crate::config::routes::RequestInfo;
 use crate::config::{Action, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
 use crate::metrics::Direction;
+use crate::upstream::NoEndpoints;
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
 const NO_CLUSTER: &str = "none";

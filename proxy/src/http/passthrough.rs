@@ -11,7 +11,7 @@ use http::Request;
 use tower::ServiceExt;
 
 use super::Body;
-use crate::balance::{Endpoint, ResponseFuture};
+use crate::upstream::{Endpoint, ResponseFuture};
 
 /// The cluster name passthrough requests are counted under, as in Istio.
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";

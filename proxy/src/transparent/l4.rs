@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::balance::InFlight;
 use crate::config::l4::{l4_route, wants_server_name};
 use crate::http::Forwarder;
+use crate::upstream::InFlight;
 
 /// How long to wait for a whole ClientHello.
 const HELLO_TIMEOUT: Duration = Duration::from_millis(500);

@@ -14,11 +14,11 @@ use tower::ServiceExt;
 
 use super::replay::Replay;
 use super::{Next, RouteFuture, RouteStep, copy_request};
-use crate::balance::ClusterBalancer;
 use crate::config::policy::Mirror;
 use crate::dataplane::Runtime;
 use crate::http::Body;
 use crate::metrics::{Metrics, RouteEvent};
+use crate::upstream::ClusterBalancer;
 
 /// How long a copy may take at most, start to end: Envoy's default route timeout.
 const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);

@@ -37,10 +37,10 @@ pub use stack::{Next, RouteStep};
 
 use super::Body;
 use crate::BoxError;
-use crate::balance::ClusterBalancer;
 use crate::config::{RouteAction, RouteEntry, WeightedTarget};
 use crate::dataplane::Runtime;
 use crate::metrics::Metrics;
+use crate::upstream::ClusterBalancer;
 
 /// What the stack answers: a response head (upstream's or the proxy's own), or why there is none.
 pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'a>>;

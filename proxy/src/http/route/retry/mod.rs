@@ -11,10 +11,10 @@ use tower::{Service, ServiceExt};
 use super::replay::Replay;
 use super::{Next, RouteFuture, RouteStep, Tried, copy_request};
 use crate::BoxError;
-use crate::balance::{ClusterBalancer, NoEndpoints};
 use crate::config::policy::RetryPolicy;
 use crate::http::Body;
 use crate::metrics::{Metrics, RouteEvent};
+use crate::upstream::{ClusterBalancer, NoEndpoints};
 use decide::{Outcome, backoff, is_retriable};
 
 /// The per-try timeout passed before the response head.

@@ -1,4 +1,4 @@
-//! Load balancing over a cluster's endpoints ([`members`]: power of two choices over peak-EWMA latency by default,
+//! Everything per upstream cluster: load balancing over its endpoints ([`members`]: power of two choices over peak-EWMA latency by default,
 //! LEAST_REQUEST, RANDOM, ROUND_ROBIN), and the cluster's retry budget ([`budget`]). Endpoint changes from EDS
 //! replace the member list; members that stay keep their connection pools and latency estimates.
 
