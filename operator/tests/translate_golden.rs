@@ -178,3 +178,8 @@ fn objects_read_back_from_a_real_cluster() {
     inputs.sort();
     check_golden("cluster-fixtures", &inputs);
 }
+
+#[test]
+fn destination_rule_policies_as_cluster_fields() {
+    check_golden("policies", &[testdata().join("translate/policies.yaml")]);
+}

@@ -35,8 +35,11 @@ fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>) -> Runtime {
         .values()
         .map(|cluster| {
             let balancer = match previous.clusters.get(&cluster.name) {
-                Some(existing) if existing.fits(cluster.lb, cluster.connect_timeout) => existing.clone(),
-                _ => Arc::new(ClusterBalancer::new(cluster.lb, cluster.connect_timeout)),
+                Some(existing) if existing.fits(cluster) => {
+                    existing.configure(cluster);
+                    existing.clone()
+                }
+                _ => Arc::new(ClusterBalancer::new(cluster)),
             };
             balancer.set_endpoints(config.endpoints.get(&cluster.eds_name).map(Vec::as_slice).unwrap_or_default());
             (cluster.name.clone(), balancer)

@@ -109,6 +109,8 @@ pub enum RouteEvent {
     MirrorFailed,
     FaultDelay,
     FaultAbort,
+    /// Answered `503` at once: the cluster's limits were reached.
+    Overflow,
 }
 
 impl RouteEvent {
@@ -121,6 +123,7 @@ impl RouteEvent {
             Self::MirrorFailed => "mirror_failed",
             Self::FaultDelay => "fault_delay",
             Self::FaultAbort => "fault_abort",
+            Self::Overflow => "overflow",
         }
     }
 }
@@ -204,7 +207,7 @@ impl Metrics {
         );
         registry.register(
             "route_events",
-            "What routes' policies did, by cluster and event (retry, retry_overflow, retry_body_too_large, mirror, mirror_failed, fault_delay, fault_abort)",
+            "What routes' policies did, by cluster and event (retry, retry_overflow, retry_body_too_large, mirror, mirror_failed, fault_delay, fault_abort, overflow)",
             m.route_events.clone(),
         );
         registry.register(

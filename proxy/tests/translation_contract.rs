@@ -18,8 +18,8 @@ fn testdata(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../operator/testdata/translate").join(name)
 }
 
-/// The route tables a proxy in `namespace` builds from what the operator translates out of `file`.
-fn tables(file: &str, namespace: &str) -> Vec<RouteTable> {
+/// The resources the operator translates out of `file` for a proxy in `namespace`.
+fn resources(file: &str, namespace: &str) -> weft_operator::translate::ProxyResources {
     let path = testdata(file);
     let text = std::fs::read_to_string(&path).unwrap();
     let mut index = Index::default();
@@ -27,7 +27,12 @@ fn tables(file: &str, namespace: &str) -> Vec<RouteTable> {
         index.apply(Event::Applied(resource));
     }
     let node = ProxyNode { pod_name: "client".into(), namespace: namespace.into(), ip: None };
-    let resources = translate(&index.snapshot(), &node);
+    translate(&index.snapshot(), &node)
+}
+
+/// The route tables a proxy in `namespace` builds from what the operator translates out of `file`.
+fn tables(file: &str, namespace: &str) -> Vec<RouteTable> {
+    let resources = resources(file, namespace);
     for cluster in &resources.clusters {
         ClusterConfig::try_from(cluster).unwrap();
     }
@@ -44,7 +49,7 @@ fn route<'a>(tables: &'a [RouteTable], port: &str, name: &str) -> &'a RouteEntry
 
 #[test]
 fn every_golden_input_is_accepted_by_the_proxy() {
-    for file in ["canary.yaml", "multiport.yaml", "traffic.yaml", "l4.yaml"] {
+    for file in ["canary.yaml", "multiport.yaml", "traffic.yaml", "l4.yaml", "policies.yaml"] {
         assert!(!tables(file, "shop").is_empty(), "{file}");
     }
 }
@@ -91,4 +96,36 @@ fn a_tcp_canary_reaches_the_listener_of_its_port() {
     let converted = ListenerConfig::try_from(listener).unwrap();
     let names: Vec<&str> = converted.l4_routes.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["tcp|default/reviews|0|0"]);
+}
+
+#[test]
+fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
+    let clusters: Vec<ClusterConfig> =
+        resources("policies.yaml", "default").clusters.iter().map(|c| ClusterConfig::try_from(c).unwrap()).collect();
+    let whole = clusters.iter().find(|c| c.name == "outbound|9080||ratings.default.svc.cluster.local").unwrap();
+    assert_eq!(whole.lb, weft_xds::lb::LbAlgorithm::LeastRequest, "LEAST_CONN is LEAST_REQUEST");
+    assert_eq!(whole.connect_timeout, std::time::Duration::from_millis(250));
+    assert_eq!((whole.limits.max_connections, whole.limits.max_pending_requests), (100, 10));
+    assert_eq!((whole.limits.max_requests, whole.limits.max_retries), (200, 4));
+    let budget = whole.retry_budget.unwrap();
+    assert_eq!((budget.percent, budget.min_concurrency), (10.0, 5));
+    let outlier = whole.outlier.unwrap();
+    assert_eq!(
+        (outlier.consecutive_5xx, outlier.consecutive_gateway, outlier.consecutive_local_origin),
+        (Some(7), Some(3), Some(2))
+    );
+    assert_eq!((outlier.max_ejection_percent, whole.panic_threshold), (50, 25.0));
+    assert_eq!(whole.connections.idle_timeout, Some(std::time::Duration::from_secs(30)));
+    let subset = clusters.iter().find(|c| c.name == "outbound|9080|v1|ratings.default.svc.cluster.local").unwrap();
+    assert_eq!(subset.limits.max_requests, 5, "the subset's pool");
+    assert_eq!(subset.outlier, whole.outlier, "the rule's outlier detection, merged in as Istio does");
+    let plain = resources("canary.yaml", "default")
+        .clusters
+        .iter()
+        .map(|c| ClusterConfig::try_from(c).unwrap())
+        .next()
+        .unwrap();
+    assert_eq!(plain.limits.max_requests, u32::MAX, "no limit unless a rule sets one (Istio), not Envoy's 1024");
+    assert!(plain.retry_budget.is_some(), "Weft's default retry budget");
+    assert!(plain.outlier.is_none());
 }

@@ -6,6 +6,7 @@
 //! silently ignored: an Istio user must learn that the YAML does not do what it would do under Istio.
 
 mod cors;
+mod destination_rule;
 mod headers;
 mod l4;
 mod matching;
@@ -14,13 +15,12 @@ mod rule;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
-
+pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
 pub use rule::MAX_DIRECT_RESPONSE_BODY;
 
 use crate::field_path::Path;
-use crate::{DestinationRuleSpec, FieldError, VirtualServiceSpec};
+use crate::{FieldError, VirtualServiceSpec};
 
 /// The largest sum of a route's weights: Envoy refuses weighted clusters whose total exceeds a `uint32`.
 pub const MAX_TOTAL_WEIGHT: i64 = u32::MAX as i64;
@@ -58,28 +58,6 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
                 "exporting to {namespace:?} is not supported by Weft yet: a VirtualService applies to every \
                  namespace (exportTo: [\"*\"])"
             )));
-        }
-    }
-    errors
-}
-
-/// Every problem in a DestinationRule spec; empty when it is valid.
-pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> {
-    let root = Path::root("spec");
-    let mut errors = Vec::new();
-    check_host(&root.field("host"), &spec.host, &mut errors);
-    let mut seen = BTreeSet::new();
-    for (i, subset) in spec.subsets.iter().enumerate() {
-        let path = root.field("subsets").index(i);
-        if subset.name.is_empty() {
-            errors.push(path.field("name").error("subset name is required"));
-        } else if !is_dns_label(&subset.name) {
-            errors.push(path.field("name").error(format!(
-                "subset name {:?} must be a DNS label (lower-case letters, digits and '-')",
-                subset.name
-            )));
-        } else if !seen.insert(subset.name.as_str()) {
-            errors.push(path.field("name").error(format!("duplicate subset name {:?}", subset.name)));
         }
     }
     errors

@@ -1,6 +1,7 @@
 //! Tests of the validation: each accepted field, each refusal, and every problem reported at once.
 
 use super::*;
+use crate::DestinationRuleSpec;
 use crate::parse::from_value;
 
 fn vs(yaml: &str) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The proxy's runtime configuration: plain Rust types converted from xDS resources (see [`convert`]). Everything
 //! the data plane reads comes from here; nothing downstream sees protobuf.
 
+pub mod cluster;
 pub mod convert;
 pub mod l4;
 pub mod matcher;
@@ -48,8 +49,8 @@ pub struct ListenerConfig {
     pub l4_routes: Vec<l4::L4Route>,
 }
 
-/// A cluster: how requests are balanced over its endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A cluster: how requests are balanced over its endpoints, and the limits and policies of its upstream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterConfig {
     pub name: String,
     pub lb: LbAlgorithm,
@@ -57,6 +58,30 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// Name of the endpoint assignment (EDS) that feeds it.
     pub eds_name: String,
+    pub limits: cluster::Limits,
+    /// `None`: retries are bounded by `limits.max_retries` alone.
+    pub retry_budget: Option<cluster::BudgetConfig>,
+    pub outlier: Option<cluster::OutlierPolicy>,
+    /// Below this share of endpoints not ejected (percent), balance over all of them (Envoy's panic mode).
+    pub panic_threshold: f64,
+    pub connections: cluster::Connections,
+}
+
+impl ClusterConfig {
+    /// A cluster with Envoy's defaults for everything but its name, balancing and EDS name.
+    pub fn new(name: impl Into<String>, lb: LbAlgorithm, eds_name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            lb,
+            connect_timeout: Duration::from_secs(5),
+            eds_name: eds_name.into(),
+            limits: cluster::Limits::default(),
+            retry_budget: None,
+            outlier: None,
+            panic_threshold: 50.0,
+            connections: cluster::Connections { idle_timeout: None },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,12 +190,7 @@ mod tests {
         config.on_demand.insert("80/ledger.bank".into(), Some(host("ledger.bank", "c-ledger")));
         assert!(matches!(config.virtual_host(&table, "ledger.bank"), Lookup::Found(h) if h.name == "ledger.bank"));
         assert!(config.on_demand_settled("80/ledger.bank"), "a cluster that is not there is not waited for");
-        let cluster = ClusterConfig {
-            name: "c-ledger".into(),
-            lb: LbAlgorithm::RoundRobin,
-            connect_timeout: Duration::from_secs(1),
-            eds_name: "c-ledger".into(),
-        };
+        let cluster = ClusterConfig::new("c-ledger", LbAlgorithm::RoundRobin, "c-ledger");
         config.clusters.insert("c-ledger".into(), cluster);
         assert!(!config.on_demand_settled("80/ledger.bank"), "nor its endpoints");
         config.endpoints.insert("c-ledger".into(), Vec::new());

@@ -25,8 +25,8 @@ use crate::BoxError;
 use crate::config::routes::RequestInfo;
 use crate::config::{Action, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
-use crate::metrics::Direction;
-use crate::upstream::NoEndpoints;
+use crate::metrics::{Direction, RouteEvent};
+use crate::upstream::{NoEndpoints, Overflow};
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
 const NO_CLUSTER: &str = "none";
@@ -90,7 +90,10 @@ pub async fn handle<B: RequestBody>(
             let call = forwarder.passthrough.call(address, prepare(request, &authority, &clock));
             let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
             let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
-            (PASSTHROUGH_CLUSTER.to_string(), complete(call, clock, deadlines, forwarder, grpc).await)
+            (
+                PASSTHROUGH_CLUSTER.to_string(),
+                complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await,
+            )
         }
         Ok(Upstream::Route(entry)) => {
             let authority = authority.unwrap_or_default();
@@ -137,7 +140,7 @@ async fn follow<B: RequestBody>(
     let request = prepare(request, authority, &clock);
     let routed = Routed { route: entry, action, target, balancer };
     let call = super::route::send(routed, runtime, &forwarder.metrics, request);
-    (target.cluster.clone(), complete(call, clock, deadlines, forwarder, grpc).await)
+    (target.cluster.clone(), complete(call, clock, deadlines, forwarder, (&target.cluster, grpc)).await)
 }
 
 fn with_response_headers(entry: &RouteEntry, mut response: Response<Body>) -> Response<Body> {
@@ -186,7 +189,7 @@ async fn complete(
     clock: Arc<StreamClock>,
     deadlines: Deadlines,
     forwarder: &Forwarder,
-    grpc: bool,
+    (cluster, grpc): (&str, bool),
 ) -> Response<Body> {
     let result = match response_head(call, &clock, deadlines).await {
         Ok(result) => result,
@@ -199,6 +202,10 @@ async fn complete(
         Ok(response) => finish(response, clock, deadlines, forwarder),
         Err(err) if err.is::<NoEndpoints>() => LocalReply::NoHealthyUpstream.into_response_for(grpc),
         Err(err) if err.is::<PerTryTimeout>() => LocalReply::Timeout.into_response_for(grpc),
+        Err(err) if err.is::<Overflow>() => {
+            forwarder.metrics.route_event(cluster, RouteEvent::Overflow);
+            LocalReply::Overflow.into_response_for(grpc)
+        }
         Err(err) => {
             tracing::debug!(error = %err, "upstream request failed");
             LocalReply::ConnectFailure.into_response_for(grpc)

@@ -17,6 +17,8 @@ pub enum LocalReply {
     NoCluster,
     NoHealthyUpstream,
     ConnectFailure,
+    /// The cluster's limits (connection pool, requests in flight) were reached.
+    Overflow,
     /// The route's timeout passed before the response head.
     Timeout,
     /// No progress for the stream idle timeout while waiting for the upstream.
@@ -30,7 +32,9 @@ impl LocalReply {
         match self {
             Self::MissingHost | Self::BadAuthority(_) => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::NoCluster | Self::NoHealthyUpstream | Self::ConnectFailure => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoCluster | Self::NoHealthyUpstream | Self::ConnectFailure | Self::Overflow => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Timeout | Self::UpstreamStreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientStreamTimeout => StatusCode::REQUEST_TIMEOUT,
         }
@@ -44,13 +48,19 @@ impl LocalReply {
             Self::NoCluster => "cluster not found",
             Self::NoHealthyUpstream => "no healthy upstream",
             Self::ConnectFailure => "upstream connect error or disconnect/reset before headers",
+            Self::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow",
             Self::Timeout => "upstream request timeout",
             Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "stream timeout",
         }
     }
 
     pub fn into_response(self) -> Response<Body> {
-        text_response(self.status(), self.message())
+        let mut response = text_response(self.status(), self.message());
+        if self == Self::Overflow {
+            // As Envoy marks answers its circuit breakers gave.
+            response.headers_mut().insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        }
+        response
     }
 
     /// The reply in the shape the client expects: for a gRPC request, a trailers-only gRPC response with the

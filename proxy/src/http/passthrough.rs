@@ -33,10 +33,10 @@ impl Passthrough {
     }
 
     fn endpoint(&self, address: SocketAddr) -> Endpoint {
-        let Ok(mut endpoints) = self.endpoints.lock() else { return Endpoint::new(address, CONNECT_TIMEOUT) };
+        let Ok(mut endpoints) = self.endpoints.lock() else { return Endpoint::new(address, CONNECT_TIMEOUT, None) };
         if endpoints.len() >= MAX_DESTINATIONS && !endpoints.contains_key(&address) {
             endpoints.clear();
         }
-        endpoints.entry(address).or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT)).clone()
+        endpoints.entry(address).or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT, None)).clone()
     }
 }

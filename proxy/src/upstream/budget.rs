@@ -1,19 +1,24 @@
-//! A cluster's retry budget, Envoy's `retry_budget` (which Istio's DestinationRule `trafficPolicy.retryBudget`
-//! maps to): retries in flight may be at most `percent` of the requests in flight, and at least
-//! `min_concurrency`. When a backend fails outright, retries then add a fifth to its load instead of multiplying it.
+//! A cluster's retry limit. With a retry budget (Envoy's `retry_budget`, which Istio's DestinationRule
+//! `trafficPolicy.retryBudget` maps to, and which Weft's operator writes by default), retries in flight may be at
+//! most `percent` of the requests in flight, and at least `min_concurrency`: when a backend fails outright,
+//! retries add a fifth to its load instead of multiplying it. Without one, at most `max_retries` retries may be
+//! in flight (Envoy's `max_retries` circuit breaker).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
-/// Envoy's defaults for a retry budget.
-pub const DEFAULT_PERCENT: f64 = 20.0;
-pub const DEFAULT_MIN_CONCURRENCY: usize = 3;
+use crate::config::cluster::{BudgetConfig, ENVOY_DEFAULT_MAX_RETRIES};
 
 #[derive(Debug)]
 pub struct RetryBudget {
-    percent: f64,
-    min_concurrency: usize,
+    rule: RwLock<Rule>,
     counts: Arc<Counts>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Budget(BudgetConfig),
+    AtMost(u32),
 }
 
 #[derive(Debug, Default)]
@@ -24,7 +29,7 @@ struct Counts {
 
 impl Default for RetryBudget {
     fn default() -> Self {
-        Self::new(DEFAULT_PERCENT, DEFAULT_MIN_CONCURRENCY)
+        Self { rule: RwLock::new(Rule::AtMost(ENVOY_DEFAULT_MAX_RETRIES)), counts: Arc::default() }
     }
 }
 
@@ -38,7 +43,7 @@ impl Drop for Active {
     }
 }
 
-/// Counts one retry against the budget while it lives.
+/// Counts one retry against the limit while it lives.
 #[derive(Debug)]
 pub struct RetryPermit(Arc<Counts>);
 
@@ -49,8 +54,11 @@ impl Drop for RetryPermit {
 }
 
 impl RetryBudget {
-    pub fn new(percent: f64, min_concurrency: usize) -> Self {
-        Self { percent, min_concurrency, counts: Arc::default() }
+    /// The budget when there is one, else the `max_retries` limit.
+    pub fn configure(&self, budget: Option<BudgetConfig>, max_retries: u32) {
+        if let Ok(mut rule) = self.rule.write() {
+            *rule = budget.map_or(Rule::AtMost(max_retries), Rule::Budget);
+        }
     }
 
     pub fn request_started(&self) -> Active {
@@ -58,13 +66,21 @@ impl RetryBudget {
         Active(self.counts.clone())
     }
 
-    /// The retries that may be in flight now.
-    pub fn allowed(&self) -> usize {
-        let active = self.counts.active.load(Ordering::Relaxed) as f64;
-        ((active * self.percent / 100.0) as usize).max(self.min_concurrency)
+    /// Requests in flight to the cluster now.
+    pub fn active(&self) -> usize {
+        self.counts.active.load(Ordering::Relaxed)
     }
 
-    /// A permit for one more retry, or `None` when the budget is spent.
+    /// The retries that may be in flight now.
+    pub fn allowed(&self) -> usize {
+        let rule = self.rule.read().map_or(Rule::AtMost(ENVOY_DEFAULT_MAX_RETRIES), |r| *r);
+        match rule {
+            Rule::Budget(b) => ((self.active() as f64 * b.percent / 100.0) as usize).max(b.min_concurrency as usize),
+            Rule::AtMost(n) => n as usize,
+        }
+    }
+
+    /// A permit for one more retry, or `None` when the limit is reached.
     pub fn try_retry(&self) -> Option<RetryPermit> {
         let allowed = self.allowed();
         self.counts
@@ -82,6 +98,7 @@ mod tests {
     #[test]
     fn retries_are_a_share_of_active_requests_with_a_floor() {
         let budget = RetryBudget::default();
+        budget.configure(Some(BudgetConfig { percent: 20.0, min_concurrency: 3 }), 0);
         let permits: Vec<_> = (0..3).map_while(|_| budget.try_retry()).collect();
         assert_eq!(permits.len(), 3, "the minimum concurrency with nothing active");
         assert!(budget.try_retry().is_none());
@@ -95,5 +112,14 @@ mod tests {
         assert!(budget.try_retry().is_none(), "the first three are still out");
         drop(permits);
         assert!(budget.try_retry().is_some());
+    }
+
+    #[test]
+    fn without_a_budget_max_retries_bounds_them() {
+        let budget = RetryBudget::default();
+        assert_eq!(budget.allowed(), 3, "Envoy's default max_retries");
+        budget.configure(None, 1);
+        let first = budget.try_retry();
+        assert!(first.is_some() && budget.try_retry().is_none());
     }
 }

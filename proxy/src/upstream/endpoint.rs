@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use crate::http::Body;
 
-/// Connections idle longer than this are closed.
+/// Connections idle longer than this are closed, unless the cluster says otherwise (`connectionPool.http.idleTimeout`).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
@@ -28,10 +28,10 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(address: SocketAddr, connect_timeout: Duration) -> Self {
+    pub fn new(address: SocketAddr, connect_timeout: Duration, idle_timeout: Option<Duration>) -> Self {
         let connector = FixedConnector { address, connect_timeout };
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
         Self { address, http1, http2 }

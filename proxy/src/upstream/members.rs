@@ -163,7 +163,7 @@ mod tests {
         let members = Members::default();
         let list = ports
             .iter()
-            .map(|p| Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], *p).into(), Duration::from_secs(1)))))
+            .map(|p| Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], *p).into(), Duration::from_secs(1), None))))
             .collect();
         members.replace(list);
         members

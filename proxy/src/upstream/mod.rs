@@ -1,19 +1,22 @@
-//! Everything per upstream cluster: load balancing over its endpoints ([`members`]: power of two choices over peak-EWMA latency by default,
-//! LEAST_REQUEST, RANDOM, ROUND_ROBIN), and the cluster's retry budget ([`budget`]). Endpoint changes from EDS
-//! replace the member list; members that stay keep their connection pools and latency estimates.
+//! Everything per upstream cluster: balancing over its endpoints ([`members`]: power of two choices over
+//! peak-EWMA latency by default, LEAST_REQUEST, RANDOM, ROUND_ROBIN), its limits (Envoy's circuit breakers: over
+//! them, [`Overflow`]), its retry budget ([`budget`]) and outlier detection ([`outlier`], [`health`]). Endpoint
+//! changes from EDS replace the member list; members that stay keep their pools, estimates and outlier state.
 
 mod budget;
 mod endpoint;
+mod health;
 mod members;
+mod outlier;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::{FutureExt, TryFutureExt};
-use http::{Request, Response};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 use weft_xds::lb::LbAlgorithm;
@@ -24,8 +27,11 @@ pub use members::InFlight;
 use members::{Member, Members};
 
 use crate::BoxError;
-use crate::config::EndpointConfig;
+use crate::config::cluster::Limits;
+use crate::config::{ClusterConfig, EndpointConfig};
 use crate::http::Body;
+use health::Health;
+use outlier::Outcome;
 
 /// The cluster has no healthy endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -36,31 +42,56 @@ pub struct NoEndpoints;
 pub type ResponseFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
 
+/// The cluster's limits were reached: answered `503` at once (Envoy's overflow).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream overflow")]
+pub struct Overflow;
+
 /// A cluster's balancer: send requests with [`ClusterBalancer::call`], update endpoints with
-/// [`ClusterBalancer::set_endpoints`].
+/// [`ClusterBalancer::set_endpoints`] and policies with [`ClusterBalancer::configure`].
 pub struct ClusterBalancer {
     algorithm: LbAlgorithm,
     connect_timeout: Duration,
+    idle_timeout: Option<Duration>,
     members: Members,
     /// The healthy endpoints by address, to keep members (pools, estimates) across updates.
     by_address: Mutex<BTreeMap<SocketAddr, Arc<Member>>>,
     budget: RetryBudget,
+    limits: RwLock<Limits>,
+    health: Arc<Health>,
 }
 
 impl ClusterBalancer {
-    pub fn new(algorithm: LbAlgorithm, connect_timeout: Duration) -> Self {
-        Self {
-            algorithm,
-            connect_timeout,
+    pub fn new(cluster: &ClusterConfig) -> Self {
+        let balancer = Self {
+            algorithm: cluster.lb,
+            connect_timeout: cluster.connect_timeout,
+            idle_timeout: cluster.connections.idle_timeout,
             members: Members::default(),
             by_address: Mutex::default(),
             budget: RetryBudget::default(),
-        }
+            limits: RwLock::new(Limits::default()),
+            health: Arc::default(),
+        };
+        balancer.configure(cluster);
+        balancer
     }
 
-    /// Whether this balancer can serve a cluster with these settings (otherwise a new one is built).
-    pub fn fits(&self, algorithm: LbAlgorithm, connect_timeout: Duration) -> bool {
-        self.algorithm == algorithm && self.connect_timeout == connect_timeout
+    /// Whether this balancer can serve `cluster` (otherwise a new one is built): the same balancing and
+    /// connection settings. Limits and policies are taken over by [`Self::configure`].
+    pub fn fits(&self, cluster: &ClusterConfig) -> bool {
+        self.algorithm == cluster.lb
+            && self.connect_timeout == cluster.connect_timeout
+            && self.idle_timeout == cluster.connections.idle_timeout
+    }
+
+    /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
+    pub fn configure(&self, cluster: &ClusterConfig) {
+        if let Ok(mut limits) = self.limits.write() {
+            *limits = cluster.limits;
+        }
+        self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
+        self.health.configure(cluster.outlier, cluster.panic_threshold);
     }
 
     /// Makes the healthy endpoints of `endpoints` the balancer's set, keeping the members that stay.
@@ -70,14 +101,14 @@ impl ClusterBalancer {
             .iter()
             .filter(|e| e.healthy)
             .map(|e| {
-                let member = current
-                    .get(&e.address)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout))));
+                let member = current.get(&e.address).cloned().unwrap_or_else(|| {
+                    Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.idle_timeout)))
+                });
                 (e.address, member)
             })
             .collect();
         self.members.replace(wanted.values().cloned().collect());
+        self.health.retain(|address| wanted.contains_key(address));
         *current = wanted;
     }
 
@@ -92,27 +123,47 @@ impl ClusterBalancer {
 
     /// An endpoint for a TCP connection, counted as in flight while the lease lives.
     pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
-        let (member, lease) = self.members.pick(self.algorithm, &[], rand::random())?;
+        let ejected = self.health.ejected(self.healthy_endpoints());
+        let (member, lease) = self.members.pick(self.algorithm, &ejected, rand::random())?;
         Some((member.address(), lease))
     }
 
-    /// Sends a request to one endpoint chosen by the balancer, not one of `avoid` while others are left. Returns
-    /// the endpoint and the response; the future owns what it needs, so callers can drop their config snapshot.
-    pub fn call(
-        &self,
-        request: Request<Body>,
-        avoid: &[SocketAddr],
-    ) -> Result<(SocketAddr, ResponseFuture), NoEndpoints> {
-        let (member, in_flight) = self.members.pick(self.algorithm, avoid, rand::random()).ok_or(NoEndpoints)?;
+    /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
+    /// others are left. Returns the endpoint and the response; the future owns what it needs, so callers can drop
+    /// their config snapshot. Over the cluster's limits, [`Overflow`] at once.
+    pub fn call(&self, request: Request<Body>, avoid: &[SocketAddr]) -> Result<(SocketAddr, ResponseFuture), BoxError> {
+        let http2 = request.version() == Version::HTTP_2;
+        let limit = self.limits.read().map_or(u64::MAX, |l| l.max_in_flight(http2));
+        if self.budget.active() as u64 >= limit {
+            return Err(Overflow.into());
+        }
+        let total = self.healthy_endpoints();
+        let mut leave_out = self.health.ejected(total);
+        leave_out.extend_from_slice(avoid);
+        let (member, in_flight) = self.members.pick(self.algorithm, &leave_out, rand::random()).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
+        let (address, health) = (member.address(), self.health.clone());
+        let watching = health.is_watching();
         // A combinator, not an async block: rustc cannot yet prove such a block `Send` for this body type.
         let future = member.endpoint.clone().oneshot(request).map_err(BoxError::from).map(move |result| {
+            if watching {
+                health.record(address, outcome(&result), total);
+            }
             if result.is_ok() {
                 in_flight.finish();
             }
             drop(active);
             result
         });
-        Ok((member.address(), Box::pin(future)))
+        Ok((address, Box::pin(future)))
+    }
+}
+
+/// How a request ended, for outlier detection.
+fn outcome(result: &Result<Response<Incoming>, BoxError>) -> Outcome {
+    match result {
+        Ok(response) if response.status().is_server_error() => Outcome::ServerError(response.status().as_u16()),
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::LocalOriginFailure,
     }
 }

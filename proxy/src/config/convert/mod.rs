@@ -4,17 +4,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use weft_xds::lb::LbAlgorithm;
 
-use super::{ClusterConfig, EndpointConfig, ListenerConfig};
+use super::{EndpointConfig, ListenerConfig};
 use l4::{Chain, chain_kind};
 use weft_xds::filters::TLS_INSPECTOR;
 
 mod actions;
+mod cluster;
 mod l4;
 mod policy;
 mod routes;
@@ -31,9 +30,6 @@ pub struct ConfigError {
 fn reject(kind: &'static str, name: &str, message: impl Into<String>) -> ConfigError {
     ConfigError { kind, name: name.to_string(), message: message.into() }
 }
-
-/// Envoy's default where a field is unset.
-const ENVOY_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl TryFrom<&Listener> for ListenerConfig {
     type Error = ConfigError;
@@ -74,35 +70,6 @@ pub(super) fn to_duration(d: &envoy_types::pb::google::protobuf::Duration) -> Re
     let seconds = u64::try_from(d.seconds).map_err(|_| "durations must not be negative".to_string())?;
     let nanos = u32::try_from(d.nanos).map_err(|_| "durations must not be negative".to_string())?;
     Ok(Duration::new(seconds, nanos))
-}
-
-impl TryFrom<&Cluster> for ClusterConfig {
-    type Error = ConfigError;
-
-    fn try_from(c: &Cluster) -> Result<Self, ConfigError> {
-        let err = |m: String| reject("cluster", &c.name, m);
-        let is_eds = matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32);
-        if !is_eds {
-            return Err(err("only EDS clusters are supported".into()));
-        }
-        let lb = match &c.load_balancing_policy {
-            Some(policy) => LbAlgorithm::from_policy(policy)
-                .ok_or_else(|| err("none of the load_balancing_policy entries is supported".into()))?,
-            None => match cluster::LbPolicy::try_from(c.lb_policy) {
-                Ok(cluster::LbPolicy::RoundRobin) => LbAlgorithm::RoundRobin,
-                Ok(cluster::LbPolicy::LeastRequest) => LbAlgorithm::LeastRequest,
-                Ok(cluster::LbPolicy::Random) => LbAlgorithm::Random,
-                other => return Err(err(format!("lb_policy {other:?} is not supported"))),
-            },
-        };
-        let connect_timeout = match &c.connect_timeout {
-            Some(d) => to_duration(d).map_err(err)?,
-            None => ENVOY_DEFAULT_CONNECT_TIMEOUT,
-        };
-        let eds_name = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
-        let eds_name = if eds_name.is_empty() { c.name.clone() } else { eds_name };
-        Ok(Self { name: c.name.clone(), lb, connect_timeout, eds_name })
-    }
 }
 
 /// The endpoints of a `ClusterLoadAssignment`.

@@ -113,7 +113,7 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
         let avoid = tried.as_ref().map(Tried::addresses).unwrap_or_default();
         let (endpoint, response) = match self.balancer.call(request, &avoid) {
             Ok(call) => call,
-            Err(no_endpoints) => return Box::pin(std::future::ready(Err(no_endpoints.into()))),
+            Err(not_sent) => return Box::pin(std::future::ready(Err(not_sent))),
         };
         if let Some(tried) = tried {
             tried.push(endpoint);

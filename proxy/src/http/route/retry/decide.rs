@@ -19,8 +19,9 @@ pub enum Outcome {
     Reset,
     /// The per-try timeout passed before the response head.
     Timeout,
-    /// Nothing to send to: never retried (Envoy's "no healthy upstream").
-    NoEndpoints,
+    /// Not sent: no endpoint (Envoy's "no healthy upstream"), or over the cluster's limits (overflow). Never
+    /// retried, as in Envoy.
+    NotSent,
 }
 
 impl Outcome {
@@ -42,7 +43,7 @@ pub fn is_retriable(policy: &RetryPolicy, outcome: Outcome) -> bool {
     // Envoy: 5xx, gateway-error and reset all cover an upstream that did not answer at all.
     let no_answer = [RetryOn::STATUS_5XX, RetryOn::GATEWAY_ERROR, RetryOn::RESET];
     match outcome {
-        Outcome::NoEndpoints => false,
+        Outcome::NotSent => false,
         Outcome::ConnectFailure => {
             on.any(&no_answer) || on.any(&[RetryOn::CONNECT_FAILURE, RetryOn::RESET_BEFORE_REQUEST])
         }
@@ -117,7 +118,7 @@ mod tests {
         assert!(is_retriable(&p, unavailable));
         let internal = Outcome::Answered { status: StatusCode::OK, grpc: Some(13), rate_limited: false };
         assert!(!is_retriable(&p, internal));
-        assert!(!is_retriable(&p, Outcome::NoEndpoints));
+        assert!(!is_retriable(&p, Outcome::NotSent));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::BoxError;
 use crate::config::policy::RetryPolicy;
 use crate::http::Body;
 use crate::metrics::{Metrics, RouteEvent};
-use crate::upstream::{ClusterBalancer, NoEndpoints};
+use crate::upstream::{ClusterBalancer, NoEndpoints, Overflow};
 use decide::{Outcome, backoff, is_retriable};
 
 /// The per-try timeout passed before the response head.
@@ -96,7 +96,7 @@ async fn attempt(call: RouteFuture<'_>, policy: &RetryPolicy) -> Result<http::Re
 fn outcome(result: &Result<http::Response<Body>, BoxError>) -> Outcome {
     match result {
         Ok(response) => Outcome::answered(response.status(), response.headers()),
-        Err(err) if err.is::<NoEndpoints>() => Outcome::NoEndpoints,
+        Err(err) if err.is::<NoEndpoints>() || err.is::<Overflow>() => Outcome::NotSent,
         Err(err) if err.is::<PerTryTimeout>() => Outcome::Timeout,
         Err(err) => failure_kind(err.as_ref()),
     }

@@ -1,4 +1,7 @@
-//! Clusters (one per Service port and per DestinationRule subset) and their endpoint assignments.
+//! Clusters (one per Service port and per DestinationRule subset) and their endpoint assignments; the traffic
+//! policy's fields are in [`policy`].
+
+mod policy;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,8 +46,8 @@ pub(super) fn of_service(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cl
         assignments.push(assignment(&name, port.endpoints.iter()));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
-            let policy = subset.traffic_policy.as_ref().or(default_policy);
-            clusters.push(cluster(&name, policy));
+            let merged = subset.traffic_policy.as_ref().map(|own| policy::merge(own, default_policy));
+            clusters.push(cluster(&name, merged.as_ref().or(default_policy)));
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
             assignments.push(assignment(&name, members));
@@ -54,7 +57,7 @@ pub(super) fn of_service(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cl
 }
 
 fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
-    Cluster {
+    let mut cluster = Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
         eds_cluster_config: Some(cluster::EdsClusterConfig {
@@ -64,15 +67,19 @@ fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
         load_balancing_policy: Some(lb_algorithm(policy).to_policy()),
         ..Default::default()
-    }
+    };
+    policy::apply(&mut cluster, policy);
+    cluster
 }
 
 fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {
     match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|lb| lb.simple) {
         None | Some(SimpleLb::Unspecified) => LbAlgorithm::PeakEwma,
         Some(SimpleLb::RoundRobin) => LbAlgorithm::RoundRobin,
-        Some(SimpleLb::LeastRequest) => LbAlgorithm::LeastRequest,
+        Some(SimpleLb::LeastRequest | SimpleLb::LeastConn) => LbAlgorithm::LeastRequest,
         Some(SimpleLb::Random) => LbAlgorithm::Random,
+        // Refused by validation; the default if one got here anyway.
+        Some(SimpleLb::Passthrough) => LbAlgorithm::PeakEwma,
     }
 }
 

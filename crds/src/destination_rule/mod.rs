@@ -1,4 +1,7 @@
-//! `DestinationRule`: named subsets of a Service's endpoints and how traffic to them is balanced (Istio field names).
+//! `DestinationRule`: named subsets of a Service's endpoints and how traffic to them is handled (Istio field names):
+//! balancing here, connection pools, outlier detection, retry budget and TLS in [`policy`].
+
+pub mod policy;
 
 use std::collections::BTreeMap;
 
@@ -6,6 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use self::policy::{ConnectionPoolSettings, HttpSettings, OutlierDetection, RetryBudget, TcpSettings};
 use crate::status::WeftStatus;
 
 /// Policies for traffic to `host` after routing: subsets and load balancing.
@@ -37,20 +41,61 @@ pub struct DestinationRuleSpec {
     pub subsets: Vec<Subset>,
 }
 
-/// Traffic policy; Weft supports load balancing here so far.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// How traffic to the host (or a subset) is handled.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// Limits on connections and requests to the host; over them the proxy answers `503` at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Ejecting endpoints that keep failing, for a growing time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// How many retries may be in flight, as a share of the requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+    /// TLS to the host (Istio's `ClientTLSSettings`). Only `{mode: DISABLE}` until mutual TLS lands; kept
+    /// free-form so every other field can be named in the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub tls: Option<serde_json::Value>,
+    /// Per-port overrides. Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub port_level_settings: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub tunnel: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub proxy_protocol: Option<serde_json::Value>,
 }
 
 /// Load-balancing algorithm. Unset: power-of-two-choices over peak-EWMA latency (Weft's default).
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub consistent_hash: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub locality_lb_setting: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub warmup: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_duration_secs: Option<String>,
 }
 
 /// Istio's `simple` load balancer names that Weft supports.
@@ -61,11 +106,15 @@ pub enum SimpleLb {
     Unspecified,
     RoundRobin,
     LeastRequest,
+    /// Istio's older name of LEAST_REQUEST.
+    LeastConn,
     Random,
+    /// Not supported by Weft yet.
+    Passthrough,
 }
 
 /// A named group of the host's endpoints.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// Name used by VirtualService destinations (`destination.subset`).

@@ -1,0 +1,119 @@
+//! A traffic policy's connection pool limits, outlier detection, retry budget and TLS (Istio field names).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::virtual_service::Percent;
+
+/// Limits on connections and requests to the host (Envoy's circuit breakers).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPoolSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSettings>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSettings {
+    /// Most connections to the host at once; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<i32>,
+    /// How long a connection may take to open, e.g. `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<String>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub tcp_keepalive: Option<serde_json::Value>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_duration: Option<String>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Most HTTP/1.1 requests waiting for a connection; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http1_max_pending_requests: Option<i32>,
+    /// Most requests in flight to the host; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_max_requests: Option<i32>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests_per_connection: Option<i32>,
+    /// Most retries in flight to the host (when no `retryBudget` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i32>,
+    /// How long an idle upstream connection is kept, e.g. `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<String>,
+    /// `DEFAULT` or `DO_NOT_UPGRADE` (Weft speaks the client's protocol upstream); `UPGRADE` is not supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub h2_upgrade_policy: Option<String>,
+    /// `true` is what Weft does anyway; `false` is not supported yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_client_protocol: Option<bool>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<i32>,
+}
+
+/// Endpoints that keep failing are ejected from balancing for a time that grows with each ejection.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Deprecated: `consecutive5xxErrors`... as Istio reads it (502, 503, 504 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_errors: Option<i32>,
+    /// 5xx answers (and, unless split, local failures) in a row that eject; `0` turns it off. Envoy's default: 5.
+    #[serde(default, rename = "consecutive5xxErrors", skip_serializing_if = "Option::is_none")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// 502, 503 and 504 answers in a row that eject; `0` (the default) turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// With `splitExternalLocalOriginErrors`: connection failures in a row that eject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// Count failures to connect apart from the upstream's own 5xx answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_external_local_origin_errors: Option<bool>,
+    /// Between ejection sweeps, e.g. `10s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// The first ejection's length, multiplied by the number of ejections, e.g. `30s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<String>,
+    /// Most of the endpoints that may be ejected at once, in percent (default 10, at least one endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<i32>,
+    /// Below this share of healthy endpoints, balance over all of them (panic mode); default 0 in Istio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_health_percent: Option<i32>,
+}
+
+/// Retries in flight are at most `percent` of the requests in flight, and at least `minRetryConcurrency`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<Percent>,
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retry_concurrency: Option<u32>,
+    /// Not supported by Weft yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_interval: Option<String>,
+}
+
+/// A field Weft names in an error whatever it holds.
+pub(crate) fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}

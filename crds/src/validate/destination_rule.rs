@@ -1,0 +1,265 @@
+//! Checks of a DestinationRule: its host, subsets, and each traffic policy (the rule's and each subset's).
+
+use std::collections::BTreeSet;
+
+use super::{check_duration, check_host, check_percentage, is_dns_label, not_supported};
+use crate::destination_rule::{ConnectionPoolSettings, OutlierDetection, RetryBudget, SimpleLb, TrafficPolicy};
+use crate::field_path::Path;
+use crate::{DestinationRuleSpec, FieldError};
+
+/// Every problem in a DestinationRule spec; empty when it is valid.
+pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> {
+    let root = Path::root("spec");
+    let mut errors = Vec::new();
+    check_host(&root.field("host"), &spec.host, &mut errors);
+    if let Some(policy) = &spec.traffic_policy {
+        check_policy(&root.field("trafficPolicy"), policy, &mut errors);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let path = root.field("subsets").index(i);
+        if subset.name.is_empty() {
+            errors.push(path.field("name").error("subset name is required"));
+        } else if !is_dns_label(&subset.name) {
+            errors.push(path.field("name").error(format!(
+                "subset name {:?} must be a DNS label (lower-case letters, digits and '-')",
+                subset.name
+            )));
+        } else if !seen.insert(subset.name.as_str()) {
+            errors.push(path.field("name").error(format!("duplicate subset name {:?}", subset.name)));
+        }
+        if let Some(policy) = &subset.traffic_policy {
+            check_policy(&path.field("trafficPolicy"), policy, &mut errors);
+        }
+    }
+    errors
+}
+
+fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError>) {
+    if let Some(lb) = &policy.load_balancer {
+        let lb_path = path.field("loadBalancer");
+        if lb.simple == Some(SimpleLb::Passthrough) {
+            errors.push(not_supported(&lb_path.field("simple"), "PASSTHROUGH load balancing"));
+        }
+        for (field, set) in [
+            ("consistentHash", lb.consistent_hash.is_some()),
+            ("localityLbSetting", lb.locality_lb_setting.is_some()),
+            ("warmup", lb.warmup.is_some()),
+            ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
+        ] {
+            if set {
+                errors.push(not_supported(&lb_path.field(field), field));
+            }
+        }
+    }
+    if let Some(pool) = &policy.connection_pool {
+        check_pool(&path.field("connectionPool"), pool, errors);
+    }
+    if let Some(outlier) = &policy.outlier_detection {
+        check_outlier(&path.field("outlierDetection"), outlier, errors);
+    }
+    if let Some(budget) = &policy.retry_budget {
+        check_budget(&path.field("retryBudget"), budget, errors);
+    }
+    if let Some(tls) = &policy.tls {
+        check_tls(&path.field("tls"), tls, errors);
+    }
+    for (field, set) in [
+        ("portLevelSettings", policy.port_level_settings.is_some()),
+        ("tunnel", policy.tunnel.is_some()),
+        ("proxyProtocol", policy.proxy_protocol.is_some()),
+    ] {
+        if set {
+            errors.push(not_supported(&path.field(field), field));
+        }
+    }
+}
+
+fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<FieldError>) {
+    if let Some(tcp) = &pool.tcp {
+        let tcp_path = path.field("tcp");
+        check_count(&tcp_path.field("maxConnections"), tcp.max_connections, errors);
+        if let Some(timeout) = &tcp.connect_timeout {
+            check_positive_duration(&tcp_path.field("connectTimeout"), timeout, errors);
+        }
+        for (field, set) in [
+            ("tcpKeepalive", tcp.tcp_keepalive.is_some()),
+            ("maxConnectionDuration", tcp.max_connection_duration.is_some()),
+            ("idleTimeout", tcp.idle_timeout.is_some()),
+        ] {
+            if set {
+                errors.push(not_supported(&tcp_path.field(field), field));
+            }
+        }
+    }
+    let Some(http) = &pool.http else { return };
+    let http_path = path.field("http");
+    check_count(&http_path.field("http1MaxPendingRequests"), http.http1_max_pending_requests, errors);
+    check_count(&http_path.field("http2MaxRequests"), http.http2_max_requests, errors);
+    check_count(&http_path.field("maxRetries"), http.max_retries, errors);
+    if let Some(timeout) = &http.idle_timeout {
+        check_positive_duration(&http_path.field("idleTimeout"), timeout, errors);
+    }
+    match http.h2_upgrade_policy.as_deref() {
+        None | Some("DEFAULT" | "DO_NOT_UPGRADE") => {}
+        Some("UPGRADE") => errors.push(not_supported(&http_path.field("h2UpgradePolicy"), "upgrading to HTTP/2")),
+        Some(other) => errors.push(
+            http_path
+                .field("h2UpgradePolicy")
+                .error(format!("{other:?} is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE")),
+        ),
+    }
+    if http.use_client_protocol == Some(false) {
+        errors.push(not_supported(
+            &http_path.field("useClientProtocol"),
+            "a fixed upstream protocol (Weft always speaks the client's)",
+        ));
+    }
+    for (field, set) in [
+        ("maxRequestsPerConnection", http.max_requests_per_connection.is_some()),
+        ("maxConcurrentStreams", http.max_concurrent_streams.is_some()),
+    ] {
+        if set {
+            errors.push(not_supported(&http_path.field(field), field));
+        }
+    }
+}
+
+fn check_outlier(path: &Path, outlier: &OutlierDetection, errors: &mut Vec<FieldError>) {
+    check_count(&path.field("consecutiveErrors"), outlier.consecutive_errors, errors);
+    for (field, value) in [("interval", &outlier.interval), ("baseEjectionTime", &outlier.base_ejection_time)] {
+        if let Some(value) = value {
+            check_positive_duration(&path.field(field), value, errors);
+        }
+    }
+    for (field, value) in
+        [("maxEjectionPercent", outlier.max_ejection_percent), ("minHealthPercent", outlier.min_health_percent)]
+    {
+        if let Some(value) = value
+            && !(0..=100).contains(&value)
+        {
+            errors.push(path.field(field).error(format!("{value} is out of range 0-100")));
+        }
+    }
+}
+
+fn check_budget(path: &Path, budget: &RetryBudget, errors: &mut Vec<FieldError>) {
+    if let Some(percent) = budget.percent {
+        check_percentage(&path.field("percent").field("value"), percent.value, errors);
+    }
+    if budget.budget_interval.is_some() {
+        errors.push(not_supported(&path.field("budgetInterval"), "a retry budget over an interval (budgetInterval)"));
+    }
+}
+
+/// Only `{mode: DISABLE}`: every other TLS setting waits for mutual TLS.
+fn check_tls(path: &Path, tls: &serde_json::Value, errors: &mut Vec<FieldError>) {
+    let Some(fields) = tls.as_object() else {
+        errors.push(path.error("tls must be an object"));
+        return;
+    };
+    for (key, value) in fields {
+        match (key.as_str(), value.as_str()) {
+            ("mode", Some("DISABLE")) => {}
+            ("mode", _) => {
+                errors.push(path.field("mode").error(format!(
+                    "mode {value} is not available yet: Weft has no mutual TLS yet (only mode: DISABLE)"
+                )))
+            }
+            _ => errors.push(not_supported(&path.field(key), &format!("TLS setting {key}"))),
+        }
+    }
+}
+
+/// A count Istio takes as `int32`: not negative (`0` is Istio's "unset").
+fn check_count(path: &Path, value: Option<i32>, errors: &mut Vec<FieldError>) {
+    if let Some(value) = value
+        && value < 0
+    {
+        errors.push(path.error(format!("{value} must not be negative")));
+    }
+}
+
+fn check_positive_duration(path: &Path, text: &str, errors: &mut Vec<FieldError>) {
+    if let Some(duration) = check_duration(path, text, errors)
+        && duration < std::time::Duration::from_millis(1)
+    {
+        errors.push(path.error("must be at least 1ms"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::destination_rule_spec;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let spec: serde_json::Value = serde_saphyr::from_str(yaml).unwrap();
+        destination_rule_spec(&spec).err().unwrap_or_default().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn istios_pool_outlier_and_budget_settings_are_accepted() {
+        let errors = problems(
+            r#"
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: LEAST_CONN}
+  connectionPool:
+    tcp: {maxConnections: 100, connectTimeout: 30ms}
+    http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: DEFAULT}
+  outlierDetection:
+    consecutive5xxErrors: 7
+    consecutiveGatewayErrors: 3
+    consecutiveLocalOriginFailures: 2
+    splitExternalLocalOriginErrors: true
+    interval: 5m
+    baseEjectionTime: 15m
+    maxEjectionPercent: 100
+    minHealthPercent: 50
+  retryBudget: {percent: {value: 25}, minRetryConcurrency: 5}
+  tls: {mode: DISABLE}
+subsets:
+- name: v1
+  labels: {version: v1}
+  trafficPolicy: {connectionPool: {http: {http2MaxRequests: 10}}}
+"#,
+        );
+        assert_eq!(errors, Vec::<String>::new());
+    }
+
+    #[test]
+    fn what_weft_cannot_do_yet_is_refused_by_name_with_every_problem() {
+        let errors = problems(
+            r#"
+host: reviews
+trafficPolicy:
+  loadBalancer: {simple: PASSTHROUGH, consistentHash: {httpHeaderName: x-user}}
+  connectionPool:
+    tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 1s}}
+    http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: 1, useClientProtocol: false}
+  outlierDetection: {maxEjectionPercent: 120, interval: soon}
+  retryBudget: {percent: {value: 150}, budgetInterval: 1s}
+  tls: {mode: ISTIO_MUTUAL, sni: reviews}
+  portLevelSettings: [{port: {number: 80}}]
+"#,
+        );
+        let expected = [
+            "spec.trafficPolicy.loadBalancer.simple: PASSTHROUGH load balancing is not supported by Weft yet",
+            "spec.trafficPolicy.loadBalancer.consistentHash: consistentHash is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: tcpKeepalive is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: upgrading to HTTP/2 is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.useClientProtocol: a fixed upstream protocol (Weft always speaks the client's) is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: maxRequestsPerConnection is not supported by Weft yet",
+            "spec.trafficPolicy.outlierDetection.interval: duration \"soon\" does not start with a non-negative number",
+            "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 120 is out of range 0-100",
+            "spec.trafficPolicy.retryBudget.percent.value: percentage 150 is out of range 0-100",
+            "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
+            "spec.trafficPolicy.tls.mode: mode \"ISTIO_MUTUAL\" is not available yet: Weft has no mutual TLS yet (only mode: DISABLE)",
+            "spec.trafficPolicy.tls.sni: TLS setting sni is not supported by Weft yet",
+            "spec.trafficPolicy.portLevelSettings: portLevelSettings is not supported by Weft yet",
+        ];
+        assert_eq!(errors, expected);
+    }
+}

@@ -1,0 +1,139 @@
+//! A DestinationRule's traffic policy as Envoy cluster fields, as Istio writes them: the connection pool as
+//! circuit breaker thresholds (every limit written, unset ones at the maximum, so Envoy's low defaults never
+//! apply), the retry budget, outlier detection (success-rate ejection off), the panic threshold, the upstream
+//! idle timeout.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
+    circuit_breakers::thresholds::RetryBudget as EnvoyBudget, cluster::CommonLbConfig,
+};
+use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as CommonHttpOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::UInt32Value;
+use weft_crds::TrafficPolicy;
+use weft_crds::destination_rule::{OutlierDetection, RetryBudget};
+use weft_crds::duration::parse_duration;
+use weft_xds::pack;
+
+use super::super::duration;
+
+/// Where Envoy reads upstream HTTP options (`typed_extension_protocol_options` key).
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// Weft's retry budget where a DestinationRule sets none: Envoy's `retry_budget` defaults. (Istio leaves retries
+/// unbounded then; Weft does not let retries multiply load during an outage.)
+const DEFAULT_BUDGET_PERCENT: f64 = 20.0;
+const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
+
+/// A subset's policy over its rule's, as Istio merges them: each setting the subset has replaces the rule's whole
+/// (load balancer, connection pool, outlier detection, retry budget, TLS); the others are the rule's.
+pub(super) fn merge(subset: &TrafficPolicy, rule: Option<&TrafficPolicy>) -> TrafficPolicy {
+    let Some(rule) = rule else { return subset.clone() };
+    TrafficPolicy {
+        load_balancer: subset.load_balancer.clone().or_else(|| rule.load_balancer.clone()),
+        connection_pool: subset.connection_pool.clone().or_else(|| rule.connection_pool.clone()),
+        outlier_detection: subset.outlier_detection.clone().or_else(|| rule.outlier_detection.clone()),
+        retry_budget: subset.retry_budget.clone().or_else(|| rule.retry_budget.clone()),
+        tls: subset.tls.clone().or_else(|| rule.tls.clone()),
+        ..subset.clone()
+    }
+}
+
+/// Sets the policy's fields on `cluster`.
+pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>) {
+    cluster.circuit_breakers = Some(circuit_breakers(policy));
+    let pool = policy.and_then(|p| p.connection_pool.as_ref());
+    let connect = pool.and_then(|p| p.tcp.as_ref()).and_then(|t| t.connect_timeout.as_deref());
+    if let Some(timeout) = connect.and_then(|t| parse_duration(t).ok()) {
+        cluster.connect_timeout = Some(duration(timeout));
+    }
+    let idle =
+        pool.and_then(|p| p.http.as_ref()).and_then(|h| h.idle_timeout.as_deref()).and_then(|t| parse_duration(t).ok());
+    if let Some(idle) = idle {
+        cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&http_options(idle)));
+    }
+    if let Some(outlier) = policy.and_then(|p| p.outlier_detection.as_ref()) {
+        cluster.outlier_detection = Some(outlier_detection(outlier));
+        // Istio: the panic threshold is `minHealthPercent`, 0 (never panic) when unset.
+        let threshold = f64::from(outlier.min_health_percent.unwrap_or(0).max(0));
+        cluster.common_lb_config =
+            Some(CommonLbConfig { healthy_panic_threshold: Some(Percent { value: threshold }), ..Default::default() });
+    }
+}
+
+fn circuit_breakers(policy: Option<&TrafficPolicy>) -> CircuitBreakers {
+    let pool = policy.and_then(|p| p.connection_pool.as_ref());
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    // Istio: unset or 0 is no limit (the largest value), never Envoy's defaults of 1024 and 3.
+    let limit =
+        |value: Option<i32>| Some(UInt32Value { value: value.filter(|v| *v > 0).map_or(u32::MAX, |v| v as u32) });
+    let budget = policy.and_then(|p| p.retry_budget.as_ref());
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_connections: limit(tcp.and_then(|t| t.max_connections)),
+            max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+            max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+            max_retries: limit(http.and_then(|h| h.max_retries)),
+            retry_budget: Some(retry_budget(budget)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn retry_budget(budget: Option<&RetryBudget>) -> EnvoyBudget {
+    let percent = budget.and_then(|b| b.percent).map_or(DEFAULT_BUDGET_PERCENT, |p| p.value);
+    let min = budget.and_then(|b| b.min_retry_concurrency).unwrap_or(DEFAULT_MIN_RETRY_CONCURRENCY);
+    EnvoyBudget {
+        budget_percent: Some(Percent { value: percent }),
+        min_retry_concurrency: Some(UInt32Value { value: min }),
+        ..Default::default()
+    }
+}
+
+/// As Istio's translation: each consecutive-error ejection enforced at 100% when its count is positive, success
+/// rate ejection off; the deprecated `consecutiveErrors` counts gateway errors.
+fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
+    let count = |value: u32| Some(UInt32Value { value });
+    let enforcing = |value: u32| Some(UInt32Value { value: if value > 0 { 100 } else { 0 } });
+    let gateway = o.consecutive_gateway_errors.or(o.consecutive_errors.filter(|e| *e > 0).map(|e| e as u32));
+    let mut out = EnvoyOutlier { enforcing_success_rate: count(0), ..Default::default() };
+    if let Some(n) = o.consecutive_5xx_errors {
+        (out.consecutive_5xx, out.enforcing_consecutive_5xx) = (count(n), enforcing(n));
+    }
+    if let Some(n) = gateway {
+        (out.consecutive_gateway_failure, out.enforcing_consecutive_gateway_failure) = (count(n), enforcing(n));
+    }
+    if o.split_external_local_origin_errors == Some(true) {
+        out.split_external_local_origin_errors = true;
+        if let Some(n) = o.consecutive_local_origin_failures.filter(|n| *n > 0) {
+            (out.consecutive_local_origin_failure, out.enforcing_consecutive_local_origin_failure) =
+                (count(n), enforcing(n));
+        }
+        out.enforcing_local_origin_success_rate = count(0);
+    }
+    let parse = |text: &Option<String>| text.as_deref().and_then(|t| parse_duration(t).ok()).map(duration);
+    out.interval = parse(&o.interval);
+    out.base_ejection_time = parse(&o.base_ejection_time);
+    if let Some(percent) = o.max_ejection_percent.filter(|p| *p > 0) {
+        out.max_ejection_percent = count(percent as u32);
+    }
+    out
+}
+
+fn http_options(idle: Duration) -> HttpProtocolOptions {
+    HttpProtocolOptions {
+        common_http_protocol_options: Some(CommonHttpOptions {
+            idle_timeout: Some(duration(idle)),
+            ..Default::default()
+        }),
+        // Weft's upstream protocol follows the client's, as Istio's `useClientProtocol`.
+        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            Default::default(),
+        )),
+        ..Default::default()
+    }
+}

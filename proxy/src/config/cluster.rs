@@ -1,0 +1,78 @@
+//! A cluster's plain config beyond balancing: its limits (Envoy's circuit breakers), retry budget, outlier
+//! detection and upstream connection settings. Read by `upstream`.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::duration_ms;
+use super::policy::optional_ms;
+
+/// Envoy's circuit breaker defaults, where a cluster says nothing.
+pub const ENVOY_DEFAULT_MAX: u32 = 1024;
+pub const ENVOY_DEFAULT_MAX_RETRIES: u32 = 3;
+
+/// How many requests and retries may be in flight to the cluster; beyond, the proxy answers `503` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: ENVOY_DEFAULT_MAX,
+            max_pending_requests: ENVOY_DEFAULT_MAX,
+            max_requests: ENVOY_DEFAULT_MAX,
+            max_retries: ENVOY_DEFAULT_MAX_RETRIES,
+        }
+    }
+}
+
+impl Limits {
+    /// Requests that may be in flight: for HTTP/2, `max_requests` (streams); for HTTP/1.1, one per connection
+    /// plus those waiting for one (`max_connections + max_pending_requests`), as Envoy's breakers bound them.
+    pub fn max_in_flight(&self, http2: bool) -> u64 {
+        if http2 {
+            u64::from(self.max_requests)
+        } else {
+            u64::from(self.max_connections) + u64::from(self.max_pending_requests)
+        }
+    }
+}
+
+/// Retries in flight may be `percent` of requests in flight, and at least `min_concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BudgetConfig {
+    pub percent: f64,
+    pub min_concurrency: u32,
+}
+
+/// Envoy's consecutive-error outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OutlierPolicy {
+    /// 5xx answers (and local-origin failures unless split) in a row that eject; `None`: off.
+    pub consecutive_5xx: Option<u32>,
+    /// 502/503/504 answers (and local-origin failures unless split) in a row that eject; `None`: off.
+    pub consecutive_gateway: Option<u32>,
+    /// Local-origin failures (connect failures, resets) counted apart, ejecting after this many; needs `split`.
+    pub consecutive_local_origin: Option<u32>,
+    pub split_local_origin: bool,
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    #[serde(with = "duration_ms")]
+    pub base_ejection_time: Duration,
+    #[serde(with = "duration_ms")]
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// Upstream connection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Connections {
+    #[serde(serialize_with = "optional_ms")]
+    pub idle_timeout: Option<Duration>,
+}

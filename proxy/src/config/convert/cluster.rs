@@ -1,0 +1,144 @@
+//! Clusters -> plain cluster config: balancing, connect timeout, circuit breakers (limits, retry budget),
+//! outlier detection, panic threshold, upstream HTTP options. What the proxy cannot honour is refused.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, circuit_breakers, cluster};
+use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use weft_xds::lb::LbAlgorithm;
+
+use super::{ConfigError, reject, to_duration};
+use crate::config::ClusterConfig;
+use crate::config::cluster::{
+    BudgetConfig, Connections, ENVOY_DEFAULT_MAX, ENVOY_DEFAULT_MAX_RETRIES, Limits, OutlierPolicy,
+};
+
+/// Envoy's defaults where a field is unset.
+const ENVOY_DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ENVOY_DEFAULT_PANIC_THRESHOLD: f64 = 50.0;
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+impl TryFrom<&Cluster> for ClusterConfig {
+    type Error = ConfigError;
+
+    fn try_from(c: &Cluster) -> Result<Self, ConfigError> {
+        let err = |m: String| reject("cluster", &c.name, m);
+        let is_eds = matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32);
+        if !is_eds {
+            return Err(err("only EDS clusters are supported".into()));
+        }
+        let connect_timeout = match &c.connect_timeout {
+            Some(d) => to_duration(d).map_err(err)?,
+            None => ENVOY_DEFAULT_CONNECT_TIMEOUT,
+        };
+        let eds_name = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
+        let eds_name = if eds_name.is_empty() { c.name.clone() } else { eds_name };
+        let (limits, retry_budget) = breakers(c).map_err(err)?;
+        let panic_threshold = c
+            .common_lb_config
+            .as_ref()
+            .and_then(|l| l.healthy_panic_threshold.as_ref())
+            .map_or(ENVOY_DEFAULT_PANIC_THRESHOLD, |p| p.value.clamp(0.0, 100.0));
+        Ok(Self {
+            name: c.name.clone(),
+            lb: lb_algorithm(c).map_err(err)?,
+            connect_timeout,
+            eds_name,
+            limits,
+            retry_budget,
+            outlier: c.outlier_detection.as_ref().map(outlier).transpose().map_err(err)?,
+            panic_threshold,
+            connections: connections(c).map_err(err)?,
+        })
+    }
+}
+
+fn lb_algorithm(c: &Cluster) -> Result<LbAlgorithm, String> {
+    match &c.load_balancing_policy {
+        Some(policy) => LbAlgorithm::from_policy(policy)
+            .ok_or_else(|| "none of the load_balancing_policy entries is supported".into()),
+        None => match cluster::LbPolicy::try_from(c.lb_policy) {
+            Ok(cluster::LbPolicy::RoundRobin) => Ok(LbAlgorithm::RoundRobin),
+            Ok(cluster::LbPolicy::LeastRequest) => Ok(LbAlgorithm::LeastRequest),
+            Ok(cluster::LbPolicy::Random) => Ok(LbAlgorithm::Random),
+            other => Err(format!("lb_policy {other:?} is not supported")),
+        },
+    }
+}
+
+/// The default-priority thresholds (the only priority Weft routes with); Envoy's defaults when absent.
+fn breakers(c: &Cluster) -> Result<(Limits, Option<BudgetConfig>), String> {
+    let Some(breakers) = &c.circuit_breakers else { return Ok((Limits::default(), None)) };
+    if !breakers.per_host_thresholds.is_empty() {
+        return Err("per-host circuit breakers are not supported".into());
+    }
+    let default = breakers.thresholds.iter().find(|t| t.priority == RoutingPriority::Default as i32);
+    let Some(t) = default else { return Ok((Limits::default(), None)) };
+    let value = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>, default: u32| {
+        v.as_ref().map_or(default, |v| v.value)
+    };
+    let limits = Limits {
+        max_connections: value(&t.max_connections, ENVOY_DEFAULT_MAX),
+        max_pending_requests: value(&t.max_pending_requests, ENVOY_DEFAULT_MAX),
+        max_requests: value(&t.max_requests, ENVOY_DEFAULT_MAX),
+        max_retries: value(&t.max_retries, ENVOY_DEFAULT_MAX_RETRIES),
+    };
+    Ok((limits, t.retry_budget.as_ref().map(budget)))
+}
+
+/// Envoy's retry budget defaults: 20%, at least 3.
+fn budget(b: &circuit_breakers::thresholds::RetryBudget) -> BudgetConfig {
+    BudgetConfig {
+        percent: b.budget_percent.as_ref().map_or(20.0, |p| p.value.clamp(0.0, 100.0)),
+        min_concurrency: b.min_retry_concurrency.as_ref().map_or(3, |m| m.value),
+    }
+}
+
+/// Consecutive-error ejection, with Envoy's defaults (5 5xx enforced, 5 gateway errors not enforced, 10 s, 30 s,
+/// 10%, at most 300 s); success-rate and failure-percentage ejection must be off.
+fn outlier(o: &OutlierDetection) -> Result<OutlierPolicy, String> {
+    let value = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>, default: u32| {
+        v.as_ref().map_or(default, |v| v.value)
+    };
+    if value(&o.enforcing_success_rate, 100) > 0 || value(&o.enforcing_failure_percentage, 0) > 0 {
+        return Err("success-rate and failure-percentage outlier detection are not supported".into());
+    }
+    // A count ejects when positive and enforced.
+    let ejecting = |count: u32, enforcing: u32| (count > 0 && enforcing > 0).then_some(count);
+    let split = o.split_external_local_origin_errors;
+    let duration = |d: &Option<envoy_types::pb::google::protobuf::Duration>, default: Duration| {
+        d.as_ref().map_or(Ok(default), to_duration)
+    };
+    let base = duration(&o.base_ejection_time, Duration::from_secs(30))?;
+    Ok(OutlierPolicy {
+        consecutive_5xx: ejecting(value(&o.consecutive_5xx, 5), value(&o.enforcing_consecutive_5xx, 100)),
+        consecutive_gateway: ejecting(
+            value(&o.consecutive_gateway_failure, 5),
+            value(&o.enforcing_consecutive_gateway_failure, 0),
+        ),
+        consecutive_local_origin: ejecting(
+            value(&o.consecutive_local_origin_failure, 5),
+            value(&o.enforcing_consecutive_local_origin_failure, 100),
+        )
+        .filter(|_| split),
+        split_local_origin: split,
+        interval: duration(&o.interval, Duration::from_secs(10))?,
+        base_ejection_time: base,
+        max_ejection_time: duration(&o.max_ejection_time, Duration::from_secs(300))?.max(base),
+        max_ejection_percent: value(&o.max_ejection_percent, 10).min(100),
+    })
+}
+
+fn connections(c: &Cluster) -> Result<Connections, String> {
+    let mut idle_timeout = None;
+    for (name, any) in &c.typed_extension_protocol_options {
+        if name != HTTP_PROTOCOL_OPTIONS {
+            return Err(format!("protocol options {name:?} are not supported"));
+        }
+        let options: HttpProtocolOptions = weft_xds::unpack(any).map_err(|e| e.to_string())?;
+        let common = options.common_http_protocol_options.unwrap_or_default();
+        idle_timeout = common.idle_timeout.as_ref().map(to_duration).transpose()?;
+    }
+    Ok(Connections { idle_timeout })
+}
