@@ -300,3 +300,103 @@ async fn grpc_clients_get_grpc_statuses_and_their_deadline() {
     assert_eq!(late["grpc-status"], "14", "a passed deadline is the proxy's timeout, in gRPC's shape");
     assert!(took < Duration::from_secs(3), "the client's 300 ms deadline, not the backend's 3 s: {took:?}");
 }
+
+/// A Service `app` whose pods are `backends` (one pod each, on their own ports).
+fn service_with_pods(backends: &[SocketAddr]) -> String {
+    let mut yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: default}\n\
+                    spec:\n  selector: {app: app}\n  ports: [{name: http, port: 80, targetPort: http}]\n"
+        .to_string();
+    for (i, backend) in backends.iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: app-{i}, namespace: default, labels: {{app: app}}}}\n\
+             spec: {{containers: [{{name: app, image: app, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
+             status: {{podIP: {}}}\n",
+            backend.port(),
+            backend.ip()
+        );
+    }
+    yaml
+}
+
+async fn mesh_of(backends: &[SocketAddr], rules: &str) -> (Proxy, Operator) {
+    let xds = free_port();
+    let operator =
+        Operator::start_with(xds, backends[0], &format!("{}---\n{rules}", service_with_pods(backends))).await;
+    let proxy = Proxy::start(xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    (proxy, operator)
+}
+
+const NO_RETRIES: &str = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app]\n  http: [{route: [{destination: {host: app}}], retries: {attempts: 0}}]\n";
+
+#[tokio::test]
+async fn a_failing_endpoint_is_ejected_then_comes_back_after_its_ejection_time() {
+    let sick = Scripted::start(Script::Fail(503)).await;
+    let healthy = Scripted::start(Script::Echo).await;
+    let rules = concat!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
+        "spec:\n  host: app\n  trafficPolicy:\n",
+        "    outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}\n",
+    )
+    .to_string()
+        + NO_RETRIES;
+    let (proxy, _operator) = mesh_of(&[sick.address, healthy.address], &rules).await;
+    let mut failed = 0;
+    for _ in 0..40 {
+        failed += usize::from(get(proxy.outbound, "/").await.status == StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        (sick.received(), failed),
+        (3, 3),
+        "three 503s in a row, then ejected: the rest went to the healthy one"
+    );
+    let ejected_at = Instant::now();
+    let until = ejected_at + Duration::from_secs(15);
+    while sick.received() == 3 {
+        assert!(Instant::now() < until, "the ejected endpoint never came back");
+        get(proxy.outbound, "/").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ejected_at.elapsed() >= Duration::from_millis(1900), "back only after the base ejection time");
+}
+
+#[tokio::test]
+async fn a_connection_pool_limit_turns_excess_concurrency_into_fast_503s() {
+    let backend = Scripted::start(Script::Slow(Duration::from_millis(600))).await;
+    let rules = concat!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
+        "spec:\n  host: app\n  trafficPolicy:\n",
+        "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
+    )
+    .to_string()
+        + NO_RETRIES;
+    let (proxy, _operator) = mesh_of(&[backend.address], &rules).await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let to = proxy.outbound;
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = get(to, "/").await;
+                (answer, started.elapsed())
+            })
+        })
+        .collect();
+    let (mut admitted, mut overflowed) = (0, 0);
+    for call in calls {
+        let (answer, took) = call.await.unwrap();
+        if answer.status == StatusCode::OK {
+            admitted += 1;
+            assert!(took >= Duration::from_millis(600));
+        } else {
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.headers["x-envoy-overloaded"], "true");
+            assert!(took < Duration::from_millis(600), "refused at once, not queued: {took:?}");
+            overflowed += 1;
+        }
+    }
+    assert_eq!((admitted, overflowed), (2, 8), "one connection plus one pending request in flight");
+    let metrics = proxy.metrics().await;
+    let overflow =
+        r#"weft_proxy_route_events_total{cluster="outbound|80||app.default.svc.cluster.local",event="overflow"}"#;
+    assert_eq!(sample(&metrics, overflow), 8.0);
+}
