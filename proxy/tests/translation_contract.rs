@@ -128,4 +128,11 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     assert_eq!(plain.limits.max_requests, u32::MAX, "no limit unless a rule sets one (Istio), not Envoy's 1024");
     assert!(plain.retry_budget.is_some(), "Weft's default retry budget");
     assert!(plain.outlier.is_none());
+    let admin = clusters.iter().find(|c| c.name == "outbound|9090||ratings.default.svc.cluster.local").unwrap();
+    assert_eq!(
+        (admin.lb, admin.limits.max_requests),
+        (weft_xds::lb::LbAlgorithm::RoundRobin, 2),
+        "the port's settings"
+    );
+    assert_eq!(admin.outlier, whole.outlier, "the rest from the rule");
 }

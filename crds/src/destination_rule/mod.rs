@@ -61,10 +61,9 @@ pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "policy::free_form")]
     pub tls: Option<serde_json::Value>,
-    /// Per-port overrides. Not supported by Weft yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub port_level_settings: Option<serde_json::Value>,
+    /// Per-port overrides of this policy's settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
     /// Not supported by Weft yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "policy::free_form")]
@@ -73,6 +72,23 @@ pub struct TrafficPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "policy::free_form")]
     pub proxy_protocol: Option<serde_json::Value>,
+}
+
+/// A policy for one port of the host: each setting it has replaces the enclosing policy's for that port.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortTrafficPolicy {
+    pub port: Option<crate::PortSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancerSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Only `{mode: DISABLE}` until mutual TLS lands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "policy::free_form")]
+    pub tls: Option<serde_json::Value>,
 }
 
 /// Load-balancing algorithm. Unset: power-of-two-choices over peak-EWMA latency (Weft's default).

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use super::{check_duration, check_host, check_percentage, is_dns_label, not_supported};
-use crate::destination_rule::{ConnectionPoolSettings, OutlierDetection, RetryBudget, SimpleLb, TrafficPolicy};
+use crate::destination_rule::{
+    ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
+};
 use crate::field_path::Path;
 use crate::{DestinationRuleSpec, FieldError};
 
@@ -64,15 +66,35 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
     if let Some(tls) = &policy.tls {
         check_tls(&path.field("tls"), tls, errors);
     }
-    for (field, set) in [
-        ("portLevelSettings", policy.port_level_settings.is_some()),
-        ("tunnel", policy.tunnel.is_some()),
-        ("proxyProtocol", policy.proxy_protocol.is_some()),
-    ] {
+    let mut ports = BTreeSet::new();
+    for (i, level) in policy.port_level_settings.iter().enumerate() {
+        check_port_level(&path.field("portLevelSettings").index(i), level, &mut ports, errors);
+    }
+    for (field, set) in [("tunnel", policy.tunnel.is_some()), ("proxyProtocol", policy.proxy_protocol.is_some())] {
         if set {
             errors.push(not_supported(&path.field(field), field));
         }
     }
+}
+
+fn check_port_level(path: &Path, level: &PortTrafficPolicy, seen: &mut BTreeSet<u32>, errors: &mut Vec<FieldError>) {
+    match level.port.map(|p| p.number) {
+        None => errors.push(path.field("port").error("a port is required")),
+        Some(n) if !(1..=65535).contains(&n) => {
+            errors.push(path.field("port").field("number").error(format!("port {n} is out of range 1-65535")));
+        }
+        Some(n) if !seen.insert(n) => errors.push(path.field("port").error(format!("port {n} has settings already"))),
+        Some(_) => {}
+    }
+    // The same checks as the enclosing policy's, field by field.
+    let as_policy = TrafficPolicy {
+        load_balancer: level.load_balancer.clone(),
+        connection_pool: level.connection_pool.clone(),
+        outlier_detection: level.outlier_detection.clone(),
+        tls: level.tls.clone(),
+        ..TrafficPolicy::default()
+    };
+    check_policy(path, &as_policy, errors);
 }
 
 fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<FieldError>) {
@@ -218,6 +240,10 @@ trafficPolicy:
     minHealthPercent: 50
   retryBudget: {percent: {value: 25}, minRetryConcurrency: 5}
   tls: {mode: DISABLE}
+  portLevelSettings:
+  - port: {number: 9080}
+    loadBalancer: {simple: ROUND_ROBIN}
+    connectionPool: {http: {http2MaxRequests: 20}}
 subsets:
 - name: v1
   labels: {version: v1}
@@ -240,7 +266,7 @@ trafficPolicy:
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
   tls: {mode: ISTIO_MUTUAL, sni: reviews}
-  portLevelSettings: [{port: {number: 80}}]
+  portLevelSettings: [{port: {number: 80}}, {port: {number: 80}, connectionPool: {http: {http2MaxRequests: -2}}}]
 "#,
         );
         let expected = [
@@ -258,7 +284,8 @@ trafficPolicy:
             "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
             "spec.trafficPolicy.tls.mode: mode \"ISTIO_MUTUAL\" is not available yet: Weft has no mutual TLS yet (only mode: DISABLE)",
             "spec.trafficPolicy.tls.sni: TLS setting sni is not supported by Weft yet",
-            "spec.trafficPolicy.portLevelSettings: portLevelSettings is not supported by Weft yet",
+            "spec.trafficPolicy.portLevelSettings[1].port: port 80 has settings already",
+            "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
         ];
         assert_eq!(errors, expected);
     }

@@ -42,12 +42,16 @@ pub(super) fn of_service(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cl
     let mut assignments = Vec::new();
     for port in &service.ports {
         let name = cluster_name(&fqdn, port.port, "");
-        clusters.push(cluster(&name, default_policy));
+        let own = policy::for_port(default_policy.cloned(), port.port);
+        clusters.push(cluster(&name, own.as_ref()));
         assignments.push(assignment(&name, port.endpoints.iter()));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
-            let merged = subset.traffic_policy.as_ref().map(|own| policy::merge(own, default_policy));
-            clusters.push(cluster(&name, merged.as_ref().or(default_policy)));
+            let merged = match &subset.traffic_policy {
+                Some(own) => Some(policy::merge(own, default_policy)),
+                None => default_policy.cloned(),
+            };
+            clusters.push(cluster(&name, policy::for_port(merged, port.port).as_ref()));
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
             assignments.push(assignment(&name, members));

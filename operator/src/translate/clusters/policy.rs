@@ -37,8 +37,28 @@ pub(super) fn merge(subset: &TrafficPolicy, rule: Option<&TrafficPolicy>) -> Tra
         outlier_detection: subset.outlier_detection.clone().or_else(|| rule.outlier_detection.clone()),
         retry_budget: subset.retry_budget.clone().or_else(|| rule.retry_budget.clone()),
         tls: subset.tls.clone().or_else(|| rule.tls.clone()),
+        port_level_settings: if subset.port_level_settings.is_empty() {
+            rule.port_level_settings.clone()
+        } else {
+            subset.port_level_settings.clone()
+        },
         ..subset.clone()
     }
+}
+
+/// The policy for one port: the settings of its `portLevelSettings` entry replace the policy's, as Istio applies
+/// them after merging a subset's.
+pub(super) fn for_port(policy: Option<TrafficPolicy>, port: u16) -> Option<TrafficPolicy> {
+    let mut policy = policy?;
+    let level =
+        policy.port_level_settings.iter().find(|l| l.port.is_some_and(|p| p.number == u32::from(port))).cloned();
+    if let Some(level) = level {
+        policy.load_balancer = level.load_balancer.or(policy.load_balancer);
+        policy.connection_pool = level.connection_pool.or(policy.connection_pool);
+        policy.outlier_detection = level.outlier_detection.or(policy.outlier_detection);
+        policy.tls = level.tls.or(policy.tls);
+    }
+    Some(policy)
 }
 
 /// Sets the policy's fields on `cluster`.
