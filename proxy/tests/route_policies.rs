@@ -400,3 +400,26 @@ async fn a_connection_pool_limit_turns_excess_concurrency_into_fast_503s() {
         r#"weft_proxy_route_events_total{cluster="outbound|80||app.default.svc.cluster.local",event="overflow"}"#;
     assert_eq!(sample(&metrics, overflow), 8.0);
 }
+
+#[tokio::test]
+async fn a_consistent_hash_keeps_each_user_on_one_backend() {
+    let backends =
+        [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    let rules = concat!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
+        "spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n",
+    );
+    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let mut served_by = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for i in 0..1000 {
+        let user = format!("user-{}", i % 100);
+        let answer = send(proxy.outbound, Method::GET, "/", &[("x-user", &user)], Bytes::new()).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let backend = answer.headers["x-served-by"].to_str().unwrap().to_string();
+        served_by.entry(user).or_default().insert(backend);
+    }
+    assert!(served_by.values().all(|b| b.len() == 1), "every user stays on one backend");
+    let used: std::collections::BTreeSet<&String> = served_by.values().flatten().collect();
+    assert_eq!(used.len(), 3, "the users spread over all three backends");
+}

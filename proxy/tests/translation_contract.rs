@@ -129,10 +129,11 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     assert!(plain.retry_budget.is_some(), "Weft's default retry budget");
     assert!(plain.outlier.is_none());
     let admin = clusters.iter().find(|c| c.name == "outbound|9090||ratings.default.svc.cluster.local").unwrap();
-    assert_eq!(
-        (admin.lb, admin.limits.max_requests),
-        (weft_xds::lb::LbAlgorithm::RoundRobin, 2),
-        "the port's settings"
-    );
+    assert_eq!((admin.lb, admin.ring_size), (weft_xds::lb::LbAlgorithm::RingHash, 4096), "the port's balancing");
+    assert_eq!(admin.limits.max_requests, 2, "the port's pool");
+    let tables = tables("policies.yaml", "default");
+    let route = route(&tables, "9090", "default");
+    let Action::Forward(action) = &route.action else { panic!("{:?}", route.action) };
+    assert_eq!(action.hash_policy, [weft_proxy::config::policy::HashPolicy::Cookie("session".into())]);
     assert_eq!(admin.outlier, whole.outlier, "the rest from the rule");
 }

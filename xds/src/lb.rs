@@ -6,7 +6,7 @@
 use envoy_types::pb::envoy::config::cluster::v3::{LoadBalancingPolicy, load_balancing_policy::Policy};
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::{
-    least_request::v3::LeastRequest, random::v3::Random, round_robin::v3::RoundRobin,
+    least_request::v3::LeastRequest, random::v3::Random, ring_hash::v3::RingHash, round_robin::v3::RoundRobin,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
@@ -37,7 +37,13 @@ pub enum LbAlgorithm {
     LeastRequest,
     RoundRobin,
     Random,
+    /// Consistent hashing over a ring (Istio's `consistentHash`): requests with the same hash key go to the same
+    /// endpoint, and few keys move when endpoints change.
+    RingHash,
 }
+
+/// Envoy's and Istio's default smallest ring.
+pub const DEFAULT_RING_SIZE: u64 = 1024;
 
 impl LbAlgorithm {
     /// The `load_balancing_policy` list announcing this algorithm.
@@ -50,6 +56,7 @@ impl LbAlgorithm {
             Self::LeastRequest => vec![("envoy.load_balancing_policies.least_request", pack(&LeastRequest::default()))],
             Self::RoundRobin => vec![("envoy.load_balancing_policies.round_robin", pack(&RoundRobin::default()))],
             Self::Random => vec![("envoy.load_balancing_policies.random", pack(&Random::default()))],
+            Self::RingHash => return ring_hash_policy(DEFAULT_RING_SIZE),
         };
         LoadBalancingPolicy {
             policies: entries
@@ -62,6 +69,15 @@ impl LbAlgorithm {
                 })
                 .collect(),
         }
+    }
+
+    /// The ring size of a ring-hash policy list (its first ring-hash entry); `None` for other policies.
+    pub fn ring_size(policy: &LoadBalancingPolicy) -> Option<u64> {
+        policy.policies.iter().find_map(|p| {
+            let any = p.typed_extension_config.as_ref()?.typed_config.as_ref()?;
+            let ring: RingHash = crate::unpack(any).ok()?;
+            Some(ring.minimum_ring_size.map_or(DEFAULT_RING_SIZE, |s| s.value))
+        })
     }
 
     /// The first policy of the list that Weft implements, as Envoy chooses; `None` when there is none.
@@ -78,9 +94,26 @@ impl LbAlgorithm {
             (LeastRequest::type_url(), Self::LeastRequest),
             (RoundRobin::type_url(), Self::RoundRobin),
             (Random::type_url(), Self::Random),
+            (RingHash::type_url(), Self::RingHash),
         ]
         .into_iter()
         .find_map(|(known, algo)| (known == url).then_some(algo))
+    }
+}
+
+/// A ring-hash policy list with this smallest ring.
+pub fn ring_hash_policy(minimum_ring_size: u64) -> LoadBalancingPolicy {
+    let ring = RingHash {
+        minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: minimum_ring_size }),
+        ..Default::default()
+    };
+    LoadBalancingPolicy {
+        policies: vec![Policy {
+            typed_extension_config: Some(TypedExtensionConfig {
+                name: "envoy.load_balancing_policies.ring_hash".to_string(),
+                typed_config: Some(pack(&ring)),
+            }),
+        }],
     }
 }
 
@@ -90,9 +123,21 @@ mod tests {
 
     #[test]
     fn every_algorithm_round_trips() {
-        for algo in [LbAlgorithm::PeakEwma, LbAlgorithm::LeastRequest, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
+        for algo in [
+            LbAlgorithm::PeakEwma,
+            LbAlgorithm::LeastRequest,
+            LbAlgorithm::RoundRobin,
+            LbAlgorithm::Random,
+            LbAlgorithm::RingHash,
+        ] {
             assert_eq!(LbAlgorithm::from_policy(&algo.to_policy()), Some(algo));
         }
+    }
+
+    #[test]
+    fn a_ring_carries_its_size() {
+        assert_eq!(LbAlgorithm::ring_size(&ring_hash_policy(4096)), Some(4096));
+        assert_eq!(LbAlgorithm::ring_size(&LbAlgorithm::Random.to_policy()), None);
     }
 
     #[test]

@@ -97,10 +97,10 @@ pub struct PortTrafficPolicy {
 pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
-    /// Not supported by Weft yet.
+    /// Sticky balancing: requests with the same key (a header, a cookie, a query parameter) go to the same
+    /// endpoint while it is there. Not with `simple`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub consistent_hash: Option<serde_json::Value>,
+    pub consistent_hash: Option<policy::ConsistentHash>,
     /// Not supported by Weft yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "policy::free_form")]

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{check_duration, check_host, check_percentage, is_dns_label, not_supported};
+use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
     ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
 };
@@ -43,8 +44,13 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
         if lb.simple == Some(SimpleLb::Passthrough) {
             errors.push(not_supported(&lb_path.field("simple"), "PASSTHROUGH load balancing"));
         }
+        if let Some(hash) = &lb.consistent_hash {
+            check_hash(&lb_path.field("consistentHash"), hash, errors);
+            if lb.simple.is_some() {
+                errors.push(lb_path.error("only one of simple or consistentHash may be set"));
+            }
+        }
         for (field, set) in [
-            ("consistentHash", lb.consistent_hash.is_some()),
             ("localityLbSetting", lb.locality_lb_setting.is_some()),
             ("warmup", lb.warmup.is_some()),
             ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
@@ -74,6 +80,43 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
         if set {
             errors.push(not_supported(&path.field(field), field));
         }
+    }
+}
+
+fn check_hash(path: &Path, hash: &ConsistentHash, errors: &mut Vec<FieldError>) {
+    let keys = [
+        hash.http_header_name.is_some(),
+        hash.http_cookie.is_some(),
+        hash.use_source_ip.is_some(),
+        hash.http_query_parameter_name.is_some(),
+    ];
+    if keys.iter().filter(|k| **k).count() != 1 {
+        errors.push(
+            path.error("exactly one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName is required"),
+        );
+    }
+    if let Some(name) = &hash.http_header_name
+        && super::http_header_name_is_invalid(name)
+    {
+        errors.push(path.field("httpHeaderName").error(format!("{name:?} is not a valid HTTP header name")));
+    }
+    if let Some(cookie) = &hash.http_cookie {
+        if cookie.name.is_empty() {
+            errors.push(path.field("httpCookie").field("name").error("a cookie name is required"));
+        }
+        if cookie.ttl.is_some() {
+            errors.push(not_supported(&path.field("httpCookie").field("ttl"), "generating the cookie (ttl)"));
+        }
+    }
+    if hash.use_source_ip.is_some() {
+        errors.push(not_supported(&path.field("useSourceIp"), "hashing on the client's address (useSourceIp)"));
+    }
+    if hash.maglev.is_some() {
+        errors.push(not_supported(&path.field("maglev"), "Maglev (use ringHash)"));
+    }
+    let size = hash.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(hash.minimum_ring_size);
+    if size.is_some_and(|s| s == 0 || s > 8 * 1024 * 1024) {
+        errors.push(path.field("ringHash").field("minimumRingSize").error("must be between 1 and 8388608"));
     }
 }
 
@@ -242,7 +285,7 @@ trafficPolicy:
   tls: {mode: DISABLE}
   portLevelSettings:
   - port: {number: 9080}
-    loadBalancer: {simple: ROUND_ROBIN}
+    loadBalancer: {consistentHash: {httpCookie: {name: session}, ringHash: {minimumRingSize: 4096}}}
     connectionPool: {http: {http2MaxRequests: 20}}
 subsets:
 - name: v1
@@ -259,7 +302,7 @@ subsets:
             r#"
 host: reviews
 trafficPolicy:
-  loadBalancer: {simple: PASSTHROUGH, consistentHash: {httpHeaderName: x-user}}
+  loadBalancer: {simple: PASSTHROUGH, consistentHash: {useSourceIp: true}}
   connectionPool:
     tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 1s}}
     http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: 1, useClientProtocol: false}
@@ -271,7 +314,8 @@ trafficPolicy:
         );
         let expected = [
             "spec.trafficPolicy.loadBalancer.simple: PASSTHROUGH load balancing is not supported by Weft yet",
-            "spec.trafficPolicy.loadBalancer.consistentHash: consistentHash is not supported by Weft yet",
+            "spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp: hashing on the client's address (useSourceIp) is not supported by Weft yet",
+            "spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: tcpKeepalive is not supported by Weft yet",

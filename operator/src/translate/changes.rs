@@ -5,7 +5,8 @@
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
 //!   DestinationRule;
 //! - its virtual hosts: its ports, its VirtualService, and for each destination of that, which Service the name
-//!   resolves to and (for a destination without a port) that Service's ports;
+//!   resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
+//!   DestinationRule; without a VirtualService, its own DestinationRule;
 //! - the scopes: which Services exist, the hosts and destinations of the rules, and where tcp and tls rules send;
 //! - which route configurations there are: the set of ports of all Services;
 //! - the listeners: that set of ports, and the tcp and tls rules (see [`listeners_differ`]).
@@ -140,6 +141,12 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
         };
         if !same {
             changes.clusters.insert(host.clone());
+            // Routes carry the hash policy of their destination's rule (consistent hashing): the host's own
+            // default route, and the routes that send to it.
+            changes.routes.insert(host.clone());
+            let senders = after.routed_hosts().filter(|h| route_destinations(after, h).iter().any(|d| d == host));
+            let senders: Vec<String> = senders.cloned().collect();
+            changes.routes.extend(senders);
         }
     }
     // A DestinationRule puts its host in its namespace's scope, whether or not it is the one in force.

@@ -133,6 +133,20 @@ pub struct RetryPolicy {
     pub backoff_max: Duration,
 }
 
+/// Where a request's consistent-hashing key comes from (Envoy's route `hash_policy`, from Istio's
+/// `consistentHash`). Several combine, as in Envoy; none present: no key (a random pick).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPolicy {
+    Header(#[serde(serialize_with = "header_name")] HeaderName),
+    Cookie(String),
+    QueryParameter(String),
+}
+
+fn header_name<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}
+
 /// How a gRPC client's `grpc-timeout` header bounds the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

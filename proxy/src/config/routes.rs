@@ -8,7 +8,8 @@ use serde::Serialize;
 pub use super::matcher::{RegexEq, StringMatcher};
 
 use super::policy::{
-    Cors, DirectResponse, Fault, GrpcTimeout, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite, optional_ms,
+    Cors, DirectResponse, Fault, GrpcTimeout, HashPolicy, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite,
+    optional_ms,
 };
 
 /// One route configuration (all Services on a port).
@@ -49,7 +50,8 @@ pub struct RouteEntry {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    Forward(RouteAction),
+    /// Boxed: far larger than the other actions.
+    Forward(Box<RouteAction>),
     Redirect(Redirect),
     Respond(DirectResponse),
 }
@@ -90,6 +92,7 @@ pub struct RouteAction {
     pub grpc_timeout: GrpcTimeout,
     pub mirrors: Vec<Mirror>,
     pub rewrite: Rewrite,
+    pub hash_policy: Vec<HashPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,7 +160,7 @@ impl RouteEntry {
             ignore_case: false,
             headers: Vec::new(),
             query: Vec::new(),
-            action: Action::Forward(action),
+            action: Action::Forward(Box::new(action)),
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
             fault: None,
@@ -233,6 +236,7 @@ impl RouteAction {
             grpc_timeout: GrpcTimeout::Ignored,
             mirrors: Vec::new(),
             rewrite: Rewrite::default(),
+            hash_policy: Vec::new(),
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use weft_xds::lb::LbAlgorithm;
 
 use super::endpoint::Endpoint;
+use super::ring::Ring;
 
 /// Latency assumed for an endpoint that has not answered yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -73,7 +74,7 @@ impl Member {
                 rtt * (pending + 1.0)
             }
             LbAlgorithm::LeastRequest => pending,
-            LbAlgorithm::Random | LbAlgorithm::RoundRobin => 0.0,
+            LbAlgorithm::Random | LbAlgorithm::RoundRobin | LbAlgorithm::RingHash => 0.0,
         }
     }
 }
@@ -107,7 +108,10 @@ impl Drop for InFlight {
 /// The endpoints of a cluster, replaced whole on each change (reads vastly outnumber changes).
 #[derive(Default)]
 pub struct Members {
+    /// Sorted by address.
     list: RwLock<Arc<Vec<Arc<Member>>>>,
+    /// For consistent hashing; empty otherwise.
+    ring: RwLock<Arc<Ring>>,
     turn: AtomicUsize,
 }
 
@@ -116,15 +120,30 @@ impl Members {
         self.list.read().map(|l| l.clone()).unwrap_or_default()
     }
 
-    pub fn replace(&self, members: Vec<Arc<Member>>) {
+    /// Takes `members` (sorted by address), with a ring of at least `ring_size` points when hashing.
+    pub fn replace(&self, members: Vec<Arc<Member>>, ring_size: Option<u64>) {
+        if let (Some(size), Ok(mut ring)) = (ring_size, self.ring.write()) {
+            let addresses: Vec<SocketAddr> = members.iter().map(|m| m.address()).collect();
+            *ring = Arc::new(Ring::new(&addresses, size));
+        }
         if let Ok(mut list) = self.list.write() {
             *list = Arc::new(members);
         }
     }
 
-    /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random.
-    pub fn pick(&self, algorithm: LbAlgorithm, avoid: &[SocketAddr], roll: u64) -> Option<(Arc<Member>, InFlight)> {
+    /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random. With
+    /// consistent hashing and a `key`, the ring decides; without a key, the pick is random.
+    pub fn pick(&self, algorithm: LbAlgorithm, pick: Pick<'_>) -> Option<(Arc<Member>, InFlight)> {
+        let Pick { avoid, roll, key } = pick;
         let list = self.snapshot();
+        if let (LbAlgorithm::RingHash, Some(key)) = (algorithm, key) {
+            let ring = self.ring.read().map(|r| r.clone()).unwrap_or_default();
+            let address = ring.lookup(key, |a| !avoid.contains(a)).or_else(|| ring.lookup(key, |_| true));
+            if let Some(member) = address.and_then(|a| list.binary_search_by_key(&a, |m| m.address()).ok()) {
+                let chosen = &list[member];
+                return Some((chosen.clone(), InFlight::start(chosen.clone())));
+            }
+        }
         let open: Vec<&Arc<Member>> = if avoid.is_empty() {
             list.iter().collect()
         } else {
@@ -143,6 +162,14 @@ impl Members {
         };
         Some((chosen.clone(), InFlight::start(chosen.clone())))
     }
+}
+
+/// What one pick is told: endpoints to avoid, a random roll, and the request's hash key (consistent hashing).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub avoid: &'a [SocketAddr],
+    pub roll: u64,
+    pub key: Option<u64>,
 }
 
 /// Two distinct indices below `n` (at least 2) from one random roll.
@@ -165,7 +192,7 @@ mod tests {
             .iter()
             .map(|p| Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], *p).into(), Duration::from_secs(1), None))))
             .collect();
-        members.replace(list);
+        members.replace(list, None);
         members
     }
 
@@ -186,21 +213,24 @@ mod tests {
         let avoid: Vec<SocketAddr> = vec![([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into()];
         for algorithm in [LbAlgorithm::PeakEwma, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
             for roll in 0..50 {
-                let (member, _) = m.pick(algorithm, &avoid, roll).unwrap();
+                let (member, _) = m.pick(algorithm, Pick { avoid: &avoid, roll, key: None }).unwrap();
                 assert_eq!(member.address().port(), 3, "{algorithm:?}");
             }
         }
         let all: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
-        assert!(m.pick(LbAlgorithm::PeakEwma, &all, 7).is_some(), "all tried: one of them again");
-        assert!(members(&[]).pick(LbAlgorithm::PeakEwma, &[], 1).is_none());
+        assert!(
+            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None }).is_some(),
+            "all tried: one of them again"
+        );
+        assert!(members(&[]).pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None }).is_none());
     }
 
     #[tokio::test]
     async fn least_request_prefers_the_idle_endpoint_and_in_flight_counts_drop() {
         let m = members(&[1, 2]);
-        let (busy, held) = m.pick(LbAlgorithm::LeastRequest, &[], 0).unwrap();
+        let (busy, held) = m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None }).unwrap();
         for roll in 0..20 {
-            let (next, _) = m.pick(LbAlgorithm::LeastRequest, &[], roll).unwrap();
+            let (next, _) = m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None }).unwrap();
             assert_ne!(next.address(), busy.address(), "the other one is idle");
         }
         drop(held);

@@ -8,6 +8,7 @@ mod endpoint;
 mod health;
 mod members;
 mod outlier;
+mod ring;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,7 +25,8 @@ use weft_xds::lb::LbAlgorithm;
 pub use budget::{RetryBudget, RetryPermit};
 pub use endpoint::Endpoint;
 pub use members::InFlight;
-use members::{Member, Members};
+use members::{Member, Members, Pick};
+pub use ring::hash_of;
 
 use crate::BoxError;
 use crate::config::cluster::Limits;
@@ -53,6 +55,7 @@ pub struct ClusterBalancer {
     algorithm: LbAlgorithm,
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
+    ring_size: Option<u64>,
     members: Members,
     /// The healthy endpoints by address, to keep members (pools, estimates) across updates.
     by_address: Mutex<BTreeMap<SocketAddr, Arc<Member>>>,
@@ -67,6 +70,7 @@ impl ClusterBalancer {
             algorithm: cluster.lb,
             connect_timeout: cluster.connect_timeout,
             idle_timeout: cluster.connections.idle_timeout,
+            ring_size: (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size),
             members: Members::default(),
             by_address: Mutex::default(),
             budget: RetryBudget::default(),
@@ -83,6 +87,7 @@ impl ClusterBalancer {
         self.algorithm == cluster.lb
             && self.connect_timeout == cluster.connect_timeout
             && self.idle_timeout == cluster.connections.idle_timeout
+            && self.ring_size == (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size)
     }
 
     /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
@@ -107,7 +112,7 @@ impl ClusterBalancer {
                 (e.address, member)
             })
             .collect();
-        self.members.replace(wanted.values().cloned().collect());
+        self.members.replace(wanted.values().cloned().collect(), self.ring_size);
         self.health.retain(|address| wanted.contains_key(address));
         *current = wanted;
     }
@@ -124,14 +129,21 @@ impl ClusterBalancer {
     /// An endpoint for a TCP connection, counted as in flight while the lease lives.
     pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
         let ejected = self.health.ejected(self.healthy_endpoints());
-        let (member, lease) = self.members.pick(self.algorithm, &ejected, rand::random())?;
+        let (member, lease) =
+            self.members.pick(self.algorithm, Pick { avoid: &ejected, roll: rand::random(), key: None })?;
         Some((member.address(), lease))
     }
 
     /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
     /// others are left. Returns the endpoint and the response; the future owns what it needs, so callers can drop
     /// their config snapshot. Over the cluster's limits, [`Overflow`] at once.
-    pub fn call(&self, request: Request<Body>, avoid: &[SocketAddr]) -> Result<(SocketAddr, ResponseFuture), BoxError> {
+    /// With consistent hashing, `key` (the request's hash) picks the endpoint.
+    pub fn call(
+        &self,
+        request: Request<Body>,
+        avoid: &[SocketAddr],
+        key: Option<u64>,
+    ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
         let http2 = request.version() == Version::HTTP_2;
         let limit = self.limits.read().map_or(u64::MAX, |l| l.max_in_flight(http2));
         if self.budget.active() as u64 >= limit {
@@ -140,7 +152,8 @@ impl ClusterBalancer {
         let total = self.healthy_endpoints();
         let mut leave_out = self.health.ejected(total);
         leave_out.extend_from_slice(avoid);
-        let (member, in_flight) = self.members.pick(self.algorithm, &leave_out, rand::random()).ok_or(NoEndpoints)?;
+        let pick = Pick { avoid: &leave_out, roll: rand::random(), key };
+        let (member, in_flight) = self.members.pick(self.algorithm, pick).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
         let (address, health) = (member.address(), self.health.clone());
         let watching = health.is_watching();

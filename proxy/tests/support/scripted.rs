@@ -1,6 +1,6 @@
 //! A backend whose answers the test scripts, for the route policy tests: it counts the requests it received,
 //! fails when told to (always, or every other request), waits when told to, and echoes what it saw (path, host,
-//! headers, body length) so tests can check what the proxy sent.
+//! headers, body length) so tests can check what the proxy sent, and says who it is (`x-served-by`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ impl Scripted {
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                         let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                        answer(script, number, request)
+                        answer(script, number, address, request)
                     });
                     let _ =
                         auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
@@ -65,6 +65,7 @@ impl Scripted {
 async fn answer(
     script: Script,
     number: usize,
+    me: SocketAddr,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -94,5 +95,6 @@ async fn answer(
     let mut response = Response::new(Full::new(Bytes::from(lines.join("\n") + "\n")));
     *response.status_mut() = status;
     response.headers_mut().insert("x-backend-says", "hello".parse().unwrap());
+    response.headers_mut().insert("x-served-by", me.to_string().parse().unwrap());
     Ok(response)
 }

@@ -3,17 +3,19 @@
 
 mod policy;
 
+pub(super) use policy::hash_policy;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, LoadBalancingPolicy, cluster};
 use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use weft_crds::{SimpleLb, TrafficPolicy};
 use weft_xds::cluster_name;
-use weft_xds::lb::LbAlgorithm;
+use weft_xds::lb::{DEFAULT_RING_SIZE, LbAlgorithm, ring_hash_policy};
 
 use super::{ads_config_source, duration};
 use crate::index::{EndpointModel, ServiceModel, Snapshot};
@@ -69,11 +71,22 @@ fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
             service_name: name.to_string(),
         }),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
-        load_balancing_policy: Some(lb_algorithm(policy).to_policy()),
+        load_balancing_policy: Some(load_balancing(policy)),
         ..Default::default()
     };
     policy::apply(&mut cluster, policy);
     cluster
+}
+
+/// Consistent hashing as Envoy's ring hash with its ring size; else the `simple` algorithm.
+fn load_balancing(policy: Option<&TrafficPolicy>) -> LoadBalancingPolicy {
+    match policy.and_then(policy::consistent_hash) {
+        Some(hash) => {
+            let size = hash.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(hash.minimum_ring_size);
+            ring_hash_policy(size.unwrap_or(DEFAULT_RING_SIZE))
+        }
+        None => lb_algorithm(policy).to_policy(),
+    }
 }
 
 fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {

@@ -10,13 +10,17 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::thresholds::RetryBudget as EnvoyBudget, cluster::CommonLbConfig,
 };
 use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as CommonHttpOptions;
+use envoy_types::pb::envoy::config::route::v3::route_action;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::TrafficPolicy;
+use weft_crds::destination_rule::policy::ConsistentHash;
 use weft_crds::destination_rule::{OutlierDetection, RetryBudget};
 use weft_crds::duration::parse_duration;
-use weft_xds::pack;
+use weft_xds::{ClusterName, pack};
+
+use crate::index::Snapshot;
 
 use super::super::duration;
 
@@ -59,6 +63,41 @@ pub(super) fn for_port(policy: Option<TrafficPolicy>, port: u16) -> Option<Traff
         policy.tls = level.tls.or(policy.tls);
     }
     Some(policy)
+}
+
+/// The route hash policies for requests to `cluster` (`outbound|PORT|SUBSET|HOST`): from the consistent hashing
+/// of its effective DestinationRule policy, as Istio puts them on routes; empty without one.
+pub(in crate::translate) fn hash_policy(snapshot: &Snapshot, cluster: &str) -> Vec<route_action::HashPolicy> {
+    let Some(name) = ClusterName::parse(cluster) else { return Vec::new() };
+    let Some(rule) = snapshot.destination_rule(&name.host) else { return Vec::new() };
+    let default = rule.spec.traffic_policy.as_ref();
+    let merged = match rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref())
+    {
+        Some(own) => Some(merge(own, default)),
+        None => default.cloned(),
+    };
+    let policy = for_port(merged, name.port);
+    let Some(hash) = policy.as_ref().and_then(consistent_hash) else { return Vec::new() };
+    use route_action::hash_policy::{Cookie, Header, PolicySpecifier, QueryParameter};
+    let specifier = if let Some(header) = &hash.http_header_name {
+        PolicySpecifier::Header(Header { header_name: header.to_ascii_lowercase(), ..Default::default() })
+    } else if let Some(cookie) = &hash.http_cookie {
+        PolicySpecifier::Cookie(Cookie {
+            name: cookie.name.clone(),
+            path: cookie.path.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    } else if let Some(query) = &hash.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(QueryParameter { name: query.clone() })
+    } else {
+        return Vec::new();
+    };
+    vec![route_action::HashPolicy { policy_specifier: Some(specifier), ..Default::default() }]
+}
+
+/// The policy's consistent hashing, if it balances that way.
+pub(super) fn consistent_hash(policy: &TrafficPolicy) -> Option<&ConsistentHash> {
+    policy.load_balancer.as_ref()?.consistent_hash.as_ref()
 }
 
 /// Sets the policy's fields on `cluster`.

@@ -59,7 +59,10 @@ pub(super) fn route_action(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: 
     };
     // Istio's default is no timeout; Envoy's would be 15 s, so zero ("disabled") is always written.
     let timeout = rule.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or_default();
+    let first = rule.route.first().map(|d| cluster_of(snapshot, vs, &d.destination, port)).unwrap_or_default();
     let mut action = forwarding(cluster_specifier, timeout);
+    // Istio: the hash policy of the (first) destination's DestinationRule.
+    action.hash_policy = super::super::clusters::hash_policy(snapshot, &first);
     action.retry_policy = retry_policy(rule.retries.as_ref());
     action.request_mirror_policies = mirror_policies(snapshot, vs, rule, port);
     if let Some(rewrite) = &rule.rewrite {

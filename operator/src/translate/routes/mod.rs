@@ -65,16 +65,22 @@ pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u1
                 .enumerate()
                 .flat_map(|(i, rule)| rule_routes(snapshot, vs, i, rule, port, namespace))
                 .collect(),
-            None => vec![Route {
-                name: "default".to_string(),
-                r#match: Some(match_all()),
-                action: Some(route::Action::Route(actions::forwarding(
-                    route_action::ClusterSpecifier::Cluster(cluster_name(&service.fqdn(), port, "")),
-                    std::time::Duration::ZERO,
-                ))),
-                ..Default::default()
-            }],
+            None => vec![default_route(snapshot, &cluster_name(&service.fqdn(), port, ""))],
         },
+        ..Default::default()
+    }
+}
+
+/// The route of a host without HTTP rules: the whole Service, with Istio's defaults and its DestinationRule's
+/// hash policy.
+fn default_route(snapshot: &Snapshot, cluster: &str) -> Route {
+    let mut action =
+        actions::forwarding(route_action::ClusterSpecifier::Cluster(cluster.to_string()), std::time::Duration::ZERO);
+    action.hash_policy = super::clusters::hash_policy(snapshot, cluster);
+    Route {
+        name: "default".to_string(),
+        r#match: Some(match_all()),
+        action: Some(route::Action::Route(action)),
         ..Default::default()
     }
 }

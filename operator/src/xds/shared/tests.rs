@@ -166,9 +166,13 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 12] = [
+    let edits: [(&str, Edit); 13] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
+        }),
+        ("consistent hashing on the rule of a host another host routes to", |docs| {
+            docs[10] = docs[10].replace("{simple: RANDOM}", "{consistentHash: {httpHeaderName: x-user}}");
+            assert!(docs[10].contains("consistentHash"), "the edit applies");
         }),
         ("a pod becomes ready", |docs| docs[3] = docs[3].replace("\"False\"", "\"True\"")),
         ("a new subset and policy", |docs| {

@@ -13,7 +13,7 @@ use http::StatusCode;
 use super::policy::{fraction, header_ops, retry_policy};
 use super::routes::bounded_regex;
 use super::to_duration;
-use crate::config::policy::{DirectResponse, GrpcTimeout, Mirror, Redirect, RegexRewrite, Rewrite};
+use crate::config::policy::{DirectResponse, GrpcTimeout, HashPolicy, Mirror, Redirect, RegexRewrite, Rewrite};
 use crate::config::{RouteAction, WeightedTarget};
 
 /// Envoy's route timeout when the field is unset.
@@ -31,7 +31,22 @@ pub(super) fn route_action(a: &route::RouteAction) -> Result<RouteAction, String
         Some(max) => GrpcTimeout::Honoured { max: Some(to_duration(max)?).filter(|d| !d.is_zero()) },
     };
     let mirrors = a.request_mirror_policies.iter().map(mirror).collect::<Result<_, _>>()?;
-    Ok(RouteAction { targets, timeout, retry, grpc_timeout, mirrors, rewrite: rewrite(a)? })
+    let hash_policy = a.hash_policy.iter().map(hash_policy).collect::<Result<_, _>>()?;
+    Ok(RouteAction { targets, timeout, retry, grpc_timeout, mirrors, rewrite: rewrite(a)?, hash_policy })
+}
+
+fn hash_policy(p: &route_action::HashPolicy) -> Result<HashPolicy, String> {
+    use route_action::hash_policy::PolicySpecifier;
+    match &p.policy_specifier {
+        Some(PolicySpecifier::Header(h)) if h.regex_rewrite.is_none() => {
+            http::HeaderName::from_bytes(h.header_name.as_bytes())
+                .map(HashPolicy::Header)
+                .map_err(|_| format!("hash policy header {:?} is not a header name", h.header_name))
+        }
+        Some(PolicySpecifier::Cookie(c)) if c.ttl.is_none() => Ok(HashPolicy::Cookie(c.name.clone())),
+        Some(PolicySpecifier::QueryParameter(q)) => Ok(HashPolicy::QueryParameter(q.name.clone())),
+        _ => Err("only header, cookie (without ttl) and query parameter hash policies are supported".into()),
+    }
 }
 
 fn targets(a: &route::RouteAction) -> Result<Vec<WeightedTarget>, String> {

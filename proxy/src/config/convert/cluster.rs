@@ -43,6 +43,11 @@ impl TryFrom<&Cluster> for ClusterConfig {
         Ok(Self {
             name: c.name.clone(),
             lb: lb_algorithm(c).map_err(err)?,
+            ring_size: c
+                .load_balancing_policy
+                .as_ref()
+                .and_then(LbAlgorithm::ring_size)
+                .unwrap_or(weft_xds::lb::DEFAULT_RING_SIZE),
             connect_timeout,
             eds_name,
             limits,
@@ -62,6 +67,7 @@ fn lb_algorithm(c: &Cluster) -> Result<LbAlgorithm, String> {
             Ok(cluster::LbPolicy::RoundRobin) => Ok(LbAlgorithm::RoundRobin),
             Ok(cluster::LbPolicy::LeastRequest) => Ok(LbAlgorithm::LeastRequest),
             Ok(cluster::LbPolicy::Random) => Ok(LbAlgorithm::Random),
+            Ok(cluster::LbPolicy::RingHash) => Ok(LbAlgorithm::RingHash),
             other => Err(format!("lb_policy {other:?} is not supported")),
         },
     }

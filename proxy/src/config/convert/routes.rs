@@ -55,7 +55,7 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
     let headers = matcher.headers.iter().map(header_match).collect::<Result<_, _>>().map_err(in_route)?;
     let query = matcher.query_parameters.iter().map(query_match).collect::<Result<_, _>>().map_err(in_route)?;
     let action = match &r.action {
-        Some(route::route::Action::Route(a)) => Action::Forward(route_action(a).map_err(in_route)?),
+        Some(route::route::Action::Route(a)) => Action::Forward(Box::new(route_action(a).map_err(in_route)?)),
         Some(route::route::Action::Redirect(a)) => Action::Redirect(redirect(a).map_err(in_route)?),
         Some(route::route::Action::DirectResponse(a)) => Action::Respond(direct_response(a).map_err(in_route)?),
         _ => return Err(in_route("the action must be a route, a redirect or a direct response".into())),

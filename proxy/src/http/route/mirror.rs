@@ -61,7 +61,7 @@ impl<'a> RouteStep<'a> for MirrorLayer<'a> {
 
 async fn send_copy(balancer: Arc<ClusterBalancer>, request: Request<Body>, cluster: String, metrics: Arc<Metrics>) {
     let sent = async {
-        let (_, response) = balancer.call(request, &[])?;
+        let (_, response) = balancer.call(request, &[], None)?;
         let mut body = response.await?.into_body();
         // Read to the end so the connection can be reused.
         while let Some(frame) = body.frame().await {

@@ -13,6 +13,7 @@ mod cors;
 pub mod direct;
 mod fault;
 pub mod grpc;
+mod hash;
 mod headers;
 mod mirror;
 pub mod replay;
@@ -37,6 +38,7 @@ pub use stack::{Next, RouteStep};
 
 use super::Body;
 use crate::BoxError;
+use crate::config::policy::HashPolicy;
 use crate::config::{RouteAction, RouteEntry, WeightedTarget};
 use crate::dataplane::Runtime;
 use crate::metrics::Metrics;
@@ -62,7 +64,7 @@ pub fn send<'a>(
 ) -> RouteFuture<'a> {
     let Routed { route, action, target, balancer } = routed;
     let cluster = target.cluster.as_str();
-    let attempt = Attempt { balancer };
+    let attempt = Attempt { balancer, hash_policy: &action.hash_policy };
     let stack = ServiceBuilder::new()
         .option_layer(route.cors.as_ref().map(cors::CorsLayer::new).map(Step::new))
         .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)).map(Step::new))
@@ -93,10 +95,12 @@ impl Tried {
     }
 }
 
-/// One attempt: an endpoint of the cluster chosen by its balancer (avoiding those in the request's [`Tried`]).
+/// One attempt: an endpoint of the cluster chosen by its balancer (avoiding those in the request's [`Tried`];
+/// by the request's hash key under consistent hashing).
 #[derive(Clone, Copy)]
 struct Attempt<'a> {
     balancer: &'a ClusterBalancer,
+    hash_policy: &'a [HashPolicy],
 }
 
 impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
@@ -111,7 +115,8 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let tried = request.extensions().get::<Tried>().cloned();
         let avoid = tried.as_ref().map(Tried::addresses).unwrap_or_default();
-        let (endpoint, response) = match self.balancer.call(request, &avoid) {
+        let key = hash::key(self.hash_policy, &request);
+        let (endpoint, response) = match self.balancer.call(request, &avoid, key) {
             Ok(call) => call,
             Err(not_sent) => return Box::pin(std::future::ready(Err(not_sent))),
         };

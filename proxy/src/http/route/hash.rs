@@ -1,0 +1,68 @@
+//! A request's consistent-hashing key, from the route's hash policies (a header, a cookie, a query parameter):
+//! the values found, combined; `None` when none is present (the balancer then picks at random). Pure.
+
+use http::{Request, header};
+
+use crate::config::policy::HashPolicy;
+use crate::upstream::hash_of;
+
+pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
+    let mut material: Vec<u8> = Vec::new();
+    for policy in policies {
+        let value = match policy {
+            HashPolicy::Header(name) => request.headers().get(name).map(|v| v.as_bytes().to_vec()),
+            HashPolicy::Cookie(name) => cookie(request, name).map(String::into_bytes),
+            HashPolicy::QueryParameter(name) => query_parameter(request, name).map(String::into_bytes),
+        };
+        if let Some(value) = value {
+            material.extend_from_slice(&value);
+            material.push(0);
+        }
+    }
+    (!material.is_empty()).then(|| hash_of(&material))
+}
+
+fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+}
+
+fn query_parameter<B>(request: &Request<B>, name: &str) -> Option<String> {
+    request.uri().query()?.split('&').find_map(|pair| match pair.split_once('=') {
+        Some((n, v)) if n == name => Some(v.to_string()),
+        None if pair == name => Some(String::new()),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::get(uri);
+        for (n, v) in headers {
+            builder = builder.header(*n, *v);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_key_comes_from_what_the_policy_names() {
+        let by_user = [HashPolicy::Header(http::HeaderName::from_static("x-user"))];
+        let alice = key(&by_user, &request("/", &[("x-user", "alice")]));
+        assert_eq!(alice, key(&by_user, &request("/other", &[("x-user", "alice")])), "same user, same key");
+        assert_ne!(alice, key(&by_user, &request("/", &[("x-user", "bob")])));
+        assert_eq!(key(&by_user, &request("/", &[])), None, "no header: no key");
+        let by_cookie = [HashPolicy::Cookie("session".into())];
+        let cookie = key(&by_cookie, &request("/", &[("cookie", "theme=dark; session=abc")]));
+        assert_eq!(cookie, Some(hash_of(b"abc\0")));
+        let by_query = [HashPolicy::QueryParameter("cart".into())];
+        assert_eq!(key(&by_query, &request("/?a=1&cart=7", &[])), Some(hash_of(b"7\0")));
+    }
+}
