@@ -230,8 +230,8 @@ pub fn reviews_yaml(backends: &[SocketAddr]) -> String {
 }
 
 /// The routing rules of the scenarios: requests with `x-debug: 1` go to v2, those with `x-bench: policies` to v1
-/// through a route with retries and header operations (the benchmark's policy row), the rest split at `weights`
-/// (v1, v2).
+/// through a route with retries and header operations, those with `x-bench: guarded` to v1 through a cluster with
+/// outlier detection and a connection pool (the benchmark's policy rows), the rest split at `weights` (v1, v2).
 pub fn virtual_service_yaml(weights: [u32; 2]) -> String {
     format!(
         "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews}}\n\
@@ -243,6 +243,8 @@ pub fn virtual_service_yaml(weights: [u32; 2]) -> String {
          \x20   retries: {{attempts: 3, perTryTimeout: 2s, retryOn: \"5xx,connect-failure\"}}\n\
          \x20   headers:\n      request: {{set: {{x-env: bench}}, add: {{x-trace: weft}}, remove: [x-internal]}}\n\
          \x20     response: {{set: {{x-served-by: weft}}}}\n\
+         \x20 - name: guarded\n    match:\n    - headers: {{x-bench: {{exact: guarded}}}}\n    route:\n\
+         \x20   - destination: {{host: reviews, subset: v1-guarded}}\n\
          \x20 - name: canary\n    route:\n\
          \x20   - destination: {{host: reviews, subset: v1}}\n      weight: {}\n\
          \x20   - destination: {{host: reviews, subset: v2}}\n      weight: {}\n",
@@ -260,6 +262,11 @@ pub const DESTINATION_RULE_YAML: &str = concat!(
     "  subsets:\n",
     "  - {name: v1, labels: {version: v1}}\n",
     "  - {name: v2, labels: {version: v2}}\n",
+    "  - name: v1-guarded\n",
+    "    labels: {version: v1}\n",
+    "    trafficPolicy:\n",
+    "      connectionPool: {tcp: {maxConnections: 1000}, http: {http1MaxPendingRequests: 1000, http2MaxRequests: 1000}}\n",
+    "      outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}\n",
 );
 
 impl crate::canary::RolloutTarget for LocalMesh {
@@ -284,7 +291,9 @@ mod tests {
         let http = &vs["spec"]["http"];
         assert_eq!(http[0]["match"][0]["headers"]["x-debug"]["exact"], "1");
         assert_eq!(http[1]["retries"]["attempts"], 3);
-        assert_eq!(http[2]["route"][0]["weight"], 90);
-        assert_eq!(http[2]["route"][1]["destination"]["subset"], "v2");
+        assert_eq!(http[2]["route"][0]["destination"]["subset"], "v1-guarded");
+        assert_eq!(http[3]["route"][0]["weight"], 90);
+        assert_eq!(http[3]["route"][1]["destination"]["subset"], "v2");
+        assert!(dr["spec"]["subsets"][2]["trafficPolicy"]["outlierDetection"].is_object());
     }
 }

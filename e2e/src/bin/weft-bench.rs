@@ -49,16 +49,22 @@ async fn main() -> anyhow::Result<()> {
     let direct = HttpClient::new(mesh.backend_addresses[0]);
     let proxied = mesh.client();
     println!(
-        "offered load: {} req/s for {} s per run, HTTP/1.1 keep-alive, GET http://{HOST}/ (the policy run adds \
-         `x-bench: policies`, routed with retries and request/response header operations)\n",
+        "offered load: {} req/s for {} s per run, HTTP/1.1 keep-alive, GET http://{HOST}/ (the policy runs add \
+         `x-bench: policies`, routed with retries and request/response header operations, and `x-bench: guarded`, \
+         sent to a cluster with outlier detection and a connection pool)\n",
         args.rate, args.seconds
     );
     let mut runs = Vec::new();
     let plain: &[(&str, &str)] = &[];
     let policies: &[(&str, &str)] = &[("x-bench", "policies")];
-    for (name, client, headers) in
-        [("direct", &direct, plain), ("through proxy", &proxied, plain), ("+ policies", &proxied, policies)]
-    {
+    let guarded: &[(&str, &str)] = &[("x-bench", "guarded")];
+    let runs_of = [
+        ("direct", &direct, plain),
+        ("through proxy", &proxied, plain),
+        ("+ route policies", &proxied, policies),
+        ("+ cluster policies", &proxied, guarded),
+    ];
+    for (name, client, headers) in runs_of {
         fixed_rate(client, args.rate, 1, headers).await; // warm-up: connections, latency estimates
         let run = fixed_rate(client, args.rate, args.seconds, headers).await;
         println!(
@@ -70,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         );
         runs.push(run);
     }
-    let (d, p, with_policies) = (&runs[0], &runs[1], &runs[2]);
+    let (d, p, with_policies, with_cluster) = (&runs[0], &runs[1], &runs[2], &runs[3]);
     println!("\nratios (through proxy / direct), measured in this run:");
     println!("  throughput  {:.3}", p.throughput() / d.throughput());
     println!(
@@ -87,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  throughput  {:.3}", with_policies.throughput() / p.throughput());
     println!("  p50 latency {:.2}x", ratio(with_policies.percentile(0.5), p.percentile(0.5)));
     println!("  p99 latency {:.2}x", ratio(with_policies.percentile(0.99), p.percentile(0.99)));
+    println!("\nratios (cluster with outlier detection and a connection pool / plain cluster), measured in this run:");
+    println!("  throughput  {:.3}", with_cluster.throughput() / p.throughput());
+    println!("  p50 latency {:.2}x", ratio(with_cluster.percentile(0.5), p.percentile(0.5)));
+    println!("  p99 latency {:.2}x", ratio(with_cluster.percentile(0.99), p.percentile(0.99)));
     Ok(())
 }
 
