@@ -178,3 +178,8 @@ fn objects_read_back_from_a_real_cluster() {
     inputs.sort();
     check_golden("cluster-fixtures", &inputs);
 }
+
+#[test]
+fn export_to_as_a_proxy_in_one_namespace_sees_it() {
+    check_golden("export-to", &[testdata().join("translate/export-to.yaml")]);
+}

@@ -52,14 +52,7 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     for (i, tcp) in spec.tcp.iter().enumerate() {
         l4::check_tcp_route(&root.field("tcp").index(i), tcp, &mut errors);
     }
-    for (i, namespace) in spec.export_to.iter().enumerate() {
-        if namespace != "*" {
-            errors.push(root.field("exportTo").index(i).error(format!(
-                "exporting to {namespace:?} is not supported by Weft yet: a VirtualService applies to every \
-                 namespace (exportTo: [\"*\"])"
-            )));
-        }
-    }
+    check_export_to(&root.field("exportTo"), spec, &mut errors);
     errors
 }
 
@@ -83,6 +76,33 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
         }
     }
     errors
+}
+
+/// `exportTo`, as Istio validates it: each entry `.` (this namespace), `*` (every namespace) or a namespace name,
+/// without repeats, and `*` alone. Istio's `~` (nobody) exists only for ServiceEntries.
+fn check_export_to(path: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, entry) in spec.export_to.iter().enumerate() {
+        if entry != "." && entry != "*" && !is_dns_label(entry) {
+            errors.push(path.index(i).error(format!(
+                "exportTo entry {entry:?} must be \".\" (this namespace), \"*\" (every namespace) or a namespace name"
+            )));
+        } else if !seen.insert(entry.as_str()) {
+            errors.push(path.index(i).error(format!("duplicate exportTo entry {entry:?}")));
+        }
+    }
+    if spec.export_to.len() > 1 && spec.export_to.iter().any(|e| e == "*") {
+        errors.push(path.error("\"*\" (every namespace) cannot be listed with other exportTo entries"));
+    }
+    // The tcp and tls rules' filter chains live on the listeners every proxy shares, so their visibility cannot
+    // differ per namespace: rather than apply them where they are not exported, refuse.
+    if spec.has_l4_rules() && !crate::virtual_service::exported_everywhere(&spec.export_to) {
+        errors.push(path.error(
+            "exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains \
+             are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls \
+             rules in one that is",
+        ));
+    }
 }
 
 /// "`what` is not supported by Weft yet", on the field that asks for it.

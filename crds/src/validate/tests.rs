@@ -195,7 +195,7 @@ exportTo: ["."]
             "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
             "spec.tcp[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.tcp[0].match[0].sourceNamespace: matching on the client's namespace (sourceNamespace) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
-            "spec.exportTo[0]: exporting to \".\" is not supported by Weft yet: a VirtualService applies to every namespace (exportTo: [\"*\"])",
+            "spec.exportTo: exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls rules in one that is",
         ]
     );
 }
@@ -400,4 +400,25 @@ fn a_direct_response_body_is_at_most_a_mebibyte() {
     let body = "x".repeat(crate::validate::MAX_DIRECT_RESPONSE_BODY + 1);
     let errors = vs(&format!("hosts: [r]\nhttp: [{{directResponse: {{status: 200, body: {{string: {body}}}}}}}]"));
     assert_eq!(errors, ["spec.http[0].directResponse.body: a direct response body may hold at most 1048576 bytes"]);
+}
+
+#[test]
+fn export_to_takes_this_namespace_every_namespace_or_namespace_names() {
+    let http = "hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews}}]}]\n";
+    for ok in [r#"["."]"#, r#"["*"]"#, r#"[".", shop, bank]"#, "[shop]", "[]"] {
+        assert_eq!(vs(&format!("{http}exportTo: {ok}")), Vec::<String>::new(), "{ok}");
+    }
+    assert_eq!(
+        vs(&format!(r#"{http}exportTo: ["~", Shop, shop, shop, "*"]"#)),
+        [
+            "spec.exportTo[0]: exportTo entry \"~\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[1]: exportTo entry \"Shop\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[3]: duplicate exportTo entry \"shop\"",
+            "spec.exportTo: \"*\" (every namespace) cannot be listed with other exportTo entries",
+        ]
+    );
+    let tcp = "hosts: [db]\ntcp: [{route: [{destination: {host: db}}]}]\n";
+    assert_eq!(vs(&format!(r#"{tcp}exportTo: ["*"]"#)), Vec::<String>::new(), "tcp rules exported everywhere");
+    assert_eq!(vs(tcp), Vec::<String>::new(), "exported everywhere by default");
+    assert_eq!(vs(&format!(r#"{tcp}exportTo: ["."]"#)).len(), 1, "tcp rules for one namespace");
 }

@@ -58,7 +58,8 @@ pub struct VirtualServiceSpec {
     /// Ordered rules for TCP connections; the first rule whose match succeeds is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<TcpRoute>,
-    /// Namespaces whose proxies see this VirtualService; Weft supports only `*` (all, the default).
+    /// Namespaces whose proxies see this VirtualService: `.` (its own), `*` (every namespace, the default when
+    /// empty) or namespace names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
 }
@@ -169,6 +170,11 @@ impl VirtualServiceSpec {
     pub fn has_l4_rules(&self) -> bool {
         !self.tcp.is_empty() || !self.tls.is_empty()
     }
+}
+
+/// Whether an `exportTo` list shows a VirtualService to every namespace (Istio: unset, or `*` among the entries).
+pub fn exported_everywhere(export_to: &[String]) -> bool {
+    export_to.is_empty() || export_to.iter().any(|e| e == "*")
 }
 
 /// A destination and the share of matching traffic it receives.

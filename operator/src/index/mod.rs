@@ -8,7 +8,7 @@ mod update;
 use std::collections::BTreeMap;
 
 pub use snapshot::{
-    DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel,
+    DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel, Visibility,
 };
 
 use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use weft_crds::virtual_service::exported_everywhere;
 use weft_crds::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec, WeftStatus};
 use weft_xds::CLUSTER_DOMAIN;
 
@@ -18,7 +19,7 @@ pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
     /// have the same model, so a snapshot after a change costs what changed.
     pub services: BTreeMap<String, Arc<ServiceModel>>,
-    /// In namespace/name order; the first one naming a host wins (Istio's rule for sidecars is "oldest first").
+    /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
     pub destination_rules: Arc<Vec<DestinationRuleModel>>,
@@ -26,8 +27,9 @@ pub struct Snapshot {
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
-    /// Host FQDN -> position of the first VirtualService naming it; translation looks a rule up per Service.
-    vs_by_host: BTreeMap<String, usize>,
+    /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
+    /// Service and proxy namespace.
+    vs_by_host: BTreeMap<String, Vec<usize>>,
     /// Host FQDN -> position of the first DestinationRule for it.
     dr_by_host: BTreeMap<String, usize>,
 }
@@ -84,7 +86,33 @@ pub struct DestinationRuleModel {
     pub spec: DestinationRuleSpec,
 }
 
+/// How a VirtualService is visible to the proxies of a namespace, in Istio's order of precedence for sidecars:
+/// those of the proxy's namespace exported to it alone (`.` or its name), then those of other namespaces exported
+/// to it by name, then those exported to every namespace (pilot's `VirtualServicesForGateway`: private, exported
+/// to the namespace, public).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Visibility {
+    Private,
+    Exported,
+    Public,
+}
+
 impl VirtualServiceModel {
+    /// How proxies in `namespace` see it; `None`: they do not (it is not exported there).
+    pub fn visibility(&self, namespace: &str) -> Option<Visibility> {
+        let export_to = &self.spec.export_to;
+        if exported_everywhere(export_to) {
+            return Some(Visibility::Public);
+        }
+        let own = namespace == self.namespace;
+        let named = |entry: &String| entry == namespace || (own && entry == ".");
+        match export_to.iter().any(named) {
+            true if own => Some(Visibility::Private),
+            true => Some(Visibility::Exported),
+            false => None,
+        }
+    }
+
     /// Equal but for what only status reports (status, generation).
     pub fn same_config(&self, other: &Self) -> bool {
         (&self.namespace, &self.name, &self.hosts, &self.spec)
@@ -127,9 +155,26 @@ impl Snapshot {
         self.dr_by_host.get(fqdn).and_then(|&i| self.destination_rules.get(i))
     }
 
-    /// The VirtualService that routes a Service FQDN, if any (the first in namespace/name order).
-    pub fn virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
-        self.vs_by_host.get(fqdn).and_then(|&i| self.virtual_services.get(i))
+    /// Every VirtualService naming a host, in namespace/name order: the candidates to route it, whatever the
+    /// proxy. Whatever may change which one routes a host for some proxy changes this list.
+    pub fn virtual_services_naming(&self, fqdn: &str) -> impl Iterator<Item = &VirtualServiceModel> {
+        let positions = self.vs_by_host.get(fqdn).map(Vec::as_slice).unwrap_or_default();
+        positions.iter().filter_map(|&i| self.virtual_services.get(i))
+    }
+
+    /// The VirtualService that routes a Service FQDN for proxies in `namespace`, if any: the most visible one
+    /// (see [`Visibility`]), the first in namespace/name order among equals. Istio takes the oldest among equals;
+    /// Weft's objects carry no creation time through the index, and namespace/name order is stable.
+    pub fn virtual_service_for(&self, fqdn: &str, namespace: &str) -> Option<&VirtualServiceModel> {
+        let visible = self.virtual_services_naming(fqdn).filter_map(|vs| Some((vs.visibility(namespace)?, vs)));
+        // `min_by_key` keeps the first of equal keys: namespace/name order among equals.
+        visible.min_by_key(|(visibility, _)| *visibility).map(|(_, vs)| vs)
+    }
+
+    /// The VirtualService whose tcp and tls rules shape the listeners every proxy shares for a host: the first
+    /// exported to every namespace (validation refuses tcp and tls rules in the others).
+    pub fn mesh_virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
+        self.virtual_services_naming(fqdn).find(|vs| exported_everywhere(&vs.spec.export_to))
     }
 
     /// Whether translation would give the same config for both: everything but what only status reports (the
@@ -159,7 +204,11 @@ impl Snapshot {
         self.vs_by_host.clear();
         for (i, vs) in self.virtual_services.iter().enumerate() {
             for host in &vs.hosts {
-                self.vs_by_host.entry(host.clone()).or_insert(i);
+                let positions = self.vs_by_host.entry(host.clone()).or_default();
+                // A VirtualService naming a host twice is one candidate.
+                if positions.last() != Some(&i) {
+                    positions.push(i);
+                }
             }
         }
         self.dr_by_host.clear();
@@ -284,5 +333,42 @@ impl Snapshot {
             Some([only]) => only.port,
             _ => route_port,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::index::snapshot_of_yaml;
+
+    fn rule(name: &str, namespace: &str, export_to: &str) -> String {
+        format!(
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{exportTo: {export_to}, hosts: [ledger.bank.svc.cluster.local], http: [{{route: [{{destination: {{host: ledger.bank}}}}]}}]}}\n---\n"
+        )
+    }
+
+    /// Istio's order for sidecars: the proxy's namespace's private rules, then those exported to it by name, then
+    /// the public ones; the first (namespace/name order) among equals.
+    #[test]
+    fn a_proxy_takes_its_namespace_s_rule_then_one_exported_to_it_then_a_public_one() {
+        let rules = [
+            rule("a-public", "apps", "[\"*\"]"),
+            rule("b-public", "apps", "[]"),
+            rule("for-shop", "bank", "[shop, web]"),
+            rule("own", "shop", "[\".\"]"),
+            rule("public-in-shop", "shop", "[]"),
+            rule("private", "web", "[web]"),
+        ];
+        let snapshot = snapshot_of_yaml(&rules.concat());
+        let chosen = |namespace| {
+            snapshot.virtual_service_for("ledger.bank.svc.cluster.local", namespace).map(|vs| vs.name.as_str())
+        };
+        assert_eq!(chosen("shop"), Some("own"), "private beats exported-to and public, even a public one of shop");
+        assert_eq!(chosen("web"), Some("private"), "its own namespace named in full is private too");
+        assert_eq!(chosen("bank"), Some("a-public"), "for-shop is not exported to bank: the first public one");
+        let mesh = snapshot.mesh_virtual_service("ledger.bank.svc.cluster.local").map(|vs| vs.name.as_str());
+        assert_eq!(mesh, Some("a-public"));
+        let only_private = snapshot_of_yaml(&rule("own", "shop", "[\".\"]"));
+        assert!(only_private.virtual_service_for("ledger.bank.svc.cluster.local", "bank").is_none());
+        assert!(only_private.mesh_virtual_service("ledger.bank.svc.cluster.local").is_none());
     }
 }

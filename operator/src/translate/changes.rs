@@ -4,9 +4,11 @@
 //! The dependencies, from the translation functions:
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
 //!   DestinationRule;
-//! - its virtual hosts: its ports, its VirtualService, and for each destination of that, which Service the name
-//!   resolves to and (for a destination without a port) that Service's ports;
-//! - the scopes: which Services exist, the hosts and destinations of the rules, and where tcp and tls rules send;
+//! - its virtual hosts: its ports, every VirtualService naming it (which one routes it depends on the proxy's
+//!   namespace and their `exportTo`), and for each destination of those, which Service the name resolves to and
+//!   (for a destination without a port) that Service's ports;
+//! - the scopes: which Services exist, the hosts, namespaces, `exportTo` and destinations of the rules, and where
+//!   tcp and tls rules send;
 //! - which route configurations there are: the set of ports of all Services;
 //! - the listeners: that set of ports, and the tcp and tls rules (see [`listeners_differ`]).
 
@@ -15,7 +17,7 @@ use std::collections::BTreeSet;
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
 use super::ports;
-use super::scope::{l4_destinations, route_destinations};
+use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
 
 /// What translation must redo after a change.
@@ -60,11 +62,11 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
         // A Service that came, went or changed ports changes the routes that send to it: the name may resolve
         // elsewhere now, and a destination without a port takes the Service's only one.
         for host in after.routed_hosts() {
-            let (was, is) = (route_destinations(before, host), route_destinations(after, host));
+            let (was, is) = (candidates(before, host), candidates(after, host));
             if was != is {
                 changes.scopes = true;
             }
-            if was != is || is.iter().any(|destination| reshaped.contains(destination)) {
+            if was != is || is.iter().flat_map(|c| &c.3).any(|destination| reshaped.contains(destination)) {
                 changes.routes.insert(host.clone());
             }
         }
@@ -85,7 +87,7 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
         return true;
     }
     let in_force = |snapshot: &Snapshot, host: &str| {
-        snapshot.virtual_service(host).map(|vs| (vs.namespace.clone(), vs.name.clone()))
+        snapshot.mesh_virtual_service(host).map(|vs| (vs.namespace.clone(), vs.name.clone()))
     };
     // Only the cluster IP and the port numbers of a Service shape chains (its endpoints do not).
     let shape = |snapshot: &Snapshot, fqdn: &str| {
@@ -93,7 +95,7 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
     };
     let hosts: BTreeSet<&String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).collect();
     hosts.into_iter().any(|host| {
-        let (sent_to, sends_to) = (route_destinations(before, host), route_destinations(after, host));
+        let (sent_to, sends_to) = (mesh_route_destinations(before, host), mesh_route_destinations(after, host));
         in_force(before, host) != in_force(after, host)
             || sent_to != sends_to
             || std::iter::once(host).chain(&sends_to).any(|fqdn| shape(before, fqdn) != shape(after, fqdn))
@@ -151,19 +153,28 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
 fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
     let hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
     for host in hosts {
-        let same = match (before.virtual_service(host), after.virtual_service(host)) {
-            (Some(was), Some(is)) => was.same_config(is),
-            (was, is) => was.is_none() && is.is_none(),
-        };
-        if !same {
+        let (was, is): (Vec<_>, Vec<_>) =
+            (before.virtual_services_naming(host).collect(), after.virtual_services_naming(host).collect());
+        if !same_lists(&was, &is, |a, b| a.same_config(b)) {
             changes.routes.insert(host.clone());
-            changes.scopes |= route_destinations(before, host) != route_destinations(after, host);
+            changes.scopes |= candidates(before, host) != candidates(after, host);
         }
     }
-    // A VirtualService puts its hosts in its namespace's scope, whether or not it is the one in force.
-    let same_scope =
-        |a: &VirtualServiceModel, b: &VirtualServiceModel| a.namespace == b.namespace && a.hosts == b.hosts;
+    // A VirtualService puts its hosts in the scopes of the namespaces it names, whether or not it is the one in
+    // force.
+    let same_scope = |a: &VirtualServiceModel, b: &VirtualServiceModel| {
+        (&a.namespace, &a.hosts, &a.spec.export_to) == (&b.namespace, &b.hosts, &b.spec.export_to)
+    };
     changes.scopes |= !same_lists(&before.virtual_services, &after.virtual_services, same_scope);
+}
+
+/// What a scope reads of the VirtualServices naming `host`: which one routes it for a namespace (their names and
+/// `exportTo`) and where each sends, as FQDNs.
+type Candidate<'a> = (&'a String, &'a String, &'a Vec<String>, Vec<String>);
+
+fn candidates<'a>(snapshot: &'a Snapshot, host: &str) -> Vec<Candidate<'a>> {
+    let naming = snapshot.virtual_services_naming(host);
+    naming.map(|vs| (&vs.namespace, &vs.name, &vs.spec.export_to, destinations_of(snapshot, vs))).collect()
 }
 
 fn same_lists<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
@@ -215,6 +226,9 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(!weights.spares_routes_of(&fqdns(&["reviews"])));
         assert!(weights.spares_clusters_of(&fqdns(&["reviews"])), "a weight edit spares clusters");
         assert!(port.listeners && !weights.listeners && !endpoint.listeners, "HTTP rules shape no listener");
+        let private = between(&base, &snapshot(&MESH.replace("spec: {hosts", "spec: {exportTo: [\".\"], hosts")));
+        assert!(private.scopes && private.routes == fqdns(&["reviews"]), "who sees a rule");
+        assert!(!private.listeners);
     }
 
     const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\

@@ -75,7 +75,7 @@ pub(super) fn is_tls(chain: &FilterChain) -> bool {
 /// it is in force for no Service on that port (its rules then shape no chain there).
 fn cluster_ips(snapshot: &Snapshot, vs: &VirtualServiceModel, port: u16) -> Option<Vec<IpAddr>> {
     let in_force = |host: &&String| {
-        snapshot.virtual_service(host).is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
+        snapshot.mesh_virtual_service(host).is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
     };
     let services: Vec<_> = vs
         .hosts

@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 12] = [
+    let edits: [(&str, Edit); 16] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -211,6 +211,21 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         ("the cluster IP of a Service with tcp rules", |docs| {
             let db = docs.iter_mut().find(|d| d.contains("10.96.0.9")).expect("the db Service");
             *db = db.replace("10.96.0.9", "10.96.0.10");
+        }),
+        ("a rule is exported to its own namespace only", |docs| {
+            let ledger = docs.iter_mut().find(|d| d.contains("spec: {hosts: [ledger]")).expect("the ledger rule");
+            *ledger = ledger.replace("spec: {hosts: [ledger]", "spec: {exportTo: [\".\"], hosts: [ledger]");
+        }),
+        ("a namespace gets its own rule for another namespace's host", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ledger-for-shop, namespace: shop}\nspec: {exportTo: [\".\"], hosts: [ledger.bank], http: [{route: [{destination: {host: audit.bank, port: {number: 81}}}]}]}\n".into());
+        }),
+        ("a rule is exported to another namespace by name", |docs| {
+            let ledger = docs.iter_mut().find(|d| d.contains("exportTo: [\".\"], hosts: [ledger]")).expect("ledger");
+            *ledger = ledger.replace("exportTo: [\".\"]", "exportTo: [\".\", web]");
+        }),
+        ("a namespace's own rule goes public", |docs| {
+            let own = docs.iter_mut().find(|d| d.contains("name: ledger-for-shop")).expect("shop's rule");
+            *own = own.replace("exportTo: [\".\"], ", "");
         }),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
