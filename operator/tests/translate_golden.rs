@@ -183,3 +183,8 @@ fn objects_read_back_from_a_real_cluster() {
 fn export_to_as_a_proxy_in_one_namespace_sees_it() {
     check_golden("export-to", &[testdata().join("translate/export-to.yaml")]);
 }
+
+#[test]
+fn wildcard_hosts_exact_first_then_the_longest() {
+    check_golden("wildcard", &[testdata().join("translate/wildcard.yaml")]);
+}

@@ -36,7 +36,7 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
         errors.push(root.field("hosts").error("at least one host is required"));
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        check_host(&root.field("hosts").index(i), host, &mut errors);
+        check_virtual_service_host(&root.field("hosts").index(i), host, &mut errors);
     }
     check_gateways(&root.field("gateways"), &spec.gateways, &mut errors);
     // Istio refuses a VirtualService without routes: applied, it would cut its hosts off.
@@ -122,6 +122,38 @@ fn check_gateways(path: &Path, gateways: &[String], errors: &mut Vec<FieldError>
     }
 }
 
+/// A VirtualService host: a Service name, or a wildcard naming every Service whose FQDN it matches (`*`,
+/// `*.example.com`, `*.bank.svc.cluster.local`). Istio also takes a partial first label (`*foo.example.com`);
+/// Weft asks for a whole one.
+fn check_virtual_service_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
+    let Some(rest) = host.strip_prefix('*') else {
+        if host.contains('*') {
+            errors.push(path.error(format!(
+                "wildcard host {host:?}: a wildcard is allowed only alone (\"*\") or as the first label of a \
+                 domain (\"*.example.com\")"
+            )));
+        } else {
+            check_host(path, host, errors);
+        }
+        return;
+    };
+    let labels_valid = |domain: &str| domain.split('.').all(is_dns_label);
+    match rest.strip_prefix('.') {
+        _ if rest.is_empty() => {}
+        Some(domain) if labels_valid(domain) => {}
+        None if labels_valid(rest) => errors.push(not_supported(
+            path,
+            &format!("wildcard host {host:?}, a wildcard within a label (use a whole label: \"*.example.com\"),"),
+        )),
+        _ => errors.push(path.error(format!(
+            "wildcard host {host:?}: a wildcard is allowed only alone (\"*\") or as the first label of a domain \
+             (\"*.example.com\")"
+        ))),
+    }
+}
+
+/// A destination's or DestinationRule's host: a Service name. Istio takes wildcard DestinationRule hosts too;
+/// Weft refuses them, as it does wildcard destinations (a destination is one Service's cluster).
 fn check_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
     if host.is_empty() {
         errors.push(path.error("host must not be empty"));

@@ -32,7 +32,7 @@ http:
 #[test]
 fn each_problem_is_reported_with_its_path() {
     let errors = vs(r#"
-hosts: ["*.example.com"]
+hosts: ["a.*.com"]
 http:
 - match: [{uri: {exact: /a, prefix: /b}}, {uri: {regex: "(unclosed"}}, {method: {}}]
   route:
@@ -421,4 +421,31 @@ fn export_to_takes_this_namespace_every_namespace_or_namespace_names() {
     assert_eq!(vs(&format!(r#"{tcp}exportTo: ["*"]"#)), Vec::<String>::new(), "tcp rules exported everywhere");
     assert_eq!(vs(tcp), Vec::<String>::new(), "exported everywhere by default");
     assert_eq!(vs(&format!(r#"{tcp}exportTo: ["."]"#)).len(), 1, "tcp rules for one namespace");
+}
+
+#[test]
+fn virtual_service_hosts_may_be_wildcards_destinations_and_policies_not() {
+    let rule =
+        |host: &str| vs(&format!("hosts: [\"{host}\"]\nhttp: [{{route: [{{destination: {{host: reviews}}}}]}}]"));
+    for ok in ["*", "*.example.com", "*.bank.svc.cluster.local", "reviews"] {
+        assert_eq!(rule(ok), Vec::<String>::new(), "{ok}");
+    }
+    let only_first = "a wildcard is allowed only alone (\"*\") or as the first label of a domain (\"*.example.com\")";
+    assert_eq!(rule("a.*.com"), [format!("spec.hosts[0]: wildcard host \"a.*.com\": {only_first}")]);
+    assert_eq!(rule("*.*.com"), [format!("spec.hosts[0]: wildcard host \"*.*.com\": {only_first}")]);
+    assert_eq!(rule("*."), [format!("spec.hosts[0]: wildcard host \"*.\": {only_first}")]);
+    assert_eq!(
+        rule("*foo.com"),
+        [
+            "spec.hosts[0]: wildcard host \"*foo.com\", a wildcard within a label (use a whole label: \"*.example.com\"), is not supported by Weft yet"
+        ]
+    );
+    let to_wildcard = vs("hosts: [reviews]\nhttp: [{route: [{destination: {host: \"*.bank\"}}]}]");
+    assert_eq!(
+        to_wildcard,
+        [
+            "spec.http[0].route[0].destination.host: wildcard host \"*.bank\" is not supported by Weft yet; name the Service"
+        ]
+    );
+    assert_eq!(dr("host: \"*.bank\"").len(), 1, "a wildcard DestinationRule host");
 }

@@ -44,7 +44,8 @@ use crate::status::WeftStatus;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
     /// Destination hosts the rules apply to: a Service short name (resolved in this resource's namespace),
-    /// `name.namespace`, or the FQDN `name.namespace.svc.cluster.local`.
+    /// `name.namespace`, the FQDN `name.namespace.svc.cluster.local`, or a wildcard (`*.bank.svc.cluster.local`,
+    /// `*`) for every Service it matches.
     pub hosts: Vec<String>,
     /// Gateways the rules apply to; Weft has only the mesh (`mesh`, the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

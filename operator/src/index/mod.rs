@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 pub use snapshot::{
     DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel, Visibility,
+    is_wildcard,
 };
 
 use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};

@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
     /// Service and proxy namespace.
     vs_by_host: BTreeMap<String, Vec<usize>>,
+    /// Wildcard hosts (`*.example.com`, `*`) and the position of the VirtualService naming each, in order.
+    vs_wildcards: Vec<(String, usize)>,
     /// Host FQDN -> position of the first DestinationRule for it.
     dr_by_host: BTreeMap<String, usize>,
 }
@@ -143,6 +145,10 @@ impl Snapshot {
     /// the resource's namespace; `name.namespace` and `name.namespace.svc` are completed when such a Service exists.
     pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // A wildcard is fully qualified as written, `*` included (Istio's `ResolveShortnameToFQDN`).
+        if is_wildcard(&host) {
+            return host;
+        }
         if !host.contains('.') {
             return service_fqdn(&host, namespace);
         }
@@ -155,26 +161,70 @@ impl Snapshot {
         self.dr_by_host.get(fqdn).and_then(|&i| self.destination_rules.get(i))
     }
 
-    /// Every VirtualService naming a host, in namespace/name order: the candidates to route it, whatever the
-    /// proxy. Whatever may change which one routes a host for some proxy changes this list.
-    pub fn virtual_services_naming(&self, fqdn: &str) -> impl Iterator<Item = &VirtualServiceModel> {
+    /// Every VirtualService naming a host exactly, in namespace/name order.
+    pub fn virtual_services_naming<'a>(
+        &'a self,
+        fqdn: &str,
+    ) -> impl Iterator<Item = &'a VirtualServiceModel> + use<'a> {
         let positions = self.vs_by_host.get(fqdn).map(Vec::as_slice).unwrap_or_default();
         positions.iter().filter_map(|&i| self.virtual_services.get(i))
     }
 
-    /// The VirtualService that routes a Service FQDN for proxies in `namespace`, if any: the most visible one
-    /// (see [`Visibility`]), the first in namespace/name order among equals. Istio takes the oldest among equals;
-    /// Weft's objects carry no creation time through the index, and namespace/name order is stable.
-    pub fn virtual_service_for(&self, fqdn: &str, namespace: &str) -> Option<&VirtualServiceModel> {
-        let visible = self.virtual_services_naming(fqdn).filter_map(|vs| Some((vs.visibility(namespace)?, vs)));
-        // `min_by_key` keeps the first of equal keys: namespace/name order among equals.
-        visible.min_by_key(|(visibility, _)| *visibility).map(|(_, vs)| vs)
+    /// Every VirtualService with a wildcard host matching a Service FQDN, with that host's length (longer is more
+    /// specific), in namespace/name order.
+    fn wildcards_matching(&self, fqdn: &str) -> Vec<(usize, &VirtualServiceModel)> {
+        let matching = self.vs_wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
+        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(*i)?))).collect()
     }
 
-    /// The VirtualService whose tcp and tls rules shape the listeners every proxy shares for a host: the first
-    /// exported to every namespace (validation refuses tcp and tls rules in the others).
+    /// Every VirtualService that may route a Service FQDN, whatever the proxy: those naming it exactly, then those
+    /// whose wildcard host matches it. Whatever may change which one routes it for some proxy changes this list.
+    pub fn virtual_service_candidates(&self, fqdn: &str) -> Vec<&VirtualServiceModel> {
+        self.virtual_services_naming(fqdn).chain(self.wildcards_matching(fqdn).into_iter().map(|(_, vs)| vs)).collect()
+    }
+
+    /// The VirtualService that routes a Service FQDN for proxies in `namespace`, if any, as Istio's sidecars pick
+    /// it: one naming it exactly before any wildcard, the longest matching wildcard before shorter ones; then the
+    /// most visible one (see [`Visibility`]); then the first in namespace/name order. (Istio takes the oldest
+    /// among equals; Weft's index carries no creation time, and namespace/name order is as stable.)
+    pub fn virtual_service_for(&self, fqdn: &str, namespace: &str) -> Option<&VirtualServiceModel> {
+        let exact = self.virtual_services_naming(fqdn).filter_map(|vs| Some((vs.visibility(namespace)?, vs)));
+        // `min_by_key` keeps the first of equal keys: namespace/name order among equals.
+        if let Some((_, vs)) = exact.min_by_key(|(visibility, _)| *visibility) {
+            return Some(vs);
+        }
+        let wildcards = self
+            .wildcards_matching(fqdn)
+            .into_iter()
+            .filter_map(|(len, vs)| Some((len, vs.visibility(namespace)?, vs)));
+        wildcards.min_by_key(|(len, visibility, _)| (std::cmp::Reverse(*len), *visibility)).map(|(_, _, vs)| vs)
+    }
+
+    /// The VirtualService whose tcp and tls rules shape the listeners every proxy shares for a Service: the one
+    /// [`Self::virtual_service_for`] picks among those exported to every namespace (validation refuses tcp and
+    /// tls rules in the others).
     pub fn mesh_virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
-        self.virtual_services_naming(fqdn).find(|vs| exported_everywhere(&vs.spec.export_to))
+        let public = |vs: &&VirtualServiceModel| exported_everywhere(&vs.spec.export_to);
+        if let Some(vs) = self.virtual_services_naming(fqdn).find(public) {
+            return Some(vs);
+        }
+        let wildcards = self.wildcards_matching(fqdn).into_iter().filter(|(_, vs)| public(vs));
+        wildcards.min_by_key(|(len, _)| std::cmp::Reverse(*len)).map(|(_, vs)| vs)
+    }
+
+    /// Whether some VirtualService has a wildcard host: it may apply to any Service.
+    pub fn has_wildcard_rules(&self) -> bool {
+        !self.vs_wildcards.is_empty()
+    }
+
+    /// The FQDNs of the Services a VirtualService host names: the one it names exactly (whether or not it exists)
+    /// or, for a wildcard, every Service it matches.
+    pub fn hosts_named(&self, host: &str) -> Vec<String> {
+        if is_wildcard(host) {
+            self.services.keys().filter(|fqdn| wildcard_matches(host, fqdn)).cloned().collect()
+        } else {
+            vec![host.to_string()]
+        }
     }
 
     /// Whether translation would give the same config for both: everything but what only status reports (the
@@ -202,8 +252,13 @@ impl Snapshot {
     /// Fills the host lookups; called once the lists are final.
     fn index_hosts(&mut self) {
         self.vs_by_host.clear();
+        self.vs_wildcards.clear();
         for (i, vs) in self.virtual_services.iter().enumerate() {
             for host in &vs.hosts {
+                if is_wildcard(host) {
+                    self.vs_wildcards.push((host.clone(), i));
+                    continue;
+                }
                 let positions = self.vs_by_host.entry(host.clone()).or_default();
                 // A VirtualService naming a host twice is one candidate.
                 if positions.last() != Some(&i) {
@@ -216,6 +271,17 @@ impl Snapshot {
             self.dr_by_host.entry(dr.host.clone()).or_insert(i);
         }
     }
+}
+
+/// Whether a host is a wildcard (`*`, `*.example.com`).
+pub fn is_wildcard(host: &str) -> bool {
+    host.starts_with('*')
+}
+
+/// Whether a wildcard host matches an FQDN: what follows the `*` ends it, and something comes before (Istio's
+/// `host.Name.Matches`; `*.example.com` does not match `example.com`).
+pub fn wildcard_matches(pattern: &str, fqdn: &str) -> bool {
+    pattern.strip_prefix('*').is_some_and(|suffix| fqdn.len() > suffix.len() && fqdn.ends_with(suffix))
 }
 
 pub fn service_fqdn(name: &str, namespace: &str) -> String {
@@ -338,6 +404,7 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
+    use super::wildcard_matches;
     use crate::index::snapshot_of_yaml;
 
     fn rule(name: &str, namespace: &str, export_to: &str) -> String {
@@ -368,7 +435,36 @@ mod tests {
         let mesh = snapshot.mesh_virtual_service("ledger.bank.svc.cluster.local").map(|vs| vs.name.as_str());
         assert_eq!(mesh, Some("a-public"));
         let only_private = snapshot_of_yaml(&rule("own", "shop", "[\".\"]"));
+        assert!(only_private.virtual_service_for("ledger.bank.svc.cluster.local", "shop").is_some());
         assert!(only_private.virtual_service_for("ledger.bank.svc.cluster.local", "bank").is_none());
         assert!(only_private.mesh_virtual_service("ledger.bank.svc.cluster.local").is_none());
+    }
+
+    fn wildcard(name: &str, namespace: &str, export_to: &str, host: &str) -> String {
+        rule(name, namespace, export_to)
+            .replace("hosts: [ledger.bank.svc.cluster.local]", &format!("hosts: [\"{host}\"]"))
+    }
+
+    #[test]
+    fn an_exact_host_wins_over_a_wildcard_and_a_longer_wildcard_over_a_shorter_one() {
+        let rules = [
+            wildcard("any", "apps", "[]", "*"),
+            wildcard("bank", "apps", "[]", "*.bank.svc.cluster.local"),
+            wildcard("bank-for-shop", "shop", "[\".\"]", "*.bank.svc.cluster.local"),
+            wildcard("ledgers", "apps", "[]", "*.ledger.bank.svc.cluster.local"),
+            rule("exact", "apps", "[web]"),
+        ];
+        let snapshot = snapshot_of_yaml(&rules.concat());
+        let chosen = |fqdn, namespace| snapshot.virtual_service_for(fqdn, namespace).map(|vs| vs.name.as_str());
+        let ledger = "ledger.bank.svc.cluster.local";
+        assert_eq!(chosen(ledger, "web"), Some("exact"), "an exact host visible to web");
+        assert_eq!(chosen(ledger, "bank"), Some("bank"), "the exact one is not exported to bank");
+        assert_eq!(chosen(ledger, "shop"), Some("bank-for-shop"), "the same wildcard: shop's own first");
+        assert_eq!(chosen("v1.ledger.bank.svc.cluster.local", "shop"), Some("ledgers"), "the longest wildcard");
+        assert_eq!(chosen("cart.shop.svc.cluster.local", "shop"), Some("any"), "* matches every host");
+        assert_eq!(chosen("bank.svc.cluster.local", "bank"), Some("any"), "*.bank... needs a label before");
+        assert_eq!(snapshot.mesh_virtual_service(ledger).map(|vs| vs.name.as_str()), Some("bank"));
+        assert_eq!(snapshot.virtual_service_candidates(ledger).len(), 4, "exact, then every matching wildcard");
+        assert!(wildcard_matches("*", "a") && !wildcard_matches("*.b", ".b") && wildcard_matches("*.b", "a.b"));
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
-use crate::index::Snapshot;
+use crate::index::{Snapshot, is_wildcard};
 use crate::source::{Kind, Rejection, ResourceKey};
 
 /// Condition reasons (documented in the README).
@@ -113,7 +113,12 @@ fn virtual_service_refs(
     let mut problems = Vec::new();
     for (i, host) in spec.hosts.iter().enumerate() {
         let fqdn = snapshot.resolve_host(host, namespace);
-        if !snapshot.services.contains_key(&fqdn) {
+        if is_wildcard(&fqdn) {
+            // A wildcard names no Service of its own; it resolves when it matches one (Services may come later).
+            if snapshot.hosts_named(&fqdn).is_empty() {
+                problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service matches {fqdn}")));
+            }
+        } else if !snapshot.services.contains_key(&fqdn) {
             problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service {fqdn}")));
         }
     }

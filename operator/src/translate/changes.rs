@@ -4,7 +4,7 @@
 //! The dependencies, from the translation functions:
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
 //!   DestinationRule;
-//! - its virtual hosts: its ports, every VirtualService naming it (which one routes it depends on the proxy's
+//! - its virtual hosts: its ports, every VirtualService naming it or matching it by wildcard (which one routes it depends on the proxy's
 //!   namespace and their `exportTo`), and for each destination of those, which Service the name resolves to and
 //!   (for a destination without a port) that Service's ports;
 //! - the scopes: which Services exist, the hosts, namespaces, `exportTo` and destinations of the rules, and where
@@ -61,7 +61,7 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
         changes.ports = ports(before) != ports(after);
         // A Service that came, went or changed ports changes the routes that send to it: the name may resolve
         // elsewhere now, and a destination without a port takes the Service's only one.
-        for host in after.routed_hosts() {
+        for host in rule_hosts(before, after) {
             let (was, is) = (candidates(before, host), candidates(after, host));
             if was != is {
                 changes.scopes = true;
@@ -93,8 +93,10 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
     let shape = |snapshot: &Snapshot, fqdn: &str| {
         snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
     };
-    let hosts: BTreeSet<&String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).collect();
-    hosts.into_iter().any(|host| {
+    // A wildcard host names the Services it matches, in either snapshot.
+    let named = |host: &String| before.hosts_named(host).into_iter().chain(after.hosts_named(host));
+    let hosts: BTreeSet<String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).flat_map(named).collect();
+    hosts.iter().any(|host| {
         let (sent_to, sends_to) = (mesh_route_destinations(before, host), mesh_route_destinations(after, host));
         in_force(before, host) != in_force(after, host)
             || sent_to != sends_to
@@ -151,10 +153,9 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
 }
 
 fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
-    let hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
-    for host in hosts {
+    for host in rule_hosts(before, after) {
         let (was, is): (Vec<_>, Vec<_>) =
-            (before.virtual_services_naming(host).collect(), after.virtual_services_naming(host).collect());
+            (before.virtual_service_candidates(host), after.virtual_service_candidates(host));
         if !same_lists(&was, &is, |a, b| a.same_config(b)) {
             changes.routes.insert(host.clone());
             changes.scopes |= candidates(before, host) != candidates(after, host);
@@ -168,12 +169,22 @@ fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
     changes.scopes |= !same_lists(&before.virtual_services, &after.virtual_services, same_scope);
 }
 
+/// The hosts whose virtual hosts a VirtualService may shape, in either snapshot: those one names exactly and, when
+/// one has a wildcard host, every Service (it may match any; a Service that comes or goes is compared too).
+fn rule_hosts<'a>(before: &'a Snapshot, after: &'a Snapshot) -> BTreeSet<&'a String> {
+    let mut hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
+    if before.has_wildcard_rules() || after.has_wildcard_rules() {
+        hosts.extend(before.services.keys().chain(after.services.keys()));
+    }
+    hosts
+}
+
 /// What a scope reads of the VirtualServices naming `host`: which one routes it for a namespace (their names and
 /// `exportTo`) and where each sends, as FQDNs.
 type Candidate<'a> = (&'a String, &'a String, &'a Vec<String>, Vec<String>);
 
 fn candidates<'a>(snapshot: &'a Snapshot, host: &str) -> Vec<Candidate<'a>> {
-    let naming = snapshot.virtual_services_naming(host);
+    let naming = snapshot.virtual_service_candidates(host).into_iter();
     naming.map(|vs| (&vs.namespace, &vs.name, &vs.spec.export_to, destinations_of(snapshot, vs))).collect()
 }
 
@@ -229,6 +240,13 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         let private = between(&base, &snapshot(&MESH.replace("spec: {hosts", "spec: {exportTo: [\".\"], hosts")));
         assert!(private.scopes && private.routes == fqdns(&["reviews"]), "who sees a rule");
         assert!(!private.listeners);
+        let wildcard = MESH.to_string()
+            + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: all, namespace: ops}\nspec: {hosts: [\"*.shop.svc.cluster.local\"], http: [{route: [{destination: {host: reviews.shop}}], timeout: 1s}]}\n";
+        let appears = between(&base, &snapshot(&wildcard));
+        assert_eq!(appears.routes, fqdns(&["ratings", "reviews"]), "every Service the wildcard matches");
+        let edited = between(&snapshot(&wildcard), &snapshot(&wildcard.replace("timeout: 1s", "timeout: 2s")));
+        assert_eq!(edited.routes, fqdns(&["ratings", "reviews"]));
+        assert!(!edited.scopes, "a timeout sends nowhere new");
     }
 
     const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\

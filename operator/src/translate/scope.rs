@@ -28,7 +28,7 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
         }
     };
     let own_rules = snapshot.virtual_services.iter().filter(|vs| names_namespace(vs, namespace));
-    hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().cloned()));
+    hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().flat_map(|host| snapshot.hosts_named(host))));
     let own_policies = snapshot.destination_rules.iter().filter(|dr| dr.namespace == namespace);
     hosts.extend(own_policies.map(|dr| dr.host.clone()));
     let destinations: Vec<String> =
@@ -55,8 +55,9 @@ fn names_namespace(vs: &VirtualServiceModel, namespace: &str) -> bool {
 /// for a cluster asked for on demand.
 pub fn l4_destinations(snapshot: &Snapshot) -> BTreeSet<String> {
     let with_rules = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
-    let hosts: BTreeSet<&String> = with_rules.flat_map(|vs| vs.hosts.iter()).collect();
-    hosts.into_iter().flat_map(|host| mesh_route_destinations(snapshot, host)).collect()
+    let hosts: BTreeSet<String> =
+        with_rules.flat_map(|vs| vs.hosts.iter().flat_map(|h| snapshot.hosts_named(h))).collect();
+    hosts.into_iter().flat_map(|host| mesh_route_destinations(snapshot, &host)).collect()
 }
 
 /// The Services the routes of `host` send to for proxies in `namespace` (the destinations of the VirtualService

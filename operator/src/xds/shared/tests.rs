@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 16] = [
+    let edits: [(&str, Edit); 22] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -227,6 +227,25 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
             let own = docs.iter_mut().find(|d| d.contains("name: ledger-for-shop")).expect("shop's rule");
             *own = own.replace("exportTo: [\".\"], ", "");
         }),
+        ("a wildcard rule appears", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: bank-wide, namespace: ops}\nspec: {hosts: [\"*.bank.svc.cluster.local\"], http: [{route: [{destination: {host: ledger.bank}}], timeout: 3s}]}\n".into());
+        }),
+        ("a Service the wildcard matches appears", |docs| {
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: vault, namespace: bank}\nspec: {ports: [{port: 80}]}\n".into());
+        }),
+        ("the wildcard rule changes destination", |docs| {
+            let rule = docs.iter_mut().find(|d| d.contains("name: bank-wide")).expect("the wildcard rule");
+            *rule = rule.replace("host: ledger.bank}", "host: audit.bank, port: {number: 80}}");
+        }),
+        ("a rule for every host, for one namespace", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: everything, namespace: web}\nspec: {exportTo: [\".\"], hosts: [\"*\"], http: [{route: [{destination: {host: frontend}}]}]}\n".into());
+        }),
+        ("tcp rules for a wildcard host", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: bank-tcp, namespace: ops}\nspec: {hosts: [\"*.bank.svc.cluster.local\"], tcp: [{match: [{port: 81}], route: [{destination: {host: ledger.bank}}]}]}\n".into());
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: vault, namespace: bank}\nspec: {clusterIP: 10.96.0.20, ports: [{port: 81}]}\n".into());
+            docs.retain(|d| !d.contains("name: vault, namespace: bank}\nspec: {ports"));
+        }),
+        ("the wildcard rule goes", |docs| docs.retain(|d| !d.contains("name: bank-wide"))),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
     let asked: BTreeSet<String> = ["80/ledger.bank", "9080/reviews.shop", "80/payments.bank"].map(String::from).into();
