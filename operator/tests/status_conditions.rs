@@ -133,6 +133,24 @@ fn a_wildcard_host_is_resolved_when_it_matches_some_service() {
 }
 
 #[test]
+fn a_missing_or_hidden_delegate_is_unresolved() {
+    let root = vs("  hosts: [reviews]\n  http: [{delegate: {name: api}}, {delegate: {name: api, namespace: team}}]\n");
+    let hidden = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: team}\nspec: {exportTo: [\".\"], http: [{route: [{destination: {host: reviews.shop}}]}]}\n";
+    let index = index_of(&format!("{BASE}{root}{hidden}"));
+    let resolved = target(&index, Kind::VirtualService);
+    assert_eq!(resolved.key.name, "reviews");
+    let c = conditions(&resolved);
+    assert_eq!(
+        (c[1].1.as_str(), c[1].2.as_str(), c[1].3.as_str()),
+        (
+            "False",
+            "UnknownDelegate",
+            "spec.http[0].delegate: no VirtualService shop/api; spec.http[1].delegate: VirtualService team/api is not exported to namespace shop"
+        )
+    );
+}
+
+#[test]
 fn a_destination_rule_for_a_missing_service_is_unresolved() {
     let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: x, namespace: shop}\nspec: {host: ghost}\n";
     let c = conditions(&target(&index_of(yaml), Kind::DestinationRule));

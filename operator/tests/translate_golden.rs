@@ -188,3 +188,8 @@ fn export_to_as_a_proxy_in_one_namespace_sees_it() {
 fn wildcard_hosts_exact_first_then_the_longest() {
     check_golden("wildcard", &[testdata().join("translate/wildcard.yaml")]);
 }
+
+#[test]
+fn delegated_rules_merged_under_their_root_rule() {
+    check_golden("delegate", &[testdata().join("translate/delegate.yaml")]);
+}

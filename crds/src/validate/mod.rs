@@ -32,8 +32,10 @@ pub const MESH_GATEWAY: &str = "mesh";
 pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     let root = Path::root("spec");
     let mut errors = Vec::new();
-    if spec.hosts.is_empty() {
-        errors.push(root.field("hosts").error("at least one host is required"));
+    // Without hosts it is a delegate (Istio): only http rules, for the mesh, and no further delegation.
+    let delegate = spec.hosts.is_empty();
+    if delegate {
+        check_delegate_virtual_service(&root, spec, &mut errors);
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         check_virtual_service_host(&root.field("hosts").index(i), host, &mut errors);
@@ -45,6 +47,14 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     }
     for (i, http) in spec.http.iter().enumerate() {
         rule::check_http_route(&root.field("http").index(i), http, &mut errors);
+        if delegate && http.delegate.is_some() {
+            errors.push(
+                root.field("http")
+                    .index(i)
+                    .field("delegate")
+                    .error("a VirtualService without hosts is a delegate and cannot delegate further (one level only)"),
+            );
+        }
     }
     for (i, tls) in spec.tls.iter().enumerate() {
         l4::check_tls_route(&root.field("tls").index(i), tls, &mut errors);
@@ -76,6 +86,24 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
         }
     }
     errors
+}
+
+/// A delegate (no hosts): Istio refuses gateways and tcp and tls rules there, which only a root's hosts give a
+/// meaning to.
+fn check_delegate_virtual_service(root: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
+    let refused =
+        [("gateways", !spec.gateways.is_empty()), ("tcp", !spec.tcp.is_empty()), ("tls", !spec.tls.is_empty())];
+    for (field, set) in refused {
+        if set {
+            errors.push(root.field(field).error(format!(
+                "a VirtualService without hosts is a delegate: it cannot have {field} (give it hosts, or move them \
+                 to the VirtualService that delegates to it)"
+            )));
+        }
+    }
+    if spec.http.is_empty() {
+        errors.push(root.field("hosts").error("at least one host is required (or, for a delegate, http rules)"));
+    }
 }
 
 /// `exportTo`, as Istio validates it: each entry `.` (this namespace), `*` (every namespace) or a namespace name,

@@ -185,7 +185,6 @@ exportTo: ["."]
             "spec.http[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
-            "spec.http[0].delegate: delegating to another VirtualService (delegate) is not supported by Weft yet",
             "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
             "spec.http[1].retries.retryIgnorePreviousHosts: retrying on endpoints already tried (retryIgnorePreviousHosts: false) is not supported by Weft yet",
             "spec.http[1].retries.backoff: a retry backoff interval (backoff) is not supported by Weft yet",
@@ -448,4 +447,37 @@ fn virtual_service_hosts_may_be_wildcards_destinations_and_policies_not() {
         ]
     );
     assert_eq!(dr("host: \"*.bank\"").len(), 1, "a wildcard DestinationRule host");
+}
+
+#[test]
+fn a_rule_delegates_instead_of_acting_and_a_delegate_has_no_hosts() {
+    let root = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /v2}}]\n  delegate: {name: reviews-v2, namespace: team}\n  timeout: 2s\n- delegate: {name: rest}\n";
+    assert_eq!(vs(root), Vec::<String>::new(), "a root, with a timeout its delegate's rules inherit");
+    let delegate =
+        "http: [{match: [{uri: {prefix: /v2/a}}], route: [{destination: {host: reviews}}]}]\nexportTo: [\".\"]";
+    assert_eq!(vs(delegate), Vec::<String>::new(), "a delegate: no hosts");
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{delegate: {name: \"\"}, route: [{destination: {host: r}}], redirect: {uri: /x}}]"),
+        [
+            "spec.http[0].redirect: redirect cannot be used with route",
+            "spec.http[0].delegate.name: the name of the VirtualService to delegate to is required",
+            "spec.http[0].delegate: delegate cannot be used with route: the delegate's rules act",
+            "spec.http[0].delegate: delegate cannot be used with redirect: the delegate's rules act",
+        ]
+    );
+    assert_eq!(
+        vs("gateways: [mesh]\nhttp: [{delegate: {name: deeper}}]\ntcp: [{route: [{destination: {host: db}}]}]"),
+        [
+            "spec.gateways: a VirtualService without hosts is a delegate: it cannot have gateways (give it hosts, or move them to the VirtualService that delegates to it)",
+            "spec.tcp: a VirtualService without hosts is a delegate: it cannot have tcp (give it hosts, or move them to the VirtualService that delegates to it)",
+            "spec.http[0].delegate: a VirtualService without hosts is a delegate and cannot delegate further (one level only)",
+        ]
+    );
+    assert_eq!(
+        vs("hosts: []"),
+        [
+            "spec.hosts: at least one host is required (or, for a delegate, http rules)",
+            "spec: at least one route is required (http, tcp or tls)"
+        ]
+    );
 }

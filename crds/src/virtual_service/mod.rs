@@ -3,9 +3,8 @@
 //!
 //! The connection-level rules (`tcp`, `tls`) live in [`l4`].
 //!
-//! Fields Weft refuses whatever they hold (`http[].delegate`) are kept as
-//! free-form JSON: they exist so that [`crate::validate`] can name them in a "not supported yet" error instead of
-//! the parser's "unknown field", and so that the API server does not prune them before the webhook sees them.
+//! A VirtualService without `hosts` is a delegate: it routes nothing by itself, and the `http[].delegate` rules of
+//! others take its http rules (Istio's delegation, one level).
 
 pub mod actions;
 pub mod cors;
@@ -45,7 +44,8 @@ use crate::status::WeftStatus;
 pub struct VirtualServiceSpec {
     /// Destination hosts the rules apply to: a Service short name (resolved in this resource's namespace),
     /// `name.namespace`, the FQDN `name.namespace.svc.cluster.local`, or a wildcard (`*.bank.svc.cluster.local`,
-    /// `*`) for every Service it matches.
+    /// `*`) for every Service it matches. None: a delegate, whose http rules other VirtualServices take.
+    #[serde(default)]
     pub hosts: Vec<String>,
     /// Gateways the rules apply to; Weft has only the mesh (`mesh`, the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,10 +84,10 @@ pub struct HttpRoute {
     /// Answer matching requests with a fixed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<HttpDirectResponse>,
-    /// Hand matching requests to another VirtualService. Not supported by Weft yet.
+    /// Hand matching requests to the http rules of another VirtualService, one without `hosts`; instead of
+    /// `route`, `redirect` and `directResponse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub delegate: Option<serde_json::Value>,
+    pub delegate: Option<Delegate>,
     /// Rewrite the path or authority before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
@@ -137,9 +137,15 @@ impl HttpRoute {
     }
 }
 
-/// An object the API server keeps as written (Weft refuses it; the webhook must see it to say so).
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+/// The VirtualService an http rule delegates to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delegate {
+    /// Its name.
+    pub name: String,
+    /// Its namespace; unset: the delegating VirtualService's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl VirtualServiceSpec {

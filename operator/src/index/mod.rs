@@ -1,5 +1,6 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
+mod delegate;
 mod endpoints;
 pub mod published;
 pub mod snapshot;

@@ -7,9 +7,13 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use weft_crds::virtual_service::exported_everywhere;
-use weft_crds::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec, WeftStatus};
+use weft_crds::virtual_service::l4::L4Route;
+use weft_crds::{
+    Destination, DestinationRule, DestinationRuleSpec, HttpRoute, VirtualService, VirtualServiceSpec, WeftStatus,
+};
 use weft_xds::CLUSTER_DOMAIN;
 
+use super::delegate;
 use super::endpoints::{EndpointSources, service_ports};
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
@@ -74,6 +78,9 @@ pub struct VirtualServiceModel {
     /// `spec.hosts` resolved to FQDNs, in the same order.
     pub hosts: Vec<String>,
     pub spec: VirtualServiceSpec,
+    /// The http rules in force: `spec.http` with each delegating rule replaced by its delegate's rules, merged
+    /// (see [`super::delegate`]). What translation reads, rather than `spec.http`.
+    pub http: Vec<HttpRoute>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +124,16 @@ impl VirtualServiceModel {
 
     /// Equal but for what only status reports (status, generation).
     pub fn same_config(&self, other: &Self) -> bool {
-        (&self.namespace, &self.name, &self.hosts, &self.spec)
-            == (&other.namespace, &other.name, &other.hosts, &other.spec)
+        (&self.namespace, &self.name, &self.hosts, &self.spec, &self.http)
+            == (&other.namespace, &other.name, &other.hosts, &other.spec, &other.http)
+    }
+
+    /// Every destination of its rules in force (http, with delegated ones, then tcp, then tls), mirrors included.
+    /// A delegate's destinations are FQDNs already.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        let http = self.http.iter().flat_map(HttpRoute::destinations);
+        let tcp = self.spec.tcp.iter().flat_map(L4Route::destinations);
+        http.chain(tcp).chain(self.spec.tls.iter().flat_map(L4Route::destinations))
     }
 }
 
@@ -324,7 +339,7 @@ pub(super) fn set_rules<'a>(
     virtual_services: impl Iterator<Item = &'a VirtualService>,
     destination_rules: impl Iterator<Item = &'a DestinationRule>,
 ) {
-    let virtual_services = virtual_services
+    let mut virtual_services: Vec<VirtualServiceModel> = virtual_services
         .map(|vs| {
             let namespace = namespace_of(&vs.metadata.namespace);
             VirtualServiceModel {
@@ -334,9 +349,19 @@ pub(super) fn set_rules<'a>(
                 generation: vs.metadata.generation,
                 status: vs.status.clone(),
                 spec: vs.spec.clone(),
+                http: Vec::new(),
             }
         })
         .collect();
+    let effective: Vec<Vec<HttpRoute>> = {
+        let delegates = delegate::delegates(&virtual_services);
+        let find = |namespace: &str, name: &str| delegates.get(&(namespace, name)).copied();
+        let qualify = |host: &str, namespace: &str| snapshot.resolve_host(host, namespace);
+        virtual_services.iter().map(|vs| delegate::effective_rules(vs, find, qualify)).collect()
+    };
+    for (vs, http) in virtual_services.iter_mut().zip(effective) {
+        vs.http = http;
+    }
     let destination_rules = destination_rules
         .map(|dr| {
             let namespace = namespace_of(&dr.metadata.namespace);

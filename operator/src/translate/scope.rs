@@ -75,7 +75,7 @@ pub fn mesh_route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
 
 /// Every destination of one VirtualService, as FQDNs.
 pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<String> {
-    vs.spec.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
+    vs.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
 }
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach

@@ -58,9 +58,8 @@ pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u1
         domains: domains(service, port, namespace),
         // A VirtualService with only tcp/tls rules says nothing about HTTP: its hosts' HTTP traffic (on ports
         // its rules leave alone) goes where it would without it, not into a virtual host without routes.
-        routes: match snapshot.virtual_service_for(&service.fqdn(), namespace).filter(|vs| !vs.spec.http.is_empty()) {
+        routes: match snapshot.virtual_service_for(&service.fqdn(), namespace).filter(|vs| !vs.http.is_empty()) {
             Some(vs) => vs
-                .spec
                 .http
                 .iter()
                 .enumerate()

@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 22] = [
+    let edits: [(&str, Edit); 26] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -246,6 +246,20 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
             docs.retain(|d| !d.contains("name: vault, namespace: bank}\nspec: {ports"));
         }),
         ("the wildcard rule goes", |docs| docs.retain(|d| !d.contains("name: bank-wide"))),
+        ("a rule delegates to a delegate that does not exist yet", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: frontend, namespace: web}\nspec: {hosts: [frontend], http: [{match: [{uri: {prefix: /api}}], delegate: {name: api, namespace: bank}, timeout: 2s}, {route: [{destination: {host: frontend}}]}]}\n".into());
+        }),
+        ("the delegate appears", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: bank}\nspec: {http: [{match: [{uri: {prefix: /api/v1}}], route: [{destination: {host: ledger}}]}, {route: [{destination: {host: payments, port: {number: 80}}}]}]}\n".into());
+        }),
+        ("the delegate changes destination", |docs| {
+            let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
+            *api = api.replace("{host: ledger}", "{host: audit, port: {number: 81}}");
+        }),
+        ("the delegate is no longer exported to the root's namespace", |docs| {
+            let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
+            *api = api.replace("spec: {http", "spec: {exportTo: [\".\"], http");
+        }),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
     let asked: BTreeSet<String> = ["80/ledger.bank", "9080/reviews.shop", "80/payments.bank"].map(String::from).into();
