@@ -254,7 +254,7 @@ impl Snapshot {
             && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
     }
 
-    /// Every host some VirtualService names, in order.
+    /// Every host some VirtualService names exactly (wildcards aside, see [`Self::has_wildcard_rules`]), in order.
     pub fn routed_hosts(&self) -> impl Iterator<Item = &String> {
         self.vs_by_host.keys()
     }
