@@ -118,6 +118,39 @@ fn a_host_that_is_not_a_service_is_reported() {
 }
 
 #[test]
+fn a_wildcard_host_is_resolved_when_it_matches_some_service() {
+    let with_hosts = |hosts: &str| {
+        let index = index_of(&format!(
+            "{BASE}{}",
+            vs(&format!("  hosts: {hosts}\n  http: [{{route: [{{destination: {{host: reviews}}}}]}}]\n"))
+        ));
+        conditions(&target(&index, Kind::VirtualService))[1].clone()
+    };
+    let matches = with_hosts(r#"["*.shop.svc.cluster.local", "*"]"#);
+    assert_eq!((matches.1.as_str(), matches.2.as_str()), ("True", "ResolvedRefs"));
+    let none = with_hosts(r#"["*.example.com"]"#);
+    assert_eq!((none.2.as_str(), none.3.as_str()), ("UnknownHost", "spec.hosts[0]: no Service matches *.example.com"));
+}
+
+#[test]
+fn a_missing_or_hidden_delegate_is_unresolved() {
+    let root = vs("  hosts: [reviews]\n  http: [{delegate: {name: api}}, {delegate: {name: api, namespace: team}}]\n");
+    let hidden = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: team}\nspec: {exportTo: [\".\"], http: [{route: [{destination: {host: reviews.shop}}]}]}\n";
+    let index = index_of(&format!("{BASE}{root}{hidden}"));
+    let resolved = target(&index, Kind::VirtualService);
+    assert_eq!(resolved.key.name, "reviews");
+    let c = conditions(&resolved);
+    assert_eq!(
+        (c[1].1.as_str(), c[1].2.as_str(), c[1].3.as_str()),
+        (
+            "False",
+            "UnknownDelegate",
+            "spec.http[0].delegate: no VirtualService shop/api; spec.http[1].delegate: VirtualService team/api is not exported to namespace shop"
+        )
+    );
+}
+
+#[test]
 fn a_destination_rule_for_a_missing_service_is_unresolved() {
     let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: x, namespace: shop}\nspec: {host: ghost}\n";
     let c = conditions(&target(&index_of(yaml), Kind::DestinationRule));

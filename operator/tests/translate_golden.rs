@@ -183,3 +183,18 @@ fn objects_read_back_from_a_real_cluster() {
 fn destination_rule_policies_as_cluster_fields() {
     check_golden("policies", &[testdata().join("translate/policies.yaml")]);
 }
+
+#[test]
+fn export_to_as_a_proxy_in_one_namespace_sees_it() {
+    check_golden("export-to", &[testdata().join("translate/export-to.yaml")]);
+}
+
+#[test]
+fn wildcard_hosts_exact_first_then_the_longest() {
+    check_golden("wildcard", &[testdata().join("translate/wildcard.yaml")]);
+}
+
+#[test]
+fn delegated_rules_merged_under_their_root_rule() {
+    check_golden("delegate", &[testdata().join("translate/delegate.yaml")]);
+}

@@ -88,14 +88,15 @@ mod tests {
 
     #[test]
     fn every_problem_is_listed_with_its_path() {
-        let spec = json!({"hosts": [], "http": [{"route": [{"destination": {"host": "r"}, "weight": -5}]}]});
+        // No hosts is a delegate, valid: a host that is not a DNS name is the first problem here.
+        let spec = json!({"hosts": ["Bad_Host"], "http": [{"route": [{"destination": {"host": "r"}, "weight": -5}]}]});
         let response = review(&request("UPDATE", "VirtualService", vs(spec)));
         assert!(!response.allowed);
         let status = response.status.unwrap();
         assert_eq!(status.code, 422);
         assert_eq!(
             status.message,
-            "VirtualService shop/reviews is invalid: spec.hosts: at least one host is required; \
+            "VirtualService shop/reviews is invalid: spec.hosts[0]: host \"Bad_Host\" is not a valid DNS name; \
              spec.http[0].route[0].weight: weight -5 must not be negative"
         );
     }

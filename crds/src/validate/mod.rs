@@ -19,6 +19,8 @@ pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
 pub use rule::MAX_DIRECT_RESPONSE_BODY;
 
+use std::collections::BTreeSet;
+
 use crate::field_path::Path;
 use crate::{FieldError, VirtualServiceSpec};
 
@@ -32,11 +34,13 @@ pub const MESH_GATEWAY: &str = "mesh";
 pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     let root = Path::root("spec");
     let mut errors = Vec::new();
-    if spec.hosts.is_empty() {
-        errors.push(root.field("hosts").error("at least one host is required"));
+    // Without hosts it is a delegate (Istio): only http rules, for the mesh, and no further delegation.
+    let delegate = spec.hosts.is_empty();
+    if delegate {
+        check_delegate_virtual_service(&root, spec, &mut errors);
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        check_host(&root.field("hosts").index(i), host, &mut errors);
+        check_virtual_service_host(&root.field("hosts").index(i), host, &mut errors);
     }
     check_gateways(&root.field("gateways"), &spec.gateways, &mut errors);
     // Istio refuses a VirtualService without routes: applied, it would cut its hosts off.
@@ -45,6 +49,14 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     }
     for (i, http) in spec.http.iter().enumerate() {
         rule::check_http_route(&root.field("http").index(i), http, &mut errors);
+        if delegate && http.delegate.is_some() {
+            errors.push(
+                root.field("http")
+                    .index(i)
+                    .field("delegate")
+                    .error("a VirtualService without hosts is a delegate and cannot delegate further (one level only)"),
+            );
+        }
     }
     for (i, tls) in spec.tls.iter().enumerate() {
         l4::check_tls_route(&root.field("tls").index(i), tls, &mut errors);
@@ -52,15 +64,53 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
     for (i, tcp) in spec.tcp.iter().enumerate() {
         l4::check_tcp_route(&root.field("tcp").index(i), tcp, &mut errors);
     }
-    for (i, namespace) in spec.export_to.iter().enumerate() {
-        if namespace != "*" {
-            errors.push(root.field("exportTo").index(i).error(format!(
-                "exporting to {namespace:?} is not supported by Weft yet: a VirtualService applies to every \
-                 namespace (exportTo: [\"*\"])"
+    check_export_to(&root.field("exportTo"), spec, &mut errors);
+    errors
+}
+
+/// A delegate (no hosts): Istio refuses gateways and tcp and tls rules there, which only a root's hosts give a
+/// meaning to.
+fn check_delegate_virtual_service(root: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
+    let refused =
+        [("gateways", !spec.gateways.is_empty()), ("tcp", !spec.tcp.is_empty()), ("tls", !spec.tls.is_empty())];
+    for (field, set) in refused {
+        if set {
+            errors.push(root.field(field).error(format!(
+                "a VirtualService without hosts is a delegate: it cannot have {field} (give it hosts, or move them \
+                 to the VirtualService that delegates to it)"
             )));
         }
     }
-    errors
+    if spec.http.is_empty() {
+        errors.push(root.field("hosts").error("at least one host is required (or, for a delegate, http rules)"));
+    }
+}
+
+/// `exportTo`, as Istio validates it: each entry `.` (this namespace), `*` (every namespace) or a namespace name,
+/// without repeats, and `*` alone. Istio's `~` (nobody) exists only for ServiceEntries.
+fn check_export_to(path: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, entry) in spec.export_to.iter().enumerate() {
+        if entry != "." && entry != "*" && !is_dns_label(entry) {
+            errors.push(path.index(i).error(format!(
+                "exportTo entry {entry:?} must be \".\" (this namespace), \"*\" (every namespace) or a namespace name"
+            )));
+        } else if !seen.insert(entry.as_str()) {
+            errors.push(path.index(i).error(format!("duplicate exportTo entry {entry:?}")));
+        }
+    }
+    if spec.export_to.len() > 1 && spec.export_to.iter().any(|e| e == "*") {
+        errors.push(path.error("\"*\" (every namespace) cannot be listed with other exportTo entries"));
+    }
+    // The tcp and tls rules' filter chains live on the listeners every proxy shares, so their visibility cannot
+    // differ per namespace: rather than apply them where they are not exported, refuse.
+    if spec.has_l4_rules() && !crate::virtual_service::exported_everywhere(&spec.export_to) {
+        errors.push(path.error(
+            "exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains \
+             are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls \
+             rules in one that is",
+        ));
+    }
 }
 
 /// "`what` is not supported by Weft yet", on the field that asks for it.
@@ -80,6 +130,38 @@ fn check_gateways(path: &Path, gateways: &[String], errors: &mut Vec<FieldError>
     }
 }
 
+/// A VirtualService host: a Service name, or a wildcard naming every Service whose FQDN it matches (`*`,
+/// `*.example.com`, `*.bank.svc.cluster.local`). Istio also takes a partial first label (`*foo.example.com`);
+/// Weft asks for a whole one.
+fn check_virtual_service_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
+    let Some(rest) = host.strip_prefix('*') else {
+        if host.contains('*') {
+            errors.push(path.error(format!(
+                "wildcard host {host:?}: a wildcard is allowed only alone (\"*\") or as the first label of a \
+                 domain (\"*.example.com\")"
+            )));
+        } else {
+            check_host(path, host, errors);
+        }
+        return;
+    };
+    let labels_valid = |domain: &str| domain.split('.').all(is_dns_label);
+    match rest.strip_prefix('.') {
+        _ if rest.is_empty() => {}
+        Some(domain) if labels_valid(domain) => {}
+        None if labels_valid(rest) => errors.push(not_supported(
+            path,
+            &format!("wildcard host {host:?}, a wildcard within a label (use a whole label: \"*.example.com\"),"),
+        )),
+        _ => errors.push(path.error(format!(
+            "wildcard host {host:?}: a wildcard is allowed only alone (\"*\") or as the first label of a domain \
+             (\"*.example.com\")"
+        ))),
+    }
+}
+
+/// A destination's or DestinationRule's host: a Service name. Istio takes wildcard DestinationRule hosts too;
+/// Weft refuses them, as it does wildcard destinations (a destination is one Service's cluster).
 fn check_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
     if host.is_empty() {
         errors.push(path.error("host must not be empty"));

@@ -33,7 +33,7 @@ http:
 #[test]
 fn each_problem_is_reported_with_its_path() {
     let errors = vs(r#"
-hosts: ["*.example.com"]
+hosts: ["a.*.com"]
 http:
 - match: [{uri: {exact: /a, prefix: /b}}, {uri: {regex: "(unclosed"}}, {method: {}}]
   route:
@@ -186,7 +186,6 @@ exportTo: ["."]
             "spec.http[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
-            "spec.http[0].delegate: delegating to another VirtualService (delegate) is not supported by Weft yet",
             "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
             "spec.http[1].retries.retryIgnorePreviousHosts: retrying on endpoints already tried (retryIgnorePreviousHosts: false) is not supported by Weft yet",
             "spec.http[1].retries.backoff: a retry backoff interval (backoff) is not supported by Weft yet",
@@ -196,7 +195,7 @@ exportTo: ["."]
             "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
             "spec.tcp[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.tcp[0].match[0].sourceNamespace: matching on the client's namespace (sourceNamespace) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
-            "spec.exportTo[0]: exporting to \".\" is not supported by Weft yet: a VirtualService applies to every namespace (exportTo: [\"*\"])",
+            "spec.exportTo: exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls rules in one that is",
         ]
     );
 }
@@ -401,4 +400,85 @@ fn a_direct_response_body_is_at_most_a_mebibyte() {
     let body = "x".repeat(crate::validate::MAX_DIRECT_RESPONSE_BODY + 1);
     let errors = vs(&format!("hosts: [r]\nhttp: [{{directResponse: {{status: 200, body: {{string: {body}}}}}}}]"));
     assert_eq!(errors, ["spec.http[0].directResponse.body: a direct response body may hold at most 1048576 bytes"]);
+}
+
+#[test]
+fn export_to_takes_this_namespace_every_namespace_or_namespace_names() {
+    let http = "hosts: [reviews]\nhttp: [{route: [{destination: {host: reviews}}]}]\n";
+    for ok in [r#"["."]"#, r#"["*"]"#, r#"[".", shop, bank]"#, "[shop]", "[]"] {
+        assert_eq!(vs(&format!("{http}exportTo: {ok}")), Vec::<String>::new(), "{ok}");
+    }
+    assert_eq!(
+        vs(&format!(r#"{http}exportTo: ["~", Shop, shop, shop, "*"]"#)),
+        [
+            "spec.exportTo[0]: exportTo entry \"~\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[1]: exportTo entry \"Shop\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[3]: duplicate exportTo entry \"shop\"",
+            "spec.exportTo: \"*\" (every namespace) cannot be listed with other exportTo entries",
+        ]
+    );
+    let tcp = "hosts: [db]\ntcp: [{route: [{destination: {host: db}}]}]\n";
+    assert_eq!(vs(&format!(r#"{tcp}exportTo: ["*"]"#)), Vec::<String>::new(), "tcp rules exported everywhere");
+    assert_eq!(vs(tcp), Vec::<String>::new(), "exported everywhere by default");
+    assert_eq!(vs(&format!(r#"{tcp}exportTo: ["."]"#)).len(), 1, "tcp rules for one namespace");
+}
+
+#[test]
+fn virtual_service_hosts_may_be_wildcards_destinations_and_policies_not() {
+    let rule =
+        |host: &str| vs(&format!("hosts: [\"{host}\"]\nhttp: [{{route: [{{destination: {{host: reviews}}}}]}}]"));
+    for ok in ["*", "*.example.com", "*.bank.svc.cluster.local", "reviews"] {
+        assert_eq!(rule(ok), Vec::<String>::new(), "{ok}");
+    }
+    let only_first = "a wildcard is allowed only alone (\"*\") or as the first label of a domain (\"*.example.com\")";
+    assert_eq!(rule("a.*.com"), [format!("spec.hosts[0]: wildcard host \"a.*.com\": {only_first}")]);
+    assert_eq!(rule("*.*.com"), [format!("spec.hosts[0]: wildcard host \"*.*.com\": {only_first}")]);
+    assert_eq!(rule("*."), [format!("spec.hosts[0]: wildcard host \"*.\": {only_first}")]);
+    assert_eq!(
+        rule("*foo.com"),
+        [
+            "spec.hosts[0]: wildcard host \"*foo.com\", a wildcard within a label (use a whole label: \"*.example.com\"), is not supported by Weft yet"
+        ]
+    );
+    let to_wildcard = vs("hosts: [reviews]\nhttp: [{route: [{destination: {host: \"*.bank\"}}]}]");
+    assert_eq!(
+        to_wildcard,
+        [
+            "spec.http[0].route[0].destination.host: wildcard host \"*.bank\" is not supported by Weft yet; name the Service"
+        ]
+    );
+    assert_eq!(dr("host: \"*.bank\"").len(), 1, "a wildcard DestinationRule host");
+}
+
+#[test]
+fn a_rule_delegates_instead_of_acting_and_a_delegate_has_no_hosts() {
+    let root = "hosts: [reviews]\nhttp:\n- match: [{uri: {prefix: /v2}}]\n  delegate: {name: reviews-v2, namespace: team}\n  timeout: 2s\n- delegate: {name: rest}\n";
+    assert_eq!(vs(root), Vec::<String>::new(), "a root, with a timeout its delegate's rules inherit");
+    let delegate =
+        "http: [{match: [{uri: {prefix: /v2/a}}], route: [{destination: {host: reviews}}]}]\nexportTo: [\".\"]";
+    assert_eq!(vs(delegate), Vec::<String>::new(), "a delegate: no hosts");
+    assert_eq!(
+        vs("hosts: [r]\nhttp: [{delegate: {name: \"\"}, route: [{destination: {host: r}}], redirect: {uri: /x}}]"),
+        [
+            "spec.http[0].redirect: redirect cannot be used with route",
+            "spec.http[0].delegate.name: the name of the VirtualService to delegate to is required",
+            "spec.http[0].delegate: delegate cannot be used with route: the delegate's rules act",
+            "spec.http[0].delegate: delegate cannot be used with redirect: the delegate's rules act",
+        ]
+    );
+    assert_eq!(
+        vs("gateways: [mesh]\nhttp: [{delegate: {name: deeper}}]\ntcp: [{route: [{destination: {host: db}}]}]"),
+        [
+            "spec.gateways: a VirtualService without hosts is a delegate: it cannot have gateways (give it hosts, or move them to the VirtualService that delegates to it)",
+            "spec.tcp: a VirtualService without hosts is a delegate: it cannot have tcp (give it hosts, or move them to the VirtualService that delegates to it)",
+            "spec.http[0].delegate: a VirtualService without hosts is a delegate and cannot delegate further (one level only)",
+        ]
+    );
+    assert_eq!(
+        vs("hosts: []"),
+        [
+            "spec.hosts: at least one host is required (or, for a delegate, http rules)",
+            "spec: at least one route is required (http, tcp or tls)"
+        ]
+    );
 }

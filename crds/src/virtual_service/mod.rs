@@ -3,9 +3,8 @@
 //!
 //! The connection-level rules (`tcp`, `tls`) live in [`l4`].
 //!
-//! Fields Weft refuses whatever they hold (`http[].delegate`) are kept as
-//! free-form JSON: they exist so that [`crate::validate`] can name them in a "not supported yet" error instead of
-//! the parser's "unknown field", and so that the API server does not prune them before the webhook sees them.
+//! A VirtualService without `hosts` is a delegate: it routes nothing by itself, and the `http[].delegate` rules of
+//! others take its http rules (Istio's delegation, one level).
 
 pub mod actions;
 pub mod cors;
@@ -44,7 +43,9 @@ use crate::status::WeftStatus;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
     /// Destination hosts the rules apply to: a Service short name (resolved in this resource's namespace),
-    /// `name.namespace`, or the FQDN `name.namespace.svc.cluster.local`.
+    /// `name.namespace`, the FQDN `name.namespace.svc.cluster.local`, or a wildcard (`*.bank.svc.cluster.local`,
+    /// `*`) for every Service it matches. None: a delegate, whose http rules other VirtualServices take.
+    #[serde(default)]
     pub hosts: Vec<String>,
     /// Gateways the rules apply to; Weft has only the mesh (`mesh`, the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -58,7 +59,8 @@ pub struct VirtualServiceSpec {
     /// Ordered rules for TCP connections; the first rule whose match succeeds is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<TcpRoute>,
-    /// Namespaces whose proxies see this VirtualService; Weft supports only `*` (all, the default).
+    /// Namespaces whose proxies see this VirtualService: `.` (its own), `*` (every namespace, the default when
+    /// empty) or namespace names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
 }
@@ -82,10 +84,10 @@ pub struct HttpRoute {
     /// Answer matching requests with a fixed response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<HttpDirectResponse>,
-    /// Hand matching requests to another VirtualService. Not supported by Weft yet.
+    /// Hand matching requests to the http rules of another VirtualService, one without `hosts`; instead of
+    /// `route`, `redirect` and `directResponse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
-    pub delegate: Option<serde_json::Value>,
+    pub delegate: Option<Delegate>,
     /// Rewrite the path or authority before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
@@ -135,9 +137,15 @@ impl HttpRoute {
     }
 }
 
-/// An object the API server keeps as written (Weft refuses it; the webhook must see it to say so).
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+/// The VirtualService an http rule delegates to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delegate {
+    /// Its name.
+    pub name: String,
+    /// Its namespace; unset: the delegating VirtualService's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 impl VirtualServiceSpec {
@@ -169,6 +177,11 @@ impl VirtualServiceSpec {
     pub fn has_l4_rules(&self) -> bool {
         !self.tcp.is_empty() || !self.tls.is_empty()
     }
+}
+
+/// Whether an `exportTo` list shows a VirtualService to every namespace (Istio: unset, or `*` among the entries).
+pub fn exported_everywhere(export_to: &[String]) -> bool {
+    export_to.is_empty() || export_to.iter().any(|e| e == "*")
 }
 
 /// A destination and the share of matching traffic it receives.

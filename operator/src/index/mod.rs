@@ -1,5 +1,6 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
+mod delegate;
 mod endpoints;
 pub mod published;
 pub mod snapshot;
@@ -8,7 +9,8 @@ mod update;
 use std::collections::BTreeMap;
 
 pub use snapshot::{
-    DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel,
+    DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel, Visibility,
+    is_wildcard,
 };
 
 use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};

@@ -6,9 +6,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use weft_crds::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec, WeftStatus};
+use weft_crds::virtual_service::exported_everywhere;
+use weft_crds::virtual_service::l4::L4Route;
+use weft_crds::{
+    Destination, DestinationRule, DestinationRuleSpec, HttpRoute, VirtualService, VirtualServiceSpec, WeftStatus,
+};
 use weft_xds::CLUSTER_DOMAIN;
 
+use super::delegate;
 use super::endpoints::{EndpointSources, service_ports};
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
@@ -18,7 +23,7 @@ pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
     /// have the same model, so a snapshot after a change costs what changed.
     pub services: BTreeMap<String, Arc<ServiceModel>>,
-    /// In namespace/name order; the first one naming a host wins (Istio's rule for sidecars is "oldest first").
+    /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
     pub destination_rules: Arc<Vec<DestinationRuleModel>>,
@@ -26,8 +31,11 @@ pub struct Snapshot {
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
-    /// Host FQDN -> position of the first VirtualService naming it; translation looks a rule up per Service.
-    vs_by_host: BTreeMap<String, usize>,
+    /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
+    /// Service and proxy namespace.
+    vs_by_host: BTreeMap<String, Vec<usize>>,
+    /// Wildcard hosts (`*.example.com`, `*`) and the position of the VirtualService naming each, in order.
+    vs_wildcards: Vec<(String, usize)>,
     /// Host FQDN -> position of the first DestinationRule for it.
     dr_by_host: BTreeMap<String, usize>,
 }
@@ -70,6 +78,9 @@ pub struct VirtualServiceModel {
     /// `spec.hosts` resolved to FQDNs, in the same order.
     pub hosts: Vec<String>,
     pub spec: VirtualServiceSpec,
+    /// The http rules in force: `spec.http` with each delegating rule replaced by its delegate's rules, merged
+    /// (see [`super::delegate`]). What translation reads, rather than `spec.http`.
+    pub http: Vec<HttpRoute>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,11 +95,45 @@ pub struct DestinationRuleModel {
     pub spec: DestinationRuleSpec,
 }
 
+/// How a VirtualService is visible to the proxies of a namespace, in Istio's order of precedence for sidecars:
+/// those of the proxy's namespace exported to it alone (`.` or its name), then those of other namespaces exported
+/// to it by name, then those exported to every namespace (pilot's `VirtualServicesForGateway`: private, exported
+/// to the namespace, public).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Visibility {
+    Private,
+    Exported,
+    Public,
+}
+
 impl VirtualServiceModel {
+    /// How proxies in `namespace` see it; `None`: they do not (it is not exported there).
+    pub fn visibility(&self, namespace: &str) -> Option<Visibility> {
+        let export_to = &self.spec.export_to;
+        if exported_everywhere(export_to) {
+            return Some(Visibility::Public);
+        }
+        let own = namespace == self.namespace;
+        let named = |entry: &String| entry == namespace || (own && entry == ".");
+        match export_to.iter().any(named) {
+            true if own => Some(Visibility::Private),
+            true => Some(Visibility::Exported),
+            false => None,
+        }
+    }
+
     /// Equal but for what only status reports (status, generation).
     pub fn same_config(&self, other: &Self) -> bool {
-        (&self.namespace, &self.name, &self.hosts, &self.spec)
-            == (&other.namespace, &other.name, &other.hosts, &other.spec)
+        (&self.namespace, &self.name, &self.hosts, &self.spec, &self.http)
+            == (&other.namespace, &other.name, &other.hosts, &other.spec, &other.http)
+    }
+
+    /// Every destination of its rules in force (http, with delegated ones, then tcp, then tls), mirrors included.
+    /// A delegate's destinations are FQDNs already.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> {
+        let http = self.http.iter().flat_map(HttpRoute::destinations);
+        let tcp = self.spec.tcp.iter().flat_map(L4Route::destinations);
+        http.chain(tcp).chain(self.spec.tls.iter().flat_map(L4Route::destinations))
     }
 }
 
@@ -115,6 +160,10 @@ impl Snapshot {
     /// the resource's namespace; `name.namespace` and `name.namespace.svc` are completed when such a Service exists.
     pub fn resolve_host(&self, host: &str, namespace: &str) -> String {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // A wildcard is fully qualified as written, `*` included (Istio's `ResolveShortnameToFQDN`).
+        if is_wildcard(&host) {
+            return host;
+        }
         if !host.contains('.') {
             return service_fqdn(&host, namespace);
         }
@@ -127,9 +176,70 @@ impl Snapshot {
         self.dr_by_host.get(fqdn).and_then(|&i| self.destination_rules.get(i))
     }
 
-    /// The VirtualService that routes a Service FQDN, if any (the first in namespace/name order).
-    pub fn virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
-        self.vs_by_host.get(fqdn).and_then(|&i| self.virtual_services.get(i))
+    /// Every VirtualService naming a host exactly, in namespace/name order.
+    pub fn virtual_services_naming<'a>(
+        &'a self,
+        fqdn: &str,
+    ) -> impl Iterator<Item = &'a VirtualServiceModel> + use<'a> {
+        let positions = self.vs_by_host.get(fqdn).map(Vec::as_slice).unwrap_or_default();
+        positions.iter().filter_map(|&i| self.virtual_services.get(i))
+    }
+
+    /// Every VirtualService with a wildcard host matching a Service FQDN, with that host's length (longer is more
+    /// specific), in namespace/name order.
+    fn wildcards_matching(&self, fqdn: &str) -> Vec<(usize, &VirtualServiceModel)> {
+        let matching = self.vs_wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
+        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(*i)?))).collect()
+    }
+
+    /// Every VirtualService that may route a Service FQDN, whatever the proxy: those naming it exactly, then those
+    /// whose wildcard host matches it. Whatever may change which one routes it for some proxy changes this list.
+    pub fn virtual_service_candidates(&self, fqdn: &str) -> Vec<&VirtualServiceModel> {
+        self.virtual_services_naming(fqdn).chain(self.wildcards_matching(fqdn).into_iter().map(|(_, vs)| vs)).collect()
+    }
+
+    /// The VirtualService that routes a Service FQDN for proxies in `namespace`, if any, as Istio's sidecars pick
+    /// it: one naming it exactly before any wildcard, the longest matching wildcard before shorter ones; then the
+    /// most visible one (see [`Visibility`]); then the first in namespace/name order. (Istio takes the oldest
+    /// among equals; Weft's index carries no creation time, and namespace/name order is as stable.)
+    pub fn virtual_service_for(&self, fqdn: &str, namespace: &str) -> Option<&VirtualServiceModel> {
+        let exact = self.virtual_services_naming(fqdn).filter_map(|vs| Some((vs.visibility(namespace)?, vs)));
+        // `min_by_key` keeps the first of equal keys: namespace/name order among equals.
+        if let Some((_, vs)) = exact.min_by_key(|(visibility, _)| *visibility) {
+            return Some(vs);
+        }
+        let wildcards = self
+            .wildcards_matching(fqdn)
+            .into_iter()
+            .filter_map(|(len, vs)| Some((len, vs.visibility(namespace)?, vs)));
+        wildcards.min_by_key(|(len, visibility, _)| (std::cmp::Reverse(*len), *visibility)).map(|(_, _, vs)| vs)
+    }
+
+    /// The VirtualService whose tcp and tls rules shape the listeners every proxy shares for a Service: the one
+    /// [`Self::virtual_service_for`] picks among those exported to every namespace (validation refuses tcp and
+    /// tls rules in the others).
+    pub fn mesh_virtual_service(&self, fqdn: &str) -> Option<&VirtualServiceModel> {
+        let public = |vs: &&VirtualServiceModel| exported_everywhere(&vs.spec.export_to);
+        if let Some(vs) = self.virtual_services_naming(fqdn).find(public) {
+            return Some(vs);
+        }
+        let wildcards = self.wildcards_matching(fqdn).into_iter().filter(|(_, vs)| public(vs));
+        wildcards.min_by_key(|(len, _)| std::cmp::Reverse(*len)).map(|(_, vs)| vs)
+    }
+
+    /// Whether some VirtualService has a wildcard host: it may apply to any Service.
+    pub fn has_wildcard_rules(&self) -> bool {
+        !self.vs_wildcards.is_empty()
+    }
+
+    /// The FQDNs of the Services a VirtualService host names: the one it names exactly (whether or not it exists)
+    /// or, for a wildcard, every Service it matches.
+    pub fn hosts_named(&self, host: &str) -> Vec<String> {
+        if is_wildcard(host) {
+            self.services.keys().filter(|fqdn| wildcard_matches(host, fqdn)).cloned().collect()
+        } else {
+            vec![host.to_string()]
+        }
     }
 
     /// Whether translation would give the same config for both: everything but what only status reports (the
@@ -144,7 +254,7 @@ impl Snapshot {
             && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
     }
 
-    /// Every host some VirtualService names, in order.
+    /// Every host some VirtualService names exactly (wildcards aside, see [`Self::has_wildcard_rules`]), in order.
     pub fn routed_hosts(&self) -> impl Iterator<Item = &String> {
         self.vs_by_host.keys()
     }
@@ -157,9 +267,18 @@ impl Snapshot {
     /// Fills the host lookups; called once the lists are final.
     fn index_hosts(&mut self) {
         self.vs_by_host.clear();
+        self.vs_wildcards.clear();
         for (i, vs) in self.virtual_services.iter().enumerate() {
             for host in &vs.hosts {
-                self.vs_by_host.entry(host.clone()).or_insert(i);
+                if is_wildcard(host) {
+                    self.vs_wildcards.push((host.clone(), i));
+                    continue;
+                }
+                let positions = self.vs_by_host.entry(host.clone()).or_default();
+                // A VirtualService naming a host twice is one candidate.
+                if positions.last() != Some(&i) {
+                    positions.push(i);
+                }
             }
         }
         self.dr_by_host.clear();
@@ -167,6 +286,17 @@ impl Snapshot {
             self.dr_by_host.entry(dr.host.clone()).or_insert(i);
         }
     }
+}
+
+/// Whether a host is a wildcard (`*`, `*.example.com`).
+pub fn is_wildcard(host: &str) -> bool {
+    host.starts_with('*')
+}
+
+/// Whether a wildcard host matches an FQDN: what follows the `*` ends it, and something comes before (Istio's
+/// `host.Name.Matches`; `*.example.com` does not match `example.com`).
+pub fn wildcard_matches(pattern: &str, fqdn: &str) -> bool {
+    pattern.strip_prefix('*').is_some_and(|suffix| fqdn.len() > suffix.len() && fqdn.ends_with(suffix))
 }
 
 pub fn service_fqdn(name: &str, namespace: &str) -> String {
@@ -209,7 +339,7 @@ pub(super) fn set_rules<'a>(
     virtual_services: impl Iterator<Item = &'a VirtualService>,
     destination_rules: impl Iterator<Item = &'a DestinationRule>,
 ) {
-    let virtual_services = virtual_services
+    let mut virtual_services: Vec<VirtualServiceModel> = virtual_services
         .map(|vs| {
             let namespace = namespace_of(&vs.metadata.namespace);
             VirtualServiceModel {
@@ -219,9 +349,19 @@ pub(super) fn set_rules<'a>(
                 generation: vs.metadata.generation,
                 status: vs.status.clone(),
                 spec: vs.spec.clone(),
+                http: Vec::new(),
             }
         })
         .collect();
+    let effective: Vec<Vec<HttpRoute>> = {
+        let delegates = delegate::delegates(&virtual_services);
+        let find = |namespace: &str, name: &str| delegates.get(&(namespace, name)).copied();
+        let qualify = |host: &str, namespace: &str| snapshot.resolve_host(host, namespace);
+        virtual_services.iter().map(|vs| delegate::effective_rules(vs, find, qualify)).collect()
+    };
+    for (vs, http) in virtual_services.iter_mut().zip(effective) {
+        vs.http = http;
+    }
     let destination_rules = destination_rules
         .map(|dr| {
             let namespace = namespace_of(&dr.metadata.namespace);
@@ -284,5 +424,72 @@ impl Snapshot {
             Some([only]) => only.port,
             _ => route_port,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_matches;
+    use crate::index::snapshot_of_yaml;
+
+    fn rule(name: &str, namespace: &str, export_to: &str) -> String {
+        format!(
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{exportTo: {export_to}, hosts: [ledger.bank.svc.cluster.local], http: [{{route: [{{destination: {{host: ledger.bank}}}}]}}]}}\n---\n"
+        )
+    }
+
+    /// Istio's order for sidecars: the proxy's namespace's private rules, then those exported to it by name, then
+    /// the public ones; the first (namespace/name order) among equals.
+    #[test]
+    fn a_proxy_takes_its_namespace_s_rule_then_one_exported_to_it_then_a_public_one() {
+        let rules = [
+            rule("a-public", "apps", "[\"*\"]"),
+            rule("b-public", "apps", "[]"),
+            rule("for-shop", "bank", "[shop, web]"),
+            rule("own", "shop", "[\".\"]"),
+            rule("public-in-shop", "shop", "[]"),
+            rule("private", "web", "[web]"),
+        ];
+        let snapshot = snapshot_of_yaml(&rules.concat());
+        let chosen = |namespace| {
+            snapshot.virtual_service_for("ledger.bank.svc.cluster.local", namespace).map(|vs| vs.name.as_str())
+        };
+        assert_eq!(chosen("shop"), Some("own"), "private beats exported-to and public, even a public one of shop");
+        assert_eq!(chosen("web"), Some("private"), "its own namespace named in full is private too");
+        assert_eq!(chosen("bank"), Some("a-public"), "for-shop is not exported to bank: the first public one");
+        let mesh = snapshot.mesh_virtual_service("ledger.bank.svc.cluster.local").map(|vs| vs.name.as_str());
+        assert_eq!(mesh, Some("a-public"));
+        let only_private = snapshot_of_yaml(&rule("own", "shop", "[\".\"]"));
+        assert!(only_private.virtual_service_for("ledger.bank.svc.cluster.local", "shop").is_some());
+        assert!(only_private.virtual_service_for("ledger.bank.svc.cluster.local", "bank").is_none());
+        assert!(only_private.mesh_virtual_service("ledger.bank.svc.cluster.local").is_none());
+    }
+
+    fn wildcard(name: &str, namespace: &str, export_to: &str, host: &str) -> String {
+        rule(name, namespace, export_to)
+            .replace("hosts: [ledger.bank.svc.cluster.local]", &format!("hosts: [\"{host}\"]"))
+    }
+
+    #[test]
+    fn an_exact_host_wins_over_a_wildcard_and_a_longer_wildcard_over_a_shorter_one() {
+        let rules = [
+            wildcard("any", "apps", "[]", "*"),
+            wildcard("bank", "apps", "[]", "*.bank.svc.cluster.local"),
+            wildcard("bank-for-shop", "shop", "[\".\"]", "*.bank.svc.cluster.local"),
+            wildcard("ledgers", "apps", "[]", "*.ledger.bank.svc.cluster.local"),
+            rule("exact", "apps", "[web]"),
+        ];
+        let snapshot = snapshot_of_yaml(&rules.concat());
+        let chosen = |fqdn, namespace| snapshot.virtual_service_for(fqdn, namespace).map(|vs| vs.name.as_str());
+        let ledger = "ledger.bank.svc.cluster.local";
+        assert_eq!(chosen(ledger, "web"), Some("exact"), "an exact host visible to web");
+        assert_eq!(chosen(ledger, "bank"), Some("bank"), "the exact one is not exported to bank");
+        assert_eq!(chosen(ledger, "shop"), Some("bank-for-shop"), "the same wildcard: shop's own first");
+        assert_eq!(chosen("v1.ledger.bank.svc.cluster.local", "shop"), Some("ledgers"), "the longest wildcard");
+        assert_eq!(chosen("cart.shop.svc.cluster.local", "shop"), Some("any"), "* matches every host");
+        assert_eq!(chosen("bank.svc.cluster.local", "bank"), Some("any"), "*.bank... needs a label before");
+        assert_eq!(snapshot.mesh_virtual_service(ledger).map(|vs| vs.name.as_str()), Some("bank"));
+        assert_eq!(snapshot.virtual_service_candidates(ledger).len(), 4, "exact, then every matching wildcard");
+        assert!(wildcard_matches("*", "a") && !wildcard_matches("*.b", ".b") && wildcard_matches("*.b", "a.b"));
     }
 }

@@ -8,9 +8,10 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
+use weft_crds::virtual_service::Delegate;
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
-use crate::index::Snapshot;
+use crate::index::{Snapshot, VirtualServiceModel, is_wildcard};
 use crate::source::{Kind, Rejection, ResourceKey};
 
 /// Condition reasons (documented in the README).
@@ -21,6 +22,7 @@ pub mod reason {
     pub const UNKNOWN_HOST: &str = "UnknownHost";
     pub const UNKNOWN_SUBSET: &str = "UnknownSubset";
     pub const UNKNOWN_PORT: &str = "UnknownPort";
+    pub const UNKNOWN_DELEGATE: &str = "UnknownDelegate";
 }
 
 /// One condition as it should be, before timestamps.
@@ -113,8 +115,20 @@ fn virtual_service_refs(
     let mut problems = Vec::new();
     for (i, host) in spec.hosts.iter().enumerate() {
         let fqdn = snapshot.resolve_host(host, namespace);
-        if !snapshot.services.contains_key(&fqdn) {
+        if is_wildcard(&fqdn) {
+            // A wildcard names no Service of its own; it resolves when it matches one (Services may come later).
+            if snapshot.hosts_named(&fqdn).is_empty() {
+                problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service matches {fqdn}")));
+            }
+        } else if !snapshot.services.contains_key(&fqdn) {
             problems.push((reason::UNKNOWN_HOST, format!("spec.hosts[{i}]: no Service {fqdn}")));
+        }
+    }
+    for (i, rule) in spec.http.iter().enumerate() {
+        if let Some(delegate) = &rule.delegate
+            && let Some(problem) = delegate_problem(snapshot, namespace, delegate)
+        {
+            problems.push((reason::UNKNOWN_DELEGATE, format!("spec.http[{i}].delegate: {problem}")));
         }
     }
     // Every kind of rule, mirrors too: a mirror to a Service that does not exist loses its copies as surely as a
@@ -149,6 +163,25 @@ fn virtual_service_refs(
         }
     }
     problems
+}
+
+/// Why a delegating rule of a VirtualService in `namespace` has no rules in force, if it has none: no delegate
+/// (a VirtualService without hosts) of that name, or one not exported to the namespace.
+fn delegate_problem(snapshot: &Snapshot, namespace: &str, delegate: &Delegate) -> Option<String> {
+    let target_namespace = delegate.namespace.as_deref().unwrap_or(namespace);
+    let named = |vs: &&VirtualServiceModel| vs.namespace == target_namespace && vs.name == delegate.name;
+    let Some(found) = snapshot.virtual_services.iter().find(named) else {
+        return Some(format!("no VirtualService {target_namespace}/{}", delegate.name));
+    };
+    if !found.spec.hosts.is_empty() {
+        return Some(format!(
+            "VirtualService {target_namespace}/{} has hosts: only one without hosts is a delegate",
+            delegate.name
+        ));
+    }
+    found.visibility(namespace).is_none().then(|| {
+        format!("VirtualService {target_namespace}/{} is not exported to namespace {namespace}", delegate.name)
+    })
 }
 
 fn destination_rule_refs(

@@ -4,10 +4,12 @@
 //! The dependencies, from the translation functions:
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
 //!   DestinationRule;
-//! - its virtual hosts: its ports, its VirtualService, and for each destination of that, which Service the name
-//!   resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
+//! - its virtual hosts: its ports, every VirtualService naming it or matching it by wildcard (which one routes it
+//!   depends on the proxy's namespace and their `exportTo`), and for each destination of those, which Service the
+//!   name resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
 //!   DestinationRule; without a VirtualService, its own DestinationRule;
-//! - the scopes: which Services exist, the hosts and destinations of the rules, and where tcp and tls rules send;
+//! - the scopes: which Services exist, the hosts, namespaces, `exportTo` and destinations of the rules, and where
+//!   tcp and tls rules send;
 //! - which route configurations there are: the set of ports of all Services;
 //! - the listeners: that set of ports, and the tcp and tls rules (see [`listeners_differ`]).
 
@@ -16,7 +18,7 @@ use std::collections::BTreeSet;
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
 use super::ports;
-use super::scope::{l4_destinations, route_destinations};
+use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
 
 /// What translation must redo after a change.
@@ -60,12 +62,12 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
         changes.ports = ports(before) != ports(after);
         // A Service that came, went or changed ports changes the routes that send to it: the name may resolve
         // elsewhere now, and a destination without a port takes the Service's only one.
-        for host in after.routed_hosts() {
-            let (was, is) = (route_destinations(before, host), route_destinations(after, host));
+        for host in rule_hosts(before, after) {
+            let (was, is) = (candidates(before, host), candidates(after, host));
             if was != is {
                 changes.scopes = true;
             }
-            if was != is || is.iter().any(|destination| reshaped.contains(destination)) {
+            if was != is || is.iter().flat_map(|c| &c.3).any(|destination| reshaped.contains(destination)) {
                 changes.routes.insert(host.clone());
             }
         }
@@ -86,15 +88,17 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
         return true;
     }
     let in_force = |snapshot: &Snapshot, host: &str| {
-        snapshot.virtual_service(host).map(|vs| (vs.namespace.clone(), vs.name.clone()))
+        snapshot.mesh_virtual_service(host).map(|vs| (vs.namespace.clone(), vs.name.clone()))
     };
     // Only the cluster IP and the port numbers of a Service shape chains (its endpoints do not).
     let shape = |snapshot: &Snapshot, fqdn: &str| {
         snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
     };
-    let hosts: BTreeSet<&String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).collect();
-    hosts.into_iter().any(|host| {
-        let (sent_to, sends_to) = (route_destinations(before, host), route_destinations(after, host));
+    // A wildcard host names the Services it matches, in either snapshot.
+    let named = |host: &String| before.hosts_named(host).into_iter().chain(after.hosts_named(host));
+    let hosts: BTreeSet<String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).flat_map(named).collect();
+    hosts.iter().any(|host| {
+        let (sent_to, sends_to) = (mesh_route_destinations(before, host), mesh_route_destinations(after, host));
         in_force(before, host) != in_force(after, host)
             || sent_to != sends_to
             || std::iter::once(host).chain(&sends_to).any(|fqdn| shape(before, fqdn) != shape(after, fqdn))
@@ -144,8 +148,8 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
             // Routes carry the hash policy of their destination's rule (consistent hashing): the host's own
             // default route, and the routes that send to it.
             changes.routes.insert(host.clone());
-            let senders = after.routed_hosts().filter(|h| route_destinations(after, h).iter().any(|d| d == host));
-            let senders: Vec<String> = senders.cloned().collect();
+            let senders = after.virtual_services.iter().filter(|vs| destinations_of(after, vs).contains(host));
+            let senders: Vec<String> = senders.flat_map(|vs| vs.hosts.iter().cloned()).collect();
             changes.routes.extend(senders);
         }
     }
@@ -156,21 +160,39 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
 }
 
 fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
-    let hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
-    for host in hosts {
-        let same = match (before.virtual_service(host), after.virtual_service(host)) {
-            (Some(was), Some(is)) => was.same_config(is),
-            (was, is) => was.is_none() && is.is_none(),
-        };
-        if !same {
+    for host in rule_hosts(before, after) {
+        let (was, is): (Vec<_>, Vec<_>) =
+            (before.virtual_service_candidates(host), after.virtual_service_candidates(host));
+        if !same_lists(&was, &is, |a, b| a.same_config(b)) {
             changes.routes.insert(host.clone());
-            changes.scopes |= route_destinations(before, host) != route_destinations(after, host);
+            changes.scopes |= candidates(before, host) != candidates(after, host);
         }
     }
-    // A VirtualService puts its hosts in its namespace's scope, whether or not it is the one in force.
-    let same_scope =
-        |a: &VirtualServiceModel, b: &VirtualServiceModel| a.namespace == b.namespace && a.hosts == b.hosts;
+    // A VirtualService puts its hosts in the scopes of the namespaces it names, whether or not it is the one in
+    // force.
+    let same_scope = |a: &VirtualServiceModel, b: &VirtualServiceModel| {
+        (&a.namespace, &a.hosts, &a.spec.export_to) == (&b.namespace, &b.hosts, &b.spec.export_to)
+    };
     changes.scopes |= !same_lists(&before.virtual_services, &after.virtual_services, same_scope);
+}
+
+/// The hosts whose virtual hosts a VirtualService may shape, in either snapshot: those one names exactly and, when
+/// one has a wildcard host, every Service (it may match any; a Service that comes or goes is compared too).
+fn rule_hosts<'a>(before: &'a Snapshot, after: &'a Snapshot) -> BTreeSet<&'a String> {
+    let mut hosts: BTreeSet<&String> = before.routed_hosts().chain(after.routed_hosts()).collect();
+    if before.has_wildcard_rules() || after.has_wildcard_rules() {
+        hosts.extend(before.services.keys().chain(after.services.keys()));
+    }
+    hosts
+}
+
+/// What a scope reads of the VirtualServices naming `host`: which one routes it for a namespace (their names and
+/// `exportTo`) and where each sends, as FQDNs.
+type Candidate<'a> = (&'a String, &'a String, &'a Vec<String>, Vec<String>);
+
+fn candidates<'a>(snapshot: &'a Snapshot, host: &str) -> Vec<Candidate<'a>> {
+    let naming = snapshot.virtual_service_candidates(host).into_iter();
+    naming.map(|vs| (&vs.namespace, &vs.name, &vs.spec.export_to, destinations_of(snapshot, vs))).collect()
 }
 
 fn same_lists<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
@@ -222,6 +244,16 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(!weights.spares_routes_of(&fqdns(&["reviews"])));
         assert!(weights.spares_clusters_of(&fqdns(&["reviews"])), "a weight edit spares clusters");
         assert!(port.listeners && !weights.listeners && !endpoint.listeners, "HTTP rules shape no listener");
+        let private = between(&base, &snapshot(&MESH.replace("spec: {hosts", "spec: {exportTo: [\".\"], hosts")));
+        assert!(private.scopes && private.routes == fqdns(&["reviews"]), "who sees a rule");
+        assert!(!private.listeners);
+        let wildcard = MESH.to_string()
+            + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: all, namespace: ops}\nspec: {hosts: [\"*.shop.svc.cluster.local\"], http: [{route: [{destination: {host: reviews.shop}}], timeout: 1s}]}\n";
+        let appears = between(&base, &snapshot(&wildcard));
+        assert_eq!(appears.routes, fqdns(&["ratings", "reviews"]), "every Service the wildcard matches");
+        let edited = between(&snapshot(&wildcard), &snapshot(&wildcard.replace("timeout: 1s", "timeout: 2s")));
+        assert_eq!(edited.routes, fqdns(&["ratings", "reviews"]));
+        assert!(!edited.scopes, "a timeout sends nowhere new");
     }
 
     const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\

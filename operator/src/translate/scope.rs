@@ -12,12 +12,13 @@ use std::collections::BTreeSet;
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
 
-use crate::index::{ServiceModel, Snapshot};
+use crate::index::{ServiceModel, Snapshot, VirtualServiceModel, Visibility};
 
-/// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the namespace's
-/// VirtualServices and DestinationRules, every destination of those hosts' routes, every destination of tcp and
-/// tls rules ([`l4_destinations`]) and, in the `namespace` scope, the Services of the namespace (and their
-/// destinations). `None` for the `mesh` scope: everything.
+/// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the VirtualServices that
+/// name the namespace (its own ones exported to it, and those of other namespaces exported to it by name) and of
+/// its DestinationRules, every destination of those hosts' routes as the namespace sees them, every destination
+/// of tcp and tls rules ([`l4_destinations`]) and, in the `namespace` scope, the Services of the namespace (and
+/// their destinations). `None` for the `mesh` scope: everything.
 pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) -> Option<BTreeSet<String>> {
     let mut hosts: BTreeSet<String> = match scope {
         ProxyScope::Mesh => return None,
@@ -26,15 +27,27 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
             snapshot.services.values().filter(|s| s.namespace == namespace).map(|s| s.fqdn()).collect()
         }
     };
-    let own_rules = snapshot.virtual_services.iter().filter(|vs| vs.namespace == namespace);
-    hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().cloned()));
+    let own_rules = snapshot.virtual_services.iter().filter(|vs| names_namespace(vs, namespace));
+    hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().flat_map(|host| snapshot.hosts_named(host))));
     let own_policies = snapshot.destination_rules.iter().filter(|dr| dr.namespace == namespace);
     hosts.extend(own_policies.map(|dr| dr.host.clone()));
-    let destinations: Vec<String> = hosts.iter().flat_map(|host| route_destinations(snapshot, host)).collect();
+    let destinations: Vec<String> =
+        hosts.iter().flat_map(|host| route_destinations(snapshot, host, namespace)).collect();
     hosts.extend(destinations);
     hosts.extend(l4_destinations(snapshot));
     hosts.retain(|host| snapshot.services.contains_key(host));
     Some(hosts)
+}
+
+/// Whether a VirtualService is one of `namespace`'s own rules for scoping: in the namespace and visible there, or
+/// exported to it by name. One exported to every namespace is each namespace's only where it lives: putting its
+/// hosts in every scope would make every proxy hold the mesh.
+fn names_namespace(vs: &VirtualServiceModel, namespace: &str) -> bool {
+    match vs.visibility(namespace) {
+        Some(Visibility::Exported) => true,
+        Some(_) => vs.namespace == namespace,
+        None => false,
+    }
 }
 
 /// Where the tcp and tls rules of every namespace send, as FQDNs. Every proxy holds these Services: the rules'
@@ -42,15 +55,27 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
 /// for a cluster asked for on demand.
 pub fn l4_destinations(snapshot: &Snapshot) -> BTreeSet<String> {
     let with_rules = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
-    let hosts: BTreeSet<&String> = with_rules.flat_map(|vs| vs.hosts.iter()).collect();
-    hosts.into_iter().flat_map(|host| route_destinations(snapshot, host)).collect()
+    let hosts: BTreeSet<String> =
+        with_rules.flat_map(|vs| vs.hosts.iter().flat_map(|h| snapshot.hosts_named(h))).collect();
+    hosts.into_iter().flat_map(|host| mesh_route_destinations(snapshot, &host)).collect()
 }
 
-/// The Services the routes of `host` send to (its VirtualService's destinations, of http, tcp and tls rules,
-/// mirrors included: a proxy needs their clusters as much as those of `route[]`), as FQDNs.
-pub fn route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
-    let Some(vs) = snapshot.virtual_service(host) else { return Vec::new() };
-    vs.spec.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
+/// The Services the routes of `host` send to for proxies in `namespace` (the destinations of the VirtualService
+/// that routes it for them, of http, tcp and tls rules, mirrors included: a proxy needs their clusters as much as
+/// those of `route[]`), as FQDNs.
+pub fn route_destinations(snapshot: &Snapshot, host: &str, namespace: &str) -> Vec<String> {
+    snapshot.virtual_service_for(host, namespace).map(|vs| destinations_of(snapshot, vs)).unwrap_or_default()
+}
+
+/// Where the rules of the VirtualService in force on the shared listeners for `host` send (see
+/// [`Snapshot::mesh_virtual_service`]), as FQDNs.
+pub fn mesh_route_destinations(snapshot: &Snapshot, host: &str) -> Vec<String> {
+    snapshot.mesh_virtual_service(host).map(|vs| destinations_of(snapshot, vs)).unwrap_or_default()
+}
+
+/// Every destination of one VirtualService, as FQDNs.
+pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<String> {
+    vs.destinations().map(|destination| snapshot.resolve_host(&destination.host, &vs.namespace)).collect()
 }
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
@@ -116,7 +141,7 @@ mod tests {
         let mesh = mirrored + &service("checkout", "shop") + &service("payments", "bank") + &service("audit", "bank");
         let snapshot = snapshot(&(mesh + &service("ledger", "bank")));
         assert_eq!(
-            route_destinations(&snapshot, "checkout.shop.svc.cluster.local"),
+            route_destinations(&snapshot, "checkout.shop.svc.cluster.local", "web"),
             [
                 "payments.bank.svc.cluster.local",
                 "audit.bank.svc.cluster.local",
@@ -143,6 +168,36 @@ mod tests {
         let snapshot = snapshot(&mesh);
         let scope: Vec<String> = initial_scope(&snapshot, "shop", ProxyScope::OnDemand).unwrap().into_iter().collect();
         assert_eq!(scope, ["replica.bank.svc.cluster.local"], "a connection to db cannot wait for its cluster");
+    }
+
+    #[test]
+    fn a_namespace_holds_only_the_rules_exported_to_it() {
+        let rule = |name: &str, namespace: &str, export_to: &str, host: &str, to: &str| {
+            format!(
+                "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{exportTo: {export_to}, hosts: [{host}], http: [{{route: [{{destination: {{host: {to}}}}}]}}]}}\n---\n"
+            )
+        };
+        let services = ["ledger", "audit", "archive", "payments"].map(|name| service(name, "bank")).concat();
+        let mesh = services
+            + &service("cart", "shop")
+            + &rule("ledger", "bank", "[\".\"]", "ledger", "audit")
+            + &rule("payments", "bank", "[shop]", "payments", "payments")
+            + &rule("ledger-for-shop", "shop", "[\".\"]", "ledger.bank", "archive.bank");
+        let snapshot = snapshot(&mesh);
+        let scope = |namespace| -> Vec<String> {
+            initial_scope(&snapshot, namespace, ProxyScope::OnDemand).unwrap().into_iter().collect()
+        };
+        assert_eq!(scope("bank"), ["audit.bank.svc.cluster.local", "ledger.bank.svc.cluster.local"], "its own");
+        assert_eq!(
+            scope("shop"),
+            ["archive.bank.svc.cluster.local", "ledger.bank.svc.cluster.local", "payments.bank.svc.cluster.local"],
+            "its own rule for ledger, not bank's, and the rule exported to it by name"
+        );
+        assert_eq!(scope("web"), Vec::<String>::new(), "nothing is exported to web");
+        let ledger = "ledger.bank.svc.cluster.local";
+        assert_eq!(route_destinations(&snapshot, ledger, "shop"), ["archive.bank.svc.cluster.local"]);
+        assert_eq!(route_destinations(&snapshot, ledger, "bank"), ["audit.bank.svc.cluster.local"]);
+        assert_eq!(route_destinations(&snapshot, ledger, "web"), Vec::<String>::new(), "the plain route");
     }
 
     #[test]

@@ -279,7 +279,7 @@ impl Generation {
         for name in names {
             if let Some((host, fqdn)) = translate::on_demand_virtual_host(snapshot, namespace, name) {
                 virtual_hosts.insert(name.clone(), Arc::new(pack(&host)));
-                hosts.extend(route_destinations(snapshot, &fqdn));
+                hosts.extend(route_destinations(snapshot, &fqdn, namespace));
                 hosts.insert(fqdn);
             }
         }

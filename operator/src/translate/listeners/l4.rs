@@ -74,14 +74,16 @@ pub(super) fn is_tls(chain: &FilterChain) -> bool {
 /// The cluster IPs of the Services on `port` this VirtualService is in force for, without repeats; `None` when
 /// it is in force for no Service on that port (its rules then shape no chain there).
 fn cluster_ips(snapshot: &Snapshot, vs: &VirtualServiceModel, port: u16) -> Option<Vec<IpAddr>> {
-    let in_force = |host: &&String| {
-        snapshot.virtual_service(host).is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
+    let in_force = |host: &String| {
+        snapshot.mesh_virtual_service(host).is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
     };
+    // A wildcard host names every Service it matches.
     let services: Vec<_> = vs
         .hosts
         .iter()
+        .flat_map(|host| snapshot.hosts_named(host))
         .filter(in_force)
-        .filter_map(|host| snapshot.services.get(host))
+        .filter_map(|host| snapshot.services.get(&host))
         .filter(|service| service.port(port).is_some())
         .collect();
     if services.is_empty() {

@@ -49,17 +49,17 @@ pub(super) fn route_configuration<'a>(
     }
 }
 
-/// The virtual host of one Service port, as proxies in `namespace` see it: the VirtualService's rules or, when no
-/// VirtualService has HTTP rules for the Service, a single route to the whole Service.
+/// The virtual host of one Service port, as proxies in `namespace` see it: the rules of the VirtualService that
+/// routes the Service for them (one exported to their namespace) or, when that one has no HTTP rules or there is
+/// none, a single route to the whole Service.
 pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u16, namespace: &str) -> VirtualHost {
     VirtualHost {
         name: format!("{}:{port}", service.fqdn()),
         domains: domains(service, port, namespace),
         // A VirtualService with only tcp/tls rules says nothing about HTTP: its hosts' HTTP traffic (on ports
         // its rules leave alone) goes where it would without it, not into a virtual host without routes.
-        routes: match snapshot.virtual_service(&service.fqdn()).filter(|vs| !vs.spec.http.is_empty()) {
+        routes: match snapshot.virtual_service_for(&service.fqdn(), namespace).filter(|vs| !vs.http.is_empty()) {
             Some(vs) => vs
-                .spec
                 .http
                 .iter()
                 .enumerate()

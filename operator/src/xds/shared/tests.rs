@@ -166,7 +166,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 13] = [
+    let edits: [(&str, Edit); 27] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -215,6 +215,54 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         ("the cluster IP of a Service with tcp rules", |docs| {
             let db = docs.iter_mut().find(|d| d.contains("10.96.0.9")).expect("the db Service");
             *db = db.replace("10.96.0.9", "10.96.0.10");
+        }),
+        ("a rule is exported to its own namespace only", |docs| {
+            let ledger = docs.iter_mut().find(|d| d.contains("spec: {hosts: [ledger]")).expect("the ledger rule");
+            *ledger = ledger.replace("spec: {hosts: [ledger]", "spec: {exportTo: [\".\"], hosts: [ledger]");
+        }),
+        ("a namespace gets its own rule for another namespace's host", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ledger-for-shop, namespace: shop}\nspec: {exportTo: [\".\"], hosts: [ledger.bank], http: [{route: [{destination: {host: audit.bank, port: {number: 81}}}]}]}\n".into());
+        }),
+        ("a rule is exported to another namespace by name", |docs| {
+            let ledger = docs.iter_mut().find(|d| d.contains("exportTo: [\".\"], hosts: [ledger]")).expect("ledger");
+            *ledger = ledger.replace("exportTo: [\".\"]", "exportTo: [\".\", web]");
+        }),
+        ("a namespace's own rule goes public", |docs| {
+            let own = docs.iter_mut().find(|d| d.contains("name: ledger-for-shop")).expect("shop's rule");
+            *own = own.replace("exportTo: [\".\"], ", "");
+        }),
+        ("a wildcard rule appears", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: bank-wide, namespace: ops}\nspec: {hosts: [\"*.bank.svc.cluster.local\"], http: [{route: [{destination: {host: ledger.bank}}], timeout: 3s}]}\n".into());
+        }),
+        ("a Service the wildcard matches appears", |docs| {
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: vault, namespace: bank}\nspec: {ports: [{port: 80}]}\n".into());
+        }),
+        ("the wildcard rule changes destination", |docs| {
+            let rule = docs.iter_mut().find(|d| d.contains("name: bank-wide")).expect("the wildcard rule");
+            *rule = rule.replace("host: ledger.bank}", "host: audit.bank, port: {number: 80}}");
+        }),
+        ("a rule for every host, for one namespace", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: everything, namespace: web}\nspec: {exportTo: [\".\"], hosts: [\"*\"], http: [{route: [{destination: {host: frontend}}]}]}\n".into());
+        }),
+        ("tcp rules for a wildcard host", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: bank-tcp, namespace: ops}\nspec: {hosts: [\"*.bank.svc.cluster.local\"], tcp: [{match: [{port: 81}], route: [{destination: {host: ledger.bank}}]}]}\n".into());
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: vault, namespace: bank}\nspec: {clusterIP: 10.96.0.20, ports: [{port: 81}]}\n".into());
+            docs.retain(|d| !d.contains("name: vault, namespace: bank}\nspec: {ports"));
+        }),
+        ("the wildcard rule goes", |docs| docs.retain(|d| !d.contains("name: bank-wide"))),
+        ("a rule delegates to a delegate that does not exist yet", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: frontend, namespace: web}\nspec: {hosts: [frontend], http: [{match: [{uri: {prefix: /api}}], delegate: {name: api, namespace: bank}, timeout: 2s}, {route: [{destination: {host: frontend}}]}]}\n".into());
+        }),
+        ("the delegate appears", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: bank}\nspec: {http: [{match: [{uri: {prefix: /api/v1}}], route: [{destination: {host: ledger}}]}, {route: [{destination: {host: payments, port: {number: 80}}}]}]}\n".into());
+        }),
+        ("the delegate changes destination", |docs| {
+            let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
+            *api = api.replace("{host: ledger}", "{host: audit, port: {number: 81}}");
+        }),
+        ("the delegate is no longer exported to the root's namespace", |docs| {
+            let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
+            *api = api.replace("spec: {http", "spec: {exportTo: [\".\"], http");
         }),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
