@@ -147,8 +147,17 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
         if let Some(timeout) = &tcp.connect_timeout {
             check_positive_duration(&tcp_path.field("connectTimeout"), timeout, errors);
         }
+        if let Some(keepalive) = &tcp.tcp_keepalive {
+            for (field, value) in [("time", &keepalive.time), ("interval", &keepalive.interval)] {
+                if let Some(value) = value
+                    && let Some(d) = check_duration(&tcp_path.field("tcpKeepalive").field(field), value, errors)
+                    && d < std::time::Duration::from_secs(1)
+                {
+                    errors.push(tcp_path.field("tcpKeepalive").field(field).error("must be at least 1s"));
+                }
+            }
+        }
         for (field, set) in [
-            ("tcpKeepalive", tcp.tcp_keepalive.is_some()),
             ("maxConnectionDuration", tcp.max_connection_duration.is_some()),
             ("idleTimeout", tcp.idle_timeout.is_some()),
         ] {
@@ -270,7 +279,7 @@ host: reviews
 trafficPolicy:
   loadBalancer: {simple: LEAST_CONN}
   connectionPool:
-    tcp: {maxConnections: 100, connectTimeout: 30ms}
+    tcp: {maxConnections: 100, connectTimeout: 30ms, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}}
     http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: DEFAULT}
   outlierDetection:
     consecutive5xxErrors: 7
@@ -304,7 +313,7 @@ host: reviews
 trafficPolicy:
   loadBalancer: {simple: PASSTHROUGH, consistentHash: {useSourceIp: true}}
   connectionPool:
-    tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 1s}}
+    tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 500ms}}
     http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: 1, useClientProtocol: false}
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
@@ -318,7 +327,7 @@ trafficPolicy:
             "spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
-            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: tcpKeepalive is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1s",
             "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: upgrading to HTTP/2 is not supported by Weft yet",
             "spec.trafficPolicy.connectionPool.http.useClientProtocol: a fixed upstream protocol (Weft always speaks the client's) is not supported by Weft yet",
             "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: maxRequestsPerConnection is not supported by Weft yet",

@@ -71,8 +71,19 @@ pub struct OutlierPolicy {
 }
 
 /// Upstream connection settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Connections {
     #[serde(serialize_with = "optional_ms")]
     pub idle_timeout: Option<Duration>,
+    pub keepalive: Option<Keepalive>,
+}
+
+/// TCP keepalive on upstream connections; unset parts are the system's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Keepalive {
+    pub probes: Option<u32>,
+    #[serde(serialize_with = "optional_ms")]
+    pub time: Option<Duration>,
+    #[serde(serialize_with = "optional_ms")]
+    pub interval: Option<Duration>,
 }

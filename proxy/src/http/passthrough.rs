@@ -11,6 +11,7 @@ use http::Request;
 use tower::ServiceExt;
 
 use super::Body;
+use crate::config::cluster::Connections;
 use crate::upstream::{Endpoint, ResponseFuture};
 
 /// The cluster name passthrough requests are counted under, as in Istio.
@@ -33,10 +34,15 @@ impl Passthrough {
     }
 
     fn endpoint(&self, address: SocketAddr) -> Endpoint {
-        let Ok(mut endpoints) = self.endpoints.lock() else { return Endpoint::new(address, CONNECT_TIMEOUT, None) };
+        let Ok(mut endpoints) = self.endpoints.lock() else {
+            return Endpoint::new(address, CONNECT_TIMEOUT, Connections::default());
+        };
         if endpoints.len() >= MAX_DESTINATIONS && !endpoints.contains_key(&address) {
             endpoints.clear();
         }
-        endpoints.entry(address).or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT, None)).clone()
+        endpoints
+            .entry(address)
+            .or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT, Connections::default()))
+            .clone()
     }
 }

@@ -190,7 +190,13 @@ mod tests {
         let members = Members::default();
         let list = ports
             .iter()
-            .map(|p| Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], *p).into(), Duration::from_secs(1), None))))
+            .map(|p| {
+                Arc::new(Member::new(Endpoint::new(
+                    ([127, 0, 0, 1], *p).into(),
+                    Duration::from_secs(1),
+                    Default::default(),
+                )))
+            })
             .collect();
         members.replace(list, None);
         members

@@ -29,7 +29,7 @@ use members::{Member, Members, Pick};
 pub use ring::hash_of;
 
 use crate::BoxError;
-use crate::config::cluster::Limits;
+use crate::config::cluster::{Connections, Limits};
 use crate::config::{ClusterConfig, EndpointConfig};
 use crate::http::Body;
 use health::Health;
@@ -54,7 +54,7 @@ pub struct Overflow;
 pub struct ClusterBalancer {
     algorithm: LbAlgorithm,
     connect_timeout: Duration,
-    idle_timeout: Option<Duration>,
+    connections: Connections,
     ring_size: Option<u64>,
     members: Members,
     /// The healthy endpoints by address, to keep members (pools, estimates) across updates.
@@ -69,7 +69,7 @@ impl ClusterBalancer {
         let balancer = Self {
             algorithm: cluster.lb,
             connect_timeout: cluster.connect_timeout,
-            idle_timeout: cluster.connections.idle_timeout,
+            connections: cluster.connections,
             ring_size: (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size),
             members: Members::default(),
             by_address: Mutex::default(),
@@ -86,7 +86,7 @@ impl ClusterBalancer {
     pub fn fits(&self, cluster: &ClusterConfig) -> bool {
         self.algorithm == cluster.lb
             && self.connect_timeout == cluster.connect_timeout
-            && self.idle_timeout == cluster.connections.idle_timeout
+            && self.connections == cluster.connections
             && self.ring_size == (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size)
     }
 
@@ -107,7 +107,7 @@ impl ClusterBalancer {
             .filter(|e| e.healthy)
             .map(|e| {
                 let member = current.get(&e.address).cloned().unwrap_or_else(|| {
-                    Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.idle_timeout)))
+                    Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.connections)))
                 });
                 (e.address, member)
             })

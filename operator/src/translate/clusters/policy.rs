@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
     circuit_breakers::thresholds::RetryBudget as EnvoyBudget, cluster::CommonLbConfig,
 };
-use envoy_types::pb::envoy::config::core::v3::HttpProtocolOptions as CommonHttpOptions;
+use envoy_types::pb::envoy::config::core::v3::{HttpProtocolOptions as CommonHttpOptions, TcpKeepalive};
 use envoy_types::pb::envoy::config::route::v3::route_action;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -108,6 +109,10 @@ pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>) {
     if let Some(timeout) = connect.and_then(|t| parse_duration(t).ok()) {
         cluster.connect_timeout = Some(duration(timeout));
     }
+    if let Some(keepalive) = pool.and_then(|p| p.tcp.as_ref()).and_then(|t| t.tcp_keepalive.as_ref()) {
+        cluster.upstream_connection_options =
+            Some(UpstreamConnectionOptions { tcp_keepalive: Some(tcp_keepalive(keepalive)), ..Default::default() });
+    }
     let idle =
         pool.and_then(|p| p.http.as_ref()).and_then(|h| h.idle_timeout.as_deref()).and_then(|t| parse_duration(t).ok());
     if let Some(idle) = idle {
@@ -181,6 +186,20 @@ fn outlier_detection(o: &OutlierDetection) -> EnvoyOutlier {
         out.max_ejection_percent = count(percent as u32);
     }
     out
+}
+
+/// Envoy counts keepalive times in whole seconds.
+fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKeepalive {
+    let seconds = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| parse_duration(t).ok())
+            .map(|d| UInt32Value { value: d.as_secs().min(u64::from(u32::MAX)) as u32 })
+    };
+    TcpKeepalive {
+        keepalive_probes: k.probes.map(|value| UInt32Value { value }),
+        keepalive_time: seconds(&k.time),
+        keepalive_interval: seconds(&k.interval),
+    }
 }
 
 fn http_options(idle: Duration) -> HttpProtocolOptions {

@@ -11,7 +11,7 @@ use weft_xds::lb::LbAlgorithm;
 use super::{ConfigError, reject, to_duration};
 use crate::config::ClusterConfig;
 use crate::config::cluster::{
-    BudgetConfig, Connections, ENVOY_DEFAULT_MAX, ENVOY_DEFAULT_MAX_RETRIES, Limits, OutlierPolicy,
+    BudgetConfig, Connections, ENVOY_DEFAULT_MAX, ENVOY_DEFAULT_MAX_RETRIES, Keepalive, Limits, OutlierPolicy,
 };
 
 /// Envoy's defaults where a field is unset.
@@ -137,6 +137,11 @@ fn outlier(o: &OutlierDetection) -> Result<OutlierPolicy, String> {
 }
 
 fn connections(c: &Cluster) -> Result<Connections, String> {
+    let keepalive = c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(|k| Keepalive {
+        probes: k.keepalive_probes.as_ref().map(|p| p.value),
+        time: k.keepalive_time.as_ref().map(|t| Duration::from_secs(u64::from(t.value))),
+        interval: k.keepalive_interval.as_ref().map(|i| Duration::from_secs(u64::from(i.value))),
+    });
     let mut idle_timeout = None;
     for (name, any) in &c.typed_extension_protocol_options {
         if name != HTTP_PROTOCOL_OPTIONS {
@@ -146,5 +151,5 @@ fn connections(c: &Cluster) -> Result<Connections, String> {
         let common = options.common_http_protocol_options.unwrap_or_default();
         idle_timeout = common.idle_timeout.as_ref().map(to_duration).transpose()?;
     }
-    Ok(Connections { idle_timeout })
+    Ok(Connections { idle_timeout, keepalive })
 }
