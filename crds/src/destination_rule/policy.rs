@@ -135,7 +135,7 @@ pub struct ConsistentHash {
     pub http_header_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_cookie: Option<HttpCookie>,
-    /// Not supported by Weft yet.
+    /// Hash on the client's IP address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_source_ip: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

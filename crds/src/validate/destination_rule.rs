@@ -108,8 +108,8 @@ fn check_hash(path: &Path, hash: &ConsistentHash, errors: &mut Vec<FieldError>) 
             errors.push(not_supported(&path.field("httpCookie").field("ttl"), "generating the cookie (ttl)"));
         }
     }
-    if hash.use_source_ip.is_some() {
-        errors.push(not_supported(&path.field("useSourceIp"), "hashing on the client's address (useSourceIp)"));
+    if hash.use_source_ip == Some(false) {
+        errors.push(path.field("useSourceIp").error("useSourceIp: false names no key; set it true or use another key"));
     }
     if hash.maglev.is_some() {
         errors.push(not_supported(&path.field("maglev"), "Maglev (use ringHash)"));
@@ -323,7 +323,6 @@ trafficPolicy:
         );
         let expected = [
             "spec.trafficPolicy.loadBalancer.simple: PASSTHROUGH load balancing is not supported by Weft yet",
-            "spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp: hashing on the client's address (useSourceIp) is not supported by Weft yet",
             "spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",

@@ -141,6 +141,8 @@ pub enum HashPolicy {
     Header(#[serde(serialize_with = "header_name")] HeaderName),
     Cookie(String),
     QueryParameter(String),
+    /// The client's IP address.
+    SourceIp,
 }
 
 fn header_name<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {

@@ -12,6 +12,7 @@ pub mod route;
 pub mod timeouts;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,6 +35,10 @@ use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
 use timeouts::connection::{Activity, InFlightBody, TimedIo};
+
+/// The address of the client a request came from (for hashing on it), in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub SocketAddr);
 
 /// Request and response bodies as they travel through the proxy.
 pub type Body = BoxBody<Bytes, crate::BoxError>;
@@ -62,8 +67,12 @@ impl Forwarder {
 /// Serves one downstream connection, HTTP/1.1 or HTTP/2 with prior knowledge (detected), forwarding each request
 /// towards `destination`. The connection closes gracefully (in-flight requests finish, HTTP/2 gets GOAWAY) when
 /// the proxy drains (`watch`) or the connection has been idle for the idle timeout.
-pub async fn serve_connection<I>(io: I, forwarder: Arc<Forwarder>, destination: Destination, mut watch: ConnectionWatch)
-where
+pub async fn serve_connection<I>(
+    io: I,
+    forwarder: Arc<Forwarder>,
+    (destination, peer): (Destination, SocketAddr),
+    mut watch: ConnectionWatch,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Activity::new();
@@ -74,7 +83,8 @@ where
             let forwarder = forwarder.clone();
             // The request is in flight (for the connection's timeouts) until its body and its response's are done.
             let in_flight = activity.request_started();
-            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
+            let mut request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
+            request.extensions_mut().insert(ClientAddress(peer));
             async move {
                 let response = forward::handle(request, &forwarder, destination).await;
                 Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))

@@ -15,9 +15,9 @@ use crate::metrics::{Direction, Mode};
 /// a port.
 pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>, default_port: u16, drain: &Drain) {
     loop {
-        let (stream, _peer) = accept(&listener).await;
+        let (stream, peer) = accept(&listener).await;
         let stats = forwarder.metrics.connection(Direction::Outbound, Mode::Http);
-        let destination = Destination::Explicit { default_port };
-        tokio::spawn(serve_connection(Counted::new(stream, stats), forwarder.clone(), destination, drain.watcher()));
+        let downstream = (Destination::Explicit { default_port }, peer);
+        tokio::spawn(serve_connection(Counted::new(stream, stats), forwarder.clone(), downstream, drain.watcher()));
     }
 }

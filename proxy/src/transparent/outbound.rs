@@ -62,7 +62,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
     let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, mode));
     match mode {
-        Mode::Http => serve_connection(io, forwarder, Destination::Original(original), watcher).await,
+        Mode::Http => serve_connection(io, forwarder, (Destination::Original(original), peer), watcher).await,
         Mode::Tcp | Mode::Passthrough => {
             let flow = tcp::Flow {
                 direction: Direction::Outbound,

@@ -79,7 +79,7 @@ pub(in crate::translate) fn hash_policy(snapshot: &Snapshot, cluster: &str) -> V
     };
     let policy = for_port(merged, name.port);
     let Some(hash) = policy.as_ref().and_then(consistent_hash) else { return Vec::new() };
-    use route_action::hash_policy::{Cookie, Header, PolicySpecifier, QueryParameter};
+    use route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter};
     let specifier = if let Some(header) = &hash.http_header_name {
         PolicySpecifier::Header(Header { header_name: header.to_ascii_lowercase(), ..Default::default() })
     } else if let Some(cookie) = &hash.http_cookie {
@@ -90,6 +90,8 @@ pub(in crate::translate) fn hash_policy(snapshot: &Snapshot, cluster: &str) -> V
         })
     } else if let Some(query) = &hash.http_query_parameter_name {
         PolicySpecifier::QueryParameter(QueryParameter { name: query.clone() })
+    } else if hash.use_source_ip == Some(true) {
+        PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
     } else {
         return Vec::new();
     };

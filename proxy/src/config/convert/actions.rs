@@ -45,7 +45,8 @@ fn hash_policy(p: &route_action::HashPolicy) -> Result<HashPolicy, String> {
         }
         Some(PolicySpecifier::Cookie(c)) if c.ttl.is_none() => Ok(HashPolicy::Cookie(c.name.clone())),
         Some(PolicySpecifier::QueryParameter(q)) => Ok(HashPolicy::QueryParameter(q.name.clone())),
-        _ => Err("only header, cookie (without ttl) and query parameter hash policies are supported".into()),
+        Some(PolicySpecifier::ConnectionProperties(c)) if c.source_ip => Ok(HashPolicy::SourceIp),
+        _ => Err("only header, cookie (without ttl), query parameter and source IP hash policies are supported".into()),
     }
 }
 

@@ -4,6 +4,7 @@
 use http::{Request, header};
 
 use crate::config::policy::HashPolicy;
+use crate::http::ClientAddress;
 use crate::upstream::hash_of;
 
 pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
@@ -13,6 +14,9 @@ pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
             HashPolicy::Header(name) => request.headers().get(name).map(|v| v.as_bytes().to_vec()),
             HashPolicy::Cookie(name) => cookie(request, name).map(String::into_bytes),
             HashPolicy::QueryParameter(name) => query_parameter(request, name).map(String::into_bytes),
+            HashPolicy::SourceIp => {
+                request.extensions().get::<ClientAddress>().map(|c| c.0.ip().to_string().into_bytes())
+            }
         };
         if let Some(value) = value {
             material.extend_from_slice(&value);
@@ -64,5 +68,8 @@ mod tests {
         assert_eq!(cookie, Some(hash_of(b"abc\0")));
         let by_query = [HashPolicy::QueryParameter("cart".into())];
         assert_eq!(key(&by_query, &request("/?a=1&cart=7", &[])), Some(hash_of(b"7\0")));
+        let mut from = request("/", &[]);
+        from.extensions_mut().insert(ClientAddress("10.0.0.7:40000".parse().unwrap()));
+        assert_eq!(key(&[HashPolicy::SourceIp], &from), Some(hash_of(b"10.0.0.7\0")), "the address, not the port");
     }
 }
