@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::ProxyConfig;
+use crate::dataplane::Runtime;
 use crate::listen::accept;
 
 /// Whether the proxy should receive traffic: a complete config has arrived and it is not shutting down.
@@ -49,7 +49,7 @@ impl Readiness {
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub config: watch::Receiver<Arc<ProxyConfig>>,
+    pub runtime: watch::Receiver<Arc<Runtime>>,
     pub readiness: Readiness,
 }
 
@@ -60,7 +60,7 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
 fn respond(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/config_dump") => {
-            let config = state.config.borrow().clone();
+            let config = state.runtime.borrow().config.clone();
             match serde_json::to_vec_pretty(&*config) {
                 Ok(json) => reply(StatusCode::OK, "application/json", json),
                 Err(err) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", err.to_string().into_bytes()),

@@ -11,12 +11,10 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use weft_xds::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::config::ProxyConfig;
-use crate::dataplane::{self, Runtime};
+use crate::dataplane::Publisher;
 use crate::drain::Drain;
 use crate::health::{self, HealthState};
 use crate::http::on_demand::{ON_DEMAND_TIMEOUT, OnDemand};
@@ -138,8 +136,7 @@ impl Listeners {
 pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'static str>) -> Result<(), StartError> {
     let endpoint = settings.xds_endpoint()?;
     let listeners = Listeners::bind(&settings).await?;
-    let (config_tx, config_rx) = watch::channel(Arc::new(ProxyConfig::default()));
-    let (runtime_tx, runtime_rx) = watch::channel(Arc::new(Runtime::default()));
+    let (publisher, runtime_rx) = Publisher::new();
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::new());
     tracing::info!(
@@ -155,9 +152,11 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let node = settings.node();
     let complete = readiness.config_complete.clone();
     let (on_demand, questions) = OnDemand::new(ON_DEMAND_TIMEOUT);
-    tokio::spawn(client::run(endpoint, node, config_tx, complete, metrics.clone(), questions));
-    tokio::spawn(dataplane::maintain(config_rx.clone(), runtime_tx));
-    tokio::spawn(admin::serve(listeners.admin, AdminState { config: config_rx, readiness: readiness.clone() }));
+    tokio::spawn(client::run(endpoint, node, publisher, complete, metrics.clone(), questions));
+    tokio::spawn(admin::serve(
+        listeners.admin,
+        AdminState { runtime: runtime_rx.clone(), readiness: readiness.clone() },
+    ));
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
     }

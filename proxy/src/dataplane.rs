@@ -1,6 +1,7 @@
 //! The live data plane: the accepted config plus one balancer per cluster, rebuilt as config arrives and read by
 //! every request. Balancers are kept across updates when their settings are unchanged, so connection pools and
-//! latency estimates survive endpoint and route edits.
+//! latency estimates survive endpoint and route edits. The runtime is rebuilt where config is accepted, before
+//! the proxy says it is ready, so what `/ready` and `/config_dump` report is what requests use.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,15 +18,21 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<ClusterBalancer>>,
 }
 
-/// Follows `configs`, publishing a new [`Runtime`] for each config.
-pub async fn maintain(mut configs: watch::Receiver<Arc<ProxyConfig>>, runtimes: watch::Sender<Arc<Runtime>>) {
-    loop {
-        let config = configs.borrow_and_update().clone();
-        let previous = runtimes.borrow().clone();
-        runtimes.send_replace(Arc::new(rebuild(&previous, config)));
-        if configs.changed().await.is_err() {
-            return;
-        }
+/// Publishes a [`Runtime`] for each accepted config.
+pub struct Publisher {
+    runtimes: watch::Sender<Arc<Runtime>>,
+}
+
+impl Publisher {
+    pub fn new() -> (Self, watch::Receiver<Arc<Runtime>>) {
+        let (runtimes, receiver) = watch::channel(Arc::new(Runtime::default()));
+        (Self { runtimes }, receiver)
+    }
+
+    /// Builds and publishes the runtime for `config`; returns once requests see it.
+    pub fn publish(&self, config: Arc<ProxyConfig>) {
+        let previous = self.runtimes.borrow().clone();
+        self.runtimes.send_replace(Arc::new(rebuild(&previous, config)));
     }
 }
 

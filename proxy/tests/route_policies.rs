@@ -26,7 +26,28 @@ async fn mesh(backend: SocketAddr, extra: &str, rules: &str) -> (Proxy, Operator
     let operator = Operator::start_with(xds, backend, &documents).await;
     let proxy = Proxy::start(xds, &[]);
     proxy.wait_ready(StatusCode::OK).await;
+    wait_for_app(&proxy).await;
     (proxy, operator)
+}
+
+/// Ready means a whole config arrived, which may be from before the operator read every file: wait until the
+/// proxy routes `app` and holds its endpoints.
+async fn wait_for_app(proxy: &Proxy) {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((_, dump)) = support::get(proxy.admin, "localhost", "/config_dump", &[]).await {
+            let dump: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+            let routed = dump.to_string().contains("app.default.svc.cluster.local:80");
+            let endpoints = dump["endpoints"]["outbound|80||app.default.svc.cluster.local"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty());
+            if routed && endpoints {
+                return;
+            }
+        }
+        assert!(Instant::now() < until, "the proxy never got the app Service");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn virtual_service(http: &str) -> String {
@@ -324,6 +345,7 @@ async fn mesh_of(backends: &[SocketAddr], rules: &str) -> (Proxy, Operator) {
         Operator::start_with(xds, backends[0], &format!("{}---\n{rules}", service_with_pods(backends))).await;
     let proxy = Proxy::start(xds, &[]);
     proxy.wait_ready(StatusCode::OK).await;
+    wait_for_app(&proxy).await;
     (proxy, operator)
 }
 
@@ -415,7 +437,7 @@ async fn a_consistent_hash_keeps_each_user_on_one_backend() {
     for i in 0..1000 {
         let user = format!("user-{}", i % 100);
         let answer = send(proxy.outbound, Method::GET, "/", &[("x-user", &user)], Bytes::new()).await;
-        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.status, StatusCode::OK, "request {i}: {}", answer.body);
         let backend = answer.headers["x-served-by"].to_str().unwrap().to_string();
         served_by.entry(user).or_default().insert(backend);
     }

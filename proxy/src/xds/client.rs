@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use weft_xds::ResourceType;
@@ -18,6 +18,7 @@ use weft_xds::ResourceType;
 use super::delta::DeltaState;
 use super::state::{ClientState, Outcome};
 use crate::config::ProxyConfig;
+use crate::dataplane::Publisher;
 use crate::metrics::Metrics;
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -33,12 +34,12 @@ enum Session {
     StateOfTheWorld(ClientState),
 }
 
-/// Streams config from `endpoint` forever, publishing each accepted config on `configs`; asks for the
+/// Streams config from `endpoint` forever, publishing each accepted config through `configs`; asks for the
 /// on-demand virtual hosts named on `questions` (delta xDS only).
 pub async fn run(
     endpoint: Endpoint,
     node: Node,
-    configs: watch::Sender<Arc<ProxyConfig>>,
+    configs: Publisher,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     mut questions: mpsc::Receiver<String>,
@@ -89,7 +90,7 @@ enum StreamError {
 
 /// Where accepted config and its signs of life go.
 struct Sink {
-    configs: watch::Sender<Arc<ProxyConfig>>,
+    configs: Publisher,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -100,7 +101,7 @@ impl Sink {
         match outcome {
             Outcome::Applied(kind) => {
                 tracing::info!(kind = kind.short_name(), %version, "config applied");
-                self.configs.send_replace(Arc::new(config.clone()));
+                self.configs.publish(Arc::new(config.clone()));
                 self.ready.store(ready, Ordering::Relaxed);
                 self.metrics.config_applied(*kind, ready);
             }
@@ -108,7 +109,7 @@ impl Sink {
                 self.metrics.nack(*kind);
                 // A rejected on-demand answer still settles the requests waiting for it (see `DeltaState`).
                 if *kind == ResourceType::VirtualHost {
-                    self.configs.send_replace(Arc::new(config.clone()));
+                    self.configs.publish(Arc::new(config.clone()));
                 }
                 tracing::warn!(kind = kind.short_name(), %version, %error, "config rejected (NACK); keeping last good config")
             }
