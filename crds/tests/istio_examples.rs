@@ -38,13 +38,7 @@ fn expected() -> Vec<(&'static str, Vec<String>)> {
             // Accepted but for the gateway: delegation is supported.
             vec![gateway("spec.gateways[0]", "mygateway")],
         ),
-        (
-            "19-source-labels.yaml",
-            vec![
-                "spec.http[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet"
-                    .into(),
-            ],
-        ),
+        ("19-source-labels.yaml", vec![]),
     ]
 }
 

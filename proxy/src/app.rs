@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use weft_xds::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
 
 use crate::admin::{self, AdminState, Readiness};
+use crate::config::Labels;
 use crate::dataplane::Publisher;
 use crate::drain::Drain;
 use crate::health::{self, HealthState};
@@ -44,6 +45,8 @@ pub struct ProxySettings {
     pub service_account: Option<String>,
     /// Its own scope, sent as node metadata; `None`: the operator's default.
     pub proxy_scope: Option<ProxyScope>,
+    /// The pod's labels, for routes matching on the client's labels.
+    pub labels: Labels,
     pub capture: Capture,
     pub outbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -70,9 +73,11 @@ impl ProxySettings {
     fn node(&self) -> Node {
         let id = ProxyNode { pod_name: self.pod_name.clone(), namespace: self.pod_namespace.clone(), ip: self.pod_ip };
         let text = |value: &str| Value { kind: Some(value::Kind::StringValue(value.to_string())) };
-        // SERVICE_ACCOUNT: Istio's node metadata key, for control planes that look at it.
+        let labels = Struct { fields: self.labels.iter().map(|(k, v)| (k.clone(), text(v))).collect() };
+        // SERVICE_ACCOUNT and LABELS: Istio's node metadata keys, for control planes that look at them.
         let fields: BTreeMap<String, Value> = [
             self.service_account.as_deref().map(|account| ("SERVICE_ACCOUNT".to_string(), text(account))),
+            Some(("LABELS".to_string(), Value { kind: Some(value::Kind::StructValue(labels)) })),
             self.proxy_scope.map(|scope| (SCOPE_METADATA_KEY.to_string(), text(scope.as_str()))),
             Some((ON_DEMAND_METADATA_KEY.to_string(), text(ON_DEMAND_VHDS))),
         ]
@@ -160,7 +165,8 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
     }
-    let forwarder = Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand));
+    let forwarder =
+        Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));
     let drain = Drain::new();
     let signal = tokio::select! {
         () = serve_data(listeners.outbound, listeners.inbound, forwarder, &drain) => "listeners ended",

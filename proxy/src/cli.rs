@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{Capture, ProxySettings};
 use crate::capture::{CaptureSettings, Cidr};
+use crate::config::Labels;
 use crate::http::timeouts::{Timeouts, enabled};
 use weft_process::parse_duration;
 use weft_xds::ProxyScope;
@@ -105,6 +106,10 @@ pub struct RunArgs {
     /// Any other Service is asked for on demand by the first request to it.
     #[arg(long, env = "WEFT_PROXY_SCOPE", value_name = "namespace|on-demand|mesh")]
     pub proxy_scope: Option<ProxyScope>,
+    /// The labels of the pod this proxy serves, as `key=value,key=value` (set by the injector from the pod's
+    /// labels at admission); routes with `match[].sourceLabels` apply when the pod carries all of theirs.
+    #[arg(long, env = "WEFT_POD_LABELS", default_value = "", value_parser = parse_labels, value_name = "KEY=VALUE,...")]
+    pub pod_labels: Labels,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -127,6 +132,7 @@ impl RunArgs {
             pod_ip: self.pod_ip,
             service_account: self.service_account.clone().filter(|s| !s.is_empty()),
             proxy_scope: self.proxy_scope,
+            labels: self.pod_labels.clone(),
             capture,
             outbound_listen: self.outbound_listen.unwrap_or(outbound),
             admin_listen: self.admin_listen,
@@ -196,3 +202,18 @@ pub struct WaitArgs {
 
 #[cfg(test)]
 mod tests;
+
+/// `key=value,key=value` (empty: no labels). Kubernetes label keys and values hold no `,` or `=`.
+pub fn parse_labels(text: &str) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        if key.is_empty() || value.contains('=') {
+            return Err(format!("{pair:?} is not key=value"));
+        }
+        if labels.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(format!("label {key:?} is given twice"));
+        }
+    }
+    Ok(labels)
+}

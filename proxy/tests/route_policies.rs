@@ -2,7 +2,8 @@
 //! operator from Istio-style YAML, in front of scripted backends. Each test shows what a user would see:
 //! retries turning a flaky backend's 503s into successes and held to the retry budget when it is down, faults
 //! in latency and status codes, mirrors receiving copies without slowing the original, and rewrites, header
-//! operations, redirects and direct responses as the backend and client see them.
+//! operations, redirects and direct responses as the backend and client see them, and rules that apply only to
+//! clients with some labels.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,10 +25,15 @@ async fn mesh(backend: SocketAddr, extra: &str, rules: &str) -> (Proxy, Operator
     let xds = free_port();
     let documents = format!("{}---\n{extra}{rules}", service_in("app", "default", backend));
     let operator = Operator::start_with(xds, backend, &documents).await;
-    let proxy = Proxy::start(xds, &[]);
+    (ready_proxy(xds, &[]).await, operator)
+}
+
+/// A proxy started with `args`, once it routes `app`.
+async fn ready_proxy(xds: SocketAddr, args: &[&str]) -> Proxy {
+    let proxy = Proxy::start(xds, args);
     proxy.wait_ready(StatusCode::OK).await;
     wait_for_app(&proxy).await;
-    (proxy, operator)
+    proxy
 }
 
 /// Ready means a whole config arrived, which may be from before the operator read every file: wait until the
@@ -254,6 +260,30 @@ async fn redirects_and_direct_responses_are_answered_by_the_proxy() {
 }
 
 #[tokio::test]
+async fn source_labels_apply_a_rule_only_to_clients_carrying_them() {
+    let backend = Scripted::start(Script::Echo).await;
+    let rules = virtual_service(concat!(
+        "  - match: [{sourceLabels: {app: web, version: v2}}]\n",
+        "    directResponse: {status: 200, body: {string: \"for the v2 clients\"}}\n",
+        "  - route: [{destination: {host: app}}]\n",
+    ));
+    let xds = free_port();
+    let documents = format!("{}---\n{rules}", service_in("app", "default", backend.address));
+    let _operator = Operator::start_with(xds, backend.address, &documents).await;
+    let v2 = ready_proxy(xds, &["--pod-labels", "app=web,version=v2,pod-template-hash=5d7c"]).await;
+    let v1 = ready_proxy(xds, &["--pod-labels", "app=web,version=v1"]).await;
+    let unlabelled = ready_proxy(xds, &[]).await;
+    assert_eq!(get(v2.outbound, "/").await.body, "for the v2 clients");
+    assert_eq!(backend.received(), 0);
+    for proxy in [&v1, &unlabelled] {
+        let answer = get(proxy.outbound, "/").await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_ne!(answer.body, "for the v2 clients");
+    }
+    assert_eq!(backend.received(), 2, "the other clients reach the backend");
+}
+
+#[tokio::test]
 async fn cors_preflights_are_answered_by_the_proxy_and_responses_carry_the_headers() {
     let backend = Scripted::start(Script::Echo).await;
     let rules = virtual_service(concat!(
@@ -343,10 +373,7 @@ async fn mesh_of(backends: &[SocketAddr], rules: &str) -> (Proxy, Operator) {
     let xds = free_port();
     let operator =
         Operator::start_with(xds, backends[0], &format!("{}---\n{rules}", service_with_pods(backends))).await;
-    let proxy = Proxy::start(xds, &[]);
-    proxy.wait_ready(StatusCode::OK).await;
-    wait_for_app(&proxy).await;
-    (proxy, operator)
+    (ready_proxy(xds, &[]).await, operator)
 }
 
 const NO_RETRIES: &str = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: app, namespace: default}\nspec:\n  hosts: [app]\n  http: [{route: [{destination: {host: app}}], retries: {attempts: 0}}]\n";

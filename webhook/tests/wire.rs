@@ -61,6 +61,10 @@ async fn a_deployment_pod_is_injected_with_native_sidecars() {
     assert_eq!(pod["metadata"]["annotations"]["weft.dev/injected"], "native");
     assert_eq!(pod["metadata"]["annotations"]["weft.dev/exclude-outbound-ports"], "5432");
     assert!(pod["metadata"].get("name").is_none(), "a generateName pod must stay nameless");
+    // The ReplicaSet's labels, as the API server admitted them, reach the proxy (for `sourceLabels`).
+    let env = pod["spec"]["initContainers"][1]["env"].as_array().unwrap();
+    let labels = env.iter().find(|e| e["name"] == "WEFT_POD_LABELS").map(|e| e["value"].clone());
+    assert_eq!(labels, Some(json!("app=reviews,pod-template-hash=666c787774,version=v2")));
 }
 
 #[tokio::test]

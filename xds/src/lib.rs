@@ -10,6 +10,7 @@ pub mod names;
 pub mod node;
 pub mod resource;
 pub mod scope;
+pub mod source;
 
 pub use envoy_types::pb;
 pub use names::{

@@ -31,6 +31,7 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
         } else if !seen.insert(subset.name.as_str()) {
             errors.push(path.field("name").error(format!("duplicate subset name {:?}", subset.name)));
         }
+        super::labels::check_labels(&path.field("labels"), &subset.labels, &mut errors);
         if let Some(policy) = &subset.traffic_policy {
             check_policy(&path.field("trafficPolicy"), policy, &mut errors);
         }

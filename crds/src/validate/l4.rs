@@ -1,7 +1,7 @@
 //! Checks of the connection-level rules (`tcp[i]`, `tls[i]`): their conditions and weighted destinations.
 
 use super::rule::{check_destination, check_total_weight, check_weight};
-use super::{check_gateways, is_dns_label, not_supported};
+use super::{check_gateways, is_dns_label};
 use crate::FieldError;
 use crate::field_path::Path;
 use crate::virtual_service::l4::{L4Match, RouteDestination, parse_subnet};
@@ -49,7 +49,10 @@ fn check_l4_match(path: &Path, condition: &impl L4Match, kind: &str, errors: &mu
         errors.push(path.field("port").error(format!("port {port} is out of range 1-65535")));
     }
     if !condition.source_labels().is_empty() {
-        errors.push(not_supported(&path.field("sourceLabels"), "matching on the client's labels (sourceLabels)"));
+        errors.push(path.field("sourceLabels").error(format!(
+            "matching on the client's labels (sourceLabels) in {kind} rules is not supported by Weft yet: \
+             their listeners are shared by every proxy"
+        )));
     }
     check_gateways(&path.field("gateways"), condition.gateways(), errors);
     // An HTTP rule's sourceNamespace is applied per namespace (route configurations are); a tcp or tls rule is a

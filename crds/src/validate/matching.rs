@@ -1,5 +1,6 @@
 //! Checks of a rule's conditions (`http[].match[]`).
 
+use super::labels::check_labels;
 use super::{check_gateways, check_regex, http_header_name_is_invalid, is_dns_label, not_supported};
 use crate::field_path::Path;
 use crate::virtual_service::StringMatchKind;
@@ -36,9 +37,7 @@ pub(super) fn check_match(path: &Path, condition: &HttpMatchRequest, errors: &mu
     {
         errors.push(path.field("port").error(format!("port {port} is out of range 1-65535")));
     }
-    if !condition.source_labels.is_empty() {
-        errors.push(not_supported(&path.field("sourceLabels"), "matching on the client's labels (sourceLabels)"));
-    }
+    check_labels(&path.field("sourceLabels"), &condition.source_labels, errors);
     check_gateways(&path.field("gateways"), &condition.gateways, errors);
     for (name, value) in &condition.query_params {
         check_query_param(&path.field("queryParams").key(name), name, value, errors);

@@ -9,6 +9,7 @@ mod cors;
 mod destination_rule;
 mod headers;
 mod l4;
+mod labels;
 mod matching;
 mod policies;
 mod rule;

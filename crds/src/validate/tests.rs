@@ -183,7 +183,6 @@ exportTo: ["."]
         errors,
         [
             "spec.gateways[1]: gateway \"istio-system/ingress\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
-            "spec.http[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
             "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
@@ -192,10 +191,42 @@ exportTo: ["."]
             "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
             "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",
             "spec.http[2].redirect.derivePort: derivePort; set port is not supported by Weft yet",
-            "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
+            "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) in tls rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.tcp[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.tcp[0].match[0].sourceNamespace: matching on the client's namespace (sourceNamespace) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.exportTo: exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls rules in one that is",
+        ]
+    );
+}
+
+#[test]
+fn source_labels_must_be_kubernetes_labels() {
+    let errors = vs(r#"
+hosts: [reviews]
+http:
+- match: [{sourceLabels: {app: web, app.kubernetes.io/name: web, version: ""}}]
+  route: [{destination: {host: reviews}}]
+- match: [{sourceLabels: {"-app": web, "Bad.Prefix/app": web, version: "v 2"}}]
+  route: [{destination: {host: reviews}}]
+"#);
+    assert_eq!(
+        errors,
+        [
+            "spec.http[1].match[0].sourceLabels[\"-app\"]: label key \"-app\" must be [prefix/]name with a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            "spec.http[1].match[0].sourceLabels[\"Bad.Prefix/app\"]: label key \"Bad.Prefix/app\" has a prefix that is not a DNS subdomain (lowercase letters, digits, '-', '.')",
+            "spec.http[1].match[0].sourceLabels[\"version\"]: label value \"v 2\" must be at most 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        ]
+    );
+}
+
+#[test]
+fn subset_labels_must_be_kubernetes_labels() {
+    let errors =
+        dr("host: reviews\nsubsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v/2}}]\n");
+    assert_eq!(
+        errors,
+        [
+            "spec.subsets[1].labels[\"version\"]: label value \"v/2\" must be at most 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
         ]
     );
 }
@@ -248,7 +279,7 @@ tls:
             "spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/33\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
             "spec.tcp[0].match[0].destinationSubnets[1]: \"db\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
             "spec.tcp[0].match[0].port: port 0 is out of range 1-65535",
-            "spec.tcp[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) is not supported by Weft yet",
+            "spec.tcp[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.tcp[0].route[0].destination.host: host \"Db\" is not a valid DNS name",
             "spec.tcp[0].route[0].weight: weight -1 must not be negative",
             "spec.tcp[0].route: the weights of several destinations must not all be zero",

@@ -113,3 +113,34 @@ fn wait_defaults_to_the_health_listener() {
     assert_eq!(wait.timeout, Duration::from_secs(60));
     assert_eq!(wait.url.to_string(), "http://127.0.0.1:15020/healthz/ready");
 }
+
+#[test]
+fn pod_labels_are_key_value_pairs() {
+    let settings = run_settings(&["--pod-labels", "app=web,version=v2,pod-template-hash=5d7c"]);
+    let labels: Vec<(&str, &str)> = settings.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(labels, [("app", "web"), ("pod-template-hash", "5d7c"), ("version", "v2")]);
+    assert!(run_settings(&[]).labels.is_empty(), "no labels by default");
+    assert_eq!(
+        parse_labels("app.kubernetes.io/name=web, empty="),
+        Ok(Labels::from([("app.kubernetes.io/name".into(), "web".into()), ("empty".into(), String::new()),]))
+    );
+    for bad in ["app", "=web", "app=web,app=api", "a=b=c"] {
+        assert!(
+            parse(&[
+                "run",
+                "--xds-address",
+                "http://x:1",
+                "--pod-name",
+                "p",
+                "--pod-namespace",
+                "n",
+                "--pod-labels",
+                bad
+            ])
+            .unwrap_err()
+            .to_string()
+            .contains("--pod-labels"),
+            "{bad}"
+        );
+    }
+}

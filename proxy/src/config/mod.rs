@@ -17,7 +17,7 @@ use weft_xds::lb::LbAlgorithm;
 use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
 pub use routes::{
-    Action, HeaderMatch, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
+    Action, HeaderMatch, Labels, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
     VirtualHost, WeightedTarget,
 };
 

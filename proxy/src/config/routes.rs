@@ -1,5 +1,6 @@
 //! Route tables and request matching: which route a request takes. Pure.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -11,6 +12,9 @@ use super::policy::{
     Cors, DirectResponse, Fault, GrpcTimeout, HashPolicy, HeaderOps, Mirror, Redirect, RetryPolicy, Rewrite,
     optional_ms,
 };
+
+/// A pod's labels.
+pub type Labels = BTreeMap<String, String>;
 
 /// One route configuration (all Services on a port).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -39,6 +43,8 @@ pub struct RouteEntry {
     pub headers: Vec<HeaderMatch>,
     /// All must match.
     pub query: Vec<QueryMatch>,
+    /// Labels the client's pod (this proxy's) must all carry (Istio's `sourceLabels`).
+    pub source_labels: Labels,
     pub action: Action,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
@@ -126,6 +132,8 @@ pub struct RequestInfo<'a> {
     /// `http` or `https`, as the request says (`:scheme`, or an absolute URI); `http` otherwise.
     pub scheme: &'a str,
     pub headers: &'a HeaderMap,
+    /// The labels of the pod this proxy serves: the client's.
+    pub source_labels: &'a Labels,
 }
 
 impl RouteTable {
@@ -160,6 +168,7 @@ impl RouteEntry {
             ignore_case: false,
             headers: Vec::new(),
             query: Vec::new(),
+            source_labels: Labels::new(),
             action: Action::Forward(Box::new(action)),
             request_headers: HeaderOps::default(),
             response_headers: HeaderOps::default(),
@@ -170,6 +179,7 @@ impl RouteEntry {
 
     pub fn matches(&self, request: &RequestInfo<'_>) -> bool {
         self.path_matches(request.path)
+            && self.source_labels.iter().all(|(k, v)| request.source_labels.get(k) == Some(v))
             && self.headers.iter().all(|h| h.matches(request))
             && self.query.iter().all(|q| q.matches(request.query))
     }

@@ -23,7 +23,7 @@ use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::BoxError;
 use crate::config::routes::RequestInfo;
-use crate::config::{Action, Lookup, ProxyConfig, RouteEntry};
+use crate::config::{Action, Labels, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
 use crate::metrics::{Direction, RouteEvent};
 use crate::upstream::{NoEndpoints, Overflow};
@@ -70,13 +70,16 @@ pub async fn handle<B: RequestBody>(
     };
     let runtime = forwarder.runtime.borrow().clone();
     let settled_runtime;
-    let decision = match route(&request, authority.as_deref(), &runtime.config, destination, true) {
+    let decision = match route(&request, authority.as_deref(), &runtime.config, &forwarder.labels, destination, true) {
         Ok(Upstream::Ask(name)) => {
             let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
             forwarder.metrics.on_demand(settled);
             settled_runtime = forwarder.runtime.borrow().clone();
             // Not asked twice: routed as an unknown host the second time.
-            (route(&request, authority.as_deref(), &settled_runtime.config, destination, false), &settled_runtime)
+            (
+                route(&request, authority.as_deref(), &settled_runtime.config, &forwarder.labels, destination, false),
+                &settled_runtime,
+            )
         }
         other => (other, &runtime),
     };
@@ -154,6 +157,7 @@ fn route<'a, B>(
     request: &Request<B>,
     authority: Option<&str>,
     config: &'a ProxyConfig,
+    labels: &Labels,
     destination: Destination,
     ask: bool,
 ) -> Result<Upstream<'a>, LocalReply> {
@@ -178,6 +182,7 @@ fn route<'a, B>(
         method: request.method().as_str(),
         scheme: request.uri().scheme_str().unwrap_or("http"),
         headers: request.headers(),
+        source_labels: labels,
     };
     vhost.route(&info).map(Upstream::Route).ok_or(LocalReply::NoRoute)
 }

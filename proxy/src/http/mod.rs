@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 pub use forward::Destination;
 
+use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct Forwarder {
     pub metrics: Arc<Metrics>,
     pub timeouts: Timeouts,
     pub on_demand: OnDemand,
+    /// The labels of the pod this proxy serves, for routes that match on the client's labels.
+    pub labels: Labels,
 }
 
 impl Forwarder {
@@ -59,8 +62,9 @@ impl Forwarder {
         metrics: Arc<Metrics>,
         timeouts: Timeouts,
         on_demand: OnDemand,
+        labels: Labels,
     ) -> Self {
-        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand }
+        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand, labels }
     }
 }
 

@@ -60,12 +60,13 @@ pub fn proxy_container(
     resources: &ProxyResources,
     timeouts: &ProxyTimeouts,
     scope: Option<ProxyScope>,
+    labels: &BTreeMap<String, String>,
 ) -> Container {
     let mut container = Container {
         name: PROXY_NAME.into(),
         image: Some(config.proxy_image.clone()),
         command: Some(["weft-proxy", "run", "--transparent"].map(String::from).into()),
-        env: Some(proxy_env(config, timeouts, scope)),
+        env: Some(proxy_env(config, timeouts, scope, labels)),
         ports: Some(vec![ContainerPort {
             name: Some(HEALTH_PORT_NAME.into()),
             container_port: HEALTH_PORT,
@@ -106,7 +107,12 @@ pub fn proxy_container(
     container
 }
 
-fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts, scope: Option<ProxyScope>) -> Vec<EnvVar> {
+fn proxy_env(
+    config: &InjectConfig,
+    timeouts: &ProxyTimeouts,
+    scope: Option<ProxyScope>,
+    labels: &BTreeMap<String, String>,
+) -> Vec<EnvVar> {
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -126,6 +132,11 @@ fn proxy_env(config: &InjectConfig, timeouts: &ProxyTimeouts, scope: Option<Prox
         value("WEFT_IDLE_TIMEOUT", &timeouts.idle),
     ];
     env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
+    // The pod's labels as admitted (the downward API gives all labels only as a file), for `sourceLabels`.
+    if !labels.is_empty() {
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(value("WEFT_POD_LABELS", &pairs.join(",")));
+    }
     env
 }
 

@@ -1,6 +1,7 @@
 //! A rule's conditions (`http[].match[]`) as Envoy `RouteMatch`es, and which conditions a route configuration
 //! holds at all: `port` and `sourceNamespace` are decided at translation time, per route configuration (one per
-//! port) and per namespace (route configurations are translated per namespace).
+//! port) and per namespace (route configurations are translated per namespace); `sourceLabels` by each proxy
+//! (see `weft_xds::source`).
 
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, RouteMatch, header_matcher, query_parameter_matcher, route_match,
@@ -9,6 +10,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, s
 use envoy_types::pb::google::protobuf::BoolValue;
 use weft_crds::virtual_service::StringMatchKind;
 use weft_crds::{HttpMatchRequest, StringMatch};
+use weft_xds::source::source_label_matcher;
 
 /// Whether `condition` can match a request on `port` from a proxy in `namespace`.
 pub(super) fn applies(condition: &HttpMatchRequest, port: u16, namespace: &str) -> bool {
@@ -50,6 +52,8 @@ pub(super) fn route_match(condition: &HttpMatchRequest) -> RouteMatch {
         case_sensitive: (condition.ignore_uri_case == Some(true)).then_some(BoolValue { value: false }),
         headers,
         query_parameters,
+        // Route configurations are shared by a namespace's proxies; each proxy checks its own labels.
+        dynamic_metadata: condition.source_labels.iter().map(|(k, v)| source_label_matcher(k, v)).collect(),
         ..Default::default()
     }
 }

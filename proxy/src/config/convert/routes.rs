@@ -5,6 +5,8 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher as PbStringMatcher, string_matcher};
 
+use weft_xds::source::parse_source_label;
+
 use super::actions::{direct_response, redirect, route_action};
 use super::policy::{filter_configs, header_ops};
 use super::{ConfigError, reject};
@@ -54,6 +56,8 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
     let path = path_match(matcher.path_specifier.as_ref(), ignore_case).map_err(in_route)?;
     let headers = matcher.headers.iter().map(header_match).collect::<Result<_, _>>().map_err(in_route)?;
     let query = matcher.query_parameters.iter().map(query_match).collect::<Result<_, _>>().map_err(in_route)?;
+    let source_labels =
+        matcher.dynamic_metadata.iter().map(parse_source_label).collect::<Result<_, _>>().map_err(in_route)?;
     let action = match &r.action {
         Some(route::route::Action::Route(a)) => Action::Forward(Box::new(route_action(a).map_err(in_route)?)),
         Some(route::route::Action::Redirect(a)) => Action::Redirect(redirect(a).map_err(in_route)?),
@@ -69,6 +73,7 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
         ignore_case,
         headers,
         query,
+        source_labels,
         action,
         request_headers,
         response_headers,

@@ -28,8 +28,10 @@ fn the_last_target_of_a_maximal_total_is_reachable() {
     assert_eq!(picked(&a, u64::from(max)), Some("b"));
 }
 
+static NO_LABELS: Labels = Labels::new();
+
 fn request<'a>(host: &'a str, path: &'a str, headers: &'a HeaderMap) -> RequestInfo<'a> {
-    RequestInfo { host, path, query: None, method: "GET", scheme: "http", headers }
+    RequestInfo { host, path, query: None, method: "GET", scheme: "http", headers, source_labels: &NO_LABELS }
 }
 
 fn header(name: &str, matcher: StringMatcher) -> HeaderMatch {
@@ -111,6 +113,20 @@ fn query_parameters_match_by_their_first_value() {
     assert!(!r.matches(&with("user=jason")), "debug missing");
     assert!(!r.matches(&with("user=jasonx&debug")));
     assert!(!r.matches(&request("r", "/", &none)), "no query string");
+}
+
+#[test]
+fn source_labels_match_a_proxy_carrying_all_of_them() {
+    let mut r = route("s", PathMatch::Prefix("/".into()), vec![]);
+    r.source_labels = Labels::from([("app".into(), "web".into()), ("version".into(), "v2".into())]);
+    let none = HeaderMap::new();
+    let from = |labels: &[(&str, &str)]| labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Labels>();
+    let matches = |labels: &Labels| r.matches(&RequestInfo { source_labels: labels, ..request("r", "/", &none) });
+    assert!(matches(&from(&[("app", "web"), ("version", "v2"), ("team", "a")])), "extra labels do not matter");
+    assert!(!matches(&from(&[("app", "web"), ("version", "v1")])), "one label differs");
+    assert!(!matches(&from(&[("app", "web")])), "one label missing");
+    assert!(!matches(&Labels::new()), "a proxy without labels");
+    assert!(route("s", PathMatch::Prefix("/".into()), vec![]).matches(&request("r", "/", &none)), "no sourceLabels");
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn config() -> ProxyConfig {
 fn decide(host: Option<&str>, path: &str, destination: Destination) -> Result<Decision, LocalReply> {
     let config = config();
     let request = Request::get(path).body(()).unwrap();
-    route(&request, host, &config, destination, false).map(Decision::of)
+    route(&request, host, &config, &Labels::new(), destination, false).map(Decision::of)
 }
 
 #[derive(Debug, PartialEq)]
@@ -96,7 +96,7 @@ fn a_host_without_config_is_asked_for_once_then_routed_as_unknown() {
     }
     let request = Request::get("/api").body(()).unwrap();
     let to = original("10.213.0.3:8080");
-    let decide = |host, ask| route(&request, Some(host), &config, to, ask).map(Decision::of);
+    let decide = |host, ask| route(&request, Some(host), &config, &Labels::new(), to, ask).map(Decision::of);
     assert_eq!(decide("ledger.bank", true), Ok(Decision::Ask("8080/ledger.bank".into())), "asked for first");
     let unknown = decide("ledger.bank", false);
     assert_eq!(unknown, Ok(Decision::Original("10.213.0.3:8080".parse().unwrap())), "then an unknown host");
