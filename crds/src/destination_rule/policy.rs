@@ -27,7 +27,7 @@ pub struct TcpSettings {
     /// TCP keepalive probes on upstream connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
-    /// Not supported by Weft yet.
+    /// How long an upstream connection is used from when it opened, e.g. `10m`: then it takes no new request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<String>,
     /// Not supported by Weft yet.
@@ -59,7 +59,8 @@ pub struct HttpSettings {
     /// Most requests in flight to the host; unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_max_requests: Option<i32>,
-    /// Not supported by Weft yet.
+    /// Requests per upstream connection, after which it is closed; `1` turns keep-alive off, `0` (or unset): no
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<i32>,
     /// Most retries in flight to the host (when no `retryBudget` says otherwise).

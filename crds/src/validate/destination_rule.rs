@@ -158,13 +158,11 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
                 }
             }
         }
-        for (field, set) in [
-            ("maxConnectionDuration", tcp.max_connection_duration.is_some()),
-            ("idleTimeout", tcp.idle_timeout.is_some()),
-        ] {
-            if set {
-                errors.push(not_supported(&tcp_path.field(field), field));
-            }
+        if let Some(duration) = &tcp.max_connection_duration {
+            check_positive_duration(&tcp_path.field("maxConnectionDuration"), duration, errors);
+        }
+        if tcp.idle_timeout.is_some() {
+            errors.push(not_supported(&tcp_path.field("idleTimeout"), "idleTimeout"));
         }
     }
     let Some(http) = &pool.http else { return };
@@ -190,13 +188,9 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
             "a fixed upstream protocol (Weft always speaks the client's)",
         ));
     }
-    for (field, set) in [
-        ("maxRequestsPerConnection", http.max_requests_per_connection.is_some()),
-        ("maxConcurrentStreams", http.max_concurrent_streams.is_some()),
-    ] {
-        if set {
-            errors.push(not_supported(&http_path.field(field), field));
-        }
+    check_count(&http_path.field("maxRequestsPerConnection"), http.max_requests_per_connection, errors);
+    if http.max_concurrent_streams.is_some() {
+        errors.push(not_supported(&http_path.field("maxConcurrentStreams"), "maxConcurrentStreams"));
     }
 }
 
@@ -280,8 +274,8 @@ host: reviews
 trafficPolicy:
   loadBalancer: {simple: LEAST_CONN}
   connectionPool:
-    tcp: {maxConnections: 100, connectTimeout: 30ms, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}}
-    http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: DEFAULT}
+    tcp: {maxConnections: 100, connectTimeout: 30ms, tcpKeepalive: {probes: 3, time: 10s, interval: 5s}, maxConnectionDuration: 10m}
+    http: {http1MaxPendingRequests: 10, http2MaxRequests: 100, maxRetries: 3, idleTimeout: 30s, h2UpgradePolicy: DEFAULT, maxRequestsPerConnection: 10}
   outlierDetection:
     consecutive5xxErrors: 7
     consecutiveGatewayErrors: 3
@@ -315,7 +309,7 @@ trafficPolicy:
   loadBalancer: {simple: PASSTHROUGH, consistentHash: {useSourceIp: true}}
   connectionPool:
     tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 500ms}}
-    http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: 1, useClientProtocol: false}
+    http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: -1, maxConcurrentStreams: 8, useClientProtocol: false}
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
   tls: {mode: ISTIO_MUTUAL, sni: reviews}
@@ -330,7 +324,8 @@ trafficPolicy:
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1s",
             "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: upgrading to HTTP/2 is not supported by Weft yet",
             "spec.trafficPolicy.connectionPool.http.useClientProtocol: a fixed upstream protocol (Weft always speaks the client's) is not supported by Weft yet",
-            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: maxRequestsPerConnection is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: -1 must not be negative",
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: maxConcurrentStreams is not supported by Weft yet",
             "spec.trafficPolicy.outlierDetection.interval: duration \"soon\" does not start with a non-negative number",
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 120 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.percent.value: percentage 150 is out of range 0-100",

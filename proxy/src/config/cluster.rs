@@ -76,6 +76,11 @@ pub struct Connections {
     #[serde(serialize_with = "optional_ms")]
     pub idle_timeout: Option<Duration>,
     pub keepalive: Option<Keepalive>,
+    /// Requests a connection carries before it is closed; `None`: no limit.
+    pub max_requests: Option<u32>,
+    /// How long from its opening a connection takes new requests; `None`: no limit.
+    #[serde(serialize_with = "optional_ms")]
+    pub max_duration: Option<Duration>,
 }
 
 /// TCP keepalive on upstream connections; unset parts are the system's.

@@ -82,7 +82,7 @@ impl ClusterConfig {
             retry_budget: None,
             outlier: None,
             panic_threshold: 50.0,
-            connections: cluster::Connections { idle_timeout: None, keepalive: None },
+            connections: cluster::Connections::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! One upstream endpoint as a tower `Service`: HTTP/1.1 and HTTP/2 connection pools to a fixed address.
 //!
 //! The request URI keeps the authority the client used (so `:authority` and `Host` reach the application
-//! unchanged); the connector ignores it and always dials the endpoint's address.
+//! unchanged); the connector ignores it and always dials the endpoint's address. Connections are retired after
+//! the cluster's per-connection limits ([`super::reuse`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,9 +13,12 @@ use std::time::Duration;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use super::reuse::{ReuseLimits, TrackedStream};
+use crate::BoxError;
 use crate::config::cluster::{Connections, Keepalive};
 use crate::http::Body;
 
@@ -26,6 +30,7 @@ pub struct Endpoint {
     address: SocketAddr,
     http1: Client<FixedConnector, Body>,
     http2: Client<FixedConnector, Body>,
+    reuse: Option<ReuseLimits>,
 }
 
 impl Endpoint {
@@ -36,7 +41,7 @@ impl Endpoint {
         builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
-        Self { address, http1, http2 }
+        Self { address, http1, http2, reuse: ReuseLimits::of(&connections) }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -46,16 +51,27 @@ impl Endpoint {
 
 impl tower::Service<Request<Body>> for Endpoint {
     type Response = Response<Incoming>;
-    type Error = hyper_util::client::legacy::Error;
-    type Future = hyper_util::client::legacy::ResponseFuture;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     /// The upstream protocol follows the downstream one: HTTP/2 in (gRPC included), HTTP/2 out.
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if request.version() == Version::HTTP_2 { self.http2.request(request) } else { self.http1.request(request) }
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let client = if request.version() == Version::HTTP_2 { &self.http2 } else { &self.http1 };
+        let Some(reuse) = self.reuse else {
+            let response = client.request(request);
+            return Box::pin(async move { Ok(response.await?) });
+        };
+        let capture = capture_connection(&mut request);
+        let response = client.request(request);
+        Box::pin(async move {
+            let response = response.await?;
+            reuse.account(capture);
+            Ok(response)
+        })
     }
 }
 
@@ -68,7 +84,7 @@ pub struct FixedConnector {
 }
 
 impl tower::Service<Uri> for FixedConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<TrackedStream>;
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -86,7 +102,7 @@ impl tower::Service<Uri> for FixedConnector {
             if let Some(keepalive) = keepalive {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive(keepalive))?;
             }
-            Ok(TokioIo::new(stream))
+            Ok(TokioIo::new(TrackedStream::new(stream)))
         })
     }
 }
@@ -109,7 +125,75 @@ fn tcp_keepalive(k: Keepalive) -> socket2::TcpKeepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
     use tower::ServiceExt;
+
+    /// An HTTP/1.1 server on loopback answering 200; counts the connections it accepted.
+    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (address, accepted) = (listener.local_addr().unwrap(), Arc::new(AtomicUsize::new(0)));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    async fn get(endpoint: &Endpoint) {
+        let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+        let request = Request::get("http://app/").body(body).unwrap();
+        let response = endpoint.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+    }
+
+    async fn connections_for(requests: usize, connections: Connections) -> usize {
+        let (address, accepted) = counting_server().await;
+        let endpoint = Endpoint::new(address, Duration::from_secs(1), connections);
+        for _ in 0..requests {
+            get(&endpoint).await;
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn a_connection_carries_at_most_max_requests() {
+        assert_eq!(connections_for(5, Connections::default()).await, 1, "kept alive without a limit");
+        let two = Connections { max_requests: Some(2), ..Connections::default() };
+        assert_eq!(connections_for(5, two).await, 3);
+        let one = Connections { max_requests: Some(1), ..Connections::default() };
+        assert_eq!(connections_for(4, one).await, 4, "1 turns keep-alive off");
+    }
+
+    #[tokio::test]
+    async fn a_connection_past_its_maximum_duration_is_not_reused() {
+        let (address, accepted) = counting_server().await;
+        let max = Duration::from_secs(1);
+        let endpoint = Endpoint::new(
+            address,
+            Duration::from_secs(1),
+            Connections { max_duration: Some(max), ..Connections::default() },
+        );
+        get(&endpoint).await;
+        get(&endpoint).await;
+        let first = accepted.load(Ordering::SeqCst);
+        // Time passing is what is tested: the idle connection outlives its duration.
+        tokio::time::sleep(max + Duration::from_millis(500)).await;
+        get(&endpoint).await;
+        assert_eq!((first, accepted.load(Ordering::SeqCst)), (1, 2));
+    }
 
     #[tokio::test]
     async fn upstream_connections_get_the_clusters_keepalive() {
@@ -119,7 +203,7 @@ mod tests {
             Keepalive { probes: Some(4), time: Some(Duration::from_secs(10)), interval: Some(Duration::from_secs(3)) };
         let connector = FixedConnector { address, connect_timeout: Duration::from_secs(1), keepalive: Some(keepalive) };
         let io = connector.oneshot(Uri::from_static("http://ignored/")).await.unwrap();
-        let socket = socket2::SockRef::from(io.inner());
+        let socket = socket2::SockRef::from(io.inner().tcp());
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(10));
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));

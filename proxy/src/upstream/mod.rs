@@ -8,6 +8,7 @@ mod endpoint;
 mod health;
 mod members;
 mod outlier;
+mod reuse;
 mod ring;
 
 use std::collections::BTreeMap;

@@ -16,7 +16,8 @@ use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig, ProxyConfig, 
 /// A converted resource.
 #[derive(Debug)]
 pub enum Converted {
-    Cluster(ClusterConfig),
+    /// Boxed: far larger than the others.
+    Cluster(Box<ClusterConfig>),
     Listener(ListenerConfig),
     Routes(RouteTable),
     Endpoints(Vec<EndpointConfig>),
@@ -31,7 +32,7 @@ pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), Str
     match kind {
         ResourceType::Cluster => {
             let cluster = ClusterConfig::try_from(&decoded::<Cluster>(any)?).map_err(|e| e.to_string())?;
-            Ok((cluster.name.clone(), Converted::Cluster(cluster)))
+            Ok((cluster.name.clone(), Converted::Cluster(Box::new(cluster))))
         }
         ResourceType::Listener => {
             let listener = ListenerConfig::try_from(&decoded::<Listener>(any)?).map_err(|e| e.to_string())?;
@@ -58,7 +59,7 @@ pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), Str
 pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
     match value {
         Converted::Cluster(c) => {
-            config.clusters.insert(name, c);
+            config.clusters.insert(name, *c);
         }
         Converted::Listener(l) => {
             config.listeners.insert(name, l);

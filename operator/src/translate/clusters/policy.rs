@@ -3,8 +3,6 @@
 //! apply), the retry budget, outlier detection (success-rate ejection off), the panic threshold, the upstream
 //! idle timeout.
 
-use std::time::Duration;
-
 use envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
@@ -17,7 +15,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::TrafficPolicy;
 use weft_crds::destination_rule::policy::ConsistentHash;
-use weft_crds::destination_rule::{OutlierDetection, RetryBudget};
+use weft_crds::destination_rule::{ConnectionPoolSettings, OutlierDetection, RetryBudget};
 use weft_crds::duration::parse_duration;
 use weft_xds::{ClusterName, pack};
 
@@ -115,10 +113,8 @@ pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>) {
         cluster.upstream_connection_options =
             Some(UpstreamConnectionOptions { tcp_keepalive: Some(tcp_keepalive(keepalive)), ..Default::default() });
     }
-    let idle =
-        pool.and_then(|p| p.http.as_ref()).and_then(|h| h.idle_timeout.as_deref()).and_then(|t| parse_duration(t).ok());
-    if let Some(idle) = idle {
-        cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&http_options(idle)));
+    if let Some(options) = pool.and_then(http_options) {
+        cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options));
     }
     if let Some(outlier) = policy.and_then(|p| p.outlier_detection.as_ref()) {
         cluster.outlier_detection = Some(outlier_detection(outlier));
@@ -204,16 +200,31 @@ fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKe
     }
 }
 
-fn http_options(idle: Duration) -> HttpProtocolOptions {
-    HttpProtocolOptions {
-        common_http_protocol_options: Some(CommonHttpOptions {
-            idle_timeout: Some(duration(idle)),
-            ..Default::default()
-        }),
+/// The pool's per-connection settings (`http.idleTimeout`, `http.maxRequestsPerConnection`,
+/// `tcp.maxConnectionDuration`) as Envoy's upstream HTTP protocol options; `None` when none is set.
+fn http_options(pool: &ConnectionPoolSettings) -> Option<HttpProtocolOptions> {
+    let parsed = |text: Option<&String>| text.and_then(|t| parse_duration(t).ok()).map(duration);
+    let http = pool.http.as_ref();
+    let common = CommonHttpOptions {
+        idle_timeout: parsed(http.and_then(|h| h.idle_timeout.as_ref())),
+        // Istio: 0 means no limit, as unset.
+        max_requests_per_connection: http
+            .and_then(|h| h.max_requests_per_connection)
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .map(|value| UInt32Value { value }),
+        max_connection_duration: parsed(pool.tcp.as_ref().and_then(|t| t.max_connection_duration.as_ref())),
+        ..Default::default()
+    };
+    if common == CommonHttpOptions::default() {
+        return None;
+    }
+    Some(HttpProtocolOptions {
+        common_http_protocol_options: Some(common),
         // Weft's upstream protocol follows the client's, as Istio's `useClientProtocol`.
         upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
             Default::default(),
         )),
         ..Default::default()
-    }
+    })
 }

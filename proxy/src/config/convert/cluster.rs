@@ -142,14 +142,17 @@ fn connections(c: &Cluster) -> Result<Connections, String> {
         time: k.keepalive_time.as_ref().map(|t| Duration::from_secs(u64::from(t.value))),
         interval: k.keepalive_interval.as_ref().map(|i| Duration::from_secs(u64::from(i.value))),
     });
-    let mut idle_timeout = None;
+    let mut connections = Connections { keepalive, ..Connections::default() };
     for (name, any) in &c.typed_extension_protocol_options {
         if name != HTTP_PROTOCOL_OPTIONS {
             return Err(format!("protocol options {name:?} are not supported"));
         }
         let options: HttpProtocolOptions = weft_xds::unpack(any).map_err(|e| e.to_string())?;
         let common = options.common_http_protocol_options.unwrap_or_default();
-        idle_timeout = common.idle_timeout.as_ref().map(to_duration).transpose()?;
+        connections.idle_timeout = common.idle_timeout.as_ref().map(to_duration).transpose()?;
+        connections.max_duration = common.max_connection_duration.as_ref().map(to_duration).transpose()?;
+        // Envoy: 0 is as unset, no limit.
+        connections.max_requests = common.max_requests_per_connection.map(|n| n.value).filter(|n| *n > 0);
     }
-    Ok(Connections { idle_timeout, keepalive })
+    Ok(connections)
 }
