@@ -472,3 +472,31 @@ async fn a_consistent_hash_keeps_each_user_on_one_backend() {
     let used: std::collections::BTreeSet<&String> = served_by.values().flatten().collect();
     assert_eq!(used.len(), 3, "the users spread over all three backends");
 }
+
+#[tokio::test]
+async fn a_hash_cookie_the_client_lacks_is_set_and_keeps_it_on_one_backend() {
+    let backends =
+        [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    let rules = concat!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
+        "spec:\n  host: app\n  trafficPolicy:\n",
+        "    loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 600s, path: /}}}\n",
+    );
+    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let served = |answer: &Answer| answer.headers["x-served-by"].to_str().unwrap().to_string();
+    let mut first_backends = std::collections::BTreeSet::new();
+    for client in 0..30 {
+        let first = get(proxy.outbound, "/").await;
+        let set_cookie = first.headers[http::header::SET_COOKIE].to_str().unwrap().to_string();
+        assert!(set_cookie.ends_with("; Max-Age=600; Path=/; HttpOnly"), "{set_cookie}");
+        let cookie = set_cookie.split(';').next().unwrap().to_string();
+        first_backends.insert(served(&first));
+        for _ in 0..5 {
+            let again = send(proxy.outbound, Method::GET, "/", &[("cookie", &cookie)], Bytes::new()).await;
+            assert_eq!(served(&again), served(&first), "client {client} ({cookie}) stays on its backend");
+            assert!(!again.headers.contains_key(http::header::SET_COOKIE), "a client with the cookie keeps it");
+        }
+    }
+    assert!(first_backends.len() > 1, "new clients spread over the backends: {first_backends:?}");
+}

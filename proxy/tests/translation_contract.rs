@@ -138,6 +138,13 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     let tables = tables("policies.yaml", "default");
     let route = route(&tables, "9090", "default");
     let Action::Forward(action) = &route.action else { panic!("{:?}", route.action) };
-    assert_eq!(action.hash_policy, [weft_proxy::config::policy::HashPolicy::Cookie("session".into())]);
+    assert_eq!(
+        action.hash_policy,
+        [weft_proxy::config::policy::HashPolicy::Cookie(weft_proxy::config::policy::CookiePolicy {
+            name: "session".into(),
+            ttl: Some(std::time::Duration::from_secs(1800)),
+            path: "/".into(),
+        })]
+    );
     assert_eq!(admin.outlier, whole.outlier, "the rest from the rule");
 }

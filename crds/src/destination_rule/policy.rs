@@ -158,7 +158,7 @@ pub struct HttpCookie {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Not supported by Weft yet (the proxy does not set the cookie).
+    /// With a ttl the proxy sets the cookie on a client that lacks it, for that long (`0s`: a session cookie).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
 }

@@ -104,9 +104,19 @@ fn check_hash(path: &Path, hash: &ConsistentHash, errors: &mut Vec<FieldError>) 
     if let Some(cookie) = &hash.http_cookie {
         if cookie.name.is_empty() {
             errors.push(path.field("httpCookie").field("name").error("a cookie name is required"));
+        } else if super::http_header_name_is_invalid(&cookie.name) {
+            // Cookie names are HTTP tokens, as header names are.
+            errors.push(
+                path.field("httpCookie").field("name").error(format!("{:?} is not a valid cookie name", cookie.name)),
+            );
         }
-        if cookie.ttl.is_some() {
-            errors.push(not_supported(&path.field("httpCookie").field("ttl"), "generating the cookie (ttl)"));
+        if let Some(ttl) = &cookie.ttl {
+            super::check_duration(&path.field("httpCookie").field("ttl"), ttl, errors);
+        }
+        if let Some(cookie_path) = &cookie.path
+            && (!cookie_path.starts_with('/') || cookie_path.bytes().any(|b| b == b';' || b.is_ascii_control()))
+        {
+            errors.push(path.field("httpCookie").field("path").error(format!("{cookie_path:?} is not a cookie path")));
         }
     }
     if hash.use_source_ip == Some(false) {
@@ -289,7 +299,7 @@ trafficPolicy:
   tls: {mode: DISABLE}
   portLevelSettings:
   - port: {number: 9080}
-    loadBalancer: {consistentHash: {httpCookie: {name: session}, ringHash: {minimumRingSize: 4096}}}
+    loadBalancer: {consistentHash: {httpCookie: {name: session, ttl: 1h, path: /}, ringHash: {minimumRingSize: 4096}}}
     connectionPool: {http: {http2MaxRequests: 20}}
 subsets:
 - name: v1
@@ -336,5 +346,20 @@ trafficPolicy:
             "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn a_hash_cookie_needs_a_token_name_a_duration_and_a_path() {
+        let errors = problems(
+            "host: reviews\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: \"my user\", ttl: forever, path: shop}}}}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.name: \"my user\" is not a valid cookie name",
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl: duration \"forever\" does not start with a non-negative number",
+                "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.path: \"shop\" is not a cookie path",
+            ]
+        );
     }
 }

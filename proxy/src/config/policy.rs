@@ -139,10 +139,28 @@ pub struct RetryPolicy {
 #[serde(rename_all = "snake_case")]
 pub enum HashPolicy {
     Header(#[serde(serialize_with = "header_name")] HeaderName),
-    Cookie(String),
+    Cookie(CookiePolicy),
     QueryParameter(String),
     /// The client's IP address.
     SourceIp,
+}
+
+/// Hashing by a cookie; with a `ttl`, the proxy sets the cookie on a client that lacks it (Envoy's generated
+/// cookie; a zero `ttl`: a session cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CookiePolicy {
+    pub name: String,
+    #[serde(serialize_with = "optional_ms")]
+    pub ttl: Option<Duration>,
+    /// The generated cookie's `Path`; empty: none.
+    pub path: String,
+}
+
+impl CookiePolicy {
+    /// A cookie that is only read, never set.
+    pub fn read_only(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ttl: None, path: String::new() }
+    }
 }
 
 fn header_name<S: Serializer>(name: &HeaderName, s: S) -> Result<S::Ok, S::Error> {

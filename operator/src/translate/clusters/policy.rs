@@ -84,6 +84,7 @@ pub(in crate::translate) fn hash_policy(snapshot: &Snapshot, cluster: &str) -> V
         PolicySpecifier::Cookie(Cookie {
             name: cookie.name.clone(),
             path: cookie.path.clone().unwrap_or_default(),
+            ttl: cookie.ttl.as_deref().and_then(|t| parse_duration(t).ok()).map(duration),
             ..Default::default()
         })
     } else if let Some(query) = &hash.http_query_parameter_name {

@@ -13,7 +13,9 @@ use http::StatusCode;
 use super::policy::{fraction, header_ops, retry_policy};
 use super::routes::bounded_regex;
 use super::to_duration;
-use crate::config::policy::{DirectResponse, GrpcTimeout, HashPolicy, Mirror, Redirect, RegexRewrite, Rewrite};
+use crate::config::policy::{
+    CookiePolicy, DirectResponse, GrpcTimeout, HashPolicy, Mirror, Redirect, RegexRewrite, Rewrite,
+};
 use crate::config::{RouteAction, WeightedTarget};
 
 /// Envoy's route timeout when the field is unset.
@@ -43,10 +45,15 @@ fn hash_policy(p: &route_action::HashPolicy) -> Result<HashPolicy, String> {
                 .map(HashPolicy::Header)
                 .map_err(|_| format!("hash policy header {:?} is not a header name", h.header_name))
         }
-        Some(PolicySpecifier::Cookie(c)) if c.ttl.is_none() => Ok(HashPolicy::Cookie(c.name.clone())),
+        Some(PolicySpecifier::Cookie(c)) if c.attributes.is_empty() => Ok(HashPolicy::Cookie(CookiePolicy {
+            name: c.name.clone(),
+            ttl: c.ttl.as_ref().map(to_duration).transpose()?,
+            path: c.path.clone(),
+        })),
         Some(PolicySpecifier::QueryParameter(q)) => Ok(HashPolicy::QueryParameter(q.name.clone())),
         Some(PolicySpecifier::ConnectionProperties(c)) if c.source_ip => Ok(HashPolicy::SourceIp),
-        _ => Err("only header, cookie (without ttl), query parameter and source IP hash policies are supported".into()),
+        _ => Err("only header, cookie (without attributes), query parameter and source IP hash policies are supported"
+            .into()),
     }
 }
 

@@ -1,8 +1,10 @@
 //! A request's consistent-hashing key, from the route's hash policies (a header, a cookie, a query parameter):
-//! the values found, combined; `None` when none is present (the balancer then picks at random). Pure.
+//! the values found, combined; `None` when none is present (the balancer then picks at random). A cookie the
+//! proxy generated for this request ([`super::sticky`]) counts as sent. Pure.
 
 use http::{Request, header};
 
+use super::sticky::Generated;
 use crate::config::policy::HashPolicy;
 use crate::http::ClientAddress;
 use crate::upstream::hash_of;
@@ -12,7 +14,9 @@ pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
     for policy in policies {
         let value = match policy {
             HashPolicy::Header(name) => request.headers().get(name).map(|v| v.as_bytes().to_vec()),
-            HashPolicy::Cookie(name) => cookie(request, name).map(String::into_bytes),
+            HashPolicy::Cookie(policy) => cookie(request, &policy.name)
+                .or_else(|| Generated::value_in(request, &policy.name))
+                .map(String::into_bytes),
             HashPolicy::QueryParameter(name) => query_parameter(request, name).map(String::into_bytes),
             HashPolicy::SourceIp => {
                 request.extensions().get::<ClientAddress>().map(|c| c.0.ip().to_string().into_bytes())
@@ -26,14 +30,19 @@ pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
     (!material.is_empty()).then(|| hash_of(&material))
 }
 
-fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
+/// The value of cookie `name`, without the double quotes it may be sent in (as Envoy reads it).
+pub fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
     request
         .headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+        .find_map(|pair| pair.trim().split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| unquoted(v)))
+}
+
+fn unquoted(value: &str) -> String {
+    value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value).to_string()
 }
 
 fn query_parameter<B>(request: &Request<B>, name: &str) -> Option<String> {
@@ -47,6 +56,7 @@ fn query_parameter<B>(request: &Request<B>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::policy::CookiePolicy;
 
     fn request(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::get(uri);
@@ -63,9 +73,11 @@ mod tests {
         assert_eq!(alice, key(&by_user, &request("/other", &[("x-user", "alice")])), "same user, same key");
         assert_ne!(alice, key(&by_user, &request("/", &[("x-user", "bob")])));
         assert_eq!(key(&by_user, &request("/", &[])), None, "no header: no key");
-        let by_cookie = [HashPolicy::Cookie("session".into())];
+        let by_cookie = [HashPolicy::Cookie(CookiePolicy::read_only("session"))];
         let cookie = key(&by_cookie, &request("/", &[("cookie", "theme=dark; session=abc")]));
         assert_eq!(cookie, Some(hash_of(b"abc\0")));
+        let quoted = key(&by_cookie, &request("/", &[("cookie", "session=\"abc\"")]));
+        assert_eq!(quoted, cookie, "a quoted value is the same value");
         let by_query = [HashPolicy::QueryParameter("cart".into())];
         assert_eq!(key(&by_query, &request("/?a=1&cart=7", &[])), Some(hash_of(b"7\0")));
         let mut from = request("/", &[]);

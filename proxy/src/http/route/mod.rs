@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cors (preflights) -> fault (delay, abort) -> headers (route's and destination's set/add/remove) -> rewrite (path, authority)
-//!   -> mirror (fire-and-forget copies) -> retry (policy, budget, backoff, per-try timeout) -> attempt (balancer)
+//!   -> mirror (fire-and-forget copies) -> retry (policy, budget, backoff, per-try timeout)
+//!   -> sticky (the hash cookie a client lacks) -> attempt (balancer)
 //! ```
 //!
 //! Each layer is present only when its route asks for it, so a plain route pays for none of them. The layers
@@ -20,6 +21,7 @@ pub mod replay;
 mod retry;
 mod rewrite;
 mod stack;
+mod sticky;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,6 +77,7 @@ pub fn send<'a>(
                 .then(|| Step::new(mirror::MirrorLayer::new(&action.mirrors, runtime, metrics))),
         )
         .option_layer(action.retry.as_ref().map(|p| Step::new(retry::RetryLayer::new(p, balancer, cluster, metrics))))
+        .option_layer(sticky::StickyLayer::new(&action.hash_policy).map(Step::new))
         .service(attempt);
     Box::pin(stack.oneshot(request))
 }
