@@ -450,16 +450,17 @@ async fn a_connection_pool_limit_turns_excess_concurrency_into_fast_503s() {
     assert_eq!(sample(&metrics, overflow), 8.0);
 }
 
-#[tokio::test]
-async fn a_consistent_hash_keeps_each_user_on_one_backend() {
+/// 1000 requests of 100 users through a cluster hashing by `x-user` with `consistent_hash`'s table: each user
+/// stays on one backend, and the users spread over all three.
+async fn each_user_stays_on_one_backend(consistent_hash: &str) {
     let backends =
         [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
     let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
-    let rules = concat!(
-        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
-        "spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {consistentHash: {httpHeaderName: x-user}}\n",
+    let rules = format!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: app, namespace: default}}\n\
+         spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {{consistentHash: {consistent_hash}}}\n"
     );
-    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let (proxy, _operator) = mesh_of(&addresses, &rules).await;
     let mut served_by = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
     for i in 0..1000 {
         let user = format!("user-{}", i % 100);
@@ -471,6 +472,16 @@ async fn a_consistent_hash_keeps_each_user_on_one_backend() {
     assert!(served_by.values().all(|b| b.len() == 1), "every user stays on one backend");
     let used: std::collections::BTreeSet<&String> = served_by.values().flatten().collect();
     assert_eq!(used.len(), 3, "the users spread over all three backends");
+}
+
+#[tokio::test]
+async fn a_consistent_hash_keeps_each_user_on_one_backend() {
+    each_user_stays_on_one_backend("{httpHeaderName: x-user}").await;
+}
+
+#[tokio::test]
+async fn a_maglev_table_keeps_each_user_on_one_backend() {
+    each_user_stays_on_one_backend("{httpHeaderName: x-user, maglev: {tableSize: 251}}").await;
 }
 
 #[tokio::test]

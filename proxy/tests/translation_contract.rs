@@ -123,6 +123,8 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     let subset = clusters.iter().find(|c| c.name == "outbound|9080|v1|ratings.default.svc.cluster.local").unwrap();
     assert_eq!(subset.limits.max_requests, 5, "the subset's pool");
     assert_eq!(subset.outlier, whole.outlier, "the rule's outlier detection, merged in as Istio does");
+    let sticky = clusters.iter().find(|c| c.name == "outbound|9080|sticky|ratings.default.svc.cluster.local").unwrap();
+    assert_eq!((sticky.lb, sticky.hash_size), (weft_xds::lb::LbAlgorithm::Maglev, 251), "the subset's Maglev table");
     let plain = resources("canary.yaml", "default")
         .clusters
         .iter()
@@ -133,7 +135,7 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     assert!(plain.retry_budget.is_some(), "Weft's default retry budget");
     assert!(plain.outlier.is_none());
     let admin = clusters.iter().find(|c| c.name == "outbound|9090||ratings.default.svc.cluster.local").unwrap();
-    assert_eq!((admin.lb, admin.ring_size), (weft_xds::lb::LbAlgorithm::RingHash, 4096), "the port's balancing");
+    assert_eq!((admin.lb, admin.hash_size), (weft_xds::lb::LbAlgorithm::RingHash, 4096), "the port's balancing");
     assert_eq!(admin.limits.max_requests, 2, "the port's pool");
     let tables = tables("policies.yaml", "default");
     let route = route(&tables, "9090", "default");

@@ -6,7 +6,8 @@
 use envoy_types::pb::envoy::config::cluster::v3::{LoadBalancingPolicy, load_balancing_policy::Policy};
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::{
-    least_request::v3::LeastRequest, random::v3::Random, ring_hash::v3::RingHash, round_robin::v3::RoundRobin,
+    least_request::v3::LeastRequest, maglev::v3::Maglev, random::v3::Random, ring_hash::v3::RingHash,
+    round_robin::v3::RoundRobin,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
@@ -40,10 +41,15 @@ pub enum LbAlgorithm {
     /// Consistent hashing over a ring (Istio's `consistentHash`): requests with the same hash key go to the same
     /// endpoint, and few keys move when endpoints change.
     RingHash,
+    /// Consistent hashing by a Maglev lookup table (Istio's `consistentHash.maglev`): as even as a ring, with a
+    /// constant-time lookup.
+    Maglev,
 }
 
 /// Envoy's and Istio's default smallest ring.
 pub const DEFAULT_RING_SIZE: u64 = 1024;
+/// Envoy's and Istio's default Maglev table size (a prime).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
 
 impl LbAlgorithm {
     /// The `load_balancing_policy` list announcing this algorithm.
@@ -57,27 +63,27 @@ impl LbAlgorithm {
             Self::RoundRobin => vec![("envoy.load_balancing_policies.round_robin", pack(&RoundRobin::default()))],
             Self::Random => vec![("envoy.load_balancing_policies.random", pack(&Random::default()))],
             Self::RingHash => return ring_hash_policy(DEFAULT_RING_SIZE),
+            Self::Maglev => return maglev_policy(DEFAULT_MAGLEV_TABLE_SIZE),
         };
-        LoadBalancingPolicy {
-            policies: entries
-                .into_iter()
-                .map(|(name, config)| Policy {
-                    typed_extension_config: Some(TypedExtensionConfig {
-                        name: name.to_string(),
-                        typed_config: Some(config),
-                    }),
-                })
-                .collect(),
-        }
+        policy_list(entries)
     }
 
-    /// The ring size of a ring-hash policy list (its first ring-hash entry); `None` for other policies.
-    pub fn ring_size(policy: &LoadBalancingPolicy) -> Option<u64> {
+    /// The size of a consistent-hash policy list's table (its first ring-hash or Maglev entry): the ring's
+    /// minimum size, or the Maglev table's size; `None` for other policies.
+    pub fn hash_table_size(policy: &LoadBalancingPolicy) -> Option<u64> {
         policy.policies.iter().find_map(|p| {
             let any = p.typed_extension_config.as_ref()?.typed_config.as_ref()?;
-            let ring: RingHash = crate::unpack(any).ok()?;
-            Some(ring.minimum_ring_size.map_or(DEFAULT_RING_SIZE, |s| s.value))
+            if let Ok(ring) = crate::unpack::<RingHash>(any) {
+                return Some(ring.minimum_ring_size.map_or(DEFAULT_RING_SIZE, |s| s.value));
+            }
+            let maglev: Maglev = crate::unpack(any).ok()?;
+            Some(maglev.table_size.map_or(DEFAULT_MAGLEV_TABLE_SIZE, |s| s.value))
         })
+    }
+
+    /// Whether requests pick endpoints by their hash key.
+    pub fn is_consistent_hash(self) -> bool {
+        matches!(self, Self::RingHash | Self::Maglev)
     }
 
     /// The first policy of the list that Weft implements, as Envoy chooses; `None` when there is none.
@@ -95,6 +101,7 @@ impl LbAlgorithm {
             (RoundRobin::type_url(), Self::RoundRobin),
             (Random::type_url(), Self::Random),
             (RingHash::type_url(), Self::RingHash),
+            (Maglev::type_url(), Self::Maglev),
         ]
         .into_iter()
         .find_map(|(known, algo)| (known == url).then_some(algo))
@@ -107,13 +114,29 @@ pub fn ring_hash_policy(minimum_ring_size: u64) -> LoadBalancingPolicy {
         minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: minimum_ring_size }),
         ..Default::default()
     };
+    policy_list(vec![("envoy.load_balancing_policies.ring_hash", pack(&ring))])
+}
+
+/// A Maglev policy list with this table size.
+pub fn maglev_policy(table_size: u64) -> LoadBalancingPolicy {
+    let maglev = Maglev {
+        table_size: Some(envoy_types::pb::google::protobuf::UInt64Value { value: table_size }),
+        ..Default::default()
+    };
+    policy_list(vec![("envoy.load_balancing_policies.maglev", pack(&maglev))])
+}
+
+fn policy_list(entries: Vec<(&str, Any)>) -> LoadBalancingPolicy {
     LoadBalancingPolicy {
-        policies: vec![Policy {
-            typed_extension_config: Some(TypedExtensionConfig {
-                name: "envoy.load_balancing_policies.ring_hash".to_string(),
-                typed_config: Some(pack(&ring)),
-            }),
-        }],
+        policies: entries
+            .into_iter()
+            .map(|(name, config)| Policy {
+                typed_extension_config: Some(TypedExtensionConfig {
+                    name: name.to_string(),
+                    typed_config: Some(config),
+                }),
+            })
+            .collect(),
     }
 }
 
@@ -129,6 +152,7 @@ mod tests {
             LbAlgorithm::RoundRobin,
             LbAlgorithm::Random,
             LbAlgorithm::RingHash,
+            LbAlgorithm::Maglev,
         ] {
             assert_eq!(LbAlgorithm::from_policy(&algo.to_policy()), Some(algo));
         }
@@ -136,8 +160,9 @@ mod tests {
 
     #[test]
     fn a_ring_carries_its_size() {
-        assert_eq!(LbAlgorithm::ring_size(&ring_hash_policy(4096)), Some(4096));
-        assert_eq!(LbAlgorithm::ring_size(&LbAlgorithm::Random.to_policy()), None);
+        assert_eq!(LbAlgorithm::hash_table_size(&ring_hash_policy(4096)), Some(4096));
+        assert_eq!(LbAlgorithm::hash_table_size(&maglev_policy(251)), Some(251));
+        assert_eq!(LbAlgorithm::hash_table_size(&LbAlgorithm::Random.to_policy()), None);
     }
 
     #[test]

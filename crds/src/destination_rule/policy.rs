@@ -143,10 +143,9 @@ pub struct ConsistentHash {
     pub http_query_parameter_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_hash: Option<RingHash>,
-    /// Not supported by Weft yet.
+    /// Hash by a Maglev lookup table instead of a ring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form")]
-    pub maglev: Option<serde_json::Value>,
+    pub maglev: Option<MagLev>,
     /// Deprecated: `ringHash.minimumRingSize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
@@ -169,6 +168,16 @@ pub struct RingHash {
     /// Points on the ring per endpoint (default 1024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
+}
+
+/// Istio's `MagLev` settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MagLev {
+    /// Entries of the lookup table, a prime up to 5000011 (default 65537); larger moves fewer keys when endpoints
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_size: Option<u64>,
 }
 
 /// A field Weft names in an error whatever it holds.

@@ -122,13 +122,29 @@ fn check_hash(path: &Path, hash: &ConsistentHash, errors: &mut Vec<FieldError>) 
     if hash.use_source_ip == Some(false) {
         errors.push(path.field("useSourceIp").error("useSourceIp: false names no key; set it true or use another key"));
     }
-    if hash.maglev.is_some() {
-        errors.push(not_supported(&path.field("maglev"), "Maglev (use ringHash)"));
+    if let Some(size) = hash.maglev.as_ref().and_then(|m| m.table_size)
+        && !(is_prime(size) && size <= MAX_MAGLEV_TABLE_SIZE)
+    {
+        errors.push(
+            path.field("maglev")
+                .field("tableSize")
+                .error(format!("{size} is not a prime up to {MAX_MAGLEV_TABLE_SIZE}")),
+        );
+    }
+    if hash.maglev.is_some() && (hash.ring_hash.is_some() || hash.minimum_ring_size.is_some()) {
+        errors.push(path.field("maglev").error("only one of ringHash (or minimumRingSize) and maglev may be set"));
     }
     let size = hash.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(hash.minimum_ring_size);
     if size.is_some_and(|s| s == 0 || s > 8 * 1024 * 1024) {
         errors.push(path.field("ringHash").field("minimumRingSize").error("must be between 1 and 8388608"));
     }
+}
+
+/// Istio's (and Envoy's) largest Maglev table.
+const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 fn check_port_level(path: &Path, level: &PortTrafficPolicy, seen: &mut BTreeSet<u32>, errors: &mut Vec<FieldError>) {
@@ -346,6 +362,25 @@ trafficPolicy:
             "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn a_maglev_table_is_a_prime_and_excludes_a_ring() {
+        let ok = problems(
+            "host: reviews\ntrafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 251}}}}\n",
+        );
+        assert_eq!(ok, Vec::<String>::new());
+        let errors = problems(
+            "host: reviews\ntrafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true, maglev: {tableSize: 1000}, ringHash: {minimumRingSize: 64}}}}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: 1000 is not a prime up to 5000011",
+                "spec.trafficPolicy.loadBalancer.consistentHash.maglev: only one of ringHash (or minimumRingSize) and maglev may be set",
+            ]
+        );
+        assert!(super::is_prime(65537) && super::is_prime(5_000_011) && !super::is_prime(1) && !super::is_prime(65535));
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub struct ListenerConfig {
 pub struct ClusterConfig {
     pub name: String,
     pub lb: LbAlgorithm,
-    /// Smallest ring for consistent hashing (`RING_HASH`).
-    pub ring_size: u64,
+    /// Consistent hashing's table: the smallest ring (`RING_HASH`) or the Maglev table's size (`MAGLEV`).
+    pub hash_size: u64,
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
     /// Name of the endpoint assignment (EDS) that feeds it.
@@ -75,7 +75,7 @@ impl ClusterConfig {
         Self {
             name: name.into(),
             lb,
-            ring_size: weft_xds::lb::DEFAULT_RING_SIZE,
+            hash_size: weft_xds::lb::DEFAULT_RING_SIZE,
             connect_timeout: Duration::from_secs(5),
             eds_name: eds_name.into(),
             limits: cluster::Limits::default(),

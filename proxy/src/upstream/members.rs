@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use weft_xds::lb::LbAlgorithm;
 
 use super::endpoint::Endpoint;
-use super::ring::Ring;
+use super::hashing::{HashTable, Hashing};
 
 /// Latency assumed for an endpoint that has not answered yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -74,7 +74,7 @@ impl Member {
                 rtt * (pending + 1.0)
             }
             LbAlgorithm::LeastRequest => pending,
-            LbAlgorithm::Random | LbAlgorithm::RoundRobin | LbAlgorithm::RingHash => 0.0,
+            LbAlgorithm::Random | LbAlgorithm::RoundRobin | LbAlgorithm::RingHash | LbAlgorithm::Maglev => 0.0,
         }
     }
 }
@@ -111,7 +111,7 @@ pub struct Members {
     /// Sorted by address.
     list: RwLock<Arc<Vec<Arc<Member>>>>,
     /// For consistent hashing; empty otherwise.
-    ring: RwLock<Arc<Ring>>,
+    table: RwLock<Arc<HashTable>>,
     turn: AtomicUsize,
 }
 
@@ -120,11 +120,11 @@ impl Members {
         self.list.read().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Takes `members` (sorted by address), with a ring of at least `ring_size` points when hashing.
-    pub fn replace(&self, members: Vec<Arc<Member>>, ring_size: Option<u64>) {
-        if let (Some(size), Ok(mut ring)) = (ring_size, self.ring.write()) {
+    /// Takes `members` (sorted by address), with a table over them when hashing.
+    pub fn replace(&self, members: Vec<Arc<Member>>, hashing: Option<Hashing>) {
+        if let (Some(hashing), Ok(mut table)) = (hashing, self.table.write()) {
             let addresses: Vec<SocketAddr> = members.iter().map(|m| m.address()).collect();
-            *ring = Arc::new(Ring::new(&addresses, size));
+            *table = Arc::new(HashTable::build(hashing, &addresses));
         }
         if let Ok(mut list) = self.list.write() {
             *list = Arc::new(members);
@@ -132,13 +132,13 @@ impl Members {
     }
 
     /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random. With
-    /// consistent hashing and a `key`, the ring decides; without a key, the pick is random.
+    /// consistent hashing and a `key`, the table decides; without a key, the pick is random.
     pub fn pick(&self, algorithm: LbAlgorithm, pick: Pick<'_>) -> Option<(Arc<Member>, InFlight)> {
         let Pick { avoid, roll, key } = pick;
         let list = self.snapshot();
-        if let (LbAlgorithm::RingHash, Some(key)) = (algorithm, key) {
-            let ring = self.ring.read().map(|r| r.clone()).unwrap_or_default();
-            let address = ring.lookup(key, |a| !avoid.contains(a)).or_else(|| ring.lookup(key, |_| true));
+        if let (true, Some(key)) = (algorithm.is_consistent_hash(), key) {
+            let table = self.table.read().map(|t| t.clone()).unwrap_or_default();
+            let address = table.lookup(key, |a| !avoid.contains(a)).or_else(|| table.lookup(key, |_| true));
             if let Some(member) = address.and_then(|a| list.binary_search_by_key(&a, |m| m.address()).ok()) {
                 let chosen = &list[member];
                 return Some((chosen.clone(), InFlight::start(chosen.clone())));

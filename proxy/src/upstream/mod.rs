@@ -5,7 +5,9 @@
 
 mod budget;
 mod endpoint;
+mod hashing;
 mod health;
+mod maglev;
 mod members;
 mod outlier;
 mod reuse;
@@ -33,6 +35,7 @@ use crate::BoxError;
 use crate::config::cluster::{Connections, Limits};
 use crate::config::{ClusterConfig, EndpointConfig};
 use crate::http::Body;
+use hashing::Hashing;
 use health::Health;
 use outlier::Outcome;
 
@@ -56,7 +59,7 @@ pub struct ClusterBalancer {
     algorithm: LbAlgorithm,
     connect_timeout: Duration,
     connections: Connections,
-    ring_size: Option<u64>,
+    hashing: Option<Hashing>,
     members: Members,
     /// The healthy endpoints by address, to keep members (pools, estimates) across updates.
     by_address: Mutex<BTreeMap<SocketAddr, Arc<Member>>>,
@@ -71,7 +74,7 @@ impl ClusterBalancer {
             algorithm: cluster.lb,
             connect_timeout: cluster.connect_timeout,
             connections: cluster.connections,
-            ring_size: (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size),
+            hashing: Hashing::of(cluster.lb, cluster.hash_size),
             members: Members::default(),
             by_address: Mutex::default(),
             budget: RetryBudget::default(),
@@ -88,7 +91,7 @@ impl ClusterBalancer {
         self.algorithm == cluster.lb
             && self.connect_timeout == cluster.connect_timeout
             && self.connections == cluster.connections
-            && self.ring_size == (cluster.lb == LbAlgorithm::RingHash).then_some(cluster.ring_size)
+            && self.hashing == Hashing::of(cluster.lb, cluster.hash_size)
     }
 
     /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
@@ -113,7 +116,7 @@ impl ClusterBalancer {
                 (e.address, member)
             })
             .collect();
-        self.members.replace(wanted.values().cloned().collect(), self.ring_size);
+        self.members.replace(wanted.values().cloned().collect(), self.hashing);
         self.health.retain(|address| wanted.contains_key(address));
         *current = wanted;
     }

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use weft_crds::{SimpleLb, TrafficPolicy};
 use weft_xds::cluster_name;
-use weft_xds::lb::{DEFAULT_RING_SIZE, LbAlgorithm, ring_hash_policy};
+use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
 
 use super::{ads_config_source, duration};
 use crate::index::{EndpointModel, ServiceModel, Snapshot};
@@ -78,13 +78,16 @@ fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
     cluster
 }
 
-/// Consistent hashing as Envoy's ring hash with its ring size; else the `simple` algorithm.
+/// Consistent hashing as Envoy's Maglev or ring hash with its table size; else the `simple` algorithm.
 fn load_balancing(policy: Option<&TrafficPolicy>) -> LoadBalancingPolicy {
     match policy.and_then(policy::consistent_hash) {
-        Some(hash) => {
-            let size = hash.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(hash.minimum_ring_size);
-            ring_hash_policy(size.unwrap_or(DEFAULT_RING_SIZE))
-        }
+        Some(hash) => match &hash.maglev {
+            Some(maglev) => maglev_policy(maglev.table_size.unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)),
+            None => {
+                let size = hash.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(hash.minimum_ring_size);
+                ring_hash_policy(size.unwrap_or(DEFAULT_RING_SIZE))
+            }
+        },
         None => lb_algorithm(policy).to_policy(),
     }
 }

@@ -43,11 +43,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
         Ok(Self {
             name: c.name.clone(),
             lb: lb_algorithm(c).map_err(err)?,
-            ring_size: c
-                .load_balancing_policy
-                .as_ref()
-                .and_then(LbAlgorithm::ring_size)
-                .unwrap_or(weft_xds::lb::DEFAULT_RING_SIZE),
+            hash_size: hash_size(c),
             connect_timeout,
             eds_name,
             limits,
@@ -59,6 +55,23 @@ impl TryFrom<&Cluster> for ClusterConfig {
     }
 }
 
+/// Consistent hashing's table size: from the policy list, else from the legacy `lb_config`, else the ring's default.
+fn hash_size(c: &Cluster) -> u64 {
+    use cluster::LbConfig;
+    let legacy = || match &c.lb_config {
+        Some(LbConfig::RingHashLbConfig(ring)) => ring.minimum_ring_size.map(|s| s.value),
+        Some(LbConfig::MaglevLbConfig(maglev)) => {
+            Some(maglev.table_size.map_or(weft_xds::lb::DEFAULT_MAGLEV_TABLE_SIZE, |s| s.value))
+        }
+        _ => None,
+    };
+    c.load_balancing_policy
+        .as_ref()
+        .and_then(LbAlgorithm::hash_table_size)
+        .or_else(legacy)
+        .unwrap_or(weft_xds::lb::DEFAULT_RING_SIZE)
+}
+
 fn lb_algorithm(c: &Cluster) -> Result<LbAlgorithm, String> {
     match &c.load_balancing_policy {
         Some(policy) => LbAlgorithm::from_policy(policy)
@@ -68,6 +81,7 @@ fn lb_algorithm(c: &Cluster) -> Result<LbAlgorithm, String> {
             Ok(cluster::LbPolicy::LeastRequest) => Ok(LbAlgorithm::LeastRequest),
             Ok(cluster::LbPolicy::Random) => Ok(LbAlgorithm::Random),
             Ok(cluster::LbPolicy::RingHash) => Ok(LbAlgorithm::RingHash),
+            Ok(cluster::LbPolicy::Maglev) => Ok(LbAlgorithm::Maglev),
             other => Err(format!("lb_policy {other:?} is not supported")),
         },
     }
