@@ -145,3 +145,84 @@ fn namespace_of(fqdn: &str) -> Option<&str> {
     let (_, namespace) = fqdn.strip_suffix(CLUSTER_DOMAIN)?.strip_suffix('.')?.split_once('.')?;
     (!namespace.contains('.')).then_some(namespace)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ROOT_NAMESPACE;
+    use crate::index::snapshot_of_yaml;
+
+    fn service(name: &str, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n"
+        )
+    }
+
+    fn rule(name: &str, namespace: &str, host: &str, export_to: &str) -> String {
+        format!(
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{host: \"{host}\", exportTo: {export_to}}}\n---\n"
+        )
+    }
+
+    const LEDGER: &str = "ledger.bank.svc.cluster.local";
+
+    /// Istio's lookup: the client's namespace, then the Service's, then the root namespace; within one, the most
+    /// specific host; a rule must be exported to the client's namespace.
+    #[test]
+    fn a_proxy_applies_its_namespace_s_rule_then_the_service_s_then_the_root_s() {
+        let mesh = [
+            service("ledger", "bank"),
+            service("audit", "bank"),
+            rule("bank-public", "bank", "ledger", "[]"),
+            rule("bank-private", "bank", "audit", "[\".\"]"),
+            rule("shop-own", "shop", "*.bank.svc.cluster.local", "[\".\"]"),
+            rule("for-web", "ops", "ledger.bank", "[web]"),
+            rule("default", ROOT_NAMESPACE, "*", "[]"),
+            rule("web-hidden", "web", "ledger.bank", "[bank]"),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&mesh);
+        let chosen = |fqdn: &str, namespace: &str| snapshot.destination_rule_for(fqdn, namespace).map(|d| &*d.name);
+        let audit = "audit.bank.svc.cluster.local";
+        assert_eq!(chosen(LEDGER, "shop"), Some("shop-own"), "the client's namespace first, even a wildcard");
+        assert_eq!(chosen(LEDGER, "bank"), Some("bank-public"), "the Service's namespace");
+        assert_eq!(chosen(LEDGER, "cart"), Some("bank-public"), "the Service's namespace's public rule");
+        assert_eq!(chosen(audit, "bank"), Some("bank-private"), "private to bank");
+        assert_eq!(chosen(audit, "cart"), Some("default"), "bank's is private: the root namespace's");
+        assert_eq!(chosen(LEDGER, "web"), Some("bank-public"), "web's own rule is not exported to web itself");
+        assert_eq!(chosen("cart.shop.svc.cluster.local", "shop"), Some("default"), "the root namespace's `*`");
+        assert_eq!(snapshot.default_destination_rule(audit).map(|d| &*d.name), Some("default"));
+        // ops exports its rule to web, but ops is on nobody's lookup path.
+        assert_eq!(snapshot.destination_rule_candidates(LEDGER).len(), 5, "exact ones, then wildcards");
+        assert_eq!(snapshot.namespaces_with_own_rules(), ["bank", "ops", "shop", "web", "weft-system"]);
+        let own = |namespace| -> Vec<(String, Option<String>)> {
+            let own = snapshot.own_destination_rules(namespace);
+            own.into_iter().map(|(fqdn, dr)| (fqdn, dr.map(|d| d.name.clone()))).collect()
+        };
+        assert_eq!(own("shop"), [(audit.into(), Some("shop-own".into())), (LEDGER.into(), Some("shop-own".into()))]);
+        assert_eq!(own("bank"), [(audit.to_string(), Some("bank-private".to_string()))], "ledger: as everywhere");
+        assert_eq!(own("web"), [], "web's rule is not for web, ops's not on web's path");
+        assert_eq!(own("cart"), [], "nothing of its own");
+    }
+
+    #[test]
+    fn within_a_namespace_the_exact_host_then_the_longest_wildcard_then_name_order() {
+        let mesh = [
+            service("ledger", "bank"),
+            service("v1", "bank"),
+            rule("a-any", "bank", "*", "[]"),
+            rule("b-bank", "bank", "*.bank.svc.cluster.local", "[]"),
+            rule("c-svc", "bank", "*.svc.cluster.local", "[]"),
+            rule("d-ledger", "bank", "ledger", "[]"),
+            rule("e-ledger", "bank", "ledger", "[]"),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&mesh);
+        let chosen = |fqdn: &str| snapshot.destination_rule_for(fqdn, "cart").map(|d| &*d.name);
+        assert_eq!(chosen(LEDGER), Some("d-ledger"), "exact, the first of two");
+        assert_eq!(chosen("v1.bank.svc.cluster.local"), Some("b-bank"), "the longest wildcard");
+        assert_eq!(chosen("gone.bank.svc.cluster.local"), Some("b-bank"), "a host without a Service: its name");
+        assert_eq!(chosen("other.bank.svc.cluster.local"), Some("b-bank"));
+        assert_eq!(chosen("example.com"), None, "bank's `*` matches, but bank is not on its lookup path");
+        assert_eq!(snapshot.destination_rule_for("example.com", "bank").map(|d| &*d.name), Some("a-any"));
+    }
+}

@@ -259,6 +259,25 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         assert!(!edited.scopes, "a timeout sends nowhere new");
     }
 
+    #[test]
+    fn a_destination_rule_changes_the_clusters_of_every_service_it_may_apply_to() {
+        let base = snapshot(MESH);
+        let rule = |namespace: &str, host: &str, export_to: &str| {
+            format!(
+                "{MESH}---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: r, namespace: {namespace}}}\nspec: {{host: \"{host}\", exportTo: {export_to}}}\n"
+            )
+        };
+        let elsewhere = between(&base, &snapshot(&rule("web", "reviews.shop", "[\".\"]")));
+        assert_eq!(elsewhere.clusters, fqdns(&["reviews"]), "a rule of another namespace, for that one only");
+        assert!(elsewhere.scopes, "it puts its host in web's scope");
+        let wildcard = between(&base, &snapshot(&rule("weft-system", "*.shop.svc.cluster.local", "[]")));
+        assert_eq!(wildcard.clusters, fqdns(&["ratings", "reviews"]), "every Service the wildcard matches");
+        assert_eq!(wildcard.routes, fqdns(&["ratings", "reviews"]), "their routes carry its hash policy");
+        let private = snapshot(&rule("web", "reviews.shop", "[\".\"]"));
+        let exported = between(&private, &snapshot(&rule("web", "reviews.shop", "[shop]")));
+        assert_eq!(exported.clusters, fqdns(&["reviews"]), "who applies it");
+    }
+
     const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\
 apiVersion: v1\nkind: Service\nmetadata: {name: replica, namespace: shop}\nspec: {clusterIP: 10.96.0.8, ports: [{port: 3306}]}\n---\n\
 apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: shop}\nspec: {clusterIP: 10.96.0.7, ports: [{name: a, port: 3306}, {name: b, port: 3307}]}\n---\n\

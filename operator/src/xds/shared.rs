@@ -233,9 +233,8 @@ impl Generation {
                 let encoded = kept.unwrap_or_else(|| ServiceClusters::of(snapshot, &fqdn, rule));
                 mine.insert(fqdn, encoded);
             }
-            let since = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| {
-                before.map(|b| pick(&b.shared).as_ref()).or_else(|| Some(pick(&shared).as_ref()))
-            };
+            // What the namespace's proxies held under the previous config, shared or their own.
+            let since = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| before.map(|b| pick(&b.shared).as_ref());
             let all = || mine.values().map(|s| s.as_ref());
             let clusters = TypeResources::of_encoded(all().flat_map(|s| &s.clusters), since(|s| &s.clusters));
             let endpoints = TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), since(|s| &s.endpoints));
