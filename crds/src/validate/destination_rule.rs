@@ -285,7 +285,8 @@ mod tests {
     fn istios_pool_outlier_and_budget_settings_are_accepted() {
         let errors = problems(
             r#"
-host: reviews
+host: "*.bank.svc.cluster.local"
+exportTo: [".", web]
 trafficPolicy:
   loadBalancer: {simple: LEAST_CONN}
   connectionPool:
@@ -313,6 +314,17 @@ subsets:
 "#,
         );
         assert_eq!(errors, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_schema_knows_the_scope_fields() {
+        assert_eq!(
+            problems("host: reviews\nworkloadSelector: {matchLabels: {app: a}, other: 1}"),
+            [
+                "spec.workloadSelector.other: not supported by Weft",
+                "spec.workloadSelector: workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to the namespace's proxies (through exportTo)",
+            ]
+        );
     }
 
     #[test]
