@@ -222,10 +222,15 @@ impl Generation {
         let shared = self.shared(previous);
         let snapshot = &self.published.snapshot;
         let own = snapshot.own_destination_rules(namespace);
+        let before = previous.and_then(|p| p.views.get(namespace)).filter(|_| self.changes.is_some());
+        let untouched = self.changes.as_ref().is_some_and(|c| c.clusters.is_empty());
         let view = if own.is_empty() {
             View { services, shared }
+        } else if let Some(before) = before.filter(|_| untouched) {
+            // No Service's clusters changed: the namespace's own are as they were (listeners may not be).
+            let kept = EncodedShared { listeners: shared.listeners.clone(), ..before.shared.clone() };
+            View { services: before.services.clone(), shared: kept }
         } else {
-            let before = previous.and_then(|p| p.views.get(namespace)).filter(|_| self.changes.is_some());
             let changed = |fqdn: &String| self.changes.as_ref().is_none_or(|c| c.clusters.contains(fqdn));
             let mut mine = (*services).clone();
             for (fqdn, rule) in own {
