@@ -190,6 +190,11 @@ fn export_to_as_a_proxy_in_one_namespace_sees_it() {
 }
 
 #[test]
+fn destination_rules_as_a_proxy_in_one_namespace_looks_them_up() {
+    check_golden("dr-scope", &[testdata().join("translate/dr-scope.yaml")]);
+}
+
+#[test]
 fn wildcard_hosts_exact_first_then_the_longest() {
     check_golden("wildcard", &[testdata().join("translate/wildcard.yaml")]);
 }

@@ -31,7 +31,9 @@ use crate::status::WeftStatus;
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
-    /// The Service: short name (this resource's namespace), `name.namespace`, or FQDN.
+    /// The Service: short name (this resource's namespace), `name.namespace`, FQDN, or a wildcard
+    /// (`*.bank.svc.cluster.local`, `*.example.com`, `*`) for every Service whose FQDN it matches; the rule naming
+    /// a Service exactly wins over a wildcard one, a longer wildcard over a shorter one.
     pub host: String,
     /// Policy for all traffic to the host; a subset's own policy overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +41,23 @@ pub struct DestinationRuleSpec {
     /// Named groups of the Service's endpoints, selected by pod labels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
+    /// Namespaces whose proxies may apply this rule: `.` (its own), `*` (every namespace, the default when empty)
+    /// or namespace names. A proxy looks a host's rule up in its own namespace, then the Service's, then the root
+    /// namespace (Istio's lookup order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
+    /// The pods whose proxies apply this rule (Istio). Not supported by Weft yet: refused by validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<WorkloadSelector>,
+}
+
+/// Pods of the rule's namespace, by labels.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSelector {
+    /// Labels a pod must carry, every one of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 /// How traffic to the host (or a subset) is handled.

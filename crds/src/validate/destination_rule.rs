@@ -1,8 +1,9 @@
-//! Checks of a DestinationRule: its host, subsets, and each traffic policy (the rule's and each subset's).
+//! Checks of a DestinationRule: its host (a Service or a wildcard), `exportTo`, `workloadSelector` (refused),
+//! subsets, and each traffic policy (the rule's and each subset's).
 
 use std::collections::BTreeSet;
 
-use super::{check_duration, check_host, check_percentage, is_dns_label, not_supported};
+use super::{check_duration, check_export_entries, check_percentage, check_rule_host, is_dns_label, not_supported};
 use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
     ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
@@ -14,7 +15,7 @@ use crate::{DestinationRuleSpec, FieldError};
 pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> {
     let root = Path::root("spec");
     let mut errors = Vec::new();
-    check_host(&root.field("host"), &spec.host, &mut errors);
+    check_rule_host(&root.field("host"), &spec.host, &mut errors);
     if let Some(policy) = &spec.traffic_policy {
         check_policy(&root.field("trafficPolicy"), policy, &mut errors);
     }
@@ -35,6 +36,14 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
         if let Some(policy) = &subset.traffic_policy {
             check_policy(&path.field("trafficPolicy"), policy, &mut errors);
         }
+    }
+    check_export_entries(&root.field("exportTo"), &spec.export_to, &mut errors);
+    if spec.workload_selector.is_some() {
+        errors.push(root.field("workloadSelector").error(
+            "workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one \
+             set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to \
+             the namespace's proxies (through exportTo)",
+        ));
     }
     errors
 }
@@ -296,7 +305,8 @@ mod tests {
     fn istios_pool_outlier_and_budget_settings_are_accepted() {
         let errors = problems(
             r#"
-host: reviews
+host: "*.bank.svc.cluster.local"
+exportTo: [".", web]
 trafficPolicy:
   loadBalancer: {simple: LEAST_CONN}
   connectionPool:
@@ -324,6 +334,17 @@ subsets:
 "#,
         );
         assert_eq!(errors, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_schema_knows_the_scope_fields() {
+        assert_eq!(
+            problems("host: reviews\nworkloadSelector: {matchLabels: {app: a}, other: 1}"),
+            [
+                "spec.workloadSelector.other: not supported by Weft",
+                "spec.workloadSelector: workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to the namespace's proxies (through exportTo)",
+            ]
+        );
     }
 
     #[test]

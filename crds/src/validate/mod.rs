@@ -41,7 +41,7 @@ pub fn validate_virtual_service(spec: &VirtualServiceSpec) -> Vec<FieldError> {
         check_delegate_virtual_service(&root, spec, &mut errors);
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        check_virtual_service_host(&root.field("hosts").index(i), host, &mut errors);
+        check_rule_host(&root.field("hosts").index(i), host, &mut errors);
     }
     check_gateways(&root.field("gateways"), &spec.gateways, &mut errors);
     // Istio refuses a VirtualService without routes: applied, it would cut its hosts off.
@@ -87,22 +87,9 @@ fn check_delegate_virtual_service(root: &Path, spec: &VirtualServiceSpec, errors
     }
 }
 
-/// `exportTo`, as Istio validates it: each entry `.` (this namespace), `*` (every namespace) or a namespace name,
-/// without repeats, and `*` alone. Istio's `~` (nobody) exists only for ServiceEntries.
+/// A VirtualService's `exportTo`: the entries (see [`check_export_entries`]), and tcp and tls rules everywhere.
 fn check_export_to(path: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
-    let mut seen = BTreeSet::new();
-    for (i, entry) in spec.export_to.iter().enumerate() {
-        if entry != "." && entry != "*" && !is_dns_label(entry) {
-            errors.push(path.index(i).error(format!(
-                "exportTo entry {entry:?} must be \".\" (this namespace), \"*\" (every namespace) or a namespace name"
-            )));
-        } else if !seen.insert(entry.as_str()) {
-            errors.push(path.index(i).error(format!("duplicate exportTo entry {entry:?}")));
-        }
-    }
-    if spec.export_to.len() > 1 && spec.export_to.iter().any(|e| e == "*") {
-        errors.push(path.error("\"*\" (every namespace) cannot be listed with other exportTo entries"));
-    }
+    check_export_entries(path, &spec.export_to, errors);
     // The tcp and tls rules' filter chains live on the listeners every proxy shares, so their visibility cannot
     // differ per namespace: rather than apply them where they are not exported, refuse.
     if spec.has_l4_rules() && !crate::virtual_service::exported_everywhere(&spec.export_to) {
@@ -111,6 +98,25 @@ fn check_export_to(path: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<Fiel
              are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls \
              rules in one that is",
         ));
+    }
+}
+
+/// `exportTo` entries, as Istio validates them (VirtualService and DestinationRule alike): each `.` (this
+/// namespace), `*` (every namespace) or a namespace name, without repeats, and `*` alone. Istio's `~` (nobody)
+/// exists only for ServiceEntries.
+fn check_export_entries(path: &Path, export_to: &[String], errors: &mut Vec<FieldError>) {
+    let mut seen = BTreeSet::new();
+    for (i, entry) in export_to.iter().enumerate() {
+        if entry != "." && entry != "*" && !is_dns_label(entry) {
+            errors.push(path.index(i).error(format!(
+                "exportTo entry {entry:?} must be \".\" (this namespace), \"*\" (every namespace) or a namespace name"
+            )));
+        } else if !seen.insert(entry.as_str()) {
+            errors.push(path.index(i).error(format!("duplicate exportTo entry {entry:?}")));
+        }
+    }
+    if export_to.len() > 1 && export_to.iter().any(|e| e == "*") {
+        errors.push(path.error("\"*\" (every namespace) cannot be listed with other exportTo entries"));
     }
 }
 
@@ -131,10 +137,10 @@ fn check_gateways(path: &Path, gateways: &[String], errors: &mut Vec<FieldError>
     }
 }
 
-/// A VirtualService host: a Service name, or a wildcard naming every Service whose FQDN it matches (`*`,
-/// `*.example.com`, `*.bank.svc.cluster.local`). Istio also takes a partial first label (`*foo.example.com`);
-/// Weft asks for a whole one.
-fn check_virtual_service_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
+/// A VirtualService's or DestinationRule's host: a Service name, or a wildcard naming every Service whose FQDN it
+/// matches (`*`, `*.example.com`, `*.bank.svc.cluster.local`). Istio also takes a partial first label
+/// (`*foo.example.com`); Weft asks for a whole one.
+fn check_rule_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
     let Some(rest) = host.strip_prefix('*') else {
         if host.contains('*') {
             errors.push(path.error(format!(
@@ -161,8 +167,8 @@ fn check_virtual_service_host(path: &Path, host: &str, errors: &mut Vec<FieldErr
     }
 }
 
-/// A destination's or DestinationRule's host: a Service name. Istio takes wildcard DestinationRule hosts too;
-/// Weft refuses them, as it does wildcard destinations (a destination is one Service's cluster).
+/// A destination's host: a Service name. Weft refuses wildcard destinations (a destination is one Service's
+/// cluster).
 fn check_host(path: &Path, host: &str, errors: &mut Vec<FieldError>) {
     if host.is_empty() {
         errors.push(path.error("host must not be empty"));

@@ -455,7 +455,7 @@ fn export_to_takes_this_namespace_every_namespace_or_namespace_names() {
 }
 
 #[test]
-fn virtual_service_hosts_may_be_wildcards_destinations_and_policies_not() {
+fn rule_hosts_may_be_wildcards_destinations_not() {
     let rule =
         |host: &str| vs(&format!("hosts: [\"{host}\"]\nhttp: [{{route: [{{destination: {{host: reviews}}}}]}}]"));
     for ok in ["*", "*.example.com", "*.bank.svc.cluster.local", "reviews"] {
@@ -478,7 +478,46 @@ fn virtual_service_hosts_may_be_wildcards_destinations_and_policies_not() {
             "spec.http[0].route[0].destination.host: wildcard host \"*.bank\" is not supported by Weft yet; name the Service"
         ]
     );
-    assert_eq!(dr("host: \"*.bank\"").len(), 1, "a wildcard DestinationRule host");
+    for ok in ["*", "*.example.com", "*.bank.svc.cluster.local", "*.bank"] {
+        assert_eq!(
+            dr(&format!("host: \"{ok}\"\nsubsets: [{{name: v1, labels: {{version: v1}}}}]")),
+            Vec::<String>::new()
+        );
+    }
+    assert_eq!(dr("host: \"a.*.com\""), [format!("spec.host: wildcard host \"a.*.com\": {only_first}")]);
+    assert_eq!(
+        dr("host: \"*foo.com\""),
+        [
+            "spec.host: wildcard host \"*foo.com\", a wildcard within a label (use a whole label: \"*.example.com\"), is not supported by Weft yet"
+        ]
+    );
+    assert_eq!(dr("host: \"\""), ["spec.host: host must not be empty"]);
+}
+
+#[test]
+fn a_destination_rule_is_exported_as_a_virtual_service_is() {
+    for ok in [r#"["."]"#, r#"["*"]"#, "[]", r#"[shop, "."]"#, "[shop, web]"] {
+        assert_eq!(dr(&format!("host: reviews\nexportTo: {ok}")), Vec::<String>::new(), "{ok}");
+    }
+    assert_eq!(
+        dr(r#"{host: reviews, exportTo: ["~", Shop, shop, shop, "*"]}"#),
+        [
+            "spec.exportTo[0]: exportTo entry \"~\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[1]: exportTo entry \"Shop\" must be \".\" (this namespace), \"*\" (every namespace) or a namespace name",
+            "spec.exportTo[3]: duplicate exportTo entry \"shop\"",
+            "spec.exportTo: \"*\" (every namespace) cannot be listed with other exportTo entries",
+        ]
+    );
+}
+
+#[test]
+fn a_workload_selector_is_refused_with_the_reason() {
+    assert_eq!(
+        dr("host: reviews\nworkloadSelector: {matchLabels: {app: ratings}}\nexportTo: [\".\"]"),
+        [
+            "spec.workloadSelector: workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to the namespace's proxies (through exportTo)"
+        ]
+    );
 }
 
 #[test]

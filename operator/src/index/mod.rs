@@ -1,6 +1,7 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
 mod delegate;
+pub mod destination_rules;
 mod endpoints;
 pub mod published;
 pub mod snapshot;
@@ -8,6 +9,7 @@ mod update;
 
 use std::collections::BTreeMap;
 
+pub use destination_rules::ROOT_NAMESPACE;
 pub use snapshot::{
     DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel, Visibility,
     is_wildcard,

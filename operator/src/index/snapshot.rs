@@ -36,8 +36,8 @@ pub struct Snapshot {
     vs_by_host: BTreeMap<String, Vec<usize>>,
     /// Wildcard hosts (`*.example.com`, `*`) and the position of the VirtualService naming each, in order.
     vs_wildcards: Vec<(String, usize)>,
-    /// Host FQDN -> position of the first DestinationRule for it.
-    dr_by_host: BTreeMap<String, usize>,
+    /// The DestinationRules by host; which one applies for a proxy is [`Snapshot::destination_rule_for`].
+    pub(super) dr_hosts: super::destination_rules::RuleHosts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +90,7 @@ pub struct DestinationRuleModel {
     pub generation: Option<i64>,
     /// The status the object carries now.
     pub status: Option<WeftStatus>,
-    /// `spec.host` resolved to an FQDN.
+    /// `spec.host` resolved to an FQDN, or the wildcard as written.
     pub host: String,
     pub spec: DestinationRuleSpec,
 }
@@ -169,11 +169,6 @@ impl Snapshot {
         }
         let completions = [format!("{host}.{CLUSTER_DOMAIN}"), format!("{host}.cluster.local")];
         completions.into_iter().find(|c| self.services.contains_key(c)).unwrap_or(host)
-    }
-
-    /// The DestinationRule for a Service FQDN, if any (the first in namespace/name order).
-    pub fn destination_rule(&self, fqdn: &str) -> Option<&DestinationRuleModel> {
-        self.dr_by_host.get(fqdn).and_then(|&i| self.destination_rules.get(i))
     }
 
     /// Every VirtualService naming a host exactly, in namespace/name order.
@@ -259,9 +254,14 @@ impl Snapshot {
         self.vs_by_host.keys()
     }
 
-    /// Every host some DestinationRule is for, in order.
+    /// Every host some DestinationRule names exactly (wildcards aside, see [`Self::has_wildcard_policies`]).
     pub fn policy_hosts(&self) -> impl Iterator<Item = &String> {
-        self.dr_by_host.keys()
+        self.destination_rules.iter().map(|dr| &dr.host).filter(|host| !is_wildcard(host))
+    }
+
+    /// Whether some DestinationRule has a wildcard host: it may apply to any Service.
+    pub fn has_wildcard_policies(&self) -> bool {
+        self.destination_rules.iter().any(|dr| is_wildcard(&dr.host))
     }
 
     /// Fills the host lookups; called once the lists are final.
@@ -281,10 +281,7 @@ impl Snapshot {
                 }
             }
         }
-        self.dr_by_host.clear();
-        for (i, dr) in self.destination_rules.iter().enumerate() {
-            self.dr_by_host.entry(dr.host.clone()).or_insert(i);
-        }
+        self.dr_hosts = super::destination_rules::RuleHosts::of(&self.destination_rules);
     }
 }
 

@@ -149,7 +149,8 @@ fn virtual_service_refs(
             ));
         }
         if let Some(subset) = &d.subset {
-            let rule = snapshot.destination_rule(&fqdn);
+            // The rule the VirtualService's own namespace applies to the host.
+            let rule = snapshot.destination_rule_for(&fqdn, namespace);
             if !rule.is_some_and(|r| r.spec.subsets.iter().any(|s| &s.name == subset)) {
                 let known = rule.map(|r| r.spec.subsets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
                 let detail = match known {
@@ -190,7 +191,8 @@ fn destination_rule_refs(
     spec: &DestinationRuleSpec,
 ) -> Vec<(&'static str, String)> {
     let fqdn = snapshot.resolve_host(&spec.host, namespace);
-    if snapshot.services.contains_key(&fqdn) {
+    // A wildcard names the Services that match it, none or many, as a VirtualService's does.
+    if crate::index::is_wildcard(&fqdn) || snapshot.services.contains_key(&fqdn) {
         Vec::new()
     } else {
         vec![(reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}"))]

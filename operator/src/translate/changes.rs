@@ -2,12 +2,13 @@
 //! clusters and endpoint assignments may differ, those whose virtual hosts may, and whether the scopes may. Pure.
 //!
 //! The dependencies, from the translation functions:
-//! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and its
-//!   DestinationRule;
+//! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and every
+//!   DestinationRule that may apply to it (exactly or by wildcard; which one does depends on the proxy's namespace
+//!   and their `exportTo`);
 //! - its virtual hosts: its ports, every VirtualService naming it or matching it by wildcard (which one routes it
 //!   depends on the proxy's namespace and their `exportTo`), and for each destination of those, which Service the
 //!   name resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
-//!   DestinationRule; without a VirtualService, its own DestinationRule;
+//!   DestinationRules; without a VirtualService, its own DestinationRules;
 //! - the scopes: which Services exist, the hosts, namespaces, `exportTo` and destinations of the rules, and where
 //!   tcp and tls rules send;
 //! - which route configurations there are: the set of ports of all Services;
@@ -137,13 +138,15 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
 }
 
 fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
-    let hosts: BTreeSet<&String> = before.policy_hosts().chain(after.policy_hosts()).collect();
+    let mut hosts: BTreeSet<&String> = before.policy_hosts().chain(after.policy_hosts()).collect();
+    // A wildcard rule may apply to any Service (one that comes or goes is compared too).
+    if before.has_wildcard_policies() || after.has_wildcard_policies() {
+        hosts.extend(before.services.keys().chain(after.services.keys()));
+    }
     for host in hosts {
-        let same = match (before.destination_rule(host), after.destination_rule(host)) {
-            (Some(was), Some(is)) => was.same_config(is),
-            (was, is) => was.is_none() && is.is_none(),
-        };
-        if !same {
+        // Every rule that may apply to the host for some namespace: which one does depends on all of them.
+        let (was, is) = (before.destination_rule_candidates(host), after.destination_rule_candidates(host));
+        if !same_lists(&was, &is, |a, b| a.same_config(b)) {
             changes.clusters.insert(host.clone());
             // Routes carry the hash policy of their destination's rule (consistent hashing): the host's own
             // default route, and the routes that send to it.
@@ -254,6 +257,25 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: 
         let edited = between(&snapshot(&wildcard), &snapshot(&wildcard.replace("timeout: 1s", "timeout: 2s")));
         assert_eq!(edited.routes, fqdns(&["ratings", "reviews"]));
         assert!(!edited.scopes, "a timeout sends nowhere new");
+    }
+
+    #[test]
+    fn a_destination_rule_changes_the_clusters_of_every_service_it_may_apply_to() {
+        let base = snapshot(MESH);
+        let rule = |namespace: &str, host: &str, export_to: &str| {
+            format!(
+                "{MESH}---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: r, namespace: {namespace}}}\nspec: {{host: \"{host}\", exportTo: {export_to}}}\n"
+            )
+        };
+        let elsewhere = between(&base, &snapshot(&rule("web", "reviews.shop", "[\".\"]")));
+        assert_eq!(elsewhere.clusters, fqdns(&["reviews"]), "a rule of another namespace, for that one only");
+        assert!(elsewhere.scopes, "it puts its host in web's scope");
+        let wildcard = between(&base, &snapshot(&rule("weft-system", "*.shop.svc.cluster.local", "[]")));
+        assert_eq!(wildcard.clusters, fqdns(&["ratings", "reviews"]), "every Service the wildcard matches");
+        assert_eq!(wildcard.routes, fqdns(&["ratings", "reviews"]), "their routes carry its hash policy");
+        let private = snapshot(&rule("web", "reviews.shop", "[\".\"]"));
+        let exported = between(&private, &snapshot(&rule("web", "reviews.shop", "[shop]")));
+        assert_eq!(exported.clusters, fqdns(&["reviews"]), "who applies it");
     }
 
     const TCP: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: 10.96.0.9, ports: [{port: 3306}]}\n---\n\

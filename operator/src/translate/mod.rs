@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use weft_xds::ProxyNode;
 
-use crate::index::{ServiceModel, Snapshot};
+use crate::index::{DestinationRuleModel, ServiceModel, Snapshot};
 
 /// Everything one proxy is sent, each list sorted by resource name.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,7 +38,8 @@ pub struct ProxyResources {
 
 /// The resources for one proxy, the whole mesh (the `mesh` scope).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
-    let SharedResources { clusters, endpoints, listeners } = shared(snapshot);
+    let (clusters, endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
+    let listeners = listeners(snapshot);
     ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
 }
 
@@ -50,15 +51,20 @@ pub struct SharedResources {
     pub listeners: Vec<Listener>,
 }
 
-/// Clusters, endpoints and listeners: the same for every proxy.
+/// Clusters, endpoints and listeners as most proxies get them: the clusters made with each Service's
+/// [`Snapshot::default_destination_rule`]. The proxies of a namespace with DestinationRules of its own (or named
+/// by one's `exportTo`) get some Services' clusters made with another rule ([`Snapshot::own_destination_rules`]).
 pub fn shared(snapshot: &Snapshot) -> SharedResources {
-    let (clusters, endpoints) = clusters::build(snapshot);
+    let (clusters, endpoints) = clusters::build(snapshot, None);
     SharedResources { clusters, endpoints, listeners: listeners(snapshot) }
 }
 
-/// One Service's part of [`shared`]: its clusters and their endpoint assignments.
-pub fn service_clusters(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
-    clusters::of_service(snapshot, service)
+/// One Service's clusters and their endpoint assignments, made with `rule`, the DestinationRule applied to it.
+pub fn service_clusters(
+    service: &ServiceModel,
+    rule: Option<&DestinationRuleModel>,
+) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+    clusters::of_service(service, rule)
 }
 
 /// The outbound listeners, one per Service port, with the tcp and tls rules' chains.

@@ -1,7 +1,12 @@
 //! Translations shared by every stream: for the current config, what proxies get alike is translated and encoded
 //! once and shared (`Arc`), and a stream for a proxy then costs only the diff against what that proxy holds.
 //!
-//! - Per Service: its clusters and endpoint assignments, encoded. The whole mesh's are assembled from those.
+//! - Per Service: its clusters and endpoint assignments, encoded, made with the DestinationRule most namespaces
+//!   apply to it. The whole mesh's are assembled from those.
+//! - Per namespace whose proxies apply other DestinationRules to some Services (a namespace with rules of its own,
+//!   or named by a rule's `exportTo`; see [`Snapshot::own_destination_rules`]): those Services' clusters made with
+//!   the namespace's rules, and the whole mesh's with them in place ([`View`]). Every other namespace shares the
+//!   mesh-wide ones.
 //! - Per namespace and scope (see [`translate::scope`]): the Services in scope, their clusters and endpoints, and
 //!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
 //! - Per namespace, scope and set of on-demand names (replicas of one workload call the same Services, so they
@@ -21,6 +26,7 @@ use tokio::sync::Mutex;
 use weft_xds::{ProxyNode, ResourceType, pack};
 
 use super::resources::{Encoded, EncodedResources, EncodedShared, ResourceMap, TypeResources, encode_routes};
+use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
 use crate::translate::changes::{self, Changes};
@@ -59,6 +65,8 @@ struct Generation {
     /// Service FQDN -> its clusters and endpoint assignments.
     services: Option<Arc<HashMap<String, Arc<ServiceClusters>>>>,
     shared: Option<EncodedShared>,
+    /// Namespace -> the clusters its proxies apply (the mesh-wide ones but where its DestinationRules differ).
+    views: HashMap<String, View>,
     scopes: HashMap<ScopeKey, Arc<BTreeSet<String>>>,
     mesh: HashMap<String, Arc<EncodedResources>>,
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
@@ -71,6 +79,24 @@ struct Generation {
 struct ServiceClusters {
     clusters: Vec<Encoded>,
     endpoints: Vec<Encoded>,
+}
+
+impl ServiceClusters {
+    fn of(snapshot: &Snapshot, fqdn: &str, rule: Option<&crate::index::DestinationRuleModel>) -> Arc<Self> {
+        let Some(service) = snapshot.services.get(fqdn) else { return Arc::default() };
+        let (clusters, endpoints) = translate::service_clusters(service, rule);
+        Arc::new(Self {
+            clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
+            endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),
+        })
+    }
+}
+
+/// The clusters and endpoint assignments the proxies of one namespace hold: per Service, and all of them.
+#[derive(Clone)]
+struct View {
+    services: Arc<HashMap<String, Arc<ServiceClusters>>>,
+    shared: EncodedShared,
 }
 
 impl Translations {
@@ -105,6 +131,7 @@ impl Generation {
             changes,
             services: None,
             shared: None,
+            views: HashMap::new(),
             scopes: HashMap::new(),
             mesh: HashMap::new(),
             scoped: HashMap::new(),
@@ -145,16 +172,11 @@ impl Generation {
         let snapshot = &self.published.snapshot;
         let services: HashMap<String, Arc<ServiceClusters>> = snapshot
             .services
-            .iter()
-            .map(|(fqdn, service)| {
+            .keys()
+            .map(|fqdn| {
                 let kept = before.filter(|_| !changed(fqdn)).and_then(|b| b.get(fqdn)).cloned();
-                let encoded = kept.unwrap_or_else(|| {
-                    let (clusters, endpoints) = translate::service_clusters(snapshot, service);
-                    Arc::new(ServiceClusters {
-                        clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
-                        endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),
-                    })
-                });
+                let encoded = kept
+                    .unwrap_or_else(|| ServiceClusters::of(snapshot, fqdn, snapshot.default_destination_rule(fqdn)));
                 (fqdn.clone(), encoded)
             })
             .collect();
@@ -190,12 +212,50 @@ impl Generation {
         self.shared.insert(EncodedShared { clusters, endpoints, listeners }).clone()
     }
 
+    /// The clusters proxies in `namespace` hold: the mesh-wide ones, but for the Services to which the namespace
+    /// applies other DestinationRules. Those are taken over from the previous config's view unless they changed.
+    fn view(&mut self, namespace: &str, previous: Option<&Generation>) -> View {
+        if let Some(found) = self.views.get(namespace) {
+            return found.clone();
+        }
+        let services = self.services(previous);
+        let shared = self.shared(previous);
+        let snapshot = &self.published.snapshot;
+        let own = snapshot.own_destination_rules(namespace);
+        let before = previous.and_then(|p| p.views.get(namespace)).filter(|_| self.changes.is_some());
+        let untouched = self.changes.as_ref().is_some_and(|c| c.clusters.is_empty());
+        let view = if own.is_empty() {
+            View { services, shared }
+        } else if let Some(before) = before.filter(|_| untouched) {
+            // No Service's clusters changed: the namespace's own are as they were (listeners may not be).
+            let kept = EncodedShared { listeners: shared.listeners.clone(), ..before.shared.clone() };
+            View { services: before.services.clone(), shared: kept }
+        } else {
+            let changed = |fqdn: &String| self.changes.as_ref().is_none_or(|c| c.clusters.contains(fqdn));
+            let mut mine = (*services).clone();
+            for (fqdn, rule) in own {
+                let kept = before.filter(|_| !changed(&fqdn)).and_then(|b| b.services.get(&fqdn)).cloned();
+                let encoded = kept.unwrap_or_else(|| ServiceClusters::of(snapshot, &fqdn, rule));
+                mine.insert(fqdn, encoded);
+            }
+            // What the namespace's proxies held under the previous config, shared or their own.
+            let since = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| before.map(|b| pick(&b.shared).as_ref());
+            let all = || mine.values().map(|s| s.as_ref());
+            let clusters = TypeResources::of_encoded(all().flat_map(|s| &s.clusters), since(|s| &s.clusters));
+            let endpoints = TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), since(|s| &s.endpoints));
+            let shared = EncodedShared { clusters, endpoints, listeners: shared.listeners.clone() };
+            View { services: Arc::new(mine), shared }
+        };
+        self.views.insert(namespace.to_string(), view.clone());
+        view
+    }
+
     /// The whole mesh, with the routes of `namespace`.
     fn mesh(&mut self, namespace: &str, previous: Option<&Generation>) -> Arc<EncodedResources> {
         if let Some(found) = self.mesh.get(namespace) {
             return found.clone();
         }
-        let shared = self.shared(previous);
+        let View { shared, .. } = self.view(namespace, previous);
         let before = previous.and_then(|p| p.mesh.get(namespace)).and_then(|p| p.of_type(ResourceType::Route));
         let untouched = self.changes.as_ref().is_some_and(|c| c.routes.is_empty() && !c.ports);
         let routes = match before.filter(|_| untouched) {
@@ -231,8 +291,7 @@ impl Generation {
             return found.clone();
         }
         let scope = self.scope(key, previous);
-        let shared = self.shared(previous);
-        let services = self.services(previous);
+        let View { services, shared } = self.view(&key.0, previous);
         let before = previous.and_then(|p| p.scoped.get(key));
         let same_scope = previous.and_then(|p| p.scopes.get(key)).is_some_and(|s| Arc::ptr_eq(s, &scope));
         let earlier = |kind| before.and_then(|b| b.of_type(kind));
@@ -271,8 +330,7 @@ impl Generation {
         let (scope, names) = key;
         let namespace = &scope.0;
         let base = self.scoped(scope, previous);
-        let shared = self.shared(previous);
-        let services = self.services(previous);
+        let View { services, shared } = self.view(namespace, previous);
         let snapshot = &self.published.snapshot;
         let mut hosts = BTreeSet::new();
         let mut virtual_hosts = ResourceMap::new();

@@ -18,27 +18,36 @@ use weft_xds::cluster_name;
 use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
 
 use super::{ads_config_source, duration};
-use crate::index::{EndpointModel, ServiceModel, Snapshot};
+use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, Snapshot};
 
 /// How long a proxy waits for a TCP connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Every Service's clusters and endpoint assignments, each list sorted by name.
-pub(super) fn build(snapshot: &Snapshot) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+/// Every Service's clusters and endpoint assignments, each list sorted by name, as proxies in `namespace` see them
+/// (the DestinationRule each applies); `None`: as most namespaces do (see [`Snapshot::default_destination_rule`]).
+pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let mut clusters = BTreeMap::new();
     let mut assignments = BTreeMap::new();
     for service in snapshot.services.values() {
-        let (own_clusters, own_assignments) = of_service(snapshot, service);
+        let fqdn = service.fqdn();
+        let rule = match namespace {
+            Some(namespace) => snapshot.destination_rule_for(&fqdn, namespace),
+            None => snapshot.default_destination_rule(&fqdn),
+        };
+        let (own_clusters, own_assignments) = of_service(service, rule);
         clusters.extend(own_clusters.into_iter().map(|c| (c.name.clone(), c)));
         assignments.extend(own_assignments.into_iter().map(|a| (a.cluster_name.clone(), a)));
     }
     (clusters.into_values().collect(), assignments.into_values().collect())
 }
 
-/// One Service's clusters (per port, and per port and DestinationRule subset) and their endpoint assignments.
-pub(super) fn of_service(snapshot: &Snapshot, service: &ServiceModel) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
+/// One Service's clusters (per port, and per port and subset of `rule`, the DestinationRule applied to it) and
+/// their endpoint assignments. A wildcard rule's subsets are each matching Service's.
+pub(super) fn of_service(
+    service: &ServiceModel,
+    rule: Option<&DestinationRuleModel>,
+) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let fqdn = service.fqdn();
-    let rule = snapshot.destination_rule(&fqdn);
     let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();

@@ -64,11 +64,16 @@ pub(super) fn for_port(policy: Option<TrafficPolicy>, port: u16) -> Option<Traff
     Some(policy)
 }
 
-/// The route hash policies for requests to `cluster` (`outbound|PORT|SUBSET|HOST`): from the consistent hashing
-/// of its effective DestinationRule policy, as Istio puts them on routes; empty without one.
-pub(in crate::translate) fn hash_policy(snapshot: &Snapshot, cluster: &str) -> Vec<route_action::HashPolicy> {
+/// The route hash policies for requests to `cluster` (`outbound|PORT|SUBSET|HOST`) from proxies in `namespace`:
+/// from the consistent hashing of the effective policy of the DestinationRule they apply, as Istio puts them on
+/// routes; empty without one.
+pub(in crate::translate) fn hash_policy(
+    snapshot: &Snapshot,
+    cluster: &str,
+    namespace: &str,
+) -> Vec<route_action::HashPolicy> {
     let Some(name) = ClusterName::parse(cluster) else { return Vec::new() };
-    let Some(rule) = snapshot.destination_rule(&name.host) else { return Vec::new() };
+    let Some(rule) = snapshot.destination_rule_for(&name.host, namespace) else { return Vec::new() };
     let default = rule.spec.traffic_policy.as_ref();
     let merged = match rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref())
     {

@@ -33,9 +33,14 @@ pub(in crate::translate) fn cluster_of(
     cluster_name(&host, dest_port, d.subset.as_deref().unwrap_or_default())
 }
 
-/// Forwarding to the rule's destinations. With several, each weighted cluster carries its destination's header
-/// edits; a single destination's are put on the route by the caller.
-pub(super) fn route_action(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: &HttpRoute, port: u16) -> RouteAction {
+/// Forwarding to the rule's destinations, for `port` and proxies in a namespace. With several, each weighted
+/// cluster carries its destination's header edits; a single destination's are put on the route by the caller.
+pub(super) fn route_action(
+    snapshot: &Snapshot,
+    vs: &VirtualServiceModel,
+    rule: &HttpRoute,
+    (port, namespace): (u16, &str),
+) -> RouteAction {
     let cluster_specifier = match rule.route.as_slice() {
         [only] => route_action::ClusterSpecifier::Cluster(cluster_of(snapshot, vs, &only.destination, port)),
         destinations => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
@@ -61,8 +66,8 @@ pub(super) fn route_action(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: 
     let timeout = rule.timeout.as_deref().and_then(|t| parse_duration(t).ok()).unwrap_or_default();
     let first = rule.route.first().map(|d| cluster_of(snapshot, vs, &d.destination, port)).unwrap_or_default();
     let mut action = forwarding(cluster_specifier, timeout);
-    // Istio: the hash policy of the (first) destination's DestinationRule.
-    action.hash_policy = super::super::clusters::hash_policy(snapshot, &first);
+    // Istio: the hash policy of the (first) destination's DestinationRule, the one the proxy applies.
+    action.hash_policy = super::super::clusters::hash_policy(snapshot, &first, namespace);
     action.retry_policy = retry_policy(rule.retries.as_ref());
     action.request_mirror_policies = mirror_policies(snapshot, vs, rule, port);
     if let Some(rewrite) = &rule.rewrite {

@@ -65,18 +65,18 @@ pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u1
                 .enumerate()
                 .flat_map(|(i, rule)| rule_routes(snapshot, vs, i, rule, port, namespace))
                 .collect(),
-            None => vec![default_route(snapshot, &cluster_name(&service.fqdn(), port, ""))],
+            None => vec![default_route(snapshot, &cluster_name(&service.fqdn(), port, ""), namespace)],
         },
         ..Default::default()
     }
 }
 
-/// The route of a host without HTTP rules: the whole Service, with Istio's defaults and its DestinationRule's
-/// hash policy.
-fn default_route(snapshot: &Snapshot, cluster: &str) -> Route {
+/// The route of a host without HTTP rules: the whole Service, with Istio's defaults and the hash policy of the
+/// DestinationRule proxies in `namespace` apply to it.
+fn default_route(snapshot: &Snapshot, cluster: &str, namespace: &str) -> Route {
     let mut action =
         actions::forwarding(route_action::ClusterSpecifier::Cluster(cluster.to_string()), std::time::Duration::ZERO);
-    action.hash_policy = super::clusters::hash_policy(snapshot, cluster);
+    action.hash_policy = super::clusters::hash_policy(snapshot, cluster, namespace);
     Route {
         name: "default".to_string(),
         r#match: Some(match_all()),
@@ -118,12 +118,19 @@ fn rule_routes(
         return Vec::new();
     }
     let name = rule.name.clone().unwrap_or_else(|| format!("{}.{}.http[{index}]", vs.name, vs.namespace));
-    let template = rule_route(snapshot, vs, rule, port, name);
+    let template = rule_route(snapshot, vs, rule, (port, namespace), name);
     matches.into_iter().map(|m| Route { r#match: Some(m), ..template.clone() }).collect()
 }
 
-/// A rule's route without its match: the action, the header edits and the fault filter's configuration.
-fn rule_route(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: &HttpRoute, port: u16, name: String) -> Route {
+/// A rule's route without its match, for `port` and proxies in a namespace: the action, the header edits and the
+/// fault filter's configuration.
+fn rule_route(
+    snapshot: &Snapshot,
+    vs: &VirtualServiceModel,
+    rule: &HttpRoute,
+    (port, namespace): (u16, &str),
+    name: String,
+) -> Route {
     let mut edits = HeaderEdits::of(rule.headers.as_ref());
     let action = match (&rule.redirect, &rule.direct_response) {
         (Some(redirect), _) => route::Action::Redirect(actions::redirect_action(redirect)),
@@ -133,7 +140,7 @@ fn rule_route(snapshot: &Snapshot, vs: &VirtualServiceModel, rule: &HttpRoute, p
             if let [only] = rule.route.as_slice() {
                 edits = edits.then(HeaderEdits::of(only.headers.as_ref()));
             }
-            route::Action::Route(actions::route_action(snapshot, vs, rule, port))
+            route::Action::Route(actions::route_action(snapshot, vs, rule, (port, namespace)))
         }
     };
     let fault = rule.fault.iter().map(|f| (FAULT.to_string(), pack(&fault::http_fault(f))));

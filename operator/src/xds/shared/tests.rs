@@ -55,6 +55,42 @@ async fn proxies_share_one_translation_per_namespace_and_config() {
 }
 
 #[tokio::test]
+async fn a_namespace_with_destination_rules_of_its_own_gets_its_clusters_the_others_share() {
+    let rules = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: ledger, namespace: bank}\nspec: {host: ledger, subsets: [{name: v1, labels: {version: v1}}]}\n---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: ledger-for-shop, namespace: shop}\nspec: {host: ledger.bank, exportTo: [\".\"], trafficPolicy: {loadBalancer: {simple: RANDOM}}}\n";
+    let translations = Translations::default();
+    let current = published(1, &(TWO_NAMESPACES.to_string() + rules));
+    let (shop, bank, web) = (proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web"));
+    let [shop, bank, web] = [&shop, &bank, &web].map(|node| translations.for_proxy(&current, mesh(node)));
+    let (shop, bank, web) = (shop.await, bank.await, web.await);
+    let of = |r: &EncodedResources, kind| r.of_type(kind).cloned().unwrap();
+    assert!(Arc::ptr_eq(&of(&bank, ResourceType::Cluster), &of(&web, ResourceType::Cluster)), "shared");
+    assert_ne!(of(&shop, ResourceType::Cluster).version, of(&web, ResourceType::Cluster).version, "shop's own");
+    let ledger = |r: &EncodedResources| names(r, ResourceType::Cluster).into_iter().filter(|n| n.contains("ledger"));
+    assert_eq!(
+        ledger(&web).collect::<Vec<_>>(),
+        ["outbound|80|v1|ledger.bank.svc.cluster.local", "outbound|80||ledger.bank.svc.cluster.local"]
+    );
+    assert_eq!(
+        ledger(&shop).collect::<Vec<_>>(),
+        ["outbound|80||ledger.bank.svc.cluster.local"],
+        "shop's rule has no subsets"
+    );
+    for (resources, node) in [(&shop, proxy("a", "shop")), (&web, proxy("c", "web"))] {
+        assert_eq!(**resources, EncodedResources::from(&translate::translate(&current.snapshot, &node)));
+    }
+    let none = BTreeSet::new();
+    let scoped = translations.for_proxy(&current, in_namespace(&proxy("d", "shop"), &none)).await;
+    let random = |r: &EncodedResources| {
+        let any = &r.of_type(ResourceType::Cluster).unwrap().map["outbound|80||ledger.bank.svc.cluster.local"];
+        prost::Message::decode(any.value.as_slice())
+            .map(|c: envoy_types::pb::envoy::config::cluster::v3::Cluster| format!("{:?}", c.load_balancing_policy))
+            .unwrap()
+    };
+    assert_eq!(random(&scoped), random(&shop), "the scoped clusters are picked from the namespace's own");
+    assert_ne!(random(&shop), random(&web));
+}
+
+#[tokio::test]
 async fn a_proxy_holds_its_namespace_and_what_it_asked_for() {
     let translations = Translations::default();
     let current = published(1, TWO_NAMESPACES);
@@ -166,7 +202,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 27] = [
+    let edits: [(&str, Edit); 32] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -264,6 +300,20 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
             let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
             *api = api.replace("spec: {http", "spec: {exportTo: [\".\"], http");
         }),
+        ("a namespace gets its own DestinationRule for another namespace's host", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: audit-for-web, namespace: web}\nspec: {host: audit.bank, exportTo: [\".\"], trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}, subsets: [{name: v1, labels: {version: v1}}]}\n".into());
+        }),
+        ("a wildcard DestinationRule in the root namespace", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: mesh-default, namespace: weft-system}\nspec: {host: \"*\", trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}\n".into());
+        }),
+        ("a DestinationRule exported to one other namespace by name", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: ledger-for-shop, namespace: bank}\nspec: {host: ledger, exportTo: [shop], subsets: [{name: v1, labels: {version: v1}}]}\n".into());
+        }),
+        ("a namespace's own DestinationRule is edited", |docs| {
+            let own = docs.iter_mut().find(|d| d.contains("name: audit-for-web")).expect("web's rule");
+            *own = own.replace("httpHeaderName: x-user", "httpHeaderName: x-tenant");
+        }),
+        ("a namespace's own DestinationRule goes", |docs| docs.retain(|d| !d.contains("name: audit-for-web"))),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
     let asked: BTreeSet<String> = ["80/ledger.bank", "9080/reviews.shop", "80/payments.bank"].map(String::from).into();

@@ -1,0 +1,228 @@
+//! Which DestinationRule applies to a Service for proxies of a namespace, as Istio's sidecars look it up. Pure.
+//!
+//! Istio's lookup (DestinationRule reference, `exportTo`; "Cross-namespace configuration sharing": the client
+//! namespace, then the service namespace, then the configuration root namespace): a proxy in namespace C takes,
+//! for a Service of namespace S,
+//!
+//! 1. a rule of C visible to C itself (`exportTo` unset, `*`, `.` or C),
+//! 2. else a rule of S exported to C (`*`, or C by name; `.` only when C is S),
+//! 3. else a rule of the root namespace ([`ROOT_NAMESPACE`]) exported to C,
+//!
+//! and within one namespace the most specific host: the Service named exactly, then the longest matching
+//! wildcard (`*.bank.svc.cluster.local` before `*`); the first in namespace/name order among equals. (Istio
+//! merges several rules of one namespace for one host; Weft takes the first.) A namespace that is not C, S or
+//! the root namespace is never looked in, whatever its rules' `exportTo` says.
+
+use std::collections::BTreeMap;
+
+use weft_crds::virtual_service::exported_everywhere;
+use weft_xds::CLUSTER_DOMAIN;
+
+use super::snapshot::{DestinationRuleModel, Snapshot, is_wildcard, wildcard_matches};
+
+/// Istio's configuration root namespace (`meshConfig.rootNamespace`, `istio-system` by default): the rules of
+/// this namespace are the mesh-wide defaults. Weft's is the namespace its charts install into.
+pub const ROOT_NAMESPACE: &str = "weft-system";
+
+/// The host lookups of the DestinationRules, filled once the list is final.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct RuleHosts {
+    /// Host FQDN -> positions of every DestinationRule naming it, in order.
+    exact: BTreeMap<String, Vec<usize>>,
+    /// Wildcard hosts and the position of the DestinationRule naming each, in order.
+    wildcards: Vec<(String, usize)>,
+}
+
+impl RuleHosts {
+    pub(super) fn of(rules: &[DestinationRuleModel]) -> Self {
+        let mut hosts = Self::default();
+        for (i, dr) in rules.iter().enumerate() {
+            if is_wildcard(&dr.host) {
+                hosts.wildcards.push((dr.host.clone(), i));
+            } else {
+                hosts.exact.entry(dr.host.clone()).or_default().push(i);
+            }
+        }
+        hosts
+    }
+}
+
+impl DestinationRuleModel {
+    /// Whether proxies in `namespace` may apply it (its `exportTo`); `None` stands for a namespace that neither
+    /// holds rules nor is named by any (it sees only those exported to every namespace).
+    pub fn visible_to(&self, namespace: Option<&str>) -> bool {
+        if exported_everywhere(&self.spec.export_to) {
+            return true;
+        }
+        let Some(namespace) = namespace else { return false };
+        let own = namespace == self.namespace;
+        self.spec.export_to.iter().any(|entry| entry == namespace || (own && entry == "."))
+    }
+}
+
+impl Snapshot {
+    /// Every DestinationRule whose host matches a Service FQDN, exact ones first then wildcards, each in
+    /// namespace/name order: whatever may change which rule applies to it for some proxy changes this list.
+    pub fn destination_rule_candidates(&self, fqdn: &str) -> Vec<&DestinationRuleModel> {
+        let exact = self.dr_hosts.exact.get(fqdn).map(Vec::as_slice).unwrap_or_default().iter();
+        let wildcards = self.dr_hosts.wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
+        let positions = exact.copied().chain(wildcards.map(|(_, i)| *i));
+        positions.filter_map(|i| self.destination_rules.get(i)).collect()
+    }
+
+    /// The DestinationRule that applies to a Service FQDN for proxies in `namespace`, in Istio's lookup order (see
+    /// the module's documentation).
+    pub fn destination_rule_for(&self, fqdn: &str, namespace: &str) -> Option<&DestinationRuleModel> {
+        self.lookup(fqdn, Some(namespace))
+    }
+
+    /// The DestinationRule that applies to a Service FQDN for proxies of a namespace holding no rules and named
+    /// by none: the Service's namespace's public one, else the root namespace's. What most namespaces see, so
+    /// what the clusters every proxy shares are made of.
+    pub fn default_destination_rule(&self, fqdn: &str) -> Option<&DestinationRuleModel> {
+        self.lookup(fqdn, None)
+    }
+
+    /// Every namespace whose proxies may see a DestinationRule other than [`Self::default_destination_rule`] for
+    /// some Service: those holding rules and those a rule's `exportTo` names.
+    pub fn namespaces_with_own_rules(&self) -> Vec<&str> {
+        let mut namespaces: Vec<&str> = self.destination_rules.iter().map(|dr| dr.namespace.as_str()).collect();
+        let named = self.destination_rules.iter().flat_map(|dr| dr.spec.export_to.iter());
+        namespaces.extend(named.map(String::as_str).filter(|entry| *entry != "." && *entry != "*"));
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        namespaces
+    }
+
+    /// The Services (FQDN) for which proxies in `namespace` apply another DestinationRule than the default one,
+    /// with the rule they apply (`None`: none at all). Empty for most namespaces.
+    pub fn own_destination_rules(&self, namespace: &str) -> BTreeMap<String, Option<&DestinationRuleModel>> {
+        let relevant = self
+            .destination_rules
+            .iter()
+            .filter(|dr| dr.namespace == namespace || dr.spec.export_to.iter().any(|entry| entry == namespace));
+        let hosts: std::collections::BTreeSet<String> =
+            relevant.flat_map(|dr| self.hosts_named(&dr.host)).filter(|h| self.services.contains_key(h)).collect();
+        let same = |a: Option<&DestinationRuleModel>, b: Option<&DestinationRuleModel>| match (a, b) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        hosts
+            .into_iter()
+            .filter_map(|fqdn| {
+                let own = self.destination_rule_for(&fqdn, namespace);
+                (!same(own, self.default_destination_rule(&fqdn))).then_some((fqdn, own))
+            })
+            .collect()
+    }
+
+    fn lookup(&self, fqdn: &str, client: Option<&str>) -> Option<&DestinationRuleModel> {
+        let candidates = self.destination_rule_candidates(fqdn);
+        if candidates.is_empty() {
+            return None;
+        }
+        let service_namespace = self.services.get(fqdn).map(|s| s.namespace.as_str()).or_else(|| namespace_of(fqdn));
+        let mut order: Vec<&str> = client.into_iter().chain(service_namespace).chain([ROOT_NAMESPACE]).collect();
+        order.dedup();
+        // In each namespace of the order, the rules there that are visible to the client's namespace.
+        order.iter().find_map(|namespace| {
+            most_specific(candidates.iter().copied().filter(|dr| dr.namespace == *namespace && dr.visible_to(client)))
+        })
+    }
+}
+
+/// The rule with the most specific host: exact before wildcard, a longer wildcard before a shorter one, the first
+/// among equals.
+fn most_specific<'a>(rules: impl Iterator<Item = &'a DestinationRuleModel>) -> Option<&'a DestinationRuleModel> {
+    let specificity = |dr: &DestinationRuleModel| if is_wildcard(&dr.host) { dr.host.len() } else { usize::MAX };
+    // `max_by_key` keeps the last of equal keys: reverse so that the first in namespace/name order wins.
+    let rules: Vec<&DestinationRuleModel> = rules.collect();
+    rules.into_iter().rev().max_by_key(|dr| specificity(dr))
+}
+
+/// The namespace of a Service FQDN (`name.namespace.svc.cluster.local`).
+fn namespace_of(fqdn: &str) -> Option<&str> {
+    let (_, namespace) = fqdn.strip_suffix(CLUSTER_DOMAIN)?.strip_suffix('.')?.split_once('.')?;
+    (!namespace.contains('.')).then_some(namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ROOT_NAMESPACE;
+    use crate::index::snapshot_of_yaml;
+
+    fn service(name: &str, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{ports: [{{port: 80}}]}}\n---\n"
+        )
+    }
+
+    fn rule(name: &str, namespace: &str, host: &str, export_to: &str) -> String {
+        format!(
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {{host: \"{host}\", exportTo: {export_to}}}\n---\n"
+        )
+    }
+
+    const LEDGER: &str = "ledger.bank.svc.cluster.local";
+
+    /// Istio's lookup: the client's namespace, then the Service's, then the root namespace; within one, the most
+    /// specific host; a rule must be exported to the client's namespace.
+    #[test]
+    fn a_proxy_applies_its_namespace_s_rule_then_the_service_s_then_the_root_s() {
+        let mesh = [
+            service("ledger", "bank"),
+            service("audit", "bank"),
+            rule("bank-public", "bank", "ledger", "[]"),
+            rule("bank-private", "bank", "audit", "[\".\"]"),
+            rule("shop-own", "shop", "*.bank.svc.cluster.local", "[\".\"]"),
+            rule("for-web", "ops", "ledger.bank", "[web]"),
+            rule("default", ROOT_NAMESPACE, "*", "[]"),
+            rule("web-hidden", "web", "ledger.bank", "[bank]"),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&mesh);
+        let chosen = |fqdn: &str, namespace: &str| snapshot.destination_rule_for(fqdn, namespace).map(|d| &*d.name);
+        let audit = "audit.bank.svc.cluster.local";
+        assert_eq!(chosen(LEDGER, "shop"), Some("shop-own"), "the client's namespace first, even a wildcard");
+        assert_eq!(chosen(LEDGER, "bank"), Some("bank-public"), "the Service's namespace");
+        assert_eq!(chosen(LEDGER, "cart"), Some("bank-public"), "the Service's namespace's public rule");
+        assert_eq!(chosen(audit, "bank"), Some("bank-private"), "private to bank");
+        assert_eq!(chosen(audit, "cart"), Some("default"), "bank's is private: the root namespace's");
+        assert_eq!(chosen(LEDGER, "web"), Some("bank-public"), "web's own rule is not exported to web itself");
+        assert_eq!(chosen("cart.shop.svc.cluster.local", "shop"), Some("default"), "the root namespace's `*`");
+        assert_eq!(snapshot.default_destination_rule(audit).map(|d| &*d.name), Some("default"));
+        // ops exports its rule to web, but ops is on nobody's lookup path.
+        assert_eq!(snapshot.destination_rule_candidates(LEDGER).len(), 5, "exact ones, then wildcards");
+        assert_eq!(snapshot.namespaces_with_own_rules(), ["bank", "ops", "shop", "web", "weft-system"]);
+        let own = |namespace| -> Vec<(String, Option<String>)> {
+            let own = snapshot.own_destination_rules(namespace);
+            own.into_iter().map(|(fqdn, dr)| (fqdn, dr.map(|d| d.name.clone()))).collect()
+        };
+        assert_eq!(own("shop"), [(audit.into(), Some("shop-own".into())), (LEDGER.into(), Some("shop-own".into()))]);
+        assert_eq!(own("bank"), [(audit.to_string(), Some("bank-private".to_string()))], "ledger: as everywhere");
+        assert_eq!(own("web"), [], "web's rule is not for web, ops's not on web's path");
+        assert_eq!(own("cart"), [], "nothing of its own");
+    }
+
+    #[test]
+    fn within_a_namespace_the_exact_host_then_the_longest_wildcard_then_name_order() {
+        let mesh = [
+            service("ledger", "bank"),
+            service("v1", "bank"),
+            rule("a-any", "bank", "*", "[]"),
+            rule("b-bank", "bank", "*.bank.svc.cluster.local", "[]"),
+            rule("c-svc", "bank", "*.svc.cluster.local", "[]"),
+            rule("d-ledger", "bank", "ledger", "[]"),
+            rule("e-ledger", "bank", "ledger", "[]"),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&mesh);
+        let chosen = |fqdn: &str| snapshot.destination_rule_for(fqdn, "cart").map(|d| &*d.name);
+        assert_eq!(chosen(LEDGER), Some("d-ledger"), "exact, the first of two");
+        assert_eq!(chosen("v1.bank.svc.cluster.local"), Some("b-bank"), "the longest wildcard");
+        assert_eq!(chosen("gone.bank.svc.cluster.local"), Some("b-bank"), "a host without a Service: its name");
+        assert_eq!(chosen("other.bank.svc.cluster.local"), Some("b-bank"));
+        assert_eq!(chosen("example.com"), None, "bank's `*` matches, but bank is not on its lookup path");
+        assert_eq!(snapshot.destination_rule_for("example.com", "bank").map(|d| &*d.name), Some("a-any"));
+    }
+}
