@@ -122,6 +122,13 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     assert_eq!((keepalive.probes, keepalive.time), (Some(3), Some(std::time::Duration::from_secs(10))));
     let subset = clusters.iter().find(|c| c.name == "outbound|9080|v1|ratings.default.svc.cluster.local").unwrap();
     assert_eq!(subset.limits.max_requests, 5, "the subset's pool");
+    let warmup = weft_proxy::config::cluster::SlowStart {
+        window: std::time::Duration::from_secs(60),
+        aggression: 2.0,
+        min_weight_percent: 20.0,
+    };
+    assert_eq!((subset.lb, subset.slow_start), (weft_xds::lb::LbAlgorithm::RoundRobin, Some(warmup)));
+    assert_eq!(whole.slow_start, None);
     assert_eq!(subset.outlier, whole.outlier, "the rule's outlier detection, merged in as Istio does");
     let sticky = clusters.iter().find(|c| c.name == "outbound|9080|sticky|ratings.default.svc.cluster.local").unwrap();
     assert_eq!((sticky.lb, sticky.hash_size), (weft_xds::lb::LbAlgorithm::Maglev, 251), "the subset's Maglev table");

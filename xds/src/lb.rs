@@ -5,6 +5,7 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::{LoadBalancingPolicy, load_balancing_policy::Policy};
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::{
     least_request::v3::LeastRequest, maglev::v3::Maglev, random::v3::Random, ring_hash::v3::RingHash,
     round_robin::v3::RoundRobin,
@@ -54,13 +55,23 @@ pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
 impl LbAlgorithm {
     /// The `load_balancing_policy` list announcing this algorithm.
     pub fn to_policy(self) -> LoadBalancingPolicy {
+        self.policy_with(None)
+    }
+
+    /// The list announcing this algorithm with slow start, on the entries that have it (round robin and least
+    /// request; Weft's default carries it on its least-request entry).
+    pub fn policy_with(self, slow_start: Option<SlowStartConfig>) -> LoadBalancingPolicy {
+        let least_request = || LeastRequest { slow_start_config: slow_start.clone(), ..Default::default() };
         let entries: Vec<(&str, Any)> = match self {
             Self::PeakEwma => vec![
                 ("weft.lb.peak_ewma", pack(&PeakEwma::default())),
-                ("envoy.load_balancing_policies.least_request", pack(&LeastRequest::default())),
+                ("envoy.load_balancing_policies.least_request", pack(&least_request())),
             ],
-            Self::LeastRequest => vec![("envoy.load_balancing_policies.least_request", pack(&LeastRequest::default()))],
-            Self::RoundRobin => vec![("envoy.load_balancing_policies.round_robin", pack(&RoundRobin::default()))],
+            Self::LeastRequest => vec![("envoy.load_balancing_policies.least_request", pack(&least_request()))],
+            Self::RoundRobin => vec![(
+                "envoy.load_balancing_policies.round_robin",
+                pack(&RoundRobin { slow_start_config: slow_start.clone(), ..Default::default() }),
+            )],
             Self::Random => vec![("envoy.load_balancing_policies.random", pack(&Random::default()))],
             Self::RingHash => return ring_hash_policy(DEFAULT_RING_SIZE),
             Self::Maglev => return maglev_policy(DEFAULT_MAGLEV_TABLE_SIZE),
@@ -78,6 +89,17 @@ impl LbAlgorithm {
             }
             let maglev: Maglev = crate::unpack(any).ok()?;
             Some(maglev.table_size.map_or(DEFAULT_MAGLEV_TABLE_SIZE, |s| s.value))
+        })
+    }
+
+    /// The slow start of a policy list: from its first round-robin or least-request entry that has one.
+    pub fn slow_start(policy: &LoadBalancingPolicy) -> Option<SlowStartConfig> {
+        policy.policies.iter().find_map(|p| {
+            let any = p.typed_extension_config.as_ref()?.typed_config.as_ref()?;
+            match crate::unpack::<RoundRobin>(any) {
+                Ok(round_robin) => round_robin.slow_start_config,
+                Err(_) => crate::unpack::<LeastRequest>(any).ok()?.slow_start_config,
+            }
         })
     }
 
@@ -163,6 +185,13 @@ mod tests {
         assert_eq!(LbAlgorithm::hash_table_size(&ring_hash_policy(4096)), Some(4096));
         assert_eq!(LbAlgorithm::hash_table_size(&maglev_policy(251)), Some(251));
         assert_eq!(LbAlgorithm::hash_table_size(&LbAlgorithm::Random.to_policy()), None);
+        let warmup = SlowStartConfig { slow_start_window: Some(Default::default()), ..Default::default() };
+        for algo in [LbAlgorithm::PeakEwma, LbAlgorithm::LeastRequest, LbAlgorithm::RoundRobin] {
+            let policy = algo.policy_with(Some(warmup.clone()));
+            assert_eq!(LbAlgorithm::slow_start(&policy), Some(warmup.clone()), "{algo:?}");
+            assert_eq!(LbAlgorithm::from_policy(&policy), Some(algo));
+        }
+        assert_eq!(LbAlgorithm::slow_start(&LbAlgorithm::RoundRobin.to_policy()), None);
     }
 
     #[test]

@@ -124,13 +124,24 @@ pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "policy::free_form")]
     pub locality_lb_setting: Option<serde_json::Value>,
-    /// Not supported by Weft yet.
+    /// Slow start: a new endpoint's share of requests grows over this warmup (round robin and least request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub warmup: Option<serde_json::Value>,
-    /// Not supported by Weft yet.
+    pub warmup: Option<policy::Warmup>,
+    /// Deprecated form of `warmup.duration`, e.g. `60s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<String>,
+}
+
+impl LoadBalancerSettings {
+    /// The warmup asked for, from `warmup` or the deprecated `warmupDurationSecs`: `(duration, minimumPercent,
+    /// aggression)`.
+    pub fn warmup_settings(&self) -> Option<(&str, Option<f64>, Option<f64>)> {
+        match (&self.warmup, &self.warmup_duration_secs) {
+            (Some(w), _) => Some((w.duration.as_str(), w.minimum_percent, w.aggression)),
+            (None, Some(duration)) => Some((duration.as_str(), None, None)),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Istio's `simple` load balancer names that Weft supports.

@@ -170,6 +170,21 @@ pub struct RingHash {
     pub minimum_ring_size: Option<u64>,
 }
 
+/// Istio's `WarmupConfiguration` (Envoy's slow start): an endpoint's weight is scaled by
+/// `max(minimumPercent / 100, (age / duration) ^ (1 / aggression))` until it is `duration` old.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Warmup {
+    /// How long a new endpoint warms up, e.g. `60s`.
+    pub duration: String,
+    /// The smallest share of its weight a warming endpoint gets, 0-100 (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    /// How fast the share grows: 1 (default) linearly, more faster at first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
+}
+
 /// Istio's `MagLev` settings.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

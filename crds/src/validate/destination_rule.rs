@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use super::{check_duration, check_export_entries, check_percentage, check_rule_host, is_dns_label, not_supported};
 use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
-    ConnectionPoolSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb, TrafficPolicy,
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb,
+    TrafficPolicy,
 };
 use crate::field_path::Path;
 use crate::{DestinationRuleSpec, FieldError};
@@ -60,15 +61,10 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
                 errors.push(lb_path.error("only one of simple or consistentHash may be set"));
             }
         }
-        for (field, set) in [
-            ("localityLbSetting", lb.locality_lb_setting.is_some()),
-            ("warmup", lb.warmup.is_some()),
-            ("warmupDurationSecs", lb.warmup_duration_secs.is_some()),
-        ] {
-            if set {
-                errors.push(not_supported(&lb_path.field(field), field));
-            }
+        if lb.locality_lb_setting.is_some() {
+            errors.push(not_supported(&lb_path.field("localityLbSetting"), "localityLbSetting"));
         }
+        check_warmup(&lb_path, lb, errors);
     }
     if let Some(pool) = &policy.connection_pool {
         check_pool(&path.field("connectionPool"), pool, errors);
@@ -154,6 +150,33 @@ const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
     n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+}
+
+/// Istio's warmup (Envoy's slow start), which only weighted round robin and least request balancers have.
+fn check_warmup(path: &Path, lb: &LoadBalancerSettings, errors: &mut Vec<FieldError>) {
+    if let Some(duration) = &lb.warmup_duration_secs {
+        check_positive_duration(&path.field("warmupDurationSecs"), duration, errors);
+        if lb.warmup.is_some() {
+            errors.push(path.field("warmupDurationSecs").error("only one of warmup and warmupDurationSecs may be set"));
+        }
+    }
+    if let Some(warmup) = &lb.warmup {
+        let path = path.field("warmup");
+        check_positive_duration(&path.field("duration"), &warmup.duration, errors);
+        if let Some(percent) = warmup.minimum_percent {
+            check_percentage(&path.field("minimumPercent"), percent, errors);
+        }
+        if warmup.aggression.is_some_and(|a| !(a.is_finite() && a > 0.0)) {
+            errors.push(path.field("aggression").error("must be greater than 0"));
+        }
+    }
+    let hashing = lb.consistent_hash.is_some() || lb.simple == Some(SimpleLb::Random);
+    if lb.warmup_settings().is_some() && hashing {
+        let field = if lb.warmup.is_some() { "warmup" } else { "warmupDurationSecs" };
+        errors.push(path.field(field).error(
+            "warmup needs a ROUND_ROBIN, LEAST_REQUEST (LEAST_CONN) or the default balancer, not RANDOM or consistentHash",
+        ));
+    }
 }
 
 fn check_port_level(path: &Path, level: &PortTrafficPolicy, seen: &mut BTreeSet<u32>, errors: &mut Vec<FieldError>) {
@@ -383,6 +406,25 @@ trafficPolicy:
             "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn warmup_needs_a_duration_and_a_weighted_balancer() {
+        let ok = problems("host: reviews\ntrafficPolicy: {loadBalancer: {warmupDurationSecs: 30s}}\n");
+        assert_eq!(ok, Vec::<String>::new(), "the deprecated form, with the default balancer");
+        let errors = problems(
+            "host: reviews\ntrafficPolicy: {loadBalancer: {simple: RANDOM, warmupDurationSecs: 30s, warmup: {duration: 0s, minimumPercent: 120, aggression: 0}}}\n",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.trafficPolicy.loadBalancer.warmupDurationSecs: only one of warmup and warmupDurationSecs may be set",
+                "spec.trafficPolicy.loadBalancer.warmup.duration: must be at least 1ms",
+                "spec.trafficPolicy.loadBalancer.warmup.minimumPercent: percentage 120 is out of range 0-100",
+                "spec.trafficPolicy.loadBalancer.warmup.aggression: must be greater than 0",
+                "spec.trafficPolicy.loadBalancer.warmup: warmup needs a ROUND_ROBIN, LEAST_REQUEST (LEAST_CONN) or the default balancer, not RANDOM or consistentHash",
+            ]
+        );
     }
 
     #[test]

@@ -92,3 +92,13 @@ pub struct Keepalive {
     #[serde(serialize_with = "optional_ms")]
     pub interval: Option<Duration>,
 }
+
+/// Slow start (Envoy's `slow_start_config`, Istio's `warmup`): an endpoint's weight grows over `window` from when
+/// it joined the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SlowStart {
+    #[serde(with = "duration_ms")]
+    pub window: Duration,
+    pub aggression: f64,
+    pub min_weight_percent: f64,
+}

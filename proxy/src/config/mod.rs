@@ -67,6 +67,8 @@ pub struct ClusterConfig {
     /// Below this share of endpoints not ejected (percent), balance over all of them (Envoy's panic mode).
     pub panic_threshold: f64,
     pub connections: cluster::Connections,
+    /// New endpoints' share grows over a window (round robin and least request balancers).
+    pub slow_start: Option<cluster::SlowStart>,
 }
 
 impl ClusterConfig {
@@ -83,6 +85,7 @@ impl ClusterConfig {
             outlier: None,
             panic_threshold: 50.0,
             connections: cluster::Connections::default(),
+            slow_start: None,
         }
     }
 }

@@ -15,6 +15,8 @@ use weft_xds::lb::LbAlgorithm;
 
 use super::endpoint::Endpoint;
 use super::hashing::{HashTable, Hashing};
+use super::warmup;
+use crate::config::cluster::SlowStart;
 
 /// Latency assumed for an endpoint that has not answered yet.
 const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -26,6 +28,8 @@ pub struct Member {
     pub endpoint: Endpoint,
     in_flight: AtomicUsize,
     rtt: Mutex<Ewma>,
+    /// When the balancer took the endpoint in, for slow start.
+    joined: Instant,
 }
 
 /// Peak-sensitive moving average of response latency (Finagle's and tower's peak EWMA): a slower observation is
@@ -59,7 +63,7 @@ impl Ewma {
 impl Member {
     pub fn new(endpoint: Endpoint) -> Self {
         let rtt = Ewma { estimate_ns: DEFAULT_RTT.as_nanos() as f64, at: Instant::now() };
-        Self { endpoint, in_flight: AtomicUsize::new(0), rtt: Mutex::new(rtt) }
+        Self { endpoint, in_flight: AtomicUsize::new(0), rtt: Mutex::new(rtt), joined: Instant::now() }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -134,7 +138,7 @@ impl Members {
     /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random. With
     /// consistent hashing and a `key`, the table decides; without a key, the pick is random.
     pub fn pick(&self, algorithm: LbAlgorithm, pick: Pick<'_>) -> Option<(Arc<Member>, InFlight)> {
-        let Pick { avoid, roll, key } = pick;
+        let Pick { avoid, roll, key, warmup } = pick;
         let list = self.snapshot();
         if let (true, Some(key)) = (algorithm.is_consistent_hash(), key) {
             let table = self.table.read().map(|t| t.clone()).unwrap_or_default();
@@ -150,9 +154,11 @@ impl Members {
             let open: Vec<_> = list.iter().filter(|m| !avoid.contains(&m.address())).collect();
             if open.is_empty() { list.iter().collect() } else { open }
         };
+        let warming = warmup.filter(|w| open.len() > 1 && open.iter().any(|m| m.joined.elapsed() < w.window));
         let chosen = match (open.len(), algorithm) {
             (0, _) => return None,
             (1, _) => open[0],
+            (_, algorithm) if let Some(slow_start) = warming => warming_pick(&open, algorithm, &slow_start, roll),
             (n, LbAlgorithm::RoundRobin) => open[self.turn.fetch_add(1, Ordering::Relaxed) % n],
             (n, _) => {
                 let (first, second) = two_of(n, roll);
@@ -170,6 +176,34 @@ pub struct Pick<'a> {
     pub avoid: &'a [SocketAddr],
     pub roll: u64,
     pub key: Option<u64>,
+    /// The cluster's slow start, if it has one.
+    pub warmup: Option<SlowStart>,
+}
+
+/// While an endpoint warms up, picks weigh each endpoint by its slow-start factor: round robin and random become
+/// a weighted random pick, the two-choice balancers choose one of their two with odds `factor / (load + 1)`.
+fn warming_pick<'m>(
+    open: &[&'m Arc<Member>],
+    algorithm: LbAlgorithm,
+    slow_start: &SlowStart,
+    roll: u64,
+) -> &'m Arc<Member> {
+    let now = Instant::now();
+    let factor = |m: &Member| warmup::factor(slow_start, now.saturating_duration_since(m.joined));
+    // A second uniform number from the roll's other bits.
+    let uniform = (roll.rotate_left(32) >> 11) as f64 / (1u64 << 53) as f64;
+    match algorithm {
+        LbAlgorithm::RoundRobin | LbAlgorithm::Random => {
+            let weights: Vec<f64> = open.iter().map(|m| factor(m)).collect();
+            open[warmup::weighted(&weights, uniform).unwrap_or(0)]
+        }
+        _ => {
+            let (first, second) = two_of(open.len(), roll);
+            let (a, b) = (open[first], open[second]);
+            let odds = |m: &Member| factor(m) / (m.load(algorithm) + 1.0);
+            if warmup::weighted(&[odds(a), odds(b)], uniform) == Some(1) { b } else { a }
+        }
+    }
 }
 
 /// Two distinct indices below `n` (at least 2) from one random roll.
@@ -202,6 +236,39 @@ mod tests {
         members
     }
 
+    fn member(port: u16) -> Arc<Member> {
+        Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], port).into(), Duration::from_secs(1), Default::default())))
+    }
+
+    /// The share of 10 000 picks that go to port 2.
+    fn share_of_new(m: &Members, algorithm: LbAlgorithm, warmup: SlowStart) -> f64 {
+        let picks = (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).filter(|roll| {
+            let pick = Pick { avoid: &[], roll: *roll, key: None, warmup: Some(warmup) };
+            m.pick(algorithm, pick).is_some_and(|(chosen, _)| chosen.address().port() == 2)
+        });
+        picks.count() as f64 / 10_000.0
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warming_endpoint_gets_a_growing_share() {
+        let old = member(1);
+        tokio::time::advance(Duration::from_secs(1000)).await;
+        let m = Members::default();
+        m.replace(vec![old, member(2)], None);
+        let warmup = SlowStart { window: Duration::from_secs(100), aggression: 1.0, min_weight_percent: 10.0 };
+        for algorithm in [LbAlgorithm::RoundRobin, LbAlgorithm::LeastRequest] {
+            // 0.1 / (1 + 0.1) at first.
+            let share = share_of_new(&m, algorithm, warmup);
+            assert!((0.07..0.11).contains(&share), "{algorithm:?}: {share}");
+        }
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let share = share_of_new(&m, LbAlgorithm::RoundRobin, warmup);
+        assert!((0.30..0.37).contains(&share), "half its weight: a third of the picks, not {share}");
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let share = share_of_new(&m, LbAlgorithm::RoundRobin, warmup);
+        assert!((0.45..0.55).contains(&share), "warm: an even share, not {share}");
+    }
+
     #[test]
     fn two_choices_are_distinct_and_cover_every_pair() {
         let mut seen = std::collections::BTreeSet::new();
@@ -219,24 +286,28 @@ mod tests {
         let avoid: Vec<SocketAddr> = vec![([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into()];
         for algorithm in [LbAlgorithm::PeakEwma, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
             for roll in 0..50 {
-                let (member, _) = m.pick(algorithm, Pick { avoid: &avoid, roll, key: None }).unwrap();
+                let (member, _) = m.pick(algorithm, Pick { avoid: &avoid, roll, key: None, warmup: None }).unwrap();
                 assert_eq!(member.address().port(), 3, "{algorithm:?}");
             }
         }
         let all: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         assert!(
-            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None }).is_some(),
+            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None, warmup: None }).is_some(),
             "all tried: one of them again"
         );
-        assert!(members(&[]).pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None }).is_none());
+        assert!(
+            members(&[]).pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None, warmup: None }).is_none()
+        );
     }
 
     #[tokio::test]
     async fn least_request_prefers_the_idle_endpoint_and_in_flight_counts_drop() {
         let m = members(&[1, 2]);
-        let (busy, held) = m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None }).unwrap();
+        let (busy, held) =
+            m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None, warmup: None }).unwrap();
         for roll in 0..20 {
-            let (next, _) = m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None }).unwrap();
+            let (next, _) =
+                m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None, warmup: None }).unwrap();
             assert_ne!(next.address(), busy.address(), "the other one is idle");
         }
         drop(held);

@@ -12,6 +12,7 @@ mod members;
 mod outlier;
 mod reuse;
 mod ring;
+mod warmup;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ use members::{Member, Members, Pick};
 pub use ring::hash_of;
 
 use crate::BoxError;
-use crate::config::cluster::{Connections, Limits};
+use crate::config::cluster::{Connections, Limits, SlowStart};
 use crate::config::{ClusterConfig, EndpointConfig};
 use crate::http::Body;
 use hashing::Hashing;
@@ -65,6 +66,7 @@ pub struct ClusterBalancer {
     by_address: Mutex<BTreeMap<SocketAddr, Arc<Member>>>,
     budget: RetryBudget,
     limits: RwLock<Limits>,
+    slow_start: RwLock<Option<SlowStart>>,
     health: Arc<Health>,
 }
 
@@ -79,6 +81,7 @@ impl ClusterBalancer {
             by_address: Mutex::default(),
             budget: RetryBudget::default(),
             limits: RwLock::new(Limits::default()),
+            slow_start: RwLock::default(),
             health: Arc::default(),
         };
         balancer.configure(cluster);
@@ -98,6 +101,9 @@ impl ClusterBalancer {
     pub fn configure(&self, cluster: &ClusterConfig) {
         if let Ok(mut limits) = self.limits.write() {
             *limits = cluster.limits;
+        }
+        if let Ok(mut slow_start) = self.slow_start.write() {
+            *slow_start = cluster.slow_start;
         }
         self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
         self.health.configure(cluster.outlier, cluster.panic_threshold);
@@ -130,11 +136,16 @@ impl ClusterBalancer {
         &self.budget
     }
 
+    fn warmup(&self) -> Option<SlowStart> {
+        self.slow_start.read().ok().and_then(|s| *s)
+    }
+
     /// An endpoint for a TCP connection, counted as in flight while the lease lives.
     pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
         let ejected = self.health.ejected(self.healthy_endpoints());
-        let (member, lease) =
-            self.members.pick(self.algorithm, Pick { avoid: &ejected, roll: rand::random(), key: None })?;
+        let (member, lease) = self
+            .members
+            .pick(self.algorithm, Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.warmup() })?;
         Some((member.address(), lease))
     }
 
@@ -156,7 +167,7 @@ impl ClusterBalancer {
         let total = self.healthy_endpoints();
         let mut leave_out = self.health.ejected(total);
         leave_out.extend_from_slice(avoid);
-        let pick = Pick { avoid: &leave_out, roll: rand::random(), key };
+        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: self.warmup() };
         let (member, in_flight) = self.members.pick(self.algorithm, pick).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
         let (address, health) = (member.address(), self.health.clone());

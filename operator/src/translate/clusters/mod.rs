@@ -9,10 +9,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, LoadBalancingPolicy, cluster};
-use envoy_types::pb::envoy::config::core::v3::{Address, HealthStatus, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HealthStatus, RuntimeDouble, SocketAddress, address, socket_address,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
+use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use weft_crds::duration::parse_duration;
 use weft_crds::{SimpleLb, TrafficPolicy};
 use weft_xds::cluster_name;
 use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
@@ -97,8 +102,18 @@ fn load_balancing(policy: Option<&TrafficPolicy>) -> LoadBalancingPolicy {
                 ring_hash_policy(size.unwrap_or(DEFAULT_RING_SIZE))
             }
         },
-        None => lb_algorithm(policy).to_policy(),
+        None => lb_algorithm(policy).policy_with(policy.and_then(slow_start)),
     }
+}
+
+/// Istio's warmup as Envoy's slow start; Istio's defaults (10 %, aggression 1) written out.
+fn slow_start(policy: &TrafficPolicy) -> Option<SlowStartConfig> {
+    let (window, minimum_percent, aggression) = policy.load_balancer.as_ref()?.warmup_settings()?;
+    Some(SlowStartConfig {
+        slow_start_window: Some(duration(parse_duration(window).ok()?)),
+        aggression: Some(RuntimeDouble { default_value: aggression.unwrap_or(1.0), runtime_key: String::new() }),
+        min_weight_percent: Some(Percent { value: minimum_percent.unwrap_or(10.0) }),
+    })
 }
 
 fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {

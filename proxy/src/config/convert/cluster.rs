@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, circuit_breakers, cluster};
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use weft_xds::lb::LbAlgorithm;
 
@@ -12,6 +13,7 @@ use super::{ConfigError, reject, to_duration};
 use crate::config::ClusterConfig;
 use crate::config::cluster::{
     BudgetConfig, Connections, ENVOY_DEFAULT_MAX, ENVOY_DEFAULT_MAX_RETRIES, Keepalive, Limits, OutlierPolicy,
+    SlowStart,
 };
 
 /// Envoy's defaults where a field is unset.
@@ -51,8 +53,26 @@ impl TryFrom<&Cluster> for ClusterConfig {
             outlier: c.outlier_detection.as_ref().map(outlier).transpose().map_err(err)?,
             panic_threshold,
             connections: connections(c).map_err(err)?,
+            slow_start: c
+                .load_balancing_policy
+                .as_ref()
+                .and_then(LbAlgorithm::slow_start)
+                .map(|s| slow_start(&s))
+                .transpose()
+                .map_err(err)?,
         })
     }
+}
+
+/// Envoy's defaults where unset: aggression 1, a 10 % minimum weight.
+fn slow_start(s: &SlowStartConfig) -> Result<SlowStart, String> {
+    let window = s.slow_start_window.as_ref().ok_or("slow start needs a window")?;
+    let aggression = s.aggression.as_ref().map_or(1.0, |a| a.default_value);
+    if !(aggression.is_finite() && aggression > 0.0) {
+        return Err(format!("slow start aggression {aggression} must be greater than 0"));
+    }
+    let min_weight_percent = s.min_weight_percent.as_ref().map_or(10.0, |p| p.value.clamp(0.0, 100.0));
+    Ok(SlowStart { window: to_duration(window)?, aggression, min_weight_percent })
 }
 
 /// Consistent hashing's table size: from the policy list, else from the legacy `lb_config`, else the ring's default.
