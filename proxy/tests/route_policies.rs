@@ -480,6 +480,25 @@ async fn a_consistent_hash_keeps_each_user_on_one_backend() {
 }
 
 #[tokio::test]
+async fn hashing_on_the_source_address_keeps_a_client_on_one_backend() {
+    let backends =
+        [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
+    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
+    let rules = concat!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
+        "spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n",
+    );
+    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let mut served_by = std::collections::BTreeSet::new();
+    // Every connection comes from 127.0.0.1, whatever its port: one client, one backend (retries included).
+    for _ in 0..60 {
+        let answer = get(proxy.outbound, "/").await;
+        served_by.insert(answer.headers["x-served-by"].to_str().unwrap().to_string());
+    }
+    assert_eq!(served_by.len(), 1, "{served_by:?}");
+}
+
+#[tokio::test]
 async fn a_maglev_table_keeps_each_user_on_one_backend() {
     each_user_stays_on_one_backend("{httpHeaderName: x-user, maglev: {tableSize: 251}}").await;
 }
@@ -510,4 +529,16 @@ async fn a_hash_cookie_the_client_lacks_is_set_and_keeps_it_on_one_backend() {
         }
     }
     assert!(first_backends.len() > 1, "new clients spread over the backends: {first_backends:?}");
+    // Envoy's generated value hashes the client's address: two cookie-less requests on one connection get one.
+    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut values = Vec::new();
+    for _ in 0..2 {
+        let request = Request::get("/").header(http::header::HOST, "app").body(Full::new(Bytes::new())).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        values.push(response.headers()[http::header::SET_COOKIE].clone());
+        response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(values[0], values[1]);
 }

@@ -51,6 +51,16 @@ pub enum LbAlgorithm {
 pub const DEFAULT_RING_SIZE: u64 = 1024;
 /// Envoy's and Istio's default Maglev table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
+/// Envoy's largest Maglev table.
+pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+/// Envoy's largest ring.
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Whether Envoy accepts a Maglev table of `size` slots: a prime (so every endpoint's stride visits every slot)
+/// up to [`MAX_MAGLEV_TABLE_SIZE`].
+pub fn is_valid_maglev_table_size(size: u64) -> bool {
+    (2..=MAX_MAGLEV_TABLE_SIZE).contains(&size) && (2..).take_while(|d| d * d <= size).all(|d| !size.is_multiple_of(d))
+}
 
 impl LbAlgorithm {
     /// The `load_balancing_policy` list announcing this algorithm.
@@ -192,6 +202,12 @@ mod tests {
             assert_eq!(LbAlgorithm::from_policy(&policy), Some(algo));
         }
         assert_eq!(LbAlgorithm::slow_start(&LbAlgorithm::RoundRobin.to_policy()), None);
+        assert!(is_valid_maglev_table_size(DEFAULT_MAGLEV_TABLE_SIZE) && is_valid_maglev_table_size(251));
+        assert!(
+            !is_valid_maglev_table_size(1024)
+                && !is_valid_maglev_table_size(1)
+                && !is_valid_maglev_table_size(5_000_012)
+        );
     }
 
     #[test]

@@ -83,17 +83,6 @@ impl Snapshot {
         self.lookup(fqdn, None)
     }
 
-    /// Every namespace whose proxies may see a DestinationRule other than [`Self::default_destination_rule`] for
-    /// some Service: those holding rules and those a rule's `exportTo` names.
-    pub fn namespaces_with_own_rules(&self) -> Vec<&str> {
-        let mut namespaces: Vec<&str> = self.destination_rules.iter().map(|dr| dr.namespace.as_str()).collect();
-        let named = self.destination_rules.iter().flat_map(|dr| dr.spec.export_to.iter());
-        namespaces.extend(named.map(String::as_str).filter(|entry| *entry != "." && *entry != "*"));
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        namespaces
-    }
-
     /// The Services (FQDN) for which proxies in `namespace` apply another DestinationRule than the default one,
     /// with the rule they apply (`None`: none at all). Empty for most namespaces.
     pub fn own_destination_rules(&self, namespace: &str) -> BTreeMap<String, Option<&DestinationRuleModel>> {
@@ -122,11 +111,18 @@ impl Snapshot {
             return None;
         }
         let service_namespace = self.services.get(fqdn).map(|s| s.namespace.as_str()).or_else(|| namespace_of(fqdn));
-        let mut order: Vec<&str> = client.into_iter().chain(service_namespace).chain([ROOT_NAMESPACE]).collect();
-        order.dedup();
-        // In each namespace of the order, the rules there that are visible to the client's namespace.
+        let mut order: Vec<&str> = Vec::new();
+        for namespace in client.into_iter().chain(service_namespace).chain([ROOT_NAMESPACE]) {
+            if !order.contains(&namespace) {
+                order.push(namespace);
+            }
+        }
+        // As Istio: in each namespace of the order, the most specific rule for the host, if it is visible to the
+        // client's namespace; a hidden one passes the choice on to the next namespace (not to a less specific
+        // rule of its own).
         order.iter().find_map(|namespace| {
-            most_specific(candidates.iter().copied().filter(|dr| dr.namespace == *namespace && dr.visible_to(client)))
+            most_specific(candidates.iter().copied().filter(|dr| dr.namespace == *namespace))
+                .filter(|dr| dr.visible_to(client))
         })
     }
 }
@@ -193,7 +189,6 @@ mod tests {
         assert_eq!(snapshot.default_destination_rule(audit).map(|d| &*d.name), Some("default"));
         // ops exports its rule to web, but ops is on nobody's lookup path.
         assert_eq!(snapshot.destination_rule_candidates(LEDGER).len(), 5, "exact ones, then wildcards");
-        assert_eq!(snapshot.namespaces_with_own_rules(), ["bank", "ops", "shop", "web", "weft-system"]);
         let own = |namespace| -> Vec<(String, Option<String>)> {
             let own = snapshot.own_destination_rules(namespace);
             own.into_iter().map(|(fqdn, dr)| (fqdn, dr.map(|d| d.name.clone()))).collect()
@@ -224,5 +219,21 @@ mod tests {
         assert_eq!(chosen("other.bank.svc.cluster.local"), Some("b-bank"));
         assert_eq!(chosen("example.com"), None, "bank's `*` matches, but bank is not on its lookup path");
         assert_eq!(snapshot.destination_rule_for("example.com", "bank").map(|d| &*d.name), Some("a-any"));
+    }
+
+    #[test]
+    fn a_hidden_most_specific_rule_passes_the_choice_to_the_next_namespace() {
+        let mesh = [
+            service("ledger", "bank"),
+            rule("exact-private", "bank", "ledger", "[\".\"]"),
+            rule("wildcard-public", "bank", "*.bank.svc.cluster.local", "[]"),
+            rule("default", ROOT_NAMESPACE, "*", "[]"),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&mesh);
+        let chosen = |namespace: &str| snapshot.destination_rule_for(LEDGER, namespace).map(|d| &*d.name);
+        assert_eq!(chosen("bank"), Some("exact-private"));
+        // As Istio: bank's most specific rule is not exported to cart, so bank gives cart none, not its wildcard.
+        assert_eq!(chosen("cart"), Some("default"));
     }
 }

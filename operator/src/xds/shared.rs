@@ -192,13 +192,7 @@ impl Generation {
         let untouched = self.changes.as_ref().is_some_and(|c| c.clusters.is_empty());
         let (clusters, endpoints) = match before.filter(|_| untouched) {
             Some(before) => (before.clusters.clone(), before.endpoints.clone()),
-            None => {
-                let all = || services.values().map(|s| s.as_ref());
-                (
-                    TypeResources::of_encoded(all().flat_map(|s| &s.clusters), before.map(|b| b.clusters.as_ref())),
-                    TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), before.map(|b| b.endpoints.as_ref())),
-                )
-            }
+            None => encode_clusters(&services, before),
         };
         let same_listeners = self.changes.as_ref().is_some_and(|c| !c.listeners);
         let listeners = match before.filter(|_| same_listeners) {
@@ -238,11 +232,8 @@ impl Generation {
                 let encoded = kept.unwrap_or_else(|| ServiceClusters::of(snapshot, &fqdn, rule));
                 mine.insert(fqdn, encoded);
             }
-            // What the namespace's proxies held under the previous config, shared or their own.
-            let since = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| before.map(|b| pick(&b.shared).as_ref());
-            let all = || mine.values().map(|s| s.as_ref());
-            let clusters = TypeResources::of_encoded(all().flat_map(|s| &s.clusters), since(|s| &s.clusters));
-            let endpoints = TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), since(|s| &s.endpoints));
+            // Versioned against what the namespace's proxies held under the previous config.
+            let (clusters, endpoints) = encode_clusters(&mine, before.map(|b| &b.shared));
             let shared = EncodedShared { clusters, endpoints, listeners: shared.listeners.clone() };
             View { services: Arc::new(mine), shared }
         };
@@ -361,6 +352,18 @@ fn cluster_names<'a>(
     hosts: &'a BTreeSet<String>,
 ) -> impl Iterator<Item = &'a String> + 'a {
     hosts.iter().flat_map(|host| services.get(host).into_iter().flat_map(|s| s.clusters.iter().map(|c| &c.name)))
+}
+
+/// The clusters and endpoints of `services`, versioned against `before` (what the proxies held).
+fn encode_clusters(
+    services: &HashMap<String, Arc<ServiceClusters>>,
+    before: Option<&EncodedShared>,
+) -> (Arc<TypeResources>, Arc<TypeResources>) {
+    let all = || services.values().map(|s| s.as_ref());
+    (
+        TypeResources::of_encoded(all().flat_map(|s| &s.clusters), before.map(|b| b.clusters.as_ref())),
+        TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), before.map(|b| b.endpoints.as_ref())),
+    )
 }
 
 #[cfg(test)]

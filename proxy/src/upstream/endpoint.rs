@@ -65,12 +65,21 @@ impl tower::Service<Request<Body>> for Endpoint {
             let response = client.request(request);
             return Box::pin(async move { Ok(response.await?) });
         };
-        let capture = capture_connection(&mut request);
+        let mut capture = capture_connection(&mut request);
         let response = client.request(request);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = std::pin::pin!(response);
+            // Counted when the pool hands the connection out, before the request goes (as Envoy counts streams),
+            // so concurrent HTTP/2 requests do not all slip onto a connection before the first answer.
+            let finished = tokio::select! {
+                result = &mut response => Some(result),
+                _ = capture.wait_for_connection_metadata() => None,
+            };
             reuse.account(capture);
-            Ok(response)
+            Ok(match finished {
+                Some(result) => result?,
+                None => response.await?,
+            })
         })
     }
 }
@@ -143,20 +152,25 @@ mod tests {
                 let service = hyper::service::service_fn(|_| async {
                     Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-                );
+                tokio::spawn(async move {
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    server.serve_connection(TokioIo::new(stream), service).await
+                });
             }
         });
         (address, accepted)
     }
 
-    async fn get(endpoint: &Endpoint) {
+    async fn get_as(endpoint: &Endpoint, version: Version) {
         let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
-        let request = Request::get("http://app/").body(body).unwrap();
+        let request = Request::get("http://app/").version(version).body(body).unwrap();
         let response = endpoint.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), http::StatusCode::OK);
         response.into_body().collect().await.unwrap();
+    }
+
+    async fn get(endpoint: &Endpoint) {
+        get_as(endpoint, Version::HTTP_11).await;
     }
 
     async fn connections_for(requests: usize, connections: Connections) -> usize {
@@ -175,6 +189,17 @@ mod tests {
         assert_eq!(connections_for(5, two).await, 3);
         let one = Connections { max_requests: Some(1), ..Connections::default() };
         assert_eq!(connections_for(4, one).await, 4, "1 turns keep-alive off");
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_carries_at_most_max_requests() {
+        let (address, accepted) = counting_server().await;
+        let two = Connections { max_requests: Some(2), ..Connections::default() };
+        let endpoint = Endpoint::new(address, Duration::from_secs(1), two);
+        for _ in 0..6 {
+            get_as(&endpoint, Version::HTTP_2).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@ pub struct Maglev {
 }
 
 impl Maglev {
-    /// A table of `size` slots (a prime, so every skip visits every slot) over `endpoints`.
+    /// A table of `size` slots (a prime, so every skip visits every slot; the config conversion refuses others)
+    /// over `endpoints`.
     pub fn new(endpoints: &[SocketAddr], size: u64) -> Self {
         let size = size.max(1);
         if endpoints.is_empty() {
@@ -36,9 +37,15 @@ impl Maglev {
         'fill: loop {
             for (index, (offset, skip)) in orders.iter().enumerate() {
                 let mut slot = (offset + taken_by[index] * skip) % size;
+                let mut tries = 0;
                 while slots[slot as usize].is_some() {
                     taken_by[index] += 1;
                     slot = (offset + taken_by[index] * skip) % size;
+                    tries += 1;
+                    // Only with a size that is not prime (refused at conversion): this stride misses free slots.
+                    if tries > size {
+                        break 'fill;
+                    }
                 }
                 slots[slot as usize] = Some(index as u32);
                 taken_by[index] += 1;

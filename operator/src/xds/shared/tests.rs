@@ -202,7 +202,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 32] = [
+    let edits: [(&str, Edit); 33] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -302,6 +302,10 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         }),
         ("a namespace gets its own DestinationRule for another namespace's host", |docs| {
             docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: audit-for-web, namespace: web}\nspec: {host: audit.bank, exportTo: [\".\"], trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}, subsets: [{name: v1, labels: {version: v1}}]}\n".into());
+        }),
+        ("a route edit while a namespace has its own DestinationRule", |docs| {
+            let api = docs.iter_mut().find(|d| d.contains("name: api, namespace: bank")).expect("the delegate");
+            *api = api.replace("{prefix: /api/v1}", "{prefix: /api/v2}");
         }),
         ("a wildcard DestinationRule in the root namespace", |docs| {
             docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: mesh-default, namespace: weft-system}\nspec: {host: \"*\", trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}\n".into());

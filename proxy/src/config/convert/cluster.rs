@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cir
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-use weft_xds::lb::LbAlgorithm;
+use weft_xds::lb::{self, LbAlgorithm};
 
 use super::{ConfigError, reject, to_duration};
 use crate::config::ClusterConfig;
@@ -37,6 +37,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
         let eds_name = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
         let eds_name = if eds_name.is_empty() { c.name.clone() } else { eds_name };
         let (limits, retry_budget) = breakers(c).map_err(err)?;
+        let lb = lb_algorithm(c).map_err(err)?;
         let panic_threshold = c
             .common_lb_config
             .as_ref()
@@ -44,8 +45,8 @@ impl TryFrom<&Cluster> for ClusterConfig {
             .map_or(ENVOY_DEFAULT_PANIC_THRESHOLD, |p| p.value.clamp(0.0, 100.0));
         Ok(Self {
             name: c.name.clone(),
-            lb: lb_algorithm(c).map_err(err)?,
-            hash_size: hash_size(c),
+            lb,
+            hash_size: hash_size(c, lb).map_err(err)?,
             connect_timeout,
             eds_name,
             limits,
@@ -75,21 +76,33 @@ fn slow_start(s: &SlowStartConfig) -> Result<SlowStart, String> {
     Ok(SlowStart { window: to_duration(window)?, aggression, min_weight_percent })
 }
 
-/// Consistent hashing's table size: from the policy list, else from the legacy `lb_config`, else the ring's default.
-fn hash_size(c: &Cluster) -> u64 {
+/// Consistent hashing's table size: from the policy list, else from the legacy `lb_config`, else the algorithm's
+/// default. A Maglev table must be a prime up to Envoy's largest (a stride through any other size can miss
+/// slots); a ring no larger than Envoy's largest.
+fn hash_size(c: &Cluster, lb: LbAlgorithm) -> Result<u64, String> {
     use cluster::LbConfig;
     let legacy = || match &c.lb_config {
         Some(LbConfig::RingHashLbConfig(ring)) => ring.minimum_ring_size.map(|s| s.value),
-        Some(LbConfig::MaglevLbConfig(maglev)) => {
-            Some(maglev.table_size.map_or(weft_xds::lb::DEFAULT_MAGLEV_TABLE_SIZE, |s| s.value))
-        }
+        Some(LbConfig::MaglevLbConfig(maglev)) => maglev.table_size.map(|s| s.value),
         _ => None,
     };
-    c.load_balancing_policy
-        .as_ref()
-        .and_then(LbAlgorithm::hash_table_size)
-        .or_else(legacy)
-        .unwrap_or(weft_xds::lb::DEFAULT_RING_SIZE)
+    let set = c.load_balancing_policy.as_ref().and_then(LbAlgorithm::hash_table_size).or_else(legacy);
+    match lb {
+        LbAlgorithm::Maglev => {
+            let size = set.unwrap_or(lb::DEFAULT_MAGLEV_TABLE_SIZE);
+            if !lb::is_valid_maglev_table_size(size) {
+                return Err(format!("Maglev table size {size} is not a prime up to {}", lb::MAX_MAGLEV_TABLE_SIZE));
+            }
+            Ok(size)
+        }
+        _ => {
+            let size = set.unwrap_or(lb::DEFAULT_RING_SIZE);
+            if size > lb::MAX_RING_SIZE {
+                return Err(format!("ring size {size} is over {}", lb::MAX_RING_SIZE));
+            }
+            Ok(size)
+        }
+    }
 }
 
 fn lb_algorithm(c: &Cluster) -> Result<LbAlgorithm, String> {
@@ -189,4 +202,38 @@ fn connections(c: &Cluster) -> Result<Connections, String> {
         connections.max_requests = common.max_requests_per_connection.map(|n| n.value).filter(|n| *n > 0);
     }
     Ok(connections)
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{LbConfig, MaglevLbConfig};
+    use envoy_types::pb::google::protobuf::UInt64Value;
+
+    use super::*;
+
+    fn maglev(lb_config: Option<LbConfig>) -> Cluster {
+        Cluster {
+            name: "c".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
+            lb_policy: cluster::LbPolicy::Maglev as i32,
+            lb_config,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_maglev_table_is_a_prime_envoy_accepts() {
+        let default = ClusterConfig::try_from(&maglev(None)).unwrap();
+        assert_eq!((default.lb, default.hash_size), (LbAlgorithm::Maglev, lb::DEFAULT_MAGLEV_TABLE_SIZE));
+        let sized = |size| {
+            maglev(Some(LbConfig::MaglevLbConfig(MaglevLbConfig { table_size: Some(UInt64Value { value: size }) })))
+        };
+        assert_eq!(ClusterConfig::try_from(&sized(251)).unwrap().hash_size, 251);
+        for bad in [1024, 5_000_012, u64::MAX] {
+            let err = ClusterConfig::try_from(&sized(bad)).unwrap_err().to_string();
+            assert!(err.contains("is not a prime"), "{bad}: {err}");
+        }
+        let policy = Cluster { load_balancing_policy: Some(lb::maglev_policy(4)), ..maglev(None) };
+        assert!(ClusterConfig::try_from(&policy).is_err(), "the policy list is checked too");
+    }
 }

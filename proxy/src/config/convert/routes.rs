@@ -3,14 +3,14 @@
 use envoy_types::pb::envoy::config::route::v3::{
     self as route, RouteConfiguration, header_matcher, query_parameter_matcher, route_match,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher as PbStringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{MetadataMatcher, StringMatcher as PbStringMatcher, string_matcher};
 
 use weft_xds::source::parse_source_label;
 
 use super::actions::{direct_response, redirect, route_action};
 use super::policy::{filter_configs, header_ops};
 use super::{ConfigError, reject};
-use crate::config::routes::{Action, QueryMatch, RegexEq};
+use crate::config::routes::{Action, Labels, QueryMatch, RegexEq};
 use crate::config::{HeaderMatch, PathMatch, RouteEntry, RouteTable, StringMatcher, VirtualHost};
 
 impl TryFrom<&RouteConfiguration> for RouteTable {
@@ -56,8 +56,7 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
     let path = path_match(matcher.path_specifier.as_ref(), ignore_case).map_err(in_route)?;
     let headers = matcher.headers.iter().map(header_match).collect::<Result<_, _>>().map_err(in_route)?;
     let query = matcher.query_parameters.iter().map(query_match).collect::<Result<_, _>>().map_err(in_route)?;
-    let source_labels =
-        matcher.dynamic_metadata.iter().map(parse_source_label).collect::<Result<_, _>>().map_err(in_route)?;
+    let source_labels = source_labels(&matcher.dynamic_metadata).map_err(in_route)?;
     let action = match &r.action {
         Some(route::route::Action::Route(a)) => Action::Forward(Box::new(route_action(a).map_err(in_route)?)),
         Some(route::route::Action::Redirect(a)) => Action::Redirect(redirect(a).map_err(in_route)?),
@@ -80,6 +79,18 @@ fn route_entry(r: &route::Route) -> Result<RouteEntry, String> {
         fault: filters.fault,
         cors: filters.cors,
     })
+}
+
+/// The client labels a route asks for; a label asked for twice is refused rather than one silently winning.
+pub(super) fn source_labels(matchers: &[MetadataMatcher]) -> Result<Labels, String> {
+    let mut labels = Labels::new();
+    for matcher in matchers {
+        let (key, value) = parse_source_label(matcher)?;
+        if labels.insert(key.clone(), value).is_some() {
+            return Err(format!("source label {key:?} is matched twice"));
+        }
+    }
+    Ok(labels)
 }
 
 fn path_match(specifier: Option<&route_match::PathSpecifier>, ignore_case: bool) -> Result<PathMatch, String> {

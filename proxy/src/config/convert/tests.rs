@@ -205,3 +205,12 @@ fn tcp_and_tls_filter_chains_become_l4_routes_beside_the_http_chain() {
     listener.filter_chains[0] = chain(vec!["login.example.com".into()], "tls");
     assert!(ListenerConfig::try_from(&listener).unwrap().l4_routes[0].tls);
 }
+
+#[test]
+fn source_labels_are_read_and_a_label_matched_twice_is_refused() {
+    use weft_xds::source::source_label_matcher;
+    let labels = super::routes::source_labels(&[source_label_matcher("app", "web"), source_label_matcher("v", "2")]);
+    assert_eq!(labels.unwrap().len(), 2);
+    let twice = super::routes::source_labels(&[source_label_matcher("app", "web"), source_label_matcher("app", "api")]);
+    assert_eq!(twice.unwrap_err(), "source label \"app\" is matched twice");
+}

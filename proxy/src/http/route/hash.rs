@@ -30,7 +30,8 @@ pub fn key<B>(policies: &[HashPolicy], request: &Request<B>) -> Option<u64> {
     (!material.is_empty()).then(|| hash_of(&material))
 }
 
-/// The value of cookie `name`, without the double quotes it may be sent in (as Envoy reads it).
+/// The value of cookie `name`, without the double quotes it may be sent in; an empty value is no cookie (as
+/// Envoy reads them).
 pub fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
     request
         .headers()
@@ -39,6 +40,7 @@ pub fn cookie<B>(request: &Request<B>, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| pair.trim().split_once('=').filter(|(n, _)| *n == name).map(|(_, v)| unquoted(v)))
+        .filter(|value| !value.is_empty())
 }
 
 fn unquoted(value: &str) -> String {
@@ -78,6 +80,7 @@ mod tests {
         assert_eq!(cookie, Some(hash_of(b"abc\0")));
         let quoted = key(&by_cookie, &request("/", &[("cookie", "session=\"abc\"")]));
         assert_eq!(quoted, cookie, "a quoted value is the same value");
+        assert_eq!(key(&by_cookie, &request("/", &[("cookie", "session=")])), None, "an empty value is none");
         let by_query = [HashPolicy::QueryParameter("cart".into())];
         assert_eq!(key(&by_query, &request("/?a=1&cart=7", &[])), Some(hash_of(b"7\0")));
         let mut from = request("/", &[]);

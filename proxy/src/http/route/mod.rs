@@ -38,7 +38,7 @@ pub use retry::PerTryTimeout;
 use stack::Step;
 pub use stack::{Next, RouteStep};
 
-use super::Body;
+use super::{Body, ClientAddress};
 use crate::BoxError;
 use crate::config::policy::HashPolicy;
 use crate::config::{RouteAction, RouteEntry, WeightedTarget};
@@ -130,12 +130,17 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
     }
 }
 
-/// Builds a copy of a request's head (method, URI, version, headers) with `body`; extensions are not copied.
+/// Builds a copy of a request's head (method, URI, version, headers) with `body`. Of the extensions only the
+/// client's address is copied: hashing on it (`useSourceIp`, the generated cookie) must see the same client on
+/// every attempt.
 fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers.clone();
+    if let Some(client) = head.extensions.get::<ClientAddress>() {
+        request.extensions_mut().insert(*client);
+    }
     request
 }

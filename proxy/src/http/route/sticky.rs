@@ -71,7 +71,8 @@ fn cookie_value(client: Option<SocketAddr>) -> String {
 /// `None` if the name cannot be sent in a header (validation refuses such names).
 fn set_cookie(policy: &CookiePolicy, value: &str) -> Option<HeaderValue> {
     let mut text = format!("{}=\"{value}\"", policy.name);
-    if let Some(ttl) = policy.ttl.filter(|t| !t.is_zero()) {
+    // Whole seconds, as Envoy writes them; under one second is a session cookie (`Max-Age=0` would delete it).
+    if let Some(ttl) = policy.ttl.filter(|t| t.as_secs() > 0) {
         text.push_str(&format!("; Max-Age={}", ttl.as_secs()));
     }
     if !policy.path.is_empty() {
@@ -97,6 +98,8 @@ mod tests {
         assert_eq!(lasting, "user=\"00ab\"; Max-Age=3600; Path=/shop; HttpOnly");
         let session = set_cookie(&policy(Duration::ZERO, ""), "00ab").unwrap();
         assert_eq!(session, "user=\"00ab\"; HttpOnly", "a zero ttl: a session cookie");
+        let short = set_cookie(&policy(Duration::from_millis(500), ""), "00ab").unwrap();
+        assert_eq!(short, "user=\"00ab\"; HttpOnly", "never Max-Age=0, which deletes the cookie");
     }
 
     #[test]
