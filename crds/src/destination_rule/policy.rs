@@ -69,7 +69,7 @@ pub struct HttpSettings {
     /// How long an idle upstream connection is kept, e.g. `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
-    /// `DEFAULT` or `DO_NOT_UPGRADE` (Weft speaks the client's protocol upstream); `UPGRADE` is not supported yet.
+    /// `UPGRADE`: HTTP/1.1 requests go upstream as HTTP/2; `DEFAULT` or `DO_NOT_UPGRADE`: the client's protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_upgrade_policy: Option<String>,
     /// `true` is what Weft does anyway; `false` is not supported yet.

@@ -232,8 +232,7 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
         check_positive_duration(&http_path.field("idleTimeout"), timeout, errors);
     }
     match http.h2_upgrade_policy.as_deref() {
-        None | Some("DEFAULT" | "DO_NOT_UPGRADE") => {}
-        Some("UPGRADE") => errors.push(not_supported(&http_path.field("h2UpgradePolicy"), "upgrading to HTTP/2")),
+        None | Some("DEFAULT" | "DO_NOT_UPGRADE" | "UPGRADE") => {}
         Some(other) => errors.push(
             http_path
                 .field("h2UpgradePolicy")
@@ -379,7 +378,7 @@ trafficPolicy:
   loadBalancer: {simple: PASSTHROUGH, consistentHash: {useSourceIp: true}}
   connectionPool:
     tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 500ms}}
-    http: {h2UpgradePolicy: UPGRADE, maxRequestsPerConnection: -1, maxConcurrentStreams: 8, useClientProtocol: false}
+    http: {h2UpgradePolicy: SOMETIMES, maxRequestsPerConnection: -1, maxConcurrentStreams: 8, useClientProtocol: false}
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
   tls: {mode: ISTIO_MUTUAL, sni: reviews}
@@ -392,7 +391,7 @@ trafficPolicy:
             "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1s",
-            "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: upgrading to HTTP/2 is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: \"SOMETIMES\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE",
             "spec.trafficPolicy.connectionPool.http.useClientProtocol: a fixed upstream protocol (Weft always speaks the client's) is not supported by Weft yet",
             "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: maxConcurrentStreams is not supported by Weft yet",

@@ -81,6 +81,20 @@ pub struct Connections {
     /// How long from its opening a connection takes new requests; `None`: no limit.
     #[serde(serialize_with = "optional_ms")]
     pub max_duration: Option<Duration>,
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version requests go upstream in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// The client's (Envoy's `use_downstream_protocol_config`, Istio's `useClientProtocol`).
+    #[default]
+    Client,
+    /// HTTP/1.1 whatever the client spoke.
+    Http1,
+    /// HTTP/2 whatever the client spoke (Istio's `h2UpgradePolicy: UPGRADE`).
+    Http2,
 }
 
 /// TCP keepalive on upstream connections; unset parts are the system's.

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use super::reuse::{ReuseLimits, TrackedStream};
 use crate::BoxError;
-use crate::config::cluster::{Connections, Keepalive};
+use crate::config::cluster::{Connections, Keepalive, UpstreamProtocol};
 use crate::http::Body;
 
 /// Connections idle longer than this are closed, unless the cluster says otherwise (`connectionPool.http.idleTimeout`).
@@ -31,6 +31,7 @@ pub struct Endpoint {
     http1: Client<FixedConnector, Body>,
     http2: Client<FixedConnector, Body>,
     reuse: Option<ReuseLimits>,
+    protocol: UpstreamProtocol,
 }
 
 impl Endpoint {
@@ -41,7 +42,7 @@ impl Endpoint {
         builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
-        Self { address, http1, http2, reuse: ReuseLimits::of(&connections) }
+        Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -58,9 +59,16 @@ impl tower::Service<Request<Body>> for Endpoint {
         Poll::Ready(Ok(()))
     }
 
-    /// The upstream protocol follows the downstream one: HTTP/2 in (gRPC included), HTTP/2 out.
+    /// The upstream protocol follows the downstream one (HTTP/2 in, gRPC included, HTTP/2 out) unless the cluster
+    /// fixes it.
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let client = if request.version() == Version::HTTP_2 { &self.http2 } else { &self.http1 };
+        let http2 = match self.protocol {
+            UpstreamProtocol::Client => request.version() == Version::HTTP_2,
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+        };
+        *request.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let client = if http2 { &self.http2 } else { &self.http1 };
         let Some(reuse) = self.reuse else {
             let response = client.request(request);
             return Box::pin(async move { Ok(response.await?) });
@@ -149,8 +157,12 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let service = hyper::service::service_fn(|_| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+                // Answers with the HTTP version it was asked in.
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let version = format!("{:?}", request.version());
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder().header("x-version", version).body(Empty::<Bytes>::new()).unwrap(),
+                    )
                 });
                 tokio::spawn(async move {
                     let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -161,16 +173,32 @@ mod tests {
         (address, accepted)
     }
 
-    async fn get_as(endpoint: &Endpoint, version: Version) {
+    /// The HTTP version the server was asked in.
+    async fn get_as(endpoint: &Endpoint, version: Version) -> String {
         let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
         let request = Request::get("http://app/").version(version).body(body).unwrap();
         let response = endpoint.clone().oneshot(request).await.unwrap();
         assert_eq!(response.status(), http::StatusCode::OK);
+        let asked_in = response.headers()["x-version"].to_str().unwrap().to_string();
         response.into_body().collect().await.unwrap();
+        asked_in
     }
 
     async fn get(endpoint: &Endpoint) {
         get_as(endpoint, Version::HTTP_11).await;
+    }
+
+    #[tokio::test]
+    async fn the_upstream_protocol_is_the_clients_unless_the_cluster_fixes_it() {
+        let (address, _) = counting_server().await;
+        let with = |protocol| {
+            Endpoint::new(address, Duration::from_secs(1), Connections { protocol, ..Connections::default() })
+        };
+        let client = with(UpstreamProtocol::Client);
+        assert_eq!(get_as(&client, Version::HTTP_11).await, "HTTP/1.1");
+        assert_eq!(get_as(&client, Version::HTTP_2).await, "HTTP/2.0");
+        assert_eq!(get_as(&with(UpstreamProtocol::Http2), Version::HTTP_11).await, "HTTP/2.0", "upgraded");
+        assert_eq!(get_as(&with(UpstreamProtocol::Http1), Version::HTTP_2).await, "HTTP/1.1");
     }
 
     async fn connections_for(requests: usize, connections: Connections) -> usize {

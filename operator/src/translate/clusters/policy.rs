@@ -207,7 +207,8 @@ fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKe
 }
 
 /// The pool's per-connection settings (`http.idleTimeout`, `http.maxRequestsPerConnection`,
-/// `tcp.maxConnectionDuration`) as Envoy's upstream HTTP protocol options; `None` when none is set.
+/// `tcp.maxConnectionDuration`) and `h2UpgradePolicy: UPGRADE` as Envoy's upstream HTTP protocol options; `None`
+/// when none is set.
 fn http_options(pool: &ConnectionPoolSettings) -> Option<HttpProtocolOptions> {
     let parsed = |text: Option<&String>| text.and_then(|t| parse_duration(t).ok()).map(duration);
     let http = pool.http.as_ref();
@@ -222,15 +223,24 @@ fn http_options(pool: &ConnectionPoolSettings) -> Option<HttpProtocolOptions> {
         max_connection_duration: parsed(pool.tcp.as_ref().and_then(|t| t.max_connection_duration.as_ref())),
         ..Default::default()
     };
-    if common == CommonHttpOptions::default() {
+    // Istio: `useClientProtocol: true` makes the upgrade policy ineffective.
+    let upgrade =
+        http.is_some_and(|h| h.h2_upgrade_policy.as_deref() == Some("UPGRADE") && h.use_client_protocol != Some(true));
+    if common == CommonHttpOptions::default() && !upgrade {
         return None;
     }
+    use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
+    let protocol = if upgrade {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+        })
+    } else {
+        // Otherwise Weft's upstream protocol follows the client's, as Istio's `useClientProtocol`.
+        UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+    };
     Some(HttpProtocolOptions {
         common_http_protocol_options: Some(common),
-        // Weft's upstream protocol follows the client's, as Istio's `useClientProtocol`.
-        upstream_protocol_options: Some(http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
-            Default::default(),
-        )),
+        upstream_protocol_options: Some(protocol),
         ..Default::default()
     })
 }

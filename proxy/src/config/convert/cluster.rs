@@ -7,13 +7,16 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, OutlierDetection, cir
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    UpstreamProtocolOptions, explicit_http_config,
+};
 use weft_xds::lb::{self, LbAlgorithm};
 
 use super::{ConfigError, reject, to_duration};
 use crate::config::ClusterConfig;
 use crate::config::cluster::{
     BudgetConfig, Connections, ENVOY_DEFAULT_MAX, ENVOY_DEFAULT_MAX_RETRIES, Keepalive, Limits, OutlierPolicy,
-    SlowStart,
+    SlowStart, UpstreamProtocol,
 };
 
 /// Envoy's defaults where a field is unset.
@@ -62,6 +65,19 @@ impl TryFrom<&Cluster> for ClusterConfig {
                 .transpose()
                 .map_err(err)?,
         })
+    }
+}
+
+fn upstream_protocol(options: Option<&UpstreamProtocolOptions>) -> Result<UpstreamProtocol, String> {
+    use explicit_http_config::ProtocolConfig;
+    match options {
+        None | Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => Ok(UpstreamProtocol::Client),
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) => match &explicit.protocol_config {
+            Some(ProtocolConfig::HttpProtocolOptions(_)) => Ok(UpstreamProtocol::Http1),
+            Some(ProtocolConfig::Http2ProtocolOptions(_)) => Ok(UpstreamProtocol::Http2),
+            _ => Err("explicit upstream protocols other than HTTP/1.1 and HTTP/2 are not supported".into()),
+        },
+        Some(_) => Err("only the client's or an explicit upstream protocol is supported".into()),
     }
 }
 
@@ -200,6 +216,7 @@ fn connections(c: &Cluster) -> Result<Connections, String> {
         connections.max_duration = common.max_connection_duration.as_ref().map(to_duration).transpose()?;
         // Envoy: 0 is as unset, no limit.
         connections.max_requests = common.max_requests_per_connection.map(|n| n.value).filter(|n| *n > 0);
+        connections.protocol = upstream_protocol(options.upstream_protocol_options.as_ref())?;
     }
     Ok(connections)
 }
