@@ -158,3 +158,12 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     );
     assert_eq!(admin.outlier, whole.outlier, "the rest from the rule");
 }
+
+#[test]
+fn a_tcp_route_idles_out_as_its_destinations_rules_say() {
+    let resources = resources("l4.yaml", "shop");
+    let listener = resources.listeners.iter().find(|l| l.name == "0.0.0.0_3306").unwrap();
+    let routes = ListenerConfig::try_from(listener).unwrap().l4_routes;
+    let canary = routes.iter().find(|r| r.name == "tcp|db/mysql|0|0").unwrap();
+    assert_eq!(canary.idle_timeout, Some(std::time::Duration::from_secs(1800)), "the longer of its subsets'");
+}

@@ -30,7 +30,8 @@ pub struct TcpSettings {
     /// How long an upstream connection is used from when it opened, e.g. `10m`: then it takes no new request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<String>,
-    /// Not supported by Weft yet.
+    /// How long a connection of a `tcp`/`tls` route may move no bytes either way before it is closed (default
+    /// 1h; `0s`: never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
 }

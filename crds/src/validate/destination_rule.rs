@@ -219,8 +219,8 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
         if let Some(duration) = &tcp.max_connection_duration {
             check_positive_duration(&tcp_path.field("maxConnectionDuration"), duration, errors);
         }
-        if tcp.idle_timeout.is_some() {
-            errors.push(not_supported(&tcp_path.field("idleTimeout"), "idleTimeout"));
+        if let Some(idle) = &tcp.idle_timeout {
+            check_duration(&tcp_path.field("idleTimeout"), idle, errors);
         }
     }
     let Some(http) = &pool.http else { return };

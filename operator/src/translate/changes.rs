@@ -95,6 +95,8 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
     let shape = |snapshot: &Snapshot, fqdn: &str| {
         snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
     };
+    // The DestinationRule of a destination sets its chains' idle timeout.
+    let rule = |snapshot: &Snapshot, fqdn: &str| snapshot.default_destination_rule(fqdn).map(|dr| dr.spec.clone());
     // A wildcard host names the Services it matches, in either snapshot.
     let named = |host: &String| before.hosts_named(host).into_iter().chain(after.hosts_named(host));
     let hosts: BTreeSet<String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).flat_map(named).collect();
@@ -103,6 +105,7 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
         in_force(before, host) != in_force(after, host)
             || sent_to != sends_to
             || std::iter::once(host).chain(&sends_to).any(|fqdn| shape(before, fqdn) != shape(after, fqdn))
+            || sends_to.iter().any(|fqdn| rule(before, fqdn) != rule(after, fqdn))
     })
 }
 
@@ -301,5 +304,8 @@ spec: {hosts: [db], tcp: [{route: [{destination: {host: db}, weight: 90}, {desti
         let earlier = TCP.to_string()
             + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [db], http: [{route: [{destination: {host: db}}]}]}\n";
         assert!(listeners(earlier), "another VirtualService in force for the host");
+        let idle = TCP.to_string()
+            + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db, namespace: shop}\nspec: {host: db, trafficPolicy: {connectionPool: {tcp: {idleTimeout: 5m}}}}\n";
+        assert!(listeners(idle), "a destination's DestinationRule (its idle timeout)");
     }
 }

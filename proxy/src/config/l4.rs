@@ -3,6 +3,7 @@
 //! weighted clusters they go to. Pure.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -19,6 +20,9 @@ pub struct L4Route {
     /// Only TLS connections (a ClientHello first).
     pub tls: bool,
     pub targets: Vec<WeightedTarget>,
+    /// Its connections' idle timeout: `None` the proxy's (`--idle-timeout`), zero none.
+    #[serde(serialize_with = "super::policy::optional_ms")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// An address range, `address/prefix`.
@@ -108,6 +112,7 @@ mod tests {
             server_names: server_names.iter().map(|s| s.to_string()).collect(),
             tls,
             targets: vec![WeightedTarget::new(name, 1)],
+            idle_timeout: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct L4Target {
     pub cluster: String,
     pub endpoint: SocketAddr,
     pub lease: InFlight,
+    /// The route's idle timeout: `None` the proxy's, zero none.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The endpoint a TCP or TLS route sends this connection to; `None` when no such route takes it (it is then
@@ -52,7 +54,9 @@ pub async fn route(
     };
     let picked = runtime.clusters.get(&target.cluster).and_then(|balancer| balancer.pick());
     Some(match picked {
-        Some((endpoint, lease)) => Ok(L4Target { cluster: target.cluster.clone(), endpoint, lease }),
+        Some((endpoint, lease)) => {
+            Ok(L4Target { cluster: target.cluster.clone(), endpoint, lease, idle_timeout: route.idle_timeout })
+        }
         None => Err(format!("cluster {} has no healthy endpoint", target.cluster)),
     })
 }

@@ -44,12 +44,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
             Ok(target) => {
                 tracing::debug!(%peer, %original, cluster = target.cluster, endpoint = %target.endpoint, "tcp route");
                 let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
-                let flow = tcp::Flow {
-                    direction: Direction::Outbound,
-                    peer,
-                    idle: forwarder.timeouts.idle,
-                    metrics: &forwarder.metrics,
-                };
+                let idle = target.idle_timeout.map_or(forwarder.timeouts.idle, |t| (!t.is_zero()).then_some(t));
+                let flow = tcp::Flow { direction: Direction::Outbound, peer, idle, metrics: &forwarder.metrics };
                 tcp::forward(io, target.endpoint, flow).await;
                 drop(target.lease);
             }

@@ -3,7 +3,7 @@
 
 mod policy;
 
-pub(super) use policy::hash_policy;
+pub(super) use policy::{hash_policy, tcp_idle_timeout};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

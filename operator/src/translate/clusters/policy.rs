@@ -3,6 +3,8 @@
 //! apply), the retry budget, outlier detection (success-rate ejection off), the panic threshold, the upstream
 //! idle timeout.
 
+use std::time::Duration;
+
 use envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
@@ -19,7 +21,7 @@ use weft_crds::destination_rule::{ConnectionPoolSettings, OutlierDetection, Retr
 use weft_crds::duration::parse_duration;
 use weft_xds::{ClusterName, pack};
 
-use crate::index::Snapshot;
+use crate::index::{DestinationRuleModel, Snapshot};
 
 use super::super::duration;
 
@@ -74,13 +76,7 @@ pub(in crate::translate) fn hash_policy(
 ) -> Vec<route_action::HashPolicy> {
     let Some(name) = ClusterName::parse(cluster) else { return Vec::new() };
     let Some(rule) = snapshot.destination_rule_for(&name.host, namespace) else { return Vec::new() };
-    let default = rule.spec.traffic_policy.as_ref();
-    let merged = match rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref())
-    {
-        Some(own) => Some(merge(own, default)),
-        None => default.cloned(),
-    };
-    let policy = for_port(merged, name.port);
+    let policy = effective_policy(rule, &name);
     let Some(hash) = policy.as_ref().and_then(consistent_hash) else { return Vec::new() };
     use route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter};
     let specifier = if let Some(header) = &hash.http_header_name {
@@ -100,6 +96,27 @@ pub(in crate::translate) fn hash_policy(
         return Vec::new();
     };
     vec![route_action::HashPolicy { policy_specifier: Some(specifier), ..Default::default() }]
+}
+
+/// The policy `rule` sets for a cluster: its subset's merged over the rule's, then its port's settings.
+fn effective_policy(rule: &DestinationRuleModel, name: &ClusterName) -> Option<TrafficPolicy> {
+    let default = rule.spec.traffic_policy.as_ref();
+    let subset = rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref());
+    let merged = match subset {
+        Some(own) => Some(merge(own, default)),
+        None => default.cloned(),
+    };
+    for_port(merged, name.port)
+}
+
+/// The idle timeout of TCP connections to `cluster` (`connectionPool.tcp.idleTimeout`; `0s`: none), from the
+/// DestinationRule of proxies without rules of their own: tcp and tls listeners are shared by every proxy.
+pub(in crate::translate) fn tcp_idle_timeout(snapshot: &Snapshot, cluster: &str) -> Option<Duration> {
+    let name = ClusterName::parse(cluster)?;
+    let rule = snapshot.default_destination_rule(&name.host)?;
+    let policy = effective_policy(rule, &name)?;
+    let text = policy.connection_pool?.tcp?.idle_timeout?;
+    parse_duration(&text).ok()
 }
 
 /// The policy's consistent hashing, if it balances that way.

@@ -215,7 +215,19 @@ fn tcp_proxy_of(snapshot: &Snapshot, vs: &VirtualServiceModel, route: &[RouteDes
             ("weighted".to_string(), tcp_proxy::ClusterSpecifier::WeightedClusters(weighted))
         }
     };
-    TcpProxy { stat_prefix, cluster_specifier: Some(cluster_specifier), ..Default::default() }
+    // One TCP proxy serves every destination of the rule: the longest idle timeout their rules set (0s: none).
+    let clusters: Vec<&str> = match &cluster_specifier {
+        tcp_proxy::ClusterSpecifier::Cluster(name) => vec![name.as_str()],
+        tcp_proxy::ClusterSpecifier::WeightedClusters(w) => w.clusters.iter().map(|c| c.name.as_str()).collect(),
+    };
+    let timeouts = clusters.iter().filter_map(|c| super::super::clusters::tcp_idle_timeout(snapshot, c));
+    let idle_timeout = timeouts.max_by_key(|t| if t.is_zero() { std::time::Duration::MAX } else { *t });
+    TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(cluster_specifier),
+        idle_timeout: idle_timeout.map(super::super::duration),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,14 @@ fn tcp_route(chain: &FilterChain, proxy: &TcpProxy) -> Result<L4Route, String> {
         return Err("server names are matched on TLS connections only (transport_protocol: tls)".into());
     }
     let destinations = matched.prefix_ranges.iter().map(cidr).collect::<Result<_, _>>()?;
-    Ok(L4Route { name: chain.name.clone(), destinations, server_names: matched.server_names.clone(), tls, targets })
+    Ok(L4Route {
+        name: chain.name.clone(),
+        destinations,
+        server_names: matched.server_names.clone(),
+        tls,
+        targets,
+        idle_timeout: proxy.idle_timeout.as_ref().map(super::to_duration).transpose()?,
+    })
 }
 
 fn cidr(range: &envoy_types::pb::envoy::config::core::v3::CidrRange) -> Result<Cidr, String> {
