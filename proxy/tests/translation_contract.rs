@@ -77,7 +77,11 @@ fn the_traffic_rules_mean_on_the_proxy_what_the_yaml_says() {
     assert!(matches!(route(&tables, "9080", "health").action, Action::Respond(_)));
     assert!(route(&tables, "9080", "rest").cors.is_some());
     let Action::Forward(rest) = &route(&tables, "9080", "rest").action else { panic!() };
-    assert_eq!(rest.retry.as_ref().unwrap().retries, 5, "Istio's default conditions with the given attempts");
+    let rest_retry = rest.retry.as_ref().unwrap();
+    assert_eq!(rest_retry.retries, 5, "Istio's default conditions with the given attempts");
+    assert!(!rest_retry.other_hosts, "retryIgnorePreviousHosts: false");
+    let ms = std::time::Duration::from_millis;
+    assert_eq!((rest_retry.backoff_base, rest_retry.backoff_max), (ms(100), ms(1000)), "backoff, at most ten times");
 }
 
 #[test]

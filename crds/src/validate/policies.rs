@@ -55,14 +55,10 @@ pub(super) fn check_retries(path: &Path, retries: &HttpRetry, errors: &mut Vec<F
             "retrying in other localities (Weft has no locality-aware load balancing)",
         ));
     }
-    if retries.retry_ignore_previous_hosts == Some(false) {
-        errors.push(not_supported(
-            &path.field("retryIgnorePreviousHosts"),
-            "retrying on endpoints already tried (retryIgnorePreviousHosts: false)",
-        ));
-    }
-    if retries.backoff.is_some() {
-        errors.push(not_supported(&path.field("backoff"), "a retry backoff interval (backoff)"));
+    if let Some(backoff) = &retries.backoff
+        && check_duration(&path.field("backoff"), backoff, errors).is_some_and(|d| d.is_zero())
+    {
+        errors.push(path.field("backoff").error("must be greater than 0"));
     }
 }
 

@@ -172,7 +172,7 @@ http:
 - match: [{sourceLabels: {app: web}, gateways: [my-gateway], statPrefix: reviews}]
   delegate: {name: other}
 - route: [{destination: {host: reviews}}]
-  retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 1s}
+  retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 0s}
   fault: {abort: {http2Error: REFUSED_STREAM}, delay: {exponentialDelay: 1s}}
 - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}
 tls: [{match: [{sniHosts: [reviews], sourceLabels: {app: web}}], route: [{destination: {host: reviews}}]}]
@@ -186,8 +186,7 @@ exportTo: ["."]
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
             "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
-            "spec.http[1].retries.retryIgnorePreviousHosts: retrying on endpoints already tried (retryIgnorePreviousHosts: false) is not supported by Weft yet",
-            "spec.http[1].retries.backoff: a retry backoff interval (backoff) is not supported by Weft yet",
+            "spec.http[1].retries.backoff: must be greater than 0",
             "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
             "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",
             "spec.http[2].redirect.derivePort: derivePort; set port is not supported by Weft yet",

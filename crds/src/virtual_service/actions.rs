@@ -25,11 +25,10 @@ pub struct HttpRetry {
     /// Whether retries may go to other localities. Only `false` is supported by Weft yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
-    /// Whether a retry avoids the endpoints already tried. Weft always does (Istio's default); only `true` is
-    /// supported yet.
+    /// Whether a retry avoids the endpoints already tried while others are left (default true, as Istio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_ignore_previous_hosts: Option<bool>,
-    /// Base interval of the backoff between retries. Not supported by Weft yet (Envoy's default: 25 ms).
+    /// Base interval of the jittered exponential backoff between retries (default 25ms; at most ten times it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! `retries` as an Envoy `RetryPolicy`, with Istio's defaults (pilot's `route/retry` package): a rule without
 //! `retries` still retries twice on connection failures, refused streams, `unavailable`, `cancelled` and 503.
 
+use envoy_types::pb::envoy::config::route::v3::retry_policy::RetryBackOff as BackOff;
 use envoy_types::pb::envoy::config::route::v3::{RetryPolicy, retry_policy};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::google::protobuf::UInt32Value;
@@ -37,6 +38,14 @@ pub(super) fn retry_policy(retries: Option<&HttpRetry>) -> Option<RetryPolicy> {
     }
     if let Some(timeout) = retries.per_try_timeout.as_deref().and_then(|t| parse_duration(t).ok()) {
         policy.per_try_timeout = Some(duration(timeout));
+    }
+    if retries.retry_ignore_previous_hosts == Some(false) {
+        policy.retry_host_predicate.clear();
+        policy.host_selection_retry_max_attempts = 0;
+    }
+    if let Some(base) = retries.backoff.as_deref().and_then(|b| parse_duration(b).ok()) {
+        // Envoy's max_interval defaults to ten times the base.
+        policy.retry_back_off = Some(BackOff { base_interval: Some(duration(base)), max_interval: None });
     }
     Some(policy)
 }
