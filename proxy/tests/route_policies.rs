@@ -450,9 +450,8 @@ async fn a_connection_pool_limit_turns_excess_concurrency_into_fast_503s() {
     assert_eq!(sample(&metrics, overflow), 8.0);
 }
 
-/// 1000 requests of 100 users through a cluster hashing by `x-user` with `consistent_hash`'s table: each user
-/// stays on one backend, and the users spread over all three.
-async fn each_user_stays_on_one_backend(consistent_hash: &str) {
+/// Three backends behind Service `app`, whose DestinationRule balances by `consistent_hash` (a YAML flow map).
+async fn hashing_mesh(consistent_hash: &str) -> (Proxy, Operator, [Scripted; 3]) {
     let backends =
         [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
     let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
@@ -460,7 +459,14 @@ async fn each_user_stays_on_one_backend(consistent_hash: &str) {
         "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: app, namespace: default}}\n\
          spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {{consistentHash: {consistent_hash}}}\n"
     );
-    let (proxy, _operator) = mesh_of(&addresses, &rules).await;
+    let (proxy, operator) = mesh_of(&addresses, &rules).await;
+    (proxy, operator, backends)
+}
+
+/// 1000 requests of 100 users through a cluster hashing by `x-user` with `consistent_hash`'s table: each user
+/// stays on one backend, and the users spread over all three.
+async fn each_user_stays_on_one_backend(consistent_hash: &str) {
+    let (proxy, _operator, _backends) = hashing_mesh(consistent_hash).await;
     let mut served_by = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
     for i in 0..1000 {
         let user = format!("user-{}", i % 100);
@@ -481,14 +487,7 @@ async fn a_consistent_hash_keeps_each_user_on_one_backend() {
 
 #[tokio::test]
 async fn hashing_on_the_source_address_keeps_a_client_on_one_backend() {
-    let backends =
-        [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
-    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
-    let rules = concat!(
-        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
-        "spec:\n  host: app\n  trafficPolicy:\n    loadBalancer: {consistentHash: {useSourceIp: true}}\n",
-    );
-    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let (proxy, _operator, _backends) = hashing_mesh("{useSourceIp: true}").await;
     let mut served_by = std::collections::BTreeSet::new();
     // Every connection comes from 127.0.0.1, whatever its port: one client, one backend (retries included).
     for _ in 0..60 {
@@ -505,15 +504,7 @@ async fn a_maglev_table_keeps_each_user_on_one_backend() {
 
 #[tokio::test]
 async fn a_hash_cookie_the_client_lacks_is_set_and_keeps_it_on_one_backend() {
-    let backends =
-        [Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await];
-    let addresses: Vec<SocketAddr> = backends.iter().map(|b| b.address).collect();
-    let rules = concat!(
-        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: app, namespace: default}\n",
-        "spec:\n  host: app\n  trafficPolicy:\n",
-        "    loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 600s, path: /}}}\n",
-    );
-    let (proxy, _operator) = mesh_of(&addresses, rules).await;
+    let (proxy, _operator, _backends) = hashing_mesh("{httpCookie: {name: user, ttl: 600s, path: /}}").await;
     let served = |answer: &Answer| answer.headers["x-served-by"].to_str().unwrap().to_string();
     let mut first_backends = std::collections::BTreeSet::new();
     for client in 0..30 {
