@@ -48,14 +48,7 @@ fn is_label_value(value: &str) -> bool {
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(super::is_dns_label)
 }
 
 #[cfg(test)]

@@ -96,7 +96,9 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
         snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
     };
     // The DestinationRule of a destination sets its chains' idle timeout.
-    let rule = |snapshot: &Snapshot, fqdn: &str| snapshot.default_destination_rule(fqdn).map(|dr| dr.spec.clone());
+    fn rule<'a>(snapshot: &'a Snapshot, fqdn: &str) -> Option<&'a weft_crds::DestinationRuleSpec> {
+        snapshot.default_destination_rule(fqdn).map(|dr| &dr.spec)
+    }
     // A wildcard host names the Services it matches, in either snapshot.
     let named = |host: &String| before.hosts_named(host).into_iter().chain(after.hosts_named(host));
     let hosts: BTreeSet<String> = is.iter().flat_map(|(_, _, hosts, _, _)| hosts.iter()).flat_map(named).collect();

@@ -10,10 +10,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, MapErr};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::capture_connection;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
@@ -53,7 +55,10 @@ impl Endpoint {
 impl tower::Service<Request<Body>> for Endpoint {
     type Response = Response<Incoming>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
+    type Future = Either<
+        MapErr<ResponseFuture, fn(hyper_util::client::legacy::Error) -> BoxError>,
+        Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -67,15 +72,20 @@ impl tower::Service<Request<Body>> for Endpoint {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
         };
-        *request.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        // An HTTP/1.0 request stays one unless it goes upstream as HTTP/2.
+        if http2 {
+            *request.version_mut() = Version::HTTP_2;
+        } else if request.version() == Version::HTTP_2 {
+            *request.version_mut() = Version::HTTP_11;
+        }
         let client = if http2 { &self.http2 } else { &self.http1 };
         let Some(reuse) = self.reuse else {
-            let response = client.request(request);
-            return Box::pin(async move { Ok(response.await?) });
+            // No per-connection limits: the pool's own future, without another allocation.
+            return Either::Left(client.request(request).map_err(BoxError::from as fn(_) -> _));
         };
         let mut capture = capture_connection(&mut request);
         let response = client.request(request);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let mut response = std::pin::pin!(response);
             // Counted when the pool hands the connection out, before the request goes (as Envoy counts streams),
             // so concurrent HTTP/2 requests do not all slip onto a connection before the first answer.
@@ -88,7 +98,7 @@ impl tower::Service<Request<Body>> for Endpoint {
                 Some(result) => result?,
                 None => response.await?,
             })
-        })
+        }))
     }
 }
 

@@ -222,17 +222,7 @@ mod tests {
 
     fn members(ports: &[u16]) -> Members {
         let members = Members::default();
-        let list = ports
-            .iter()
-            .map(|p| {
-                Arc::new(Member::new(Endpoint::new(
-                    ([127, 0, 0, 1], *p).into(),
-                    Duration::from_secs(1),
-                    Default::default(),
-                )))
-            })
-            .collect();
-        members.replace(list, None);
+        members.replace(ports.iter().map(|p| member(*p)).collect(), None);
         members
     }
 

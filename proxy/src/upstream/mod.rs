@@ -40,6 +40,13 @@ use hashing::Hashing;
 use health::Health;
 use outlier::Outcome;
 
+/// What each request reads of the cluster's config: its limits and slow start.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settings {
+    limits: Limits,
+    slow_start: Option<SlowStart>,
+}
+
 /// The cluster has no healthy endpoint.
 #[derive(Debug, thiserror::Error)]
 #[error("no healthy upstream")]
@@ -65,8 +72,8 @@ pub struct ClusterBalancer {
     /// The healthy endpoints by address, to keep members (pools, estimates) across updates.
     by_address: Mutex<BTreeMap<SocketAddr, Arc<Member>>>,
     budget: RetryBudget,
-    limits: RwLock<Limits>,
-    slow_start: RwLock<Option<SlowStart>>,
+    /// Read by every request, changed by config: one lock for both.
+    settings: RwLock<Settings>,
     health: Arc<Health>,
 }
 
@@ -80,8 +87,7 @@ impl ClusterBalancer {
             members: Members::default(),
             by_address: Mutex::default(),
             budget: RetryBudget::default(),
-            limits: RwLock::new(Limits::default()),
-            slow_start: RwLock::default(),
+            settings: RwLock::default(),
             health: Arc::default(),
         };
         balancer.configure(cluster);
@@ -99,11 +105,8 @@ impl ClusterBalancer {
 
     /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
     pub fn configure(&self, cluster: &ClusterConfig) {
-        if let Ok(mut limits) = self.limits.write() {
-            *limits = cluster.limits;
-        }
-        if let Ok(mut slow_start) = self.slow_start.write() {
-            *slow_start = cluster.slow_start;
+        if let Ok(mut settings) = self.settings.write() {
+            *settings = Settings { limits: cluster.limits, slow_start: cluster.slow_start };
         }
         self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
         self.health.configure(cluster.outlier, cluster.panic_threshold);
@@ -136,16 +139,18 @@ impl ClusterBalancer {
         &self.budget
     }
 
-    fn warmup(&self) -> Option<SlowStart> {
-        self.slow_start.read().ok().and_then(|s| *s)
+    fn settings(&self) -> Settings {
+        // A writer cannot panic while holding it; read the value even so.
+        self.settings.read().map_or_else(|poisoned| *poisoned.into_inner(), |s| *s)
     }
 
     /// An endpoint for a TCP connection, counted as in flight while the lease lives.
     pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
         let ejected = self.health.ejected(self.healthy_endpoints());
-        let (member, lease) = self
-            .members
-            .pick(self.algorithm, Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.warmup() })?;
+        let (member, lease) = self.members.pick(
+            self.algorithm,
+            Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start },
+        )?;
         Some((member.address(), lease))
     }
 
@@ -160,14 +165,15 @@ impl ClusterBalancer {
         key: Option<u64>,
     ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
         let http2 = request.version() == Version::HTTP_2;
-        let limit = self.limits.read().map_or(u64::MAX, |l| l.max_in_flight(http2));
+        let Settings { limits, slow_start } = self.settings();
+        let limit = limits.max_in_flight(http2);
         if self.budget.active() as u64 >= limit {
             return Err(Overflow.into());
         }
         let total = self.healthy_endpoints();
         let mut leave_out = self.health.ejected(total);
         leave_out.extend_from_slice(avoid);
-        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: self.warmup() };
+        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: slow_start };
         let (member, in_flight) = self.members.pick(self.algorithm, pick).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
         let (address, health) = (member.address(), self.health.clone());

@@ -58,16 +58,13 @@ pub(super) fn of_service(
     let mut assignments = Vec::new();
     for port in &service.ports {
         let name = cluster_name(&fqdn, port.port, "");
-        let own = policy::for_port(default_policy.cloned(), port.port);
+        let own = policy::cluster_policy(default_policy, None, port.port);
         clusters.push(cluster(&name, own.as_ref()));
         assignments.push(assignment(&name, port.endpoints.iter()));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
-            let merged = match &subset.traffic_policy {
-                Some(own) => Some(policy::merge(own, default_policy)),
-                None => default_policy.cloned(),
-            };
-            clusters.push(cluster(&name, policy::for_port(merged, port.port).as_ref()));
+            let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
+            clusters.push(cluster(&name, own.as_ref()));
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
             assignments.push(assignment(&name, members));

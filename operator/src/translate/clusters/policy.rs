@@ -34,7 +34,7 @@ const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
 
 /// A subset's policy over its rule's, as Istio merges them: each setting the subset has replaces the rule's whole
 /// (load balancer, connection pool, outlier detection, retry budget, TLS); the others are the rule's.
-pub(super) fn merge(subset: &TrafficPolicy, rule: Option<&TrafficPolicy>) -> TrafficPolicy {
+fn merge(subset: &TrafficPolicy, rule: Option<&TrafficPolicy>) -> TrafficPolicy {
     let Some(rule) = rule else { return subset.clone() };
     TrafficPolicy {
         load_balancer: subset.load_balancer.clone().or_else(|| rule.load_balancer.clone()),
@@ -53,7 +53,7 @@ pub(super) fn merge(subset: &TrafficPolicy, rule: Option<&TrafficPolicy>) -> Tra
 
 /// The policy for one port: the settings of its `portLevelSettings` entry replace the policy's, as Istio applies
 /// them after merging a subset's.
-pub(super) fn for_port(policy: Option<TrafficPolicy>, port: u16) -> Option<TrafficPolicy> {
+fn for_port(policy: Option<TrafficPolicy>, port: u16) -> Option<TrafficPolicy> {
     let mut policy = policy?;
     let level =
         policy.port_level_settings.iter().find(|l| l.port.is_some_and(|p| p.number == u32::from(port))).cloned();
@@ -98,15 +98,24 @@ pub(in crate::translate) fn hash_policy(
     vec![route_action::HashPolicy { policy_specifier: Some(specifier), ..Default::default() }]
 }
 
-/// The policy `rule` sets for a cluster: its subset's merged over the rule's, then its port's settings.
-fn effective_policy(rule: &DestinationRuleModel, name: &ClusterName) -> Option<TrafficPolicy> {
-    let default = rule.spec.traffic_policy.as_ref();
-    let subset = rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref());
+/// The policy a cluster gets: its subset's own (`None` for the whole Service) merged over the rule's, then its
+/// port's settings.
+pub(super) fn cluster_policy(
+    rule: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u16,
+) -> Option<TrafficPolicy> {
     let merged = match subset {
-        Some(own) => Some(merge(own, default)),
-        None => default.cloned(),
+        Some(own) => Some(merge(own, rule)),
+        None => rule.cloned(),
     };
-    for_port(merged, name.port)
+    for_port(merged, port)
+}
+
+/// The policy `rule` sets for the cluster `name`.
+fn effective_policy(rule: &DestinationRuleModel, name: &ClusterName) -> Option<TrafficPolicy> {
+    let subset = rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref());
+    cluster_policy(rule.spec.traffic_policy.as_ref(), subset, name.port)
 }
 
 /// The idle timeout of TCP connections to `cluster` (`connectionPool.tcp.idleTimeout`; `0s`: none), from the
