@@ -207,6 +207,7 @@ mod tests {
         let client = with(UpstreamProtocol::Client);
         assert_eq!(get_as(&client, Version::HTTP_11).await, "HTTP/1.1");
         assert_eq!(get_as(&client, Version::HTTP_2).await, "HTTP/2.0");
+        assert_eq!(get_as(&client, Version::HTTP_10).await, "HTTP/1.0", "an HTTP/1.0 request stays one");
         assert_eq!(get_as(&with(UpstreamProtocol::Http2), Version::HTTP_11).await, "HTTP/2.0", "upgraded");
         assert_eq!(get_as(&with(UpstreamProtocol::Http1), Version::HTTP_2).await, "HTTP/1.1");
     }
