@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::ca::{Authenticator, Authority, CertificateService, Issuance};
 use crate::health::{self, HealthState};
 use crate::index::Index;
 use crate::leader::{self, LeaseConfig};
@@ -55,16 +56,28 @@ pub struct Listeners {
     pub xds: TcpListener,
     pub health: TcpListener,
     pub proxy_scope: ProxyScope,
+    /// The TLS port (15012): certificates for proxies and ADS over TLS; `None`: no CA, no mutual TLS.
+    pub secure: Option<SecurePort>,
+}
+
+/// The CA's port: TLS with the operator's serving certificate, the certificate service and ADS.
+pub struct SecurePort {
+    pub listener: TcpListener,
+    pub serving: tonic::transport::Identity,
+    pub authority: Arc<Authority>,
+    pub authenticator: Authenticator,
+    /// Includes the mesh's trust domain: sidecars talk mutual TLS with identities in it.
+    pub issuance: Issuance,
 }
 
 /// Applies event batches to the index and publishes a snapshot per debounced burst of changes.
 pub async fn run_index(
+    mut index: Index,
     mut events: mpsc::Receiver<Vec<Event>>,
     snapshots: SnapshotSender,
     debounce: Debounce,
     metrics: Arc<Metrics>,
 ) {
-    let mut index = Index::default();
     while let Some(batch) = events.recv().await {
         let mut changed = apply_all(&mut index, batch);
         let deadline = tokio::time::Instant::now() + debounce.max_delay;
@@ -102,7 +115,7 @@ pub async fn serve_standalone(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events, snapshots, index) = start_index(metrics.clone());
+    let (events, snapshots, index) = start_index(metrics.clone(), &listeners);
     let source = tokio::spawn(file::watch_dir(dir, events, metrics.config_file_reads()));
     let warnings = tokio::spawn(warn_unresolved_refs(snapshots.clone()));
     let ready_rx = snapshots.clone();
@@ -142,7 +155,7 @@ pub async fn serve_kubernetes(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events, snapshots, index) = start_index(metrics.clone());
+    let (events, snapshots, index) = start_index(metrics.clone(), &listeners);
     let (leader_tx, leader_rx) = watch::channel(false);
     let sync = Arc::new(SyncTracker::default());
     let stop = Stop::default();
@@ -170,10 +183,14 @@ pub async fn serve_kubernetes(
 }
 
 /// The index task, with the channel sources feed and the snapshots it publishes.
-fn start_index(metrics: Arc<Metrics>) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
+fn start_index(
+    metrics: Arc<Metrics>,
+    listeners: &Listeners,
+) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
     let (events_tx, events_rx) = mpsc::channel(64);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    let task = tokio::spawn(run_index(events_rx, snapshot_tx, Debounce::default(), metrics));
+    let index = Index::new(listeners.secure.as_ref().map(|s| s.issuance.trust_domain.clone()));
+    let task = tokio::spawn(run_index(index, events_rx, snapshot_tx, Debounce::default(), metrics));
     (events_tx, snapshot_rx, task)
 }
 
@@ -203,15 +220,40 @@ async fn serve_common(
     let stop = Stop::default();
     let metrics = health.metrics.clone();
     let health_server = tokio::spawn(health::serve(listeners.health, health, stop.waiter()));
-    let result = serve_xds(listeners.xds, listeners.proxy_scope, snapshots, metrics, async {
+    let scope = listeners.proxy_scope;
+    let plain = serve_xds(listeners.xds, None, scope, snapshots.clone(), metrics.clone(), async {
         shutdown.await;
         stop.trigger();
-    })
-    .await;
+    });
+    let secure = async {
+        match listeners.secure {
+            Some(port) => {
+                let (listener, tls) = port.tls(metrics.clone());
+                serve_xds(listener, Some(tls), scope, snapshots, metrics, stop.waiter()).await
+            }
+            None => Ok(()),
+        }
+    };
+    let (plain, secure) = tokio::join!(plain, secure);
+    let result = plain.and(secure);
     // The health listener stopped with the xDS server and had as long to finish; a slow scrape does not hold the
     // exit up.
     let _ = tokio::time::timeout(Duration::from_millis(100), health_server).await;
     result
+}
+
+/// TLS on an xDS port, with the certificate service beside ADS.
+pub struct TlsPort {
+    pub config: tonic::transport::ServerTlsConfig,
+    pub certificates: CertificateService,
+}
+
+impl SecurePort {
+    fn tls(self, metrics: Arc<Metrics>) -> (TcpListener, TlsPort) {
+        let certificates = CertificateService::new(self.authority, self.authenticator, self.issuance, metrics);
+        let config = tonic::transport::ServerTlsConfig::new().identity(self.serving);
+        (self.listener, TlsPort { config, certificates })
+    }
 }
 
 /// Serves ADS on `listener` from the snapshots published on `snapshots`, until `shutdown` completes. Then the
@@ -220,19 +262,33 @@ async fn serve_common(
 /// cannot hold the operator up.
 pub async fn serve_xds(
     listener: TcpListener,
+    tls: Option<TlsPort>,
     scope: ProxyScope,
     snapshots: SnapshotReceiver,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), OperatorError> {
-    tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving xDS (ADS)");
+    let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let (closing_tx, closing) = watch::channel(false);
     let mut closed = closing.clone();
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let certificates = match tls {
+        Some(TlsPort { config, certificates }) => {
+            tracing::info!(%address, "serving certificates and xDS (ADS) over TLS");
+            builder = builder.tls_config(config)?;
+            Some(certificates)
+        }
+        None => {
+            tracing::info!(%address, "serving xDS (ADS)");
+            None
+        }
+    };
+    let server = builder
         .add_service(AdsServer::new(snapshots, scope, metrics, closing).into_service())
+        .add_optional_service(certificates)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             closing_tx.send_replace(true);

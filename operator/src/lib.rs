@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod ca;
 pub mod health;
 pub mod index;
 pub mod leader;

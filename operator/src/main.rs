@@ -7,7 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use weft_operator::app::{self, Listeners};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tonic::transport::Identity;
+use weft_operator::app::{self, Listeners, SecurePort};
+use weft_operator::ca::{self, Authenticator, Authority, Issuance};
 use weft_operator::leader::LeaseConfig;
 use weft_operator::source::kube::Scope;
 use weft_xds::ProxyScope;
@@ -43,6 +48,37 @@ struct Args {
     /// on demand over delta xDS), `on-demand` (only what its rules name) or `mesh` (everything).
     #[arg(long, env = "WEFT_PROXY_SCOPE", default_value = "namespace", value_name = "namespace|on-demand|mesh")]
     proxy_scope: ProxyScope,
+    /// Mutual TLS: the CA's directory (Istio's plug-in CA names: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+    /// `cert-chain.pem`). A new self-signed root is written there when it holds no key. With it, the operator
+    /// serves certificates and ADS over TLS on --secure-listen and sidecars talk mutual TLS to each other.
+    #[arg(long, env = "WEFT_CA_DIR", value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// Address of the TLS port (certificates, ADS over TLS), served when --ca-dir is set.
+    #[arg(long, env = "WEFT_SECURE_LISTEN", default_value = "127.0.0.1:15012", value_name = "ADDR")]
+    secure_listen: SocketAddr,
+    /// Names (DNS names or IP addresses) the operator's serving certificate is valid for, comma-separated.
+    #[arg(
+        long,
+        env = "WEFT_SERVING_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1",
+        value_name = "NAME,NAME"
+    )]
+    serving_names: Vec<String>,
+    /// The mesh's trust domain: identities are `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = weft_xds::identity::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    trust_domain: String,
+    /// Longest lifetime of a workload certificate (also the lifetime when a proxy asks for none).
+    #[arg(long, env = "WEFT_CERTIFICATE_TTL", default_value = "24h", value_parser = weft_process::parse_duration, value_name = "DURATION")]
+    certificate_ttl: std::time::Duration,
+    /// Standalone mode: the directory of workload tokens, `DIR/<namespace>/<service account>` holding that
+    /// workload's token (the text its proxy sends). Kubernetes mode checks ServiceAccount tokens with a
+    /// TokenReview instead.
+    #[arg(long, env = "WEFT_WORKLOAD_TOKENS", value_name = "DIR")]
+    workload_tokens: Option<PathBuf>,
+    /// Kubernetes mode: the audience workload tokens must be issued for.
+    #[arg(long, env = "WEFT_TOKEN_AUDIENCE", default_value = weft_operator::ca::auth::DEFAULT_AUDIENCE, value_name = "AUDIENCE")]
+    token_audience: String,
     /// Log filter, e.g. `info` or `weft_operator=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     log: String,
@@ -67,16 +103,27 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
         // Everything that can be wrong with the configuration is found before a port binds.
-        let mode = match args.config_dir {
+        let mode = match args.config_dir.clone() {
             Some(dir) => Mode::Standalone(dir),
             None => Mode::Kubernetes(kube::Client::try_default().await.context(
                 "Kubernetes mode needs in-cluster config or KUBECONFIG (or pass --config-dir DIR for standalone mode)",
             )?),
         };
+        let secure = match certificate_authority(&args, &mode)? {
+            Some(ca) => Some(SecurePort {
+                listener: bind(args.secure_listen, "secure (TLS)").await?,
+                serving: ca.serving,
+                authority: ca.authority,
+                authenticator: ca.authenticator,
+                issuance: ca.issuance,
+            }),
+            None => None,
+        };
         let listeners = Listeners {
             xds: bind(args.xds_listen, "xDS").await?,
             health: bind(args.metrics_listen, "metrics").await?,
             proxy_scope: args.proxy_scope,
+            secure,
         };
         match mode {
             Mode::Standalone(dir) => {
@@ -97,6 +144,37 @@ fn run(args: Args) -> anyhow::Result<()> {
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     result
 }
+
+/// The configured CA, and the serving certificate of the TLS port.
+struct Ca {
+    authority: Arc<Authority>,
+    authenticator: Authenticator,
+    issuance: Issuance,
+    serving: Identity,
+}
+
+fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Option<Ca>> {
+    let Some(dir) = &args.ca_dir else { return Ok(None) };
+    if args.trust_domain.is_empty() || args.trust_domain.contains('/') {
+        anyhow::bail!("--trust-domain {:?}: not a trust domain", args.trust_domain);
+    }
+    let authority = Arc::new(ca::store::load_or_create(dir, &args.trust_domain)?);
+    let authenticator = match (mode, &args.workload_tokens) {
+        (Mode::Standalone(_), Some(tokens)) if tokens.is_dir() => Authenticator::TokenFiles(tokens.clone()),
+        (Mode::Standalone(_), Some(tokens)) => anyhow::bail!("--workload-tokens {}: not a directory", tokens.display()),
+        (Mode::Standalone(_), None) => anyhow::bail!("--ca-dir in standalone mode needs --workload-tokens DIR"),
+        (Mode::Kubernetes(client), _) => {
+            Authenticator::TokenReview { client: client.clone(), audience: args.token_audience.clone() }
+        }
+    };
+    let serving = authority.sign_server(&args.serving_names, SERVING_CERT_LIFETIME, SystemTime::now())?;
+    let issuance = Issuance { trust_domain: args.trust_domain.clone(), max_lifetime: args.certificate_ttl };
+    let serving = Identity::from_pem(serving.chain_pem, serving.key_pem);
+    Ok(Some(Ca { authority, authenticator, issuance, serving }))
+}
+
+/// The operator's serving certificate is made at each start; a year outlives any sensible pod.
+const SERVING_CERT_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 enum Mode {
     Standalone(PathBuf),

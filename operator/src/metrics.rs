@@ -23,6 +23,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabel {
     kind: String,
     result: String,
@@ -40,6 +45,7 @@ pub struct Metrics {
     status_writes: Family<WriteLabel, Counter>,
     leader: Gauge,
     config_file_reads: Counter,
+    certificates: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -63,6 +69,7 @@ impl Metrics {
             status_writes: Family::default(),
             leader: Gauge::default(),
             config_file_reads: Counter::default(),
+            certificates: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connected_proxies", "Proxies with an open ADS stream", metrics.connected_proxies.clone());
@@ -91,6 +98,11 @@ impl Metrics {
             "Standalone mode: config files read (a file is read again only when it changed)",
             metrics.config_file_reads.clone(),
         );
+        registry.register(
+            "certificates",
+            "Workload certificate requests, by result (issued, refused)",
+            metrics.certificates.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -99,6 +111,10 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn certificate_issued(&self, result: &str) {
+        self.certificates.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
     pub fn proxy_connected(&self) {

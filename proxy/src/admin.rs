@@ -16,6 +16,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::identity::CredentialsRx;
+
 use crate::dataplane::Runtime;
 use crate::listen::accept;
 
@@ -24,6 +26,8 @@ use crate::listen::accept;
 pub struct Readiness {
     pub config_complete: Arc<AtomicBool>,
     pub draining: Arc<AtomicBool>,
+    /// True while a proxy with a CA waits for its first workload certificate.
+    pub identity_pending: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -33,6 +37,8 @@ impl Readiness {
             Err("draining\n")
         } else if !self.config_complete.load(Ordering::Relaxed) {
             Err("waiting for config\n")
+        } else if self.identity_pending.load(Ordering::Relaxed) {
+            Err("waiting for the workload certificate\n")
         } else {
             Ok(())
         }
@@ -51,6 +57,7 @@ impl Readiness {
 pub struct AdminState {
     pub runtime: watch::Receiver<Arc<Runtime>>,
     pub readiness: Readiness,
+    pub credentials: Option<CredentialsRx>,
 }
 
 pub async fn serve(listener: TcpListener, state: AdminState) {
@@ -67,8 +74,29 @@ fn respond(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Byt
             }
         }
         (&Method::GET, "/ready") => state.readiness.respond(),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", b"admin endpoints: GET /config_dump, GET /ready\n".to_vec()),
+        (&Method::GET, "/certificate") => certificate(state.credentials.as_ref()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"admin endpoints: GET /config_dump, GET /ready, GET /certificate\n".to_vec(),
+        ),
     }
+}
+
+/// `/certificate`: the workload identity and its certificate's validity (never the key).
+fn certificate(credentials: Option<&CredentialsRx>) -> Response<Full<Bytes>> {
+    let unix = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let body = match credentials.map(|rx| rx.borrow().clone()) {
+        None => serde_json::json!({"mtls": false}),
+        Some(None) => serde_json::json!({"mtls": true, "identity": null}),
+        Some(Some(c)) => serde_json::json!({
+            "mtls": true,
+            "identity": c.id.to_string(),
+            "not_before": unix(c.not_before),
+            "not_after": unix(c.not_after),
+        }),
+    };
+    reply(StatusCode::OK, "application/json", body.to_string().into_bytes())
 }
 
 /// A handler of the proxy's own small HTTP endpoints.

@@ -10,7 +10,11 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use std::path::PathBuf;
+
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Certificate;
 use weft_xds::{ON_DEMAND_METADATA_KEY, ON_DEMAND_VHDS, ProxyNode, ProxyScope, SCOPE_METADATA_KEY};
 
 use crate::admin::{self, AdminState, Readiness};
@@ -21,6 +25,8 @@ use crate::health::{self, HealthState};
 use crate::http::on_demand::{ON_DEMAND_TIMEOUT, OnDemand};
 use crate::http::timeouts::Timeouts;
 use crate::http::{Forwarder, outbound};
+use crate::identity::{self, CredentialsRx, IdentitySettings};
+use crate::inbound::Inbound;
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
 use crate::transparent;
@@ -48,6 +54,12 @@ pub struct ProxySettings {
     /// The pod's labels, for routes matching on the client's labels.
     pub labels: Labels,
     pub capture: Capture,
+    /// Workload identity and mutual TLS; `None`: plaintext.
+    pub identity: Option<IdentitySettings>,
+    /// Roots for an `https://` xDS address (and the identity's trust bundle).
+    pub trust_bundle: Option<PathBuf>,
+    /// Explicit mode's inbound ports: listen address and the application's address.
+    pub inbound: Vec<(SocketAddr, SocketAddr)>,
     pub outbound_listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// `/healthz/ready` and `/metrics`; `None`: not served.
@@ -96,10 +108,17 @@ impl ProxySettings {
     /// Checks what can be checked before any port binds.
     pub fn xds_endpoint(&self) -> Result<tonic::transport::Endpoint, StartError> {
         let bad = |m: String| StartError::XdsAddress(self.xds_address.clone(), m);
-        let endpoint =
+        let mut endpoint =
             tonic::transport::Endpoint::from_shared(self.xds_address.clone()).map_err(|e| bad(e.to_string()))?;
-        if endpoint.uri().scheme_str() != Some("http") {
-            return Err(bad("must start with http:// (TLS to the control plane is not available yet)".into()));
+        match (endpoint.uri().scheme_str(), &self.trust_bundle) {
+            (Some("http"), _) => {}
+            (Some("https"), Some(bundle)) => {
+                let roots = std::fs::read(bundle).map_err(|e| bad(format!("{}: {e}", bundle.display())))?;
+                let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots));
+                endpoint = endpoint.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+            }
+            (Some("https"), None) => return Err(bad("https:// needs --trust-bundle".into())),
+            _ => return Err(bad("must start with http:// or https://".into())),
         }
         Ok(endpoint
             .connect_timeout(Duration::from_secs(2))
@@ -113,6 +132,8 @@ impl ProxySettings {
 struct Listeners {
     outbound: TcpListener,
     inbound: Option<TcpListener>,
+    /// Explicit mode's inbound ports, with the application address of each.
+    explicit_inbound: Vec<(TcpListener, SocketAddr)>,
     admin: TcpListener,
     health: Option<TcpListener>,
 }
@@ -127,9 +148,14 @@ impl Listeners {
             Some(address) => Some(bind("health listener", address).await?),
             None => None,
         };
+        let mut explicit_inbound = Vec::new();
+        for (listen, app) in &settings.inbound {
+            explicit_inbound.push((bind("inbound listener", *listen).await?, *app));
+        }
         Ok(Self {
             outbound: bind("outbound listener", settings.outbound_listen).await?,
             inbound,
+            explicit_inbound,
             admin: bind("admin listener", settings.admin_listen).await?,
             health,
         })
@@ -141,9 +167,10 @@ impl Listeners {
 pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'static str>) -> Result<(), StartError> {
     let endpoint = settings.xds_endpoint()?;
     let listeners = Listeners::bind(&settings).await?;
-    let (publisher, runtime_rx) = Publisher::new();
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::new());
+    let credentials = settings.identity.clone().map(|identity| start_identity(identity, &readiness, &metrics));
+    let (publisher, runtime_rx) = Publisher::new(credentials.clone());
     tracing::info!(
         mode = if settings.capture == Capture::Explicit { "explicit" } else { "transparent" },
         outbound = %settings.outbound_listen,
@@ -160,7 +187,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     tokio::spawn(client::run(endpoint, node, publisher, complete, metrics.clone(), questions));
     tokio::spawn(admin::serve(
         listeners.admin,
-        AdminState { runtime: runtime_rx.clone(), readiness: readiness.clone() },
+        AdminState { runtime: runtime_rx.clone(), readiness: readiness.clone(), credentials: credentials.clone() },
     ));
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
@@ -168,8 +195,14 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let forwarder =
         Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));
     let drain = Drain::new();
+    let data = DataListeners {
+        outbound: listeners.outbound,
+        captured_inbound: listeners.inbound,
+        explicit_inbound: listeners.explicit_inbound,
+    };
+    let inbound = Inbound { metrics: metrics.clone(), idle: settings.timeouts.idle, credentials: credentials.clone() };
     let signal = tokio::select! {
-        () = serve_data(listeners.outbound, listeners.inbound, forwarder, &drain) => "listeners ended",
+        () = serve_data(data, forwarder, inbound, &drain) => "listeners ended",
         signal = shutdown => signal,
     };
     readiness.draining.store(true, Ordering::Relaxed);
@@ -184,16 +217,41 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     Ok(())
 }
 
+/// Starts getting and renewing the workload certificate; the proxy is not ready until the first arrives.
+fn start_identity(identity: IdentitySettings, readiness: &Readiness, metrics: &Arc<Metrics>) -> CredentialsRx {
+    let (published, credentials) = watch::channel(None);
+    readiness.identity_pending.store(true, Ordering::Relaxed);
+    tokio::spawn(identity::client::run(identity, published, metrics.clone()));
+    let (pending, mut arrived) = (readiness.identity_pending.clone(), credentials.clone());
+    tokio::spawn(async move {
+        if arrived.wait_for(Option::is_some).await.is_ok() {
+            pending.store(false, Ordering::Relaxed);
+        }
+    });
+    credentials
+}
+
+/// The listeners application traffic comes through.
+struct DataListeners {
+    outbound: TcpListener,
+    captured_inbound: Option<TcpListener>,
+    explicit_inbound: Vec<(TcpListener, SocketAddr)>,
+}
+
 /// The data listeners; runs until dropped (which closes them).
-async fn serve_data(outbound: TcpListener, inbound: Option<TcpListener>, forwarder: Arc<Forwarder>, drain: &Drain) {
-    match inbound {
-        Some(inbound) => {
-            let (metrics, idle) = (forwarder.metrics.clone(), forwarder.timeouts.idle);
+async fn serve_data(listeners: DataListeners, forwarder: Arc<Forwarder>, inbound: Inbound, drain: &Drain) {
+    let explicit_inbound = futures_util::future::join_all(
+        listeners.explicit_inbound.into_iter().map(|(listener, app)| inbound.serve(listener, Some(app), drain)),
+    );
+    match listeners.captured_inbound {
+        Some(captured) => {
             tokio::join!(
-                transparent::outbound::serve(outbound, forwarder, drain),
-                transparent::inbound::serve(inbound, metrics, idle, drain),
+                transparent::outbound::serve(listeners.outbound, forwarder, drain),
+                inbound.serve(captured, None, drain),
             );
         }
-        None => outbound::serve(outbound, forwarder, DEFAULT_HTTP_PORT, drain).await,
+        None => {
+            tokio::join!(outbound::serve(listeners.outbound, forwarder, DEFAULT_HTTP_PORT, drain), explicit_inbound);
+        }
     }
 }

@@ -11,8 +11,10 @@ use crate::app::{Capture, ProxySettings};
 use crate::capture::{CaptureSettings, Cidr};
 use crate::config::Labels;
 use crate::http::timeouts::{Timeouts, enabled};
+use crate::identity::IdentitySettings;
 use weft_process::parse_duration;
 use weft_xds::ProxyScope;
+use weft_xds::SpiffeId;
 
 /// Istio's port numbers, familiar to users.
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15001;
@@ -110,12 +112,56 @@ pub struct RunArgs {
     /// labels at admission); routes with `match[].sourceLabels` apply when the pod carries all of theirs.
     #[arg(long, env = "WEFT_POD_LABELS", default_value = "", value_parser = parse_labels, value_name = "KEY=VALUE,...")]
     pub pod_labels: Labels,
+    /// The operator's certificate service (its TLS port), e.g. https://weft-operator.weft-system:15012. With it,
+    /// the proxy gets a workload certificate for `spiffe://<trust domain>/ns/<pod namespace>/sa/<service
+    /// account>` and talks mutual TLS with other sidecars.
+    #[arg(long, env = "WEFT_CA_ADDRESS", value_name = "URL", requires_all = ["trust_bundle", "identity_token_file"])]
+    pub ca_address: Option<String>,
+    /// The mesh's trust bundle (PEM roots): the CA's, every peer's and (for an https:// --xds-address) the
+    /// operator's certificates must chain to one of them.
+    #[arg(long, env = "WEFT_TRUST_BUNDLE", value_name = "FILE")]
+    pub trust_bundle: Option<std::path::PathBuf>,
+    /// The workload's token, sent to the CA to prove who the pod is (on Kubernetes a projected ServiceAccount
+    /// token; read again at each renewal).
+    #[arg(long, env = "WEFT_IDENTITY_TOKEN_FILE", value_name = "FILE")]
+    pub identity_token_file: Option<std::path::PathBuf>,
+    /// The mesh's trust domain.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = weft_xds::identity::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    pub trust_domain: String,
+    /// Lifetime to ask the CA for; the certificate is renewed at half of what was granted.
+    #[arg(long, env = "WEFT_CERTIFICATE_TTL", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub certificate_ttl: Duration,
+    /// Without --transparent: serve mesh traffic for an application, `LISTEN=APP` (repeatable): connections to
+    /// LISTEN (the address the Service's endpoints name) are taken as mutual TLS from other sidecars or as
+    /// plaintext, and forwarded to the application at APP (a VM or laptop without iptables).
+    #[arg(long = "inbound", value_parser = parse_inbound, value_name = "LISTEN=APP", conflicts_with = "transparent")]
+    pub inbound: Vec<(SocketAddr, SocketAddr)>,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
 }
 
+fn parse_inbound(text: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let (listen, app) = text.split_once('=').ok_or("expected LISTEN=APP, e.g. 127.0.0.2:8080=127.0.0.1:18080")?;
+    let address = |a: &str| a.parse::<SocketAddr>().map_err(|e| format!("{a:?}: {e}"));
+    Ok((address(listen)?, address(app)?))
+}
+
 impl RunArgs {
+    /// The workload identity settings, when the proxy has a CA.
+    fn identity(&self) -> Option<IdentitySettings> {
+        let ca_address = self.ca_address.clone()?;
+        // Kubernetes gives a pod without one the namespace's `default` ServiceAccount.
+        let account = self.service_account.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
+        Some(IdentitySettings {
+            ca_address,
+            roots_file: self.trust_bundle.clone()?,
+            token_file: self.identity_token_file.clone()?,
+            id: SpiffeId::new(&self.trust_domain, &self.pod_namespace, account),
+            lifetime: self.certificate_ttl,
+        })
+    }
+
     /// The proxy's settings, with the defaults of the chosen mode filled in.
     pub fn settings(&self) -> ProxySettings {
         let any = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
@@ -134,6 +180,9 @@ impl RunArgs {
             proxy_scope: self.proxy_scope,
             labels: self.pod_labels.clone(),
             capture,
+            identity: self.identity(),
+            trust_bundle: self.trust_bundle.clone(),
+            inbound: self.inbound.clone(),
             outbound_listen: self.outbound_listen.unwrap_or(outbound),
             admin_listen: self.admin_listen,
             health_listen: self.health_listen.or(health),

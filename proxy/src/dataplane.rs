@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::config::ProxyConfig;
+use crate::identity::CredentialsRx;
 use crate::upstream::ClusterBalancer;
 
 /// What a request reads: the config and a balancer per cluster name.
@@ -21,22 +22,24 @@ pub struct Runtime {
 /// Publishes a [`Runtime`] for each accepted config.
 pub struct Publisher {
     runtimes: watch::Sender<Arc<Runtime>>,
+    /// The workload certificate new upstream connections present; `None`: no identity, plaintext only.
+    credentials: Option<CredentialsRx>,
 }
 
 impl Publisher {
-    pub fn new() -> (Self, watch::Receiver<Arc<Runtime>>) {
+    pub fn new(credentials: Option<CredentialsRx>) -> (Self, watch::Receiver<Arc<Runtime>>) {
         let (runtimes, receiver) = watch::channel(Arc::new(Runtime::default()));
-        (Self { runtimes }, receiver)
+        (Self { runtimes, credentials }, receiver)
     }
 
     /// Builds and publishes the runtime for `config`; returns once requests see it.
     pub fn publish(&self, config: Arc<ProxyConfig>) {
         let previous = self.runtimes.borrow().clone();
-        self.runtimes.send_replace(Arc::new(rebuild(&previous, config)));
+        self.runtimes.send_replace(Arc::new(rebuild(&previous, config, self.credentials.as_ref())));
     }
 }
 
-fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>) -> Runtime {
+fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>, credentials: Option<&CredentialsRx>) -> Runtime {
     let clusters = config
         .clusters
         .values()
@@ -46,7 +49,7 @@ fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>) -> Runtime {
                     existing.configure(cluster);
                     existing.clone()
                 }
-                _ => Arc::new(ClusterBalancer::new(cluster)),
+                _ => Arc::new(ClusterBalancer::new(cluster, credentials.cloned())),
             };
             balancer.set_endpoints(config.endpoints.get(&cluster.eds_name).map(Vec::as_slice).unwrap_or_default());
             (cluster.name.clone(), balancer)

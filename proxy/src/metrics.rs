@@ -129,6 +129,17 @@ impl RouteEvent {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    direction: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabel {
     r#type: &'static str,
 }
@@ -150,6 +161,9 @@ pub struct Metrics {
     nacks: Family<TypeLabel, Counter>,
     ready: Gauge,
     draining: Gauge,
+    certificate_requests: Family<ResultLabel, Counter>,
+    certificate_expiry: Gauge,
+    handshakes: Family<HandshakeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -178,6 +192,9 @@ impl Metrics {
             nacks: Family::default(),
             ready: Gauge::default(),
             draining: Gauge::default(),
+            certificate_requests: Family::default(),
+            certificate_expiry: Gauge::default(),
+            handshakes: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -219,6 +236,21 @@ impl Metrics {
         registry.register("xds_nacks", "xDS responses rejected (NACK), by type", m.nacks.clone());
         registry.register("ready", "1 once a complete config has been applied", m.ready.clone());
         registry.register("draining", "1 while shutting down", m.draining.clone());
+        registry.register(
+            "certificate_requests",
+            "Workload certificate requests to the CA, by result (issued, failed)",
+            m.certificate_requests.clone(),
+        );
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the current workload certificate expires (Unix time; 0: none yet)",
+            m.certificate_expiry.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "Mutual TLS handshakes with other sidecars, by direction and result (ok, failed, wrong_peer)",
+            m.handshakes.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -283,6 +315,20 @@ impl Metrics {
 
     pub fn nack(&self, kind: ResourceType) {
         self.nacks.get_or_create(&TypeLabel { r#type: kind.short_name() }).inc();
+    }
+
+    /// A certificate request's outcome; the expiry of the certificate it brought, when it did.
+    pub fn certificate(&self, issued: bool, expires: std::time::SystemTime) {
+        let result = if issued { "issued" } else { "failed" };
+        self.certificate_requests.get_or_create(&ResultLabel { result }).inc();
+        if issued {
+            let unix = expires.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            self.certificate_expiry.set(i64::try_from(unix).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn handshake(&self, direction: Direction, result: &'static str) {
+        self.handshakes.get_or_create(&HandshakeLabels { direction: direction.as_str(), result }).inc();
     }
 
     pub fn set_draining(&self) {

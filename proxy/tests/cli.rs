@@ -49,10 +49,14 @@ fn command_line_mistakes_are_one_line_with_exit_2() {
 
 #[test]
 fn a_bad_xds_address_is_one_line_with_exit_1() {
-    let output =
-        proxy(&["--xds-address", "https://op:15010", "--pod-name", "p", "--pod-namespace", "n"]).output().unwrap();
-    let line = one_line_failure(&output, 1);
-    assert!(line.contains("must start with http://"), "{line}");
+    for (address, needle) in [
+        ("ftp://op:15010", "must start with http:// or https://"),
+        ("https://op:15012", "https:// needs --trust-bundle"),
+    ] {
+        let output = proxy(&["--xds-address", address, "--pod-name", "p", "--pod-namespace", "n"]).output().unwrap();
+        let line = one_line_failure(&output, 1);
+        assert!(line.contains(needle), "{address}: {line}");
+    }
 }
 
 #[test]

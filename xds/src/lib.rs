@@ -4,8 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod filters;
+pub mod identity;
 pub mod lb;
+pub mod mtls;
 pub mod names;
 pub mod node;
 pub mod resource;
@@ -13,6 +16,7 @@ pub mod scope;
 pub mod source;
 
 pub use envoy_types::pb;
+pub use identity::SpiffeId;
 pub use names::{
     ClusterName, MAX_ON_DEMAND_NAMES, cluster_name, listener_name, on_demand_name, parse_on_demand_name,
     route_config_name,

@@ -106,15 +106,16 @@ fn endpoints_from_slices<'a>(
         };
         for endpoint in &slice.endpoints {
             let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            let labels = endpoint
+            let pod = endpoint
                 .target_ref
                 .as_ref()
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| pod_named(r.name.as_deref().unwrap_or_default()))
-                .map(labels_of)
-                .unwrap_or_default();
+                .and_then(|r| pod_named(r.name.as_deref().unwrap_or_default()));
+            let labels = pod.map(labels_of).unwrap_or_default();
+            let sidecar_account = pod.and_then(sidecar_account);
             for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                endpoints.insert(EndpointModel { address, port: number, ready, labels: labels.clone() });
+                let (labels, sidecar_account) = (labels.clone(), sidecar_account.clone());
+                endpoints.insert(EndpointModel { address, port: number, ready, labels, sidecar_account });
             }
         }
     }
@@ -135,10 +136,23 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> 
         let not_ready = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
-        endpoints.insert(EndpointModel { address, port: number, ready: !not_ready, labels: labels_of(pod) });
+        let (labels, sidecar_account) = (labels_of(pod), sidecar_account(pod));
+        endpoints.insert(EndpointModel { address, port: number, ready: !not_ready, labels, sidecar_account });
     }
     endpoints.into_iter().collect()
 }
+
+/// The service account of a pod that runs Weft's sidecar (the injected `weft-proxy` container, native or not);
+/// `None` for a pod without one. Kubernetes gives a pod that names none the namespace's `default`.
+pub(super) fn sidecar_account(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let has_sidecar = containers.into_iter().any(|c| c.name == SIDECAR_CONTAINER);
+    has_sidecar.then(|| spec.service_account_name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into()))
+}
+
+/// The injected proxy's container name (the injection contract).
+const SIDECAR_CONTAINER: &str = "weft-proxy";
 
 /// The pod port a Service port forwards to: `targetPort` as a number, or the container port of that name.
 fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {

@@ -27,9 +27,16 @@ pub struct Index {
     built: Option<Snapshot>,
     /// What changed since `built`.
     dirty: Dirty,
+    /// Stamped on every snapshot (see [`Snapshot::trust_domain`]).
+    trust_domain: Option<String>,
 }
 
 impl Index {
+    /// An empty index for a mesh with a CA of `trust_domain` (mutual TLS), or without one.
+    pub fn new(trust_domain: Option<String>) -> Self {
+        Self { trust_domain, ..Self::default() }
+    }
+
     /// Applies one event; returns whether anything changed.
     pub fn apply(&mut self, event: Event) -> bool {
         match event {
@@ -78,7 +85,7 @@ impl Index {
     /// (after a relist) built anew.
     pub fn snapshot(&mut self) -> Snapshot {
         let dirty = std::mem::take(&mut self.dirty);
-        let snapshot = match self.built.take() {
+        let mut snapshot = match self.built.take() {
             Some(mut built) if !dirty.everything => {
                 update::update(&mut built, &self.objects, &dirty);
                 built.rejections = self.rejections.clone();
@@ -86,6 +93,7 @@ impl Index {
             }
             _ => snapshot::build(self.objects.values(), &self.rejections),
         };
+        snapshot.trust_domain = self.trust_domain.clone();
         self.built = Some(snapshot.clone());
         snapshot
     }

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
+    /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
+    pub trust_domain: Option<String>,
     /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
     /// Service and proxy namespace.
     vs_by_host: BTreeMap<String, Vec<usize>>,
@@ -66,6 +68,8 @@ pub struct EndpointModel {
     pub ready: bool,
     /// Labels of the pod behind the address (empty when unknown); DestinationRule subsets select on them.
     pub labels: BTreeMap<String, String>,
+    /// The pod's service account when it runs a Weft sidecar (mutual TLS applies); `None`: no sidecar, or unknown.
+    pub sidecar_account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -242,6 +246,7 @@ impl Snapshot {
     /// costs no translation.
     pub fn same_config(&self, other: &Snapshot) -> bool {
         self.services == other.services
+            && self.trust_domain == other.trust_domain
             && self.pod_labels == other.pod_labels
             && self.virtual_services.len() == other.virtual_services.len()
             && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| a.same_config(b))

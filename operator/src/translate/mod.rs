@@ -63,8 +63,9 @@ pub fn shared(snapshot: &Snapshot) -> SharedResources {
 pub fn service_clusters(
     service: &ServiceModel,
     rule: Option<&DestinationRuleModel>,
+    trust_domain: Option<&str>,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
-    clusters::of_service(service, rule)
+    clusters::of_service(service, rule, trust_domain)
 }
 
 /// The outbound listeners, one per Service port, with the tcp and tls rules' chains.

@@ -116,3 +116,12 @@ pub struct SlowStart {
     pub aggression: f64,
     pub min_weight_percent: f64,
 }
+
+/// A cluster's mutual TLS to sidecars (from its `transport_socket_matches`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeshTls {
+    /// The destination's workload identities (SPIFFE ids); empty: any workload of the trust domain.
+    pub identities: Vec<String>,
+    /// The name sent as SNI.
+    pub server_name: String,
+}

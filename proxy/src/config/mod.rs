@@ -69,6 +69,8 @@ pub struct ClusterConfig {
     pub connections: cluster::Connections,
     /// New endpoints' share grows over a window (round robin and least request balancers).
     pub slow_start: Option<cluster::SlowStart>,
+    /// Mutual TLS to the endpoints that run a sidecar; `None`: plaintext to every endpoint.
+    pub mtls: Option<cluster::MeshTls>,
 }
 
 impl ClusterConfig {
@@ -86,6 +88,7 @@ impl ClusterConfig {
             panic_threshold: 50.0,
             connections: cluster::Connections::default(),
             slow_start: None,
+            mtls: None,
         }
     }
 }
@@ -94,6 +97,8 @@ impl ClusterConfig {
 pub struct EndpointConfig {
     pub address: SocketAddr,
     pub healthy: bool,
+    /// The endpoint runs a sidecar: its cluster's mutual TLS applies.
+    pub mtls: bool,
 }
 
 impl ProxyConfig {

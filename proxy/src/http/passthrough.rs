@@ -35,14 +35,14 @@ impl Passthrough {
 
     fn endpoint(&self, address: SocketAddr) -> Endpoint {
         let Ok(mut endpoints) = self.endpoints.lock() else {
-            return Endpoint::new(address, CONNECT_TIMEOUT, Connections::default());
+            return Endpoint::new(address, CONNECT_TIMEOUT, Connections::default(), None);
         };
         if endpoints.len() >= MAX_DESTINATIONS && !endpoints.contains_key(&address) {
             endpoints.clear();
         }
         endpoints
             .entry(address)
-            .or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT, Connections::default()))
+            .or_insert_with(|| Endpoint::new(address, CONNECT_TIMEOUT, Connections::default(), None))
             .clone()
     }
 }

@@ -1,15 +1,13 @@
 //! Transparent mode: listeners for traffic that `weft-proxy init`'s iptables rules redirect to the proxy. The
 //! original destination (`SO_ORIGINAL_DST`) says where each connection was going; outbound connections are served
 //! by a TCP or TLS route when one takes them, else as HTTP when the port is a mesh port and the first bytes are
-//! HTTP, else forwarded as TCP; inbound connections
-//! are forwarded to the application as TCP.
+//! HTTP, else forwarded as TCP. Inbound connections are served by [`crate::inbound`].
 
-pub mod inbound;
 mod l4;
 pub mod original_dst;
 pub mod outbound;
 pub mod sniff;
-mod tcp;
+pub(crate) mod tcp;
 
 use tokio::net::TcpStream;
 
@@ -17,7 +15,7 @@ use crate::metrics::{Direction, Metrics};
 use original_dst::original_dst;
 
 /// The original destination of a captured connection, or `None` (counted and logged) when it must be refused.
-fn destination_of(
+pub(crate) fn destination_of(
     stream: &TcpStream,
     peer: std::net::SocketAddr,
     direction: Direction,

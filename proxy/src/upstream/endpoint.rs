@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::reuse::{ReuseLimits, TrackedStream};
+use super::tls::{ClusterTls, UpstreamIo};
 use crate::BoxError;
 use crate::config::cluster::{Connections, Keepalive, UpstreamProtocol};
 use crate::http::Body;
@@ -34,21 +36,34 @@ pub struct Endpoint {
     http2: Client<FixedConnector, Body>,
     reuse: Option<ReuseLimits>,
     protocol: UpstreamProtocol,
+    meshed: bool,
 }
 
 impl Endpoint {
-    pub fn new(address: SocketAddr, connect_timeout: Duration, connections: Connections) -> Self {
+    /// `tls`: the cluster's mutual TLS, for an endpoint that runs a sidecar.
+    pub fn new(
+        address: SocketAddr,
+        connect_timeout: Duration,
+        connections: Connections,
+        tls: Option<Arc<ClusterTls>>,
+    ) -> Self {
         let (idle_timeout, keepalive) = (connections.idle_timeout, connections.keepalive);
-        let connector = FixedConnector { address, connect_timeout, keepalive };
+        let meshed = tls.is_some();
+        let connector = FixedConnector { address, connect_timeout, keepalive, tls };
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(connector);
-        Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol }
+        Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol, meshed }
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Whether the endpoint runs a sidecar (connections to it may be mutual TLS).
+    pub fn meshed(&self) -> bool {
+        self.meshed
     }
 }
 
@@ -108,6 +123,7 @@ pub struct FixedConnector {
     address: SocketAddr,
     connect_timeout: Duration,
     keepalive: Option<Keepalive>,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl tower::Service<Uri> for FixedConnector {
@@ -120,7 +136,7 @@ impl tower::Service<Uri> for FixedConnector {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let (address, limit, keepalive) = (self.address, self.connect_timeout, self.keepalive);
+        let (address, limit, keepalive, tls) = (self.address, self.connect_timeout, self.keepalive, self.tls.clone());
         Box::pin(async move {
             let stream = tokio::time::timeout(limit, TcpStream::connect(address)).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {address} timed out"))
@@ -129,7 +145,11 @@ impl tower::Service<Uri> for FixedConnector {
             if let Some(keepalive) = keepalive {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive(keepalive))?;
             }
-            Ok(TokioIo::new(TrackedStream::new(stream)))
+            let io = match tls {
+                Some(tls) => tls.secure(stream).await?,
+                None => UpstreamIo::Plain(stream),
+            };
+            Ok(TokioIo::new(TrackedStream::new(io)))
         })
     }
 }
@@ -202,7 +222,7 @@ mod tests {
     async fn the_upstream_protocol_is_the_clients_unless_the_cluster_fixes_it() {
         let (address, _) = counting_server().await;
         let with = |protocol| {
-            Endpoint::new(address, Duration::from_secs(1), Connections { protocol, ..Connections::default() })
+            Endpoint::new(address, Duration::from_secs(1), Connections { protocol, ..Connections::default() }, None)
         };
         let client = with(UpstreamProtocol::Client);
         assert_eq!(get_as(&client, Version::HTTP_11).await, "HTTP/1.1");
@@ -214,7 +234,7 @@ mod tests {
 
     async fn connections_for(requests: usize, connections: Connections) -> usize {
         let (address, accepted) = counting_server().await;
-        let endpoint = Endpoint::new(address, Duration::from_secs(1), connections);
+        let endpoint = Endpoint::new(address, Duration::from_secs(1), connections, None);
         for _ in 0..requests {
             get(&endpoint).await;
         }
@@ -234,7 +254,7 @@ mod tests {
     async fn an_http2_connection_carries_at_most_max_requests() {
         let (address, accepted) = counting_server().await;
         let two = Connections { max_requests: Some(2), ..Connections::default() };
-        let endpoint = Endpoint::new(address, Duration::from_secs(1), two);
+        let endpoint = Endpoint::new(address, Duration::from_secs(1), two, None);
         for _ in 0..6 {
             get_as(&endpoint, Version::HTTP_2).await;
         }
@@ -249,6 +269,7 @@ mod tests {
             address,
             Duration::from_secs(1),
             Connections { max_duration: Some(max), ..Connections::default() },
+            None,
         );
         get(&endpoint).await;
         get(&endpoint).await;
@@ -265,7 +286,8 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let keepalive =
             Keepalive { probes: Some(4), time: Some(Duration::from_secs(10)), interval: Some(Duration::from_secs(3)) };
-        let connector = FixedConnector { address, connect_timeout: Duration::from_secs(1), keepalive: Some(keepalive) };
+        let connector =
+            FixedConnector { address, connect_timeout: Duration::from_secs(1), keepalive: Some(keepalive), tls: None };
         let io = connector.oneshot(Uri::from_static("http://ignored/")).await.unwrap();
         let socket = socket2::SockRef::from(io.inner().tcp());
         assert!(socket.keepalive().unwrap());

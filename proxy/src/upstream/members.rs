@@ -227,7 +227,12 @@ mod tests {
     }
 
     fn member(port: u16) -> Arc<Member> {
-        Arc::new(Member::new(Endpoint::new(([127, 0, 0, 1], port).into(), Duration::from_secs(1), Default::default())))
+        Arc::new(Member::new(Endpoint::new(
+            ([127, 0, 0, 1], port).into(),
+            Duration::from_secs(1),
+            Default::default(),
+            None,
+        )))
     }
 
     /// The share of 10 000 picks that go to port 2.

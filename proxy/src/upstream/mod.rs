@@ -12,6 +12,7 @@ mod members;
 mod outlier;
 mod reuse;
 mod ring;
+mod tls;
 mod warmup;
 
 use std::collections::BTreeMap;
@@ -36,9 +37,11 @@ use crate::BoxError;
 use crate::config::cluster::{Connections, Limits, SlowStart};
 use crate::config::{ClusterConfig, EndpointConfig};
 use crate::http::Body;
+use crate::identity::CredentialsRx;
 use hashing::Hashing;
 use health::Health;
 use outlier::Outcome;
+use tls::ClusterTls;
 
 /// What each request reads of the cluster's config: its limits and slow start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,10 +78,13 @@ pub struct ClusterBalancer {
     /// Read by every request, changed by config: one lock for both.
     settings: RwLock<Settings>,
     health: Arc<Health>,
+    /// Mutual TLS to the endpoints that run a sidecar.
+    tls: Arc<ClusterTls>,
 }
 
 impl ClusterBalancer {
-    pub fn new(cluster: &ClusterConfig) -> Self {
+    /// `credentials`: the proxy's workload certificate, for mutual TLS; `None`: plaintext only.
+    pub fn new(cluster: &ClusterConfig, credentials: Option<CredentialsRx>) -> Self {
         let balancer = Self {
             algorithm: cluster.lb,
             connect_timeout: cluster.connect_timeout,
@@ -89,6 +95,7 @@ impl ClusterBalancer {
             budget: RetryBudget::default(),
             settings: RwLock::default(),
             health: Arc::default(),
+            tls: Arc::new(ClusterTls::new(credentials)),
         };
         balancer.configure(cluster);
         balancer
@@ -110,6 +117,7 @@ impl ClusterBalancer {
         }
         self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
         self.health.configure(cluster.outlier, cluster.panic_threshold);
+        self.tls.configure(cluster.mtls.as_ref());
     }
 
     /// Makes the healthy endpoints of `endpoints` the balancer's set, keeping the members that stay.
@@ -119,9 +127,12 @@ impl ClusterBalancer {
             .iter()
             .filter(|e| e.healthy)
             .map(|e| {
-                let member = current.get(&e.address).cloned().unwrap_or_else(|| {
-                    Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.connections)))
-                });
+                // An endpoint whose pod gained or lost its sidecar needs new connections.
+                let member =
+                    current.get(&e.address).filter(|m| m.endpoint.meshed() == e.mtls).cloned().unwrap_or_else(|| {
+                        let tls = e.mtls.then(|| self.tls.clone());
+                        Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.connections, tls)))
+                    });
                 (e.address, member)
             })
             .collect();

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use http::Extensions;
 use hyper_util::client::legacy::connect::{CaptureConnection, Connected, Connection};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+#[cfg(test)]
 use tokio::net::TcpStream;
+
+use super::tls::UpstreamIo;
 
 use crate::config::cluster::Connections;
 
@@ -73,24 +76,24 @@ pub struct Usage {
 
 /// A TCP stream that reports its [`Usage`] to hyper's pool.
 pub struct TrackedStream {
-    stream: TcpStream,
+    stream: UpstreamIo,
     usage: Usage,
 }
 
 impl TrackedStream {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: UpstreamIo) -> Self {
         Self { stream, usage: Usage { opened: Instant::now(), requests: Arc::default() } }
     }
 
     #[cfg(test)]
     pub fn tcp(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 }
 
 impl Connection for TrackedStream {
     fn connected(&self) -> Connected {
-        self.stream.connected().extra(self.usage.clone())
+        self.stream.tcp().connected().extra(self.usage.clone())
     }
 }
 

@@ -58,6 +58,7 @@ impl Operator {
             xds: TcpListener::bind(xds).await.unwrap(),
             health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             proxy_scope: Default::default(),
+            secure: None,
         };
         let path = dir.path().to_path_buf();
         let task = tokio::spawn(async move {
@@ -195,8 +196,13 @@ impl Proxy {
     /// child, so another test may take one in between: the child is started again on new ports when it could not
     /// bind, and returned once its listeners are bound (or it ended for another reason).
     pub fn start(xds: SocketAddr, extra: &[&str]) -> Self {
+        Self::start_as("client", xds, extra)
+    }
+
+    /// [`Proxy::start`] for the pod `pod_name` (namespace `default`).
+    pub fn start_as(pod_name: &str, xds: SocketAddr, extra: &[&str]) -> Self {
         for _ in 0..5 {
-            let mut proxy = Self::spawn(xds, extra);
+            let mut proxy = Self::spawn(pod_name, xds, extra);
             if !proxy.lost_a_port() {
                 return proxy;
             }
@@ -206,13 +212,19 @@ impl Proxy {
         panic!("weft-proxy could not bind free ports in 5 attempts");
     }
 
-    fn spawn(xds: SocketAddr, extra: &[&str]) -> Self {
+    fn spawn(pod_name: &str, xds: SocketAddr, extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("weft-proxy-log-").tempdir().unwrap();
         let log = dir.path().join("proxy.log");
         let (outbound, health, admin) = (free_port(), free_port(), free_port());
         let out = std::fs::File::create(&log).unwrap();
+        // The operator's plaintext port, unless the test names an address of its own.
+        let xds_address = match extra.contains(&"--xds-address") {
+            true => Vec::new(),
+            false => vec!["--xds-address".to_string(), format!("http://{xds}")],
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_weft-proxy"))
-            .args(["--xds-address", &format!("http://{xds}"), "--pod-name", "client", "--pod-namespace", "default"])
+            .args(xds_address)
+            .args(["--pod-name", pod_name, "--pod-namespace", "default"])
             .args(["--outbound-listen", &outbound.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--health-listen", &health.to_string()])
             .args(extra)
@@ -340,7 +352,13 @@ impl SotwOnlyOperator {
             tokio::spawn(async move {
                 let _ = weft_operator::source::file::watch_dir(path, events_tx, Default::default()).await;
             }),
-            tokio::spawn(weft_operator::app::run_index(events_rx, snapshots_tx, Default::default(), metrics)),
+            tokio::spawn(weft_operator::app::run_index(
+                Default::default(),
+                events_rx,
+                snapshots_tx,
+                Default::default(),
+                metrics,
+            )),
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let server = AggregatedDiscoveryServiceServer::new(ads);

@@ -1,6 +1,7 @@
 //! Clusters (one per Service port and per DestinationRule subset) and their endpoint assignments; the traffic
 //! policy's fields are in [`policy`].
 
+mod mtls;
 mod policy;
 
 pub(super) use policy::{hash_policy, tcp_idle_timeout};
@@ -39,7 +40,7 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
             Some(namespace) => snapshot.destination_rule_for(&fqdn, namespace),
             None => snapshot.default_destination_rule(&fqdn),
         };
-        let (own_clusters, own_assignments) = of_service(service, rule);
+        let (own_clusters, own_assignments) = of_service(service, rule, snapshot.trust_domain.as_deref());
         clusters.extend(own_clusters.into_iter().map(|c| (c.name.clone(), c)));
         assignments.extend(own_assignments.into_iter().map(|a| (a.cluster_name.clone(), a)));
     }
@@ -47,27 +48,36 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
 }
 
 /// One Service's clusters (per port, and per port and subset of `rule`, the DestinationRule applied to it) and
-/// their endpoint assignments. A wildcard rule's subsets are each matching Service's.
+/// their endpoint assignments. A wildcard rule's subsets are each matching Service's. With a `trust_domain`
+/// (the mesh has a CA), endpoints that run a sidecar are reached over mutual TLS.
 pub(super) fn of_service(
     service: &ServiceModel,
     rule: Option<&DestinationRuleModel>,
+    trust_domain: Option<&str>,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let fqdn = service.fqdn();
     let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
     for port in &service.ports {
+        let peers = trust_domain.map(|domain| mtls::peer_identities(service, port, domain)).filter(|p| !p.is_empty());
+        let with_sockets = |mut cluster: Cluster| {
+            if let Some(peers) = &peers {
+                cluster.transport_socket_matches = weft_xds::mtls::cluster_socket_matches(peers, &fqdn);
+            }
+            cluster
+        };
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
-        clusters.push(cluster(&name, own.as_ref()));
-        assignments.push(assignment(&name, port.endpoints.iter()));
+        clusters.push(with_sockets(cluster(&name, own.as_ref())));
+        assignments.push(assignment(&name, port.endpoints.iter(), peers.is_some()));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
-            clusters.push(cluster(&name, own.as_ref()));
+            clusters.push(with_sockets(cluster(&name, own.as_ref())));
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-            assignments.push(assignment(&name, members));
+            assignments.push(assignment(&name, members, peers.is_some()));
         }
     }
     (clusters, assignments)
@@ -124,9 +134,11 @@ fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {
     }
 }
 
-fn assignment<'a>(name: &str, endpoints: impl Iterator<Item = &'a EndpointModel>) -> ClusterLoadAssignment {
+/// `mtls`: endpoints that run a sidecar are marked so (their cluster's mutual TLS socket applies).
+fn assignment<'a>(name: &str, endpoints: impl Iterator<Item = &'a EndpointModel>, mtls: bool) -> ClusterLoadAssignment {
     let lb_endpoints: Vec<LbEndpoint> = endpoints
         .map(|e| LbEndpoint {
+            metadata: (mtls && e.sidecar_account.is_some()).then(weft_xds::mtls::meshed_endpoint_metadata),
             health_status: if e.ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(Address {

@@ -64,6 +64,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
                 .map(|s| slow_start(&s))
                 .transpose()
                 .map_err(err)?,
+            mtls: super::tls::mesh_tls(c).map_err(err)?,
         })
     }
 }

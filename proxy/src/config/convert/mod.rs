@@ -17,6 +17,7 @@ mod cluster;
 mod l4;
 mod policy;
 mod routes;
+mod tls;
 
 /// Why a resource was rejected; becomes the NACK's `error_detail`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +84,8 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Con
             .ok_or_else(|| reject("endpoints", &cla.cluster_name, "endpoint addresses must be IP:port"))?;
         let healthy =
             matches!(HealthStatus::try_from(endpoint.health_status), Ok(HealthStatus::Healthy | HealthStatus::Unknown));
-        out.push(EndpointConfig { address, healthy });
+        let mtls = weft_xds::mtls::is_meshed_endpoint(endpoint.metadata.as_ref());
+        out.push(EndpointConfig { address, healthy, mtls });
     }
     Ok(out)
 }

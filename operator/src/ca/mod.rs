@@ -1,0 +1,12 @@
+//! The mesh's certificate authority in the operator: [`authority`] signs (pure), [`store`] keeps its key,
+//! [`auth`] says who a caller is, [`service`] answers proxies' certificate requests on the TLS port (15012),
+//! next to ADS over TLS.
+
+pub mod auth;
+pub mod authority;
+pub mod service;
+pub mod store;
+
+pub use auth::Authenticator;
+pub use authority::Authority;
+pub use service::{CertificateService, Issuance};

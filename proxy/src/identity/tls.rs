@@ -1,0 +1,172 @@
+//! TLS between sidecars: the proxy's credentials as rustls client and server configurations. Both sides
+//! present their workload certificate and require the peer's, chained to the trust bundle; the names checked
+//! are SPIFFE ids (URI SANs), not DNS names, so the client's verifier checks the chain and that the peer is a
+//! workload of the trust domain, and the caller then checks which workload ([`peer_identity`]) against the
+//! destination's identities. Both offer only the mesh ALPN ([`weft_xds::mtls::MTLS_ALPN`]).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use weft_xds::SpiffeId;
+use weft_xds::mtls::MTLS_ALPN;
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("the certificate chain is empty")]
+    EmptyChain,
+    #[error("the certificate does not parse")]
+    Unparsable,
+    #[error("the certificate is for {found:?}, not {wanted}")]
+    WrongIdentity { found: Option<String>, wanted: String },
+    #[error("the trust bundle holds no usable root")]
+    NoRoots,
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+}
+
+/// A workload certificate with its key, and the configurations that use it.
+pub struct Credentials {
+    pub id: SpiffeId,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Originating mutual TLS (outbound).
+    pub client: Arc<rustls::ClientConfig>,
+    /// Terminating mutual TLS (inbound).
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("id", &self.id).field("not_after", &self.not_after).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// From the CA's answer (`chain`: the workload's certificate first), the key, and the trust bundle. The
+    /// certificate must be for `id`.
+    pub fn new(
+        id: SpiffeId,
+        chain: Vec<CertificateDer<'static>>,
+        key_der: Vec<u8>,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, CredentialsError> {
+        let leaf = chain.first().ok_or(CredentialsError::EmptyChain)?;
+        let (_, parsed) = X509Certificate::from_der(leaf).map_err(|_| CredentialsError::Unparsable)?;
+        let found = uri_sans(&parsed).into_iter().next();
+        if found.as_deref() != Some(id.to_string().as_str()) {
+            return Err(CredentialsError::WrongIdentity { found, wanted: id.to_string() });
+        }
+        let validity = parsed.validity();
+        let at = |t: i64| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+        let (not_before, not_after) = (at(validity.not_before.timestamp()), at(validity.not_after.timestamp()));
+        let mut store = RootCertStore::empty();
+        let (added, _) = store.add_parsable_certificates(roots);
+        if added == 0 {
+            return Err(CredentialsError::NoRoots);
+        }
+        let store = Arc::new(store);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der.clone()));
+        let tls = |e: rustls::Error| CredentialsError::Tls(e.to_string());
+        let verifier = Arc::new(MeshServerVerifier {
+            roots: store.clone(),
+            trust_domain: id.trust_domain.clone(),
+            provider: provider.clone(),
+        });
+        let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(chain.clone(), key())
+            .map_err(tls)?;
+        client.alpn_protocols = vec![MTLS_ALPN.to_vec()];
+        let client_verifier = WebPkiClientVerifier::builder_with_provider(store, provider.clone())
+            .build()
+            .map_err(|e| CredentialsError::Tls(e.to_string()))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_client_cert_verifier(client_verifier)
+            .with_single_cert(chain, key())
+            .map_err(tls)?;
+        server.alpn_protocols = vec![MTLS_ALPN.to_vec()];
+        Ok(Self { id, not_before, not_after, client: Arc::new(client), server: Arc::new(server) })
+    }
+}
+
+/// The SPIFFE id of a peer's certificate (its first URI SAN that is one).
+pub fn peer_identity(certificates: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
+    let leaf = certificates?.first()?;
+    let (_, parsed) = X509Certificate::from_der(leaf).ok()?;
+    uri_sans(&parsed).iter().find_map(|uri| uri.parse().ok())
+}
+
+fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(sans)) = cert.subject_alternative_name() else { return Vec::new() };
+    sans.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Accepts a server certificate that chains to the trust bundle and names a workload of the trust domain; the
+/// server name is not looked at (peers are named by SPIFFE id).
+#[derive(Debug)]
+struct MeshServerVerifier {
+    roots: Arc<RootCertStore>,
+    trust_domain: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
+        match peer_identity(Some(std::slice::from_ref(end_entity))) {
+            Some(id) if id.trust_domain == self.trust_domain => Ok(ServerCertVerified::assertion()),
+            _ => Err(rustls::Error::General("the peer is no workload of this trust domain".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

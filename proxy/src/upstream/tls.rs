@@ -1,0 +1,140 @@
+//! Originating mutual TLS to an endpoint that runs a sidecar. A cluster says whether it may ([`MeshTls`]: the
+//! destination's workload identities), EDS says which endpoints run a sidecar, and the proxy's own certificate
+//! comes from its identity. The handshake verifies the chain and trust domain; the peer's identity must then be
+//! one of the destination's (any workload of the trust domain when the operator listed none, as Envoy does with
+//! no SAN matcher). Without a certificate (no CA configured) the proxy speaks plaintext.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::cluster::MeshTls;
+use crate::identity::CredentialsRx;
+use crate::identity::tls::peer_identity;
+
+/// A cluster's mutual TLS: the proxy's credentials and the destination's identities, shared by its endpoints.
+#[derive(Default)]
+pub struct ClusterTls {
+    credentials: Option<CredentialsRx>,
+    peers: RwLock<Option<Arc<MeshTls>>>,
+}
+
+impl ClusterTls {
+    pub fn new(credentials: Option<CredentialsRx>) -> Self {
+        Self { credentials, peers: RwLock::default() }
+    }
+
+    /// Takes the cluster's current setting; connections opened from now on follow it.
+    pub fn configure(&self, mesh: Option<&MeshTls>) {
+        if let Ok(mut peers) = self.peers.write() {
+            *peers = mesh.cloned().map(Arc::new);
+        }
+    }
+
+    /// `stream`, wrapped in mutual TLS when the cluster asks for it and the proxy has a certificate.
+    pub async fn secure(&self, stream: TcpStream) -> io::Result<UpstreamIo> {
+        let peers = self.peers.read().ok().and_then(|p| p.clone());
+        let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
+        let (Some(peers), Some(credentials)) = (peers, credentials) else { return Ok(UpstreamIo::Plain(stream)) };
+        let name = ServerName::try_from(peers.server_name.clone()).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("server name {:?}: {e}", peers.server_name))
+        })?;
+        let address = stream.peer_addr().ok();
+        let tls = tokio_rustls::TlsConnector::from(credentials.client.clone())
+            .connect(name, stream)
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(endpoint = ?address, error = %err, "outbound mutual TLS handshake failed");
+            })?;
+        let identity = peer_identity(tls.get_ref().1.peer_certificates());
+        let allowed = match &identity {
+            Some(id) => {
+                peers.identities.is_empty() || peers.identities.iter().any(|allowed| *allowed == id.to_string())
+            }
+            None => false,
+        };
+        if !allowed {
+            tracing::warn!(endpoint = ?address, peer = ?identity.map(|i| i.to_string()), expected = ?peers.identities, "outbound mutual TLS: the peer is not a workload of the destination");
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the peer is not a workload of the destination",
+            ));
+        }
+        Ok(UpstreamIo::Tls(Box::new(tls)))
+    }
+}
+
+/// An upstream connection, plaintext or mutual TLS.
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl UpstreamIo {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(stream) => stream,
+            Self::Tls(tls) => tls.get_ref().0,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(stream) => stream.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The contract for mutual TLS between sidecars, in Istio's xDS shape so an Envoy could consume it: a cluster
+//! whose endpoints may run a sidecar carries two `transport_socket_matches` — TLS for endpoints whose metadata
+//! says [`TLS_MODE_KEY`] = [`TLS_MODE_MUTUAL`] under [`TRANSPORT_SOCKET_MATCH`], plaintext for the others. The TLS
+//! context names the proxy's own certificate and the trust bundle as SDS secrets ([`CERTIFICATE_SECRET`],
+//! [`ROOTS_SECRET`]; a proxy serves them itself, as Istio's agent does), lists the destination's workload
+//! identities as exact URI SANs, and offers the ALPN [`MTLS_ALPN`], which is how the server's proxy tells a
+//! sidecar's TLS from an application's own TLS on the same port.
+
+use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ConfigSource, Metadata, TransportSocket, config_source, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher, UpstreamTlsContext,
+    common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
+    subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
+
+/// Endpoint metadata filter read by Envoy's transport socket matching.
+pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// Key under [`TRANSPORT_SOCKET_MATCH`] saying how to talk to the endpoint.
+pub const TLS_MODE_KEY: &str = "tlsMode";
+/// Value of [`TLS_MODE_KEY`] for an endpoint whose pod runs a Weft sidecar.
+pub const TLS_MODE_MUTUAL: &str = "weft";
+/// `transport_socket_matches` entry names.
+pub const MATCH_MUTUAL: &str = "tlsMode-weft";
+pub const MATCH_PLAINTEXT: &str = "tlsMode-disabled";
+/// SDS name of the proxy's own certificate and key (Istio's name).
+pub const CERTIFICATE_SECRET: &str = "default";
+/// SDS name of the trust bundle (Istio's name).
+pub const ROOTS_SECRET: &str = "ROOTCA";
+/// The ALPN protocol a sidecar offers when it originates mutual TLS to another sidecar.
+pub const MTLS_ALPN: &[u8] = b"weft-mtls";
+
+/// Transport socket names (Envoy's).
+pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+pub const RAW_BUFFER_SOCKET: &str = "envoy.transport_sockets.raw_buffer";
+
+fn text(value: &str) -> Value {
+    Value { kind: Some(value::Kind::StringValue(value.to_string())) }
+}
+
+/// `{tlsMode: weft}`: the match of the mutual TLS socket, and the endpoint metadata that selects it.
+fn mutual_match() -> Struct {
+    Struct { fields: [(TLS_MODE_KEY.to_string(), text(TLS_MODE_MUTUAL))].into_iter().collect() }
+}
+
+/// The metadata of an endpoint that runs a sidecar.
+pub fn meshed_endpoint_metadata() -> Metadata {
+    Metadata {
+        filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), mutual_match())].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+/// Whether an endpoint's metadata says it runs a sidecar.
+pub fn is_meshed_endpoint(metadata: Option<&Metadata>) -> bool {
+    let mode = metadata
+        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
+        .and_then(|s| s.fields.get(TLS_MODE_KEY))
+        .and_then(|v| v.kind.as_ref());
+    matches!(mode, Some(value::Kind::StringValue(mode)) if mode == TLS_MODE_MUTUAL)
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    let ads = ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: envoy_types::pb::envoy::config::core::v3::ApiVersion::V3 as i32,
+        ..Default::default()
+    };
+    SdsSecretConfig { name: name.to_string(), sds_config: Some(ads) }
+}
+
+/// A cluster's sockets: mutual TLS to sidecars whose identity is one of `identities` (SPIFFE ids), sending
+/// `sni`; plaintext to the other endpoints.
+pub fn cluster_socket_matches(identities: &[String], sni: &str) -> Vec<TransportSocketMatch> {
+    let sans = identities
+        .iter()
+        .map(|id| SubjectAltNameMatcher {
+            san_type: SanType::Uri as i32,
+            matcher: Some(StringMatcher { match_pattern: Some(MatchPattern::Exact(id.clone())), ignore_case: false }),
+            oid: String::new(),
+        })
+        .collect();
+    let validation = CombinedCertificateValidationContext {
+        default_validation_context: Some(CertificateValidationContext {
+            match_typed_subject_alt_names: sans,
+            ..Default::default()
+        }),
+        validation_context_sds_secret_config: Some(sds(ROOTS_SECRET)),
+        ..Default::default()
+    };
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE_SECRET)],
+            alpn_protocols: vec![String::from_utf8_lossy(MTLS_ALPN).into_owned()],
+            validation_context_type: Some(ValidationContextType::CombinedValidationContext(validation)),
+            ..Default::default()
+        }),
+        sni: sni.to_string(),
+        ..Default::default()
+    };
+    let socket = |name: &str, config| TransportSocket {
+        name: name.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
+    };
+    vec![
+        TransportSocketMatch {
+            name: MATCH_MUTUAL.to_string(),
+            r#match: Some(mutual_match()),
+            transport_socket: Some(socket(TLS_SOCKET, crate::pack(&context))),
+        },
+        TransportSocketMatch {
+            name: MATCH_PLAINTEXT.to_string(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(socket(RAW_BUFFER_SOCKET, crate::pack(&RawBuffer {}))),
+        },
+    ]
+}
