@@ -196,7 +196,12 @@ impl Lab {
     /// The operator in standalone mode on the node, reading `config_dir`, serving xDS on [`Lab::xds_address`] and
     /// metrics on port 9090 of the node; output in `log`.
     pub fn start_operator(&self, config_dir: &Path, log: &Path) -> anyhow::Result<Process> {
-        let args = [
+        self.start_operator_with(config_dir, log, &[])
+    }
+
+    /// [`Lab::start_operator`] with `extra` flags.
+    pub fn start_operator_with(&self, config_dir: &Path, log: &Path, extra: &[String]) -> anyhow::Result<Process> {
+        let mut args = vec![
             crate::binaries::path("weft-operator")?.display().to_string(),
             "--config-dir".into(),
             config_dir.display().to_string(),
@@ -205,7 +210,13 @@ impl Lab {
             "--metrics-listen".into(),
             format!("{}:9090", self.node_ip()),
         ];
+        args.extend(extra.iter().cloned());
         self.node.spawn("operator", &args, log)
+    }
+
+    /// Where the operator serves certificates (and ADS over TLS) on the node.
+    pub fn secure_address(&self) -> SocketAddr {
+        SocketAddr::new(std::net::IpAddr::V4(self.node_ip()), 15012)
     }
 
     /// A new pod namespace attached to the bridge, with the next free address and a default route via the node.

@@ -33,20 +33,67 @@ pub struct NetnsMesh {
     xds: SocketAddr,
     sidecars: Sidecars,
     dir: tempfile::TempDir,
+    identity: MeshIdentity,
+}
+
+/// Mutual TLS for the lab: the operator's CA directory and flags, and the one workload token every pod's
+/// sidecar presents (all pods run as the `default` service account).
+struct MeshIdentity {
+    operator_args: Vec<String>,
+    bundle: PathBuf,
+    token: PathBuf,
+}
+
+impl MeshIdentity {
+    fn prepare(dir: &Path, lab: &Lab) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let tokens = dir.join("tokens/default");
+        std::fs::create_dir_all(&tokens)?;
+        let token = tokens.join("default");
+        std::fs::write(&token, format!("e2e-{}", std::process::id()))?;
+        // The sidecars run as UID 1337: the token must be readable by it (a projected token is, in a pod).
+        for path in [dir.join("tokens"), tokens.clone()] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644))?;
+        let ca = dir.join("ca");
+        let operator_args = [
+            "--ca-dir",
+            &ca.display().to_string(),
+            "--workload-tokens",
+            &dir.join("tokens").display().to_string(),
+            "--secure-listen",
+            &lab.secure_address().to_string(),
+            "--serving-names",
+            &lab.node_ip().to_string(),
+        ]
+        .map(String::from)
+        .into();
+        Ok(Self { operator_args, bundle: ca.join("root-cert.pem"), token })
+    }
 }
 
 impl NetnsMesh {
     /// Builds the pods, installs capture, starts everything and waits until every sidecar is ready.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir()?;
-        let sidecars = Sidecars::prepare(dir.path())?;
         let lab = Lab::new()?;
+        let identity = MeshIdentity::prepare(dir.path(), &lab)?;
+        let sidecars = Sidecars::prepare(dir.path())?.with_identity(
+            &format!("https://{}", lab.secure_address()),
+            &identity.bundle,
+            &identity.token,
+        );
         let client = lab.pod("client")?;
         let reviews = VERSIONS.iter().map(|v| lab.pod(&format!("reviews-{v}"))).collect::<anyhow::Result<Vec<_>>>()?;
         std::fs::create_dir(dir.path().join("config"))?;
         std::fs::write(dir.path().join("config/cluster.yaml"), cluster_yaml(&client, &reviews))?;
         let xds = lab.xds_address();
-        let operator = lab.start_operator(&dir.path().join("config"), &dir.path().join("operator.log"))?;
+        let operator = lab.start_operator_with(
+            &dir.path().join("config"),
+            &dir.path().join("operator.log"),
+            &identity.operator_args,
+        )?;
         let mut processes = Vec::new();
         for (pod, version) in reviews.iter().zip(VERSIONS) {
             sidecars.init(&pod.ns, &[])?;
@@ -56,7 +103,7 @@ impl NetnsMesh {
         for pod in reviews.iter().chain([&client]) {
             processes.push(sidecars.start(pod, "default", xds, &dir.path().join(format!("{}-proxy.log", pod.name)))?);
         }
-        let mesh = Self { operator, processes, client, reviews, lab, xds, sidecars, dir };
+        let mesh = Self { operator, processes, client, reviews, lab, xds, sidecars, dir, identity };
         mesh.wait_ready().await.with_context(|| mesh.diagnostics())?;
         Ok(mesh)
     }
@@ -114,6 +161,17 @@ impl NetnsMesh {
         Ok(counts)
     }
 
+    /// Mutual TLS handshakes the reviews pods' sidecars accepted, in total.
+    pub async fn inbound_mutual_tls_handshakes(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for pod in &self.reviews {
+            let metrics = scrape(&self.lab.node, pod).await?;
+            let labels = [("direction", "inbound"), ("result", "ok")];
+            total += metric_sum(&metrics, "weft_proxy_tls_handshakes_total", &labels);
+        }
+        Ok(total)
+    }
+
     fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }
@@ -162,7 +220,8 @@ impl MeshUnderTest for NetnsMesh {
 
     async fn restart_operator(&mut self) -> anyhow::Result<()> {
         self.operator.kill();
-        self.operator = self.lab.start_operator(&self.config_dir(), &self.dir.path().join("operator.log"))?;
+        let log = self.dir.path().join("operator.log");
+        self.operator = self.lab.start_operator_with(&self.config_dir(), &log, &self.identity.operator_args)?;
         let until = Instant::now() + STARTUP;
         while self.lab.node.connect(self.xds, Duration::from_millis(200)).await.is_err() {
             anyhow::ensure!(Instant::now() < until, "the operator did not come back within {STARTUP:?}");
@@ -201,14 +260,14 @@ fn cluster_yaml(client: &Pod, reviews: &[Pod]) -> String {
     for (pod, version) in reviews.iter().zip(VERSIONS) {
         yaml += &format!(
             "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: reviews, version: {version}}}}}\n\
-             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {SERVICE_PORT}}}]}}]}}\n\
+             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {SERVICE_PORT}}}]}}, {{name: weft-proxy, image: weft-proxy}}]}}\n\
              status: {{podIP: {}}}\n",
             pod.name, pod.ip
         );
     }
     yaml += &format!(
         "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: default, labels: {{app: client}}}}\n\
-         spec: {{containers: [{{name: app, image: weft-load}}]}}\nstatus: {{podIP: {}}}\n",
+         spec: {{containers: [{{name: app, image: weft-load}}, {{name: weft-proxy, image: weft-proxy}}]}}\nstatus: {{podIP: {}}}\n",
         client.ip
     );
     yaml

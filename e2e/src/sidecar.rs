@@ -21,6 +21,8 @@ pub const HEALTH_PORT: u16 = 15020;
 #[derive(Debug, Clone)]
 pub struct Sidecars {
     proxy: PathBuf,
+    /// Mutual TLS: the environment that gives each sidecar a workload identity (empty: plaintext).
+    identity_env: Vec<String>,
 }
 
 impl Sidecars {
@@ -30,7 +32,18 @@ impl Sidecars {
         let proxy = dir.join("weft-proxy");
         std::fs::copy(binaries::path("weft-proxy")?, &proxy)?;
         std::fs::set_permissions(&proxy, std::fs::Permissions::from_mode(0o755))?;
-        Ok(Self { proxy })
+        Ok(Self { proxy, identity_env: Vec::new() })
+    }
+
+    /// Sidecars started from now on get a workload certificate from the CA at `ca` (`https://...`), trusting
+    /// `bundle` and proving who they are with `token` (files the proxy user can read), as the injector sets it up.
+    pub fn with_identity(mut self, ca: &str, bundle: &Path, token: &Path) -> Self {
+        self.identity_env = vec![
+            format!("WEFT_CA_ADDRESS={ca}"),
+            format!("WEFT_TRUST_BUNDLE={}", bundle.display()),
+            format!("WEFT_IDENTITY_TOKEN_FILE={}", token.display()),
+        ];
+        self
     }
 
     pub fn proxy(&self) -> &Path {
@@ -62,6 +75,9 @@ impl Sidecars {
             format!("POD_NAMESPACE={namespace}"),
             format!("POD_IP={}", pod.ip),
             "SERVICE_ACCOUNT=default".into(),
+        ]);
+        command.extend(self.identity_env.iter().cloned());
+        command.extend([
             "WEFT_LOG=info,weft_proxy::transparent=debug".into(),
             self.proxy.display().to_string(),
             "run".into(),

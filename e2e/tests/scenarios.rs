@@ -38,6 +38,9 @@ async fn local_backend() -> anyhow::Result<()> {
     }
     let mut mesh = NetnsMesh::start().await?;
     journey(&mut mesh, "local: network namespaces").await?;
+    let handshakes = mesh.inbound_mutual_tls_handshakes().await?;
+    anyhow::ensure!(handshakes > 0.0, "the journey ran, but no sidecar-to-sidecar traffic was mutual TLS");
+    println!("mutual TLS: the reviews sidecars accepted {handshakes} handshakes from the client's");
     for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await] {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }

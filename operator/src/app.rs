@@ -159,11 +159,15 @@ pub async fn serve_kubernetes(
     let (leader_tx, leader_rx) = watch::channel(false);
     let sync = Arc::new(SyncTracker::default());
     let stop = Stop::default();
-    let tasks = [
+    let mut tasks = vec![
         index,
         tokio::spawn(crate::source::kube::run(client.clone(), scope, events, sync.clone(), metrics.clone())),
         tokio::spawn(writer::run(client.clone(), snapshots.clone(), leader_rx, metrics.clone())),
     ];
+    if let Some(secure) = &listeners.secure {
+        let roots = secure.authority.roots_pem().to_string();
+        tasks.push(tokio::spawn(crate::ca::bundle::run(client.clone(), roots, snapshots.clone())));
+    }
     let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stop.waiter()));
     let ready_rx = snapshots.clone();
     let ready = Arc::new(move || sync.is_synced() && ready_rx.borrow().is_some());

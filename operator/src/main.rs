@@ -53,6 +53,12 @@ struct Args {
     /// serves certificates and ADS over TLS on --secure-listen and sidecars talk mutual TLS to each other.
     #[arg(long, env = "WEFT_CA_DIR", value_name = "DIR")]
     ca_dir: Option<PathBuf>,
+    /// Kubernetes mode: mutual TLS with the CA kept in this Secret of the operator's namespace (Istio's plug-in
+    /// CA keys: `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`), created with a new self-signed
+    /// root when it does not exist. The trust bundle is published as the ConfigMap `weft-ca-root-cert` in every
+    /// namespace with Services or Pods.
+    #[arg(long, env = "WEFT_CA_SECRET", value_name = "NAME", conflicts_with = "ca_dir")]
+    ca_secret: Option<String>,
     /// Address of the TLS port (certificates, ADS over TLS), served when --ca-dir is set.
     #[arg(long, env = "WEFT_SECURE_LISTEN", default_value = "127.0.0.1:15012", value_name = "ADDR")]
     secure_listen: SocketAddr,
@@ -109,7 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "Kubernetes mode needs in-cluster config or KUBECONFIG (or pass --config-dir DIR for standalone mode)",
             )?),
         };
-        let secure = match certificate_authority(&args, &mode)? {
+        let secure = match certificate_authority(&args, &mode).await? {
             Some(ca) => Some(SecurePort {
                 listener: bind(args.secure_listen, "secure (TLS)").await?,
                 serving: ca.serving,
@@ -153,12 +159,21 @@ struct Ca {
     serving: Identity,
 }
 
-fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Option<Ca>> {
-    let Some(dir) = &args.ca_dir else { return Ok(None) };
+async fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Option<Ca>> {
+    if args.ca_dir.is_none() && args.ca_secret.is_none() {
+        return Ok(None);
+    }
     if args.trust_domain.is_empty() || args.trust_domain.contains('/') {
         anyhow::bail!("--trust-domain {:?}: not a trust domain", args.trust_domain);
     }
-    let authority = Arc::new(ca::store::load_or_create(dir, &args.trust_domain)?);
+    let authority = match (&args.ca_dir, &args.ca_secret, mode) {
+        (Some(dir), _, _) => ca::store::load_or_create(dir, &args.trust_domain)?,
+        (None, Some(name), Mode::Kubernetes(client)) => {
+            ca::secret::load_or_create(client.clone(), &args.lease_namespace, name, &args.trust_domain).await?
+        }
+        (None, _, _) => anyhow::bail!("--ca-secret needs Kubernetes mode (use --ca-dir with --config-dir)"),
+    };
+    let authority = Arc::new(authority);
     let authenticator = match (mode, &args.workload_tokens) {
         (Mode::Standalone(_), Some(tokens)) if tokens.is_dir() => Authenticator::TokenFiles(tokens.clone()),
         (Mode::Standalone(_), Some(tokens)) => anyhow::bail!("--workload-tokens {}: not a directory", tokens.display()),

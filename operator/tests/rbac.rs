@@ -15,6 +15,7 @@ use http::Method;
 use serde::Deserialize;
 use support::{Recorded, fake_client, fake_cluster};
 use tokio::sync::{mpsc, watch};
+use weft_operator::ca::{Authenticator, bundle, secret};
 use weft_operator::index::Index;
 use weft_operator::leader::{self, LeaseConfig};
 use weft_operator::metrics::Metrics;
@@ -127,6 +128,15 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     election.await.unwrap();
     requests.extend(log.lock().unwrap().clone());
 
+    // Mutual TLS: the CA Secret created on first start, a workload token checked, the trust bundle published.
+    let (client, log) = fake_client(fake_ca_cluster());
+    let authority = secret::load_or_create(client.clone(), "weft-system", "weft-ca", "cluster.local").await.unwrap();
+    let tokens = Authenticator::TokenReview { client: client.clone(), audience: "weft-ca".into() };
+    let caller = tokens.authenticate("a-projected-token").await.unwrap();
+    assert_eq!((caller.namespace.as_str(), caller.service_account.as_str()), ("shop", "reviews"));
+    bundle::apply(&client, "shop", authority.roots_pem()).await.unwrap();
+    requests.extend(log.lock().unwrap().clone());
+
     let mut seen: Vec<Access> = requests.iter().map(access).collect();
     seen.sort();
     seen.dedup();
@@ -147,4 +157,24 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     }
     assert!(seen.iter().any(|a| a.resource == "virtualservices/status" && a.verb == "patch"));
     assert!(seen.iter().any(|a| a.resource == "leases" && a.verb == "update"), "lease release/renew");
+    for (resource, verb) in [("secrets", "create"), ("tokenreviews", "create"), ("configmaps", "patch")] {
+        assert!(seen.iter().any(|a| a.resource == resource && a.verb == verb), "no {verb} of {resource}");
+    }
+}
+
+/// An API server with no CA Secret yet, that authenticates every token as `shop/reviews` for audience `weft-ca`.
+fn fake_ca_cluster() -> impl Fn(&Recorded) -> (http::StatusCode, serde_json::Value) + Send + Sync + 'static {
+    move |r| match (&r.method, r.path.as_str()) {
+        (&Method::GET, path) if path.contains("/secrets/") => support::status_error(404, "NotFound"),
+        (&Method::POST, path) if path.ends_with("/tokenreviews") => {
+            let mut review = r.body.clone();
+            review["status"] = serde_json::json!({
+                "authenticated": true,
+                "audiences": ["weft-ca"],
+                "user": {"username": "system:serviceaccount:shop:reviews"},
+            });
+            (http::StatusCode::CREATED, review)
+        }
+        _ => (http::StatusCode::OK, r.body.clone()),
+    }
 }

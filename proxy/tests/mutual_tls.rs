@@ -44,6 +44,11 @@ impl Drop for Mesh {
 impl Mesh {
     /// `config`: the YAML the operator serves.
     async fn start(config: &str) -> Self {
+        Self::start_with(config, Duration::from_secs(3600)).await
+    }
+
+    /// With workload certificates living at most `lifetime`.
+    async fn start_with(config: &str, lifetime: Duration) -> Self {
         let dir = tempfile::Builder::new().prefix("weft-mtls-test-").tempdir().unwrap();
         let authority =
             Arc::new(weft_operator::ca::store::load_or_create(&dir.path().join("ca"), TRUST_DOMAIN).unwrap());
@@ -69,7 +74,7 @@ impl Mesh {
                 serving: tonic::transport::Identity::from_pem(serving.chain_pem, serving.key_pem),
                 authority: authority.clone(),
                 authenticator: Authenticator::TokenFiles(dir.path().join("tokens")),
-                issuance: Issuance { trust_domain: TRUST_DOMAIN.into(), max_lifetime: Duration::from_secs(3600) },
+                issuance: Issuance { trust_domain: TRUST_DOMAIN.into(), max_lifetime: lifetime },
             }),
         };
         let config_dir = dir.path().join("config");
@@ -313,4 +318,55 @@ async fn a_token_gets_a_certificate_only_for_its_own_workload() {
     std::fs::write(mesh.dir.path().join("nobody.token"), "not-a-token").unwrap();
     let err = weft_proxy::identity::client::fetch(&settings("client", "nobody")).await.unwrap_err().to_string();
     assert!(err.contains("Unauthenticated"), "{err}");
+}
+
+#[tokio::test]
+async fn certificates_rotate_under_continuous_load_without_a_failed_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = Backend::start().await;
+    let listen = server_pod_address();
+    // Four-second certificates: renewed every two seconds, so a few rotations happen while the load runs; each
+    // upstream connection takes 20 requests, so new handshakes keep happening with the newest certificates.
+    let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\n\
+                metadata: {name: slow, namespace: default}\n\
+                spec: {host: slow, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 20}}}}\n";
+    let config = format!("{}{rule}", service_yaml(listen, "server"));
+    let mesh = Mesh::start_with(&config, Duration::from_secs(4)).await;
+    let server = server_proxy(&mesh, listen, backend.address);
+    let client = client_proxy(&mesh);
+    server.wait_ready(StatusCode::OK).await;
+    client.wait_ready(StatusCode::OK).await;
+    let issued = |metrics: &str| sample(metrics, r#"weft_proxy_certificate_requests_total{result="issued"}"#);
+    let before = (issued(&client.metrics().await), issued(&server.metrics().await));
+    let until = tokio::time::Instant::now() + Duration::from_secs(7);
+    let outbound = client.outbound;
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while tokio::time::Instant::now() < until && ok < 20_000 {
+                    match get(outbound, "slow", "/", &[]).await {
+                        Ok((StatusCode::OK, _)) => ok += 1,
+                        other => failed.push(format!("{other:?}")),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for worker in workers {
+        let (ok, failed) = worker.await.unwrap();
+        assert!(failed.is_empty(), "failed requests during rotation: {failed:?}\nclient log:\n{}", client.output());
+        total += ok;
+    }
+    let after = (issued(&client.metrics().await), issued(&server.metrics().await));
+    assert!(total > 100, "the load ran: {total} requests");
+    assert!(after.0 >= before.0 + 2.0 && after.1 >= before.1 + 2.0, "both sidecars rotated: {before:?} -> {after:?}");
+    let handshakes =
+        sample(&server.metrics().await, r#"weft_proxy_tls_handshakes_total{direction="inbound",result="ok"}"#);
+    assert!(
+        handshakes >= f64::from(total) / 20.0 - 2.0,
+        "new connections all along: {handshakes} handshakes, {total} requests"
+    );
 }

@@ -12,6 +12,23 @@ pub const NATIVE_SIDECARS_MIN_MINOR: u32 = 29;
 /// Default address of the operator's xDS server, as the proxy should dial it.
 pub const DEFAULT_XDS_ADDRESS: &str = "http://weft-operator.weft-system.svc:15010";
 
+/// Default address of the operator's certificate service (its TLS port).
+pub const DEFAULT_CA_ADDRESS: &str = "https://weft-operator.weft-system.svc:15012";
+
+/// Workload identity for injected proxies: where they get certificates, and the mesh's trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Handed to the proxy as `WEFT_CA_ADDRESS`.
+    pub ca_address: String,
+    pub trust_domain: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self { ca_address: DEFAULT_CA_ADDRESS.into(), trust_domain: weft_xds::identity::DEFAULT_TRUST_DOMAIN.into() }
+    }
+}
+
 /// Everything `inject` needs besides the pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InjectConfig {
@@ -25,6 +42,8 @@ pub struct InjectConfig {
     pub mode: SidecarMode,
     /// The proxy's timeouts unless a pod's annotations override them.
     pub timeouts: ProxyTimeouts,
+    /// Mutual TLS: each proxy gets a workload certificate; `None`: plaintext mesh.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// The injected proxy's timeouts, as durations it parses (`10s`, `5m`, `1h`, `0` for off); see `weft-proxy
@@ -91,6 +110,7 @@ impl InjectConfig {
             resources: ProxyResources::default(),
             mode,
             timeouts: ProxyTimeouts::default(),
+            identity: Some(IdentityConfig::default()),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use weft_webhook::config::IdentityConfig;
 use weft_webhook::config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT,
     DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_XDS_ADDRESS, ProxyTimeouts, proxy_duration,
@@ -64,6 +65,17 @@ struct Args {
     /// Proxy connection idle timeout (HTTP and TCP); `weft.dev/idle-timeout` overrides it. 0 turns it off.
     #[arg(long, env = "WEFT_PROXY_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = proxy_duration, value_name = "DURATION")]
     proxy_idle_timeout: String,
+    /// Mutual TLS between sidecars: injected proxies get a workload certificate from the operator's CA (a
+    /// projected ServiceAccount token for audience `weft-ca` and the trust bundle ConfigMap `weft-ca-root-cert`
+    /// are mounted).
+    #[arg(long, env = "WEFT_MTLS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    mtls: bool,
+    /// The operator's certificate service, as proxies dial it (`WEFT_CA_ADDRESS` in the sidecar).
+    #[arg(long, env = "WEFT_CA_ADDRESS", default_value = weft_webhook::config::DEFAULT_CA_ADDRESS, value_name = "URL")]
+    ca_address: String,
+    /// The mesh's trust domain.
+    #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = weft_xds::identity::DEFAULT_TRUST_DOMAIN, value_name = "DOMAIN")]
+    trust_domain: String,
     /// Native sidecars (Kubernetes >= 1.29): `auto` asks the API server at startup and falls back to classic
     /// sidecars, with a warning, when it cannot be reached.
     #[arg(long, env = "WEFT_NATIVE_SIDECARS", value_enum, default_value = "auto")]
@@ -103,6 +115,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             stream_idle: args.proxy_stream_idle_timeout,
             idle: args.proxy_idle_timeout,
         },
+        identity: args
+            .mtls
+            .then(|| IdentityConfig { ca_address: args.ca_address.clone(), trust_domain: args.trust_domain.clone() }),
     };
     config.check()?;
     weft_process::init_logging(&args.log)?;

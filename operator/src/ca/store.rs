@@ -17,10 +17,10 @@ pub enum StoreError {
     Ca(PathBuf, CaError),
 }
 
-const CA_CERT: &str = "ca-cert.pem";
-const CA_KEY: &str = "ca-key.pem";
-const ROOT_CERT: &str = "root-cert.pem";
-const CERT_CHAIN: &str = "cert-chain.pem";
+pub const CA_CERT: &str = "ca-cert.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+pub const ROOT_CERT: &str = "root-cert.pem";
+pub const CERT_CHAIN: &str = "cert-chain.pem";
 
 /// The CA of `dir`, created there first when it holds no key.
 pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Authority, StoreError> {

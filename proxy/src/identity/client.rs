@@ -48,11 +48,12 @@ pub async fn run(
         let wait = match fetch(&settings).await {
             Ok(credentials) => {
                 retry = FIRST_RETRY;
-                let renew = renewal_time(credentials.not_before, credentials.not_after, SystemTime::now());
+                let received = SystemTime::now();
+                let renew = renewal_time(received, credentials.not_after);
                 tracing::info!(identity = %credentials.id, expires = ?credentials.not_after, "workload certificate");
                 metrics.certificate(true, credentials.not_after);
                 published.send_replace(Some(Arc::new(credentials)));
-                renew.duration_since(SystemTime::now()).unwrap_or_default()
+                renew.duration_since(received).unwrap_or_default()
             }
             Err(err) => {
                 tracing::warn!(identity = %settings.id, error = %err, retry_ms = retry.as_millis() as u64, "no workload certificate");

@@ -34,11 +34,16 @@ pub struct IdentitySettings {
 /// The current credentials; `None` until the first certificate arrives.
 pub type CredentialsRx = watch::Receiver<Option<Arc<Credentials>>>;
 
-/// When to renew a certificate valid from `issued` to `expires`: at half its lifetime (Istio's default grace
-/// ratio), never in the past.
-pub fn renewal_time(issued: SystemTime, expires: SystemTime, now: SystemTime) -> SystemTime {
-    let lifetime = expires.duration_since(issued).unwrap_or_default();
-    (issued + lifetime / 2).max(now)
+/// Never renew sooner than this after a certificate arrived (a CA granting absurdly short lifetimes must not be
+/// asked in a loop).
+const MIN_RENEWAL_WAIT: Duration = Duration::from_secs(1);
+
+/// When to renew a certificate that arrived at `received` and expires at `expires`: halfway through what was
+/// left of it (Istio's default grace ratio). Measured from its arrival, not its `notBefore`, which the CA dates
+/// back for clock skew.
+pub fn renewal_time(received: SystemTime, expires: SystemTime) -> SystemTime {
+    let left = expires.duration_since(received).unwrap_or_default();
+    received + (left / 2).max(MIN_RENEWAL_WAIT)
 }
 
 #[cfg(test)]
@@ -46,11 +51,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_certificate_is_renewed_at_half_its_lifetime() {
-        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    fn a_certificate_is_renewed_halfway_through_what_is_left_of_it() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let day = Duration::from_secs(86_400);
-        assert_eq!(renewal_time(issued, issued + day, issued), issued + day / 2);
-        let late = issued + day;
-        assert_eq!(renewal_time(issued, issued + day, late), late, "overdue: now");
+        assert_eq!(renewal_time(received, received + day), received + day / 2);
+        let short = Duration::from_millis(600);
+        assert_eq!(renewal_time(received, received + short), received + MIN_RENEWAL_WAIT, "never in a loop");
+        assert_eq!(renewal_time(received, received - day), received + MIN_RENEWAL_WAIT, "already expired");
     }
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle,
-    LifecycleHandler, ObjectFieldSelector, Probe, ResourceRequirements, SecurityContext,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
+    Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -25,6 +26,20 @@ pub const HEALTH_PORT_NAME: &str = "weft-health";
 pub const READY_PATH: &str = "/healthz/ready";
 /// How long the classic `postStart` hook waits for the proxy, and (at 1 s per probe) the native startup probe.
 pub const STARTUP_TIMEOUT_SECONDS: i32 = 60;
+
+/// Mutual TLS: the projected token volume (audience `weft-ca`) and the trust bundle ConfigMap volume, and where
+/// the proxy finds them.
+pub const TOKEN_VOLUME: &str = "weft-token";
+pub const TOKEN_DIR: &str = "/var/run/secrets/weft";
+pub const TOKEN_FILE: &str = "weft-token";
+pub const TOKEN_AUDIENCE: &str = "weft-ca";
+/// Kubernetes rotates the projected token at 80% of this; Istio's lifetime.
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 43_200;
+pub const BUNDLE_VOLUME: &str = "weft-ca-root-cert";
+pub const BUNDLE_DIR: &str = "/var/run/weft/ca";
+/// The operator's trust bundle ConfigMap (in every namespace) and its key.
+pub const BUNDLE_CONFIG_MAP: &str = "weft-ca-root-cert";
+pub const BUNDLE_KEY: &str = "root-cert.pem";
 
 /// `weft-init`: runs `weft-proxy init` as root with just the capabilities iptables needs.
 pub fn init_container(config: &InjectConfig, resources: &ProxyResources, exclusions: Vec<String>) -> Container {
@@ -74,6 +89,7 @@ pub fn proxy_container(
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(ready_probe(2, 3)),
+        volume_mounts: config.identity.as_ref().map(|_| identity_mounts()),
         resources: Some(resource_requirements(resources)),
         security_context: Some(SecurityContext {
             run_as_user: Some(PROXY_UID),
@@ -132,12 +148,59 @@ fn proxy_env(
         value("WEFT_IDLE_TIMEOUT", &timeouts.idle),
     ];
     env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
+    if let Some(identity) = &config.identity {
+        env.push(value("WEFT_CA_ADDRESS", &identity.ca_address));
+        env.push(value("WEFT_TRUST_DOMAIN", &identity.trust_domain));
+        env.push(value("WEFT_TRUST_BUNDLE", &format!("{BUNDLE_DIR}/{BUNDLE_KEY}")));
+        env.push(value("WEFT_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/{TOKEN_FILE}")));
+    }
     // The pod's labels as admitted (the downward API gives all labels only as a file), for `sourceLabels`.
     if !labels.is_empty() {
         let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(value("WEFT_POD_LABELS", &pairs.join(",")));
     }
     env
+}
+
+fn identity_mounts() -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    vec![mount(TOKEN_VOLUME, TOKEN_DIR), mount(BUNDLE_VOLUME, BUNDLE_DIR)]
+}
+
+/// The pod volumes mutual TLS needs: the workload's token for the CA (audience Weft's only, short-lived,
+/// rotated by the kubelet) and the trust bundle.
+pub fn identity_volumes() -> Vec<Volume> {
+    let token = ServiceAccountTokenProjection {
+        audience: Some(TOKEN_AUDIENCE.into()),
+        expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
+        path: TOKEN_FILE.into(),
+    };
+    vec![
+        Volume {
+            name: TOKEN_VOLUME.into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(token),
+                    ..VolumeProjection::default()
+                }]),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: BUNDLE_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: BUNDLE_CONFIG_MAP.into(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ]
 }
 
 fn value(name: &str, value: &str) -> EnvVar {

@@ -82,6 +82,10 @@ pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, InjectE
             prepend(&mut ops, "containers", true, [proxy]);
         }
     }
+    if config.identity.is_some() {
+        let values: Vec<Value> = containers::identity_volumes().iter().map(to_json).collect();
+        append(&mut ops, "volumes", spec.is_some_and(|s| s.volumes.is_some()), values);
+    }
     let mut new_annotations = vec![(INJECTED, config.mode.as_str().to_string())];
     let first_app = spec.and_then(|s| s.containers.first()).map(|c| c.name.clone());
     if let (SidecarMode::Classic, None, Some(first)) = (config.mode, annotations.get(DEFAULT_CONTAINER), first_app) {
@@ -128,6 +132,17 @@ fn prepend<const N: usize>(ops: &mut Vec<PatchOperation>, field: &str, exists: b
 }
 
 /// Adds annotations one by one (keys escaped: `weft.dev~1injected`), or the whole map when the pod has none.
+/// Appends `values` to `/spec/<field>`, creating the array when the pod has none.
+fn append(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, values: Vec<Value>) {
+    if exists {
+        for value in values {
+            ops.push(add(PointerBuf::from_tokens(["spec", field, "-"]), value));
+        }
+    } else {
+        ops.push(add(PointerBuf::from_tokens(["spec", field]), Value::Array(values)));
+    }
+}
+
 fn add_annotations(ops: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
     if exists {
         for (key, value) in annotations {
@@ -145,7 +160,11 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 
 /// Serializing a k8s-openapi `Container` cannot fail: it has only strings, numbers, maps and lists.
 fn to_value(container: &Container) -> Value {
-    serde_json::to_value(container).unwrap_or(Value::Null)
+    to_json(container)
+}
+
+fn to_json(object: &impl serde::Serialize) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -163,7 +182,24 @@ mod tests {
         let config = crate::testing::config(SidecarMode::Native);
         let patch = serde_json::to_value(inject(&p, &config).unwrap().unwrap()).unwrap();
         let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
-        assert_eq!(paths, ["/spec/initContainers", "/metadata/annotations/weft.dev~1injected"]);
+        assert_eq!(paths, ["/spec/initContainers", "/spec/volumes", "/metadata/annotations/weft.dev~1injected"]);
+    }
+
+    #[test]
+    fn mutual_tls_adds_the_token_and_trust_bundle_volumes_after_the_pods_own() {
+        let p = pod(json!({"spec": {"containers": [{"name": "app"}], "volumes": [{"name": "data", "emptyDir": {}}]}}));
+        let config = crate::testing::config(SidecarMode::Native);
+        let patch = inject(&p, &config).unwrap().unwrap();
+        let mut injected = serde_json::to_value(&p).unwrap();
+        json_patch::patch(&mut injected, &patch).unwrap();
+        let volumes: Vec<&str> =
+            injected["spec"]["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(volumes, ["data", "weft-token", "weft-ca-root-cert"]);
+        let token = &injected["spec"]["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"];
+        assert_eq!(token["audience"], "weft-ca");
+        let plaintext = InjectConfig { identity: None, ..config };
+        let patch = serde_json::to_value(inject(&p, &plaintext).unwrap().unwrap()).unwrap();
+        assert!(!patch.to_string().contains("weft-token"), "no identity, no token: {patch}");
     }
 
     #[test]
