@@ -20,4 +20,5 @@ pub mod scale;
 pub mod scenario;
 pub mod sidecar;
 pub mod stats;
+pub mod two_hop;
 pub mod vip;

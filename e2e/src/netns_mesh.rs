@@ -259,15 +259,15 @@ fn cluster_yaml(client: &Pod, reviews: &[Pod]) -> String {
     );
     for (pod, version) in reviews.iter().zip(VERSIONS) {
         yaml += &format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: reviews, version: {version}}}}}\n\
-             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {SERVICE_PORT}}}]}}, {{name: weft-proxy, image: weft-proxy}}]}}\n\
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: default, labels: {{app: reviews, version: {version}, security.weft.dev/tlsMode: weft}}}}\n\
+             spec: {{containers: [{{name: app, image: weft-echo, ports: [{{name: http, containerPort: {SERVICE_PORT}}}]}}]}}\n\
              status: {{podIP: {}}}\n",
             pod.name, pod.ip
         );
     }
     yaml += &format!(
-        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: default, labels: {{app: client}}}}\n\
-         spec: {{containers: [{{name: app, image: weft-load}}, {{name: weft-proxy, image: weft-proxy}}]}}\nstatus: {{podIP: {}}}\n",
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: client, namespace: default, labels: {{app: client, security.weft.dev/tlsMode: weft}}}}\n\
+         spec: {{containers: [{{name: app, image: weft-load}}]}}\nstatus: {{podIP: {}}}\n",
         client.ip
     );
     yaml

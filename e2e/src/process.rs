@@ -113,3 +113,14 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// CPU time (user and system) process `pid` has used so far; zero when it cannot be read.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / per_second as f64)
+}

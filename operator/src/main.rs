@@ -59,7 +59,7 @@ struct Args {
     /// namespace with Services or Pods.
     #[arg(long, env = "WEFT_CA_SECRET", value_name = "NAME", conflicts_with = "ca_dir")]
     ca_secret: Option<String>,
-    /// Address of the TLS port (certificates, ADS over TLS), served when --ca-dir is set.
+    /// Address of the TLS port (certificates, ADS over TLS), served when --ca-dir or --ca-secret is set.
     #[arg(long, env = "WEFT_SECURE_LISTEN", default_value = "127.0.0.1:15012", value_name = "ADDR")]
     secure_listen: SocketAddr,
     /// Names (DNS names or IP addresses) the operator's serving certificate is valid for, comma-separated.
@@ -178,7 +178,10 @@ async fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Optio
         (Mode::Standalone(_), Some(tokens)) if tokens.is_dir() => Authenticator::TokenFiles(tokens.clone()),
         (Mode::Standalone(_), Some(tokens)) => anyhow::bail!("--workload-tokens {}: not a directory", tokens.display()),
         (Mode::Standalone(_), None) => anyhow::bail!("--ca-dir in standalone mode needs --workload-tokens DIR"),
-        (Mode::Kubernetes(client), _) => {
+        (Mode::Kubernetes(_), Some(_)) => {
+            anyhow::bail!("--workload-tokens is for standalone mode; Kubernetes mode checks ServiceAccount tokens")
+        }
+        (Mode::Kubernetes(client), None) => {
             Authenticator::TokenReview { client: client.clone(), audience: args.token_audience.clone() }
         }
     };

@@ -119,8 +119,8 @@ fn service_yaml(endpoint: SocketAddr, account: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: slow, namespace: default}}\n\
          spec:\n  selector: {{app: slow}}\n  ports: [{{name: http, port: 80, targetPort: {port}}}]\n\
-         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: slow-1, namespace: default, labels: {{app: slow}}}}\n\
-         spec:\n  serviceAccountName: {account}\n  containers: [{{name: app, image: slow}}, {{name: weft-proxy, image: weft-proxy}}]\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: slow-1, namespace: default, labels: {{app: slow, security.weft.dev/tlsMode: weft}}}}\n\
+         spec:\n  serviceAccountName: {account}\n  containers: [{{name: app, image: slow}}]\n\
          status: {{podIP: {ip}}}\n",
         port = endpoint.port(),
         ip = endpoint.ip(),
@@ -369,4 +369,24 @@ async fn certificates_rotate_under_continuous_load_without_a_failed_request() {
         handshakes >= f64::from(total) / 20.0 - 2.0,
         "new connections all along: {handshakes} handshakes, {total} requests"
     );
+}
+
+#[tokio::test]
+async fn a_server_sidecar_without_a_certificate_refuses_mutual_tls_rather_than_pass_it_to_the_app() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let backend = Backend::start().await;
+    let listen = server_pod_address();
+    let mesh = Mesh::start(&service_yaml(listen, "server")).await;
+    // The pod says it speaks mutual TLS, but its sidecar was started without a CA.
+    let args = ["--inbound".to_string(), format!("{listen}={}", backend.address)];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Proxy::start_as("slow-1", mesh.xds, &args);
+    server.wait_ready(StatusCode::OK).await;
+    let result = get_over_tls(listen, tls_client(mesh.certificate_for("client"), &mesh.bundle())).await;
+    assert!(result.is_err(), "the handshake reached something: {result:?}");
+    let mut arrivals = backend.arrivals;
+    assert!(arrivals.try_recv().is_err(), "the application never sees the handshake");
+    let failed =
+        sample(&server.metrics().await, r#"weft_proxy_tls_handshakes_total{direction="inbound",result="failed"}"#);
+    assert_eq!(failed, 1.0);
 }

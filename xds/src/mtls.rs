@@ -19,6 +19,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher::MatchPattern};
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 
+/// The pod label (set by the injector when mutual TLS is on) saying the pod's sidecar speaks mutual TLS, with the
+/// value [`TLS_MODE_MUTUAL`] (Istio's `security.istio.io/tlsMode: istio`). A pod without it gets plaintext.
+pub const TLS_MODE_LABEL: &str = "security.weft.dev/tlsMode";
 /// Endpoint metadata filter read by Envoy's transport socket matching.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// Key under [`TRANSPORT_SOCKET_MATCH`] saying how to talk to the endpoint.

@@ -1,12 +1,14 @@
 //! `make bench`: latency and throughput through one Weft proxy versus straight to the backend, at a fixed
 //! request rate (open loop: latency is measured from when each request was due, so a stalled proxy cannot hide
-//! its queueing). Reports ratios measured in one run; a benchmark, not a test.
+//! its queueing); then the two-proxy path between meshed pods, plaintext and with mutual TLS, with each
+//! sidecar's CPU. Reports ratios measured in one run; a benchmark, not a test.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use weft_e2e::http_client::HttpClient;
 use weft_e2e::mesh::{HOST, LocalMesh};
+use weft_e2e::two_hop::TwoHopMesh;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-bench")]
@@ -77,6 +79,64 @@ async fn main() -> anyhow::Result<()> {
         runs.push(run);
     }
     let (d, p, with_policies, with_cluster) = (&runs[0], &runs[1], &runs[2], &runs[3]);
+    print_ratios(d, p, with_policies, with_cluster);
+    drop(mesh);
+    two_proxies(&args, d).await
+}
+
+/// The two-proxy path (client sidecar -> server sidecar -> backend), plaintext and mutual TLS, against `direct`.
+async fn two_proxies(args: &Args, direct: &Run) -> anyhow::Result<()> {
+    println!(
+        "
+starting the two-proxy path (client sidecar -> server sidecar -> backend), plaintext and mutual TLS ..."
+    );
+    let mesh = TwoHopMesh::start().await?;
+    let mut measured = Vec::new();
+    for (name, hop) in [("2 proxies, plaintext", &mesh.plaintext), ("2 proxies, mTLS", &mesh.mutual_tls)] {
+        let client = hop.client();
+        let host: &'static str = hop.host;
+        fixed_rate_to(&client, host, args.rate, 1, &[]).await;
+        let cpu_before = [cpu_of(&hop.client), cpu_of(&hop.server)];
+        let run = fixed_rate_to(&client, host, args.rate, args.seconds, &[]).await;
+        let cpu = [cpu_of(&hop.client) - cpu_before[0], cpu_of(&hop.server) - cpu_before[1]];
+        // vCPU per 1000 requests/s: CPU seconds per second of run, per thousand requests per second.
+        let per_krps = |used: Duration| used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
+        println!(
+            "{name:>22}: {:>7.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  vCPU per 1000 req/s: client {:.3}, server {:.3}",
+            run.throughput(),
+            ms(run.percentile(0.50)),
+            ms(run.percentile(0.99)),
+            run.errors,
+            per_krps(cpu[0]),
+            per_krps(cpu[1]),
+        );
+        measured.push(run);
+    }
+    let (plain, mtls) = (&measured[0], &measured[1]);
+    println!(
+        "
+added latency over direct, measured in this run:"
+    );
+    for (name, run) in [("2 proxies, plaintext", plain), ("2 proxies, mTLS", mtls)] {
+        println!(
+            "  {name:>22}: p50 +{:.3} ms  p99 +{:.3} ms",
+            ms(run.percentile(0.5)) - ms(direct.percentile(0.5)),
+            ms(run.percentile(0.99)) - ms(direct.percentile(0.99))
+        );
+    }
+    println!(
+        "  mTLS over plaintext: p50 +{:.3} ms  p99 +{:.3} ms",
+        ms(mtls.percentile(0.5)) - ms(plain.percentile(0.5)),
+        ms(mtls.percentile(0.99)) - ms(plain.percentile(0.99))
+    );
+    Ok(())
+}
+
+fn cpu_of(process: &weft_e2e::process::Process) -> Duration {
+    process.pid().map(weft_e2e::process::cpu_time).unwrap_or_default()
+}
+
+fn print_ratios(d: &Run, p: &Run, with_policies: &Run, with_cluster: &Run) {
     println!("\nratios (through proxy / direct), measured in this run:");
     println!("  throughput  {:.3}", p.throughput() / d.throughput());
     println!(
@@ -97,7 +157,6 @@ async fn main() -> anyhow::Result<()> {
     println!("  throughput  {:.3}", with_cluster.throughput() / p.throughput());
     println!("  p50 latency {:.2}x", ratio(with_cluster.percentile(0.5), p.percentile(0.5)));
     println!("  p99 latency {:.2}x", ratio(with_cluster.percentile(0.99), p.percentile(0.99)));
-    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -113,6 +172,17 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 /// otherwise be measured as latency).
 async fn fixed_rate(
     client: &HttpClient,
+    rate: u32,
+    seconds: u32,
+    headers: &'static [(&'static str, &'static str)],
+) -> Run {
+    fixed_rate_to(client, HOST, rate, seconds, headers).await
+}
+
+/// [`fixed_rate`] to `host`.
+async fn fixed_rate_to(
+    client: &HttpClient,
+    host: &'static str,
     rate: u32,
     seconds: u32,
     headers: &'static [(&'static str, &'static str)],
@@ -134,7 +204,7 @@ async fn fixed_rate(
     while let Some(due) = due_rx.recv().await {
         let client = client.clone();
         tasks.spawn(async move {
-            let ok = client.get(HOST, "/", headers).await.is_ok_and(|r| r.is_success());
+            let ok = client.get(host, "/", headers).await.is_ok_and(|r| r.is_success());
             (due.elapsed(), ok)
         });
     }

@@ -56,13 +56,7 @@ impl MeasuredOperator {
 
     /// CPU time (user and system) used so far.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        let per_second = rustix::param::clock_ticks_per_second().max(1);
-        Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / per_second as f64)
+        crate::process::cpu_time(self.pid)
     }
 
     /// `VmRSS` and `VmHWM` (peak) in MiB.

@@ -38,6 +38,10 @@ pub enum CaError {
     NotACa,
     #[error("root-cert.pem holds no certificate")]
     NoRoot,
+    #[error("ca-key.pem is not the key of ca-cert.pem")]
+    KeyMismatch,
+    #[error("ca-cert.pem is not signed by root-cert.pem or a certificate of cert-chain.pem")]
+    NotChained,
     #[error("making the certificate: {0}")]
     Generate(rcgen::Error),
 }
@@ -93,6 +97,7 @@ impl Authority {
         if !files.root_cert.contains("-----BEGIN CERTIFICATE-----") {
             return Err(CaError::NoRoot);
         }
+        check_pair_and_chain(&files, &key)?;
         let issuer = Issuer::from_ca_cert_pem(&files.ca_cert, key).map_err(CaError::Certificate)?;
         Ok(Self { issuer, files })
     }
@@ -164,6 +169,26 @@ impl Authority {
 pub struct ServerCert {
     pub chain_pem: String,
     pub key_pem: String,
+}
+
+/// The key must be the signing certificate's, and that certificate must be a root of the bundle or be signed by
+/// a certificate of the chain or the bundle: a mistake here would otherwise show only as every proxy refusing
+/// every peer.
+fn check_pair_and_chain(files: &CaFiles, key: &KeyPair) -> Result<(), CaError> {
+    let unparsable = || CaError::Certificate(rcgen::Error::CouldNotParseCertificate);
+    let ders: Vec<Vec<u8>> = pem_blocks(&format!("{}{}{}", files.ca_cert, files.cert_chain, files.root_cert))
+        .iter()
+        .filter_map(|pem| x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok().map(|(_, block)| block.contents))
+        .collect();
+    let parsed: Vec<_> =
+        ders.iter().filter_map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c)).collect();
+    let ca = parsed.first().ok_or_else(unparsable)?;
+    if ca.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(CaError::KeyMismatch);
+    }
+    let is_root = pem_blocks(&files.root_cert).iter().any(|root| pem_blocks(&files.ca_cert).first() == Some(root));
+    let signed = parsed.iter().skip(1).any(|issuer| ca.verify_signature(Some(issuer.public_key())).is_ok());
+    if is_root || signed { Ok(()) } else { Err(CaError::NotChained) }
 }
 
 /// Whether the first certificate of `pem` says `CA:TRUE`.

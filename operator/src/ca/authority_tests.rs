@@ -116,3 +116,13 @@ fn the_serving_certificate_names_the_operators_addresses() {
     let sans = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value.general_names);
     assert!(sans.contains("weft-operator.weft-system.svc") && sans.contains("IPAddress([127, 0, 0, 1])"), "{sans}");
 }
+
+#[test]
+fn a_key_that_is_not_the_certificates_or_a_certificate_outside_the_bundle_is_refused() {
+    let mine = Authority::generate("cluster.local", now()).unwrap();
+    let other = Authority::generate("cluster.local", now()).unwrap();
+    let swapped = CaFiles { ca_key: other.ca_key.clone(), ..mine.clone() };
+    assert!(matches!(Authority::from_files(swapped), Err(CaError::KeyMismatch)));
+    let foreign_bundle = CaFiles { root_cert: other.root_cert.clone(), ..mine };
+    assert!(matches!(Authority::from_files(foreign_bundle), Err(CaError::NotChained)));
+}

@@ -4,6 +4,7 @@
 //! rotation publishes old and new roots together). Written with server-side apply, once per namespace and bundle.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -15,25 +16,33 @@ pub const BUNDLE_CONFIG_MAP: &str = "weft-ca-root-cert";
 pub const BUNDLE_KEY: &str = "root-cert.pem";
 const FIELD_MANAGER: &str = "weft-operator";
 
+/// Every namespace's ConfigMap is applied again this often, so one deleted by hand (or in a namespace that was
+/// deleted and made again) comes back, and a failed write is retried.
+const REFRESH: Duration = Duration::from_secs(60);
+
 /// Keeps the bundle ConfigMap in every namespace the snapshots name, until the channel closes.
 pub async fn run(client: kube::Client, roots_pem: String, mut snapshots: SnapshotReceiver) {
     let mut written = BTreeSet::new();
+    let mut refresh = tokio::time::interval(REFRESH);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let namespaces: BTreeSet<String> = match snapshots.borrow_and_update().as_ref() {
             Some(published) => namespaces_of(&published.snapshot),
             None => BTreeSet::new(),
         };
+        // A namespace that went away is written again if it comes back.
+        written.retain(|namespace| namespaces.contains(namespace));
         for namespace in namespaces.difference(&written.clone()) {
             match apply(&client, namespace, &roots_pem).await {
                 Ok(()) => {
                     written.insert(namespace.clone());
                 }
-                // Retried with the next snapshot.
                 Err(err) => tracing::warn!(%namespace, error = %err, "could not write the trust bundle ConfigMap"),
             }
         }
-        if snapshots.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            _ = refresh.tick() => written.clear(),
         }
     }
 }

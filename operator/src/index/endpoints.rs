@@ -142,17 +142,19 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> 
     endpoints.into_iter().collect()
 }
 
-/// The service account of a pod that runs Weft's sidecar (the injected `weft-proxy` container, native or not);
-/// `None` for a pod without one. Kubernetes gives a pod that names none the namespace's `default`.
+/// The service account of a pod whose sidecar speaks mutual TLS (labelled so by the injector,
+/// [`weft_xds::mtls::TLS_MODE_LABEL`]); `None` for any other pod, one injected before mutual TLS was on included.
+/// Kubernetes gives a pod that names no service account the namespace's `default`.
 pub(super) fn sidecar_account(pod: &Pod) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
-    let has_sidecar = containers.into_iter().any(|c| c.name == SIDECAR_CONTAINER);
-    has_sidecar.then(|| spec.service_account_name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into()))
+    let labels = pod.metadata.labels.as_ref()?;
+    if labels.get(weft_xds::mtls::TLS_MODE_LABEL).map(String::as_str) != Some(weft_xds::mtls::TLS_MODE_MUTUAL) {
+        return None;
+    }
+    let spec = pod.spec.as_ref();
+    Some(
+        spec.and_then(|s| s.service_account_name.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into()),
+    )
 }
-
-/// The injected proxy's container name (the injection contract).
-const SIDECAR_CONTAINER: &str = "weft-proxy";
 
 /// The pod port a Service port forwards to: `targetPort` as a number, or the container port of that name.
 fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {

@@ -3,6 +3,8 @@
 //! the trust bundle, and yields its identity. Anything else (plaintext, or an application's own TLS, which
 //! offers other protocols) passes through untouched.
 
+use std::time::Duration;
+
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use weft_xds::SpiffeId;
@@ -22,37 +24,55 @@ pub enum Accepted {
     Failed,
 }
 
-/// Tells a sidecar's mutual TLS from anything else and terminates it; without credentials, everything is
-/// plaintext.
+/// How long a client may take to send its first byte before the connection is taken as plaintext (a
+/// server-first protocol's client sends nothing until the server's greeting).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a sidecar's handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tells a sidecar's mutual TLS from anything else and terminates it. Without credentials (no CA configured)
+/// everything else is plaintext, and a sidecar's TLS is refused: the application would get handshake bytes.
 pub async fn accept(stream: TcpStream, credentials: Option<&Credentials>, metrics: &Metrics) -> Accepted {
-    let Some(credentials) = credentials else { return Accepted::Plaintext(stream) };
     let mut first = [0u8; 1];
-    // A client that speaks first sends its first byte at once; a server-first protocol's client sends nothing,
-    // and the hello peek below gives up after its timeout.
-    if matches!(stream.peek(&mut first).await, Ok(1)) && !may_be_tls(&first) {
-        return Accepted::Plaintext(stream);
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if may_be_tls(&first) => {}
+        _ => return Accepted::Plaintext(stream),
     }
     let offers_mesh = peek_hello(&stream).await.is_some_and(|hello| hello.alpn.iter().any(|p| p == MTLS_ALPN));
     if !offers_mesh {
         return Accepted::Plaintext(stream);
     }
     let peer = stream.peer_addr().ok();
-    match tokio_rustls::TlsAcceptor::from(credentials.server.clone()).accept(stream).await {
-        Ok(tls) => match peer_identity(tls.get_ref().1.peer_certificates()) {
-            Some(peer_identity) => {
-                metrics.handshake(Direction::Inbound, "ok");
-                Accepted::Mutual { stream: Box::new(tls), peer_identity }
-            }
-            None => {
-                metrics.handshake(Direction::Inbound, "wrong_peer");
-                tracing::warn!(?peer, "inbound mutual TLS: the client certificate names no workload");
-                Accepted::Failed
-            }
-        },
-        Err(err) => {
-            metrics.handshake(Direction::Inbound, "failed");
-            tracing::warn!(?peer, error = %err, "inbound mutual TLS handshake failed");
+    let Some(credentials) = credentials else {
+        metrics.handshake(Direction::Inbound, "failed");
+        tracing::warn!(
+            ?peer,
+            "a sidecar's mutual TLS arrived, but this proxy has no workload certificate (--ca-address)"
+        );
+        return Accepted::Failed;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(credentials.server.clone());
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => return failed(metrics, peer, &err.to_string()),
+        Err(_) => return failed(metrics, peer, "timed out"),
+    };
+    // The bundle may hold other trust domains' roots (federation, a rotation): the peer must be one of ours.
+    match peer_identity(tls.get_ref().1.peer_certificates()) {
+        Some(peer_identity) if peer_identity.trust_domain == credentials.id.trust_domain => {
+            metrics.handshake(Direction::Inbound, "ok");
+            Accepted::Mutual { stream: Box::new(tls), peer_identity }
+        }
+        other => {
+            metrics.handshake(Direction::Inbound, "wrong_peer");
+            tracing::warn!(?peer, peer_identity = ?other.map(|id| id.to_string()), "inbound mutual TLS: the client is no workload of this trust domain");
             Accepted::Failed
         }
     }
+}
+
+fn failed(metrics: &Metrics, peer: Option<std::net::SocketAddr>, why: &str) -> Accepted {
+    metrics.handshake(Direction::Inbound, "failed");
+    tracing::warn!(?peer, error = why, "inbound mutual TLS handshake failed");
+    Accepted::Failed
 }

@@ -146,7 +146,7 @@ impl tower::Service<Uri> for FixedConnector {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive(keepalive))?;
             }
             let io = match tls {
-                Some(tls) => tls.secure(stream).await?,
+                Some(tls) => tls.secure(stream, limit).await?,
                 None => UpstreamIo::Plain(stream),
             };
             Ok(TokioIo::new(TrackedStream::new(io)))

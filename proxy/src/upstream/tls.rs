@@ -8,6 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -37,21 +38,26 @@ impl ClusterTls {
         }
     }
 
-    /// `stream`, wrapped in mutual TLS when the cluster asks for it and the proxy has a certificate.
-    pub async fn secure(&self, stream: TcpStream) -> io::Result<UpstreamIo> {
+    /// `stream`, wrapped in mutual TLS when the cluster asks for it; the handshake gets `limit`. A proxy with a
+    /// CA but no certificate yet fails the connection rather than fall back to plaintext.
+    pub async fn secure(&self, stream: TcpStream, limit: Duration) -> io::Result<UpstreamIo> {
         let peers = self.peers.read().ok().and_then(|p| p.clone());
-        let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
-        let (Some(peers), Some(credentials)) = (peers, credentials) else { return Ok(UpstreamIo::Plain(stream)) };
+        let (Some(peers), Some(credentials)) = (peers, self.credentials.as_ref()) else {
+            return Ok(UpstreamIo::Plain(stream));
+        };
+        let Some(credentials) = credentials.borrow().clone() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "no workload certificate yet"));
+        };
         let name = ServerName::try_from(peers.server_name.clone()).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidInput, format!("server name {:?}: {e}", peers.server_name))
         })?;
         let address = stream.peer_addr().ok();
-        let tls = tokio_rustls::TlsConnector::from(credentials.client.clone())
-            .connect(name, stream)
-            .await
-            .inspect_err(|err| {
-                tracing::warn!(endpoint = ?address, error = %err, "outbound mutual TLS handshake failed");
-            })?;
+        let handshake = tokio_rustls::TlsConnector::from(credentials.client.clone()).connect(name, stream);
+        let tls = match tokio::time::timeout(limit, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "mutual TLS handshake timed out")),
+        }
+        .inspect_err(|err| tracing::warn!(endpoint = ?address, error = %err, "outbound mutual TLS handshake failed"))?;
         let identity = peer_identity(tls.get_ref().1.peer_certificates());
         let allowed = match &identity {
             Some(id) => {

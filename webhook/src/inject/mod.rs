@@ -85,6 +85,9 @@ pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, InjectE
     if config.identity.is_some() {
         let values: Vec<Value> = containers::identity_volumes().iter().map(to_json).collect();
         append(&mut ops, "volumes", spec.is_some_and(|s| s.volumes.is_some()), values);
+        // What tells the operator (and other sidecars) that this pod speaks mutual TLS.
+        let label = vec![(weft_xds::mtls::TLS_MODE_LABEL, weft_xds::mtls::TLS_MODE_MUTUAL.to_string())];
+        add_metadata(&mut ops, "labels", pod.metadata.labels.is_some(), label);
     }
     let mut new_annotations = vec![(INJECTED, config.mode.as_str().to_string())];
     let first_app = spec.and_then(|s| s.containers.first()).map(|c| c.name.clone());
@@ -131,7 +134,6 @@ fn prepend<const N: usize>(ops: &mut Vec<PatchOperation>, field: &str, exists: b
     }
 }
 
-/// Adds annotations one by one (keys escaped: `weft.dev~1injected`), or the whole map when the pod has none.
 /// Appends `values` to `/spec/<field>`, creating the array when the pod has none.
 fn append(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, values: Vec<Value>) {
     if exists {
@@ -143,14 +145,20 @@ fn append(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, values: Vec<
     }
 }
 
+/// Adds annotations one by one (keys escaped: `weft.dev~1injected`), or the whole map when the pod has none.
 fn add_annotations(ops: &mut Vec<PatchOperation>, exists: bool, annotations: Vec<(&str, String)>) {
+    add_metadata(ops, "annotations", exists, annotations);
+}
+
+/// Adds entries to `/metadata/<field>` (labels or annotations) one by one, or the whole map when there is none.
+fn add_metadata(ops: &mut Vec<PatchOperation>, field: &str, exists: bool, entries: Vec<(&str, String)>) {
     if exists {
-        for (key, value) in annotations {
-            ops.push(add(PointerBuf::from_tokens(["metadata", "annotations", key]), Value::String(value)));
+        for (key, value) in entries {
+            ops.push(add(PointerBuf::from_tokens(["metadata", field, key]), Value::String(value)));
         }
     } else {
-        let map = annotations.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
-        ops.push(add(PointerBuf::from_tokens(["metadata", "annotations"]), Value::Object(map)));
+        let map = entries.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
+        ops.push(add(PointerBuf::from_tokens(["metadata", field]), Value::Object(map)));
     }
 }
 
@@ -182,7 +190,10 @@ mod tests {
         let config = crate::testing::config(SidecarMode::Native);
         let patch = serde_json::to_value(inject(&p, &config).unwrap().unwrap()).unwrap();
         let paths: Vec<&str> = patch.as_array().unwrap().iter().map(|op| op["path"].as_str().unwrap()).collect();
-        assert_eq!(paths, ["/spec/initContainers", "/spec/volumes", "/metadata/annotations/weft.dev~1injected"]);
+        assert_eq!(
+            paths,
+            ["/spec/initContainers", "/spec/volumes", "/metadata/labels", "/metadata/annotations/weft.dev~1injected"]
+        );
     }
 
     #[test]
