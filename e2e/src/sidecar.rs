@@ -36,9 +36,12 @@ impl Sidecars {
     }
 
     /// Sidecars started from now on get a workload certificate from the CA at `ca` (`https://...`), trusting
-    /// `bundle` and proving who they are with `token` (files the proxy user can read), as the injector sets it up.
+    /// `bundle` and proving who they are with `token` (files the proxy user can read), and take their config over
+    /// TLS from the same port, as the injector sets it up.
     pub fn with_identity(mut self, ca: &str, bundle: &Path, token: &Path) -> Self {
         self.identity_env = vec![
+            // After the plaintext address in the command line: `env` keeps the last value.
+            format!("WEFT_XDS_ADDRESS={ca}"),
             format!("WEFT_CA_ADDRESS={ca}"),
             format!("WEFT_TRUST_BUNDLE={}", bundle.display()),
             format!("WEFT_IDENTITY_TOKEN_FILE={}", token.display()),

@@ -250,13 +250,22 @@ async fn serve_common(
 pub struct TlsPort {
     pub config: tonic::transport::ServerTlsConfig,
     pub certificates: CertificateService,
+    /// Proxies on this port present a workload certificate of this trust domain for their own namespace.
+    pub trust_domain: String,
 }
 
 impl SecurePort {
     fn tls(self, metrics: Arc<Metrics>) -> (TcpListener, TlsPort) {
+        // A client certificate is optional at the handshake: a proxy asks for its first certificate here without
+        // one. ADS then requires it (see `AdsServer::requiring_identity`).
+        let roots = tonic::transport::Certificate::from_pem(self.authority.roots_pem());
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(self.serving)
+            .client_ca_root(roots)
+            .client_auth_optional(true);
+        let trust_domain = self.issuance.trust_domain.clone();
         let certificates = CertificateService::new(self.authority, self.authenticator, self.issuance, metrics);
-        let config = tonic::transport::ServerTlsConfig::new().identity(self.serving);
-        (self.listener, TlsPort { config, certificates })
+        (self.listener, TlsPort { config, certificates, trust_domain })
     }
 }
 
@@ -279,10 +288,12 @@ pub async fn serve_xds(
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut ads = AdsServer::new(snapshots, scope, metrics, closing);
     let certificates = match tls {
-        Some(TlsPort { config, certificates }) => {
+        Some(TlsPort { config, certificates, trust_domain }) => {
             tracing::info!(%address, "serving certificates and xDS (ADS) over TLS");
             builder = builder.tls_config(config)?;
+            ads = ads.requiring_identity(trust_domain);
             Some(certificates)
         }
         None => {
@@ -291,7 +302,7 @@ pub async fn serve_xds(
         }
     };
     let server = builder
-        .add_service(AdsServer::new(snapshots, scope, metrics, closing).into_service())
+        .add_service(ads.into_service())
         .add_optional_service(certificates)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;

@@ -31,6 +31,7 @@ use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
 use crate::transparent;
 use crate::xds::client;
+use crate::xds::dial::XdsDial;
 
 /// How application traffic reaches the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +185,14 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let node = settings.node();
     let complete = readiness.config_complete.clone();
     let (on_demand, questions) = OnDemand::new(ON_DEMAND_TIMEOUT);
-    tokio::spawn(client::run(endpoint, node, publisher, complete, metrics.clone(), questions));
+    let dial = match (&credentials, &settings.trust_bundle) {
+        (Some(credentials), Some(bundle)) if endpoint.uri().scheme_str() == Some("https") => {
+            let roots_pem = std::fs::read(bundle).unwrap_or_default();
+            XdsDial::WithIdentity { endpoint, roots_pem, credentials: credentials.clone() }
+        }
+        _ => XdsDial::Fixed(endpoint),
+    };
+    tokio::spawn(client::run(dial, node, publisher, complete, metrics.clone(), questions));
     tokio::spawn(admin::serve(
         listeners.admin,
         AdminState { runtime: runtime_rx.clone(), readiness: readiness.clone(), credentials: credentials.clone() },

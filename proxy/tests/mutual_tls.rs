@@ -105,12 +105,22 @@ impl Mesh {
 
     /// A workload certificate for `account`, signed by the mesh's CA: (chain, key).
     fn certificate_for(&self, account: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let id = SpiffeId::new(TRUST_DOMAIN, "default", account);
-        let request = weft_proxy::identity::csr::new_request(&id).unwrap();
-        let chain =
-            self.authority.sign_workload(&request.csr_pem, &id, Duration::from_secs(600), SystemTime::now()).unwrap();
+        let (chain, request) = self.signed_for(account);
         let chain = chain.iter().map(|pem| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).collect();
         (chain, PrivateKeyDer::Pkcs8(request.key_der.into()))
+    }
+
+    /// [`Mesh::certificate_for`] in PEM: (chain, key).
+    fn pem_certificate_for(&self, account: &str) -> (String, String) {
+        let (chain, request) = self.signed_for(account);
+        (chain.concat(), request.key_pem)
+    }
+
+    fn signed_for(&self, account: &str) -> (Vec<String>, weft_proxy::identity::csr::Request) {
+        let id = SpiffeId::new(TRUST_DOMAIN, "default", account);
+        let request = weft_proxy::identity::csr::new_request(&id).unwrap();
+        let lifetime = Duration::from_secs(600);
+        (self.authority.sign_workload(&request.csr_pem, &id, lifetime, SystemTime::now()).unwrap(), request)
     }
 }
 
@@ -389,4 +399,62 @@ async fn a_server_sidecar_without_a_certificate_refuses_mutual_tls_rather_than_p
     let failed =
         sample(&server.metrics().await, r#"weft_proxy_tls_handshakes_total{direction="inbound",result="failed"}"#);
     assert_eq!(failed, 1.0);
+}
+
+/// One ADS request on the operator's TLS port as `node_id`, presenting `certificate` (or none): the stream's
+/// first answer, or the status it ended with.
+async fn ads_over_tls(mesh: &Mesh, node_id: &str, certificate: Option<(String, String)>) -> Result<(), tonic::Status> {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let roots = std::fs::read(mesh.bundle()).unwrap();
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(roots));
+    if let Some((chain, key)) = certificate {
+        tls = tls.identity(Identity::from_pem(chain, key));
+    }
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", mesh.secure.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let request = DiscoveryRequest {
+        node: Some(Node { id: node_id.into(), ..Default::default() }),
+        type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+        ..Default::default()
+    };
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    // The stream stays open after the one request, as a proxy's does.
+    use tokio_stream::StreamExt as _;
+    let requests = tokio_stream::iter([request]).chain(tokio_stream::pending());
+    let mut answers = client.stream_aggregated_resources(requests).await?.into_inner();
+    match tokio::time::timeout(Duration::from_secs(10), answers.message()).await.expect("an answer") {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(tonic::Status::aborted("stream ended without an answer")),
+        Err(status) => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn on_the_tls_port_a_proxy_gets_config_only_for_its_own_namespace() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mesh = Mesh::start(&service_yaml(server_pod_address(), "server")).await;
+    let own = ads_over_tls(
+        &mesh,
+        "sidecar~10.0.0.1~client-1.default~default.svc.cluster.local",
+        Some(mesh.pem_certificate_for("client")),
+    )
+    .await;
+    assert!(own.is_ok(), "its own namespace: {own:?}");
+    let other = ads_over_tls(
+        &mesh,
+        "sidecar~10.0.0.2~web-1.shop~shop.svc.cluster.local",
+        Some(mesh.pem_certificate_for("client")),
+    )
+    .await;
+    assert_eq!(other.unwrap_err().code(), tonic::Code::PermissionDenied, "a certificate of default asking as shop");
+    let anonymous = ads_over_tls(&mesh, "sidecar~10.0.0.1~client-1.default~default.svc.cluster.local", None).await;
+    assert_eq!(anonymous.unwrap_err().code(), tonic::Code::PermissionDenied, "no certificate");
 }

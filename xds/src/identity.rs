@@ -54,6 +54,26 @@ impl FromStr for SpiffeId {
     }
 }
 
+/// The workload identity a certificate (DER) carries: its first URI SAN that is a SPIFFE id.
+pub fn spiffe_id_of(certificate: &[u8]) -> Option<SpiffeId> {
+    uri_sans(certificate).iter().find_map(|uri| uri.parse().ok())
+}
+
+/// Every URI SAN of a certificate (DER); empty when it does not parse.
+pub fn uri_sans(certificate: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, parsed)) = X509Certificate::from_der(certificate) else { return Vec::new() };
+    let Ok(Some(sans)) = parsed.subject_alternative_name() else { return Vec::new() };
+    sans.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,11 +289,16 @@ pub(crate) fn check_webhook(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--proxy-stream-idle-timeout"), Some(stream_idle), "{args:?}");
     assert_eq!(flag(&args, "--proxy-idle-timeout"), Some(idle), "{args:?}");
 
-    // The proxies it injects dial the operator Service's xDS port.
+    // The proxies it injects dial the operator Service's xDS port: the TLS one (certificates and config) with
+    // mutual TLS on, which it is by default.
     let operator_service = m.get("Service", "weft-operator").unwrap();
-    let xds_port = operator_service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "xds").unwrap();
-    let expected = format!("http://weft-operator.{}.svc:{}", e.namespace, xds_port["port"]);
+    let port_named =
+        |name: &str| operator_service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned();
+    let tls_port = port_named("xds-tls").expect("the Service has the TLS xDS port");
+    let expected = format!("https://weft-operator.{}.svc:{}", e.namespace, tls_port["port"]);
     assert_eq!(flag(&args, "--xds-address"), Some(expected.as_str()), "{args:?}");
+    assert_eq!(flag(&args, "--ca-address"), Some(expected.as_str()), "{args:?}");
+    assert!(port_named("xds").is_some(), "the plaintext port stays for proxies injected without mutual TLS");
 
     // It serves HTTPS on 9443, probed there.
     assert_eq!(resolve_port(container, &json!("https")), 9443);

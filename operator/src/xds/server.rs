@@ -28,6 +28,8 @@ use super::sotw::AdsStream;
 use crate::app::{Published, SnapshotReceiver};
 use crate::metrics::Metrics;
 use weft_xds::ProxyScope;
+use weft_xds::SpiffeId;
+use weft_xds::identity::spiffe_id_of;
 
 /// Responses waiting per stream to be written.
 const OUTBOX: usize = 4;
@@ -44,6 +46,8 @@ pub struct AdsServer {
     metrics: Arc<Metrics>,
     /// Becomes `true` when the operator stops: every stream ends with `UNAVAILABLE`.
     closing: watch::Receiver<bool>,
+    /// On the TLS port: the trust domain whose workload certificate a proxy must present, for its own namespace.
+    required_identity: Option<String>,
 }
 
 impl AdsServer {
@@ -53,7 +57,20 @@ impl AdsServer {
         metrics: Arc<Metrics>,
         closing: watch::Receiver<bool>,
     ) -> Self {
-        Self { snapshots, translations: Arc::default(), default_scope: scope, metrics, closing }
+        Self {
+            snapshots,
+            translations: Arc::default(),
+            default_scope: scope,
+            metrics,
+            closing,
+            required_identity: None,
+        }
+    }
+
+    /// Streams must come with a workload certificate of `trust_domain` whose namespace is the proxy's (the TLS
+    /// port, where the certificate service lets proxies get one first).
+    pub fn requiring_identity(self, trust_domain: String) -> Self {
+        Self { required_identity: Some(trust_domain), ..self }
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
@@ -68,6 +85,14 @@ impl AdsServer {
         request: Request<Streaming<P::Request>>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let caller = match &self.required_identity {
+            None => Caller::Anyone,
+            Some(trust_domain) => {
+                let certificates = request.peer_certs();
+                let identity = certificates.as_ref().and_then(|c| c.first()).and_then(|c| spiffe_id_of(c));
+                Caller::Workload { trust_domain: trust_domain.clone(), identity }
+            }
+        };
         // Few responses wait per stream: a proxy that reads slowly holds little memory, and a later snapshot it
         // has not reached yet is translated only once it has (latest wins).
         let (tx, rx) = mpsc::channel(OUTBOX);
@@ -77,6 +102,7 @@ impl AdsServer {
             default_scope: self.default_scope,
             outbox: tx,
             peer,
+            caller,
             metrics: self.metrics.clone(),
             closing: self.closing.clone(),
             protocol: PhantomData,
@@ -113,9 +139,38 @@ struct StreamContext<P: Protocol> {
     default_scope: ProxyScope,
     outbox: mpsc::Sender<Result<P::Response, Status>>,
     peer: String,
+    caller: Caller,
     metrics: Arc<Metrics>,
     closing: watch::Receiver<bool>,
     protocol: PhantomData<fn() -> P>,
+}
+
+/// Who opened a stream, as far as its connection says.
+enum Caller {
+    /// The plaintext port: the node id is taken at its word.
+    Anyone,
+    /// The TLS port: the workload certificate presented, if any, and the trust domain it must belong to.
+    Workload { trust_domain: String, identity: Option<SpiffeId> },
+}
+
+impl Caller {
+    /// Whether this caller may ask for the config of `node`: on the TLS port, only a workload of the trust
+    /// domain in the node's own namespace.
+    fn may_be(&self, node: &ProxyNode) -> Result<(), String> {
+        match self {
+            Self::Anyone => Ok(()),
+            Self::Workload { identity: None, .. } => {
+                Err("ADS on this port needs the proxy's workload certificate (TLS client certificate)".into())
+            }
+            Self::Workload { trust_domain, identity: Some(id) } => {
+                if id.trust_domain == *trust_domain && id.namespace == node.namespace {
+                    Ok(())
+                } else {
+                    Err(format!("{id} may not ask for the config of {node}"))
+                }
+            }
+        }
+    }
 }
 
 /// The last NACK logged per type (version, message): a proxy repeating it is counted, not logged again.
@@ -198,6 +253,10 @@ impl<P: Protocol> StreamContext<P> {
         if session.node.is_none() {
             let (node, scope) = identify(P::node(request), self.default_scope)
                 .map_err(|message| End::Status(Status::invalid_argument(message)))?;
+            if let Err(refusal) = self.caller.may_be(&node) {
+                tracing::warn!(peer = %self.peer, proxy = %node, "{refusal}");
+                return Err(End::Status(Status::permission_denied(refusal)));
+            }
             if let Some(warning) = &scope.warning {
                 tracing::warn!(peer = %self.peer, proxy = %node, "{warning}");
             }

@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use weft_xds::ca::{CREATE_CERTIFICATE, CertificateRequest, CertificateResponse};
 
 use super::csr;
-use super::tls::{Credentials, CredentialsError};
+use super::tls::{Credentials, CredentialsError, Pem};
 use super::{IdentitySettings, renewal_time};
 use crate::metrics::Metrics;
 
@@ -86,7 +86,8 @@ pub async fn fetch(settings: &IdentitySettings) -> Result<Credentials, FetchErro
         .flat_map(|pem| CertificateDer::pem_slice_iter(pem.as_bytes()))
         .filter_map(Result::ok)
         .collect();
-    Ok(Credentials::new(settings.id.clone(), chain, request.key_der, roots)?)
+    let pem = Pem { chain: answer.cert_chain.concat(), key: request.key_pem };
+    Ok(Credentials::new(settings.id.clone(), chain, request.key_der, roots, pem)?)
 }
 
 async fn ask(

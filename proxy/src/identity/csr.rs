@@ -8,6 +8,7 @@ use weft_xds::SpiffeId;
 pub struct Request {
     pub csr_pem: String,
     pub key_der: Vec<u8>,
+    pub key_pem: String,
 }
 
 pub fn new_request(id: &SpiffeId) -> Result<Request, rcgen::Error> {
@@ -16,5 +17,5 @@ pub fn new_request(id: &SpiffeId) -> Result<Request, rcgen::Error> {
     params.distinguished_name = DistinguishedName::new();
     params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
     let csr = params.serialize_request(&key)?;
-    Ok(Request { csr_pem: csr.pem()?, key_der: key.serialize_der() })
+    Ok(Request { csr_pem: csr.pem()?, key_der: key.serialize_der(), key_pem: key.serialize_pem() })
 }

@@ -14,8 +14,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use weft_xds::SpiffeId;
+use weft_xds::identity::{spiffe_id_of, uri_sans};
 use weft_xds::mtls::MTLS_ALPN;
-use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -40,6 +41,15 @@ pub struct Credentials {
     pub client: Arc<rustls::ClientConfig>,
     /// Terminating mutual TLS (inbound).
     pub server: Arc<rustls::ServerConfig>,
+    /// The certificate chain and key in PEM, for the xDS connection (tonic takes PEM); never logged or shown.
+    pub pem: Pem,
+}
+
+/// A certificate chain and its key, PEM.
+#[derive(Clone)]
+pub struct Pem {
+    pub chain: String,
+    pub key: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -56,10 +66,11 @@ impl Credentials {
         chain: Vec<CertificateDer<'static>>,
         key_der: Vec<u8>,
         roots: Vec<CertificateDer<'static>>,
+        pem: Pem,
     ) -> Result<Self, CredentialsError> {
         let leaf = chain.first().ok_or(CredentialsError::EmptyChain)?;
         let (_, parsed) = X509Certificate::from_der(leaf).map_err(|_| CredentialsError::Unparsable)?;
-        let found = uri_sans(&parsed).into_iter().next();
+        let found = uri_sans(leaf).into_iter().next();
         if found.as_deref() != Some(id.to_string().as_str()) {
             return Err(CredentialsError::WrongIdentity { found, wanted: id.to_string() });
         }
@@ -98,27 +109,13 @@ impl Credentials {
             .with_single_cert(chain, key())
             .map_err(tls)?;
         server.alpn_protocols = vec![MTLS_ALPN.to_vec()];
-        Ok(Self { id, not_before, not_after, client: Arc::new(client), server: Arc::new(server) })
+        Ok(Self { id, not_before, not_after, client: Arc::new(client), server: Arc::new(server), pem })
     }
 }
 
 /// The SPIFFE id of a peer's certificate (its first URI SAN that is one).
 pub fn peer_identity(certificates: Option<&[CertificateDer<'_>]>) -> Option<SpiffeId> {
-    let leaf = certificates?.first()?;
-    let (_, parsed) = X509Certificate::from_der(leaf).ok()?;
-    uri_sans(&parsed).iter().find_map(|uri| uri.parse().ok())
-}
-
-fn uri_sans(cert: &X509Certificate<'_>) -> Vec<String> {
-    let Ok(Some(sans)) = cert.subject_alternative_name() else { return Vec::new() };
-    sans.value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::URI(uri) => Some(uri.to_string()),
-            _ => None,
-        })
-        .collect()
+    spiffe_id_of(certificates?.first()?)
 }
 
 /// Accepts a server certificate that chains to the trust bundle and names a workload of the trust domain; the

@@ -16,6 +16,7 @@ use tonic::transport::Endpoint;
 use weft_xds::ResourceType;
 
 use super::delta::DeltaState;
+use super::dial::XdsDial;
 use super::state::{ClientState, Outcome};
 use crate::config::ProxyConfig;
 use crate::dataplane::Publisher;
@@ -34,10 +35,10 @@ enum Session {
     StateOfTheWorld(ClientState),
 }
 
-/// Streams config from `endpoint` forever, publishing each accepted config through `configs`; asks for the
+/// Streams config from the control plane `dial` reaches, forever, publishing each accepted config through `configs`; asks for the
 /// on-demand virtual hosts named on `questions` (delta xDS only).
 pub async fn run(
-    endpoint: Endpoint,
+    dial: XdsDial,
     node: Node,
     configs: Publisher,
     ready: Arc<AtomicBool>,
@@ -48,6 +49,7 @@ pub async fn run(
     let sink = Sink { configs, ready, metrics };
     let mut session = Session::Delta(DeltaState::new(node.clone()));
     loop {
+        let endpoint = dial.endpoint().await;
         let started = Instant::now();
         let result = match &mut session {
             Session::Delta(state) => delta_once(&endpoint, state, &sink, &mut questions).await,

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod delta;
+pub mod dial;
 pub mod resource;
 pub mod state;
 #[cfg(test)]
