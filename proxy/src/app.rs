@@ -187,8 +187,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let (on_demand, questions) = OnDemand::new(ON_DEMAND_TIMEOUT);
     let dial = match (&credentials, &settings.trust_bundle) {
         (Some(credentials), Some(bundle)) if endpoint.uri().scheme_str() == Some("https") => {
-            let roots_pem = std::fs::read(bundle).unwrap_or_default();
-            XdsDial::WithIdentity { endpoint, roots_pem, credentials: credentials.clone() }
+            XdsDial::WithIdentity { endpoint, bundle: bundle.clone(), credentials: credentials.clone() }
         }
         _ => XdsDial::Fixed(endpoint),
     };

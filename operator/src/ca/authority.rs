@@ -152,13 +152,23 @@ impl Authority {
 
     /// `leaf`, then the signing certificate up to the root (the root once, last).
     fn chain_after(&self, leaf: String) -> Vec<String> {
-        let mut chain = vec![leaf, self.files.ca_cert.clone()];
-        chain.extend(pem_blocks(&self.files.cert_chain).into_iter().filter(|c| *c != self.files.ca_cert));
-        let root = pem_blocks(&self.files.root_cert).into_iter().next();
-        if let Some(root) = root
-            && !chain.contains(&root)
+        let roots = pem_blocks(&self.files.root_cert);
+        let mut chain = vec![leaf];
+        chain.extend(pem_blocks(&self.files.ca_cert).into_iter().take(1));
+        // A self-signed CA that is one of the bundle's roots ends the chain (during a root rotation the bundle
+        // holds other roots too, which are not this chain's).
+        if chain.get(1).is_some_and(|ca| roots.contains(ca)) {
+            return chain;
+        }
+        for certificate in pem_blocks(&self.files.cert_chain) {
+            if !chain.contains(&certificate) {
+                chain.push(certificate);
+            }
+        }
+        if let Some(root) = roots.first()
+            && !chain.iter().any(|c| roots.contains(c))
         {
-            chain.push(root);
+            chain.push(root.clone());
         }
         chain
     }

@@ -2,21 +2,28 @@
 //! bundle), or, with a workload identity over TLS, presenting the proxy's current certificate on each new
 //! connection, so the operator knows which workload is asking (and serves it only its own pod's config).
 
+use std::path::PathBuf;
+
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::identity::CredentialsRx;
 
 pub enum XdsDial {
     Fixed(Endpoint),
-    WithIdentity { endpoint: Endpoint, roots_pem: Vec<u8>, credentials: CredentialsRx },
+    /// `bundle`: the trust bundle's file, read for each connection so a root rotation reaches it too.
+    WithIdentity {
+        endpoint: Endpoint,
+        bundle: PathBuf,
+        credentials: CredentialsRx,
+    },
 }
 
 impl XdsDial {
     /// The endpoint for the next connection; with an identity, waits for the first certificate.
     pub async fn endpoint(&self) -> Endpoint {
-        let (endpoint, roots_pem, credentials) = match self {
+        let (endpoint, bundle, credentials) = match self {
             Self::Fixed(endpoint) => return endpoint.clone(),
-            Self::WithIdentity { endpoint, roots_pem, credentials } => (endpoint, roots_pem, credentials),
+            Self::WithIdentity { endpoint, bundle, credentials } => (endpoint, bundle, credentials),
         };
         let mut credentials = credentials.clone();
         let current = match credentials.wait_for(Option::is_some).await {
@@ -24,6 +31,13 @@ impl XdsDial {
             Err(_) => None,
         };
         let Some(current) = current else { return endpoint.clone() };
+        let roots_pem = match std::fs::read(bundle) {
+            Ok(pem) => pem,
+            Err(err) => {
+                tracing::warn!(bundle = %bundle.display(), error = %err, "cannot read the trust bundle; keeping the last connection settings");
+                return endpoint.clone();
+            }
+        };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(roots_pem))
             .identity(Identity::from_pem(&current.pem.chain, &current.pem.key));

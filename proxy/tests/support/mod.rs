@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mesh_tls;
 pub mod scripted;
 
 use std::convert::Infallible;
