@@ -16,16 +16,91 @@ use support::mesh_tls::*;
 use support::{Backend, Proxy, get, sample};
 use weft_xds::SpiffeId;
 
+/// A backend behind a server sidecar (pod `slow-1`, identity `server`), a client sidecar (identity `client`)
+/// and the mesh serving `config` (made from the server pod's address), both sidecars ready.
+struct Pair {
+    _backend: Backend,
+    listen: std::net::SocketAddr,
+    mesh: Mesh,
+    server: Proxy,
+    client: Proxy,
+}
+
+impl Pair {
+    async fn start(config: impl FnOnce(std::net::SocketAddr) -> String, lifetime: Duration) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let backend = Backend::start().await;
+        let listen = server_pod_address();
+        let mesh = Mesh::start_with(&config(listen), lifetime).await;
+        let server = server_proxy(&mesh, listen, backend.address);
+        let client = client_proxy(&mesh);
+        server.wait_ready(StatusCode::OK).await;
+        client.wait_ready(StatusCode::OK).await;
+        Self { _backend: backend, listen, mesh, server, client }
+    }
+
+    /// The `slow` Service (its pod running as `account`) with one-hour certificates.
+    async fn serving_as(account: &str) -> Self {
+        Self::start(|listen| service_yaml(listen, account), Duration::from_secs(3600)).await
+    }
+}
+
+/// The `slow` Service with four-second certificates (renewed every two seconds) and 20 requests per upstream
+/// connection, so new handshakes keep happening with the newest certificates.
+fn rotating(listen: std::net::SocketAddr) -> String {
+    let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\n\
+                metadata: {name: slow, namespace: default}\n\
+                spec: {host: slow, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 20}}}}\n";
+    format!("{}{rule}", service_yaml(listen, "server"))
+}
+
+/// Two clients sending requests through `outbound`, one after another, until `stop` is set.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(outbound: std::net::SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
+                        match get(outbound, "slow", "/", &[]).await {
+                            Ok((StatusCode::OK, _)) => ok += 1,
+                            other => failed.push(format!("{other:?}")),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        Self { stop, workers }
+    }
+
+    /// Stops the load; the requests that succeeded, asserting that none failed (`during`, for the message).
+    async fn finish(self, during: &str, client: &Proxy) -> u32 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = 0;
+        for worker in self.workers {
+            let (ok, failed) = worker.await.unwrap();
+            assert!(failed.is_empty(), "failed requests during {during}: {failed:?}\nclient log:\n{}", client.output());
+            total += ok;
+        }
+        assert!(total > 100, "the load ran: {total} requests");
+        total
+    }
+}
+
+const ISSUED: &str = r#"weft_proxy_certificate_requests_total{result="issued"}"#;
+
 #[tokio::test]
 async fn meshed_workloads_talk_mutual_tls_with_their_spiffe_ids_and_plaintext_still_reaches_a_permissive_server() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = Backend::start().await;
-    let listen = server_pod_address();
-    let mesh = Mesh::start(&service_yaml(listen, "server")).await;
-    let server = server_proxy(&mesh, listen, backend.address);
-    let client = client_proxy(&mesh);
-    server.wait_ready(StatusCode::OK).await;
-    client.wait_ready(StatusCode::OK).await;
+    let pair = Pair::serving_as("server").await;
+    let (listen, mesh, server, client) = (pair.listen, &pair.mesh, &pair.server, &pair.client);
 
     let (status, body) = get(client.outbound, "slow", "/", &[]).await.unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "slow backend\n"), "client log:\n{}", client.output());
@@ -71,15 +146,9 @@ async fn a_certificate_from_another_ca_is_refused_by_the_server_sidecar() {
 
 #[tokio::test]
 async fn a_server_without_the_destinations_identity_gets_no_request() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = Backend::start().await;
-    let listen = server_pod_address();
     // The Service's pod runs as `reviews`; the sidecar answering at its address is `server`.
-    let mesh = Mesh::start(&service_yaml(listen, "reviews")).await;
-    let server = server_proxy(&mesh, listen, backend.address);
-    let client = client_proxy(&mesh);
-    server.wait_ready(StatusCode::OK).await;
-    client.wait_ready(StatusCode::OK).await;
+    let pair = Pair::serving_as("reviews").await;
+    let client = &pair.client;
     let (status, _) = get(client.outbound, "slow", "/", &[]).await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(client.output().contains("the peer is not a workload of the destination"), "{}", client.output());
@@ -107,47 +176,13 @@ async fn a_token_gets_a_certificate_only_for_its_own_workload() {
 
 #[tokio::test]
 async fn certificates_rotate_under_continuous_load_without_a_failed_request() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = Backend::start().await;
-    let listen = server_pod_address();
-    // Four-second certificates: renewed every two seconds, so a few rotations happen while the load runs; each
-    // upstream connection takes 20 requests, so new handshakes keep happening with the newest certificates.
-    let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\n\
-                metadata: {name: slow, namespace: default}\n\
-                spec: {host: slow, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 20}}}}\n";
-    let config = format!("{}{rule}", service_yaml(listen, "server"));
-    let mesh = Mesh::start_with(&config, Duration::from_secs(4)).await;
-    let server = server_proxy(&mesh, listen, backend.address);
-    let client = client_proxy(&mesh);
-    server.wait_ready(StatusCode::OK).await;
-    client.wait_ready(StatusCode::OK).await;
-    let issued = |metrics: &str| sample(metrics, r#"weft_proxy_certificate_requests_total{result="issued"}"#);
-    let before = (issued(&client.metrics().await), issued(&server.metrics().await));
-    let until = tokio::time::Instant::now() + Duration::from_secs(7);
-    let outbound = client.outbound;
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            tokio::spawn(async move {
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while tokio::time::Instant::now() < until && ok < 20_000 {
-                    match get(outbound, "slow", "/", &[]).await {
-                        Ok((StatusCode::OK, _)) => ok += 1,
-                        other => failed.push(format!("{other:?}")),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for worker in workers {
-        let (ok, failed) = worker.await.unwrap();
-        assert!(failed.is_empty(), "failed requests during rotation: {failed:?}\nclient log:\n{}", client.output());
-        total += ok;
-    }
-    let after = (issued(&client.metrics().await), issued(&server.metrics().await));
-    assert!(total > 100, "the load ran: {total} requests");
-    assert!(after.0 >= before.0 + 2.0 && after.1 >= before.1 + 2.0, "both sidecars rotated: {before:?} -> {after:?}");
+    let pair = Pair::start(rotating, Duration::from_secs(4)).await;
+    let (server, client) = (&pair.server, &pair.client);
+    let before = [sample(&client.metrics().await, ISSUED), sample(&server.metrics().await, ISSUED)];
+    let load = Load::start(client.outbound);
+    // Under load until both sidecars renewed their certificates three times.
+    renewed(&[client, server], &before, 3.0).await;
+    let total = load.finish("rotation", client).await;
     let handshakes =
         sample(&server.metrics().await, r#"weft_proxy_tls_handshakes_total{direction="inbound",result="ok"}"#);
     assert!(
@@ -204,7 +239,7 @@ async fn renewed(proxies: &[&Proxy], before: &[f64], more: f64) -> Vec<f64> {
     loop {
         let mut now = Vec::new();
         for proxy in proxies {
-            now.push(sample(&proxy.metrics().await, r#"weft_proxy_certificate_requests_total{result="issued"}"#));
+            now.push(sample(&proxy.metrics().await, ISSUED));
         }
         if now.iter().zip(before).all(|(now, before)| *now >= before + more) {
             return now;
@@ -216,64 +251,28 @@ async fn renewed(proxies: &[&Proxy], before: &[f64], more: f64) -> Vec<f64> {
 
 #[tokio::test]
 async fn a_root_rotation_under_load_completes_without_a_failed_request() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let backend = Backend::start().await;
-    let listen = server_pod_address();
-    let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\n\
-                metadata: {name: slow, namespace: default}\n\
-                spec: {host: slow, trafficPolicy: {connectionPool: {http: {maxRequestsPerConnection: 20}}}}\n";
-    let mut mesh = Mesh::start_with(&format!("{}{rule}", service_yaml(listen, "server")), Duration::from_secs(4)).await;
-    let server = server_proxy(&mesh, listen, backend.address);
-    let client = client_proxy(&mesh);
-    server.wait_ready(StatusCode::OK).await;
-    client.wait_ready(StatusCode::OK).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outbound = client.outbound;
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
-                    match get(outbound, "slow", "/", &[]).await {
-                        Ok((StatusCode::OK, _)) => ok += 1,
-                        other => failed.push(format!("{other:?}")),
-                    }
-                }
-                (ok, failed)
-            })
-        })
-        .collect();
-    let proxies = [&server, &client];
+    let mut pair = Pair::start(rotating, Duration::from_secs(4)).await;
+    let listen = pair.listen;
+    let load = Load::start(pair.client.outbound);
+    let proxies = [&pair.server, &pair.client];
     let counts = renewed(&proxies, &[0.0, 0.0], 1.0).await;
-    let old_root = std::fs::read_to_string(mesh.bundle()).unwrap();
+    let old_root = std::fs::read_to_string(pair.mesh.bundle()).unwrap();
     let new = weft_operator::ca::authority::Authority::generate(TRUST_DOMAIN, std::time::SystemTime::now()).unwrap();
     let both = format!("{old_root}{}", new.root_cert);
     // 1. Both roots in the bundle; every sidecar renews and now trusts both.
-    std::fs::write(mesh.bundle(), &both).unwrap();
+    std::fs::write(pair.mesh.bundle(), &both).unwrap();
     let counts = renewed(&proxies, &counts, 2.0).await;
     // 2. The CA signs with the new root; every sidecar renews onto it.
     let files = weft_operator::ca::authority::CaFiles { root_cert: both, ..new.clone() };
-    mesh.restart_with(weft_operator::ca::Authority::from_files(files).unwrap()).await;
+    pair.mesh.restart_with(weft_operator::ca::Authority::from_files(files).unwrap()).await;
     let counts = renewed(&proxies, &counts, 2.0).await;
     // 3. The old root leaves the bundle.
-    std::fs::write(mesh.bundle(), &new.root_cert).unwrap();
+    std::fs::write(pair.mesh.bundle(), &new.root_cert).unwrap();
     renewed(&proxies, &counts, 2.0).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    for worker in workers {
-        let (ok, failed) = worker.await.unwrap();
-        assert!(
-            failed.is_empty(),
-            "failed requests during the root rotation: {failed:?}\nclient log:\n{}",
-            client.output()
-        );
-        total += ok;
-    }
-    assert!(total > 100, "the load ran: {total} requests");
+    load.finish("the root rotation", &pair.client).await;
     // The server's sidecar now presents a certificate of the new root: a client trusting only it gets through.
     let (peer, status) =
-        get_over_tls(listen, tls_client(mesh.certificate_for("client"), &mesh.bundle())).await.unwrap();
+        get_over_tls(listen, tls_client(pair.mesh.certificate_for("client"), &pair.mesh.bundle())).await.unwrap();
     assert_eq!(
         (peer.map(|p| p.to_string()), status.as_str()),
         (Some("spiffe://cluster.local/ns/default/sa/server".into()), "HTTP/1.1 200 OK")
