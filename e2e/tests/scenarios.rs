@@ -41,9 +41,14 @@ async fn local_backend() -> anyhow::Result<()> {
     let handshakes = mesh.inbound_mutual_tls_handshakes().await?;
     anyhow::ensure!(handshakes > 0.0, "the journey ran, but no sidecar-to-sidecar traffic was mutual TLS");
     println!("mutual TLS: the reviews sidecars accepted {handshakes} handshakes from the client's");
+    let before = mesh.inbound_mutual_tls_handshakes().await?;
     for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await] {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }
+    // Each connection a tcp or tls route sent to a reviews pod went over mutual TLS between the sidecars.
+    let routed = mesh.inbound_mutual_tls_handshakes().await? - before;
+    anyhow::ensure!(routed >= 200.0, "only {routed} of the tcp canary's 200 connections were mutual TLS");
+    println!("mutual TLS: {routed} handshakes for the tcp and tls routes' connections");
     Ok(())
 }
 

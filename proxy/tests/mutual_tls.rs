@@ -212,7 +212,7 @@ async fn a_server_sidecar_without_a_certificate_refuses_mutual_tls_rather_than_p
 }
 
 #[tokio::test]
-async fn on_the_tls_port_a_proxy_gets_config_only_for_its_own_namespace() {
+async fn on_the_tls_port_a_proxy_gets_config_only_as_its_own_namespace_and_pod() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mesh = Mesh::start(&service_yaml(server_pod_address(), "server")).await;
     let own = ads_over_tls(
@@ -229,6 +229,24 @@ async fn on_the_tls_port_a_proxy_gets_config_only_for_its_own_namespace() {
     )
     .await;
     assert_eq!(other.unwrap_err().code(), tonic::Code::PermissionDenied, "a certificate of default asking as shop");
+    let wrong_account = ads_over_tls(
+        &mesh,
+        "sidecar~127.0.0.3~slow-1.default~default.svc.cluster.local",
+        Some(mesh.pem_certificate_for("client")),
+    )
+    .await;
+    assert_eq!(
+        wrong_account.unwrap_err().code(),
+        tonic::Code::PermissionDenied,
+        "pod slow-1 runs as `server`; a certificate of `client` may not speak for it"
+    );
+    let right_account = ads_over_tls(
+        &mesh,
+        "sidecar~127.0.0.3~slow-1.default~default.svc.cluster.local",
+        Some(mesh.pem_certificate_for("server")),
+    )
+    .await;
+    assert!(right_account.is_ok(), "its own pod: {right_account:?}");
     let anonymous = ads_over_tls(&mesh, "sidecar~10.0.0.1~client-1.default~default.svc.cluster.local", None).await;
     assert_eq!(anonymous.unwrap_err().code(), tonic::Code::PermissionDenied, "no certificate");
 }

@@ -144,16 +144,12 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> 
 
 /// The service account of a pod whose sidecar speaks mutual TLS (labelled so by the injector,
 /// [`weft_xds::mtls::TLS_MODE_LABEL`]); `None` for any other pod, one injected before mutual TLS was on included.
-/// Kubernetes gives a pod that names no service account the namespace's `default`.
 pub(super) fn sidecar_account(pod: &Pod) -> Option<String> {
     let labels = pod.metadata.labels.as_ref()?;
     if labels.get(weft_xds::mtls::TLS_MODE_LABEL).map(String::as_str) != Some(weft_xds::mtls::TLS_MODE_MUTUAL) {
         return None;
     }
-    let spec = pod.spec.as_ref();
-    Some(
-        spec.and_then(|s| s.service_account_name.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into()),
-    )
+    Some(super::snapshot::service_account_of(pod))
 }
 
 /// The pod port a Service port forwards to: `targetPort` as a number, or the container port of that name.

@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub destination_rules: Arc<Vec<DestinationRuleModel>>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
+    /// The service account of every pod, by `namespace/name`: which workload identity may speak for it.
+    pub pod_accounts: Arc<BTreeMap<String, String>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
@@ -328,6 +330,7 @@ pub fn build<'a>(
     let mut snapshot = Snapshot {
         services: services.iter().map(|s| service_model(s, &sources)).map(|m| (m.fqdn(), Arc::new(m))).collect(),
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
+        pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         rejections: rejections.clone(),
         ..Snapshot::default()
     };
@@ -385,6 +388,17 @@ pub(super) fn set_rules<'a>(
 /// A pod's entry in [`Snapshot::pod_labels`].
 pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) {
     (format!("{}/{}", namespace_of(&pod.metadata.namespace), name_of(&pod.metadata.name)), labels_of(pod))
+}
+
+/// A pod's entry in [`Snapshot::pod_accounts`].
+pub(super) fn pod_account_entry(pod: &Pod) -> (String, String) {
+    (pod_labels_entry(pod).0, service_account_of(pod))
+}
+
+/// The pod's service account; Kubernetes gives a pod that names none the namespace's `default`.
+pub(super) fn service_account_of(pod: &Pod) -> String {
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).filter(|a| !a.is_empty());
+    account.unwrap_or_else(|| "default".into())
 }
 
 pub(super) fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {

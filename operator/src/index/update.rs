@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
-use super::snapshot::{Snapshot, pod_labels_entry, service_fqdn, service_model, set_rules};
+use super::snapshot::{Snapshot, pod_account_entry, pod_labels_entry, service_fqdn, service_model, set_rules};
 use crate::source::{Kind, Resource, ResourceKey};
 
 /// What changed since the last snapshot was built.
@@ -74,6 +74,9 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             let labels = Arc::make_mut(&mut snapshot.pod_labels);
             labels.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace.as_str()));
             labels.extend(pods.iter().map(|p| pod_labels_entry(p)));
+            let accounts = Arc::make_mut(&mut snapshot.pod_accounts);
+            accounts.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace.as_str()));
+            accounts.extend(pods.iter().map(|p| pod_account_entry(p)));
         }
         for name in names {
             let key = ResourceKey { kind: Kind::Service, namespace: namespace.clone(), name: name.clone() };

@@ -155,15 +155,18 @@ enum Caller {
 
 impl Caller {
     /// Whether this caller may ask for the config of `node`: on the TLS port, only a workload of the trust
-    /// domain in the node's own namespace.
-    fn may_be(&self, node: &ProxyNode) -> Result<(), String> {
+    /// domain in the node's own namespace, running as the pod's service account when the pod is known
+    /// (`accounts`, by `namespace/name`; a pod not indexed yet is bound by namespace alone).
+    fn may_be(&self, node: &ProxyNode, accounts: &BTreeMap<String, String>) -> Result<(), String> {
         match self {
             Self::Anyone => Ok(()),
             Self::Workload { identity: None, .. } => {
                 Err("ADS on this port needs the proxy's workload certificate (TLS client certificate)".into())
             }
             Self::Workload { trust_domain, identity: Some(id) } => {
-                if id.trust_domain == *trust_domain && id.namespace == node.namespace {
+                let account = accounts.get(&format!("{}/{}", node.namespace, node.pod_name));
+                let same_account = account.is_none_or(|account| *account == id.service_account);
+                if id.trust_domain == *trust_domain && id.namespace == node.namespace && same_account {
                     Ok(())
                 } else {
                     Err(format!("{id} may not ask for the config of {node}"))
@@ -253,7 +256,9 @@ impl<P: Protocol> StreamContext<P> {
         if session.node.is_none() {
             let (node, scope) = identify(P::node(request), self.default_scope)
                 .map_err(|message| End::Status(Status::invalid_argument(message)))?;
-            if let Err(refusal) = self.caller.may_be(&node) {
+            let accounts =
+                self.snapshots.borrow().as_ref().map(|p| p.snapshot.pod_accounts.clone()).unwrap_or_default();
+            if let Err(refusal) = self.caller.may_be(&node, &accounts) {
                 tracing::warn!(peer = %self.peer, proxy = %node, "{refusal}");
                 return Err(End::Status(Status::permission_denied(refusal)));
             }

@@ -11,13 +11,15 @@ use tokio::net::TcpStream;
 use crate::config::l4::{l4_route, wants_server_name};
 use crate::hello::peek_hello;
 use crate::http::Forwarder;
-use crate::upstream::InFlight;
+use crate::upstream::{ClusterTls, InFlight};
 
 /// Where a routed connection goes: the cluster (for metrics and logs) and one of its endpoints.
 pub struct L4Target {
     pub cluster: String,
     pub endpoint: SocketAddr,
     pub lease: InFlight,
+    /// The cluster's mutual TLS, when the endpoint runs a sidecar.
+    pub tls: Option<std::sync::Arc<ClusterTls>>,
     /// The route's idle timeout: `None` the proxy's, zero none.
     pub idle_timeout: Option<Duration>,
 }
@@ -47,8 +49,9 @@ pub async fn route(
     };
     let picked = runtime.clusters.get(&target.cluster).and_then(|balancer| balancer.pick());
     Some(match picked {
-        Some((endpoint, lease)) => {
-            Ok(L4Target { cluster: target.cluster.clone(), endpoint, lease, idle_timeout: route.idle_timeout })
+        Some((endpoint, lease, tls)) => {
+            let cluster = target.cluster.clone();
+            Ok(L4Target { cluster, endpoint, lease, tls, idle_timeout: route.idle_timeout })
         }
         None => Err(format!("cluster {} has no healthy endpoint", target.cluster)),
     })

@@ -46,7 +46,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
                 let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
                 let idle = target.idle_timeout.map_or(forwarder.timeouts.idle, |t| (!t.is_zero()).then_some(t));
                 let flow = tcp::Flow { direction: Direction::Outbound, peer, idle, metrics: &forwarder.metrics };
-                tcp::forward(io, target.endpoint, flow).await;
+                tcp::forward_with(io, target.endpoint, target.tls.as_deref(), flow).await;
                 drop(target.lease);
             }
             Err(reason) => tracing::debug!(%peer, %original, reason, "tcp route has nowhere to go; closed"),

@@ -1,4 +1,5 @@
-//! Plain TCP forwarding to a connection's original destination, closed after the idle timeout (Envoy's TCP proxy
+//! TCP forwarding to a connection's original destination (or a TCP route's endpoint, in mutual TLS when it runs a
+//! sidecar), closed after the idle timeout (Envoy's TCP proxy
 //! `idle_timeout`) when no bytes move either way.
 
 use std::net::SocketAddr;
@@ -11,9 +12,22 @@ use tokio::net::TcpStream;
 use crate::http::timeouts::TimeoutKind;
 use crate::http::timeouts::connection::{Activity, TimedIo};
 use crate::metrics::{Direction, Metrics};
+use crate::upstream::{ClusterTls, UpstreamIo};
 
 /// Envoy's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to `destination`, in mutual TLS when `tls` says so.
+async fn connect(destination: SocketAddr, tls: Option<&ClusterTls>) -> std::io::Result<UpstreamIo> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    match tls {
+        Some(tls) => tls.secure(stream, CONNECT_TIMEOUT).await,
+        None => Ok(UpstreamIo::Plain(stream)),
+    }
+}
 
 /// Which connection is forwarded, for logs and metrics, and its idle timeout.
 pub struct Flow<'a> {
@@ -29,19 +43,22 @@ pub async fn forward<D>(downstream: D, destination: SocketAddr, flow: Flow<'_>)
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    forward_with(downstream, destination, None, flow).await
+}
+
+/// [`forward`], over the cluster's mutual TLS (`tls`) when the destination runs a sidecar.
+pub async fn forward_with<D>(downstream: D, destination: SocketAddr, tls: Option<&ClusterTls>, flow: Flow<'_>)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let (direction, peer) = (flow.direction.as_str(), flow.peer);
-    let mut upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(destination)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
+    let mut upstream = match connect(destination, tls).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
             tracing::debug!(direction, %peer, %destination, error = %err, "upstream connect failed");
             return;
         }
-        Err(_) => {
-            tracing::debug!(direction, %peer, %destination, "upstream connect timed out");
-            return;
-        }
     };
-    let _ = upstream.set_nodelay(true);
     let activity = Activity::new();
     let mut downstream = TimedIo::opaque(downstream, activity.clone(), flow.metrics.clone(), flow.direction);
     let idle = async {

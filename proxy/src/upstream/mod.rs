@@ -41,7 +41,7 @@ use crate::identity::CredentialsRx;
 use hashing::Hashing;
 use health::Health;
 use outlier::Outcome;
-use tls::ClusterTls;
+pub use tls::{ClusterTls, UpstreamIo};
 
 /// What each request reads of the cluster's config: its limits and slow start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,14 +155,16 @@ impl ClusterBalancer {
         self.settings.read().map_or_else(|poisoned| *poisoned.into_inner(), |s| *s)
     }
 
-    /// An endpoint for a TCP connection, counted as in flight while the lease lives.
-    pub fn pick(&self) -> Option<(SocketAddr, InFlight)> {
+    /// An endpoint for a TCP connection, counted as in flight while the lease lives, with the cluster's mutual
+    /// TLS when the endpoint runs a sidecar.
+    pub fn pick(&self) -> Option<(SocketAddr, InFlight, Option<Arc<ClusterTls>>)> {
         let ejected = self.health.ejected(self.healthy_endpoints());
         let (member, lease) = self.members.pick(
             self.algorithm,
             Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start },
         )?;
-        Some((member.address(), lease))
+        let tls = member.endpoint.meshed().then(|| self.tls.clone());
+        Some((member.address(), lease, tls))
     }
 
     /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
