@@ -63,6 +63,11 @@ pub struct Listeners {
 /// The CA's port: TLS with the operator's serving certificate, the certificate service and ADS.
 pub struct SecurePort {
     pub listener: TcpListener,
+    pub ca: CertificateAuthority,
+}
+
+/// The mesh's CA as the operator serves it: who may get which certificate, and its own serving certificate.
+pub struct CertificateAuthority {
     pub serving: tonic::transport::Identity,
     pub authority: Arc<Authority>,
     pub authenticator: Authenticator,
@@ -165,7 +170,7 @@ pub async fn serve_kubernetes(
         tokio::spawn(writer::run(client.clone(), snapshots.clone(), leader_rx, metrics.clone())),
     ];
     if let Some(secure) = &listeners.secure {
-        let roots = secure.authority.roots_pem().to_string();
+        let roots = secure.ca.authority.roots_pem().to_string();
         tasks.push(tokio::spawn(crate::ca::bundle::run(client.clone(), roots, snapshots.clone())));
     }
     let election = tokio::spawn(leader::run(client, lease, leader_tx, metrics.clone(), stop.waiter()));
@@ -193,7 +198,7 @@ fn start_index(
 ) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
     let (events_tx, events_rx) = mpsc::channel(64);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    let index = Index::new(listeners.secure.as_ref().map(|s| s.issuance.trust_domain.clone()));
+    let index = Index::new(listeners.secure.as_ref().map(|s| s.ca.issuance.trust_domain.clone()));
     let task = tokio::spawn(run_index(index, events_rx, snapshot_tx, Debounce::default(), metrics));
     (events_tx, snapshot_rx, task)
 }
@@ -258,13 +263,14 @@ impl SecurePort {
     fn tls(self, metrics: Arc<Metrics>) -> (TcpListener, TlsPort) {
         // A client certificate is optional at the handshake: a proxy asks for its first certificate here without
         // one. ADS then requires it (see `AdsServer::requiring_identity`).
-        let roots = tonic::transport::Certificate::from_pem(self.authority.roots_pem());
+        let ca = self.ca;
+        let roots = tonic::transport::Certificate::from_pem(ca.authority.roots_pem());
         let config = tonic::transport::ServerTlsConfig::new()
-            .identity(self.serving)
+            .identity(ca.serving)
             .client_ca_root(roots)
             .client_auth_optional(true);
-        let trust_domain = self.issuance.trust_domain.clone();
-        let certificates = CertificateService::new(self.authority, self.authenticator, self.issuance, metrics);
+        let trust_domain = ca.issuance.trust_domain.clone();
+        let certificates = CertificateService::new(ca.authority, ca.authenticator, ca.issuance, metrics);
         (self.listener, TlsPort { config, certificates, trust_domain })
     }
 }

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::Parser;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use anyhow::Context;
+use clap::Parser;
 use tonic::transport::Identity;
-use weft_operator::app::{self, Listeners, SecurePort};
-use weft_operator::ca::{self, Authenticator, Authority, Issuance};
+use weft_operator::app::{self, CertificateAuthority, Listeners, SecurePort};
+use weft_operator::ca::{self, Authenticator, Issuance};
 use weft_operator::leader::LeaseConfig;
 use weft_operator::source::kube::Scope;
 use weft_xds::ProxyScope;
@@ -116,13 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             )?),
         };
         let secure = match certificate_authority(&args, &mode).await? {
-            Some(ca) => Some(SecurePort {
-                listener: bind(args.secure_listen, "secure (TLS)").await?,
-                serving: ca.serving,
-                authority: ca.authority,
-                authenticator: ca.authenticator,
-                issuance: ca.issuance,
-            }),
+            Some(ca) => Some(SecurePort { listener: bind(args.secure_listen, "secure (TLS)").await?, ca }),
             None => None,
         };
         let listeners = Listeners {
@@ -151,15 +145,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
-/// The configured CA, and the serving certificate of the TLS port.
-struct Ca {
-    authority: Arc<Authority>,
-    authenticator: Authenticator,
-    issuance: Issuance,
-    serving: Identity,
-}
-
-async fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Option<Ca>> {
+/// The configured CA, with the serving certificate of the TLS port; `None` without `--ca-dir`/`--ca-secret`.
+async fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Option<CertificateAuthority>> {
     if args.ca_dir.is_none() && args.ca_secret.is_none() {
         return Ok(None);
     }
@@ -188,7 +175,7 @@ async fn certificate_authority(args: &Args, mode: &Mode) -> anyhow::Result<Optio
     let serving = authority.sign_server(&args.serving_names, SERVING_CERT_LIFETIME, SystemTime::now())?;
     let issuance = Issuance { trust_domain: args.trust_domain.clone(), max_lifetime: args.certificate_ttl };
     let serving = Identity::from_pem(serving.chain_pem, serving.key_pem);
-    Ok(Some(Ca { authority, authenticator, issuance, serving }))
+    Ok(Some(CertificateAuthority { authority, authenticator, issuance, serving }))
 }
 
 /// The operator's serving certificate is made at each start; a year outlives any sensible pod.

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
-use std::path::PathBuf;
-
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Certificate;

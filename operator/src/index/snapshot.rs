@@ -385,14 +385,19 @@ pub(super) fn set_rules<'a>(
     snapshot.index_hosts();
 }
 
+/// A pod's key in the per-pod maps: `namespace/name`.
+fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", namespace_of(&pod.metadata.namespace), name_of(&pod.metadata.name))
+}
+
 /// A pod's entry in [`Snapshot::pod_labels`].
 pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) {
-    (format!("{}/{}", namespace_of(&pod.metadata.namespace), name_of(&pod.metadata.name)), labels_of(pod))
+    (pod_key(pod), labels_of(pod))
 }
 
 /// A pod's entry in [`Snapshot::pod_accounts`].
 pub(super) fn pod_account_entry(pod: &Pod) -> (String, String) {
-    (pod_labels_entry(pod).0, service_account_of(pod))
+    (pod_key(pod), service_account_of(pod))
 }
 
 /// The pod's service account; Kubernetes gives a pod that names none the namespace's `default`.

@@ -71,12 +71,10 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                 _ => None,
             });
             names.extend(all);
-            let labels = Arc::make_mut(&mut snapshot.pod_labels);
-            labels.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace.as_str()));
-            labels.extend(pods.iter().map(|p| pod_labels_entry(p)));
-            let accounts = Arc::make_mut(&mut snapshot.pod_accounts);
-            accounts.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace.as_str()));
-            accounts.extend(pods.iter().map(|p| pod_account_entry(p)));
+            let labels = pods.iter().map(|p| pod_labels_entry(p));
+            replace_namespace(Arc::make_mut(&mut snapshot.pod_labels), namespace, labels);
+            let accounts = pods.iter().map(|p| pod_account_entry(p));
+            replace_namespace(Arc::make_mut(&mut snapshot.pod_accounts), namespace, accounts);
         }
         for name in names {
             let key = ResourceKey { kind: Kind::Service, namespace: namespace.clone(), name: name.clone() };
@@ -127,6 +125,12 @@ fn all_of_kind(objects: &BTreeMap<ResourceKey, Resource>, kind: Kind) -> impl It
         .range((Bound::Included(from), Bound::Unbounded))
         .take_while(move |(key, _)| key.kind == kind)
         .map(|(_, resource)| resource)
+}
+
+/// Replaces the entries of `namespace` in a per-pod map (keyed `namespace/name`) with `entries`.
+fn replace_namespace<V>(map: &mut BTreeMap<String, V>, namespace: &str, entries: impl Iterator<Item = (String, V)>) {
+    map.retain(|pod, _| pod.split_once('/').is_none_or(|(ns, _)| ns != namespace));
+    map.extend(entries);
 }
 
 #[cfg(test)]

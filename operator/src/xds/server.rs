@@ -46,7 +46,7 @@ pub struct AdsServer {
     metrics: Arc<Metrics>,
     /// Becomes `true` when the operator stops: every stream ends with `UNAVAILABLE`.
     closing: watch::Receiver<bool>,
-    /// On the TLS port: the trust domain whose workload certificate a proxy must present, for its own namespace.
+    /// On the TLS port: the trust domain whose workload certificate a proxy must present (see `Caller::may_be`).
     required_identity: Option<String>,
 }
 
@@ -67,8 +67,8 @@ impl AdsServer {
         }
     }
 
-    /// Streams must come with a workload certificate of `trust_domain` whose namespace is the proxy's (the TLS
-    /// port, where the certificate service lets proxies get one first).
+    /// Streams must come with a workload certificate of `trust_domain` that may speak for the proxy's pod (the
+    /// TLS port, where the certificate service lets proxies get one first).
     pub fn requiring_identity(self, trust_domain: String) -> Self {
         Self { required_identity: Some(trust_domain), ..self }
     }

@@ -58,15 +58,10 @@ impl ClusterTls {
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "mutual TLS handshake timed out")),
         }
         .inspect_err(|err| tracing::warn!(endpoint = ?address, error = %err, "outbound mutual TLS handshake failed"))?;
-        let identity = peer_identity(tls.get_ref().1.peer_certificates());
-        let allowed = match &identity {
-            Some(id) => {
-                peers.identities.is_empty() || peers.identities.iter().any(|allowed| *allowed == id.to_string())
-            }
-            None => false,
-        };
+        let identity = peer_identity(tls.get_ref().1.peer_certificates()).map(|id| id.to_string());
+        let allowed = identity.as_ref().is_some_and(|id| peers.identities.is_empty() || peers.identities.contains(id));
         if !allowed {
-            tracing::warn!(endpoint = ?address, peer = ?identity.map(|i| i.to_string()), expected = ?peers.identities, "outbound mutual TLS: the peer is not a workload of the destination");
+            tracing::warn!(endpoint = ?address, peer = ?identity, expected = ?peers.identities, "outbound mutual TLS: the peer is not a workload of the destination");
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "the peer is not a workload of the destination",

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use weft_operator::app::{Listeners, SecurePort};
+use weft_operator::app::{CertificateAuthority, Listeners, SecurePort};
 use weft_operator::ca::{Authenticator, Authority, Issuance};
 use weft_proxy::identity::tls::peer_identity;
 use weft_xds::SpiffeId;
@@ -126,10 +126,12 @@ async fn serve(
         proxy_scope: Default::default(),
         secure: Some(SecurePort {
             listener: secure_listener,
-            serving: tonic::transport::Identity::from_pem(serving.chain_pem, serving.key_pem),
-            authority,
-            authenticator: Authenticator::TokenFiles(dir.join("tokens")),
-            issuance: Issuance { trust_domain: TRUST_DOMAIN.into(), max_lifetime: lifetime },
+            ca: CertificateAuthority {
+                serving: tonic::transport::Identity::from_pem(serving.chain_pem, serving.key_pem),
+                authority,
+                authenticator: Authenticator::TokenFiles(dir.join("tokens")),
+                issuance: Issuance { trust_domain: TRUST_DOMAIN.into(), max_lifetime: lifetime },
+            },
         }),
     };
     let config_dir = dir.join("config");

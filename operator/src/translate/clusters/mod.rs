@@ -60,24 +60,26 @@ pub(super) fn of_service(
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
     for port in &service.ports {
-        let peers = trust_domain.map(|domain| mtls::peer_identities(service, port, domain)).filter(|p| !p.is_empty());
+        // The same sockets for the port's cluster and each subset's: mutual TLS to the endpoints with a sidecar.
+        let sockets = trust_domain
+            .map(|domain| mtls::peer_identities(service, port, domain))
+            .filter(|peers| !peers.is_empty())
+            .map(|peers| weft_xds::mtls::cluster_socket_matches(&peers, &fqdn));
         let with_sockets = |mut cluster: Cluster| {
-            if let Some(peers) = &peers {
-                cluster.transport_socket_matches = weft_xds::mtls::cluster_socket_matches(peers, &fqdn);
-            }
+            cluster.transport_socket_matches = sockets.clone().unwrap_or_default();
             cluster
         };
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
         clusters.push(with_sockets(cluster(&name, own.as_ref())));
-        assignments.push(assignment(&name, port.endpoints.iter(), peers.is_some()));
+        assignments.push(assignment(&name, port.endpoints.iter(), sockets.is_some()));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
             clusters.push(with_sockets(cluster(&name, own.as_ref())));
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-            assignments.push(assignment(&name, members, peers.is_some()));
+            assignments.push(assignment(&name, members, sockets.is_some()));
         }
     }
     (clusters, assignments)
