@@ -1,4 +1,5 @@
-//! Weft's custom resources: `networking.weft.dev/v1alpha1` VirtualService and DestinationRule.
+//! Weft's custom resources: `networking.weft.dev/v1alpha1` VirtualService and DestinationRule,
+//! `security.weft.dev/v1alpha1` PeerAuthentication; every kind registered once in [`kinds`].
 //!
 //! Field names and meanings follow Istio's `networking.istio.io/v1` for every field Weft supports, so an
 //! Istio user's YAML works after changing `apiVersion`. Every struct denies unknown fields: a field Weft does
@@ -10,8 +11,10 @@
 pub mod destination_rule;
 pub mod duration;
 pub mod field_path;
+pub mod kinds;
 pub mod manifests;
 pub mod parse;
+pub mod peer_authentication;
 pub mod spec;
 pub mod status;
 pub mod validate;
@@ -21,15 +24,20 @@ pub use destination_rule::{
     DestinationRule, DestinationRuleSpec, LoadBalancerSettings, SimpleLb, Subset, TrafficPolicy,
 };
 pub use field_path::FieldError;
+pub use peer_authentication::{MtlsMode, MutualTls, PeerAuthentication, PeerAuthenticationSpec};
 pub use status::WeftStatus;
 pub use virtual_service::{
     Destination, HttpMatchRequest, HttpRoute, HttpRouteDestination, PortSelector, StringMatch, VirtualService,
     VirtualServiceSpec,
 };
 
-/// API group of every Weft CRD.
+/// API group of the traffic kinds (VirtualService, DestinationRule).
 pub const GROUP: &str = "networking.weft.dev";
 /// API version of every Weft CRD.
 pub const VERSION: &str = "v1alpha1";
-/// `apiVersion` as written in YAML.
+/// `apiVersion` of the traffic kinds as written in YAML.
 pub const API_VERSION: &str = "networking.weft.dev/v1alpha1";
+/// API group of the security kinds (PeerAuthentication).
+pub const SECURITY_GROUP: &str = "security.weft.dev";
+/// `apiVersion` of the security kinds as written in YAML.
+pub const SECURITY_API_VERSION: &str = "security.weft.dev/v1alpha1";

@@ -4,13 +4,11 @@
 
 use std::path::Path;
 
-use kube::CustomResourceExt;
-
-use crate::{DestinationRule, VirtualService};
+use crate::kinds;
 
 /// `(file name, YAML)` for every Weft CRD, in a stable order.
 pub fn render_all() -> Result<Vec<(String, String)>, RenderError> {
-    let crds = [VirtualService::crd(), DestinationRule::crd()];
+    let crds: Vec<_> = kinds::ALL.iter().map(|kind| (kind.crd)()).collect();
     crds.iter()
         .map(|crd| {
             let yaml = serde_saphyr::to_string(crd).map_err(|e| RenderError::Yaml(e.to_string()))?;
@@ -68,7 +66,7 @@ const CHART_METADATA: &str = r#"  labels:
     {{- include "weft-crds.labels" . | nindent 4 }}
   {{- if .Values.keepOnUninstall }}
   annotations:
-    # `helm uninstall` leaves the CRD (and so every VirtualService and DestinationRule) in place.
+    # `helm uninstall` leaves the CRD (and so every Weft resource) in place.
     helm.sh/resource-policy: keep
   {{- end }}
 "#;

@@ -1,4 +1,4 @@
-//! A VirtualService's or DestinationRule's `spec` from untyped JSON, with every problem at once: each field the
+//! A Weft resource's `spec` from untyped JSON, with every problem at once: each field the
 //! schema does not know (`spec.http[0].route[0].foo: not supported by Weft`), then each type error or broken
 //! rule. A field Weft does not know is left out before the typed parse, so one unknown field does not hide the
 //! others, nor the problems of the fields Weft does know.
@@ -11,8 +11,11 @@ use serde_json::Value;
 
 use crate::field_path::FieldError;
 use crate::parse::from_value;
-use crate::validate::{validate_destination_rule, validate_virtual_service};
-use crate::{DestinationRule, DestinationRuleSpec, VirtualService, VirtualServiceSpec};
+use crate::validate::{validate_destination_rule, validate_peer_authentication, validate_virtual_service};
+use crate::{
+    DestinationRule, DestinationRuleSpec, PeerAuthentication, PeerAuthenticationSpec, VirtualService,
+    VirtualServiceSpec,
+};
 
 /// Every problem of a VirtualService `spec`, or the parsed spec.
 pub fn virtual_service_spec(spec: &Value) -> Result<VirtualServiceSpec, Vec<FieldError>> {
@@ -26,6 +29,13 @@ pub fn destination_rule_spec(spec: &Value) -> Result<DestinationRuleSpec, Vec<Fi
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(spec_schema::<DestinationRule>);
     parse_spec(spec, schema, validate_destination_rule)
+}
+
+/// Every problem of a PeerAuthentication `spec`, or the parsed spec.
+pub fn peer_authentication_spec(spec: &Value) -> Result<PeerAuthenticationSpec, Vec<FieldError>> {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(spec_schema::<PeerAuthentication>);
+    parse_spec(spec, schema, validate_peer_authentication)
 }
 
 /// The OpenAPI schema of `spec` in the kind's CRD (what the API server checks too).

@@ -6,7 +6,7 @@
 
 use kube::CustomResourceExt;
 use serde_json::Value;
-use weft_crds::{DestinationRule, VirtualService};
+use weft_crds::{DestinationRule, PeerAuthentication, VirtualService};
 
 const COMBINATORS: [&str; 4] = ["allOf", "anyOf", "oneOf", "not"];
 const FORBIDDEN_ANYWHERE: [&str; 5] = ["$ref", "definitions", "$schema", "id", "uniqueItems"];
@@ -36,6 +36,9 @@ fn check(node: &Value, path: &str, in_combinator: bool, errors: &mut Vec<String>
     }
     if object.contains_key("properties") && object.contains_key("additionalProperties") {
         errors.push(format!("{path}: properties and additionalProperties are mutually exclusive"));
+    }
+    if object.contains_key("patternProperties") {
+        errors.push(format!("{path}: patternProperties is not allowed in a structural schema"));
     }
     if matches!(object.get("additionalProperties"), Some(Value::Bool(_))) {
         errors.push(format!("{path}: additionalProperties must be a schema, not a boolean"));
@@ -84,7 +87,7 @@ fn schema_errors(
 
 #[test]
 fn every_weft_crd_has_a_structural_schema() {
-    for crd in [VirtualService::crd(), DestinationRule::crd()] {
+    for crd in weft_crds::kinds::ALL.iter().map(|kind| (kind.crd)()) {
         let errors = schema_errors(&crd);
         assert!(errors.is_empty(), "{} is not structural:\n{}", crd.spec.names.kind, errors.join("\n"));
     }
@@ -117,7 +120,7 @@ fn the_checker_rejects_what_kubernetes_rejects() {
 
 #[test]
 fn status_is_a_subresource_and_the_printer_columns_point_at_real_fields() {
-    for crd in [VirtualService::crd(), DestinationRule::crd()] {
+    for crd in weft_crds::kinds::ALL.iter().map(|kind| (kind.crd)()) {
         let version = &crd.spec.versions[0];
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "status subresource");
         let schema = serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
@@ -134,4 +137,5 @@ fn status_is_a_subresource_and_the_printer_columns_point_at_real_fields() {
     }
     assert_eq!(VirtualService::crd().spec.names.short_names, Some(vec!["vs".to_string()]));
     assert_eq!(DestinationRule::crd().spec.names.short_names, Some(vec!["dr".to_string()]));
+    assert_eq!(PeerAuthentication::crd().spec.names.short_names, Some(vec!["pa".to_string()]));
 }

@@ -172,6 +172,13 @@ impl NetnsMesh {
         Ok(total)
     }
 
+    /// A plaintext GET from the node, which runs no sidecar, straight to the first reviews pod: whether the
+    /// application answered.
+    pub async fn answers_plaintext_from_outside(&self) -> bool {
+        let to = SocketAddr::new(IpAddr::V4(self.reviews[0].ip), SERVICE_PORT);
+        matches!(self.lab.node.http_get(to, "reviews", "/", Duration::from_secs(2)).await, Ok((status, _, _)) if status == 200)
+    }
+
     fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }

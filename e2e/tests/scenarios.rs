@@ -42,7 +42,7 @@ async fn local_backend() -> anyhow::Result<()> {
     anyhow::ensure!(handshakes > 0.0, "the journey ran, but no sidecar-to-sidecar traffic was mutual TLS");
     println!("mutual TLS: the reviews sidecars accepted {handshakes} handshakes from the client's");
     let before = mesh.inbound_mutual_tls_handshakes().await?;
-    for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await] {
+    for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await, strict_mode(&mesh).await] {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }
     // Each connection a tcp or tls route sent to a reviews pod went over mutual TLS between the sidecars.
@@ -51,6 +51,28 @@ async fn local_backend() -> anyhow::Result<()> {
     println!("mutual TLS: {routed} handshakes for the tcp and tls routes' connections");
     Ok(())
 }
+
+/// A mesh-wide STRICT PeerAuthentication (in the root namespace): plaintext from outside the mesh, which
+/// PERMISSIVE let through, no longer reaches the application, while the client's sidecar still gets through
+/// over mutual TLS.
+async fn strict_mode(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    anyhow::ensure!(mesh.answers_plaintext_from_outside().await, "PERMISSIVE: plaintext from outside gets an answer");
+    let applied = mesh.apply("peer-authentication.yaml", STRICT_MESH_YAML).await?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while mesh.answers_plaintext_from_outside().await {
+        anyhow::ensure!(Instant::now() < until, "plaintext still reaches reviews 10 s after STRICT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused_after = applied.elapsed();
+    let counts = mesh.versions_per_connection(20).await?;
+    Ok(format!(
+        "STRICT mesh-wide: plaintext from outside refused {refused_after:.2?} after the edit; \
+         20 connections from the meshed client answered {counts:?}"
+    ))
+}
+
+const STRICT_MESH_YAML: &str = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\n\
+metadata: {name: default, namespace: weft-system}\nspec: {mtls: {mode: STRICT}}\n";
 
 /// A VirtualService `tcp` route splits connections by weight (80/20): each new connection goes to one version.
 async fn tcp_canary(mesh: &NetnsMesh) -> anyhow::Result<String> {

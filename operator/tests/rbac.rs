@@ -103,9 +103,10 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     let mut requests = exercise_watchers(Scope::default()).await;
     requests.extend(exercise_watchers(Scope { namespaces: vec!["shop".into()] }).await);
 
-    // Status writes for both kinds.
+    // Status writes for every Weft kind.
     let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n---\n\
-                apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: a, namespace: shop}\nspec: {host: a}\n";
+                apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: a, namespace: shop}\nspec: {host: a}\n---\n\
+                apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n";
     let mut index = Index::default();
     for r in parse_file(&PathBuf::from("t.yaml"), yaml).resources {
         index.apply(Event::Applied(r));
@@ -160,10 +161,14 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     }
     println!("API calls made: {seen:#?}");
     assert!(denied.is_empty(), "not allowed by charts/weft/files RBAC:\n{}", denied.join("\n"));
-    for kind in ["services", "pods", "endpointslices", "virtualservices", "destinationrules"] {
+    let weft_kinds = weft_crds::kinds::ALL.iter().map(|k| k.plural);
+    for kind in ["services", "pods", "endpointslices"].into_iter().chain(weft_kinds) {
         assert!(seen.iter().any(|a| a.resource == kind && a.verb == "watch"), "no watch of {kind}");
     }
-    assert!(seen.iter().any(|a| a.resource == "virtualservices/status" && a.verb == "patch"));
+    for kind in &weft_crds::kinds::ALL {
+        let status = format!("{}/status", kind.plural);
+        assert!(seen.iter().any(|a| a.resource == status && a.verb == "patch"), "no status write of {}", kind.plural);
+    }
     assert!(seen.iter().any(|a| a.resource == "leases" && a.verb == "update"), "lease release/renew");
     for (resource, verb) in [("secrets", "create"), ("tokenreviews", "create"), ("configmaps", "patch")] {
         assert!(seen.iter().any(|a| a.resource == resource && a.verb == verb), "no {verb} of {resource}");

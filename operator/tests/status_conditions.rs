@@ -190,3 +190,26 @@ fn status_is_written_only_when_it_changes_and_keeps_transition_times() {
     t.conditions[1].status = "False";
     assert_eq!(render(&t, &later).conditions[1].last_transition_time, later, "a flipped status gets a new time");
 }
+
+#[test]
+fn a_peer_authentication_is_accepted_or_names_the_invalid_field_and_has_no_refs_condition() {
+    let yaml = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: shop, generation: 3}\nspec: {mtls: {mode: STRICT}}\n";
+    let mut index = index_of(yaml);
+    let t = target(&index, Kind::PeerAuthentication);
+    assert_eq!(t.generation, Some(3));
+    let c = conditions(&t);
+    assert_eq!(c.len(), 1, "a PeerAuthentication names no hosts: Accepted only");
+    assert_eq!((c[0].0.as_str(), c[0].1.as_str()), ("Accepted", "True"));
+    // The file source rejects an invalid one with every problem; its status says so.
+    let invalid =
+        yaml.replace("{mtls: {mode: STRICT}}", "{mtls: {mode: STRICT}, portLevelMtls: {\"80\": {mode: DISABLE}}}");
+    let parsed = parse_file(&PathBuf::from("t.yaml"), &invalid);
+    assert!(parsed.resources.is_empty());
+    let key = ResourceKey { kind: Kind::PeerAuthentication, namespace: "shop".into(), name: "strict".into() };
+    let errors = vec![FieldError::new("spec.portLevelMtls", "portLevelMtls requires a selector with matchLabels")];
+    index.apply(Event::Rejected(Rejection { key, generation: Some(4), errors, status: None }));
+    let c = conditions(&target(&index, Kind::PeerAuthentication));
+    assert_eq!(c.len(), 1);
+    assert_eq!((c[0].1.as_str(), c[0].2.as_str()), ("False", "Invalid"));
+    assert!(c[0].3.starts_with("spec.portLevelMtls: portLevelMtls requires a selector"), "{}", c[0].3);
+}

@@ -198,6 +198,12 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     if let Some(health) = listeners.health {
         tokio::spawn(health::serve(health, HealthState { readiness: readiness.clone(), metrics: metrics.clone() }));
     }
+    let inbound = Inbound {
+        metrics: metrics.clone(),
+        idle: settings.timeouts.idle,
+        credentials: credentials.clone(),
+        runtime: runtime_rx.clone(),
+    };
     let forwarder =
         Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));
     let drain = Drain::new();
@@ -206,7 +212,6 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         captured_inbound: listeners.inbound,
         explicit_inbound: listeners.explicit_inbound,
     };
-    let inbound = Inbound { metrics: metrics.clone(), idle: settings.timeouts.idle, credentials: credentials.clone() };
     let signal = tokio::select! {
         () = serve_data(data, forwarder, inbound, &drain) => "listeners ended",
         signal = shutdown => signal,

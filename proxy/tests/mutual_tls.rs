@@ -16,35 +16,6 @@ use support::mesh_tls::*;
 use support::{Backend, Proxy, get, sample};
 use weft_xds::SpiffeId;
 
-/// A backend behind a server sidecar (pod `slow-1`, identity `server`), a client sidecar (identity `client`)
-/// and the mesh serving `config` (made from the server pod's address), both sidecars ready.
-struct Pair {
-    _backend: Backend,
-    listen: std::net::SocketAddr,
-    mesh: Mesh,
-    server: Proxy,
-    client: Proxy,
-}
-
-impl Pair {
-    async fn start(config: impl FnOnce(std::net::SocketAddr) -> String, lifetime: Duration) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let backend = Backend::start().await;
-        let listen = server_pod_address();
-        let mesh = Mesh::start_with(&config(listen), lifetime).await;
-        let server = server_proxy(&mesh, listen, backend.address);
-        let client = client_proxy(&mesh);
-        server.wait_ready(StatusCode::OK).await;
-        client.wait_ready(StatusCode::OK).await;
-        Self { _backend: backend, listen, mesh, server, client }
-    }
-
-    /// The `slow` Service (its pod running as `account`) with one-hour certificates.
-    async fn serving_as(account: &str) -> Self {
-        Self::start(|listen| service_yaml(listen, account), Duration::from_secs(3600)).await
-    }
-}
-
 /// The `slow` Service with four-second certificates (renewed every two seconds) and 20 requests per upstream
 /// connection, so new handshakes keep happening with the newest certificates.
 fn rotating(listen: std::net::SocketAddr) -> String {

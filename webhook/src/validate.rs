@@ -1,9 +1,8 @@
-//! The validating webhook for Weft CRDs. Pure: an AdmissionReview request in, allowed or denied with every problem
+//! The validating webhook for Weft CRDs (every kind of `weft_crds::kinds`). Pure: an AdmissionReview request in, allowed or denied with every problem
 //! and its field path out, from `weft_crds::spec`: the same checks the operator applies to standalone files.
 
 use serde_json::Value;
 use weft_crds::FieldError;
-use weft_crds::spec::{destination_rule_spec, virtual_service_spec};
 
 use crate::admission::{AdmissionRequest, AdmissionResponse, Operation};
 
@@ -19,15 +18,12 @@ pub fn review(request: &AdmissionRequest) -> AdmissionResponse {
         return AdmissionResponse::allow(uid);
     }
     let kind = &request.kind;
-    let problems = match (kind.group == weft_crds::GROUP && kind.version == weft_crds::VERSION, kind.kind.as_str()) {
-        (true, "VirtualService") => problems(request.object.as_ref(), |spec| virtual_service_spec(spec).err()),
-        (true, "DestinationRule") => problems(request.object.as_ref(), |spec| destination_rule_spec(spec).err()),
-        _ => {
-            let gvk = format!("{}/{} {}", kind.group, kind.version, kind.kind);
-            return AdmissionResponse::allow(uid)
-                .with_warning(format!("weft-webhook does not validate {gvk}; allowed without checks"));
-        }
+    let Some(weft_kind) = weft_crds::kinds::by_gvk(&kind.group, &kind.version, &kind.kind) else {
+        let gvk = format!("{}/{} {}", kind.group, kind.version, kind.kind);
+        return AdmissionResponse::allow(uid)
+            .with_warning(format!("weft-webhook does not validate {gvk}; allowed without checks"));
     };
+    let problems = problems(request.object.as_ref(), weft_kind.check);
     if problems.is_empty() {
         return AdmissionResponse::allow(uid);
     }
@@ -40,11 +36,11 @@ pub fn review(request: &AdmissionRequest) -> AdmissionResponse {
 }
 
 /// Every problem of the object's spec: each unknown field, then the first type error or each rule broken.
-fn problems(object: Option<&Value>, check: fn(&Value) -> Option<Vec<FieldError>>) -> Vec<FieldError> {
+fn problems(object: Option<&Value>, check: fn(&Value) -> Result<Value, Vec<FieldError>>) -> Vec<FieldError> {
     let Some(spec) = object.and_then(|o| o.get("spec")) else {
         return vec![FieldError::new("spec", "is required")];
     };
-    check(spec).unwrap_or_default()
+    check(spec).err().unwrap_or_default()
 }
 
 /// `namespace/name` for the message; objects created with `generateName` have no name yet.
@@ -118,6 +114,28 @@ mod tests {
         assert!(message.starts_with("DestinationRule shop/r is invalid: spec.subsets: invalid type"), "{message}");
         let message = review(&request("CREATE", "DestinationRule", json!({"metadata": {}}))).status.unwrap().message;
         assert_eq!(message, "DestinationRule shop/(unnamed) is invalid: spec: is required");
+    }
+
+    #[test]
+    fn a_peer_authentication_is_checked_with_istio_s_rules() {
+        let mut request = request(
+            "CREATE",
+            "PeerAuthentication",
+            json!({"metadata": {"name": "db"},
+            "spec": {"mtls": {"mode": "STRICT"}, "portLevelMtls": {"9090": {"mode": "DISABLE"}}}}),
+        );
+        request.kind.group = weft_crds::SECURITY_GROUP.into();
+        let message = review(&request).status.unwrap().message;
+        assert!(
+            message.starts_with(
+                "PeerAuthentication shop/db is invalid: spec.portLevelMtls: portLevelMtls requires a selector"
+            ),
+            "{message}"
+        );
+        request.object = Some(json!({"metadata": {"name": "db"}, "spec": {"mtls": {"mode": "STRICT"}}}));
+        assert_eq!(review(&request), AdmissionResponse::allow("u1"));
+        request.object = Some(json!({"metadata": {"name": "db"}, "spec": {"mtls": {"mode": "STRICTER"}}}));
+        assert!(review(&request).status.unwrap().message.contains("spec.mtls.mode"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod filters;
 pub mod identity;
+pub mod inbound;
 pub mod lb;
 pub mod mtls;
 pub mod names;

@@ -68,7 +68,7 @@ pub fn is_meshed_endpoint(metadata: Option<&Metadata>) -> bool {
     matches!(mode, Some(value::Kind::StringValue(mode)) if mode == TLS_MODE_MUTUAL)
 }
 
-fn sds(name: &str) -> SdsSecretConfig {
+pub(crate) fn sds(name: &str) -> SdsSecretConfig {
     let ads = ConfigSource {
         config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: envoy_types::pb::envoy::config::core::v3::ApiVersion::V3 as i32,

@@ -11,6 +11,7 @@ mod headers;
 mod l4;
 mod labels;
 mod matching;
+mod peer_authentication;
 mod policies;
 mod rule;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod tests;
 
 pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
+pub use peer_authentication::validate_peer_authentication;
 pub use rule::MAX_DIRECT_RESPONSE_BODY;
 
 use std::collections::BTreeSet;

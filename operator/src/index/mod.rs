@@ -3,6 +3,7 @@
 mod delegate;
 pub mod destination_rules;
 mod endpoints;
+pub mod peer_authn;
 pub mod published;
 pub mod snapshot;
 mod update;

@@ -1,5 +1,5 @@
-//! The immutable model of the mesh that translation reads: Services with their resolved endpoints, and the routing
-//! resources with their hosts resolved to FQDNs.
+//! The immutable model of the mesh that translation reads: Services with their resolved endpoints, the routing
+//! resources with their hosts resolved to FQDNs, and the PeerAuthentication policies.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,9 +12,11 @@ use weft_crds::{
     Destination, DestinationRule, DestinationRuleSpec, HttpRoute, VirtualService, VirtualServiceSpec, WeftStatus,
 };
 use weft_xds::CLUSTER_DOMAIN;
+use weft_xds::inbound::{InboundPolicy, PeerMode};
 
 use super::delegate;
 use super::endpoints::{EndpointSources, service_ports};
+use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
 /// Everything translation needs, at one instant.
@@ -27,6 +29,8 @@ pub struct Snapshot {
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
     pub destination_rules: Arc<Vec<DestinationRuleModel>>,
+    /// In namespace/name order. What applies to a workload is [`Snapshot::inbound_policy`].
+    pub peer_authentications: Arc<Vec<PeerAuthenticationModel>>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// The service account of every pod, by `namespace/name`: which workload identity may speak for it.
@@ -254,6 +258,13 @@ impl Snapshot {
             && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| a.same_config(b))
             && self.destination_rules.len() == other.destination_rules.len()
             && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
+            && self.peer_authentications.len() == other.peer_authentications.len()
+            && self.peer_authentications.iter().zip(other.peer_authentications.iter()).all(|(a, b)| a.same_config(b))
+    }
+
+    /// The inbound modes of a pod in `namespace` with `labels` (see [`super::peer_authn`]).
+    pub fn inbound_policy(&self, namespace: &str, labels: &BTreeMap<String, String>) -> InboundPolicy {
+        inbound_policy(&self.peer_authentications, namespace, labels)
     }
 
     /// Every host some VirtualService names exactly (wildcards aside, see [`Self::has_wildcard_rules`]), in order.
@@ -317,6 +328,7 @@ pub fn build<'a>(
     let mut slices = Vec::new();
     let mut virtual_services = Vec::new();
     let mut destination_rules = Vec::new();
+    let mut peer_authentications = Vec::new();
     for object in objects {
         match object {
             Resource::Service(s) => services.push(s),
@@ -324,11 +336,16 @@ pub fn build<'a>(
             Resource::EndpointSlice(s) => slices.push(s),
             Resource::VirtualService(v) => virtual_services.push(v),
             Resource::DestinationRule(d) => destination_rules.push(d),
+            Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
         }
     }
     let sources = EndpointSources::new(&pods, &slices);
+    let models = |policies: &[PeerAuthenticationModel]| {
+        services.iter().map(|s| service_model(s, &sources, policies)).map(|m| (m.fqdn(), Arc::new(m))).collect()
+    };
     let mut snapshot = Snapshot {
-        services: services.iter().map(|s| service_model(s, &sources)).map(|m| (m.fqdn(), Arc::new(m))).collect(),
+        services: models(&peer_authentications),
+        peer_authentications: Arc::new(peer_authentications),
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         rejections: rejections.clone(),
@@ -406,15 +423,25 @@ pub(super) fn service_account_of(pod: &Pod) -> String {
     account.unwrap_or_else(|| "default".into())
 }
 
-pub(super) fn service_model(service: &Service, sources: &EndpointSources<'_>) -> ServiceModel {
+/// A Service's model. Its endpoints whose pod's PeerAuthentication says `DISABLE` for the port are taken as
+/// without a sidecar: clients send them plaintext, as Istio's do (pilot's mTLS checker for auto mTLS).
+pub(super) fn service_model(
+    service: &Service,
+    sources: &EndpointSources<'_>,
+    policies: &[PeerAuthenticationModel],
+) -> ServiceModel {
     let namespace = namespace_of(&service.metadata.namespace);
     let name = name_of(&service.metadata.name);
-    ServiceModel {
-        ports: service_ports(service, &namespace, &name, sources),
-        cluster_ip: cluster_ip(service),
-        name,
-        namespace,
+    let mut ports = service_ports(service, &namespace, &name, sources);
+    if !policies.is_empty() {
+        for endpoint in ports.iter_mut().flat_map(|p| p.endpoints.iter_mut()) {
+            let mode = || inbound_policy(policies, &namespace, &endpoint.labels).mode_for(endpoint.port);
+            if endpoint.sidecar_account.is_some() && mode() == PeerMode::Disable {
+                endpoint.sidecar_account = None;
+            }
+        }
     }
+    ServiceModel { ports, cluster_ip: cluster_ip(service), name, namespace }
 }
 
 /// A Service's `spec.clusterIP`, when it is an address (headless Services say `None`).

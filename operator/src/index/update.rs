@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
+use super::peer_authn::PeerAuthenticationModel;
 use super::snapshot::{Snapshot, pod_account_entry, pod_labels_entry, service_fqdn, service_model, set_rules};
 use crate::source::{Kind, Resource, ResourceKey};
 
@@ -25,6 +26,8 @@ pub(super) struct Dirty {
     pub pod_namespaces: BTreeSet<String>,
     /// A rule changed, or a Service came or went.
     pub rules: bool,
+    /// A PeerAuthentication changed: every Service's endpoints may differ (which ones take mutual TLS).
+    pub peer_policies: bool,
 }
 
 impl Dirty {
@@ -48,14 +51,24 @@ impl Dirty {
                 self.pod_namespaces.insert(key.namespace.clone());
             }
             Kind::VirtualService | Kind::DestinationRule => self.rules = true,
+            Kind::PeerAuthentication => self.peer_policies = true,
         }
     }
 }
 
 /// Brings `snapshot` (built from the objects before the changes `dirty` notes) up to `objects`.
 pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Resource>, dirty: &Dirty) {
-    let namespaces: BTreeSet<&String> = dirty.services.iter().map(|(ns, _)| ns).chain(&dirty.pod_namespaces).collect();
-    for namespace in namespaces {
+    let mut namespaces: BTreeSet<String> =
+        dirty.services.iter().map(|(ns, _)| ns).chain(&dirty.pod_namespaces).cloned().collect();
+    if dirty.peer_policies {
+        let policies = all_of_kind(objects, Kind::PeerAuthentication).filter_map(|r| match r {
+            Resource::PeerAuthentication(policy) => Some(PeerAuthenticationModel::of(policy)),
+            _ => None,
+        });
+        snapshot.peer_authentications = Arc::new(policies.collect());
+        namespaces.extend(snapshot.services.values().map(|s| s.namespace.clone()));
+    }
+    for namespace in &namespaces {
         let pods: Vec<&Pod> = of_kind(objects, Kind::Pod, namespace)
             .filter_map(|r| if let Resource::Pod(p) = r { Some(p) } else { None })
             .collect();
@@ -65,12 +78,15 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         let sources = EndpointSources::new(&pods, &slices);
         let mut names: BTreeSet<&String> =
             dirty.services.iter().filter(|(ns, _)| ns == namespace).map(|(_, name)| name).collect();
-        if dirty.pod_namespaces.contains(namespace) {
+        let pods_changed = dirty.pod_namespaces.contains(namespace);
+        if pods_changed || dirty.peer_policies {
             let all = of_kind(objects, Kind::Service, namespace).filter_map(|r| match r {
                 Resource::Service(s) => s.metadata.name.as_ref(),
                 _ => None,
             });
             names.extend(all);
+        }
+        if pods_changed {
             let labels = pods.iter().map(|p| pod_labels_entry(p));
             replace_namespace(Arc::make_mut(&mut snapshot.pod_labels), namespace, labels);
             let accounts = pods.iter().map(|p| pod_account_entry(p));
@@ -81,7 +97,7 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             let fqdn = service_fqdn(name, namespace);
             match objects.get(&key) {
                 Some(Resource::Service(service)) => {
-                    let model = service_model(service, &sources);
+                    let model = service_model(service, &sources, &snapshot.peer_authentications);
                     // An unchanged model keeps its pointer: what follows can tell at a glance.
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
                         snapshot.services.insert(fqdn, Arc::new(model));
@@ -156,11 +172,15 @@ mod tests {
     }
 
     const RULES: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: shop}\nspec: {selector: {app: ratings}, ports: [{port: 80}]}\n---\n\
-apiVersion: v1\nkind: Pod\nmetadata: {name: ratings-1, namespace: shop, labels: {app: ratings, version: v1}}\nstatus: {podIP: 10.9.0.1}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: ratings-1, namespace: shop, labels: {app: ratings, version: v1, security.weft.dev/tlsMode: weft}}\nstatus: {podIP: 10.9.0.1}\n---\n\
 apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: ratings, namespace: shop}\n\
 spec: {hosts: [ratings, reviews.default], http: [{route: [{destination: {host: reviews.default}}]}]}\n---\n\
 apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: ratings, namespace: shop}\n\
 spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
+
+    /// Port 80 of ratings' pods in plaintext: clients must not originate mutual TLS to it.
+    const PEER_POLICY: &str = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\n\
+metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: ratings}}, portLevelMtls: {\"80\": {mode: DISABLE}}}\n";
 
     fn key(kind: Kind, namespace: &str, name: &str) -> ResourceKey {
         ResourceKey { kind, namespace: namespace.into(), name: name.into() }
@@ -194,6 +214,10 @@ spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
             Event::Applied(resources(&RULES.replace("10.9.0.1", "10.9.0.2")).remove(1)),
             Event::Applied(resources(&RULES.replace("[ratings, reviews.default]", "[ratings]")).remove(2)),
             Event::Deleted(key(Kind::DestinationRule, "shop", "ratings")),
+            Event::Applied(resources(PEER_POLICY).remove(0)),
+            Event::Applied(resources(&PEER_POLICY.replace("DISABLE", "STRICT")).remove(0)),
+            Event::Deleted(key(Kind::PeerAuthentication, "shop", "plain")),
+            Event::Applied(resources(PEER_POLICY).remove(0)),
             Event::Rejected(rejection),
             Event::Deleted(key(Kind::Service, "shop", "ratings")),
             Event::Restarted { kind: Kind::Pod, namespace: Some("shop".into()), objects: Vec::new() },
@@ -210,7 +234,7 @@ spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
             for object in &objects {
                 index.apply(Event::Applied(object.clone()));
             }
-            let mut last = index.snapshot();
+            index.snapshot();
             for (i, event) in events(&objects).into_iter().enumerate() {
                 let what = format!("{event:?}");
                 index.apply(event);
@@ -218,11 +242,32 @@ spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
                     let snapshot = index.snapshot();
                     assert_eq!(snapshot, build(index.objects.values(), &index.rejections), "after {what}");
                     assert_ne!(snapshot.services.len() + snapshot.virtual_services.len(), 0);
-                    last = snapshot;
                 }
             }
+            let last = index.snapshot();
+            assert_eq!(last, build(index.objects.values(), &index.rejections));
             assert_eq!(last.services.len(), 2, "reviews and ratings are back");
         }
+    }
+
+    #[test]
+    fn a_disabling_peer_authentication_takes_the_port_s_endpoints_out_of_mutual_tls() {
+        let mut index = Index::default();
+        for object in start() {
+            index.apply(Event::Applied(object));
+        }
+        let meshed = |index: &mut Index| {
+            let snapshot = index.snapshot();
+            let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
+            ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
+        };
+        assert!(meshed(&mut index), "the pod runs a sidecar");
+        index.apply(Event::Applied(resources(PEER_POLICY).remove(0)));
+        assert!(!meshed(&mut index), "DISABLE on its port");
+        index.apply(Event::Applied(resources(&PEER_POLICY.replace("\"80\"", "\"81\"")).remove(0)));
+        assert!(meshed(&mut index), "DISABLE on another port");
+        index.apply(Event::Deleted(key(Kind::PeerAuthentication, "shop", "plain")));
+        assert!(meshed(&mut index));
     }
 
     #[test]

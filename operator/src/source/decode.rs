@@ -1,11 +1,11 @@
-//! Untyped documents -> typed [`Resource`]s: dispatch on `apiVersion`/`kind`, field-path errors, CRD validation.
+//! Untyped documents -> typed [`Resource`]s: the kind looked up in [`super::kinds`], field-path errors, CRD
+//! validation.
 
 use serde_json::Value;
 use weft_crds::FieldError;
-use weft_crds::parse::from_value;
-use weft_crds::spec::{destination_rule_spec, virtual_service_spec};
 
 use super::Resource;
+use super::kinds::KindInfo;
 
 /// What one document turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,30 +20,29 @@ pub enum Decoded {
 pub fn decode_document(value: Value) -> Result<Decoded, Vec<FieldError>> {
     let api_version = string_field(&value, "apiVersion");
     let kind = string_field(&value, "kind");
-    let resource = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "List") => return decode_list(value),
-        ("v1", "Service") => Resource::Service(from_value(value).map_err(one)?),
-        ("v1", "Pod") => Resource::Pod(from_value(value).map_err(one)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Resource::EndpointSlice(from_value(value).map_err(one)?),
-        (weft_crds::API_VERSION, "VirtualService") => {
-            // The spec first, with every problem at once; then the rest of the object around the good spec.
-            let spec = virtual_service_spec(value.get("spec").unwrap_or(&Value::Null))?;
-            Resource::VirtualService(from_value(with_spec(value, &spec)?).map_err(one)?)
-        }
-        (weft_crds::API_VERSION, "DestinationRule") => {
-            let spec = destination_rule_spec(value.get("spec").unwrap_or(&Value::Null))?;
-            Resource::DestinationRule(from_value(with_spec(value, &spec)?).map_err(one)?)
-        }
-        (v, k @ ("VirtualService" | "DestinationRule")) if v.starts_with("networking.istio.io/") => {
-            return Err(vec![FieldError::new(
+    if (api_version.as_str(), kind.as_str()) == ("v1", "List") {
+        return decode_list(value);
+    }
+    let Some(info) = KindInfo::find(&api_version, &kind) else {
+        return match weft_crds::kinds::istio_counterpart(&api_version, &kind) {
+            Some(weft) => Err(vec![FieldError::new(
                 "apiVersion",
-                format!("{k} of {v:?} is Istio's; use apiVersion {:?}", weft_crds::API_VERSION),
-            )]);
-        }
-        ("", _) => return Err(vec![FieldError::new("apiVersion", "apiVersion is required")]),
-        (_, "") => return Err(vec![FieldError::new("kind", "kind is required")]),
-        _ => return Ok(Decoded::Ignored { api_version, kind }),
+                format!("{kind} of {api_version:?} is Istio's; use apiVersion {:?}", weft.api_version),
+            )]),
+            None if api_version.is_empty() => Err(vec![FieldError::new("apiVersion", "apiVersion is required")]),
+            None if kind.is_empty() => Err(vec![FieldError::new("kind", "kind is required")]),
+            None => Ok(Decoded::Ignored { api_version, kind }),
+        };
     };
+    let value = match info.crd() {
+        // The spec first, with every problem at once; then the rest of the object around the good spec.
+        Some(crd) => {
+            let spec = (crd.check)(value.get("spec").unwrap_or(&Value::Null))?;
+            with_spec(value, spec)
+        }
+        None => value,
+    };
+    let resource = (info.wrap)(value).map_err(one)?;
     if resource.key().name.is_empty() {
         return Err(vec![FieldError::new("metadata.name", "metadata.name is required")]);
     }
@@ -81,12 +80,11 @@ fn one(error: FieldError) -> Vec<FieldError> {
 }
 
 /// The object with its spec replaced by the checked one (unknown fields left out).
-fn with_spec(mut object: Value, spec: &impl serde::Serialize) -> Result<Value, Vec<FieldError>> {
-    let spec = serde_json::to_value(spec).map_err(|e| one(FieldError::new("spec", e.to_string())))?;
+fn with_spec(mut object: Value, spec: Value) -> Value {
     if let Value::Object(fields) = &mut object {
         fields.insert("spec".to_string(), spec);
     }
-    Ok(object)
+    object
 }
 
 #[cfg(test)]
@@ -110,6 +108,10 @@ mod tests {
         let doc = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "r"}});
         let errors = decode_document(doc).unwrap_err();
         assert!(errors[0].message.contains("networking.weft.dev/v1alpha1"), "{}", errors[0]);
+        let doc =
+            json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication", "metadata": {"name": "p"}});
+        let errors = decode_document(doc).unwrap_err();
+        assert!(errors[0].message.contains("security.weft.dev/v1alpha1"), "{}", errors[0]);
     }
 
     #[test]

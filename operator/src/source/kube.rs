@@ -1,5 +1,5 @@
-//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods, VirtualServices and
-//! DestinationRules (all namespaces, or a configured set), feeding the same index as the file source. Watch errors
+//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods and every Weft kind of
+//! [`super::kinds`] (all namespaces, or a configured set), feeding the same index as the file source. Watch errors
 //! back off and resume (kube-runtime's default backoff); a restarted watch relists, which [`WatchState`] turns into
 //! an atomic replacement.
 
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use weft_crds::WeftStatus;
 
 use super::decode::{Decoded as DecodedDocument, decode_document};
+use super::kinds::KINDS;
 use super::watch_state::{Decoded, WatchEvent, WatchState};
 use super::{DEFAULT_NAMESPACE, Event, Kind, Rejection, Resource, ResourceKey};
 use crate::metrics::Metrics;
@@ -55,7 +56,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     for namespace in scope.each() {
         let ctx = WatchContext { events: events.clone(), sync: sync.clone(), metrics: metrics.clone(), namespace };
-        sync.0.fetch_add(5, Ordering::Relaxed);
+        sync.0.fetch_add(KINDS.len(), Ordering::Relaxed);
         tasks.spawn(ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, Resource::Service));
         tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(
             client.clone(),
@@ -63,8 +64,9 @@ pub async fn run(
             Resource::EndpointSlice,
         ));
         tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, Resource::Pod));
-        tasks.spawn(ctx.clone().watch_crd(client.clone(), Kind::VirtualService));
-        tasks.spawn(ctx.watch_crd(client.clone(), Kind::DestinationRule));
+        for weft_kind in KINDS.iter().filter(|k| k.crd().is_some()) {
+            tasks.spawn(ctx.clone().watch_crd(client.clone(), weft_kind.kind));
+        }
     }
     while tasks.join_next().await.is_some() {}
 }
@@ -140,13 +142,16 @@ impl WatchContext {
     }
 }
 
-/// The API resource of a Weft CRD kind.
+/// The API resource of a kind: a Weft CRD's (the only ones watched untyped or written status to).
 pub fn crd_resource(kind: Kind) -> ApiResource {
-    let (name, plural) = match kind {
-        Kind::DestinationRule => ("DestinationRule", "destinationrules"),
-        _ => ("VirtualService", "virtualservices"),
-    };
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(weft_crds::GROUP, weft_crds::VERSION, name), plural)
+    let info = kind.info();
+    match info.crd() {
+        Some(crd) => {
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(crd.group, crd.version, crd.kind), crd.plural)
+        }
+        // Not reached: only Weft kinds are asked for. A core kind's resource is still well formed.
+        None => ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", info.name)),
+    }
 }
 
 fn key_of(kind: Kind, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ResourceKey {
@@ -164,8 +169,8 @@ fn decode_crd(kind: Kind, object: DynamicObject) -> Decoded {
     let mut value = serde_json::to_value(&object).unwrap_or_default();
     let status = value.get("status").cloned().and_then(|s| serde_json::from_value::<WeftStatus>(s).ok());
     if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), weft_crds::API_VERSION.into());
-        map.insert("kind".into(), format!("{kind:?}").into());
+        map.insert("apiVersion".into(), kind.info().api_version.into());
+        map.insert("kind".into(), kind.info().name.into());
     }
     match decode_document(value) {
         Ok(DecodedDocument::Resources(mut resources)) if resources.len() == 1 => Ok(resources.remove(0)),

@@ -3,14 +3,15 @@
 
 pub mod decode;
 pub mod file;
+pub mod kinds;
 pub mod kube;
 pub mod watch_state;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weft_crds::{DestinationRule, FieldError, VirtualService, WeftStatus};
+use weft_crds::{DestinationRule, FieldError, PeerAuthentication, VirtualService, WeftStatus};
 
-/// The kinds of object the operator reads.
+/// The kinds of object the operator reads; what each is is registered in [`kinds::KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Service,
@@ -18,11 +19,14 @@ pub enum Kind {
     EndpointSlice,
     VirtualService,
     DestinationRule,
+    PeerAuthentication,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] =
-        [Kind::Service, Kind::Pod, Kind::EndpointSlice, Kind::VirtualService, Kind::DestinationRule];
+    /// Every kind, in order.
+    pub fn all() -> impl Iterator<Item = Kind> {
+        kinds::KINDS.iter().map(|info| info.kind)
+    }
 }
 
 /// One object of a watched kind.
@@ -35,6 +39,7 @@ pub enum Resource {
     EndpointSlice(EndpointSlice),
     VirtualService(VirtualService),
     DestinationRule(DestinationRule),
+    PeerAuthentication(PeerAuthentication),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -53,6 +58,7 @@ impl Resource {
             Resource::EndpointSlice(_) => Kind::EndpointSlice,
             Resource::VirtualService(_) => Kind::VirtualService,
             Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
         }
     }
 
@@ -63,6 +69,7 @@ impl Resource {
             Resource::EndpointSlice(o) => &o.metadata,
             Resource::VirtualService(o) => &o.metadata,
             Resource::DestinationRule(o) => &o.metadata,
+            Resource::PeerAuthentication(o) => &o.metadata,
         }
     }
 

@@ -1,6 +1,6 @@
-//! Status of VirtualServices and DestinationRules, as a pure function of the snapshot: `Accepted` (is it valid
-//! and in force?) and `ResolvedRefs` (does every host, subset and port it names exist?), with reasons and messages
-//! that name the field. [`writer`] puts them on the objects.
+//! Status of Weft resources, as a pure function of the snapshot: `Accepted` (is it valid and in force?) and, for
+//! the kinds that name hosts (VirtualService, DestinationRule), `ResolvedRefs` (does every host, subset and port
+//! it names exist?), with reasons and messages that name the field. [`writer`] puts them on the objects.
 
 pub mod writer;
 
@@ -47,13 +47,15 @@ pub struct StatusTarget {
 
 /// The status every VirtualService and DestinationRule of the snapshot should carry.
 pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
-    let valid = |kind, namespace: &str, name: &str, generation, status: &Option<WeftStatus>, problems| {
+    let valid = |kind: Kind, namespace: &str, name: &str, generation, status: &Option<WeftStatus>, problems| {
         let key = ResourceKey { kind, namespace: namespace.to_string(), name: name.to_string() };
+        let conditions =
+            if kind.info().resolves_refs { vec![accepted(), resolved(problems)] } else { vec![accepted()] };
         (!snapshot.rejections.contains_key(&key)).then(|| StatusTarget {
             key,
             generation,
             current: status.clone(),
-            conditions: vec![accepted(), resolved(problems)],
+            conditions,
         })
     };
     let virtual_services = snapshot.virtual_services.iter().filter_map(|vs| {
@@ -64,24 +66,32 @@ pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
         let problems = destination_rule_refs(snapshot, &dr.namespace, &dr.spec);
         valid(Kind::DestinationRule, &dr.namespace, &dr.name, dr.generation, &dr.status, problems)
     });
-    virtual_services.chain(destination_rules).chain(snapshot.rejections.values().map(rejected)).collect()
+    let peer_authentications = snapshot.peer_authentications.iter().filter_map(|pa| {
+        valid(Kind::PeerAuthentication, &pa.namespace, &pa.name, pa.generation, &pa.status, Vec::new())
+    });
+    virtual_services
+        .chain(destination_rules)
+        .chain(peer_authentications)
+        .chain(snapshot.rejections.values().map(rejected))
+        .collect()
 }
 
 fn rejected(rejection: &Rejection) -> StatusTarget {
     let message = rejection.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    let mut conditions = vec![ConditionSpec { type_: ACCEPTED, status: "False", reason: reason::INVALID, message }];
+    if rejection.key.kind.info().resolves_refs {
+        conditions.push(ConditionSpec {
+            type_: RESOLVED_REFS,
+            status: "Unknown",
+            reason: reason::INVALID,
+            message: "not checked while the resource is invalid".into(),
+        });
+    }
     StatusTarget {
         key: rejection.key.clone(),
         generation: rejection.generation,
         current: rejection.status.clone(),
-        conditions: vec![
-            ConditionSpec { type_: ACCEPTED, status: "False", reason: reason::INVALID, message },
-            ConditionSpec {
-                type_: RESOLVED_REFS,
-                status: "Unknown",
-                reason: reason::INVALID,
-                message: "not checked while the resource is invalid".into(),
-            },
-        ],
+        conditions,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Writes status onto VirtualServices and DestinationRules: only on the leader, only when it changes, with
+//! Writes status onto Weft resources: only on the leader, only when it changes, with
 //! server-side apply of the `status` subresource under one field manager.
 
 use std::sync::Arc;
@@ -66,7 +66,7 @@ pub async fn write(client: &Client, target: &StatusTarget, now: &Time) -> Result
     let resource = crd_resource(target.key.kind);
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &target.key.namespace, &resource);
     let body = serde_json::json!({
-        "apiVersion": weft_crds::API_VERSION,
+        "apiVersion": target.key.kind.info().api_version,
         "kind": resource.kind,
         "status": render(target, now),
     });

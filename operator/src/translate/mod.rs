@@ -1,6 +1,7 @@
 //! Translation: `(&Snapshot, &ProxyNode) -> ProxyResources`, the xDS v3 resources one proxy should hold. Pure.
 //! What does not depend on the proxy ([`shared`]: clusters, endpoints, listeners) is apart from what depends on
-//! its namespace ([`routes_for`]: the short-name domains), so the ADS server translates each once per snapshot.
+//! its namespace ([`routes_for`]: the short-name domains), so the ADS server translates each once per snapshot;
+//! only the inbound listener ([`inbound_policy`]) is the pod's own.
 //!
 //! Per Service port: a cluster `outbound|PORT||HOST` plus one per DestinationRule subset, each with an EDS
 //! assignment; per port: a listener `0.0.0.0_PORT` whose HTTP connection manager takes routes from RDS config
@@ -16,7 +17,7 @@ mod listeners;
 mod routes;
 pub mod scope;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{AggregatedConfigSource, ConfigSource, config_source};
@@ -24,6 +25,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 use weft_xds::ProxyNode;
+use weft_xds::inbound::InboundPolicy;
 
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot};
 
@@ -39,8 +41,22 @@ pub struct ProxyResources {
 /// The resources for one proxy, the whole mesh (the `mesh` scope).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let (clusters, endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
-    let listeners = listeners(snapshot);
+    let mut listeners = listeners(snapshot);
+    if let Some(policy) = inbound_policy(snapshot, proxy) {
+        listeners.push(weft_xds::inbound::listener(&policy));
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
+}
+
+/// What the proxy's inbound side accepts, when the mesh has mutual TLS and PeerAuthentication says more than
+/// the default (`PERMISSIVE` everywhere, which a proxy applies without an inbound listener). The proxy's pod may
+/// not be indexed yet: then its namespace's and the mesh's policies apply.
+pub fn inbound_policy(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<InboundPolicy> {
+    snapshot.trust_domain.as_ref()?;
+    let labels = snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name));
+    let policy = snapshot.inbound_policy(&proxy.namespace, labels.unwrap_or(&BTreeMap::new()));
+    (!policy.is_default()).then_some(policy)
 }
 
 /// The resources every proxy gets alike.

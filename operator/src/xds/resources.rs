@@ -77,6 +77,14 @@ impl TypeResources {
         Arc::new(Self::with_hashes(map, hashes, previous))
     }
 
+    /// `base` with one more resource (or one replaced).
+    pub fn with_extra(base: &TypeResources, extra: &Encoded) -> Arc<Self> {
+        let (mut map, mut hashes) = (base.map.clone(), base.hashes.clone());
+        map.insert(extra.name.clone(), extra.any.clone());
+        hashes.insert(extra.name.clone(), extra.hash);
+        Arc::new(Self::with_hashes(map, hashes, None))
+    }
+
     fn build(map: ResourceMap, previous: Option<&TypeResources>) -> Self {
         let hashes: BTreeMap<String, u64> = map.iter().map(|(name, any)| (name.clone(), resource_hash(any))).collect();
         Self::with_hashes(map, hashes, previous)

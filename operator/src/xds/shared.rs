@@ -18,11 +18,15 @@
 //! configurations holding them; an endpoint change, that Service's clusters.
 //!
 //! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
+//!
+//! A proxy whose PeerAuthentication is not the default also gets its inbound listener, one per distinct policy
+//! added to the shared listeners.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::Mutex;
+use weft_xds::inbound::{INBOUND_LISTENER, InboundPolicy};
 use weft_xds::{ProxyNode, ResourceType, pack};
 
 use super::resources::{Encoded, EncodedResources, EncodedShared, ResourceMap, TypeResources, encode_routes};
@@ -72,6 +76,8 @@ struct Generation {
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
     /// Held only while some stream uses them: a proxy asking for one host after another leaves no trail.
     extended: HashMap<(ScopeKey, Vec<String>), Weak<EncodedResources>>,
+    /// The shared listeners plus the inbound listener of one policy (few distinct policies in a mesh).
+    inbound: HashMap<InboundPolicy, Arc<TypeResources>>,
 }
 
 /// One Service's clusters and endpoint assignments, encoded (an assignment is named as its cluster).
@@ -136,10 +142,30 @@ impl Generation {
             mesh: HashMap::new(),
             scoped: HashMap::new(),
             extended: HashMap::new(),
+            inbound: HashMap::new(),
         }
     }
 
+    /// What the stream's scope holds, plus the proxy's own inbound listener when its PeerAuthentication says
+    /// more than the default.
     fn resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
+        let resources = self.scope_resources(wanted, previous);
+        let Some(policy) = translate::inbound_policy(&self.published.snapshot, wanted.node) else { return resources };
+        let listeners = match self.inbound.get(&policy) {
+            Some(found) => found.clone(),
+            None => {
+                let inbound = Encoded::new(INBOUND_LISTENER.to_string(), &weft_xds::inbound::listener(&policy));
+                let listeners = TypeResources::with_extra(&self.shared(previous).listeners, &inbound);
+                self.inbound.insert(policy, listeners.clone());
+                listeners
+            }
+        };
+        let mut own = (*resources).clone();
+        own.by_type.insert(ResourceType::Listener, listeners);
+        Arc::new(own)
+    }
+
+    fn scope_resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
         let scope: ScopeKey = (wanted.node.namespace.clone(), wanted.scope);
         match wanted.on_demand.filter(|_| wanted.scope != ProxyScope::Mesh) {
             None => self.mesh(&scope.0, previous),

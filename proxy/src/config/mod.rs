@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::Serialize;
+use weft_xds::inbound::InboundPolicy;
 use weft_xds::lb::LbAlgorithm;
 use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
@@ -35,6 +36,8 @@ pub struct ProxyConfig {
     /// Virtual hosts asked for on demand, by resource name (`ROUTE_CONFIG/HOST`); `None`: the control plane
     /// knows no such host.
     pub on_demand: BTreeMap<String, Option<VirtualHost>>,
+    /// What the inbound side accepts (PeerAuthentication); `None`: the default, `PERMISSIVE` on every port.
+    pub inbound: Option<InboundPolicy>,
     /// Accepted xDS version per type (`CDS`, `EDS`, `LDS`, `RDS`, `VHDS`).
     pub versions: BTreeMap<String, String>,
 }

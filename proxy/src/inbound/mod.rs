@@ -1,8 +1,9 @@
 //! The inbound side: connections from other workloads to this pod's application. With `--transparent` they
 //! arrive on the capture listener (:15006) and go on to their original destination; in explicit mode they
 //! arrive on an `--inbound LISTEN=APP` port and go on to APP. Either way a sidecar's mutual TLS is terminated
-//! here ([`mtls`]) and the application gets plaintext on its own port; plaintext clients are served too
-//! (Istio's PERMISSIVE mode, the default). Forwarded as TCP, counted.
+//! here ([`mtls`]) and the application gets plaintext on its own port. Whether plaintext clients are served too
+//! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
+//! config the operator sends. Forwarded as TCP, counted.
 
 pub mod mtls;
 
@@ -10,9 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use weft_xds::ResourceType;
+use weft_xds::inbound::PeerMode;
 
 use crate::counted::Counted;
+use crate::dataplane::Runtime;
 use crate::drain::Drain;
 use crate::identity::CredentialsRx;
 use crate::listen::accept;
@@ -28,41 +33,73 @@ pub struct Inbound {
     pub idle: Option<Duration>,
     /// The workload certificate to terminate mutual TLS with; `None`: plaintext only.
     pub credentials: Option<CredentialsRx>,
+    /// The config in force, for the PeerAuthentication modes.
+    pub runtime: watch::Receiver<Arc<Runtime>>,
 }
+
+/// How long a connection waits for the proxy's first config (which says what the inbound side accepts) before
+/// it is closed. A proxy with an identity enforces nothing it has not been told: it waits rather than guess.
+const FIRST_CONFIG_WAIT: Duration = Duration::from_secs(10);
 
 impl Inbound {
     /// Serves `listener` until the future is dropped. `app`: where connections go; `None`, to their original
     /// destination (captured by iptables).
     pub async fn serve(&self, listener: TcpListener, app: Option<SocketAddr>, drain: &Drain) {
+        let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
         loop {
             let (stream, peer) = accept(&listener).await;
             let watcher = drain.watcher();
             let this = self.clone();
             tokio::spawn(async move {
-                let metrics = &this.metrics;
-                let destination = match app {
-                    Some(app) => app,
-                    None => match destination_of(&stream, peer, Direction::Inbound, metrics) {
-                        Some(original) => original,
-                        None => return,
-                    },
-                };
-                let credentials = this.credentials.as_ref().and_then(|rx| rx.borrow().clone());
-                let flow = tcp::Flow { direction: Direction::Inbound, peer, idle: this.idle, metrics };
-                match mtls::accept(stream, credentials.as_deref(), metrics).await {
-                    Accepted::Plaintext(stream) => {
-                        let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
-                        tcp::forward(io, destination, flow).await;
-                    }
-                    Accepted::Mutual { stream, peer_identity } => {
-                        tracing::debug!(%peer, peer_identity = %peer_identity, %destination, "inbound mutual TLS");
-                        let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
-                        tcp::forward(io, destination, flow).await;
-                    }
-                    Accepted::Failed => {}
-                }
+                this.handle(stream, peer, app, listen_port).await;
                 drop(watcher);
             });
         }
+    }
+
+    /// One connection: to the application, as the PeerAuthentication mode of its port allows. The port is the
+    /// one the connection was addressed to: its original destination, or in explicit mode the port this
+    /// listener listens on (the Service's `targetPort`, which is how the operator knows the endpoint).
+    async fn handle(&self, stream: TcpStream, peer: SocketAddr, app: Option<SocketAddr>, listen_port: u16) {
+        let metrics = &self.metrics;
+        let (destination, port) = match app {
+            Some(app) => (app, listen_port),
+            None => match destination_of(&stream, peer, Direction::Inbound, metrics) {
+                Some(original) => (original, original.port()),
+                None => return,
+            },
+        };
+        let Some(mode) = self.mode_for(port).await else {
+            metrics.refused(Direction::Inbound, "no_config");
+            tracing::warn!(%peer, "inbound connection closed: no config from the operator yet");
+            return;
+        };
+        let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
+        let flow = tcp::Flow { direction: Direction::Inbound, peer, idle: self.idle, metrics };
+        match mtls::accept(stream, mode, credentials.as_deref(), metrics).await {
+            Accepted::Plaintext(stream) => {
+                let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
+                tcp::forward(io, destination, flow).await;
+            }
+            Accepted::Mutual { stream, peer_identity } => {
+                tracing::debug!(%peer, peer_identity = %peer_identity, %destination, "inbound mutual TLS");
+                let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
+                tcp::forward(io, destination, flow).await;
+            }
+            Accepted::Failed => {}
+        }
+    }
+
+    /// The PeerAuthentication mode of the application's `port`. Without an identity there is no mutual TLS to
+    /// require: `PERMISSIVE`. With one, the mode of the config in force once listeners have arrived; `None` when
+    /// none arrives in time.
+    async fn mode_for(&self, port: u16) -> Option<PeerMode> {
+        if self.credentials.is_none() {
+            return Some(PeerMode::Permissive);
+        }
+        let mut runtime = self.runtime.clone();
+        let has_listeners = |r: &Arc<Runtime>| r.config.versions.contains_key(ResourceType::Listener.short_name());
+        let runtime = tokio::time::timeout(FIRST_CONFIG_WAIT, runtime.wait_for(has_listeners)).await.ok()?.ok()?;
+        Some(runtime.config.inbound.as_ref().map(|policy| policy.mode_for(port)).unwrap_or_default())
     }
 }

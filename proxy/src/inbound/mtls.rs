@@ -1,13 +1,15 @@
-//! Terminating a sidecar's mutual TLS. A connection whose ClientHello offers the mesh ALPN
-//! ([`weft_xds::mtls::MTLS_ALPN`]) is a sidecar's: the handshake requires its workload certificate, chained to
-//! the trust bundle, and yields its identity. Anything else (plaintext, or an application's own TLS, which
-//! offers other protocols) passes through untouched.
+//! Terminating a sidecar's mutual TLS, as the port's PeerAuthentication mode says. A connection whose
+//! ClientHello offers the mesh ALPN ([`weft_xds::mtls::MTLS_ALPN`]) is a sidecar's: the handshake requires its
+//! workload certificate, chained to the trust bundle, and yields its identity. Anything else (plaintext, or an
+//! application's own TLS, which offers other protocols) passes through untouched under `PERMISSIVE`, and is
+//! closed under `STRICT` before a byte reaches the application. Under `DISABLE` nothing is looked at.
 
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use weft_xds::SpiffeId;
+use weft_xds::inbound::PeerMode;
 use weft_xds::mtls::MTLS_ALPN;
 
 use crate::hello::{may_be_tls, peek_hello};
@@ -20,7 +22,7 @@ pub enum Accepted {
     Plaintext(TcpStream),
     /// A sidecar's mutual TLS, terminated.
     Mutual { stream: Box<TlsStream<TcpStream>>, peer_identity: SpiffeId },
-    /// The handshake failed (counted and logged); the connection is closed.
+    /// The handshake failed, or the connection is not allowed (counted and logged); it is closed.
     Failed,
 }
 
@@ -30,19 +32,27 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a sidecar's handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Tells a sidecar's mutual TLS from anything else and terminates it. Without credentials (no CA configured)
-/// everything else is plaintext, and a sidecar's TLS is refused: the application would get handshake bytes.
-pub async fn accept(stream: TcpStream, credentials: Option<&Credentials>, metrics: &Metrics) -> Accepted {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(1)) if may_be_tls(&first) => {}
-        _ => return Accepted::Plaintext(stream),
-    }
-    let offers_mesh = peek_hello(&stream).await.is_some_and(|hello| hello.alpn.iter().any(|p| p == MTLS_ALPN));
-    if !offers_mesh {
+/// Tells a sidecar's mutual TLS from anything else and terminates it, or lets the rest through or not as `mode`
+/// says. Without credentials (no CA configured) everything else is plaintext, and a sidecar's TLS is refused:
+/// the application would get handshake bytes.
+pub async fn accept(
+    stream: TcpStream,
+    mode: PeerMode,
+    credentials: Option<&Credentials>,
+    metrics: &Metrics,
+) -> Accepted {
+    if mode == PeerMode::Disable {
         return Accepted::Plaintext(stream);
     }
     let peer = stream.peer_addr().ok();
+    if !offers_mesh_tls(&stream).await {
+        if mode == PeerMode::Strict {
+            metrics.refused(Direction::Inbound, "plaintext_strict");
+            tracing::debug!(?peer, "inbound plaintext refused: the port's PeerAuthentication mode is STRICT");
+            return Accepted::Failed;
+        }
+        return Accepted::Plaintext(stream);
+    }
     let Some(credentials) = credentials else {
         metrics.handshake(Direction::Inbound, "failed");
         tracing::warn!(
@@ -69,6 +79,17 @@ pub async fn accept(stream: TcpStream, credentials: Option<&Credentials>, metric
             Accepted::Failed
         }
     }
+}
+
+/// Whether the connection opens with a ClientHello offering the mesh ALPN. A client that sends nothing for a
+/// while (a server-first protocol) is not a sidecar's TLS.
+async fn offers_mesh_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if may_be_tls(&first) => {}
+        _ => return false,
+    }
+    peek_hello(stream).await.is_some_and(|hello| hello.alpn.iter().any(|p| p == MTLS_ALPN))
 }
 
 fn failed(metrics: &Metrics, peer: Option<std::net::SocketAddr>, why: &str) -> Accepted {

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{self as route, RouteConfiguration};
 use envoy_types::pb::google::protobuf::Any;
+use weft_xds::inbound::{self, INBOUND_LISTENER, InboundPolicy};
 use weft_xds::{ResourceType, unpack};
 
 use crate::config::convert::endpoints;
@@ -19,6 +20,8 @@ pub enum Converted {
     /// Boxed: far larger than the others.
     Cluster(Box<ClusterConfig>),
     Listener(ListenerConfig),
+    /// The inbound listener ([`weft_xds::inbound::INBOUND_LISTENER`]).
+    Inbound(InboundPolicy),
     Routes(RouteTable),
     Endpoints(Vec<EndpointConfig>),
     VirtualHost(VirtualHost),
@@ -35,7 +38,12 @@ pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), Str
             Ok((cluster.name.clone(), Converted::Cluster(Box::new(cluster))))
         }
         ResourceType::Listener => {
-            let listener = ListenerConfig::try_from(&decoded::<Listener>(any)?).map_err(|e| e.to_string())?;
+            let listener = decoded::<Listener>(any)?;
+            if listener.name == INBOUND_LISTENER {
+                let policy = inbound::parse(&listener).map_err(|e| format!("listener {INBOUND_LISTENER:?}: {e}"))?;
+                return Ok((listener.name, Converted::Inbound(policy)));
+            }
+            let listener = ListenerConfig::try_from(&listener).map_err(|e| e.to_string())?;
             Ok((listener.name.clone(), Converted::Listener(listener)))
         }
         ResourceType::Route => {
@@ -64,6 +72,7 @@ pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
         Converted::Listener(l) => {
             config.listeners.insert(name, l);
         }
+        Converted::Inbound(policy) => config.inbound = Some(policy),
         Converted::Routes(r) => {
             config.routes.insert(name, r);
         }
@@ -80,6 +89,7 @@ pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
 pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
     match kind {
         ResourceType::Cluster => drop(config.clusters.remove(name)),
+        ResourceType::Listener if name == INBOUND_LISTENER => config.inbound = None,
         ResourceType::Listener => drop(config.listeners.remove(name)),
         ResourceType::Route => drop(config.routes.remove(name)),
         ResourceType::Endpoint => drop(config.endpoints.remove(name)),

@@ -113,7 +113,10 @@ impl ClientState {
         let converted = resources.iter().map(|any| convert(kind, any)).collect::<Result<Vec<_>, String>>()?;
         match kind {
             ResourceType::Cluster => self.config.clusters.clear(),
-            ResourceType::Listener => self.config.listeners.clear(),
+            ResourceType::Listener => {
+                self.config.listeners.clear();
+                self.config.inbound = None;
+            }
             ResourceType::Route | ResourceType::Endpoint | ResourceType::VirtualHost => {}
         }
         for (name, value) in converted {

@@ -16,7 +16,7 @@ use weft_operator::ca::{Authenticator, Authority, Issuance};
 use weft_proxy::identity::tls::peer_identity;
 use weft_xds::SpiffeId;
 
-use super::Proxy;
+use super::{Backend, Proxy};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
 
@@ -66,6 +66,14 @@ impl Mesh {
         self.authority = Arc::new(authority);
         let (task, _, _) = serve(self.dir.path(), self.authority.clone(), self.lifetime, self.xds, self.secure).await;
         self.task = task;
+    }
+
+    /// Replaces the YAML the operator serves (written aside and renamed, as `kubectl apply` replaces an object
+    /// whole).
+    pub fn apply(&self, config: &str) {
+        let staged = self.dir.path().join("mesh.yaml.new");
+        std::fs::write(&staged, config).unwrap();
+        std::fs::rename(&staged, self.dir.path().join("config/mesh.yaml")).unwrap();
     }
 
     pub fn bundle(&self) -> PathBuf {
@@ -164,6 +172,35 @@ pub fn service_yaml(endpoint: SocketAddr, account: &str) -> String {
         port = endpoint.port(),
         ip = endpoint.ip(),
     )
+}
+
+/// A backend behind a server sidecar (pod `slow-1`, identity `server`), a client sidecar (identity `client`)
+/// and the mesh serving `config` (made from the server pod's address), both sidecars ready.
+pub struct Pair {
+    pub backend: Backend,
+    pub listen: SocketAddr,
+    pub mesh: Mesh,
+    pub server: Proxy,
+    pub client: Proxy,
+}
+
+impl Pair {
+    pub async fn start(config: impl FnOnce(SocketAddr) -> String, lifetime: Duration) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let backend = Backend::start().await;
+        let listen = server_pod_address();
+        let mesh = Mesh::start_with(&config(listen), lifetime).await;
+        let server = server_proxy(&mesh, listen, backend.address);
+        let client = client_proxy(&mesh);
+        server.wait_ready(http::StatusCode::OK).await;
+        client.wait_ready(http::StatusCode::OK).await;
+        Self { backend, listen, mesh, server, client }
+    }
+
+    /// The `slow` Service (its pod running as `account`) with one-hour certificates.
+    pub async fn serving_as(account: &str) -> Self {
+        Self::start(|listen| service_yaml(listen, account), Duration::from_secs(3600)).await
+    }
 }
 
 /// An address on 127.0.0.3 nobody listens on (the server pod's "IP").

@@ -81,8 +81,7 @@ pub fn parse_file(file: &Path, text: &str) -> ParsedFile {
 
 /// The full state as one relist per kind, which is what a directory re-read is.
 pub fn as_events(resources: &[Resource]) -> Vec<Event> {
-    Kind::ALL
-        .into_iter()
+    Kind::all()
         .map(|kind| Event::Restarted {
             kind,
             namespace: None,

@@ -447,3 +447,35 @@ async fn a_delta_client_following_incremental_configs_holds_what_a_whole_transla
         }
     }
 }
+
+const PEER_POLICIES: &str = "---\napiVersion: v1\nkind: Pod\nmetadata: {name: db-1, namespace: shop, labels: {app: db}}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\n---\n\
+apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: db, namespace: shop}\n\
+spec: {selector: {matchLabels: {app: db}}, mtls: {mode: STRICT}, portLevelMtls: {\"9090\": {mode: PERMISSIVE}}}\n";
+
+#[tokio::test]
+async fn a_proxy_whose_peer_authentication_is_not_the_default_gets_its_inbound_listener() {
+    use weft_xds::inbound::{InboundPolicy, PeerMode};
+    let translations = Translations::default();
+    let mut snapshot = snapshot_of_yaml(&(MESH.to_string() + PEER_POLICIES));
+    snapshot.trust_domain = Some("cluster.local".into());
+    let current = Arc::new(Published { snapshot, at: std::time::Instant::now(), config: 1 });
+    let (db, web) = (proxy("db-1", "shop"), proxy("web-1", "shop"));
+    let none = BTreeSet::new();
+    let db_mesh = translations.for_proxy(&current, mesh(&db)).await;
+    let db_scoped = translations.for_proxy(&current, in_namespace(&db, &none)).await;
+    let web_mesh = translations.for_proxy(&current, mesh(&web)).await;
+    for resources in [&db_mesh, &db_scoped] {
+        let listeners = resources.of_type(ResourceType::Listener).unwrap();
+        let any = listeners.map.get(INBOUND_LISTENER).expect("the inbound listener");
+        let listener = weft_xds::unpack(any).unwrap();
+        let expected = InboundPolicy { mode: PeerMode::Strict, ports: BTreeMap::from([(9090, PeerMode::Permissive)]) };
+        assert_eq!(weft_xds::inbound::parse(&listener), Ok(expected));
+        assert!(listeners.map.contains_key("0.0.0.0_80"), "the outbound listeners too");
+    }
+    assert!(!names(&web_mesh, ResourceType::Listener).contains(&INBOUND_LISTENER.to_string()), "web: the default");
+    assert_eq!(*db_mesh, EncodedResources::from(&translate::translate(&current.snapshot, &db)));
+    let without_ca = published(2, &(MESH.to_string() + PEER_POLICIES));
+    let db_plain = translations.for_proxy(&without_ca, mesh(&db)).await;
+    assert!(!names(&db_plain, ResourceType::Listener).contains(&INBOUND_LISTENER.to_string()), "no CA, no mTLS");
+}

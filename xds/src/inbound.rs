@@ -1,0 +1,243 @@
+//! The contract for a proxy's inbound side: which connections it accepts, per port, as PeerAuthentication
+//! decides (`PERMISSIVE`, `STRICT`, `DISABLE`). The operator sends it as one listener, [`INBOUND_LISTENER`], in
+//! Istio's `virtualInbound` shape so an Envoy could consume it: per mode a filter chain for a sidecar's mutual TLS
+//! (transport `tls` with the mesh ALPN, terminated with the workload certificate, client certificate required)
+//! and/or a chain for anything else, each under a `destination_port` match for a port-level mode or without one
+//! for the workload's mode. Envoy picks the chains of the most specific port match first, so a port-level
+//! `STRICT` has no plaintext chain to fall back to. Both chains pass bytes on with `tcp_proxy` to
+//! [`INBOUND_PASSTHROUGH`] (Istio's original-destination cluster). [`listener`] builds it, [`parse`] reads it
+//! back, so the two sides cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, SocketAddress, TrafficDirection, TransportSocket, address, socket_address, transport_socket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, common_tls_context::ValidationContextType,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use serde::Serialize;
+
+use crate::filters::{TCP_PROXY, TLS_INSPECTOR};
+use crate::mtls::{CERTIFICATE_SECRET, MTLS_ALPN, ROOTS_SECRET, TLS_SOCKET, sds};
+
+/// Name of the inbound listener (Istio's).
+pub const INBOUND_LISTENER: &str = "virtualInbound";
+/// The cluster inbound connections go on to: their original destination, the application (Istio's name).
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+/// The port the inbound listener is bound to (the capture port).
+pub const INBOUND_CAPTURE_PORT: u32 = 15006;
+
+/// What the inbound side accepts on a port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerMode {
+    /// A sidecar's mutual TLS and anything else, told apart by the first bytes (Istio's default).
+    #[default]
+    Permissive,
+    /// A sidecar's mutual TLS only; anything else is closed before a byte reaches the application.
+    Strict,
+    /// Everything passes to the application as it comes; mutual TLS is not terminated.
+    Disable,
+}
+
+/// A workload's inbound modes: one for every port, and the ports that differ.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct InboundPolicy {
+    pub mode: PeerMode,
+    pub ports: BTreeMap<u16, PeerMode>,
+}
+
+impl InboundPolicy {
+    /// The mode for connections to the application's `port`.
+    pub fn mode_for(&self, port: u16) -> PeerMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+
+    /// Whether it says nothing beyond the default (PERMISSIVE everywhere).
+    pub fn is_default(&self) -> bool {
+        self.mode == PeerMode::Permissive && self.ports.values().all(|m| *m == PeerMode::Permissive)
+    }
+}
+
+/// The inbound listener for `policy`.
+pub fn listener(policy: &InboundPolicy) -> Listener {
+    let levels = policy.ports.iter().map(|(port, mode)| (Some(u32::from(*port)), *mode));
+    let filter_chains = levels.chain([(None, policy.mode)]).flat_map(|(port, mode)| chains(port, mode)).collect();
+    Listener {
+        name: INBOUND_LISTENER.to_string(),
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: "0.0.0.0".to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(INBOUND_CAPTURE_PORT)),
+                ..Default::default()
+            })),
+        }),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![ListenerFilter {
+            name: TLS_INSPECTOR.to_string(),
+            config_type: Some(envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(
+                crate::pack(&TlsInspector::default()),
+            )),
+            ..Default::default()
+        }],
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+fn chains(port: Option<u32>, mode: PeerMode) -> Vec<FilterChain> {
+    let mutual = || FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: port.map(|value| UInt32Value { value }),
+            transport_protocol: "tls".to_string(),
+            application_protocols: vec![String::from_utf8_lossy(MTLS_ALPN).into_owned()],
+            ..Default::default()
+        }),
+        filters: vec![passthrough()],
+        transport_socket: Some(mutual_tls_socket()),
+        name: chain_name(port, "mtls"),
+        ..Default::default()
+    };
+    let anything = || FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: port.map(|value| UInt32Value { value }),
+            ..Default::default()
+        }),
+        filters: vec![passthrough()],
+        name: chain_name(port, "plaintext"),
+        ..Default::default()
+    };
+    match mode {
+        PeerMode::Permissive => vec![mutual(), anything()],
+        PeerMode::Strict => vec![mutual()],
+        PeerMode::Disable => vec![anything()],
+    }
+}
+
+fn chain_name(port: Option<u32>, kind: &str) -> String {
+    match port {
+        Some(port) => format!("{port}-{kind}"),
+        None => kind.to_string(),
+    }
+}
+
+fn passthrough() -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: INBOUND_PASSTHROUGH.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(INBOUND_PASSTHROUGH.to_string())),
+        ..Default::default()
+    };
+    Filter {
+        name: TCP_PROXY.to_string(),
+        config_type: Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(crate::pack(
+            &proxy,
+        ))),
+    }
+}
+
+/// Terminates a sidecar's TLS with the workload certificate, requiring the client's, checked against the bundle.
+fn mutual_tls_socket() -> TransportSocket {
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_sds_secret_configs: vec![sds(CERTIFICATE_SECRET)],
+            alpn_protocols: vec![String::from_utf8_lossy(MTLS_ALPN).into_owned()],
+            validation_context_type: Some(ValidationContextType::ValidationContextSdsSecretConfig(sds(ROOTS_SECRET))),
+            ..Default::default()
+        }),
+        require_client_certificate: Some(BoolValue { value: true }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(crate::pack(&context))),
+    }
+}
+
+/// Reads a listener built by [`listener`] back into the policy; a message naming what is not of that shape.
+pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
+    if let Some(other) = listener.listener_filters.iter().find(|f| f.name != TLS_INSPECTOR) {
+        return Err(format!("listener filter {:?} is not supported", other.name));
+    }
+    // Per port (None: the workload's mode): whether a mutual TLS chain and a catch-all chain are there.
+    let mut seen: BTreeMap<Option<u16>, (bool, bool)> = BTreeMap::new();
+    for chain in &listener.filter_chains {
+        let name = &chain.name;
+        let matcher = chain.filter_chain_match.clone().unwrap_or_default();
+        let port = match matcher.destination_port.map(|p| u16::try_from(p.value)) {
+            None => None,
+            Some(Ok(port)) if port != 0 => Some(port),
+            Some(_) => return Err(format!("filter chain {name:?}: destination_port is not a port")),
+        };
+        match chain.filters.as_slice() {
+            [only] if only.name == TCP_PROXY => {}
+            _ => return Err(format!("filter chain {name:?}: only one {TCP_PROXY} filter is supported")),
+        }
+        let entry = seen.entry(port).or_default();
+        if is_mutual_chain(&matcher, chain.transport_socket.as_ref()) {
+            entry.0 = true;
+        } else if matcher == (FilterChainMatch { destination_port: matcher.destination_port, ..Default::default() })
+            && chain.transport_socket.is_none()
+        {
+            entry.1 = true;
+        } else {
+            return Err(format!("filter chain {name:?}: neither a mutual TLS chain nor a plaintext one"));
+        }
+    }
+    let mode_of = |port: Option<u16>| match seen.get(&port) {
+        Some((true, true)) => Ok(PeerMode::Permissive),
+        Some((true, false)) => Ok(PeerMode::Strict),
+        Some((false, true)) => Ok(PeerMode::Disable),
+        _ => Err("the listener has no filter chain for every port (one without destination_port)".to_string()),
+    };
+    let mode = mode_of(None)?;
+    let mut ports = BTreeMap::new();
+    for port in seen.keys().flatten() {
+        ports.insert(*port, mode_of(Some(*port))?);
+    }
+    Ok(InboundPolicy { mode, ports })
+}
+
+fn is_mutual_chain(matcher: &FilterChainMatch, socket: Option<&TransportSocket>) -> bool {
+    let alpn = String::from_utf8_lossy(MTLS_ALPN);
+    matcher.transport_protocol == "tls"
+        && matcher.application_protocols.iter().any(|p| *p == alpn)
+        && socket.is_some_and(|s| s.name == TLS_SOCKET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mode_and_port_level_reads_back_as_built() {
+        for mode in [PeerMode::Permissive, PeerMode::Strict, PeerMode::Disable] {
+            let ports =
+                BTreeMap::from([(8080, PeerMode::Disable), (9090, PeerMode::Strict), (7070, PeerMode::Permissive)]);
+            let policy = InboundPolicy { mode, ports };
+            assert_eq!(parse(&listener(&policy)), Ok(policy.clone()));
+            assert_eq!(policy.mode_for(8080), PeerMode::Disable);
+            assert_eq!(policy.mode_for(1), mode);
+        }
+    }
+
+    #[test]
+    fn strict_has_no_plaintext_chain_and_other_shapes_are_refused() {
+        let strict = listener(&InboundPolicy { mode: PeerMode::Strict, ports: BTreeMap::new() });
+        assert_eq!(strict.filter_chains.len(), 1);
+        assert_eq!(
+            strict.filter_chains[0].filter_chain_match.as_ref().map(|m| m.transport_protocol.as_str()),
+            Some("tls")
+        );
+        let mut no_default = strict.clone();
+        no_default.filter_chains.clear();
+        assert!(parse(&no_default).unwrap_err().contains("no filter chain for every port"));
+        let mut odd = strict;
+        odd.filter_chains[0].filters.clear();
+        assert!(parse(&odd).unwrap_err().contains("tcp_proxy"));
+    }
+}
