@@ -26,6 +26,7 @@ use crate::http::timeouts::Timeouts;
 use crate::http::{Forwarder, outbound};
 use crate::identity::{self, CredentialsRx, IdentitySettings};
 use crate::inbound::Inbound;
+use crate::inbound::http::InboundHttp;
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
 use crate::transparent;
@@ -203,6 +204,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         idle: settings.timeouts.idle,
         credentials: credentials.clone(),
         runtime: runtime_rx.clone(),
+        http: Arc::new(InboundHttp::new(metrics.clone(), settings.timeouts)),
     };
     let forwarder =
         Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));

@@ -61,6 +61,22 @@ struct RequestLabels {
     code_class: &'static str,
 }
 
+/// An inbound request's caller and port. `source_principal` is the caller's SPIFFE id when it came over a
+/// sidecar's mutual TLS, `unknown` otherwise (Istio's label and value).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    pub port: String,
+    pub source_principal: String,
+    code_class: &'static str,
+}
+
+impl InboundLabels {
+    pub fn new(port: u16, source_principal: Option<&str>) -> Self {
+        let principal = source_principal.unwrap_or("unknown").to_string();
+        Self { port: port.to_string(), source_principal: principal, code_class: "" }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ConnectionLabels {
     direction: &'static str,
@@ -147,6 +163,7 @@ struct TypeLabel {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    inbound_requests: Family<InboundLabels, Counter>,
     request_duration: Family<DirectionLabel, Histogram, fn() -> Histogram>,
     connections: Family<ConnectionLabels, Counter>,
     active: Family<DirectionLabel, Gauge>,
@@ -178,6 +195,7 @@ impl Metrics {
         let metrics = Self {
             registry: Registry::default(),
             requests: Family::default(),
+            inbound_requests: Family::default(),
             request_duration: Family::new_with_constructor(duration_histogram),
             connections: Family::default(),
             active: Family::default(),
@@ -201,6 +219,11 @@ impl Metrics {
             "requests",
             "HTTP requests, by direction, cluster and response code class",
             m.requests.clone(),
+        );
+        registry.register(
+            "inbound_requests",
+            "HTTP requests the inbound side forwarded to the application, by port, caller identity and response code class",
+            m.inbound_requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -271,6 +294,12 @@ impl Metrics {
         self.request_duration
             .get_or_create(&DirectionLabel { direction: direction.as_str() })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts an inbound request of the caller and port `labels` say.
+    pub fn inbound_request(&self, labels: &InboundLabels, status: StatusCode) {
+        let labels = InboundLabels { code_class: code_class(status), ..labels.clone() };
+        self.inbound_requests.get_or_create(&labels).inc();
     }
 
     /// Counts a new connection; the returned handles count its bytes and keep it in the active gauge until dropped.

@@ -12,11 +12,12 @@ pub mod route;
 pub mod timeouts;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -68,6 +69,9 @@ impl Forwarder {
     }
 }
 
+/// The body of a request as a handler gets it: counted in flight until it is done.
+pub type ServedBody = InFlightBody<Incoming>;
+
 /// Serves one downstream connection, HTTP/1.1 or HTTP/2 with prior knowledge (detected), forwarding each request
 /// towards `destination`. The connection closes gracefully (in-flight requests finish, HTTP/2 gets GOAWAY) when
 /// the proxy drains (`watch`) or the connection has been idle for the idle timeout.
@@ -75,28 +79,49 @@ pub async fn serve_connection<I>(
     io: I,
     forwarder: Arc<Forwarder>,
     (destination, peer): (Destination, SocketAddr),
-    mut watch: ConnectionWatch,
+    watch: ConnectionWatch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (timeouts, metrics) = (forwarder.timeouts, forwarder.metrics.clone());
+    let handler = move |mut request: Request<ServedBody>| {
+        let forwarder = forwarder.clone();
+        request.extensions_mut().insert(ClientAddress(peer));
+        async move { forward::handle(request, &forwarder, destination).await }
+    };
+    serve_http(io, (timeouts, metrics), handler, watch).await;
+}
+
+/// Serves one downstream connection, HTTP/1.1 (upgrades included) or HTTP/2 with prior knowledge (detected),
+/// answering each request with `handler`, under the connection-level timeouts; closes it gracefully (in-flight
+/// requests finish, HTTP/2 gets GOAWAY) when the proxy drains (`watch`) or it has been idle too long.
+pub async fn serve_http<I, H, F>(
+    io: I,
+    (timeouts, metrics): (Timeouts, Arc<Metrics>),
+    handler: H,
+    mut watch: ConnectionWatch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<ServedBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
     let activity = Activity::new();
-    let io = TimedIo::http(io, activity.clone(), forwarder.timeouts, forwarder.metrics.clone());
+    let io = TimedIo::http(io, activity.clone(), timeouts, metrics);
     let service = {
         let activity = activity.clone();
         service_fn(move |request: Request<Incoming>| {
-            let forwarder = forwarder.clone();
+            let handler = handler.clone();
             // The request is in flight (for the connection's timeouts) until its body and its response's are done.
             let in_flight = activity.request_started();
-            let mut request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
-            request.extensions_mut().insert(ClientAddress(peer));
+            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
             async move {
-                let response = forward::handle(request, &forwarder, destination).await;
+                let response = handler(request).await;
                 Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))
             }
         })
     };
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     let mut closing = false;
     let result = loop {

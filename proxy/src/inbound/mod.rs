@@ -5,12 +5,15 @@
 //! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
 //! config the operator sends. Forwarded as TCP, counted.
 
+pub mod http;
 pub mod mtls;
+mod prefixed;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use weft_xds::ResourceType;
@@ -18,11 +21,13 @@ use weft_xds::inbound::PeerMode;
 
 use crate::counted::Counted;
 use crate::dataplane::Runtime;
-use crate::drain::Drain;
+use crate::drain::{ConnectionWatch, Drain};
 use crate::identity::CredentialsRx;
 use crate::listen::accept;
 use crate::metrics::{Direction, Metrics, Mode};
+use crate::transparent::outbound::SNIFF_TIMEOUT;
 use crate::transparent::{destination_of, tcp};
+use http::InboundHttp;
 use mtls::Accepted;
 
 /// What every inbound connection needs.
@@ -35,6 +40,21 @@ pub struct Inbound {
     pub credentials: Option<CredentialsRx>,
     /// The config in force, for the PeerAuthentication modes.
     pub runtime: watch::Receiver<Arc<Runtime>>,
+    /// Serves the connections that carry HTTP.
+    pub http: Arc<InboundHttp>,
+}
+
+/// One accepted inbound connection, on its way to the application.
+struct Connection<'a> {
+    peer: SocketAddr,
+    /// The application's address.
+    destination: SocketAddr,
+    /// The application's port, as PeerAuthentication and metrics name it.
+    port: u16,
+    /// This workload's identity, when it has one.
+    own: Option<&'a str>,
+    /// Keeps the proxy's drain waiting while the connection is open.
+    watcher: ConnectionWatch,
 }
 
 /// How long a connection waits for the proxy's first config (which says what the inbound side accepts) before
@@ -50,17 +70,21 @@ impl Inbound {
             let (stream, peer) = accept(&listener).await;
             let watcher = drain.watcher();
             let this = self.clone();
-            tokio::spawn(async move {
-                this.handle(stream, peer, app, listen_port).await;
-                drop(watcher);
-            });
+            tokio::spawn(async move { this.handle(stream, peer, app, listen_port, watcher).await });
         }
     }
 
     /// One connection: to the application, as the PeerAuthentication mode of its port allows. The port is the
     /// one the connection was addressed to: its original destination, or in explicit mode the port this
     /// listener listens on (the Service's `targetPort`, which is how the operator knows the endpoint).
-    async fn handle(&self, stream: TcpStream, peer: SocketAddr, app: Option<SocketAddr>, listen_port: u16) {
+    async fn handle(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        app: Option<SocketAddr>,
+        listen_port: u16,
+        watcher: ConnectionWatch,
+    ) {
         let metrics = &self.metrics;
         let (destination, port) = match app {
             Some(app) => (app, listen_port),
@@ -75,19 +99,39 @@ impl Inbound {
             return;
         };
         let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
-        let flow = tcp::Flow { direction: Direction::Inbound, peer, idle: self.idle, metrics };
+        let own = credentials.as_ref().map(|c| c.id.to_string());
+        let connection = Connection { peer, destination, port, own: own.as_deref(), watcher };
         match mtls::accept(stream, mode, credentials.as_deref(), metrics).await {
-            Accepted::Plaintext(stream) => {
-                let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
-                tcp::forward(io, destination, flow).await;
-            }
+            Accepted::Plaintext { stream, silent: true } => self.forward_tcp(stream, &connection).await,
+            Accepted::Plaintext { stream, silent: false } => self.forward(stream, None, connection).await,
             Accepted::Mutual { stream, peer_identity } => {
                 tracing::debug!(%peer, peer_identity = %peer_identity, %destination, "inbound mutual TLS");
-                let io = Counted::new(stream, metrics.connection(Direction::Inbound, Mode::Tcp));
-                tcp::forward(io, destination, flow).await;
+                self.forward(stream, Some(&peer_identity.to_string()), connection).await;
             }
             Accepted::Failed => {}
         }
+    }
+
+    /// Forwards a connection to the application: request by request when it carries HTTP, else as TCP.
+    async fn forward<I>(&self, io: I, peer_identity: Option<&str>, connection: Connection<'_>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sniffed, io) = prefixed::sniff_io(io, SNIFF_TIMEOUT).await;
+        if !sniffed.is_http() {
+            return self.forward_tcp(io, &connection).await;
+        }
+        let Connection { destination, port, own, watcher, .. } = connection;
+        let io = Counted::new(io, self.metrics.connection(Direction::Inbound, Mode::Http));
+        let caller = http::Caller::new(destination, port, peer_identity, own);
+        self.http.clone().serve(io, caller, watcher).await;
+    }
+
+    async fn forward_tcp<I: AsyncRead + AsyncWrite + Unpin>(&self, io: I, connection: &Connection<'_>) {
+        let metrics = &self.metrics;
+        let flow = tcp::Flow { direction: Direction::Inbound, peer: connection.peer, idle: self.idle, metrics };
+        let io = Counted::new(io, metrics.connection(Direction::Inbound, Mode::Tcp));
+        tcp::forward(io, connection.destination, flow).await;
     }
 
     /// The PeerAuthentication mode of the application's `port`. Without an identity there is no mutual TLS to

@@ -18,8 +18,9 @@ use crate::identity::tls::peer_identity;
 use crate::metrics::{Direction, Metrics};
 
 pub enum Accepted {
-    /// Not a sidecar's TLS: the bytes are left for the application.
-    Plaintext(TcpStream),
+    /// Not a sidecar's TLS: the bytes are left for the application. `silent`: the client sent nothing in time
+    /// (a server-first protocol), so there is nothing more to look at.
+    Plaintext { stream: TcpStream, silent: bool },
     /// A sidecar's mutual TLS, terminated.
     Mutual { stream: Box<TlsStream<TcpStream>>, peer_identity: SpiffeId },
     /// The handshake failed, or the connection is not allowed (counted and logged); it is closed.
@@ -42,16 +43,17 @@ pub async fn accept(
     metrics: &Metrics,
 ) -> Accepted {
     if mode == PeerMode::Disable {
-        return Accepted::Plaintext(stream);
+        return Accepted::Plaintext { stream, silent: false };
     }
     let peer = stream.peer_addr().ok();
-    if !offers_mesh_tls(&stream).await {
+    let first = first_bytes(&stream).await;
+    if first != First::MeshTls {
         if mode == PeerMode::Strict {
             metrics.refused(Direction::Inbound, "plaintext_strict");
             tracing::debug!(?peer, "inbound plaintext refused: the port's PeerAuthentication mode is STRICT");
             return Accepted::Failed;
         }
-        return Accepted::Plaintext(stream);
+        return Accepted::Plaintext { stream, silent: first == First::Silent };
     }
     let Some(credentials) = credentials else {
         metrics.handshake(Direction::Inbound, "failed");
@@ -81,15 +83,28 @@ pub async fn accept(
     }
 }
 
-/// Whether the connection opens with a ClientHello offering the mesh ALPN. A client that sends nothing for a
-/// while (a server-first protocol) is not a sidecar's TLS.
-async fn offers_mesh_tls(stream: &TcpStream) -> bool {
+/// What a connection opens with.
+#[derive(Debug, PartialEq, Eq)]
+enum First {
+    /// Nothing in time (a server-first protocol), or the client closed.
+    Silent,
+    /// A ClientHello offering the mesh ALPN: a sidecar's TLS.
+    MeshTls,
+    /// Anything else.
+    Other,
+}
+
+async fn first_bytes(stream: &TcpStream) -> First {
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) if may_be_tls(&first) => {}
-        _ => return false,
+        Ok(Ok(1)) => return First::Other,
+        _ => return First::Silent,
     }
-    peek_hello(stream).await.is_some_and(|hello| hello.alpn.iter().any(|p| p == MTLS_ALPN))
+    match peek_hello(stream).await {
+        Some(hello) if hello.alpn.iter().any(|p| p == MTLS_ALPN) => First::MeshTls,
+        _ => First::Other,
+    }
 }
 
 fn failed(metrics: &Metrics, peer: Option<std::net::SocketAddr>, why: &str) -> Accepted {

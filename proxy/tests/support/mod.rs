@@ -144,7 +144,13 @@ async fn answer<B>(request: &Request<B>) -> Response<TestBody> {
     if request.headers().contains_key("x-never-answer") {
         std::future::pending::<()>().await;
     }
-    let body = if request.headers().contains_key("x-stall-body") {
+    let echoed = request.headers().get("x-echo-header").and_then(|name| name.to_str().ok()).map(|name| {
+        let value = request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("(none)");
+        Full::new(Bytes::from(value.to_string())).boxed()
+    });
+    let body = if let Some(echoed) = echoed {
+        echoed
+    } else if request.headers().contains_key("x-stall-body") {
         late_body(None)
     } else if let Some(ms) = number("x-slow-body-ms") {
         late_body(Some(Duration::from_millis(ms)))

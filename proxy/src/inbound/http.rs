@@ -1,0 +1,155 @@
+//! The inbound side's HTTP: a connection known to carry HTTP (plaintext, or a sidecar's mutual TLS terminated) is
+//! served request by request and each request forwarded to the application over pooled connections, so it is
+//! counted with the caller's identity (`weft_proxy_inbound_requests_total{source_principal}`) and the application
+//! learns that identity from `x-forwarded-client-cert` (Istio's `SANITIZE_SET` for sidecars: a header the client
+//! sent is dropped, the proxy's own set when the caller proved an identity). Upgrades (WebSocket) are joined end
+//! to end once the application answers `101`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::BoxError;
+use crate::drain::ConnectionWatch;
+use crate::http::authority::request_authority;
+use crate::http::headers::strip_hop_by_hop;
+use crate::http::local_reply::LocalReply;
+use crate::http::passthrough::Passthrough;
+use crate::http::route::grpc::is_grpc;
+use crate::http::timeouts::Timeouts;
+use crate::http::{Body, ServedBody, serve_http};
+use crate::metrics::{Direction, InboundLabels, Metrics};
+
+/// The header carrying the caller's identity to the application (Envoy's and Istio's).
+pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
+
+/// What serving inbound HTTP needs: connection pools to the application, metrics, timeouts.
+pub struct InboundHttp {
+    pools: Passthrough,
+    metrics: Arc<Metrics>,
+    timeouts: Timeouts,
+}
+
+/// One inbound connection's caller and where its requests go.
+#[derive(Clone)]
+pub struct Caller {
+    /// The application's address.
+    pub app: SocketAddr,
+    /// `By=<this workload>;URI=<the caller>` when the caller proved an identity.
+    client_cert: Option<HeaderValue>,
+    labels: InboundLabels,
+    /// The cluster requests are counted under (Istio's inbound cluster name).
+    cluster: Arc<str>,
+}
+
+impl Caller {
+    /// The caller on a connection to `app` through the application's `port`; identities are SPIFFE ids.
+    pub fn new(app: SocketAddr, port: u16, peer: Option<&str>, own: Option<&str>) -> Self {
+        let client_cert = match (peer, own) {
+            (Some(peer), Some(own)) => HeaderValue::from_str(&format!("By={own};URI={peer}")).ok(),
+            _ => None,
+        };
+        let cluster = format!("inbound|{port}||").into();
+        Self { app, client_cert, labels: InboundLabels::new(port, peer), cluster }
+    }
+}
+
+impl InboundHttp {
+    pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts) -> Self {
+        Self { pools: Passthrough::default(), metrics, timeouts }
+    }
+
+    /// Serves one connection's requests until it closes or the proxy drains.
+    pub async fn serve<I>(self: Arc<Self>, io: I, caller: Caller, watch: ConnectionWatch)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let settings = (self.timeouts, self.metrics.clone());
+        let handler = move |request| {
+            let (this, caller) = (self.clone(), caller.clone());
+            async move { this.forward(request, &caller).await }
+        };
+        serve_http(io, settings, handler, watch).await;
+    }
+
+    async fn forward(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
+        let started = Instant::now();
+        let grpc = is_grpc(request.headers());
+        let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
+        let authority = authority.unwrap_or_else(|| caller.app.to_string());
+        let request = prepare(request, &authority, caller, upgrade.is_some());
+        let response = match self.pools.call(caller.app, request).await {
+            Ok(response) => answer(response, upgrade),
+            Err(err) => {
+                tracing::debug!(app = %caller.app, error = %err, "inbound request to the application failed");
+                LocalReply::ConnectFailure.into_response_for(grpc)
+            }
+        };
+        self.metrics.request(Direction::Inbound, &caller.cluster, response.status(), started.elapsed());
+        self.metrics.inbound_request(&caller.labels, response.status());
+        response
+    }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` with `Upgrade`).
+fn wants_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The request as the application gets it: its authority, no hop-by-hop headers (but the upgrade's), the
+/// caller's identity in `x-forwarded-client-cert` and only there.
+fn prepare(request: Request<ServedBody>, authority: &str, caller: &Caller, upgrading: bool) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
+        parts.uri = uri;
+    }
+    let upgrade_to = upgrading.then(|| parts.headers.get(header::UPGRADE).cloned()).flatten();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade_to {
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    parts.headers.remove(CLIENT_CERT_HEADER);
+    if let Some(value) = &caller.client_cert {
+        parts.headers.insert(CLIENT_CERT_HEADER, value.clone());
+    }
+    Request::from_parts(parts, body.map_err(BoxError::from).boxed())
+}
+
+/// The application's response as the caller gets it; a `101` joins the two upgraded connections.
+fn answer(mut response: Response<hyper::body::Incoming>, upgrade: Option<OnUpgrade>) -> Response<Body> {
+    match upgrade {
+        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(join(downstream, upstream));
+        }
+        _ => strip_hop_by_hop(response.headers_mut()),
+    }
+    response.map(|body| body.map_err(BoxError::from).boxed())
+}
+
+/// Copies bytes both ways between the caller's and the application's upgraded connections until both are done.
+async fn join(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (Ok(downstream), Ok(upstream)) = tokio::join!(downstream, upstream) else {
+        tracing::debug!("an upgrade did not complete");
+        return;
+    };
+    let (mut downstream, mut upstream) = (TokioIo::new(downstream), TokioIo::new(upstream));
+    if let Err(err) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        tracing::debug!(error = %err, "upgraded connection ended with an error");
+    }
+}

@@ -1,0 +1,122 @@
+//! The inbound side is HTTP-aware: requests are counted with the caller's SPIFFE id, the application learns it
+//! from `x-forwarded-client-cert` (and never from a client that forged one), WebSocket-style upgrades reach the
+//! application and carry bytes both ways, and what is not HTTP still passes as TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::mesh_tls::*;
+use support::{get, sample};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const XFCC: &str = "x-forwarded-client-cert";
+
+#[tokio::test]
+async fn requests_carry_the_caller_s_identity_to_the_application_and_into_the_metrics() {
+    let pair = Pair::serving_as("server").await;
+    let (listen, server, client) = (pair.listen, &pair.server, &pair.client);
+    let echo = [("x-echo-header", XFCC)];
+
+    let (status, seen) = get(client.outbound, "slow", "/", &echo).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "client log:\n{}", client.output());
+    assert_eq!(seen, "By=spiffe://cluster.local/ns/default/sa/server;URI=spiffe://cluster.local/ns/default/sa/client");
+
+    // A plaintext client cannot claim an identity: its header is dropped.
+    let forged = [("x-echo-header", XFCC), (XFCC, "URI=spiffe://cluster.local/ns/default/sa/admin")];
+    let (status, seen) = get(listen, "slow", "/", &forged).await.unwrap();
+    assert_eq!((status, seen.as_str()), (StatusCode::OK, "(none)"));
+
+    let metrics = server.metrics().await;
+    let port = listen.port();
+    let by = |principal: &str| {
+        let series = format!(
+            "weft_proxy_inbound_requests_total{{port=\"{port}\",source_principal=\"{principal}\",code_class=\"2xx\"}}"
+        );
+        sample(&metrics, &series)
+    };
+    assert_eq!(by("spiffe://cluster.local/ns/default/sa/client"), 1.0, "metrics:\n{metrics}");
+    assert_eq!(by("unknown"), 1.0, "the plaintext request");
+    let cluster =
+        format!("weft_proxy_requests_total{{direction=\"inbound\",cluster=\"inbound|{port}||\",code_class=\"2xx\"}}");
+    assert_eq!(sample(&metrics, &cluster), 2.0);
+}
+
+/// An application that answers an HTTP/1.1 upgrade with `101` and then echoes bytes, and echoes anything that is
+/// not HTTP from the first byte.
+async fn upgrading_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while stream.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                    if head.starts_with(b"GET ") && head.ends_with(b"\r\n\r\n") {
+                        let switch = "HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n";
+                        stream.write_all(switch.as_bytes()).await.unwrap();
+                        head.clear();
+                        break;
+                    }
+                    if !b"GET ".starts_with(&head[..head.len().min(4)]) {
+                        break;
+                    }
+                }
+                let _ = stream.write_all(&head).await;
+                let (mut reader, mut writer) = stream.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    address
+}
+
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn an_upgrade_reaches_the_application_and_other_protocols_pass_as_tcp() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = upgrading_echo().await;
+    let listen = server_pod_address();
+    let mesh = Mesh::start(&service_yaml(listen, "server")).await;
+    let server = server_proxy(&mesh, listen, app);
+    server.wait_ready(StatusCode::OK).await;
+
+    let mut stream = TcpStream::connect(listen).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nhost: slow\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await.expect("a response");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}\nserver log:\n{}", server.output());
+    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    stream.write_all(b"ping over the upgraded connection").await.unwrap();
+    let mut echoed = [0u8; 33];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+    assert_eq!(&echoed, b"ping over the upgraded connection");
+
+    // Not HTTP: passed through as bytes.
+    let mut raw = TcpStream::connect(listen).await.unwrap();
+    raw.write_all(b"\x00\x01binary protocol").await.unwrap();
+    let mut back = [0u8; 17];
+    tokio::time::timeout(Duration::from_secs(10), raw.read_exact(&mut back)).await.unwrap().unwrap();
+    assert_eq!(&back, b"\x00\x01binary protocol");
+    let metrics = server.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_tcp_connections_total{direction="inbound",mode="http"}"#), 1.0);
+    assert_eq!(sample(&metrics, r#"weft_proxy_tcp_connections_total{direction="inbound",mode="tcp"}"#), 1.0);
+}
