@@ -33,7 +33,8 @@ impl Passthrough {
         Box::pin(endpoint.oneshot(request).map_err(Into::into))
     }
 
-    fn endpoint(&self, address: SocketAddr) -> Endpoint {
+    /// The connection pool to `address`, for a caller that sends it many requests.
+    pub fn endpoint(&self, address: SocketAddr) -> Endpoint {
         let Ok(mut endpoints) = self.endpoints.lock() else {
             return Endpoint::new(address, CONNECT_TIMEOUT, Connections::default(), None);
         };

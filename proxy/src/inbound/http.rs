@@ -24,6 +24,7 @@ use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
 use crate::http::{Body, ServedBody, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
+use crate::upstream::Endpoint;
 
 /// The header carrying the caller's identity to the application (Envoy's and Istio's).
 pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
@@ -40,6 +41,8 @@ pub struct InboundHttp {
 pub struct Caller {
     /// The application's address.
     pub app: SocketAddr,
+    /// The connection pool to it, looked up once per connection.
+    pool: Option<Endpoint>,
     /// `By=<this workload>;URI=<the caller>` when the caller proved an identity.
     client_cert: Option<HeaderValue>,
     labels: InboundLabels,
@@ -55,7 +58,7 @@ impl Caller {
             _ => None,
         };
         let cluster = format!("inbound|{port}||").into();
-        Self { app, client_cert, labels: InboundLabels::new(port, peer), cluster }
+        Self { app, pool: None, client_cert, labels: InboundLabels::new(port, peer), cluster }
     }
 }
 
@@ -65,10 +68,11 @@ impl InboundHttp {
     }
 
     /// Serves one connection's requests until it closes or the proxy drains.
-    pub async fn serve<I>(self: Arc<Self>, io: I, caller: Caller, watch: ConnectionWatch)
+    pub async fn serve<I>(self: Arc<Self>, io: I, mut caller: Caller, watch: ConnectionWatch)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        caller.pool = Some(self.pools.endpoint(caller.app));
         let settings = (self.timeouts, self.metrics.clone());
         let handler = move |request| {
             let (this, caller) = (self.clone(), caller.clone());
@@ -84,7 +88,9 @@ impl InboundHttp {
         let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
         let authority = authority.unwrap_or_else(|| caller.app.to_string());
         let request = prepare(request, &authority, caller, upgrade.is_some());
-        let response = match self.pools.call(caller.app, request).await {
+        let mut pool = caller.pool.clone().unwrap_or_else(|| self.pools.endpoint(caller.app));
+        // The pool is always ready (it queues for a connection itself).
+        let response = match tower::Service::call(&mut pool, request).await {
             Ok(response) => answer(response, upgrade),
             Err(err) => {
                 tracing::debug!(app = %caller.app, error = %err, "inbound request to the application failed");
