@@ -12,6 +12,7 @@ pub mod lb;
 pub mod mtls;
 pub mod names;
 pub mod node;
+pub mod origination;
 pub mod resource;
 pub mod scope;
 pub mod source;

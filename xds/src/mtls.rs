@@ -80,17 +80,26 @@ pub(crate) fn sds(name: &str) -> SdsSecretConfig {
 /// A cluster's sockets: mutual TLS to sidecars whose identity is one of `identities` (SPIFFE ids), sending
 /// `sni`; plaintext to the other endpoints.
 pub fn cluster_socket_matches(identities: &[String], sni: &str) -> Vec<TransportSocketMatch> {
-    let sans = identities
-        .iter()
-        .map(|id| SubjectAltNameMatcher {
-            san_type: SanType::Uri as i32,
-            matcher: Some(StringMatcher { match_pattern: Some(MatchPattern::Exact(id.clone())), ignore_case: false }),
-            oid: String::new(),
-        })
-        .collect();
+    vec![
+        TransportSocketMatch {
+            name: MATCH_MUTUAL.to_string(),
+            r#match: Some(mutual_match()),
+            transport_socket: Some(mesh_tls_socket(identities, sni)),
+        },
+        TransportSocketMatch {
+            name: MATCH_PLAINTEXT.to_string(),
+            r#match: Some(Struct::default()),
+            transport_socket: Some(socket(RAW_BUFFER_SOCKET, crate::pack(&RawBuffer {}))),
+        },
+    ]
+}
+
+/// The mesh's mutual TLS to a sidecar whose identity is one of `identities`, sending `sni`: the proxy's own
+/// certificate and the trust bundle (SDS), the mesh ALPN.
+pub fn mesh_tls_socket(identities: &[String], sni: &str) -> TransportSocket {
     let validation = CombinedCertificateValidationContext {
         default_validation_context: Some(CertificateValidationContext {
-            match_typed_subject_alt_names: sans,
+            match_typed_subject_alt_names: identities.iter().map(|id| san_matcher(SanType::Uri, id)).collect(),
             ..Default::default()
         }),
         validation_context_sds_secret_config: Some(sds(ROOTS_SECRET)),
@@ -106,20 +115,21 @@ pub fn cluster_socket_matches(identities: &[String], sni: &str) -> Vec<Transport
         sni: sni.to_string(),
         ..Default::default()
     };
-    let socket = |name: &str, config| TransportSocket {
-        name: name.to_string(),
-        config_type: Some(transport_socket::ConfigType::TypedConfig(config)),
-    };
-    vec![
-        TransportSocketMatch {
-            name: MATCH_MUTUAL.to_string(),
-            r#match: Some(mutual_match()),
-            transport_socket: Some(socket(TLS_SOCKET, crate::pack(&context))),
-        },
-        TransportSocketMatch {
-            name: MATCH_PLAINTEXT.to_string(),
-            r#match: Some(Struct::default()),
-            transport_socket: Some(socket(RAW_BUFFER_SOCKET, crate::pack(&RawBuffer {}))),
-        },
-    ]
+    socket(TLS_SOCKET, crate::pack(&context))
+}
+
+/// An exact SAN matcher of one type.
+pub(crate) fn san_matcher(kind: SanType, value: &str) -> SubjectAltNameMatcher {
+    SubjectAltNameMatcher {
+        san_type: kind as i32,
+        matcher: Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(value.to_string())),
+            ignore_case: false,
+        }),
+        oid: String::new(),
+    }
+}
+
+pub(crate) fn socket(name: &str, config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket { name: name.to_string(), config_type: Some(transport_socket::ConfigType::TypedConfig(config)) }
 }

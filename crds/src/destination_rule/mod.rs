@@ -1,7 +1,8 @@
 //! `DestinationRule`: named subsets of a Service's endpoints and how traffic to them is handled (Istio field names):
-//! balancing here, connection pools, outlier detection, retry budget and TLS in [`policy`].
+//! balancing here, connection pools, outlier detection and retry budget in [`policy`], TLS in [`tls`].
 
 pub mod policy;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use self::policy::{ConnectionPoolSettings, HttpSettings, OutlierDetection, RetryBudget, TcpSettings};
+pub use self::tls::{ClientTlsSettings, TlsMode};
 use crate::status::WeftStatus;
 
 /// Policies for traffic to `host` after routing: subsets and load balancing.
@@ -75,11 +77,9 @@ pub struct TrafficPolicy {
     /// How many retries may be in flight, as a share of the requests in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
-    /// TLS to the host (Istio's `ClientTLSSettings`). Only `{mode: DISABLE}` until mutual TLS lands; kept
-    /// free-form so every other field can be named in the error.
+    /// TLS to the host (see [`tls`]); unset: auto mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ClientTlsSettings>,
     /// Per-port overrides of this policy's settings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
@@ -104,10 +104,8 @@ pub struct PortTrafficPolicy {
     pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Only `{mode: DISABLE}` until mutual TLS lands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub tls: Option<serde_json::Value>,
+    pub tls: Option<ClientTlsSettings>,
 }
 
 /// Load-balancing algorithm. Unset: power-of-two-choices over peak-EWMA latency (Weft's default).

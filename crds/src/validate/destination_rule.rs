@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::client_tls::check_client_tls;
 use super::{check_duration, check_export_entries, check_percentage, check_rule_host, is_dns_label, not_supported};
 use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
@@ -76,7 +77,7 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
         check_budget(&path.field("retryBudget"), budget, errors);
     }
     if let Some(tls) = &policy.tls {
-        check_tls(&path.field("tls"), tls, errors);
+        check_client_tls(&path.field("tls"), tls, errors);
     }
     let mut ports = BTreeSet::new();
     for (i, level) in policy.port_level_settings.iter().enumerate() {
@@ -278,25 +279,6 @@ fn check_budget(path: &Path, budget: &RetryBudget, errors: &mut Vec<FieldError>)
     }
 }
 
-/// Only `{mode: DISABLE}`: every other TLS setting waits for mutual TLS.
-fn check_tls(path: &Path, tls: &serde_json::Value, errors: &mut Vec<FieldError>) {
-    let Some(fields) = tls.as_object() else {
-        errors.push(path.error("tls must be an object"));
-        return;
-    };
-    for (key, value) in fields {
-        match (key.as_str(), value.as_str()) {
-            ("mode", Some("DISABLE")) => {}
-            ("mode", _) => {
-                errors.push(path.field("mode").error(format!(
-                    "mode {value} is not available yet: Weft has no mutual TLS yet (only mode: DISABLE)"
-                )))
-            }
-            _ => errors.push(not_supported(&path.field(key), &format!("TLS setting {key}"))),
-        }
-    }
-}
-
 /// A count Istio takes as `int32`: not negative (`0` is Istio's "unset").
 fn check_count(path: &Path, value: Option<i32>, errors: &mut Vec<FieldError>) {
     if let Some(value) = value
@@ -381,8 +363,8 @@ trafficPolicy:
     http: {h2UpgradePolicy: SOMETIMES, maxRequestsPerConnection: -1, maxConcurrentStreams: 8, useClientProtocol: false}
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
-  tls: {mode: ISTIO_MUTUAL, sni: reviews}
-  portLevelSettings: [{port: {number: 80}}, {port: {number: 80}, connectionPool: {http: {http2MaxRequests: -2}}}]
+  tls: {mode: ISTIO_MUTUAL, sni: reviews, caCertificates: /etc/ca.pem, credentialName: reviews-tls}
+  portLevelSettings: [{port: {number: 80}, tls: {mode: MUTUAL, caCrl: /crl.pem}}, {port: {number: 80}, connectionPool: {http: {http2MaxRequests: -2}}}]
 "#,
         );
         let expected = [
@@ -399,8 +381,11 @@ trafficPolicy:
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 120 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.percent.value: percentage 150 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
-            "spec.trafficPolicy.tls.mode: mode \"ISTIO_MUTUAL\" is not available yet: Weft has no mutual TLS yet (only mode: DISABLE)",
-            "spec.trafficPolicy.tls.sni: TLS setting sni is not supported by Weft yet",
+            "spec.trafficPolicy.tls.credentialName: reading client certificates from a Secret (credentialName; mount the files and name them in clientCertificate, privateKey and caCertificates) is not supported by Weft yet",
+            "spec.trafficPolicy.tls.caCertificates: caCertificates cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
+            "spec.trafficPolicy.portLevelSettings[0].tls.caCrl: certificate revocation lists (caCrl) is not supported by Weft yet",
+            "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate: clientCertificate is required with mode MUTUAL",
+            "spec.trafficPolicy.portLevelSettings[0].tls.privateKey: privateKey is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[1].port: port 80 has settings already",
             "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
         ];

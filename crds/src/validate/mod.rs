@@ -5,6 +5,7 @@
 //! A field Weft does not support yet is refused here with a message saying so (see [`not_supported`]), never
 //! silently ignored: an Istio user must learn that the YAML does not do what it would do under Istio.
 
+mod client_tls;
 mod cors;
 mod destination_rule;
 mod headers;

@@ -124,4 +124,6 @@ pub struct MeshTls {
     pub identities: Vec<String>,
     /// The name sent as SNI.
     pub server_name: String,
+    /// To every endpoint (`ISTIO_MUTUAL`), not only those that run a sidecar.
+    pub every_endpoint: bool,
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use weft_xds::inbound::InboundPolicy;
 use weft_xds::lb::LbAlgorithm;
+use weft_xds::origination::Origination;
 use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
 pub use routes::{
@@ -72,8 +73,10 @@ pub struct ClusterConfig {
     pub connections: cluster::Connections,
     /// New endpoints' share grows over a window (round robin and least request balancers).
     pub slow_start: Option<cluster::SlowStart>,
-    /// Mutual TLS to the endpoints that run a sidecar; `None`: plaintext to every endpoint.
+    /// Mutual TLS to the endpoints that run a sidecar (or every endpoint); `None`: no mesh mutual TLS.
     pub mtls: Option<cluster::MeshTls>,
+    /// TLS origination with certificates from files to every endpoint (DestinationRule `SIMPLE`/`MUTUAL`).
+    pub origination: Option<Origination>,
 }
 
 impl ClusterConfig {
@@ -92,6 +95,7 @@ impl ClusterConfig {
             connections: cluster::Connections::default(),
             slow_start: None,
             mtls: None,
+            origination: None,
         }
     }
 }

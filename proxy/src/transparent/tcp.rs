@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use crate::http::timeouts::TimeoutKind;
 use crate::http::timeouts::connection::{Activity, TimedIo};
 use crate::metrics::{Direction, Metrics};
-use crate::upstream::{ClusterTls, UpstreamIo};
+use crate::upstream::{Alpn, ClusterTls, UpstreamIo};
 
 /// Envoy's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +24,7 @@ async fn connect(destination: SocketAddr, tls: Option<&ClusterTls>) -> std::io::
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
     match tls {
-        Some(tls) => tls.secure(stream, CONNECT_TIMEOUT).await,
+        Some(tls) => tls.secure(stream, CONNECT_TIMEOUT, Alpn::Tcp).await,
         None => Ok(UpstreamIo::Plain(stream)),
     }
 }

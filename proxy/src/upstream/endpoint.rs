@@ -20,6 +20,7 @@ use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
+use super::origination::Alpn;
 use super::reuse::{ReuseLimits, TrackedStream};
 use super::tls::{ClusterTls, UpstreamIo};
 use crate::BoxError;
@@ -36,11 +37,11 @@ pub struct Endpoint {
     http2: Client<FixedConnector, Body>,
     reuse: Option<ReuseLimits>,
     protocol: UpstreamProtocol,
-    meshed: bool,
+    secured: bool,
 }
 
 impl Endpoint {
-    /// `tls`: the cluster's mutual TLS, for an endpoint that runs a sidecar.
+    /// `tls`: the cluster's TLS, for an endpoint that runs a sidecar (or every endpoint of a cluster that says so).
     pub fn new(
         address: SocketAddr,
         connect_timeout: Duration,
@@ -48,22 +49,23 @@ impl Endpoint {
         tls: Option<Arc<ClusterTls>>,
     ) -> Self {
         let (idle_timeout, keepalive) = (connections.idle_timeout, connections.keepalive);
-        let meshed = tls.is_some();
-        let connector = FixedConnector { address, connect_timeout, keepalive, tls };
+        let secured = tls.is_some();
+        let connector = FixedConnector { address, connect_timeout, keepalive, tls, alpn: Alpn::Http1 };
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
         let http1 = builder.build(connector.clone());
-        let http2 = builder.http2_only(true).build(connector);
-        Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol, meshed }
+        let http2 = builder.http2_only(true).build(FixedConnector { alpn: Alpn::Http2, ..connector });
+        Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol, secured }
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// Whether the endpoint runs a sidecar (connections to it may be mutual TLS).
-    pub fn meshed(&self) -> bool {
-        self.meshed
+    /// Whether connections to it go through the cluster's TLS (it runs a sidecar, or the cluster reaches every
+    /// endpoint over TLS).
+    pub fn secured(&self) -> bool {
+        self.secured
     }
 }
 
@@ -124,6 +126,8 @@ pub struct FixedConnector {
     connect_timeout: Duration,
     keepalive: Option<Keepalive>,
     tls: Option<Arc<ClusterTls>>,
+    /// What the pool's connections carry (TLS origination offers it as ALPN).
+    alpn: Alpn,
 }
 
 impl tower::Service<Uri> for FixedConnector {
@@ -137,6 +141,7 @@ impl tower::Service<Uri> for FixedConnector {
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let (address, limit, keepalive, tls) = (self.address, self.connect_timeout, self.keepalive, self.tls.clone());
+        let alpn = self.alpn;
         Box::pin(async move {
             let stream = tokio::time::timeout(limit, TcpStream::connect(address)).await.map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connect to {address} timed out"))
@@ -146,7 +151,7 @@ impl tower::Service<Uri> for FixedConnector {
                 socket2::SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive(keepalive))?;
             }
             let io = match tls {
-                Some(tls) => tls.secure(stream, limit).await?,
+                Some(tls) => tls.secure(stream, limit, alpn).await?,
                 None => UpstreamIo::Plain(stream),
             };
             Ok(TokioIo::new(TrackedStream::new(io)))
@@ -286,8 +291,13 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let keepalive =
             Keepalive { probes: Some(4), time: Some(Duration::from_secs(10)), interval: Some(Duration::from_secs(3)) };
-        let connector =
-            FixedConnector { address, connect_timeout: Duration::from_secs(1), keepalive: Some(keepalive), tls: None };
+        let connector = FixedConnector {
+            address,
+            connect_timeout: Duration::from_secs(1),
+            keepalive: Some(keepalive),
+            tls: None,
+            alpn: Alpn::Http1,
+        };
         let io = connector.oneshot(Uri::from_static("http://ignored/")).await.unwrap();
         let socket = socket2::SockRef::from(io.inner().tcp());
         assert!(socket.keepalive().unwrap());

@@ -9,6 +9,7 @@ mod hashing;
 mod health;
 mod maglev;
 mod members;
+mod origination;
 mod outlier;
 mod reuse;
 mod ring;
@@ -40,6 +41,7 @@ use crate::http::Body;
 use crate::identity::CredentialsRx;
 use hashing::Hashing;
 use health::Health;
+pub use origination::Alpn;
 use outlier::Outcome;
 pub use tls::{ClusterTls, UpstreamIo};
 
@@ -117,20 +119,22 @@ impl ClusterBalancer {
         }
         self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
         self.health.configure(cluster.outlier, cluster.panic_threshold);
-        self.tls.configure(cluster.mtls.as_ref());
+        self.tls.configure(cluster.mtls.as_ref(), cluster.origination.as_ref());
     }
 
     /// Makes the healthy endpoints of `endpoints` the balancer's set, keeping the members that stay.
     pub fn set_endpoints(&self, endpoints: &[EndpointConfig]) {
         let Ok(mut current) = self.by_address.lock() else { return };
+        let every_endpoint = self.tls.covers_every_endpoint();
         let wanted: BTreeMap<SocketAddr, Arc<Member>> = endpoints
             .iter()
             .filter(|e| e.healthy)
             .map(|e| {
                 // An endpoint whose pod gained or lost its sidecar needs new connections.
+                let secured = e.mtls || every_endpoint;
                 let member =
-                    current.get(&e.address).filter(|m| m.endpoint.meshed() == e.mtls).cloned().unwrap_or_else(|| {
-                        let tls = e.mtls.then(|| self.tls.clone());
+                    current.get(&e.address).filter(|m| m.endpoint.secured() == secured).cloned().unwrap_or_else(|| {
+                        let tls = secured.then(|| self.tls.clone());
                         Arc::new(Member::new(Endpoint::new(e.address, self.connect_timeout, self.connections, tls)))
                     });
                 (e.address, member)
@@ -163,7 +167,7 @@ impl ClusterBalancer {
             self.algorithm,
             Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start },
         )?;
-        let tls = member.endpoint.meshed().then(|| self.tls.clone());
+        let tls = member.endpoint.secured().then(|| self.tls.clone());
         Some((member.address(), lease, tls))
     }
 

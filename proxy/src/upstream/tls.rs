@@ -1,6 +1,7 @@
-//! Originating mutual TLS to an endpoint that runs a sidecar. A cluster says whether it may ([`MeshTls`]: the
-//! destination's workload identities), EDS says which endpoints run a sidecar, and the proxy's own certificate
-//! comes from its identity. The handshake verifies the chain and trust domain; the peer's identity must then be
+//! Originating TLS to a cluster's endpoints. The mesh's mutual TLS to an endpoint that runs a sidecar: a cluster
+//! says whether it may ([`MeshTls`]: the destination's workload identities; to every endpoint for
+//! `ISTIO_MUTUAL`), EDS says which endpoints run a sidecar, and the proxy's own certificate comes from its
+//! identity. Or TLS origination with other certificates to every endpoint ([`super::origination`]). The handshake verifies the chain and trust domain; the peer's identity must then be
 //! one of the destination's (any workload of the trust domain when the operator listed none, as Envoy does with
 //! no SAN matcher). Without a certificate (no CA configured) the proxy speaks plaintext.
 
@@ -15,32 +16,68 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use weft_xds::origination::Origination;
+
+use super::origination::{Alpn, Originator};
 use crate::config::cluster::MeshTls;
 use crate::identity::CredentialsRx;
 use crate::identity::tls::peer_identity;
 
-/// A cluster's mutual TLS: the proxy's credentials and the destination's identities, shared by its endpoints.
+/// A cluster's TLS: the proxy's credentials and the destination's identities, or its TLS origination, shared by
+/// its endpoints.
 #[derive(Default)]
 pub struct ClusterTls {
     credentials: Option<CredentialsRx>,
     peers: RwLock<Option<Arc<MeshTls>>>,
+    origination: RwLock<Option<Configured>>,
 }
+
+/// A TLS origination as configured, and what building it gave (the message when a file could not be read).
+type Configured = (Origination, Result<Arc<Originator>, String>);
 
 impl ClusterTls {
     pub fn new(credentials: Option<CredentialsRx>) -> Self {
-        Self { credentials, peers: RwLock::default() }
+        Self { credentials, ..Self::default() }
     }
 
-    /// Takes the cluster's current setting; connections opened from now on follow it.
-    pub fn configure(&self, mesh: Option<&MeshTls>) {
+    /// Takes the cluster's current settings; connections opened from now on follow them. An origination's files
+    /// are read again only when its settings change.
+    pub fn configure(&self, mesh: Option<&MeshTls>, origination: Option<&Origination>) {
         if let Ok(mut peers) = self.peers.write() {
             *peers = mesh.cloned().map(Arc::new);
         }
+        let Ok(mut current) = self.origination.write() else { return };
+        if current.as_ref().map(|(settings, _)| settings) == origination {
+            return;
+        }
+        *current = origination.map(|settings| {
+            let built = Originator::build(settings).map(Arc::new);
+            if let Err(err) = &built {
+                tracing::warn!(sni = %settings.sni, error = %err, "TLS origination cannot be set up; connections will fail");
+            }
+            (settings.clone(), built)
+        });
     }
 
-    /// `stream`, wrapped in mutual TLS when the cluster asks for it; the handshake gets `limit`. A proxy with a
-    /// CA but no certificate yet fails the connection rather than fall back to plaintext.
-    pub async fn secure(&self, stream: TcpStream, limit: Duration) -> io::Result<UpstreamIo> {
+    /// Whether every endpoint is reached over TLS (`ISTIO_MUTUAL`, or TLS origination), not only those that run
+    /// a sidecar.
+    pub fn covers_every_endpoint(&self) -> bool {
+        let mesh_all = self.peers.read().ok().and_then(|p| p.as_ref().map(|m| m.every_endpoint)).unwrap_or(false);
+        mesh_all || self.origination.read().is_ok_and(|o| o.is_some())
+    }
+
+    /// `stream`, wrapped in TLS when the cluster asks for it; the handshake gets `limit`. A proxy with a CA but
+    /// no certificate yet fails the connection rather than fall back to plaintext.
+    pub async fn secure(&self, stream: TcpStream, limit: Duration, alpn: Alpn) -> io::Result<UpstreamIo> {
+        let origination = self.origination.read().ok().and_then(|o| o.as_ref().map(|(_, built)| built.clone()));
+        if let Some(built) = origination {
+            let originator = built.map_err(|err| io::Error::other(format!("TLS origination: {err}")))?;
+            let address = stream.peer_addr().ok();
+            let tls = originator.connect(stream, limit, alpn).await.inspect_err(
+                |err| tracing::warn!(endpoint = ?address, error = %err, "outbound TLS origination failed"),
+            )?;
+            return Ok(UpstreamIo::Tls(Box::new(tls)));
+        }
         let peers = self.peers.read().ok().and_then(|p| p.clone());
         let (Some(peers), Some(credentials)) = (peers, self.credentials.as_ref()) else {
             return Ok(UpstreamIo::Plain(stream));

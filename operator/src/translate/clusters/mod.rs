@@ -1,8 +1,8 @@
 //! Clusters (one per Service port and per DestinationRule subset) and their endpoint assignments; the traffic
 //! policy's fields are in [`policy`].
 
-mod mtls;
 mod policy;
+mod tls;
 
 pub(super) use policy::{hash_policy, tcp_idle_timeout};
 
@@ -24,7 +24,7 @@ use weft_xds::cluster_name;
 use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
 
 use super::{ads_config_source, duration};
-use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, Snapshot};
+use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot};
 
 /// How long a proxy waits for a TCP connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -60,29 +60,37 @@ pub(super) fn of_service(
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
     for port in &service.ports {
-        // The same sockets for the port's cluster and each subset's: mutual TLS to the endpoints with a sidecar.
-        let sockets = trust_domain
-            .map(|domain| mtls::peer_identities(service, port, domain))
-            .filter(|peers| !peers.is_empty())
-            .map(|peers| weft_xds::mtls::cluster_socket_matches(&peers, &fqdn));
-        let with_sockets = |mut cluster: Cluster| {
-            cluster.transport_socket_matches = sockets.clone().unwrap_or_default();
-            cluster
-        };
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
-        clusters.push(with_sockets(cluster(&name, own.as_ref())));
-        assignments.push(assignment(&name, port.endpoints.iter(), sockets.is_some()));
+        let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+        clusters.push(cluster);
+        assignments.push(assignment(&name, port.endpoints.iter(), marks));
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
-            clusters.push(with_sockets(cluster(&name, own.as_ref())));
+            let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+            clusters.push(cluster);
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-            assignments.push(assignment(&name, members, sockets.is_some()));
+            assignments.push(assignment(&name, members, marks));
         }
     }
     (clusters, assignments)
+}
+
+/// The cluster `name` under `policy`, with its transport; whether its endpoints that run a sidecar are marked.
+fn with_transport(
+    name: &str,
+    policy: Option<&TrafficPolicy>,
+    service: &ServiceModel,
+    port: &ServicePortModel,
+    trust_domain: Option<&str>,
+) -> (Cluster, bool) {
+    let mut built = cluster(name, policy);
+    let transport = tls::transport(service, port, trust_domain, policy.and_then(|p| p.tls.as_ref()));
+    let marks = transport.marks_sidecars;
+    transport.apply(&mut built);
+    (built, marks)
 }
 
 fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {

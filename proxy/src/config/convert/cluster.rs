@@ -46,6 +46,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
             .as_ref()
             .and_then(|l| l.healthy_panic_threshold.as_ref())
             .map_or(ENVOY_DEFAULT_PANIC_THRESHOLD, |p| p.value.clamp(0.0, 100.0));
+        let (mtls, origination) = super::tls::transport(c).map_err(err)?;
         Ok(Self {
             name: c.name.clone(),
             lb,
@@ -64,7 +65,8 @@ impl TryFrom<&Cluster> for ClusterConfig {
                 .map(|s| slow_start(&s))
                 .transpose()
                 .map_err(err)?,
-            mtls: super::tls::mesh_tls(c).map_err(err)?,
+            mtls,
+            origination,
         })
     }
 }

@@ -1,7 +1,8 @@
-//! A cluster's transport sockets -> its mutual TLS to sidecars ([`weft_xds::mtls`]'s shape). Weft's proxy
-//! serves its own certificate and trust bundle (the SDS names are Istio's), so the only forms taken are: no
-//! socket (plaintext), the mutual TLS match on `tlsMode`, and the plaintext match for the other endpoints.
-//! Anything else — TLS origination with other certificates, other SAN matchers — is refused, not ignored.
+//! A cluster's transport sockets -> how it reaches its endpoints. Weft's proxy serves its own certificate and
+//! trust bundle (the SDS names are Istio's), so the forms taken are: no socket (plaintext); the mutual TLS match
+//! on `tlsMode` and the plaintext match for the other endpoints (auto mutual TLS, [`weft_xds::mtls`]'s shape);
+//! a `transport_socket` with the mesh's mutual TLS (to every endpoint); a `transport_socket` originating TLS
+//! with certificates from files ([`weft_xds::origination`]'s shape). Anything else is refused, not ignored.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
@@ -14,18 +15,33 @@ use weft_xds::mtls::{
     CERTIFICATE_SECRET, MTLS_ALPN, RAW_BUFFER_SOCKET, ROOTS_SECRET, TLS_MODE_KEY, TLS_MODE_MUTUAL, TLS_SOCKET,
 };
 
+use weft_xds::origination::Origination;
+
 use crate::config::cluster::MeshTls;
 
-/// The cluster's mutual TLS, `None` when it is plaintext only.
-pub(super) fn mesh_tls(c: &Cluster) -> Result<Option<MeshTls>, String> {
-    if let Some(socket) = &c.transport_socket
-        && socket.name != RAW_BUFFER_SOCKET
-    {
-        return Err(format!(
-            "transport socket {:?} is not supported (TLS origination is not available yet)",
-            socket.name
-        ));
+/// The cluster's mesh mutual TLS and TLS origination (at most one of them); neither: plaintext.
+pub(super) fn transport(c: &Cluster) -> Result<(Option<MeshTls>, Option<Origination>), String> {
+    let Some(socket) = c.transport_socket.as_ref().filter(|s| s.name != RAW_BUFFER_SOCKET) else {
+        return Ok((mesh_tls(c)?, None));
+    };
+    if !c.transport_socket_matches.is_empty() {
+        return Err("a transport socket together with transport socket matches is not supported".to_string());
     }
+    let context = match weft_xds::origination::upstream_context(socket) {
+        Some(context) => context?,
+        None => return Err(format!("transport socket {:?} is not supported", socket.name)),
+    };
+    let uses_own_certificate =
+        context.common_tls_context.as_ref().is_some_and(|c| !c.tls_certificate_sds_secret_configs.is_empty());
+    if uses_own_certificate {
+        let mesh = MeshTls { every_endpoint: true, ..mutual(Some(socket))? };
+        return Ok((Some(mesh), None));
+    }
+    Ok((None, Some(weft_xds::origination::parse(&context)?)))
+}
+
+/// The cluster's auto mutual TLS (by `tlsMode` match), `None` when it is plaintext only.
+fn mesh_tls(c: &Cluster) -> Result<Option<MeshTls>, String> {
     let mut mesh = None;
     for candidate in &c.transport_socket_matches {
         match match_kind(candidate)? {
@@ -86,7 +102,7 @@ fn mutual(socket: Option<&TransportSocket>) -> Result<MeshTls, String> {
     };
     let common = context.common_tls_context.unwrap_or_default();
     check_secrets(&common)?;
-    Ok(MeshTls { identities: identities(&common)?, server_name: context.sni })
+    Ok(MeshTls { identities: identities(&common)?, server_name: context.sni, every_endpoint: false })
 }
 
 /// The certificate and roots must be the proxy's own (SDS `default` and `ROOTCA`), offered with the mesh ALPN.
@@ -139,7 +155,10 @@ mod tests {
         let ids = vec!["spiffe://cluster.local/ns/shop/sa/reviews".to_string()];
         let c = cluster_with(weft_xds::mtls::cluster_socket_matches(&ids, "reviews.shop.svc.cluster.local"));
         let mesh = mesh_tls(&c).unwrap().unwrap();
-        assert_eq!(mesh, MeshTls { identities: ids, server_name: "reviews.shop.svc.cluster.local".into() });
+        assert_eq!(
+            mesh,
+            MeshTls { identities: ids, server_name: "reviews.shop.svc.cluster.local".into(), every_endpoint: false }
+        );
         assert_eq!(mesh_tls(&cluster_with(vec![])).unwrap(), None, "no matches: plaintext");
     }
 
@@ -156,6 +175,23 @@ mod tests {
 
         let mut tls = cluster_with(vec![]);
         tls.transport_socket = Some(TransportSocket { name: TLS_SOCKET.into(), config_type: None });
-        assert!(mesh_tls(&tls).unwrap_err().contains("not available yet"));
+        assert!(transport(&tls).unwrap_err().contains("is not supported"));
+        let mut both = cluster_with(weft_xds::mtls::cluster_socket_matches(&ids, "reviews"));
+        both.transport_socket = Some(weft_xds::mtls::mesh_tls_socket(&ids, "reviews"));
+        assert!(transport(&both).unwrap_err().contains("together"));
+    }
+
+    #[test]
+    fn a_transport_socket_is_the_mesh_s_tls_to_every_endpoint_or_an_origination() {
+        let ids = vec!["spiffe://cluster.local/ns/shop/sa/reviews".to_string()];
+        let mut every = cluster_with(vec![]);
+        every.transport_socket = Some(weft_xds::mtls::mesh_tls_socket(&ids, "reviews"));
+        let (mesh, origination) = transport(&every).unwrap();
+        assert_eq!(mesh.map(|m| (m.every_endpoint, m.identities)), Some((true, ids)));
+        assert_eq!(origination, None);
+        let wanted = Origination { sni: "api.example.com".into(), ..Default::default() };
+        let mut originating = cluster_with(vec![]);
+        originating.transport_socket = Some(weft_xds::origination::socket(&wanted));
+        assert_eq!(transport(&originating).unwrap(), (None, Some(wanted)));
     }
 }

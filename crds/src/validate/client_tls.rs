@@ -1,0 +1,57 @@
+//! `trafficPolicy.tls` (Istio's `ClientTLSSettings`) with Istio's rules: `MUTUAL` needs a client certificate and
+//! key, `ISTIO_MUTUAL` takes the mesh's certificates and so names none.
+
+use super::not_supported;
+use crate::FieldError;
+use crate::destination_rule::{ClientTlsSettings, TlsMode};
+use crate::field_path::Path;
+
+pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mut Vec<FieldError>) {
+    if tls.credential_name.is_some() {
+        errors.push(not_supported(
+            &path.field("credentialName"),
+            "reading client certificates from a Secret (credentialName; mount the files and name them in \
+             clientCertificate, privateKey and caCertificates)",
+        ));
+    }
+    if tls.ca_crl.is_some() {
+        errors.push(not_supported(&path.field("caCrl"), "certificate revocation lists (caCrl)"));
+    }
+    for (i, name) in tls.subject_alt_names.iter().enumerate() {
+        if name.trim().is_empty() {
+            errors.push(path.field("subjectAltNames").index(i).error("subject alt name must not be empty"));
+        }
+    }
+    let files = [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ];
+    match tls.mode {
+        TlsMode::IstioMutual => {
+            for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
+                errors.push(path.field(field).error(format!(
+                    "{field} cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used"
+                )));
+            }
+            if tls.insecure_skip_verify.is_some() {
+                errors.push(path.field("insecureSkipVerify").error(
+                    "insecureSkipVerify cannot be set with mode ISTIO_MUTUAL: the mesh's identities are always verified",
+                ));
+            }
+        }
+        TlsMode::Mutual if tls.credential_name.is_none() => {
+            for (field, value) in &files[..2] {
+                if value.as_deref().is_none_or(str::is_empty) {
+                    errors.push(path.field(field).error(format!("{field} is required with mode MUTUAL")));
+                }
+            }
+        }
+        TlsMode::Mutual | TlsMode::Simple | TlsMode::Disable => {}
+    }
+    for (field, value) in files {
+        if value.as_deref() == Some("") {
+            errors.push(path.field(field).error(format!("{field} must name a file")));
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! TLS origination to a cluster's endpoints (DestinationRule `tls.mode` `SIMPLE` and `MUTUAL`): the
+//! application speaks plaintext to its sidecar, the sidecar TLS to the server. The server's certificate must
+//! chain to `caCertificates` (Mozilla's roots when unset) and carry one of `subjectAltNames`, or else the
+//! SNI; `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read when the
+//! cluster's config arrives; a file that cannot be read fails the cluster's connections with that message.
+//! ALPN follows the connection pool: `h2` for HTTP/2, `http/1.1` for HTTP/1, none for TCP.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use weft_xds::identity::uri_sans;
+use weft_xds::origination::Origination;
+
+/// What the connection carries, for ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Tcp,
+    Http1,
+    Http2,
+}
+
+/// A cluster's TLS origination, ready to connect.
+pub struct Originator {
+    /// By [`Alpn`]: TCP, HTTP/1, HTTP/2.
+    configs: [Arc<ClientConfig>; 3],
+    server_name: ServerName<'static>,
+}
+
+impl Originator {
+    /// Reads the files `origination` names and builds its TLS settings; a message naming what failed.
+    pub fn build(origination: &Origination) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_name = ServerName::try_from(origination.sni.clone())
+            .map_err(|e| format!("server name {:?}: {e}", origination.sni))?;
+        let roots = Arc::new(roots(origination.ca_certificates.as_deref())?);
+        let verifier: Arc<dyn ServerCertVerifier> = if origination.insecure_skip_verify {
+            Arc::new(Verifier { roots, names: None, provider: provider.clone() })
+        } else if origination.subject_alt_names.is_empty() {
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?
+        } else {
+            Arc::new(Verifier { roots, names: Some(origination.subject_alt_names.clone()), provider: provider.clone() })
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let base = match &origination.client_certificate {
+            Some((chain, key)) => builder.with_client_auth_cert(certificates(chain)?, private_key(key)?),
+            None => Ok(builder.with_no_client_auth()),
+        }
+        .map_err(|e| format!("client certificate: {e}"))?;
+        let with_alpn = |protocols: &[&[u8]]| {
+            let mut config = base.clone();
+            config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+            Arc::new(config)
+        };
+        Ok(Self { configs: [with_alpn(&[]), with_alpn(&[b"http/1.1"]), with_alpn(&[b"h2"])], server_name })
+    }
+
+    /// `stream` in TLS to the server, the handshake within `limit`.
+    pub async fn connect(&self, stream: TcpStream, limit: Duration, alpn: Alpn) -> io::Result<TlsStream<TcpStream>> {
+        let config = self.configs[alpn as usize].clone();
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(self.server_name.clone(), stream);
+        match tokio::time::timeout(limit, handshake).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")),
+        }
+    }
+}
+
+fn roots(ca_file: Option<&str>) -> Result<RootCertStore, String> {
+    let Some(path) = ca_file else {
+        return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
+    };
+    let mut store = RootCertStore::empty();
+    for certificate in certificates(path)? {
+        store.add(certificate).map_err(|e| format!("caCertificates {path}: {e}"))?;
+    }
+    Ok(store)
+}
+
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let parsed: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path).map_err(|e| format!("{path}: {e}"))?.collect();
+    let certificates = parsed.map_err(|e| format!("{path}: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!("{path}: no PEM certificate in it"));
+    }
+    Ok(certificates)
+}
+
+fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// Checks the chain against the roots and the certificate's names against `names` (any of them, DNS names and
+/// IP addresses as rustls matches them, URIs exactly); `None`: the chain is not checked either (insecure).
+#[derive(Debug)]
+struct Verifier {
+    roots: Arc<RootCertStore>,
+    names: Option<Vec<String>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(names) = &self.names else { return Ok(ServerCertVerified::assertion()) };
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
+        let uris = uri_sans(end_entity);
+        let named = |name: &String| match ServerName::try_from(name.as_str()) {
+            Ok(server_name) if !name.contains("://") => verify_server_name(&parsed, &server_name).is_ok(),
+            _ => uris.contains(name),
+        };
+        if names.iter().any(named) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

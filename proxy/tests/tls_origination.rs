@@ -1,0 +1,167 @@
+//! DestinationRule `tls` for a host outside the mesh's identities: the application speaks plaintext to its
+//! sidecar and the sidecar originates TLS (`SIMPLE`), presenting a client certificate too (`MUTUAL`), with the
+//! server checked against `caCertificates` and `subjectAltNames` (or the SNI). Real handshakes on loopback with a
+//! private CA made for the test; ALPN follows the request's protocol.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::StatusCode;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use support::{Operator, Proxy, free_port, get};
+
+/// A CA, a server certificate for `api.example.com` and a client certificate, as PEM files in `dir`.
+fn pki(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, sans) in [("server", vec!["api.example.com".to_string()]), ("client", vec!["client.example.com".into()])]
+    {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(sans).unwrap().signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An HTTPS server with the server certificate (offering h2 and http/1.1), requiring a client certificate when
+/// `mutual`; it answers with the SNI, ALPN and whether a client certificate came.
+async fn tls_server(dir: &Path, mutual: bool) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = if mutual {
+        let mut roots = rustls::RootCertStore::empty();
+        for root in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+            roots.add(root.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let session = tls.get_ref().1;
+                let seen = format!(
+                    "sni={} alpn={} client_cert={}",
+                    session.server_name().unwrap_or("-"),
+                    session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or("-".into()),
+                    session.peer_certificates().is_some_and(|c| !c.is_empty()),
+                );
+                let service = service_fn(move |_request: http::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(seen),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+fn rule(tls: &str) -> String {
+    format!(
+        "apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: slow, namespace: default}}\n\
+         spec: {{host: slow, trafficPolicy: {{tls: {tls}}}}}\n"
+    )
+}
+
+/// The answer to one GET through a fresh operator and sidecar serving `rule` in front of `server`.
+async fn through_sidecar(server: SocketAddr, tls: &str) -> (StatusCode, String, Proxy) {
+    let operator = Operator::start_with(free_port(), server, &rule(tls)).await;
+    let proxy = Proxy::start(operator.xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    let (status, body) = get(proxy.outbound, "slow", "/", &[]).await.unwrap();
+    drop(operator);
+    (status, body, proxy)
+}
+
+#[tokio::test]
+async fn simple_originates_tls_checked_against_the_given_roots_and_names() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let server = tls_server(dir.path(), false).await;
+    let ca = dir.path().join("ca.pem").display().to_string();
+
+    let (status, seen, proxy) =
+        through_sidecar(server, &format!("{{mode: SIMPLE, sni: api.example.com, caCertificates: {ca}}}")).await;
+    assert_eq!(status, StatusCode::OK, "proxy log:\n{}", proxy.output());
+    assert_eq!(seen, "sni=api.example.com alpn=http/1.1 client_cert=false");
+
+    // subjectAltNames replace the name check: a name the certificate carries passes, another does not.
+    let named =
+        format!("{{mode: SIMPLE, sni: api.example.com, caCertificates: {ca}, subjectAltNames: [api.example.com]}}");
+    assert_eq!(through_sidecar(server, &named).await.0, StatusCode::OK);
+    let other =
+        format!("{{mode: SIMPLE, sni: api.example.com, caCertificates: {ca}, subjectAltNames: [db.example.com]}}");
+    assert_eq!(through_sidecar(server, &other).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    // The SNI the certificate does not name, or roots it does not chain to: refused.
+    let wrong_sni = format!("{{mode: SIMPLE, sni: web.example.com, caCertificates: {ca}}}");
+    assert_eq!(through_sidecar(server, &wrong_sni).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let system_roots = "{mode: SIMPLE, sni: api.example.com}";
+    assert_eq!(
+        through_sidecar(server, system_roots).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a private CA is not Mozilla's"
+    );
+    let (status, _, _) =
+        through_sidecar(server, "{mode: SIMPLE, sni: api.example.com, insecureSkipVerify: true}").await;
+    assert_eq!(status, StatusCode::OK, "insecureSkipVerify accepts any certificate");
+}
+
+#[tokio::test]
+async fn mutual_presents_the_client_certificate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let server = tls_server(dir.path(), true).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let ca = file("ca.pem");
+
+    let simple = format!("{{mode: SIMPLE, sni: api.example.com, caCertificates: {ca}}}");
+    assert_eq!(
+        through_sidecar(server, &simple).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server wants a client certificate"
+    );
+    let mutual = format!(
+        "{{mode: MUTUAL, sni: api.example.com, caCertificates: {ca}, clientCertificate: {}, privateKey: {}}}",
+        file("client.pem"),
+        file("client-key.pem")
+    );
+    let (status, seen, proxy) = through_sidecar(server, &mutual).await;
+    assert_eq!(status, StatusCode::OK, "proxy log:\n{}", proxy.output());
+    assert_eq!(seen, "sni=api.example.com alpn=http/1.1 client_cert=true");
+}

@@ -1,0 +1,160 @@
+//! The contract for TLS origination to a host outside the mesh's identities (DestinationRule `tls.mode`
+//! `SIMPLE` and `MUTUAL`): a cluster `transport_socket` with an `UpstreamTlsContext` naming files on the
+//! proxy's file system (the roots, and for `MUTUAL` the client certificate and key), the SNI, and the SANs the
+//! server's certificate must carry one of. [`socket`] builds it, [`parse`] reads it back, so the operator and
+//! the proxy cannot drift apart.
+
+use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, TlsCertificate, UpstreamTlsContext,
+    certificate_validation_context::TrustChainVerification, common_tls_context::ValidationContextType,
+    subject_alt_name_matcher::SanType,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use serde::Serialize;
+
+use crate::mtls::{TLS_SOCKET, san_matcher, socket as named_socket};
+
+/// TLS to an endpoint, with certificates from files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Origination {
+    /// The server name sent (and checked, unless `subject_alt_names` say otherwise).
+    pub sni: String,
+    /// The server's certificate must carry one of these (DNS names, IP addresses, or URIs such as SPIFFE ids).
+    pub subject_alt_names: Vec<String>,
+    /// Roots the server's certificate must chain to (PEM file); `None`: the system's (Mozilla's list).
+    pub ca_certificates: Option<String>,
+    /// `MUTUAL`: the client's certificate chain and key (PEM files).
+    pub client_certificate: Option<(String, String)>,
+    /// Accept any server certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// The cluster's transport socket for `origination`.
+pub fn socket(origination: &Origination) -> TransportSocket {
+    let file = |path: &str| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..Default::default()
+    };
+    let validation = CertificateValidationContext {
+        trusted_ca: origination.ca_certificates.as_deref().map(file),
+        match_typed_subject_alt_names: origination
+            .subject_alt_names
+            .iter()
+            .map(|n| san_matcher(san_type(n), n))
+            .collect(),
+        trust_chain_verification: if origination.insecure_skip_verify {
+            TrustChainVerification::AcceptUntrusted as i32
+        } else {
+            TrustChainVerification::VerifyTrustChain as i32
+        },
+        ..Default::default()
+    };
+    let tls_certificates = origination
+        .client_certificate
+        .iter()
+        .map(|(chain, key)| TlsCertificate {
+            certificate_chain: Some(file(chain)),
+            private_key: Some(file(key)),
+            ..Default::default()
+        })
+        .collect();
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates,
+            validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+            ..Default::default()
+        }),
+        sni: origination.sni.clone(),
+        ..Default::default()
+    };
+    named_socket(TLS_SOCKET, crate::pack(&context))
+}
+
+/// A SAN's type as written: a URI has a scheme, an IP address parses as one, anything else is a DNS name.
+fn san_type(name: &str) -> SanType {
+    if name.contains("://") {
+        SanType::Uri
+    } else if name.parse::<std::net::IpAddr>().is_ok() {
+        SanType::IpAddress
+    } else {
+        SanType::Dns
+    }
+}
+
+/// Reads a context built by [`socket`] back; a message naming what is not of that shape.
+pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
+    let common = context.common_tls_context.clone().unwrap_or_default();
+    if !common.tls_certificate_sds_secret_configs.is_empty() || !common.alpn_protocols.is_empty() {
+        return Err("TLS origination takes its certificates from files, and no ALPN list".to_string());
+    }
+    let filename = |source: Option<&DataSource>, what: &str| match source.and_then(|s| s.specifier.as_ref()) {
+        Some(data_source::Specifier::Filename(path)) => Ok(path.clone()),
+        _ => Err(format!("the {what} must be a file name")),
+    };
+    let client_certificate = match common.tls_certificates.as_slice() {
+        [] => None,
+        [one] => Some((
+            filename(one.certificate_chain.as_ref(), "client certificate")?,
+            filename(one.private_key.as_ref(), "private key")?,
+        )),
+        _ => return Err("at most one client certificate is supported".to_string()),
+    };
+    let validation = match common.validation_context_type {
+        None => CertificateValidationContext::default(),
+        Some(ValidationContextType::ValidationContext(validation)) => validation,
+        Some(_) => return Err("the validation context must be given inline, not by SDS".to_string()),
+    };
+    let ca_certificates = match validation.trusted_ca.as_ref() {
+        None => None,
+        trusted => Some(filename(trusted, "trusted CA")?),
+    };
+    let subject_alt_names = validation
+        .match_typed_subject_alt_names
+        .iter()
+        .map(|san| match san.matcher.as_ref().and_then(|m| m.match_pattern.as_ref()) {
+            Some(MatchPattern::Exact(name)) => Ok(name.clone()),
+            _ => Err("subject alt names must be exact matchers".to_string()),
+        })
+        .collect::<Result<_, String>>()?;
+    let insecure_skip_verify = validation.trust_chain_verification == TrustChainVerification::AcceptUntrusted as i32;
+    Ok(Origination {
+        sni: context.sni.clone(),
+        subject_alt_names,
+        ca_certificates,
+        client_certificate,
+        insecure_skip_verify,
+    })
+}
+
+/// The context of a TLS transport socket, if it is one.
+pub fn upstream_context(socket: &TransportSocket) -> Option<Result<UpstreamTlsContext, String>> {
+    match (&socket.name, &socket.config_type) {
+        (name, Some(transport_socket::ConfigType::TypedConfig(any))) if name == TLS_SOCKET => {
+            Some(crate::unpack(any).map_err(|e| e.to_string()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_built_reads_back() {
+        let mutual = Origination {
+            sni: "api.example.com".into(),
+            subject_alt_names: vec!["api.example.com".into(), "10.0.0.1".into(), "spiffe://other/ns/a/sa/b".into()],
+            ca_certificates: Some("/etc/certs/ca.pem".into()),
+            client_certificate: Some(("/etc/certs/cert.pem".into(), "/etc/certs/key.pem".into())),
+            insecure_skip_verify: false,
+        };
+        let simple = Origination { sni: "db".into(), insecure_skip_verify: true, ..Default::default() };
+        for origination in [mutual, simple] {
+            let socket = socket(&origination);
+            let context = upstream_context(&socket).unwrap().unwrap();
+            assert_eq!(parse(&context), Ok(origination));
+        }
+    }
+}
