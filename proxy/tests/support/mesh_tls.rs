@@ -109,10 +109,15 @@ impl Mesh {
     }
 
     pub fn signed_for(&self, account: &str) -> (Vec<String>, weft_proxy::identity::csr::Request) {
+        self.signed_at(account, SystemTime::now())
+    }
+
+    /// A ten-minute certificate for `account` issued at `at` (in the past: one that has expired).
+    pub fn signed_at(&self, account: &str, at: SystemTime) -> (Vec<String>, weft_proxy::identity::csr::Request) {
         let id = SpiffeId::new(TRUST_DOMAIN, "default", account);
         let request = weft_proxy::identity::csr::new_request(&id).unwrap();
         let lifetime = Duration::from_secs(600);
-        (self.authority.sign_workload(&request.csr_pem, &id, lifetime, SystemTime::now()).unwrap(), request)
+        (self.authority.sign_workload(&request.csr_pem, &id, lifetime, at).unwrap(), request)
     }
 }
 
