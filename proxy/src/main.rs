@@ -25,7 +25,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     weft_process::init_logging(&args.log)?;
     let settings = args.settings();
     settings.xds_endpoint()?;
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.workers > 0 {
+        builder.worker_threads(args.workers);
+    }
+    let runtime = builder.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(weft_proxy::app::run(settings, weft_process::shutdown_signal()))?;
     // Connections cut by the drain timeout are abandoned here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
