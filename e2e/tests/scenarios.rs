@@ -42,7 +42,8 @@ async fn local_backend() -> anyhow::Result<()> {
     anyhow::ensure!(handshakes > 0.0, "the journey ran, but no sidecar-to-sidecar traffic was mutual TLS");
     println!("mutual TLS: the reviews sidecars accepted {handshakes} handshakes from the client's");
     let before = mesh.inbound_mutual_tls_handshakes().await?;
-    for report in [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await, strict_mode(&mesh).await] {
+    let scenarios = [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await, tcp_by_client_labels(&mesh).await];
+    for report in scenarios.into_iter().chain([strict_mode(&mesh).await]) {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }
     // Each connection a tcp or tls route sent to a reviews pod went over mutual TLS between the sidecars.
@@ -99,6 +100,32 @@ async fn cluster_backend() -> anyhow::Result<()> {
     journey(&mut mesh, "cluster: KUBECONFIG").await
 }
 
+/// A tcp rule naming its clients by label (`sourceLabels`) takes their connections only: the client pod is named
+/// (every connection to v2), then another label is (the client's connections fall to the next rule, v1).
+async fn tcp_by_client_labels(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    let vs = |app: &str| {
+        format!(
+            "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {{name: reviews}}\n\
+             spec: {{hosts: [reviews], tcp: [{{match: [{{sourceLabels: {{app: {app}}}}}], \
+             route: [{{destination: {{host: reviews, subset: v2}}}}]}}, {{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]}}\n"
+        )
+    };
+    let mut report = Vec::new();
+    for (app, routed, want) in
+        [("client", "tcp|default/reviews|0|0", [0, 20]), ("nobody", "tcp|default/reviews|1|0", [20, 0])]
+    {
+        mesh.apply("reviews-vs.yaml", &vs(app)).await?;
+        wait_for_l4_routes(mesh, |names| names.first().map(String::as_str) == Some(routed)).await?;
+        let counts = mesh.versions_per_connection(20).await?;
+        anyhow::ensure!(
+            counts == want,
+            "sourceLabels {{app: {app}}}: 20 connections answered {counts:?}, not {want:?}"
+        );
+        report.push(format!("app={app}: {counts:?}"));
+    }
+    Ok(format!("tcp sourceLabels (v1, v2 per 20 connections): {}", report.join(", ")))
+}
+
 /// TLS passthrough by server name: a ClientHello for `v2.reviews.example` reaches v2 (an exact name), one for
 /// `web.reviews.example` reaches v1 (`*.reviews.example`).
 async fn tls_by_server_name(mesh: &NetnsMesh) -> anyhow::Result<String> {
@@ -130,12 +157,20 @@ fn client_hello(server_name: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 async fn wait_for_l4_route(mesh: &NetnsMesh, name: &str) -> anyhow::Result<()> {
+    wait_for_l4_routes(mesh, |names| names.iter().any(|n| n == name)).await
+}
+
+/// Waits until the client's tcp and tls routes are as `wanted` says.
+async fn wait_for_l4_routes(mesh: &NetnsMesh, wanted: impl Fn(&[String]) -> bool) -> anyhow::Result<()> {
     let until = Instant::now() + Duration::from_secs(10);
-    while !l4_route_names(&mesh.client_config_dump().await?).iter().any(|n| n == name) {
-        anyhow::ensure!(Instant::now() < until, "the client's proxy did not get route {name} within 10 s");
+    loop {
+        let names = l4_route_names(&mesh.client_config_dump().await?);
+        if wanted(&names) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < until, "the client's proxy did not get the tcp routes in 10 s: {names:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
 }
 
 /// The names of the TCP and TLS routes of every listener in a proxy's config dump.

@@ -1,5 +1,6 @@
 //! Checks of the connection-level rules (`tcp[i]`, `tls[i]`): their conditions and weighted destinations.
 
+use super::labels::check_labels;
 use super::rule::{check_destination, check_total_weight, check_weight};
 use super::{check_gateways, is_dns_label};
 use crate::FieldError;
@@ -9,7 +10,7 @@ use crate::virtual_service::{TcpRoute, TlsRoute};
 
 pub(super) fn check_tcp_route(path: &Path, rule: &TcpRoute, errors: &mut Vec<FieldError>) {
     for (i, condition) in rule.matches.iter().enumerate() {
-        check_l4_match(&path.field("match").index(i), condition, "tcp", errors);
+        check_l4_match(&path.field("match").index(i), condition, errors);
     }
     check_destinations(path, &rule.route, errors);
 }
@@ -27,13 +28,13 @@ pub(super) fn check_tls_route(path: &Path, rule: &TlsRoute, errors: &mut Vec<Fie
         for (j, sni) in condition.sni_hosts.iter().enumerate() {
             check_sni_host(&match_path.field("sniHosts").index(j), sni, errors);
         }
-        check_l4_match(&match_path, condition, "tls", errors);
+        check_l4_match(&match_path, condition, errors);
     }
     check_destinations(path, &rule.route, errors);
 }
 
-/// What tcp and tls conditions have alike. `kind` names the rule in messages.
-fn check_l4_match(path: &Path, condition: &impl L4Match, kind: &str, errors: &mut Vec<FieldError>) {
+/// What tcp and tls conditions have alike.
+fn check_l4_match(path: &Path, condition: &impl L4Match, errors: &mut Vec<FieldError>) {
     for (i, subnet) in condition.destination_subnets().iter().enumerate() {
         if parse_subnet(subnet).is_none() {
             errors.push(
@@ -48,21 +49,8 @@ fn check_l4_match(path: &Path, condition: &impl L4Match, kind: &str, errors: &mu
     {
         errors.push(path.field("port").error(format!("port {port} is out of range 1-65535")));
     }
-    if !condition.source_labels().is_empty() {
-        errors.push(path.field("sourceLabels").error(format!(
-            "matching on the client's labels (sourceLabels) in {kind} rules is not supported by Weft yet: \
-             their listeners are shared by every proxy"
-        )));
-    }
+    check_labels(&path.field("sourceLabels"), condition.source_labels(), errors);
     check_gateways(&path.field("gateways"), condition.gateways(), errors);
-    // An HTTP rule's sourceNamespace is applied per namespace (route configurations are); a tcp or tls rule is a
-    // filter chain of a listener every proxy shares, so it cannot be limited to some proxies yet.
-    if condition.source_namespace().is_some() {
-        errors.push(path.field("sourceNamespace").error(format!(
-            "matching on the client's namespace (sourceNamespace) in {kind} rules is not supported by Weft yet: \
-             their listeners are shared by every proxy"
-        )));
-    }
 }
 
 /// An SNI host: a DNS name, optionally with a wildcard prefix (`*.example.com`).

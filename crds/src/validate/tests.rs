@@ -175,7 +175,7 @@ http:
   retries: {attempts: 2, retryRemoteLocalities: true, retryIgnorePreviousHosts: false, backoff: 0s}
   fault: {abort: {http2Error: REFUSED_STREAM}, delay: {exponentialDelay: 1s}}
 - redirect: {uri: /x, derivePort: FROM_REQUEST_PORT}
-tls: [{match: [{sniHosts: [reviews], sourceLabels: {app: web}}], route: [{destination: {host: reviews}}]}]
+tls: [{match: [{sniHosts: [reviews], sourceLabels: {"-app": web}}], route: [{destination: {host: reviews}}]}]
 tcp: [{match: [{sourceNamespace: shop, gateways: [my-gateway]}], route: [{destination: {host: reviews}}]}]
 exportTo: ["."]
 "#);
@@ -190,9 +190,8 @@ exportTo: ["."]
             "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
             "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",
             "spec.http[2].redirect.derivePort: derivePort; set port is not supported by Weft yet",
-            "spec.tls[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) in tls rules is not supported by Weft yet: their listeners are shared by every proxy",
+            "spec.tls[0].match[0].sourceLabels[\"-app\"]: label key \"-app\" must be [prefix/]name with a name of at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
             "spec.tcp[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
-            "spec.tcp[0].match[0].sourceNamespace: matching on the client's namespace (sourceNamespace) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.exportTo: exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls rules in one that is",
         ]
     );
@@ -271,14 +270,12 @@ tls:
             "spec.tls[0].match[1].sniHosts[1]: SNI host \"a.*.com\": a wildcard is allowed only as a prefix of a domain (\"*.example.com\")",
             "spec.tls[0].match[1].sniHosts[2]: SNI host \"*\": a wildcard is allowed only as a prefix of a domain (\"*.example.com\")",
             "spec.tls[0].match[1].sniHosts[3]: SNI host \"Login.example.com\" is not a valid DNS name",
-            "spec.tls[0].match[1].sourceNamespace: matching on the client's namespace (sourceNamespace) in tls rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.tls[0].route: the weights add up to 6442450941, more than 4294967295 (the largest total Envoy accepts)",
             "spec.tls[1].match: a tls rule needs at least one match (with sniHosts)",
             "spec.tls[1].route[0].destination.port.number: port 70000 is out of range 1-65535",
             "spec.tcp[0].match[0].destinationSubnets[0]: \"10.0.0.0/33\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
             "spec.tcp[0].match[0].destinationSubnets[1]: \"db\" is not an IP address or a subnet (a.b.c.d, a.b.c.d/xx, or IPv6 alike)",
             "spec.tcp[0].match[0].port: port 0 is out of range 1-65535",
-            "spec.tcp[0].match[0].sourceLabels: matching on the client's labels (sourceLabels) in tcp rules is not supported by Weft yet: their listeners are shared by every proxy",
             "spec.tcp[0].route[0].destination.host: host \"Db\" is not a valid DNS name",
             "spec.tcp[0].route[0].weight: weight -1 must not be negative",
             "spec.tcp[0].route: the weights of several destinations must not all be zero",

@@ -42,10 +42,13 @@ pub struct ProxyResources {
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let (clusters, endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
     let mut listeners = listeners(snapshot);
+    let own = own_listeners(snapshot, proxy, ports(snapshot).into_iter());
+    listeners.retain(|l| !own.iter().any(|o| o.name == l.name));
+    listeners.extend(own);
     if let Some(policy) = inbound_policy(snapshot, proxy) {
         listeners.push(weft_xds::inbound::listener(&policy));
-        listeners.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    listeners.sort_by(|a, b| a.name.cmp(&b.name));
     ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
 }
 
@@ -84,9 +87,27 @@ pub fn service_clusters(
     clusters::of_service(service, rule, trust_domain)
 }
 
-/// The outbound listeners, one per Service port, with the tcp and tls rules' chains.
+/// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients.
 pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
-    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port)).collect()
+    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None)).collect()
+}
+
+/// The outbound listeners of `ports` that differ for this proxy from the shared ones: those of the ports where a
+/// tcp or tls condition names this proxy's pod (`sourceLabels`) or namespace (`sourceNamespace`).
+pub fn own_listeners(snapshot: &Snapshot, proxy: &ProxyNode, ports: impl Iterator<Item = u16>) -> Vec<Listener> {
+    let empty = BTreeMap::new();
+    let labels = snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&empty);
+    let source = listeners::Source { namespace: &proxy.namespace, labels };
+    ports
+        .filter(|port| listeners::takes_by_name(snapshot, *port, &source))
+        .map(|port| listeners::outbound(snapshot, port, Some(&source)))
+        .collect()
+}
+
+/// The ports whose listeners hold tcp or tls conditions that name their clients (so some proxies may get their
+/// own listener there).
+pub fn ports_naming_clients(snapshot: &Snapshot) -> BTreeSet<u16> {
+    ports(snapshot).into_iter().filter(|port| listeners::names_clients_on(snapshot, *port)).collect()
 }
 
 /// The route configurations of proxies in `namespace`: with a `scope`, the virtual hosts of those Services only,

@@ -77,11 +77,13 @@ impl TypeResources {
         Arc::new(Self::with_hashes(map, hashes, previous))
     }
 
-    /// `base` with one more resource (or one replaced).
-    pub fn with_extra(base: &TypeResources, extra: &Encoded) -> Arc<Self> {
+    /// `base` with more resources (each added, or replacing one of the same name).
+    pub fn with_extras(base: &TypeResources, extras: &[Encoded]) -> Arc<Self> {
         let (mut map, mut hashes) = (base.map.clone(), base.hashes.clone());
-        map.insert(extra.name.clone(), extra.any.clone());
-        hashes.insert(extra.name.clone(), extra.hash);
+        for extra in extras {
+            map.insert(extra.name.clone(), extra.any.clone());
+            hashes.insert(extra.name.clone(), extra.hash);
+        }
         Arc::new(Self::with_hashes(map, hashes, None))
     }
 

@@ -19,8 +19,9 @@
 //!
 //! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
 //!
-//! A proxy whose PeerAuthentication is not the default also gets its inbound listener, one per distinct policy
-//! added to the shared listeners.
+//! A proxy whose PeerAuthentication is not the default also gets its inbound listener, and a proxy that a tcp or
+//! tls condition names (`sourceLabels`, `sourceNamespace`) its own listener for that port: the shared listeners
+//! with those in place, one set per distinct combination.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
@@ -76,8 +77,17 @@ struct Generation {
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
     /// Held only while some stream uses them: a proxy asking for one host after another leaves no trail.
     extended: HashMap<(ScopeKey, Vec<String>), Weak<EncodedResources>>,
-    /// The shared listeners plus the inbound listener of one policy (few distinct policies in a mesh).
-    inbound: HashMap<InboundPolicy, Arc<TypeResources>>,
+    /// The shared listeners with a proxy's own in place (few distinct sets in a mesh).
+    own_listeners: HashMap<OwnListeners, Arc<TypeResources>>,
+    /// The ports where some proxies get a listener of their own (tcp and tls conditions naming clients).
+    ports_naming_clients: Option<Arc<BTreeSet<u16>>>,
+}
+
+/// What makes a proxy's listeners its own: its inbound policy, and its own outbound listeners (name, version).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OwnListeners {
+    inbound: Option<InboundPolicy>,
+    outbound: Vec<(String, u64)>,
 }
 
 /// One Service's clusters and endpoint assignments, encoded (an assignment is named as its cluster).
@@ -142,27 +152,44 @@ impl Generation {
             mesh: HashMap::new(),
             scoped: HashMap::new(),
             extended: HashMap::new(),
-            inbound: HashMap::new(),
+            own_listeners: HashMap::new(),
+            ports_naming_clients: None,
         }
     }
 
-    /// What the stream's scope holds, plus the proxy's own inbound listener when its PeerAuthentication says
-    /// more than the default.
+    /// What the stream's scope holds, with the proxy's own listeners in place: its inbound listener when its
+    /// PeerAuthentication says more than the default, and the outbound listeners of ports where a tcp or tls
+    /// condition names it.
     fn resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
         let resources = self.scope_resources(wanted, previous);
-        let Some(policy) = translate::inbound_policy(&self.published.snapshot, wanted.node) else { return resources };
-        let listeners = match self.inbound.get(&policy) {
+        let ports = self.ports_naming_clients();
+        let snapshot = &self.published.snapshot;
+        let inbound = translate::inbound_policy(snapshot, wanted.node);
+        let outbound = translate::own_listeners(snapshot, wanted.node, ports.iter().copied());
+        if inbound.is_none() && outbound.is_empty() {
+            return resources;
+        }
+        let mut extras: Vec<Encoded> = outbound.iter().map(|l| Encoded::new(l.name.clone(), l)).collect();
+        let key = OwnListeners { inbound, outbound: extras.iter().map(|e| (e.name.clone(), e.hash)).collect() };
+        let listeners = match self.own_listeners.get(&key) {
             Some(found) => found.clone(),
             None => {
-                let inbound = Encoded::new(INBOUND_LISTENER.to_string(), &weft_xds::inbound::listener(&policy));
-                let listeners = TypeResources::with_extra(&self.shared(previous).listeners, &inbound);
-                self.inbound.insert(policy, listeners.clone());
+                if let Some(policy) = &key.inbound {
+                    extras.push(Encoded::new(INBOUND_LISTENER.to_string(), &weft_xds::inbound::listener(policy)));
+                }
+                let listeners = TypeResources::with_extras(&self.shared(previous).listeners, &extras);
+                self.own_listeners.insert(key, listeners.clone());
                 listeners
             }
         };
         let mut own = (*resources).clone();
         own.by_type.insert(ResourceType::Listener, listeners);
         Arc::new(own)
+    }
+
+    fn ports_naming_clients(&mut self) -> Arc<BTreeSet<u16>> {
+        let snapshot = &self.published.snapshot;
+        self.ports_naming_clients.get_or_insert_with(|| Arc::new(translate::ports_naming_clients(snapshot))).clone()
     }
 
     fn scope_resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {

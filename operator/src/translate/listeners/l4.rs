@@ -3,13 +3,17 @@
 //! applies there, matched on the destination address (the Services' cluster IPs, or the condition's
 //! `destinationSubnets`) and, for tls rules, the SNI; each hands the connection to a TCP proxy.
 //!
+//! A condition with `sourceLabels` or `sourceNamespace` is only on the listeners of the clients it names: Envoy
+//! cannot match a chain on the client, so such a client gets its own listener for the port ([`Source`]), and the
+//! listener every other proxy shares leaves the condition out (Istio builds listeners per proxy alike).
+//!
 //! Chains are written in VirtualService order (namespace/name), tls rules before tcp rules (Istio's field order),
 //! each in rule order. Envoy, and the proxy, pick the most specific chain (longest address prefix, exact server
 //! name before a wildcard), so order decides only between equal matches: there the earlier rule wins, as in
 //! Istio, and the later chain leaves out what an earlier one has (an address, or a server name on it), and is
 //! left out when nothing remains. Envoy refuses two chains with the same match, and the later could never win.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
@@ -29,15 +33,64 @@ const TLS: &str = "tls";
 /// An address prefix and a server name (none for tcp chains) some chain of the listener matches.
 type Claim = (IpAddr, u32, Option<String>);
 
-/// Every tcp and tls chain of the listener of `port`, in the order the proxy tries them.
-pub(super) fn filter_chains(snapshot: &Snapshot, port: u16) -> Vec<FilterChain> {
+/// The client a listener is built for: conditions with `sourceLabels` or `sourceNamespace` apply to it when it
+/// satisfies them. Without one (the listeners every proxy shares) such conditions are left out.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Whether a condition names its clients (`sourceLabels`, `sourceNamespace`).
+pub(crate) fn names_clients(condition: &impl L4Match) -> bool {
+    !condition.source_labels().is_empty() || condition.source_namespace().is_some()
+}
+
+/// Whether `source` is a client the condition names (a condition naming none takes every client).
+fn takes(condition: &impl L4Match, source: Option<&Source<'_>>) -> bool {
+    if !names_clients(condition) {
+        return true;
+    }
+    source.is_some_and(|source| {
+        condition.source_namespace().is_none_or(|ns| ns == source.namespace)
+            && condition.source_labels().iter().all(|(k, v)| source.labels.get(k) == Some(v))
+    })
+}
+
+/// Whether the listener of `port` holds some condition that names its clients and takes `source`: that client
+/// then gets a listener of its own for the port.
+pub(crate) fn takes_by_name(snapshot: &Snapshot, port: u16, source: &Source<'_>) -> bool {
+    let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
+    l4.filter(|vs| cluster_ips(snapshot, vs, port).is_some()).any(|vs| {
+        let tls = vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source));
+        tls || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source))
+    })
+}
+
+/// Whether the listener of `port` holds some condition that names its clients.
+pub(crate) fn names_clients_on(snapshot: &Snapshot, port: u16) -> bool {
+    let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
+    l4.filter(|vs| cluster_ips(snapshot, vs, port).is_some()).any(|vs| {
+        vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
+            || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
+    })
+}
+
+fn named(condition: &impl L4Match, port: u16, source: &Source<'_>) -> bool {
+    applies(condition, port) && names_clients(condition) && takes(condition, Some(source))
+}
+
+/// Every tcp and tls chain of the listener of `port` for `source` (none: the shared listener), in the order the
+/// proxy tries them.
+pub(super) fn filter_chains(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>) -> Vec<FilterChain> {
     let mut claimed = HashSet::new();
     let mut chains = Vec::new();
     for vs in snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules()) {
         let Some(addresses) = cluster_ips(snapshot, vs, port) else { continue };
         let mut conditions: Vec<Condition<'_>> = Vec::new();
         for (i, rule) in vs.spec.tls.iter().enumerate() {
-            for (j, condition) in rule.matches.iter().enumerate().filter(|(_, m)| applies(*m, port)) {
+            let taken = rule.matches.iter().enumerate().filter(|(_, m)| applies(*m, port) && takes(*m, source));
+            for (j, condition) in taken {
                 let server_names = condition.sni_hosts.as_slice();
                 conditions.push(Condition::new("tls", (i, j), condition, server_names, &rule.route));
             }
@@ -52,7 +105,8 @@ pub(super) fn filter_chains(snapshot: &Snapshot, port: u16) -> Vec<FilterChain> 
                     route: &rule.route,
                 });
             }
-            for (j, condition) in rule.matches.iter().enumerate().filter(|(_, m)| applies(*m, port)) {
+            let taken = rule.matches.iter().enumerate().filter(|(_, m)| applies(*m, port) && takes(*m, source));
+            for (j, condition) in taken {
                 conditions.push(Condition::new("tcp", (i, j), condition, &[], &rule.route));
             }
         }
@@ -258,7 +312,7 @@ spec:
 
     #[test]
     fn what_an_earlier_chain_matches_is_left_out_of_later_ones() {
-        let chains = filter_chains(&snapshot_of_yaml(DB), 443);
+        let chains = filter_chains(&snapshot_of_yaml(DB), 443, None);
         let seen: Vec<(&str, Vec<String>, Vec<String>)> = chains
             .iter()
             .map(|c| {
@@ -285,7 +339,7 @@ spec:
         );
         assert!(chains.iter().take(2).all(is_tls) && !chains.iter().skip(2).any(is_tls));
         assert!(
-            filter_chains(&snapshot_of_yaml(&DB.replace("clusterIP: 10.96.0.9", "clusterIP: None")), 443)
+            filter_chains(&snapshot_of_yaml(&DB.replace("clusterIP: 10.96.0.9", "clusterIP: None")), 443, None)
                 .iter()
                 .all(|c| c.name == "tcp|shop/db|2|0"),
             "without a cluster IP only destinationSubnets match"

@@ -4,6 +4,9 @@
 
 mod l4;
 
+pub use l4::Source;
+pub(crate) use l4::{names_clients_on, takes_by_name};
+
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, Listener, ListenerFilter, filter, listener_filter,
@@ -21,9 +24,10 @@ use weft_xds::{listener_name, pack, route_config_name};
 use super::ads_config_source;
 use crate::index::Snapshot;
 
-/// The outbound listener of `port`: the HTTP chain, then the tcp and tls chains of the rules that apply there.
-pub(super) fn outbound(snapshot: &Snapshot, port: u16) -> Listener {
-    let l4_chains = l4::filter_chains(snapshot, port);
+/// The outbound listener of `port` for `source` (none: the one every proxy shares): the HTTP chain, then the tcp
+/// and tls chains of the rules that apply there.
+pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>) -> Listener {
+    let l4_chains = l4::filter_chains(snapshot, port, source);
     // The proxy (and Envoy) needs the ClientHello's SNI before it can pick a tls chain.
     let inspects_tls = l4_chains.iter().any(l4::is_tls);
     let filter_chains: Vec<FilterChain> = std::iter::once(http_chain(port)).chain(l4_chains).collect();

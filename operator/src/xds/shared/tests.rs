@@ -479,3 +479,43 @@ async fn a_proxy_whose_peer_authentication_is_not_the_default_gets_its_inbound_l
     let db_plain = translations.for_proxy(&without_ca, mesh(&db)).await;
     assert!(!names(&db_plain, ResourceType::Listener).contains(&INBOUND_LISTENER.to_string()), "no CA, no mTLS");
 }
+
+const CLIENT_NAMED: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n\
+spec: {clusterIP: 10.96.0.5, selector: {app: db}, ports: [{port: 5432}]}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\n---\n\
+apiVersion: v1\nkind: Pod\nmetadata: {name: batch-1, namespace: shop, labels: {app: batch}}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db, namespace: shop}\n\
+spec: {host: db, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}\n---\n\
+apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: db, namespace: shop}\n\
+spec: {hosts: [db], tcp: [{match: [{sourceLabels: {app: web}}], route: [{destination: {host: db, subset: v2}}]}, \
+{route: [{destination: {host: db, subset: v1}}]}]}\n";
+
+#[tokio::test]
+async fn a_tcp_rule_naming_its_clients_is_on_their_listeners_only() {
+    let translations = Translations::default();
+    let current = published(1, CLIENT_NAMED);
+    let (web, batch) = (proxy("web-1", "shop"), proxy("batch-1", "shop"));
+    let routes_to = |resources: &EncodedResources, subset: &str| {
+        let listener = &resources.of_type(ResourceType::Listener).unwrap().map["0.0.0.0_5432"];
+        String::from_utf8_lossy(&listener.value).contains(&format!("outbound|5432|{subset}|db.shop.svc.cluster.local"))
+    };
+    let none = BTreeSet::new();
+    for wanted in [mesh(&web), in_namespace(&web, &none)] {
+        let resources = translations.for_proxy(&current, wanted).await;
+        assert!(
+            routes_to(&resources, "v2") && !routes_to(&resources, "v1"),
+            "web's own listener: the first rule takes it"
+        );
+    }
+    let shared = translations.for_proxy(&current, mesh(&batch)).await;
+    assert!(routes_to(&shared, "v1") && !routes_to(&shared, "v2"), "batch is not named: the shared listener");
+    assert_eq!(
+        *translations.for_proxy(&current, mesh(&web)).await,
+        EncodedResources::from(&translate::translate(&current.snapshot, &web))
+    );
+    let namespaced = CLIENT_NAMED.replace("sourceLabels: {app: web}", "sourceNamespace: shop");
+    let current = published(2, &namespaced);
+    assert!(routes_to(&*translations.for_proxy(&current, mesh(&batch)).await, "v2"), "every pod of shop is named");
+    let elsewhere = proxy("a", "web");
+    assert!(!routes_to(&*translations.for_proxy(&current, mesh(&elsewhere)).await, "v2"), "web's pods are not");
+}
