@@ -90,18 +90,9 @@ fn check_delegate_virtual_service(root: &Path, spec: &VirtualServiceSpec, errors
     }
 }
 
-/// A VirtualService's `exportTo`: the entries (see [`check_export_entries`]), and tcp and tls rules everywhere.
+/// A VirtualService's `exportTo` entries (see [`check_export_entries`]).
 fn check_export_to(path: &Path, spec: &VirtualServiceSpec, errors: &mut Vec<FieldError>) {
     check_export_entries(path, &spec.export_to, errors);
-    // The tcp and tls rules' filter chains live on the listeners every proxy shares, so their visibility cannot
-    // differ per namespace: rather than apply them where they are not exported, refuse.
-    if spec.has_l4_rules() && !crate::virtual_service::exported_everywhere(&spec.export_to) {
-        errors.push(path.error(
-            "exporting tcp or tls rules to some namespaces only is not supported by Weft yet: their filter chains \
-             are on the listeners every proxy shares; export this VirtualService to \"*\" or put the tcp and tls \
-             rules in one that is",
-        ));
-    }
 }
 
 /// `exportTo` entries, as Istio validates them (VirtualService and DestinationRule alike): each `.` (this

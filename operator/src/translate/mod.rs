@@ -92,22 +92,22 @@ pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
     ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None)).collect()
 }
 
-/// The outbound listeners of `ports` that differ for this proxy from the shared ones: those of the ports where a
-/// tcp or tls condition names this proxy's pod (`sourceLabels`) or namespace (`sourceNamespace`).
+/// The outbound listeners of `ports` that may differ for this proxy from the shared ones: those of the ports where
+/// a tcp or tls condition names this proxy's pod (`sourceLabels`) or namespace (`sourceNamespace`), or where a
+/// VirtualService exported to its namespace but not to every one names a Service.
 pub fn own_listeners(snapshot: &Snapshot, proxy: &ProxyNode, ports: impl Iterator<Item = u16>) -> Vec<Listener> {
     let empty = BTreeMap::new();
     let labels = snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&empty);
     let source = listeners::Source { namespace: &proxy.namespace, labels };
     ports
-        .filter(|port| listeners::takes_by_name(snapshot, *port, &source))
+        .filter(|port| listeners::needs_own_listener(snapshot, *port, &source))
         .map(|port| listeners::outbound(snapshot, port, Some(&source)))
         .collect()
 }
 
-/// The ports whose listeners hold tcp or tls conditions that name their clients (so some proxies may get their
-/// own listener there).
-pub fn ports_naming_clients(snapshot: &Snapshot) -> BTreeSet<u16> {
-    ports(snapshot).into_iter().filter(|port| listeners::names_clients_on(snapshot, *port)).collect()
+/// The ports whose listeners may differ between proxies (so some proxies may get their own listener there).
+pub fn ports_differing_by_client(snapshot: &Snapshot) -> BTreeSet<u16> {
+    ports(snapshot).into_iter().filter(|port| listeners::differs_by_client(snapshot, *port)).collect()
 }
 
 /// The route configurations of proxies in `namespace`: with a `scope`, the virtual hosts of those Services only,

@@ -79,7 +79,7 @@ struct Generation {
     extended: HashMap<(ScopeKey, Vec<String>), Weak<EncodedResources>>,
     /// The shared listeners with a proxy's own in place (few distinct sets in a mesh).
     own_listeners: HashMap<OwnListeners, Arc<TypeResources>>,
-    /// The ports where some proxies get a listener of their own (tcp and tls conditions naming clients).
+    /// The ports where some proxies may get a listener of their own.
     ports_naming_clients: Option<Arc<BTreeSet<u16>>>,
 }
 
@@ -189,7 +189,9 @@ impl Generation {
 
     fn ports_naming_clients(&mut self) -> Arc<BTreeSet<u16>> {
         let snapshot = &self.published.snapshot;
-        self.ports_naming_clients.get_or_insert_with(|| Arc::new(translate::ports_naming_clients(snapshot))).clone()
+        self.ports_naming_clients
+            .get_or_insert_with(|| Arc::new(translate::ports_differing_by_client(snapshot)))
+            .clone()
     }
 
     fn scope_resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {

@@ -3,9 +3,11 @@
 //! applies there, matched on the destination address (the Services' cluster IPs, or the condition's
 //! `destinationSubnets`) and, for tls rules, the SNI; each hands the connection to a TCP proxy.
 //!
-//! A condition with `sourceLabels` or `sourceNamespace` is only on the listeners of the clients it names: Envoy
-//! cannot match a chain on the client, so such a client gets its own listener for the port ([`Source`]), and the
-//! listener every other proxy shares leaves the condition out (Istio builds listeners per proxy alike).
+//! A condition with `sourceLabels` or `sourceNamespace` is only on the listeners of the clients it names, and a
+//! VirtualService exported to some namespaces only is in force on the listeners of those namespaces' proxies:
+//! Envoy cannot match a chain on the client, so such a client gets its own listener for the port ([`Source`]),
+//! and the listener every other proxy shares has only what applies to every client (Istio builds listeners per
+//! proxy alike).
 //!
 //! Chains are written in VirtualService order (namespace/name), tls rules before tcp rules (Istio's field order),
 //! each in rule order. Envoy, and the proxy, pick the most specific chain (longest address prefix, exact server
@@ -20,6 +22,7 @@ use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch, filter};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::UInt32Value;
+use weft_crds::virtual_service::exported_everywhere;
 use weft_crds::virtual_service::l4::{L4Match, RouteDestination, parse_subnet};
 use weft_xds::filters::TCP_PROXY;
 use weft_xds::pack;
@@ -57,23 +60,47 @@ fn takes(condition: &impl L4Match, source: Option<&Source<'_>>) -> bool {
     })
 }
 
-/// Whether the listener of `port` holds some condition that names its clients and takes `source`: that client
-/// then gets a listener of its own for the port.
-pub(crate) fn takes_by_name(snapshot: &Snapshot, port: u16, source: &Source<'_>) -> bool {
+/// Whether `source` gets a listener of its own for `port`: a condition there names it, or a VirtualService not
+/// exported to every namespace may decide for its namespace which rules apply on the port.
+pub(crate) fn needs_own_listener(snapshot: &Snapshot, port: u16, source: &Source<'_>) -> bool {
     let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
-    l4.filter(|vs| cluster_ips(snapshot, vs, port).is_some()).any(|vs| {
+    let named_here = l4.filter(|vs| cluster_ips(snapshot, vs, port, Some(source)).is_some()).any(|vs| {
         let tls = vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source));
         tls || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source))
-    })
+    });
+    named_here || restricted_rules_on(snapshot, port, Some(source.namespace))
 }
 
-/// Whether the listener of `port` holds some condition that names its clients.
-pub(crate) fn names_clients_on(snapshot: &Snapshot, port: u16) -> bool {
+/// Whether the listener of `port` may differ between proxies: a condition there names its clients, or a
+/// VirtualService exported to some namespaces only names a Service on the port while tcp or tls rules apply there.
+pub(crate) fn differs_by_client(snapshot: &Snapshot, port: u16) -> bool {
     let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
-    l4.filter(|vs| cluster_ips(snapshot, vs, port).is_some()).any(|vs| {
+    let mut on_port = l4.filter(|vs| serves_port(snapshot, vs, port)).peekable();
+    let any_on_port = on_port.peek().is_some();
+    let names_clients_here = on_port.any(|vs| {
         vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
             || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
-    })
+    });
+    names_clients_here || (any_on_port && restricted_rules_on(snapshot, port, None))
+}
+
+/// Whether a VirtualService exported to some namespaces only (visible to `namespace`, when given) names a Service
+/// on `port`: for those namespaces it may take that Service's connections from the shared listener's rules.
+fn restricted_rules_on(snapshot: &Snapshot, port: u16, namespace: Option<&str>) -> bool {
+    snapshot
+        .virtual_services
+        .iter()
+        .filter(|vs| !exported_everywhere(&vs.spec.export_to))
+        .filter(|vs| namespace.is_none_or(|ns| vs.visibility(ns).is_some()))
+        .any(|vs| serves_port(snapshot, vs, port))
+}
+
+/// Whether some Service a VirtualService names has `port`.
+fn serves_port(snapshot: &Snapshot, vs: &VirtualServiceModel, port: u16) -> bool {
+    vs.hosts
+        .iter()
+        .flat_map(|host| snapshot.hosts_named(host))
+        .any(|host| snapshot.services.get(&host).is_some_and(|service| service.port(port).is_some()))
 }
 
 fn named(condition: &impl L4Match, port: u16, source: &Source<'_>) -> bool {
@@ -86,7 +113,7 @@ pub(super) fn filter_chains(snapshot: &Snapshot, port: u16, source: Option<&Sour
     let mut claimed = HashSet::new();
     let mut chains = Vec::new();
     for vs in snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules()) {
-        let Some(addresses) = cluster_ips(snapshot, vs, port) else { continue };
+        let Some(addresses) = cluster_ips(snapshot, vs, port, source) else { continue };
         let mut conditions: Vec<Condition<'_>> = Vec::new();
         for (i, rule) in vs.spec.tls.iter().enumerate() {
             let taken = rule.matches.iter().enumerate().filter(|(_, m)| applies(*m, port) && takes(*m, source));
@@ -127,9 +154,18 @@ pub(super) fn is_tls(chain: &FilterChain) -> bool {
 
 /// The cluster IPs of the Services on `port` this VirtualService is in force for, without repeats; `None` when
 /// it is in force for no Service on that port (its rules then shape no chain there).
-fn cluster_ips(snapshot: &Snapshot, vs: &VirtualServiceModel, port: u16) -> Option<Vec<IpAddr>> {
+fn cluster_ips(
+    snapshot: &Snapshot,
+    vs: &VirtualServiceModel,
+    port: u16,
+    source: Option<&Source<'_>>,
+) -> Option<Vec<IpAddr>> {
     let in_force = |host: &String| {
-        snapshot.mesh_virtual_service(host).is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
+        let chosen = match source {
+            Some(source) => snapshot.virtual_service_for(host, source.namespace),
+            None => snapshot.mesh_virtual_service(host),
+        };
+        chosen.is_some_and(|v| (&v.namespace, &v.name) == (&vs.namespace, &vs.name))
     };
     // A wildcard host names every Service it matches.
     let services: Vec<_> = vs

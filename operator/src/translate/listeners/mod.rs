@@ -5,7 +5,7 @@
 mod l4;
 
 pub use l4::Source;
-pub(crate) use l4::{names_clients_on, takes_by_name};
+pub(crate) use l4::{differs_by_client, needs_own_listener};
 
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::listener::v3::{

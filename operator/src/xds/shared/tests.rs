@@ -519,3 +519,23 @@ async fn a_tcp_rule_naming_its_clients_is_on_their_listeners_only() {
     let elsewhere = proxy("a", "web");
     assert!(!routes_to(&*translations.for_proxy(&current, mesh(&elsewhere)).await, "v2"), "web's pods are not");
 }
+
+#[tokio::test]
+async fn tcp_rules_exported_to_some_namespaces_are_on_their_proxies_listeners_only() {
+    let translations = Translations::default();
+    let private = CLIENT_NAMED
+        .replace("{sourceLabels: {app: web}}", "{port: 5432}")
+        .replace("spec: {hosts: [db], tcp:", "spec: {hosts: [db], exportTo: [\".\"], tcp:");
+    let current = published(1, &private);
+    let routes_to_v2 = |resources: &EncodedResources| {
+        let listener = &resources.of_type(ResourceType::Listener).unwrap().map["0.0.0.0_5432"];
+        String::from_utf8_lossy(&listener.value).contains("outbound|5432|v2|db.shop.svc.cluster.local")
+    };
+    let (own, other) = (proxy("batch-1", "shop"), proxy("a", "web"));
+    assert!(routes_to_v2(&*translations.for_proxy(&current, mesh(&own)).await), "shop's proxies: the rule is theirs");
+    assert!(!routes_to_v2(&*translations.for_proxy(&current, mesh(&other)).await), "web's: not exported there");
+    assert_eq!(
+        *translations.for_proxy(&current, mesh(&other)).await,
+        EncodedResources::from(&translate::translate(&current.snapshot, &other))
+    );
+}
