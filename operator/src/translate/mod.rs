@@ -42,13 +42,15 @@ pub struct ProxyResources {
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let (clusters, endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
     let mut listeners = listeners(snapshot);
-    let own = own_listeners(snapshot, proxy, ports(snapshot).into_iter());
-    listeners.retain(|l| !own.iter().any(|o| o.name == l.name));
-    listeners.extend(own);
+    for own in own_listeners(snapshot, proxy, ports(snapshot).into_iter()) {
+        if let Some(shared) = listeners.iter_mut().find(|l| l.name == own.name) {
+            *shared = own;
+        }
+    }
+    // `virtualInbound` sorts after every `0.0.0.0_PORT`.
     if let Some(policy) = inbound_policy(snapshot, proxy) {
         listeners.push(weft_xds::inbound::listener(&policy));
     }
-    listeners.sort_by(|a, b| a.name.cmp(&b.name));
     ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
 }
 
