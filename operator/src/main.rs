@@ -21,8 +21,9 @@ use weft_xds::ProxyScope;
 #[derive(Debug, Parser)]
 #[command(name = "weft-operator", version)]
 struct Args {
-    /// Standalone mode: read Services, Pods, EndpointSlices, VirtualServices and DestinationRules from the
-    /// `*.yaml` files of this directory, and follow edits. Without it, the operator watches Kubernetes.
+    /// Standalone mode: read Services, Pods, EndpointSlices and Weft resources (VirtualService, DestinationRule,
+    /// PeerAuthentication) from the `*.yaml` files of this directory, and follow edits. Without it, the operator
+    /// watches Kubernetes.
     #[arg(long, env = "WEFT_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
     /// Address to serve xDS (gRPC ADS) on.

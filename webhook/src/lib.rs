@@ -1,5 +1,5 @@
 //! `weft-webhook`: Weft's admission webhook. The mutating side injects `weft-init` and the `weft-proxy` sidecar into
-//! pods; the validating side checks Weft's VirtualService and DestinationRule before they are stored.
+//! pods; the validating side checks Weft's resources (every kind of `weft_crds::kinds`) before they are stored.
 //!
 //! Pure cores ([`inject`], [`validate`]) and the wire format ([`admission`]) are separate from the HTTPS edge
 //! ([`server`], [`tls`]), so nearly everything is tested without sockets.

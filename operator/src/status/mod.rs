@@ -45,7 +45,7 @@ pub struct StatusTarget {
     pub conditions: Vec<ConditionSpec>,
 }
 
-/// The status every VirtualService and DestinationRule of the snapshot should carry.
+/// The status every Weft resource of the snapshot should carry.
 pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
     let valid = |kind: Kind, namespace: &str, name: &str, generation, status: &Option<WeftStatus>, problems| {
         let key = ResourceKey { kind, namespace: namespace.to_string(), name: name.to_string() };

@@ -7,16 +7,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use weft_xds::SpiffeId;
 use weft_xds::identity::{spiffe_id_of, uri_sans};
 use weft_xds::mtls::MTLS_ALPN;
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::tls_verify::{CheckedVerifier, NameCheck};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -86,11 +85,8 @@ impl Credentials {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = || PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der.clone()));
         let tls = |e: rustls::Error| CredentialsError::Tls(e.to_string());
-        let verifier = Arc::new(MeshServerVerifier {
-            roots: store.clone(),
-            trust_domain: id.trust_domain.clone(),
-            provider: provider.clone(),
-        });
+        let names = OfTrustDomain(id.trust_domain.clone());
+        let verifier = Arc::new(CheckedVerifier::new(store.clone(), names, provider.clone()));
         let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(tls)?
@@ -118,52 +114,16 @@ pub fn peer_identity(certificates: Option<&[CertificateDer<'_>]>) -> Option<Spif
     spiffe_id_of(certificates?.first()?)
 }
 
-/// Accepts a server certificate that chains to the trust bundle and names a workload of the trust domain; the
-/// server name is not looked at (peers are named by SPIFFE id).
+/// A server certificate must name a workload of the trust domain (the server name is not looked at: peers are
+/// named by SPIFFE id).
 #[derive(Debug)]
-struct MeshServerVerifier {
-    roots: Arc<RootCertStore>,
-    trust_domain: String,
-    provider: Arc<CryptoProvider>,
-}
+struct OfTrustDomain(String);
 
-impl ServerCertVerifier for MeshServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.provider.signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
+impl NameCheck for OfTrustDomain {
+    fn check(&self, _parsed: &ParsedCertificate<'_>, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         match peer_identity(Some(std::slice::from_ref(end_entity))) {
-            Some(id) if id.trust_domain == self.trust_domain => Ok(ServerCertVerified::assertion()),
+            Some(id) if id.trust_domain == self.0 => Ok(()),
             _ => Err(rustls::Error::General("the peer is no workload of this trust domain".into())),
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -9,17 +9,18 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
-use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::client::verify_server_name;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::ParsedCertificate;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weft_xds::identity::uri_sans;
 use weft_xds::origination::Origination;
+
+use crate::tls_verify::{CheckedVerifier, NameCheck};
 
 /// What the connection carries, for ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +44,15 @@ impl Originator {
         let server_name = ServerName::try_from(origination.sni.clone())
             .map_err(|e| format!("server name {:?}: {e}", origination.sni))?;
         let roots = Arc::new(roots(origination.ca_certificates.as_deref())?);
+        let names = OneOf(origination.subject_alt_names.clone());
         let verifier: Arc<dyn ServerCertVerifier> = if origination.insecure_skip_verify {
-            Arc::new(Verifier { roots, names: None, provider: provider.clone() })
+            Arc::new(CheckedVerifier::trusting_anything(names, provider.clone()))
         } else if origination.subject_alt_names.is_empty() {
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| e.to_string())?
         } else {
-            Arc::new(Verifier { roots, names: Some(origination.subject_alt_names.clone()), provider: provider.clone() })
+            Arc::new(CheckedVerifier::new(roots, names, provider.clone()))
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -105,59 +107,22 @@ fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{path}: {e}"))
 }
 
-/// Checks the chain against the roots and the certificate's names against `names` (any of them, DNS names and
-/// IP addresses as rustls matches them, URIs exactly); `None`: the chain is not checked either (insecure).
+/// The certificate must carry one of these names: DNS names and IP addresses as rustls matches them, URIs
+/// exactly.
 #[derive(Debug)]
-struct Verifier {
-    roots: Arc<RootCertStore>,
-    names: Option<Vec<String>>,
-    provider: Arc<CryptoProvider>,
-}
+struct OneOf(Vec<String>);
 
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(names) = &self.names else { return Ok(ServerCertVerified::assertion()) };
-        let parsed = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.provider.signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&parsed, &self.roots, intermediates, now, algorithms)?;
+impl NameCheck for OneOf {
+    fn check(&self, parsed: &ParsedCertificate<'_>, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let uris = uri_sans(end_entity);
         let named = |name: &String| match ServerName::try_from(name.as_str()) {
-            Ok(server_name) if !name.contains("://") => verify_server_name(&parsed, &server_name).is_ok(),
+            Ok(server_name) if !name.contains("://") => verify_server_name(parsed, &server_name).is_ok(),
             _ => uris.contains(name),
         };
-        if names.iter().any(named) {
-            Ok(ServerCertVerified::assertion())
+        if self.0.iter().any(named) {
+            Ok(())
         } else {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
