@@ -14,6 +14,7 @@ pub mod timeouts;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -89,17 +90,27 @@ pub async fn serve_connection<I>(
         request.extensions_mut().insert(ClientAddress(peer));
         async move { forward::handle(request, &forwarder, destination).await }
     };
-    serve_http(io, (timeouts, metrics), handler, watch).await;
+    // Outbound carries no upgrades yet (hop-by-hop headers are stripped), so hyper is not asked to take the
+    // connection over after a 101 or a CONNECT's 2xx.
+    serve_http(io, (timeouts, metrics), Upgrades::No, handler, watch).await;
 }
 
-/// Serves one downstream connection, HTTP/1.1 (upgrades included) or HTTP/2 with prior knowledge (detected),
-/// answering each request with `handler`, under the connection-level timeouts; closes it gracefully (in-flight
-/// requests finish, HTTP/2 gets GOAWAY) when the proxy drains (`watch`) or it has been idle too long.
+/// Whether a connection's requests may switch protocols (HTTP/1.1 `Upgrade`, `CONNECT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrades {
+    Yes,
+    No,
+}
+
+/// Serves one downstream connection, HTTP/1.1 (with `upgrades`, those too) or HTTP/2 with prior knowledge
+/// (detected), answering each request with `handler`, under the connection-level timeouts; closes it gracefully
+/// (in-flight requests finish, HTTP/2 gets GOAWAY) when the proxy drains (`watch`) or it has been idle too long.
 pub async fn serve_http<I, H, F>(
     io: I,
     (timeouts, metrics): (Timeouts, Arc<Metrics>),
+    upgrades: Upgrades,
     handler: H,
-    mut watch: ConnectionWatch,
+    watch: ConnectionWatch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<ServedBody>) -> F + Clone + Send + Sync + 'static,
@@ -121,7 +132,25 @@ pub async fn serve_http<I, H, F>(
         })
     };
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let io = TokioIo::new(io);
+    match upgrades {
+        Upgrades::Yes => {
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            drive(connection, |c| c.graceful_shutdown(), &activity, watch).await
+        }
+        Upgrades::No => {
+            let connection = builder.serve_connection(io, service);
+            drive(connection, |c| c.graceful_shutdown(), &activity, watch).await
+        }
+    }
+}
+
+/// Runs a served connection to its end, shutting it down gracefully when the proxy drains or it falls idle.
+async fn drive<C, E>(connection: C, shutdown: fn(Pin<&mut C>), activity: &Activity, mut watch: ConnectionWatch)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     let mut connection = std::pin::pin!(connection);
     let mut closing = false;
     let result = loop {
@@ -129,11 +158,11 @@ pub async fn serve_http<I, H, F>(
             result = connection.as_mut() => break result,
             () = watch.draining(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                shutdown(connection.as_mut());
             }
             () = activity.idle_expired(), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                shutdown(connection.as_mut());
             }
         }
     };

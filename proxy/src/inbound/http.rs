@@ -22,7 +22,7 @@ use crate::http::local_reply::LocalReply;
 use crate::http::passthrough::Passthrough;
 use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
-use crate::http::{Body, ServedBody, serve_http};
+use crate::http::{Body, ServedBody, Upgrades, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
 use crate::upstream::Endpoint;
 
@@ -78,7 +78,7 @@ impl InboundHttp {
             let (this, caller) = (self.clone(), caller.clone());
             async move { this.forward(request, &caller).await }
         };
-        serve_http(io, settings, handler, watch).await;
+        serve_http(io, settings, Upgrades::Yes, handler, watch).await;
     }
 
     async fn forward(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
