@@ -240,12 +240,6 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
                 .error(format!("{other:?} is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE")),
         ),
     }
-    if http.use_client_protocol == Some(false) {
-        errors.push(not_supported(
-            &http_path.field("useClientProtocol"),
-            "a fixed upstream protocol (Weft always speaks the client's)",
-        ));
-    }
     check_count(&http_path.field("maxRequestsPerConnection"), http.max_requests_per_connection, errors);
     if http.max_concurrent_streams.is_some() {
         errors.push(not_supported(&http_path.field("maxConcurrentStreams"), "maxConcurrentStreams"));
@@ -374,7 +368,6 @@ trafficPolicy:
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1s",
             "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: \"SOMETIMES\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE",
-            "spec.trafficPolicy.connectionPool.http.useClientProtocol: a fixed upstream protocol (Weft always speaks the client's) is not supported by Weft yet",
             "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: maxConcurrentStreams is not supported by Weft yet",
             "spec.trafficPolicy.outlierDetection.interval: duration \"soon\" does not start with a non-negative number",

@@ -86,14 +86,14 @@ fn with_transport(
     port: &ServicePortModel,
     trust_domain: Option<&str>,
 ) -> (Cluster, bool) {
-    let mut built = cluster(name, policy);
+    let mut built = cluster(name, policy, policy::PortProtocol::of(&port.name));
     let transport = tls::transport(service, port, trust_domain, policy.and_then(|p| p.tls.as_ref()));
     let marks = transport.marks_sidecars;
     transport.apply(&mut built);
     (built, marks)
 }
 
-fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
+fn cluster(name: &str, policy: Option<&TrafficPolicy>, port: policy::PortProtocol) -> Cluster {
     let mut cluster = Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
@@ -105,7 +105,7 @@ fn cluster(name: &str, policy: Option<&TrafficPolicy>) -> Cluster {
         load_balancing_policy: Some(load_balancing(policy)),
         ..Default::default()
     };
-    policy::apply(&mut cluster, policy);
+    policy::apply(&mut cluster, policy, port);
     cluster
 }
 

@@ -134,7 +134,26 @@ pub(super) fn consistent_hash(policy: &TrafficPolicy) -> Option<&ConsistentHash>
 }
 
 /// Sets the policy's fields on `cluster`.
-pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>) {
+/// The HTTP version a Service port declares by its name (Istio's `<protocol>[-<suffix>]` convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PortProtocol {
+    Http1,
+    Http2,
+    Undeclared,
+}
+
+impl PortProtocol {
+    pub fn of(port_name: &str) -> Self {
+        let protocol = port_name.split('-').next().unwrap_or_default().to_ascii_lowercase();
+        match protocol.as_str() {
+            "http2" | "grpc" => Self::Http2,
+            "http" => Self::Http1,
+            _ => Self::Undeclared,
+        }
+    }
+}
+
+pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>, port: PortProtocol) {
     cluster.circuit_breakers = Some(circuit_breakers(policy));
     let pool = policy.and_then(|p| p.connection_pool.as_ref());
     let connect = pool.and_then(|p| p.tcp.as_ref()).and_then(|t| t.connect_timeout.as_deref());
@@ -145,7 +164,7 @@ pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>) {
         cluster.upstream_connection_options =
             Some(UpstreamConnectionOptions { tcp_keepalive: Some(tcp_keepalive(keepalive)), ..Default::default() });
     }
-    if let Some(options) = pool.and_then(http_options) {
+    if let Some(options) = pool.and_then(|pool| http_options(pool, port)) {
         cluster.typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack(&options));
     }
     if let Some(outlier) = policy.and_then(|p| p.outlier_detection.as_ref()) {
@@ -233,9 +252,11 @@ fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKe
 }
 
 /// The pool's per-connection settings (`http.idleTimeout`, `http.maxRequestsPerConnection`,
-/// `tcp.maxConnectionDuration`) and `h2UpgradePolicy: UPGRADE` as Envoy's upstream HTTP protocol options; `None`
-/// when none is set.
-fn http_options(pool: &ConnectionPoolSettings) -> Option<HttpProtocolOptions> {
+/// `tcp.maxConnectionDuration`) and the upstream protocol as Envoy's upstream HTTP protocol options; `None` when
+/// none is set. The protocol: the client's with `useClientProtocol: true`; HTTP/2 with `h2UpgradePolicy: UPGRADE`
+/// (for a port not declared HTTP/2 already); with `useClientProtocol: false`, the one the port's name declares
+/// (Istio's protocol selection), the client's when it declares none; unset, the client's (Weft's default).
+fn http_options(pool: &ConnectionPoolSettings, port: PortProtocol) -> Option<HttpProtocolOptions> {
     let parsed = |text: Option<&String>| text.and_then(|t| parse_duration(t).ok()).map(duration);
     let http = pool.http.as_ref();
     let common = CommonHttpOptions {
@@ -250,23 +271,63 @@ fn http_options(pool: &ConnectionPoolSettings) -> Option<HttpProtocolOptions> {
         ..Default::default()
     };
     // Istio: `useClientProtocol: true` makes the upgrade policy ineffective.
-    let upgrade =
-        http.is_some_and(|h| h.h2_upgrade_policy.as_deref() == Some("UPGRADE") && h.use_client_protocol != Some(true));
-    if common == CommonHttpOptions::default() && !upgrade {
+    let use_client = http.and_then(|h| h.use_client_protocol);
+    let upgrade = http.is_some_and(|h| h.h2_upgrade_policy.as_deref() == Some("UPGRADE")) && use_client != Some(true);
+    let declared = match use_client {
+        Some(false) if upgrade => PortProtocol::Http2,
+        Some(false) => port,
+        _ if upgrade => PortProtocol::Http2,
+        _ => PortProtocol::Undeclared,
+    };
+    if common == CommonHttpOptions::default() && declared == PortProtocol::Undeclared {
         return None;
     }
     use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
-    let protocol = if upgrade {
-        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-            protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
-        })
-    } else {
-        // Otherwise Weft's upstream protocol follows the client's, as Istio's `useClientProtocol`.
-        UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+    let explicit =
+        |config| UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig { protocol_config: Some(config) });
+    let protocol = match declared {
+        PortProtocol::Http2 => explicit(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+        PortProtocol::Http1 => explicit(ProtocolConfig::HttpProtocolOptions(Default::default())),
+        PortProtocol::Undeclared => UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default()),
     };
     Some(HttpProtocolOptions {
         common_http_protocol_options: Some(common),
         upstream_protocol_options: Some(protocol),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+
+    /// The upstream protocol a pool says for a port named `port`: `h1`, `h2`, `client`, or `-` (no options).
+    fn protocol(pool: &str, port: &str) -> &'static str {
+        let pool: ConnectionPoolSettings = serde_saphyr::from_str(pool).unwrap();
+        match http_options(&pool, PortProtocol::of(port)).and_then(|o| o.upstream_protocol_options) {
+            None => "-",
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => "client",
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => "h2",
+                _ => "h1",
+            },
+            Some(_) => "other",
+        }
+    }
+
+    #[test]
+    fn use_client_protocol_false_takes_the_port_s_declared_protocol() {
+        let fixed = "http: {useClientProtocol: false}";
+        assert_eq!(protocol(fixed, "grpc"), "h2");
+        assert_eq!(protocol(fixed, "http2-api"), "h2");
+        assert_eq!(protocol(fixed, "http-web"), "h1");
+        assert_eq!(protocol(fixed, "db"), "-", "a port declaring nothing: the client's, as without the field");
+        assert_eq!(protocol("http: {useClientProtocol: false, h2UpgradePolicy: UPGRADE}", "http"), "h2");
+        assert_eq!(protocol("http: {useClientProtocol: true, h2UpgradePolicy: UPGRADE}", "http"), "-");
+        assert_eq!(protocol("http: {h2UpgradePolicy: UPGRADE}", "http"), "h2");
+        assert_eq!(protocol("http: {idleTimeout: 1s}", "grpc"), "client", "unset: the client's (Weft's default)");
+    }
 }
