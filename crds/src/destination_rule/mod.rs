@@ -48,7 +48,8 @@ pub struct DestinationRuleSpec {
     /// namespace (Istio's lookup order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-    /// The pods whose proxies apply this rule (Istio). Not supported by Weft yet: refused by validation.
+    /// The pods of this rule's namespace whose proxies apply it, ahead of any rule without a selector (Istio);
+    /// `exportTo` then does not matter. Unset: the namespaces `exportTo` names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
 }

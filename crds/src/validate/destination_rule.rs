@@ -1,9 +1,10 @@
-//! Checks of a DestinationRule: its host (a Service or a wildcard), `exportTo`, `workloadSelector` (refused),
+//! Checks of a DestinationRule: its host (a Service or a wildcard), `exportTo`, `workloadSelector`,
 //! subsets, and each traffic policy (the rule's and each subset's).
 
 use std::collections::BTreeSet;
 
 use super::client_tls::check_client_tls;
+use super::labels::check_labels;
 use super::{check_duration, check_export_entries, check_percentage, check_rule_host, is_dns_label, not_supported};
 use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
@@ -34,18 +35,14 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
         } else if !seen.insert(subset.name.as_str()) {
             errors.push(path.field("name").error(format!("duplicate subset name {:?}", subset.name)));
         }
-        super::labels::check_labels(&path.field("labels"), &subset.labels, &mut errors);
+        check_labels(&path.field("labels"), &subset.labels, &mut errors);
         if let Some(policy) = &subset.traffic_policy {
             check_policy(&path.field("trafficPolicy"), policy, &mut errors);
         }
     }
     check_export_entries(&root.field("exportTo"), &spec.export_to, &mut errors);
-    if spec.workload_selector.is_some() {
-        errors.push(root.field("workloadSelector").error(
-            "workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one \
-             set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to \
-             the namespace's proxies (through exportTo)",
-        ));
+    if let Some(selector) = &spec.workload_selector {
+        check_labels(&root.field("workloadSelector").field("matchLabels"), &selector.match_labels, &mut errors);
     }
     errors
 }
@@ -338,10 +335,7 @@ subsets:
     fn the_schema_knows_the_scope_fields() {
         assert_eq!(
             problems("host: reviews\nworkloadSelector: {matchLabels: {app: a}, other: 1}"),
-            [
-                "spec.workloadSelector.other: not supported by Weft",
-                "spec.workloadSelector: workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to the namespace's proxies (through exportTo)",
-            ]
+            ["spec.workloadSelector.other: not supported by Weft",]
         );
     }
 

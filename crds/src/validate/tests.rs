@@ -506,11 +506,12 @@ fn a_destination_rule_is_exported_as_a_virtual_service_is() {
 }
 
 #[test]
-fn a_workload_selector_is_refused_with_the_reason() {
+fn a_workload_selector_takes_kubernetes_labels() {
+    assert_eq!(dr("host: reviews\nworkloadSelector: {matchLabels: {app: ratings}}"), Vec::<String>::new());
     assert_eq!(
-        dr("host: reviews\nworkloadSelector: {matchLabels: {app: ratings}}\nexportTo: [\".\"]"),
+        dr("host: reviews\nworkloadSelector: {matchLabels: {app: \"-x\"}}"),
         [
-            "spec.workloadSelector: workloadSelector is not supported by Weft yet: a DestinationRule shapes clusters, and Weft builds one set of clusters for all the proxies of a namespace, not per pod; leave it out to apply the rule to the namespace's proxies (through exportTo)"
+            "spec.workloadSelector.matchLabels[\"app\"]: label value \"-x\" must be at most 63 characters of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
         ]
     );
 }

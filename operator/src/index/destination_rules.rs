@@ -12,6 +12,9 @@
 //! wildcard (`*.bank.svc.cluster.local` before `*`); the first in namespace/name order among equals. (Istio
 //! merges several rules of one namespace for one host; Weft takes the first.) A namespace that is not C, S or
 //! the root namespace is never looked in, whatever its rules' `exportTo` says.
+//!
+//! A rule with a `workloadSelector` is for the pods of its namespace it selects only, ahead of every other rule
+//! for them; it is not in that lookup, and its `exportTo` does not matter.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +92,7 @@ impl Snapshot {
         let relevant = self
             .destination_rules
             .iter()
+            .filter(|dr| dr.spec.workload_selector.is_none())
             .filter(|dr| dr.namespace == namespace || dr.spec.export_to.iter().any(|entry| entry == namespace));
         let hosts: std::collections::BTreeSet<String> =
             relevant.flat_map(|dr| self.hosts_named(&dr.host)).filter(|h| self.services.contains_key(h)).collect();
@@ -105,6 +109,34 @@ impl Snapshot {
             .collect()
     }
 
+    /// The Services (FQDN) to which a pod of `namespace` with `labels` applies a rule of its own: a rule of its
+    /// namespace whose `workloadSelector` matches the pod, which Istio applies ahead of the others (the most
+    /// specific host, then the first in name order). Empty for most pods.
+    pub fn workload_destination_rules(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, &DestinationRuleModel> {
+        let selects = |dr: &&DestinationRuleModel| {
+            dr.namespace == namespace
+                && dr
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        };
+        let mut chosen = BTreeMap::new();
+        for dr in self.destination_rules.iter().filter(selects) {
+            for fqdn in self.hosts_named(&dr.host).into_iter().filter(|h| self.services.contains_key(h)) {
+                let candidates = self.destination_rule_candidates(&fqdn).into_iter().filter(selects);
+                if let Some(best) = most_specific(candidates) {
+                    chosen.insert(fqdn, best);
+                }
+            }
+        }
+        chosen
+    }
+
     fn lookup(&self, fqdn: &str, client: Option<&str>) -> Option<&DestinationRuleModel> {
         let candidates = self.destination_rule_candidates(fqdn);
         if candidates.is_empty() {
@@ -119,9 +151,11 @@ impl Snapshot {
         }
         // As Istio: in each namespace of the order, the most specific rule for the host, if it is visible to the
         // client's namespace; a hidden one passes the choice on to the next namespace (not to a less specific
-        // rule of its own).
+        // rule of its own). Rules for some pods only ([`Snapshot::workload_destination_rules`]) are not in this
+        // lookup.
+        let for_every_pod = |dr: &&DestinationRuleModel| dr.spec.workload_selector.is_none();
         order.iter().find_map(|namespace| {
-            most_specific(candidates.iter().copied().filter(|dr| dr.namespace == *namespace))
+            most_specific(candidates.iter().copied().filter(for_every_pod).filter(|dr| dr.namespace == *namespace))
                 .filter(|dr| dr.visible_to(client))
         })
     }

@@ -40,7 +40,12 @@ pub struct ProxyResources {
 
 /// The resources for one proxy, the whole mesh (the `mesh` scope).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
-    let (clusters, endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
+    let (mut clusters, mut endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
+    let own = own_clusters(snapshot, proxy);
+    clusters.retain(|c| !own.replaces(&c.name));
+    endpoints.retain(|e| !own.replaces(&e.cluster_name));
+    replace_or_add(&mut clusters, own.clusters, |c| &c.name);
+    replace_or_add(&mut endpoints, own.endpoints, |e| &e.cluster_name);
     let mut listeners = listeners(snapshot);
     for own in own_listeners(snapshot, proxy, ports(snapshot).into_iter()) {
         if let Some(shared) = listeners.iter_mut().find(|l| l.name == own.name) {
@@ -54,13 +59,59 @@ pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     ProxyResources { clusters, endpoints, listeners, routes: routes_for(snapshot, &proxy.namespace, None) }
 }
 
+/// Puts each of `own` in place of the one of the same name in `all`, or adds it, keeping `all` sorted by name.
+fn replace_or_add<T>(all: &mut Vec<T>, own: Vec<T>, name: fn(&T) -> &String) {
+    for item in own {
+        match all.binary_search_by(|existing| name(existing).cmp(name(&item))) {
+            Ok(at) => all[at] = item,
+            Err(at) => all.insert(at, item),
+        }
+    }
+}
+
+/// The clusters and endpoint assignments a proxy makes with DestinationRules of its own.
+#[derive(Debug, Default)]
+pub struct OwnClusters {
+    /// The Services (FQDN) whose clusters these replace, all of them (subsets of other rules included).
+    pub services: BTreeSet<String>,
+    pub clusters: Vec<Cluster>,
+    pub endpoints: Vec<ClusterLoadAssignment>,
+}
+
+impl OwnClusters {
+    /// Whether the cluster (or assignment) `name` is one of a Service these replace.
+    pub fn replaces(&self, name: &str) -> bool {
+        name.rsplit('|').next().is_some_and(|host| self.services.contains(host))
+    }
+}
+
+/// The clusters (and endpoint assignments) this proxy makes with a DestinationRule of its own: one of its
+/// namespace whose `workloadSelector` selects its pod. Empty for most proxies.
+pub fn own_clusters(snapshot: &Snapshot, proxy: &ProxyNode) -> OwnClusters {
+    let mut own = OwnClusters::default();
+    for (fqdn, rule) in snapshot.workload_destination_rules(&proxy.namespace, pod_labels(snapshot, proxy)) {
+        if let Some(service) = snapshot.services.get(&fqdn) {
+            let (clusters, assignments) = service_clusters(service, Some(rule), snapshot.trust_domain.as_deref());
+            own.clusters.extend(clusters);
+            own.endpoints.extend(assignments);
+            own.services.insert(fqdn);
+        }
+    }
+    own
+}
+
+/// The labels of the proxy's pod; none when the pod is not indexed (yet).
+fn pod_labels<'a>(snapshot: &'a Snapshot, proxy: &ProxyNode) -> &'a BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&NONE)
+}
+
 /// What the proxy's inbound side accepts, when the mesh has mutual TLS and PeerAuthentication says more than
 /// the default (`PERMISSIVE` everywhere, which a proxy applies without an inbound listener). The proxy's pod may
 /// not be indexed yet: then its namespace's and the mesh's policies apply.
 pub fn inbound_policy(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<InboundPolicy> {
     snapshot.trust_domain.as_ref()?;
-    let labels = snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name));
-    let policy = snapshot.inbound_policy(&proxy.namespace, labels.unwrap_or(&BTreeMap::new()));
+    let policy = snapshot.inbound_policy(&proxy.namespace, pod_labels(snapshot, proxy));
     (!policy.is_default()).then_some(policy)
 }
 
@@ -98,9 +149,7 @@ pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
 /// a tcp or tls condition names this proxy's pod (`sourceLabels`) or namespace (`sourceNamespace`), or where a
 /// VirtualService exported to its namespace but not to every one names a Service.
 pub fn own_listeners(snapshot: &Snapshot, proxy: &ProxyNode, ports: impl Iterator<Item = u16>) -> Vec<Listener> {
-    let empty = BTreeMap::new();
-    let labels = snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&empty);
-    let source = listeners::Source { namespace: &proxy.namespace, labels };
+    let source = listeners::Source { namespace: &proxy.namespace, labels: pod_labels(snapshot, proxy) };
     ports
         .filter(|port| listeners::needs_own_listener(snapshot, *port, &source))
         .map(|port| listeners::outbound(snapshot, port, Some(&source)))

@@ -79,7 +79,14 @@ impl TypeResources {
 
     /// `base` with more resources (each added, or replacing one of the same name).
     pub fn with_extras(base: &TypeResources, extras: &[Encoded]) -> Arc<Self> {
+        Self::replacing(base, |_| false, extras)
+    }
+
+    /// `base` without the resources `removed` names, with `extras` added (or replacing one of the same name).
+    pub fn replacing(base: &TypeResources, removed: impl Fn(&str) -> bool, extras: &[Encoded]) -> Arc<Self> {
         let (mut map, mut hashes) = (base.map.clone(), base.hashes.clone());
+        map.retain(|name, _| !removed(name));
+        hashes.retain(|name, _| !removed(name));
         for extra in extras {
             map.insert(extra.name.clone(), extra.any.clone());
             hashes.insert(extra.name.clone(), extra.hash);

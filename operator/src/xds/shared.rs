@@ -21,7 +21,8 @@
 //!
 //! A proxy whose PeerAuthentication is not the default also gets its inbound listener, and a proxy that a tcp or
 //! tls condition names (`sourceLabels`, `sourceNamespace`) its own listener for that port: the shared listeners
-//! with those in place, one set per distinct combination.
+//! with those in place, one set per distinct combination. A proxy whose pod a DestinationRule selects
+//! (`workloadSelector`) gets that rule's clusters in place of its namespace's.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
@@ -161,7 +162,8 @@ impl Generation {
     /// PeerAuthentication says more than the default, and the outbound listeners of ports where a tcp or tls
     /// condition names it.
     fn resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
-        let resources = self.scope_resources(wanted, previous);
+        let scoped = self.scope_resources(wanted, previous);
+        let resources = self.with_own_clusters(scoped, wanted.node);
         let ports = self.ports_naming_clients();
         let snapshot = &self.published.snapshot;
         let inbound = translate::inbound_policy(snapshot, wanted.node);
@@ -185,6 +187,24 @@ impl Generation {
         let mut own = (*resources).clone();
         own.by_type.insert(ResourceType::Listener, listeners);
         Arc::new(own)
+    }
+
+    /// `resources` with the clusters and endpoint assignments the proxy makes with a DestinationRule selecting its
+    /// pod (`workloadSelector`) in place. Few proxies have any: the others get `resources` as they are.
+    fn with_own_clusters(&self, resources: Arc<EncodedResources>, node: &ProxyNode) -> Arc<EncodedResources> {
+        let own = translate::own_clusters(&self.published.snapshot, node);
+        if own.services.is_empty() {
+            return resources;
+        }
+        let clusters: Vec<Encoded> = own.clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect();
+        let endpoints: Vec<Encoded> = own.endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect();
+        let mut replaced = (*resources).clone();
+        for (kind, extras) in [(ResourceType::Cluster, clusters), (ResourceType::Endpoint, endpoints)] {
+            if let Some(base) = resources.of_type(kind) {
+                replaced.by_type.insert(kind, TypeResources::replacing(base, |name| own.replaces(name), &extras));
+            }
+        }
+        Arc::new(replaced)
     }
 
     fn ports_naming_clients(&mut self) -> Arc<BTreeSet<u16>> {

@@ -539,3 +539,31 @@ async fn tcp_rules_exported_to_some_namespaces_are_on_their_proxies_listeners_on
         EncodedResources::from(&translate::translate(&current.snapshot, &other))
     );
 }
+
+#[tokio::test]
+async fn a_destination_rule_selecting_pods_gives_their_proxies_its_clusters_only() {
+    let translations = Translations::default();
+    let selecting = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db-for-web, namespace: shop}\n\
+spec: {host: db, workloadSelector: {matchLabels: {app: web}}, subsets: [{name: v3, labels: {version: v3}}]}\n";
+    let current = published(1, &(CLIENT_NAMED.to_string() + selecting));
+    let (web, batch) = (proxy("web-1", "shop"), proxy("batch-1", "shop"));
+    let none = BTreeSet::new();
+    let v3 = "outbound|5432|v3|db.shop.svc.cluster.local".to_string();
+    for wanted in [mesh(&web), in_namespace(&web, &none)] {
+        let resources = translations.for_proxy(&current, wanted).await;
+        assert!(names(&resources, ResourceType::Cluster).contains(&v3), "web's rule: its subset's cluster");
+        assert!(names(&resources, ResourceType::Endpoint).contains(&v3));
+        assert!(
+            !names(&resources, ResourceType::Cluster)
+                .contains(&"outbound|5432|v1|db.shop.svc.cluster.local".to_string()),
+            "not the namespace's rule"
+        );
+    }
+    let shared = translations.for_proxy(&current, mesh(&batch)).await;
+    assert!(!names(&shared, ResourceType::Cluster).contains(&v3), "batch is not selected");
+    assert!(names(&shared, ResourceType::Cluster).contains(&"outbound|5432|v1|db.shop.svc.cluster.local".to_string()));
+    assert_eq!(
+        *translations.for_proxy(&current, mesh(&web)).await,
+        EncodedResources::from(&translate::translate(&current.snapshot, &web))
+    );
+}
