@@ -81,7 +81,9 @@ struct Generation {
     /// The shared listeners with a proxy's own in place (few distinct sets in a mesh).
     own_listeners: HashMap<OwnListeners, Arc<TypeResources>>,
     /// The ports where some proxies may get a listener of their own.
-    ports_naming_clients: Option<Arc<BTreeSet<u16>>>,
+    ports_differing_by_client: Option<Arc<BTreeSet<u16>>>,
+    /// The namespaces with DestinationRules for some pods only (`workloadSelector`).
+    selecting_namespaces: Option<Arc<BTreeSet<String>>>,
 }
 
 /// What makes a proxy's listeners its own: its inbound policy, and its own outbound listeners (name, version).
@@ -154,17 +156,22 @@ impl Generation {
             scoped: HashMap::new(),
             extended: HashMap::new(),
             own_listeners: HashMap::new(),
-            ports_naming_clients: None,
+            ports_differing_by_client: None,
+            selecting_namespaces: None,
         }
     }
 
-    /// What the stream's scope holds, with the proxy's own listeners in place: its inbound listener when its
-    /// PeerAuthentication says more than the default, and the outbound listeners of ports where a tcp or tls
-    /// condition names it.
+    /// What the stream's scope holds, with the proxy's own resources in place: the clusters of a DestinationRule
+    /// selecting its pod, its inbound listener when its PeerAuthentication says more than the default, and the
+    /// outbound listeners of ports where a tcp or tls condition (or a VirtualService exported to some namespaces
+    /// only) may make its listener differ.
     fn resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
         let scoped = self.scope_resources(wanted, previous);
-        let resources = self.with_own_clusters(scoped, wanted.node);
-        let ports = self.ports_naming_clients();
+        let resources = match self.selecting_namespaces().contains(&wanted.node.namespace) {
+            true => self.with_own_clusters(scoped, wanted.node),
+            false => scoped,
+        };
+        let ports = self.ports_differing_by_client();
         let snapshot = &self.published.snapshot;
         let inbound = translate::inbound_policy(snapshot, wanted.node);
         let outbound = translate::own_listeners(snapshot, wanted.node, ports.iter().copied());
@@ -207,9 +214,18 @@ impl Generation {
         Arc::new(replaced)
     }
 
-    fn ports_naming_clients(&mut self) -> Arc<BTreeSet<u16>> {
+    fn selecting_namespaces(&mut self) -> Arc<BTreeSet<String>> {
         let snapshot = &self.published.snapshot;
-        self.ports_naming_clients
+        let selecting = || {
+            let rules = snapshot.destination_rules.iter().filter(|dr| dr.spec.workload_selector.is_some());
+            Arc::new(rules.map(|dr| dr.namespace.clone()).collect())
+        };
+        self.selecting_namespaces.get_or_insert_with(selecting).clone()
+    }
+
+    fn ports_differing_by_client(&mut self) -> Arc<BTreeSet<u16>> {
+        let snapshot = &self.published.snapshot;
+        self.ports_differing_by_client
             .get_or_insert_with(|| Arc::new(translate::ports_differing_by_client(snapshot)))
             .clone()
     }

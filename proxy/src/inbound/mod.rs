@@ -3,7 +3,8 @@
 //! arrive on an `--inbound LISTEN=APP` port and go on to APP. Either way a sidecar's mutual TLS is terminated
 //! here ([`mtls`]) and the application gets plaintext on its own port. Whether plaintext clients are served too
 //! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
-//! config the operator sends. Forwarded as TCP, counted.
+//! config the operator sends. A connection that carries HTTP is served request by request ([`http`]), with the
+//! caller's identity; anything else is forwarded as TCP. Counted either way.
 
 pub mod http;
 pub mod mtls;
