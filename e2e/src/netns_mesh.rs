@@ -121,7 +121,17 @@ impl NetnsMesh {
     /// Connections from the client to the `reviews` cluster IP, one request each: how many each version answered.
     /// Each is a new connection, so a TCP route's weights show per connection.
     pub async fn versions_per_connection(&self, connections: usize) -> anyhow::Result<[usize; 2]> {
-        let to = SocketAddr::new(IpAddr::V4(SERVICE_IP), SERVICE_PORT);
+        self.versions_answering(SocketAddr::new(IpAddr::V4(SERVICE_IP), SERVICE_PORT), connections).await
+    }
+
+    /// Requests from the client to the `reviews` pod of `version` (index in [`VERSIONS`]) by its own address, with
+    /// `Host: reviews`: how many each version answered.
+    pub async fn versions_from_pod_address(&self, version: usize, requests: usize) -> anyhow::Result<[usize; 2]> {
+        let pod = self.reviews.get(version).context("no such version")?;
+        self.versions_answering(SocketAddr::new(IpAddr::V4(pod.ip), SERVICE_PORT), requests).await
+    }
+
+    async fn versions_answering(&self, to: SocketAddr, connections: usize) -> anyhow::Result<[usize; 2]> {
         let mut counts = [0; 2];
         for _ in 0..connections {
             let (status, headers, _) = self.client.ns.http_get(to, "reviews", "/", Duration::from_secs(5)).await?;

@@ -42,7 +42,12 @@ async fn local_backend() -> anyhow::Result<()> {
     anyhow::ensure!(handshakes > 0.0, "the journey ran, but no sidecar-to-sidecar traffic was mutual TLS");
     println!("mutual TLS: the reviews sidecars accepted {handshakes} handshakes from the client's");
     let before = mesh.inbound_mutual_tls_handshakes().await?;
-    let scenarios = [tcp_canary(&mesh).await, tls_by_server_name(&mesh).await, tcp_by_client_labels(&mesh).await];
+    let scenarios = [
+        tcp_canary(&mesh).await,
+        tls_by_server_name(&mesh).await,
+        tcp_by_client_labels(&mesh).await,
+        passthrough(&mesh).await,
+    ];
     for report in scenarios.into_iter().chain([strict_mode(&mesh).await]) {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }
@@ -124,6 +129,27 @@ async fn tcp_by_client_labels(mesh: &NetnsMesh) -> anyhow::Result<String> {
         report.push(format!("app={app}: {counts:?}"));
     }
     Ok(format!("tcp sourceLabels (v1, v2 per 20 connections): {}", report.join(", ")))
+}
+
+/// `loadBalancer.simple: PASSTHROUGH`: a request for `reviews` sent to one pod's own address goes to that pod,
+/// where the balanced cluster would spread such requests over both versions.
+async fn passthrough(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    mesh.apply("reviews-vs.yaml", &scenario::tcp_virtual_service_yaml([50, 50]).replace("tcp:", "http:")).await?;
+    let balanced = mesh.versions_from_pod_address(1, 40).await?;
+    anyhow::ensure!(balanced[0] > 0, "the balanced cluster sent nothing to v1: {balanced:?}");
+    let rule = DESTINATION_RULE_YAML.replace("spec:", "spec:\n  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}");
+    mesh.apply("reviews-dr.yaml", &rule).await?;
+    let until = Instant::now() + Duration::from_secs(10);
+    let passed = loop {
+        let counts = mesh.versions_from_pod_address(1, 20).await?;
+        if counts == [0, 20] {
+            break counts;
+        }
+        anyhow::ensure!(Instant::now() < until, "PASSTHROUGH: 20 requests to v2's address answered {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    mesh.apply("reviews-dr.yaml", DESTINATION_RULE_YAML).await?;
+    Ok(format!("PASSTHROUGH: requests to v2's own address: balanced {balanced:?}, passed through {passed:?}"))
 }
 
 /// TLS passthrough by server name: a ClientHello for `v2.reviews.example` reaches v2 (an exact name), one for

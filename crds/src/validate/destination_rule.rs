@@ -50,9 +50,6 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
 fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError>) {
     if let Some(lb) = &policy.load_balancer {
         let lb_path = path.field("loadBalancer");
-        if lb.simple == Some(SimpleLb::Passthrough) {
-            errors.push(not_supported(&lb_path.field("simple"), "PASSTHROUGH load balancing"));
-        }
         if let Some(hash) = &lb.consistent_hash {
             check_hash(&lb_path.field("consistentHash"), hash, errors);
             if lb.simple.is_some() {
@@ -356,7 +353,6 @@ trafficPolicy:
 "#,
         );
         let expected = [
-            "spec.trafficPolicy.loadBalancer.simple: PASSTHROUGH load balancing is not supported by Weft yet",
             "spec.trafficPolicy.loadBalancer: only one of simple or consistentHash may be set",
             "spec.trafficPolicy.connectionPool.tcp.maxConnections: -1 must not be negative",
             "spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be at least 1ms",

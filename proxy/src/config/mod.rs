@@ -62,8 +62,11 @@ pub struct ClusterConfig {
     pub hash_size: u64,
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
-    /// Name of the endpoint assignment (EDS) that feeds it.
+    /// Name of the endpoint assignment (EDS) that feeds it; empty for an original-destination cluster.
     pub eds_name: String,
+    /// Envoy's `ORIGINAL_DST` (DestinationRule `loadBalancer.simple: PASSTHROUGH`): no endpoints and no
+    /// balancing; each request or connection goes to the address its client dialled (captured traffic only).
+    pub original_destination: bool,
     pub limits: cluster::Limits,
     /// `None`: retries are bounded by `limits.max_retries` alone.
     pub retry_budget: Option<cluster::BudgetConfig>,
@@ -96,6 +99,7 @@ impl ClusterConfig {
             slow_start: None,
             mtls: None,
             origination: None,
+            original_destination: false,
         }
     }
 }

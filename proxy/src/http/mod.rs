@@ -34,6 +34,7 @@ use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::metrics::Metrics;
+use crate::upstream::OriginalDestination;
 use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
@@ -88,6 +89,9 @@ pub async fn serve_connection<I>(
     let handler = move |mut request: Request<ServedBody>| {
         let forwarder = forwarder.clone();
         request.extensions_mut().insert(ClientAddress(peer));
+        if let Destination::Original(original) = destination {
+            request.extensions_mut().insert(OriginalDestination(original));
+        }
         async move { forward::handle(request, &forwarder, destination).await }
     };
     // Outbound carries no upgrades yet (hop-by-hop headers are stripped), so hyper is not asked to take the

@@ -17,7 +17,8 @@ use crate::upstream::{ClusterTls, InFlight};
 pub struct L4Target {
     pub cluster: String,
     pub endpoint: SocketAddr,
-    pub lease: InFlight,
+    /// Counts the connection in flight at its endpoint (none for an original-destination cluster).
+    pub lease: Option<InFlight>,
     /// The cluster's mutual TLS, when the endpoint runs a sidecar.
     pub tls: Option<std::sync::Arc<ClusterTls>>,
     /// The route's idle timeout: `None` the proxy's, zero none.
@@ -47,7 +48,7 @@ pub async fn route(
     let Some(target) = crate::config::routes::pick_weighted(&route.targets, roll) else {
         return Some(Err(format!("route {} has no target", route.name)));
     };
-    let picked = runtime.clusters.get(&target.cluster).and_then(|balancer| balancer.pick());
+    let picked = runtime.clusters.get(&target.cluster).and_then(|balancer| balancer.pick(original));
     Some(match picked {
         Some((endpoint, lease, tls)) => {
             let cluster = target.cluster.clone();

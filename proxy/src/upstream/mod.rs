@@ -4,6 +4,7 @@
 //! changes from EDS replace the member list; members that stay keep their pools, estimates and outlier state.
 
 mod budget;
+mod by_address;
 mod endpoint;
 mod hashing;
 mod health;
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 use weft_xds::lb::LbAlgorithm;
 
 pub use budget::{RetryBudget, RetryPermit};
+pub use by_address::{AddressPools, OriginalDestination};
 pub use endpoint::Endpoint;
 pub use members::InFlight;
 use members::{Member, Members, Pick};
@@ -82,6 +84,8 @@ pub struct ClusterBalancer {
     health: Arc<Health>,
     /// Mutual TLS to the endpoints that run a sidecar.
     tls: Arc<ClusterTls>,
+    /// An original-destination cluster's pools, by the address each request's client dialled.
+    original: Option<AddressPools>,
 }
 
 impl ClusterBalancer {
@@ -98,6 +102,19 @@ impl ClusterBalancer {
             settings: RwLock::default(),
             health: Arc::default(),
             tls: Arc::new(ClusterTls::new(credentials)),
+            original: None,
+        };
+        let balancer = match cluster.original_destination {
+            // What a client dials is not known to run a sidecar: plaintext, or the cluster's TLS origination.
+            true => Self {
+                original: Some(AddressPools::new(
+                    cluster.connect_timeout,
+                    cluster.connections,
+                    Some(balancer.tls.clone()),
+                )),
+                ..balancer
+            },
+            false => balancer,
         };
         balancer.configure(cluster);
         balancer
@@ -110,6 +127,7 @@ impl ClusterBalancer {
             && self.connect_timeout == cluster.connect_timeout
             && self.connections == cluster.connections
             && self.hashing == Hashing::of(cluster.lb, cluster.hash_size)
+            && self.original.is_some() == cluster.original_destination
     }
 
     /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
@@ -159,16 +177,20 @@ impl ClusterBalancer {
         self.settings.read().map_or_else(|poisoned| *poisoned.into_inner(), |s| *s)
     }
 
-    /// An endpoint for a TCP connection, counted as in flight while the lease lives, with the cluster's mutual
-    /// TLS when the endpoint runs a sidecar.
-    pub fn pick(&self) -> Option<(SocketAddr, InFlight, Option<Arc<ClusterTls>>)> {
+    /// An endpoint for a TCP connection to `original` (what its client dialled), counted as in flight while the
+    /// lease lives, with the cluster's mutual TLS when the endpoint runs a sidecar. An original-destination
+    /// cluster gives `original` itself.
+    pub fn pick(&self, original: SocketAddr) -> Option<(SocketAddr, Option<InFlight>, Option<Arc<ClusterTls>>)> {
+        if self.original.is_some() {
+            return Some((original, None, self.tls.covers_every_endpoint().then(|| self.tls.clone())));
+        }
         let ejected = self.health.ejected(self.healthy_endpoints());
         let (member, lease) = self.members.pick(
             self.algorithm,
             Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start },
         )?;
         let tls = member.endpoint.secured().then(|| self.tls.clone());
-        Some((member.address(), lease, tls))
+        Some((member.address(), Some(lease), tls))
     }
 
     /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
@@ -186,6 +208,9 @@ impl ClusterBalancer {
         let limit = limits.max_in_flight(http2);
         if self.budget.active() as u64 >= limit {
             return Err(Overflow.into());
+        }
+        if let Some(pools) = &self.original {
+            return original_destination(pools, request, self.budget.request_started());
         }
         let total = self.healthy_endpoints();
         let mut leave_out = self.health.ejected(total);
@@ -208,6 +233,21 @@ impl ClusterBalancer {
         });
         Ok((address, Box::pin(future)))
     }
+}
+
+/// Sends a request of an original-destination cluster where its client dialled; [`NoEndpoints`] when that is
+/// not known (the request did not come through the capture listener).
+fn original_destination(
+    pools: &AddressPools,
+    request: Request<Body>,
+    active: impl Send + 'static,
+) -> Result<(SocketAddr, ResponseFuture), BoxError> {
+    let address = request.extensions().get::<OriginalDestination>().map(|o| o.0).ok_or(NoEndpoints)?;
+    let future = pools.endpoint(address).oneshot(request).map_err(BoxError::from).map(move |result| {
+        drop(active);
+        result
+    });
+    Ok((address, Box::pin(future)))
 }
 
 /// How a request ended, for outlier detection.

@@ -98,13 +98,16 @@ pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
     }
 }
 
+/// The endpoint assignments the clusters name (an original-destination cluster names none).
+pub fn endpoint_names(config: &ProxyConfig) -> BTreeSet<String> {
+    config.clusters.values().filter(|c| !c.original_destination).map(|c| c.eds_name.clone()).collect()
+}
+
 /// The subscriptions a type's resources imply: the endpoint sets the clusters name, the route tables the
 /// listeners name. `None` for the other types.
 pub fn dependent_names(config: &ProxyConfig, kind: ResourceType) -> Option<(ResourceType, BTreeSet<String>)> {
     match kind {
-        ResourceType::Cluster => {
-            Some((ResourceType::Endpoint, config.clusters.values().map(|c| c.eds_name.clone()).collect()))
-        }
+        ResourceType::Cluster => Some((ResourceType::Endpoint, endpoint_names(config))),
         ResourceType::Listener => {
             Some((ResourceType::Route, config.listeners.values().map(|l| l.route_config.clone()).collect()))
         }

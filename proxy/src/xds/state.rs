@@ -57,7 +57,7 @@ impl ClientState {
     /// it, subscribes to what it names, and takes everything anew from the first responses.
     pub fn resume(node: Node, config: ProxyConfig) -> Self {
         let mut state = Self::new(node);
-        state.endpoint_names = config.clusters.values().map(|c| c.eds_name.clone()).collect();
+        state.endpoint_names = super::resource::endpoint_names(&config);
         state.route_names = config.listeners.values().map(|l| l.route_config.clone()).collect();
         state.received =
             ResourceType::ALL.into_iter().filter(|k| config.versions.contains_key(k.short_name())).collect();

@@ -63,16 +63,22 @@ pub(super) fn of_service(
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
         let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+        let balanced = !is_original_destination(&cluster);
         clusters.push(cluster);
-        assignments.push(assignment(&name, port.endpoints.iter(), marks));
+        if balanced {
+            assignments.push(assignment(&name, port.endpoints.iter(), marks));
+        }
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
             let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+            let balanced = !is_original_destination(&cluster);
             clusters.push(cluster);
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-            assignments.push(assignment(&name, members, marks));
+            if balanced {
+                assignments.push(assignment(&name, members, marks));
+            }
         }
     }
     (clusters, assignments)
@@ -93,7 +99,27 @@ fn with_transport(
     (built, marks)
 }
 
+/// Whether a cluster sends each request where its client dialled (`PASSTHROUGH`): it has no endpoint assignment.
+fn is_original_destination(cluster: &Cluster) -> bool {
+    cluster.cluster_discovery_type
+        == Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32))
+}
+
 fn cluster(name: &str, policy: Option<&TrafficPolicy>, port: policy::PortProtocol) -> Cluster {
+    if lb_algorithm(policy).is_none() {
+        // `PASSTHROUGH`: Envoy's original-destination cluster, no endpoints, no balancing.
+        let mut cluster = Cluster {
+            name: name.to_string(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            )),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+            ..Default::default()
+        };
+        policy::apply(&mut cluster, policy, port);
+        return cluster;
+    }
     let mut cluster = Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
@@ -119,7 +145,7 @@ fn load_balancing(policy: Option<&TrafficPolicy>) -> LoadBalancingPolicy {
                 ring_hash_policy(size.unwrap_or(DEFAULT_RING_SIZE))
             }
         },
-        None => lb_algorithm(policy).policy_with(policy.and_then(slow_start)),
+        None => lb_algorithm(policy).unwrap_or(LbAlgorithm::PeakEwma).policy_with(policy.and_then(slow_start)),
     }
 }
 
@@ -133,14 +159,14 @@ fn slow_start(policy: &TrafficPolicy) -> Option<SlowStartConfig> {
     })
 }
 
-fn lb_algorithm(policy: Option<&TrafficPolicy>) -> LbAlgorithm {
+/// The balancer of `simple`; `None` for `PASSTHROUGH`, which does not balance.
+fn lb_algorithm(policy: Option<&TrafficPolicy>) -> Option<LbAlgorithm> {
     match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|lb| lb.simple) {
-        None | Some(SimpleLb::Unspecified) => LbAlgorithm::PeakEwma,
-        Some(SimpleLb::RoundRobin) => LbAlgorithm::RoundRobin,
-        Some(SimpleLb::LeastRequest | SimpleLb::LeastConn) => LbAlgorithm::LeastRequest,
-        Some(SimpleLb::Random) => LbAlgorithm::Random,
-        // Refused by validation; the default if one got here anyway.
-        Some(SimpleLb::Passthrough) => LbAlgorithm::PeakEwma,
+        None | Some(SimpleLb::Unspecified) => Some(LbAlgorithm::PeakEwma),
+        Some(SimpleLb::RoundRobin) => Some(LbAlgorithm::RoundRobin),
+        Some(SimpleLb::LeastRequest | SimpleLb::LeastConn) => Some(LbAlgorithm::LeastRequest),
+        Some(SimpleLb::Random) => Some(LbAlgorithm::Random),
+        Some(SimpleLb::Passthrough) => None,
     }
 }
 

@@ -113,6 +113,20 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
     }
 
     #[test]
+    fn passthrough_is_an_original_destination_cluster_without_endpoints() {
+        let yaml = format!(
+            "{MESHED}---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {{name: db, namespace: shop}}\n\
+             spec: {{host: db, trafficPolicy: {{loadBalancer: {{simple: PASSTHROUGH}}}}}}\n"
+        );
+        let snapshot = snapshot_of_yaml(&yaml);
+        let service = &snapshot.services["db.shop.svc.cluster.local"];
+        let rule = snapshot.default_destination_rule("db.shop.svc.cluster.local");
+        let (clusters, endpoints) = super::super::of_service(service, rule, None);
+        assert!(super::super::is_original_destination(&clusters[0]));
+        assert!(clusters[0].eds_cluster_config.is_none() && endpoints.is_empty());
+    }
+
+    #[test]
     fn each_mode_gives_its_transport() {
         let (auto, marked) = translated("");
         assert_eq!((auto.transport_socket_matches.len(), auto.transport_socket.is_some(), marked), (2, false, true));

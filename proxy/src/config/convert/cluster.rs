@@ -29,18 +29,23 @@ impl TryFrom<&Cluster> for ClusterConfig {
 
     fn try_from(c: &Cluster) -> Result<Self, ConfigError> {
         let err = |m: String| reject("cluster", &c.name, m);
-        let is_eds = matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32);
-        if !is_eds {
-            return Err(err("only EDS clusters are supported".into()));
+        let of_type = |kind: cluster::DiscoveryType| matches!(c.cluster_discovery_type, Some(cluster::ClusterDiscoveryType::Type(t)) if t == kind as i32);
+        let original_destination = of_type(cluster::DiscoveryType::OriginalDst);
+        if !of_type(cluster::DiscoveryType::Eds) && !original_destination {
+            return Err(err("only EDS and ORIGINAL_DST clusters are supported".into()));
         }
         let connect_timeout = match &c.connect_timeout {
             Some(d) => to_duration(d).map_err(err)?,
             None => ENVOY_DEFAULT_CONNECT_TIMEOUT,
         };
         let eds_name = c.eds_cluster_config.as_ref().map(|e| e.service_name.clone()).unwrap_or_default();
-        let eds_name = if eds_name.is_empty() { c.name.clone() } else { eds_name };
+        let eds_name = match (original_destination, eds_name.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => c.name.clone(),
+            (false, false) => eds_name,
+        };
         let (limits, retry_budget) = breakers(c).map_err(err)?;
-        let lb = lb_algorithm(c).map_err(err)?;
+        let lb = if original_destination { LbAlgorithm::PeakEwma } else { lb_algorithm(c).map_err(err)? };
         let panic_threshold = c
             .common_lb_config
             .as_ref()
@@ -67,6 +72,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
                 .map_err(err)?,
             mtls,
             origination,
+            original_destination,
         })
     }
 }

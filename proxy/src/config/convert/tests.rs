@@ -214,3 +214,26 @@ fn source_labels_are_read_and_a_label_matched_twice_is_refused() {
     let twice = super::routes::source_labels(&[source_label_matcher("app", "web"), source_label_matcher("app", "api")]);
     assert_eq!(twice.unwrap_err(), "source label \"app\" is matched twice");
 }
+
+#[test]
+fn an_original_destination_cluster_has_no_endpoint_assignment() {
+    use crate::config::ClusterConfig;
+    use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+    let original = Cluster {
+        name: "outbound|80||db".into(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32)),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    };
+    let converted = ClusterConfig::try_from(&original).unwrap();
+    assert!(converted.original_destination);
+    assert_eq!(converted.eds_name, "");
+    let mut config = crate::config::ProxyConfig::default();
+    config.clusters.insert(converted.name.clone(), converted);
+    assert!(crate::xds::resource::endpoint_names(&config).is_empty(), "nothing to subscribe to");
+    let strict = Cluster {
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::StrictDns as i32)),
+        ..original
+    };
+    assert!(ClusterConfig::try_from(&strict).unwrap_err().to_string().contains("only EDS and ORIGINAL_DST"));
+}

@@ -44,7 +44,7 @@ use crate::config::policy::HashPolicy;
 use crate::config::{RouteAction, RouteEntry, WeightedTarget};
 use crate::dataplane::Runtime;
 use crate::metrics::Metrics;
-use crate::upstream::ClusterBalancer;
+use crate::upstream::{ClusterBalancer, OriginalDestination};
 
 /// What the stack answers: a response head (upstream's or the proxy's own), or why there is none.
 pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'a>>;
@@ -131,8 +131,8 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
 }
 
 /// Builds a copy of a request's head (method, URI, version, headers) with `body`. Of the extensions only the
-/// client's address is copied: hashing on it (`useSourceIp`, the generated cookie) must see the same client on
-/// every attempt.
+/// client's address and where it was headed are copied: hashing on the client (`useSourceIp`, the generated
+/// cookie) must see the same one on every attempt, and an original-destination cluster needs the address.
 fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
@@ -141,6 +141,9 @@ fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
     *request.headers_mut() = head.headers.clone();
     if let Some(client) = head.extensions.get::<ClientAddress>() {
         request.extensions_mut().insert(*client);
+    }
+    if let Some(original) = head.extensions.get::<OriginalDestination>() {
+        request.extensions_mut().insert(*original);
     }
     request
 }

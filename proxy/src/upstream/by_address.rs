@@ -1,0 +1,42 @@
+//! Connection pools kept per address, for requests that go where their client dialled rather than to a
+//! balanced endpoint: passthrough to a destination no route claims, and original-destination clusters
+//! (DestinationRule `PASSTHROUGH`). Bounded: past [`MAX_ADDRESSES`] the set starts over (idle pools close on their
+//! own after a minute anyway).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{ClusterTls, Endpoint};
+use crate::config::cluster::Connections;
+
+/// Pools kept at most.
+const MAX_ADDRESSES: usize = 1024;
+
+/// The address a captured connection was headed to, in its requests' extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalDestination(pub SocketAddr);
+
+pub struct AddressPools {
+    endpoints: Mutex<HashMap<SocketAddr, Endpoint>>,
+    connect_timeout: Duration,
+    connections: Connections,
+    tls: Option<Arc<ClusterTls>>,
+}
+
+impl AddressPools {
+    pub fn new(connect_timeout: Duration, connections: Connections, tls: Option<Arc<ClusterTls>>) -> Self {
+        Self { endpoints: Mutex::default(), connect_timeout, connections, tls }
+    }
+
+    /// The pool to `address`, made on first use.
+    pub fn endpoint(&self, address: SocketAddr) -> Endpoint {
+        let make = || Endpoint::new(address, self.connect_timeout, self.connections, self.tls.clone());
+        let Ok(mut endpoints) = self.endpoints.lock() else { return make() };
+        if endpoints.len() >= MAX_ADDRESSES && !endpoints.contains_key(&address) {
+            endpoints.clear();
+        }
+        endpoints.entry(address).or_insert_with(make).clone()
+    }
+}
