@@ -56,6 +56,9 @@ pub struct Listeners {
     pub xds: TcpListener,
     pub health: TcpListener,
     pub proxy_scope: ProxyScope,
+    /// The mesh's root namespace (Istio's `rootNamespace`): its DestinationRules and PeerAuthentications are the
+    /// mesh-wide defaults. The operator's own namespace, normally.
+    pub root_namespace: String,
     /// The TLS port (15012): certificates for proxies and ADS over TLS; `None`: no CA, no mutual TLS.
     pub secure: Option<SecurePort>,
 }
@@ -198,7 +201,8 @@ fn start_index(
 ) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
     let (events_tx, events_rx) = mpsc::channel(64);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
-    let index = Index::new(listeners.secure.as_ref().map(|s| s.ca.issuance.trust_domain.clone()));
+    let trust_domain = listeners.secure.as_ref().map(|s| s.ca.issuance.trust_domain.clone());
+    let index = Index::new(trust_domain, listeners.root_namespace.clone());
     let task = tokio::spawn(run_index(index, events_rx, snapshot_tx, Debounce::default(), metrics));
     (events_tx, snapshot_rx, task)
 }

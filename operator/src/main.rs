@@ -38,6 +38,10 @@ struct Args {
     /// Kubernetes mode: namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system", value_name = "NS")]
     lease_namespace: String,
+    /// The mesh's root namespace (Istio's `rootNamespace`): its DestinationRules and PeerAuthentications apply
+    /// mesh-wide. Default: the operator's own namespace (POD_NAMESPACE), `weft-system` outside a pod.
+    #[arg(long, env = "WEFT_ROOT_NAMESPACE", value_name = "NS")]
+    root_namespace: Option<String>,
     /// Kubernetes mode: name of the leader-election Lease.
     #[arg(long, env = "WEFT_LEASE_NAME", default_value = "weft-operator", value_name = "NAME")]
     lease_name: String,
@@ -124,6 +128,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             xds: bind(args.xds_listen, "xDS").await?,
             health: bind(args.metrics_listen, "metrics").await?,
             proxy_scope: args.proxy_scope,
+            root_namespace: args.root_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
             secure,
         };
         match mode {

@@ -32,6 +32,7 @@ async fn the_leader_releases_its_lease_and_stops_within_2_s_despite_a_client_tha
         xds: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         proxy_scope: Default::default(),
+        root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),
         secure: None,
     };
     let (xds, health) = (listeners.xds.local_addr().unwrap(), listeners.health.local_addr().unwrap());

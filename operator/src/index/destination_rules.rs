@@ -24,7 +24,8 @@ use weft_xds::CLUSTER_DOMAIN;
 use super::snapshot::{DestinationRuleModel, Snapshot, is_wildcard, wildcard_matches};
 
 /// Istio's configuration root namespace (`meshConfig.rootNamespace`, `istio-system` by default): the rules of
-/// this namespace are the mesh-wide defaults. Weft's is the namespace its charts install into.
+/// this namespace are the mesh-wide defaults. Weft's default; the operator's `--root-namespace` (its own
+/// namespace in the chart) sets it.
 pub const ROOT_NAMESPACE: &str = "weft-system";
 
 /// The host lookups of the DestinationRules, filled once the list is final.
@@ -144,7 +145,7 @@ impl Snapshot {
         }
         let service_namespace = self.services.get(fqdn).map(|s| s.namespace.as_str()).or_else(|| namespace_of(fqdn));
         let mut order: Vec<&str> = Vec::new();
-        for namespace in client.into_iter().chain(service_namespace).chain([ROOT_NAMESPACE]) {
+        for namespace in client.into_iter().chain(service_namespace).chain([self.root_namespace()]) {
             if !order.contains(&namespace) {
                 order.push(namespace);
             }

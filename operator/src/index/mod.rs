@@ -30,12 +30,15 @@ pub struct Index {
     dirty: Dirty,
     /// Stamped on every snapshot (see [`Snapshot::trust_domain`]).
     trust_domain: Option<String>,
+    /// Stamped on every snapshot (see [`Snapshot::root_namespace`]); `None`: [`ROOT_NAMESPACE`].
+    root_namespace: Option<String>,
 }
 
 impl Index {
-    /// An empty index for a mesh with a CA of `trust_domain` (mutual TLS), or without one.
-    pub fn new(trust_domain: Option<String>) -> Self {
-        Self { trust_domain, ..Self::default() }
+    /// An empty index for a mesh with a CA of `trust_domain` (mutual TLS), or without one, whose mesh-wide rules
+    /// and policies live in `root_namespace`.
+    pub fn new(trust_domain: Option<String>, root_namespace: String) -> Self {
+        Self { trust_domain, root_namespace: Some(root_namespace), ..Self::default() }
     }
 
     /// Applies one event; returns whether anything changed.
@@ -92,11 +95,15 @@ impl Index {
                 built.rejections = self.rejections.clone();
                 built
             }
-            _ => snapshot::build(self.objects.values(), &self.rejections),
+            _ => snapshot::build(self.objects.values(), &self.rejections, self.root_namespace()),
         };
         snapshot.trust_domain = self.trust_domain.clone();
         self.built = Some(snapshot.clone());
         snapshot
+    }
+
+    fn root_namespace(&self) -> &str {
+        self.root_namespace.as_deref().unwrap_or(ROOT_NAMESPACE)
     }
 
     pub fn len(&self) -> usize {

@@ -1,6 +1,7 @@
 //! PeerAuthentication in the snapshot, and the inbound modes that apply to a workload, with Istio's precedence:
 //! a policy of the pod's namespace whose selector matches its labels, else its namespace's policy without a
-//! selector, else the mesh-wide one (no selector, in [`ROOT_NAMESPACE`]), else `PERMISSIVE`. `UNSET` inherits
+//! selector, else the mesh-wide one (no selector, in the root namespace, [`super::ROOT_NAMESPACE`] by default), else
+//! `PERMISSIVE`. `UNSET` inherits
 //! from the level above; a port-level `UNSET` inherits the workload's mode. Where several policies apply at one
 //! level the oldest wins (creation time, then name). Pure.
 
@@ -10,7 +11,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weft_crds::{MtlsMode, PeerAuthentication, PeerAuthenticationSpec, WeftStatus};
 use weft_xds::inbound::{InboundPolicy, PeerMode};
 
-use super::ROOT_NAMESPACE;
 use super::snapshot::namespace_of;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,16 +52,17 @@ impl PeerAuthenticationModel {
     }
 }
 
-/// The inbound modes of a pod in `namespace` with `labels`, under `policies`.
+/// The inbound modes of a pod in `namespace` with `labels`, under `policies` (mesh-wide ones in `root`).
 pub fn inbound_policy(
     policies: &[PeerAuthenticationModel],
+    root: &str,
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> InboundPolicy {
     let oldest = |wanted: &dyn Fn(&PeerAuthenticationModel) -> bool| {
         policies.iter().filter(|p| wanted(p)).min_by(|a, b| a.age_key().cmp(&b.age_key()))
     };
-    let mesh = oldest(&|p| p.namespace == ROOT_NAMESPACE && p.spec.workload_labels().is_none());
+    let mesh = oldest(&|p| p.namespace == root && p.spec.workload_labels().is_none());
     let own = oldest(&|p| p.namespace == namespace && p.spec.workload_labels().is_none());
     let workload = oldest(&|p| {
         p.namespace == namespace
@@ -89,7 +90,7 @@ fn resolved(mode: MtlsMode, inherited: PeerMode) -> PeerMode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::snapshot_of_yaml;
+    use crate::index::{ROOT_NAMESPACE, snapshot_of_yaml};
 
     fn policy(name: &str, namespace: &str, spec: &str) -> String {
         format!(
@@ -121,6 +122,31 @@ mod tests {
         assert_eq!(db.mode_for(9090), PeerMode::Disable);
         assert_eq!(db.mode_for(5432), PeerMode::Strict, "a port-level UNSET inherits the workload's mode");
         assert!(snapshot_of_yaml("").inbound_policy("shop", &BTreeMap::new()).is_default());
+    }
+
+    #[test]
+    fn the_root_namespace_is_the_configured_one() {
+        let mut index = crate::index::Index::new(None, "mesh-root".into());
+        let yaml = [
+            policy("mesh", "mesh-root", "{mtls: {mode: STRICT}}"),
+            policy("old", ROOT_NAMESPACE, "{mtls: {mode: DISABLE}}"),
+        ]
+        .concat();
+        for resource in crate::source::file::parse_file(std::path::Path::new("t.yaml"), &yaml).resources {
+            index.apply(crate::source::Event::Applied(resource));
+        }
+        let snapshot = index.snapshot();
+        assert_eq!(snapshot.root_namespace(), "mesh-root");
+        assert_eq!(
+            snapshot.inbound_policy("shop", &BTreeMap::new()).mode,
+            PeerMode::Strict,
+            "mesh-root's policy is mesh-wide"
+        );
+        assert_eq!(
+            snapshot.inbound_policy(ROOT_NAMESPACE, &BTreeMap::new()).mode,
+            PeerMode::Disable,
+            "weft-system is a namespace like others"
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
     pub trust_domain: Option<String>,
+    /// Where mesh-wide DestinationRules and PeerAuthentications live (see [`Snapshot::root_namespace`]).
+    pub(super) root: String,
     /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
     /// Service and proxy namespace.
     vs_by_host: BTreeMap<String, Vec<usize>>,
@@ -264,7 +266,12 @@ impl Snapshot {
 
     /// The inbound modes of a pod in `namespace` with `labels` (see [`super::peer_authn`]).
     pub fn inbound_policy(&self, namespace: &str, labels: &BTreeMap<String, String>) -> InboundPolicy {
-        inbound_policy(&self.peer_authentications, namespace, labels)
+        inbound_policy(&self.peer_authentications, self.root_namespace(), namespace, labels)
+    }
+
+    /// The mesh's root namespace (Istio's `rootNamespace`; the operator's own unless configured otherwise).
+    pub fn root_namespace(&self) -> &str {
+        if self.root.is_empty() { super::ROOT_NAMESPACE } else { &self.root }
     }
 
     /// Every host some VirtualService names exactly (wildcards aside, see [`Self::has_wildcard_rules`]), in order.
@@ -322,6 +329,7 @@ pub fn service_fqdn(name: &str, namespace: &str) -> String {
 pub fn build<'a>(
     objects: impl Iterator<Item = &'a Resource>,
     rejections: &BTreeMap<ResourceKey, Rejection>,
+    root_namespace: &str,
 ) -> Snapshot {
     let mut services = Vec::new();
     let mut pods = Vec::new();
@@ -341,7 +349,8 @@ pub fn build<'a>(
     }
     let sources = EndpointSources::new(&pods, &slices);
     let models = |policies: &[PeerAuthenticationModel]| {
-        services.iter().map(|s| service_model(s, &sources, policies)).map(|m| (m.fqdn(), Arc::new(m))).collect()
+        let model = |s: &&Service| service_model(s, &sources, (policies, root_namespace));
+        services.iter().map(model).map(|m| (m.fqdn(), Arc::new(m))).collect()
     };
     let mut snapshot = Snapshot {
         services: models(&peer_authentications),
@@ -349,6 +358,7 @@ pub fn build<'a>(
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         rejections: rejections.clone(),
+        root: root_namespace.to_string(),
         ..Snapshot::default()
     };
     set_rules(&mut snapshot, virtual_services.into_iter(), destination_rules.into_iter());
@@ -428,14 +438,15 @@ pub(super) fn service_account_of(pod: &Pod) -> String {
 pub(super) fn service_model(
     service: &Service,
     sources: &EndpointSources<'_>,
-    policies: &[PeerAuthenticationModel],
+    (policies, root_namespace): (&[PeerAuthenticationModel], &str),
 ) -> ServiceModel {
     let namespace = namespace_of(&service.metadata.namespace);
     let name = name_of(&service.metadata.name);
     let mut ports = service_ports(service, &namespace, &name, sources);
     if !policies.is_empty() {
         for endpoint in ports.iter_mut().flat_map(|p| p.endpoints.iter_mut()) {
-            let mode = || inbound_policy(policies, &namespace, &endpoint.labels).mode_for(endpoint.port);
+            let mode =
+                || inbound_policy(policies, root_namespace, &namespace, &endpoint.labels).mode_for(endpoint.port);
             if endpoint.sidecar_account.is_some() && mode() == PeerMode::Disable {
                 endpoint.sidecar_account = None;
             }

@@ -97,7 +97,8 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             let fqdn = service_fqdn(name, namespace);
             match objects.get(&key) {
                 Some(Resource::Service(service)) => {
-                    let model = service_model(service, &sources, &snapshot.peer_authentications);
+                    let policies = (snapshot.peer_authentications.as_slice(), snapshot.root_namespace());
+                    let model = service_model(service, &sources, policies);
                     // An unchanged model keeps its pointer: what follows can tell at a glance.
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
                         snapshot.services.insert(fqdn, Arc::new(model));
@@ -240,12 +241,16 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
                 index.apply(event);
                 if i % every == 0 {
                     let snapshot = index.snapshot();
-                    assert_eq!(snapshot, build(index.objects.values(), &index.rejections), "after {what}");
+                    assert_eq!(
+                        snapshot,
+                        build(index.objects.values(), &index.rejections, super::super::ROOT_NAMESPACE),
+                        "after {what}"
+                    );
                     assert_ne!(snapshot.services.len() + snapshot.virtual_services.len(), 0);
                 }
             }
             let last = index.snapshot();
-            assert_eq!(last, build(index.objects.values(), &index.rejections));
+            assert_eq!(last, build(index.objects.values(), &index.rejections, super::super::ROOT_NAMESPACE));
             assert_eq!(last.services.len(), 2, "reviews and ratings are back");
         }
     }

@@ -137,6 +137,7 @@ async fn serve(
         xds: xds_listener,
         health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         proxy_scope: Default::default(),
+        root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),
         secure: Some(SecurePort {
             listener: secure_listener,
             ca: CertificateAuthority {

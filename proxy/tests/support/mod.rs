@@ -59,6 +59,7 @@ impl Operator {
             xds: TcpListener::bind(xds).await.unwrap(),
             health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             proxy_scope: Default::default(),
+            root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),
             secure: None,
         };
         let path = dir.path().to_path_buf();
