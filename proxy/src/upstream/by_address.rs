@@ -18,8 +18,9 @@ const MAX_ADDRESSES: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OriginalDestination(pub SocketAddr);
 
+/// Each address's pool, and whether its connections go through the cluster's TLS.
 pub struct AddressPools {
-    endpoints: Mutex<HashMap<SocketAddr, Endpoint>>,
+    endpoints: Mutex<HashMap<(SocketAddr, bool), Endpoint>>,
     connect_timeout: Duration,
     connections: Connections,
     tls: Option<Arc<ClusterTls>>,
@@ -30,13 +31,17 @@ impl AddressPools {
         Self { endpoints: Mutex::default(), connect_timeout, connections, tls }
     }
 
-    /// The pool to `address`, made on first use.
+    /// The pool to `address`, made on first use. An address is not known to run a sidecar, so its connections go
+    /// through the cluster's TLS only when that covers every endpoint (`ISTIO_MUTUAL`, TLS origination), as
+    /// Envoy applies a cluster's `transport_socket` but not its `tlsMode` matches to an original destination.
     pub fn endpoint(&self, address: SocketAddr) -> Endpoint {
-        let make = || Endpoint::new(address, self.connect_timeout, self.connections, self.tls.clone());
+        let tls = self.tls.as_ref().filter(|tls| tls.covers_every_endpoint());
+        let key = (address, tls.is_some());
+        let make = || Endpoint::new(address, self.connect_timeout, self.connections, tls.cloned());
         let Ok(mut endpoints) = self.endpoints.lock() else { return make() };
-        if endpoints.len() >= MAX_ADDRESSES && !endpoints.contains_key(&address) {
+        if endpoints.len() >= MAX_ADDRESSES && !endpoints.contains_key(&key) {
             endpoints.clear();
         }
-        endpoints.entry(address).or_insert_with(make).clone()
+        endpoints.entry(key).or_insert_with(make).clone()
     }
 }

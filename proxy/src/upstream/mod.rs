@@ -91,6 +91,10 @@ pub struct ClusterBalancer {
 impl ClusterBalancer {
     /// `credentials`: the proxy's workload certificate, for mutual TLS; `None`: plaintext only.
     pub fn new(cluster: &ClusterConfig, credentials: Option<CredentialsRx>) -> Self {
+        let tls = Arc::new(ClusterTls::new(credentials));
+        let original = cluster
+            .original_destination
+            .then(|| AddressPools::new(cluster.connect_timeout, cluster.connections, Some(tls.clone())));
         let balancer = Self {
             algorithm: cluster.lb,
             connect_timeout: cluster.connect_timeout,
@@ -101,20 +105,8 @@ impl ClusterBalancer {
             budget: RetryBudget::default(),
             settings: RwLock::default(),
             health: Arc::default(),
-            tls: Arc::new(ClusterTls::new(credentials)),
-            original: None,
-        };
-        let balancer = match cluster.original_destination {
-            // What a client dials is not known to run a sidecar: plaintext, or the cluster's TLS origination.
-            true => Self {
-                original: Some(AddressPools::new(
-                    cluster.connect_timeout,
-                    cluster.connections,
-                    Some(balancer.tls.clone()),
-                )),
-                ..balancer
-            },
-            false => balancer,
+            tls,
+            original,
         };
         balancer.configure(cluster);
         balancer
