@@ -42,7 +42,7 @@ pub struct Caller {
     /// The application's address.
     pub app: SocketAddr,
     /// The connection pool to it, looked up once per connection.
-    pool: Option<Endpoint>,
+    pool: Endpoint,
     /// `By=<this workload>;URI=<the caller>` when the caller proved an identity.
     client_cert: Option<HeaderValue>,
     labels: InboundLabels,
@@ -50,29 +50,27 @@ pub struct Caller {
     cluster: Arc<str>,
 }
 
-impl Caller {
-    /// The caller on a connection to `app` through the application's `port`; identities are SPIFFE ids.
-    pub fn new(app: SocketAddr, port: u16, peer: Option<&str>, own: Option<&str>) -> Self {
-        let client_cert = match (peer, own) {
-            (Some(peer), Some(own)) => HeaderValue::from_str(&format!("By={own};URI={peer}")).ok(),
-            _ => None,
-        };
-        let cluster = format!("inbound|{port}||").into();
-        Self { app, pool: None, client_cert, labels: InboundLabels::new(port, peer), cluster }
-    }
-}
-
 impl InboundHttp {
     pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts) -> Self {
         Self { pools: Passthrough::default(), metrics, timeouts }
     }
 
+    /// The caller on a connection to `app` through the application's `port`; identities are SPIFFE ids.
+    pub fn caller(&self, app: SocketAddr, port: u16, peer: Option<&str>, own: Option<&str>) -> Caller {
+        let client_cert = match (peer, own) {
+            (Some(peer), Some(own)) => HeaderValue::from_str(&format!("By={own};URI={peer}")).ok(),
+            _ => None,
+        };
+        let cluster = format!("inbound|{port}||").into();
+        let pool = self.pools.endpoint(app);
+        Caller { app, pool, client_cert, labels: InboundLabels::new(port, peer), cluster }
+    }
+
     /// Serves one connection's requests until it closes or the proxy drains.
-    pub async fn serve<I>(self: Arc<Self>, io: I, mut caller: Caller, watch: ConnectionWatch)
+    pub async fn serve<I>(self: Arc<Self>, io: I, caller: Caller, watch: ConnectionWatch)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        caller.pool = Some(self.pools.endpoint(caller.app));
         let settings = (self.timeouts, self.metrics.clone());
         let handler = move |request| {
             let (this, caller) = (self.clone(), caller.clone());
@@ -88,7 +86,7 @@ impl InboundHttp {
         let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
         let authority = authority.unwrap_or_else(|| caller.app.to_string());
         let request = prepare(request, &authority, caller, upgrade.is_some());
-        let mut pool = caller.pool.clone().unwrap_or_else(|| self.pools.endpoint(caller.app));
+        let mut pool = caller.pool.clone();
         // The pool is always ready (it queues for a connection itself).
         let response = match tower::Service::call(&mut pool, request).await {
             Ok(response) => answer(response, upgrade),

@@ -124,7 +124,7 @@ impl Inbound {
         }
         let Connection { destination, port, own, watcher, .. } = connection;
         let io = Counted::new(io, self.metrics.connection(Direction::Inbound, Mode::Http));
-        let caller = http::Caller::new(destination, port, peer_identity, own);
+        let caller = self.http.caller(destination, port, peer_identity, own);
         self.http.clone().serve(io, caller, watcher).await;
     }
 

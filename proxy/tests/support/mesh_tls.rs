@@ -9,11 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::ParsedCertificate;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_operator::app::{CertificateAuthority, Listeners, SecurePort};
 use weft_operator::ca::{Authenticator, Authority, Issuance};
 use weft_proxy::identity::tls::peer_identity;
+use weft_proxy::tls_verify::{CheckedVerifier, NameCheck};
 use weft_xds::SpiffeId;
 
 use super::{Backend, Proxy};
@@ -97,7 +99,16 @@ impl Mesh {
 
     /// A workload certificate for `account`, signed by the mesh's CA: (chain, key).
     pub fn certificate_for(&self, account: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let (chain, request) = self.signed_for(account);
+        self.certificate_at(account, SystemTime::now())
+    }
+
+    /// [`Mesh::certificate_for`], issued at `at` (ten minutes long: in the past, one that has expired).
+    pub fn certificate_at(
+        &self,
+        account: &str,
+        at: SystemTime,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (chain, request) = self.signed_at(account, at);
         let chain = chain.iter().map(|pem| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).collect();
         (chain, PrivateKeyDer::Pkcs8(request.key_der.into()))
     }
@@ -242,61 +253,25 @@ pub fn tls_client(
     // Sidecar certificates name SPIFFE ids, not DNS names: the chain is checked by the proxy's own verifier,
     // here the test only needs the handshake and reads the identity itself.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone()).build().unwrap();
+    let verifier = CheckedVerifier::new(Arc::new(store), AnyName, provider.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(IgnoreName(verifier)))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(certificate.0, certificate.1)
         .unwrap();
     config.alpn_protocols = vec![weft_xds::mtls::MTLS_ALPN.to_vec()];
     config
 }
 
-/// Checks the chain, not the name (sidecar certificates carry no DNS name).
+/// Takes any name: sidecar certificates carry SPIFFE ids, which the test reads itself.
 #[derive(Debug)]
-struct IgnoreName(Arc<rustls::client::WebPkiServerVerifier>);
+struct AnyName;
 
-impl rustls::client::danger::ServerCertVerifier for IgnoreName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+impl NameCheck for AnyName {
+    fn check(&self, _: &ParsedCertificate<'_>, _: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        Ok(())
     }
 }
 

@@ -45,12 +45,12 @@ pub struct Source<'a> {
 }
 
 /// Whether a condition names its clients (`sourceLabels`, `sourceNamespace`).
-pub(crate) fn names_clients(condition: &impl L4Match) -> bool {
+fn names_clients(condition: &(impl L4Match + ?Sized)) -> bool {
     !condition.source_labels().is_empty() || condition.source_namespace().is_some()
 }
 
 /// Whether `source` is a client the condition names (a condition naming none takes every client).
-fn takes(condition: &impl L4Match, source: Option<&Source<'_>>) -> bool {
+fn takes(condition: &(impl L4Match + ?Sized), source: Option<&Source<'_>>) -> bool {
     if !names_clients(condition) {
         return true;
     }
@@ -64,10 +64,9 @@ fn takes(condition: &impl L4Match, source: Option<&Source<'_>>) -> bool {
 /// exported to every namespace may decide for its namespace which rules apply on the port.
 pub(crate) fn needs_own_listener(snapshot: &Snapshot, port: u16, source: &Source<'_>) -> bool {
     let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
-    let named_here = l4.filter(|vs| cluster_ips(snapshot, vs, port, Some(source)).is_some()).any(|vs| {
-        let tls = vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source));
-        tls || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| named(m, port, source))
-    });
+    let named_here = l4
+        .filter(|vs| cluster_ips(snapshot, vs, port, Some(source)).is_some())
+        .any(|vs| any_condition(vs, |m| applies(m, port) && names_clients(m) && takes(m, Some(source))));
     named_here || restricted_rules_on(snapshot, port, Some(source.namespace))
 }
 
@@ -77,10 +76,7 @@ pub(crate) fn differs_by_client(snapshot: &Snapshot, port: u16) -> bool {
     let l4 = snapshot.virtual_services.iter().filter(|vs| vs.spec.has_l4_rules());
     let mut on_port = l4.filter(|vs| serves_port(snapshot, vs, port)).peekable();
     let any_on_port = on_port.peek().is_some();
-    let names_clients_here = on_port.any(|vs| {
-        vs.spec.tls.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
-            || vs.spec.tcp.iter().flat_map(|r| r.matches.iter()).any(|m| applies(m, port) && names_clients(m))
-    });
+    let names_clients_here = on_port.any(|vs| any_condition(vs, |m| applies(m, port) && names_clients(m)));
     names_clients_here || (any_on_port && restricted_rules_on(snapshot, port, None))
 }
 
@@ -103,8 +99,11 @@ fn serves_port(snapshot: &Snapshot, vs: &VirtualServiceModel, port: u16) -> bool
         .any(|host| snapshot.services.get(&host).is_some_and(|service| service.port(port).is_some()))
 }
 
-fn named(condition: &impl L4Match, port: u16, source: &Source<'_>) -> bool {
-    applies(condition, port) && names_clients(condition) && takes(condition, Some(source))
+/// Whether some condition of the VirtualService's tls and tcp rules satisfies `check`.
+fn any_condition(vs: &VirtualServiceModel, check: impl Fn(&dyn L4Match) -> bool) -> bool {
+    let tls = vs.spec.tls.iter().flat_map(|r| r.matches.iter().map(|m| m as &dyn L4Match));
+    let tcp = vs.spec.tcp.iter().flat_map(|r| r.matches.iter().map(|m| m as &dyn L4Match));
+    tls.chain(tcp).any(check)
 }
 
 /// Every tcp and tls chain of the listener of `port` for `source` (none: the shared listener), in the order the
@@ -189,7 +188,7 @@ fn cluster_ips(
 }
 
 /// Whether a condition can match a connection on `port` (its `port`, when set, is that one).
-fn applies(condition: &impl L4Match, port: u16) -> bool {
+fn applies(condition: &(impl L4Match + ?Sized), port: u16) -> bool {
     condition.port().is_none_or(|p| p == u32::from(port))
 }
 
