@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::field_path::FieldError;
-use crate::spec::{destination_rule_spec, peer_authentication_spec, virtual_service_spec};
-use crate::{DestinationRule, PeerAuthentication, VirtualService};
+use crate::spec::{authorization_policy_spec, destination_rule_spec, peer_authentication_spec, virtual_service_spec};
+use crate::{AuthorizationPolicy, DestinationRule, PeerAuthentication, VirtualService};
 
 /// One Weft CRD kind.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct CrdKind {
 }
 
 /// Every Weft CRD kind, in the order the manifests are written.
-pub const ALL: [CrdKind; 3] = [
+pub const ALL: [CrdKind; 4] = [
     CrdKind {
         group: crate::GROUP,
         version: crate::VERSION,
@@ -59,6 +59,16 @@ pub const ALL: [CrdKind; 3] = [
         istio_group: "security.istio.io",
         check: |spec| reserialize(peer_authentication_spec(spec)),
         crd: PeerAuthentication::crd,
+    },
+    CrdKind {
+        group: crate::SECURITY_GROUP,
+        version: crate::VERSION,
+        api_version: crate::SECURITY_API_VERSION,
+        kind: "AuthorizationPolicy",
+        plural: "authorizationpolicies",
+        istio_group: "security.istio.io",
+        check: |spec| reserialize(authorization_policy_spec(spec)),
+        crd: AuthorizationPolicy::crd,
     },
 ];
 

@@ -1,5 +1,5 @@
 //! Weft's custom resources: `networking.weft.dev/v1alpha1` VirtualService and DestinationRule,
-//! `security.weft.dev/v1alpha1` PeerAuthentication; every kind registered once in [`kinds`].
+//! `security.weft.dev/v1alpha1` PeerAuthentication and AuthorizationPolicy; every kind registered once in [`kinds`].
 //!
 //! Field names and meanings follow Istio's `networking.istio.io/v1` for every field Weft supports, so an
 //! Istio user's YAML works after changing `apiVersion`. Every struct denies unknown fields: a field Weft does
@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authorization_policy;
 pub mod destination_rule;
 pub mod duration;
 pub mod field_path;
@@ -20,6 +21,7 @@ pub mod status;
 pub mod validate;
 pub mod virtual_service;
 
+pub use authorization_policy::{AuthorizationAction, AuthorizationPolicy, AuthorizationPolicySpec};
 pub use destination_rule::{
     DestinationRule, DestinationRuleSpec, LoadBalancerSettings, SimpleLb, Subset, TrafficPolicy,
 };
@@ -37,7 +39,7 @@ pub const GROUP: &str = "networking.weft.dev";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` of the traffic kinds as written in YAML.
 pub const API_VERSION: &str = "networking.weft.dev/v1alpha1";
-/// API group of the security kinds (PeerAuthentication).
+/// API group of the security kinds (PeerAuthentication, AuthorizationPolicy).
 pub const SECURITY_GROUP: &str = "security.weft.dev";
 /// `apiVersion` of the security kinds as written in YAML.
 pub const SECURITY_API_VERSION: &str = "security.weft.dev/v1alpha1";

@@ -11,10 +11,12 @@ use serde_json::Value;
 
 use crate::field_path::FieldError;
 use crate::parse::from_value;
-use crate::validate::{validate_destination_rule, validate_peer_authentication, validate_virtual_service};
+use crate::validate::{
+    validate_authorization_policy, validate_destination_rule, validate_peer_authentication, validate_virtual_service,
+};
 use crate::{
-    DestinationRule, DestinationRuleSpec, PeerAuthentication, PeerAuthenticationSpec, VirtualService,
-    VirtualServiceSpec,
+    AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec, PeerAuthentication,
+    PeerAuthenticationSpec, VirtualService, VirtualServiceSpec,
 };
 
 /// Every problem of a VirtualService `spec`, or the parsed spec.
@@ -36,6 +38,13 @@ pub fn peer_authentication_spec(spec: &Value) -> Result<PeerAuthenticationSpec, 
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(spec_schema::<PeerAuthentication>);
     parse_spec(spec, schema, validate_peer_authentication)
+}
+
+/// Every problem of an AuthorizationPolicy `spec`, or the parsed spec.
+pub fn authorization_policy_spec(spec: &Value) -> Result<AuthorizationPolicySpec, Vec<FieldError>> {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(spec_schema::<AuthorizationPolicy>);
+    parse_spec(spec, schema, validate_authorization_policy)
 }
 
 /// The OpenAPI schema of `spec` in the kind's CRD (what the API server checks too).

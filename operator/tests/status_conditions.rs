@@ -213,3 +213,27 @@ fn a_peer_authentication_is_accepted_or_names_the_invalid_field_and_has_no_refs_
     assert_eq!((c[0].1.as_str(), c[0].2.as_str()), ("False", "Invalid"));
     assert!(c[0].3.starts_with("spec.portLevelMtls: portLevelMtls requires a selector"), "{}", c[0].3);
 }
+
+#[test]
+fn an_authorization_policy_targeting_a_missing_service_is_unresolved() {
+    let policy = |targets: &str| {
+        format!(
+            "{BASE}---\napiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: ap, \
+             namespace: shop, generation: 2}}\nspec: {{targetRefs: [{targets}]}}\n"
+        )
+    };
+    let found = conditions(&target(&index_of(&policy("{kind: Service, name: reviews}")), Kind::AuthorizationPolicy));
+    assert_eq!(found.len(), 2);
+    assert_eq!((found[1].0.as_str(), found[1].1.as_str()), ("ResolvedRefs", "True"));
+    let missing = policy(
+        "{kind: Service, name: reviews}, {kind: Service, name: ratings}, {kind: Service, name: reviews, namespace: other}",
+    );
+    let c = conditions(&target(&index_of(&missing), Kind::AuthorizationPolicy));
+    assert_eq!((c[0].0.as_str(), c[0].1.as_str()), ("Accepted", "True"));
+    assert_eq!((c[1].1.as_str(), c[1].2.as_str()), ("False", "TargetNotFound"));
+    assert_eq!(
+        c[1].3,
+        "spec.targetRefs[1]: no Service shop/ratings; spec.targetRefs[2]: a policy may only target Services of its \
+         own namespace shop"
+    );
+}

@@ -204,7 +204,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         idle: settings.timeouts.idle,
         credentials: credentials.clone(),
         runtime: runtime_rx.clone(),
-        http: Arc::new(InboundHttp::new(metrics.clone(), settings.timeouts)),
+        http: Arc::new(InboundHttp::new(metrics.clone(), settings.timeouts, runtime_rx.clone())),
     };
     let forwarder =
         Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));

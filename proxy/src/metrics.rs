@@ -160,6 +160,15 @@ struct TypeLabel {
     r#type: &'static str,
 }
 
+/// An authorization decision: the action of the layer (or rule) that decided, what it decided, and the
+/// AuthorizationPolicy (`namespace/name`; empty when none matched).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthzLabels {
+    pub action: &'static str,
+    pub result: &'static str,
+    pub policy: Option<std::sync::Arc<str>>,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -181,6 +190,7 @@ pub struct Metrics {
     certificate_requests: Family<ResultLabel, Counter>,
     certificate_expiry: Gauge,
     handshakes: Family<HandshakeLabels, Counter>,
+    authz_decisions: Family<AuthzLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -213,6 +223,7 @@ impl Metrics {
             certificate_requests: Family::default(),
             certificate_expiry: Gauge::default(),
             handshakes: Family::default(),
+            authz_decisions: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -234,7 +245,7 @@ impl Metrics {
         registry.register("tcp_connections_active", "Connections open now, by direction", m.active.clone());
         registry.register("tcp_received_bytes", "Bytes received from downstream peers", m.received_bytes.clone());
         registry.register("tcp_sent_bytes", "Bytes sent to downstream peers", m.sent_bytes.clone());
-        registry.register("tcp_refused", "Connections refused before reaching their destination, by direction and reason (inbound: plaintext_strict, no_config)", m.refused.clone());
+        registry.register("tcp_refused", "Connections refused before reaching their destination, by direction and reason (inbound: plaintext_strict, no_config, authz_denied)", m.refused.clone());
         registry.register(
             "timeouts",
             "Requests and connections ended by a timeout, by direction and kind (request_headers, stream_idle, idle, route)",
@@ -273,6 +284,12 @@ impl Metrics {
             "tls_handshakes",
             "Mutual TLS handshakes with other sidecars, by direction and result (ok, failed, wrong_peer)",
             m.handshakes.clone(),
+        );
+        registry.register(
+            "authz_decisions",
+            "Inbound authorization decisions, by action (allow, deny, audit), result (allowed, denied, audited, \
+             dry_run_allowed, dry_run_denied) and the AuthorizationPolicy that decided",
+            m.authz_decisions.clone(),
         );
         Self { registry, ..metrics }
     }
@@ -313,6 +330,11 @@ impl Metrics {
             sent: self.sent_bytes.get_or_create(&labels).clone(),
             active,
         }
+    }
+
+    /// Counts an inbound authorization decision (the labels borrow the policy's name: no allocation).
+    pub fn authz_decision(&self, labels: &AuthzLabels) {
+        self.authz_decisions.get_or_create(labels).inc();
     }
 
     pub fn refused(&self, direction: Direction, reason: &'static str) {

@@ -9,11 +9,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use support::mesh_tls::*;
-use support::{get, sample};
+use support::{eventually, get, sample};
 
 const REFUSED: &str = r#"weft_proxy_tcp_refused_total{direction="inbound",reason="plaintext_strict"}"#;
 const INBOUND_OK: &str = r#"weft_proxy_tls_handshakes_total{direction="inbound",result="ok"}"#;
@@ -29,15 +29,6 @@ fn with_policy(listen: SocketAddr, spec: &str) -> String {
 
 fn strict(listen: SocketAddr) -> String {
     with_policy(listen, "{selector: {matchLabels: {app: slow}}, mtls: {mode: STRICT}}")
-}
-
-/// Polls `check` until it holds, for up to ten seconds (a config edit reaches the proxies in well under one).
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !check().await {
-        assert!(Instant::now() < until, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn plaintext_gets_through(listen: SocketAddr) -> bool {

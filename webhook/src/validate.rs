@@ -139,6 +139,20 @@ mod tests {
     }
 
     #[test]
+    fn an_authorization_policy_is_checked_with_istio_s_rules() {
+        let spec = json!({"action": "CUSTOM", "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]});
+        let mut request = request("CREATE", "AuthorizationPolicy", json!({"metadata": {"name": "ap"}, "spec": spec}));
+        request.kind.group = weft_crds::SECURITY_GROUP.into();
+        let message = review(&request).status.unwrap().message;
+        assert!(message.starts_with("AuthorizationPolicy shop/ap is invalid: "), "{message}");
+        assert!(message.contains("spec.rules[0].from[0].source.requestPrincipals: not supported by Weft"), "{message}");
+        assert!(message.contains("spec.action: CUSTOM (an external authorizer) is not supported"), "{message}");
+        let valid = json!({"action": "DENY", "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]});
+        request.object = Some(json!({"metadata": {"name": "ap"}, "spec": valid}));
+        assert_eq!(review(&request), AdmissionResponse::allow("u1"));
+    }
+
+    #[test]
     fn deletes_and_unknown_kinds_are_allowed() {
         assert_eq!(review(&request("DELETE", "VirtualService", Value::Null)), AdmissionResponse::allow("u1"));
         let response = review(&request("CREATE", "Gateway", json!({"spec": {}})));

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod ca;
 pub mod filters;
 pub mod identity;

@@ -5,6 +5,7 @@
 //! A field Weft does not support yet is refused here with a message saying so (see [`not_supported`]), never
 //! silently ignored: an Istio user must learn that the YAML does not do what it would do under Istio.
 
+mod authorization_policy;
 mod client_tls;
 mod cors;
 mod destination_rule;
@@ -18,6 +19,7 @@ mod rule;
 #[cfg(test)]
 mod tests;
 
+pub use authorization_policy::validate_authorization_policy;
 pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
 pub use peer_authentication::validate_peer_authentication;

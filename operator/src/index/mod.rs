@@ -1,5 +1,6 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
+pub mod authz;
 mod delegate;
 pub mod destination_rules;
 mod endpoints;

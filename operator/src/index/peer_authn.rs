@@ -75,7 +75,7 @@ pub fn inbound_policy(
     let ports = workload
         .map(|policy| policy.spec.port_modes().map(|(port, level)| (port, resolved(level, mode))).collect())
         .unwrap_or_default();
-    InboundPolicy { mode, ports }
+    InboundPolicy { mode, ports, ..Default::default() }
 }
 
 fn resolved(mode: MtlsMode, inherited: PeerMode) -> PeerMode {

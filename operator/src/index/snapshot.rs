@@ -14,6 +14,7 @@ use weft_crds::{
 use weft_xds::CLUSTER_DOMAIN;
 use weft_xds::inbound::{InboundPolicy, PeerMode};
 
+use super::authz::AuthorizationPolicyModel;
 use super::delegate;
 use super::endpoints::{EndpointSources, service_ports};
 use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub destination_rules: Arc<Vec<DestinationRuleModel>>,
     /// In namespace/name order. What applies to a workload is [`Snapshot::inbound_policy`].
     pub peer_authentications: Arc<Vec<PeerAuthenticationModel>>,
+    /// In namespace/name order. What applies to a workload is [`super::authz::policies_for`].
+    pub authorization_policies: Arc<Vec<AuthorizationPolicyModel>>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// The service account of every pod, by `namespace/name`: which workload identity may speak for it.
@@ -58,6 +61,8 @@ pub struct ServiceModel {
     /// for a headless Service (`None`), or when it is absent (not allocated yet) or not an IP address.
     pub cluster_ip: Option<IpAddr>,
     pub ports: Vec<ServicePortModel>,
+    /// `spec.selector`: the pods it selects (none when empty); AuthorizationPolicy `targetRefs` apply to them.
+    pub selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -262,6 +267,9 @@ impl Snapshot {
             && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
             && self.peer_authentications.len() == other.peer_authentications.len()
             && self.peer_authentications.iter().zip(other.peer_authentications.iter()).all(|(a, b)| a.same_config(b))
+            && self.authorization_policies.len() == other.authorization_policies.len()
+            && (self.authorization_policies.iter().zip(other.authorization_policies.iter()))
+                .all(|(a, b)| a.same_config(b))
     }
 
     /// The inbound modes of a pod in `namespace` with `labels` (see [`super::peer_authn`]).
@@ -337,6 +345,7 @@ pub fn build<'a>(
     let mut virtual_services = Vec::new();
     let mut destination_rules = Vec::new();
     let mut peer_authentications = Vec::new();
+    let mut authorization_policies = Vec::new();
     for object in objects {
         match object {
             Resource::Service(s) => services.push(s),
@@ -345,6 +354,7 @@ pub fn build<'a>(
             Resource::VirtualService(v) => virtual_services.push(v),
             Resource::DestinationRule(d) => destination_rules.push(d),
             Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
+            Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
         }
     }
     let sources = EndpointSources::new(&pods, &slices);
@@ -355,6 +365,7 @@ pub fn build<'a>(
     let mut snapshot = Snapshot {
         services: models(&peer_authentications),
         peer_authentications: Arc::new(peer_authentications),
+        authorization_policies: Arc::new(authorization_policies),
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         rejections: rejections.clone(),
@@ -452,7 +463,8 @@ pub(super) fn service_model(
             }
         }
     }
-    ServiceModel { ports, cluster_ip: cluster_ip(service), name, namespace }
+    let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    ServiceModel { ports, cluster_ip: cluster_ip(service), name, namespace, selector }
 }
 
 /// A Service's `spec.clusterIP`, when it is an address (headless Services say `None`).

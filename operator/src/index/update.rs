@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::authz::AuthorizationPolicyModel;
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
 use super::snapshot::{Snapshot, pod_account_entry, pod_labels_entry, service_fqdn, service_model, set_rules};
@@ -28,6 +29,8 @@ pub(super) struct Dirty {
     pub rules: bool,
     /// A PeerAuthentication changed: every Service's endpoints may differ (which ones take mutual TLS).
     pub peer_policies: bool,
+    /// An AuthorizationPolicy changed: only the list itself (proxies look up what applies to them).
+    pub authz_policies: bool,
 }
 
 impl Dirty {
@@ -52,6 +55,7 @@ impl Dirty {
             }
             Kind::VirtualService | Kind::DestinationRule => self.rules = true,
             Kind::PeerAuthentication => self.peer_policies = true,
+            Kind::AuthorizationPolicy => self.authz_policies = true,
         }
     }
 }
@@ -67,6 +71,13 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         });
         snapshot.peer_authentications = Arc::new(policies.collect());
         namespaces.extend(snapshot.services.values().map(|s| s.namespace.clone()));
+    }
+    if dirty.authz_policies {
+        let policies = all_of_kind(objects, Kind::AuthorizationPolicy).filter_map(|r| match r {
+            Resource::AuthorizationPolicy(policy) => Some(AuthorizationPolicyModel::of(policy)),
+            _ => None,
+        });
+        snapshot.authorization_policies = Arc::new(policies.collect());
     }
     for namespace in &namespaces {
         let pods: Vec<&Pod> = of_kind(objects, Kind::Pod, namespace)

@@ -22,7 +22,7 @@ pub struct KindInfo {
 }
 
 /// Every kind, in [`Kind`] order.
-pub const KINDS: [KindInfo; 6] = [
+pub const KINDS: [KindInfo; 7] = [
     KindInfo {
         kind: Kind::Service,
         api_version: "v1",
@@ -64,6 +64,13 @@ pub const KINDS: [KindInfo; 6] = [
         name: "PeerAuthentication",
         wrap: |v| from_value(v).map(Resource::PeerAuthentication),
         resolves_refs: false,
+    },
+    KindInfo {
+        kind: Kind::AuthorizationPolicy,
+        api_version: weft_crds::SECURITY_API_VERSION,
+        name: "AuthorizationPolicy",
+        wrap: |v| from_value(v).map(Resource::AuthorizationPolicy),
+        resolves_refs: true,
     },
 ];
 

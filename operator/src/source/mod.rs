@@ -9,7 +9,7 @@ pub mod watch_state;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weft_crds::{DestinationRule, FieldError, PeerAuthentication, VirtualService, WeftStatus};
+use weft_crds::{AuthorizationPolicy, DestinationRule, FieldError, PeerAuthentication, VirtualService, WeftStatus};
 
 /// The kinds of object the operator reads; what each is is registered in [`kinds::KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +20,7 @@ pub enum Kind {
     VirtualService,
     DestinationRule,
     PeerAuthentication,
+    AuthorizationPolicy,
 }
 
 impl Kind {
@@ -40,6 +41,7 @@ pub enum Resource {
     VirtualService(VirtualService),
     DestinationRule(DestinationRule),
     PeerAuthentication(PeerAuthentication),
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -59,6 +61,7 @@ impl Resource {
             Resource::VirtualService(_) => Kind::VirtualService,
             Resource::DestinationRule(_) => Kind::DestinationRule,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 
@@ -70,6 +73,7 @@ impl Resource {
             Resource::VirtualService(o) => &o.metadata,
             Resource::DestinationRule(o) => &o.metadata,
             Resource::PeerAuthentication(o) => &o.metadata,
+            Resource::AuthorizationPolicy(o) => &o.metadata,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Status of Weft resources, as a pure function of the snapshot: `Accepted` (is it valid and in force?) and, for
-//! the kinds that name hosts (VirtualService, DestinationRule), `ResolvedRefs` (does every host, subset and port
-//! it names exist?), with reasons and messages that name the field. [`writer`] puts them on the objects.
+//! the kinds that name hosts or Services (VirtualService, DestinationRule, AuthorizationPolicy), `ResolvedRefs`
+//! (does every host, subset, port and target Service it names exist?), with reasons and messages that name the field. [`writer`] puts them on the objects.
 
 pub mod writer;
 
@@ -11,6 +11,7 @@ use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::virtual_service::Delegate;
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
+use crate::index::authz::AuthorizationPolicyModel;
 use crate::index::{Snapshot, VirtualServiceModel, is_wildcard};
 use crate::source::{Kind, Rejection, ResourceKey};
 
@@ -23,6 +24,8 @@ pub mod reason {
     pub const UNKNOWN_SUBSET: &str = "UnknownSubset";
     pub const UNKNOWN_PORT: &str = "UnknownPort";
     pub const UNKNOWN_DELEGATE: &str = "UnknownDelegate";
+    /// An AuthorizationPolicy's `targetRefs` names no Service of its namespace.
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 }
 
 /// One condition as it should be, before timestamps.
@@ -69,9 +72,14 @@ pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
     let peer_authentications = snapshot.peer_authentications.iter().filter_map(|pa| {
         valid(Kind::PeerAuthentication, &pa.namespace, &pa.name, pa.generation, &pa.status, Vec::new())
     });
+    let authorization_policies = snapshot.authorization_policies.iter().filter_map(|ap| {
+        let problems = authorization_policy_refs(snapshot, ap);
+        valid(Kind::AuthorizationPolicy, &ap.namespace, &ap.name, ap.generation, &ap.status, problems)
+    });
     virtual_services
         .chain(destination_rules)
         .chain(peer_authentications)
+        .chain(authorization_policies)
         .chain(snapshot.rejections.values().map(rejected))
         .collect()
 }
@@ -207,6 +215,24 @@ fn destination_rule_refs(
     } else {
         vec![(reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}"))]
     }
+}
+
+/// Every target reference naming no Service of the policy's own namespace.
+fn authorization_policy_refs(snapshot: &Snapshot, policy: &AuthorizationPolicyModel) -> Vec<(&'static str, String)> {
+    let spec = &policy.spec;
+    let fields = spec.target_refs.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
+    let fields = fields.chain(spec.target_ref.iter().map(|t| ("spec.targetRef".to_string(), t)));
+    fields
+        .filter(|(_, target)| policy.target_service(snapshot, target).is_none())
+        .map(|(path, target)| {
+            let namespace = target.namespace.as_deref().unwrap_or(&policy.namespace);
+            let problem = match namespace == policy.namespace {
+                true => format!("{path}: no Service {}/{}", namespace, target.name),
+                false => format!("{path}: a policy may only target Services of its own namespace {}", policy.namespace),
+            };
+            (reason::TARGET_NOT_FOUND, problem)
+        })
+        .collect()
 }
 
 /// Every unresolved reference of the snapshot's valid rules, one `(object, problem)` per field: what Kubernetes

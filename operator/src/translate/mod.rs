@@ -11,6 +11,7 @@
 //! A new snapshot is translated incrementally by the ADS server: [`changes`] says which Services' pieces may
 //! differ, and only those are translated again.
 
+mod authz;
 pub mod changes;
 mod clusters;
 mod listeners;
@@ -27,6 +28,7 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost}
 use weft_xds::ProxyNode;
 use weft_xds::inbound::InboundPolicy;
 
+use crate::index::authz::policies_for;
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot};
 
 /// Everything one proxy is sent, each list sorted by resource name.
@@ -106,12 +108,17 @@ fn pod_labels<'a>(snapshot: &'a Snapshot, proxy: &ProxyNode) -> &'a BTreeMap<Str
     snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&NONE)
 }
 
-/// What the proxy's inbound side accepts, when the mesh has mutual TLS and PeerAuthentication says more than
-/// the default (`PERMISSIVE` everywhere, which a proxy applies without an inbound listener). The proxy's pod may
-/// not be indexed yet: then its namespace's and the mesh's policies apply.
+/// What the proxy's inbound side accepts and authorizes, when that is more than the default (`PERMISSIVE`
+/// everywhere and nothing to authorize, which a proxy applies without an inbound listener): PeerAuthentication
+/// modes when the mesh has mutual TLS, and the AuthorizationPolicies that apply to the pod. The proxy's pod may
+/// not be indexed yet: then only the policies that select no labels apply.
 pub fn inbound_policy(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<InboundPolicy> {
-    snapshot.trust_domain.as_ref()?;
-    let policy = snapshot.inbound_policy(&proxy.namespace, pod_labels(snapshot, proxy));
+    let labels = pod_labels(snapshot, proxy);
+    let mut policy = match snapshot.trust_domain {
+        Some(_) => snapshot.inbound_policy(&proxy.namespace, labels),
+        None => InboundPolicy::default(),
+    };
+    policy.authz = authz::inbound_authz(&policies_for(snapshot, &proxy.namespace, labels));
     (!policy.is_default()).then_some(policy)
 }
 

@@ -25,6 +25,8 @@ pub enum LocalReply {
     UpstreamStreamTimeout,
     /// No progress for the stream idle timeout while the client's request body stalled.
     ClientStreamTimeout,
+    /// An AuthorizationPolicy denied the request.
+    AccessDenied,
 }
 
 impl LocalReply {
@@ -37,6 +39,7 @@ impl LocalReply {
             }
             Self::Timeout | Self::UpstreamStreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientStreamTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::AccessDenied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -51,6 +54,7 @@ impl LocalReply {
             Self::Overflow => "upstream connect error or disconnect/reset before headers. reset reason: overflow",
             Self::Timeout => "upstream request timeout",
             Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "stream timeout",
+            Self::AccessDenied => "RBAC: access denied",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod local_reply;
 pub mod on_demand;
 pub mod outbound;
 pub mod passthrough;
+pub mod path;
 pub mod route;
 pub mod timeouts;
 

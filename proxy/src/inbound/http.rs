@@ -3,7 +3,9 @@
 //! counted with the caller's identity (`weft_proxy_inbound_requests_total{source_principal}`) and the application
 //! learns that identity from `x-forwarded-client-cert` (Istio's `SANITIZE_SET` for sidecars: a header the client
 //! sent is dropped, the proxy's own set when the caller proved an identity). Upgrades (WebSocket) are joined end
-//! to end once the application answers `101`.
+//! to end once the application answers `101`. Each request is authorized first, with the AuthorizationPolicies
+//! in force when it arrives, on its path without dot segments ([`crate::http::path`], which is also the path the
+//! application gets): a denied one is answered `403` (gRPC: `PERMISSION_DENIED`) by the proxy.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +15,17 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use weft_xds::authz::{HttpRequest, Peer};
 
 use crate::BoxError;
+use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::http::authority::request_authority;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::local_reply::LocalReply;
 use crate::http::passthrough::Passthrough;
+use crate::http::path::normalize_uri;
 use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
 use crate::http::{Body, ServedBody, Upgrades, serve_http};
@@ -34,13 +40,21 @@ pub struct InboundHttp {
     pools: Passthrough,
     metrics: Arc<Metrics>,
     timeouts: Timeouts,
+    /// The config in force, for the AuthorizationPolicies.
+    runtime: watch::Receiver<Arc<Runtime>>,
 }
 
 /// One inbound connection's caller and where its requests go.
 #[derive(Clone)]
 pub struct Caller {
+    /// The caller's address.
+    peer: SocketAddr,
+    /// The caller's SPIFFE id, when it proved one.
+    principal: Option<Arc<str>>,
     /// The application's address.
     pub app: SocketAddr,
+    /// The application's port, as policies name it.
+    port: u16,
     /// The connection pool to it, looked up once per connection.
     pool: Endpoint,
     /// `By=<this workload>;URI=<the caller>` when the caller proved an identity.
@@ -51,19 +65,27 @@ pub struct Caller {
 }
 
 impl InboundHttp {
-    pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts) -> Self {
-        Self { pools: Passthrough::default(), metrics, timeouts }
+    pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts, runtime: watch::Receiver<Arc<Runtime>>) -> Self {
+        Self { pools: Passthrough::default(), metrics, timeouts, runtime }
     }
 
-    /// The caller on a connection to `app` through the application's `port`; identities are SPIFFE ids.
-    pub fn caller(&self, app: SocketAddr, port: u16, peer: Option<&str>, own: Option<&str>) -> Caller {
-        let client_cert = match (peer, own) {
-            (Some(peer), Some(own)) => HeaderValue::from_str(&format!("By={own};URI={peer}")).ok(),
+    /// The caller at `peer` on a connection to `app` through the application's `port`; identities (the
+    /// caller's `principal`, this workload's `own`) are SPIFFE ids.
+    pub fn caller(
+        &self,
+        peer: SocketAddr,
+        (app, port): (SocketAddr, u16),
+        principal: Option<&str>,
+        own: Option<&str>,
+    ) -> Caller {
+        let client_cert = match (principal, own) {
+            (Some(principal), Some(own)) => HeaderValue::from_str(&format!("By={own};URI={principal}")).ok(),
             _ => None,
         };
         let cluster = format!("inbound|{port}||").into();
         let pool = self.pools.endpoint(app);
-        Caller { app, pool, client_cert, labels: InboundLabels::new(port, peer), cluster }
+        let labels = InboundLabels::new(port, principal);
+        Caller { peer, principal: principal.map(Arc::from), app, port, pool, client_cert, labels, cluster }
     }
 
     /// Serves one connection's requests until it closes or the proxy drains.
@@ -82,9 +104,15 @@ impl InboundHttp {
     async fn forward(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
-        let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        normalize_uri(request.uri_mut());
         let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
         let authority = authority.unwrap_or_else(|| caller.app.to_string());
+        if !self.authorized(&request, &authority, caller) {
+            let response = LocalReply::AccessDenied.into_response_for(grpc);
+            self.metrics.inbound_request(&caller.labels, response.status());
+            return response;
+        }
+        let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let request = prepare(request, &authority, caller, upgrade.is_some());
         let mut pool = caller.pool.clone();
         // The pool is always ready (it queues for a connection itself).
@@ -98,6 +126,22 @@ impl InboundHttp {
         self.metrics.request(Direction::Inbound, &caller.cluster, response.status(), started.elapsed());
         self.metrics.inbound_request(&caller.labels, response.status());
         response
+    }
+}
+
+impl InboundHttp {
+    /// Whether the AuthorizationPolicies in force now allow the request.
+    fn authorized(&self, request: &Request<ServedBody>, authority: &str, caller: &Caller) -> bool {
+        let runtime = self.runtime.borrow().clone();
+        let Some(policy) = &runtime.config.inbound else { return true };
+        let peer = Peer { ip: caller.peer.ip(), principal: caller.principal.as_deref(), port: caller.port };
+        let asked = HttpRequest {
+            method: request.method().as_str(),
+            path: request.uri().path(),
+            authority,
+            headers: request.headers(),
+        };
+        super::authz::allows(&policy.authz.http, &peer, Some(&asked), &self.metrics)
     }
 }
 

@@ -4,8 +4,10 @@
 //! here ([`mtls`]) and the application gets plaintext on its own port. Whether plaintext clients are served too
 //! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
 //! config the operator sends. A connection that carries HTTP is served request by request ([`http`]), with the
-//! caller's identity; anything else is forwarded as TCP. Counted either way.
+//! caller's identity; anything else is forwarded as TCP. Each request, or each connection that is not HTTP, is
+//! authorized first ([`authz`]). Counted either way.
 
+mod authz;
 pub mod http;
 pub mod mtls;
 mod prefixed;
@@ -18,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use weft_xds::ResourceType;
+use weft_xds::authz::Peer;
 use weft_xds::inbound::PeerMode;
 
 use crate::counted::Counted;
@@ -54,12 +57,15 @@ struct Connection<'a> {
     port: u16,
     /// This workload's identity, when it has one.
     own: Option<&'a str>,
+    /// The caller's identity, when it proved one with mutual TLS.
+    peer_identity: Option<String>,
     /// Keeps the proxy's drain waiting while the connection is open.
     watcher: ConnectionWatch,
 }
 
-/// How long a connection waits for the proxy's first config (which says what the inbound side accepts) before
-/// it is closed. A proxy with an identity enforces nothing it has not been told: it waits rather than guess.
+/// How long a connection waits for the proxy's first config (which says what the inbound side accepts and
+/// authorizes) before it is closed: the proxy enforces nothing it has not been told, so it waits rather than
+/// guess.
 const FIRST_CONFIG_WAIT: Duration = Duration::from_secs(10);
 
 impl Inbound {
@@ -101,20 +107,21 @@ impl Inbound {
         };
         let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
         let own = credentials.as_ref().map(|c| c.id.to_string());
-        let connection = Connection { peer, destination, port, own: own.as_deref(), watcher };
+        let mut connection = Connection { peer, destination, port, own: own.as_deref(), peer_identity: None, watcher };
         match mtls::accept(stream, mode, credentials.as_deref(), metrics).await {
             Accepted::Plaintext { stream, silent: true } => self.forward_tcp(stream, &connection).await,
-            Accepted::Plaintext { stream, silent: false } => self.forward(stream, None, connection).await,
+            Accepted::Plaintext { stream, silent: false } => self.forward(stream, connection).await,
             Accepted::Mutual { stream, peer_identity } => {
                 tracing::debug!(%peer, peer_identity = %peer_identity, %destination, "inbound mutual TLS");
-                self.forward(stream, Some(&peer_identity.to_string()), connection).await;
+                connection.peer_identity = Some(peer_identity.to_string());
+                self.forward(stream, connection).await;
             }
             Accepted::Failed => {}
         }
     }
 
     /// Forwards a connection to the application: request by request when it carries HTTP, else as TCP.
-    async fn forward<I>(&self, io: I, peer_identity: Option<&str>, connection: Connection<'_>)
+    async fn forward<I>(&self, io: I, connection: Connection<'_>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -122,29 +129,40 @@ impl Inbound {
         if !sniffed.is_http() {
             return self.forward_tcp(io, &connection).await;
         }
-        let Connection { destination, port, own, watcher, .. } = connection;
+        let Connection { peer, destination, port, own, peer_identity, watcher } = connection;
         let io = Counted::new(io, self.metrics.connection(Direction::Inbound, Mode::Http));
-        let caller = self.http.caller(destination, port, peer_identity, own);
+        let caller = self.http.caller(peer, (destination, port), peer_identity.as_deref(), own);
         self.http.clone().serve(io, caller, watcher).await;
     }
 
+    /// Forwards a connection that is not HTTP, if the AuthorizationPolicies in force allow it: else it is closed
+    /// before a byte reaches the application.
     async fn forward_tcp<I: AsyncRead + AsyncWrite + Unpin>(&self, io: I, connection: &Connection<'_>) {
         let metrics = &self.metrics;
+        let runtime = self.runtime.borrow().clone();
+        if let Some(policy) = &runtime.config.inbound {
+            let principal = connection.peer_identity.as_deref();
+            let peer = Peer { ip: connection.peer.ip(), principal, port: connection.port };
+            if !authz::allows(&policy.authz.tcp, &peer, None, metrics) {
+                metrics.refused(Direction::Inbound, "authz_denied");
+                return;
+            }
+        }
         let flow = tcp::Flow { direction: Direction::Inbound, peer: connection.peer, idle: self.idle, metrics };
         let io = Counted::new(io, metrics.connection(Direction::Inbound, Mode::Tcp));
         tcp::forward(io, connection.destination, flow).await;
     }
 
-    /// The PeerAuthentication mode of the application's `port`. Without an identity there is no mutual TLS to
-    /// require: `PERMISSIVE`. With one, the mode of the config in force once listeners have arrived; `None` when
-    /// none arrives in time.
+    /// The PeerAuthentication mode of the application's `port` in the config in force once listeners have
+    /// arrived (without an identity there is no mutual TLS to require: `PERMISSIVE`); `None` when none arrives
+    /// in time.
     async fn mode_for(&self, port: u16) -> Option<PeerMode> {
-        if self.credentials.is_none() {
-            return Some(PeerMode::Permissive);
-        }
         let mut runtime = self.runtime.clone();
         let has_listeners = |r: &Arc<Runtime>| r.config.versions.contains_key(ResourceType::Listener.short_name());
         let runtime = tokio::time::timeout(FIRST_CONFIG_WAIT, runtime.wait_for(has_listeners)).await.ok()?.ok()?;
+        if self.credentials.is_none() {
+            return Some(PeerMode::Permissive);
+        }
         Some(runtime.config.inbound.as_ref().map(|policy| policy.mode_for(port)).unwrap_or_default())
     }
 }

@@ -20,8 +20,8 @@ pub enum Converted {
     /// Boxed: far larger than the others.
     Cluster(Box<ClusterConfig>),
     Listener(ListenerConfig),
-    /// The inbound listener ([`weft_xds::inbound::INBOUND_LISTENER`]).
-    Inbound(InboundPolicy),
+    /// The inbound listener ([`weft_xds::inbound::INBOUND_LISTENER`]); boxed, as large as a cluster.
+    Inbound(Box<InboundPolicy>),
     Routes(RouteTable),
     Endpoints(Vec<EndpointConfig>),
     VirtualHost(VirtualHost),
@@ -41,7 +41,7 @@ pub fn convert(kind: ResourceType, any: &Any) -> Result<(String, Converted), Str
             let listener = decoded::<Listener>(any)?;
             if listener.name == INBOUND_LISTENER {
                 let policy = inbound::parse(&listener).map_err(|e| format!("listener {INBOUND_LISTENER:?}: {e}"))?;
-                return Ok((listener.name, Converted::Inbound(policy)));
+                return Ok((listener.name, Converted::Inbound(Box::new(policy))));
             }
             let listener = ListenerConfig::try_from(&listener).map_err(|e| e.to_string())?;
             Ok((listener.name.clone(), Converted::Listener(listener)))
@@ -72,7 +72,7 @@ pub fn insert(config: &mut ProxyConfig, name: String, value: Converted) {
         Converted::Listener(l) => {
             config.listeners.insert(name, l);
         }
-        Converted::Inbound(policy) => config.inbound = Some(policy),
+        Converted::Inbound(policy) => config.inbound = Some(*policy),
         Converted::Routes(r) => {
             config.routes.insert(name, r);
         }

@@ -330,6 +330,15 @@ pub async fn get(
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// Polls `check` until it holds, for up to ten seconds (a config edit reaches the proxies in well under one).
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of the sample `name{labels}` in Prometheus text, 0 when absent.
 pub fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics

@@ -469,7 +469,11 @@ async fn a_proxy_whose_peer_authentication_is_not_the_default_gets_its_inbound_l
         let listeners = resources.of_type(ResourceType::Listener).unwrap();
         let any = listeners.map.get(INBOUND_LISTENER).expect("the inbound listener");
         let listener = weft_xds::unpack(any).unwrap();
-        let expected = InboundPolicy { mode: PeerMode::Strict, ports: BTreeMap::from([(9090, PeerMode::Permissive)]) };
+        let expected = InboundPolicy {
+            mode: PeerMode::Strict,
+            ports: BTreeMap::from([(9090, PeerMode::Permissive)]),
+            ..Default::default()
+        };
         assert_eq!(weft_xds::inbound::parse(&listener), Ok(expected));
         assert!(listeners.map.contains_key("0.0.0.0_80"), "the outbound listeners too");
     }

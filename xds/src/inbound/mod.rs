@@ -7,6 +7,14 @@
 //! `STRICT` has no plaintext chain to fall back to. Both chains pass bytes on with `tcp_proxy` to
 //! [`INBOUND_PASSTHROUGH`] (Istio's original-destination cluster). [`listener`] builds it, [`parse`] reads it
 //! back, so the two sides cannot drift apart.
+//!
+//! When AuthorizationPolicies apply to the workload, each chain carries their TCP view as network RBAC filters
+//! before its `tcp_proxy`, and has an HTTP twin ([`http`]) carrying their HTTP view in an HTTP connection
+//! manager, as Istio's inbound listener does. The two views differ where a rule tests what only HTTP has
+//! (Istio's rule: such an `ALLOW` rule never matches a TCP connection; a `DENY` rule matches without those
+//! tests).
+
+mod http;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +30,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use serde::Serialize;
 
+use crate::authz::{InboundAuthz, rbac};
 use crate::filters::{TCP_PROXY, TLS_INSPECTOR};
 use crate::mtls::{CERTIFICATE_SECRET, MTLS_ALPN, ROOTS_SECRET, TLS_SOCKET, sds};
 
@@ -45,11 +54,12 @@ pub enum PeerMode {
     Disable,
 }
 
-/// A workload's inbound modes: one for every port, and the ports that differ.
+/// A workload's inbound modes (one for every port, and the ports that differ) and its authorization.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct InboundPolicy {
     pub mode: PeerMode,
     pub ports: BTreeMap<u16, PeerMode>,
+    pub authz: InboundAuthz,
 }
 
 impl InboundPolicy {
@@ -58,16 +68,19 @@ impl InboundPolicy {
         self.ports.get(&port).copied().unwrap_or(self.mode)
     }
 
-    /// Whether it says nothing beyond the default (PERMISSIVE everywhere).
+    /// Whether it says nothing beyond the default (PERMISSIVE everywhere, nothing to authorize).
     pub fn is_default(&self) -> bool {
-        self.mode == PeerMode::Permissive && self.ports.values().all(|m| *m == PeerMode::Permissive)
+        self.mode == PeerMode::Permissive
+            && self.ports.values().all(|m| *m == PeerMode::Permissive)
+            && self.authz.is_empty()
     }
 }
 
 /// The inbound listener for `policy`.
 pub fn listener(policy: &InboundPolicy) -> Listener {
     let levels = policy.ports.iter().map(|(port, mode)| (Some(u32::from(*port)), *mode));
-    let filter_chains = levels.chain([(None, policy.mode)]).flat_map(|(port, mode)| chains(port, mode)).collect();
+    let filter_chains =
+        levels.chain([(None, policy.mode)]).flat_map(|(port, mode)| chains(port, mode, &policy.authz)).collect();
     Listener {
         name: INBOUND_LISTENER.to_string(),
         address: Some(Address {
@@ -90,33 +103,41 @@ pub fn listener(policy: &InboundPolicy) -> Listener {
     }
 }
 
-fn chains(port: Option<u32>, mode: PeerMode) -> Vec<FilterChain> {
-    let mutual = || FilterChain {
+fn chains(port: Option<u32>, mode: PeerMode, authz: &InboundAuthz) -> Vec<FilterChain> {
+    let mutual = FilterChain {
         filter_chain_match: Some(FilterChainMatch {
             destination_port: port.map(|value| UInt32Value { value }),
             transport_protocol: "tls".to_string(),
             application_protocols: vec![String::from_utf8_lossy(MTLS_ALPN).into_owned()],
             ..Default::default()
         }),
-        filters: vec![passthrough()],
         transport_socket: Some(mutual_tls_socket()),
         name: chain_name(port, "mtls"),
         ..Default::default()
     };
-    let anything = || FilterChain {
+    let anything = FilterChain {
         filter_chain_match: Some(FilterChainMatch {
             destination_port: port.map(|value| UInt32Value { value }),
             ..Default::default()
         }),
-        filters: vec![passthrough()],
         name: chain_name(port, "plaintext"),
         ..Default::default()
     };
-    match mode {
-        PeerMode::Permissive => vec![mutual(), anything()],
-        PeerMode::Strict => vec![mutual()],
-        PeerMode::Disable => vec![anything()],
-    }
+    let chains = match mode {
+        PeerMode::Permissive => vec![mutual, anything],
+        PeerMode::Strict => vec![mutual],
+        PeerMode::Disable => vec![anything],
+    };
+    chains.into_iter().flat_map(|chain| with_filters(chain, authz)).collect()
+}
+
+/// The chain with its filters (network RBAC, then `tcp_proxy`), and its HTTP twin when there is anything to
+/// authorize.
+fn with_filters(mut chain: FilterChain, authz: &InboundAuthz) -> Vec<FilterChain> {
+    let twin = (!authz.is_empty()).then(|| http::twin(&chain, &authz.http));
+    chain.filters = rbac::network_filters(&authz.tcp);
+    chain.filters.push(passthrough());
+    [chain].into_iter().chain(twin).collect()
 }
 
 fn chain_name(port: Option<u32>, kind: &str) -> String {
@@ -165,17 +186,21 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
     }
     // Per port (None: the workload's mode): whether a mutual TLS chain and a catch-all chain are there.
     let mut seen: BTreeMap<Option<u16>, (bool, bool)> = BTreeMap::new();
+    // The authorization of every chain: the listener's views are the workload's, the same on each.
+    let (mut tcp_views, mut http_views) = (Vec::new(), Vec::new());
     for chain in &listener.filter_chains {
         let name = &chain.name;
-        let matcher = chain.filter_chain_match.clone().unwrap_or_default();
+        let in_chain = |e: String| format!("filter chain {name:?}: {e}");
+        let mut matcher = chain.filter_chain_match.clone().unwrap_or_default();
         let port = match matcher.destination_port.map(|p| u16::try_from(p.value)) {
             None => None,
             Some(Ok(port)) if port != 0 => Some(port),
-            Some(_) => return Err(format!("filter chain {name:?}: destination_port is not a port")),
+            Some(_) => return Err(in_chain("destination_port is not a port".to_string())),
         };
-        match chain.filters.as_slice() {
-            [only] if only.name == TCP_PROXY => {}
-            _ => return Err(format!("filter chain {name:?}: only one {TCP_PROXY} filter is supported")),
+        if let Some(view) = http::parse_twin(chain, &mut matcher).map_err(in_chain)? {
+            http_views.push(view);
+        } else {
+            tcp_views.push(tcp_view(&chain.filters).map_err(in_chain)?);
         }
         let entry = seen.entry(port).or_default();
         if is_mutual_chain(&matcher, chain.transport_socket.as_ref()) {
@@ -185,7 +210,7 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
         {
             entry.1 = true;
         } else {
-            return Err(format!("filter chain {name:?}: neither a mutual TLS chain nor a plaintext one"));
+            return Err(in_chain("neither a mutual TLS chain nor a plaintext one".to_string()));
         }
     }
     let mode_of = |port: Option<u16>| match seen.get(&port) {
@@ -199,7 +224,40 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
     for port in seen.keys().flatten() {
         ports.insert(*port, mode_of(Some(*port))?);
     }
-    Ok(InboundPolicy { mode, ports })
+    let authz = InboundAuthz { tcp: same_on_every_chain(tcp_views)?, http: same_on_every_chain(http_views)? };
+    if !authz.tcp.is_empty() && authz.http.is_empty() {
+        return Err("the chains authorize TCP connections but have no HTTP twin to authorize requests".to_string());
+    }
+    Ok(InboundPolicy { mode, ports, authz })
+}
+
+/// The TCP view of a chain's filters: network RBAC filters, then one `tcp_proxy`.
+fn tcp_view(filters: &[Filter]) -> Result<crate::authz::Authorization, String> {
+    let Some((last, rbac_filters)) = filters.split_last().filter(|(last, _)| last.name == TCP_PROXY) else {
+        return Err(format!("a chain must end with one {TCP_PROXY} filter"));
+    };
+    let _ = last;
+    let configs = rbac_filters
+        .iter()
+        .map(|filter| match (&filter.name[..], &filter.config_type) {
+            (
+                rbac::NETWORK_RBAC,
+                Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)),
+            ) => crate::unpack::<envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac>(any)
+                .map_err(|e| e.to_string()),
+            (name, _) => Err(format!("filter {name:?} is not supported before {TCP_PROXY}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rbac::parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))
+}
+
+fn same_on_every_chain(views: Vec<crate::authz::Authorization>) -> Result<crate::authz::Authorization, String> {
+    let mut views = views.into_iter();
+    let first = views.next().unwrap_or_default();
+    if views.any(|view| view != first) {
+        return Err("the filter chains authorize differently; the inbound side has one authorization".to_string());
+    }
+    Ok(first)
 }
 
 fn is_mutual_chain(matcher: &FilterChainMatch, socket: Option<&TransportSocket>) -> bool {
@@ -218,7 +276,7 @@ mod tests {
         for mode in [PeerMode::Permissive, PeerMode::Strict, PeerMode::Disable] {
             let ports =
                 BTreeMap::from([(8080, PeerMode::Disable), (9090, PeerMode::Strict), (7070, PeerMode::Permissive)]);
-            let policy = InboundPolicy { mode, ports };
+            let policy = InboundPolicy { mode, ports, authz: InboundAuthz::default() };
             assert_eq!(parse(&listener(&policy)), Ok(policy.clone()));
             assert_eq!(policy.mode_for(8080), PeerMode::Disable);
             assert_eq!(policy.mode_for(1), mode);
@@ -227,7 +285,7 @@ mod tests {
 
     #[test]
     fn strict_has_no_plaintext_chain_and_other_shapes_are_refused() {
-        let strict = listener(&InboundPolicy { mode: PeerMode::Strict, ports: BTreeMap::new() });
+        let strict = listener(&InboundPolicy { mode: PeerMode::Strict, ..Default::default() });
         assert_eq!(strict.filter_chains.len(), 1);
         assert_eq!(
             strict.filter_chains[0].filter_chain_match.as_ref().map(|m| m.transport_protocol.as_str()),
@@ -239,5 +297,39 @@ mod tests {
         let mut odd = strict;
         odd.filter_chains[0].filters.clear();
         assert!(parse(&odd).unwrap_err().contains("tcp_proxy"));
+    }
+
+    #[test]
+    fn authorization_rides_on_every_chain_and_reads_back() {
+        use crate::authz::{Authorization, Layer, NamedRule, Permission, Principal};
+        let rule = |permission| NamedRule {
+            policy: "shop/p".into(),
+            index: 0,
+            permissions: vec![permission],
+            principals: vec![Principal::Any],
+        };
+        let http = Authorization {
+            allow: Layer {
+                enforced: Some(vec![rule(Permission::Path(crate::authz::StringMatch::new(
+                    crate::authz::MatchKind::Exact,
+                    "/a",
+                )))]),
+                dry_run: None,
+            },
+            ..Default::default()
+        };
+        let tcp = Authorization { allow: Layer { enforced: Some(Vec::new()), dry_run: None }, ..Default::default() };
+        let policy = InboundPolicy {
+            mode: PeerMode::Permissive,
+            ports: BTreeMap::from([(9090, PeerMode::Strict)]),
+            authz: InboundAuthz { http, tcp },
+        };
+        let built = listener(&policy);
+        // Per port and transport a TCP chain and its HTTP twin: 9090 mtls, then mtls and plaintext.
+        assert_eq!(built.filter_chains.len(), 6);
+        assert_eq!(parse(&built), Ok(policy.clone()));
+        let mut differing = built.clone();
+        differing.filter_chains[0].filters.remove(0);
+        assert!(parse(&differing).unwrap_err().contains("authorize differently"));
     }
 }

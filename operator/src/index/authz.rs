@@ -1,0 +1,144 @@
+//! AuthorizationPolicy in the snapshot, and which policies apply to a workload, with Istio's scoping: a policy
+//! with `targetRefs` applies to the pods its namespace's named Services select; one with a `selector`, to the
+//! pods carrying those labels in its namespace (in every namespace, when it lives in the root namespace);
+//! one with neither, to every pod of its namespace (of the mesh, in the root namespace). Pure.
+
+use std::collections::BTreeMap;
+
+use weft_crds::authorization_policy::{DRY_RUN_ANNOTATIONS, PolicyTargetReference};
+use weft_crds::{AuthorizationPolicy, AuthorizationPolicySpec, WeftStatus};
+
+use super::snapshot::{Snapshot, namespace_of, service_fqdn};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthorizationPolicyModel {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    /// The status the object carries now.
+    pub status: Option<WeftStatus>,
+    /// Annotated `weft.dev/dry-run: "true"` (or Istio's `istio.io/dry-run`): evaluated and reported only.
+    pub dry_run: bool,
+    pub spec: AuthorizationPolicySpec,
+}
+
+impl AuthorizationPolicyModel {
+    pub fn of(policy: &AuthorizationPolicy) -> Self {
+        let annotations = policy.metadata.annotations.as_ref();
+        let dry_run = DRY_RUN_ANNOTATIONS
+            .iter()
+            .any(|key| annotations.and_then(|a| a.get(*key)).is_some_and(|v| v.eq_ignore_ascii_case("true")));
+        Self {
+            namespace: namespace_of(&policy.metadata.namespace),
+            name: policy.metadata.name.clone().unwrap_or_default(),
+            generation: policy.metadata.generation,
+            status: policy.status.clone(),
+            dry_run,
+            spec: policy.spec.clone(),
+        }
+    }
+
+    /// Equal but for what only status reports (status, generation).
+    pub fn same_config(&self, other: &Self) -> bool {
+        (&self.namespace, &self.name, self.dry_run, &self.spec)
+            == (&other.namespace, &other.name, other.dry_run, &other.spec)
+    }
+
+    /// Whether it applies to a pod in `namespace` with `labels`.
+    fn applies(&self, snapshot: &Snapshot, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+        let here = self.namespace == namespace;
+        let mesh_wide = self.namespace == snapshot.root_namespace();
+        if self.spec.targets().next().is_some() {
+            return here && self.spec.targets().any(|t| self.service_selects(snapshot, t, labels));
+        }
+        match self.spec.workload_labels() {
+            Some(wanted) => (here || mesh_wide) && wanted.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            None => here || mesh_wide,
+        }
+    }
+
+    /// Whether the Service `target` names exists and selects a pod with `labels`.
+    fn service_selects(
+        &self,
+        snapshot: &Snapshot,
+        target: &PolicyTargetReference,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        self.target_service(snapshot, target)
+            .is_some_and(|selector| !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+
+    /// The selector of the Service `target` names, when it is one of this namespace's Services.
+    pub fn target_service<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        target: &PolicyTargetReference,
+    ) -> Option<&'s BTreeMap<String, String>> {
+        let namespace = target.namespace.as_deref().unwrap_or(&self.namespace);
+        if !target.is_service() || namespace != self.namespace {
+            return None;
+        }
+        snapshot.services.get(&service_fqdn(&target.name, namespace)).map(|s| &s.selector)
+    }
+}
+
+/// The policies that apply to a pod in `namespace` with `labels`, in namespace/name order.
+pub fn policies_for<'a>(
+    snapshot: &'a Snapshot,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<&'a AuthorizationPolicyModel> {
+    snapshot.authorization_policies.iter().filter(|p| p.applies(snapshot, namespace, labels)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{ROOT_NAMESPACE, snapshot_of_yaml};
+
+    fn policy(name: &str, namespace: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n---\n"
+        )
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn scoped_by_namespace_selector_root_namespace_and_target_service() {
+        let service = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n\
+                       spec: {selector: {app: db}, ports: [{port: 5432}]}\n---\n";
+        let yaml = [
+            policy("mesh", ROOT_NAMESPACE, "{action: DENY, rules: [{}]}"),
+            policy("mesh-db", ROOT_NAMESPACE, "{selector: {matchLabels: {app: db}}}"),
+            policy("shop-all", "shop", "{}"),
+            policy("shop-web", "shop", "{selector: {matchLabels: {app: web}}}"),
+            policy("shop-db-service", "shop", "{targetRefs: [{kind: Service, group: \"\", name: db}]}"),
+            policy("shop-missing", "shop", "{targetRefs: [{kind: Service, group: \"\", name: gone}]}"),
+            policy("other", "other", "{}"),
+            service.to_string(),
+        ]
+        .concat();
+        let snapshot = snapshot_of_yaml(&yaml);
+        let names = |namespace: &str, pairs: &[(&str, &str)]| {
+            policies_for(&snapshot, namespace, &labels(pairs)).iter().map(|p| p.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names("shop", &[("app", "db")]), ["shop-all", "shop-db-service", "mesh", "mesh-db"]);
+        assert_eq!(names("shop", &[("app", "web")]), ["shop-all", "shop-web", "mesh"]);
+        assert_eq!(names("other", &[("app", "db")]), ["other", "mesh", "mesh-db"]);
+        assert_eq!(names("empty", &[]), ["mesh"]);
+    }
+
+    #[test]
+    fn a_dry_run_annotation_is_read_from_either_key() {
+        let yaml = "apiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: a, \
+                    namespace: shop, annotations: {istio.io/dry-run: \"true\"}}\nspec: {}\n";
+        let snapshot = snapshot_of_yaml(yaml);
+        assert!(snapshot.authorization_policies[0].dry_run);
+        let plain = snapshot_of_yaml(&policy("b", "shop", "{}"));
+        assert!(!plain.authorization_policies[0].dry_run);
+    }
+}
