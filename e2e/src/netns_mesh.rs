@@ -185,8 +185,25 @@ impl NetnsMesh {
     /// A plaintext GET from the node, which runs no sidecar, straight to the first reviews pod: whether the
     /// application answered.
     pub async fn answers_plaintext_from_outside(&self) -> bool {
+        self.status_from_outside().await == Some(200)
+    }
+
+    /// The status a plaintext request from outside the mesh (the node) to a `reviews` pod gets; `None` when the
+    /// connection gets no answer.
+    pub async fn status_from_outside(&self) -> Option<u16> {
         let to = SocketAddr::new(IpAddr::V4(self.reviews[0].ip), SERVICE_PORT);
-        matches!(self.lab.node.http_get(to, "reviews", "/", Duration::from_secs(2)).await, Ok((status, _, _)) if status == 200)
+        self.lab
+            .node
+            .http_get(to, "reviews", "/", Duration::from_secs(2))
+            .await
+            .ok()
+            .map(|(status, _, _)| status.as_u16())
+    }
+
+    /// The status the client's request to the `reviews` Service gets through its sidecar.
+    pub async fn status_from_client(&self, path: &str) -> anyhow::Result<u16> {
+        let to = SocketAddr::new(IpAddr::V4(SERVICE_IP), SERVICE_PORT);
+        Ok(self.client.ns.http_get(to, "reviews", path, Duration::from_secs(5)).await?.0.as_u16())
     }
 
     fn config_dir(&self) -> PathBuf {

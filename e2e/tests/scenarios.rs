@@ -48,7 +48,7 @@ async fn local_backend() -> anyhow::Result<()> {
         tcp_by_client_labels(&mesh).await,
         passthrough(&mesh).await,
     ];
-    for report in scenarios.into_iter().chain([strict_mode(&mesh).await]) {
+    for report in scenarios.into_iter().chain([authorization(&mesh).await, strict_mode(&mesh).await]) {
         println!("{}", report.map_err(|err| err.context(mesh.diagnostics()))?);
     }
     // Each connection a tcp or tls route sent to a reviews pod went over mutual TLS between the sidecars.
@@ -75,6 +75,58 @@ async fn strict_mode(mesh: &NetnsMesh) -> anyhow::Result<String> {
         "STRICT mesh-wide: plaintext from outside refused {refused_after:.2?} after the edit; \
          20 connections from the meshed client answered {counts:?}"
     ))
+}
+
+/// AuthorizationPolicies on the `reviews` pods, enforced by their sidecars: an ALLOW for callers of the
+/// mesh's `default` namespace lets the client's sidecar through (its identity says `ns/default`) and answers a
+/// plaintext request from outside the mesh `403`; then a DENY for `default` on the reviews port closes it to
+/// the client too, and removing both opens it again.
+async fn authorization(mesh: &NetnsMesh) -> anyhow::Result<String> {
+    let policy = |name: &str, spec: &str| {
+        format!(
+            "---\napiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+        )
+    };
+    let allow = policy(
+        "allow-default",
+        "{selector: {matchLabels: {app: reviews}}, rules: [{from: [{source: {namespaces: [default]}}]}]}",
+    );
+    let applied = mesh.apply("authorization.yaml", &allow).await?;
+    wait_for_status("plaintext from outside", || mesh.status_from_outside(), Some(403)).await?;
+    let allowed_after = applied.elapsed();
+    let counts = mesh.versions_per_connection(20).await?;
+    let deny = policy(
+        "deny-default",
+        "{action: DENY, rules: [{from: [{source: {namespaces: [default]}}], to: [{operation: {ports: [\"9080\"]}}]}]}",
+    );
+    let applied = mesh.apply("authorization.yaml", &format!("{allow}{deny}")).await?;
+    wait_for_status("the client", || async { mesh.status_from_client("/").await.ok() }, Some(403)).await?;
+    let denied_after = applied.elapsed();
+    mesh.apply("authorization.yaml", "").await?;
+    wait_for_status("the client", || async { mesh.status_from_client("/").await.ok() }, Some(200)).await?;
+    Ok(format!(
+        "AuthorizationPolicy: ALLOW namespace default in force {allowed_after:.2?} after the edit (outside: 403; \
+         20 requests from the client answered {counts:?}); DENY for default on port 9080 in force \
+         {denied_after:.2?} after the edit"
+    ))
+}
+
+/// Polls `status` until it is `want`, for up to ten seconds.
+async fn wait_for_status<F: std::future::Future<Output = Option<u16>>>(
+    who: &str,
+    mut status: impl FnMut() -> F,
+    want: Option<u16>,
+) -> anyhow::Result<()> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = status().await;
+        if got == want {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < until, "{who} got {got:?}, not {want:?}, 10 s after the edit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 const STRICT_MESH_YAML: &str = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\n\
