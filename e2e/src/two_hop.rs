@@ -1,7 +1,9 @@
 //! The benchmark's two-proxy path, as traffic between two meshed pods takes it: client app -> client sidecar
 //! (explicit outbound) -> server sidecar (explicit `--inbound`) -> backend, on loopback, twice side by side: once
 //! in plaintext (sidecars without identity) and once with mutual TLS (sidecars with workload certificates from
-//! the operator's CA). One standalone operator serves both.
+//! the operator's CA); and a third time with mutual TLS and 50 AuthorizationPolicies of 10 rules each on the
+//! server's pod, the client allowed by the last rule of the last one (every rule is evaluated per request). One
+//! standalone operator serves all three.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -36,7 +38,12 @@ pub struct TwoHopMesh {
     _backend: Process,
     pub plaintext: Hop,
     pub mutual_tls: Hop,
+    pub authorized: Hop,
 }
+
+/// How many AuthorizationPolicies, of how many rules each, the authorized hop's server evaluates.
+pub const AUTHZ_POLICIES: usize = 50;
+pub const AUTHZ_RULES: usize = 10;
 
 impl TwoHopMesh {
     pub async fn start() -> anyhow::Result<Self> {
@@ -44,11 +51,13 @@ impl TwoHopMesh {
         let backend_address = free_port(localhost())?;
         let args = ["--listen", &backend_address.to_string(), "--name", "hop", "--version", "v1"].map(String::from);
         let backend = Process::spawn("echo", &binaries::path("weft-echo")?, &args, &dir.path().join("echo.log"))?;
-        let inbound = [free_port(pod_ip(21))?, free_port(pod_ip(22))?];
+        let inbound = [free_port(pod_ip(21))?, free_port(pod_ip(22))?, free_port(pod_ip(23))?];
         std::fs::create_dir_all(dir.path().join("config"))?;
-        let services =
-            format!("{}---\n{}", service_yaml("hop-plain", inbound[0]), service_yaml("hop-mtls", inbound[1]));
+        let services = [("hop-plain", inbound[0]), ("hop-mtls", inbound[1]), ("hop-authz", inbound[2])]
+            .map(|(name, endpoint)| service_yaml(name, endpoint))
+            .join("---\n");
         std::fs::write(dir.path().join("config/hops.yaml"), services)?;
+        std::fs::write(dir.path().join("config/policies.yaml"), authorization_policies("hop-authz"))?;
         for account in ["client", "server"] {
             std::fs::create_dir_all(dir.path().join("tokens/default"))?;
             std::fs::write(dir.path().join("tokens/default").join(account), format!("bench-{account}"))?;
@@ -119,10 +128,13 @@ impl TwoHopMesh {
         let (client_a, outbound_a) = sidecar("client-plain", Vec::new())?;
         let (server_b, _) = sidecar("server-mtls", [inbound_flag(inbound[1]), identity("server")].concat())?;
         let (client_b, outbound_b) = sidecar("client-mtls", identity("client"))?;
+        let (server_c, _) = sidecar("hop-authz-1", [inbound_flag(inbound[2]), identity("server")].concat())?;
+        let (client_c, outbound_c) = sidecar("client-authz", identity("client"))?;
         let plaintext = Hop { host: "hop-plain", client: client_a, server: server_a, outbound: outbound_a };
         let mutual_tls = Hop { host: "hop-mtls", client: client_b, server: server_b, outbound: outbound_b };
-        let mesh = Self { _dir: dir, _operator: operator, _backend: backend, plaintext, mutual_tls };
-        for hop in [&mesh.plaintext, &mesh.mutual_tls] {
+        let authorized = Hop { host: "hop-authz", client: client_c, server: server_c, outbound: outbound_c };
+        let mesh = Self { _dir: dir, _operator: operator, _backend: backend, plaintext, mutual_tls, authorized };
+        for hop in [&mesh.plaintext, &mesh.mutual_tls, &mesh.authorized] {
             wait_routing(hop).await.with_context(|| format!("{}\n{}", hop.client.tail(20), hop.server.tail(20)))?;
         }
         Ok(mesh)
@@ -144,6 +156,42 @@ fn service_yaml(name: &str, endpoint: SocketAddr) -> String {
         port = endpoint.port(),
         ip = endpoint.ip(),
     )
+}
+
+/// [`AUTHZ_POLICIES`] policies of [`AUTHZ_RULES`] rules selecting the pods of `app`: half `DENY` policies whose
+/// rules never match the client (other namespaces, other paths), half `ALLOW` policies whose rules name other
+/// identities, but for the very last rule, which allows the client's identity.
+fn authorization_policies(app: &str) -> String {
+    let mut yaml = String::new();
+    for policy in 0..AUTHZ_POLICIES {
+        let deny = policy % 2 == 0;
+        let rules: Vec<String> = (0..AUTHZ_RULES)
+            .map(|rule| {
+                let last = policy + 1 == AUTHZ_POLICIES && rule + 1 == AUTHZ_RULES;
+                match (deny, last) {
+                    (true, _) => format!(
+                        "{{from: [{{source: {{namespaces: [ns-{policy}-{rule}]}}}}], \
+                         to: [{{operation: {{paths: [\"/deny-{policy}-{rule}*\"], methods: [POST, PUT]}}}}]}}"
+                    ),
+                    (false, false) => format!(
+                        "{{from: [{{source: {{principals: [cluster.local/ns/other-{policy}/sa/caller-{rule}]}}}}], \
+                         to: [{{operation: {{methods: [GET], paths: [\"/api/{rule}/*\"]}}}}]}}"
+                    ),
+                    (false, true) => "{from: [{source: {principals: [cluster.local/ns/default/sa/client]}}], \
+                         to: [{operation: {methods: [GET]}}]}"
+                        .to_string(),
+                }
+            })
+            .collect();
+        yaml.push_str(&format!(
+            "---\napiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: bench-{policy:02}, namespace: default}}\n\
+             spec: {{selector: {{matchLabels: {{app: {app}}}}}, action: {action}, rules: [{rules}]}}\n",
+            action = if deny { "DENY" } else { "ALLOW" },
+            rules = rules.join(", "),
+        ));
+    }
+    yaml
 }
 
 async fn wait_routing(hop: &Hop) -> anyhow::Result<()> {

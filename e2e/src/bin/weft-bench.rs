@@ -1,7 +1,8 @@
 //! `make bench`: latency and throughput through one Weft proxy versus straight to the backend, at a fixed
 //! request rate (open loop: latency is measured from when each request was due, so a stalled proxy cannot hide
 //! its queueing); then the two-proxy path between meshed pods, plaintext and with mutual TLS, with each
-//! sidecar's CPU. Reports ratios measured in one run; a benchmark, not a test.
+//! sidecar's CPU, and the mutual TLS path again with 50 AuthorizationPolicies of 10 rules each on the server.
+//! Reports ratios measured in one run; a benchmark, not a test.
 
 use std::time::{Duration, Instant};
 
@@ -92,7 +93,12 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
     );
     let mesh = TwoHopMesh::start().await?;
     let mut measured = Vec::new();
-    for (name, hop) in [("2 proxies, plaintext", &mesh.plaintext), ("2 proxies, mTLS", &mesh.mutual_tls)] {
+    let hops = [
+        ("2 proxies, plaintext", &mesh.plaintext),
+        ("2 proxies, mTLS", &mesh.mutual_tls),
+        ("mTLS + 50x10 authz rules", &mesh.authorized),
+    ];
+    for (name, hop) in hops {
         let client = hop.client();
         let host: &'static str = hop.host;
         fixed_rate_to(&client, host, args.rate, 1, &[]).await;
@@ -102,7 +108,7 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
         // vCPU per 1000 requests/s: CPU seconds per second of run, per thousand requests per second.
         let per_krps = |used: Duration| used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
         println!(
-            "{name:>22}: {:>7.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  vCPU per 1000 req/s: client {:.3}, server {:.3}",
+            "{name:>24}: {:>7.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}  vCPU per 1000 req/s: client {:.3}, server {:.3}",
             run.throughput(),
             ms(run.percentile(0.50)),
             ms(run.percentile(0.99)),
@@ -112,12 +118,12 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
         );
         measured.push(run);
     }
-    let (plain, mtls) = (&measured[0], &measured[1]);
+    let (plain, mtls, authorized) = (&measured[0], &measured[1], &measured[2]);
     println!(
         "
 added latency over direct, measured in this run:"
     );
-    for (name, run) in [("2 proxies, plaintext", plain), ("2 proxies, mTLS", mtls)] {
+    for (name, run) in [("2 proxies, plaintext", plain), ("2 proxies, mTLS", mtls), ("mTLS + authz", authorized)] {
         println!(
             "  {name:>22}: p50 +{:.3} ms  p99 +{:.3} ms",
             ms(run.percentile(0.5)) - ms(direct.percentile(0.5)),
@@ -128,6 +134,14 @@ added latency over direct, measured in this run:"
         "  mTLS over plaintext: p50 +{:.3} ms  p99 +{:.3} ms",
         ms(mtls.percentile(0.5)) - ms(plain.percentile(0.5)),
         ms(mtls.percentile(0.99)) - ms(plain.percentile(0.99))
+    );
+    println!(
+        "  {} AuthorizationPolicies x {} rules over none (mTLS): throughput {:.3}x  p50 {:.2}x  p99 {:.2}x",
+        weft_e2e::two_hop::AUTHZ_POLICIES,
+        weft_e2e::two_hop::AUTHZ_RULES,
+        authorized.throughput() / mtls.throughput(),
+        ratio(authorized.percentile(0.5), mtls.percentile(0.5)),
+        ratio(authorized.percentile(0.99), mtls.percentile(0.99)),
     );
     Ok(())
 }
