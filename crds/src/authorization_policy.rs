@@ -180,7 +180,7 @@ impl AuthorizationPolicySpec {
     }
 
     /// Every target reference, of both forms.
-    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> {
+    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> + Clone {
         self.target_refs.iter().chain(&self.target_ref)
     }
 }

@@ -8,8 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::field_path::FieldError;
-use crate::spec::{authorization_policy_spec, destination_rule_spec, peer_authentication_spec, virtual_service_spec};
-use crate::{AuthorizationPolicy, DestinationRule, PeerAuthentication, VirtualService};
+use crate::spec::{
+    authorization_policy_spec, destination_rule_spec, peer_authentication_spec, rate_limit_spec, virtual_service_spec,
+};
+use crate::{AuthorizationPolicy, DestinationRule, HttpLocalRateLimitPolicy, PeerAuthentication, VirtualService};
 
 /// One Weft CRD kind.
 #[derive(Debug)]
@@ -20,8 +22,9 @@ pub struct CrdKind {
     pub api_version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
-    /// The group Istio keeps the same kind in, for a hint when a user forgets to change `apiVersion`.
-    pub istio_group: &'static str,
+    /// The mesh the kind comes from (`Istio`, `Linkerd`) and the group it keeps the kind in, for a hint when a
+    /// user forgets to change `apiVersion`.
+    pub origin: (&'static str, &'static str),
     /// Every problem of a `spec`, or the spec as checked (fields Weft does not know left out).
     pub check: fn(&Value) -> Result<Value, Vec<FieldError>>,
     /// The CustomResourceDefinition, as `crdgen` writes it.
@@ -29,14 +32,14 @@ pub struct CrdKind {
 }
 
 /// Every Weft CRD kind, in the order the manifests are written.
-pub const ALL: [CrdKind; 4] = [
+pub const ALL: [CrdKind; 5] = [
     CrdKind {
         group: crate::GROUP,
         version: crate::VERSION,
         api_version: crate::API_VERSION,
         kind: "VirtualService",
         plural: "virtualservices",
-        istio_group: "networking.istio.io",
+        origin: ("Istio", "networking.istio.io"),
         check: |spec| reserialize(virtual_service_spec(spec)),
         crd: VirtualService::crd,
     },
@@ -46,7 +49,7 @@ pub const ALL: [CrdKind; 4] = [
         api_version: crate::API_VERSION,
         kind: "DestinationRule",
         plural: "destinationrules",
-        istio_group: "networking.istio.io",
+        origin: ("Istio", "networking.istio.io"),
         check: |spec| reserialize(destination_rule_spec(spec)),
         crd: DestinationRule::crd,
     },
@@ -56,7 +59,7 @@ pub const ALL: [CrdKind; 4] = [
         api_version: crate::SECURITY_API_VERSION,
         kind: "PeerAuthentication",
         plural: "peerauthentications",
-        istio_group: "security.istio.io",
+        origin: ("Istio", "security.istio.io"),
         check: |spec| reserialize(peer_authentication_spec(spec)),
         crd: PeerAuthentication::crd,
     },
@@ -66,9 +69,19 @@ pub const ALL: [CrdKind; 4] = [
         api_version: crate::SECURITY_API_VERSION,
         kind: "AuthorizationPolicy",
         plural: "authorizationpolicies",
-        istio_group: "security.istio.io",
+        origin: ("Istio", "security.istio.io"),
         check: |spec| reserialize(authorization_policy_spec(spec)),
         crd: AuthorizationPolicy::crd,
+    },
+    CrdKind {
+        group: crate::SECURITY_GROUP,
+        version: crate::VERSION,
+        api_version: crate::SECURITY_API_VERSION,
+        kind: "HTTPLocalRateLimitPolicy",
+        plural: "httplocalratelimitpolicies",
+        origin: ("Linkerd", "policy.linkerd.io"),
+        check: |spec| reserialize(rate_limit_spec(spec)),
+        crd: HttpLocalRateLimitPolicy::crd,
     },
 ];
 
@@ -82,10 +95,10 @@ pub fn by_gvk(group: &str, version: &str, kind: &str) -> Option<&'static CrdKind
     ALL.iter().find(|k| k.group == group && k.version == version && k.kind == kind)
 }
 
-/// The Weft kind an Istio `apiVersion` and `kind` correspond to: a user who copied Istio YAML.
-pub fn istio_counterpart(api_version: &str, kind: &str) -> Option<&'static CrdKind> {
+/// The Weft kind an Istio (or Linkerd) `apiVersion` and `kind` correspond to: a user who copied their YAML.
+pub fn foreign_counterpart(api_version: &str, kind: &str) -> Option<&'static CrdKind> {
     let group = api_version.split_once('/').map_or(api_version, |(group, _)| group);
-    ALL.iter().find(|k| k.istio_group == group && k.kind == kind)
+    ALL.iter().find(|k| k.origin.1 == group && k.kind == kind)
 }
 
 fn reserialize<T: Serialize>(checked: Result<T, Vec<FieldError>>) -> Result<Value, Vec<FieldError>> {

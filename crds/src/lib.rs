@@ -1,5 +1,5 @@
 //! Weft's custom resources: `networking.weft.dev/v1alpha1` VirtualService and DestinationRule,
-//! `security.weft.dev/v1alpha1` PeerAuthentication and AuthorizationPolicy; every kind registered once in [`kinds`].
+//! `security.weft.dev/v1alpha1` PeerAuthentication, AuthorizationPolicy and HTTPLocalRateLimitPolicy; every kind registered once in [`kinds`].
 //!
 //! Field names and meanings follow Istio's `networking.istio.io/v1` for every field Weft supports, so an
 //! Istio user's YAML works after changing `apiVersion`. Every struct denies unknown fields: a field Weft does
@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod manifests;
 pub mod parse;
 pub mod peer_authentication;
+pub mod rate_limit;
 pub mod spec;
 pub mod status;
 pub mod validate;
@@ -27,6 +28,7 @@ pub use destination_rule::{
 };
 pub use field_path::FieldError;
 pub use peer_authentication::{MtlsMode, MutualTls, PeerAuthentication, PeerAuthenticationSpec};
+pub use rate_limit::{HttpLocalRateLimitPolicy, HttpLocalRateLimitPolicySpec};
 pub use status::WeftStatus;
 pub use virtual_service::{
     Destination, HttpMatchRequest, HttpRoute, HttpRouteDestination, PortSelector, StringMatch, VirtualService,

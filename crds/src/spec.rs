@@ -11,8 +11,10 @@ use serde_json::Value;
 
 use crate::field_path::FieldError;
 use crate::parse::from_value;
+use crate::rate_limit::{HttpLocalRateLimitPolicy, HttpLocalRateLimitPolicySpec};
 use crate::validate::{
-    validate_authorization_policy, validate_destination_rule, validate_peer_authentication, validate_virtual_service,
+    validate_authorization_policy, validate_destination_rule, validate_peer_authentication, validate_rate_limit,
+    validate_virtual_service,
 };
 use crate::{
     AuthorizationPolicy, AuthorizationPolicySpec, DestinationRule, DestinationRuleSpec, PeerAuthentication,
@@ -45,6 +47,13 @@ pub fn authorization_policy_spec(spec: &Value) -> Result<AuthorizationPolicySpec
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     let schema = SCHEMA.get_or_init(spec_schema::<AuthorizationPolicy>);
     parse_spec(spec, schema, validate_authorization_policy)
+}
+
+/// Every problem of an HTTPLocalRateLimitPolicy `spec`, or the parsed spec.
+pub fn rate_limit_spec(spec: &Value) -> Result<HttpLocalRateLimitPolicySpec, Vec<FieldError>> {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    let schema = SCHEMA.get_or_init(spec_schema::<HttpLocalRateLimitPolicy>);
+    parse_spec(spec, schema, validate_rate_limit)
 }
 
 /// The OpenAPI schema of `spec` in the kind's CRD (what the API server checks too).

@@ -107,7 +107,8 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n---\n\
                 apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: a, namespace: shop}\nspec: {host: a}\n---\n\
                 apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n---\n\
-                apiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: shop}\nspec: {}\n";
+                apiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: shop}\nspec: {}\n---\n\
+                apiVersion: security.weft.dev/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {name: a, namespace: shop}\nspec: {total: {requestsPerSecond: 1}}\n";
     let mut index = Index::default();
     for r in parse_file(&PathBuf::from("t.yaml"), yaml).resources {
         index.apply(Event::Applied(r));

@@ -237,3 +237,17 @@ fn an_authorization_policy_targeting_a_missing_service_is_unresolved() {
          own namespace shop"
     );
 }
+
+#[test]
+fn a_rate_limit_policy_is_accepted_and_its_targets_resolved() {
+    let yaml = format!(
+        "{BASE}---\napiVersion: security.weft.dev/v1alpha1\nkind: HTTPLocalRateLimitPolicy\nmetadata: {{name: rl, \
+         namespace: shop}}\nspec: {{targetRef: {{kind: Service, name: ratings}}, total: {{requestsPerSecond: 5}}}}\n"
+    );
+    let c = conditions(&target(&index_of(&yaml), Kind::HttpLocalRateLimitPolicy));
+    assert_eq!((c[0].0.as_str(), c[0].1.as_str()), ("Accepted", "True"));
+    assert_eq!(
+        (c[1].1.as_str(), c[1].2.as_str(), c[1].3.as_str()),
+        ("False", "TargetNotFound", "spec.targetRef: no Service shop/ratings")
+    );
+}

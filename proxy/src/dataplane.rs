@@ -1,6 +1,6 @@
 //! The live data plane: the accepted config plus one balancer per cluster, rebuilt as config arrives and read by
 //! every request. Balancers are kept across updates when their settings are unchanged, so connection pools and
-//! latency estimates survive endpoint and route edits. The runtime is rebuilt where config is accepted, before
+//! latency estimates survive endpoint and route edits; so are rate limiters, with their buckets. The runtime is rebuilt where config is accepted, before
 //! the proxy says it is ready, so what `/ready` and `/config_dump` report is what requests use.
 
 use std::collections::HashMap;
@@ -10,13 +10,15 @@ use tokio::sync::watch;
 
 use crate::config::ProxyConfig;
 use crate::identity::CredentialsRx;
+use crate::ratelimit::InboundLimits;
 use crate::upstream::ClusterBalancer;
 
-/// What a request reads: the config and a balancer per cluster name.
+/// What a request reads: the config, a balancer per cluster name, and the inbound side's rate limiters.
 #[derive(Default)]
 pub struct Runtime {
     pub config: Arc<ProxyConfig>,
     pub clusters: HashMap<String, Arc<ClusterBalancer>>,
+    pub limits: InboundLimits,
 }
 
 /// Publishes a [`Runtime`] for each accepted config.
@@ -55,5 +57,6 @@ fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>, credentials: Option<&Cr
             (cluster.name.clone(), balancer)
         })
         .collect();
-    Runtime { config, clusters }
+    let limits = InboundLimits::rebuild(&previous.limits, config.inbound.as_ref());
+    Runtime { config, clusters, limits }
 }

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod inbound;
 pub mod listen;
 pub mod metrics;
+pub mod ratelimit;
 pub mod tls_verify;
 pub mod transparent;
 pub mod upstream;

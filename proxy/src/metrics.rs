@@ -169,6 +169,13 @@ pub struct AuthzLabels {
     pub policy: Option<std::sync::Arc<str>>,
 }
 
+/// A request refused by a rate limit: the HTTPLocalRateLimitPolicy, and which of its limits.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitedLabels {
+    policy: std::sync::Arc<str>,
+    limit: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -191,6 +198,7 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     handshakes: Family<HandshakeLabels, Counter>,
     authz_decisions: Family<AuthzLabels, Counter>,
+    rate_limited: Family<RateLimitedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -224,6 +232,7 @@ impl Metrics {
             certificate_expiry: Gauge::default(),
             handshakes: Family::default(),
             authz_decisions: Family::default(),
+            rate_limited: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -291,6 +300,11 @@ impl Metrics {
              dry_run_allowed, dry_run_denied) and the AuthorizationPolicy that decided",
             m.authz_decisions.clone(),
         );
+        registry.register(
+            "rate_limited",
+            "Inbound requests refused by a rate limit (429), by HTTPLocalRateLimitPolicy and limit (total, identity, override)",
+            m.rate_limited.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -335,6 +349,11 @@ impl Metrics {
     /// Counts an inbound authorization decision (the labels borrow the policy's name: no allocation).
     pub fn authz_decision(&self, labels: &AuthzLabels) {
         self.authz_decisions.get_or_create(labels).inc();
+    }
+
+    /// Counts an inbound request a rate limit refused.
+    pub fn rate_limited(&self, policy: &std::sync::Arc<str>, limit: &'static str) {
+        self.rate_limited.get_or_create(&RateLimitedLabels { policy: policy.clone(), limit }).inc();
     }
 
     pub fn refused(&self, direction: Direction, reason: &'static str) {

@@ -153,6 +153,22 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_checked_with_linkerd_s_rules() {
+        let spec = json!({"total": {"requestsPerSecond": 10}, "identity": {"requestsPerSecond": 20}});
+        let mut request =
+            request("CREATE", "HTTPLocalRateLimitPolicy", json!({"metadata": {"name": "rl"}, "spec": spec}));
+        request.kind.group = weft_crds::SECURITY_GROUP.into();
+        let message = review(&request).status.unwrap().message;
+        assert_eq!(
+            message,
+            "HTTPLocalRateLimitPolicy shop/rl is invalid: spec.identity.requestsPerSecond: 20 is more than the \
+             total's 10 requests per second"
+        );
+        request.object = Some(json!({"metadata": {"name": "rl"}, "spec": {"identity": {"requestsPerSecond": 20}}}));
+        assert_eq!(review(&request), AdmissionResponse::allow("u1"));
+    }
+
+    #[test]
     fn deletes_and_unknown_kinds_are_allowed() {
         assert_eq!(review(&request("DELETE", "VirtualService", Value::Null)), AdmissionResponse::allow("u1"));
         let response = review(&request("CREATE", "Gateway", json!({"spec": {}})));

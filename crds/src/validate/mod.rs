@@ -15,6 +15,7 @@ mod labels;
 mod matching;
 mod peer_authentication;
 mod policies;
+mod rate_limit;
 mod rule;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub use authorization_policy::validate_authorization_policy;
 pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
 pub use peer_authentication::validate_peer_authentication;
+pub use rate_limit::validate_rate_limit;
 pub use rule::MAX_DIRECT_RESPONSE_BODY;
 
 use std::collections::BTreeSet;

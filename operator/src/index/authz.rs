@@ -43,43 +43,47 @@ impl AuthorizationPolicyModel {
         (&self.namespace, &self.name, self.dry_run, &self.spec)
             == (&other.namespace, &other.name, other.dry_run, &other.spec)
     }
+}
 
-    /// Whether it applies to a pod in `namespace` with `labels`.
-    fn applies(&self, snapshot: &Snapshot, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
+/// Where a workload policy (AuthorizationPolicy, HTTPLocalRateLimitPolicy) applies: its namespace, its
+/// selector's labels, its target references.
+pub struct PolicyScope<'a, T: Iterator<Item = &'a PolicyTargetReference> + Clone> {
+    pub namespace: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    pub targets: T,
+}
+
+impl<'a, T: Iterator<Item = &'a PolicyTargetReference> + Clone> PolicyScope<'a, T> {
+    /// Whether it covers a pod in `namespace` with `labels`: by target Services, else by selector (in every
+    /// namespace from the root namespace), else every pod of its namespace (of the mesh, from the root).
+    pub fn covers(&self, snapshot: &Snapshot, namespace: &str, labels: &BTreeMap<String, String>) -> bool {
         let here = self.namespace == namespace;
         let mesh_wide = self.namespace == snapshot.root_namespace();
-        if self.spec.targets().next().is_some() {
-            return here && self.spec.targets().any(|t| self.service_selects(snapshot, t, labels));
+        let selects = |wanted: &BTreeMap<String, String>| wanted.iter().all(|(k, v)| labels.get(k) == Some(v));
+        if self.targets.clone().next().is_some() {
+            let service_selects = |target: &PolicyTargetReference| {
+                target_service(snapshot, self.namespace, target).is_some_and(|s| !s.is_empty() && selects(s))
+            };
+            return here && self.targets.clone().any(service_selects);
         }
-        match self.spec.workload_labels() {
-            Some(wanted) => (here || mesh_wide) && wanted.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        match self.labels {
+            Some(wanted) => (here || mesh_wide) && selects(wanted),
             None => here || mesh_wide,
         }
     }
+}
 
-    /// Whether the Service `target` names exists and selects a pod with `labels`.
-    fn service_selects(
-        &self,
-        snapshot: &Snapshot,
-        target: &PolicyTargetReference,
-        labels: &BTreeMap<String, String>,
-    ) -> bool {
-        self.target_service(snapshot, target)
-            .is_some_and(|selector| !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+/// The selector of the Service `target` names, when it is a Service of `namespace` (the policy's).
+pub fn target_service<'s>(
+    snapshot: &'s Snapshot,
+    namespace: &str,
+    target: &PolicyTargetReference,
+) -> Option<&'s BTreeMap<String, String>> {
+    let target_namespace = target.namespace.as_deref().unwrap_or(namespace);
+    if !target.is_service() || target_namespace != namespace {
+        return None;
     }
-
-    /// The selector of the Service `target` names, when it is one of this namespace's Services.
-    pub fn target_service<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-        target: &PolicyTargetReference,
-    ) -> Option<&'s BTreeMap<String, String>> {
-        let namespace = target.namespace.as_deref().unwrap_or(&self.namespace);
-        if !target.is_service() || namespace != self.namespace {
-            return None;
-        }
-        snapshot.services.get(&service_fqdn(&target.name, namespace)).map(|s| &s.selector)
-    }
+    snapshot.services.get(&service_fqdn(&target.name, namespace)).map(|s| &s.selector)
 }
 
 /// The policies that apply to a pod in `namespace` with `labels`, in namespace/name order.
@@ -88,7 +92,12 @@ pub fn policies_for<'a>(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> Vec<&'a AuthorizationPolicyModel> {
-    snapshot.authorization_policies.iter().filter(|p| p.applies(snapshot, namespace, labels)).collect()
+    let covers = |p: &&AuthorizationPolicyModel| {
+        let scope =
+            PolicyScope { namespace: &p.namespace, labels: p.spec.workload_labels(), targets: p.spec.targets() };
+        scope.covers(snapshot, namespace, labels)
+    };
+    snapshot.authorization_policies.iter().filter(covers).collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod destination_rules;
 mod endpoints;
 pub mod peer_authn;
 pub mod published;
+pub mod rate_limits;
 pub mod snapshot;
 mod update;
 

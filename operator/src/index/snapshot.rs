@@ -18,6 +18,7 @@ use super::authz::AuthorizationPolicyModel;
 use super::delegate;
 use super::endpoints::{EndpointSources, service_ports};
 use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
+use super::rate_limits::RateLimitPolicyModel;
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
 
 /// Everything translation needs, at one instant.
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub peer_authentications: Arc<Vec<PeerAuthenticationModel>>,
     /// In namespace/name order. What applies to a workload is [`super::authz::policies_for`].
     pub authorization_policies: Arc<Vec<AuthorizationPolicyModel>>,
+    /// In namespace/name order. What applies to a workload is [`super::rate_limits::rate_limits_for`].
+    pub rate_limit_policies: Arc<Vec<RateLimitPolicyModel>>,
     /// Labels of every pod, by `namespace/name`: a proxy's own identity.
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// The service account of every pod, by `namespace/name`: which workload identity may speak for it.
@@ -270,6 +273,8 @@ impl Snapshot {
             && self.authorization_policies.len() == other.authorization_policies.len()
             && (self.authorization_policies.iter().zip(other.authorization_policies.iter()))
                 .all(|(a, b)| a.same_config(b))
+            && self.rate_limit_policies.len() == other.rate_limit_policies.len()
+            && (self.rate_limit_policies.iter().zip(other.rate_limit_policies.iter())).all(|(a, b)| a.same_config(b))
     }
 
     /// The inbound modes of a pod in `namespace` with `labels` (see [`super::peer_authn`]).
@@ -346,6 +351,7 @@ pub fn build<'a>(
     let mut destination_rules = Vec::new();
     let mut peer_authentications = Vec::new();
     let mut authorization_policies = Vec::new();
+    let mut rate_limit_policies = Vec::new();
     for object in objects {
         match object {
             Resource::Service(s) => services.push(s),
@@ -355,6 +361,7 @@ pub fn build<'a>(
             Resource::DestinationRule(d) => destination_rules.push(d),
             Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
             Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
+            Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
         }
     }
     let sources = EndpointSources::new(&pods, &slices);
@@ -366,6 +373,7 @@ pub fn build<'a>(
         services: models(&peer_authentications),
         peer_authentications: Arc::new(peer_authentications),
         authorization_policies: Arc::new(authorization_policies),
+        rate_limit_policies: Arc::new(rate_limit_policies),
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         rejections: rejections.clone(),

@@ -13,6 +13,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::authz::AuthorizationPolicyModel;
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
+use super::rate_limits::RateLimitPolicyModel;
 use super::snapshot::{Snapshot, pod_account_entry, pod_labels_entry, service_fqdn, service_model, set_rules};
 use crate::source::{Kind, Resource, ResourceKey};
 
@@ -31,6 +32,8 @@ pub(super) struct Dirty {
     pub peer_policies: bool,
     /// An AuthorizationPolicy changed: only the list itself (proxies look up what applies to them).
     pub authz_policies: bool,
+    /// An HTTPLocalRateLimitPolicy changed: only the list itself.
+    pub rate_limit_policies: bool,
 }
 
 impl Dirty {
@@ -56,6 +59,7 @@ impl Dirty {
             Kind::VirtualService | Kind::DestinationRule => self.rules = true,
             Kind::PeerAuthentication => self.peer_policies = true,
             Kind::AuthorizationPolicy => self.authz_policies = true,
+            Kind::HttpLocalRateLimitPolicy => self.rate_limit_policies = true,
         }
     }
 }
@@ -78,6 +82,13 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             _ => None,
         });
         snapshot.authorization_policies = Arc::new(policies.collect());
+    }
+    if dirty.rate_limit_policies {
+        let policies = all_of_kind(objects, Kind::HttpLocalRateLimitPolicy).filter_map(|r| match r {
+            Resource::HttpLocalRateLimitPolicy(policy) => Some(RateLimitPolicyModel::of(policy)),
+            _ => None,
+        });
+        snapshot.rate_limit_policies = Arc::new(policies.collect());
     }
     for namespace in &namespaces {
         let pods: Vec<&Pod> = of_kind(objects, Kind::Pod, namespace)

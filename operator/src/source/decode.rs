@@ -24,10 +24,10 @@ pub fn decode_document(value: Value) -> Result<Decoded, Vec<FieldError>> {
         return decode_list(value);
     }
     let Some(info) = KindInfo::find(&api_version, &kind) else {
-        return match weft_crds::kinds::istio_counterpart(&api_version, &kind) {
+        return match weft_crds::kinds::foreign_counterpart(&api_version, &kind) {
             Some(weft) => Err(vec![FieldError::new(
                 "apiVersion",
-                format!("{kind} of {api_version:?} is Istio's; use apiVersion {:?}", weft.api_version),
+                format!("{kind} of {api_version:?} is {}'s; use apiVersion {:?}", weft.origin.0, weft.api_version),
             )]),
             None if api_version.is_empty() => Err(vec![FieldError::new("apiVersion", "apiVersion is required")]),
             None if kind.is_empty() => Err(vec![FieldError::new("kind", "kind is required")]),

@@ -22,7 +22,7 @@ pub struct KindInfo {
 }
 
 /// Every kind, in [`Kind`] order.
-pub const KINDS: [KindInfo; 7] = [
+pub const KINDS: [KindInfo; 8] = [
     KindInfo {
         kind: Kind::Service,
         api_version: "v1",
@@ -70,6 +70,13 @@ pub const KINDS: [KindInfo; 7] = [
         api_version: weft_crds::SECURITY_API_VERSION,
         name: "AuthorizationPolicy",
         wrap: |v| from_value(v).map(Resource::AuthorizationPolicy),
+        resolves_refs: true,
+    },
+    KindInfo {
+        kind: Kind::HttpLocalRateLimitPolicy,
+        api_version: weft_crds::SECURITY_API_VERSION,
+        name: "HTTPLocalRateLimitPolicy",
+        wrap: |v| from_value(v).map(Resource::HttpLocalRateLimitPolicy),
         resolves_refs: true,
     },
 ];

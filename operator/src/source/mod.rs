@@ -9,7 +9,10 @@ pub mod watch_state;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use weft_crds::{AuthorizationPolicy, DestinationRule, FieldError, PeerAuthentication, VirtualService, WeftStatus};
+use weft_crds::{
+    AuthorizationPolicy, DestinationRule, FieldError, HttpLocalRateLimitPolicy, PeerAuthentication, VirtualService,
+    WeftStatus,
+};
 
 /// The kinds of object the operator reads; what each is is registered in [`kinds::KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,6 +24,7 @@ pub enum Kind {
     DestinationRule,
     PeerAuthentication,
     AuthorizationPolicy,
+    HttpLocalRateLimitPolicy,
 }
 
 impl Kind {
@@ -42,6 +46,7 @@ pub enum Resource {
     DestinationRule(DestinationRule),
     PeerAuthentication(PeerAuthentication),
     AuthorizationPolicy(AuthorizationPolicy),
+    HttpLocalRateLimitPolicy(HttpLocalRateLimitPolicy),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -62,6 +67,7 @@ impl Resource {
             Resource::DestinationRule(_) => Kind::DestinationRule,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Resource::HttpLocalRateLimitPolicy(_) => Kind::HttpLocalRateLimitPolicy,
         }
     }
 
@@ -74,6 +80,7 @@ impl Resource {
             Resource::DestinationRule(o) => &o.metadata,
             Resource::PeerAuthentication(o) => &o.metadata,
             Resource::AuthorizationPolicy(o) => &o.metadata,
+            Resource::HttpLocalRateLimitPolicy(o) => &o.metadata,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Status of Weft resources, as a pure function of the snapshot: `Accepted` (is it valid and in force?) and, for
-//! the kinds that name hosts or Services (VirtualService, DestinationRule, AuthorizationPolicy), `ResolvedRefs`
+//! the kinds that name hosts or Services (VirtualService, DestinationRule, AuthorizationPolicy,
+//! HTTPLocalRateLimitPolicy), `ResolvedRefs`
 //! (does every host, subset, port and target Service it names exist?), with reasons and messages that name the field. [`writer`] puts them on the objects.
 
 pub mod writer;
@@ -11,7 +12,9 @@ use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::virtual_service::Delegate;
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
-use crate::index::authz::AuthorizationPolicyModel;
+use weft_crds::authorization_policy::PolicyTargetReference;
+
+use crate::index::authz::target_service;
 use crate::index::{Snapshot, VirtualServiceModel, is_wildcard};
 use crate::source::{Kind, Rejection, ResourceKey};
 
@@ -73,13 +76,18 @@ pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
         valid(Kind::PeerAuthentication, &pa.namespace, &pa.name, pa.generation, &pa.status, Vec::new())
     });
     let authorization_policies = snapshot.authorization_policies.iter().filter_map(|ap| {
-        let problems = authorization_policy_refs(snapshot, ap);
+        let problems = target_refs(snapshot, &ap.namespace, &ap.spec.target_refs, ap.spec.target_ref.as_ref());
         valid(Kind::AuthorizationPolicy, &ap.namespace, &ap.name, ap.generation, &ap.status, problems)
+    });
+    let rate_limit_policies = snapshot.rate_limit_policies.iter().filter_map(|rl| {
+        let problems = target_refs(snapshot, &rl.namespace, &rl.spec.target_refs, rl.spec.target_ref.as_ref());
+        valid(Kind::HttpLocalRateLimitPolicy, &rl.namespace, &rl.name, rl.generation, &rl.status, problems)
     });
     virtual_services
         .chain(destination_rules)
         .chain(peer_authentications)
         .chain(authorization_policies)
+        .chain(rate_limit_policies)
         .chain(snapshot.rejections.values().map(rejected))
         .collect()
 }
@@ -217,18 +225,22 @@ fn destination_rule_refs(
     }
 }
 
-/// Every target reference naming no Service of the policy's own namespace.
-fn authorization_policy_refs(snapshot: &Snapshot, policy: &AuthorizationPolicyModel) -> Vec<(&'static str, String)> {
-    let spec = &policy.spec;
-    let fields = spec.target_refs.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
-    let fields = fields.chain(spec.target_ref.iter().map(|t| ("spec.targetRef".to_string(), t)));
+/// Every target reference of a workload policy in `namespace` naming no Service of that namespace.
+fn target_refs(
+    snapshot: &Snapshot,
+    namespace: &str,
+    target_refs: &[PolicyTargetReference],
+    target_ref: Option<&PolicyTargetReference>,
+) -> Vec<(&'static str, String)> {
+    let fields = target_refs.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
+    let fields = fields.chain(target_ref.map(|t| ("spec.targetRef".to_string(), t)));
     fields
-        .filter(|(_, target)| policy.target_service(snapshot, target).is_none())
+        .filter(|(_, target)| target_service(snapshot, namespace, target).is_none())
         .map(|(path, target)| {
-            let namespace = target.namespace.as_deref().unwrap_or(&policy.namespace);
-            let problem = match namespace == policy.namespace {
-                true => format!("{path}: no Service {}/{}", namespace, target.name),
-                false => format!("{path}: a policy may only target Services of its own namespace {}", policy.namespace),
+            let named = target.namespace.as_deref().unwrap_or(namespace);
+            let problem = match named == namespace {
+                true => format!("{path}: no Service {named}/{}", target.name),
+                false => format!("{path}: a policy may only target Services of its own namespace {namespace}"),
             };
             (reason::TARGET_NOT_FOUND, problem)
         })

@@ -15,6 +15,7 @@ mod authz;
 pub mod changes;
 mod clusters;
 mod listeners;
+mod rate_limit;
 mod routes;
 pub mod scope;
 
@@ -29,6 +30,7 @@ use weft_xds::ProxyNode;
 use weft_xds::inbound::InboundPolicy;
 
 use crate::index::authz::policies_for;
+use crate::index::rate_limits::rate_limits_for;
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot};
 
 /// Everything one proxy is sent, each list sorted by resource name.
@@ -108,9 +110,10 @@ fn pod_labels<'a>(snapshot: &'a Snapshot, proxy: &ProxyNode) -> &'a BTreeMap<Str
     snapshot.pod_labels.get(&format!("{}/{}", proxy.namespace, proxy.pod_name)).unwrap_or(&NONE)
 }
 
-/// What the proxy's inbound side accepts and authorizes, when that is more than the default (`PERMISSIVE`
-/// everywhere and nothing to authorize, which a proxy applies without an inbound listener): PeerAuthentication
-/// modes when the mesh has mutual TLS, and the AuthorizationPolicies that apply to the pod. The proxy's pod may
+/// What the proxy's inbound side accepts, authorizes and limits, when that is more than the default
+/// (`PERMISSIVE` everywhere, nothing to authorize or limit, which a proxy applies without an inbound listener):
+/// PeerAuthentication modes when the mesh has mutual TLS, the AuthorizationPolicies and the
+/// HTTPLocalRateLimitPolicies that apply to the pod. The proxy's pod may
 /// not be indexed yet: then only the policies that select no labels apply.
 pub fn inbound_policy(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<InboundPolicy> {
     let labels = pod_labels(snapshot, proxy);
@@ -119,6 +122,9 @@ pub fn inbound_policy(snapshot: &Snapshot, proxy: &ProxyNode) -> Option<InboundP
         None => InboundPolicy::default(),
     };
     policy.authz = authz::inbound_authz(&policies_for(snapshot, &proxy.namespace, labels));
+    let trust_domain = snapshot.trust_domain.as_deref().unwrap_or(weft_xds::identity::DEFAULT_TRUST_DOMAIN);
+    let limits = rate_limits_for(snapshot, &proxy.namespace, labels);
+    (policy.rate_limit, policy.port_rate_limits) = rate_limit::inbound_limits(&limits, trust_domain);
     (!policy.is_default()).then_some(policy)
 }
 

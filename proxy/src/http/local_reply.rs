@@ -8,6 +8,9 @@ use http_body_util::{BodyExt, Full};
 use super::Body;
 use super::authority::AuthorityError;
 
+/// gRPC's status for a call refused for want of a resource (a rate limit).
+const RESOURCE_EXHAUSTED: u32 = 8;
+
 /// Why the proxy answered instead of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
@@ -27,6 +30,8 @@ pub enum LocalReply {
     ClientStreamTimeout,
     /// An AuthorizationPolicy denied the request.
     AccessDenied,
+    /// An HTTPLocalRateLimitPolicy's limit was reached.
+    RateLimited,
 }
 
 impl LocalReply {
@@ -40,6 +45,7 @@ impl LocalReply {
             Self::Timeout | Self::UpstreamStreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientStreamTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::AccessDenied => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -55,6 +61,7 @@ impl LocalReply {
             Self::Timeout => "upstream request timeout",
             Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "stream timeout",
             Self::AccessDenied => "RBAC: access denied",
+            Self::RateLimited => "local_rate_limited",
         }
     }
 
@@ -71,7 +78,12 @@ impl LocalReply {
     /// gRPC status Envoy maps the HTTP status to.
     pub fn into_response_for(self, grpc: bool) -> Response<Body> {
         if grpc {
-            super::route::grpc::trailers_only(super::route::grpc::status_for_http(self.status()), self.message())
+            // Rate limits answer gRPC with RESOURCE_EXHAUSTED (Envoy's `rate_limited_as_resource_exhausted`).
+            let code = match self {
+                Self::RateLimited => RESOURCE_EXHAUSTED,
+                other => super::route::grpc::status_for_http(other.status()),
+            };
+            super::route::grpc::trailers_only(code, self.message())
         } else {
             self.into_response()
         }

@@ -5,7 +5,8 @@
 //! sent is dropped, the proxy's own set when the caller proved an identity). Upgrades (WebSocket) are joined end
 //! to end once the application answers `101`. Each request is authorized first, with the AuthorizationPolicies
 //! in force when it arrives, on its path without dot segments ([`crate::http::path`], which is also the path the
-//! application gets): a denied one is answered `403` (gRPC: `PERMISSION_DENIED`) by the proxy.
+//! application gets): a denied one is answered `403` (gRPC: `PERMISSION_DENIED`) by the proxy; then the port's
+//! rate limit (HTTPLocalRateLimitPolicy), over which it is answered `429` (gRPC: `RESOURCE_EXHAUSTED`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,8 +108,14 @@ impl InboundHttp {
         normalize_uri(request.uri_mut());
         let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
         let authority = authority.unwrap_or_else(|| caller.app.to_string());
-        if !self.authorized(&request, &authority, caller) {
-            let response = LocalReply::AccessDenied.into_response_for(grpc);
+        let runtime = self.runtime.borrow().clone();
+        let refusal = match self.authorized(&runtime, &request, &authority, caller) {
+            false => Some(LocalReply::AccessDenied),
+            true => self.within_limits(&runtime, caller).err(),
+        };
+        drop(runtime);
+        if let Some(reply) = refusal {
+            let response = reply.into_response_for(grpc);
             self.metrics.inbound_request(&caller.labels, response.status());
             return response;
         }
@@ -131,8 +138,7 @@ impl InboundHttp {
 
 impl InboundHttp {
     /// Whether the AuthorizationPolicies in force now allow the request.
-    fn authorized(&self, request: &Request<ServedBody>, authority: &str, caller: &Caller) -> bool {
-        let runtime = self.runtime.borrow().clone();
+    fn authorized(&self, runtime: &Runtime, request: &Request<ServedBody>, authority: &str, caller: &Caller) -> bool {
         let Some(policy) = &runtime.config.inbound else { return true };
         let peer = Peer { ip: caller.peer.ip(), principal: caller.principal.as_deref(), port: caller.port };
         let asked = HttpRequest {
@@ -142,6 +148,22 @@ impl InboundHttp {
             headers: request.headers(),
         };
         super::authz::allows(&policy.authz.http, &peer, Some(&asked), &self.metrics)
+    }
+
+    /// Whether the port's rate limit admits one more request from the caller; the reply when it does not.
+    fn within_limits(&self, runtime: &Runtime, caller: &Caller) -> Result<(), LocalReply> {
+        let Some(limiter) = runtime.limits.for_port(caller.port) else { return Ok(()) };
+        limiter.admit(caller.principal.as_deref()).map_err(|refused| {
+            self.metrics.rate_limited(&limiter.config.policy, refused.as_str());
+            tracing::debug!(
+                policy = &*limiter.config.policy,
+                limit = refused.as_str(),
+                port = caller.port,
+                principal = caller.principal.as_deref().unwrap_or(""),
+                "inbound request over a rate limit"
+            );
+            LocalReply::RateLimited
+        })
     }
 }
 

@@ -1,7 +1,8 @@
-//! The HTTP twin of an inbound filter chain, when AuthorizationPolicies apply: the same match narrowed to HTTP
+//! The HTTP twin of an inbound filter chain, when AuthorizationPolicies or rate limits apply: the same match
+//! narrowed to HTTP
 //! (Envoy's `http_inspector` names plaintext `http/1.1` and `h2c`; over the mesh's TLS, a client offering
 //! [`MTLS_HTTP_ALPN`]), and an HTTP connection manager whose RBAC filters carry the HTTP view of the policies,
-//! before a router that sends every request on to [`super::INBOUND_PASSTHROUGH`], as Istio's inbound HTTP
+//! and whose local rate limit filter the port's limit ([`crate::ratelimit`]), before a router that sends every request on to [`super::INBOUND_PASSTHROUGH`], as Istio's inbound HTTP
 //! chains do. Weft's proxy tells HTTP apart by reading the first bytes itself, on either transport, and reads
 //! the twin for its rules.
 
@@ -19,6 +20,7 @@ use super::INBOUND_PASSTHROUGH;
 use crate::authz::{Authorization, rbac};
 use crate::filters::{HTTP_CONNECTION_MANAGER, ROUTER};
 use crate::mtls::MTLS_ALPN;
+use crate::ratelimit::{self, LOCAL_RATE_LIMIT, RateLimit};
 
 /// The ALPN an Envoy would need from a client to pick the HTTP twin of a mutual TLS chain (Istio's
 /// `istio-http/1.1` counterpart). Weft's clients offer [`MTLS_ALPN`] alone; its proxy sniffs instead.
@@ -26,8 +28,8 @@ pub const MTLS_HTTP_ALPN: &str = "weft-mtls-http";
 /// What Envoy's `http_inspector` calls plaintext HTTP.
 const PLAINTEXT_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
-/// The HTTP twin of `chain` (whose filters are not set yet), enforcing `authz`.
-pub(super) fn twin(chain: &FilterChain, authz: &Authorization) -> FilterChain {
+/// The HTTP twin of `chain` (whose filters are not set yet), enforcing `authz` and `limit`.
+pub(super) fn twin(chain: &FilterChain, authz: &Authorization, limit: Option<&RateLimit>) -> FilterChain {
     let mut matcher = chain.filter_chain_match.clone().unwrap_or_default();
     matcher.application_protocols = if matcher.application_protocols.is_empty() {
         PLAINTEXT_HTTP.iter().map(|p| p.to_string()).collect()
@@ -35,6 +37,7 @@ pub(super) fn twin(chain: &FilterChain, authz: &Authorization) -> FilterChain {
         vec![MTLS_HTTP_ALPN.to_string()]
     };
     let mut http_filters = rbac::http_filters(authz);
+    http_filters.extend(limit.map(ratelimit::filter));
     http_filters.push(HttpFilter {
         name: ROUTER.to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(crate::pack(&Router::default()))),
@@ -82,9 +85,12 @@ fn to_the_application() -> RouteConfiguration {
     }
 }
 
-/// When `chain` is an HTTP twin: its HTTP view, with `matcher` narrowed back to its TCP sibling's. `None` for
-/// any other chain.
-pub(super) fn parse_twin(chain: &FilterChain, matcher: &mut FilterChainMatch) -> Result<Option<Authorization>, String> {
+/// When `chain` is an HTTP twin: its HTTP view and rate limit, with `matcher` narrowed back to its TCP
+/// sibling's. `None` for any other chain.
+pub(super) fn parse_twin(
+    chain: &FilterChain,
+    matcher: &mut FilterChainMatch,
+) -> Result<Option<(Authorization, Option<RateLimit>)>, String> {
     let [only] = chain.filters.as_slice() else { return Ok(None) };
     if only.name != HTTP_CONNECTION_MANAGER {
         return Ok(None);
@@ -101,11 +107,18 @@ pub(super) fn parse_twin(chain: &FilterChain, matcher: &mut FilterChainMatch) ->
         return Err("the HTTP connection manager has no config".to_string());
     };
     let manager: HttpConnectionManager = crate::unpack(any).map_err(|e| e.to_string())?;
-    let Some((router, rbac_filters)) = manager.http_filters.split_last().filter(|(last, _)| last.name == ROUTER) else {
+    let Some((_router, mut before)) = manager.http_filters.split_last().filter(|(last, _)| last.name == ROUTER) else {
         return Err(format!("the HTTP filters must end with {ROUTER}"));
     };
-    let _ = router;
-    let configs = rbac_filters
+    let mut limit = None;
+    if let Some((last, rest)) = before.split_last().filter(|(last, _)| last.name == LOCAL_RATE_LIMIT) {
+        let Some(http_filter::ConfigType::TypedConfig(any)) = &last.config_type else {
+            return Err("the local rate limit filter has no config".to_string());
+        };
+        limit = Some(ratelimit::parse(&crate::unpack(any).map_err(|e| e.to_string())?)?);
+        before = rest;
+    }
+    let configs = before
         .iter()
         .map(|f| match (&f.name[..], &f.config_type) {
             (rbac::HTTP_RBAC, Some(http_filter::ConfigType::TypedConfig(any))) => {
@@ -114,5 +127,6 @@ pub(super) fn parse_twin(chain: &FilterChain, matcher: &mut FilterChainMatch) ->
             (name, _) => Err(format!("HTTP filter {name:?} is not supported on the inbound side")),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    rbac::parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref()))).map(Some)
+    let authz = rbac::parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))?;
+    Ok(Some((authz, limit)))
 }

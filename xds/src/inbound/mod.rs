@@ -10,7 +10,8 @@
 //!
 //! When AuthorizationPolicies apply to the workload, each chain carries their TCP view as network RBAC filters
 //! before its `tcp_proxy`, and has an HTTP twin ([`http`]) carrying their HTTP view in an HTTP connection
-//! manager, as Istio's inbound listener does. The two views differ where a rule tests what only HTTP has
+//! manager, as Istio's inbound listener does; rate limits (HTTPLocalRateLimitPolicy) ride in the twins too, after
+//! the RBAC filters, and a port with a limit of its own gets chains of its own. The two views differ where a rule tests what only HTTP has
 //! (Istio's rule: such an `ALLOW` rule never matches a TCP connection; a `DENY` rule matches without those
 //! tests).
 
@@ -33,6 +34,7 @@ use serde::Serialize;
 use crate::authz::{InboundAuthz, rbac};
 use crate::filters::{TCP_PROXY, TLS_INSPECTOR};
 use crate::mtls::{CERTIFICATE_SECRET, MTLS_ALPN, ROOTS_SECRET, TLS_SOCKET, sds};
+use crate::ratelimit::RateLimit;
 
 /// Name of the inbound listener (Istio's).
 pub const INBOUND_LISTENER: &str = "virtualInbound";
@@ -54,12 +56,15 @@ pub enum PeerMode {
     Disable,
 }
 
-/// A workload's inbound modes (one for every port, and the ports that differ) and its authorization.
+/// A workload's inbound modes (one for every port, and the ports that differ), its authorization, and its
+/// request rate limits (one for every port, and the ports with their own).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct InboundPolicy {
     pub mode: PeerMode,
     pub ports: BTreeMap<u16, PeerMode>,
     pub authz: InboundAuthz,
+    pub rate_limit: Option<RateLimit>,
+    pub port_rate_limits: BTreeMap<u16, RateLimit>,
 }
 
 impl InboundPolicy {
@@ -68,19 +73,37 @@ impl InboundPolicy {
         self.ports.get(&port).copied().unwrap_or(self.mode)
     }
 
-    /// Whether it says nothing beyond the default (PERMISSIVE everywhere, nothing to authorize).
+    /// The rate limit of requests to the application's `port`.
+    pub fn limit_for(&self, port: u16) -> Option<&RateLimit> {
+        self.port_rate_limits.get(&port).or(self.rate_limit.as_ref())
+    }
+
+    /// Whether it says nothing beyond the default (PERMISSIVE everywhere, nothing to authorize or limit).
     pub fn is_default(&self) -> bool {
         self.mode == PeerMode::Permissive
             && self.ports.values().all(|m| *m == PeerMode::Permissive)
             && self.authz.is_empty()
+            && self.rate_limit.is_none()
+            && self.port_rate_limits.is_empty()
+    }
+
+    /// The same policy without port-level modes that repeat the workload's (what [`parse`] reads back).
+    pub fn normalized(mut self) -> Self {
+        let mode = self.mode;
+        self.ports.retain(|_, port_mode| *port_mode != mode);
+        self
     }
 }
 
 /// The inbound listener for `policy`.
 pub fn listener(policy: &InboundPolicy) -> Listener {
-    let levels = policy.ports.iter().map(|(port, mode)| (Some(u32::from(*port)), *mode));
-    let filter_chains =
-        levels.chain([(None, policy.mode)]).flat_map(|(port, mode)| chains(port, mode, &policy.authz)).collect();
+    let ports: std::collections::BTreeSet<u16> =
+        policy.ports.keys().chain(policy.port_rate_limits.keys()).copied().collect();
+    let levels = ports.into_iter().map(|port| (Some(port), policy.mode_for(port), policy.limit_for(port)));
+    let filter_chains = levels
+        .chain([(None, policy.mode, policy.rate_limit.as_ref())])
+        .flat_map(|(port, mode, limit)| chains(port.map(u32::from), mode, &policy.authz, limit))
+        .collect();
     Listener {
         name: INBOUND_LISTENER.to_string(),
         address: Some(Address {
@@ -103,7 +126,7 @@ pub fn listener(policy: &InboundPolicy) -> Listener {
     }
 }
 
-fn chains(port: Option<u32>, mode: PeerMode, authz: &InboundAuthz) -> Vec<FilterChain> {
+fn chains(port: Option<u32>, mode: PeerMode, authz: &InboundAuthz, limit: Option<&RateLimit>) -> Vec<FilterChain> {
     let mutual = FilterChain {
         filter_chain_match: Some(FilterChainMatch {
             destination_port: port.map(|value| UInt32Value { value }),
@@ -128,13 +151,13 @@ fn chains(port: Option<u32>, mode: PeerMode, authz: &InboundAuthz) -> Vec<Filter
         PeerMode::Strict => vec![mutual],
         PeerMode::Disable => vec![anything],
     };
-    chains.into_iter().flat_map(|chain| with_filters(chain, authz)).collect()
+    chains.into_iter().flat_map(|chain| with_filters(chain, authz, limit)).collect()
 }
 
 /// The chain with its filters (network RBAC, then `tcp_proxy`), and its HTTP twin when there is anything to
-/// authorize.
-fn with_filters(mut chain: FilterChain, authz: &InboundAuthz) -> Vec<FilterChain> {
-    let twin = (!authz.is_empty()).then(|| http::twin(&chain, &authz.http));
+/// authorize or limit.
+fn with_filters(mut chain: FilterChain, authz: &InboundAuthz, limit: Option<&RateLimit>) -> Vec<FilterChain> {
+    let twin = (!authz.is_empty() || limit.is_some()).then(|| http::twin(&chain, &authz.http, limit));
     chain.filters = rbac::network_filters(&authz.tcp);
     chain.filters.push(passthrough());
     [chain].into_iter().chain(twin).collect()
@@ -188,6 +211,8 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
     let mut seen: BTreeMap<Option<u16>, (bool, bool)> = BTreeMap::new();
     // The authorization of every chain: the listener's views are the workload's, the same on each.
     let (mut tcp_views, mut http_views) = (Vec::new(), Vec::new());
+    // The rate limit of each port's HTTP chains (None: the workload's).
+    let mut limits: BTreeMap<Option<u16>, Option<RateLimit>> = BTreeMap::new();
     for chain in &listener.filter_chains {
         let name = &chain.name;
         let in_chain = |e: String| format!("filter chain {name:?}: {e}");
@@ -197,8 +222,11 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
             Some(Ok(port)) if port != 0 => Some(port),
             Some(_) => return Err(in_chain("destination_port is not a port".to_string())),
         };
-        if let Some(view) = http::parse_twin(chain, &mut matcher).map_err(in_chain)? {
+        if let Some((view, limit)) = http::parse_twin(chain, &mut matcher).map_err(in_chain)? {
             http_views.push(view);
+            if limits.insert(port, limit.clone()).is_some_and(|other| other != limit) {
+                return Err(in_chain("the port's HTTP chains limit requests differently".to_string()));
+            }
         } else {
             tcp_views.push(tcp_view(&chain.filters).map_err(in_chain)?);
         }
@@ -228,7 +256,13 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
     if !authz.tcp.is_empty() && authz.http.is_empty() {
         return Err("the chains authorize TCP connections but have no HTTP twin to authorize requests".to_string());
     }
-    Ok(InboundPolicy { mode, ports, authz })
+    let rate_limit = limits.get(&None).cloned().flatten();
+    let port_rate_limits = limits
+        .into_iter()
+        .filter_map(|(port, limit)| Some((port?, limit?)))
+        .filter(|(_, limit)| Some(limit) != rate_limit.as_ref())
+        .collect();
+    Ok(InboundPolicy { mode, ports, authz, rate_limit, port_rate_limits }.normalized())
 }
 
 /// The TCP view of a chain's filters: network RBAC filters, then one `tcp_proxy`.
@@ -276,8 +310,8 @@ mod tests {
         for mode in [PeerMode::Permissive, PeerMode::Strict, PeerMode::Disable] {
             let ports =
                 BTreeMap::from([(8080, PeerMode::Disable), (9090, PeerMode::Strict), (7070, PeerMode::Permissive)]);
-            let policy = InboundPolicy { mode, ports, authz: InboundAuthz::default() };
-            assert_eq!(parse(&listener(&policy)), Ok(policy.clone()));
+            let policy = InboundPolicy { mode, ports, ..Default::default() };
+            assert_eq!(parse(&listener(&policy)), Ok(policy.clone().normalized()));
             assert_eq!(policy.mode_for(8080), PeerMode::Disable);
             assert_eq!(policy.mode_for(1), mode);
         }
@@ -323,6 +357,7 @@ mod tests {
             mode: PeerMode::Permissive,
             ports: BTreeMap::from([(9090, PeerMode::Strict)]),
             authz: InboundAuthz { http, tcp },
+            ..Default::default()
         };
         let built = listener(&policy);
         // Per port and transport a TCP chain and its HTTP twin: 9090 mtls, then mtls and plaintext.
@@ -331,5 +366,27 @@ mod tests {
         let mut differing = built.clone();
         differing.filter_chains[0].filters.remove(0);
         assert!(parse(&differing).unwrap_err().contains("authorize differently"));
+    }
+
+    #[test]
+    fn rate_limits_ride_in_http_chains_and_a_port_with_its_own_gets_chains() {
+        let limit = |policy: &str, total| RateLimit {
+            policy: policy.into(),
+            total: Some(total),
+            identity: None,
+            overrides: BTreeMap::new(),
+        };
+        let policy = InboundPolicy {
+            mode: PeerMode::Strict,
+            rate_limit: Some(limit("shop/all", 100)),
+            port_rate_limits: BTreeMap::from([(8080, limit("shop/api", 10))]),
+            ..Default::default()
+        };
+        let built = listener(&policy);
+        // STRICT: per port (8080, then every port) the mutual TLS chain and its HTTP twin.
+        assert_eq!(built.filter_chains.len(), 4);
+        assert_eq!(parse(&built), Ok(policy.clone()));
+        assert_eq!(policy.limit_for(8080).map(|l| l.total), Some(Some(10)));
+        assert_eq!(policy.limit_for(9090).map(|l| &*l.policy), Some("shop/all"));
     }
 }

@@ -1,0 +1,108 @@
+//! Checks of an HTTPLocalRateLimitPolicy the schema cannot express, with Linkerd's rules: some limit to apply,
+//! limits of at least one request per second, a per-identity or override limit no larger than the total, callers
+//! named as ServiceAccounts; and, as for AuthorizationPolicy, one way of choosing workloads, Services as targets.
+
+use super::labels::check_labels;
+use crate::FieldError;
+use crate::field_path::Path;
+use crate::rate_limit::{HttpLocalRateLimitPolicySpec, Limit};
+
+/// Every problem in an HTTPLocalRateLimitPolicy spec; empty when it is valid.
+pub fn validate_rate_limit(spec: &HttpLocalRateLimitPolicySpec) -> Vec<FieldError> {
+    let root = Path::root("spec");
+    let mut errors = Vec::new();
+    if let Some(selector) = &spec.selector {
+        check_labels(&root.field("selector").field("matchLabels"), &selector.match_labels, &mut errors);
+    }
+    if spec.selector.is_some() && spec.targets().next().is_some() {
+        errors.push(root.field("targetRefs").error("only one of selector and targetRefs may be set"));
+    }
+    if spec.target_ref.is_some() && !spec.target_refs.is_empty() {
+        errors.push(root.field("targetRef").error("only one of targetRef and targetRefs may be set"));
+    }
+    let targets = spec.target_refs.iter().enumerate().map(|(i, t)| (root.field("targetRefs").index(i), t));
+    for (path, target) in targets.chain(spec.target_ref.iter().map(|t| (root.field("targetRef"), t))) {
+        if !target.is_service() {
+            errors.push(path.error(format!("kind {:?} is not supported: a limit attaches to a Service", target.kind)));
+        }
+    }
+    if spec.port == Some(0) {
+        errors.push(root.field("port").error("port 0 must be a number between 1 and 65535"));
+    }
+    if spec.total.is_none() && spec.identity.is_none() && spec.overrides.is_empty() {
+        errors.push(root.error("set at least one of total, identity and overrides"));
+    }
+    let total = spec.total.map(|t| t.requests_per_second);
+    check_limit(&root.field("total"), spec.total, None, &mut errors);
+    check_limit(&root.field("identity"), spec.identity, total, &mut errors);
+    for (i, entry) in spec.overrides.iter().enumerate() {
+        let path = root.field("overrides").index(i);
+        let limit = Limit { requests_per_second: entry.requests_per_second };
+        check_limit(&path, Some(limit), total, &mut errors);
+        if entry.client_refs.is_empty() {
+            errors.push(path.field("clientRefs").error("an override names at least one client"));
+        }
+        for (j, client) in entry.client_refs.iter().enumerate() {
+            if !client.is_service_account() {
+                errors.push(
+                    path.field("clientRefs")
+                        .index(j)
+                        .error(format!("kind {:?} is not supported: clients are named by ServiceAccount", client.kind)),
+                );
+            }
+        }
+    }
+    errors
+}
+
+fn check_limit(path: &Path, limit: Option<Limit>, total: Option<u32>, errors: &mut Vec<FieldError>) {
+    let Some(Limit { requests_per_second: rate }) = limit else { return };
+    let path = path.field("requestsPerSecond");
+    if rate == 0 {
+        errors.push(path.error("requestsPerSecond must be at least 1"));
+    }
+    if let Some(total) = total.filter(|total| rate > *total) {
+        errors.push(path.error(format!("{rate} is more than the total's {total} requests per second")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let spec: HttpLocalRateLimitPolicySpec = serde_saphyr::from_str(yaml).expect("the test's YAML parses");
+        validate_rate_limit(&spec).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn linkerd_s_example_is_valid() {
+        let example = "targetRef: {kind: Service, name: web}\ntotal: {requestsPerSecond: 100}\n\
+                       identity: {requestsPerSecond: 20}\noverrides: [{requestsPerSecond: 25, clientRefs: \
+                       [{kind: ServiceAccount, namespace: emojivoto, name: special-client}]}]";
+        assert_eq!(problems(example), Vec::<String>::new());
+        assert_eq!(
+            problems("selector: {matchLabels: {app: web}}\nport: 8080\nidentity: {requestsPerSecond: 5}"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_against_each_other() {
+        assert_eq!(problems("port: 0\ntotal: {requestsPerSecond: 0}").len(), 2);
+        assert_eq!(problems("{}"), ["spec: set at least one of total, identity and overrides"]);
+        let errors = problems(
+            "total: {requestsPerSecond: 10}\nidentity: {requestsPerSecond: 20}\noverrides: [{requestsPerSecond: 30, \
+             clientRefs: [{kind: User, name: bob}]}, {requestsPerSecond: 5, clientRefs: []}]",
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.identity.requestsPerSecond: 20 is more than the total's 10 requests per second",
+                "spec.overrides[0].requestsPerSecond: 30 is more than the total's 10 requests per second",
+                "spec.overrides[0].clientRefs[0]: kind \"User\" is not supported: clients are named by ServiceAccount",
+                "spec.overrides[1].clientRefs: an override names at least one client",
+            ]
+        );
+    }
+}
