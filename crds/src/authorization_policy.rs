@@ -172,16 +172,37 @@ pub struct Condition {
     pub not_values: Vec<String>,
 }
 
-impl AuthorizationPolicySpec {
+/// A policy that chooses workloads by `selector` or by Service (`targetRefs`, `targetRef`): AuthorizationPolicy
+/// and HTTPLocalRateLimitPolicy.
+pub trait WorkloadPolicy {
+    fn selector(&self) -> Option<&WorkloadSelector>;
+    fn target_refs(&self) -> &[PolicyTargetReference];
+    fn target_ref(&self) -> Option<&PolicyTargetReference>;
+
     /// The labels a pod must carry for the policy to apply by selector; `None` without one (an empty
     /// `matchLabels` selects every pod, as in Istio).
-    pub fn workload_labels(&self) -> Option<&BTreeMap<String, String>> {
-        self.selector.as_ref().map(|s| &s.match_labels).filter(|labels| !labels.is_empty())
+    fn workload_labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.selector().map(|s| &s.match_labels).filter(|labels| !labels.is_empty())
     }
 
-    /// Every target reference, of both forms.
-    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> + Clone {
-        self.target_refs.iter().chain(&self.target_ref)
+    /// Every target reference, of both forms, with its field path.
+    fn targets(&self) -> impl Iterator<Item = (String, &PolicyTargetReference)> + Clone {
+        let refs = self.target_refs().iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
+        refs.chain(self.target_ref().map(|t| ("spec.targetRef".to_string(), t)))
+    }
+}
+
+impl WorkloadPolicy for AuthorizationPolicySpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+
+    fn target_refs(&self) -> &[PolicyTargetReference] {
+        &self.target_refs
+    }
+
+    fn target_ref(&self) -> Option<&PolicyTargetReference> {
+        self.target_ref.as_ref()
     }
 }
 

@@ -12,7 +12,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::authorization_policy::PolicyTargetReference;
+use crate::authorization_policy::{PolicyTargetReference, WorkloadPolicy};
 use crate::destination_rule::WorkloadSelector;
 use crate::status::WeftStatus;
 
@@ -87,15 +87,17 @@ pub struct ClientRef {
 /// The kind under a Rust name (the derive names the type after the kind, Linkerd's capitals and all).
 pub type HttpLocalRateLimitPolicy = HTTPLocalRateLimitPolicy;
 
-impl HttpLocalRateLimitPolicySpec {
-    /// The labels a pod must carry for the policy to apply by selector; `None` without one.
-    pub fn workload_labels(&self) -> Option<&std::collections::BTreeMap<String, String>> {
-        self.selector.as_ref().map(|s| &s.match_labels).filter(|labels| !labels.is_empty())
+impl WorkloadPolicy for HttpLocalRateLimitPolicySpec {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
     }
 
-    /// Every target reference, of both forms.
-    pub fn targets(&self) -> impl Iterator<Item = &PolicyTargetReference> + Clone {
-        self.target_refs.iter().chain(&self.target_ref)
+    fn target_refs(&self) -> &[PolicyTargetReference] {
+        &self.target_refs
+    }
+
+    fn target_ref(&self) -> Option<&PolicyTargetReference> {
+        self.target_ref.as_ref()
     }
 }
 

@@ -6,8 +6,8 @@
 use super::labels::check_labels;
 use crate::FieldError;
 use crate::authorization_policy::{
-    AuthorizationAction, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Source, Wildcard, ip_block,
-    port_number,
+    AuthorizationAction, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Source, Wildcard, WorkloadPolicy,
+    ip_block, port_number,
 };
 use crate::field_path::Path;
 
@@ -21,27 +21,7 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec) -> Vec<Fiel
                 .error("CUSTOM (an external authorizer) is not supported by Weft; use ALLOW, DENY or AUDIT"),
         );
     }
-    if let Some(selector) = &spec.selector {
-        check_labels(&root.field("selector").field("matchLabels"), &selector.match_labels, &mut errors);
-    }
-    if spec.selector.is_some() && spec.targets().next().is_some() {
-        errors.push(root.field("targetRefs").error("only one of selector and targetRefs may be set"));
-    }
-    if spec.target_ref.is_some() && !spec.target_refs.is_empty() {
-        errors.push(root.field("targetRef").error("only one of targetRef and targetRefs may be set"));
-    }
-    for (i, target) in spec.target_refs.iter().enumerate() {
-        if !target.is_service() {
-            let path = root.field("targetRefs").index(i);
-            errors.push(path.error(format!(
-                "kind {:?} (group {:?}) is not supported: a sidecar policy attaches to a Service (group \"\")",
-                target.kind, target.group
-            )));
-        }
-    }
-    if let Some(target) = spec.target_ref.as_ref().filter(|t| !t.is_service()) {
-        errors.push(root.field("targetRef").error(format!("kind {:?} is not supported: use Service", target.kind)));
-    }
+    check_workloads(spec, &mut errors);
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let rule_path = root.field("rules").index(i);
         for (j, from) in rule.from.iter().enumerate() {
@@ -63,6 +43,30 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec) -> Vec<Fiel
         }
     }
     errors
+}
+
+/// The checks of how a workload policy chooses its workloads: one way of choosing, selector labels a pod can
+/// carry, Services as targets.
+pub(super) fn check_workloads(spec: &impl WorkloadPolicy, errors: &mut Vec<FieldError>) {
+    let root = Path::root("spec");
+    if let Some(selector) = spec.selector() {
+        check_labels(&root.field("selector").field("matchLabels"), &selector.match_labels, errors);
+    }
+    if spec.selector().is_some() && spec.targets().next().is_some() {
+        errors.push(root.field("targetRefs").error("only one of selector and targetRefs may be set"));
+    }
+    if spec.target_ref().is_some() && !spec.target_refs().is_empty() {
+        errors.push(root.field("targetRef").error("only one of targetRef and targetRefs may be set"));
+    }
+    for (path, target) in spec.targets().filter(|(_, target)| !target.is_service()) {
+        errors.push(FieldError::new(
+            path,
+            format!(
+                "kind {:?} (group {:?}) is not supported: a sidecar policy attaches to a Service (group \"\")",
+                target.kind, target.group
+            ),
+        ));
+    }
 }
 
 fn check_source(path: &Path, source: &Source, errors: &mut Vec<FieldError>) {

@@ -2,7 +2,7 @@
 //! limits of at least one request per second, a per-identity or override limit no larger than the total, callers
 //! named as ServiceAccounts; and, as for AuthorizationPolicy, one way of choosing workloads, Services as targets.
 
-use super::labels::check_labels;
+use super::authorization_policy::check_workloads;
 use crate::FieldError;
 use crate::field_path::Path;
 use crate::rate_limit::{HttpLocalRateLimitPolicySpec, Limit};
@@ -11,21 +11,7 @@ use crate::rate_limit::{HttpLocalRateLimitPolicySpec, Limit};
 pub fn validate_rate_limit(spec: &HttpLocalRateLimitPolicySpec) -> Vec<FieldError> {
     let root = Path::root("spec");
     let mut errors = Vec::new();
-    if let Some(selector) = &spec.selector {
-        check_labels(&root.field("selector").field("matchLabels"), &selector.match_labels, &mut errors);
-    }
-    if spec.selector.is_some() && spec.targets().next().is_some() {
-        errors.push(root.field("targetRefs").error("only one of selector and targetRefs may be set"));
-    }
-    if spec.target_ref.is_some() && !spec.target_refs.is_empty() {
-        errors.push(root.field("targetRef").error("only one of targetRef and targetRefs may be set"));
-    }
-    let targets = spec.target_refs.iter().enumerate().map(|(i, t)| (root.field("targetRefs").index(i), t));
-    for (path, target) in targets.chain(spec.target_ref.iter().map(|t| (root.field("targetRef"), t))) {
-        if !target.is_service() {
-            errors.push(path.error(format!("kind {:?} is not supported: a limit attaches to a Service", target.kind)));
-        }
-    }
+    check_workloads(spec, &mut errors);
     if spec.port == Some(0) {
         errors.push(root.field("port").error("port 0 must be a number between 1 and 65535"));
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use weft_crds::authorization_policy::{DRY_RUN_ANNOTATIONS, PolicyTargetReference};
+use weft_crds::authorization_policy::{DRY_RUN_ANNOTATIONS, PolicyTargetReference, WorkloadPolicy};
 use weft_crds::{AuthorizationPolicy, AuthorizationPolicySpec, WeftStatus};
 
 use super::snapshot::{Snapshot, namespace_of, service_fqdn};
@@ -93,8 +93,11 @@ pub fn policies_for<'a>(
     labels: &BTreeMap<String, String>,
 ) -> Vec<&'a AuthorizationPolicyModel> {
     let covers = |p: &&AuthorizationPolicyModel| {
-        let scope =
-            PolicyScope { namespace: &p.namespace, labels: p.spec.workload_labels(), targets: p.spec.targets() };
+        let scope = PolicyScope {
+            namespace: &p.namespace,
+            labels: p.spec.workload_labels(),
+            targets: p.spec.targets().map(|(_, t)| t),
+        };
         scope.covers(snapshot, namespace, labels)
     };
     snapshot.authorization_policies.iter().filter(covers).collect()

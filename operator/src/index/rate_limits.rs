@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use weft_crds::authorization_policy::WorkloadPolicy;
 use weft_crds::{HttpLocalRateLimitPolicy, HttpLocalRateLimitPolicySpec, WeftStatus};
 
 use super::authz::PolicyScope;
@@ -42,8 +43,11 @@ pub fn rate_limits_for<'a>(
     labels: &BTreeMap<String, String>,
 ) -> Vec<&'a RateLimitPolicyModel> {
     let covers = |p: &&RateLimitPolicyModel| {
-        let scope =
-            PolicyScope { namespace: &p.namespace, labels: p.spec.workload_labels(), targets: p.spec.targets() };
+        let scope = PolicyScope {
+            namespace: &p.namespace,
+            labels: p.spec.workload_labels(),
+            targets: p.spec.targets().map(|(_, t)| t),
+        };
         scope.covers(snapshot, namespace, labels)
     };
     snapshot.rate_limit_policies.iter().filter(covers).collect()

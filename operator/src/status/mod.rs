@@ -12,7 +12,7 @@ use weft_crds::status::{ACCEPTED, RESOLVED_REFS};
 use weft_crds::virtual_service::Delegate;
 use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 
-use weft_crds::authorization_policy::PolicyTargetReference;
+use weft_crds::authorization_policy::WorkloadPolicy;
 
 use crate::index::authz::target_service;
 use crate::index::{Snapshot, VirtualServiceModel, is_wildcard};
@@ -76,11 +76,11 @@ pub fn targets(snapshot: &Snapshot) -> Vec<StatusTarget> {
         valid(Kind::PeerAuthentication, &pa.namespace, &pa.name, pa.generation, &pa.status, Vec::new())
     });
     let authorization_policies = snapshot.authorization_policies.iter().filter_map(|ap| {
-        let problems = target_refs(snapshot, &ap.namespace, &ap.spec.target_refs, ap.spec.target_ref.as_ref());
+        let problems = target_refs(snapshot, &ap.namespace, &ap.spec);
         valid(Kind::AuthorizationPolicy, &ap.namespace, &ap.name, ap.generation, &ap.status, problems)
     });
     let rate_limit_policies = snapshot.rate_limit_policies.iter().filter_map(|rl| {
-        let problems = target_refs(snapshot, &rl.namespace, &rl.spec.target_refs, rl.spec.target_ref.as_ref());
+        let problems = target_refs(snapshot, &rl.namespace, &rl.spec);
         valid(Kind::HttpLocalRateLimitPolicy, &rl.namespace, &rl.name, rl.generation, &rl.status, problems)
     });
     virtual_services
@@ -226,15 +226,8 @@ fn destination_rule_refs(
 }
 
 /// Every target reference of a workload policy in `namespace` naming no Service of that namespace.
-fn target_refs(
-    snapshot: &Snapshot,
-    namespace: &str,
-    target_refs: &[PolicyTargetReference],
-    target_ref: Option<&PolicyTargetReference>,
-) -> Vec<(&'static str, String)> {
-    let fields = target_refs.iter().enumerate().map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
-    let fields = fields.chain(target_ref.map(|t| ("spec.targetRef".to_string(), t)));
-    fields
+fn target_refs(snapshot: &Snapshot, namespace: &str, spec: &impl WorkloadPolicy) -> Vec<(&'static str, String)> {
+    spec.targets()
         .filter(|(_, target)| target_service(snapshot, namespace, target).is_none())
         .map(|(path, target)| {
             let named = target.namespace.as_deref().unwrap_or(namespace);
