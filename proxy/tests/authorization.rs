@@ -63,6 +63,12 @@ async fn only_the_allowed_identity_reaches_the_application() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let intruder = tls_client(pair.mesh.certificate_for("intruder"), &pair.mesh.bundle());
     assert_eq!(get_over_tls(listen, intruder).await.unwrap().1, "HTTP/1.1 403 Forbidden");
+    // Hosts that disagree are refused: a policy on hosts tests the host the application gets.
+    let mut stream = tokio::net::TcpStream::connect(listen).await.unwrap();
+    stream.write_all(b"GET http://public/ HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(pair.backend.arrivals.try_recv().is_err(), "no denied request reached the application");
 
     let metrics = server.metrics().await;

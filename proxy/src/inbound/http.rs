@@ -106,19 +106,27 @@ impl InboundHttp {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
         normalize_uri(request.uri_mut());
-        let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
-        let authority = authority.unwrap_or_else(|| caller.app.to_string());
+        // Hosts that disagree (two `Host`s, a URI's against `Host`) are refused: policies test the one host the
+        // application then gets.
+        let authority = match request_authority(request.version(), request.uri(), request.headers()) {
+            Ok(authority) => Ok(authority.unwrap_or_else(|| caller.app.to_string())),
+            Err(err) => Err(LocalReply::BadAuthority(err)),
+        };
         let runtime = self.runtime.borrow().clone();
-        let refusal = match self.authorized(&runtime, &request, &authority, caller) {
-            false => Some(LocalReply::AccessDenied),
-            true => self.within_limits(&runtime, caller).err(),
+        let refusal = match &authority {
+            Err(reply) => Some(*reply),
+            Ok(authority) if !self.authorized(&runtime, &request, authority, caller) => Some(LocalReply::AccessDenied),
+            Ok(_) => self.within_limits(&runtime, caller).err(),
         };
         drop(runtime);
-        if let Some(reply) = refusal {
-            let response = reply.into_response_for(grpc);
-            self.metrics.inbound_request(&caller.labels, response.status());
-            return response;
-        }
+        let authority = match (refusal, authority) {
+            (None, Ok(authority)) => authority,
+            (reply, _) => {
+                let response = reply.unwrap_or(LocalReply::AccessDenied).into_response_for(grpc);
+                self.metrics.inbound_request(&caller.labels, response.status());
+                return response;
+            }
+        };
         let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
         let request = prepare(request, &authority, caller, upgrade.is_some());
         let mut pool = caller.pool.clone();
@@ -192,6 +200,9 @@ fn prepare(request: Request<ServedBody>, authority: &str, caller: &Caller, upgra
     if let Some(protocol) = upgrade_to {
         parts.headers.insert(header::UPGRADE, protocol);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        parts.headers.insert(header::HOST, host);
     }
     parts.headers.remove(CLIENT_CERT_HEADER);
     if let Some(value) = &caller.client_cert {
