@@ -1,8 +1,9 @@
 //! [`Authorization`] on the wire: one Envoy RBAC filter per action that has policies, in Istio's order (`DENY`,
 //! then `ALLOW`, then `AUDIT` as Envoy's `LOG`), enforced rules in `rules` and dry-run ones in `shadow_rules`,
 //! one Envoy policy per AuthorizationPolicy rule named as Istio names it (`ns[NS]-policy[NAME]-rule[I]`).
-//! [`network_filters`] and [`http_filters`] build them for a TCP and an HTTP filter chain; [`parse`] reads
-//! either back, refusing what it cannot enforce exactly (regexes, metadata, other matchers) with a message.
+//! [`network_filters`] and [`http_filters`] build them for a TCP and an HTTP filter chain;
+//! [`parse_network_filters`] and [`parse_http_filters`] (through [`parse`]) read them back, refusing what
+//! cannot be enforced exactly (regexes, metadata, other matchers) with a message.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -169,6 +170,36 @@ fn pb_string(matcher: &StringMatch) -> StringMatcher {
         MatchKind::Contains => MatchPattern::Contains(value),
     };
     StringMatcher { match_pattern: Some(pattern), ignore_case: matcher.ignore_case }
+}
+
+/// What the network RBAC filters `filters` (a chain's, before its `tcp_proxy`) enforce; any other filter is
+/// refused with a message naming it and `place`.
+pub fn parse_network_filters(filters: &[Filter], place: &str) -> Result<Authorization, String> {
+    let configs = filters
+        .iter()
+        .map(|filter| match (&filter.name[..], &filter.config_type) {
+            (NETWORK_RBAC, Some(filter::ConfigType::TypedConfig(any))) => {
+                crate::unpack::<NetworkRbac>(any).map_err(|e| e.to_string())
+            }
+            (name, _) => Err(format!("filter {name:?} is not supported {place}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))
+}
+
+/// What the HTTP RBAC filters `filters` (an HTTP connection manager's, before its router) enforce; any other
+/// filter is refused with a message naming it and `place`.
+pub fn parse_http_filters(filters: &[HttpFilter], place: &str) -> Result<Authorization, String> {
+    let configs = filters
+        .iter()
+        .map(|filter| match (&filter.name[..], &filter.config_type) {
+            (HTTP_RBAC, Some(http_filter::ConfigType::TypedConfig(any))) => {
+                crate::unpack::<HttpRbac>(any).map_err(|e| e.to_string())
+            }
+            (name, _) => Err(format!("HTTP filter {name:?} is not supported {place}")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))
 }
 
 /// The authorization the RBAC filters of one filter chain enforce, each given as its (`rules`,

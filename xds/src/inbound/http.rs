@@ -10,7 +10,6 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterCh
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action, route_match,
 };
-use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
@@ -118,15 +117,6 @@ pub(super) fn parse_twin(
         limit = Some(ratelimit::parse(&crate::unpack(any).map_err(|e| e.to_string())?)?);
         before = rest;
     }
-    let configs = before
-        .iter()
-        .map(|f| match (&f.name[..], &f.config_type) {
-            (rbac::HTTP_RBAC, Some(http_filter::ConfigType::TypedConfig(any))) => {
-                crate::unpack::<HttpRbac>(any).map_err(|e| e.to_string())
-            }
-            (name, _) => Err(format!("HTTP filter {name:?} is not supported on the inbound side")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let authz = rbac::parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))?;
+    let authz = rbac::parse_http_filters(before, "on the inbound side")?;
     Ok(Some((authz, limit)))
 }

@@ -267,22 +267,10 @@ pub fn parse(listener: &Listener) -> Result<InboundPolicy, String> {
 
 /// The TCP view of a chain's filters: network RBAC filters, then one `tcp_proxy`.
 fn tcp_view(filters: &[Filter]) -> Result<crate::authz::Authorization, String> {
-    let Some((last, rbac_filters)) = filters.split_last().filter(|(last, _)| last.name == TCP_PROXY) else {
+    let Some((_tcp_proxy, rbac_filters)) = filters.split_last().filter(|(last, _)| last.name == TCP_PROXY) else {
         return Err(format!("a chain must end with one {TCP_PROXY} filter"));
     };
-    let _ = last;
-    let configs = rbac_filters
-        .iter()
-        .map(|filter| match (&filter.name[..], &filter.config_type) {
-            (
-                rbac::NETWORK_RBAC,
-                Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)),
-            ) => crate::unpack::<envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac>(any)
-                .map_err(|e| e.to_string()),
-            (name, _) => Err(format!("filter {name:?} is not supported before {TCP_PROXY}")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    rbac::parse(configs.iter().map(|c| (c.rules.as_ref(), c.shadow_rules.as_ref())))
+    rbac::parse_network_filters(rbac_filters, &format!("before {TCP_PROXY}"))
 }
 
 fn same_on_every_chain(views: Vec<crate::authz::Authorization>) -> Result<crate::authz::Authorization, String> {
