@@ -1,6 +1,7 @@
 //! The inbound side is HTTP-aware: requests are counted with the caller's SPIFFE id, the application learns it
-//! from `x-forwarded-client-cert` (and never from a client that forged one), WebSocket-style upgrades reach the
-//! application and carry bytes both ways, and what is not HTTP still passes as TCP.
+//! from `x-forwarded-client-cert` (and never from a client that forged one), WebSocket upgrades reach the
+//! application and carry bytes both ways (no other upgrade does, so no request escapes the per-request checks),
+//! and what is not HTTP still passes as TCP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,8 +48,8 @@ async fn requests_carry_the_caller_s_identity_to_the_application_and_into_the_me
     assert_eq!(sample(&metrics, &cluster), 2.0);
 }
 
-/// An application that answers an HTTP/1.1 upgrade with `101` and then echoes bytes, and echoes anything that is
-/// not HTTP from the first byte.
+/// An application that answers every `GET` with `101` (whether or not it asked to switch) and then echoes bytes,
+/// and echoes anything that is not HTTP from the first byte.
 async fn upgrading_echo() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -60,7 +61,8 @@ async fn upgrading_echo() -> SocketAddr {
                 while stream.read_exact(&mut byte).await.is_ok() {
                     head.push(byte[0]);
                     if head.starts_with(b"GET ") && head.ends_with(b"\r\n\r\n") {
-                        let switch = "HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n";
+                        let switch =
+                            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
                         stream.write_all(switch.as_bytes()).await.unwrap();
                         head.clear();
                         break;
@@ -76,6 +78,14 @@ async fn upgrading_echo() -> SocketAddr {
         }
     });
     address
+}
+
+/// A connection whose first request asks to switch to `protocol`.
+async fn upgrade_to(listen: SocketAddr, protocol: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(listen).await.unwrap();
+    let request = format!("GET /chat HTTP/1.1\r\nhost: slow\r\nconnection: upgrade\r\nupgrade: {protocol}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
 }
 
 async fn read_head(stream: &mut TcpStream) -> String {
@@ -97,18 +107,23 @@ async fn an_upgrade_reaches_the_application_and_other_protocols_pass_as_tcp() {
     let server = server_proxy(&mesh, listen, app);
     server.wait_ready(StatusCode::OK).await;
 
-    let mut stream = TcpStream::connect(listen).await.unwrap();
-    stream
-        .write_all(b"GET /chat HTTP/1.1\r\nhost: slow\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
-        .await
-        .unwrap();
+    let mut stream = upgrade_to(listen, "websocket").await;
     let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await.expect("a response");
     assert!(head.starts_with("HTTP/1.1 101"), "{head}\nserver log:\n{}", server.output());
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
     stream.write_all(b"ping over the upgraded connection").await.unwrap();
     let mut echoed = [0u8; 33];
     tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
     assert_eq!(&echoed, b"ping over the upgraded connection");
+
+    // h2c is served as plain HTTP/1.1: the application is not asked to switch, and its unasked 101 is not passed
+    // on (later bytes would otherwise reach it unchecked). Other protocols are refused before the application.
+    let mut h2c = upgrade_to(listen, "h2c").await;
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut h2c)).await.expect("a response");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let mut other = upgrade_to(listen, "tls/1.3").await;
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut other)).await.expect("a response");
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
 
     // Not HTTP: passed through as bytes.
     let mut raw = TcpStream::connect(listen).await.unwrap();
@@ -117,6 +132,6 @@ async fn an_upgrade_reaches_the_application_and_other_protocols_pass_as_tcp() {
     tokio::time::timeout(Duration::from_secs(10), raw.read_exact(&mut back)).await.unwrap().unwrap();
     assert_eq!(&back, b"\x00\x01binary protocol");
     let metrics = server.metrics().await;
-    assert_eq!(sample(&metrics, r#"weft_proxy_tcp_connections_total{direction="inbound",mode="http"}"#), 1.0);
+    assert_eq!(sample(&metrics, r#"weft_proxy_tcp_connections_total{direction="inbound",mode="http"}"#), 3.0);
     assert_eq!(sample(&metrics, r#"weft_proxy_tcp_connections_total{direction="inbound",mode="tcp"}"#), 1.0);
 }

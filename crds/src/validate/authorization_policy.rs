@@ -6,8 +6,8 @@
 use super::labels::check_labels;
 use crate::FieldError;
 use crate::authorization_policy::{
-    AuthorizationAction, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Source, Wildcard, WorkloadPolicy,
-    ip_block, port_number,
+    AuthorizationAction, AuthorizationPolicySpec, Condition, ConditionKey, Operation, Rule, Source, Wildcard,
+    WorkloadPolicy, ip_block, port_number,
 };
 use crate::field_path::Path;
 
@@ -23,26 +23,37 @@ pub fn validate_authorization_policy(spec: &AuthorizationPolicySpec) -> Vec<Fiel
     }
     check_workloads(spec, &mut errors);
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
-        let rule_path = root.field("rules").index(i);
-        for (j, from) in rule.from.iter().enumerate() {
-            let path = rule_path.field("from").index(j).field("source");
-            match &from.source {
-                Some(source) => check_source(&path, source, &mut errors),
-                None => errors.push(path.error("a from entry needs a source")),
-            }
-        }
-        for (j, to) in rule.to.iter().enumerate() {
-            let path = rule_path.field("to").index(j).field("operation");
-            match &to.operation {
-                Some(operation) => check_operation(&path, operation, &mut errors),
-                None => errors.push(path.error("a to entry needs an operation")),
-            }
-        }
-        for (j, condition) in rule.when.iter().enumerate() {
-            check_condition(&rule_path.field("when").index(j), condition, &mut errors);
-        }
+        check_rule(&root.field("rules").index(i), rule, &mut errors);
     }
     errors
+}
+
+/// Whether a rule is one Weft can enforce as written (no problem validation would report). The translation
+/// asks, so that a rule which reached it unvalidated fails closed instead of losing a test.
+pub fn rule_is_enforceable(rule: &Rule) -> bool {
+    let mut errors = Vec::new();
+    check_rule(&Path::root("rule"), rule, &mut errors);
+    errors.is_empty()
+}
+
+fn check_rule(rule_path: &Path, rule: &Rule, errors: &mut Vec<FieldError>) {
+    for (j, from) in rule.from.iter().enumerate() {
+        let path = rule_path.field("from").index(j).field("source");
+        match &from.source {
+            Some(source) => check_source(&path, source, errors),
+            None => errors.push(path.error("a from entry needs a source")),
+        }
+    }
+    for (j, to) in rule.to.iter().enumerate() {
+        let path = rule_path.field("to").index(j).field("operation");
+        match &to.operation {
+            Some(operation) => check_operation(&path, operation, errors),
+            None => errors.push(path.error("a to entry needs an operation")),
+        }
+    }
+    for (j, condition) in rule.when.iter().enumerate() {
+        check_condition(&rule_path.field("when").index(j), condition, errors);
+    }
 }
 
 /// The checks of how a workload policy chooses its workloads: one way of choosing, selector labels a pod can

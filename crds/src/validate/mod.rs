@@ -20,7 +20,7 @@ mod rule;
 #[cfg(test)]
 mod tests;
 
-pub use authorization_policy::validate_authorization_policy;
+pub use authorization_policy::{rule_is_enforceable, validate_authorization_policy};
 pub use destination_rule::validate_destination_rule;
 pub use headers::has_substitution;
 pub use peer_authentication::validate_peer_authentication;

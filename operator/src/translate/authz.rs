@@ -8,12 +8,13 @@
 //! Two views: HTTP requests get every test; connections that are not HTTP get Istio's TCP translation, where
 //! what only HTTP has (hosts, methods, paths, request headers) cannot be tested: an `ALLOW` rule testing it is
 //! left out (it never matches a connection), a `DENY` or `AUDIT` rule keeps its other tests (it matches more).
-//! Pure.
+//! A rule validation would refuse is never translated with a test missing: it fails closed. Pure.
 
 use weft_crds::AuthorizationAction;
 use weft_crds::authorization_policy::{
     Condition, ConditionKey, Operation, Rule, Source, Wildcard, ip_block, port_number,
 };
+use weft_crds::validate::rule_is_enforceable;
 use weft_xds::authz::{
     Authorization, Cidr, HeaderMatch, InboundAuthz, Layer, MatchKind, NamedRule, Permission, Principal, StringMatch,
 };
@@ -48,7 +49,14 @@ fn view(policies: &[&AuthorizationPolicyModel], view: View) -> Authorization {
                 continue;
             }
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            rules.push(named_rule(name.clone(), index, rule, view));
+            if rule_is_enforceable(rule) {
+                rules.push(named_rule(name.clone(), index, rule, view));
+            } else if policy.spec.action == AuthorizationAction::Deny {
+                // Validation keeps such rules out; one that got here anyway fails closed: a DENY rule denies
+                // everything, an ALLOW or AUDIT rule matches nothing.
+                let (permissions, principals) = (vec![Permission::Any], vec![Principal::Any]);
+                rules.push(NamedRule { policy: name.clone(), index, permissions, principals });
+            }
         }
     }
     authz

@@ -32,6 +32,8 @@ pub enum LocalReply {
     AccessDenied,
     /// An HTTPLocalRateLimitPolicy's limit was reached.
     RateLimited,
+    /// The request asked to switch to a protocol the proxy does not carry.
+    UpgradeRefused,
 }
 
 impl LocalReply {
@@ -44,7 +46,7 @@ impl LocalReply {
             }
             Self::Timeout | Self::UpstreamStreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ClientStreamTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::AccessDenied => StatusCode::FORBIDDEN,
+            Self::AccessDenied | Self::UpgradeRefused => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -62,6 +64,7 @@ impl LocalReply {
             Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "stream timeout",
             Self::AccessDenied => "RBAC: access denied",
             Self::RateLimited => "local_rate_limited",
+            Self::UpgradeRefused => "upgrade not allowed",
         }
     }
 

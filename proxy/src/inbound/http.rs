@@ -2,8 +2,10 @@
 //! served request by request and each request forwarded to the application over pooled connections, so it is
 //! counted with the caller's identity (`weft_proxy_inbound_requests_total{source_principal}`) and the application
 //! learns that identity from `x-forwarded-client-cert` (Istio's `SANITIZE_SET` for sidecars: a header the client
-//! sent is dropped, the proxy's own set when the caller proved an identity). Upgrades (WebSocket) are joined end
-//! to end once the application answers `101`. Each request is authorized first, with the AuthorizationPolicies
+//! sent is dropped, the proxy's own set when the caller proved an identity). WebSocket upgrades are joined end
+//! to end once the application answers `101`; as in Istio's sidecars no other protocol may be switched to (an
+//! `h2c` upgrade is served as the HTTP/1.1 request it also is, any other is answered `403`), so every request
+//! on a connection passes the checks below. Each request is authorized first, with the AuthorizationPolicies
 //! in force when it arrives, on its path without dot segments ([`crate::http::path`], which is also the path the
 //! application gets): a denied one is answered `403` (gRPC: `PERMISSION_DENIED`) by the proxy; then the port's
 //! rate limit (HTTPLocalRateLimitPolicy), over which it is answered `429` (gRPC: `RESOURCE_EXHAUSTED`).
@@ -127,12 +129,20 @@ impl InboundHttp {
                 return response;
             }
         };
-        let upgrade = wants_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+        let upgrade = match requested_upgrade(&request) {
+            Upgrade::None | Upgrade::H2c => None,
+            Upgrade::WebSocket => Some(hyper::upgrade::on(&mut request)),
+            Upgrade::Other => {
+                let response = LocalReply::UpgradeRefused.into_response_for(grpc);
+                self.metrics.inbound_request(&caller.labels, response.status());
+                return response;
+            }
+        };
         let request = prepare(request, &authority, caller, upgrade.is_some());
         let mut pool = caller.pool.clone();
         // The pool is always ready (it queues for a connection itself).
         let response = match tower::Service::call(&mut pool, request).await {
-            Ok(response) => answer(response, upgrade),
+            Ok(response) => answer(response, upgrade, grpc),
             Err(err) => {
                 tracing::debug!(app = %caller.app, error = %err, "inbound request to the application failed");
                 LocalReply::ConnectFailure.into_response_for(grpc)
@@ -175,16 +185,35 @@ impl InboundHttp {
     }
 }
 
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` with `Upgrade`).
-fn wants_upgrade<B>(request: &Request<B>) -> bool {
-    request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
-        && request
-            .headers()
+/// What protocol switch an HTTP/1.1 request asks for (`Connection: upgrade` with `Upgrade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    /// The one upgrade Istio's sidecars allow (its `upgrade_configs`).
+    WebSocket,
+    /// HTTP/2 over cleartext: Envoy drops the upgrade and answers the HTTP/1.1 request.
+    H2c,
+    /// Anything else: Envoy refuses it (`403`, `upgrade_failed`).
+    Other,
+}
+
+fn requested_upgrade<B>(request: &Request<B>) -> Upgrade {
+    let headers = request.headers();
+    let asked = request.version() == Version::HTTP_11
+        && headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")));
+    let Some(protocol) = headers.get(header::UPGRADE).filter(|_| asked) else { return Upgrade::None };
+    let protocol = protocol.as_bytes().trim_ascii();
+    if protocol.eq_ignore_ascii_case(b"websocket") {
+        Upgrade::WebSocket
+    } else if protocol.eq_ignore_ascii_case(b"h2c") {
+        Upgrade::H2c
+    } else {
+        Upgrade::Other
+    }
 }
 
 /// The request as the application gets it: its authority, no hop-by-hop headers (but the upgrade's), the
@@ -211,12 +240,19 @@ fn prepare(request: Request<ServedBody>, authority: &str, caller: &Caller, upgra
     Request::from_parts(parts, body.map_err(BoxError::from).boxed())
 }
 
-/// The application's response as the caller gets it; a `101` joins the two upgraded connections.
-fn answer(mut response: Response<hyper::body::Incoming>, upgrade: Option<OnUpgrade>) -> Response<Body> {
+/// The application's response as the caller gets it; a `101` joins the two upgraded connections. A `101` to a
+/// request that asked for no upgrade is the application's error: passing it on would leave the caller on a
+/// connection neither side can read.
+fn answer(mut response: Response<hyper::body::Incoming>, upgrade: Option<OnUpgrade>, grpc: bool) -> Response<Body> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match upgrade {
-        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+        Some(downstream) if switching => {
             let upstream = hyper::upgrade::on(&mut response);
             tokio::spawn(join(downstream, upstream));
+        }
+        _ if switching => {
+            tracing::debug!("the application switched protocols unasked");
+            return LocalReply::ConnectFailure.into_response_for(grpc);
         }
         _ => strip_hop_by_hop(response.headers_mut()),
     }

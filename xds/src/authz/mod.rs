@@ -11,6 +11,7 @@
 
 pub mod rbac;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -262,17 +263,31 @@ fn path_only(path: &str) -> &str {
 impl HeaderMatch {
     fn matches(&self, request: &HttpRequest<'_>) -> bool {
         let value = match self.name.as_str() {
-            ":method" => Some(request.method),
-            ":authority" | "host" => Some(request.authority),
-            ":path" => Some(request.path),
-            name => request.headers.get(name).and_then(|v| v.to_str().ok()),
+            ":method" => Some(Cow::Borrowed(request.method)),
+            ":authority" | "host" => Some(Cow::Borrowed(request.authority)),
+            ":path" => Some(Cow::Borrowed(request.path)),
+            name => header_value(request.headers, name),
         };
         match (&self.value, value) {
             (_, None) => false,
             (None, Some(_)) => true,
-            (Some(matcher), Some(value)) => matcher.matches(value),
+            (Some(matcher), Some(value)) => matcher.matches(&value),
         }
     }
+}
+
+/// A header's value as Envoy's RBAC tests it: every value of a repeated header joined with `,`, and bytes that
+/// are not text kept (replaced), so a header is present whatever it carries. Allocates only for those two.
+fn header_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = String::from_utf8_lossy(values.next()?.as_bytes());
+    let Some(second) = values.next() else { return Some(first) };
+    let mut joined = first.into_owned();
+    for value in std::iter::once(second).chain(values) {
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    }
+    Some(Cow::Owned(joined))
 }
 
 impl StringMatch {

@@ -84,6 +84,24 @@ fn http_tests_never_match_a_tcp_connection_and_headers_compare_as_told() {
 }
 
 #[test]
+fn a_repeated_header_is_tested_joined_and_bytes_that_are_not_text_still_count_as_present() {
+    let mut headers = HeaderMap::new();
+    headers.append("x-role", "guest".parse().unwrap());
+    headers.append("x-role", "admin".parse().unwrap());
+    let admin_anywhere =
+        HeaderMatch { name: "x-role".into(), value: Some(StringMatch::new(MatchKind::Contains, "admin")) };
+    assert!(admin_anywhere.matches(&get("/", &headers)), "a second value hides nothing from a DENY");
+    let joined = HeaderMatch { name: "x-role".into(), value: Some(exact("guest,admin")) };
+    assert!(joined.matches(&get("/", &headers)), "Envoy joins repeated values with ','");
+    let mut binary = HeaderMap::new();
+    binary.insert("x-token", http::HeaderValue::from_bytes(b"caf\xe9").unwrap());
+    let present = HeaderMatch { name: "x-token".into(), value: None };
+    assert!(present.matches(&get("/", &binary)), "a value with non-ASCII bytes is still present");
+    let prefix = HeaderMatch { name: "x-token".into(), value: Some(StringMatch::new(MatchKind::Prefix, "caf")) };
+    assert!(prefix.matches(&get("/", &binary)));
+}
+
+#[test]
 fn address_ranges_and_string_matches() {
     let net = Cidr { address: "10.1.0.0".parse().unwrap(), prefix_len: 17 };
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();

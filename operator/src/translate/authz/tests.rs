@@ -6,7 +6,7 @@ use http::HeaderMap;
 use weft_xds::authz::{HttpRequest, InboundAuthz, Peer};
 
 use super::inbound_authz;
-use crate::index::authz::policies_for;
+use crate::index::authz::{AuthorizationPolicyModel, policies_for};
 use crate::index::snapshot_of_yaml;
 
 const SLEEP: &str = "spiffe://cluster.local/ns/default/sa/sleep";
@@ -180,4 +180,27 @@ fn dry_run_and_audit_only_report() {
     assert!(verdict.decision.allowed);
     assert_eq!(verdict.dry_run.map(|d| d.allowed), Some(false));
     assert_eq!(verdict.audited.map(|r| &*r.policy), Some("foo/p1"));
+}
+
+#[test]
+fn a_rule_that_skipped_validation_fails_closed() {
+    let unchecked = |spec: &str| AuthorizationPolicyModel {
+        namespace: "foo".into(),
+        name: "unchecked".into(),
+        generation: None,
+        status: None,
+        dry_run: false,
+        spec: serde_saphyr::from_str(spec).unwrap(),
+    };
+    // Dropping the port that does not parse would allow every port; the rule allows nothing instead.
+    let allow = unchecked("{rules: [{to: [{operation: {ports: [http]}}]}]}");
+    let allow = inbound_authz(&[&allow]);
+    assert!(!allowed(&allow, &tcp(Some(SLEEP), 9000)) && !allowed(&allow, &http(Some(SLEEP), "GET", "/")));
+    // Reading `a*b` as any identity would be as wrong as ignoring it; the DENY rule denies everything.
+    let deny = unchecked("{action: DENY, rules: [{from: [{source: {principals: [\"a*b\"]}}]}]}");
+    let deny = inbound_authz(&[&deny]);
+    assert!(!allowed(&deny, &http(Some(OTHER), "GET", "/")) && !allowed(&deny, &tcp(None, 9000)));
+    // An unknown `when` key fails closed the same way.
+    let when = unchecked("{action: DENY, rules: [{when: [{key: \"request.auth.claims[iss]\", values: [x]}]}]}");
+    assert!(!allowed(&inbound_authz(&[&when]), &http(Some(SLEEP), "GET", "/")));
 }
