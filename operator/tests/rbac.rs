@@ -164,7 +164,7 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     println!("API calls made: {seen:#?}");
     assert!(denied.is_empty(), "not allowed by charts/weft/files RBAC:\n{}", denied.join("\n"));
     let weft_kinds = weft_crds::kinds::ALL.iter().map(|k| k.plural);
-    for kind in ["services", "pods", "endpointslices"].into_iter().chain(weft_kinds) {
+    for kind in ["services", "pods", "endpointslices", "nodes"].into_iter().chain(weft_kinds) {
         assert!(seen.iter().any(|a| a.resource == kind && a.verb == "watch"), "no watch of {kind}");
     }
     for kind in &weft_crds::kinds::ALL {

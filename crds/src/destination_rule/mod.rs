@@ -1,6 +1,7 @@
 //! `DestinationRule`: named subsets of a Service's endpoints and how traffic to them is handled (Istio field names):
 //! balancing here, connection pools, outlier detection and retry budget in [`policy`], TLS in [`tls`].
 
+pub mod locality;
 pub mod policy;
 pub mod tls;
 
@@ -119,10 +120,10 @@ pub struct LoadBalancerSettings {
     /// endpoint while it is there. Not with `simple`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<policy::ConsistentHash>,
-    /// Not supported by Weft yet.
+    /// Locality-aware balancing: stay in the client's zone and region while they have healthy endpoints (with
+    /// `outlierDetection`), or split by `distribute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "policy::free_form")]
-    pub locality_lb_setting: Option<serde_json::Value>,
+    pub locality_lb_setting: Option<locality::LocalityLbSetting>,
     /// Slow start: a new endpoint's share of requests grows over this warmup (round robin and least request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<policy::Warmup>,

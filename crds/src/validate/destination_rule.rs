@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use super::client_tls::check_client_tls;
 use super::labels::check_labels;
 use super::{check_duration, check_export_entries, check_percentage, check_rule_host, is_dns_label, not_supported};
+use crate::destination_rule::locality::{self, LocalityLbSetting};
 use crate::destination_rule::policy::ConsistentHash;
 use crate::destination_rule::{
     ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, PortTrafficPolicy, RetryBudget, SimpleLb,
@@ -56,8 +57,8 @@ fn check_policy(path: &Path, policy: &TrafficPolicy, errors: &mut Vec<FieldError
                 errors.push(lb_path.error("only one of simple or consistentHash may be set"));
             }
         }
-        if lb.locality_lb_setting.is_some() {
-            errors.push(not_supported(&lb_path.field("localityLbSetting"), "localityLbSetting"));
+        if let Some(locality) = &lb.locality_lb_setting {
+            check_locality(&lb_path.field("localityLbSetting"), locality, errors);
         }
         check_warmup(&lb_path, lb, errors);
     }
@@ -281,6 +282,48 @@ fn check_positive_duration(path: &Path, text: &str, errors: &mut Vec<FieldError>
         && duration < std::time::Duration::from_millis(1)
     {
         errors.push(path.error("must be at least 1ms"));
+    }
+}
+
+/// Istio's checks of `localityLbSetting`: `distribute` or `failover`, patterns that parse, shares of 100,
+/// failover between two different regions, `failoverPriority` on the topology labels.
+fn check_locality(path: &Path, setting: &LocalityLbSetting, errors: &mut Vec<FieldError>) {
+    if !setting.distribute.is_empty() && !setting.failover.is_empty() {
+        errors.push(path.error("only one of distribute or failover may be set"));
+    }
+    for (i, rule) in setting.distribute.iter().enumerate() {
+        let rule_path = path.field("distribute").index(i);
+        if let Some(problem) = locality::pattern_problem(&rule.from) {
+            errors.push(rule_path.field("from").error(problem));
+        }
+        for to in rule.to.keys().filter_map(|to| locality::pattern_problem(to)) {
+            errors.push(rule_path.field("to").error(to));
+        }
+        let total: u64 = rule.to.values().map(|w| u64::from(*w)).sum();
+        if total != 100 {
+            errors.push(rule_path.field("to").error(format!("the shares add up to {total}, not 100")));
+        }
+    }
+    for (i, failover) in setting.failover.iter().enumerate() {
+        let failover_path = path.field("failover").index(i);
+        for (field, region) in [("from", &failover.from), ("to", &failover.to)] {
+            if region.is_empty() || region.contains('/') || region.contains('*') {
+                errors.push(failover_path.field(field).error(format!("{region:?} is not a region")));
+            }
+        }
+        if failover.from == failover.to {
+            errors.push(failover_path.error("failover must be from one region to another"));
+        }
+    }
+    let topology = [locality::REGION_LABEL, locality::ZONE_LABEL, locality::SUBZONE_LABEL, locality::NETWORK_LABEL];
+    for (i, label) in setting.failover_priority.iter().enumerate() {
+        if !topology.contains(&label.as_str()) {
+            let message = format!(
+                "{label:?}: failoverPriority on workload labels is not supported by Weft yet; use {}",
+                topology.join(", ")
+            );
+            errors.push(path.field("failoverPriority").index(i).error(message));
+        }
     }
 }
 

@@ -548,3 +548,40 @@ fn a_rule_delegates_instead_of_acting_and_a_delegate_has_no_hosts() {
         ]
     );
 }
+
+#[test]
+fn locality_settings_follow_istio_s_rules() {
+    let valid = [
+        "host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {enabled: true, failover: [{from: us-east, to: \
+         eu-west}]}}, outlierDetection: {consecutive5xxErrors: 1}}",
+        "host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: \"us-west/zone1/*\", to: \
+         {\"us-west/zone1/*\": 80, \"us-west/zone2/*\": 20}}]}}}",
+        "host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {failoverPriority: \
+         [topology.kubernetes.io/region, topology.kubernetes.io/zone]}}}",
+        "host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {enabled: false}}}",
+    ];
+    for yaml in valid {
+        assert_eq!(dr(yaml), Vec::<String>::new(), "{yaml}");
+    }
+    let errors = dr("host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: \"a/*/c\", to: \
+                     {\"a/b\": 60, \"x/*\": 30}}], failover: [{from: a, to: a}, {from: \"a/b\", to: b}], \
+                     failoverPriority: [app]}}}");
+    let lb = "spec.trafficPolicy.loadBalancer.localityLbSetting";
+    assert_eq!(
+        errors,
+        [
+            format!("{lb}: only one of distribute or failover may be set"),
+            format!(
+                "{lb}.distribute[0].from: \"a/*/c\": a part may not be empty, and '*' may only be the whole last part"
+            ),
+            format!("{lb}.distribute[0].to: the shares add up to 90, not 100"),
+            format!("{lb}.failover[0]: failover must be from one region to another"),
+            format!("{lb}.failover[1].from: \"a/b\" is not a region"),
+            format!(
+                "{lb}.failoverPriority[0]: \"app\": failoverPriority on workload labels is not supported by Weft yet; \
+                 use topology.kubernetes.io/region, topology.kubernetes.io/zone, topology.istio.io/subzone, \
+                 topology.istio.io/network"
+            ),
+        ]
+    );
+}

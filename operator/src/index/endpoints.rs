@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use weft_crds::destination_rule::locality::{LOCALITY_OVERRIDE_LABEL, Locality};
+
 use super::snapshot::{EndpointModel, ServicePortModel, labels_of};
 use crate::source::DEFAULT_NAMESPACE;
 
@@ -24,11 +26,13 @@ pub(super) struct EndpointSources<'a> {
     pods_by_name: HashMap<(&'a str, &'a str), &'a Pod>,
     /// `(namespace, Service name)` -> the Service's slices.
     slices_by_service: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Node name -> its locality.
+    nodes: Option<&'a BTreeMap<String, Locality>>,
 }
 
 impl<'a> EndpointSources<'a> {
-    pub(super) fn new(pods: &[&'a Pod], slices: &[&'a EndpointSlice]) -> Self {
-        let mut sources = Self::default();
+    pub(super) fn new(pods: &[&'a Pod], slices: &[&'a EndpointSlice], nodes: &'a BTreeMap<String, Locality>) -> Self {
+        let mut sources = Self { nodes: Some(nodes), ..Self::default() };
         for pod in pods {
             let namespace = pod.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
             sources.pods_by_name.insert((namespace, pod.metadata.name.as_deref().unwrap_or_default()), pod);
@@ -71,10 +75,12 @@ pub(super) fn service_ports(
         .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|port| {
             let number = u16::try_from(port.port).ok()?;
+            let nodes = sources.nodes.unwrap_or(&NO_NODES);
             let endpoints = if own_slices.is_empty() {
-                endpoints_from_pods(port, &selected_pods)
+                endpoints_from_pods(port, &selected_pods, nodes)
             } else {
-                endpoints_from_slices(port, own_slices, |pod| sources.pods_by_name.get(&(namespace, pod)).copied())
+                let pod_named = |pod: &str| sources.pods_by_name.get(&(namespace, pod)).copied();
+                endpoints_from_slices(port, own_slices, pod_named, nodes)
             };
             Some(ServicePortModel { name: port.name.clone().unwrap_or_default(), port: number, endpoints })
         })
@@ -86,10 +92,37 @@ fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
     selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
+static NO_NODES: BTreeMap<String, Locality> = BTreeMap::new();
+
+/// Where a workload runs, as Istio reads it: the pod's `istio-locality` label, else its node's topology labels,
+/// else the pod's own topology labels (Kubernetes copies the node's onto pods from 1.33), else the zone the
+/// EndpointSlice controller wrote. Empty when none says.
+pub(super) fn workload_locality(
+    pod: Option<&Pod>,
+    node: Option<&str>,
+    slice_zone: Option<&str>,
+    nodes: &BTreeMap<String, Locality>,
+) -> Locality {
+    let labels = pod.and_then(|p| p.metadata.labels.as_ref());
+    if let Some(labels) = labels.filter(|l| l.contains_key(LOCALITY_OVERRIDE_LABEL)) {
+        return Locality::from_labels(labels);
+    }
+    let node = node.or_else(|| pod.and_then(|p| p.spec.as_ref()).and_then(|s| s.node_name.as_deref()));
+    if let Some(found) = node.and_then(|n| nodes.get(n)) {
+        return found.clone();
+    }
+    let own = labels.map(Locality::from_labels).unwrap_or_default();
+    if own.is_known() {
+        return own;
+    }
+    Locality { zone: slice_zone.unwrap_or_default().to_string(), ..Locality::default() }
+}
+
 fn endpoints_from_slices<'a>(
     port: &ServicePort,
     slices: &[&EndpointSlice],
     pod_named: impl Fn(&str) -> Option<&'a Pod>,
+    nodes: &BTreeMap<String, Locality>,
 ) -> Vec<EndpointModel> {
     let wanted_name = port.name.clone().unwrap_or_default();
     let mut endpoints = BTreeSet::new();
@@ -113,16 +146,17 @@ fn endpoints_from_slices<'a>(
                 .and_then(|r| pod_named(r.name.as_deref().unwrap_or_default()));
             let labels = pod.map(labels_of).unwrap_or_default();
             let sidecar_account = pod.and_then(sidecar_account);
+            let locality = workload_locality(pod, endpoint.node_name.as_deref(), endpoint.zone.as_deref(), nodes);
             for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                let (labels, sidecar_account) = (labels.clone(), sidecar_account.clone());
-                endpoints.insert(EndpointModel { address, port: number, ready, labels, sidecar_account });
+                let (labels, sidecar_account, locality) = (labels.clone(), sidecar_account.clone(), locality.clone());
+                endpoints.insert(EndpointModel { address, port: number, ready, labels, sidecar_account, locality });
             }
         }
     }
     endpoints.into_iter().collect()
 }
 
-fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> {
+fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod], nodes: &BTreeMap<String, Locality>) -> Vec<EndpointModel> {
     let mut endpoints = BTreeSet::new();
     for pod in pods {
         let status = pod.status.as_ref();
@@ -137,7 +171,9 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod]) -> Vec<EndpointModel> 
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
         let (labels, sidecar_account) = (labels_of(pod), sidecar_account(pod));
-        endpoints.insert(EndpointModel { address, port: number, ready: !not_ready, labels, sidecar_account });
+        let locality = workload_locality(Some(pod), None, None, nodes);
+        let ready = !not_ready;
+        endpoints.insert(EndpointModel { address, port: number, ready, labels, sidecar_account, locality });
     }
     endpoints.into_iter().collect()
 }

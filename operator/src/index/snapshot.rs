@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use weft_crds::destination_rule::locality::Locality;
 use weft_crds::virtual_service::exported_everywhere;
 use weft_crds::virtual_service::l4::L4Route;
 use weft_crds::{
@@ -16,7 +17,7 @@ use weft_xds::inbound::{InboundPolicy, PeerMode};
 
 use super::authz::AuthorizationPolicyModel;
 use super::delegate;
-use super::endpoints::{EndpointSources, service_ports};
+use super::endpoints::{EndpointSources, service_ports, workload_locality};
 use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
 use super::rate_limits::RateLimitPolicyModel;
 use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
@@ -41,6 +42,10 @@ pub struct Snapshot {
     pub pod_labels: Arc<BTreeMap<String, BTreeMap<String, String>>>,
     /// The service account of every pod, by `namespace/name`: which workload identity may speak for it.
     pub pod_accounts: Arc<BTreeMap<String, String>>,
+    /// The locality of every pod whose locality is known, by `namespace/name`: where a proxy runs.
+    pub pod_localities: Arc<BTreeMap<String, Locality>>,
+    /// The locality of every node with topology labels, by node name.
+    pub node_localities: Arc<BTreeMap<String, Locality>>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
@@ -86,6 +91,8 @@ pub struct EndpointModel {
     pub labels: BTreeMap<String, String>,
     /// The pod's service account when it runs a Weft sidecar (mutual TLS applies); `None`: no sidecar, or unknown.
     pub sidecar_account: Option<String>,
+    /// Where the endpoint runs (see [`super::endpoints::workload_locality`]); empty when unknown.
+    pub locality: Locality,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +271,7 @@ impl Snapshot {
         self.services == other.services
             && self.trust_domain == other.trust_domain
             && self.pod_labels == other.pod_labels
+            && self.pod_localities == other.pod_localities
             && self.virtual_services.len() == other.virtual_services.len()
             && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| a.same_config(b))
             && self.destination_rules.len() == other.destination_rules.len()
@@ -352,6 +360,7 @@ pub fn build<'a>(
     let mut peer_authentications = Vec::new();
     let mut authorization_policies = Vec::new();
     let mut rate_limit_policies = Vec::new();
+    let mut nodes = Vec::new();
     for object in objects {
         match object {
             Resource::Service(s) => services.push(s),
@@ -362,9 +371,11 @@ pub fn build<'a>(
             Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
             Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
             Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
+            Resource::Node(n) => nodes.push(n),
         }
     }
-    let sources = EndpointSources::new(&pods, &slices);
+    let node_localities = node_localities(nodes.into_iter());
+    let sources = EndpointSources::new(&pods, &slices, &node_localities);
     let models = |policies: &[PeerAuthenticationModel]| {
         let model = |s: &&Service| service_model(s, &sources, (policies, root_namespace));
         services.iter().map(model).map(|m| (m.fqdn(), Arc::new(m))).collect()
@@ -376,6 +387,8 @@ pub fn build<'a>(
         rate_limit_policies: Arc::new(rate_limit_policies),
         pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
+        pod_localities: Arc::new(pods.iter().filter_map(|p| pod_locality_entry(p, &node_localities)).collect()),
+        node_localities: Arc::new(node_localities),
         rejections: rejections.clone(),
         root: root_namespace.to_string(),
         ..Snapshot::default()
@@ -444,6 +457,23 @@ pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) 
 /// A pod's entry in [`Snapshot::pod_accounts`].
 pub(super) fn pod_account_entry(pod: &Pod) -> (String, String) {
     (pod_key(pod), service_account_of(pod))
+}
+
+/// A pod's entry in [`Snapshot::pod_localities`], when its locality is known.
+pub(super) fn pod_locality_entry(pod: &Pod, nodes: &BTreeMap<String, Locality>) -> Option<(String, Locality)> {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let locality = workload_locality(Some(pod), node, None, nodes);
+    locality.is_known().then(|| (pod_key(pod), locality))
+}
+
+/// The nodes' localities, from their topology labels; nodes without any are left out.
+pub(super) fn node_localities<'a>(nodes: impl Iterator<Item = &'a Node>) -> BTreeMap<String, Locality> {
+    nodes
+        .filter_map(|node| {
+            let locality = Locality::from_labels(node.metadata.labels.as_ref()?);
+            locality.is_known().then(|| (name_of(&node.metadata.name), locality))
+        })
+        .collect()
 }
 
 /// The pod's service account; Kubernetes gives a pod that names none the namespace's `default`.

@@ -14,7 +14,10 @@ use super::authz::AuthorizationPolicyModel;
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
 use super::rate_limits::RateLimitPolicyModel;
-use super::snapshot::{Snapshot, pod_account_entry, pod_labels_entry, service_fqdn, service_model, set_rules};
+use super::snapshot::{
+    Snapshot, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, service_fqdn, service_model,
+    set_rules,
+};
 use crate::source::{Kind, Resource, ResourceKey};
 
 /// What changed since the last snapshot was built.
@@ -34,6 +37,8 @@ pub(super) struct Dirty {
     pub authz_policies: bool,
     /// An HTTPLocalRateLimitPolicy changed: only the list itself.
     pub rate_limit_policies: bool,
+    /// A node came, went or was relabelled: every endpoint's and pod's locality may differ.
+    pub nodes: bool,
 }
 
 impl Dirty {
@@ -60,6 +65,7 @@ impl Dirty {
             Kind::PeerAuthentication => self.peer_policies = true,
             Kind::AuthorizationPolicy => self.authz_policies = true,
             Kind::HttpLocalRateLimitPolicy => self.rate_limit_policies = true,
+            Kind::Node => self.nodes = true,
         }
     }
 }
@@ -75,6 +81,15 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         });
         snapshot.peer_authentications = Arc::new(policies.collect());
         namespaces.extend(snapshot.services.values().map(|s| s.namespace.clone()));
+    }
+    if dirty.nodes {
+        let nodes =
+            all_of_kind(objects, Kind::Node).filter_map(|r| if let Resource::Node(n) = r { Some(n) } else { None });
+        snapshot.node_localities = Arc::new(node_localities(nodes));
+        // Node labels change rarely: rebuilding every namespace's endpoints is simpler than tracking which pods
+        // run where.
+        namespaces.extend(snapshot.services.values().map(|s| s.namespace.clone()));
+        namespaces.extend(snapshot.pod_labels.keys().filter_map(|k| k.split_once('/')).map(|(ns, _)| ns.to_string()));
     }
     if dirty.authz_policies {
         let policies = all_of_kind(objects, Kind::AuthorizationPolicy).filter_map(|r| match r {
@@ -97,10 +112,11 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         let slices: Vec<&EndpointSlice> = of_kind(objects, Kind::EndpointSlice, namespace)
             .filter_map(|r| if let Resource::EndpointSlice(s) = r { Some(s) } else { None })
             .collect();
-        let sources = EndpointSources::new(&pods, &slices);
+        let nodes = snapshot.node_localities.clone();
+        let sources = EndpointSources::new(&pods, &slices, &nodes);
         let mut names: BTreeSet<&String> =
             dirty.services.iter().filter(|(ns, _)| ns == namespace).map(|(_, name)| name).collect();
-        let pods_changed = dirty.pod_namespaces.contains(namespace);
+        let pods_changed = dirty.pod_namespaces.contains(namespace) || dirty.nodes;
         if pods_changed || dirty.peer_policies {
             let all = of_kind(objects, Kind::Service, namespace).filter_map(|r| match r {
                 Resource::Service(s) => s.metadata.name.as_ref(),
@@ -113,6 +129,8 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             replace_namespace(Arc::make_mut(&mut snapshot.pod_labels), namespace, labels);
             let accounts = pods.iter().map(|p| pod_account_entry(p));
             replace_namespace(Arc::make_mut(&mut snapshot.pod_accounts), namespace, accounts);
+            let localities = pods.iter().filter_map(|p| pod_locality_entry(p, &nodes));
+            replace_namespace(Arc::make_mut(&mut snapshot.pod_localities), namespace, localities);
         }
         for name in names {
             let key = ResourceKey { kind: Kind::Service, namespace: namespace.clone(), name: name.clone() };

@@ -22,7 +22,7 @@ pub struct KindInfo {
 }
 
 /// Every kind, in [`Kind`] order.
-pub const KINDS: [KindInfo; 8] = [
+pub const KINDS: [KindInfo; 9] = [
     KindInfo {
         kind: Kind::Service,
         api_version: "v1",
@@ -78,6 +78,18 @@ pub const KINDS: [KindInfo; 8] = [
         name: "HTTPLocalRateLimitPolicy",
         wrap: |v| from_value(v).map(Resource::HttpLocalRateLimitPolicy),
         resolves_refs: true,
+    },
+    KindInfo {
+        kind: Kind::Node,
+        api_version: "v1",
+        name: "Node",
+        // Only the labels are kept: a node's status (images, conditions) is large and of no use here.
+        wrap: |v| {
+            from_value::<k8s_openapi::api::core::v1::Node>(v).map(|node| {
+                Resource::Node(k8s_openapi::api::core::v1::Node { metadata: node.metadata, ..Default::default() })
+            })
+        },
+        resolves_refs: false,
     },
 ];
 

@@ -1,4 +1,4 @@
-//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods and every Weft kind of
+//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods, Nodes' labels and every Weft kind of
 //! [`super::kinds`] (all namespaces, or a configured set), feeding the same index as the file source. Watch errors
 //! back off and resume (kube-runtime's default backoff); a restarted watch relists, which [`WatchState`] turns into
 //! an atomic replacement.
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource as _};
 use serde::de::DeserializeOwned;
@@ -54,9 +54,15 @@ pub async fn run(
     metrics: Arc<Metrics>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    // Nodes are cluster-scoped: one watch whatever the namespaces, of their metadata only (a node's status is
+    // large and of no use here).
+    let cluster =
+        WatchContext { events: events.clone(), sync: sync.clone(), metrics: metrics.clone(), namespace: None };
+    sync.0.fetch_add(1, Ordering::Relaxed);
+    tasks.spawn(cluster.watch_node_labels(client.clone()));
     for namespace in scope.each() {
         let ctx = WatchContext { events: events.clone(), sync: sync.clone(), metrics: metrics.clone(), namespace };
-        sync.0.fetch_add(KINDS.len(), Ordering::Relaxed);
+        sync.0.fetch_add(KINDS.len() - 1, Ordering::Relaxed);
         tasks.spawn(ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, Resource::Service));
         tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(
             client.clone(),
@@ -95,6 +101,13 @@ impl WatchContext {
             None => Api::<K>::all(client),
         };
         self.follow(api, kind, move |object| Ok(wrap(object)), |o: &K| key_of(kind, o.meta())).await;
+    }
+
+    async fn watch_node_labels(self, client: Client) {
+        let api = Api::<PartialObjectMeta<Node>>::all(client);
+        let wrap =
+            |object: PartialObjectMeta<Node>| Ok(Resource::Node(Node { metadata: object.metadata, ..Node::default() }));
+        self.follow(api, Kind::Node, wrap, |o: &PartialObjectMeta<Node>| key_of(Kind::Node, o.meta())).await;
     }
 
     async fn watch_crd(self, client: Client, kind: Kind) {

@@ -7,7 +7,7 @@ pub mod kinds;
 pub mod kube;
 pub mod watch_state;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_crds::{
     AuthorizationPolicy, DestinationRule, FieldError, HttpLocalRateLimitPolicy, PeerAuthentication, VirtualService,
@@ -25,6 +25,8 @@ pub enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
     HttpLocalRateLimitPolicy,
+    /// Cluster-scoped; only its labels are read (the topology labels giving workloads their locality).
+    Node,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ pub enum Resource {
     PeerAuthentication(PeerAuthentication),
     AuthorizationPolicy(AuthorizationPolicy),
     HttpLocalRateLimitPolicy(HttpLocalRateLimitPolicy),
+    Node(Node),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -68,6 +71,7 @@ impl Resource {
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::HttpLocalRateLimitPolicy(_) => Kind::HttpLocalRateLimitPolicy,
+            Resource::Node(_) => Kind::Node,
         }
     }
 
@@ -81,6 +85,7 @@ impl Resource {
             Resource::PeerAuthentication(o) => &o.metadata,
             Resource::AuthorizationPolicy(o) => &o.metadata,
             Resource::HttpLocalRateLimitPolicy(o) => &o.metadata,
+            Resource::Node(o) => &o.metadata,
         }
     }
 

@@ -15,6 +15,7 @@ mod authz;
 pub mod changes;
 mod clusters;
 mod listeners;
+mod locality;
 mod rate_limit;
 mod routes;
 pub mod scope;
@@ -26,6 +27,7 @@ use envoy_types::pb::envoy::config::core::v3::{AggregatedConfigSource, ConfigSou
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use weft_crds::destination_rule::locality::{Locality, LocalityLbSetting};
 use weft_xds::ProxyNode;
 use weft_xds::inbound::InboundPolicy;
 
@@ -102,6 +104,33 @@ pub fn own_clusters(snapshot: &Snapshot, proxy: &ProxyNode) -> OwnClusters {
         }
     }
     own
+}
+
+/// Where the proxy runs, when its pod is indexed and its locality known.
+pub fn proxy_locality<'a>(snapshot: &'a Snapshot, proxy: &ProxyNode) -> Option<&'a Locality> {
+    snapshot.pod_localities.get(&format!("{}/{}", proxy.namespace, proxy.pod_name))
+}
+
+/// The endpoint assignments among `assignments` (of clusters made with `rule`) that fail over by locality, each
+/// with its setting: what [`localized`] needs per proxy locality.
+pub fn failover_assignments(
+    rule: Option<&DestinationRuleModel>,
+    assignments: &[ClusterLoadAssignment],
+) -> Vec<(ClusterLoadAssignment, LocalityLbSetting)> {
+    assignments
+        .iter()
+        .filter(|a| a.endpoints.iter().any(|group| group.locality.is_some()))
+        .filter_map(|a| clusters::failover_of(rule, &a.cluster_name).map(|setting| (a.clone(), setting)))
+        .collect()
+}
+
+/// An assignment as a proxy in `proxy` gets it (see [`locality`]).
+pub fn localized(
+    assignment: &ClusterLoadAssignment,
+    setting: &LocalityLbSetting,
+    proxy: &Locality,
+) -> ClusterLoadAssignment {
+    locality::prioritize(assignment, setting, proxy)
 }
 
 /// The labels of the proxy's pod; none when the pod is not indexed (yet).

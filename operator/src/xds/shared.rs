@@ -22,12 +22,16 @@
 //! A proxy whose PeerAuthentication is not the default also gets its inbound listener, and a proxy that a tcp or
 //! tls condition names (`sourceLabels`, `sourceNamespace`) its own listener for that port: the shared listeners
 //! with those in place, one set per distinct combination. A proxy whose pod a DestinationRule selects
-//! (`workloadSelector`) gets that rule's clusters in place of its namespace's.
+//! (`workloadSelector`) gets that rule's clusters in place of its namespace's. A proxy whose locality is known
+//! gets the endpoints of clusters that fail over by locality with its locality's priorities (one set per
+//! namespace and locality).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use tokio::sync::Mutex;
+use weft_crds::destination_rule::locality::{Locality, LocalityLbSetting};
 use weft_xds::inbound::{INBOUND_LISTENER, InboundPolicy};
 use weft_xds::{ProxyNode, ResourceType, pack};
 
@@ -84,7 +88,14 @@ struct Generation {
     ports_differing_by_client: Option<Arc<BTreeSet<u16>>>,
     /// The namespaces with DestinationRules for some pods only (`workloadSelector`).
     selecting_namespaces: Option<Arc<BTreeSet<String>>>,
+    /// Per namespace and proxy locality: the failover assignments with that locality's priorities.
+    localized: HashMap<(String, Locality), Arc<Vec<Encoded>>>,
+    /// Per namespace and proxy locality: endpoint sets with those in place, by the set they were made from.
+    localized_sets: HashMap<(String, Locality), Vec<LocalizedSet>>,
 }
+
+/// An endpoint set, and the same with some assignments prioritized for one locality.
+type LocalizedSet = (Arc<TypeResources>, Arc<TypeResources>);
 
 /// What makes a proxy's listeners its own: its inbound policy, and its own outbound listeners (name, version).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,6 +109,9 @@ struct OwnListeners {
 struct ServiceClusters {
     clusters: Vec<Encoded>,
     endpoints: Vec<Encoded>,
+    /// The assignments that fail over by locality, as translated, with their settings: each proxy locality gets
+    /// them with its own priorities.
+    failover: Vec<(ClusterLoadAssignment, LocalityLbSetting)>,
 }
 
 impl ServiceClusters {
@@ -107,6 +121,7 @@ impl ServiceClusters {
         Arc::new(Self {
             clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
             endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),
+            failover: translate::failover_assignments(rule, &endpoints),
         })
     }
 }
@@ -158,6 +173,8 @@ impl Generation {
             own_listeners: HashMap::new(),
             ports_differing_by_client: None,
             selecting_namespaces: None,
+            localized: HashMap::new(),
+            localized_sets: HashMap::new(),
         }
     }
 
@@ -167,9 +184,14 @@ impl Generation {
     /// only) may make its listener differ.
     fn resources(&mut self, wanted: Wanted<'_>, previous: Option<&Generation>) -> Arc<EncodedResources> {
         let scoped = self.scope_resources(wanted, previous);
+        // Localities first: a DestinationRule selecting the pod then replaces its clusters' endpoints whole.
+        let resources = match translate::proxy_locality(&self.published.snapshot, wanted.node).cloned() {
+            Some(locality) => self.with_locality(scoped, &wanted.node.namespace, locality, previous),
+            None => scoped,
+        };
         let resources = match self.selecting_namespaces().contains(&wanted.node.namespace) {
-            true => self.with_own_clusters(scoped, wanted.node),
-            false => scoped,
+            true => self.with_own_clusters(resources, wanted.node),
+            false => resources,
         };
         let ports = self.ports_differing_by_client();
         let snapshot = &self.published.snapshot;
@@ -212,6 +234,55 @@ impl Generation {
             }
         }
         Arc::new(replaced)
+    }
+
+    /// `resources` with the endpoints of clusters that fail over by locality prioritized for a proxy in
+    /// `locality`. Proxies of one namespace and locality share the result.
+    fn with_locality(
+        &mut self,
+        resources: Arc<EncodedResources>,
+        namespace: &str,
+        locality: Locality,
+        previous: Option<&Generation>,
+    ) -> Arc<EncodedResources> {
+        let Some(base) = resources.of_type(ResourceType::Endpoint).cloned() else { return resources };
+        let key = (namespace.to_string(), locality);
+        let made =
+            self.localized_sets.get(&key).and_then(|sets| sets.iter().find(|(from, _)| Arc::ptr_eq(from, &base)));
+        let replaced = match made {
+            Some((_, replaced)) => replaced.clone(),
+            None => {
+                let extras = self.localized(&key, previous);
+                if extras.is_empty() {
+                    return resources;
+                }
+                let present: Vec<Encoded> = extras.iter().filter(|e| base.map.contains_key(&e.name)).cloned().collect();
+                let replaced = TypeResources::replacing(&base, |_| false, &present);
+                self.localized_sets.entry(key).or_default().push((base, replaced.clone()));
+                replaced
+            }
+        };
+        let mut own = (*resources).clone();
+        own.by_type.insert(ResourceType::Endpoint, replaced);
+        Arc::new(own)
+    }
+
+    /// The failover assignments of a namespace's view, prioritized for a locality.
+    fn localized(&mut self, key: &(String, Locality), previous: Option<&Generation>) -> Arc<Vec<Encoded>> {
+        if let Some(found) = self.localized.get(key) {
+            return found.clone();
+        }
+        let View { services, .. } = self.view(&key.0, previous);
+        let localized: Vec<Encoded> = services
+            .values()
+            .flat_map(|service| &service.failover)
+            .map(|(assignment, setting)| {
+                Encoded::new(assignment.cluster_name.clone(), &translate::localized(assignment, setting, &key.1))
+            })
+            .collect();
+        let localized = Arc::new(localized);
+        self.localized.insert(key.clone(), localized.clone());
+        localized
     }
 
     fn selecting_namespaces(&mut self) -> Arc<BTreeSet<String>> {

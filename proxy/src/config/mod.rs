@@ -110,6 +110,8 @@ pub struct EndpointConfig {
     pub healthy: bool,
     /// The endpoint runs a sidecar: its cluster's mutual TLS applies.
     pub mtls: bool,
+    /// Its priority level (0 first); see [`crate::upstream`].
+    pub priority: u32,
 }
 
 impl ProxyConfig {

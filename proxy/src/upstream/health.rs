@@ -61,6 +61,19 @@ impl Health {
     /// The endpoints to leave out of a pick among `total` now: those ejected, unless so many are out that the
     /// cluster is in panic (then none, as Envoy balances over all endpoints in panic mode).
     pub fn ejected(&self, total: usize) -> Vec<SocketAddr> {
+        let ejected = self.ejected_now();
+        if ejected.is_empty() {
+            return ejected;
+        }
+        let inside = total.saturating_sub(ejected.len()) as f64;
+        if total == 0 || inside * 100.0 / (total as f64) < self.panic_threshold() {
+            return Vec::new();
+        }
+        ejected
+    }
+
+    /// The endpoints ejected now, panic or not (priority levels judge panic per level).
+    pub fn ejected_now(&self) -> Vec<SocketAddr> {
         if self.ejections.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
@@ -68,11 +81,12 @@ impl Health {
         let now = Instant::now();
         state.ejected.retain(|_, until| *until > now);
         self.ejections.store(state.ejected.len(), Ordering::Relaxed);
-        let inside = total.saturating_sub(state.ejected.len()) as f64;
-        if total == 0 || inside * 100.0 / (total as f64) < state.panic_threshold {
-            return Vec::new();
-        }
         state.ejected.keys().copied().collect()
+    }
+
+    /// Below this share of healthy endpoints (percent), ejections are ignored.
+    pub fn panic_threshold(&self) -> f64 {
+        self.state.lock().map(|s| s.panic_threshold).unwrap_or_default()
     }
 
     /// Forgets endpoints that left the cluster.

@@ -6,7 +6,7 @@
 //! leave endpoints out of one pick, which retries need (and outlier ejection and consistent hashing will).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,6 +26,8 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 /// One endpoint and what the balancer knows of it.
 pub struct Member {
     pub endpoint: Endpoint,
+    /// Its priority level; changes with EDS while the member (its pool, its estimate) stays.
+    priority: AtomicU32,
     in_flight: AtomicUsize,
     rtt: Mutex<Ewma>,
     /// When the balancer took the endpoint in, for slow start.
@@ -63,7 +65,21 @@ impl Ewma {
 impl Member {
     pub fn new(endpoint: Endpoint) -> Self {
         let rtt = Ewma { estimate_ns: DEFAULT_RTT.as_nanos() as f64, at: Instant::now() };
-        Self { endpoint, in_flight: AtomicUsize::new(0), rtt: Mutex::new(rtt), joined: Instant::now() }
+        Self {
+            endpoint,
+            priority: AtomicU32::new(0),
+            in_flight: AtomicUsize::new(0),
+            rtt: Mutex::new(rtt),
+            joined: Instant::now(),
+        }
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+
+    pub fn set_priority(&self, priority: u32) {
+        self.priority.store(priority, Ordering::Relaxed);
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -138,8 +154,17 @@ impl Members {
     /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random. With
     /// consistent hashing and a `key`, the table decides; without a key, the pick is random.
     pub fn pick(&self, algorithm: LbAlgorithm, pick: Pick<'_>) -> Option<(Arc<Member>, InFlight)> {
-        let Pick { avoid, roll, key, warmup } = pick;
-        let list = self.snapshot();
+        let Pick { avoid, roll, key, warmup, level } = pick;
+        let all = self.snapshot();
+        let leveled: Vec<Arc<Member>>;
+        let list = match level {
+            // Consistent hashing keeps its table over every level: a key's endpoint must not move with health.
+            Some(level) if !(algorithm.is_consistent_hash() && key.is_some()) => {
+                leveled = all.iter().filter(|m| m.priority() == level).cloned().collect();
+                if leveled.is_empty() { &all } else { &leveled }
+            }
+            _ => &all,
+        };
         if let (true, Some(key)) = (algorithm.is_consistent_hash(), key) {
             let table = self.table.read().map(|t| t.clone()).unwrap_or_default();
             let address = table.lookup(key, |a| !avoid.contains(a)).or_else(|| table.lookup(key, |_| true));
@@ -178,6 +203,8 @@ pub struct Pick<'a> {
     pub key: Option<u64>,
     /// The cluster's slow start, if it has one.
     pub warmup: Option<SlowStart>,
+    /// The priority level to pick in (see [`super::priority`]); `None`: the cluster has one level.
+    pub level: Option<u32>,
 }
 
 /// While an endpoint warms up, picks weigh each endpoint by its slow-start factor: round robin and random become
@@ -238,7 +265,7 @@ mod tests {
     /// The share of 10 000 picks that go to port 2.
     fn share_of_new(m: &Members, algorithm: LbAlgorithm, warmup: SlowStart) -> f64 {
         let picks = (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).filter(|roll| {
-            let pick = Pick { avoid: &[], roll: *roll, key: None, warmup: Some(warmup) };
+            let pick = Pick { avoid: &[], roll: *roll, key: None, warmup: Some(warmup), level: None };
             m.pick(algorithm, pick).is_some_and(|(chosen, _)| chosen.address().port() == 2)
         });
         picks.count() as f64 / 10_000.0
@@ -281,28 +308,34 @@ mod tests {
         let avoid: Vec<SocketAddr> = vec![([127, 0, 0, 1], 1).into(), ([127, 0, 0, 1], 2).into()];
         for algorithm in [LbAlgorithm::PeakEwma, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
             for roll in 0..50 {
-                let (member, _) = m.pick(algorithm, Pick { avoid: &avoid, roll, key: None, warmup: None }).unwrap();
+                let (member, _) =
+                    m.pick(algorithm, Pick { avoid: &avoid, roll, key: None, warmup: None, level: None }).unwrap();
                 assert_eq!(member.address().port(), 3, "{algorithm:?}");
             }
         }
         let all: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         assert!(
-            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None, warmup: None }).is_some(),
+            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None, warmup: None, level: None })
+                .is_some(),
             "all tried: one of them again"
         );
         assert!(
-            members(&[]).pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None, warmup: None }).is_none()
+            members(&[])
+                .pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None, warmup: None, level: None })
+                .is_none()
         );
     }
 
     #[tokio::test]
     async fn least_request_prefers_the_idle_endpoint_and_in_flight_counts_drop() {
         let m = members(&[1, 2]);
-        let (busy, held) =
-            m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None, warmup: None }).unwrap();
+        let (busy, held) = m
+            .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None, warmup: None, level: None })
+            .unwrap();
         for roll in 0..20 {
-            let (next, _) =
-                m.pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None, warmup: None }).unwrap();
+            let (next, _) = m
+                .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None, warmup: None, level: None })
+                .unwrap();
             assert_ne!(next.address(), busy.address(), "the other one is idle");
         }
         drop(held);

@@ -2,6 +2,7 @@
 //! peak-EWMA latency by default, LEAST_REQUEST, RANDOM, ROUND_ROBIN), its limits (Envoy's circuit breakers: over
 //! them, [`Overflow`]), its retry budget ([`budget`]) and outlier detection ([`outlier`], [`health`]). Endpoint
 //! changes from EDS replace the member list; members that stay keep their pools, estimates and outlier state.
+//! Endpoints in priority levels (locality failover) are picked level by level ([`priority`]).
 
 mod budget;
 mod by_address;
@@ -12,6 +13,7 @@ mod maglev;
 mod members;
 mod origination;
 mod outlier;
+mod priority;
 mod reuse;
 mod ring;
 mod tls;
@@ -82,6 +84,8 @@ pub struct ClusterBalancer {
     /// Read by every request, changed by config: one lock for both.
     settings: RwLock<Settings>,
     health: Arc<Health>,
+    /// How many endpoints (healthy or not) each priority level has; one entry or none: no levels.
+    level_totals: RwLock<Arc<Vec<usize>>>,
     /// Mutual TLS to the endpoints that run a sidecar.
     tls: Arc<ClusterTls>,
     /// An original-destination cluster's pools, by the address each request's client dialled.
@@ -105,6 +109,7 @@ impl ClusterBalancer {
             budget: RetryBudget::default(),
             settings: RwLock::default(),
             health: Arc::default(),
+            level_totals: RwLock::default(),
             tls,
             original,
         };
@@ -150,9 +155,42 @@ impl ClusterBalancer {
                 (e.address, member)
             })
             .collect();
+        for endpoint in endpoints.iter().filter(|e| e.healthy) {
+            if let Some(member) = wanted.get(&endpoint.address) {
+                member.set_priority(endpoint.priority);
+            }
+        }
+        let levels = endpoints.iter().map(|e| e.priority as usize + 1).max().unwrap_or(0);
+        let mut totals = vec![0; levels];
+        for endpoint in endpoints {
+            totals[endpoint.priority as usize] += 1;
+        }
+        if let Ok(mut level_totals) = self.level_totals.write() {
+            *level_totals = Arc::new(totals);
+        }
         self.members.replace(wanted.values().cloned().collect(), self.hashing);
         self.health.retain(|address| wanted.contains_key(address));
         *current = wanted;
+    }
+
+    /// The priority level a pick goes to (`None` with one level) and the ejected endpoints it leaves out: none
+    /// in panic (see [`priority`]).
+    fn level_and_ejected(&self, roll: u64) -> (Option<u32>, Vec<SocketAddr>) {
+        let totals = self.level_totals.read().map(|t| t.clone()).unwrap_or_default();
+        if totals.len() <= 1 {
+            return (None, self.health.ejected(self.healthy_endpoints()));
+        }
+        let ejected = self.health.ejected_now();
+        let mut levels: Vec<priority::Level> =
+            totals.iter().map(|total| priority::Level { total: *total, healthy: 0 }).collect();
+        for member in self.members.snapshot().iter().filter(|m| !ejected.contains(&m.address())) {
+            if let Some(level) = levels.get_mut(member.priority() as usize) {
+                level.healthy += 1;
+            }
+        }
+        let choice = priority::choose(&levels, self.health.panic_threshold(), roll);
+        let level = u32::try_from(choice.level).ok();
+        (level, if choice.panic { Vec::new() } else { ejected })
     }
 
     pub fn healthy_endpoints(&self) -> usize {
@@ -176,11 +214,9 @@ impl ClusterBalancer {
         if self.original.is_some() {
             return Some((original, None, self.tls.covers_every_endpoint().then(|| self.tls.clone())));
         }
-        let ejected = self.health.ejected(self.healthy_endpoints());
-        let (member, lease) = self.members.pick(
-            self.algorithm,
-            Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start },
-        )?;
+        let (level, ejected) = self.level_and_ejected(rand::random());
+        let pick = Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start, level };
+        let (member, lease) = self.members.pick(self.algorithm, pick)?;
         let tls = member.endpoint.secured().then(|| self.tls.clone());
         Some((member.address(), Some(lease), tls))
     }
@@ -205,9 +241,9 @@ impl ClusterBalancer {
             return original_destination(pools, request, self.budget.request_started());
         }
         let total = self.healthy_endpoints();
-        let mut leave_out = self.health.ejected(total);
+        let (level, mut leave_out) = self.level_and_ejected(rand::random());
         leave_out.extend_from_slice(avoid);
-        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: slow_start };
+        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: slow_start, level };
         let (member, in_flight) = self.members.pick(self.algorithm, pick).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
         let (address, health) = (member.address(), self.health.clone());

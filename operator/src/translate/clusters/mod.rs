@@ -18,11 +18,13 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
 use envoy_types::pb::envoy::r#type::v3::Percent;
+use weft_crds::destination_rule::locality::LocalityLbSetting;
 use weft_crds::duration::parse_duration;
 use weft_crds::{SimpleLb, TrafficPolicy};
-use weft_xds::cluster_name;
 use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
+use weft_xds::{ClusterName, cluster_name};
 
+use super::locality::failover_setting;
 use super::{ads_config_source, duration};
 use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot};
 
@@ -66,7 +68,8 @@ pub(super) fn of_service(
         let balanced = !is_original_destination(&cluster);
         clusters.push(cluster);
         if balanced {
-            assignments.push(assignment(&name, port.endpoints.iter(), marks));
+            let by_locality = failover_setting(own.as_ref()).is_some();
+            assignments.push(assignment(&name, port.endpoints.iter(), marks, by_locality));
         }
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
@@ -77,7 +80,8 @@ pub(super) fn of_service(
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
             if balanced {
-                assignments.push(assignment(&name, members, marks));
+                let by_locality = failover_setting(own.as_ref()).is_some();
+                assignments.push(assignment(&name, members, marks, by_locality));
             }
         }
     }
@@ -170,32 +174,49 @@ fn lb_algorithm(policy: Option<&TrafficPolicy>) -> Option<LbAlgorithm> {
     }
 }
 
-/// `mtls`: endpoints that run a sidecar are marked so (their cluster's mutual TLS socket applies).
-fn assignment<'a>(name: &str, endpoints: impl Iterator<Item = &'a EndpointModel>, mtls: bool) -> ClusterLoadAssignment {
-    let lb_endpoints: Vec<LbEndpoint> = endpoints
-        .map(|e| LbEndpoint {
-            metadata: (mtls && e.sidecar_account.is_some()).then(weft_xds::mtls::meshed_endpoint_metadata),
-            health_status: if e.ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
-            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                address: Some(Address {
-                    address: Some(address::Address::SocketAddress(SocketAddress {
-                        address: e.address.to_string(),
-                        port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(e.port))),
-                        ..Default::default()
-                    })),
-                }),
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
-        .collect();
-    ClusterLoadAssignment {
-        cluster_name: name.to_string(),
-        endpoints: if lb_endpoints.is_empty() {
+/// How the endpoints of `cluster` (made with `rule`) fail over by locality; `None` when they do not.
+pub(super) fn failover_of(rule: Option<&DestinationRuleModel>, cluster: &str) -> Option<LocalityLbSetting> {
+    let name = ClusterName::parse(cluster)?;
+    let policy = rule.and_then(|rule| policy::effective_policy(rule, &name));
+    failover_setting(policy.as_ref())
+}
+
+/// `mtls`: endpoints that run a sidecar are marked so (their cluster's mutual TLS socket applies);
+/// `by_locality`: grouped by locality, for locality failover (see [`super::locality`]).
+fn assignment<'a>(
+    name: &str,
+    endpoints: impl Iterator<Item = &'a EndpointModel>,
+    mtls: bool,
+    by_locality: bool,
+) -> ClusterLoadAssignment {
+    let endpoints = endpoints.map(|e| (e, lb_endpoint(e, mtls)));
+    let groups = if by_locality {
+        super::locality::group(endpoints)
+    } else {
+        let lb_endpoints: Vec<LbEndpoint> = endpoints.map(|(_, endpoint)| endpoint).collect();
+        if lb_endpoints.is_empty() {
             Vec::new()
         } else {
             vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }]
-        },
+        }
+    };
+    ClusterLoadAssignment { cluster_name: name.to_string(), endpoints: groups, ..Default::default() }
+}
+
+fn lb_endpoint(e: &EndpointModel, mtls: bool) -> LbEndpoint {
+    LbEndpoint {
+        metadata: (mtls && e.sidecar_account.is_some()).then(weft_xds::mtls::meshed_endpoint_metadata),
+        health_status: if e.ready { HealthStatus::Healthy } else { HealthStatus::Unhealthy } as i32,
+        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+            address: Some(Address {
+                address: Some(address::Address::SocketAddress(SocketAddress {
+                    address: e.address.to_string(),
+                    port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(e.port))),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }

@@ -113,7 +113,7 @@ pub(super) fn cluster_policy(
 }
 
 /// The policy `rule` sets for the cluster `name`.
-fn effective_policy(rule: &DestinationRuleModel, name: &ClusterName) -> Option<TrafficPolicy> {
+pub(super) fn effective_policy(rule: &DestinationRuleModel, name: &ClusterName) -> Option<TrafficPolicy> {
     let subset = rule.spec.subsets.iter().find(|s| s.name == name.subset).and_then(|s| s.traffic_policy.as_ref());
     cluster_policy(rule.spec.traffic_policy.as_ref(), subset, name.port)
 }

@@ -76,7 +76,14 @@ pub(super) fn to_duration(d: &envoy_types::pb::google::protobuf::Duration) -> Re
 /// The endpoints of a `ClusterLoadAssignment`.
 pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, ConfigError> {
     let mut out = Vec::new();
-    for endpoint in cla.endpoints.iter().flat_map(|l| &l.lb_endpoints) {
+    let mut priorities: Vec<u32> = cla.endpoints.iter().map(|l| l.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    if priorities.iter().enumerate().any(|(i, p)| *p as usize != i) {
+        // As Envoy: levels run 0, 1, 2, ... without a gap.
+        return Err(reject("endpoints", &cla.cluster_name, "priorities must run from 0 without gaps"));
+    }
+    for (group, endpoint) in cla.endpoints.iter().flat_map(|l| l.lb_endpoints.iter().map(move |e| (l, e))) {
         let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
             return Err(reject("endpoints", &cla.cluster_name, "every endpoint needs an address"));
         };
@@ -85,7 +92,7 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Con
         let healthy =
             matches!(HealthStatus::try_from(endpoint.health_status), Ok(HealthStatus::Healthy | HealthStatus::Unknown));
         let mtls = weft_xds::mtls::is_meshed_endpoint(endpoint.metadata.as_ref());
-        out.push(EndpointConfig { address, healthy, mtls });
+        out.push(EndpointConfig { address, healthy, mtls, priority: group.priority });
     }
     Ok(out)
 }
