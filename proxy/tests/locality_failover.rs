@@ -1,7 +1,8 @@
 //! Locality failover end to end on loopback: the standalone operator reads where pods run (Nodes' topology
 //! labels) and a DestinationRule with outlier detection; the real proxy then keeps a client's requests in its
 //! own zone while that zone is healthy, and moves them to the next zone once its endpoints are ejected. Without
-//! outlier detection there is no failover, as in Istio: requests go to every zone.
+//! outlier detection there is no failover, as in Istio: requests go to every zone. `distribute` splits a zone's
+//! requests by the shares it names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -103,4 +104,17 @@ async fn without_outlier_detection_there_is_no_failover_and_every_zone_gets_requ
             .await;
     statuses(&proxy, 40).await;
     assert_eq!((near.received(), far.received()), (20, 20), "round robin over both zones");
+}
+
+#[tokio::test]
+async fn distribute_splits_a_zone_s_requests_by_the_shares_it_names() {
+    let (near, far) = (Scripted::start(Script::Echo).await, Scripted::start(Script::Echo).await);
+    let policy = "{loadBalancer: {localityLbSetting: {distribute: [{from: \"r1/z1/*\", to: {\"r1/z1/*\": 80, \
+                  \"r1/z2/*\": 20}}]}}}";
+    let (proxy, _operator) = client_proxy(&[(near.address, "node-a"), (far.address, "node-b")], policy).await;
+    let answered = statuses(&proxy, 400).await;
+    assert!(answered.iter().all(|s| *s == StatusCode::OK));
+    // 80 expected in z2; an even split would send 200. The bounds are over five standard deviations wide.
+    assert_eq!(near.received() + far.received(), 400);
+    assert!((40..=120).contains(&far.received()), "z2 got {} of 400, not about 20 %", far.received());
 }

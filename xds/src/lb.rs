@@ -5,7 +5,10 @@
 
 use envoy_types::pb::envoy::config::cluster::v3::{LoadBalancingPolicy, load_balancing_policy::Policy};
 use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
-use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::SlowStartConfig;
+use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::locality_lb_config::{
+    LocalityConfigSpecifier, LocalityWeightedLbConfig,
+};
+use envoy_types::pb::envoy::extensions::load_balancing_policies::common::v3::{LocalityLbConfig, SlowStartConfig};
 use envoy_types::pb::envoy::extensions::load_balancing_policies::{
     least_request::v3::LeastRequest, maglev::v3::Maglev, random::v3::Random, ring_hash::v3::RingHash,
     round_robin::v3::RoundRobin,
@@ -158,6 +161,49 @@ pub fn maglev_policy(table_size: u64) -> LoadBalancingPolicy {
     policy_list(vec![("envoy.load_balancing_policies.maglev", pack(&maglev))])
 }
 
+/// The policy list with Envoy's locality-weighted balancing turned on in each entry that has it (round robin,
+/// least request, random): the localities' `load_balancing_weight`s then split each priority's traffic.
+pub fn with_locality_weights(mut policy: LoadBalancingPolicy) -> LoadBalancingPolicy {
+    let weighted = || {
+        Some(LocalityLbConfig {
+            locality_config_specifier: Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                LocalityWeightedLbConfig {},
+            )),
+        })
+    };
+    for entry in &mut policy.policies {
+        let Some(any) = entry.typed_extension_config.as_mut().and_then(|c| c.typed_config.as_mut()) else { continue };
+        if let Ok(mut round_robin) = crate::unpack::<RoundRobin>(any) {
+            round_robin.locality_lb_config = weighted();
+            *any = pack(&round_robin);
+        } else if let Ok(mut least_request) = crate::unpack::<LeastRequest>(any) {
+            least_request.locality_lb_config = weighted();
+            *any = pack(&least_request);
+        } else if let Ok(mut random) = crate::unpack::<Random>(any) {
+            random.locality_lb_config = weighted();
+            *any = pack(&random);
+        }
+    }
+    policy
+}
+
+/// Whether a policy list balances by locality weights (its first entry that can say so does).
+pub fn is_locality_weighted(policy: &LoadBalancingPolicy) -> bool {
+    let config = |any: &Any| {
+        if let Ok(p) = crate::unpack::<RoundRobin>(any) {
+            return Some(p.locality_lb_config);
+        }
+        if let Ok(p) = crate::unpack::<LeastRequest>(any) {
+            return Some(p.locality_lb_config);
+        }
+        crate::unpack::<Random>(any).ok().map(|p| p.locality_lb_config)
+    };
+    let first = policy.policies.iter().find_map(|p| config(p.typed_extension_config.as_ref()?.typed_config.as_ref()?));
+    first.flatten().is_some_and(|c| {
+        matches!(c.locality_config_specifier, Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(_)))
+    })
+}
+
 fn policy_list(entries: Vec<(&str, Any)>) -> LoadBalancingPolicy {
     LoadBalancingPolicy {
         policies: entries
@@ -187,6 +233,16 @@ mod tests {
             LbAlgorithm::Maglev,
         ] {
             assert_eq!(LbAlgorithm::from_policy(&algo.to_policy()), Some(algo));
+        }
+    }
+
+    #[test]
+    fn locality_weights_are_turned_on_in_every_entry_that_has_them() {
+        for algo in [LbAlgorithm::PeakEwma, LbAlgorithm::LeastRequest, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
+            assert!(!is_locality_weighted(&algo.to_policy()));
+            let weighted = with_locality_weights(algo.to_policy());
+            assert!(is_locality_weighted(&weighted), "{algo:?}");
+            assert_eq!(LbAlgorithm::from_policy(&weighted), Some(algo));
         }
     }
 

@@ -52,7 +52,7 @@ pub(super) fn check_retries(path: &Path, retries: &HttpRetry, errors: &mut Vec<F
     if retries.retry_remote_localities == Some(true) {
         errors.push(not_supported(
             &path.field("retryRemoteLocalities"),
-            "retrying in other localities (Weft has no locality-aware load balancing)",
+            "retrying in other localities (Envoy's previous_priorities)",
         ));
     }
     if let Some(backoff) = &retries.backoff

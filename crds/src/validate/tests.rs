@@ -185,7 +185,7 @@ exportTo: ["."]
             "spec.gateways[1]: gateway \"istio-system/ingress\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].gateways[0]: gateway \"my-gateway\" is not supported by Weft yet: Weft has only the mesh (\"mesh\"), no gateways yet",
             "spec.http[0].match[0].statPrefix: per-route statistics (statPrefix) is not supported by Weft yet",
-            "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Weft has no locality-aware load balancing) is not supported by Weft yet",
+            "spec.http[1].retries.retryRemoteLocalities: retrying in other localities (Envoy's previous_priorities) is not supported by Weft yet",
             "spec.http[1].retries.backoff: must be greater than 0",
             "spec.http[1].fault.delay.exponentialDelay: an exponential delay (nor by Istio) is not supported by Weft yet",
             "spec.http[1].fault.abort.http2Error: aborting with an HTTP/2 error (http2Error) is not supported by Weft yet",

@@ -111,16 +111,16 @@ pub fn proxy_locality<'a>(snapshot: &'a Snapshot, proxy: &ProxyNode) -> Option<&
     snapshot.pod_localities.get(&format!("{}/{}", proxy.namespace, proxy.pod_name))
 }
 
-/// The endpoint assignments among `assignments` (of clusters made with `rule`) that fail over by locality, each
+/// The endpoint assignments among `assignments` (of clusters made with `rule`) balanced by locality, each
 /// with its setting: what [`localized`] needs per proxy locality.
-pub fn failover_assignments(
+pub fn locality_assignments(
     rule: Option<&DestinationRuleModel>,
     assignments: &[ClusterLoadAssignment],
 ) -> Vec<(ClusterLoadAssignment, LocalityLbSetting)> {
     assignments
         .iter()
         .filter(|a| a.endpoints.iter().any(|group| group.locality.is_some()))
-        .filter_map(|a| clusters::failover_of(rule, &a.cluster_name).map(|setting| (a.clone(), setting)))
+        .filter_map(|a| clusters::locality_setting_of(rule, &a.cluster_name).map(|setting| (a.clone(), setting)))
         .collect()
 }
 
@@ -130,7 +130,7 @@ pub fn localized(
     setting: &LocalityLbSetting,
     proxy: &Locality,
 ) -> ClusterLoadAssignment {
-    locality::prioritize(assignment, setting, proxy)
+    locality::localize(assignment, setting, proxy)
 }
 
 /// The labels of the proxy's pod; none when the pod is not indexed (yet).

@@ -23,7 +23,7 @@
 //! tls condition names (`sourceLabels`, `sourceNamespace`) its own listener for that port: the shared listeners
 //! with those in place, one set per distinct combination. A proxy whose pod a DestinationRule selects
 //! (`workloadSelector`) gets that rule's clusters in place of its namespace's. A proxy whose locality is known
-//! gets the endpoints of clusters that fail over by locality with its locality's priorities (one set per
+//! gets the endpoints of clusters balanced by locality shaped for its locality (priorities, shares; one set per
 //! namespace and locality).
 
 use std::collections::{BTreeSet, HashMap};
@@ -88,7 +88,7 @@ struct Generation {
     ports_differing_by_client: Option<Arc<BTreeSet<u16>>>,
     /// The namespaces with DestinationRules for some pods only (`workloadSelector`).
     selecting_namespaces: Option<Arc<BTreeSet<String>>>,
-    /// Per namespace and proxy locality: the failover assignments with that locality's priorities.
+    /// Per namespace and proxy locality: the locality-balanced assignments shaped for that locality.
     localized: HashMap<(String, Locality), Arc<Vec<Encoded>>>,
     /// Per namespace and proxy locality: endpoint sets with those in place, by the set they were made from.
     localized_sets: HashMap<(String, Locality), Vec<LocalizedSet>>,
@@ -109,9 +109,9 @@ struct OwnListeners {
 struct ServiceClusters {
     clusters: Vec<Encoded>,
     endpoints: Vec<Encoded>,
-    /// The assignments that fail over by locality, as translated, with their settings: each proxy locality gets
+    /// The assignments balanced by locality, as translated, with their settings: each proxy locality gets
     /// them with its own priorities.
-    failover: Vec<(ClusterLoadAssignment, LocalityLbSetting)>,
+    by_locality: Vec<(ClusterLoadAssignment, LocalityLbSetting)>,
 }
 
 impl ServiceClusters {
@@ -121,7 +121,7 @@ impl ServiceClusters {
         Arc::new(Self {
             clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
             endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),
-            failover: translate::failover_assignments(rule, &endpoints),
+            by_locality: translate::locality_assignments(rule, &endpoints),
         })
     }
 }
@@ -236,7 +236,7 @@ impl Generation {
         Arc::new(replaced)
     }
 
-    /// `resources` with the endpoints of clusters that fail over by locality prioritized for a proxy in
+    /// `resources` with the endpoints of clusters balanced by locality shaped for a proxy in
     /// `locality`. Proxies of one namespace and locality share the result.
     fn with_locality(
         &mut self,
@@ -267,7 +267,7 @@ impl Generation {
         Arc::new(own)
     }
 
-    /// The failover assignments of a namespace's view, prioritized for a locality.
+    /// The locality-balanced assignments of a namespace's view, shaped for a locality.
     fn localized(&mut self, key: &(String, Locality), previous: Option<&Generation>) -> Arc<Vec<Encoded>> {
         if let Some(found) = self.localized.get(key) {
             return found.clone();
@@ -275,7 +275,7 @@ impl Generation {
         let View { services, .. } = self.view(&key.0, previous);
         let localized: Vec<Encoded> = services
             .values()
-            .flat_map(|service| &service.failover)
+            .flat_map(|service| &service.by_locality)
             .map(|(assignment, setting)| {
                 Encoded::new(assignment.cluster_name.clone(), &translate::localized(assignment, setting, &key.1))
             })

@@ -76,6 +76,8 @@ pub struct ClusterConfig {
     pub connections: cluster::Connections,
     /// New endpoints' share grows over a window (round robin and least request balancers).
     pub slow_start: Option<cluster::SlowStart>,
+    /// Each priority's traffic is split between localities by their weights (Envoy's locality-weighted balancing).
+    pub locality_weighted: bool,
     /// Mutual TLS to the endpoints that run a sidecar (or every endpoint); `None`: no mesh mutual TLS.
     pub mtls: Option<cluster::MeshTls>,
     /// TLS origination with certificates from files to every endpoint (DestinationRule `SIMPLE`/`MUTUAL`).
@@ -97,6 +99,7 @@ impl ClusterConfig {
             panic_threshold: 50.0,
             connections: cluster::Connections::default(),
             slow_start: None,
+            locality_weighted: false,
             mtls: None,
             origination: None,
             original_destination: false,
@@ -112,6 +115,10 @@ pub struct EndpointConfig {
     pub mtls: bool,
     /// Its priority level (0 first); see [`crate::upstream`].
     pub priority: u32,
+    /// Its locality: the position of its group in the assignment.
+    pub locality: u32,
+    /// Its locality's weight, for locality-weighted clusters (0: none, the locality gets no traffic).
+    pub locality_weight: u32,
 }
 
 impl ProxyConfig {

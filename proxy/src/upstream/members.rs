@@ -26,8 +26,10 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 /// One endpoint and what the balancer knows of it.
 pub struct Member {
     pub endpoint: Endpoint,
-    /// Its priority level; changes with EDS while the member (its pool, its estimate) stays.
+    /// Its priority level and locality (group of the assignment); they change with EDS while the member (its
+    /// pool, its estimate) stays.
     priority: AtomicU32,
+    locality: AtomicU32,
     in_flight: AtomicUsize,
     rtt: Mutex<Ewma>,
     /// When the balancer took the endpoint in, for slow start.
@@ -68,6 +70,7 @@ impl Member {
         Self {
             endpoint,
             priority: AtomicU32::new(0),
+            locality: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
             rtt: Mutex::new(rtt),
             joined: Instant::now(),
@@ -78,8 +81,20 @@ impl Member {
         self.priority.load(Ordering::Relaxed)
     }
 
-    pub fn set_priority(&self, priority: u32) {
+    pub fn locality(&self) -> u32 {
+        self.locality.load(Ordering::Relaxed)
+    }
+
+    pub fn place(&self, priority: u32, locality: u32) {
         self.priority.store(priority, Ordering::Relaxed);
+        self.locality.store(locality, Ordering::Relaxed);
+    }
+
+    fn is_within(&self, within: Within) -> bool {
+        match within {
+            Within::Level(level) => self.priority() == level,
+            Within::Locality(locality) => self.locality() == locality,
+        }
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -154,14 +169,14 @@ impl Members {
     /// Chooses an endpoint by `algorithm`, not one of `avoid` unless nothing else is left; `roll` is random. With
     /// consistent hashing and a `key`, the table decides; without a key, the pick is random.
     pub fn pick(&self, algorithm: LbAlgorithm, pick: Pick<'_>) -> Option<(Arc<Member>, InFlight)> {
-        let Pick { avoid, roll, key, warmup, level } = pick;
+        let Pick { avoid, roll, key, warmup, within } = pick;
         let all = self.snapshot();
-        let leveled: Vec<Arc<Member>>;
-        let list = match level {
+        let narrowed: Vec<Arc<Member>>;
+        let list = match within {
             // Consistent hashing keeps its table over every level: a key's endpoint must not move with health.
-            Some(level) if !(algorithm.is_consistent_hash() && key.is_some()) => {
-                leveled = all.iter().filter(|m| m.priority() == level).cloned().collect();
-                if leveled.is_empty() { &all } else { &leveled }
+            Some(within) if !(algorithm.is_consistent_hash() && key.is_some()) => {
+                narrowed = all.iter().filter(|m| m.is_within(within)).cloned().collect();
+                if narrowed.is_empty() { &all } else { &narrowed }
             }
             _ => &all,
         };
@@ -203,8 +218,17 @@ pub struct Pick<'a> {
     pub key: Option<u64>,
     /// The cluster's slow start, if it has one.
     pub warmup: Option<SlowStart>,
-    /// The priority level to pick in (see [`super::priority`]); `None`: the cluster has one level.
-    pub level: Option<u32>,
+    /// The endpoints to pick among (see [`super::priority`]); `None`: all of them.
+    pub within: Option<Within>,
+}
+
+/// A part of a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    /// A priority level.
+    Level(u32),
+    /// A locality (its group's position in the assignment).
+    Locality(u32),
 }
 
 /// While an endpoint warms up, picks weigh each endpoint by its slow-start factor: round robin and random become
@@ -265,7 +289,7 @@ mod tests {
     /// The share of 10 000 picks that go to port 2.
     fn share_of_new(m: &Members, algorithm: LbAlgorithm, warmup: SlowStart) -> f64 {
         let picks = (0..10_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).filter(|roll| {
-            let pick = Pick { avoid: &[], roll: *roll, key: None, warmup: Some(warmup), level: None };
+            let pick = Pick { avoid: &[], roll: *roll, key: None, warmup: Some(warmup), within: None };
             m.pick(algorithm, pick).is_some_and(|(chosen, _)| chosen.address().port() == 2)
         });
         picks.count() as f64 / 10_000.0
@@ -309,19 +333,19 @@ mod tests {
         for algorithm in [LbAlgorithm::PeakEwma, LbAlgorithm::RoundRobin, LbAlgorithm::Random] {
             for roll in 0..50 {
                 let (member, _) =
-                    m.pick(algorithm, Pick { avoid: &avoid, roll, key: None, warmup: None, level: None }).unwrap();
+                    m.pick(algorithm, Pick { avoid: &avoid, roll, key: None, warmup: None, within: None }).unwrap();
                 assert_eq!(member.address().port(), 3, "{algorithm:?}");
             }
         }
         let all: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
         assert!(
-            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None, warmup: None, level: None })
+            m.pick(LbAlgorithm::PeakEwma, Pick { avoid: &all, roll: 7, key: None, warmup: None, within: None })
                 .is_some(),
             "all tried: one of them again"
         );
         assert!(
             members(&[])
-                .pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None, warmup: None, level: None })
+                .pick(LbAlgorithm::PeakEwma, Pick { avoid: &[], roll: 1, key: None, warmup: None, within: None })
                 .is_none()
         );
     }
@@ -330,11 +354,11 @@ mod tests {
     async fn least_request_prefers_the_idle_endpoint_and_in_flight_counts_drop() {
         let m = members(&[1, 2]);
         let (busy, held) = m
-            .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None, warmup: None, level: None })
+            .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll: 0, key: None, warmup: None, within: None })
             .unwrap();
         for roll in 0..20 {
             let (next, _) = m
-                .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None, warmup: None, level: None })
+                .pick(LbAlgorithm::LeastRequest, Pick { avoid: &[], roll, key: None, warmup: None, within: None })
                 .unwrap();
             assert_ne!(next.address(), busy.address(), "the other one is idle");
         }

@@ -2,7 +2,8 @@
 //! peak-EWMA latency by default, LEAST_REQUEST, RANDOM, ROUND_ROBIN), its limits (Envoy's circuit breakers: over
 //! them, [`Overflow`]), its retry budget ([`budget`]) and outlier detection ([`outlier`], [`health`]). Endpoint
 //! changes from EDS replace the member list; members that stay keep their pools, estimates and outlier state.
-//! Endpoints in priority levels (locality failover) are picked level by level ([`priority`]).
+//! Endpoints in priority levels (locality failover) are picked level by level, and in locality-weighted clusters
+//! locality by locality ([`priority`]).
 
 mod budget;
 mod by_address;
@@ -35,7 +36,7 @@ pub use budget::{RetryBudget, RetryPermit};
 pub use by_address::{AddressPools, OriginalDestination};
 pub use endpoint::Endpoint;
 pub use members::InFlight;
-use members::{Member, Members, Pick};
+use members::{Member, Members, Pick, Within};
 pub use ring::hash_of;
 
 use crate::BoxError;
@@ -49,11 +50,21 @@ pub use origination::Alpn;
 use outlier::Outcome;
 pub use tls::{ClusterTls, UpstreamIo};
 
-/// What each request reads of the cluster's config: its limits and slow start.
+/// What each request reads of the cluster's config: its limits, slow start, locality weighting.
 #[derive(Debug, Clone, Copy, Default)]
 struct Settings {
     limits: Limits,
     slow_start: Option<SlowStart>,
+    locality_weighted: bool,
+}
+
+/// One locality (group) of the cluster's endpoint assignment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Locality {
+    priority: u32,
+    weight: u32,
+    /// Its endpoints, healthy or not.
+    total: usize,
 }
 
 /// The cluster has no healthy endpoint.
@@ -84,8 +95,8 @@ pub struct ClusterBalancer {
     /// Read by every request, changed by config: one lock for both.
     settings: RwLock<Settings>,
     health: Arc<Health>,
-    /// How many endpoints (healthy or not) each priority level has; one entry or none: no levels.
-    level_totals: RwLock<Arc<Vec<usize>>>,
+    /// The assignment's localities: priority, weight and endpoint count (healthy or not) of each.
+    localities: RwLock<Arc<Vec<Locality>>>,
     /// Mutual TLS to the endpoints that run a sidecar.
     tls: Arc<ClusterTls>,
     /// An original-destination cluster's pools, by the address each request's client dialled.
@@ -109,7 +120,7 @@ impl ClusterBalancer {
             budget: RetryBudget::default(),
             settings: RwLock::default(),
             health: Arc::default(),
-            level_totals: RwLock::default(),
+            localities: RwLock::default(),
             tls,
             original,
         };
@@ -130,7 +141,11 @@ impl ClusterBalancer {
     /// Takes the cluster's limits, retry budget and outlier detection, keeping endpoints and their state.
     pub fn configure(&self, cluster: &ClusterConfig) {
         if let Ok(mut settings) = self.settings.write() {
-            *settings = Settings { limits: cluster.limits, slow_start: cluster.slow_start };
+            *settings = Settings {
+                limits: cluster.limits,
+                slow_start: cluster.slow_start,
+                locality_weighted: cluster.locality_weighted,
+            };
         }
         self.budget.configure(cluster.retry_budget, cluster.limits.max_retries);
         self.health.configure(cluster.outlier, cluster.panic_threshold);
@@ -157,40 +172,63 @@ impl ClusterBalancer {
             .collect();
         for endpoint in endpoints.iter().filter(|e| e.healthy) {
             if let Some(member) = wanted.get(&endpoint.address) {
-                member.set_priority(endpoint.priority);
+                member.place(endpoint.priority, endpoint.locality);
             }
         }
-        let levels = endpoints.iter().map(|e| e.priority as usize + 1).max().unwrap_or(0);
-        let mut totals = vec![0; levels];
+        let count = endpoints.iter().map(|e| e.locality as usize + 1).max().unwrap_or(0);
+        let mut localities = vec![Locality::default(); count];
         for endpoint in endpoints {
-            totals[endpoint.priority as usize] += 1;
+            let locality = &mut localities[endpoint.locality as usize];
+            (locality.priority, locality.weight) = (endpoint.priority, endpoint.locality_weight);
+            locality.total += 1;
         }
-        if let Ok(mut level_totals) = self.level_totals.write() {
-            *level_totals = Arc::new(totals);
+        if let Ok(mut current) = self.localities.write() {
+            *current = Arc::new(localities);
         }
         self.members.replace(wanted.values().cloned().collect(), self.hashing);
         self.health.retain(|address| wanted.contains_key(address));
         *current = wanted;
     }
 
-    /// The priority level a pick goes to (`None` with one level) and the ejected endpoints it leaves out: none
-    /// in panic (see [`priority`]).
-    fn level_and_ejected(&self, roll: u64) -> (Option<u32>, Vec<SocketAddr>) {
-        let totals = self.level_totals.read().map(|t| t.clone()).unwrap_or_default();
-        if totals.len() <= 1 {
+    /// The endpoints a pick goes to (`None`: all; with priority levels, one level; with locality weights, one
+    /// locality) and the ejected endpoints it leaves out: none in panic (see [`priority`]).
+    fn narrowing(&self, roll: u64) -> (Option<Within>, Vec<SocketAddr>) {
+        let localities = self.localities.read().map(|l| l.clone()).unwrap_or_default();
+        let weighted = self.settings().locality_weighted;
+        let levels = localities.iter().map(|l| l.priority as usize + 1).max().unwrap_or(0);
+        if levels <= 1 && !weighted {
             return (None, self.health.ejected(self.healthy_endpoints()));
         }
         let ejected = self.health.ejected_now();
-        let mut levels: Vec<priority::Level> =
-            totals.iter().map(|total| priority::Level { total: *total, healthy: 0 }).collect();
+        let mut healthy = vec![0usize; localities.len()];
         for member in self.members.snapshot().iter().filter(|m| !ejected.contains(&m.address())) {
-            if let Some(level) = levels.get_mut(member.priority() as usize) {
-                level.healthy += 1;
+            if let Some(count) = healthy.get_mut(member.locality() as usize) {
+                *count += 1;
             }
         }
-        let choice = priority::choose(&levels, self.health.panic_threshold(), roll);
-        let level = u32::try_from(choice.level).ok();
-        (level, if choice.panic { Vec::new() } else { ejected })
+        let mut level_health = vec![priority::Level::default(); levels];
+        for (locality, healthy) in localities.iter().zip(&healthy) {
+            let level = &mut level_health[locality.priority as usize];
+            (level.total, level.healthy) = (level.total + locality.total, level.healthy + healthy);
+        }
+        let choice = priority::choose(&level_health, self.health.panic_threshold(), roll);
+        let leave_out = if choice.panic { Vec::new() } else { ejected };
+        let level = u32::try_from(choice.level).unwrap_or_default();
+        if !weighted {
+            return (Some(Within::Level(level)), leave_out);
+        }
+        let in_level: Vec<(usize, (u32, priority::Level))> = (localities.iter().zip(&healthy).enumerate())
+            .filter(|(_, (l, _))| l.priority == level)
+            .map(|(i, (l, healthy))| (i, (l.weight, priority::Level { total: l.total, healthy: *healthy })))
+            .collect();
+        let weights: Vec<(u32, priority::Level)> = in_level.iter().map(|(_, w)| *w).collect();
+        // A second uniform number from the roll's other bits.
+        let uniform = (roll.rotate_left(32) >> 11) as f64 / (1u64 << 53) as f64;
+        let within = match priority::choose_locality(&weights, choice.panic, uniform) {
+            Some(chosen) => Within::Locality(u32::try_from(in_level[chosen].0).unwrap_or_default()),
+            None => Within::Level(level),
+        };
+        (Some(within), leave_out)
     }
 
     pub fn healthy_endpoints(&self) -> usize {
@@ -214,8 +252,9 @@ impl ClusterBalancer {
         if self.original.is_some() {
             return Some((original, None, self.tls.covers_every_endpoint().then(|| self.tls.clone())));
         }
-        let (level, ejected) = self.level_and_ejected(rand::random());
-        let pick = Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start, level };
+        let (within, ejected) = self.narrowing(rand::random());
+        let pick =
+            Pick { avoid: &ejected, roll: rand::random(), key: None, warmup: self.settings().slow_start, within };
         let (member, lease) = self.members.pick(self.algorithm, pick)?;
         let tls = member.endpoint.secured().then(|| self.tls.clone());
         Some((member.address(), Some(lease), tls))
@@ -232,7 +271,7 @@ impl ClusterBalancer {
         key: Option<u64>,
     ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
         let http2 = request.version() == Version::HTTP_2;
-        let Settings { limits, slow_start } = self.settings();
+        let Settings { limits, slow_start, .. } = self.settings();
         let limit = limits.max_in_flight(http2);
         if self.budget.active() as u64 >= limit {
             return Err(Overflow.into());
@@ -241,9 +280,9 @@ impl ClusterBalancer {
             return original_destination(pools, request, self.budget.request_started());
         }
         let total = self.healthy_endpoints();
-        let (level, mut leave_out) = self.level_and_ejected(rand::random());
+        let (within, mut leave_out) = self.narrowing(rand::random());
         leave_out.extend_from_slice(avoid);
-        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: slow_start, level };
+        let pick = Pick { avoid: &leave_out, roll: rand::random(), key, warmup: slow_start, within };
         let (member, in_flight) = self.members.pick(self.algorithm, pick).ok_or(NoEndpoints)?;
         let active = self.budget.request_started();
         let (address, health) = (member.address(), self.health.clone());

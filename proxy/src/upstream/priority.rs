@@ -4,6 +4,7 @@
 //! its endpoints healthy still takes all the traffic), and the levels split the load in order by that health.
 //! When the whole cluster's health is under the panic threshold, the load follows endpoint counts and ejections
 //! are ignored (Envoy's total panic); a level under the threshold ignores ejections among its own endpoints.
+//! In a locality-weighted cluster, a level's localities then share its load by weight times availability.
 //! Pure.
 
 /// Envoy's default overprovisioning factor, in percent.
@@ -74,6 +75,20 @@ pub fn choose(levels: &[Level], panic_threshold: f64, roll: u64) -> Choice {
     Choice { level, panic: total_panic || level_panic }
 }
 
+/// Which locality of a level a pick goes to, for locality-weighted clusters: each locality's weight times its
+/// availability (its health, as a level's, capped at 1; all of it in panic), picked with `uniform` in [0, 1).
+/// `None` when no locality has any.
+pub fn choose_locality(localities: &[(u32, Level)], panic: bool, uniform: f64) -> Option<usize> {
+    let effective: Vec<f64> = localities
+        .iter()
+        .map(|(weight, level)| {
+            let availability = if panic { usize::from(level.total > 0) * 100 } else { health(level) };
+            f64::from(*weight) * availability as f64
+        })
+        .collect();
+    super::warmup::weighted(&effective, uniform)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +111,24 @@ mod tests {
         assert_eq!(loads(&levels(&[(0, 2), (2, 2), (2, 2)]), 50.0), (vec![0, 100, 0], false));
         // Not enough health anywhere: normalized (P0 28 of 56, P1 28 of 56).
         assert_eq!(loads(&levels(&[(2, 10), (2, 10)]), 0.0), (vec![50, 50], false));
+    }
+
+    #[test]
+    fn localities_share_a_level_by_weight_times_availability() {
+        let full = Level { total: 2, healthy: 2 };
+        let half = Level { total: 2, healthy: 1 };
+        let picks = |localities: &[(u32, Level)], panic: bool| -> Vec<usize> {
+            let mut counts = vec![0; localities.len()];
+            for i in 0..1000 {
+                counts[choose_locality(localities, panic, f64::from(i) / 1000.0).unwrap()] += 1;
+            }
+            counts
+        };
+        assert_eq!(picks(&[(80, full), (20, full)], false), [800, 200]);
+        // Half its endpoints healthy: 70 % available, so 80 x 0.7 against 20.
+        assert_eq!(picks(&[(80, half), (20, full)], false), [737, 263]);
+        assert_eq!(picks(&[(80, Level { total: 2, healthy: 0 }), (20, full)], true), [800, 200], "panic");
+        assert_eq!(choose_locality(&[(0, full)], false, 0.5), None);
     }
 
     #[test]

@@ -21,10 +21,12 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use weft_crds::destination_rule::locality::LocalityLbSetting;
 use weft_crds::duration::parse_duration;
 use weft_crds::{SimpleLb, TrafficPolicy};
-use weft_xds::lb::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy};
+use weft_xds::lb::{
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy, with_locality_weights,
+};
 use weft_xds::{ClusterName, cluster_name};
 
-use super::locality::failover_setting;
+use super::locality::{distributes, locality_setting};
 use super::{ads_config_source, duration};
 use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot};
 
@@ -68,7 +70,7 @@ pub(super) fn of_service(
         let balanced = !is_original_destination(&cluster);
         clusters.push(cluster);
         if balanced {
-            let by_locality = failover_setting(own.as_ref()).is_some();
+            let by_locality = locality_setting(own.as_ref()).is_some();
             assignments.push(assignment(&name, port.endpoints.iter(), marks, by_locality));
         }
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
@@ -80,7 +82,7 @@ pub(super) fn of_service(
             let members =
                 port.endpoints.iter().filter(|e| subset.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
             if balanced {
-                let by_locality = failover_setting(own.as_ref()).is_some();
+                let by_locality = locality_setting(own.as_ref()).is_some();
                 assignments.push(assignment(&name, members, marks, by_locality));
             }
         }
@@ -132,7 +134,10 @@ fn cluster(name: &str, policy: Option<&TrafficPolicy>, port: policy::PortProtoco
             service_name: name.to_string(),
         }),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
-        load_balancing_policy: Some(load_balancing(policy)),
+        load_balancing_policy: Some(match distributes(policy) {
+            true => with_locality_weights(load_balancing(policy)),
+            false => load_balancing(policy),
+        }),
         ..Default::default()
     };
     policy::apply(&mut cluster, policy, port);
@@ -174,15 +179,15 @@ fn lb_algorithm(policy: Option<&TrafficPolicy>) -> Option<LbAlgorithm> {
     }
 }
 
-/// How the endpoints of `cluster` (made with `rule`) fail over by locality; `None` when they do not.
-pub(super) fn failover_of(rule: Option<&DestinationRuleModel>, cluster: &str) -> Option<LocalityLbSetting> {
+/// How the endpoints of `cluster` (made with `rule`) are balanced by locality; `None` when they are not.
+pub(super) fn locality_setting_of(rule: Option<&DestinationRuleModel>, cluster: &str) -> Option<LocalityLbSetting> {
     let name = ClusterName::parse(cluster)?;
     let policy = rule.and_then(|rule| policy::effective_policy(rule, &name));
-    failover_setting(policy.as_ref())
+    locality_setting(policy.as_ref())
 }
 
 /// `mtls`: endpoints that run a sidecar are marked so (their cluster's mutual TLS socket applies);
-/// `by_locality`: grouped by locality, for locality failover (see [`super::locality`]).
+/// `by_locality`: grouped by locality, for locality-aware balancing (see [`super::locality`]).
 fn assignment<'a>(
     name: &str,
     endpoints: impl Iterator<Item = &'a EndpointModel>,

@@ -70,6 +70,7 @@ impl TryFrom<&Cluster> for ClusterConfig {
                 .map(|s| slow_start(&s))
                 .transpose()
                 .map_err(err)?,
+            locality_weighted: c.load_balancing_policy.as_ref().is_some_and(weft_xds::lb::is_locality_weighted),
             mtls,
             origination,
             original_destination,

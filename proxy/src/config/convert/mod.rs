@@ -83,7 +83,8 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Con
         // As Envoy: levels run 0, 1, 2, ... without a gap.
         return Err(reject("endpoints", &cla.cluster_name, "priorities must run from 0 without gaps"));
     }
-    for (group, endpoint) in cla.endpoints.iter().flat_map(|l| l.lb_endpoints.iter().map(move |e| (l, e))) {
+    let groups = cla.endpoints.iter().enumerate();
+    for ((locality, group), endpoint) in groups.flat_map(|g| g.1.lb_endpoints.iter().map(move |e| (g, e))) {
         let Some(lb_endpoint::HostIdentifier::Endpoint(e)) = &endpoint.host_identifier else {
             return Err(reject("endpoints", &cla.cluster_name, "every endpoint needs an address"));
         };
@@ -92,7 +93,14 @@ pub fn endpoints(cla: &ClusterLoadAssignment) -> Result<Vec<EndpointConfig>, Con
         let healthy =
             matches!(HealthStatus::try_from(endpoint.health_status), Ok(HealthStatus::Healthy | HealthStatus::Unknown));
         let mtls = weft_xds::mtls::is_meshed_endpoint(endpoint.metadata.as_ref());
-        out.push(EndpointConfig { address, healthy, mtls, priority: group.priority });
+        out.push(EndpointConfig {
+            address,
+            healthy,
+            mtls,
+            priority: group.priority,
+            locality: u32::try_from(locality).unwrap_or(u32::MAX),
+            locality_weight: group.load_balancing_weight.map_or(0, |w| w.value),
+        });
     }
     Ok(out)
 }
