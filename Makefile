@@ -25,8 +25,9 @@ lint:
 deps:
 	scripts/install-test-deps.sh
 
-## bench: requests/s and p50/p99 latency, direct vs through one proxy, as ratios (release build)
+## bench: requests/s and p50/p99 latency, direct vs through one proxy, as ratios; weft-proxy vs nginx and haproxy (release build)
 bench:
+	scripts/install-bench-deps.sh
 	$(CARGO) build --release --workspace --bins
 	@"$(TARGET_DIR)/release/weft-bench"
 

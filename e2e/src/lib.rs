@@ -16,6 +16,7 @@ pub mod netns;
 pub mod netns_mesh;
 pub mod process;
 pub mod remote_load;
+pub mod rivals;
 pub mod scale;
 pub mod scenario;
 pub mod sidecar;

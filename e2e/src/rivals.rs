@@ -1,0 +1,93 @@
+//! nginx and haproxy as reverse proxies in front of a backend, for `make bench`'s side-by-side run: each started
+//! in the foreground as one single-threaded process (nginx: one worker, no master; haproxy: one thread), with
+//! keep-alive to the backend, so its CPU and memory compare with one weft-proxy's. Also pinning processes to a
+//! core and reading their resident memory. Absent binaries are reported, not an error: the bench installs them
+//! (`scripts/install-bench-deps.sh`) where it can.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Context;
+
+use crate::net::{free_port, localhost, wait_for_port};
+use crate::process::Process;
+
+/// A rival proxy, running.
+pub struct Rival {
+    pub name: &'static str,
+    pub process: Process,
+    /// Where clients send requests.
+    pub listen: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// nginx 1 worker (no master process) proxying to `backend`; `None` when nginx is not installed.
+pub async fn nginx(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
+    let Some(program) = installed("nginx") else { return Ok(None) };
+    let dir = tempfile::Builder::new().prefix("weft-bench-nginx-").tempdir()?;
+    let listen = free_port(localhost())?;
+    let root = dir.path().display();
+    let config = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr warn;\npid {root}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n  \
+         fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n  \
+         upstream backend {{ server {backend}; keepalive 64; }}\n  \
+         server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://backend;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let args = ["-p".into(), root.to_string(), "-c".into(), path.display().to_string()];
+    let process = Process::spawn("nginx", &program, &args, &dir.path().join("nginx.log"))?;
+    wait_for_port(listen, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
+    Ok(Some(Rival { name: "nginx", process, listen, _dir: dir }))
+}
+
+/// haproxy with one thread proxying to `backend`, reusing its connections; `None` when it is not installed.
+pub async fn haproxy(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
+    let Some(program) = installed("haproxy") else { return Ok(None) };
+    let dir = tempfile::Builder::new().prefix("weft-bench-haproxy-").tempdir()?;
+    let listen = free_port(localhost())?;
+    let config = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
+         timeout server 30s\n  http-reuse always\n\nfrontend bench\n  bind {listen}\n  default_backend backend\n\n\
+         backend backend\n  server one {backend}\n"
+    );
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config)?;
+    let args = ["-f".into(), path.display().to_string(), "-db".into()];
+    let process = Process::spawn("haproxy", &program, &args, &dir.path().join("haproxy.log"))?;
+    wait_for_port(listen, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
+    Ok(Some(Rival { name: "haproxy", process, listen, _dir: dir }))
+}
+
+fn installed(name: &str) -> Option<std::path::PathBuf> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.is_file())
+}
+
+/// Pins every thread of process `pid` to `cpu` (`taskset`); a message when that fails.
+pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset")?;
+    anyhow::ensure!(status.success(), "taskset could not pin process {pid} to CPU {cpu}");
+    Ok(())
+}
+
+/// The resident memory of process `pid`, in bytes (0 when it cannot be read).
+pub fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|value| value.parse::<u64>().ok());
+    kib.unwrap_or(0) * 1024
+}
