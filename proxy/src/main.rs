@@ -25,10 +25,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     weft_process::init_logging(&args.log)?;
     let settings = args.settings();
     settings.xds_endpoint()?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.workers > 0 {
-        builder.worker_threads(args.workers);
-    }
+    // One worker (a sidecar's default) runs on the current thread: no scheduler hand-offs between a worker and the
+    // thread that waits for it.
+    let mut builder = match args.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        workers => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(workers);
+            builder
+        }
+    };
     let runtime = builder.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(weft_proxy::app::run(settings, weft_process::shutdown_signal()))?;
     // Connections cut by the drain timeout are abandoned here, not waited for.
