@@ -41,11 +41,20 @@ pub fn validate_rate_limit(spec: &HttpLocalRateLimitPolicySpec) -> Vec<FieldErro
     errors
 }
 
+/// The highest rate a limit may name: far more than one workload's port serves.
+pub const MAX_REQUESTS_PER_SECOND: u32 = 1_000_000;
+
 fn check_limit(path: &Path, limit: Option<Limit>, total: Option<u32>, errors: &mut Vec<FieldError>) {
     let Some(Limit { requests_per_second: rate }) = limit else { return };
     let path = path.field("requestsPerSecond");
     if rate == 0 {
         errors.push(path.error("requestsPerSecond must be at least 1"));
+    }
+    if rate > MAX_REQUESTS_PER_SECOND {
+        // The proxy's buckets count in nanoseconds per token: far above this their rate would be inexact.
+        errors.push(path.error(format!(
+            "requestsPerSecond must be at most {MAX_REQUESTS_PER_SECOND} (leave the limit out for no limit)"
+        )));
     }
     if let Some(total) = total.filter(|total| rate > *total) {
         errors.push(path.error(format!("{rate} is more than the total's {total} requests per second")));
@@ -76,6 +85,12 @@ mod tests {
     #[test]
     fn limits_are_checked_against_each_other() {
         assert_eq!(problems("port: 0\ntotal: {requestsPerSecond: 0}").len(), 2);
+        assert_eq!(
+            problems("total: {requestsPerSecond: 4000000000}"),
+            [
+                "spec.total.requestsPerSecond: requestsPerSecond must be at most 1000000 (leave the limit out for no limit)"
+            ]
+        );
         assert_eq!(problems("{}"), ["spec: set at least one of total, identity and overrides"]);
         let errors = problems(
             "total: {requestsPerSecond: 10}\nidentity: {requestsPerSecond: 20}\noverrides: [{requestsPerSecond: 30, \
