@@ -26,7 +26,7 @@
 //! gets the endpoints of clusters balanced by locality shaped for its locality (priorities, shares; one set per
 //! namespace and locality).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -88,11 +88,16 @@ struct Generation {
     ports_differing_by_client: Option<Arc<BTreeSet<u16>>>,
     /// The namespaces with DestinationRules for some pods only (`workloadSelector`).
     selecting_namespaces: Option<Arc<BTreeSet<String>>>,
+    /// Per namespace and pod labels: what the inbound side of such a pod enforces (replicas share it).
+    inbound: HashMap<WorkloadKey, Option<InboundPolicy>>,
     /// Per namespace and proxy locality: the locality-balanced assignments shaped for that locality.
     localized: HashMap<(String, Locality), Arc<Vec<Encoded>>>,
     /// Per namespace and proxy locality: endpoint sets with those in place, by the set they were made from.
     localized_sets: HashMap<(String, Locality), Vec<LocalizedSet>>,
 }
+
+/// A namespace and a pod's labels (`None`: the pod is not indexed).
+type WorkloadKey = (String, Option<BTreeMap<String, String>>);
 
 /// An endpoint set, and the same with some assignments prioritized for one locality.
 type LocalizedSet = (Arc<TypeResources>, Arc<TypeResources>);
@@ -173,6 +178,7 @@ impl Generation {
             own_listeners: HashMap::new(),
             ports_differing_by_client: None,
             selecting_namespaces: None,
+            inbound: HashMap::new(),
             localized: HashMap::new(),
             localized_sets: HashMap::new(),
         }
@@ -194,8 +200,8 @@ impl Generation {
             false => resources,
         };
         let ports = self.ports_differing_by_client();
+        let inbound = self.inbound_policy(wanted.node);
         let snapshot = &self.published.snapshot;
-        let inbound = translate::inbound_policy(snapshot, wanted.node);
         let outbound = translate::own_listeners(snapshot, wanted.node, ports.iter().copied());
         if inbound.is_none() && outbound.is_empty() {
             return resources;
@@ -234,6 +240,20 @@ impl Generation {
             }
         }
         Arc::new(replaced)
+    }
+
+    /// The proxy's inbound policy ([`translate::inbound_policy`]), translated once per namespace and set of pod
+    /// labels: the replicas of a workload share it.
+    fn inbound_policy(&mut self, node: &ProxyNode) -> Option<InboundPolicy> {
+        let snapshot = &self.published.snapshot;
+        let labels = snapshot.pod_labels.get(&format!("{}/{}", node.namespace, node.pod_name)).cloned();
+        let key = (node.namespace.clone(), labels);
+        if let Some(found) = self.inbound.get(&key) {
+            return found.clone();
+        }
+        let policy = translate::inbound_policy(snapshot, node);
+        self.inbound.insert(key, policy.clone());
+        policy
     }
 
     /// `resources` with the endpoints of clusters balanced by locality shaped for a proxy in
