@@ -30,7 +30,7 @@ pub async fn nginx(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
     let root = dir.path().display();
     let config = format!(
         "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr warn;\npid {root}/nginx.pid;\n\
-         events {{ worker_connections 4096; }}\n\
+         worker_rlimit_nofile 20000;\nevents {{ worker_connections 12000; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n  \
          fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n  \
          upstream backend {{ server {backend}; keepalive 64; }}\n  \
@@ -51,7 +51,7 @@ pub async fn haproxy(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
     let dir = tempfile::Builder::new().prefix("weft-bench-haproxy-").tempdir()?;
     let listen = free_port(localhost())?;
     let config = format!(
-        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
+        "global\n  nbthread 1\n  maxconn 9000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
          timeout server 30s\n  http-reuse always\n\nfrontend bench\n  bind {listen}\n  default_backend backend\n\n\
          backend backend\n  server one {backend}\n"
     );
@@ -68,6 +68,49 @@ fn installed(name: &str) -> Option<std::path::PathBuf> {
         .iter()
         .map(|dir| Path::new(dir).join(name))
         .find(|path| path.is_file())
+}
+
+/// Resident memory (MB) of process `pid`, a proxy listening on `listen`: with `idle` connections open and no
+/// request on them, then once a burst of `burst` connections, all open at once and each sending one request for
+/// `host`, has closed. A benchmark's probe: it waits fixed times for the proxy to take connections in and to
+/// let them go.
+pub async fn memory_probe(
+    listen: SocketAddr,
+    pid: u32,
+    idle: usize,
+    burst: usize,
+    host: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let mut open = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        open.push(tokio::net::TcpStream::connect(listen).await?);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let with_idle = resident_bytes(pid) as f64 / 1e6;
+    drop(open);
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let calls: Vec<_> = (0..burst)
+        .map(|_| {
+            let request = request.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
+                stream.write_all(request.as_bytes()).await.ok()?;
+                let mut answer = [0u8; 512];
+                let read = stream.read(&mut answer).await.ok()?;
+                answer[..read].starts_with(b"HTTP/1.1 200").then_some(stream)
+            })
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(burst);
+    for call in calls {
+        streams.push(call.await.ok().flatten());
+    }
+    let answered = streams.iter().filter(|s| s.is_some()).count();
+    anyhow::ensure!(answered * 10 >= burst * 9, "only {answered} of {burst} burst requests were answered");
+    drop(streams);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    Ok((with_idle, resident_bytes(pid) as f64 / 1e6))
 }
 
 /// Pins every thread of process `pid` to `cpu` (`taskset`); a message when that fails.

@@ -7,6 +7,7 @@
 //! requests/s each passes.
 //! Reports ratios measured in one run; a benchmark, not a test.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -164,10 +165,17 @@ struct Measured {
     name: &'static str,
     run: Run,
     vcpu_per_krps: f64,
-    resident_mb: f64,
+    memory: Memory,
     max_rps: f64,
     /// The proxy's core's busy share during the max-rate run: under ~95 %, the load generator was the limit.
     max_busy: f64,
+}
+
+/// Resident memory, MB: after the load runs, with 5000 idle connections, after a burst of 2500 has closed.
+struct Memory {
+    resident_mb: f64,
+    idle_mb: f64,
+    after_burst_mb: f64,
 }
 
 impl Measured {
@@ -195,16 +203,17 @@ async fn side_by_side(args: &Args, mesh: &weft_e2e::mesh::LocalMesh, direct: &Ru
     }
     let backend = mesh.backend_addresses[0];
     let (nginx, haproxy) = (rivals::nginx(backend).await?, rivals::haproxy(backend).await?);
-    let mut under_test: Vec<(&'static str, &weft_e2e::process::Process, HttpClient)> =
-        vec![("weft-proxy", &mesh.proxy, mesh.client())];
+    let mut under_test: Vec<(&'static str, &weft_e2e::process::Process, SocketAddr)> =
+        vec![("weft-proxy", &mesh.proxy, mesh.outbound)];
     for rival in [&nginx, &haproxy] {
         match rival {
-            Some(rival) => under_test.push((rival.name, &rival.process, HttpClient::new(rival.listen))),
+            Some(rival) => under_test.push((rival.name, &rival.process, rival.listen)),
             None => println!("  (not installed, skipped: run scripts/install-bench-deps.sh)"),
         }
     }
     let mut measured = Vec::new();
-    for (name, process, client) in under_test {
+    for (name, process, listen) in under_test {
+        let client = HttpClient::new(listen);
         let pid = process.pid().context("proxy not running")?;
         if pinned {
             rivals::pin(pid, 1)?;
@@ -218,7 +227,9 @@ async fn side_by_side(args: &Args, mesh: &weft_e2e::mesh::LocalMesh, direct: &Ru
         let (max_rps, took) = flat_out(&client, 16, Duration::from_secs(3)).await;
         let max_busy = (weft_e2e::process::cpu_time(pid) - before).as_secs_f64() / took.as_secs_f64();
         let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
-        measured.push(Measured { name, run, vcpu_per_krps, resident_mb, max_rps, max_busy });
+        let (idle_mb, after_burst_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
+        let memory = Memory { resident_mb, idle_mb, after_burst_mb };
+        measured.push(Measured { name, run, vcpu_per_krps, memory, max_rps, max_busy });
     }
     print_side_by_side(&measured, direct);
     Ok(())
@@ -238,12 +249,17 @@ fn print_side_by_side(measured: &[Measured], direct: &Run) {
             added(&m.run, 0.99),
             added(&m.run, 0.999),
             m.vcpu_per_krps,
-            m.resident_mb,
+            m.memory.resident_mb,
             m.max_rps,
             m.cpu_per_request_us(),
             m.max_busy * 100.0,
             if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
         );
+    }
+    println!("  resident memory, MB: after the load / with 5000 idle connections / after a burst of 2500 closed");
+    for m in measured {
+        let Memory { resident_mb, idle_mb, after_burst_mb } = m.memory;
+        println!("  {:>10}  {resident_mb:>6.1} / {idle_mb:>6.1} / {after_burst_mb:>6.1}", m.name);
     }
     let (Some(weft), Some(nginx)) =
         (measured.iter().find(|m| m.name == "weft-proxy"), measured.iter().find(|m| m.name == "nginx"))
