@@ -30,6 +30,11 @@ use crate::http::Body;
 /// Connections idle longer than this are closed, unless the cluster says otherwise (`connectionPool.http.idleTimeout`).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Idle HTTP/1.1 connections kept per endpoint (and authority) beyond which a connection returned to the pool is
+/// closed (nginx's `keepalive`): a burst of concurrent requests would otherwise leave as many idle connections,
+/// and their buffers, until the idle timeout.
+const MAX_IDLE_CONNECTIONS: usize = 64;
+
 #[derive(Clone)]
 pub struct Endpoint {
     address: SocketAddr,
@@ -52,7 +57,9 @@ impl Endpoint {
         let secured = tls.is_some();
         let connector = FixedConnector { address, connect_timeout, keepalive, tls, alpn: Alpn::Http1 };
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT));
+        builder
+            .pool_idle_timeout(idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT))
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS);
         let http1 = builder.build(connector.clone());
         let http2 = builder.http2_only(true).build(FixedConnector { alpn: Alpn::Http2, ..connector });
         Self { address, http1, http2, reuse: ReuseLimits::of(&connections), protocol: connections.protocol, secured }
