@@ -73,14 +73,14 @@ fn installed(name: &str) -> Option<std::path::PathBuf> {
 /// Resident memory (MB) of process `pid`, a proxy listening on `listen`: with `idle` connections open and no
 /// request on them, then once a burst of `burst` connections, all open at once and each sending one request for
 /// `host`, has closed. A benchmark's probe: it waits fixed times for the proxy to take connections in and to
-/// let them go.
+/// let them go; the last two readings are 2 s and 12 s after the burst.
 pub async fn memory_probe(
     listen: SocketAddr,
     pid: u32,
     idle: usize,
     burst: usize,
     host: &str,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let mut open = Vec::with_capacity(idle);
     for _ in 0..idle {
         open.push(tokio::net::TcpStream::connect(listen).await?);
@@ -110,7 +110,9 @@ pub async fn memory_probe(
     anyhow::ensure!(answered * 10 >= burst * 9, "only {answered} of {burst} burst requests were answered");
     drop(streams);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    Ok((with_idle, resident_bytes(pid) as f64 / 1e6))
+    let soon = resident_bytes(pid) as f64 / 1e6;
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    Ok((with_idle, soon, resident_bytes(pid) as f64 / 1e6))
 }
 
 /// Pins every thread of process `pid` to `cpu` (`taskset`); a message when that fails.

@@ -171,11 +171,13 @@ struct Measured {
     max_busy: f64,
 }
 
-/// Resident memory, MB: after the load runs, with 5000 idle connections, after a burst of 2500 has closed.
+/// Resident memory, MB: after the load runs, with 5000 idle connections, 2 s and 12 s after a burst of 2500
+/// connections has closed.
 struct Memory {
     resident_mb: f64,
     idle_mb: f64,
     after_burst_mb: f64,
+    later_mb: f64,
 }
 
 impl Measured {
@@ -227,8 +229,8 @@ async fn side_by_side(args: &Args, mesh: &weft_e2e::mesh::LocalMesh, direct: &Ru
         let (max_rps, took) = flat_out(&client, 16, Duration::from_secs(3)).await;
         let max_busy = (weft_e2e::process::cpu_time(pid) - before).as_secs_f64() / took.as_secs_f64();
         let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
-        let (idle_mb, after_burst_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
-        let memory = Memory { resident_mb, idle_mb, after_burst_mb };
+        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
+        let memory = Memory { resident_mb, idle_mb, after_burst_mb, later_mb };
         measured.push(Measured { name, run, vcpu_per_krps, memory, max_rps, max_busy });
     }
     print_side_by_side(&measured, direct);
@@ -256,10 +258,12 @@ fn print_side_by_side(measured: &[Measured], direct: &Run) {
             if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
         );
     }
-    println!("  resident memory, MB: after the load / with 5000 idle connections / after a burst of 2500 closed");
+    println!(
+        "  resident memory, MB: after the load / with 5000 idle connections / 2 s and 12 s after a burst of 2500 closed"
+    );
     for m in measured {
-        let Memory { resident_mb, idle_mb, after_burst_mb } = m.memory;
-        println!("  {:>10}  {resident_mb:>6.1} / {idle_mb:>6.1} / {after_burst_mb:>6.1}", m.name);
+        let Memory { resident_mb, idle_mb, after_burst_mb, later_mb } = m.memory;
+        println!("  {:>10}  {resident_mb:>6.1} / {idle_mb:>6.1} / {after_burst_mb:>6.1} / {later_mb:>6.1}", m.name);
     }
     let (Some(weft), Some(nginx)) =
         (measured.iter().find(|m| m.name == "weft-proxy"), measured.iter().find(|m| m.name == "nginx"))
