@@ -117,12 +117,22 @@ pub async fn memory_probe(
 
 /// Pins every thread of process `pid` to `cpu` (`taskset`); a message when that fails.
 pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    pin_to(pid, &cpu.to_string())
+}
+
+/// Lets every thread of process `pid` run on any of the first `cpus` CPUs again (what it starts later inherits
+/// its affinity).
+pub fn unpin(pid: u32, cpus: usize) -> anyhow::Result<()> {
+    pin_to(pid, &format!("0-{}", cpus.saturating_sub(1)))
+}
+
+fn pin_to(pid: u32, cpus: &str) -> anyhow::Result<()> {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .context("running taskset")?;
-    anyhow::ensure!(status.success(), "taskset could not pin process {pid} to CPU {cpu}");
+    anyhow::ensure!(status.success(), "taskset could not pin process {pid} to CPUs {cpus}");
     Ok(())
 }
 
