@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::ca::{Authenticator, Authority, CertificateService, Issuance};
+use crate::debug::DebugState;
+use crate::debug::registry::Registry;
 use crate::health::{self, HealthState};
 use crate::index::Index;
 use crate::leader::{self, LeaseConfig};
@@ -232,17 +234,20 @@ async fn serve_common(
 ) -> Result<(), OperatorError> {
     let stop = Stop::default();
     let metrics = health.metrics.clone();
-    let health_server = tokio::spawn(health::serve(listeners.health, health, stop.waiter()));
     let scope = listeners.proxy_scope;
-    let plain = serve_xds(listeners.xds, None, scope, snapshots.clone(), metrics.clone(), async {
+    let registry = Arc::new(Registry::default());
+    let debug = DebugState { registry: registry.clone(), snapshots: snapshots.clone(), default_scope: scope };
+    let health_server = tokio::spawn(health::serve(listeners.health, health, debug, stop.waiter()));
+    let xds = XdsContext { scope, snapshots, metrics, registry };
+    let plain = serve_xds(listeners.xds, None, xds.clone(), async {
         shutdown.await;
         stop.trigger();
     });
     let secure = async {
         match listeners.secure {
             Some(port) => {
-                let (listener, tls) = port.tls(metrics.clone());
-                serve_xds(listener, Some(tls), scope, snapshots, metrics, stop.waiter()).await
+                let (listener, tls) = port.tls(xds.metrics.clone());
+                serve_xds(listener, Some(tls), xds.clone(), stop.waiter()).await
             }
             None => Ok(()),
         }
@@ -253,6 +258,17 @@ async fn serve_common(
     // exit up.
     let _ = tokio::time::timeout(Duration::from_millis(100), health_server).await;
     result
+}
+
+/// What every xDS port serves from and reports to.
+#[derive(Clone)]
+pub struct XdsContext {
+    /// The scope of proxies that state none.
+    pub scope: ProxyScope,
+    pub snapshots: SnapshotReceiver,
+    pub metrics: Arc<Metrics>,
+    /// The debug API's registry of connected proxies, shared by the ports.
+    pub registry: Arc<Registry>,
 }
 
 /// TLS on an xDS port, with the certificate service beside ADS.
@@ -286,9 +302,7 @@ impl SecurePort {
 pub async fn serve_xds(
     listener: TcpListener,
     tls: Option<TlsPort>,
-    scope: ProxyScope,
-    snapshots: SnapshotReceiver,
-    metrics: Arc<Metrics>,
+    xds: XdsContext,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), OperatorError> {
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -298,7 +312,7 @@ pub async fn serve_xds(
         // Find proxies that vanished without closing their stream.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    let mut ads = AdsServer::new(snapshots, scope, metrics, closing);
+    let mut ads = AdsServer::new(xds.snapshots, xds.scope, xds.metrics, closing).registering_in(xds.registry);
     let certificates = match tls {
         Some(TlsPort { config, certificates, trust_domain }) => {
             tracing::info!(%address, "serving certificates and xDS (ADS) over TLS");

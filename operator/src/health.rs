@@ -1,5 +1,5 @@
 //! The operator's health listener (:9090): `/healthz` (alive), `/readyz` (caches synced and a snapshot built),
-//! `/metrics` (Prometheus).
+//! `/metrics` (Prometheus), and the read-only debug API under `/debug` (see [`crate::debug`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::debug::{self, DebugState};
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -22,13 +23,15 @@ pub struct HealthState {
 pub async fn serve(
     listener: TcpListener,
     state: HealthState,
+    debug: DebugState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .merge(debug::router(debug));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod ca;
+pub mod debug;
 pub mod health;
 pub mod index;
 pub mod leader;

@@ -14,6 +14,7 @@ pub mod mtls;
 pub mod names;
 pub mod node;
 pub mod origination;
+pub mod provenance;
 pub mod ratelimit;
 pub mod resource;
 pub mod scope;

@@ -119,6 +119,15 @@ impl Protocol for DeltaStream {
     }
 
     const ON_DEMAND: bool = true;
+    const NAME: &'static str = "delta";
+
+    fn sent(response: &DeltaDiscoveryResponse) -> (&str, &str, usize) {
+        (&response.nonce, &response.system_version_info, response.resources.len())
+    }
+
+    fn response_nonce(request: &DeltaDiscoveryRequest) -> &str {
+        &request.response_nonce
+    }
 
     fn on_demand_after(&self, request: &DeltaDiscoveryRequest) -> Option<BTreeSet<String>> {
         if ResourceType::from_type_url(&request.type_url) != Some(ResourceType::VirtualHost) {

@@ -24,6 +24,13 @@ pub trait Protocol: Default + Send + 'static {
     fn on_resources(&mut self, resources: Arc<EncodedResources>) -> Vec<Self::Response>;
     /// The type a response carries, for metrics and logs.
     fn kind(response: &Self::Response) -> Option<ResourceType>;
+    /// What the debug API shows of a response: its nonce, the type's version (empty where the protocol has
+    /// none) and how many resources it carries.
+    fn sent(response: &Self::Response) -> (&str, &str, usize);
+    /// The nonce of the response a request answers (empty for none).
+    fn response_nonce(request: &Self::Request) -> &str;
+    /// The protocol's name for the debug API.
+    const NAME: &'static str;
 
     /// Whether a proxy can ask for virtual hosts on demand (VHDS) over this protocol: only then is it sent less
     /// than the whole mesh.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -26,6 +26,7 @@ use super::protocol::{Answer, Protocol};
 use super::shared::{Translations, Wanted};
 use super::sotw::AdsStream;
 use crate::app::{Published, SnapshotReceiver};
+use crate::debug::registry::{ProxyView, Registration, Registry, Sent, unix_ms};
 use crate::metrics::Metrics;
 use weft_xds::ProxyScope;
 use weft_xds::SpiffeId;
@@ -48,6 +49,8 @@ pub struct AdsServer {
     closing: watch::Receiver<bool>,
     /// On the TLS port: the trust domain whose workload certificate a proxy must present (see `Caller::may_be`).
     required_identity: Option<String>,
+    /// Where streams show their proxy to the debug API.
+    registry: Arc<Registry>,
 }
 
 impl AdsServer {
@@ -64,7 +67,13 @@ impl AdsServer {
             metrics,
             closing,
             required_identity: None,
+            registry: Arc::default(),
         }
+    }
+
+    /// Streams register their proxies in `registry` (the debug API's), rather than in one of their own.
+    pub fn registering_in(self, registry: Arc<Registry>) -> Self {
+        Self { registry, ..self }
     }
 
     /// Streams must come with a workload certificate of `trust_domain` that may speak for the proxy's pod (the
@@ -105,6 +114,7 @@ impl AdsServer {
             caller,
             metrics: self.metrics.clone(),
             closing: self.closing.clone(),
+            registry: self.registry.clone(),
             protocol: PhantomData,
         };
         tokio::spawn(stream.serve(request.into_inner()));
@@ -142,6 +152,7 @@ struct StreamContext<P: Protocol> {
     caller: Caller,
     metrics: Arc<Metrics>,
     closing: watch::Receiver<bool>,
+    registry: Arc<Registry>,
     protocol: PhantomData<fn() -> P>,
 }
 
@@ -203,6 +214,8 @@ struct Session<P: Protocol> {
     translated: u64,
     /// The virtual hosts the proxy asked for on demand.
     on_demand: BTreeSet<String>,
+    /// The proxy's entry in the debug API, once it has identified itself.
+    registration: Option<Registration>,
 }
 
 impl<P: Protocol> Session<P> {
@@ -214,6 +227,7 @@ impl<P: Protocol> Session<P> {
             nacks: NackLog::new(),
             translated: 0,
             on_demand: BTreeSet::new(),
+            registration: None,
         }
     }
 }
@@ -243,7 +257,8 @@ impl<P: Protocol> StreamContext<P> {
                 Ok(handled) => handled,
                 Err(end) => break end,
             };
-            if let Err(end) = self.send_all(session.node.as_ref(), responses, published_at).await {
+            let (node, registration) = (session.node.as_ref(), session.registration.as_ref());
+            if let Err(end) = self.send_all((node, registration), responses, published_at).await {
                 break end;
             }
         };
@@ -268,6 +283,7 @@ impl<P: Protocol> StreamContext<P> {
             let scope = scope.scope;
             tracing::info!(peer = %self.peer, proxy = %node, %scope, "proxy connected");
             self.metrics.proxy_connected();
+            session.registration = Some(self.register(&node, scope));
             session.node = Some(node);
             session.scope = scope;
             session.translated = 0;
@@ -282,6 +298,9 @@ impl<P: Protocol> StreamContext<P> {
             responses = self.translate(session, &published).await;
         }
         let step = session.state.on_request(request);
+        if let (Some(answer), Some(registration)) = (&step.answer, &session.registration) {
+            registration.answered(P::response_nonce(request), answer);
+        }
         self.log_step(session.node.as_ref(), &step.answer, step.ignored.as_deref(), &mut session.nacks);
         responses.extend(step.responses);
         Ok(responses)
@@ -304,7 +323,26 @@ impl<P: Protocol> StreamContext<P> {
         let on_demand = P::ON_DEMAND.then_some(&session.on_demand);
         let wanted = Wanted { node, scope: session.scope, on_demand };
         let resources = self.translations.for_proxy(published, wanted).await;
+        if let Some(registration) = &session.registration {
+            registration.translated(published.config, resources.clone());
+        }
         session.state.on_resources(resources)
+    }
+
+    /// The registry entry of a proxy that just identified itself.
+    fn register(&self, node: &ProxyNode, scope: ProxyScope) -> Registration {
+        self.registry.register(ProxyView {
+            node: node.to_string(),
+            pod: node.pod_name.clone(),
+            namespace: node.namespace.clone(),
+            peer: self.peer.clone(),
+            protocol: P::NAME.to_string(),
+            scope: scope.to_string(),
+            tls: matches!(self.caller, Caller::Workload { .. }),
+            connected_unix_ms: unix_ms(SystemTime::now()),
+            config: 0,
+            types: Default::default(),
+        })
     }
 
     /// Tells the client why its stream ends (never waiting for a client that does not read) and logs it.
@@ -327,7 +365,7 @@ impl<P: Protocol> StreamContext<P> {
     /// proxy that does not read must not keep its stream, and the operator, waiting).
     async fn send_all(
         &self,
-        node: Option<&ProxyNode>,
+        (node, registration): (Option<&ProxyNode>, Option<&Registration>),
         responses: Vec<P::Response>,
         since: Option<Instant>,
     ) -> Result<(), End> {
@@ -336,9 +374,22 @@ impl<P: Protocol> StreamContext<P> {
             let kind = P::kind(&response);
             let bytes = prost::Message::encoded_len(&response);
             tracing::debug!(proxy = ?node, kind = kind.map(|k| k.short_name()), bytes, "push");
+            let sent = kind.zip(registration).map(|(kind, registration)| {
+                let (nonce, version, resources) = P::sent(&response);
+                let sent = Sent {
+                    nonce: nonce.into(),
+                    version: version.into(),
+                    resources,
+                    unix_ms: unix_ms(SystemTime::now()),
+                };
+                (registration, kind, sent)
+            });
             tokio::select! {
                 sent = self.outbox.send(Ok(response)) => sent.map_err(|_| End::ClientGone)?,
                 () = stopping(&mut closing) => return Err(End::Status(shutting_down())),
+            }
+            if let Some((registration, kind, sent)) = sent {
+                registration.sent(kind, sent);
             }
             if let Some(kind) = kind {
                 self.metrics.push(kind, bytes, since.map(|s| s.elapsed()));

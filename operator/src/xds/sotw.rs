@@ -60,6 +60,15 @@ impl Protocol for AdsStream {
     }
 
     const ON_DEMAND: bool = false;
+    const NAME: &'static str = "sotw";
+
+    fn sent(response: &DiscoveryResponse) -> (&str, &str, usize) {
+        (&response.nonce, &response.version_info, response.resources.len())
+    }
+
+    fn response_nonce(request: &DiscoveryRequest) -> &str {
+        &request.response_nonce
+    }
 
     fn on_request(&mut self, request: &DiscoveryRequest) -> Step<DiscoveryResponse> {
         let kind = match requested_type(&request.type_url) {

@@ -24,6 +24,7 @@ use weft_crds::{SimpleLb, TrafficPolicy};
 use weft_xds::lb::{
     DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, LbAlgorithm, maglev_policy, ring_hash_policy, with_locality_weights,
 };
+use weft_xds::provenance::{ConfigKind, config_metadata};
 use weft_xds::{ClusterName, cluster_name};
 
 use super::locality::{distributes, locality_setting};
@@ -61,12 +62,14 @@ pub(super) fn of_service(
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let fqdn = service.fqdn();
     let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let origin = rule.map(|r| config_metadata(ConfigKind::DestinationRule, &r.namespace, &r.name));
     let mut clusters = Vec::new();
     let mut assignments = Vec::new();
     for port in &service.ports {
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
-        let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+        let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+        cluster.metadata = origin.clone();
         let balanced = !is_original_destination(&cluster);
         clusters.push(cluster);
         if balanced {
@@ -76,7 +79,8 @@ pub(super) fn of_service(
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
-            let (cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+            let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+            cluster.metadata = origin.clone();
             let balanced = !is_original_destination(&cluster);
             clusters.push(cluster);
             let members =

@@ -17,6 +17,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::HttpRoute;
 use weft_crds::validate::MAX_DIRECT_RESPONSE_BODY;
 use weft_xds::filters::{CORS, FAULT};
+use weft_xds::provenance::{ConfigKind, config_metadata};
 use weft_xds::{cluster_name, pack, route_config_name};
 
 pub(super) use self::actions::cluster_of;
@@ -154,6 +155,7 @@ fn rule_route(
         response_headers_to_add: edits.response_add,
         response_headers_to_remove: edits.response_remove,
         typed_per_filter_config,
+        metadata: Some(config_metadata(ConfigKind::VirtualService, &vs.namespace, &vs.name)),
         ..Default::default()
     }
 }

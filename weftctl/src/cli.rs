@@ -1,0 +1,170 @@
+//! The command line and what each command does with it: read (files, the operators' debug API), then hand the
+//! values to the pure modules and print their text. A failure is one line; `analyze` exits 1 when it finds errors.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use weft_operator::debug::ConfigView;
+use weft_operator::debug::registry::ProxiesView;
+
+use crate::analyze::{self, Level};
+use crate::proxy_config::{self, Section};
+use crate::proxy_status;
+use crate::source::Operators;
+
+#[derive(Debug, Parser)]
+#[command(name = "weftctl", version, about = "See what the Weft mesh is doing")]
+pub struct Cli {
+    /// Operator debug address(es), HOST:PORT (standalone mode, a port-forward); without it, every operator pod
+    /// of the cluster KUBECONFIG points at is asked through the API server.
+    #[arg(long, env = "WEFT_OPERATOR", value_delimiter = ',', global = true, value_name = "ADDR")]
+    pub operator: Vec<String>,
+    /// The namespace Weft is installed in.
+    #[arg(long, env = "WEFT_NAMESPACE", default_value = "weft-system", global = true, value_name = "NS")]
+    pub weft_namespace: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Per proxy and xDS type: SYNCED, STALE (sent, not ACKed yet) or NACKED.
+    ProxyStatus {
+        /// Only this proxy, POD.NAMESPACE.
+        proxy: Option<String>,
+    },
+    /// The config the operator sends a proxy: clusters, endpoints, listeners or routes.
+    ProxyConfig {
+        section: Section,
+        /// POD.NAMESPACE (or POD with -n).
+        proxy: String,
+        #[arg(short, long, default_value = "default", value_name = "NS")]
+        namespace: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Problems in Weft resource files: each with its file, line and field path; non-zero exit on errors.
+    Analyze {
+        /// YAML files or directories (their *.yaml and *.yml files).
+        #[arg(short = 'f', long = "file", required = true, value_name = "PATH")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    /// The debug API's answer: each resource as base64 protobuf, with its type and name.
+    Json,
+    /// Each resource decoded, as protobuf text.
+    Proto,
+}
+
+/// What a run ends with.
+pub enum Outcome {
+    Done,
+    /// Ran, and found errors (exit 1).
+    Failed,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::ProxyStatus { proxy } => {
+            let operators = operators(&cli.operator, &cli.weft_namespace).await?;
+            let mut views = Vec::new();
+            for (operator, body) in operators.get_all("/debug/proxies").await? {
+                let view: ProxiesView =
+                    serde_json::from_str(&body).with_context(|| format!("{operator}: not a /debug/proxies answer"))?;
+                views.push((operator, view));
+            }
+            print!("{}", proxy_status::render(&views, proxy.as_deref()));
+            Ok(Outcome::Done)
+        }
+        Command::ProxyConfig { section, proxy, namespace, output } => {
+            let proxy = if proxy.contains('.') || proxy.contains('~') { proxy } else { format!("{proxy}.{namespace}") };
+            let operators = operators(&cli.operator, &cli.weft_namespace).await?;
+            let config = proxy_config_of(&operators, &proxy).await?;
+            match output {
+                Output::Table => print!("{}", proxy_config::table(&config, section)?),
+                Output::Proto => print!("{}", proxy_config::decoded(&config, section)?),
+                Output::Json => {
+                    let resources = proxy_config::resources(&config, section).cloned().collect();
+                    println!("{}", serde_json::to_string_pretty(&ConfigView { resources, ..config })?);
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Command::Analyze { files } => {
+            let texts = read_files(&files)?;
+            let findings = analyze::analyze(&texts);
+            for finding in &findings {
+                println!("{finding}");
+            }
+            let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+            if findings.is_empty() {
+                println!("No problems found in {} file(s).", texts.len());
+            }
+            Ok(if errors > 0 { Outcome::Failed } else { Outcome::Done })
+        }
+    }
+}
+
+async fn operators(addresses: &[String], namespace: &str) -> anyhow::Result<Operators> {
+    if addresses.is_empty() {
+        Ok(Operators::cluster(namespace.to_string()).await?)
+    } else {
+        Ok(Operators::direct(addresses)?)
+    }
+}
+
+/// The proxy's config from the operator it is connected to, else from any (what it would be sent).
+async fn proxy_config_of(operators: &Operators, proxy: &str) -> anyhow::Result<ConfigView> {
+    let path = format!("/debug/config?proxy={}", encode_query(proxy));
+    let mut found = None;
+    for (operator, body) in operators.get_all(&path).await? {
+        let view: ConfigView =
+            serde_json::from_str(&body).with_context(|| format!("{operator}: not a /debug/config answer"))?;
+        if view.connected {
+            return Ok(view);
+        }
+        found.get_or_insert(view);
+    }
+    found.context("no operator answered")
+}
+
+/// `text` as a query value: only the characters a node id or pod name can hold need escaping.
+fn encode_query(text: &str) -> String {
+    text.replace('%', "%25").replace('~', "%7E").replace('&', "%26").replace('+', "%2B").replace(' ', "%20")
+}
+
+/// The YAML files named, directories expanded to their `*.yaml`/`*.yml` files in name order.
+fn read_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading directory {}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_yaml(p))
+                .collect();
+            entries.sort();
+            files.extend(entries);
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            bail!("{}: no such file or directory", path.display());
+        }
+    }
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            Ok((file, text))
+        })
+        .collect()
+}
+
+fn is_yaml(path: &Path) -> bool {
+    path.is_file() && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
