@@ -196,6 +196,7 @@ fn the_values_schema_refuses_wrong_values() {
         "operator.image.pullPolicy=Sometimes",
         "operator.replicaCount=3",
         "proxy.timeouts.idle=an hour",
+        "proxy.accessLog=yes",
     ] {
         let result = helm.template_text("weft", &chart_dir("weft"), "weft-system", &["--set", bad]);
         let err = result.err().unwrap_or_else(|| panic!("--set {bad} was accepted"));

@@ -21,6 +21,7 @@ use crate::config::Labels;
 use crate::dataplane::Publisher;
 use crate::drain::Drain;
 use crate::health::{self, HealthState};
+use crate::http::access_log::AccessLog;
 use crate::http::on_demand::{ON_DEMAND_TIMEOUT, OnDemand};
 use crate::http::timeouts::Timeouts;
 use crate::http::{Forwarder, outbound};
@@ -69,6 +70,8 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
     /// Request-header, stream idle and connection idle timeouts.
     pub timeouts: Timeouts,
+    /// One JSON line per request on standard output.
+    pub access_log: bool,
 }
 
 /// The Service port meant by a request whose authority has no port (explicit mode).
@@ -80,6 +83,8 @@ pub enum StartError {
     XdsAddress(String, String),
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("starting the access log writer: {0}")]
+    AccessLog(std::io::Error),
 }
 
 impl ProxySettings {
@@ -170,6 +175,10 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let listeners = Listeners::bind(&settings).await?;
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::new());
+    let access_log = match settings.access_log {
+        true => Some(AccessLog::stdout(metrics.clone()).map_err(StartError::AccessLog)?),
+        false => None,
+    };
     let credentials = settings.identity.clone().map(|identity| start_identity(identity, &readiness, &metrics));
     let (publisher, runtime_rx) = Publisher::new(credentials.clone());
     tracing::info!(
@@ -204,10 +213,12 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         idle: settings.timeouts.idle,
         credentials: credentials.clone(),
         runtime: runtime_rx.clone(),
-        http: Arc::new(InboundHttp::new(metrics.clone(), settings.timeouts, runtime_rx.clone())),
+        http: Arc::new(
+            InboundHttp::new(metrics.clone(), settings.timeouts, runtime_rx.clone()).logging_to(access_log.clone()),
+        ),
     };
-    let forwarder =
-        Arc::new(Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone()));
+    let forwarder = Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone());
+    let forwarder = Arc::new(forwarder.logging_to(access_log));
     let drain = Drain::new();
     let data = DataListeners {
         outbound: listeners.outbound,

@@ -141,9 +141,19 @@ pub struct RunArgs {
     /// plaintext, and forwarded to the application at APP (a VM or laptop without iptables).
     #[arg(long = "inbound", value_parser = parse_inbound, value_name = "LISTEN=APP", conflicts_with = "transparent")]
     pub inbound: Vec<(SocketAddr, SocketAddr)>,
+    /// `stdout`: one JSON line per request (inbound and outbound) on standard output; `off`: none.
+    #[arg(long, env = "WEFT_ACCESS_LOG", value_enum, default_value_t = AccessLogTarget::Off)]
+    pub access_log: AccessLogTarget,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
 }
 
 fn parse_inbound(text: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -197,6 +207,7 @@ impl RunArgs {
                 stream_idle: enabled(self.stream_idle_timeout),
                 idle: enabled(self.idle_timeout),
             },
+            access_log: self.access_log == AccessLogTarget::Stdout,
         }
     }
 }

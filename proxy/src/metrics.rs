@@ -199,6 +199,7 @@ pub struct Metrics {
     handshakes: Family<HandshakeLabels, Counter>,
     authz_decisions: Family<AuthzLabels, Counter>,
     rate_limited: Family<RateLimitedLabels, Counter>,
+    access_log_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -233,6 +234,7 @@ impl Metrics {
             handshakes: Family::default(),
             authz_decisions: Family::default(),
             rate_limited: Family::default(),
+            access_log_dropped: Counter::default(),
         };
         let m = &metrics;
         registry.register(
@@ -305,6 +307,11 @@ impl Metrics {
             "Inbound requests refused by a rate limit (429), by HTTPLocalRateLimitPolicy and limit (total, identity, override)",
             m.rate_limited.clone(),
         );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because standard output did not keep up",
+            m.access_log_dropped.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -313,6 +320,10 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 
     pub fn request(&self, direction: Direction, cluster: &str, status: StatusCode, took: Duration) {

@@ -44,6 +44,8 @@ pub struct InjectConfig {
     pub timeouts: ProxyTimeouts,
     /// Mutual TLS: each proxy gets a workload certificate; `None`: plaintext mesh.
     pub identity: Option<IdentityConfig>,
+    /// Proxies write an access log line per request unless a pod's annotation says otherwise.
+    pub access_log: bool,
 }
 
 /// The injected proxy's timeouts, as durations it parses (`10s`, `5m`, `1h`, `0` for off); see `weft-proxy
@@ -111,6 +113,7 @@ impl InjectConfig {
             mode,
             timeouts: ProxyTimeouts::default(),
             identity: Some(IdentityConfig::default()),
+            access_log: false,
         }
     }
 }

@@ -65,6 +65,9 @@ struct Args {
     /// Proxy connection idle timeout (HTTP and TCP); `weft.dev/idle-timeout` overrides it. 0 turns it off.
     #[arg(long, env = "WEFT_PROXY_IDLE_TIMEOUT", default_value = DEFAULT_IDLE_TIMEOUT, value_parser = proxy_duration, value_name = "DURATION")]
     proxy_idle_timeout: String,
+    /// Injected proxies write one JSON access log line per request on stdout; `weft.dev/access-log` overrides it.
+    #[arg(long, env = "WEFT_PROXY_ACCESS_LOG", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    proxy_access_log: bool,
     /// Mutual TLS between sidecars: injected proxies get a workload certificate from the operator's CA (a
     /// projected ServiceAccount token for audience `weft-ca` and the trust bundle ConfigMap `weft-ca-root-cert`
     /// are mounted).
@@ -115,6 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             stream_idle: args.proxy_stream_idle_timeout,
             idle: args.proxy_idle_timeout,
         },
+        access_log: args.proxy_access_log,
         identity: args
             .mtls
             .then(|| IdentityConfig { ca_address: args.ca_address.clone(), trust_domain: args.trust_domain.clone() }),

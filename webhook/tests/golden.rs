@@ -92,7 +92,7 @@ fn expected_outcomes() {
         inject(&pod, &config(mode)).map(|p| p.is_some())
     };
     for mode in [SidecarMode::Native, SidecarMode::Classic] {
-        for case in ["plain", "exclusions", "resources", "init-containers"] {
+        for case in ["plain", "exclusions", "resources", "init-containers", "access-log"] {
             assert_eq!(outcome(case, mode), Ok(true), "{case} {mode}");
         }
         for case in ["opt-out", "host-network", "already-injected"] {

@@ -81,7 +81,8 @@ pub fn analyze(files: &[(PathBuf, String)]) -> Vec<Finding> {
             let value = match doc.value {
                 Ok(value) => value,
                 Err(message) => {
-                    findings.push(found(Level::Error, None, format!("invalid YAML: {message}")));
+                    let first = message.lines().next().unwrap_or_default();
+                    findings.push(found(Level::Error, None, format!("invalid YAML: {first}")));
                     continue;
                 }
             };
@@ -140,21 +141,19 @@ fn cross_resource(resources: &[Resource], places: &BTreeMap<ResourceKey, Place>)
             }
         }
     }
-    let mut claimed: BTreeMap<(String, String), Vec<ResourceKey>> = BTreeMap::new();
+    // Two VirtualServices for one host: proxies use one (exact before wildcard, then the most visible, then
+    // namespace/name order); the other's rules for that host are ignored.
     for vs in snapshot.virtual_services.iter() {
         let key = ResourceKey { kind: Kind::VirtualService, namespace: vs.namespace.clone(), name: vs.name.clone() };
-        for host in &vs.hosts {
-            claimed.entry((vs.namespace.clone(), host.clone())).or_default().push(key.clone());
-        }
-    }
-    for ((_, host), owners) in claimed.iter().filter(|(_, owners)| owners.len() > 1) {
-        let names: Vec<String> = owners.iter().map(object_name).collect();
-        for owner in owners {
-            let message = format!(
-                "host {host} is routed by more than one VirtualService ({}); only one is used",
-                names.join(", ")
-            );
-            at(owner, Level::Warning, message);
+        for host in vs.hosts.iter().filter(|h| !h.starts_with('*')) {
+            let used = snapshot.virtual_service_for(host, &vs.namespace);
+            if let Some(used) = used.filter(|u| (&u.namespace, &u.name) != (&vs.namespace, &vs.name)) {
+                let message = format!(
+                    "host {host} is also routed by VirtualService {}/{}, which proxies in {} use: this one's rules for it are ignored",
+                    used.namespace, used.name, vs.namespace
+                );
+                at(&key, Level::Warning, message);
+            }
         }
     }
     findings

@@ -38,6 +38,8 @@ pub(crate) struct Expect {
     pub(crate) proxy_timeouts: [&'static str; 3],
     /// `--proxy-scope` of the operator.
     pub(crate) proxy_scope: &'static str,
+    /// `--proxy-access-log` of the webhook.
+    pub(crate) proxy_access_log: &'static str,
 }
 
 pub(crate) fn defaults() -> Expect {
@@ -57,6 +59,7 @@ pub(crate) fn defaults() -> Expect {
         proxy_resources: ["100m", "128Mi", "1000m", "512Mi"],
         pdbs: true,
         proxy_timeouts: ["10s", "5m", "1h"],
+        proxy_access_log: "false",
         proxy_scope: "namespace",
     }
 }
@@ -91,6 +94,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "proxy.timeouts.requestHeaders=2s,proxy.timeouts.streamIdle=30m,proxy.timeouts.idle=0",
     "--set",
     "operator.proxyScope=on-demand",
+    "--set",
+    "proxy.accessLog=true",
 ];
 
 pub(crate) fn custom() -> Expect {
@@ -111,6 +116,7 @@ pub(crate) fn custom() -> Expect {
         pdbs: false,
         proxy_timeouts: ["2s", "30m", "0"],
         proxy_scope: "on-demand",
+        proxy_access_log: "true",
     }
 }
 
@@ -288,6 +294,7 @@ pub(crate) fn check_webhook(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--proxy-request-headers-timeout"), Some(request_headers), "{args:?}");
     assert_eq!(flag(&args, "--proxy-stream-idle-timeout"), Some(stream_idle), "{args:?}");
     assert_eq!(flag(&args, "--proxy-idle-timeout"), Some(idle), "{args:?}");
+    assert_eq!(flag(&args, "--proxy-access-log"), Some(e.proxy_access_log), "{args:?}");
 
     // The proxies it injects dial the operator Service's xDS port: the TLS one (certificates and config) with
     // mutual TLS on, which it is by default.

@@ -11,6 +11,7 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
 
+use super::access_log::{Logged, UpstreamCluster};
 use super::authority::request_authority;
 use super::headers::{port_of, strip_hop_by_hop};
 use super::local_reply::LocalReply;
@@ -63,6 +64,7 @@ pub async fn handle<B: RequestBody>(
     destination: Destination,
 ) -> Response<Body> {
     let started = Instant::now();
+    let logged = request.extensions().get::<Logged>().is_some();
     let grpc = is_grpc(request.headers());
     let authority = match request_authority(request.version(), request.uri(), request.headers()) {
         Ok(authority) => authority,
@@ -104,6 +106,10 @@ pub async fn handle<B: RequestBody>(
         }
     };
     forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), started.elapsed());
+    let mut response = response;
+    if logged && cluster != NO_CLUSTER {
+        response.extensions_mut().insert(UpstreamCluster(cluster));
+    }
     response
 }
 

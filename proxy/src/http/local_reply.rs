@@ -6,6 +6,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
 use super::Body;
+use super::access_log::ResponseFlag;
 use super::authority::AuthorityError;
 
 /// gRPC's status for a call refused for want of a resource (a rate limit).
@@ -79,7 +80,30 @@ impl LocalReply {
 
     /// The reply in the shape the client expects: for a gRPC request, a trailers-only gRPC response with the
     /// gRPC status Envoy maps the HTTP status to.
+    /// Envoy's response flag for this reply, for the access log.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::MissingHost | Self::BadAuthority(_) => "DPE",
+            Self::NoRoute => "NR",
+            Self::NoCluster => "NC",
+            Self::NoHealthyUpstream => "UH",
+            Self::ConnectFailure => "UF",
+            Self::Overflow => "UO",
+            Self::Timeout => "UT",
+            Self::UpstreamStreamTimeout | Self::ClientStreamTimeout => "SI",
+            Self::AccessDenied => "RBAC",
+            Self::RateLimited => "RL",
+            Self::UpgradeRefused => "-",
+        }
+    }
+
     pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        let mut response = self.unflagged_response(grpc);
+        response.extensions_mut().insert(ResponseFlag(self.flag()));
+        response
+    }
+
+    fn unflagged_response(self, grpc: bool) -> Response<Body> {
         if grpc {
             // Rate limits answer gRPC with RESOURCE_EXHAUSTED (Envoy's `rate_limited_as_resource_exhausted`).
             let code = match self {

@@ -1,6 +1,7 @@
 //! The HTTP data path: serving downstream connections, routing and forwarding each request, passthrough to
 //! original destinations, and the proxy's own error replies.
 
+pub mod access_log;
 pub mod authority;
 mod forward;
 pub mod headers;
@@ -9,6 +10,7 @@ pub mod on_demand;
 pub mod outbound;
 pub mod passthrough;
 pub mod path;
+pub mod request_id;
 pub mod route;
 pub mod timeouts;
 
@@ -34,8 +36,9 @@ pub use forward::Destination;
 use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics};
 use crate::upstream::OriginalDestination;
+use access_log::AccessLog;
 use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
@@ -58,6 +61,8 @@ pub struct Forwarder {
     pub on_demand: OnDemand,
     /// The labels of the pod this proxy serves, for routes that match on the client's labels.
     pub labels: Labels,
+    /// Where requests are logged, when they are.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Forwarder {
@@ -68,7 +73,12 @@ impl Forwarder {
         on_demand: OnDemand,
         labels: Labels,
     ) -> Self {
-        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand, labels }
+        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand, labels, access_log: None }
+    }
+
+    /// Requests are logged to `log`.
+    pub fn logging_to(self, log: Option<Arc<AccessLog>>) -> Self {
+        Self { access_log: log, ..self }
     }
 }
 
@@ -86,7 +96,13 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (timeouts, metrics) = (forwarder.timeouts, forwarder.metrics.clone());
+    let serving = Serving {
+        timeouts: forwarder.timeouts,
+        metrics: forwarder.metrics.clone(),
+        access_log: forwarder.access_log.clone(),
+        direction: Direction::Outbound,
+        peer,
+    };
     let handler = move |mut request: Request<ServedBody>| {
         let forwarder = forwarder.clone();
         request.extensions_mut().insert(ClientAddress(peer));
@@ -97,10 +113,21 @@ pub async fn serve_connection<I>(
     };
     // Outbound carries no upgrades yet (hop-by-hop headers are stripped), so hyper is not asked to take the
     // connection over after a 101 or a CONNECT's 2xx.
-    serve_http(io, (timeouts, metrics), Upgrades::No, handler, watch).await;
+    serve_http(io, serving, Upgrades::No, handler, watch).await;
 }
 
 /// Whether a connection's requests may switch protocols (HTTP/1.1 `Upgrade`, `CONNECT`).
+/// What serving one HTTP connection needs besides its handler.
+#[derive(Clone)]
+pub struct Serving {
+    pub timeouts: Timeouts,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub direction: Direction,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upgrades {
     Yes,
@@ -110,28 +137,30 @@ pub enum Upgrades {
 /// Serves one downstream connection, HTTP/1.1 (with `upgrades`, those too) or HTTP/2 with prior knowledge
 /// (detected), answering each request with `handler`, under the connection-level timeouts; closes it gracefully
 /// (in-flight requests finish, HTTP/2 gets GOAWAY) when the proxy drains (`watch`) or it has been idle too long.
-pub async fn serve_http<I, H, F>(
-    io: I,
-    (timeouts, metrics): (Timeouts, Arc<Metrics>),
-    upgrades: Upgrades,
-    handler: H,
-    watch: ConnectionWatch,
-) where
+pub async fn serve_http<I, H, F>(io: I, serving: Serving, upgrades: Upgrades, handler: H, watch: ConnectionWatch)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<ServedBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let activity = Activity::new();
+    let Serving { timeouts, metrics, access_log, direction, peer } = serving;
     let io = TimedIo::http(io, activity.clone(), timeouts, metrics);
     let service = {
         let activity = activity.clone();
-        service_fn(move |request: Request<Incoming>| {
+        service_fn(move |mut request: Request<Incoming>| {
             let handler = handler.clone();
             // The request is in flight (for the connection's timeouts) until its body and its response's are done.
             let in_flight = activity.request_started();
-            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()));
+            request_id::ensure_request_id(request.headers_mut());
+            let logged = access_log.as_ref().map(|log| (log.clone(), log.begin(&mut request, direction, peer)));
+            let received = logged.as_ref().map(|(_, pending)| pending.received.clone());
+            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()).counting(received));
             async move {
-                let response = handler(request).await;
+                let mut response = handler(request).await;
+                if let Some((log, pending)) = logged {
+                    response = log.finish(pending, response);
+                }
                 Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))
             }
         })

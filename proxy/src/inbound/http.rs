@@ -24,6 +24,7 @@ use weft_xds::authz::{HttpRequest, Peer};
 use crate::BoxError;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
+use crate::http::access_log::{AccessLog, Logged, UpstreamCluster};
 use crate::http::authority::request_authority;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::local_reply::LocalReply;
@@ -31,7 +32,7 @@ use crate::http::passthrough::Passthrough;
 use crate::http::path::normalize_uri;
 use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
-use crate::http::{Body, ServedBody, Upgrades, serve_http};
+use crate::http::{Body, ServedBody, Serving, Upgrades, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
 use crate::upstream::Endpoint;
 
@@ -45,6 +46,7 @@ pub struct InboundHttp {
     timeouts: Timeouts,
     /// The config in force, for the AuthorizationPolicies.
     runtime: watch::Receiver<Arc<Runtime>>,
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// One inbound connection's caller and where its requests go.
@@ -69,7 +71,12 @@ pub struct Caller {
 
 impl InboundHttp {
     pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts, runtime: watch::Receiver<Arc<Runtime>>) -> Self {
-        Self { pools: Passthrough::default(), metrics, timeouts, runtime }
+        Self { pools: Passthrough::default(), metrics, timeouts, runtime, access_log: None }
+    }
+
+    /// Requests are logged to `log`.
+    pub fn logging_to(self, log: Option<Arc<AccessLog>>) -> Self {
+        Self { access_log: log, ..self }
     }
 
     /// The caller at `peer` on a connection to `app` through the application's `port`; identities (the
@@ -96,15 +103,30 @@ impl InboundHttp {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let settings = (self.timeouts, self.metrics.clone());
+        let serving = Serving {
+            timeouts: self.timeouts,
+            metrics: self.metrics.clone(),
+            access_log: self.access_log.clone(),
+            direction: Direction::Inbound,
+            peer: caller.peer,
+        };
         let handler = move |request| {
             let (this, caller) = (self.clone(), caller.clone());
             async move { this.forward(request, &caller).await }
         };
-        serve_http(io, settings, Upgrades::Yes, handler, watch).await;
+        serve_http(io, serving, Upgrades::Yes, handler, watch).await;
     }
 
-    async fn forward(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
+    async fn forward(&self, request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
+        let logged = request.extensions().get::<Logged>().is_some();
+        let mut response = self.answer(request, caller).await;
+        if logged {
+            response.extensions_mut().insert(UpstreamCluster(caller.cluster.to_string()));
+        }
+        response
+    }
+
+    async fn answer(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
         let started = Instant::now();
         let grpc = is_grpc(request.headers());
         normalize_uri(request.uri_mut());

@@ -24,6 +24,8 @@ pub const STREAM_IDLE_TIMEOUT: &str = "weft.dev/stream-idle-timeout";
 pub const IDLE_TIMEOUT: &str = "weft.dev/idle-timeout";
 /// How much of the mesh the pod's proxy is sent before it asks (`namespace`, `on-demand`, `mesh`).
 pub const PROXY_SCOPE: &str = "weft.dev/proxy-scope";
+/// `"true"` or `"false"`: the sidecar's access log, overriding the chart's `proxy.accessLog`.
+pub const ACCESS_LOG: &str = "weft.dev/access-log";
 /// Which container `kubectl logs/exec` pick by default; set in classic mode, where `weft-proxy` comes first.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -162,9 +164,32 @@ pub fn proxy_scope(annotations: &BTreeMap<String, String>) -> Result<Option<Prox
     Ok(Some(scope))
 }
 
+/// Whether the sidecar writes an access log: the pod's annotation, else `default`.
+pub fn access_log(annotations: &BTreeMap<String, String>, default: bool) -> Result<bool, InjectError> {
+    let Some(value) = annotations.get(ACCESS_LOG) else { return Ok(default) };
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(InjectError::InvalidAnnotation {
+            annotation: ACCESS_LOG,
+            value: value.clone(),
+            reason: "expected \"true\" or \"false\"".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_access_log_annotation_overrides_the_default_and_is_checked() {
+        assert_eq!(access_log(&annotations(&[]), true), Ok(true));
+        assert_eq!(access_log(&annotations(&[(ACCESS_LOG, "true")]), false), Ok(true));
+        assert_eq!(access_log(&annotations(&[(ACCESS_LOG, "false")]), true), Ok(false));
+        let err = access_log(&annotations(&[(ACCESS_LOG, "yes")]), false).unwrap_err();
+        assert!(err.to_string().starts_with("annotation weft.dev/access-log: \"yes\" is invalid"), "{err}");
+    }
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

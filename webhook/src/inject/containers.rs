@@ -70,18 +70,21 @@ pub fn init_container(config: &InjectConfig, resources: &ProxyResources, exclusi
 }
 
 /// `weft-proxy`: the sidecar, unprivileged, configured from the downward API.
-pub fn proxy_container(
-    config: &InjectConfig,
-    resources: &ProxyResources,
-    timeouts: &ProxyTimeouts,
-    scope: Option<ProxyScope>,
-    labels: &BTreeMap<String, String>,
-) -> Container {
+/// What a pod's annotations and labels decide about its proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyOptions<'a> {
+    pub timeouts: &'a ProxyTimeouts,
+    pub scope: Option<ProxyScope>,
+    pub access_log: bool,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, options: ProxyOptions<'_>) -> Container {
     let mut container = Container {
         name: PROXY_NAME.into(),
         image: Some(config.proxy_image.clone()),
         command: Some(["weft-proxy", "run", "--transparent"].map(String::from).into()),
-        env: Some(proxy_env(config, timeouts, scope, labels)),
+        env: Some(proxy_env(config, options)),
         ports: Some(vec![ContainerPort {
             name: Some(HEALTH_PORT_NAME.into()),
             container_port: HEALTH_PORT,
@@ -123,12 +126,8 @@ pub fn proxy_container(
     container
 }
 
-fn proxy_env(
-    config: &InjectConfig,
-    timeouts: &ProxyTimeouts,
-    scope: Option<ProxyScope>,
-    labels: &BTreeMap<String, String>,
-) -> Vec<EnvVar> {
+fn proxy_env(config: &InjectConfig, options: ProxyOptions<'_>) -> Vec<EnvVar> {
+    let ProxyOptions { timeouts, scope, access_log, labels } = options;
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -148,6 +147,9 @@ fn proxy_env(
         value("WEFT_IDLE_TIMEOUT", &timeouts.idle),
     ];
     env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
+    if access_log {
+        env.push(value("WEFT_ACCESS_LOG", "stdout"));
+    }
     if let Some(identity) = &config.identity {
         env.push(value("WEFT_CA_ADDRESS", &identity.ca_address));
         env.push(value("WEFT_TRUST_DOMAIN", &identity.trust_domain));

@@ -70,8 +70,10 @@ pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, InjectE
     let init = containers::init_container(config, &resources, annotations::exclusion_flags(&annotations)?);
     let timeouts = annotations::proxy_timeouts(&annotations, &config.timeouts)?;
     let scope = annotations::proxy_scope(&annotations)?;
+    let access_log = annotations::access_log(&annotations, config.access_log)?;
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let proxy = containers::proxy_container(config, &resources, &timeouts, scope, &labels);
+    let options = containers::ProxyOptions { timeouts: &timeouts, scope, access_log, labels: &labels };
+    let proxy = containers::proxy_container(config, &resources, options);
     let spec = pod.spec.as_ref();
     let has_init_containers = spec.is_some_and(|s| s.init_containers.is_some());
     let mut ops = Vec::new();

@@ -330,11 +330,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
 pub struct InFlightBody<B> {
     inner: B,
     _in_flight: InFlight,
+    /// Where the body's data bytes are added up, when someone (the access log) wants them.
+    counted: Option<Arc<AtomicU64>>,
 }
 
 impl<B> InFlightBody<B> {
     pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Self { inner, _in_flight: in_flight }
+        Self { inner, _in_flight: in_flight, counted: None }
+    }
+
+    /// The body, its data bytes added to `counter` as they are read.
+    pub fn counting(self, counter: Option<Arc<AtomicU64>>) -> Self {
+        Self { counted: counter, ..self }
     }
 }
 
@@ -346,7 +353,14 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for InFlightBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.fetch_add(bytes::Buf::remaining(data) as u64, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,0 +1,238 @@
+//! Access logs: off by default; when on (`--access-log stdout`, set by the injector from the chart value or the
+//! pod's `weft.dev/access-log` annotation), one JSON line per request on standard output once its response body
+//! has ended, with the fields of Istio's JSON access log (Envoy's command operators): start time, method,
+//! authority, path, protocol, response code and flags, duration, upstream cluster and host, bytes each way,
+//! request id, trace id, plus the direction.
+//!
+//! Lines go through a bounded queue to a writer thread: a slow stdout never holds a request up; when the queue
+//! is full the line is dropped and counted (`weft_proxy_access_log_dropped_total`).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::client::legacy::connect::HttpInfo;
+use serde::Serialize;
+
+use super::Body;
+use super::request_id::{REQUEST_ID, trace_id};
+use crate::BoxError;
+use crate::metrics::{Direction, Metrics};
+
+/// Lines waiting for the writer at most.
+const QUEUE: usize = 4096;
+
+/// The cluster a request was sent to, as the handler puts it on the response for the log.
+#[derive(Debug, Clone)]
+pub struct UpstreamCluster(pub String);
+
+/// Envoy's response flag for a reply the proxy wrote itself (`NR`, `UH`, `UF`, `UO`, `UT`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseFlag(pub &'static str);
+
+/// Put on a request whose response is logged: handlers then name their cluster ([`UpstreamCluster`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Logged;
+
+/// Where access log lines go.
+pub struct AccessLog {
+    lines: SyncSender<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    /// Lines written to standard output.
+    pub fn stdout(metrics: Arc<Metrics>) -> std::io::Result<Arc<Self>> {
+        Self::to_writer(std::io::stdout(), metrics)
+    }
+
+    /// Lines written to `writer`, by a thread of their own.
+    pub fn to_writer(writer: impl Write + Send + 'static, metrics: Arc<Metrics>) -> std::io::Result<Arc<Self>> {
+        let (lines, queue) = sync_channel(QUEUE);
+        std::thread::Builder::new().name("weft-access-log".into()).spawn(move || write_lines(queue, writer))?;
+        Ok(Arc::new(Self { lines, metrics }))
+    }
+
+    /// Notes what the log needs of a request before it is handled.
+    pub fn begin<B>(&self, request: &mut Request<B>, direction: Direction, peer: SocketAddr) -> Pending {
+        request.extensions_mut().insert(Logged);
+        let headers = request.headers();
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let line = Line {
+            start_time: rfc3339(SystemTime::now()),
+            direction: direction.as_str(),
+            method: request.method().to_string(),
+            authority: super::authority::request_authority(request.version(), request.uri(), headers).ok().flatten(),
+            path: request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
+            protocol: protocol(request.version()),
+            response_code: 0,
+            response_flags: "-",
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: 0,
+            upstream_cluster: None,
+            upstream_host: None,
+            downstream_remote_address: peer.to_string(),
+            user_agent: text("user-agent"),
+            x_forwarded_for: text("x-forwarded-for"),
+            request_id: text(REQUEST_ID),
+            trace_id: trace_id(headers).map(str::to_string),
+        };
+        Pending { line, started: Instant::now(), received: Arc::default() }
+    }
+
+    /// The response, its body wrapped so that the line is written when it ends.
+    pub fn finish(self: &Arc<Self>, pending: Pending, mut response: Response<Body>) -> Response<Body> {
+        let Pending { mut line, started, received } = pending;
+        line.response_code = response.status().as_u16();
+        let extensions = response.extensions_mut();
+        line.response_flags = extensions.get::<ResponseFlag>().map_or("-", |f| f.0);
+        line.upstream_cluster = extensions.remove::<UpstreamCluster>().map(|c| c.0);
+        line.upstream_host = extensions.get::<HttpInfo>().map(|info| info.remote_addr().to_string());
+        let log = self.clone();
+        response.map(|inner| LoggedBody { inner, pending: Some((line, started, received)), sent: 0, log }.boxed())
+    }
+
+    fn write(&self, line: &Line) {
+        let Ok(text) = serde_json::to_string(line) else { return };
+        if let Err(TrySendError::Full(_)) = self.lines.try_send(text) {
+            self.metrics.access_log_dropped();
+        }
+    }
+}
+
+/// A request's log line so far.
+pub struct Pending {
+    line: Line,
+    started: Instant,
+    /// Request body bytes, counted as the body is read.
+    pub received: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Line {
+    start_time: String,
+    direction: &'static str,
+    method: String,
+    authority: Option<String>,
+    path: String,
+    protocol: &'static str,
+    response_code: u16,
+    response_flags: &'static str,
+    bytes_received: u64,
+    bytes_sent: u64,
+    /// Milliseconds from the request to the end of the response.
+    duration: u64,
+    upstream_cluster: Option<String>,
+    upstream_host: Option<String>,
+    downstream_remote_address: String,
+    user_agent: Option<String>,
+    x_forwarded_for: Option<String>,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+}
+
+/// A response body that writes the request's line when it ends, fails or is dropped.
+struct LoggedBody {
+    inner: Body,
+    pending: Option<(Line, Instant, Arc<AtomicU64>)>,
+    sent: u64,
+    log: Arc<AccessLog>,
+}
+
+impl LoggedBody {
+    fn done(&mut self) {
+        if let Some((mut line, started, received)) = self.pending.take() {
+            line.bytes_sent = self.sent;
+            line.bytes_received = received.load(Ordering::Relaxed);
+            line.duration = started.elapsed().as_millis() as u64;
+            self.log.write(&line);
+        }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.done();
+                }
+            }
+            Poll::Ready(_) => self.done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+fn write_lines(queue: Receiver<String>, writer: impl Write) {
+    let mut out = std::io::BufWriter::new(writer);
+    while let Ok(line) = queue.recv() {
+        let _ = writeln!(out, "{line}");
+        // Flushed whenever the queue is empty: lines appear at once when traffic is light, in batches when not.
+        while let Ok(line) = queue.try_recv() {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `2026-12-05T16:30:00.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let time = time::OffsetDateTime::from(time);
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time.format(&format).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_796_489_400_123);
+        assert_eq!(rfc3339(time), "2026-12-05T16:50:00.123Z");
+    }
+}

@@ -1,0 +1,77 @@
+//! Request ids and trace ids. Every request leaves the proxy with an `x-request-id` (a random UUID when the client
+//! sent none, as Envoy's `generate_request_id` does), so the hops of one request can be found in every access log;
+//! trace context headers (W3C `traceparent`/`tracestate`, B3 single and multi header) pass through unchanged, and
+//! the trace id they carry is read for the access log.
+
+use http::{HeaderMap, HeaderValue};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Gives the request an `x-request-id` when it has none (or an empty one).
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if headers.get(REQUEST_ID).is_some_and(|v| !v.is_empty()) {
+        return;
+    }
+    headers.insert(REQUEST_ID, new_request_id());
+}
+
+/// A random (version 4) UUID, in its 36-character text form.
+fn new_request_id() -> HeaderValue {
+    let mut bits: u128 = rand::random();
+    // Version 4, variant 10xx (RFC 9562).
+    bits = (bits & !(0xf << 76)) | (0x4 << 76);
+    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let text = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    // Hex digits and dashes: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The trace id the request carries: from `traceparent` (W3C), else `b3` (single header), else `x-b3-traceid`.
+pub fn trace_id(headers: &HeaderMap) -> Option<&str> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let hex = |id: &str| id.len() >= 16 && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(id) = text("traceparent").and_then(|t| t.split('-').nth(1)).filter(|id| id.len() == 32 && hex(id)) {
+        return Some(id);
+    }
+    if let Some(id) = text("b3").and_then(|t| t.split('-').next()).filter(|id| hex(id)) {
+        return Some(id);
+    }
+    text("x-b3-traceid").filter(|id| hex(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_without_an_id_gets_a_uuid_and_one_with_keeps_it() {
+        let mut headers = HeaderMap::new();
+        ensure_request_id(&mut headers);
+        let id = headers[REQUEST_ID].to_str().unwrap().to_string();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert_eq!(&id[14..15], "4", "version 4: {id}");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "RFC variant: {id}");
+        let mut again = HeaderMap::new();
+        ensure_request_id(&mut again);
+        assert_ne!(again[REQUEST_ID], headers[REQUEST_ID], "random");
+        ensure_request_id(&mut headers);
+        assert_eq!(headers[REQUEST_ID].to_str().unwrap(), id, "kept");
+    }
+
+    #[test]
+    fn the_trace_id_is_read_from_w3c_then_b3_headers() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(trace_id(&headers), None);
+        headers.insert("x-b3-traceid", HeaderValue::from_static("80f198ee56343ba864fe8b2a57d3eff7"));
+        assert_eq!(trace_id(&headers), Some("80f198ee56343ba864fe8b2a57d3eff7"));
+        headers.insert("b3", HeaderValue::from_static("a3ce929d0e0e4736-00f067aa0ba902b7-1"));
+        assert_eq!(trace_id(&headers), Some("a3ce929d0e0e4736"));
+        headers
+            .insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert_eq!(trace_id(&headers), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        headers.insert("traceparent", HeaderValue::from_static("garbage"));
+        assert_eq!(trace_id(&headers), Some("a3ce929d0e0e4736"), "a malformed traceparent is passed over");
+    }
+}
