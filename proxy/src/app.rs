@@ -30,6 +30,7 @@ use crate::inbound::Inbound;
 use crate::inbound::http::InboundHttp;
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
+use crate::telemetry::Workload;
 use crate::transparent;
 use crate::xds::client;
 use crate::xds::dial::XdsDial;
@@ -72,6 +73,8 @@ pub struct ProxySettings {
     pub timeouts: Timeouts,
     /// One JSON line per request on standard output.
     pub access_log: bool,
+    /// The workload the pod belongs to, for metrics.
+    pub workload: String,
 }
 
 /// The Service port meant by a request whose authority has no port (explicit mode).
@@ -175,6 +178,9 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let listeners = Listeners::bind(&settings).await?;
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::new());
+    let own = Workload::own(&settings.workload, &settings.pod_namespace, &settings.labels);
+    let principal = settings.identity.as_ref().map(|identity| identity.id.to_string());
+    metrics.golden.identify(own, principal.as_deref());
     let access_log = match settings.access_log {
         true => Some(AccessLog::stdout(metrics.clone()).map_err(StartError::AccessLog)?),
         false => None,

@@ -141,6 +141,10 @@ pub struct RunArgs {
     /// plaintext, and forwarded to the application at APP (a VM or laptop without iptables).
     #[arg(long = "inbound", value_parser = parse_inbound, value_name = "LISTEN=APP", conflicts_with = "transparent")]
     pub inbound: Vec<(SocketAddr, SocketAddr)>,
+    /// The workload this pod belongs to (its Deployment, StatefulSet, ...), as metrics label it; the injector
+    /// sets it from the pod's owner. Default: the pod name.
+    #[arg(long, env = "WEFT_WORKLOAD", value_name = "NAME")]
+    pub workload: Option<String>,
     /// `stdout`: one JSON line per request (inbound and outbound) on standard output; `off`: none.
     #[arg(long, env = "WEFT_ACCESS_LOG", value_enum, default_value_t = AccessLogTarget::Off)]
     pub access_log: AccessLogTarget,
@@ -208,6 +212,7 @@ impl RunArgs {
                 idle: enabled(self.idle_timeout),
             },
             access_log: self.access_log == AccessLogTarget::Stdout,
+            workload: self.workload.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| self.pod_name.clone()),
         }
     }
 }

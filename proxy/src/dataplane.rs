@@ -3,10 +3,11 @@
 //! latency estimates survive endpoint and route edits; so are rate limiters, with their buckets. The runtime is rebuilt where config is accepted, before
 //! the proxy says it is ready, so what `/ready` and `/config_dump` report is what requests use.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use weft_xds::ClusterName;
 
 use crate::config::ProxyConfig;
 use crate::identity::CredentialsRx;
@@ -19,6 +20,8 @@ pub struct Runtime {
     pub config: Arc<ProxyConfig>,
     pub clusters: HashMap<String, Arc<ClusterBalancer>>,
     pub limits: InboundLimits,
+    /// The hosts of the clusters: the Services the proxy knows (metrics name only those).
+    pub services: HashSet<String>,
 }
 
 /// Publishes a [`Runtime`] for each accepted config.
@@ -58,5 +61,6 @@ fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>, credentials: Option<&Cr
         })
         .collect();
     let limits = InboundLimits::rebuild(&previous.limits, config.inbound.as_ref());
-    Runtime { config, clusters, limits }
+    let services = config.clusters.keys().filter_map(|name| ClusterName::parse(name)).map(|c| c.host).collect();
+    Runtime { config, clusters, limits, services }
 }

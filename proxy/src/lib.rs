@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
+pub mod telemetry;
 pub mod tls_verify;
 pub mod transparent;
 pub mod upstream;

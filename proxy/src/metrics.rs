@@ -14,6 +14,7 @@ use weft_xds::ResourceType;
 
 use crate::http::on_demand::Settled;
 use crate::http::timeouts::TimeoutKind;
+use crate::telemetry::GoldenMetrics;
 
 /// Which way traffic flows relative to the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -200,6 +201,8 @@ pub struct Metrics {
     authz_decisions: Family<AuthzLabels, Counter>,
     rate_limited: Family<RateLimitedLabels, Counter>,
     access_log_dropped: Counter,
+    /// Requests by workload pair (`weft_requests_total`, ...).
+    pub golden: GoldenMetrics,
 }
 
 impl Default for Metrics {
@@ -210,7 +213,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("weft_proxy");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("weft_proxy");
         let metrics = Self {
             registry: Registry::default(),
             requests: Family::default(),
@@ -235,6 +239,7 @@ impl Metrics {
             authz_decisions: Family::default(),
             rate_limited: Family::default(),
             access_log_dropped: Counter::default(),
+            golden: GoldenMetrics::default(),
         };
         let m = &metrics;
         registry.register(
@@ -312,7 +317,8 @@ impl Metrics {
             "Access log lines dropped because standard output did not keep up",
             m.access_log_dropped.clone(),
         );
-        Self { registry, ..metrics }
+        metrics.golden.register(&mut root);
+        Self { registry: root, ..metrics }
     }
 
     /// The Prometheus text exposition of every metric.

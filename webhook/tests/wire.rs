@@ -65,6 +65,9 @@ async fn a_deployment_pod_is_injected_with_native_sidecars() {
     let env = pod["spec"]["initContainers"][1]["env"].as_array().unwrap();
     let labels = env.iter().find(|e| e["name"] == "WEFT_POD_LABELS").map(|e| e["value"].clone());
     assert_eq!(labels, Some(json!("app=reviews,pod-template-hash=666c787774,version=v2")));
+    // Metrics name the Deployment the pod belongs to, from its ReplicaSet owner.
+    let workload = env.iter().find(|e| e["name"] == "WEFT_WORKLOAD").map(|e| e["value"].clone());
+    assert_eq!(workload, Some(json!("reviews-v2")));
 }
 
 #[tokio::test]

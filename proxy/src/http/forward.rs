@@ -27,6 +27,7 @@ use crate::config::routes::RequestInfo;
 use crate::config::{Action, Labels, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
 use crate::metrics::{Direction, RouteEvent};
+use crate::telemetry::report;
 use crate::upstream::{NoEndpoints, Overflow};
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
@@ -68,7 +69,7 @@ pub async fn handle<B: RequestBody>(
     let grpc = is_grpc(request.headers());
     let authority = match request_authority(request.version(), request.uri(), request.headers()) {
         Ok(authority) => authority,
-        Err(err) => return answered(forwarder, started, LocalReply::BadAuthority(err).into_response_for(grpc)),
+        Err(err) => return answered(forwarder, (started, grpc), LocalReply::BadAuthority(err).into_response_for(grpc)),
     };
     let runtime = forwarder.runtime.borrow().clone();
     let settled_runtime;
@@ -92,7 +93,9 @@ pub async fn handle<B: RequestBody>(
         Ok(Upstream::Original(address)) => {
             let authority = authority.unwrap_or_else(|| address.to_string());
             let clock = StreamClock::start();
-            let call = forwarder.passthrough.call(address, prepare(request, &authority, &clock));
+            let mut request = prepare(request, &authority, &clock);
+            report::tell_upstream(&forwarder.metrics.golden, PASSTHROUGH_CLUSTER, request.headers_mut());
+            let call = forwarder.passthrough.call(address, request);
             let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
             let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
             (
@@ -105,16 +108,20 @@ pub async fn handle<B: RequestBody>(
             follow(entry, request, &authority, runtime, forwarder, grpc).await
         }
     };
-    forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), started.elapsed());
     let mut response = response;
+    let took = started.elapsed();
+    forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), took);
+    report::report_outbound(&forwarder.metrics.golden, &cluster, &mut response, grpc, took);
     if logged && cluster != NO_CLUSTER {
         response.extensions_mut().insert(UpstreamCluster(cluster));
     }
     response
 }
 
-fn answered(forwarder: &Forwarder, started: Instant, response: Response<Body>) -> Response<Body> {
-    forwarder.metrics.request(Direction::Outbound, NO_CLUSTER, response.status(), started.elapsed());
+fn answered(forwarder: &Forwarder, (started, grpc): (Instant, bool), mut response: Response<Body>) -> Response<Body> {
+    let took = started.elapsed();
+    forwarder.metrics.request(Direction::Outbound, NO_CLUSTER, response.status(), took);
+    report::report_outbound(&forwarder.metrics.golden, NO_CLUSTER, &mut response, grpc, took);
     response
 }
 
@@ -146,7 +153,8 @@ async fn follow<B: RequestBody>(
     let timeout = request_timeout(action.timeout, action.grpc_timeout, request.headers());
     let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
     let clock = StreamClock::start();
-    let request = prepare(request, authority, &clock);
+    let mut request = prepare(request, authority, &clock);
+    report::tell_upstream(&forwarder.metrics.golden, &target.cluster, request.headers_mut());
     let routed = Routed { route: entry, action, target, balancer };
     let call = super::route::send(routed, runtime, &forwarder.metrics, request);
     (target.cluster.clone(), complete(call, clock, deadlines, forwarder, (&target.cluster, grpc)).await)

@@ -34,6 +34,7 @@ use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
 use crate::http::{Body, ServedBody, Serving, Upgrades, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
+use crate::telemetry::report;
 use crate::upstream::Endpoint;
 
 /// The header carrying the caller's identity to the application (Envoy's and Istio's).
@@ -117,9 +118,23 @@ impl InboundHttp {
         serve_http(io, serving, Upgrades::Yes, handler, watch).await;
     }
 
-    async fn forward(&self, request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
+    /// Answers a request (the application's answer, or the proxy's refusal) and reports it.
+    async fn forward(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
+        let started = Instant::now();
         let logged = request.extensions().get::<Logged>().is_some();
+        let golden = &self.metrics.golden;
+        let peer = report::take_caller(golden, caller.principal.as_ref(), request.headers_mut());
+        let grpc = is_grpc(request.headers());
+        let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
         let mut response = self.answer(request, caller).await;
+        let runtime = self.runtime.borrow().clone();
+        let seen = report::Inbound {
+            caller: peer.as_deref(),
+            principal: caller.principal.as_ref(),
+            authority: authority.as_deref().unwrap_or_default(),
+            grpc,
+        };
+        report::report_inbound(golden, seen, |host| runtime.services.contains(host), &mut response, started.elapsed());
         if logged {
             response.extensions_mut().insert(UpstreamCluster(caller.cluster.to_string()));
         }

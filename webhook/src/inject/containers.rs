@@ -77,6 +77,8 @@ pub struct ProxyOptions<'a> {
     pub scope: Option<ProxyScope>,
     pub access_log: bool,
     pub labels: &'a BTreeMap<String, String>,
+    /// The workload the pod belongs to (empty: the proxy uses the pod name).
+    pub workload: &'a str,
 }
 
 pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, options: ProxyOptions<'_>) -> Container {
@@ -127,7 +129,7 @@ pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, option
 }
 
 fn proxy_env(config: &InjectConfig, options: ProxyOptions<'_>) -> Vec<EnvVar> {
-    let ProxyOptions { timeouts, scope, access_log, labels } = options;
+    let ProxyOptions { timeouts, scope, access_log, labels, workload } = options;
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -149,6 +151,9 @@ fn proxy_env(config: &InjectConfig, options: ProxyOptions<'_>) -> Vec<EnvVar> {
     env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
     if access_log {
         env.push(value("WEFT_ACCESS_LOG", "stdout"));
+    }
+    if !workload.is_empty() {
+        env.push(value("WEFT_WORKLOAD", workload));
     }
     if let Some(identity) = &config.identity {
         env.push(value("WEFT_CA_ADDRESS", &identity.ca_address));

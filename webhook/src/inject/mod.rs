@@ -3,6 +3,7 @@
 
 pub mod annotations;
 pub mod containers;
+pub mod workload;
 
 use std::collections::BTreeMap;
 
@@ -72,7 +73,9 @@ pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, InjectE
     let scope = annotations::proxy_scope(&annotations)?;
     let access_log = annotations::access_log(&annotations, config.access_log)?;
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let options = containers::ProxyOptions { timeouts: &timeouts, scope, access_log, labels: &labels };
+    let workload = workload::workload_name(pod);
+    let options =
+        containers::ProxyOptions { timeouts: &timeouts, scope, access_log, labels: &labels, workload: &workload };
     let proxy = containers::proxy_container(config, &resources, options);
     let spec = pod.spec.as_ref();
     let has_init_containers = spec.is_some_and(|s| s.init_containers.is_some());

@@ -1,0 +1,302 @@
+//! `weft_requests_total` and `weft_request_duration_milliseconds`: Istio's standard request metrics (same labels,
+//! same meaning) under Weft's prefix, reported by the client's sidecar (`reporter="source"`) and by the server's
+//! (`reporter="destination"`).
+//!
+//! Cardinality is bounded by the mesh, not by traffic: workloads come from this sidecar's own settings or from a
+//! peer sidecar's checked header, Services from the proxy's config (a `Host` naming no known Service counts as
+//! `unknown`), response codes and flags from small fixed sets. A proxy holds about (peer workloads × Services ×
+//! codes seen) series per reporter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use weft_xds::{CLUSTER_DOMAIN, ClusterName};
+
+use super::peer::{PeerCache, UNKNOWN, Workload};
+
+/// Istio's buckets for request durations, in milliseconds.
+const DURATION_BUCKETS_MS: [f64; 18] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
+];
+/// Services remembered at most (by cluster name or host); past it, the cache starts over.
+const SERVICE_CACHE_LIMIT: usize = 4096;
+
+/// Which sidecar reports a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// The client's (outbound).
+    Source,
+    /// The server's (inbound).
+    Destination,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GoldenLabels {
+    reporter: &'static str,
+    source_workload: Arc<str>,
+    source_workload_namespace: Arc<str>,
+    source_principal: Arc<str>,
+    source_app: Arc<str>,
+    source_version: Arc<str>,
+    destination_workload: Arc<str>,
+    destination_workload_namespace: Arc<str>,
+    destination_principal: Arc<str>,
+    destination_app: Arc<str>,
+    destination_version: Arc<str>,
+    destination_service: Arc<str>,
+    destination_service_name: Arc<str>,
+    destination_service_namespace: Arc<str>,
+    request_protocol: &'static str,
+    response_code: u16,
+    response_flags: &'static str,
+    connection_security_policy: &'static str,
+}
+
+/// A Service as the labels name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceLabels {
+    pub host: Arc<str>,
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+}
+
+impl ServiceLabels {
+    fn unknown() -> Arc<Self> {
+        let unknown: Arc<str> = Arc::from(UNKNOWN);
+        Arc::new(Self { host: unknown.clone(), name: unknown.clone(), namespace: unknown })
+    }
+
+    /// `name.namespace.svc.cluster.local`'s labels; `None` for another kind of host.
+    fn of_host(host: &str) -> Option<Self> {
+        let (name, rest) = host.split_once('.')?;
+        let namespace = rest.strip_suffix(CLUSTER_DOMAIN)?.strip_suffix('.')?;
+        (!name.is_empty() && !namespace.is_empty() && !namespace.contains('.')).then(|| Self {
+            host: host.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+        })
+    }
+}
+
+/// This sidecar: its workload, its SPIFFE id (`unknown` without one), and the header telling peers who it is.
+#[derive(Debug)]
+struct Own {
+    workload: Arc<Workload>,
+    principal: Arc<str>,
+    header: HeaderValue,
+}
+
+/// One request, as one sidecar saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestReport<'a> {
+    pub reporter: Reporter,
+    /// The other side's workload, when its sidecar said.
+    pub peer: Option<&'a Workload>,
+    /// The other side's SPIFFE id, when it proved one (inbound).
+    pub peer_principal: Option<&'a Arc<str>>,
+    pub service: &'a ServiceLabels,
+    pub grpc: bool,
+    pub code: u16,
+    pub flags: &'static str,
+    pub took: Duration,
+}
+
+pub struct GoldenMetrics {
+    requests: Family<GoldenLabels, Counter>,
+    durations: Family<GoldenLabels, Histogram, fn() -> Histogram>,
+    own: ArcSwap<Own>,
+    unknown: Arc<Workload>,
+    unknown_text: Arc<str>,
+    unknown_service: Arc<ServiceLabels>,
+    services: Mutex<HashMap<String, Arc<ServiceLabels>>>,
+    pub peers: PeerCache,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS_MS)
+}
+
+impl Default for GoldenMetrics {
+    fn default() -> Self {
+        let unknown = Arc::new(Workload::unknown());
+        let own = Own { workload: unknown.clone(), principal: Arc::from(UNKNOWN), header: unknown.header() };
+        Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+            own: ArcSwap::from_pointee(own),
+            unknown,
+            unknown_text: Arc::from(UNKNOWN),
+            unknown_service: ServiceLabels::unknown(),
+            services: Mutex::default(),
+            peers: PeerCache::default(),
+        }
+    }
+}
+
+impl GoldenMetrics {
+    /// Registers the metrics in `registry` (the root one: these names carry no `weft_proxy_` prefix).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "weft_requests",
+            "Requests, by reporter and source and destination workload, Service, protocol, response code and flags (Istio's istio_requests_total)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "weft_request_duration_milliseconds",
+            "From request to response headers, with the labels of weft_requests_total (Istio's istio_request_duration_milliseconds)",
+            self.durations.clone(),
+        );
+    }
+
+    /// Says who this sidecar is: its workload and SPIFFE id.
+    pub fn identify(&self, workload: Workload, principal: Option<&str>) {
+        let header = workload.header();
+        let principal = Arc::from(principal.unwrap_or(UNKNOWN));
+        self.own.store(Arc::new(Own { workload: Arc::new(workload), principal, header }));
+    }
+
+    /// The header telling a peer who this sidecar is.
+    pub fn own_header(&self) -> HeaderValue {
+        self.own.load().header.clone()
+    }
+
+    /// This sidecar's namespace.
+    pub fn own_namespace(&self) -> Arc<str> {
+        self.own.load().workload.namespace.clone()
+    }
+
+    /// The Service a cluster (`outbound|PORT|SUBSET|HOST`) sends to; `unknown` for another cluster. Whether it is
+    /// a Service of the mesh (its host is `NAME.NAMESPACE.svc.cluster.local`).
+    pub fn service_of_cluster(&self, cluster: &str) -> (Arc<ServiceLabels>, bool) {
+        let found = self.cached(cluster, || ClusterName::parse(cluster).and_then(|c| ServiceLabels::of_host(&c.host)));
+        let in_mesh = !Arc::ptr_eq(&found, &self.unknown_service);
+        (found, in_mesh)
+    }
+
+    /// The Service a request's authority names, from a sidecar in `namespace` (short names resolve there); only
+    /// hosts `known` says are Services count, others are `unknown`.
+    /// Known Services are remembered by authority; other hosts are not (a client sending many cannot grow the
+    /// cache, and a Service that appears later is found).
+    pub fn service_of_authority(
+        &self,
+        authority: &str,
+        namespace: &str,
+        known: impl Fn(&str) -> bool,
+    ) -> Arc<ServiceLabels> {
+        if let Some(found) = self.lock_services().get(authority) {
+            return found.clone();
+        }
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(authority, |(h, _)| h);
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let fqdn = match host.matches('.').count() {
+            0 => format!("{host}.{namespace}.{CLUSTER_DOMAIN}"),
+            1 => format!("{host}.{CLUSTER_DOMAIN}"),
+            _ if host.ends_with(".svc") => format!("{host}.cluster.local"),
+            _ => host,
+        };
+        match ServiceLabels::of_host(&fqdn).filter(|_| known(&fqdn)) {
+            Some(labels) => self.cached(authority, || Some(labels)),
+            None => self.unknown_service.clone(),
+        }
+    }
+
+    fn lock_services(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ServiceLabels>>> {
+        self.services.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached(&self, key: &str, labels: impl FnOnce() -> Option<ServiceLabels>) -> Arc<ServiceLabels> {
+        let mut services = self.lock_services();
+        if let Some(found) = services.get(key) {
+            return found.clone();
+        }
+        if services.len() >= SERVICE_CACHE_LIMIT {
+            services.clear();
+        }
+        let found = labels().map(Arc::new).unwrap_or_else(|| self.unknown_service.clone());
+        services.insert(key.to_string(), found.clone());
+        found
+    }
+
+    /// Counts and times one request.
+    pub fn record(&self, report: RequestReport<'_>) {
+        let own = self.own.load();
+        let peer = report.peer.unwrap_or(&self.unknown);
+        let peer_principal = report.peer_principal.unwrap_or(&self.unknown_text).clone();
+        let (source, source_principal, destination, destination_principal) = match report.reporter {
+            Reporter::Source => (&*own.workload, own.principal.clone(), peer, peer_principal),
+            Reporter::Destination => (peer, peer_principal, &*own.workload, own.principal.clone()),
+        };
+        let labels = GoldenLabels {
+            reporter: match report.reporter {
+                Reporter::Source => "source",
+                Reporter::Destination => "destination",
+            },
+            source_workload: source.workload.clone(),
+            source_workload_namespace: source.namespace.clone(),
+            source_principal,
+            source_app: source.app.clone(),
+            source_version: source.version.clone(),
+            destination_workload: destination.workload.clone(),
+            destination_workload_namespace: destination.namespace.clone(),
+            destination_principal,
+            destination_app: destination.app.clone(),
+            destination_version: destination.version.clone(),
+            destination_service: report.service.host.clone(),
+            destination_service_name: report.service.name.clone(),
+            destination_service_namespace: report.service.namespace.clone(),
+            request_protocol: if report.grpc { "grpc" } else { "http" },
+            response_code: report.code,
+            response_flags: report.flags,
+            // As Istio: the server's sidecar knows how the request came; the client's reports `unknown`.
+            connection_security_policy: match (report.reporter, report.peer_principal) {
+                (Reporter::Source, _) => "unknown",
+                (Reporter::Destination, Some(_)) => "mutual_tls",
+                (Reporter::Destination, None) => "none",
+            },
+        };
+        self.durations.get_or_create(&labels).observe(report.took.as_secs_f64() * 1000.0);
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_named_from_clusters_and_known_hosts_only() {
+        let golden = GoldenMetrics::default();
+        let (service, in_mesh) = golden.service_of_cluster("outbound|80|v1|reviews.shop.svc.cluster.local");
+        assert_eq!(
+            (&*service.host, &*service.name, &*service.namespace, in_mesh),
+            ("reviews.shop.svc.cluster.local", "reviews", "shop", true)
+        );
+        let (external, in_mesh) = golden.service_of_cluster("outbound|443||api.example.com");
+        assert_eq!((&*external.host, in_mesh), (UNKNOWN, false));
+        let known = |host: &str| host == "reviews.shop.svc.cluster.local";
+        for authority in
+            ["reviews", "reviews:9080", "reviews.shop", "reviews.shop.svc", "Reviews.shop.svc.cluster.local."]
+        {
+            assert_eq!(&*golden.service_of_authority(authority, "shop", known).name, "reviews", "{authority}");
+        }
+        assert_eq!(&*golden.service_of_authority("attacker-chosen-1", "shop", known).host, UNKNOWN);
+        let elsewhere = GoldenMetrics::default();
+        assert_eq!(
+            &*elsewhere.service_of_authority("reviews", "other", known).host,
+            UNKNOWN,
+            "a short name is its namespace's"
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! Where requests meet the golden metrics: the peer header put on and taken off requests and responses, and
+//! the report of each request, for the outbound side (the client's sidecar) and the inbound side (the server's).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Response};
+
+use super::golden::{GoldenMetrics, Reporter, RequestReport};
+use super::peer::PEER_HEADER;
+use crate::http::access_log::ResponseFlag;
+
+/// Outbound, before the request goes: this sidecar's workload told to a mesh Service's sidecar, and never what
+/// the application itself put in the header.
+pub fn tell_upstream(golden: &GoldenMetrics, cluster: &str, headers: &mut HeaderMap) {
+    if golden.service_of_cluster(cluster).1 {
+        headers.insert(PEER_HEADER, golden.own_header());
+    } else {
+        headers.remove(PEER_HEADER);
+    }
+}
+
+/// Outbound, once the response head is back: the server's workload taken off the response (the application
+/// never sees it) and the request reported.
+pub fn report_outbound<B>(
+    golden: &GoldenMetrics,
+    cluster: &str,
+    response: &mut Response<B>,
+    grpc: bool,
+    took: Duration,
+) {
+    let peer = response.headers_mut().remove(PEER_HEADER).and_then(|h| golden.peers.decode(&h));
+    let (service, _) = golden.service_of_cluster(cluster);
+    golden.record(RequestReport {
+        reporter: Reporter::Source,
+        peer: peer.as_deref(),
+        peer_principal: None,
+        service: &service,
+        grpc,
+        code: response.status().as_u16(),
+        flags: flag_of(response),
+        took,
+    });
+}
+
+/// Inbound, before the request goes to the application: the caller's workload, believed only from a caller
+/// that proved a sidecar identity (mutual TLS); the header is taken off either way.
+pub fn take_caller(
+    golden: &GoldenMetrics,
+    principal: Option<&Arc<str>>,
+    headers: &mut HeaderMap,
+) -> Option<Arc<super::Workload>> {
+    let told = headers.remove(PEER_HEADER)?;
+    principal.and_then(|_| golden.peers.decode(&told))
+}
+
+/// What the inbound side knows of a request when it reports it.
+pub struct Inbound<'a> {
+    pub caller: Option<&'a super::Workload>,
+    pub principal: Option<&'a Arc<str>>,
+    /// The request's authority, and whether a host is one of the mesh's Services.
+    pub authority: &'a str,
+    pub grpc: bool,
+}
+
+/// Inbound, with the application's answer: this sidecar's workload told to a caller's sidecar, and the request
+/// reported.
+pub fn report_inbound<B>(
+    golden: &GoldenMetrics,
+    request: Inbound<'_>,
+    known: impl Fn(&str) -> bool,
+    response: &mut Response<B>,
+    took: Duration,
+) {
+    if request.principal.is_some() {
+        response.headers_mut().insert(PEER_HEADER, golden.own_header());
+    }
+    let service = golden.service_of_authority(request.authority, &golden.own_namespace(), known);
+    golden.record(RequestReport {
+        reporter: Reporter::Destination,
+        peer: request.caller,
+        peer_principal: request.principal,
+        service: &service,
+        grpc: request.grpc,
+        code: response.status().as_u16(),
+        flags: flag_of(response),
+        took,
+    });
+}
+
+fn flag_of<B>(response: &Response<B>) -> &'static str {
+    response.extensions().get::<ResponseFlag>().map_or("-", |f| f.0)
+}
