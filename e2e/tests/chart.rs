@@ -285,3 +285,40 @@ fn chart_app_versions_are_the_workspace_version() {
         assert_eq!(meta["apiVersion"], "v2", "charts/{chart}");
     }
 }
+
+#[test]
+fn scraping_and_the_dashboard_are_off_by_default_and_install_what_prometheus_and_grafana_read() {
+    let helm = helm();
+    let chart = chart_dir("weft");
+    let plain = helm.template("weft", &chart, "weft-system", &[]).unwrap();
+    assert_eq!(plain.of_kind("PodMonitor").count() + plain.of_kind("ServiceMonitor").count(), 0);
+    assert!(plain.find("ConfigMap", "weft-grafana-dashboards").is_none());
+
+    let sets = "observability.podMonitor.enabled=true,observability.grafanaDashboard.enabled=true,\
+                observability.grafanaDashboard.namespace=monitoring";
+    let m = helm.template("weft", &chart, "weft-system", &["--set", sets]).unwrap();
+    let pods = m.get("PodMonitor", "weft-proxies").unwrap();
+    assert_eq!(pods["spec"]["namespaceSelector"]["any"], true);
+    let endpoint = &pods["spec"]["podMetricsEndpoints"][0];
+    // The port the injector names on every sidecar (weft-webhook's HEALTH_PORT_NAME), where /metrics is served.
+    assert_eq!((endpoint["port"].as_str(), endpoint["path"].as_str()), (Some("weft-health"), Some("/metrics")));
+    let operator = m.get("ServiceMonitor", "weft-operator").unwrap();
+    let service = m.get("Service", "weft-operator").unwrap();
+    assert!(
+        selects(&operator["spec"]["selector"]["matchLabels"], &service["metadata"]["labels"]),
+        "selects the operator's Service"
+    );
+    let port = operator["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    assert!(
+        service["spec"]["ports"].as_array().unwrap().iter().any(|p| p["name"] == port),
+        "the Service has port {port}"
+    );
+
+    let dashboards = m.get("ConfigMap", "weft-grafana-dashboards").unwrap();
+    assert_eq!(dashboards["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboards["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: serde_json::Value =
+        serde_json::from_str(dashboards["data"]["weft-services.json"].as_str().unwrap()).unwrap();
+    let source = std::fs::read_to_string(chart.join("files/dashboards/weft-services.json")).unwrap();
+    assert_eq!(shipped, serde_json::from_str::<serde_json::Value>(&source).unwrap(), "the dashboard file, unchanged");
+}

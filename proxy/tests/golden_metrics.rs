@@ -118,4 +118,98 @@ async fn both_sidecars_count_requests_by_workload_pair_service_and_code() {
     assert_eq!(sample(&server_metrics, &inbound), 5.0, "{inbound}\n{server_metrics}");
     let durations = inbound.replace("weft_requests_total{", "weft_request_duration_milliseconds_count{");
     assert_eq!(sample(&server_metrics, &durations), 5.0, "{durations}");
+
+    check_dashboard(&format!("{client_metrics}{server_metrics}"));
+}
+
+/// The Grafana dashboard the chart ships, as Grafana reads it: its panels laid out on the 24-column grid
+/// without overlap, every query on the dashboard's data source variable, and every PromQL expression valid and
+/// about metrics and labels the sidecars really export (`scraped`: their /metrics text).
+fn check_dashboard(scraped: &str) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/files/dashboards/weft-services.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for field in ["uid", "title"] {
+        assert!(dashboard[field].as_str().is_some_and(|s| !s.is_empty()), "dashboard.{field}");
+    }
+    assert!(dashboard["schemaVersion"].is_u64(), "schemaVersion");
+    let variables: Vec<&str> =
+        dashboard["templating"]["list"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert!(variables.contains(&"datasource"), "{variables:?}");
+    let mut cells = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert!(ids.insert(panel["id"].as_u64().unwrap()), "panel ids are unique");
+        assert!(panel["type"].as_str().is_some() && panel["title"].as_str().is_some());
+        let grid = |k: &str| panel["gridPos"][k].as_u64().unwrap();
+        assert!(grid("x") + grid("w") <= 24 && grid("h") > 0, "{}", panel["title"]);
+        for x in grid("x")..grid("x") + grid("w") {
+            for y in grid("y")..grid("y") + grid("h") {
+                assert!(cells.insert((x, y)), "panel {} overlaps another", panel["title"]);
+            }
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}");
+        for target in panel["targets"].as_array().unwrap() {
+            assert!(target["refId"].as_str().is_some());
+            expressions.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        let Some(query) = variable["query"]["query"].as_str() else { continue };
+        // label_values(SELECTOR, LABEL): the selector must select series with that label.
+        let inner = query.strip_prefix("label_values(").and_then(|q| q.strip_suffix(')')).unwrap();
+        let (selector, label) = inner.rsplit_once(',').unwrap();
+        expressions.push(format!("count by ({}) ({selector})", label.trim()));
+    }
+    assert!(!expressions.is_empty());
+    for expression in expressions {
+        let concrete =
+            expression.replace("$__rate_interval", "1m").replace("$namespace", ".*").replace("$service", ".*");
+        let parsed = promql_parser::parser::parse(&concrete).unwrap_or_else(|e| panic!("{expression}: {e}"));
+        let mut used = Vec::new();
+        selectors(&parsed, &mut Vec::new(), &mut used);
+        assert!(!used.is_empty(), "{expression} selects no metric");
+        for (metric, labels) in used {
+            let series: Vec<&str> = scraped.lines().filter(|l| l.starts_with(&format!("{metric}{{"))).collect();
+            assert!(!series.is_empty(), "{expression}: no metric {metric} is exported");
+            for label in labels.iter().filter(|l| *l != "__name__") {
+                assert!(
+                    series.iter().any(|s| s.contains(&format!("{label}=\""))),
+                    "{expression}: {metric} has no label {label}"
+                );
+            }
+        }
+    }
+}
+
+/// Every metric an expression selects, with the labels the expression matches or groups it by.
+fn selectors(expr: &promql_parser::parser::Expr, grouping: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+    use promql_parser::parser::{Expr, LabelModifier};
+    match expr {
+        Expr::Aggregate(aggregate) => {
+            let mut inner = grouping.clone();
+            if let Some(LabelModifier::Include(labels) | LabelModifier::Exclude(labels)) = &aggregate.modifier {
+                inner.extend(labels.labels.iter().cloned());
+            }
+            selectors(&aggregate.expr, &mut inner, out);
+        }
+        Expr::Binary(binary) => {
+            selectors(&binary.lhs, grouping, out);
+            selectors(&binary.rhs, grouping, out);
+        }
+        Expr::Paren(paren) => selectors(&paren.expr, grouping, out),
+        Expr::Unary(unary) => selectors(&unary.expr, grouping, out),
+        Expr::Subquery(subquery) => selectors(&subquery.expr, grouping, out),
+        Expr::Call(call) => call.args.args.iter().for_each(|arg| selectors(arg, grouping, out)),
+        Expr::MatrixSelector(matrix) => vector(&matrix.vs, grouping, out),
+        Expr::VectorSelector(vs) => vector(vs, grouping, out),
+        _ => {}
+    }
+}
+
+fn vector(vs: &promql_parser::parser::VectorSelector, grouping: &[String], out: &mut Vec<(String, Vec<String>)>) {
+    let mut labels: Vec<String> = vs.matchers.matchers.iter().map(|m| m.name.clone()).collect();
+    labels.extend(grouping.iter().cloned());
+    out.push((vs.name.clone().unwrap_or_default(), labels));
 }
