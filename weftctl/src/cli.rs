@@ -11,6 +11,7 @@ use weft_operator::debug::registry::ProxiesView;
 use crate::analyze::{self, Level};
 use crate::proxy_config::{self, Section};
 use crate::proxy_status;
+use crate::route;
 use crate::source::Operators;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,21 @@ pub enum Command {
         namespace: String,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+    /// Explains the route a proxy would pick for a request: virtual host, each route tried and why it did not
+    /// match, and where the chosen one sends it.
+    Route {
+        /// POD.NAMESPACE (or POD with -n).
+        proxy: String,
+        /// The request's URL as the application sends it, e.g. http://reviews:9080/reviews/1.
+        url: String,
+        #[arg(short, long, default_value = "default", value_name = "NS")]
+        namespace: String,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        #[arg(short = 'X', long = "request", default_value = "GET", value_name = "METHOD")]
+        method: String,
     },
     /// Problems in Weft resource files: each with its file, line and field path; non-zero exit on errors.
     Analyze {
@@ -81,8 +97,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             print!("{}", proxy_status::render(&views, proxy.as_deref()));
             Ok(Outcome::Done)
         }
+        Command::Route { proxy, url, namespace, headers, method } => {
+            let operators = operators(&cli.operator, &cli.weft_namespace).await?;
+            let config = proxy_config_of(&operators, &qualified(proxy, &namespace)).await?;
+            print!("{}", route::route(&config, &route::Asked { url, method, headers })?);
+            Ok(Outcome::Done)
+        }
         Command::ProxyConfig { section, proxy, namespace, output } => {
-            let proxy = if proxy.contains('.') || proxy.contains('~') { proxy } else { format!("{proxy}.{namespace}") };
+            let proxy = qualified(proxy, &namespace);
             let operators = operators(&cli.operator, &cli.weft_namespace).await?;
             let config = proxy_config_of(&operators, &proxy).await?;
             match output {
@@ -108,6 +130,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(if errors > 0 { Outcome::Failed } else { Outcome::Done })
         }
     }
+}
+
+/// `POD.NAMESPACE` (or a node id) from what the user typed and `-n`.
+fn qualified(proxy: String, namespace: &str) -> String {
+    if proxy.contains('.') || proxy.contains('~') { proxy } else { format!("{proxy}.{namespace}") }
 }
 
 async fn operators(addresses: &[String], namespace: &str) -> anyhow::Result<Operators> {

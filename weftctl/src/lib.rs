@@ -1,5 +1,5 @@
-//! weftctl: see what the mesh is doing. Reads the operator's debug API (`proxy-status`, `proxy-config`) and
-//! checks Weft resources (`analyze`). Each command is a pure function from what was read to text, so the text
+//! weftctl: see what the mesh is doing. Reads the operator's debug API (`proxy-status`, `proxy-config`,
+//! `route`) and checks Weft resources (`analyze`). Each command is a pure function from what was read to text, so the text
 //! is tested without a cluster; `main.rs` only reads and prints.
 
 #![forbid(unsafe_code)]
@@ -8,5 +8,6 @@ pub mod analyze;
 pub mod cli;
 pub mod proxy_config;
 pub mod proxy_status;
+pub mod route;
 pub mod source;
 pub mod table;

@@ -32,14 +32,19 @@ status: {podIP: 10.0.0.1}
 apiVersion: networking.weft.dev/v1alpha1
 kind: DestinationRule
 metadata: {name: reviews, namespace: shop}
-spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 ---
 apiVersion: networking.weft.dev/v1alpha1
 kind: VirtualService
 metadata: {name: reviews-canary, namespace: shop}
 spec:
   hosts: [reviews]
-  http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v1}}]
+  - route:
+    - {destination: {host: reviews, subset: v1}, weight: 90}
+    - {destination: {host: reviews, subset: v2}, weight: 10}
 ";
 
 /// How a test proxy answers the operator's pushes.
@@ -216,6 +221,37 @@ async fn proxy_config_shows_what_a_proxy_is_sent_and_where_it_came_from() {
     assert!(err.starts_with("weftctl: ") && err.contains("404") && err.lines().count() == 1, "one line: {err}");
 }
 
+#[tokio::test]
+async fn route_explains_which_route_a_request_takes_and_why() {
+    let operator = start_operator(MESH).await;
+    let _proxy = Proxy::connect(operator.xds, "web-1", Answers::Ack).await;
+    let args = ["route", "web-1.shop", "http://reviews/ratings?x=1"];
+    let canary = weftctl_until(&operator, &args, |o| o.contains("matched")).await;
+    let lines: Vec<&str> = canary.lines().collect();
+    assert_eq!(
+        lines[0], "route configuration 80, virtual host reviews.shop.svc.cluster.local:80 (domain \"reviews\")",
+        "{canary}"
+    );
+    assert!(lines[1].starts_with("  route 1 of 2 ") && lines[1].contains("not matched: header end-user"), "{canary}");
+    assert!(lines[2].starts_with("  route 2 of 2 ") && lines[2].ends_with(": matched"), "{canary}");
+    assert_eq!(lines[3], "=> outbound|80|v1|reviews.shop.svc.cluster.local (weight 90, 90%)");
+    assert_eq!(lines[4], "   outbound|80|v2|reviews.shop.svc.cluster.local (weight 10, 10%)");
+
+    let (code, jason, _) =
+        weftctl(&operator, &["route", "web-1.shop", "http://reviews/", "-H", "End-User: jason"]).await;
+    assert_eq!(code, 0);
+    assert!(jason.contains("route 1 of 2 \"reviews-canary.shop.http[0]\": matched"), "{jason}");
+    assert!(jason.contains("=> outbound|80|v1|reviews.shop.svc.cluster.local (weight"), "{jason}");
+
+    let (_, unknown, _) = weftctl(&operator, &["route", "web-1.shop", "http://ratings/"]).await;
+    assert!(unknown.contains("no virtual host has the domain \"ratings\""), "{unknown}");
+    let (_, other_port, _) = weftctl(&operator, &["route", "web-1.shop", "http://reviews:5432/"]).await;
+    assert!(other_port.starts_with("no route configuration for port 5432"), "{other_port}");
+    let (code, _, err) = weftctl(&operator, &["route", "web-1.shop", "/reviews/1"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a URL with a host"), "{err}");
+}
+
 #[test]
 fn a_bad_operator_address_is_one_line_and_exit_2_for_a_bad_flag() {
     let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_weftctl")).args(args).output().unwrap();
@@ -225,4 +261,9 @@ fn a_bad_operator_address_is_one_line_and_exit_2_for_a_bad_flag() {
     assert_eq!(bad_address.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad_address.stderr);
     assert_eq!(err.trim(), "weftctl: \"ftp://x\" is not an operator address (HOST:PORT or http://HOST:PORT)");
+    // Nobody listens on port 1: the reason, on one line.
+    let unreachable = run(&["--operator", "127.0.0.1:1", "proxy-status"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(err.starts_with("weftctl: 127.0.0.1:1: ") && err.contains("refused") && err.lines().count() == 1, "{err}");
 }

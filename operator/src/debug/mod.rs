@@ -11,6 +11,7 @@
 
 pub mod registry;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -36,6 +37,9 @@ pub struct ConfigView {
     pub connected: bool,
     /// The operator config they were translated from.
     pub config: u64,
+    /// The pod's labels, as the operator knows them (what routes' `sourceLabels` are matched against).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     pub resources: Vec<ResourceView>,
 }
 
@@ -101,12 +105,13 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
     let Some(published) = state.snapshots.borrow().clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no config built yet\n").into_response();
     };
+    let key = format!("{}/{}", node.namespace, node.pod_name);
+    let labels = published.snapshot.pod_labels.get(&key).cloned().unwrap_or_default();
     if let Some((id, Some(resources))) = state.registry.resources_of(&node.namespace, &node.pod_name) {
         let config = state.registry.proxies().iter().find(|p| p.node == id).map(|p| p.config).unwrap_or_default();
-        return axum::Json(ConfigView { proxy: id, connected: true, config, resources: views(&resources) })
-            .into_response();
+        let view = ConfigView { proxy: id, connected: true, config, labels, resources: views(&resources) };
+        return axum::Json(view).into_response();
     }
-    let key = format!("{}/{}", node.namespace, node.pod_name);
     if !published.snapshot.pod_labels.contains_key(&key) {
         let message = format!("no proxy of pod {key} is connected and the operator knows no such pod\n");
         return (StatusCode::NOT_FOUND, message).into_response();
@@ -117,6 +122,7 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
         proxy: node.to_string(),
         connected: false,
         config: published.config,
+        labels,
         resources: views(&resources),
     };
     axum::Json(view).into_response()

@@ -277,5 +277,7 @@ pub fn pick_weighted(targets: &[WeightedTarget], roll: u64) -> Option<&WeightedT
     None
 }
 
+pub mod explain;
+
 #[cfg(test)]
 mod tests;

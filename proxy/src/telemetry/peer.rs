@@ -1,7 +1,9 @@
 //! A workload's labels as sidecars tell each other (`x-weft-peer: workload=W,namespace=N,app=A,version=V`), and
 //! this sidecar's own. Values are checked as Kubernetes label values (at most 63 characters of `[A-Za-z0-9._-]`);
 //! a header that does not parse is ignored, so a peer cannot put arbitrary text into metric labels. Decoded
-//! headers are cached: the same few peers send the same bytes on every request.
+//! headers are cached: the same few peers send the same bytes on every request. At most [`PEER_LIMIT`] distinct
+//! peers are believed over a sidecar's life; later newcomers count as `unknown`, so a peer that makes up a new
+//! name per request cannot grow the metrics without bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,8 @@ use http::HeaderValue;
 pub const PEER_HEADER: &str = "x-weft-peer";
 /// What a label is when it is not known.
 pub const UNKNOWN: &str = "unknown";
-/// Distinct peer headers remembered at most; the cache starts over past it.
-const CACHE_LIMIT: usize = 1024;
+/// Distinct peer workloads believed at most.
+pub const PEER_LIMIT: usize = 1024;
 
 /// Who a workload is, as the metrics label it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -98,8 +100,8 @@ impl PeerCache {
         if let Some(found) = known.get(bytes) {
             return found.clone();
         }
-        if known.len() >= CACHE_LIMIT {
-            known.clear();
+        if known.len() >= PEER_LIMIT {
+            return None;
         }
         let parsed = Workload::parse(bytes).map(Arc::new);
         known.insert(bytes.to_vec(), parsed.clone());

@@ -29,8 +29,10 @@ pub fn report_outbound<B>(
     grpc: bool,
     took: Duration,
 ) {
-    let peer = response.headers_mut().remove(PEER_HEADER).and_then(|h| golden.peers.decode(&h));
-    let (service, _) = golden.service_of_cluster(cluster);
+    let (service, in_mesh) = golden.service_of_cluster(cluster);
+    // Only a mesh Service's sidecar says who answered; anything else claiming to is not believed.
+    let told = response.headers_mut().remove(PEER_HEADER);
+    let peer = told.filter(|_| in_mesh).and_then(|h| golden.peers.decode(&h));
     golden.record(RequestReport {
         reporter: Reporter::Source,
         peer: peer.as_deref(),
@@ -72,6 +74,8 @@ pub fn report_inbound<B>(
     response: &mut Response<B>,
     took: Duration,
 ) {
+    // The application's own header never goes out as this sidecar's word.
+    response.headers_mut().remove(PEER_HEADER);
     if request.principal.is_some() {
         response.headers_mut().insert(PEER_HEADER, golden.own_header());
     }
