@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use weft_operator::debug::ConfigView;
+use weft_operator::debug::describe::PodDescription;
 use weft_operator::debug::registry::ProxiesView;
 
 use crate::analyze::{self, Level};
+use crate::describe;
 use crate::proxy_config::{self, Section};
 use crate::proxy_status;
 use crate::route;
@@ -45,6 +47,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Which Services, rules and policies apply to a pod, and which rules its requests follow.
+    Describe {
+        kind: DescribeKind,
+        /// POD.NAMESPACE (or POD with -n).
+        name: String,
+        #[arg(short, long, default_value = "default", value_name = "NS")]
+        namespace: String,
+    },
     /// Explains the route a proxy would pick for a request: virtual host, each route tried and why it did not
     /// match, and where the chosen one sends it.
     Route {
@@ -66,6 +76,11 @@ pub enum Command {
         #[arg(short = 'f', long = "file", required = true, value_name = "PATH")]
         files: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DescribeKind {
+    Pod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,6 +112,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             print!("{}", proxy_status::render(&views, proxy.as_deref()));
             Ok(Outcome::Done)
         }
+        Command::Describe { kind: DescribeKind::Pod, name, namespace } => {
+            let operators = operators(&cli.operator, &cli.weft_namespace).await?;
+            let pod = qualified(name, &namespace);
+            let path = format!("/debug/describe?pod={}", encode_query(&pod));
+            let (operator, body) =
+                operators.get_all(&path).await?.into_iter().next().context("no operator answered")?;
+            let description: PodDescription =
+                serde_json::from_str(&body).with_context(|| format!("{operator}: not a /debug/describe answer"))?;
+            print!("{}", describe::render(&description));
+            Ok(Outcome::Done)
+        }
         Command::Route { proxy, url, namespace, headers, method } => {
             let operators = operators(&cli.operator, &cli.weft_namespace).await?;
             let config = proxy_config_of(&operators, &qualified(proxy, &namespace)).await?;
@@ -104,32 +130,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Done)
         }
         Command::ProxyConfig { section, proxy, namespace, output } => {
-            let proxy = qualified(proxy, &namespace);
             let operators = operators(&cli.operator, &cli.weft_namespace).await?;
-            let config = proxy_config_of(&operators, &proxy).await?;
-            match output {
-                Output::Table => print!("{}", proxy_config::table(&config, section)?),
-                Output::Proto => print!("{}", proxy_config::decoded(&config, section)?),
-                Output::Json => {
-                    let resources = proxy_config::resources(&config, section).cloned().collect();
-                    println!("{}", serde_json::to_string_pretty(&ConfigView { resources, ..config })?);
-                }
-            }
+            let config = proxy_config_of(&operators, &qualified(proxy, &namespace)).await?;
+            print_config(config, section, output)?;
             Ok(Outcome::Done)
         }
-        Command::Analyze { files } => {
-            let texts = read_files(&files)?;
-            let findings = analyze::analyze(&texts);
-            for finding in &findings {
-                println!("{finding}");
-            }
-            let errors = findings.iter().filter(|f| f.level == Level::Error).count();
-            if findings.is_empty() {
-                println!("No problems found in {} file(s).", texts.len());
-            }
-            Ok(if errors > 0 { Outcome::Failed } else { Outcome::Done })
+        Command::Analyze { files } => analyze_files(&files),
+    }
+}
+
+fn print_config(config: ConfigView, section: Section, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Table => print!("{}", proxy_config::table(&config, section)?),
+        Output::Proto => print!("{}", proxy_config::decoded(&config, section)?),
+        Output::Json => {
+            let resources = proxy_config::resources(&config, section).cloned().collect();
+            println!("{}", serde_json::to_string_pretty(&ConfigView { resources, ..config })?);
         }
     }
+    Ok(())
+}
+
+/// Prints every finding; fails when one is an error.
+fn analyze_files(files: &[PathBuf]) -> anyhow::Result<Outcome> {
+    let texts = read_files(files)?;
+    let findings = analyze::analyze(&texts);
+    for finding in &findings {
+        println!("{finding}");
+    }
+    if findings.is_empty() {
+        println!("No problems found in {} file(s).", texts.len());
+    }
+    let errors = findings.iter().any(|f| f.level == Level::Error);
+    Ok(if errors { Outcome::Failed } else { Outcome::Done })
 }
 
 /// `POD.NAMESPACE` (or a node id) from what the user typed and `-n`.

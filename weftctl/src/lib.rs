@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod describe;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod route;

@@ -252,6 +252,27 @@ async fn route_explains_which_route_a_request_takes_and_why() {
     assert!(err.contains("is not a URL with a host"), "{err}");
 }
 
+#[tokio::test]
+async fn describe_pod_lists_the_services_rules_and_policies_of_a_pod() {
+    let operator = start_operator(MESH).await;
+    let out =
+        weftctl_until(&operator, &["describe", "pod", "reviews-1", "-n", "shop"], |o| o.starts_with("Pod:")).await;
+    for line in [
+        "Pod: reviews-1.shop",
+        "   Labels: app=reviews, version=v1",
+        "Service: reviews.shop.svc.cluster.local (ports 80)",
+        "   VirtualService: shop/reviews-canary",
+        "   DestinationRule: shop/reviews",
+        "   Subsets this pod is in: v1",
+        "Inbound: mutual TLS PERMISSIVE",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing from:\n{out}");
+    }
+    let (code, _, err) = weftctl(&operator, &["describe", "pod", "ghost.shop"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("knows no pod shop/ghost"), "{err}");
+}
+
 #[test]
 fn a_bad_operator_address_is_one_line_and_exit_2_for_a_bad_flag() {
     let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_weftctl")).args(args).output().unwrap();

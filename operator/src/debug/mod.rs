@@ -9,6 +9,7 @@
 //!   if it connected now. Resources are the protobuf bytes (base64) of each `Any`: the client decodes them, so
 //!   the answer is Envoy's own format, not a rendering of it.
 
+pub mod describe;
 pub mod registry;
 
 use std::collections::BTreeMap;
@@ -75,10 +76,13 @@ pub fn router(state: DebugState) -> Router {
     Router::new()
         .route(
             "/debug",
-            get(|| async { "debug endpoints: GET /debug/proxies, GET /debug/config?proxy=POD.NAMESPACE\n" }),
+            get(|| async {
+                "debug endpoints: GET /debug/proxies, /debug/config?proxy=POD.NAMESPACE, /debug/describe?pod=POD.NAMESPACE\n"
+            }),
         )
         .route("/debug/proxies", get(proxies))
         .route("/debug/config", get(config))
+        .route("/debug/describe", get(describe_pod))
         .with_state(state)
 }
 
@@ -126,6 +130,29 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
         resources: views(&resources),
     };
     axum::Json(view).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct DescribeQuery {
+    pod: Option<String>,
+}
+
+async fn describe_pod(State(state): State<DebugState>, Query(query): Query<DescribeQuery>) -> Response {
+    let node = match query.pod.as_deref().map(proxy_node) {
+        Some(Ok(node)) => node,
+        Some(Err(message)) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
+        None => return (StatusCode::BAD_REQUEST, "give the pod: /debug/describe?pod=POD.NAMESPACE\n").into_response(),
+    };
+    let Some(published) = state.snapshots.borrow().clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no config built yet\n").into_response();
+    };
+    match describe::describe(&published.snapshot, &node.namespace, &node.pod_name) {
+        Some(description) => axum::Json(description).into_response(),
+        None => {
+            let message = format!("the operator knows no pod {}/{}\n", node.namespace, node.pod_name);
+            (StatusCode::NOT_FOUND, message).into_response()
+        }
+    }
 }
 
 /// The proxy named by a node id or `POD.NAMESPACE`.

@@ -52,6 +52,35 @@ impl PeerAuthenticationModel {
     }
 }
 
+/// The PeerAuthentications in force for a pod, by level (Istio's precedence: workload over namespace over mesh;
+/// the oldest of competing ones at a level).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applicable<'a> {
+    pub mesh: Option<&'a PeerAuthenticationModel>,
+    pub namespace: Option<&'a PeerAuthenticationModel>,
+    pub workload: Option<&'a PeerAuthenticationModel>,
+}
+
+/// The PeerAuthentications that apply to a pod in `namespace` with `labels` (mesh-wide ones in `root`).
+pub fn applicable<'a>(
+    policies: &'a [PeerAuthenticationModel],
+    root: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Applicable<'a> {
+    let oldest = |wanted: &dyn Fn(&PeerAuthenticationModel) -> bool| {
+        policies.iter().filter(|p| wanted(p)).min_by(|a, b| a.age_key().cmp(&b.age_key()))
+    };
+    Applicable {
+        mesh: oldest(&|p| p.namespace == root && p.spec.workload_labels().is_none()),
+        namespace: oldest(&|p| p.namespace == namespace && p.spec.workload_labels().is_none()),
+        workload: oldest(&|p| {
+            p.namespace == namespace
+                && p.spec.workload_labels().is_some_and(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        }),
+    }
+}
+
 /// The inbound modes of a pod in `namespace` with `labels`, under `policies` (mesh-wide ones in `root`).
 pub fn inbound_policy(
     policies: &[PeerAuthenticationModel],
@@ -59,15 +88,7 @@ pub fn inbound_policy(
     namespace: &str,
     labels: &BTreeMap<String, String>,
 ) -> InboundPolicy {
-    let oldest = |wanted: &dyn Fn(&PeerAuthenticationModel) -> bool| {
-        policies.iter().filter(|p| wanted(p)).min_by(|a, b| a.age_key().cmp(&b.age_key()))
-    };
-    let mesh = oldest(&|p| p.namespace == root && p.spec.workload_labels().is_none());
-    let own = oldest(&|p| p.namespace == namespace && p.spec.workload_labels().is_none());
-    let workload = oldest(&|p| {
-        p.namespace == namespace
-            && p.spec.workload_labels().is_some_and(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    });
+    let Applicable { mesh, namespace: own, workload } = applicable(policies, root, namespace, labels);
     let mode = [mesh, own, workload]
         .into_iter()
         .flatten()

@@ -15,16 +15,24 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     headers.insert(REQUEST_ID, new_request_id());
 }
 
-/// A random (version 4) UUID, in its 36-character text form.
+/// A random (version 4) UUID, in its 36-character text form (written in place: this runs for every request).
 fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bits: u128 = rand::random();
     // Version 4, variant 10xx (RFC 9562).
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let text = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    let mut text = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, byte) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *byte = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
     // Hex digits and dashes: always a valid header value.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The trace id the request carries: from `traceparent` (W3C), else `b3` (single header), else `x-b3-traceid`.

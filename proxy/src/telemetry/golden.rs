@@ -8,6 +8,7 @@
 //! codes seen) series per reporter.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ const DURATION_BUCKETS_MS: [f64; 18] = [
 const SERVICE_CACHE_LIMIT: usize = 4096;
 
 /// Which sidecar reports a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reporter {
     /// The client's (outbound).
     Source,
@@ -67,12 +68,18 @@ pub struct ServiceLabels {
     pub host: Arc<str>,
     pub name: Arc<str>,
     pub namespace: Arc<str>,
+    /// Tells this value apart from every other one made (0: `unknown`), so a request's series is found by
+    /// numbers rather than by hashing the labels' text.
+    id: u64,
 }
+
+/// The next [`ServiceLabels::id`].
+static NEXT_SERVICE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl ServiceLabels {
     fn unknown() -> Arc<Self> {
         let unknown: Arc<str> = Arc::from(UNKNOWN);
-        Arc::new(Self { host: unknown.clone(), name: unknown.clone(), namespace: unknown })
+        Arc::new(Self { host: unknown.clone(), name: unknown.clone(), namespace: unknown, id: 0 })
     }
 
     /// `name.namespace.svc.cluster.local`'s labels; `None` for another kind of host.
@@ -83,9 +90,26 @@ impl ServiceLabels {
             host: host.into(),
             name: name.into(),
             namespace: namespace.into(),
+            id: NEXT_SERVICE_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
+
+/// What tells one series from another for this sidecar, cheaply: its own workload is fixed, a peer is the
+/// address of its decoded workload (the peer cache keeps every one it hands out), a Service its id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    reporter: Reporter,
+    peer: usize,
+    peer_principal: Option<Arc<str>>,
+    service: u64,
+    grpc: bool,
+    code: u16,
+    flags: &'static str,
+}
+
+/// Series handles at most; past it the map starts over (the series themselves stay).
+const HANDLE_LIMIT: usize = 65_536;
 
 /// This sidecar: its workload, its SPIFFE id (`unknown` without one), and the header telling peers who it is.
 #[derive(Debug)]
@@ -118,6 +142,8 @@ pub struct GoldenMetrics {
     unknown_text: Arc<str>,
     unknown_service: Arc<ServiceLabels>,
     services: Mutex<HashMap<String, Arc<ServiceLabels>>>,
+    /// Each series' counter and histogram, found without building its labels.
+    handles: Mutex<HashMap<SeriesKey, (Counter, Histogram)>>,
     pub peers: PeerCache,
 }
 
@@ -137,6 +163,7 @@ impl Default for GoldenMetrics {
             unknown_text: Arc::from(UNKNOWN),
             unknown_service: ServiceLabels::unknown(),
             services: Mutex::default(),
+            handles: Mutex::default(),
             peers: PeerCache::default(),
         }
     }
@@ -162,6 +189,11 @@ impl GoldenMetrics {
         let header = workload.header();
         let principal = Arc::from(principal.unwrap_or(UNKNOWN));
         self.own.store(Arc::new(Own { workload: Arc::new(workload), principal, header }));
+        self.lock_handles().clear();
+    }
+
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, (Counter, Histogram)>> {
+        self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The header telling a peer who this sidecar is.
@@ -231,6 +263,35 @@ impl GoldenMetrics {
 
     /// Counts and times one request.
     pub fn record(&self, report: RequestReport<'_>) {
+        let key = SeriesKey {
+            reporter: report.reporter,
+            peer: report.peer.map_or(0, |p| p as *const Workload as usize),
+            peer_principal: report.peer_principal.cloned(),
+            service: report.service.id,
+            grpc: report.grpc,
+            code: report.code,
+            flags: report.flags,
+        };
+        let millis = report.took.as_secs_f64() * 1000.0;
+        if let Some((requests, duration)) = self.lock_handles().get(&key) {
+            duration.observe(millis);
+            requests.inc();
+            return;
+        }
+        let labels = self.labels(&report);
+        let duration = self.durations.get_or_create(&labels).clone();
+        let requests = self.requests.get_or_create(&labels).clone();
+        duration.observe(millis);
+        requests.inc();
+        let mut handles = self.lock_handles();
+        if handles.len() >= HANDLE_LIMIT {
+            handles.clear();
+        }
+        handles.insert(key, (requests, duration));
+    }
+
+    /// The labels of a request's series.
+    fn labels(&self, report: &RequestReport<'_>) -> GoldenLabels {
         let own = self.own.load();
         let peer = report.peer.unwrap_or(&self.unknown);
         let peer_principal = report.peer_principal.unwrap_or(&self.unknown_text).clone();
@@ -238,7 +299,7 @@ impl GoldenMetrics {
             Reporter::Source => (&*own.workload, own.principal.clone(), peer, peer_principal),
             Reporter::Destination => (peer, peer_principal, &*own.workload, own.principal.clone()),
         };
-        let labels = GoldenLabels {
+        GoldenLabels {
             reporter: match report.reporter {
                 Reporter::Source => "source",
                 Reporter::Destination => "destination",
@@ -265,9 +326,7 @@ impl GoldenMetrics {
                 (Reporter::Destination, Some(_)) => "mutual_tls",
                 (Reporter::Destination, None) => "none",
             },
-        };
-        self.durations.get_or_create(&labels).observe(report.took.as_secs_f64() * 1000.0);
-        self.requests.get_or_create(&labels).inc();
+        }
     }
 }
 
