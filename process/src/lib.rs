@@ -67,6 +67,19 @@ pub fn init_logging(filter: &str) -> Result<(), LogFilterError> {
 /// Most characters of client-supplied text echoed into a log line, an error reply or a status message.
 pub const EXCERPT_CHARS: usize = 128;
 
+/// An error and its sources on one line (`client error (Connect): tcp connect error: Connection refused`): where
+/// tonic and hyper say what really went wrong.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// At most [`EXCERPT_CHARS`] characters of `text` (client input: a node id, a serde error quoting a value), marked
 /// with the full length when cut, so that a client cannot make the process echo megabytes.
 pub fn excerpt(text: &str) -> std::borrow::Cow<'_, str> {

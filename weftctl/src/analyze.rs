@@ -96,7 +96,7 @@ pub fn analyze(files: &[(PathBuf, String)]) -> Vec<Finding> {
             match decode_document(value) {
                 Ok(Decoded::Resources(decoded)) => {
                     for resource in decoded {
-                        places.insert(key_of(&resource), place.clone());
+                        places.insert(resource.key(), place.clone());
                         resources.push(resource);
                     }
                 }
@@ -166,14 +166,14 @@ fn injection(
     places: &BTreeMap<ResourceKey, Place>,
     namespaces: &[(Namespace, Place)],
 ) -> Vec<(usize, Finding)> {
-    let pods: Vec<&Pod> =
-        resources.iter().filter_map(|r| if let Resource::Pod(p) = r { Some(p) } else { None }).collect();
+    let pods: Vec<(ResourceKey, &Pod)> =
+        resources.iter().filter_map(|r| if let Resource::Pod(p) = r { Some((r.key(), p)) } else { None }).collect();
     let mut findings = Vec::new();
     for (namespace, place) in namespaces {
         let name = namespace.metadata.name.clone().unwrap_or_default();
         let injected =
             namespace.metadata.labels.as_ref().and_then(|l| l.get(INJECT_LABEL)).map(String::as_str) == Some("enabled");
-        let own: Vec<&&Pod> = pods.iter().filter(|p| p.metadata.namespace.as_deref() == Some(name.as_str())).collect();
+        let own: Vec<&(ResourceKey, &Pod)> = pods.iter().filter(|(key, _)| key.namespace == name).collect();
         if !injected && !own.is_empty() {
             let message = format!(
                 "namespace {name} has {} pod(s) but no {INJECT_LABEL}=enabled label: they are not in the mesh",
@@ -184,7 +184,7 @@ fn injection(
         if !injected {
             continue;
         }
-        for pod in own {
+        for (key, pod) in own {
             let opted_out = pod.metadata.annotations.as_ref().and_then(|a| a.get(INJECT_LABEL)).map(String::as_str)
                 == Some("false");
             let has_sidecar = pod.spec.as_ref().is_some_and(|s| {
@@ -193,12 +193,11 @@ fn injection(
             if opted_out || has_sidecar {
                 continue;
             }
-            let key = key_of(&Resource::Pod((*pod).clone()));
-            let Some(pod_place) = places.get(&key) else { continue };
+            let Some(pod_place) = places.get(key) else { continue };
             let message = format!(
                 "pod has no {SIDECAR} sidecar although namespace {name} is labelled {INJECT_LABEL}=enabled: restart it to inject"
             );
-            findings.push((pod_place.order, finding(Level::Warning, pod_place, Some(object_name(&key)), message)));
+            findings.push((pod_place.order, finding(Level::Warning, pod_place, Some(object_name(key)), message)));
         }
     }
     findings
@@ -206,10 +205,6 @@ fn injection(
 
 fn finding(level: Level, place: &Place, object: Option<String>, message: String) -> Finding {
     Finding { level, file: place.file.clone(), document: place.document, line: place.line, object, message }
-}
-
-fn key_of(resource: &Resource) -> ResourceKey {
-    resource.key()
 }
 
 fn object_name(key: &ResourceKey) -> String {

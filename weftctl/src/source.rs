@@ -110,25 +110,13 @@ impl Operators {
     }
 }
 
-/// An error and its causes on one line (`client error (Connect): tcp connect error: Connection refused`).
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 async fn get(client: &Client<HttpConnector, Empty<Bytes>>, operator: &str, url: &str) -> Result<String, SourceError> {
     let failed = |reason: String| SourceError::Request { operator: operator.to_string(), reason };
     let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| failed(e.to_string()))?;
     let response = tokio::time::timeout(TIMEOUT, client.get(uri))
         .await
         .map_err(|_| failed("timed out".into()))?
-        .map_err(|e| failed(causes(&e)))?;
+        .map_err(|e| failed(weft_process::error_chain(&e)))?;
     let status = response.status();
     let body = tokio::time::timeout(TIMEOUT, response.into_body().collect())
         .await

@@ -111,8 +111,7 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
     };
     let key = format!("{}/{}", node.namespace, node.pod_name);
     let labels = published.snapshot.pod_labels.get(&key).cloned().unwrap_or_default();
-    if let Some((id, Some(resources))) = state.registry.resources_of(&node.namespace, &node.pod_name) {
-        let config = state.registry.proxies().iter().find(|p| p.node == id).map(|p| p.config).unwrap_or_default();
+    if let Some((id, config, Some(resources))) = state.registry.resources_of(&node.namespace, &node.pod_name) {
         let view = ConfigView { proxy: id, connected: true, config, labels, resources: views(&resources) };
         return axum::Json(view).into_response();
     }

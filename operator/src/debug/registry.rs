@@ -152,15 +152,16 @@ impl Registry {
         views
     }
 
-    /// The newest connected proxy of pod `pod` in `namespace`: its node id and what it was last given.
-    pub fn resources_of(&self, namespace: &str, pod: &str) -> Option<(String, Option<Arc<EncodedResources>>)> {
+    /// The newest connected proxy of pod `pod` in `namespace`: its node id, the config it was last translated
+    /// from, and what it was given.
+    pub fn resources_of(&self, namespace: &str, pod: &str) -> Option<(String, u64, Option<Arc<EncodedResources>>)> {
         let inner = self.lock();
         let newest = inner
             .proxies
             .values()
             .filter(|e| e.view.namespace == namespace && e.view.pod == pod)
             .max_by_key(|e| e.view.connected_unix_ms)?;
-        Some((newest.view.node.clone(), newest.resources.clone()))
+        Some((newest.view.node.clone(), newest.view.config, newest.resources.clone()))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -273,9 +274,9 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let _old = registry.register(view("web-1"));
         let newer = registry.register(ProxyView { connected_unix_ms: 9, node: "newer".into(), ..view("web-1") });
-        assert_eq!(registry.resources_of("shop", "web-1").map(|(node, _)| node), Some("newer".to_string()));
+        assert_eq!(registry.resources_of("shop", "web-1").map(|(node, ..)| node), Some("newer".to_string()));
         assert_eq!(registry.resources_of("shop", "web-2"), None);
         drop(newer);
-        assert_ne!(registry.resources_of("shop", "web-1").map(|(node, _)| node), Some("newer".to_string()));
+        assert_ne!(registry.resources_of("shop", "web-1").map(|(node, ..)| node), Some("newer".to_string()));
     }
 }

@@ -104,9 +104,9 @@ async fn ask(
         .timeout(Duration::from_secs(10))
         .tls_config(tls)
         .map_err(|e| address(e.to_string()))?;
-    let channel = endpoint.connect().await.map_err(|e| FetchError::Connect(error_chain(&e)))?;
+    let channel = endpoint.connect().await.map_err(|e| FetchError::Connect(weft_process::error_chain(&e)))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.map_err(|e| FetchError::Connect(error_chain(&e)))?;
+    grpc.ready().await.map_err(|e| FetchError::Connect(weft_process::error_chain(&e)))?;
     let mut request = tonic::Request::new(CertificateRequest {
         csr: csr_pem.to_string(),
         validity_duration: settings.lifetime.as_secs() as i64,
@@ -121,16 +121,4 @@ async fn ask(
         .await
         .map_err(|status| FetchError::Refused(format!("{:?}: {}", status.code(), status.message())))?;
     Ok(response.into_inner())
-}
-
-/// An error with its sources, which is where tonic says what went wrong.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

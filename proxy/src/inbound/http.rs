@@ -25,7 +25,7 @@ use crate::BoxError;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::http::access_log::{AccessLog, Logged, UpstreamCluster};
-use crate::http::authority::request_authority;
+use crate::http::authority::{AuthorityError, request_authority};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::local_reply::LocalReply;
 use crate::http::passthrough::Passthrough;
@@ -125,29 +125,33 @@ impl InboundHttp {
         let golden = &self.metrics.golden;
         let peer = report::take_caller(golden, caller.principal.as_ref(), request.headers_mut());
         let grpc = is_grpc(request.headers());
-        let authority = request_authority(request.version(), request.uri(), request.headers()).ok().flatten();
-        let mut response = self.answer(request, caller).await;
-        let runtime = self.runtime.borrow().clone();
-        let seen = report::Inbound {
-            caller: peer.as_deref(),
-            principal: caller.principal.as_ref(),
-            authority: authority.as_deref().unwrap_or_default(),
-            grpc,
+        // Hosts that disagree (two `Host`s, a URI's against `Host`) are refused: policies test the one host the
+        // application then gets.
+        let authority = request_authority(request.version(), request.uri(), request.headers());
+        let service = {
+            let host = authority.as_ref().ok().and_then(Option::as_deref).unwrap_or_default();
+            let runtime = self.runtime.borrow();
+            golden.service_of_authority(host, &golden.own_namespace(), |h| runtime.services.contains(h))
         };
-        report::report_inbound(golden, seen, |host| runtime.services.contains(host), &mut response, started.elapsed());
+        let mut response = self.answer(request, caller, (started, grpc), authority).await;
+        let seen =
+            report::Inbound { caller: peer.as_deref(), principal: caller.principal.as_ref(), service: &service, grpc };
+        report::report_inbound(golden, seen, &mut response, started.elapsed());
         if logged {
             response.extensions_mut().insert(UpstreamCluster(caller.cluster.to_string()));
         }
         response
     }
 
-    async fn answer(&self, mut request: Request<ServedBody>, caller: &Caller) -> Response<Body> {
-        let started = Instant::now();
-        let grpc = is_grpc(request.headers());
+    async fn answer(
+        &self,
+        mut request: Request<ServedBody>,
+        caller: &Caller,
+        (started, grpc): (Instant, bool),
+        authority: Result<Option<String>, AuthorityError>,
+    ) -> Response<Body> {
         normalize_uri(request.uri_mut());
-        // Hosts that disagree (two `Host`s, a URI's against `Host`) are refused: policies test the one host the
-        // application then gets.
-        let authority = match request_authority(request.version(), request.uri(), request.headers()) {
+        let authority = match authority {
             Ok(authority) => Ok(authority.unwrap_or_else(|| caller.app.to_string())),
             Err(err) => Err(LocalReply::BadAuthority(err)),
         };

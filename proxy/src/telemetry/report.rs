@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Response};
 
-use super::golden::{GoldenMetrics, Reporter, RequestReport};
+use super::golden::{GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 use super::peer::PEER_HEADER;
 use crate::http::access_log::ResponseFlag;
 
@@ -60,31 +60,24 @@ pub fn take_caller(
 pub struct Inbound<'a> {
     pub caller: Option<&'a super::Workload>,
     pub principal: Option<&'a Arc<str>>,
-    /// The request's authority, and whether a host is one of the mesh's Services.
-    pub authority: &'a str,
+    /// The Service its authority names ([`GoldenMetrics::service_of_authority`]).
+    pub service: &'a ServiceLabels,
     pub grpc: bool,
 }
 
 /// Inbound, with the application's answer: this sidecar's workload told to a caller's sidecar, and the request
 /// reported.
-pub fn report_inbound<B>(
-    golden: &GoldenMetrics,
-    request: Inbound<'_>,
-    known: impl Fn(&str) -> bool,
-    response: &mut Response<B>,
-    took: Duration,
-) {
+pub fn report_inbound<B>(golden: &GoldenMetrics, request: Inbound<'_>, response: &mut Response<B>, took: Duration) {
     // The application's own header never goes out as this sidecar's word.
     response.headers_mut().remove(PEER_HEADER);
     if request.principal.is_some() {
         response.headers_mut().insert(PEER_HEADER, golden.own_header());
     }
-    let service = golden.service_of_authority(request.authority, &golden.own_namespace(), known);
     golden.record(RequestReport {
         reporter: Reporter::Destination,
         peer: request.caller,
         peer_principal: request.principal,
-        service: &service,
+        service: request.service,
         grpc: request.grpc,
         code: response.status().as_u16(),
         flags: flag_of(response),
