@@ -186,7 +186,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         false => None,
     };
     let credentials = settings.identity.clone().map(|identity| start_identity(identity, &readiness, &metrics));
-    let (publisher, runtime_rx) = Publisher::new(credentials.clone());
+    let (publisher, runtime_rx) = Publisher::new(credentials.clone(), metrics.clone());
     tracing::info!(
         mode = if settings.capture == Capture::Explicit { "explicit" } else { "transparent" },
         outbound = %settings.outbound_listen,

@@ -11,6 +11,7 @@ use weft_xds::ClusterName;
 
 use crate::config::ProxyConfig;
 use crate::identity::CredentialsRx;
+use crate::metrics::{ClusterTally, Metrics};
 use crate::ratelimit::InboundLimits;
 use crate::upstream::ClusterBalancer;
 
@@ -18,10 +19,17 @@ use crate::upstream::ClusterBalancer;
 #[derive(Default)]
 pub struct Runtime {
     pub config: Arc<ProxyConfig>,
-    pub clusters: HashMap<String, Arc<ClusterBalancer>>,
+    pub clusters: HashMap<String, RuntimeCluster>,
     pub limits: InboundLimits,
     /// The hosts of the clusters: the Services the proxy knows (metrics name only those).
     pub services: HashSet<String>,
+}
+
+/// One cluster as requests use it: its balancer, and what its requests are counted under.
+#[derive(Clone)]
+pub struct RuntimeCluster {
+    pub balancer: Arc<ClusterBalancer>,
+    pub tally: Arc<ClusterTally>,
 }
 
 /// Publishes a [`Runtime`] for each accepted config.
@@ -29,35 +37,44 @@ pub struct Publisher {
     runtimes: watch::Sender<Arc<Runtime>>,
     /// The workload certificate new upstream connections present; `None`: no identity, plaintext only.
     credentials: Option<CredentialsRx>,
+    metrics: Arc<Metrics>,
 }
 
 impl Publisher {
-    pub fn new(credentials: Option<CredentialsRx>) -> (Self, watch::Receiver<Arc<Runtime>>) {
+    pub fn new(credentials: Option<CredentialsRx>, metrics: Arc<Metrics>) -> (Self, watch::Receiver<Arc<Runtime>>) {
         let (runtimes, receiver) = watch::channel(Arc::new(Runtime::default()));
-        (Self { runtimes, credentials }, receiver)
+        (Self { runtimes, credentials, metrics }, receiver)
     }
 
     /// Builds and publishes the runtime for `config`; returns once requests see it.
     pub fn publish(&self, config: Arc<ProxyConfig>) {
         let previous = self.runtimes.borrow().clone();
-        self.runtimes.send_replace(Arc::new(rebuild(&previous, config, self.credentials.as_ref())));
+        self.runtimes.send_replace(Arc::new(rebuild(&previous, config, self.credentials.as_ref(), &self.metrics)));
     }
 }
 
-fn rebuild(previous: &Runtime, config: Arc<ProxyConfig>, credentials: Option<&CredentialsRx>) -> Runtime {
+fn rebuild(
+    previous: &Runtime,
+    config: Arc<ProxyConfig>,
+    credentials: Option<&CredentialsRx>,
+    metrics: &Metrics,
+) -> Runtime {
     let clusters = config
         .clusters
         .values()
         .map(|cluster| {
-            let balancer = match previous.clusters.get(&cluster.name) {
-                Some(existing) if existing.fits(cluster) => {
-                    existing.configure(cluster);
-                    existing.clone()
+            let existing = previous.clusters.get(&cluster.name);
+            let balancer = match existing {
+                Some(existing) if existing.balancer.fits(cluster) => {
+                    existing.balancer.configure(cluster);
+                    existing.balancer.clone()
                 }
                 _ => Arc::new(ClusterBalancer::new(cluster, credentials.cloned())),
             };
             balancer.set_endpoints(config.endpoints.get(&cluster.eds_name).map(Vec::as_slice).unwrap_or_default());
-            (cluster.name.clone(), balancer)
+            // A cluster's name alone decides its tally: kept for as long as the name is.
+            let tally = existing.map_or_else(|| Arc::new(metrics.outbound_cluster(&cluster.name)), |e| e.tally.clone());
+            (cluster.name.clone(), RuntimeCluster { balancer, tally })
         })
         .collect();
     let limits = InboundLimits::rebuild(&previous.limits, config.inbound.as_ref());

@@ -1,6 +1,7 @@
 //! The proxy's Prometheus metrics, served on `/metrics` of the health listener (:15020). Names start with
 //! `weft_proxy_`; counters end in `_total`.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -14,7 +15,7 @@ use weft_xds::ResourceType;
 
 use crate::http::on_demand::Settled;
 use crate::http::timeouts::TimeoutKind;
-use crate::telemetry::GoldenMetrics;
+use crate::telemetry::{GoldenMetrics, ServiceLabels};
 
 /// Which way traffic flows relative to the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +59,7 @@ impl Mode {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     direction: &'static str,
-    cluster: String,
+    cluster: Arc<str>,
     code_class: &'static str,
 }
 
@@ -182,6 +183,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     inbound_requests: Family<InboundLabels, Counter>,
     request_duration: Family<DirectionLabel, Histogram, fn() -> Histogram>,
+    /// `request_duration`'s two series, found once.
+    durations: [Histogram; 2],
     connections: Family<ConnectionLabels, Counter>,
     active: Family<DirectionLabel, Gauge>,
     received_bytes: Family<ConnectionLabels, Counter>,
@@ -220,6 +223,7 @@ impl Metrics {
             requests: Family::default(),
             inbound_requests: Family::default(),
             request_duration: Family::new_with_constructor(duration_histogram),
+            durations: [duration_histogram(), duration_histogram()],
             connections: Family::default(),
             active: Family::default(),
             received_bytes: Family::default(),
@@ -318,7 +322,11 @@ impl Metrics {
             m.access_log_dropped.clone(),
         );
         metrics.golden.register(&mut root);
-        Self { registry: root, ..metrics }
+        let duration = |direction: Direction| {
+            m.request_duration.get_or_create(&DirectionLabel { direction: direction.as_str() }).clone()
+        };
+        let durations = [duration(Direction::Outbound), duration(Direction::Inbound)];
+        Self { registry: root, durations, ..metrics }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -333,15 +341,36 @@ impl Metrics {
     }
 
     pub fn request(&self, direction: Direction, cluster: &str, status: StatusCode, took: Duration) {
-        let labels = RequestLabels {
-            direction: direction.as_str(),
-            cluster: cluster.to_string(),
-            code_class: code_class(status),
-        };
+        let labels =
+            RequestLabels { direction: direction.as_str(), cluster: cluster.into(), code_class: code_class(status) };
         self.requests.get_or_create(&labels).inc();
-        self.request_duration
-            .get_or_create(&DirectionLabel { direction: direction.as_str() })
-            .observe(took.as_secs_f64());
+        self.observe_duration(direction, took);
+    }
+
+    fn observe_duration(&self, direction: Direction, took: Duration) {
+        self.durations[direction as usize].observe(took.as_secs_f64());
+    }
+
+    /// What an outbound request to `cluster` is counted under, found once per cluster rather than per request.
+    pub fn outbound_cluster(&self, cluster: &str) -> ClusterTally {
+        let name: Arc<str> = Arc::from(cluster);
+        let (service, in_mesh) = self.golden.service_of_cluster(cluster);
+        let labels =
+            |code_class| RequestLabels { direction: Direction::Outbound.as_str(), cluster: name.clone(), code_class };
+        ClusterTally {
+            service,
+            in_mesh,
+            counters: CODE_CLASSES.map(|class| (labels(class), OnceLock::new())),
+            requests: self.requests.clone(),
+            name,
+        }
+    }
+
+    /// Counts and times an outbound request to the cluster `tally` stands for.
+    pub fn outbound_request(&self, tally: &ClusterTally, status: StatusCode, took: Duration) {
+        let (labels, counter) = &tally.counters[code_class_index(status)];
+        counter.get_or_init(|| tally.requests.get_or_create(labels).clone()).inc();
+        self.observe_duration(Direction::Outbound, took);
     }
 
     /// Counts an inbound request of the caller and port `labels` say.
@@ -441,13 +470,37 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
-fn code_class(status: StatusCode) -> &'static str {
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn code_class_index(status: StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+fn code_class(status: StatusCode) -> &'static str {
+    CODE_CLASSES[code_class_index(status)]
+}
+
+/// An outbound cluster as requests to it are counted: its name, the Service it sends to (for the golden
+/// metrics) and its `weft_proxy_requests_total` series, each created on its first request (a series appears
+/// only once a request has been counted in it).
+pub struct ClusterTally {
+    pub name: Arc<str>,
+    pub service: Arc<ServiceLabels>,
+    /// Whether the Service is one of the mesh's.
+    pub in_mesh: bool,
+    counters: [(RequestLabels, OnceLock<Counter>); 5],
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl std::fmt::Debug for ClusterTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTally").field("name", &self.name).field("in_mesh", &self.in_mesh).finish()
     }
 }
 
@@ -475,5 +528,25 @@ mod tests {
         }
         drop(stats);
         assert!(metrics.encode().contains(r#"weft_proxy_tcp_connections_active{direction="inbound"} 0"#));
+    }
+
+    #[test]
+    fn a_cluster_tally_counts_under_its_cluster_and_names_its_service() {
+        let metrics = Metrics::new();
+        let tally = metrics.outbound_cluster("outbound|80|v2|reviews.shop.svc.cluster.local");
+        assert_eq!((&*tally.service.name, &*tally.service.namespace, tally.in_mesh), ("reviews", "shop", true));
+        let series = r#"weft_proxy_requests_total{direction="outbound",cluster="outbound|80|v2|reviews.shop.svc.cluster.local",code_class="#;
+        assert!(!metrics.encode().contains(series), "no series before a request is counted");
+        for status in [StatusCode::OK, StatusCode::CREATED, StatusCode::SERVICE_UNAVAILABLE] {
+            metrics.outbound_request(&tally, status, Duration::from_millis(2));
+        }
+        let text = metrics.encode();
+        for line in [format!(r#"{series}"2xx"}} 2"#), format!(r#"{series}"5xx"}} 1"#)] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains(&format!(r#"{series}"4xx""#)), "a class with no request has no series");
+        assert!(text.contains(r#"weft_proxy_request_duration_seconds_count{direction="outbound"} 3"#), "{text}");
+        let external = metrics.outbound_cluster("outbound|443||api.example.com");
+        assert_eq!((&*external.service.host, external.in_mesh), ("unknown", false));
     }
 }

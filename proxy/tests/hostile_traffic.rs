@@ -231,6 +231,31 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_is_closed_after_the_idle_timeout_and_others_are_served() {
+    let (proxy, _operator, _backend) = mesh(&["--idle-timeout", "1s"], "").await;
+    // Until its first bytes, a connection is only waited on; the idle timeout still closes it.
+    let mut silent = TcpStream::connect(proxy.outbound).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await.expect("never closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
+    // A client that waits before its first request is served as any other, HTTP/1 and HTTP/2 alike.
+    let mut late = TcpStream::connect(proxy.outbound).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    late.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\n\r\n").await.unwrap();
+    assert_eq!(read_head(&mut late).await.0, 200);
+    let stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("http://slow/").body(Empty::<Bytes>::new()).unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), StatusCode::OK);
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="idle"}"#), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_connections_and_long_uploads_are_not_taken_for_slow_headers() {
     let (proxy, _operator, _backend) = mesh(&["--request-headers-timeout", "1s"], "").await;
     // HTTP/2: control frames on a connection kept open past the header timeout start no timer.

@@ -44,7 +44,7 @@ fn tables(file: &str, namespace: &str) -> Vec<RouteTable> {
 
 fn route<'a>(tables: &'a [RouteTable], port: &str, name: &str) -> &'a RouteEntry {
     let table = tables.iter().find(|t| t.name == port).unwrap();
-    table.virtual_hosts.iter().flat_map(|h| &h.routes).find(|r| r.name == name).unwrap()
+    table.virtual_hosts().iter().flat_map(|h| &h.routes).find(|r| r.name == name).unwrap()
 }
 
 #[test]

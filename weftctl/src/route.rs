@@ -119,7 +119,7 @@ fn table(config: &ConfigView, name: &str) -> Result<Option<RouteTable>, RouteErr
     for resource in config.resources.iter().filter(|r| r.kind == "VHDS") {
         if parse_on_demand_name(&resource.name).is_some_and(|(config, _)| config == name) {
             let host: PbVirtualHost = decode(resource)?;
-            table.virtual_hosts.push(VirtualHost::try_from(&host).map_err(|e| decode_error(resource, e.to_string()))?);
+            table.add_virtual_host(VirtualHost::try_from(&host).map_err(|e| decode_error(resource, e.to_string()))?);
         }
     }
     Ok(Some(table))

@@ -213,9 +213,9 @@ mod tests {
 
     #[test]
     fn a_host_is_looked_up_in_its_table_then_among_those_asked_for() {
-        let table = RouteTable { name: "80".into(), virtual_hosts: vec![host("local", "c-local")], on_demand: true };
+        let table = RouteTable::new("80", vec![host("local", "c-local")], true);
         let mut config = ProxyConfig::default();
-        assert_eq!(config.virtual_host(&table, "local"), Lookup::Found(&table.virtual_hosts[0]));
+        assert_eq!(config.virtual_host(&table, "local"), Lookup::Found(&table.virtual_hosts()[0]));
         assert_eq!(config.virtual_host(&table, "Ledger.Bank"), Lookup::Ask("80/ledger.bank".into()));
         assert!(!config.on_demand_settled("80/ledger.bank"), "not answered yet");
         config.on_demand.insert("80/ledger.bank".into(), Some(host("ledger.bank", "c-ledger")));
@@ -231,7 +231,7 @@ mod tests {
         assert!(config.on_demand_settled("80/nowhere"), "a known absence settles at once");
         assert_eq!(config.virtual_host(&table, "10.0.0.5:80"), Lookup::Unknown, "addresses are never asked for");
         assert_eq!(config.virtual_host(&table, "[::1]:80"), Lookup::Unknown);
-        let fixed = RouteTable { on_demand: false, ..table };
+        let fixed = RouteTable::new("80", table.virtual_hosts().to_vec(), false);
         assert_eq!(config.virtual_host(&fixed, "other"), Lookup::Unknown, "no on-demand discovery for this table");
     }
 }

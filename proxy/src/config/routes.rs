@@ -1,6 +1,6 @@
 //! Route tables and request matching: which route a request takes. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -20,9 +20,13 @@ pub type Labels = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteTable {
     pub name: String,
-    pub virtual_hosts: Vec<VirtualHost>,
+    virtual_hosts: Vec<VirtualHost>,
     /// Hosts not among `virtual_hosts` may be asked for on demand (VHDS).
     pub on_demand: bool,
+    /// Each domain's virtual host (the first to claim it), so that finding one costs the same however many
+    /// virtual hosts the table has.
+    #[serde(skip)]
+    by_domain: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -137,6 +141,27 @@ pub struct RequestInfo<'a> {
 }
 
 impl RouteTable {
+    pub fn new(name: impl Into<String>, virtual_hosts: Vec<VirtualHost>, on_demand: bool) -> Self {
+        let mut table = Self { name: name.into(), virtual_hosts: Vec::new(), on_demand, by_domain: HashMap::new() };
+        for host in virtual_hosts {
+            table.add_virtual_host(host);
+        }
+        table
+    }
+
+    pub fn virtual_hosts(&self) -> &[VirtualHost] {
+        &self.virtual_hosts
+    }
+
+    /// Adds a virtual host after the others (its domains already claimed stay with their first host).
+    pub fn add_virtual_host(&mut self, host: VirtualHost) {
+        let index = self.virtual_hosts.len();
+        for domain in &host.domains {
+            self.by_domain.entry(domain.clone()).or_insert(index);
+        }
+        self.virtual_hosts.push(host);
+    }
+
     /// The route a request takes: the first matching route of the virtual host whose domains contain the host.
     pub fn route(&self, request: &RequestInfo<'_>) -> Option<&RouteEntry> {
         self.virtual_host(request.host)?.route(request)
@@ -144,11 +169,11 @@ impl RouteTable {
 
     /// The virtual host serving `host` (as sent, possibly with a port): an exact domain, else a `*` domain.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = host.to_ascii_lowercase();
-        self.virtual_hosts
-            .iter()
-            .find(|v| v.domains.contains(&host))
-            .or_else(|| self.virtual_hosts.iter().find(|v| v.domains.iter().any(|d| d == "*")))
+        let exact = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => self.by_domain.get(&host.to_ascii_lowercase()),
+            false => self.by_domain.get(host),
+        };
+        exact.or_else(|| self.by_domain.get("*")).map(|&index| &self.virtual_hosts[index])
     }
 }
 

@@ -33,7 +33,7 @@ const QUEUE: usize = 4096;
 
 /// The cluster a request was sent to, as the handler puts it on the response for the log.
 #[derive(Debug, Clone)]
-pub struct UpstreamCluster(pub String);
+pub struct UpstreamCluster(pub Arc<str>);
 
 /// Envoy's response flag for a reply the proxy wrote itself (`NR`, `UH`, `UF`, `UO`, `UT`, ...).
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +132,7 @@ struct Line {
     bytes_sent: u64,
     /// Milliseconds from the request to the end of the response.
     duration: u64,
-    upstream_cluster: Option<String>,
+    upstream_cluster: Option<Arc<str>>,
     upstream_host: Option<String>,
     downstream_remote_address: String,
     user_agent: Option<String>,

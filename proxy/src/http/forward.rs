@@ -26,12 +26,12 @@ use crate::BoxError;
 use crate::config::routes::RequestInfo;
 use crate::config::{Action, Labels, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
-use crate::metrics::{Direction, RouteEvent};
+use crate::metrics::{ClusterTally, Direction, RouteEvent};
 use crate::telemetry::report;
 use crate::upstream::{NoEndpoints, Overflow};
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
-const NO_CLUSTER: &str = "none";
+pub(super) const NO_CLUSTER: &str = "none";
 
 /// Where the connection a request came on was headed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,41 +87,47 @@ pub async fn handle<B: RequestBody>(
         other => (other, &runtime),
     };
     let (decision, runtime) = decision;
-    let (cluster, response) = match decision {
-        Err(reply) => (NO_CLUSTER.to_string(), reply.into_response_for(grpc)),
-        Ok(Upstream::Ask(_)) => (NO_CLUSTER.to_string(), LocalReply::NoRoute.into_response_for(grpc)),
+    let (tally, response) = match decision {
+        Err(reply) => (forwarder.tallies.local.clone(), reply.into_response_for(grpc)),
+        Ok(Upstream::Ask(_)) => (forwarder.tallies.local.clone(), LocalReply::NoRoute.into_response_for(grpc)),
         Ok(Upstream::Original(address)) => {
             let authority = authority.unwrap_or_else(|| address.to_string());
             let clock = StreamClock::start();
             let mut request = prepare(request, &authority, &clock);
-            report::tell_upstream(&forwarder.metrics.golden, PASSTHROUGH_CLUSTER, request.headers_mut());
+            let tally = forwarder.tallies.passthrough.clone();
+            report::tell_upstream(&forwarder.metrics.golden, tally.in_mesh, request.headers_mut());
             let call = forwarder.passthrough.call(address, request);
             let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
             let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
-            (
-                PASSTHROUGH_CLUSTER.to_string(),
-                complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await,
-            )
+            (tally, complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await)
         }
         Ok(Upstream::Route(entry)) => {
             let authority = authority.unwrap_or_default();
             follow(entry, request, &authority, runtime, forwarder, grpc).await
         }
     };
-    let mut response = response;
-    let took = started.elapsed();
-    forwarder.metrics.request(Direction::Outbound, &cluster, response.status(), took);
-    report::report_outbound(&forwarder.metrics.golden, &cluster, &mut response, grpc, took);
-    if logged && cluster != NO_CLUSTER {
-        response.extensions_mut().insert(UpstreamCluster(cluster));
+    let mut response = counted(forwarder, (started, grpc), &tally, response);
+    if logged && &*tally.name != NO_CLUSTER {
+        response.extensions_mut().insert(UpstreamCluster(tally.name.clone()));
     }
     response
 }
 
-fn answered(forwarder: &Forwarder, (started, grpc): (Instant, bool), mut response: Response<Body>) -> Response<Body> {
+fn answered(forwarder: &Forwarder, (started, grpc): (Instant, bool), response: Response<Body>) -> Response<Body> {
+    counted(forwarder, (started, grpc), &forwarder.tallies.local, response)
+}
+
+/// Counts and reports a request to the cluster `tally` stands for, as it is answered.
+fn counted(
+    forwarder: &Forwarder,
+    (started, grpc): (Instant, bool),
+    tally: &ClusterTally,
+    mut response: Response<Body>,
+) -> Response<Body> {
     let took = started.elapsed();
-    forwarder.metrics.request(Direction::Outbound, NO_CLUSTER, response.status(), took);
-    report::report_outbound(&forwarder.metrics.golden, NO_CLUSTER, &mut response, grpc, took);
+    forwarder.metrics.outbound_request(tally, response.status(), took);
+    let golden = &forwarder.metrics.golden;
+    report::report_outbound(golden, (&tally.service, tally.in_mesh), &mut response, grpc, took);
     response
 }
 
@@ -134,30 +140,32 @@ async fn follow<B: RequestBody>(
     runtime: &Runtime,
     forwarder: &Forwarder,
     grpc: bool,
-) -> (String, Response<Body>) {
+) -> (Arc<ClusterTally>, Response<Body>) {
+    let local = || forwarder.tallies.local.clone();
     let action = match &entry.action {
         Action::Forward(action) => action,
         Action::Redirect(to) => {
             let scheme = request.uri().scheme_str().unwrap_or("http");
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            return (NO_CLUSTER.to_string(), with_response_headers(entry, redirect(to, scheme, authority, path)));
+            return (local(), with_response_headers(entry, redirect(to, scheme, authority, path)));
         }
-        Action::Respond(direct) => return (NO_CLUSTER.to_string(), with_response_headers(entry, respond(direct))),
+        Action::Respond(direct) => return (local(), with_response_headers(entry, respond(direct))),
     };
     let Some(target) = action.pick(rand::random()) else {
-        return (NO_CLUSTER.to_string(), LocalReply::NoCluster.into_response_for(grpc));
+        return (local(), LocalReply::NoCluster.into_response_for(grpc));
     };
-    let Some(balancer) = runtime.clusters.get(&target.cluster) else {
-        return (target.cluster.clone(), LocalReply::NoCluster.into_response_for(grpc));
+    let Some(cluster) = runtime.clusters.get(&target.cluster) else {
+        let unknown = Arc::new(forwarder.metrics.outbound_cluster(&target.cluster));
+        return (unknown, LocalReply::NoCluster.into_response_for(grpc));
     };
     let timeout = request_timeout(action.timeout, action.grpc_timeout, request.headers());
     let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
     let clock = StreamClock::start();
     let mut request = prepare(request, authority, &clock);
-    report::tell_upstream(&forwarder.metrics.golden, &target.cluster, request.headers_mut());
-    let routed = Routed { route: entry, action, target, balancer };
+    report::tell_upstream(&forwarder.metrics.golden, cluster.tally.in_mesh, request.headers_mut());
+    let routed = Routed { route: entry, action, target, balancer: &cluster.balancer };
     let call = super::route::send(routed, runtime, &forwarder.metrics, request);
-    (target.cluster.clone(), complete(call, clock, deadlines, forwarder, (&target.cluster, grpc)).await)
+    (cluster.tally.clone(), complete(call, clock, deadlines, forwarder, (&target.cluster, grpc)).await)
 }
 
 fn with_response_headers(entry: &RouteEntry, mut response: Response<Body>) -> Response<Body> {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod authority;
+mod first_bytes;
 mod forward;
 pub mod headers;
 pub mod local_reply;
@@ -36,9 +37,10 @@ pub use forward::Destination;
 use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{ClusterTally, Direction, Metrics};
 use crate::upstream::OriginalDestination;
 use access_log::AccessLog;
+use first_bytes::{FirstBytes, Prefixed};
 use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
@@ -63,6 +65,15 @@ pub struct Forwarder {
     pub labels: Labels,
     /// Where requests are logged, when they are.
     pub access_log: Option<Arc<AccessLog>>,
+    /// What requests that reach no configured cluster are counted under.
+    pub tallies: OwnTallies,
+}
+
+/// The tallies of requests the proxy answers itself (`none`) and of requests it passes through unrouted.
+#[derive(Debug)]
+pub struct OwnTallies {
+    pub local: Arc<ClusterTally>,
+    pub passthrough: Arc<ClusterTally>,
 }
 
 impl Forwarder {
@@ -73,7 +84,12 @@ impl Forwarder {
         on_demand: OnDemand,
         labels: Labels,
     ) -> Self {
-        Self { runtime, passthrough: Passthrough::default(), metrics, timeouts, on_demand, labels, access_log: None }
+        let tallies = OwnTallies {
+            local: Arc::new(metrics.outbound_cluster(forward::NO_CLUSTER)),
+            passthrough: Arc::new(metrics.outbound_cluster(passthrough::PASSTHROUGH_CLUSTER)),
+        };
+        let passthrough = Passthrough::default();
+        Self { runtime, passthrough, metrics, timeouts, on_demand, labels, access_log: None, tallies }
     }
 
     /// Requests are logged to `log`.
@@ -145,7 +161,17 @@ where
 {
     let activity = Activity::new();
     let Serving { timeouts, metrics, access_log, direction, peer } = serving;
-    let io = TimedIo::http(io, activity.clone(), timeouts, metrics);
+    let mut io = TimedIo::http(io, activity.clone(), timeouts, metrics);
+    let mut watch = watch;
+    // Nothing more is made for a connection until its client sends something (see `first_bytes`); the idle
+    // and request-header timeouts (kept by the I/O) and draining apply meanwhile.
+    let first = tokio::select! {
+        first = FirstBytes::read(&mut io) => first,
+        () = watch.draining() => None,
+        () = activity.idle_expired() => None,
+    };
+    let Some(first) = first else { return };
+    let io = Prefixed::new(first, io);
     let service = {
         let activity = activity.clone();
         service_fn(move |mut request: Request<Incoming>| {
@@ -167,25 +193,29 @@ where
     };
     let builder = auto::Builder::new(TokioExecutor::new());
     let io = TokioIo::new(io);
+    // Boxed: the connection task's own future stays small for the time it waits for first bytes.
     match upgrades {
         Upgrades::Yes => {
-            let connection = builder.serve_connection_with_upgrades(io, service);
+            let connection = Box::pin(builder.serve_connection_with_upgrades(io, service));
             drive(connection, |c| c.graceful_shutdown(), &activity, watch).await
         }
         Upgrades::No => {
-            let connection = builder.serve_connection(io, service);
+            let connection = Box::pin(builder.serve_connection(io, service));
             drive(connection, |c| c.graceful_shutdown(), &activity, watch).await
         }
     }
 }
 
 /// Runs a served connection to its end, shutting it down gracefully when the proxy drains or it falls idle.
-async fn drive<C, E>(connection: C, shutdown: fn(Pin<&mut C>), activity: &Activity, mut watch: ConnectionWatch)
-where
+async fn drive<C, E>(
+    mut connection: Pin<Box<C>>,
+    shutdown: fn(Pin<&mut C>),
+    activity: &Activity,
+    mut watch: ConnectionWatch,
+) where
     C: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let mut connection = std::pin::pin!(connection);
     let mut closing = false;
     let result = loop {
         tokio::select! {

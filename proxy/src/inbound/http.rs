@@ -138,7 +138,7 @@ impl InboundHttp {
             report::Inbound { caller: peer.as_deref(), principal: caller.principal.as_ref(), service: &service, grpc };
         report::report_inbound(golden, seen, &mut response, started.elapsed());
         if logged {
-            response.extensions_mut().insert(UpstreamCluster(caller.cluster.to_string()));
+            response.extensions_mut().insert(UpstreamCluster(caller.cluster.clone()));
         }
         response
     }

@@ -10,5 +10,5 @@ pub mod golden;
 pub mod peer;
 pub mod report;
 
-pub use golden::{GoldenMetrics, Reporter, RequestReport};
+pub use golden::{GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 pub use peer::{PEER_HEADER, PeerCache, Workload};

@@ -12,8 +12,9 @@ use crate::http::access_log::ResponseFlag;
 
 /// Outbound, before the request goes: this sidecar's workload told to a mesh Service's sidecar, and never what
 /// the application itself put in the header.
-pub fn tell_upstream(golden: &GoldenMetrics, cluster: &str, headers: &mut HeaderMap) {
-    if golden.service_of_cluster(cluster).1 {
+/// `in_mesh`: whether the request goes to a Service of the mesh.
+pub fn tell_upstream(golden: &GoldenMetrics, in_mesh: bool, headers: &mut HeaderMap) {
+    if in_mesh {
         headers.insert(PEER_HEADER, golden.own_header());
     } else {
         headers.remove(PEER_HEADER);
@@ -21,15 +22,14 @@ pub fn tell_upstream(golden: &GoldenMetrics, cluster: &str, headers: &mut Header
 }
 
 /// Outbound, once the response head is back: the server's workload taken off the response (the application
-/// never sees it) and the request reported.
+/// never sees it) and the request reported. `in_mesh`: whether `service` is one of the mesh's.
 pub fn report_outbound<B>(
     golden: &GoldenMetrics,
-    cluster: &str,
+    (service, in_mesh): (&ServiceLabels, bool),
     response: &mut Response<B>,
     grpc: bool,
     took: Duration,
 ) {
-    let (service, in_mesh) = golden.service_of_cluster(cluster);
     // Only a mesh Service's sidecar says who answered; anything else claiming to is not believed.
     let told = response.headers_mut().remove(PEER_HEADER);
     let peer = told.filter(|_| in_mesh).and_then(|h| golden.peers.decode(&h));
@@ -37,7 +37,7 @@ pub fn report_outbound<B>(
         reporter: Reporter::Source,
         peer: peer.as_deref(),
         peer_principal: None,
-        service: &service,
+        service,
         grpc,
         code: response.status().as_u16(),
         flags: flag_of(response),

@@ -48,7 +48,7 @@ pub async fn route(
     let Some(target) = crate::config::routes::pick_weighted(&route.targets, roll) else {
         return Some(Err(format!("route {} has no target", route.name)));
     };
-    let picked = runtime.clusters.get(&target.cluster).and_then(|balancer| balancer.pick(original));
+    let picked = runtime.clusters.get(&target.cluster).and_then(|cluster| cluster.balancer.pick(original));
     Some(match picked {
         Some((endpoint, lease, tls)) => {
             let cluster = target.cluster.clone();

@@ -25,7 +25,7 @@ impl TryFrom<&RouteConfiguration> for RouteTable {
             .map_err(|m| reject("route configuration", &r.name, m))?;
         // VHDS over ADS: the table's other hosts are asked for on demand.
         let on_demand = r.vhds.is_some();
-        Ok(Self { name: r.name.clone(), virtual_hosts, on_demand })
+        Ok(Self::new(r.name.clone(), virtual_hosts, on_demand))
     }
 }
 

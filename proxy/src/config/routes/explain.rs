@@ -78,7 +78,7 @@ mod tests {
         let rest = RouteEntry::forward("rest", PathMatch::Prefix("/".into()), action("v1"));
         let host =
             VirtualHost { name: "reviews:80".into(), domains: vec!["reviews".into()], routes: vec![jason, api, rest] };
-        RouteTable { name: "80".into(), virtual_hosts: vec![host], on_demand: false }
+        RouteTable::new("80", vec![host], false)
     }
 
     #[test]

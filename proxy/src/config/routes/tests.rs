@@ -48,10 +48,9 @@ fn route(name: &str, path: PathMatch, headers: Vec<HeaderMatch>) -> RouteEntry {
 
 #[test]
 fn first_matching_route_of_the_matching_host_wins() {
-    let table = RouteTable {
-        on_demand: false,
-        name: "80".into(),
-        virtual_hosts: vec![VirtualHost {
+    let table = RouteTable::new(
+        "80",
+        vec![VirtualHost {
             name: "reviews".into(),
             domains: vec!["reviews".into(), "reviews:80".into()],
             routes: vec![
@@ -64,7 +63,8 @@ fn first_matching_route_of_the_matching_host_wins() {
                 route("regex", PathMatch::Regex(regex("^(?:/v[0-9]+/.*)$")), vec![]),
             ],
         }],
-    };
+        false,
+    );
     let mut debug = HeaderMap::new();
     debug.insert("x-debug", "1".parse().unwrap());
     let none = HeaderMap::new();

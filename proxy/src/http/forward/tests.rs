@@ -11,15 +11,9 @@ const CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
 fn config() -> ProxyConfig {
     let action = RouteAction::to_targets(vec![WeightedTarget::new(CLUSTER, 1)]);
     let route = RouteEntry::forward("api", PathMatch::Prefix("/api".into()), action);
-    let table = RouteTable {
-        name: "8080".into(),
-        virtual_hosts: vec![VirtualHost {
-            name: "echo:8080".into(),
-            domains: vec!["echo".into(), "echo:8080".into()],
-            routes: vec![route],
-        }],
-        on_demand: false,
-    };
+    let host =
+        VirtualHost { name: "echo:8080".into(), domains: vec!["echo".into(), "echo:8080".into()], routes: vec![route] };
+    let table = RouteTable::new("8080", vec![host], false);
     let listener =
         ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into(), l4_routes: Vec::new() };
     ProxyConfig {

@@ -47,9 +47,9 @@ impl<'a> RouteStep<'a> for MirrorLayer<'a> {
         for mirror in chosen {
             let metrics = self.metrics.clone();
             match self.runtime.clusters.get(&mirror.cluster) {
-                Some(balancer) => {
+                Some(cluster) => {
                     let copy = shadow(copy_request(&head, replay.follower()));
-                    tokio::spawn(send_copy(balancer.clone(), copy, mirror.cluster.clone(), metrics));
+                    tokio::spawn(send_copy(cluster.balancer.clone(), copy, mirror.cluster.clone(), metrics));
                 }
                 None => metrics.route_event(&mirror.cluster, RouteEvent::MirrorFailed),
             }
