@@ -30,7 +30,6 @@ bench:
 	scripts/install-bench-deps.sh
 	$(CARGO) build --release --workspace --bins
 	@"$(TARGET_DIR)/release/weft-bench"
-	$(CARGO) bench -p weft-proxy --bench route_lookup
 
 ## bench-scale: control-plane cost as the mesh grows (S Services x P proxies), release build; BENCH_SCALE_ARGS to narrow
 BENCH_SCALE_ARGS ?=

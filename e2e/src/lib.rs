@@ -17,6 +17,7 @@ pub mod netns_mesh;
 pub mod process;
 pub mod remote_load;
 pub mod rivals;
+pub mod route_lookup;
 pub mod scale;
 pub mod scenario;
 pub mod sidecar;

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::Context;
 
+use crate::http_client::GRPC_PATH;
 use crate::net::{free_port, localhost, wait_for_port};
 use crate::process::Process;
 
@@ -19,6 +20,9 @@ pub struct Rival {
     pub process: Process,
     /// Where clients send requests.
     pub listen: SocketAddr,
+    /// Where clients send HTTP/2 with prior knowledge (h2c), gRPC included: plain requests go to the backend
+    /// as HTTP/1.1, gRPC calls as HTTP/2.
+    pub listen_h2: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -27,22 +31,27 @@ pub async fn nginx(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
     let Some(program) = installed("nginx") else { return Ok(None) };
     let dir = tempfile::Builder::new().prefix("weft-bench-nginx-").tempdir()?;
     let listen = free_port(localhost())?;
+    let listen_h2 = free_port(localhost())?;
     let root = dir.path().display();
+    let http1_upstream = "proxy_pass http://backend;\n      proxy_http_version 1.1;\n      \
+         proxy_set_header Connection \"\";\n      proxy_set_header Host $host;";
     let config = format!(
         "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr warn;\npid {root}/nginx.pid;\n\
          worker_rlimit_nofile 20000;\nevents {{ worker_connections 12000; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {root}/body;\n  proxy_temp_path {root}/proxy;\n  \
          fastcgi_temp_path {root}/fastcgi;\n  uwsgi_temp_path {root}/uwsgi;\n  scgi_temp_path {root}/scgi;\n  \
          upstream backend {{ server {backend}; keepalive 64; }}\n  \
-         server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://backend;\n      \
-         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n    }}\n  }}\n}}\n"
+         server {{\n    listen {listen};\n    location / {{\n      {http1_upstream}\n    }}\n  }}\n  \
+         server {{\n    listen {listen_h2} http2;\n    location / {{\n      {http1_upstream}\n    }}\n    \
+         location {GRPC_PATH} {{\n      grpc_pass grpc://backend;\n    }}\n  }}\n}}\n"
     );
     let path = dir.path().join("nginx.conf");
     std::fs::write(&path, config)?;
     let args = ["-p".into(), root.to_string(), "-c".into(), path.display().to_string()];
     let process = Process::spawn("nginx", &program, &args, &dir.path().join("nginx.log"))?;
     wait_for_port(listen, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
-    Ok(Some(Rival { name: "nginx", process, listen, _dir: dir }))
+    wait_for_port(listen_h2, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
+    Ok(Some(Rival { name: "nginx", process, listen, listen_h2, _dir: dir }))
 }
 
 /// haproxy with one thread proxying to `backend`, reusing its connections; `None` when it is not installed.
@@ -50,17 +59,21 @@ pub async fn haproxy(backend: SocketAddr) -> anyhow::Result<Option<Rival>> {
     let Some(program) = installed("haproxy") else { return Ok(None) };
     let dir = tempfile::Builder::new().prefix("weft-bench-haproxy-").tempdir()?;
     let listen = free_port(localhost())?;
+    let listen_h2 = free_port(localhost())?;
     let config = format!(
         "global\n  nbthread 1\n  maxconn 9000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  \
          timeout server 30s\n  http-reuse always\n\nfrontend bench\n  bind {listen}\n  default_backend backend\n\n\
-         backend backend\n  server one {backend}\n"
+         frontend bench_h2\n  bind {listen_h2} proto h2\n  use_backend grpc if {{ path_beg {GRPC_PATH} }}\n  \
+         default_backend backend\n\nbackend backend\n  server one {backend}\n\n\
+         backend grpc\n  server one {backend} proto h2\n"
     );
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, config)?;
     let args = ["-f".into(), path.display().to_string(), "-db".into()];
     let process = Process::spawn("haproxy", &program, &args, &dir.path().join("haproxy.log"))?;
     wait_for_port(listen, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
-    Ok(Some(Rival { name: "haproxy", process, listen, _dir: dir }))
+    wait_for_port(listen_h2, std::time::Duration::from_secs(10)).await.with_context(|| process.tail(20))?;
+    Ok(Some(Rival { name: "haproxy", process, listen, listen_h2, _dir: dir }))
 }
 
 fn installed(name: &str) -> Option<std::path::PathBuf> {

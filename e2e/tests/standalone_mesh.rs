@@ -120,3 +120,20 @@ async fn a_broken_rule_file_keeps_the_previous_routes_and_names_the_field() -> a
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_and_grpc_clients_are_served_through_the_proxy_in_their_protocol() -> anyhow::Result<()> {
+    use weft_e2e::http_client::{HttpClient, Protocol};
+    let _serial = serial().await;
+    let mesh = LocalMesh::start([100, 0]).await?;
+    one(&mesh.client(), HOST).await; // the proxy has its routes
+    let http2 = HttpClient::speaking(Protocol::Http2, mesh.outbound);
+    let reply = http2.get(HOST, "/", &[]).await?;
+    assert!(reply.is_success(), "{reply:?}");
+    assert!(reply.body.contains(r#""protocol":"HTTP/2.0""#), "the backend got {}", reply.body);
+    let grpc = HttpClient::speaking(Protocol::Grpc, mesh.outbound);
+    let calls = futures_util::future::join_all((0..20).map(|_| grpc.call(HOST, &[]))).await;
+    let answered = calls.into_iter().filter(|c| matches!(c, Ok(true))).count();
+    assert_eq!(answered, 20, "unary gRPC calls answered with grpc-status 0\n{}", mesh.diagnostics());
+    Ok(())
+}

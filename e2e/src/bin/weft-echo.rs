@@ -4,7 +4,8 @@
 //! - per process: `--delay-ms N`, `--fail-rate 0.1` (share of requests answered 503);
 //! - per request: header `x-echo-delay-ms: N`, header `x-echo-status: 503`.
 //!
-//! The response carries `x-echo-name` and `x-echo-version` headers and a one-line JSON body.
+//! The response carries `x-echo-name` and `x-echo-version` headers and a one-line JSON body; a gRPC request
+//! (`content-type: application/grpc`) gets a gRPC answer instead: one empty message and `grpc-status: 0`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Parser;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -60,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn answer(args: &Args, request: Request<Incoming>) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, Infallible>;
+
+async fn answer(args: &Args, request: Request<Incoming>) -> Response<Body> {
     let header_number =
         |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let delay = header_number("x-echo-delay-ms").unwrap_or(args.delay_ms);
@@ -74,6 +79,10 @@ async fn answer(args: &Args, request: Request<Incoming>) -> Response<Full<Bytes>
     } else {
         StatusCode::OK
     });
+    let grpc = request.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc && status == StatusCode::OK {
+        return grpc_answer(args);
+    }
     let body = serde_json::json!({
         "name": args.name,
         "version": args.version,
@@ -81,15 +90,32 @@ async fn answer(args: &Args, request: Request<Incoming>) -> Response<Full<Bytes>
         "host": request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).or(request.uri().host()),
         "protocol": format!("{:?}", request.version()),
     });
-    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))).boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+    name_headers(args, headers);
+    response
+}
+
+/// A unary gRPC call's answer: one empty message, then `grpc-status: 0` in the trailers.
+fn grpc_answer(args: &Args) -> Response<Body> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let frames = [Frame::data(Bytes::from_static(&[0; 5])), Frame::trailers(trailers)];
+    let body = StreamBody::new(futures_util::stream::iter(frames.map(Ok::<_, Infallible>)));
+    let mut response = Response::new(body.boxed());
+    let headers = response.headers_mut();
+    headers.insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    name_headers(args, headers);
+    response
+}
+
+fn name_headers(args: &Args, headers: &mut http::HeaderMap) {
     if let Ok(v) = args.name.parse() {
         headers.insert("x-echo-name", v);
     }
     if let Ok(v) = args.version.parse() {
         headers.insert("x-echo-version", v);
     }
-    response
 }

@@ -3,18 +3,18 @@
 //! its queueing); then the two-proxy path between meshed pods, plaintext and with mutual TLS, with each
 //! sidecar's CPU, and the mutual TLS path again with 50 AuthorizationPolicies of 10 rules each on the server.
 //! In between, weft-proxy side by side with nginx and haproxy (one core each, pinned; the load generator and the
-//! backend on the other): added latency at the fixed rate, CPU per 1000 requests/s, memory, and the most
-//! requests/s each passes.
+//! backend on the other) for HTTP/1.1, HTTP/2 and gRPC ([`side_by_side`]). First, the proxy's route lookup time
+//! as its route table grows.
 //! Reports ratios measured in one run; a benchmark, not a test.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use weft_e2e::http_client::HttpClient;
 use weft_e2e::mesh::{HOST, LocalMesh};
 use weft_e2e::two_hop::TwoHopMesh;
+
+mod side_by_side;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-bench")]
@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     rate: u32,
     /// Seconds per measured run (after a 1 s warm-up).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// Only the side-by-side run (weft-proxy, nginx, haproxy), e.g. while working on the proxy's hot path.
     #[arg(long)]
@@ -31,6 +31,7 @@ struct Args {
 }
 
 /// What one fixed-rate run measured.
+#[derive(Clone)]
 struct Run {
     latencies: Vec<Duration>,
     errors: usize,
@@ -65,10 +66,11 @@ async fn main() -> anyhow::Result<()> {
          sent to a cluster with outlier detection and a connection pool)\n",
         args.rate, args.seconds
     );
+    route_lookup();
     if args.side_by_side_only {
         fixed_rate(&direct, args.rate, 1, &[]).await;
         let direct_run = fixed_rate(&direct, args.rate, args.seconds, &[]).await;
-        return side_by_side(&args, &mesh, &direct_run).await;
+        return side_by_side::run(&args, &mesh, &direct_run).await;
     }
     let mut runs = Vec::new();
     let plain: &[(&str, &str)] = &[];
@@ -94,9 +96,21 @@ async fn main() -> anyhow::Result<()> {
     }
     let (d, p, with_policies, with_cluster) = (&runs[0], &runs[1], &runs[2], &runs[3]);
     print_ratios(d, p, with_policies, with_cluster);
-    side_by_side(&args, &mesh, d).await?;
+    side_by_side::run(&args, &mesh, d).await?;
     drop(mesh);
     two_proxies(&args, d).await
+}
+
+/// The proxy's route lookup as its table grows (pure: no proxy process).
+fn route_lookup() {
+    use weft_e2e::route_lookup::{SIZES, nanos_per_lookup};
+    println!("route lookup (the proxy's own table and matching; one virtual host per 2 routes):");
+    let smallest = nanos_per_lookup(SIZES[0]);
+    for routes in SIZES {
+        let ns = nanos_per_lookup(routes);
+        println!("  {routes:>6} routes: {ns:>7.1} ns per lookup  ({:.2}x the {}-route table)", ns / smallest, SIZES[0]);
+    }
+    println!();
 }
 
 /// The two-proxy path (client sidecar -> server sidecar -> backend), plaintext and mutual TLS, against `direct`.
@@ -160,133 +174,11 @@ added latency over direct, measured in this run:"
     Ok(())
 }
 
-/// What one proxy measured in the side-by-side run.
-struct Measured {
-    name: &'static str,
-    run: Run,
-    vcpu_per_krps: f64,
-    memory: Memory,
-    max_rps: f64,
-    /// The proxy's core's busy share during the max-rate run: under ~95 %, the load generator was the limit.
-    max_busy: f64,
-}
+/// A request that takes longer than this counts as failed (and a proxy that stops answering cannot hang the bench).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Resident memory, MB: after the load runs, with 5000 idle connections, 2 s and 12 s after a burst of 2500
-/// connections has closed.
-struct Memory {
-    resident_mb: f64,
-    idle_mb: f64,
-    after_burst_mb: f64,
-    later_mb: f64,
-}
-
-impl Measured {
-    /// CPU per request while passing as many as it could: the cost of a request with the fixed costs (timers,
-    /// idle wake-ups) spread thin.
-    fn cpu_per_request_us(&self) -> f64 {
-        self.max_busy / self.max_rps.max(1e-9) * 1e6
-    }
-}
-
-/// weft-proxy, nginx and haproxy in front of the same backend, each pinned alone to CPU 1 (the bench and the
-/// backend to CPU 0), one after the other: fixed-rate latency and CPU, then a closed loop of 16 connections.
-async fn side_by_side(args: &Args, mesh: &weft_e2e::mesh::LocalMesh, direct: &Run) -> anyhow::Result<()> {
-    use weft_e2e::rivals;
-    println!(
-        "\nside by side (one core per proxy, pinned; HTTP/1.1 keep-alive; {} req/s, then 16 connections flat out):",
-        args.rate
-    );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cpus >= 2
-        && rivals::pin(std::process::id(), 0).is_ok()
-        && mesh.backends[0].pid().is_some_and(|pid| rivals::pin(pid, 0).is_ok());
-    if !pinned {
-        println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
-    }
-    let backend = mesh.backend_addresses[0];
-    let (nginx, haproxy) = (rivals::nginx(backend).await?, rivals::haproxy(backend).await?);
-    let mut under_test: Vec<(&'static str, &weft_e2e::process::Process, SocketAddr)> =
-        vec![("weft-proxy", &mesh.proxy, mesh.outbound)];
-    for rival in [&nginx, &haproxy] {
-        match rival {
-            Some(rival) => under_test.push((rival.name, &rival.process, rival.listen)),
-            None => println!("  (not installed, skipped: run scripts/install-bench-deps.sh)"),
-        }
-    }
-    let mut measured = Vec::new();
-    for (name, process, listen) in under_test {
-        let client = HttpClient::new(listen);
-        let pid = process.pid().context("proxy not running")?;
-        if pinned {
-            rivals::pin(pid, 1)?;
-        }
-        fixed_rate(&client, args.rate, 1, &[]).await;
-        let before = weft_e2e::process::cpu_time(pid);
-        let run = fixed_rate(&client, args.rate, args.seconds, &[]).await;
-        let used = weft_e2e::process::cpu_time(pid) - before;
-        let vcpu_per_krps = used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
-        let before = weft_e2e::process::cpu_time(pid);
-        let (max_rps, took) = flat_out(&client, 16, Duration::from_secs(3)).await;
-        let max_busy = (weft_e2e::process::cpu_time(pid) - before).as_secs_f64() / took.as_secs_f64();
-        let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
-        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
-        let memory = Memory { resident_mb, idle_mb, after_burst_mb, later_mb };
-        measured.push(Measured { name, run, vcpu_per_krps, memory, max_rps, max_busy });
-    }
-    if pinned {
-        // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.
-        rivals::unpin(std::process::id(), cpus)?;
-    }
-    print_side_by_side(&measured, direct);
-    Ok(())
-}
-
-fn print_side_by_side(measured: &[Measured], direct: &Run) {
-    let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.percentile(p));
-    println!(
-        "  {:>10}  {:>9} {:>9} {:>9}  {:>12}  {:>7}  {:>10}  {:>13}",
-        "proxy", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "RSS MB", "max req/s", "CPU µs/req"
-    );
-    for m in measured {
-        println!(
-            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>7.1}  {:>10.0}  {:>13.1}  (core {:.0} % busy){}",
-            m.name,
-            added(&m.run, 0.5),
-            added(&m.run, 0.99),
-            added(&m.run, 0.999),
-            m.vcpu_per_krps,
-            m.memory.resident_mb,
-            m.max_rps,
-            m.cpu_per_request_us(),
-            m.max_busy * 100.0,
-            if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
-        );
-    }
-    println!(
-        "  resident memory, MB: after the load / with 5000 idle connections / 2 s and 12 s after a burst of 2500 closed"
-    );
-    for m in measured {
-        let Memory { resident_mb, idle_mb, after_burst_mb, later_mb } = m.memory;
-        println!("  {:>10}  {resident_mb:>6.1} / {idle_mb:>6.1} / {after_burst_mb:>6.1} / {later_mb:>6.1}", m.name);
-    }
-    let (Some(weft), Some(nginx)) =
-        (measured.iter().find(|m| m.name == "weft-proxy"), measured.iter().find(|m| m.name == "nginx"))
-    else {
-        return;
-    };
-    println!(
-        "  weft-proxy / nginx: added p50 {}  added p99 {}  vCPU {:.2}x  max req/s {:.2}x  CPU per request at max {:.2}x",
-        added_ratio(added(&weft.run, 0.5), added(&nginx.run, 0.5)),
-        added_ratio(added(&weft.run, 0.99), added(&nginx.run, 0.99)),
-        weft.vcpu_per_krps / nginx.vcpu_per_krps.max(1e-9),
-        weft.max_rps / nginx.max_rps.max(1e-9),
-        weft.cpu_per_request_us() / nginx.cpu_per_request_us().max(1e-9),
-    );
-}
-
-/// One added latency over another, when the other is large enough to divide by (under 10 µs it is noise).
-fn added_ratio(ours: f64, theirs: f64) -> String {
-    if theirs < 0.01 { "n/a (nginx added under 0.01 ms)".to_string() } else { format!("{:.2}x", ours / theirs) }
+async fn answered_in_time(client: &HttpClient, host: &str, headers: &[(&str, &str)]) -> bool {
+    tokio::time::timeout(REQUEST_TIMEOUT, client.call(host, headers)).await.is_ok_and(|r| r.unwrap_or(false))
 }
 
 /// `connections` requests at a time, each sent as soon as the previous one answered, for `length`: requests
@@ -299,7 +191,7 @@ async fn flat_out(client: &HttpClient, connections: usize, length: Duration) -> 
             tokio::spawn(async move {
                 let mut answered = 0u64;
                 while start.elapsed() < length {
-                    answered += u64::from(client.get(HOST, "/", &[]).await.is_ok_and(|r| r.is_success()));
+                    answered += u64::from(answered_in_time(&client, HOST, &[]).await);
                 }
                 answered
             })
@@ -385,7 +277,7 @@ async fn fixed_rate_to(
     while let Some(due) = due_rx.recv().await {
         let client = client.clone();
         tasks.spawn(async move {
-            let ok = client.get(host, "/", headers).await.is_ok_and(|r| r.is_success());
+            let ok = answered_in_time(&client, host, headers).await;
             (due.elapsed(), ok)
         });
     }

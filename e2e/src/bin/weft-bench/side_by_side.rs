@@ -1,0 +1,206 @@
+//! weft-proxy, nginx and haproxy in front of the same backend, each pinned alone to CPU 1 (the bench and the
+//! backend to CPU 0), one after the other: for HTTP/1.1 keep-alive, HTTP/2 with prior knowledge (one connection,
+//! concurrent streams) and unary gRPC calls (over one HTTP/2 connection), the added latency at a fixed rate, CPU
+//! per 1000 requests/s, then the most requests/s each passes and its CPU per request there; for HTTP/1.1 also
+//! memory (idle connections, a burst).
+//!
+//! Upstream, nginx and haproxy send plain HTTP/2 requests on as HTTP/1.1 (nginx cannot send HTTP/2 upstream but
+//! for gRPC); weft-proxy keeps the client's protocol, as Istio's sidecars do by default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use weft_e2e::http_client::{HttpClient, Protocol};
+use weft_e2e::mesh::{HOST, LocalMesh};
+use weft_e2e::process::{Process, cpu_time};
+use weft_e2e::rivals;
+
+use super::{Args, Run, fixed_rate, flat_out, ms};
+
+/// HTTP/2 and gRPC runs at the fixed rate last this share of HTTP/1.1's (`--seconds`), to keep the bench short.
+const SECOND_PROTOCOL_SHARE: u32 = 2;
+
+/// Concurrent requests in the flat-out runs: connections for HTTP/1.1, streams on one connection for HTTP/2.
+const FLAT_OUT_CONCURRENCY: usize = 16;
+
+/// One protocol through one proxy.
+struct ProtocolRun {
+    run: Run,
+    vcpu_per_krps: f64,
+    max_rps: f64,
+    /// The proxy's core's busy share during the max-rate run: under ~95 %, the load generator was the limit.
+    max_busy: f64,
+}
+
+impl ProtocolRun {
+    /// CPU per request while passing as many as it could: the cost of a request with the fixed costs (timers,
+    /// idle wake-ups) spread thin.
+    fn cpu_per_request_us(&self) -> f64 {
+        self.max_busy / self.max_rps.max(1e-9) * 1e6
+    }
+}
+
+/// Resident memory, MB: after the load runs, with 5000 idle connections, 2 s and 12 s after a burst of 2500
+/// connections has closed.
+struct Memory {
+    resident_mb: f64,
+    idle_mb: f64,
+    after_burst_mb: f64,
+    later_mb: f64,
+}
+
+/// What one proxy measured.
+struct Measured {
+    name: &'static str,
+    /// HTTP/1.1, HTTP/2, gRPC, in [`PROTOCOLS`]' order.
+    runs: Vec<ProtocolRun>,
+    memory: Memory,
+}
+
+const PROTOCOLS: [(Protocol, &str); 3] = [
+    (Protocol::Http1, "HTTP/1.1 keep-alive, 16 connections flat out"),
+    (Protocol::Http2, "HTTP/2 with prior knowledge, one connection, 16 streams flat out"),
+    (Protocol::Grpc, "unary gRPC calls, one HTTP/2 connection, 16 streams flat out"),
+];
+
+/// A proxy under test: its name, process, and where it takes HTTP/1.1 and HTTP/2.
+type UnderTest<'a> = (&'static str, &'a Process, SocketAddr, SocketAddr);
+
+pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<()> {
+    println!(
+        "\nside by side (one core per proxy, pinned; {} req/s for {} s (HTTP/2, gRPC: {} s), then 3 s flat out; `--seconds 10` for steadier tails):",
+        args.rate,
+        args.seconds,
+        seconds_for(args, Protocol::Http2)
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cpus >= 2
+        && rivals::pin(std::process::id(), 0).is_ok()
+        && mesh.backends[0].pid().is_some_and(|pid| rivals::pin(pid, 0).is_ok());
+    if !pinned {
+        println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
+    }
+    let backend = mesh.backend_addresses[0];
+    let directs = direct_runs(args, backend, direct).await;
+    let (nginx, haproxy) = (rivals::nginx(backend).await?, rivals::haproxy(backend).await?);
+    // weft-proxy's outbound listener tells HTTP/1.1 from HTTP/2 itself.
+    let mut under_test: Vec<UnderTest<'_>> = vec![("weft-proxy", &mesh.proxy, mesh.outbound, mesh.outbound)];
+    for rival in [&nginx, &haproxy] {
+        match rival {
+            Some(rival) => under_test.push((rival.name, &rival.process, rival.listen, rival.listen_h2)),
+            None => println!("  (not installed, skipped: run scripts/install-bench-deps.sh)"),
+        }
+    }
+    let mut measured = Vec::new();
+    for (name, process, listen, listen_h2) in under_test {
+        let pid = process.pid().context("proxy not running")?;
+        if pinned {
+            rivals::pin(pid, 1)?;
+        }
+        let mut runs = Vec::new();
+        for (protocol, _) in PROTOCOLS {
+            let target = if protocol == Protocol::Http1 { listen } else { listen_h2 };
+            runs.push(
+                measure(args.rate, seconds_for(args, protocol), &HttpClient::speaking(protocol, target), pid).await,
+            );
+        }
+        let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
+        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
+        measured.push(Measured { name, runs, memory: Memory { resident_mb, idle_mb, after_burst_mb, later_mb } });
+    }
+    if pinned {
+        // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.
+        rivals::unpin(std::process::id(), cpus)?;
+    }
+    for (index, (_, title)) in PROTOCOLS.iter().enumerate() {
+        print_protocol(title, &measured, index, &directs[index]);
+    }
+    print_memory(&measured);
+    Ok(())
+}
+
+/// The backend alone for each protocol: what the proxies' added latency is measured against (HTTP/1.1's is the
+/// run the bench made already).
+async fn direct_runs(args: &Args, backend: SocketAddr, http1: &Run) -> Vec<Run> {
+    let mut runs = vec![http1.clone()];
+    for (protocol, _) in &PROTOCOLS[1..] {
+        let client = HttpClient::speaking(*protocol, backend);
+        fixed_rate(&client, args.rate, 1, &[]).await;
+        runs.push(fixed_rate(&client, args.rate, seconds_for(args, *protocol), &[]).await);
+    }
+    runs
+}
+
+fn seconds_for(args: &Args, protocol: Protocol) -> u32 {
+    match protocol {
+        Protocol::Http1 => args.seconds,
+        Protocol::Http2 | Protocol::Grpc => (args.seconds / SECOND_PROTOCOL_SHARE).max(1),
+    }
+}
+
+/// A warm-up, the fixed-rate run with the proxy's CPU, then flat out.
+async fn measure(rate: u32, seconds: u32, client: &HttpClient, pid: u32) -> ProtocolRun {
+    fixed_rate(client, rate, 1, &[]).await;
+    let before = cpu_time(pid);
+    let run = fixed_rate(client, rate, seconds, &[]).await;
+    let used = cpu_time(pid) - before;
+    let vcpu_per_krps = used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
+    let before = cpu_time(pid);
+    let (max_rps, took) = flat_out(client, FLAT_OUT_CONCURRENCY, Duration::from_secs(3)).await;
+    let max_busy = (cpu_time(pid) - before).as_secs_f64() / took.as_secs_f64();
+    ProtocolRun { run, vcpu_per_krps, max_rps, max_busy }
+}
+
+fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run) {
+    let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.percentile(p));
+    println!("  {title}:");
+    println!(
+        "  {:>10}  {:>9} {:>9} {:>9}  {:>12}  {:>10}  {:>13}",
+        "proxy", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "max req/s", "CPU µs/req"
+    );
+    for m in measured {
+        let r = &m.runs[index];
+        println!(
+            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>10.0}  {:>13.1}  (core {:.0} % busy){}",
+            m.name,
+            added(&r.run, 0.5),
+            added(&r.run, 0.99),
+            added(&r.run, 0.999),
+            r.vcpu_per_krps,
+            r.max_rps,
+            r.cpu_per_request_us(),
+            r.max_busy * 100.0,
+            if r.run.errors > 0 { format!("  errors {}", r.run.errors) } else { String::new() }
+        );
+    }
+    let (Some(weft), Some(nginx)) =
+        (measured.iter().find(|m| m.name == "weft-proxy"), measured.iter().find(|m| m.name == "nginx"))
+    else {
+        return;
+    };
+    let (weft, nginx) = (&weft.runs[index], &nginx.runs[index]);
+    println!(
+        "  weft-proxy / nginx: added p50 {}  added p99 {}  vCPU {:.2}x  max req/s {:.2}x  CPU per request at max {:.2}x",
+        added_ratio(added(&weft.run, 0.5), added(&nginx.run, 0.5)),
+        added_ratio(added(&weft.run, 0.99), added(&nginx.run, 0.99)),
+        weft.vcpu_per_krps / nginx.vcpu_per_krps.max(1e-9),
+        weft.max_rps / nginx.max_rps.max(1e-9),
+        weft.cpu_per_request_us() / nginx.cpu_per_request_us().max(1e-9),
+    );
+}
+
+fn print_memory(measured: &[Measured]) {
+    println!(
+        "  resident memory, MB: after the load / with 5000 idle connections / 2 s and 12 s after a burst of 2500 closed"
+    );
+    for m in measured {
+        let Memory { resident_mb, idle_mb, after_burst_mb, later_mb } = m.memory;
+        println!("  {:>10}  {resident_mb:>6.1} / {idle_mb:>6.1} / {after_burst_mb:>6.1} / {later_mb:>6.1}", m.name);
+    }
+}
+
+/// One added latency over another, when the other is large enough to divide by (under 10 µs it is noise).
+fn added_ratio(ours: f64, theirs: f64) -> String {
+    if theirs < 0.01 { "n/a (nginx added under 0.01 ms)".to_string() } else { format!("{:.2}x", ours / theirs) }
+}
