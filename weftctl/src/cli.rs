@@ -10,6 +10,7 @@ use weft_operator::debug::describe::PodDescription;
 use weft_operator::debug::registry::ProxiesView;
 
 use crate::analyze::{self, Level};
+use crate::check;
 use crate::describe;
 use crate::proxy_config::{self, Section};
 use crate::proxy_status;
@@ -69,6 +70,13 @@ pub enum Command {
         headers: Vec<String>,
         #[arg(short = 'X', long = "request", default_value = "GET", value_name = "METHOD")]
         method: String,
+    },
+    /// Whether Weft is installed and working in the cluster KUBECONFIG points at (CRDs, operator, webhook and its
+    /// CA bundle, injection, proxies in sync), with what to do about each failure; non-zero exit on failures.
+    Check {
+        /// Before installing: only whether the cluster can take Weft (API reachable, Kubernetes version).
+        #[arg(long)]
+        pre: bool,
     },
     /// Problems in Weft resource files: each with its file, line and field path; non-zero exit on errors.
     Analyze {
@@ -136,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Done)
         }
         Command::Analyze { files } => analyze_files(&files),
+        Command::Check { pre } => check_cluster(&cli.weft_namespace, pre).await,
     }
 }
 
@@ -149,6 +158,18 @@ fn print_config(config: ConfigView, section: Section, output: Output) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Prints every check's result; fails when one failed.
+async fn check_cluster(namespace: &str, pre: bool) -> anyhow::Result<Outcome> {
+    let facts = match kube::Client::try_default().await {
+        Ok(client) => check::gather::gather(client, namespace, pre).await?,
+        Err(err) => check::Facts { server: Err(format!("no Kubernetes client: {err}")), ..check::Facts::default() },
+    };
+    let findings = check::evaluate(&facts, pre);
+    print!("{}", check::render(&findings));
+    let failed = findings.iter().any(|f| f.status == check::Status::Failed);
+    Ok(if failed { Outcome::Failed } else { Outcome::Done })
 }
 
 /// Prints every finding; fails when one is an error.

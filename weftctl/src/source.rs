@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 /// The labels the chart puts on operator pods.
-const OPERATOR_SELECTOR: &str = "app.kubernetes.io/part-of=weft,app.kubernetes.io/component=operator";
+pub(crate) const OPERATOR_SELECTOR: &str = "app.kubernetes.io/part-of=weft,app.kubernetes.io/component=operator";
 /// The operator's metrics and debug port.
 const DEBUG_PORT: u16 = 9090;
 /// How long one operator may take to answer.

@@ -1,6 +1,7 @@
 //! weftctl on Kubernetes, without a cluster: a fake API server (KUBECONFIG points at it) lists one running
 //! operator pod and forwards its pod-proxy path to a real standalone operator, as the API server's proxy
-//! would. weftctl must find the operator from the label selector and read the debug API through the proxy.
+//! would. weftctl must find the operator from the label selector and read the debug API through the proxy;
+//! `weftctl check` reads the install (version, CRDs, pods, webhook configurations, namespaces) from it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,22 +36,65 @@ async fn answer(path_and_query: String, debug: SocketAddr) -> (u16, String) {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         return (status, String::from_utf8_lossy(&body).into_owned());
     }
-    if path_and_query.starts_with(POD_PREFIX) {
-        let selector = "labelSelector=app.kubernetes.io%2Fpart-of%3Dweft%2Capp.kubernetes.io%2Fcomponent%3Doperator";
-        assert!(
-            path_and_query.contains(selector),
-            "the operator pods are found by the chart's labels: {path_and_query}"
-        );
-        let pod = |name: &str, phase: &str| json!({"metadata": {"name": name, "namespace": "mesh"}, "status": {"phase": phase}});
-        let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {},
-            "items": [pod("weft-operator-7c9d", "Running"), pod("weft-operator-old", "Failed")]});
-        return (200, list.to_string());
+    let pod = |name: &str, phase: &str| {
+        json!({"metadata": {"name": name, "namespace": "mesh"},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": "True"}]}})
+    };
+    let list = |kind: &str, items: Vec<serde_json::Value>| {
+        json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": items}).to_string()
+    };
+    if path_and_query.starts_with(&format!("{POD_PREFIX}?")) {
+        let selector = "labelSelector=app.kubernetes.io%2Fpart-of%3Dweft%2Capp.kubernetes.io%2Fcomponent%3D";
+        assert!(path_and_query.contains(selector), "Weft's pods are found by the chart's labels: {path_and_query}");
+        if path_and_query.ends_with("webhook") {
+            return (200, list("PodList", Vec::new()));
+        }
+        return (200, list("PodList", vec![pod("weft-operator-7c9d", "Running"), pod("weft-operator-old", "Failed")]));
+    }
+    if let Some(found) = cluster_object(&path_and_query) {
+        return (200, found.to_string());
+    }
+    match path_and_query.as_str() {
+        "/api/v1/namespaces?&labelSelector=weft.dev%2Finject%3Denabled"
+        | "/api/v1/namespaces?labelSelector=weft.dev%2Finject%3Denabled" => {
+            return (200, list("NamespaceList", vec![json!({"metadata": {"name": "shop"}})]));
+        }
+        "/api/v1/namespaces/shop/pods?" | "/api/v1/namespaces/shop/pods" => {
+            return (200, list("PodList", vec![pod("legacy-0", "Running")]));
+        }
+        _ => {}
     }
     (
         404,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"})
             .to_string(),
     )
+}
+
+/// The objects of the fake cluster `weftctl check` reads: a Kubernetes version, one established Weft CRD (the
+/// others are missing) and the sidecar injector's configuration (the validator's is missing).
+fn cluster_object(path: &str) -> Option<serde_json::Value> {
+    const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/";
+    match path {
+        "/version" => {
+            Some(json!({"major": "1", "minor": "29", "gitVersion": "v1.29.0", "gitCommit": "", "gitTreeState": "",
+            "buildDate": "", "goVersion": "", "compiler": "", "platform": "linux/amd64"}))
+        }
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/weft-sidecar-injector" => Some(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "weft-sidecar-injector"},
+            "webhooks": [{"name": "sidecar-injector.weft.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "clientConfig": {"caBundle": "Y2E=", "service": {"name": "weft-webhook", "namespace": "mesh"}}}]})),
+        _ if path == format!("{CRDS}virtualservices.networking.weft.dev") => Some(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "virtualservices.networking.weft.dev"},
+            "spec": {"group": "networking.weft.dev", "scope": "Namespaced",
+                "names": {"kind": "VirtualService", "plural": "virtualservices"},
+                "versions": [{"name": "v1alpha1", "served": true, "storage": true}]},
+            "status": {"conditions": [{"type": "Established", "status": "True"}]}})),
+        _ => None,
+    }
 }
 
 async fn fake_api_server(debug: SocketAddr, asked: Arc<Mutex<Vec<String>>>) -> SocketAddr {
@@ -81,8 +125,8 @@ async fn fake_api_server(debug: SocketAddr, asked: Arc<Mutex<Vec<String>>>) -> S
     address
 }
 
-#[tokio::test]
-async fn proxy_status_finds_the_operator_pods_and_reads_them_through_the_api_server() {
+/// A standalone operator behind a fake API server, and a KUBECONFIG pointing at it; the paths asked of it.
+async fn cluster() -> (tempfile::TempDir, std::path::PathBuf, Arc<Mutex<Vec<String>>>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config");
     std::fs::create_dir(&config).unwrap();
@@ -114,25 +158,59 @@ async fn proxy_status_finds_the_operator_pods_and_reads_them_through_the_api_ser
     )
     .unwrap();
 
+    (dir, kubeconfig, asked)
+}
+
+/// Runs weftctl against the fake cluster until it answers (the operator may still be starting): its exit code
+/// and output.
+async fn weftctl(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    let out = loop {
+    loop {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
-            .args(["--weft-namespace", "mesh", "proxy-status"])
-            .env("KUBECONFIG", &kubeconfig)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
             .env_remove("WEFT_OPERATOR")
             .output()
             .await
             .unwrap();
-        let (out, err) = (
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        );
-        if output.status.success() {
-            break out;
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let code = output.status.code().unwrap_or(-1);
+        if code != 2 || Instant::now() > deadline {
+            return (code, format!("{out}{}", String::from_utf8_lossy(&output.stderr)));
         }
-        assert!(Instant::now() < deadline, "weftctl failed: {err}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
+}
+
+#[tokio::test]
+async fn check_reads_the_install_through_the_api_server_and_says_what_is_wrong() {
+    let (_dir, kubeconfig, _asked) = cluster().await;
+    let (code, out) = weftctl(&kubeconfig, &["--weft-namespace", "mesh", "check"]).await;
+    for line in [
+        "[ok  ] can reach the Kubernetes API (v1.29.0)",
+        "[ok  ] virtualservices.networking.weft.dev is established",
+        "[FAIL] destinationrules.networking.weft.dev is missing",
+        "[ok  ] weft-operator is running (1 of 2 pods ready)",
+        "[FAIL] no weft-webhook pod",
+        "[ok  ] weft-sidecar-injector is configured with a CA bundle",
+        "[FAIL] weft-validator is missing",
+        "[ok  ] injection is on in shop",
+        "[WARN] pods without a sidecar in injected namespaces: legacy-0.shop",
+        "[WARN] no proxy is connected to the operators",
+    ] {
+        assert!(out.lines().any(|l| l.trim() == line), "missing {line:?} in\n{out}");
+    }
+    assert_eq!(code, 1, "failures exit 1\n{out}");
+    let (code, out) = weftctl(&kubeconfig, &["check", "--pre"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("All checks passed.\n"), "{out}");
+}
+
+#[tokio::test]
+async fn proxy_status_finds_the_operator_pods_and_reads_them_through_the_api_server() {
+    let (_dir, kubeconfig, asked) = cluster().await;
+    let (code, out) = weftctl(&kubeconfig, &["--weft-namespace", "mesh", "proxy-status"]).await;
+    assert_eq!(code, 0, "{out}");
     assert_eq!(out, "no proxies are connected\n", "an answer from the operator, through the API server");
     let asked = asked.lock().unwrap().clone();
     assert!(asked.iter().any(|p| p == &format!("{PROXY_PATH}/debug/proxies")), "{asked:?}");
