@@ -353,23 +353,22 @@ impl Metrics {
 
     /// What an outbound request to `cluster` is counted under, found once per cluster rather than per request.
     pub fn outbound_cluster(&self, cluster: &str) -> ClusterTally {
-        let name: Arc<str> = Arc::from(cluster);
         let (service, in_mesh) = self.golden.service_of_cluster(cluster);
-        let labels =
-            |code_class| RequestLabels { direction: Direction::Outbound.as_str(), cluster: name.clone(), code_class };
-        ClusterTally {
-            service,
-            in_mesh,
-            counters: CODE_CLASSES.map(|class| (labels(class), OnceLock::new())),
-            requests: self.requests.clone(),
-            name,
-        }
+        ClusterTally { name: Arc::from(cluster), service, in_mesh, counters: Default::default() }
     }
 
     /// Counts and times an outbound request to the cluster `tally` stands for.
     pub fn outbound_request(&self, tally: &ClusterTally, status: StatusCode, took: Duration) {
-        let (labels, counter) = &tally.counters[code_class_index(status)];
-        counter.get_or_init(|| tally.requests.get_or_create(labels).clone()).inc();
+        let class = code_class_index(status);
+        let counter = tally.counters[class].get_or_init(|| {
+            let labels = RequestLabels {
+                direction: Direction::Outbound.as_str(),
+                cluster: tally.name.clone(),
+                code_class: CODE_CLASSES[class],
+            };
+            self.requests.get_or_create(&labels).clone()
+        });
+        counter.inc();
         self.observe_duration(Direction::Outbound, took);
     }
 
@@ -494,8 +493,8 @@ pub struct ClusterTally {
     pub service: Arc<ServiceLabels>,
     /// Whether the Service is one of the mesh's.
     pub in_mesh: bool,
-    counters: [(RequestLabels, OnceLock<Counter>); 5],
-    requests: Family<RequestLabels, Counter>,
+    /// By response code class; only the counters are kept (a mesh-wide proxy holds thousands of clusters).
+    counters: [OnceLock<Counter>; 5],
 }
 
 impl std::fmt::Debug for ClusterTally {

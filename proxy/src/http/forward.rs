@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
@@ -254,9 +255,14 @@ fn timeout_reply(kind: TimeoutKind, clock: &StreamClock) -> LocalReply {
 /// a single `Host` for HTTP/1), no hop-by-hop headers.
 fn prepare<B: RequestBody>(request: Request<B>, authority: &str, clock: &Arc<StreamClock>) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
-        parts.uri = uri;
+    // Built from parts: the path is shared with the request's, not copied and parsed again.
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Ok(authority) = Authority::try_from(authority) {
+        let mut uri = uri::Parts::default();
+        (uri.scheme, uri.authority, uri.path_and_query) = (Some(Scheme::HTTP), Some(authority), Some(path));
+        if let Ok(uri) = Uri::from_parts(uri) {
+            parts.uri = uri;
+        }
     }
     parts.headers.remove(header::HOST);
     if parts.version != Version::HTTP_2

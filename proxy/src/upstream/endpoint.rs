@@ -76,21 +76,31 @@ impl Endpoint {
     }
 }
 
+/// An endpoint's response on its way.
+pub type EndpointFuture = Either<
+    MapErr<ResponseFuture, fn(hyper_util::client::legacy::Error) -> BoxError>,
+    Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>,
+>;
+
 impl tower::Service<Request<Body>> for Endpoint {
     type Response = Response<Incoming>;
     type Error = BoxError;
-    type Future = Either<
-        MapErr<ResponseFuture, fn(hyper_util::client::legacy::Error) -> BoxError>,
-        Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>,
-    >;
+    type Future = EndpointFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
-    /// The upstream protocol follows the downstream one (HTTP/2 in, gRPC included, HTTP/2 out) unless the cluster
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.send(request)
+    }
+}
+
+impl Endpoint {
+    /// Sends `request` (without a clone of the endpoint and its pools, as a tower `oneshot` would need). The
+    /// upstream protocol follows the downstream one (HTTP/2 in, gRPC included, HTTP/2 out) unless the cluster
     /// fixes it.
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    pub fn send(&self, mut request: Request<Body>) -> EndpointFuture {
         let http2 = match self.protocol {
             UpstreamProtocol::Client => request.version() == Version::HTTP_2,
             UpstreamProtocol::Http1 => false,

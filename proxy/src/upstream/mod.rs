@@ -288,7 +288,7 @@ impl ClusterBalancer {
         let (address, health) = (member.address(), self.health.clone());
         let watching = health.is_watching();
         // A combinator, not an async block: rustc cannot yet prove such a block `Send` for this body type.
-        let future = member.endpoint.clone().oneshot(request).map_err(BoxError::from).map(move |result| {
+        let future = member.endpoint.send(request).map(move |result| {
             if watching {
                 health.record(address, outcome(&result), total);
             }
