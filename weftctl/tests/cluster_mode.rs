@@ -58,10 +58,18 @@ async fn answer(path_and_query: String, debug: SocketAddr) -> (u16, String) {
     match path_and_query.as_str() {
         "/api/v1/namespaces?&labelSelector=weft.dev%2Finject%3Denabled"
         | "/api/v1/namespaces?labelSelector=weft.dev%2Finject%3Denabled" => {
-            return (200, list("NamespaceList", vec![json!({"metadata": {"name": "shop"}})]));
+            // Weft's own namespace is never injected, whatever its labels.
+            let names = ["mesh", "shop"].map(|name| json!({"metadata": {"name": name}}));
+            return (200, list("NamespaceList", names.to_vec()));
         }
         "/api/v1/namespaces/shop/pods?" | "/api/v1/namespaces/shop/pods" => {
-            return (200, list("PodList", vec![pod("legacy-0", "Running")]));
+            // Only the first lacks a sidecar the injector would give it.
+            let mut host_network = pod("node-agent", "Running");
+            host_network["spec"]["hostNetwork"] = json!(true);
+            let mut opted_out = pod("batch", "Running");
+            opted_out["metadata"]["annotations"] = json!({"weft.dev/inject": " False"});
+            let items = vec![pod("legacy-0", "Running"), host_network, opted_out, pod("done", "Succeeded")];
+            return (200, list("PodList", items));
         }
         _ => {}
     }
@@ -158,28 +166,38 @@ async fn cluster() -> (tempfile::TempDir, std::path::PathBuf, Arc<Mutex<Vec<Stri
     )
     .unwrap();
 
+    wait_until_answering(debug).await;
     (dir, kubeconfig, asked)
 }
 
-/// Runs weftctl against the fake cluster until it answers (the operator may still be starting): its exit code
-/// and output.
-async fn weftctl(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
+/// Waits until the operator's debug API answers, so that weftctl's first run finds it.
+async fn wait_until_answering(debug: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
-            .args(args)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("WEFT_OPERATOR")
-            .output()
-            .await
-            .unwrap();
-        let out = String::from_utf8_lossy(&output.stdout).into_owned();
-        let code = output.status.code().unwrap_or(-1);
-        if code != 2 || Instant::now() > deadline {
-            return (code, format!("{out}{}", String::from_utf8_lossy(&output.stderr)));
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(debug).await {
+            let _ = stream.write_all(b"GET /debug/proxies HTTP/1.0\r\nhost: operator\r\n\r\n").await;
+            let mut head = [0u8; 12];
+            if stream.read_exact(&mut head).await.is_ok() && head.ends_with(b"200") {
+                return;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(Instant::now() < deadline, "the operator's debug API never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs weftctl against the fake cluster: its exit code and output (standard output, then standard error).
+async fn weftctl(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_weftctl"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("WEFT_OPERATOR")
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code().unwrap_or(-1), format!("{out}{}", String::from_utf8_lossy(&output.stderr)))
 }
 
 #[tokio::test]

@@ -17,8 +17,8 @@ const WEBHOOK_SELECTOR: &str = "app.kubernetes.io/part-of=weft,app.kubernetes.io
 /// The chart's webhook configurations.
 const MUTATING: &str = "weft-sidecar-injector";
 const VALIDATING: &str = "weft-validator";
-/// The sidecar container's name, as the injector adds it.
-const SIDECAR: &str = "weft-proxy";
+/// Namespaces the chart never injects, whatever their labels (besides Weft's own).
+const NEVER_INJECTED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {error}")]
@@ -51,7 +51,8 @@ pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Result<
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let injected =
         namespaces.list(&ListParams::default().labels(INJECT_LABEL)).await.map_err(failed("listing namespaces"))?;
-    facts.injected_namespaces = injected.items.into_iter().filter_map(|n| n.metadata.name).collect();
+    let injectable = |name: &String| name != namespace && !NEVER_INJECTED.contains(&name.as_str());
+    facts.injected_namespaces = injected.items.into_iter().filter_map(|n| n.metadata.name).filter(injectable).collect();
     for name in &facts.injected_namespaces {
         let pods: Api<Pod> = Api::namespaced(client.clone(), name);
         let listed = pods.list(&ListParams::default()).await.map_err(failed(format!("listing pods of {name}")))?;
@@ -139,13 +140,9 @@ fn bundled<'a>(clients: impl Iterator<Item = &'a WebhookClientConfig>) -> Webhoo
     WebhookConfig { ca_bundle: count > 0 && all }
 }
 
-/// A running pod with no sidecar (as a container, or a native sidecar among the init containers) that did not
-/// opt out of injection.
+/// A running pod the injector would give a sidecar that has none (the injector's own rules decide: opted out,
+/// host network and already injected pods are not counted).
 fn lacks_sidecar(pod: &Pod) -> bool {
     let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    let opted_out =
-        pod.metadata.annotations.as_ref().and_then(|a| a.get("weft.dev/inject")).is_some_and(|v| v == "false");
-    let Some(spec) = &pod.spec else { return false };
-    let has_sidecar = spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == SIDECAR);
-    running && !opted_out && !has_sidecar
+    running && weft_webhook::inject::skip_reason(pod).is_none()
 }
