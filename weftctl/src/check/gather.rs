@@ -33,8 +33,8 @@ fn failed(what: impl Into<String>) -> impl FnOnce(kube::Error) -> GatherError {
 }
 
 /// Everything the checks need; with `pre`, only the API server's version. Weft's pods are looked for in
-/// `namespace`.
-pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Result<Facts, GatherError> {
+/// `namespace`. A read that fails (e.g. not allowed) is recorded for its section, and the others go on.
+pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Facts {
     let server = client.apiserver_version().await.map_err(|e| e.to_string()).map(|info| {
         let number =
             |text: &str| text.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0);
@@ -42,12 +42,36 @@ pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Result<
     });
     let mut facts = Facts { server, proxies: Ok(Vec::new()), ..Facts::default() };
     if pre || facts.server.is_err() {
-        return Ok(facts);
+        return facts;
     }
-    facts.crds = crds(&client).await?;
-    facts.operator_pods = pods(&client, namespace, OPERATOR_SELECTOR).await?;
-    facts.webhook_pods = pods(&client, namespace, WEBHOOK_SELECTOR).await?;
-    facts.webhook_configs = webhook_configs(&client).await?;
+    let mut unreadable = Vec::new();
+    let mut note = |section: &'static str, result: Result<(), GatherError>| {
+        if let Err(err) = result {
+            unreadable.push((section, err.to_string()));
+        }
+    };
+    note("crds", crds(&client).await.map(|found| facts.crds = found));
+    note("control plane", pods(&client, namespace, OPERATOR_SELECTOR).await.map(|found| facts.operator_pods = found));
+    note("webhook", pods(&client, namespace, WEBHOOK_SELECTOR).await.map(|found| facts.webhook_pods = found));
+    note("webhook", webhook_configs(&client).await.map(|found| facts.webhook_configs = found));
+    note("data plane", injection(&client, namespace, &mut facts).await);
+    facts.unreadable = unreadable;
+    let operators = Operators::Cluster { client, namespace: namespace.to_string() };
+    facts.proxies = match operators.get_all("/debug/proxies").await {
+        Ok(answers) => answers
+            .into_iter()
+            .map(|(operator, body)| {
+                serde_json::from_str::<ProxiesView>(&body)
+                    .map_err(|e| format!("{operator}: not a /debug/proxies answer: {e}"))
+            })
+            .collect(),
+        Err(err) => Err(err.to_string()),
+    };
+    facts
+}
+
+/// The namespaces labelled for injection (less those never injected) and their pods without a sidecar.
+async fn injection(client: &kube::Client, namespace: &str, facts: &mut Facts) -> Result<(), GatherError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let injected =
         namespaces.list(&ListParams::default().labels(INJECT_LABEL)).await.map_err(failed("listing namespaces"))?;
@@ -64,18 +88,7 @@ pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Result<
                 .map(|p| format!("{}.{name}", p.metadata.name.as_deref().unwrap_or_default())),
         );
     }
-    let operators = Operators::Cluster { client, namespace: namespace.to_string() };
-    facts.proxies = match operators.get_all("/debug/proxies").await {
-        Ok(answers) => answers
-            .into_iter()
-            .map(|(operator, body)| {
-                serde_json::from_str::<ProxiesView>(&body)
-                    .map_err(|e| format!("{operator}: not a /debug/proxies answer: {e}"))
-            })
-            .collect(),
-        Err(err) => Err(err.to_string()),
-    };
-    Ok(facts)
+    Ok(())
 }
 
 async fn crds(client: &kube::Client) -> Result<Vec<(String, CrdState)>, GatherError> {

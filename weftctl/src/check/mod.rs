@@ -31,6 +31,8 @@ pub struct Facts {
     pub pods_without_sidecar: Vec<String>,
     /// What the operators said of their proxies, or why they could not be asked.
     pub proxies: Result<Vec<ProxiesView>, String>,
+    /// Reads that failed, by the section they were for: that section reports them instead of its checks.
+    pub unreadable: Vec<(&'static str, String)>,
 }
 
 impl Default for Facts {
@@ -45,6 +47,7 @@ impl Default for Facts {
             injected_namespaces: Vec::new(),
             pods_without_sidecar: Vec::new(),
             proxies: Ok(Vec::new()),
+            unreadable: Vec::new(),
         }
     }
 }
@@ -98,12 +101,29 @@ pub fn evaluate(facts: &Facts, pre: bool) -> Vec<Finding> {
     if pre || facts.server.is_err() {
         return findings;
     }
-    findings.extend(crds(facts));
-    findings.push(pods("control plane", "weft-operator", &facts.operator_pods));
-    findings.push(pods("webhook", "weft-webhook", &facts.webhook_pods));
-    findings.extend(webhook_configs(facts));
-    findings.extend(data_plane(facts));
+    for section in ["crds", "control plane", "webhook", "data plane"] {
+        let unread: Vec<&String> = facts.unreadable.iter().filter(|(s, _)| *s == section).map(|(_, e)| e).collect();
+        if !unread.is_empty() {
+            findings.extend(unread.into_iter().map(|error| unreadable(section, error)));
+            continue;
+        }
+        match section {
+            "crds" => findings.extend(crds(facts)),
+            "control plane" => findings.push(pods(section, "weft-operator", &facts.operator_pods)),
+            "webhook" => {
+                findings.push(pods(section, "weft-webhook", &facts.webhook_pods));
+                findings.extend(webhook_configs(facts));
+            }
+            _ => findings.extend(data_plane(facts)),
+        }
+    }
     findings
+}
+
+fn unreadable(section: &'static str, error: &str) -> Finding {
+    let hint = "weftctl check only gets and lists: kubectl auth can-i list pods,namespaces and get \
+                customresourcedefinitions,mutatingwebhookconfigurations,validatingwebhookconfigurations";
+    finding(section, Status::Failed, format!("cannot read: {error}"), Some(hint.into()))
 }
 
 fn api_server(facts: &Facts) -> Vec<Finding> {

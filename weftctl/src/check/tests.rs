@@ -46,6 +46,7 @@ fn healthy() -> Facts {
         injected_namespaces: vec!["shop".into()],
         pods_without_sidecar: Vec::new(),
         proxies: Ok(vec![ProxiesView { now_unix_ms: 3, config: 1, proxies: vec![proxy("reviews-1", false)] }]),
+        unreadable: Vec::new(),
     }
 }
 
@@ -105,4 +106,15 @@ fn an_unused_mesh_warns_and_an_unreachable_or_old_cluster_fails() {
     let findings = evaluate(&unreachable, false);
     assert_eq!(failed(&findings), ["cannot reach the Kubernetes API"]);
     assert_eq!(findings.len(), 1, "nothing else can be checked");
+}
+
+#[test]
+fn a_read_that_is_not_allowed_fails_its_section_only() {
+    let mut facts = healthy();
+    facts.operator_pods.clear();
+    facts.unreadable = vec![("control plane", "listing pods of weft-system: forbidden".into())];
+    let findings = evaluate(&facts, false);
+    assert_eq!(failed(&findings), ["cannot read: listing pods of weft-system: forbidden"]);
+    assert!(!render(&findings).contains("no weft-operator pod"), "the unread section's own check is left out");
+    assert!(findings.iter().any(|f| f.section == "webhook" && f.status == Status::Ok), "other sections still run");
 }
