@@ -68,13 +68,19 @@ impl Operators {
 
     /// `path` (e.g. `/debug/proxies`) from every operator: each operator's name and its answer's body.
     pub async fn get_all(&self, path: &str) -> Result<Vec<(String, String)>, SourceError> {
+        self.get_each(path).await?.into_iter().map(|(operator, answer)| answer.map(|body| (operator, body))).collect()
+    }
+
+    /// `path` from every operator, each operator's answer on its own (one that fails does not hide the others').
+    pub async fn get_each(&self, path: &str) -> Result<Vec<(String, Result<String, SourceError>)>, SourceError> {
         match self {
             Self::Direct(urls) => {
                 let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
                 let mut answers = Vec::new();
                 for url in urls {
                     let operator = url.trim_start_matches("http://").to_string();
-                    answers.push((operator.clone(), get(&client, &operator, &format!("{url}{path}")).await?));
+                    let answer = get(&client, &operator, &format!("{url}{path}")).await;
+                    answers.push((operator, answer));
                 }
                 Ok(answers)
             }
@@ -91,15 +97,8 @@ impl Operators {
                 let mut answers = Vec::new();
                 for pod in running {
                     let name = pod.metadata.name.unwrap_or_default();
-                    let uri = format!("/api/v1/namespaces/{namespace}/pods/{name}:{DEBUG_PORT}/proxy{path}");
-                    let request = http::Request::get(uri)
-                        .body(Vec::new())
-                        .map_err(|e| SourceError::Request { operator: name.clone(), reason: e.to_string() })?;
-                    let body = tokio::time::timeout(TIMEOUT, client.request_text(request))
-                        .await
-                        .map_err(|_| SourceError::Request { operator: name.clone(), reason: "timed out".into() })?
-                        .map_err(|e| SourceError::Request { operator: name.clone(), reason: e.to_string() })?;
-                    answers.push((name, body));
+                    let answer = through_pod_proxy(client, namespace, &name, path).await;
+                    answers.push((name, answer));
                 }
                 if answers.is_empty() {
                     return Err(SourceError::NoOperator(namespace.clone()));
@@ -108,6 +107,22 @@ impl Operators {
             }
         }
     }
+}
+
+/// `path` of operator pod `name`'s debug port, through the API server's pod proxy.
+async fn through_pod_proxy(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    path: &str,
+) -> Result<String, SourceError> {
+    let failed = |reason: String| SourceError::Request { operator: name.to_string(), reason };
+    let uri = format!("/api/v1/namespaces/{namespace}/pods/{name}:{DEBUG_PORT}/proxy{path}");
+    let request = http::Request::get(uri).body(Vec::new()).map_err(|e| failed(e.to_string()))?;
+    tokio::time::timeout(TIMEOUT, client.request_text(request))
+        .await
+        .map_err(|_| failed("timed out".into()))?
+        .map_err(|e| failed(e.to_string()))
 }
 
 async fn get(client: &Client<HttpConnector, Empty<Bytes>>, operator: &str, url: &str) -> Result<String, SourceError> {

@@ -57,15 +57,22 @@ pub async fn gather(client: kube::Client, namespace: &str, pre: bool) -> Facts {
     note("data plane", injection(&client, namespace, &mut facts).await);
     facts.unreadable = unreadable;
     let operators = Operators::Cluster { client, namespace: namespace.to_string() };
-    facts.proxies = match operators.get_all("/debug/proxies").await {
-        Ok(answers) => answers
-            .into_iter()
-            .map(|(operator, body)| {
-                serde_json::from_str::<ProxiesView>(&body)
-                    .map_err(|e| format!("{operator}: not a /debug/proxies answer: {e}"))
-            })
-            .collect(),
+    facts.proxies = match operators.get_each("/debug/proxies").await {
         Err(err) => Err(err.to_string()),
+        Ok(answers) => {
+            let mut views = Vec::new();
+            for (operator, answer) in answers {
+                let view = answer.map_err(|e| e.to_string()).and_then(|body| {
+                    serde_json::from_str::<ProxiesView>(&body)
+                        .map_err(|e| format!("{operator}: not a /debug/proxies answer: {e}"))
+                });
+                match view {
+                    Ok(view) => views.push(view),
+                    Err(err) => facts.silent_operators.push(err),
+                }
+            }
+            if views.is_empty() { Err(std::mem::take(&mut facts.silent_operators).join("; ")) } else { Ok(views) }
+        }
     };
     facts
 }

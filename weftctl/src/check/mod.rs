@@ -31,6 +31,8 @@ pub struct Facts {
     pub pods_without_sidecar: Vec<String>,
     /// What the operators said of their proxies, or why they could not be asked.
     pub proxies: Result<Vec<ProxiesView>, String>,
+    /// Operator replicas that did not answer while others did (their proxies are missing from `proxies`).
+    pub silent_operators: Vec<String>,
     /// Reads that failed, by the section they were for: that section reports them instead of its checks.
     pub unreadable: Vec<(&'static str, String)>,
 }
@@ -47,6 +49,7 @@ impl Default for Facts {
             injected_namespaces: Vec::new(),
             pods_without_sidecar: Vec::new(),
             proxies: Ok(Vec::new()),
+            silent_operators: Vec::new(),
             unreadable: Vec::new(),
         }
     }
@@ -253,6 +256,10 @@ fn data_plane(facts: &Facts) -> Vec<Finding> {
         ));
     }
     findings.push(proxies(facts));
+    findings.extend(facts.silent_operators.iter().map(|err| {
+        let hint = "its proxies are not counted above: kubectl logs the operator pod, or delete it to restart it";
+        finding(SECTION, Status::Warning, format!("an operator did not answer: {err}"), Some(hint.into()))
+    }));
     findings
 }
 

@@ -46,6 +46,7 @@ fn healthy() -> Facts {
         injected_namespaces: vec!["shop".into()],
         pods_without_sidecar: Vec::new(),
         proxies: Ok(vec![ProxiesView { now_unix_ms: 3, config: 1, proxies: vec![proxy("reviews-1", false)] }]),
+        silent_operators: Vec::new(),
         unreadable: Vec::new(),
     }
 }
@@ -117,4 +118,15 @@ fn a_read_that_is_not_allowed_fails_its_section_only() {
     assert_eq!(failed(&findings), ["cannot read: listing pods of weft-system: forbidden"]);
     assert!(!render(&findings).contains("no weft-operator pod"), "the unread section's own check is left out");
     assert!(findings.iter().any(|f| f.section == "webhook" && f.status == Status::Ok), "other sections still run");
+}
+
+#[test]
+fn an_operator_that_does_not_answer_is_a_warning_when_another_did() {
+    let mut facts = healthy();
+    facts.silent_operators = vec!["weft-operator-2: timed out".into()];
+    let findings = evaluate(&facts, false);
+    assert!(failed(&findings).is_empty(), "{findings:#?}");
+    let warned: Vec<&str> = findings.iter().filter(|f| f.status == Status::Warning).map(|f| f.text.as_str()).collect();
+    assert_eq!(warned, ["an operator did not answer: weft-operator-2: timed out"]);
+    assert!(findings.iter().any(|f| f.text == "1 proxies connected, all in sync"), "the answer that came counts");
 }
