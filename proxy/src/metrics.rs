@@ -218,12 +218,16 @@ impl Metrics {
     pub fn new() -> Self {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("weft_proxy");
+        let request_duration: Family<DirectionLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let durations = [Direction::Outbound, Direction::Inbound]
+            .map(|direction| request_duration.get_or_create(&DirectionLabel { direction: direction.as_str() }).clone());
         let metrics = Self {
             registry: Registry::default(),
             requests: Family::default(),
             inbound_requests: Family::default(),
-            request_duration: Family::new_with_constructor(duration_histogram),
-            durations: [duration_histogram(), duration_histogram()],
+            request_duration,
+            durations,
             connections: Family::default(),
             active: Family::default(),
             received_bytes: Family::default(),
@@ -322,11 +326,7 @@ impl Metrics {
             m.access_log_dropped.clone(),
         );
         metrics.golden.register(&mut root);
-        let duration = |direction: Direction| {
-            m.request_duration.get_or_create(&DirectionLabel { direction: direction.as_str() }).clone()
-        };
-        let durations = [duration(Direction::Outbound), duration(Direction::Inbound)];
-        Self { registry: root, durations, ..metrics }
+        Self { registry: root, ..metrics }
     }
 
     /// The Prometheus text exposition of every metric.

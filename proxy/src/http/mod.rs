@@ -153,7 +153,7 @@ pub enum Upgrades {
 /// Serves one downstream connection, HTTP/1.1 (with `upgrades`, those too) or HTTP/2 with prior knowledge
 /// (detected), answering each request with `handler`, under the connection-level timeouts; closes it gracefully
 /// (in-flight requests finish, HTTP/2 gets GOAWAY) when the proxy drains (`watch`) or it has been idle too long.
-pub async fn serve_http<I, H, F>(io: I, serving: Serving, upgrades: Upgrades, handler: H, watch: ConnectionWatch)
+pub async fn serve_http<I, H, F>(io: I, serving: Serving, upgrades: Upgrades, handler: H, mut watch: ConnectionWatch)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<ServedBody>) -> F + Clone + Send + Sync + 'static,
@@ -162,7 +162,6 @@ where
     let activity = Activity::new();
     let Serving { timeouts, metrics, access_log, direction, peer } = serving;
     let mut io = TimedIo::http(io, activity.clone(), timeouts, metrics);
-    let mut watch = watch;
     // Nothing more is made for a connection until its client sends something (see `first_bytes`); the idle
     // and request-header timeouts (kept by the I/O) and draining apply meanwhile.
     let first = tokio::select! {
