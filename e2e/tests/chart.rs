@@ -197,6 +197,8 @@ fn the_values_schema_refuses_wrong_values() {
         "operator.replicaCount=3",
         "proxy.timeouts.idle=an hour",
         "proxy.accessLog=yes",
+        "observability.tracing.sampling=101",
+        "observability.tracing.collector=https://otel:4317",
     ] {
         let result = helm.template_text("weft", &chart_dir("weft"), "weft-system", &["--set", bad]);
         let err = result.err().unwrap_or_else(|| panic!("--set {bad} was accepted"));

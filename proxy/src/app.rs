@@ -24,13 +24,14 @@ use crate::health::{self, HealthState};
 use crate::http::access_log::AccessLog;
 use crate::http::on_demand::{ON_DEMAND_TIMEOUT, OnDemand};
 use crate::http::timeouts::Timeouts;
-use crate::http::{Forwarder, outbound};
+use crate::http::{Forwarder, Observers, outbound};
 use crate::identity::{self, CredentialsRx, IdentitySettings};
 use crate::inbound::Inbound;
 use crate::inbound::http::InboundHttp;
 use crate::listen::{BindError, bind};
 use crate::metrics::Metrics;
 use crate::telemetry::Workload;
+use crate::telemetry::trace::{TraceSettings, Tracer, export};
 use crate::transparent;
 use crate::xds::client;
 use crate::xds::dial::XdsDial;
@@ -75,6 +76,8 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// The workload the pod belongs to, for metrics.
     pub workload: String,
+    /// Spans exported to a collector; `None`: trace headers pass through untouched.
+    pub tracing: Option<TraceSettings>,
 }
 
 /// The Service port meant by a request whose authority has no port (explicit mode).
@@ -88,6 +91,8 @@ pub enum StartError {
     Bind(#[from] BindError),
     #[error("starting the access log writer: {0}")]
     AccessLog(std::io::Error),
+    #[error("--trace-collector {0:?}: {1}")]
+    TraceCollector(String, String),
 }
 
 impl ProxySettings {
@@ -175,16 +180,32 @@ impl Listeners {
 /// get up to the drain timeout to finish.
 pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'static str>) -> Result<(), StartError> {
     let endpoint = settings.xds_endpoint()?;
+    let collector = match &settings.tracing {
+        Some(tracing) => Some(
+            export::collector_endpoint(&tracing.collector)
+                .map_err(|e| StartError::TraceCollector(tracing.collector.clone(), e))?,
+        ),
+        None => None,
+    };
     let listeners = Listeners::bind(&settings).await?;
     let readiness = Readiness::default();
     let metrics = Arc::new(Metrics::new());
     let own = Workload::own(&settings.workload, &settings.pod_namespace, &settings.labels);
     let principal = settings.identity.as_ref().map(|identity| identity.id.to_string());
+    let tracer = match (&settings.tracing, collector) {
+        (Some(tracing), Some(collector)) => {
+            let (spans, queue) = Tracer::queue();
+            export::start(collector, queue, export::resource(&own, &settings.pod_name), metrics.clone());
+            Some(Arc::new(Tracer::new(tracing.sampling_percent, spans, metrics.clone(), &settings.node().id)))
+        }
+        _ => None,
+    };
     metrics.golden.identify(own, principal.as_deref());
     let access_log = match settings.access_log {
         true => Some(AccessLog::stdout(metrics.clone()).map_err(StartError::AccessLog)?),
         false => None,
     };
+    let observers = Observers { access_log, tracer };
     let credentials = settings.identity.clone().map(|identity| start_identity(identity, &readiness, &metrics));
     let (publisher, runtime_rx) = Publisher::new(credentials.clone(), metrics.clone());
     tracing::info!(
@@ -220,11 +241,11 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
         credentials: credentials.clone(),
         runtime: runtime_rx.clone(),
         http: Arc::new(
-            InboundHttp::new(metrics.clone(), settings.timeouts, runtime_rx.clone()).logging_to(access_log.clone()),
+            InboundHttp::new(metrics.clone(), settings.timeouts, runtime_rx.clone()).observed_by(observers.clone()),
         ),
     };
     let forwarder = Forwarder::new(runtime_rx, metrics.clone(), settings.timeouts, on_demand, settings.labels.clone());
-    let forwarder = Arc::new(forwarder.logging_to(access_log));
+    let forwarder = Arc::new(forwarder.observed_by(observers));
     let drain = Drain::new();
     let data = DataListeners {
         outbound: listeners.outbound,

@@ -12,6 +12,7 @@ use crate::capture::{CaptureSettings, Cidr};
 use crate::config::Labels;
 use crate::http::timeouts::{Timeouts, enabled};
 use crate::identity::IdentitySettings;
+use crate::telemetry::trace::TraceSettings;
 use weft_process::parse_duration;
 use weft_xds::ProxyScope;
 use weft_xds::SpiffeId;
@@ -148,6 +149,14 @@ pub struct RunArgs {
     /// `stdout`: one JSON line per request (inbound and outbound) on standard output; `off`: none.
     #[arg(long, env = "WEFT_ACCESS_LOG", value_enum, default_value_t = AccessLogTarget::Off)]
     pub access_log: AccessLogTarget,
+    /// An OpenTelemetry collector's OTLP/gRPC address (`http://HOST:PORT`, e.g. port 4317): each request gets a
+    /// span, its trace headers (W3C `traceparent`, B3) carry it on, and sampled spans are exported there.
+    /// Without it, trace headers pass through untouched.
+    #[arg(long, env = "WEFT_TRACE_COLLECTOR", value_name = "URL")]
+    pub trace_collector: Option<String>,
+    /// Percent of requests traced when the client sent no sampling decision (Istio's `sampling`), 0 to 100.
+    #[arg(long, env = "WEFT_TRACE_SAMPLING", default_value_t = 1.0, value_parser = parse_percent, value_name = "PERCENT")]
+    pub trace_sampling: f64,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
     pub log: String,
@@ -158,6 +167,13 @@ pub struct RunArgs {
 pub enum AccessLogTarget {
     Off,
     Stdout,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_inbound(text: &str) -> Result<(SocketAddr, SocketAddr), String> {
@@ -213,6 +229,11 @@ impl RunArgs {
             },
             access_log: self.access_log == AccessLogTarget::Stdout,
             workload: self.workload.clone().filter(|w| !w.is_empty()).unwrap_or_else(|| self.pod_name.clone()),
+            tracing: self
+                .trace_collector
+                .clone()
+                .filter(|c| !c.is_empty())
+                .map(|collector| TraceSettings { collector, sampling_percent: self.trace_sampling }),
         }
     }
 }

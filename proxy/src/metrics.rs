@@ -204,6 +204,7 @@ pub struct Metrics {
     authz_decisions: Family<AuthzLabels, Counter>,
     rate_limited: Family<RateLimitedLabels, Counter>,
     access_log_dropped: Counter,
+    trace_spans: Family<OutcomeLabel, Counter>,
     /// Requests by workload pair (`weft_requests_total`, ...).
     pub golden: GoldenMetrics,
 }
@@ -247,6 +248,7 @@ impl Metrics {
             authz_decisions: Family::default(),
             rate_limited: Family::default(),
             access_log_dropped: Counter::default(),
+            trace_spans: Family::default(),
             golden: GoldenMetrics::default(),
         };
         let m = &metrics;
@@ -325,6 +327,12 @@ impl Metrics {
             "Access log lines dropped because standard output did not keep up",
             m.access_log_dropped.clone(),
         );
+        registry.register(
+            "trace_spans",
+            "Sampled request spans, by outcome (exported to the collector, failed: the export failed, dropped: the \
+             queue to the exporter was full)",
+            m.trace_spans.clone(),
+        );
         metrics.golden.register(&mut root);
         Self { registry: root, ..metrics }
     }
@@ -338,6 +346,10 @@ impl Metrics {
 
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+
+    pub fn trace_spans(&self, outcome: &'static str, count: u64) {
+        self.trace_spans.get_or_create(&OutcomeLabel { outcome }).inc_by(count);
     }
 
     pub fn request(&self, direction: Direction, cluster: &str, status: StatusCode, took: Duration) {

@@ -29,6 +29,10 @@ fn command_line_mistakes_are_one_line_with_exit_2() {
         (&["init", "--exclude-outbound-ip-ranges", "10.0.0.0/33"], "prefix must be a number from 0 to 32"),
         (&["wait", "--timeout", "soon"], "--timeout"),
         (
+            &["--xds-address", "http://x:1", "--pod-name", "p", "--pod-namespace", "n", "--trace-sampling", "150"],
+            "from 0 to 100",
+        ),
+        (
             &[
                 "--xds-address",
                 "http://x:1",
@@ -57,6 +61,14 @@ fn a_bad_xds_address_is_one_line_with_exit_1() {
         let line = one_line_failure(&output, 1);
         assert!(line.contains(needle), "{address}: {line}");
     }
+}
+
+#[test]
+fn a_bad_trace_collector_is_one_line_with_exit_1() {
+    let args = ["--xds-address", "http://op:15010", "--pod-name", "p", "--pod-namespace", "n"];
+    let output = proxy(&[&args[..], &["--trace-collector", "https://otel:4317"]].concat()).output().unwrap();
+    let line = one_line_failure(&output, 1);
+    assert!(line.contains("--trace-collector") && line.contains("plaintext"), "{line}");
 }
 
 #[test]

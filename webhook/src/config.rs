@@ -46,6 +46,28 @@ pub struct InjectConfig {
     pub identity: Option<IdentityConfig>,
     /// Proxies write an access log line per request unless a pod's annotation says otherwise.
     pub access_log: bool,
+    /// Proxies export request spans to this collector; `None`: trace headers pass through untouched.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Where injected proxies send spans, and how many requests they trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// OTLP/gRPC, `http://HOST:PORT` (`WEFT_TRACE_COLLECTOR` in the sidecar).
+    pub collector: String,
+    /// Percent of requests traced when the client made no decision, unless a pod's annotation says otherwise.
+    pub sampling_percent: f64,
+}
+
+/// Istio's default sampling rate (`meshConfig.defaultConfig.tracing.sampling`), percent.
+pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
+
+/// A sampling rate the proxy accepts: a percentage from 0 to 100.
+pub fn sampling_percent(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
+        _ => Err("expected a percentage from 0 to 100, e.g. 1 or 0.5".into()),
+    }
 }
 
 /// The injected proxy's timeouts, as durations it parses (`10s`, `5m`, `1h`, `0` for off); see `weft-proxy
@@ -114,6 +136,7 @@ impl InjectConfig {
             timeouts: ProxyTimeouts::default(),
             identity: Some(IdentityConfig::default()),
             access_log: false,
+            tracing: None,
         }
     }
 }

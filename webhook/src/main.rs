@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use weft_webhook::config::IdentityConfig;
 use weft_webhook::config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT,
     DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_XDS_ADDRESS, ProxyTimeouts, proxy_duration,
 };
+use weft_webhook::config::{DEFAULT_TRACE_SAMPLING, IdentityConfig, TracingConfig, sampling_percent};
 use weft_webhook::discover::NativeSidecars;
 use weft_webhook::limits::Limits;
 use weft_webhook::quantity::Quantity;
@@ -68,6 +68,13 @@ struct Args {
     /// Injected proxies write one JSON access log line per request on stdout; `weft.dev/access-log` overrides it.
     #[arg(long, env = "WEFT_PROXY_ACCESS_LOG", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
     proxy_access_log: bool,
+    /// An OpenTelemetry collector (OTLP/gRPC, `http://HOST:PORT`) injected proxies export request spans to;
+    /// empty: no spans, trace headers pass through untouched.
+    #[arg(long, env = "WEFT_PROXY_TRACE_COLLECTOR", default_value = "", value_name = "URL")]
+    proxy_trace_collector: String,
+    /// Percent of requests traced when the client made no decision; `weft.dev/trace-sampling` overrides it.
+    #[arg(long, env = "WEFT_PROXY_TRACE_SAMPLING", default_value_t = DEFAULT_TRACE_SAMPLING, value_parser = sampling_percent, value_name = "PERCENT")]
+    proxy_trace_sampling: f64,
     /// Mutual TLS between sidecars: injected proxies get a workload certificate from the operator's CA (a
     /// projected ServiceAccount token for audience `weft-ca` and the trust bundle ConfigMap `weft-ca-root-cert`
     /// are mounted).
@@ -119,6 +126,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             idle: args.proxy_idle_timeout,
         },
         access_log: args.proxy_access_log,
+        tracing: (!args.proxy_trace_collector.trim().is_empty()).then(|| TracingConfig {
+            collector: args.proxy_trace_collector.trim().to_string(),
+            sampling_percent: args.proxy_trace_sampling,
+        }),
         identity: args
             .mtls
             .then(|| IdentityConfig { ca_address: args.ca_address.clone(), trust_domain: args.trust_domain.clone() }),

@@ -40,6 +40,8 @@ pub(crate) struct Expect {
     pub(crate) proxy_scope: &'static str,
     /// `--proxy-access-log` of the webhook.
     pub(crate) proxy_access_log: &'static str,
+    /// `--proxy-trace-collector` and `--proxy-trace-sampling` of the webhook.
+    pub(crate) proxy_tracing: [&'static str; 2],
 }
 
 pub(crate) fn defaults() -> Expect {
@@ -61,6 +63,7 @@ pub(crate) fn defaults() -> Expect {
         proxy_timeouts: ["10s", "5m", "1h"],
         proxy_access_log: "false",
         proxy_scope: "namespace",
+        proxy_tracing: ["", "1"],
     }
 }
 
@@ -96,6 +99,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "operator.proxyScope=on-demand",
     "--set",
     "proxy.accessLog=true",
+    "--set",
+    "observability.tracing.collector=http://otel.observability:4317,observability.tracing.sampling=0.5",
 ];
 
 pub(crate) fn custom() -> Expect {
@@ -117,6 +122,7 @@ pub(crate) fn custom() -> Expect {
         proxy_timeouts: ["2s", "30m", "0"],
         proxy_scope: "on-demand",
         proxy_access_log: "true",
+        proxy_tracing: ["http://otel.observability:4317", "0.5"],
     }
 }
 
@@ -295,6 +301,8 @@ pub(crate) fn check_webhook(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--proxy-stream-idle-timeout"), Some(stream_idle), "{args:?}");
     assert_eq!(flag(&args, "--proxy-idle-timeout"), Some(idle), "{args:?}");
     assert_eq!(flag(&args, "--proxy-access-log"), Some(e.proxy_access_log), "{args:?}");
+    let tracing = [flag(&args, "--proxy-trace-collector"), flag(&args, "--proxy-trace-sampling")];
+    assert_eq!(tracing, e.proxy_tracing.map(Some), "{args:?}");
 
     // The proxies it injects dial the operator Service's xDS port: the TLS one (certificates and config) with
     // mutual TLS on, which it is by default.

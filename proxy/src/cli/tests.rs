@@ -132,3 +132,14 @@ fn pod_labels_are_key_value_pairs() {
         assert!(err.contains("--pod-labels"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn tracing_is_off_without_a_collector_and_samples_one_percent_by_default() {
+    assert_eq!(run_settings(&["--trace-sampling", "5"]).tracing, None);
+    let on = run_settings(&["--trace-collector", "http://otel.observability:4317"]).tracing.unwrap();
+    assert_eq!((on.collector.as_str(), on.sampling_percent), ("http://otel.observability:4317", 1.0));
+    let all = run_settings(&["--trace-collector", "otel:4317", "--trace-sampling", "100"]).tracing.unwrap();
+    assert_eq!(all.sampling_percent, 100.0);
+    assert!(parse(&[&RUN[..], &["--trace-sampling", "-1"]].concat()).is_err());
+    assert!(parse(&[&RUN[..], &["--trace-sampling", "NaN"]].concat()).is_err());
+}

@@ -9,23 +9,18 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::client::legacy::connect::HttpInfo;
 use serde::Serialize;
 
 use super::Body;
+use super::body_end::{OnBodyEnd, watch_end};
 use super::request_id::{REQUEST_ID, trace_id};
-use crate::BoxError;
 use crate::metrics::{Direction, Metrics};
 
 /// Lines waiting for the writer at most.
@@ -39,7 +34,7 @@ pub struct UpstreamCluster(pub Arc<str>);
 #[derive(Debug, Clone, Copy)]
 pub struct ResponseFlag(pub &'static str);
 
-/// Put on a request whose response is logged: handlers then name their cluster ([`UpstreamCluster`]).
+/// Put on a request whose response is logged (or traced): handlers then name their cluster ([`UpstreamCluster`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Logged;
 
@@ -99,7 +94,7 @@ impl AccessLog {
         line.upstream_cluster = extensions.remove::<UpstreamCluster>().map(|c| c.0);
         line.upstream_host = extensions.get::<HttpInfo>().map(|info| info.remote_addr().to_string());
         let log = self.clone();
-        response.map(|inner| LoggedBody { inner, pending: Some((line, started, received)), sent: 0, log }.boxed())
+        response.map(|body| watch_end(body, LineEnd { line, started, received, log }))
     }
 
     fn write(&self, line: &Line) {
@@ -141,58 +136,21 @@ struct Line {
     trace_id: Option<String>,
 }
 
-/// A response body that writes the request's line when it ends, fails or is dropped.
-struct LoggedBody {
-    inner: Body,
-    pending: Option<(Line, Instant, Arc<AtomicU64>)>,
-    sent: u64,
+/// Writes the request's line once its response body is over.
+struct LineEnd {
+    line: Line,
+    started: Instant,
+    received: Arc<AtomicU64>,
     log: Arc<AccessLog>,
 }
 
-impl LoggedBody {
-    fn done(&mut self) {
-        if let Some((mut line, started, received)) = self.pending.take() {
-            line.bytes_sent = self.sent;
-            line.bytes_received = received.load(Ordering::Relaxed);
-            line.duration = started.elapsed().as_millis() as u64;
-            self.log.write(&line);
-        }
-    }
-}
-
-impl HttpBody for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.sent += data.len() as u64;
-                }
-                if self.inner.is_end_stream() {
-                    self.done();
-                }
-            }
-            Poll::Ready(_) => self.done(),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for LoggedBody {
-    fn drop(&mut self) {
-        self.done();
+impl OnBodyEnd for LineEnd {
+    fn ended(self, sent: u64) {
+        let Self { mut line, started, received, log } = self;
+        line.bytes_sent = sent;
+        line.bytes_received = received.load(Ordering::Relaxed);
+        line.duration = started.elapsed().as_millis() as u64;
+        log.write(&line);
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod authority;
+pub mod body_end;
 mod first_bytes;
 mod forward;
 pub mod headers;
@@ -38,6 +39,7 @@ use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::metrics::{ClusterTally, Direction, Metrics};
+use crate::telemetry::trace::Tracer;
 use crate::upstream::OriginalDestination;
 use access_log::AccessLog;
 use first_bytes::{FirstBytes, Prefixed};
@@ -63,10 +65,17 @@ pub struct Forwarder {
     pub on_demand: OnDemand,
     /// The labels of the pod this proxy serves, for routes that match on the client's labels.
     pub labels: Labels,
-    /// Where requests are logged, when they are.
-    pub access_log: Option<Arc<AccessLog>>,
+    /// The access log and the tracer, when they are on.
+    pub observers: Observers,
     /// What requests that reach no configured cluster are counted under.
     pub tallies: OwnTallies,
+}
+
+/// What follows each request besides the metrics: the access log and the tracer, each when it is on.
+#[derive(Clone, Default)]
+pub struct Observers {
+    pub access_log: Option<Arc<AccessLog>>,
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// The tallies of requests the proxy answers itself (`none`) and of requests it passes through unrouted.
@@ -89,12 +98,12 @@ impl Forwarder {
             passthrough: Arc::new(metrics.outbound_cluster(passthrough::PASSTHROUGH_CLUSTER)),
         };
         let passthrough = Passthrough::default();
-        Self { runtime, passthrough, metrics, timeouts, on_demand, labels, access_log: None, tallies }
+        Self { runtime, passthrough, metrics, timeouts, on_demand, labels, observers: Observers::default(), tallies }
     }
 
-    /// Requests are logged to `log`.
-    pub fn logging_to(self, log: Option<Arc<AccessLog>>) -> Self {
-        Self { access_log: log, ..self }
+    /// Requests are logged and traced by `observers`.
+    pub fn observed_by(self, observers: Observers) -> Self {
+        Self { observers, ..self }
     }
 }
 
@@ -115,7 +124,7 @@ pub async fn serve_connection<I>(
     let serving = Serving {
         timeouts: forwarder.timeouts,
         metrics: forwarder.metrics.clone(),
-        access_log: forwarder.access_log.clone(),
+        observers: forwarder.observers.clone(),
         direction: Direction::Outbound,
         peer,
     };
@@ -138,7 +147,7 @@ pub async fn serve_connection<I>(
 pub struct Serving {
     pub timeouts: Timeouts,
     pub metrics: Arc<Metrics>,
-    pub access_log: Option<Arc<AccessLog>>,
+    pub observers: Observers,
     pub direction: Direction,
     /// The client's address.
     pub peer: SocketAddr,
@@ -160,7 +169,7 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let activity = Activity::new();
-    let Serving { timeouts, metrics, access_log, direction, peer } = serving;
+    let Serving { timeouts, metrics, observers, direction, peer } = serving;
     let mut io = TimedIo::http(io, activity.clone(), timeouts, metrics);
     // Nothing more is made for a connection until its client sends something (see `first_bytes`); the idle
     // and request-header timeouts (kept by the I/O) and draining apply meanwhile.
@@ -178,11 +187,17 @@ where
             // The request is in flight (for the connection's timeouts) until its body and its response's are done.
             let in_flight = activity.request_started();
             request_id::ensure_request_id(request.headers_mut());
-            let logged = access_log.as_ref().map(|log| (log.clone(), log.begin(&mut request, direction, peer)));
+            // Before the log, which records the trace id the request leaves with.
+            let traced = observers.tracer.as_ref().and_then(|t| Some((t.clone(), t.begin(&mut request, direction)?)));
+            let logged =
+                observers.access_log.as_ref().map(|log| (log.clone(), log.begin(&mut request, direction, peer)));
             let received = logged.as_ref().map(|(_, pending)| pending.received.clone());
             let request = request.map(|body| InFlightBody::new(body, in_flight.clone()).counting(received));
             async move {
                 let mut response = handler(request).await;
+                if let Some((tracer, span)) = traced {
+                    response = tracer.finish(span, response);
+                }
                 if let Some((log, pending)) = logged {
                     response = log.finish(pending, response);
                 }

@@ -24,7 +24,7 @@ use weft_xds::authz::{HttpRequest, Peer};
 use crate::BoxError;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
-use crate::http::access_log::{AccessLog, Logged, UpstreamCluster};
+use crate::http::access_log::{Logged, UpstreamCluster};
 use crate::http::authority::{AuthorityError, request_authority};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::local_reply::LocalReply;
@@ -32,7 +32,7 @@ use crate::http::passthrough::Passthrough;
 use crate::http::path::normalize_uri;
 use crate::http::route::grpc::is_grpc;
 use crate::http::timeouts::Timeouts;
-use crate::http::{Body, ServedBody, Serving, Upgrades, serve_http};
+use crate::http::{Body, Observers, ServedBody, Serving, Upgrades, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
 use crate::telemetry::report;
 use crate::upstream::Endpoint;
@@ -47,7 +47,7 @@ pub struct InboundHttp {
     timeouts: Timeouts,
     /// The config in force, for the AuthorizationPolicies.
     runtime: watch::Receiver<Arc<Runtime>>,
-    access_log: Option<Arc<AccessLog>>,
+    observers: Observers,
 }
 
 /// One inbound connection's caller and where its requests go.
@@ -72,12 +72,12 @@ pub struct Caller {
 
 impl InboundHttp {
     pub fn new(metrics: Arc<Metrics>, timeouts: Timeouts, runtime: watch::Receiver<Arc<Runtime>>) -> Self {
-        Self { pools: Passthrough::default(), metrics, timeouts, runtime, access_log: None }
+        Self { pools: Passthrough::default(), metrics, timeouts, runtime, observers: Observers::default() }
     }
 
-    /// Requests are logged to `log`.
-    pub fn logging_to(self, log: Option<Arc<AccessLog>>) -> Self {
-        Self { access_log: log, ..self }
+    /// Requests are logged and traced by `observers`.
+    pub fn observed_by(self, observers: Observers) -> Self {
+        Self { observers, ..self }
     }
 
     /// The caller at `peer` on a connection to `app` through the application's `port`; identities (the
@@ -107,7 +107,7 @@ impl InboundHttp {
         let serving = Serving {
             timeouts: self.timeouts,
             metrics: self.metrics.clone(),
-            access_log: self.access_log.clone(),
+            observers: self.observers.clone(),
             direction: Direction::Inbound,
             peer: caller.peer,
         };

@@ -5,10 +5,12 @@
 //!   namespace, app and version to the other in `x-weft-peer` (requests to mesh Services, responses to callers
 //!   that proved a sidecar identity), and takes the other's only from a sidecar (Istio's metadata exchange).
 //! - [`golden`]: `weft_requests_total` and `weft_request_duration_milliseconds` with Istio's labels.
+//! - [`trace`]: a span per request, trace context carried on, sampled spans exported over OTLP.
 
 pub mod golden;
 pub mod peer;
 pub mod report;
+pub mod trace;
 
 pub use golden::{GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 pub use peer::{PEER_HEADER, PeerCache, Workload};

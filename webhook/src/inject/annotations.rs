@@ -1,12 +1,12 @@
 //! Pod annotations that tune injection: traffic capture exclusions (flags of `weft-proxy init`), proxy resources,
-//! proxy timeouts and the proxy's config scope.
+//! proxy timeouts, the proxy's config scope, access log and trace sampling rate.
 //! Each value is checked here; a malformed one rejects the pod with a message naming the annotation, rather than
 //! letting `weft-init` fail inside the pod later.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration};
+use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration, sampling_percent};
 use crate::quantity::Quantity;
 use weft_xds::ProxyScope;
 
@@ -26,6 +26,8 @@ pub const IDLE_TIMEOUT: &str = "weft.dev/idle-timeout";
 pub const PROXY_SCOPE: &str = "weft.dev/proxy-scope";
 /// `"true"` or `"false"`: the sidecar's access log, overriding the chart's `proxy.accessLog`.
 pub const ACCESS_LOG: &str = "weft.dev/access-log";
+/// Percent of requests the sidecar traces (0-100), overriding the chart's `observability.tracing.sampling`.
+pub const TRACE_SAMPLING: &str = "weft.dev/trace-sampling";
 /// Which container `kubectl logs/exec` pick by default; set in classic mode, where `weft-proxy` comes first.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
@@ -178,9 +180,27 @@ pub fn access_log(annotations: &BTreeMap<String, String>, default: bool) -> Resu
     }
 }
 
+/// The sidecar's trace sampling rate: the pod's annotation, else `default`.
+pub fn trace_sampling(annotations: &BTreeMap<String, String>, default: f64) -> Result<f64, InjectError> {
+    let Some(value) = annotations.get(TRACE_SAMPLING) else { return Ok(default) };
+    sampling_percent(value).map_err(|reason| InjectError::InvalidAnnotation {
+        annotation: TRACE_SAMPLING,
+        value: value.clone(),
+        reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_sampling_annotation_overrides_the_default_and_is_checked() {
+        assert_eq!(trace_sampling(&annotations(&[]), 1.0), Ok(1.0));
+        assert_eq!(trace_sampling(&annotations(&[(TRACE_SAMPLING, " 25.5 ")]), 1.0), Ok(25.5));
+        let err = trace_sampling(&annotations(&[(TRACE_SAMPLING, "200")]), 1.0).unwrap_err();
+        assert!(err.to_string().starts_with("annotation weft.dev/trace-sampling: \"200\" is invalid"), "{err}");
+    }
 
     #[test]
     fn the_access_log_annotation_overrides_the_default_and_is_checked() {

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use weft_xds::ProxyScope;
 
-use crate::config::{InjectConfig, ProxyResources, ProxyTimeouts, SidecarMode};
+use crate::config::{InjectConfig, ProxyResources, ProxyTimeouts, SidecarMode, TracingConfig};
 
 pub const INIT_NAME: &str = "weft-init";
 pub const PROXY_NAME: &str = "weft-proxy";
@@ -76,6 +76,8 @@ pub struct ProxyOptions<'a> {
     pub timeouts: &'a ProxyTimeouts,
     pub scope: Option<ProxyScope>,
     pub access_log: bool,
+    /// The collector and the pod's sampling rate, when proxies trace.
+    pub tracing: Option<(&'a TracingConfig, f64)>,
     pub labels: &'a BTreeMap<String, String>,
     /// The workload the pod belongs to (empty: the proxy uses the pod name).
     pub workload: &'a str,
@@ -129,7 +131,7 @@ pub fn proxy_container(config: &InjectConfig, resources: &ProxyResources, option
 }
 
 fn proxy_env(config: &InjectConfig, options: ProxyOptions<'_>) -> Vec<EnvVar> {
-    let ProxyOptions { timeouts, scope, access_log, labels, workload } = options;
+    let ProxyOptions { timeouts, scope, access_log, tracing, labels, workload } = options;
     let field = |name: &str, path: &str| EnvVar {
         name: name.into(),
         value: None,
@@ -151,6 +153,10 @@ fn proxy_env(config: &InjectConfig, options: ProxyOptions<'_>) -> Vec<EnvVar> {
     env.extend(scope.map(|scope| value("WEFT_PROXY_SCOPE", scope.as_str())));
     if access_log {
         env.push(value("WEFT_ACCESS_LOG", "stdout"));
+    }
+    if let Some((tracing, sampling)) = tracing {
+        env.push(value("WEFT_TRACE_COLLECTOR", &tracing.collector));
+        env.push(value("WEFT_TRACE_SAMPLING", &sampling.to_string()));
     }
     if !workload.is_empty() {
         env.push(value("WEFT_WORKLOAD", workload));

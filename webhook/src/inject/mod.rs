@@ -72,10 +72,20 @@ pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, InjectE
     let timeouts = annotations::proxy_timeouts(&annotations, &config.timeouts)?;
     let scope = annotations::proxy_scope(&annotations)?;
     let access_log = annotations::access_log(&annotations, config.access_log)?;
+    let tracing = match &config.tracing {
+        Some(tracing) => Some((tracing, annotations::trace_sampling(&annotations, tracing.sampling_percent)?)),
+        None => None,
+    };
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let workload = workload::workload_name(pod);
-    let options =
-        containers::ProxyOptions { timeouts: &timeouts, scope, access_log, labels: &labels, workload: &workload };
+    let options = containers::ProxyOptions {
+        timeouts: &timeouts,
+        scope,
+        access_log,
+        tracing,
+        labels: &labels,
+        workload: &workload,
+    };
     let proxy = containers::proxy_container(config, &resources, options);
     let spec = pod.spec.as_ref();
     let has_init_containers = spec.is_some_and(|s| s.init_containers.is_some());
@@ -185,6 +195,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use crate::config::TracingConfig;
+
     fn pod(value: Value) -> Pod {
         serde_json::from_value(value).unwrap()
     }
@@ -216,6 +228,29 @@ mod tests {
         let plaintext = InjectConfig { identity: None, ..config };
         let patch = serde_json::to_value(inject(&p, &plaintext).unwrap().unwrap()).unwrap();
         assert!(!patch.to_string().contains("weft-token"), "no identity, no token: {patch}");
+    }
+
+    #[test]
+    fn proxies_trace_when_a_collector_is_set_at_the_pods_rate() {
+        let env_of = |annotations: Value, config: &InjectConfig| {
+            let p = pod(json!({"metadata": {"annotations": annotations}, "spec": {"containers": [{"name": "app"}]}}));
+            let mut injected = serde_json::to_value(&p).unwrap();
+            json_patch::patch(&mut injected, &inject(&p, config).unwrap().unwrap()).unwrap();
+            let env = injected["spec"]["initContainers"][1]["env"].as_array().unwrap().clone();
+            let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+            (value("WEFT_TRACE_COLLECTOR"), value("WEFT_TRACE_SAMPLING"))
+        };
+        let off = crate::testing::config(SidecarMode::Native);
+        assert_eq!(env_of(json!({"weft.dev/trace-sampling": "50"}), &off), (None, None), "no collector, no tracing");
+        let tracing = TracingConfig { collector: "http://otel.observability:4317".into(), sampling_percent: 1.0 };
+        let on = InjectConfig { tracing: Some(tracing), ..off };
+        let collector = Some(json!("http://otel.observability:4317"));
+        assert_eq!(env_of(json!({}), &on), (collector.clone(), Some(json!("1"))));
+        assert_eq!(env_of(json!({"weft.dev/trace-sampling": "12.5"}), &on), (collector, Some(json!("12.5"))));
+        let p = pod(
+            json!({"metadata": {"annotations": {"weft.dev/trace-sampling": "all"}}, "spec": {"containers": [{"name": "app"}]}}),
+        );
+        assert!(inject(&p, &on).unwrap_err().to_string().contains("weft.dev/trace-sampling"));
     }
 
     #[test]
