@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Instant, SystemTime};
 
@@ -21,6 +20,7 @@ use serde::Serialize;
 use super::Body;
 use super::body_end::{OnBodyEnd, watch_end};
 use super::request_id::{REQUEST_ID, trace_id};
+use super::timeouts::connection::{InFlight, Side};
 use crate::metrics::{Direction, Metrics};
 
 /// Lines waiting for the writer at most.
@@ -82,19 +82,25 @@ impl AccessLog {
             request_id: text(REQUEST_ID),
             trace_id: trace_id(headers).map(str::to_string),
         };
-        Pending { line, started: Instant::now(), received: Arc::default() }
+        Pending { line, started: Instant::now() }
     }
 
     /// The response, its body wrapped so that the line is written when it ends.
-    pub fn finish(self: &Arc<Self>, pending: Pending, mut response: Response<Body>) -> Response<Body> {
-        let Pending { mut line, started, received } = pending;
+    /// `in_flight`: the request, whose body bytes it has counted.
+    pub fn finish(
+        self: &Arc<Self>,
+        pending: Pending,
+        mut response: Response<Body>,
+        in_flight: InFlight,
+    ) -> Response<Body> {
+        let Pending { mut line, started } = pending;
         line.response_code = response.status().as_u16();
         let extensions = response.extensions_mut();
         line.response_flags = extensions.get::<ResponseFlag>().map_or("-", |f| f.0);
         line.upstream_cluster = extensions.remove::<UpstreamCluster>().map(|c| c.0);
         line.upstream_host = extensions.get::<HttpInfo>().map(|info| info.remote_addr().to_string());
         let log = self.clone();
-        response.map(|body| watch_end(body, LineEnd { line, started, received, log }))
+        response.map(|body| watch_end(body, LineEnd { line, started, in_flight, log }))
     }
 
     fn write(&self, line: &Line) {
@@ -109,8 +115,6 @@ impl AccessLog {
 pub struct Pending {
     line: Line,
     started: Instant,
-    /// Request body bytes, counted as the body is read.
-    pub received: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,15 +144,15 @@ struct Line {
 struct LineEnd {
     line: Line,
     started: Instant,
-    received: Arc<AtomicU64>,
+    in_flight: InFlight,
     log: Arc<AccessLog>,
 }
 
 impl OnBodyEnd for LineEnd {
     fn ended(self, sent: u64) {
-        let Self { mut line, started, received, log } = self;
+        let Self { mut line, started, in_flight, log } = self;
         line.bytes_sent = sent;
-        line.bytes_received = received.load(Ordering::Relaxed);
+        line.bytes_received = in_flight.body_bytes(Side::Request);
         line.duration = started.elapsed().as_millis() as u64;
         log.write(&line);
     }

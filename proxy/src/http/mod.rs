@@ -39,6 +39,7 @@ use crate::config::Labels;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::metrics::{ClusterTally, Direction, Metrics};
+use crate::telemetry::BodySizes;
 use crate::telemetry::trace::Tracer;
 use crate::upstream::OriginalDestination;
 use access_log::AccessLog;
@@ -46,7 +47,7 @@ use first_bytes::{FirstBytes, Prefixed};
 use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
-use timeouts::connection::{Activity, InFlightBody, TimedIo};
+use timeouts::connection::{Activity, InFlightBody, Side, TimedIo};
 
 /// The address of the client a request came from (for hashing on it), in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,17 +192,19 @@ where
             let traced = observers.tracer.as_ref().and_then(|t| Some((t.clone(), t.begin(&mut request, direction)?)));
             let logged =
                 observers.access_log.as_ref().map(|log| (log.clone(), log.begin(&mut request, direction, peer)));
-            let received = logged.as_ref().map(|(_, pending)| pending.received.clone());
-            let request = request.map(|body| InFlightBody::new(body, in_flight.clone()).counting(received));
+            let request = request.map(|body| InFlightBody::new(body, in_flight.clone(), Side::Request));
             async move {
                 let mut response = handler(request).await;
+                if let Some(sizes) = response.extensions_mut().remove::<BodySizes>() {
+                    in_flight.report_sizes(sizes);
+                }
                 if let Some((tracer, span)) = traced {
                     response = tracer.finish(span, response);
                 }
                 if let Some((log, pending)) = logged {
-                    response = log.finish(pending, response);
+                    response = log.finish(pending, response, in_flight.clone());
                 }
-                Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight).boxed()))
+                Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight, Side::Response).boxed()))
             }
         })
     };

@@ -1,6 +1,8 @@
-//! `weft_requests_total` and `weft_request_duration_milliseconds`: Istio's standard request metrics (same labels,
-//! same meaning) under Weft's prefix, reported by the client's sidecar (`reporter="source"`) and by the server's
-//! (`reporter="destination"`).
+//! `weft_requests_total`, `weft_request_duration_milliseconds`, `weft_request_bytes` and `weft_response_bytes`:
+//! Istio's standard request metrics (same labels, same meaning; sizes are body sizes, as Istio documents them)
+//! under Weft's prefix, reported by the client's sidecar (`reporter="source"`) and by the server's
+//! (`reporter="destination"`). Counts and durations are recorded when the response head is back, sizes when the
+//! request is over ([`BodySizes`]).
 //!
 //! Cardinality is bounded by the mesh, not by traffic: workloads come from this sidecar's own settings or from a
 //! peer sidecar's checked header, Services from the proxy's config (a `Host` naming no known Service counts as
@@ -28,6 +30,8 @@ const DURATION_BUCKETS_MS: [f64; 18] = [
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
     600000.0, 1800000.0, 3600000.0,
 ];
+/// Istio's buckets for body sizes, in bytes: 1 to 10^9 by factors of 10.
+const SIZE_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
 /// Services remembered at most (by cluster name or host); past it, the cache starts over.
 const SERVICE_CACHE_LIMIT: usize = 4096;
 
@@ -134,21 +138,49 @@ pub struct RequestReport<'a> {
     pub took: Duration,
 }
 
+/// A request's series for its body sizes, observed once the request is over.
+#[derive(Debug, Clone)]
+pub struct BodySizes {
+    request: Histogram,
+    response: Histogram,
+}
+
+impl BodySizes {
+    pub fn observe(&self, request_bytes: u64, response_bytes: u64) {
+        self.request.observe(request_bytes as f64);
+        self.response.observe(response_bytes as f64);
+    }
+}
+
+/// One series' handles: requests, durations, body sizes.
+#[derive(Debug, Clone)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    sizes: BodySizes,
+}
+
 pub struct GoldenMetrics {
     requests: Family<GoldenLabels, Counter>,
     durations: Family<GoldenLabels, Histogram, fn() -> Histogram>,
+    request_sizes: Family<GoldenLabels, Histogram, fn() -> Histogram>,
+    response_sizes: Family<GoldenLabels, Histogram, fn() -> Histogram>,
     own: ArcSwap<Own>,
     unknown: Arc<Workload>,
     unknown_text: Arc<str>,
     unknown_service: Arc<ServiceLabels>,
     services: Mutex<HashMap<String, Arc<ServiceLabels>>>,
-    /// Each series' counter and histogram, found without building its labels.
-    handles: Mutex<HashMap<SeriesKey, (Counter, Histogram)>>,
+    /// Each series' handles, found without building its labels.
+    handles: Mutex<HashMap<SeriesKey, Series>>,
     pub peers: PeerCache,
 }
 
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS_MS)
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
 }
 
 impl Default for GoldenMetrics {
@@ -158,6 +190,8 @@ impl Default for GoldenMetrics {
         Self {
             requests: Family::default(),
             durations: Family::new_with_constructor(duration_histogram),
+            request_sizes: Family::new_with_constructor(size_histogram),
+            response_sizes: Family::new_with_constructor(size_histogram),
             own: ArcSwap::from_pointee(own),
             unknown,
             unknown_text: Arc::from(UNKNOWN),
@@ -182,6 +216,16 @@ impl GoldenMetrics {
             "From request to response headers, with the labels of weft_requests_total (Istio's istio_request_duration_milliseconds)",
             self.durations.clone(),
         );
+        registry.register(
+            "weft_request_bytes",
+            "Request body sizes, with the labels of weft_requests_total (Istio's istio_request_bytes)",
+            self.request_sizes.clone(),
+        );
+        registry.register(
+            "weft_response_bytes",
+            "Response body sizes, with the labels of weft_requests_total (Istio's istio_response_bytes)",
+            self.response_sizes.clone(),
+        );
     }
 
     /// Says who this sidecar is: its workload and SPIFFE id.
@@ -192,7 +236,7 @@ impl GoldenMetrics {
         self.lock_handles().clear();
     }
 
-    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, (Counter, Histogram)>> {
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Series>> {
         self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -261,8 +305,8 @@ impl GoldenMetrics {
         found
     }
 
-    /// Counts and times one request.
-    pub fn record(&self, report: RequestReport<'_>) {
+    /// Counts and times one request; its series for the body sizes, to observe when the request is over.
+    pub fn record(&self, report: RequestReport<'_>) -> BodySizes {
         let key = SeriesKey {
             reporter: report.reporter,
             peer: report.peer.map_or(0, |p| p as *const Workload as usize),
@@ -273,21 +317,29 @@ impl GoldenMetrics {
             flags: report.flags,
         };
         let millis = report.took.as_secs_f64() * 1000.0;
-        if let Some((requests, duration)) = self.lock_handles().get(&key) {
-            duration.observe(millis);
-            requests.inc();
-            return;
+        if let Some(series) = self.lock_handles().get(&key) {
+            series.duration.observe(millis);
+            series.requests.inc();
+            return series.sizes.clone();
         }
         let labels = self.labels(&report);
-        let duration = self.durations.get_or_create(&labels).clone();
-        let requests = self.requests.get_or_create(&labels).clone();
-        duration.observe(millis);
-        requests.inc();
+        let series = Series {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.durations.get_or_create(&labels).clone(),
+            sizes: BodySizes {
+                request: self.request_sizes.get_or_create(&labels).clone(),
+                response: self.response_sizes.get_or_create(&labels).clone(),
+            },
+        };
+        series.duration.observe(millis);
+        series.requests.inc();
+        let sizes = series.sizes.clone();
         let mut handles = self.lock_handles();
         if handles.len() >= HANDLE_LIMIT {
             handles.clear();
         }
-        handles.insert(key, (requests, duration));
+        handles.insert(key, series);
+        sizes
     }
 
     /// The labels of a request's series.

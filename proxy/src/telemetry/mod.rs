@@ -12,5 +12,5 @@ pub mod peer;
 pub mod report;
 pub mod trace;
 
-pub use golden::{GoldenMetrics, Reporter, RequestReport, ServiceLabels};
+pub use golden::{BodySizes, GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 pub use peer::{PEER_HEADER, PeerCache, Workload};

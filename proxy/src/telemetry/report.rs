@@ -1,12 +1,14 @@
 //! Where requests meet the golden metrics: the peer header put on and taken off requests and responses, and
 //! the report of each request, for the outbound side (the client's sidecar) and the inbound side (the server's).
+//! A reported response carries its series' [`BodySizes`] in its extensions, for the serving connection to observe
+//! once the request is over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Response};
 
-use super::golden::{GoldenMetrics, Reporter, RequestReport, ServiceLabels};
+use super::golden::{BodySizes, GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 use super::peer::PEER_HEADER;
 use crate::http::access_log::ResponseFlag;
 
@@ -33,7 +35,7 @@ pub fn report_outbound<B>(
     // Only a mesh Service's sidecar says who answered; anything else claiming to is not believed.
     let told = response.headers_mut().remove(PEER_HEADER);
     let peer = told.filter(|_| in_mesh).and_then(|h| golden.peers.decode(&h));
-    golden.record(RequestReport {
+    let sizes = golden.record(RequestReport {
         reporter: Reporter::Source,
         peer: peer.as_deref(),
         peer_principal: None,
@@ -43,6 +45,7 @@ pub fn report_outbound<B>(
         flags: flag_of(response),
         took,
     });
+    response.extensions_mut().insert::<BodySizes>(sizes);
 }
 
 /// Inbound, before the request goes to the application: the caller's workload, believed only from a caller
@@ -73,7 +76,7 @@ pub fn report_inbound<B>(golden: &GoldenMetrics, request: Inbound<'_>, response:
     if request.principal.is_some() {
         response.headers_mut().insert(PEER_HEADER, golden.own_header());
     }
-    golden.record(RequestReport {
+    let sizes = golden.record(RequestReport {
         reporter: Reporter::Destination,
         peer: request.caller,
         peer_principal: request.principal,
@@ -83,6 +86,7 @@ pub fn report_inbound<B>(golden: &GoldenMetrics, request: Inbound<'_>, response:
         flags: flag_of(response),
         took,
     });
+    response.extensions_mut().insert::<BodySizes>(sizes);
 }
 
 fn flag_of<B>(response: &Response<B>) -> &'static str {

@@ -4,13 +4,16 @@
 //! for HTTP/2, see [`Activity::idle_expired`]). The HTTP service tells the I/O when requests start and end through
 //! the shared [`Activity`]: a request is in flight until both its body and its response's body are done.
 //!
+//! A request's guard also adds up its body bytes each way, for the access log and for the golden metrics' body
+//! sizes ([`InFlight::report_sizes`]), observed when the request is over.
+//!
 //! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection waits for its next
 //! request, and it closes the connection without a response.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,6 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::{TimeoutKind, Timeouts};
 use crate::metrics::{Direction, Metrics};
+use crate::telemetry::BodySizes;
 
 /// What the proxy answers a client whose request headers did not arrive in time (Envoy's wording).
 const REQUEST_HEADERS_TIMEOUT_REPLY: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n\
@@ -67,7 +71,12 @@ impl Activity {
     pub fn request_started(self: &Arc<Self>) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { _guard: Arc::new(RequestGuard(self.clone())) }
+        let guard = RequestGuard {
+            activity: self.clone(),
+            body_bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            sizes: OnceLock::new(),
+        };
+        InFlight { guard: Arc::new(guard) }
     }
 
     /// Completes when the connection has had no request and no bytes for the idle timeout: time to close it
@@ -95,17 +104,45 @@ impl Activity {
 /// A request in flight on a connection; dropping the last clone ends the request.
 #[derive(Debug, Clone)]
 pub struct InFlight {
-    _guard: Arc<RequestGuard>,
+    guard: Arc<RequestGuard>,
+}
+
+/// Which body of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request = 0,
+    Response = 1,
+}
+
+impl InFlight {
+    /// The data bytes of one of the request's bodies so far.
+    pub fn body_bytes(&self, side: Side) -> u64 {
+        self.guard.body_bytes[side as usize].load(Ordering::Relaxed)
+    }
+
+    /// Once the request is over, its body sizes go to `sizes`.
+    pub fn report_sizes(&self, sizes: BodySizes) {
+        let _ = self.guard.sizes.set(sizes);
+    }
 }
 
 #[derive(Debug)]
-struct RequestGuard(Arc<Activity>);
+struct RequestGuard {
+    activity: Arc<Activity>,
+    /// By [`Side`].
+    body_bytes: [AtomicU64; 2],
+    sizes: OnceLock<BodySizes>,
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.touch();
-        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.idle_waiter.wake();
+        if let Some(sizes) = self.sizes.take() {
+            let [request, response] = &self.body_bytes;
+            sizes.observe(request.load(Ordering::Relaxed), response.load(Ordering::Relaxed));
+        }
+        self.activity.touch();
+        if self.activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.activity.idle_waiter.wake();
         }
     }
 }
@@ -326,22 +363,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
 }
 
 /// A request's or response's body that keeps its request in flight (see [`Activity::request_started`]) until it
-/// is done or dropped.
+/// is done or dropped, adding up its data bytes.
 pub struct InFlightBody<B> {
     inner: B,
-    _in_flight: InFlight,
-    /// Where the body's data bytes are added up, when someone (the access log) wants them.
-    counted: Option<Arc<AtomicU64>>,
+    in_flight: InFlight,
+    side: Side,
 }
 
 impl<B> InFlightBody<B> {
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        Self { inner, _in_flight: in_flight, counted: None }
-    }
-
-    /// The body, its data bytes added to `counter` as they are read.
-    pub fn counting(self, counter: Option<Arc<AtomicU64>>) -> Self {
-        Self { counted: counter, ..self }
+    pub fn new(inner: B, in_flight: InFlight, side: Side) -> Self {
+        Self { inner, in_flight, side }
     }
 }
 
@@ -355,9 +386,10 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for InFlightBody<B> {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Some(counter), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &polled)
+        if let Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
+            let counter = &this.in_flight.guard.body_bytes[this.side as usize];
             counter.fetch_add(bytes::Buf::remaining(data) as u64, Ordering::Relaxed);
         }
         polled
