@@ -1,8 +1,9 @@
-//! `weftctl analyze -f DIR|FILE`: every problem in a set of YAML files, reported at once, in file order, with
-//! the field path and the same message the validating webhook and the operator's status give; then the problems
-//! only the files together show: references that do not resolve (a subset no DestinationRule defines, a host
-//! that is no Service), two VirtualServices for one host, a namespace with workloads but no injection label, a
-//! pod without a sidecar in an injected namespace. Pure: file names and texts in, findings out.
+//! `weftctl analyze`: every problem in a set of YAML files (`-f`) or in the cluster's objects (`-n`/`-A`, read by
+//! [`crate::cluster_objects`]), or in both (the files as if applied over the cluster), reported at once, in
+//! order, with the field path and the same message the validating webhook and the operator's status give; then
+//! the problems only the objects together show: references that do not resolve (a subset no DestinationRule
+//! defines, a host that is no Service), two VirtualServices for one host, a namespace with workloads but no
+//! injection label, a pod without a sidecar in an injected namespace. Pure: documents in, findings out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,12 +31,15 @@ pub enum Level {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub level: Level,
+    /// Empty for an object read from the cluster.
     pub file: PathBuf,
     /// 1-based document index in the file and the line it starts on (0: the file as a whole).
     pub document: usize,
     pub line: usize,
     /// `Kind namespace/name`, when the document was one.
     pub object: Option<String>,
+    /// The namespace the object is in (a Namespace: its own name), when the document says.
+    pub namespace: Option<String>,
     pub message: String,
 }
 
@@ -45,11 +49,14 @@ impl fmt::Display for Finding {
             Level::Error => "Error",
             Level::Warning => "Warning",
         };
-        write!(f, "{level} [{}", self.file.display())?;
-        if self.document > 0 {
-            write!(f, ":{}", self.line)?;
+        write!(f, "{level}")?;
+        if !self.file.as_os_str().is_empty() {
+            write!(f, " [{}", self.file.display())?;
+            if self.document > 0 {
+                write!(f, ":{}", self.line)?;
+            }
+            write!(f, "]")?;
         }
-        write!(f, "]")?;
         if let Some(object) = &self.object {
             write!(f, " ({object})")?;
         }
@@ -64,54 +71,120 @@ struct Place {
     document: usize,
     line: usize,
     order: usize,
+    namespace: Option<String>,
+}
+
+/// One document to analyze: from a file (its name, 1-based index and first line), or an object read from the
+/// cluster (no file, index 0).
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    pub index: usize,
+    pub line: usize,
+    /// The parsed document, or why it does not parse.
+    pub value: Result<serde_json::Value, String>,
+}
+
+impl Document {
+    /// An object as the API server gave it.
+    pub fn from_cluster(value: serde_json::Value) -> Self {
+        Self { file: PathBuf::new(), index: 0, line: 0, value: Ok(value) }
+    }
+}
+
+/// The documents of `files` (name and text), in order.
+pub fn documents(files: &[(PathBuf, String)]) -> Vec<Document> {
+    let mut documents = Vec::new();
+    for (file, text) in files {
+        for doc in yaml_documents(text) {
+            documents.push(Document { file: file.clone(), index: doc.index, line: doc.line, value: doc.value });
+        }
+    }
+    documents
 }
 
 /// Every problem of `files` (name and text, in the order given), errors and warnings in file order.
 pub fn analyze(files: &[(PathBuf, String)]) -> Vec<Finding> {
-    let mut findings: Vec<(usize, Finding)> = Vec::new();
-    let mut resources = Vec::new();
-    let mut places: BTreeMap<ResourceKey, Place> = BTreeMap::new();
-    let mut namespaces = Vec::new();
-    let mut order = 0;
-    for (file, text) in files {
-        for doc in yaml_documents(text) {
-            order += 1;
-            let place = Place { file: file.clone(), document: doc.index, line: doc.line, order };
-            let found = |level, object, message| (order, finding(level, &place, object, message));
-            let value = match doc.value {
-                Ok(value) => value,
-                Err(message) => {
-                    let first = message.lines().next().unwrap_or_default();
-                    findings.push(found(Level::Error, None, format!("invalid YAML: {first}")));
-                    continue;
-                }
-            };
-            let object = describe(&value);
-            if value.get("kind").and_then(|k| k.as_str()) == Some("Namespace") {
-                if let Ok(namespace) = serde_json::from_value::<Namespace>(value.clone()) {
-                    namespaces.push((namespace, place.clone()));
-                }
-                continue;
-            }
-            match decode_document(value) {
-                Ok(Decoded::Resources(decoded)) => {
-                    for resource in decoded {
-                        places.insert(resource.key(), place.clone());
-                        resources.push(resource);
-                    }
-                }
-                Ok(Decoded::Ignored { .. }) => {}
-                Err(errors) => {
-                    findings.extend(errors.iter().map(|e| found(Level::Error, object.clone(), e.to_string())));
-                }
-            }
-        }
+    analyze_documents(documents(files))
+}
+
+/// `Kind`, namespace and name of a document, as it says them (namespace `default` when it names none; a
+/// Namespace's is its own name).
+fn identity(value: &serde_json::Value) -> Option<(String, String, String)> {
+    let kind = value.get("kind")?.as_str()?.to_string();
+    let metadata = value.get("metadata")?;
+    let name = metadata.get("name")?.as_str()?.to_string();
+    let namespace = match kind.as_str() {
+        "Namespace" => name.clone(),
+        _ => metadata.get("namespace").and_then(|n| n.as_str()).unwrap_or("default").to_string(),
+    };
+    Some((kind, namespace, name))
+}
+
+/// The cluster's objects the files do not replace (the files are analyzed as if applied), then the files'.
+pub fn over_cluster(cluster: Vec<serde_json::Value>, files: Vec<Document>) -> Vec<Document> {
+    let replaced: BTreeSet<_> = files.iter().filter_map(|d| d.value.as_ref().ok().and_then(identity)).collect();
+    let kept = cluster.into_iter().filter(|v| identity(v).is_none_or(|id| !replaced.contains(&id)));
+    kept.map(Document::from_cluster).chain(files).collect()
+}
+
+/// Every problem of `documents`, errors and warnings in document order.
+pub fn analyze_documents(documents: Vec<Document>) -> Vec<Finding> {
+    let mut collected = Collected::default();
+    for (order, doc) in documents.into_iter().enumerate() {
+        collected.take(order, doc);
     }
+    let Collected { mut findings, resources, places, namespaces } = collected;
     findings.extend(cross_resource(&resources, &places));
     findings.extend(injection(&resources, &places, &namespaces));
     findings.sort_by_key(|(order, finding)| (*order, finding.level));
     let mut seen = BTreeSet::new();
     findings.into_iter().map(|(_, f)| f).filter(|f| seen.insert(f.to_string())).collect()
+}
+
+/// The documents' own problems, and what the analysis of them together needs.
+#[derive(Default)]
+struct Collected {
+    findings: Vec<(usize, Finding)>,
+    resources: Vec<Resource>,
+    places: BTreeMap<ResourceKey, Place>,
+    namespaces: Vec<(Namespace, Place)>,
+}
+
+impl Collected {
+    /// The `order`th document: its problems, or its resources.
+    fn take(&mut self, order: usize, doc: Document) {
+        let namespace = doc.value.as_ref().ok().and_then(identity).map(|(_, namespace, _)| namespace);
+        let place = Place { file: doc.file, document: doc.index, line: doc.line, order, namespace };
+        let found = |level, object, message| (order, finding(level, &place, object, message));
+        let value = match doc.value {
+            Ok(value) => value,
+            Err(message) => {
+                let first = message.lines().next().unwrap_or_default();
+                self.findings.push(found(Level::Error, None, format!("invalid YAML: {first}")));
+                return;
+            }
+        };
+        let object = describe(&value);
+        if value.get("kind").and_then(|k| k.as_str()) == Some("Namespace") {
+            if let Ok(namespace) = serde_json::from_value::<Namespace>(value) {
+                self.namespaces.push((namespace, place));
+            }
+            return;
+        }
+        match decode_document(value) {
+            Ok(Decoded::Resources(decoded)) => {
+                for resource in decoded {
+                    self.places.insert(resource.key(), place.clone());
+                    self.resources.push(resource);
+                }
+            }
+            Ok(Decoded::Ignored { .. }) => {}
+            Err(errors) => {
+                self.findings.extend(errors.iter().map(|e| found(Level::Error, object.clone(), e.to_string())));
+            }
+        }
+    }
 }
 
 /// What the operator itself would say of the valid objects together: their status conditions that are not
@@ -204,7 +277,8 @@ fn injection(
 }
 
 fn finding(level: Level, place: &Place, object: Option<String>, message: String) -> Finding {
-    Finding { level, file: place.file.clone(), document: place.document, line: place.line, object, message }
+    let namespace = place.namespace.clone();
+    Finding { level, file: place.file.clone(), document: place.document, line: place.line, object, namespace, message }
 }
 
 fn object_name(key: &ResourceKey) -> String {

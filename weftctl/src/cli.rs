@@ -11,6 +11,7 @@ use weft_operator::debug::registry::ProxiesView;
 
 use crate::analyze::{self, Level};
 use crate::check;
+use crate::cluster_objects;
 use crate::describe;
 use crate::proxy_config::{self, Section};
 use crate::proxy_status;
@@ -78,11 +79,19 @@ pub enum Command {
         #[arg(long)]
         pre: bool,
     },
-    /// Problems in Weft resource files: each with its file, line and field path; non-zero exit on errors.
+    /// Problems in Weft resource files (-f), in the cluster's objects (-n, -A; without -f the current
+    /// namespace), or in files as if applied to the cluster (-f with -n or -A): each with its field path (and
+    /// file and line); non-zero exit on errors.
     Analyze {
         /// YAML files or directories (their *.yaml and *.yml files).
-        #[arg(short = 'f', long = "file", required = true, value_name = "PATH")]
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
         files: Vec<PathBuf>,
+        /// Report the problems of this namespace's objects (read with every namespace's, for references).
+        #[arg(short, long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Report the problems of every namespace's objects.
+        #[arg(short = 'A', long, conflicts_with = "namespace")]
+        all_namespaces: bool,
     },
 }
 
@@ -143,7 +152,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             print_config(config, section, output)?;
             Ok(Outcome::Done)
         }
-        Command::Analyze { files } => analyze_files(&files),
+        Command::Analyze { files, namespace, all_namespaces } => {
+            let scope = match (namespace, all_namespaces) {
+                (_, true) => Some(Scope::All),
+                (Some(namespace), false) => Some(Scope::Namespace(namespace)),
+                (None, false) if files.is_empty() => Some(Scope::Current),
+                (None, false) => None,
+            };
+            analyze(&files, scope, &cli.weft_namespace).await
+        }
         Command::Check { pre } => check_cluster(&cli.weft_namespace, pre).await,
     }
 }
@@ -172,15 +189,42 @@ async fn check_cluster(namespace: &str, pre: bool) -> anyhow::Result<Outcome> {
     Ok(if failed { Outcome::Failed } else { Outcome::Done })
 }
 
-/// Prints every finding; fails when one is an error.
-fn analyze_files(files: &[PathBuf]) -> anyhow::Result<Outcome> {
+/// Which of the cluster's objects `analyze` reports on.
+enum Scope {
+    Namespace(String),
+    /// The namespace of KUBECONFIG's current context.
+    Current,
+    All,
+}
+
+/// Prints every finding of the files, the cluster (`scope`) or both; fails when one is an error.
+async fn analyze(files: &[PathBuf], scope: Option<Scope>, weft_namespace: &str) -> anyhow::Result<Outcome> {
     let texts = read_files(files)?;
-    let findings = analyze::analyze(&texts);
+    let mut documents = analyze::documents(&texts);
+    let mut only = None;
+    if let Some(scope) = &scope {
+        let client = kube::Client::try_default().await.context("no Kubernetes client (KUBECONFIG)")?;
+        only = match scope {
+            Scope::Namespace(namespace) => Some(namespace.clone()),
+            Scope::Current => Some(client.default_namespace().to_string()),
+            Scope::All => None,
+        };
+        let objects = cluster_objects::list(&client, weft_namespace).await?;
+        documents = analyze::over_cluster(objects, documents);
+    }
+    let mut findings = analyze::analyze_documents(documents);
+    if let Some(namespace) = &only {
+        findings.retain(|f| f.namespace.as_deref() == Some(namespace.as_str()));
+    }
     for finding in &findings {
         println!("{finding}");
     }
     if findings.is_empty() {
-        println!("No problems found in {} file(s).", texts.len());
+        match (&scope, &only) {
+            (None, _) => println!("No problems found in {} file(s).", texts.len()),
+            (Some(_), Some(namespace)) => println!("No problems found in namespace {namespace}."),
+            (Some(_), None) => println!("No problems found in any namespace."),
+        }
     }
     let errors = findings.iter().any(|f| f.level == Level::Error);
     Ok(if errors { Outcome::Failed } else { Outcome::Done })

@@ -7,6 +7,7 @@
 pub mod analyze;
 pub mod check;
 pub mod cli;
+pub mod cluster_objects;
 pub mod describe;
 pub mod proxy_config;
 pub mod proxy_status;

@@ -1,7 +1,8 @@
 //! weftctl on Kubernetes, without a cluster: a fake API server (KUBECONFIG points at it) lists one running
 //! operator pod and forwards its pod-proxy path to a real standalone operator, as the API server's proxy
 //! would. weftctl must find the operator from the label selector and read the debug API through the proxy;
-//! `weftctl check` reads the install (version, CRDs, pods, webhook configurations, namespaces) from it.
+//! `weftctl check` reads the install (version, CRDs, pods, webhook configurations, namespaces) from it, and
+//! `weftctl analyze -n/-A` the cluster's objects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -55,6 +56,9 @@ async fn answer(path_and_query: String, debug: SocketAddr) -> (u16, String) {
     if let Some(found) = cluster_object(&path_and_query) {
         return (200, found.to_string());
     }
+    if let Some(listed) = cluster_list(&path_and_query) {
+        return (200, listed.to_string());
+    }
     match path_and_query.as_str() {
         "/api/v1/namespaces?&labelSelector=weft.dev%2Finject%3Denabled"
         | "/api/v1/namespaces?labelSelector=weft.dev%2Finject%3Denabled" => {
@@ -102,6 +106,52 @@ fn cluster_object(path: &str) -> Option<serde_json::Value> {
                 "versions": [{"name": "v1alpha1", "served": true, "storage": true}]},
             "status": {"conditions": [{"type": "Established", "status": "True"}]}})),
         _ => None,
+    }
+}
+
+/// The lists `weftctl analyze` reads, of every namespace: a namespace without the injection label that has a
+/// pod, an injected one with a pod without a sidecar, kube-system's pods (never judged), a VirtualService
+/// routing to a subset no DestinationRule defines, and one in another namespace with an invalid timeout. Items
+/// come without `apiVersion`/`kind`, as the API server sends them.
+fn cluster_list(path: &str) -> Option<serde_json::Value> {
+    let (path, query) = path.split_once('?')?;
+    if !query.is_empty() {
+        return None;
+    }
+    let object = |namespace: &str, name: &str, rest: serde_json::Value| {
+        let mut object = json!({"metadata": {"name": name, "namespace": namespace}});
+        json_merge(&mut object, rest);
+        object
+    };
+    let items = match path {
+        "/api/v1/namespaces" => ["shop", "legacy", "kube-system", "mesh"]
+            .map(|name| {
+                let injected = name == "shop";
+                json!({"metadata": {"name": name, "labels": if injected { json!({"weft.dev/inject": "enabled"}) } else { json!({}) }}})
+            })
+            .to_vec(),
+        "/api/v1/services" => vec![object("shop", "reviews", json!({"spec": {"ports": [{"port": 9080}]}}))],
+        "/api/v1/pods" => ["shop/reviews-1", "legacy/old-app", "kube-system/coredns", "mesh/weft-operator-7c9d"]
+            .map(|pod| {
+                let (namespace, name) = pod.split_once('/').unwrap();
+                object(namespace, name, json!({"spec": {"containers": [{"name": "app"}]}}))
+            })
+            .to_vec(),
+        "/apis/networking.weft.dev/v1alpha1/virtualservices" => vec![
+            object("shop", "reviews", json!({"spec": {"hosts": ["reviews"],
+                "http": [{"route": [{"destination": {"host": "reviews", "subset": "v3"}}]}]}})),
+            object("other", "broken", json!({"spec": {"hosts": ["x"], "http": [{"timeout": "soon",
+                "route": [{"destination": {"host": "x"}}]}]}})),
+        ],
+        _ if path.starts_with("/apis/") && path.matches('/').count() == 4 => Vec::new(),
+        _ => return None,
+    };
+    Some(json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}))
+}
+
+fn json_merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    if let (Some(into), serde_json::Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
     }
 }
 
@@ -236,4 +286,35 @@ async fn proxy_status_finds_the_operator_pods_and_reads_them_through_the_api_ser
         !asked.iter().any(|p| p.contains("weft-operator-old")),
         "a pod that is not running is not asked: {asked:?}"
     );
+}
+
+#[tokio::test]
+async fn analyze_reads_the_clusters_objects_and_reports_one_namespace_or_all() {
+    let (dir, kubeconfig, _asked) = cluster().await;
+    let (code, out) = weftctl(&kubeconfig, &["--weft-namespace", "mesh", "analyze", "-n", "shop"]).await;
+    let expected = [
+        "Warning (Pod shop/reviews-1) pod has no weft-proxy sidecar although namespace shop is labelled weft.dev/inject=enabled",
+        "Warning (VirtualService shop/reviews) spec.http[0].route[0].destination.subset: reviews.shop.svc.cluster.local has no subset \"v3\"",
+    ];
+    for line in expected {
+        assert!(out.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{out}");
+    }
+    assert_eq!(out.lines().count(), expected.len(), "only shop's problems:\n{out}");
+    assert_eq!(code, 0, "warnings only: exit 0\n{out}");
+
+    let (code, out) = weftctl(&kubeconfig, &["--weft-namespace", "mesh", "analyze", "-A"]).await;
+    assert!(out.contains("Error (VirtualService other/broken) spec.http[0].timeout"), "{out}");
+    assert!(out.contains("namespace legacy has 1 pod(s) but no weft.dev/inject=enabled label"), "{out}");
+    assert!(!out.contains("kube-system") && !out.contains("weft-operator"), "never-injected namespaces:\n{out}");
+    assert_eq!(code, 1, "errors: exit 1\n{out}");
+
+    // A file fixing the VirtualService, analyzed as if applied over the cluster.
+    let fixed = dir.path().join("fixed.yaml");
+    std::fs::write(&fixed, "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: reviews, namespace: shop}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n").unwrap();
+    let (code, out) =
+        weftctl(&kubeconfig, &["--weft-namespace", "mesh", "analyze", "-n", "shop", "-f", fixed.to_str().unwrap()])
+            .await;
+    assert!(!out.contains("subset"), "the file replaces the cluster's object:\n{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert_eq!(code, 0, "{out}");
 }

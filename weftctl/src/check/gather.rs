@@ -18,7 +18,7 @@ const WEBHOOK_SELECTOR: &str = "app.kubernetes.io/part-of=weft,app.kubernetes.io
 const MUTATING: &str = "weft-sidecar-injector";
 const VALIDATING: &str = "weft-validator";
 /// Namespaces the chart never injects, whatever their labels (besides Weft's own).
-const NEVER_INJECTED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+pub const NEVER_INJECTED: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {error}")]

@@ -1,0 +1,74 @@
+//! The cluster's objects `weftctl analyze -n NS | -A` looks at, read from the API server (`list` only): Weft's
+//! resources, Services, Pods and Namespaces of every namespace, since references cross namespaces (a
+//! VirtualService in one routes to a Service in another; mesh-wide policies live in Weft's namespace). Pods and
+//! Namespaces of the namespaces the chart never injects (kube-system, kube-public, kube-node-lease, Weft's own)
+//! are left out: their pods are meant to run without a sidecar.
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use serde_json::Value;
+use weft_operator::source::Kind;
+use weft_operator::source::kube::crd_resource;
+
+use crate::check::gather::NEVER_INJECTED;
+
+#[derive(Debug, thiserror::Error)]
+#[error("listing {what}: {error}")]
+pub struct ListError {
+    what: String,
+    error: kube::Error,
+}
+
+/// Every object the analysis reads, as the API server gives them (with `apiVersion` and `kind`).
+pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Value>, ListError> {
+    let namespaces = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"));
+    // Not EndpointSlices (no problem of theirs is reported) nor Nodes.
+    let kinds = Kind::all().filter(|k| !matches!(k, Kind::EndpointSlice | Kind::Node)).map(crd_resource);
+    let mut objects = Vec::new();
+    for resource in std::iter::once(namespaces).chain(kinds) {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let listed = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|error| ListError { what: resource.plural.clone(), error })?;
+        for mut object in listed.items {
+            // List items come without their type.
+            object.types =
+                Some(kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
+            object.metadata.managed_fields = None;
+            if let Ok(value) = serde_json::to_value(&object)
+                && relevant(&value, weft_namespace)
+            {
+                objects.push(value);
+            }
+        }
+    }
+    Ok(objects)
+}
+
+/// Whether an object takes part: not a Pod or Namespace of a namespace the chart never injects. Pure.
+fn relevant(object: &Value, weft_namespace: &str) -> bool {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let namespace = match text("/kind") {
+        "Namespace" => text("/metadata/name"),
+        "Pod" => text("/metadata/namespace"),
+        _ => return true,
+    };
+    namespace != weft_namespace && !NEVER_INJECTED.contains(&namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_and_namespaces_never_injected_are_left_out_but_weft_policies_are_kept() {
+        let object = |kind: &str, namespace: &str, name: &str| json!({"kind": kind, "metadata": {"namespace": namespace, "name": name}});
+        assert!(relevant(&object("Pod", "shop", "web-1"), "weft"));
+        assert!(!relevant(&object("Pod", "kube-system", "coredns-1"), "weft"));
+        assert!(!relevant(&object("Pod", "weft", "weft-operator-1"), "weft"));
+        assert!(!relevant(&json!({"kind": "Namespace", "metadata": {"name": "kube-public"}}), "weft"));
+        assert!(relevant(&json!({"kind": "Namespace", "metadata": {"name": "shop"}}), "weft"));
+        assert!(relevant(&object("PeerAuthentication", "weft", "default"), "weft"), "mesh-wide policy");
+    }
+}
