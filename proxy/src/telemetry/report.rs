@@ -11,6 +11,7 @@ use http::{HeaderMap, Response};
 use super::golden::{BodySizes, GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 use super::peer::PEER_HEADER;
 use crate::http::access_log::ResponseFlag;
+use crate::upstream::UpstreamPrincipal;
 
 /// Outbound, before the request goes: this sidecar's workload told to a mesh Service's sidecar, and never what
 /// the application itself put in the header.
@@ -35,10 +36,12 @@ pub fn report_outbound<B>(
     // Only a mesh Service's sidecar says who answered; anything else claiming to is not believed.
     let told = response.headers_mut().remove(PEER_HEADER);
     let peer = told.filter(|_| in_mesh).and_then(|h| golden.peers.decode(&h));
+    // The server's identity, from the mutual TLS handshake of the connection that carried the request.
+    let principal = response.extensions().get::<UpstreamPrincipal>().map(|p| p.0.clone());
     let sizes = golden.record(RequestReport {
         reporter: Reporter::Source,
         peer: peer.as_deref(),
-        peer_principal: None,
+        peer_principal: principal.as_ref(),
         service,
         grpc,
         code: response.status().as_u16(),

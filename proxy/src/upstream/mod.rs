@@ -48,6 +48,7 @@ use hashing::Hashing;
 use health::Health;
 pub use origination::Alpn;
 use outlier::Outcome;
+pub use reuse::UpstreamPrincipal;
 pub use tls::{ClusterTls, UpstreamIo};
 
 /// What each request reads of the cluster's config: its limits, slow start, locality weighting.

@@ -125,6 +125,14 @@ impl UpstreamIo {
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
+
+    /// The SPIFFE id the server's certificate carries (a sidecar's, verified in the handshake).
+    pub fn peer_principal(&self) -> Option<Arc<str>> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(tls) => peer_identity(tls.get_ref().1.peer_certificates()).map(|id| Arc::from(id.to_string())),
+        }
+    }
 }
 
 impl AsyncRead for UpstreamIo {
