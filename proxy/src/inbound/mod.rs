@@ -148,7 +148,14 @@ impl Inbound {
                 return;
             }
         }
-        let flow = tcp::Flow { direction: Direction::Inbound, peer: connection.peer, idle: self.idle, metrics };
+        let flow = tcp::Flow {
+            direction: Direction::Inbound,
+            peer: connection.peer,
+            idle: self.idle,
+            metrics,
+            service: metrics.golden.unknown_service(),
+            peer_principal: connection.peer_identity.as_deref().map(Arc::from),
+        };
         let io = Counted::new(io, metrics.connection(Direction::Inbound, Mode::Tcp));
         tcp::forward(io, connection.destination, flow).await;
     }

@@ -44,6 +44,15 @@ pub enum Reporter {
     Destination,
 }
 
+impl Reporter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GoldenLabels {
     reporter: &'static str,
@@ -173,6 +182,8 @@ pub struct GoldenMetrics {
     /// Each series' handles, found without building its labels.
     handles: Mutex<HashMap<SeriesKey, Series>>,
     pub peers: PeerCache,
+    /// The TCP metrics, with the same parties.
+    pub(super) tcp: super::tcp::TcpGolden,
 }
 
 fn duration_histogram() -> Histogram {
@@ -199,6 +210,7 @@ impl Default for GoldenMetrics {
             services: Mutex::default(),
             handles: Mutex::default(),
             peers: PeerCache::default(),
+            tcp: super::tcp::TcpGolden::default(),
         }
     }
 }
@@ -226,6 +238,7 @@ impl GoldenMetrics {
             "Response body sizes, with the labels of weft_requests_total (Istio's istio_response_bytes)",
             self.response_sizes.clone(),
         );
+        self.tcp.register(registry);
     }
 
     /// Says who this sidecar is: its workload and SPIFFE id.
@@ -238,6 +251,17 @@ impl GoldenMetrics {
 
     fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Series>> {
         self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This sidecar's workload and SPIFFE id (`unknown` without one).
+    pub(super) fn own_identity(&self) -> (Arc<Workload>, Arc<str>) {
+        let own = self.own.load();
+        (own.workload.clone(), own.principal.clone())
+    }
+
+    /// The labels of a Service the proxy cannot name.
+    pub fn unknown_service(&self) -> Arc<ServiceLabels> {
+        self.unknown_service.clone()
     }
 
     /// The header telling a peer who this sidecar is.
@@ -352,10 +376,7 @@ impl GoldenMetrics {
             Reporter::Destination => (peer, peer_principal, &*own.workload, own.principal.clone()),
         };
         GoldenLabels {
-            reporter: match report.reporter {
-                Reporter::Source => "source",
-                Reporter::Destination => "destination",
-            },
+            reporter: report.reporter.as_str(),
             source_workload: source.workload.clone(),
             source_workload_namespace: source.namespace.clone(),
             source_principal,

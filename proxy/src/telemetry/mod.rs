@@ -5,11 +5,13 @@
 //!   namespace, app and version to the other in `x-weft-peer` (requests to mesh Services, responses to callers
 //!   that proved a sidecar identity), and takes the other's only from a sidecar (Istio's metadata exchange).
 //! - [`golden`]: `weft_requests_total` and `weft_request_duration_milliseconds` with Istio's labels.
+//! - [`tcp`]: `weft_tcp_*` for connections forwarded as TCP.
 //! - [`trace`]: a span per request, trace context carried on, sampled spans exported over OTLP.
 
 pub mod golden;
 pub mod peer;
 pub mod report;
+pub mod tcp;
 pub mod trace;
 
 pub use golden::{BodySizes, GoldenMetrics, Reporter, RequestReport, ServiceLabels};

@@ -45,7 +45,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
                 tracing::debug!(%peer, %original, cluster = target.cluster, endpoint = %target.endpoint, "tcp route");
                 let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
                 let idle = target.idle_timeout.map_or(forwarder.timeouts.idle, |t| (!t.is_zero()).then_some(t));
-                let flow = tcp::Flow { direction: Direction::Outbound, peer, idle, metrics: &forwarder.metrics };
+                let (service, _) = forwarder.metrics.golden.service_of_cluster(&target.cluster);
+                let metrics = &forwarder.metrics;
+                let flow =
+                    tcp::Flow { direction: Direction::Outbound, peer, idle, metrics, service, peer_principal: None };
                 tcp::forward_with(io, target.endpoint, target.tls.as_deref(), flow).await;
                 drop(target.lease);
             }
@@ -65,6 +68,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
                 peer,
                 idle: forwarder.timeouts.idle,
                 metrics: &forwarder.metrics,
+                service: forwarder.metrics.golden.unknown_service(),
+                peer_principal: None,
             };
             tcp::forward(io, original, flow).await;
             drop(watcher);
