@@ -103,10 +103,14 @@ pub enum DescribeKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
-    /// The debug API's answer: each resource as base64 protobuf, with its type and name.
+    /// The resources in Envoy's JSON (as `istioctl proxy-config -o json`): a list.
     Json,
-    /// Each resource decoded, as protobuf text.
+    /// The same as YAML.
+    Yaml,
+    /// Each resource decoded, as Rust's view of the protobuf message.
     Proto,
+    /// The debug API's answer: each resource as base64 protobuf, with its type and name.
+    Raw,
 }
 
 /// What a run ends with.
@@ -169,7 +173,9 @@ fn print_config(config: ConfigView, section: Section, output: Output) -> anyhow:
     match output {
         Output::Table => print!("{}", proxy_config::table(&config, section)?),
         Output::Proto => print!("{}", proxy_config::decoded(&config, section)?),
-        Output::Json => {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&proxy_config::envoy_json(&config, section)?)?),
+        Output::Yaml => print!("{}", serde_saphyr::to_string(&proxy_config::envoy_json(&config, section)?)?),
+        Output::Raw => {
             let resources = proxy_config::resources(&config, section).cloned().collect();
             println!("{}", serde_json::to_string_pretty(&ConfigView { resources, ..config })?);
         }

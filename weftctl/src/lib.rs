@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod cluster_objects;
 pub mod describe;
+pub mod envoy_json;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod route;

@@ -1,6 +1,7 @@
 //! `weftctl proxy-config clusters|endpoints|listeners|routes POD[.NS]`: the xDS resources the operator sends a
 //! proxy, decoded into tables (with the VirtualService or DestinationRule each route and cluster came from), or
-//! the decoded resources themselves. Pure: the debug API's answer in, text out.
+//! the decoded resources themselves (Envoy's JSON, see [`crate::envoy_json`]). Pure: the debug API's answer in,
+//! text out.
 
 use std::fmt::Write;
 
@@ -105,6 +106,17 @@ pub fn decoded(config: &ConfigView, section: Section) -> Result<String, DecodeEr
         let _ = writeln!(out, "# {} {}\n{text}", resource.kind, resource.name);
     }
     Ok(out)
+}
+
+/// The resources of `section` in Envoy's JSON, as a list.
+pub fn envoy_json(config: &ConfigView, section: Section) -> Result<serde_json::Value, DecodeError> {
+    let mut list = Vec::new();
+    for resource in resources(config, section) {
+        let error = |reason: String| DecodeError { kind: resource.kind.clone(), name: resource.name.clone(), reason };
+        let bytes = resource.bytes().map_err(|e| error(e.to_string()))?;
+        list.push(crate::envoy_json::to_json(&resource.kind, &bytes).map_err(|e| error(e.to_string()))?);
+    }
+    Ok(serde_json::Value::Array(list))
 }
 
 fn origin(metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>) -> String {

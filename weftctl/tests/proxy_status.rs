@@ -207,14 +207,32 @@ async fn proxy_config_shows_what_a_proxy_is_sent_and_where_it_came_from() {
     );
 
     // A pod that is not connected: what it would be sent.
-    let (code, json, err) = weftctl(&operator, &["proxy-config", "clusters", "reviews-1.shop", "-o", "json"]).await;
+    let (code, raw, err) = weftctl(&operator, &["proxy-config", "clusters", "reviews-1.shop", "-o", "raw"]).await;
     assert_eq!(code, 0, "{err}");
-    let view: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(view["connected"], false);
     assert!(
         view["resources"].as_array().is_some_and(|r| r.iter().all(|r| r["type"] == "CDS") && r.len() >= 2),
-        "{json}"
+        "{raw}"
     );
+    // Envoy's JSON, as istioctl prints it, and the same as YAML.
+    let (code, json, err) = weftctl(&operator, &["proxy-config", "clusters", "reviews-1.shop", "-o", "json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let clusters: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v1 = clusters.as_array().unwrap().iter().find(|c| c["name"] == "outbound|80|v1|reviews.shop.svc.cluster.local");
+    let v1 = v1.unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(v1["type"], "EDS", "{v1}");
+    assert!(v1["edsClusterConfig"].is_object(), "{v1}");
+    let (code, yaml, _) = weftctl(&operator, &["proxy-config", "clusters", "reviews-1.shop", "-o", "yaml"]).await;
+    assert_eq!(code, 0);
+    let from_yaml: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(from_yaml, clusters);
+    for section in ["endpoints", "listeners", "routes"] {
+        let (code, json, err) = weftctl(&operator, &["proxy-config", section, "web-1.shop", "-o", "json"]).await;
+        assert_eq!(code, 0, "{section}: {err}");
+        let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(list.as_array().is_some_and(|l| !l.is_empty()), "{section}: {json}");
+    }
 
     let (code, _, err) = weftctl(&operator, &["proxy-config", "clusters", "nobody.shop"]).await;
     assert_eq!(code, 1);
