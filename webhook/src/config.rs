@@ -174,17 +174,30 @@ pub enum ConfigError {
     EmptyImage,
     #[error("--xds-address {0:?} must look like http://HOST:PORT or https://HOST:PORT")]
     BadXdsAddress(String),
+    #[error("--proxy-trace-collector {0:?} must look like http://HOST:PORT (plaintext OTLP/gRPC)")]
+    BadTraceCollector(String),
     #[error("{request_flag} {request} is more than {limit_flag} {limit}")]
     RequestAboveLimit { request_flag: &'static str, request: String, limit_flag: &'static str, limit: String },
 }
 
 impl InjectConfig {
-    /// Checks what clap's value parsers cannot: the image, the xDS URL shape, requests not above limits.
+    /// Checks what clap's value parsers cannot: the image, the xDS and trace collector URL shapes, requests not
+    /// above limits.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.proxy_image.trim().is_empty() {
             return Err(ConfigError::EmptyImage);
         }
         check_xds_address(&self.xds_address)?;
+        if let Some(tracing) = &self.tracing {
+            // As the proxy checks it: a collector it would refuse would stop every injected pod.
+            let with_scheme = match tracing.collector.contains("://") {
+                true => tracing.collector.clone(),
+                false => format!("http://{}", tracing.collector),
+            };
+            if !with_scheme.starts_with("http://") || check_xds_address(&with_scheme).is_err() {
+                return Err(ConfigError::BadTraceCollector(tracing.collector.clone()));
+            }
+        }
         let r = &self.resources;
         if r.cpu_request.value() > r.cpu_limit.value() {
             return Err(ConfigError::RequestAboveLimit {
@@ -255,6 +268,20 @@ mod tests {
         }
         for bad in ["weft-operator:15010", "http://weft-operator", "http://:15010", "http://h:0", "grpc://h:1"] {
             assert!(check_xds_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_trace_collector_the_proxy_would_refuse_is_refused_at_startup() {
+        let with = |collector: &str| InjectConfig {
+            tracing: Some(TracingConfig { collector: collector.into(), sampling_percent: 1.0 }),
+            ..config()
+        };
+        assert_eq!(with("otel.observability:4317").check(), Ok(()));
+        assert_eq!(with("http://10.0.0.9:4317").check(), Ok(()));
+        for bad in ["https://otel:4317", "otel", "http://otel"] {
+            let err = with(bad).check().unwrap_err().to_string();
+            assert!(err.starts_with("--proxy-trace-collector"), "{bad}: {err}");
         }
     }
 

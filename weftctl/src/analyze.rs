@@ -121,6 +121,22 @@ fn identity(value: &serde_json::Value) -> Option<(String, String, String)> {
     Some((kind, namespace, name))
 }
 
+/// `documents` as applied with `kubectl apply -n namespace`: those of a namespaced kind that name no namespace
+/// are in `namespace`.
+pub fn in_namespace(documents: Vec<Document>, namespace: &str) -> Vec<Document> {
+    let place = |mut value: serde_json::Value| {
+        let namespaced = value.get("kind").and_then(|k| k.as_str()).is_some_and(|k| k != "Namespace" && k != "List");
+        if let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut())
+            && namespaced
+            && !metadata.contains_key("namespace")
+        {
+            metadata.insert("namespace".into(), namespace.into());
+        }
+        value
+    };
+    documents.into_iter().map(|doc| Document { value: doc.value.map(place), ..doc }).collect()
+}
+
 /// The cluster's objects the files do not replace (the files are analyzed as if applied), then the files'.
 pub fn over_cluster(cluster: Vec<serde_json::Value>, files: Vec<Document>) -> Vec<Document> {
     let replaced: BTreeSet<_> = files.iter().filter_map(|d| d.value.as_ref().ok().and_then(identity)).collect();
@@ -258,12 +274,11 @@ fn injection(
             continue;
         }
         for (key, pod) in own {
-            let opted_out = pod.metadata.annotations.as_ref().and_then(|a| a.get(INJECT_LABEL)).map(String::as_str)
-                == Some("false");
+            // The injector's own reasons (opted out, host network, injected already) and a sidecar put there by hand.
             let has_sidecar = pod.spec.as_ref().is_some_and(|s| {
                 s.containers.iter().chain(s.init_containers.iter().flatten()).any(|c| c.name == SIDECAR)
             });
-            if opted_out || has_sidecar {
+            if weft_webhook::inject::skip_reason(pod).is_some() || has_sidecar {
                 continue;
             }
             let Some(pod_place) = places.get(key) else { continue };

@@ -215,12 +215,16 @@ async fn analyze(files: &[PathBuf], scope: Option<Scope>, weft_namespace: &str) 
             Scope::Current => Some(client.default_namespace().to_string()),
             Scope::All => None,
         };
+        if let Some(namespace) = &only {
+            documents = analyze::in_namespace(documents, namespace);
+        }
         let objects = cluster_objects::list(&client, weft_namespace).await?;
         documents = analyze::over_cluster(objects, documents);
     }
     let mut findings = analyze::analyze_documents(documents);
     if let Some(namespace) = &only {
-        findings.retain(|f| f.namespace.as_deref() == Some(namespace.as_str()));
+        // The files' own problems always show; the cluster's, for the namespace asked.
+        findings.retain(|f| !f.file.as_os_str().is_empty() || f.namespace.as_deref() == Some(namespace.as_str()));
     }
     for finding in &findings {
         println!("{finding}");

@@ -18,22 +18,21 @@ pub struct ListError {
     error: kube::Error,
 }
 
-/// Every object the analysis reads, as the API server gives them (with `apiVersion` and `kind`).
+/// Objects asked for per page.
+const PAGE: u32 = 500;
+
+/// Every object the analysis reads, as the API server gives them (with `apiVersion` and `kind`). A Weft kind
+/// whose CRD is not installed (an older release) has no objects.
 pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Value>, ListError> {
     let namespaces = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"));
     // Not EndpointSlices (no problem of theirs is reported) nor Nodes.
     let kinds = Kind::all().filter(|k| !matches!(k, Kind::EndpointSlice | Kind::Node)).map(crd_resource);
     let mut objects = Vec::new();
     for resource in std::iter::once(namespaces).chain(kinds) {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let listed = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|error| ListError { what: resource.plural.clone(), error })?;
-        for mut object in listed.items {
+        for mut object in list_all(client, &resource).await? {
             // List items come without their type.
-            object.types =
-                Some(kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() });
+            let types = kube::api::TypeMeta { api_version: resource.api_version.clone(), kind: resource.kind.clone() };
+            object.types = Some(types);
             object.metadata.managed_fields = None;
             if let Ok(value) = serde_json::to_value(&object)
                 && relevant(&value, weft_namespace)
@@ -43,6 +42,25 @@ pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Val
         }
     }
     Ok(objects)
+}
+
+/// Every object of one resource, page by page.
+async fn list_all(client: &kube::Client, resource: &ApiResource) -> Result<Vec<DynamicObject>, ListError> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let mut objects = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(status)) if status.code == 404 && !resource.group.is_empty() => return Ok(objects),
+            Err(error) => return Err(ListError { what: resource.plural.clone(), error }),
+        };
+        objects.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(objects),
+        }
+    }
 }
 
 /// Whether an object takes part: not a Pod or Namespace of a namespace the chart never injects. Pure.

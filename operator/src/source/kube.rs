@@ -162,7 +162,7 @@ pub fn crd_resource(kind: Kind) -> ApiResource {
         Some(crd) => {
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(crd.group, crd.version, crd.kind), crd.plural)
         }
-        // Not reached: only Weft kinds are asked for. A core kind's resource is still well formed.
+        // The core kinds (weftctl lists Services and Pods through this too).
         None => ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", info.name)),
     }
 }

@@ -4,7 +4,8 @@
 //! - [`peer`]: how a sidecar learns who is on the other end: each side sends its own workload's name,
 //!   namespace, app and version to the other in `x-weft-peer` (requests to mesh Services, responses to callers
 //!   that proved a sidecar identity), and takes the other's only from a sidecar (Istio's metadata exchange).
-//! - [`golden`]: `weft_requests_total` and `weft_request_duration_milliseconds` with Istio's labels.
+//! - [`golden`]: `weft_requests_total`, `weft_request_duration_milliseconds`, `weft_request_bytes` and
+//!   `weft_response_bytes` with Istio's labels.
 //! - [`tcp`]: `weft_tcp_*` for connections forwarded as TCP.
 //! - [`trace`]: a span per request, trace context carried on, sampled spans exported over OTLP.
 

@@ -2,11 +2,13 @@
 //! `b3`, B3 multi headers `x-b3-*`), the proxy's decision (its own span, a child of the client's; sampled as the
 //! client decided, else at the configured rate), and the headers that carry that span on (`traceparent` always,
 //! and B3 in the form the request used, so applications that only forward B3 keep their traces whole).
-//! `tracestate` passes through untouched.
+//! `tracestate` passes through untouched in a trace the caller started, and is dropped from a trace the proxy
+//! starts (W3C); the caller's other trace flags and B3's debug flag are kept.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const B3: HeaderName = HeaderName::from_static("b3");
 const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -32,6 +34,10 @@ pub struct Incoming {
     pub ids: Option<TraceIds>,
     /// The client's sampling decision, when it made one.
     pub sampled: Option<bool>,
+    /// B3's debug flag (`d`, `X-B3-Flags: 1`): sampled, and to be passed on as debug.
+    pub debug: bool,
+    /// The W3C trace flags besides `sampled` (e.g. level 2's random flag), passed on.
+    pub flags: u8,
     pub b3: B3Form,
 }
 
@@ -43,6 +49,9 @@ pub struct SpanContext {
     /// The client's span, when the request came with one.
     pub parent: Option<u64>,
     pub sampled: bool,
+    pub debug: bool,
+    /// W3C trace flags besides `sampled`.
+    pub flags: u8,
 }
 
 /// Fresh random values for a decision: a trace id (used when the request has none), a span id, and a draw in
@@ -72,11 +81,12 @@ pub fn incoming(headers: &HeaderMap) -> Incoming {
     } else {
         B3Form::None
     };
-    if let Some((ids, sampled)) = text(&TRACEPARENT).and_then(parse_traceparent) {
-        return Incoming { ids: Some(ids), sampled: Some(sampled), b3 };
+    let none = Incoming { ids: None, sampled: None, debug: false, flags: 0, b3 };
+    if let Some((ids, flags)) = text(&TRACEPARENT).and_then(parse_traceparent) {
+        return Incoming { ids: Some(ids), sampled: Some(flags & 1 == 1), flags: flags & !1, ..none };
     }
-    if let Some((ids, sampled)) = text(&B3).and_then(parse_b3_single) {
-        return Incoming { ids, sampled, b3 };
+    if let Some((ids, sampled, debug)) = text(&B3).and_then(parse_b3_single) {
+        return Incoming { ids, sampled, debug, ..none };
     }
     let ids = text(&B3_TRACE_ID).and_then(trace_id_hex).zip(text(&B3_SPAN_ID).and_then(span_id_hex));
     let debug = text(&B3_FLAGS) == Some("1");
@@ -86,7 +96,7 @@ pub fn incoming(headers: &HeaderMap) -> Incoming {
         Some("0" | "false") => Some(false),
         _ => None,
     };
-    Incoming { ids, sampled, b3 }
+    Incoming { ids, sampled, debug, ..none }
 }
 
 /// The proxy's span: a child of the client's, in its trace; sampled as the client decided, else when the draw
@@ -97,21 +107,27 @@ pub fn decide(incoming: &Incoming, sampling_percent: f64, dice: Dice) -> SpanCon
         Some((trace, span)) => (trace, Some(span)),
         None => (dice.trace_id, None),
     };
-    SpanContext { trace_id, span_id: dice.span_id, parent, sampled }
+    SpanContext { trace_id, span_id: dice.span_id, parent, sampled, debug: incoming.debug, flags: incoming.flags }
 }
 
 /// Sets the headers that carry `span` to the next hop: `traceparent`, and the request's B3 form.
 pub fn propagate(headers: &mut HeaderMap, span: &SpanContext, b3: B3Form) {
     let flag = if span.sampled { "1" } else { "0" };
     let trace = format!("{:032x}", span.trace_id);
-    insert(headers, TRACEPARENT, format!("00-{trace}-{:016x}-0{flag}", span.span_id));
+    let flags = span.flags | u8::from(span.sampled);
+    insert(headers, TRACEPARENT, format!("00-{trace}-{:016x}-{flags:02x}", span.span_id));
+    if span.parent.is_none() {
+        // A trace that starts here has no vendor state yet.
+        headers.remove(TRACESTATE);
+    }
     // B3 keeps a 64-bit trace id at 64 bits.
     let b3_trace = if span.trace_id >> 64 == 0 { &trace[16..] } else { &trace[..] };
     match b3 {
         B3Form::None => {}
         B3Form::Single => {
             let parent = span.parent.map(|p| format!("-{p:016x}")).unwrap_or_default();
-            insert(headers, B3, format!("{b3_trace}-{:016x}-{flag}{parent}", span.span_id));
+            let sampling = if span.debug { "d" } else { flag };
+            insert(headers, B3, format!("{b3_trace}-{:016x}-{sampling}{parent}", span.span_id));
         }
         B3Form::Multi => {
             insert(headers, B3_TRACE_ID, b3_trace.to_string());
@@ -122,8 +138,14 @@ pub fn propagate(headers: &mut HeaderMap, span: &SpanContext, b3: B3Form) {
                     headers.remove(B3_PARENT_SPAN_ID);
                 }
             }
-            insert(headers, B3_SAMPLED, flag.to_string());
-            headers.remove(B3_FLAGS);
+            // Debug implies sampled and is sent alone (B3).
+            if span.debug {
+                insert(headers, B3_FLAGS, "1".to_string());
+                headers.remove(B3_SAMPLED);
+            } else {
+                insert(headers, B3_SAMPLED, flag.to_string());
+                headers.remove(B3_FLAGS);
+            }
         }
     }
 }
@@ -137,7 +159,8 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
 
 /// `version-traceid-parentid-flags`; version `ff` and all-zero ids are invalid; version 00 has nothing after
 /// the flags, later versions may.
-fn parse_traceparent(text: &str) -> Option<(TraceIds, bool)> {
+/// The ids and the trace flags.
+fn parse_traceparent(text: &str) -> Option<(TraceIds, u8)> {
     let mut parts = text.trim().split('-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex_of = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
@@ -148,26 +171,30 @@ fn parse_traceparent(text: &str) -> Option<(TraceIds, bool)> {
         return None;
     }
     let ids = (nonzero_u128(trace)?, nonzero_u64(span)?);
-    let flags = u8::from_str_radix(flags, 16).ok()?;
-    Some((ids, flags & 1 == 1))
+    Some((ids, u8::from_str_radix(flags, 16).ok()?))
 }
 
-/// `b3: {traceid}-{spanid}[-{sampling}[-{parentspanid}]]`, or only `{sampling}` (`0`, `1`, `d`).
-fn parse_b3_single(text: &str) -> Option<(Option<TraceIds>, Option<bool>)> {
+/// `b3: {traceid}-{spanid}[-{sampling}[-{parentspanid}]]`, or only `{sampling}` (`0`, `1`, `d`): the ids, the
+/// decision and whether it is debug.
+fn parse_b3_single(text: &str) -> Option<(Option<TraceIds>, Option<bool>, bool)> {
     let sampling = |s: &str| match s {
-        "1" | "d" => Some(Some(true)),
-        "0" => Some(Some(false)),
+        "1" => Some((Some(true), false)),
+        "d" => Some((Some(true), true)),
+        "0" => Some((Some(false), false)),
         _ => None,
     };
     let mut parts = text.trim().split('-');
     let first = parts.next()?;
-    let Some(span) = parts.next() else { return Some((None, sampling(first)?)) };
-    let ids = (trace_id_hex(first)?, span_id_hex(span)?);
-    let sampled = match parts.next() {
-        Some(s) => sampling(s)?,
-        None => None,
+    let Some(span) = parts.next() else {
+        let (sampled, debug) = sampling(first)?;
+        return Some((None, sampled, debug));
     };
-    Some((Some(ids), sampled))
+    let ids = (trace_id_hex(first)?, span_id_hex(span)?);
+    let (sampled, debug) = match parts.next() {
+        Some(s) => sampling(s)?,
+        None => (None, false),
+    };
+    Some((Some(ids), sampled, debug))
 }
 
 /// A B3 trace id: 16 or 32 hex digits, not zero.
@@ -205,9 +232,19 @@ mod tests {
     fn a_w3c_parent_is_followed_and_replaced_by_the_proxys_span() {
         let mut h = headers(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
         let incoming = incoming(&h);
-        assert_eq!(incoming, Incoming { ids: Some((TRACE, CLIENT_SPAN)), sampled: Some(true), b3: B3Form::None });
+        let expected =
+            Incoming { ids: Some((TRACE, CLIENT_SPAN)), sampled: Some(true), debug: false, flags: 0, b3: B3Form::None };
+        assert_eq!(incoming, expected);
         let span = decide(&incoming, 0.0, DICE);
-        assert_eq!(span, SpanContext { trace_id: TRACE, span_id: 0xabcdef, parent: Some(CLIENT_SPAN), sampled: true });
+        let expected = SpanContext {
+            trace_id: TRACE,
+            span_id: 0xabcdef,
+            parent: Some(CLIENT_SPAN),
+            sampled: true,
+            debug: false,
+            flags: 0,
+        };
+        assert_eq!(span, expected);
         propagate(&mut h, &span, incoming.b3);
         assert_eq!(h["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000abcdef-01");
         assert!(h.get("b3").is_none() && h.get("x-b3-traceid").is_none(), "no B3 added where none was");
@@ -229,12 +266,16 @@ mod tests {
     fn without_context_a_trace_starts_here_at_the_rate() {
         let none = incoming(&HeaderMap::new());
         let span = decide(&none, 60.0, DICE);
-        assert_eq!(span, SpanContext { trace_id: 0x1234, span_id: 0xabcdef, parent: None, sampled: true });
+        let expected =
+            SpanContext { trace_id: 0x1234, span_id: 0xabcdef, parent: None, sampled: true, debug: false, flags: 0 };
+        assert_eq!(span, expected);
         assert!(!decide(&none, 0.0, Dice { draw: 0.0, ..DICE }).sampled, "0 % samples nothing");
         assert!(decide(&none, 100.0, Dice { draw: 0.999_999, ..DICE }).sampled, "100 % samples everything");
-        let mut h = HeaderMap::new();
-        propagate(&mut h, &decide(&none, 1.0, Dice { draw: 1.0, ..DICE }), none.b3);
+        let mut h = headers(&[("tracestate", "vendor=stale")]);
+        let started_here = decide(&incoming(&h), 1.0, Dice { draw: 1.0, ..DICE });
+        propagate(&mut h, &started_here, none.b3);
         assert_eq!(h["traceparent"], "00-00000000000000000000000000001234-0000000000abcdef-00");
+        assert!(h.get("tracestate").is_none(), "a trace started here has no vendor state");
     }
 
     #[test]
@@ -261,8 +302,30 @@ mod tests {
         assert_eq!(multi["x-b3-sampled"], "0", "the client said no");
         assert_eq!(
             incoming(&headers(&[("b3", "0")])),
-            Incoming { ids: None, sampled: Some(false), b3: B3Form::Single }
+            Incoming { ids: None, sampled: Some(false), debug: false, flags: 0, b3: B3Form::Single }
         );
+    }
+
+    #[test]
+    fn debug_other_flags_and_the_callers_tracestate_are_kept() {
+        let mut w3c = headers(&[
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"),
+            ("tracestate", "vendor=1"),
+        ]);
+        let found = incoming(&w3c);
+        propagate(&mut w3c, &decide(&found, 0.0, DICE), found.b3);
+        assert_eq!(w3c["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000abcdef-03", "random flag kept");
+        assert_eq!(w3c["tracestate"], "vendor=1");
+        let mut single = headers(&[("b3", "80f198ee56343ba8-e457b5a2e4d86bd1-d")]);
+        let found = incoming(&single);
+        propagate(&mut single, &decide(&found, 0.0, DICE), found.b3);
+        assert_eq!(single["b3"], "80f198ee56343ba8-0000000000abcdef-d-e457b5a2e4d86bd1");
+        let mut multi =
+            headers(&[("x-b3-traceid", "80f198ee56343ba8"), ("x-b3-spanid", "e457b5a2e4d86bd1"), ("x-b3-flags", "1")]);
+        let found = incoming(&multi);
+        propagate(&mut multi, &decide(&found, 0.0, DICE), found.b3);
+        assert_eq!((multi["x-b3-flags"].to_str().unwrap(), multi.get("x-b3-sampled")), ("1", None), "debug alone");
+        assert_eq!(multi["traceparent"], "00-000000000000000080f198ee56343ba8-0000000000abcdef-01");
     }
 
     #[test]

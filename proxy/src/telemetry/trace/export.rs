@@ -114,16 +114,20 @@ pub fn to_otlp(record: &SpanRecord) -> Span {
         Direction::Inbound => (SpanKind::Server, 500),
     };
     let authority = record.authority.as_deref().unwrap_or("-");
+    let parsed = authority.parse::<http::uri::Authority>().ok();
+    let host = parsed.as_ref().map_or(authority, |a| a.host());
+    let port = parsed.as_ref().and_then(|a| a.port_u16());
     let mut attributes = vec![
         string("http.request.method", &record.method),
         string("url.path", &record.path),
-        string("server.address", authority),
+        string("server.address", host.trim_start_matches('[').trim_end_matches(']')),
         integer("http.response.status_code", record.status.into()),
         string("network.protocol.version", record.protocol),
         string("response_flags", record.response_flags),
         string("node_id", &record.node_id),
         integer("http.response.body.size", record.bytes_sent as i64),
     ];
+    attributes.extend(port.map(|port| integer("server.port", port.into())));
     attributes.extend(record.upstream_cluster.as_deref().map(|cluster| string("upstream_cluster", cluster)));
     attributes.extend(record.upstream_host.map(|host| string("upstream_address", &host.to_string())));
     attributes.extend(record.request_id.as_deref().map(|id| string("guid:x-request-id", id)));
@@ -166,7 +170,14 @@ mod tests {
 
     fn record(direction: Direction, status: u16) -> SpanRecord {
         SpanRecord {
-            context: SpanContext { trace_id: 0x0102, span_id: 0x0a0b, parent: Some(0x0c), sampled: true },
+            context: SpanContext {
+                trace_id: 0x0102,
+                span_id: 0x0a0b,
+                parent: Some(0x0c),
+                sampled: true,
+                debug: false,
+                flags: 0,
+            },
             trace_state: Some("vendor=1".into()),
             direction,
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_500),
@@ -201,6 +212,8 @@ mod tests {
         assert_eq!((span.start_time_unix_nano, span.end_time_unix_nano), (1_500_000_000, 1_502_000_000));
         assert_eq!(span.trace_state, "vendor=1");
         assert_eq!(attribute(&span, "http.response.status_code"), Some(any_value::Value::IntValue(200)));
+        assert_eq!(attribute(&span, "server.address"), Some(any_value::Value::StringValue("reviews".into())));
+        assert_eq!(attribute(&span, "server.port"), Some(any_value::Value::IntValue(9080)));
         let cluster = "outbound|9080||reviews.default.svc.cluster.local".to_string();
         assert_eq!(attribute(&span, "upstream_cluster"), Some(any_value::Value::StringValue(cluster)));
         assert_eq!(attribute(&span, "guid:x-request-id"), Some(any_value::Value::StringValue("r-1".into())));

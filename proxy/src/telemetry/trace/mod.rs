@@ -5,7 +5,7 @@
 //! are exported to the collector over OTLP/gRPC ([`export`]) when their response has been sent.
 //!
 //! Span names are Istio's `<authority>/*`, kinds `CLIENT` (outbound) and `SERVER` (inbound); attributes follow
-//! OpenTelemetry's HTTP conventions (`http.request.method`, `url.path`, `server.address`,
+//! OpenTelemetry's HTTP conventions (`http.request.method`, `url.path`, `server.address`, `server.port`,
 //! `http.response.status_code`, `network.protocol.version`) plus Istio's `upstream_cluster`, `response_flags`,
 //! `guid:x-request-id` and `node_id`; the status is an error for 5xx, and for 4xx on client spans (OpenTelemetry's
 //! rule; Envoy marks only 5xx).
@@ -30,6 +30,11 @@ use context::{Dice, SpanContext};
 
 /// Spans waiting for the exporter at most; more are dropped and counted.
 const QUEUE: usize = 4096;
+/// Longest path, authority and request id kept in a span (Envoy's `max_path_tag_length` is 256): a client that
+/// forces sampling cannot make the queue hold its huge URIs.
+const MAX_TAG: usize = 256;
+/// Longest `tracestate` kept (W3C's limit for propagation).
+const MAX_TRACESTATE: usize = 512;
 
 /// Where spans go and how many requests start one.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,19 +101,19 @@ impl Tracer {
         // Handlers name the cluster they used on the response of a logged request.
         request.extensions_mut().insert(Logged);
         let headers = request.headers();
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let text = |name: &str, max| headers.get(name).and_then(|v| v.to_str().ok()).map(|t| clipped(t, max));
         let authority = crate::http::authority::request_authority(request.version(), request.uri(), headers);
         let record = SpanRecord {
             context: span,
-            trace_state: text("tracestate"),
+            trace_state: text("tracestate", MAX_TRACESTATE),
             direction,
             start: SystemTime::now(),
             end: SystemTime::UNIX_EPOCH,
-            method: request.method().to_string(),
-            authority: authority.ok().flatten(),
-            path: request.uri().path().to_string(),
+            method: clipped(request.method().as_str(), MAX_TAG),
+            authority: authority.ok().flatten().map(|a| clipped(&a, MAX_TAG)),
+            path: clipped(request.uri().path(), MAX_TAG),
             protocol: protocol_version(request.version()),
-            request_id: text(REQUEST_ID),
+            request_id: text(REQUEST_ID, MAX_TAG),
             status: 0,
             response_flags: "-",
             upstream_cluster: None,
@@ -153,6 +158,15 @@ impl OnBodyEnd for SpanEnd {
     }
 }
 
+/// `text`, cut to at most `max` bytes on a character boundary.
+fn clipped(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
 /// OpenTelemetry's `network.protocol.version`.
 fn protocol_version(version: Version) -> &'static str {
     match version {
@@ -161,5 +175,17 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_tags_are_cut_on_a_character_boundary() {
+        assert_eq!(clipped("/short", MAX_TAG), "/short");
+        assert_eq!(clipped(&"a".repeat(10_000), MAX_TAG).len(), MAX_TAG);
+        assert_eq!(clipped("aé", 2), "a", "not inside the two bytes of é");
     }
 }
