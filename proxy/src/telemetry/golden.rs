@@ -53,8 +53,10 @@ impl Reporter {
     }
 }
 
+/// Who sent a request or connection and who answered it, as Istio's standard metrics label them (shared by the
+/// HTTP and TCP metrics).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct GoldenLabels {
+pub(super) struct PartyLabels {
     reporter: &'static str,
     source_workload: Arc<str>,
     source_workload_namespace: Arc<str>,
@@ -69,6 +71,12 @@ struct GoldenLabels {
     destination_service: Arc<str>,
     destination_service_name: Arc<str>,
     destination_service_namespace: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GoldenLabels {
+    #[prometheus(flatten)]
+    parties: PartyLabels,
     request_protocol: &'static str,
     response_code: u16,
     response_flags: &'static str,
@@ -253,12 +261,6 @@ impl GoldenMetrics {
         self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// This sidecar's workload and SPIFFE id (`unknown` without one).
-    pub(super) fn own_identity(&self) -> (Arc<Workload>, Arc<str>) {
-        let own = self.own.load();
-        (own.workload.clone(), own.principal.clone())
-    }
-
     /// The labels of a Service the proxy cannot name.
     pub fn unknown_service(&self) -> Arc<ServiceLabels> {
         self.unknown_service.clone()
@@ -368,15 +370,32 @@ impl GoldenMetrics {
 
     /// The labels of a request's series.
     fn labels(&self, report: &RequestReport<'_>) -> GoldenLabels {
+        GoldenLabels {
+            parties: self.parties(report.reporter, report.peer, report.peer_principal, report.service),
+            request_protocol: if report.grpc { "grpc" } else { "http" },
+            response_code: report.code,
+            response_flags: report.flags,
+            connection_security_policy: security_policy(report.reporter, report.peer_principal),
+        }
+    }
+
+    /// This sidecar and its peer (`unknown` where not known) as source and destination, by `reporter`.
+    pub(super) fn parties(
+        &self,
+        reporter: Reporter,
+        peer: Option<&Workload>,
+        peer_principal: Option<&Arc<str>>,
+        service: &ServiceLabels,
+    ) -> PartyLabels {
         let own = self.own.load();
-        let peer = report.peer.unwrap_or(&self.unknown);
-        let peer_principal = report.peer_principal.unwrap_or(&self.unknown_text).clone();
-        let (source, source_principal, destination, destination_principal) = match report.reporter {
+        let peer = peer.unwrap_or(&self.unknown);
+        let peer_principal = peer_principal.unwrap_or(&self.unknown_text).clone();
+        let (source, source_principal, destination, destination_principal) = match reporter {
             Reporter::Source => (&*own.workload, own.principal.clone(), peer, peer_principal),
             Reporter::Destination => (peer, peer_principal, &*own.workload, own.principal.clone()),
         };
-        GoldenLabels {
-            reporter: report.reporter.as_str(),
+        PartyLabels {
+            reporter: reporter.as_str(),
             source_workload: source.workload.clone(),
             source_workload_namespace: source.namespace.clone(),
             source_principal,
@@ -387,19 +406,19 @@ impl GoldenMetrics {
             destination_principal,
             destination_app: destination.app.clone(),
             destination_version: destination.version.clone(),
-            destination_service: report.service.host.clone(),
-            destination_service_name: report.service.name.clone(),
-            destination_service_namespace: report.service.namespace.clone(),
-            request_protocol: if report.grpc { "grpc" } else { "http" },
-            response_code: report.code,
-            response_flags: report.flags,
-            // As Istio: the server's sidecar knows how the request came; the client's reports `unknown`.
-            connection_security_policy: match (report.reporter, report.peer_principal) {
-                (Reporter::Source, _) => "unknown",
-                (Reporter::Destination, Some(_)) => "mutual_tls",
-                (Reporter::Destination, None) => "none",
-            },
+            destination_service: service.host.clone(),
+            destination_service_name: service.name.clone(),
+            destination_service_namespace: service.namespace.clone(),
         }
+    }
+}
+
+/// As Istio: the server's sidecar knows how the request came; the client's reports `unknown`.
+pub(super) fn security_policy(reporter: Reporter, peer_principal: Option<&Arc<str>>) -> &'static str {
+    match (reporter, peer_principal) {
+        (Reporter::Source, _) => "unknown",
+        (Reporter::Destination, Some(_)) => "mutual_tls",
+        (Reporter::Destination, None) => "none",
     }
 }
 

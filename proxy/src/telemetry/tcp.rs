@@ -12,25 +12,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::golden::{GoldenMetrics, Reporter, ServiceLabels};
-use super::peer::UNKNOWN;
+use super::golden::{GoldenMetrics, PartyLabels, Reporter, ServiceLabels, security_policy};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TcpLabels {
-    reporter: &'static str,
-    source_workload: Arc<str>,
-    source_workload_namespace: Arc<str>,
-    source_principal: Arc<str>,
-    source_app: Arc<str>,
-    source_version: Arc<str>,
-    destination_workload: Arc<str>,
-    destination_workload_namespace: Arc<str>,
-    destination_principal: Arc<str>,
-    destination_app: Arc<str>,
-    destination_version: Arc<str>,
-    destination_service: Arc<str>,
-    destination_service_name: Arc<str>,
-    destination_service_namespace: Arc<str>,
+    #[prometheus(flatten)]
+    parties: PartyLabels,
     request_protocol: &'static str,
     response_flags: &'static str,
     connection_security_policy: &'static str,
@@ -113,36 +100,11 @@ impl GoldenMetrics {
     }
 
     fn tcp_labels(&self, report: &TcpReport<'_>) -> TcpLabels {
-        let (own, own_principal) = self.own_identity();
-        let unknown = Arc::<str>::from(UNKNOWN);
-        let peer_principal = report.peer_principal.cloned().unwrap_or_else(|| unknown.clone());
-        let peer = super::Workload::unknown();
-        let (source, source_principal, destination, destination_principal) = match report.reporter {
-            Reporter::Source => (&*own, own_principal, &peer, peer_principal),
-            Reporter::Destination => (&peer, peer_principal, &*own, own_principal),
-        };
         TcpLabels {
-            reporter: report.reporter.as_str(),
-            source_workload: source.workload.clone(),
-            source_workload_namespace: source.namespace.clone(),
-            source_principal,
-            source_app: source.app.clone(),
-            source_version: source.version.clone(),
-            destination_workload: destination.workload.clone(),
-            destination_workload_namespace: destination.namespace.clone(),
-            destination_principal,
-            destination_app: destination.app.clone(),
-            destination_version: destination.version.clone(),
-            destination_service: report.service.host.clone(),
-            destination_service_name: report.service.name.clone(),
-            destination_service_namespace: report.service.namespace.clone(),
+            parties: self.parties(report.reporter, None, report.peer_principal, report.service),
             request_protocol: "tcp",
             response_flags: report.flags,
-            connection_security_policy: match (report.reporter, report.peer_principal) {
-                (Reporter::Source, _) => "unknown",
-                (Reporter::Destination, Some(_)) => "mutual_tls",
-                (Reporter::Destination, None) => "none",
-            },
+            connection_security_policy: security_policy(report.reporter, report.peer_principal),
         }
     }
 }
