@@ -192,14 +192,7 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     let metrics = Arc::new(Metrics::new());
     let own = Workload::own(&settings.workload, &settings.pod_namespace, &settings.labels);
     let principal = settings.identity.as_ref().map(|identity| identity.id.to_string());
-    let tracer = match (&settings.tracing, collector) {
-        (Some(tracing), Some(collector)) => {
-            let (spans, queue) = Tracer::queue();
-            export::start(collector, queue, export::resource(&own, &settings.pod_name), metrics.clone());
-            Some(Arc::new(Tracer::new(tracing.sampling_percent, spans, metrics.clone(), &settings.node().id)))
-        }
-        _ => None,
-    };
+    let (tracer, exporter) = start_tracing(&settings, collector, &own, &metrics).unzip();
     metrics.golden.identify(own, principal.as_deref());
     let access_log = match settings.access_log {
         true => Some(AccessLog::stdout(metrics.clone()).map_err(StartError::AccessLog)?),
@@ -265,7 +258,27 @@ pub async fn run(settings: ProxySettings, shutdown: impl Future<Output = &'stati
     } else {
         tracing::warn!(timeout_ms = settings.drain_timeout.as_millis() as u64, "drain timeout; closing what is left");
     }
+    // The served connections are gone, and with them the tracer: the exporter sends what is queued and ends.
+    if let Some(exporter) = exporter
+        && tokio::time::timeout(export::FLUSH_TIMEOUT, exporter).await.is_err()
+    {
+        tracing::warn!("queued spans not sent in time; dropped");
+    }
     Ok(())
+}
+
+/// The tracer and its exporter's task, when a collector is set.
+fn start_tracing(
+    settings: &ProxySettings,
+    collector: Option<tonic::transport::Endpoint>,
+    own: &Workload,
+    metrics: &Arc<Metrics>,
+) -> Option<(Arc<Tracer>, tokio::task::JoinHandle<()>)> {
+    let (tracing, collector) = (settings.tracing.as_ref()?, collector?);
+    let (spans, queue) = Tracer::queue();
+    let exporter = export::start(collector, queue, export::resource(own, &settings.pod_name), metrics.clone());
+    let tracer = Tracer::new(tracing.sampling_percent, spans, metrics.clone(), &settings.node().id);
+    Some((Arc::new(tracer), exporter))
 }
 
 /// Starts getting and renewing the workload certificate; the proxy is not ready until the first arrives.

@@ -29,7 +29,12 @@ struct Collector {
     spans: mpsc::UnboundedReceiver<(String, Span)>,
 }
 
-struct Receiver(mpsc::UnboundedSender<(String, Span)>);
+/// Hands spans over; answers the first export only after `hold_first` (a slow collector).
+struct Receiver {
+    spans: mpsc::UnboundedSender<(String, Span)>,
+    hold_first: Option<Duration>,
+    answered: std::sync::atomic::AtomicBool,
+}
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -49,8 +54,12 @@ impl TraceService for Receiver {
                 })
                 .unwrap_or_default();
             for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
-                let _ = self.0.send((service.clone(), span));
+                let _ = self.spans.send((service.clone(), span));
             }
+        }
+        let first = !self.answered.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if let (true, Some(hold)) = (first, self.hold_first) {
+            tokio::time::sleep(hold).await;
         }
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -58,12 +67,17 @@ impl TraceService for Receiver {
 
 impl Collector {
     async fn start() -> Self {
+        Self::start_holding_first(None).await
+    }
+
+    async fn start_holding_first(hold_first: Option<Duration>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (tx, spans) = mpsc::unbounded_channel();
+        let receiver = Receiver { spans: tx, hold_first, answered: Default::default() };
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let service = TraceServiceServer::new(Receiver(tx));
+            let service = TraceServiceServer::new(receiver);
             let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
         });
         Self { address, spans }
@@ -197,4 +211,24 @@ async fn without_a_collector_trace_headers_pass_through_untouched() {
     assert_eq!(traceparent_seen(proxy.outbound, &[("traceparent", &sampled)]).await, sampled);
     assert_eq!(traceparent_seen(proxy.outbound, &[]).await, "(none)");
     assert!(!proxy.metrics().await.contains("weft_proxy_trace_spans_total{"), "nothing traced");
+}
+
+#[tokio::test]
+async fn spans_still_queued_when_the_proxy_stops_are_sent_before_it_exits() {
+    let backend = Backend::start().await;
+    // The first export is held for a while, so the second span waits in the queue when SIGTERM comes.
+    let mut collector = Collector::start_holding_first(Some(Duration::from_millis(800))).await;
+    let xds = free_port();
+    let _operator = Operator::start(xds, backend.address).await;
+    let collector_address = format!("http://{}", collector.address);
+    let mut proxy = Proxy::start(xds, &["--trace-collector", &collector_address, "--trace-sampling", "100"]);
+    proxy.wait_ready(StatusCode::OK).await;
+    let (first, _, _) = parts(&traceparent_seen(proxy.outbound, &[]).await);
+    let (_, span) = collector.next().await;
+    assert_eq!(hex(&span.trace_id), first, "the first export is on its way (and held)");
+    let (second, _, _) = parts(&traceparent_seen(proxy.outbound, &[]).await);
+    proxy.signal_term();
+    assert!(proxy.wait_exit(Duration::from_secs(10)).await.success(), "{}", proxy.output());
+    let (_, span) = collector.next().await;
+    assert_eq!(hex(&span.trace_id), second, "the queued span was sent before the proxy exited");
 }

@@ -2,7 +2,8 @@
 //! client of `opentelemetry-proto`). One task takes spans from the tracer's bounded queue and sends what has
 //! gathered as one batch (up to [`BATCH`]), so batches grow with the rate and a quiet proxy sends at once. A
 //! failed export drops its batch (counted; logged once per run of failures): spans are never worth holding
-//! requests or memory for.
+//! requests or memory for. On shutdown, once connections have drained, what is queued is sent (for up to
+//! [`FLUSH_TIMEOUT`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,8 @@ use crate::telemetry::Workload;
 
 /// Spans sent in one export at most.
 pub const BATCH: usize = 512;
+/// How long a stopping proxy waits for its queued spans to be sent.
+pub const FLUSH_TIMEOUT: std::time::Duration = Duration::from_secs(2);
 /// One export's time limit (OTLP exporters' default).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,10 +48,16 @@ pub fn collector_endpoint(address: &str) -> Result<Endpoint, String> {
     Ok(endpoint.connect_timeout(Duration::from_secs(5)).timeout(EXPORT_TIMEOUT).tcp_nodelay(true))
 }
 
-/// Exports what arrives on `spans` to `endpoint` until every sender is gone. Call within the runtime.
-pub fn start(endpoint: Endpoint, spans: mpsc::Receiver<SpanRecord>, resource: Resource, metrics: Arc<Metrics>) {
+/// Exports what arrives on `spans` to `endpoint` until every sender is gone (then the task ends, once what was
+/// queued has been sent). Call within the runtime.
+pub fn start(
+    endpoint: Endpoint,
+    spans: mpsc::Receiver<SpanRecord>,
+    resource: Resource,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
     let client = TraceServiceClient::new(endpoint.connect_lazy());
-    tokio::spawn(run(client, spans, resource, metrics));
+    tokio::spawn(run(client, spans, resource, metrics))
 }
 
 async fn run(
