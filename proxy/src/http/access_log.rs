@@ -14,7 +14,6 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Instant, SystemTime};
 
 use http::{Request, Response, Version};
-use hyper_util::client::legacy::connect::HttpInfo;
 use serde::Serialize;
 
 use super::Body;
@@ -22,6 +21,7 @@ use super::body_end::{OnBodyEnd, watch_end};
 use super::request_id::{REQUEST_ID, trace_id};
 use super::timeouts::connection::{InFlight, Side};
 use crate::metrics::{Direction, Metrics};
+use crate::upstream::UpstreamPeer;
 
 /// Lines waiting for the writer at most.
 const QUEUE: usize = 4096;
@@ -98,7 +98,7 @@ impl AccessLog {
         let extensions = response.extensions_mut();
         line.response_flags = extensions.get::<ResponseFlag>().map_or("-", |f| f.0);
         line.upstream_cluster = extensions.remove::<UpstreamCluster>().map(|c| c.0);
-        line.upstream_host = extensions.get::<HttpInfo>().map(|info| info.remote_addr().to_string());
+        line.upstream_host = extensions.get::<UpstreamPeer>().map(|peer| peer.address.to_string());
         let log = self.clone();
         response.map(|body| watch_end(body, LineEnd { line, started, in_flight, log }))
     }

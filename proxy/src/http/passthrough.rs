@@ -4,9 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::TryFutureExt;
 use http::Request;
-use tower::ServiceExt;
 
 use super::Body;
 use crate::upstream::{AddressPools, Endpoint, ResponseFuture};
@@ -29,8 +27,7 @@ impl Default for Passthrough {
 impl Passthrough {
     /// Sends `request` (absolute URI, the client's authority kept) to `address`.
     pub fn call(&self, address: SocketAddr, request: Request<Body>) -> ResponseFuture {
-        let endpoint = self.endpoint(address);
-        Box::pin(endpoint.oneshot(request).map_err(Into::into))
+        Box::pin(self.endpoint(address).send(request))
     }
 
     /// The connection pool to `address`, for a caller that sends it many requests.

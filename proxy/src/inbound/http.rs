@@ -35,7 +35,7 @@ use crate::http::timeouts::Timeouts;
 use crate::http::{Body, Observers, ServedBody, Serving, Upgrades, serve_http};
 use crate::metrics::{Direction, InboundLabels, Metrics};
 use crate::telemetry::report;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, UpstreamBody};
 
 /// The header carrying the caller's identity to the application (Envoy's and Istio's).
 pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
@@ -180,9 +180,7 @@ impl InboundHttp {
             }
         };
         let request = prepare(request, &authority, caller, upgrade.is_some());
-        let mut pool = caller.pool.clone();
-        // The pool is always ready (it queues for a connection itself).
-        let response = match tower::Service::call(&mut pool, request).await {
+        let response = match caller.pool.send(request).await {
             Ok(response) => answer(response, upgrade, grpc),
             Err(err) => {
                 tracing::debug!(app = %caller.app, error = %err, "inbound request to the application failed");
@@ -284,7 +282,7 @@ fn prepare(request: Request<ServedBody>, authority: &str, caller: &Caller, upgra
 /// The application's response as the caller gets it; a `101` joins the two upgraded connections. A `101` to a
 /// request that asked for no upgrade is the application's error: passing it on would leave the caller on a
 /// connection neither side can read.
-fn answer(mut response: Response<hyper::body::Incoming>, upgrade: Option<OnUpgrade>, grpc: bool) -> Response<Body> {
+fn answer(mut response: Response<UpstreamBody>, upgrade: Option<OnUpgrade>, grpc: bool) -> Response<Body> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match upgrade {
         Some(downstream) if switching => {

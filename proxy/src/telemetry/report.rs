@@ -11,7 +11,7 @@ use http::{HeaderMap, Response};
 use super::golden::{BodySizes, GoldenMetrics, Reporter, RequestReport, ServiceLabels};
 use super::peer::PEER_HEADER;
 use crate::http::access_log::ResponseFlag;
-use crate::upstream::UpstreamPrincipal;
+use crate::upstream::UpstreamPeer;
 
 /// Outbound, before the request goes: this sidecar's workload told to a mesh Service's sidecar, and never what
 /// the application itself put in the header.
@@ -37,7 +37,7 @@ pub fn report_outbound<B>(
     let told = response.headers_mut().remove(PEER_HEADER);
     let peer = told.filter(|_| in_mesh).and_then(|h| golden.peers.decode(&h));
     // The server's identity, from the mutual TLS handshake of the connection that carried the request.
-    let principal = response.extensions().get::<UpstreamPrincipal>().map(|p| p.0.clone());
+    let principal = response.extensions().get::<UpstreamPeer>().and_then(|peer| peer.principal.clone());
     let sizes = golden.record(RequestReport {
         reporter: Reporter::Source,
         peer: peer.as_deref(),

@@ -14,6 +14,7 @@ mod maglev;
 mod members;
 mod origination;
 mod outlier;
+mod pool;
 mod priority;
 mod reuse;
 mod ring;
@@ -26,10 +27,8 @@ use std::sync::Arc;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use futures_util::{FutureExt, TryFutureExt};
+use futures_util::FutureExt;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
-use tower::ServiceExt;
 use weft_xds::lb::LbAlgorithm;
 
 pub use budget::{RetryBudget, RetryPermit};
@@ -48,7 +47,7 @@ use hashing::Hashing;
 use health::Health;
 pub use origination::Alpn;
 use outlier::Outcome;
-pub use reuse::UpstreamPrincipal;
+pub use pool::{ConnectError, UpstreamBody, UpstreamPeer};
 pub use tls::{ClusterTls, UpstreamIo};
 
 /// What each request reads of the cluster's config: its limits, slow start, locality weighting.
@@ -75,7 +74,7 @@ pub struct NoEndpoints;
 
 /// The response of one request to one endpoint.
 pub type ResponseFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<UpstreamBody>, BoxError>> + Send + 'static>>;
 
 /// The cluster's limits were reached: answered `503` at once (Envoy's overflow).
 #[derive(Debug, thiserror::Error)]
@@ -311,7 +310,7 @@ fn original_destination(
     active: impl Send + 'static,
 ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
     let address = request.extensions().get::<OriginalDestination>().map(|o| o.0).ok_or(NoEndpoints)?;
-    let future = pools.endpoint(address).oneshot(request).map_err(BoxError::from).map(move |result| {
+    let future = pools.endpoint(address).send(request).map(move |result| {
         drop(active);
         result
     });
@@ -319,7 +318,7 @@ fn original_destination(
 }
 
 /// How a request ended, for outlier detection.
-fn outcome(result: &Result<Response<Incoming>, BoxError>) -> Outcome {
+fn outcome(result: &Result<Response<UpstreamBody>, BoxError>) -> Outcome {
     match result {
         Ok(response) if response.status().is_server_error() => Outcome::ServerError(response.status().as_u16()),
         Ok(_) => Outcome::Success,

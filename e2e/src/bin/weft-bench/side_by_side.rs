@@ -106,7 +106,9 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
             );
         }
         let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
-        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST).await?;
+        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST)
+            .await
+            .with_context(|| format!("{name}'s memory probe"))?;
         measured.push(Measured { name, runs, memory: Memory { resident_mb, idle_mb, after_burst_mb, later_mb } });
     }
     if pinned {

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{Request, Response, Version};
-use hyper_util::client::legacy::connect::HttpInfo;
 use tokio::sync::mpsc;
 
 use crate::http::Body;
@@ -26,6 +25,7 @@ use crate::http::access_log::{Logged, ResponseFlag, UpstreamCluster};
 use crate::http::body_end::{OnBodyEnd, watch_end};
 use crate::http::request_id::REQUEST_ID;
 use crate::metrics::{Direction, Metrics};
+use crate::upstream::UpstreamPeer;
 use context::{Dice, SpanContext};
 
 /// Spans waiting for the exporter at most; more are dropped and counted.
@@ -131,7 +131,7 @@ impl Tracer {
         let extensions = response.extensions();
         record.response_flags = extensions.get::<ResponseFlag>().map_or("-", |f| f.0);
         record.upstream_cluster = extensions.get::<UpstreamCluster>().map(|c| c.0.clone());
-        record.upstream_host = extensions.get::<HttpInfo>().map(|info| info.remote_addr());
+        record.upstream_host = extensions.get::<UpstreamPeer>().map(|peer| peer.address);
         let tracer = self.clone();
         response.map(|body| watch_end(body, SpanEnd { record, tracer }))
     }

@@ -14,7 +14,7 @@ use crate::BoxError;
 use crate::config::policy::RetryPolicy;
 use crate::http::Body;
 use crate::metrics::{Metrics, RouteEvent};
-use crate::upstream::{ClusterBalancer, NoEndpoints, Overflow};
+use crate::upstream::{ClusterBalancer, ConnectError, NoEndpoints, Overflow};
 use decide::{Outcome, backoff, is_retriable};
 
 /// The per-try timeout passed before the response head.
@@ -104,13 +104,11 @@ fn outcome(result: &Result<http::Response<Body>, BoxError>) -> Outcome {
 
 /// A connection that could not be made, an HTTP/2 stream refused, or anything else after sending (a reset).
 fn failure_kind(err: &(dyn std::error::Error + 'static)) -> Outcome {
-    if let Some(client) = err.downcast_ref::<hyper_util::client::legacy::Error>()
-        && client.is_connect()
-    {
-        return Outcome::ConnectFailure;
-    }
     let mut source = Some(err);
     while let Some(current) = source {
+        if current.is::<ConnectError>() {
+            return Outcome::ConnectFailure;
+        }
         if let Some(h2) = current.downcast_ref::<h2::Error>()
             && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
         {
@@ -119,4 +117,25 @@ fn failure_kind(err: &(dyn std::error::Error + 'static)) -> Outcome {
         source = current.source();
     }
     Outcome::Reset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_that_could_not_be_made_is_a_connect_failure_however_wrapped() {
+        let refused = || ConnectError {
+            address: "127.0.0.1:9".parse().unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        let direct: BoxError = refused().into();
+        assert_eq!(failure_kind(direct.as_ref()), Outcome::ConnectFailure);
+        #[derive(Debug, thiserror::Error)]
+        #[error("a layer in between")]
+        struct Layer(#[source] ConnectError);
+        assert_eq!(failure_kind(&Layer(refused())), Outcome::ConnectFailure);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(failure_kind(&reset), Outcome::Reset, "after the connection was made: a reset");
+    }
 }

@@ -1,0 +1,166 @@
+//! The connection pool of one upstream endpoint, written for the request path instead of hyper_util's
+//! general-purpose client: HTTP/1.1 connections each carry one request at a time and wait in a stack of idle
+//! ones ([`http1`]); HTTP/2 requests share one connection per endpoint ([`http2`]). Nothing is spawned per
+//! request: an HTTP/1.1 connection goes back to the stack when its response body ends ([`UpstreamBody`]).
+//!
+//! What the pool guarantees: a request that a reused keep-alive connection closed before taking is sent again
+//! on another connection (the server closing an idle connection is not an error the client sees); connections
+//! idle past the cluster's `idleTimeout` are closed; a connection stops taking requests after the cluster's
+//! `maxRequestsPerConnection` or `maxConnectionDuration` ([`super::reuse`]); each response carries the
+//! [`UpstreamPeer`] that answered it.
+
+mod connect;
+mod http1;
+mod http2;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+
+pub use connect::{ConnectError, Dial};
+pub use http1::UpstreamBody;
+
+use super::reuse::ReuseLimits;
+use crate::BoxError;
+use crate::http::Body;
+
+/// Who answered a response: the endpoint's address and, over mutual TLS, the server's SPIFFE id (for the
+/// access log, traces and the golden metrics' `destination_principal`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPeer {
+    pub address: SocketAddr,
+    pub principal: Option<Arc<str>>,
+}
+
+/// One connection's age and the requests it has been given.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    opened: Instant,
+    requests: u32,
+}
+
+impl Usage {
+    fn new() -> Self {
+        Self { opened: Instant::now(), requests: 0 }
+    }
+}
+
+/// The pools of one endpoint.
+pub struct Pool {
+    dial: Dial,
+    limits: Option<ReuseLimits>,
+    idle_timeout: Duration,
+    /// Idle HTTP/1.1 connections beyond this many are closed when returned (nginx's `keepalive`).
+    max_idle: usize,
+    http1: Mutex<Vec<http1::Idle>>,
+    http2: http2::Shared,
+    /// Whether a task is watching for idle connections to close.
+    reaping: AtomicBool,
+}
+
+impl Pool {
+    pub fn new(dial: Dial, limits: Option<ReuseLimits>, idle_timeout: Duration, max_idle: usize) -> Self {
+        Self {
+            dial,
+            limits,
+            idle_timeout,
+            max_idle,
+            http1: Mutex::default(),
+            http2: http2::Shared::default(),
+            reaping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.dial.address
+    }
+
+    pub fn secured(&self) -> bool {
+        self.dial.tls.is_some()
+    }
+
+    /// Sends `request` over HTTP/2 or HTTP/1 (the request's version must already say which HTTP/1).
+    pub async fn send(
+        self: Arc<Self>,
+        request: Request<Body>,
+        http2: bool,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        if http2 { self.send_http2(request).await } else { self.send_http1(request).await }
+    }
+
+    /// Whether a connection takes no more requests.
+    fn spent(&self, usage: &Usage) -> bool {
+        self.limits.is_some_and(|limits| limits.spent(usage.requests, usage.opened.elapsed()))
+    }
+
+    /// Makes sure a task closes connections once idle past the timeout; it ends when none is left idle.
+    fn watch_idle(self: &Arc<Self>) {
+        if self.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        spawn_detached(reap(Arc::downgrade(self)));
+    }
+
+    /// When the next idle connection's timeout falls, if any is idle.
+    fn next_idle_deadline(&self) -> Option<Instant> {
+        let http1 = self.http1.lock().ok().and_then(|idle| idle.first().map(|oldest| oldest.since));
+        [http1, self.http2.last_used()].into_iter().flatten().min().map(|since| since + self.idle_timeout)
+    }
+
+    /// Closes the connections idle since before `now` less the idle timeout.
+    fn close_idle(&self, now: Instant) {
+        let Some(cutoff) = now.checked_sub(self.idle_timeout) else { return };
+        let expired: Vec<_> = match self.http1.lock() {
+            // Oldest first: the stack is pushed in the order connections went idle.
+            Ok(mut idle) => {
+                let keep_from = idle.partition_point(|entry| entry.since <= cutoff);
+                idle.drain(..keep_from).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        self.http2.close_if_idle_since(cutoff);
+        // Dropped outside the lock: dropping a sender ends its connection.
+        drop(expired);
+    }
+}
+
+/// Runs `task` on the current runtime, if there is one: a response body can be dropped while the runtime shuts
+/// down, when there is nothing left to run it on (nor a reason to).
+fn spawn_detached(task: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
+    }
+}
+
+/// The idle-connection watcher of one pool: holds it only weakly, so a pool that is dropped (its endpoint left
+/// the cluster) takes its connections with it.
+async fn reap(pool: Weak<Pool>) {
+    loop {
+        let deadline = match pool.upgrade() {
+            None => return,
+            Some(pool) => match pool.next_idle_deadline() {
+                Some(deadline) => deadline,
+                None => {
+                    pool.reaping.store(false, Ordering::Release);
+                    // A connection that went idle while this was deciding to stop saw the flag still set.
+                    if pool.next_idle_deadline().is_none() || pool.reaping.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        tokio::time::sleep_until(deadline.into()).await;
+        match pool.upgrade() {
+            Some(pool) => pool.close_idle(Instant::now()),
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+//! The pool against real HTTP servers on loopback: reuse, idle closing, limits, the peer on each response, and
+//! requests surviving a server that closes kept-alive connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Dial, Pool, UpstreamPeer};
+use crate::http::Body;
+
+/// Connections a test server accepted, and how many are open now.
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// An HTTP/1.1 and HTTP/2 server on loopback answering `body_len` bytes after `delay`.
+async fn server(body_len: usize, delay: Duration) -> (SocketAddr, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address, counts) = (listener.local_addr().unwrap(), Arc::new(Counts::default()));
+    let counting = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counting.accepted.fetch_add(1, Ordering::SeqCst);
+            counting.open.fetch_add(1, Ordering::SeqCst);
+            let counting = counting.clone();
+            let service = hyper::service::service_fn(move |_: Request<Incoming>| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; body_len]))))
+            });
+            tokio::spawn(async move {
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                counting.open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (address, counts)
+}
+
+fn pool(address: SocketAddr, idle_timeout: Duration, max_idle: usize) -> Arc<Pool> {
+    let dial = Dial { address, timeout: Duration::from_secs(1), keepalive: None, tls: None };
+    Arc::new(Pool::new(dial, None, idle_timeout, max_idle))
+}
+
+fn get(version: Version) -> Request<Body> {
+    let body = Empty::<Bytes>::new().map_err(|never| match never {}).boxed();
+    Request::get("http://app.test/").version(version).body(body).unwrap()
+}
+
+/// One request read to its end; the response's peer.
+async fn exchange(pool: &Arc<Pool>, version: Version) -> UpstreamPeer {
+    let response = pool.clone().send(get(version), version == Version::HTTP_2).await.unwrap();
+    let peer = response.extensions().get::<UpstreamPeer>().cloned().unwrap();
+    response.into_body().collect().await.unwrap();
+    peer
+}
+
+/// Polls `check` until it holds, for at most five seconds.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn http1_connections_are_reused_and_each_response_names_its_peer() {
+    let (address, counts) = server(1000, Duration::ZERO).await;
+    let pool = pool(address, Duration::from_secs(60), 8);
+    for _ in 0..5 {
+        let peer = exchange(&pool, Version::HTTP_11).await;
+        assert_eq!(peer, UpstreamPeer { address, principal: None });
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn concurrent_http2_requests_share_one_connection() {
+    let (address, counts) = server(10, Duration::from_millis(50)).await;
+    let pool = pool(address, Duration::from_secs(60), 8);
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            tokio::spawn({
+                let pool = pool.clone();
+                async move { exchange(&pool, Version::HTTP_2).await }
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap();
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn concurrent_http1_requests_each_get_a_connection_and_idle_ones_beyond_the_cap_close() {
+    let (address, counts) = server(10, Duration::from_millis(100)).await;
+    let pool = pool(address, Duration::from_secs(60), 1);
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn({
+                let pool = pool.clone();
+                async move { exchange(&pool, Version::HTTP_11).await }
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap();
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+    eventually("two of three idle connections closed", || counts.open.load(Ordering::SeqCst) == 1).await;
+}
+
+#[tokio::test]
+async fn connections_idle_past_the_timeout_are_closed() {
+    let (address, counts) = server(10, Duration::ZERO).await;
+    let pool = pool(address, Duration::from_millis(200), 8);
+    exchange(&pool, Version::HTTP_11).await;
+    exchange(&pool, Version::HTTP_2).await;
+    assert_eq!(counts.open.load(Ordering::SeqCst), 2);
+    eventually("idle HTTP/1.1 and HTTP/2 connections closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+    // And the pool opens new ones afterwards.
+    exchange(&pool, Version::HTTP_11).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_body_dropped_part_way_closes_its_connection_instead_of_reusing_it() {
+    let (address, counts) = server(1 << 20, Duration::ZERO).await;
+    let pool = pool(address, Duration::from_secs(60), 8);
+    let response = pool.clone().send(get(Version::HTTP_11), false).await.unwrap();
+    let mut body = response.into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    eventually("the half-read connection closed", || counts.open.load(Ordering::SeqCst) == 0).await;
+    exchange(&pool, Version::HTTP_11).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A server that answers one request per connection with keep-alive and then closes the connection, as a server
+/// closing idle keep-alive connections does.
+async fn one_request_per_connection_server() -> (SocketAddr, Arc<Counts>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (address, counts) = (listener.local_addr().unwrap(), Arc::new(Counts::default()));
+    let counting = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counting.accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut asked = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !asked.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => asked.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    (address, counts)
+}
+
+#[tokio::test]
+async fn a_server_closing_kept_alive_connections_fails_no_request() {
+    let (address, counts) = one_request_per_connection_server().await;
+    let pool = pool(address, Duration::from_secs(60), 8);
+    for _ in 0..50 {
+        exchange(&pool, Version::HTTP_11).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 50);
+}
+
+#[tokio::test]
+async fn a_refused_connection_fails_with_a_connect_error() {
+    let address = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let pool = pool(address, Duration::from_secs(60), 8);
+    for http2 in [false, true] {
+        let version = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        let err = pool.clone().send(get(version), http2).await.err().unwrap();
+        assert!(err.is::<super::ConnectError>(), "{err}");
+    }
+}
