@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod log_writer;
+pub mod telemetry;
 
 use std::ffi::OsString;
 use std::fmt::Display;

@@ -155,7 +155,7 @@ pub struct RunArgs {
     #[arg(long, env = "WEFT_TRACE_COLLECTOR", value_name = "URL")]
     pub trace_collector: Option<String>,
     /// Percent of requests traced when the client sent no sampling decision (Istio's `sampling`), 0 to 100.
-    #[arg(long, env = "WEFT_TRACE_SAMPLING", default_value_t = 1.0, value_parser = parse_percent, value_name = "PERCENT")]
+    #[arg(long, env = "WEFT_TRACE_SAMPLING", default_value_t = 1.0, value_parser = weft_process::telemetry::parse_percent, value_name = "PERCENT")]
     pub trace_sampling: f64,
     /// Log filter, e.g. `info` or `weft_proxy=debug` (RUST_LOG syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info")]
@@ -167,13 +167,6 @@ pub struct RunArgs {
 pub enum AccessLogTarget {
     Off,
     Stdout,
-}
-
-fn parse_percent(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
-        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
-    }
 }
 
 fn parse_inbound(text: &str) -> Result<(SocketAddr, SocketAddr), String> {

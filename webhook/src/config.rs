@@ -62,14 +62,6 @@ pub struct TracingConfig {
 /// Istio's default sampling rate (`meshConfig.defaultConfig.tracing.sampling`), percent.
 pub const DEFAULT_TRACE_SAMPLING: f64 = 1.0;
 
-/// A sampling rate the proxy accepts: a percentage from 0 to 100.
-pub fn sampling_percent(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(percent) if (0.0..=100.0).contains(&percent) => Ok(percent),
-        _ => Err("expected a percentage from 0 to 100, e.g. 1 or 0.5".into()),
-    }
-}
-
 /// The injected proxy's timeouts, as durations it parses (`10s`, `5m`, `1h`, `0` for off); see `weft-proxy
 /// --help` for what each does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,11 +182,7 @@ impl InjectConfig {
         check_xds_address(&self.xds_address)?;
         if let Some(tracing) = &self.tracing {
             // As the proxy checks it: a collector it would refuse would stop every injected pod.
-            let with_scheme = match tracing.collector.contains("://") {
-                true => tracing.collector.clone(),
-                false => format!("http://{}", tracing.collector),
-            };
-            if !with_scheme.starts_with("http://") || check_xds_address(&with_scheme).is_err() {
+            if weft_process::telemetry::collector_uri(&tracing.collector).is_err() {
                 return Err(ConfigError::BadTraceCollector(tracing.collector.clone()));
             }
         }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use weft_process::telemetry::parse_percent;
 use weft_webhook::config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT,
     DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_XDS_ADDRESS, ProxyTimeouts, proxy_duration,
 };
-use weft_webhook::config::{DEFAULT_TRACE_SAMPLING, IdentityConfig, TracingConfig, sampling_percent};
+use weft_webhook::config::{DEFAULT_TRACE_SAMPLING, IdentityConfig, TracingConfig};
 use weft_webhook::discover::NativeSidecars;
 use weft_webhook::limits::Limits;
 use weft_webhook::quantity::Quantity;
@@ -73,7 +74,7 @@ struct Args {
     #[arg(long, env = "WEFT_PROXY_TRACE_COLLECTOR", default_value = "", value_name = "URL")]
     proxy_trace_collector: String,
     /// Percent of requests traced when the client made no decision; `weft.dev/trace-sampling` overrides it.
-    #[arg(long, env = "WEFT_PROXY_TRACE_SAMPLING", default_value_t = DEFAULT_TRACE_SAMPLING, value_parser = sampling_percent, value_name = "PERCENT")]
+    #[arg(long, env = "WEFT_PROXY_TRACE_SAMPLING", default_value_t = DEFAULT_TRACE_SAMPLING, value_parser = parse_percent, value_name = "PERCENT")]
     proxy_trace_sampling: f64,
     /// Mutual TLS between sidecars: injected proxies get a workload certificate from the operator's CA (a
     /// projected ServiceAccount token for audience `weft-ca` and the trust bundle ConfigMap `weft-ca-root-cert`

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration, sampling_percent};
+use weft_process::telemetry::parse_percent;
+
+use crate::config::{ProxyResources, ProxyTimeouts, proxy_duration};
 use crate::quantity::Quantity;
 use weft_xds::ProxyScope;
 
@@ -183,7 +185,7 @@ pub fn access_log(annotations: &BTreeMap<String, String>, default: bool) -> Resu
 /// The sidecar's trace sampling rate: the pod's annotation, else `default`.
 pub fn trace_sampling(annotations: &BTreeMap<String, String>, default: f64) -> Result<f64, InjectError> {
     let Some(value) = annotations.get(TRACE_SAMPLING) else { return Ok(default) };
-    sampling_percent(value).map_err(|reason| InjectError::InvalidAnnotation {
+    parse_percent(value).map_err(|reason| InjectError::InvalidAnnotation {
         annotation: TRACE_SAMPLING,
         value: value.clone(),
         reason,

@@ -37,14 +37,8 @@ pub const FAILED: &str = "failed";
 /// The collector's gRPC endpoint for `address` (`http://HOST:PORT` or `HOST:PORT`), checked before any port
 /// binds; connected on first use, so a collector that starts later is fine.
 pub fn collector_endpoint(address: &str) -> Result<Endpoint, String> {
-    let uri = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
-    if !uri.starts_with("http://") {
-        return Err("only plaintext OTLP/gRPC (http://HOST:PORT) is supported".into());
-    }
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| e.to_string())?;
-    if endpoint.uri().host().is_none_or(str::is_empty) {
-        return Err("needs a host, e.g. otel-collector.observability:4317".into());
-    }
+    let uri = weft_process::telemetry::collector_uri(address)?;
+    let endpoint = Endpoint::from_shared(uri.to_string()).map_err(|e| e.to_string())?;
     Ok(endpoint.connect_timeout(Duration::from_secs(5)).timeout(EXPORT_TIMEOUT).tcp_nodelay(true))
 }
 
@@ -242,6 +236,6 @@ mod tests {
         assert_eq!(collector_endpoint("otel:4317").unwrap().uri().to_string(), "http://otel:4317/");
         assert!(collector_endpoint("http://10.0.0.9:4317").is_ok());
         assert!(collector_endpoint("https://otel:4317").unwrap_err().contains("plaintext"));
-        assert!(collector_endpoint("http://").is_err());
+        assert!(collector_endpoint("http://otel").is_err(), "OTLP has no default port");
     }
 }
