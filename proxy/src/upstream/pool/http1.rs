@@ -1,7 +1,7 @@
 //! HTTP/1.1 upstream connections: each carries one request at a time. Idle ones wait in a stack (the most
 //! recently used is reused first, so the others age out); a connection is given back by its response body once
-//! that has been read to the end, without a task of its own. A connection a response body was dropped from
-//! part-way is closed, since hyper cannot reuse it.
+//! that has been read to the end (or dropped: hyper drains a small remainder, e.g. of a `503` a retry dropped,
+//! and closes the connection otherwise), without a task of its own.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -95,9 +95,9 @@ impl Pool {
         if connection.sender.is_ready() {
             return self.park(connection);
         }
-        // The request body is still going (or the connection has not caught up yet): parked once it can take
-        // another request, if that comes within the idle timeout.
-        super::spawn_detached(async move {
+        // The request body is still going, hyper is draining a response body dropped unread, or the connection has
+        // not caught up yet: parked once it can take another request, if that comes within the idle timeout.
+        let _ = super::spawn_detached(async move {
             let ready = tokio::time::timeout(self.idle_timeout, connection.sender.ready()).await;
             if matches!(ready, Ok(Ok(()))) {
                 self.park(connection);
@@ -128,6 +128,10 @@ fn to_origin_form(request: &mut Request<Body>) {
         request.headers_mut().insert(header::HOST, host);
     }
     if request.method() == Method::CONNECT {
+        // Authority-form: `CONNECT host:port`.
+        if let Some(authority) = request.uri().authority().and_then(|a| a.as_str().parse::<Uri>().ok()) {
+            *request.uri_mut() = authority;
+        }
         return;
     }
     let origin_form = match request.uri().path_and_query() {
@@ -179,8 +183,10 @@ impl HttpBody for UpstreamBody {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
         match &frame {
+            // A broken exchange: the connection goes with it.
             Some(Err(_)) => this.giveback = None,
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
+            // Trailers end a body; a server stops reading after them, as after the last data.
+            Some(Ok(frame)) if frame.is_trailers() || this.body.is_end_stream() => this.release(),
             None => this.release(),
             Some(Ok(_)) => {}
         }
@@ -197,11 +203,10 @@ impl HttpBody for UpstreamBody {
 }
 
 impl Drop for UpstreamBody {
+    /// A body read to its end, known to be empty, or dropped unread: the pool takes the connection once hyper has
+    /// it ready again (it is closed instead when hyper cannot drain the rest).
     fn drop(&mut self) {
-        // A body nobody polled because it was known to be empty (or read to its length) still ends cleanly.
-        if self.body.is_end_stream() {
-            self.release();
-        }
+        self.release();
     }
 }
 
@@ -225,6 +230,11 @@ mod tests {
         to_origin_form(&mut default_port);
         assert_eq!(default_port.uri(), "/");
         assert_eq!(default_port.headers()[header::HOST], "reviews.shop");
+
+        let mut connect = request("http://reviews.shop:443/");
+        *connect.method_mut() = Method::CONNECT;
+        to_origin_form(&mut connect);
+        assert_eq!(connect.uri(), "reviews.shop:443", "authority-form");
 
         let mut kept = request("http://reviews.shop/");
         kept.headers_mut().insert(header::HOST, HeaderValue::from_static("as-the-client-said"));

@@ -89,7 +89,12 @@ impl Pool {
 
     /// Opens the endpoint's connection, or waits for the request already opening it.
     async fn connect_http2(self: &Arc<Self>) -> Result<Stream, BoxError> {
-        let _opening = self.http2.opening.lock().await;
+        // A connection its first request spends is never shared: each request opens its own, without waiting.
+        let shared = !self.limits.is_some_and(|limits| matches!(limits.max_requests, Some(0 | 1)));
+        let _opening = match shared {
+            true => Some(self.http2.opening.lock().await),
+            false => None,
+        };
         if let Some(stream) = self.take_stream() {
             return Ok(stream);
         }

@@ -102,7 +102,9 @@ impl Pool {
         if self.reaping.swap(true, Ordering::AcqRel) {
             return;
         }
-        spawn_detached(reap(Arc::downgrade(self)));
+        if !spawn_detached(reap(Arc::downgrade(self))) {
+            self.reaping.store(false, Ordering::Release);
+        }
     }
 
     /// When the next idle connection's timeout falls, if any is idle.
@@ -129,11 +131,13 @@ impl Pool {
 }
 
 /// Runs `task` on the current runtime, if there is one: a response body can be dropped while the runtime shuts
-/// down, when there is nothing left to run it on (nor a reason to).
-fn spawn_detached(task: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+/// down, when there is nothing left to run it on (nor a reason to). Whether it was spawned.
+fn spawn_detached(task: impl Future<Output = ()> + Send + 'static) -> bool {
+    let runtime = tokio::runtime::Handle::try_current();
+    if let Ok(runtime) = &runtime {
         runtime.spawn(task);
     }
+    runtime.is_ok()
 }
 
 /// The idle-connection watcher of one pool: holds it only weakly, so a pool that is dropped (its endpoint left
