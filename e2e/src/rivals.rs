@@ -107,20 +107,33 @@ pub async fn memory_probe(
             let request = request.clone();
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut stream = tokio::net::TcpStream::connect(listen).await.ok()?;
-                stream.write_all(request.as_bytes()).await.ok()?;
+                let mut stream = tokio::net::TcpStream::connect(listen).await.map_err(|e| format!("connect: {e}"))?;
+                stream.write_all(request.as_bytes()).await.map_err(|e| format!("write: {e}"))?;
                 let mut answer = [0u8; 512];
-                let read = stream.read(&mut answer).await.ok()?;
-                answer[..read].starts_with(b"HTTP/1.1 200").then_some(stream)
+                let read = stream.read(&mut answer).await.map_err(|e| format!("read: {e}"))?;
+                match answer[..read].starts_with(b"HTTP/1.1 200") {
+                    true => Ok(stream),
+                    false => {
+                        Err(String::from_utf8_lossy(answer[..read].split(|b| *b == b'\r').next().unwrap_or_default())
+                            .into_owned())
+                    }
+                }
             })
         })
         .collect();
     let mut streams = Vec::with_capacity(burst);
+    let mut failures = std::collections::BTreeMap::<String, usize>::new();
     for call in calls {
-        streams.push(call.await.ok().flatten());
+        match call.await.map_err(|e| e.to_string()).and_then(|answer| answer) {
+            Ok(stream) => streams.push(stream),
+            Err(why) => *failures.entry(why).or_default() += 1,
+        }
     }
-    let answered = streams.iter().filter(|s| s.is_some()).count();
-    anyhow::ensure!(answered * 10 >= burst * 9, "only {answered} of {burst} burst requests were answered");
+    let answered = streams.len();
+    anyhow::ensure!(
+        answered * 10 >= burst * 9,
+        "only {answered} of {burst} burst requests were answered; the others: {failures:?}"
+    );
     drop(streams);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let soon = resident_bytes(pid) as f64 / 1e6;

@@ -193,7 +193,9 @@ where
             let logged =
                 observers.access_log.as_ref().map(|log| (log.clone(), log.begin(&mut request, direction, peer)));
             let request = request.map(|body| InFlightBody::new(body, in_flight.clone(), Side::Request));
-            async move {
+            // Boxed once here: hyper moves the request's future into its connection state and, on HTTP/2, into a
+            // task of its own; moving a pointer instead of the whole (several KB) future is measurably cheaper.
+            Box::pin(async move {
                 let mut response = handler(request).await;
                 if let Some(sizes) = response.extensions_mut().remove::<BodySizes>() {
                     in_flight.report_sizes(sizes);
@@ -205,7 +207,7 @@ where
                     response = log.finish(pending, response, in_flight.clone());
                 }
                 Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight, Side::Response).boxed()))
-            }
+            })
         })
     };
     let builder = auto::Builder::new(TokioExecutor::new());
