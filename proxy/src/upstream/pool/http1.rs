@@ -3,6 +3,7 @@
 //! that has been read to the end (or dropped: hyper drains a small remainder, e.g. of a `503` a retry dropped,
 //! and closes the connection otherwise), without a task of its own.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -15,11 +16,23 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
 
 use super::{Pool, UpstreamPeer, Usage};
 use crate::BoxError;
 use crate::http::Body;
 use crate::upstream::origination::Alpn;
+
+/// The endpoint's idle HTTP/1.1 connections, and the requests dialling a new one that would take one given
+/// back first.
+#[derive(Default)]
+pub(super) struct Http1State {
+    pub(super) idle: Vec<Idle>,
+    waiting: VecDeque<oneshot::Sender<Connection>>,
+}
+
+/// Waiting requests beyond which those that stopped waiting are cleared out.
+const WAITING_SWEEP: usize = 64;
 
 /// A connection in the idle stack, and since when.
 pub(super) struct Idle {
@@ -42,9 +55,9 @@ impl Pool {
         to_origin_form(&mut request);
         loop {
             let (mut connection, reused) = match self.idle_http1() {
-                Some(connection) => (connection, true),
+                Ok(connection) => (connection, true),
                 // Boxed: the connect and TLS handshake futures are large and only needed now and then.
-                None => (Box::pin(self.connect_http1()).await?, false),
+                Err(given) => Box::pin(self.clone().connect_or_take(given)).await?,
             };
             connection.usage.requests += 1;
             match connection.sender.try_send_request(request).await {
@@ -64,18 +77,54 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection still open and within its limits.
-    fn idle_http1(&self) -> Option<Connection> {
-        let mut idle = self.http1.lock().ok()?;
-        while let Some(Idle { connection, .. }) = idle.pop() {
+    /// The most recently used idle connection still open and within its limits; else where a connection given
+    /// back from now on is handed.
+    fn idle_http1(&self) -> Result<Connection, oneshot::Receiver<Connection>> {
+        let (handed, given) = oneshot::channel();
+        let Ok(mut state) = self.http1.lock() else { return Err(given) };
+        while let Some(Idle { connection, .. }) = state.idle.pop() {
             if connection.sender.is_ready() && !self.spent(&connection.usage) {
-                return Some(connection);
+                return Ok(connection);
             }
         }
-        None
+        if state.waiting.len() >= WAITING_SWEEP {
+            state.waiting.retain(|waiter| !waiter.is_closed());
+        }
+        state.waiting.push_back(handed);
+        Err(given)
     }
 
-    async fn connect_http1(&self) -> Result<Connection, BoxError> {
+    /// A new connection, or one given back before it is open, as hyper_util's client did: under a burst,
+    /// requests are served by connections that finish their exchange rather than wait on connects (which the
+    /// server's accept backlog may stall or refuse). A connect that loses finishes on its own and parks its
+    /// connection. Whether the connection was used before.
+    async fn connect_or_take(
+        self: Arc<Self>,
+        mut given: oneshot::Receiver<Connection>,
+    ) -> Result<(Connection, bool), BoxError> {
+        let mut connecting = Box::pin(self.clone().connect_http1());
+        tokio::select! {
+            biased;
+            Ok(connection) = &mut given => {
+                let _ = super::spawn_detached(async move {
+                    if let Ok(opened) = connecting.await {
+                        self.park(opened);
+                    }
+                });
+                Ok((connection, true))
+            }
+            opened = &mut connecting => {
+                given.close();
+                // Handed one just as the connect finished: it goes back rather than closing with the receiver.
+                if let Ok(handed) = given.try_recv() {
+                    self.park(handed);
+                }
+                Ok((opened?, false))
+            }
+        }
+    }
+
+    async fn connect_http1(self: Arc<Self>) -> Result<Connection, BoxError> {
         let io = self.dial.connect(Alpn::Http1).await?;
         let peer = UpstreamPeer { address: self.dial.address, principal: io.peer_principal() };
         let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
@@ -105,14 +154,21 @@ impl Pool {
         });
     }
 
-    fn park(self: Arc<Self>, connection: Connection) {
-        let Ok(mut idle) = self.http1.lock() else { return };
-        if idle.len() >= self.max_idle {
-            drop(idle);
+    /// Hands the connection to a request waiting for one, else puts it in the idle stack.
+    fn park(self: Arc<Self>, mut connection: Connection) {
+        let Ok(mut state) = self.http1.lock() else { return };
+        while let Some(waiter) = state.waiting.pop_front() {
+            match waiter.send(connection) {
+                Ok(()) => return,
+                Err(returned) => connection = returned,
+            }
+        }
+        if state.idle.len() >= self.max_idle {
+            drop(state);
             return;
         }
-        idle.push(Idle { since: Instant::now(), connection });
-        drop(idle);
+        state.idle.push(Idle { since: Instant::now(), connection });
+        drop(state);
         self.watch_idle();
     }
 }

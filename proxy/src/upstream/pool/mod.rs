@@ -56,7 +56,7 @@ pub struct Pool {
     idle_timeout: Duration,
     /// Idle HTTP/1.1 connections beyond this many are closed when returned (nginx's `keepalive`).
     max_idle: usize,
-    http1: Mutex<Vec<http1::Idle>>,
+    http1: Mutex<http1::Http1State>,
     http2: http2::Shared,
     /// Whether a task is watching for idle connections to close.
     reaping: AtomicBool,
@@ -109,7 +109,7 @@ impl Pool {
 
     /// When the next idle connection's timeout falls, if any is idle.
     fn next_idle_deadline(&self) -> Option<Instant> {
-        let http1 = self.http1.lock().ok().and_then(|idle| idle.first().map(|oldest| oldest.since));
+        let http1 = self.http1.lock().ok().and_then(|state| state.idle.first().map(|oldest| oldest.since));
         [http1, self.http2.last_used()].into_iter().flatten().min().map(|since| since + self.idle_timeout)
     }
 
@@ -118,9 +118,9 @@ impl Pool {
         let Some(cutoff) = now.checked_sub(self.idle_timeout) else { return };
         let expired: Vec<_> = match self.http1.lock() {
             // Oldest first: the stack is pushed in the order connections went idle.
-            Ok(mut idle) => {
-                let keep_from = idle.partition_point(|entry| entry.since <= cutoff);
-                idle.drain(..keep_from).collect()
+            Ok(mut state) => {
+                let keep_from = state.idle.partition_point(|entry| entry.since <= cutoff);
+                state.idle.drain(..keep_from).collect()
             }
             Err(_) => Vec::new(),
         };

@@ -155,7 +155,7 @@ async fn a_small_body_dropped_unread_leaves_its_connection_reusable() {
     let pool = pool(address, Duration::from_secs(60), 8);
     let response = pool.clone().send(get(Version::HTTP_11), false).await.unwrap();
     drop(response);
-    eventually("the connection back in the pool", || pool.http1.lock().unwrap().len() == 1).await;
+    eventually("the connection back in the pool", || pool.http1.lock().unwrap().idle.len() == 1).await;
     exchange(&pool, Version::HTTP_11).await;
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }
@@ -207,4 +207,45 @@ async fn a_refused_connection_fails_with_a_connect_error() {
         let err = pool.clone().send(get(version), http2).await.err().unwrap();
         assert!(err.is::<super::ConnectError>(), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_request_whose_connect_stalls_takes_a_connection_given_back_meanwhile() {
+    // A server whose accept queue is full once its one served connection is taken: further connects stall (the
+    // kernel drops their SYNs), as a backend's do under a burst.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let address = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let counting = served.clone();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        counting.fetch_add(1, Ordering::SeqCst);
+        let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        std::future::pending::<()>().await;
+        drop(listener);
+    });
+    let pool = pool(address, Duration::from_secs(60), 8);
+    let first = tokio::spawn({
+        let pool = pool.clone();
+        async move { exchange(&pool, Version::HTTP_11).await }
+    });
+    eventually("the first connection accepted", || served.load(Ordering::SeqCst) == 1).await;
+    // Connections the server never accepts fill its queue.
+    let mut queued = Vec::new();
+    for _ in 0..3 {
+        let connect = tokio::net::TcpStream::connect(address);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            queued.push(stream);
+        }
+    }
+    // Its connect stalls (1 s dial timeout); the first request's connection, given back, serves it.
+    exchange(&pool, Version::HTTP_11).await;
+    first.await.unwrap();
+    assert_eq!(served.load(Ordering::SeqCst), 1);
 }
