@@ -80,13 +80,14 @@ impl Pool {
     /// The most recently used idle connection still open and within its limits; else where a connection given
     /// back from now on is handed.
     fn idle_http1(&self) -> Result<Connection, oneshot::Receiver<Connection>> {
-        let (handed, given) = oneshot::channel();
-        let Ok(mut state) = self.http1.lock() else { return Err(given) };
+        let Ok(mut state) = self.http1.lock() else { return Err(oneshot::channel().1) };
         while let Some(Idle { connection, .. }) = state.idle.pop() {
             if connection.sender.is_ready() && !self.spent(&connection.usage) {
                 return Ok(connection);
             }
         }
+        // Made only when waiting: a request that finds an idle connection allocates nothing here.
+        let (handed, given) = oneshot::channel();
         if state.waiting.len() >= WAITING_SWEEP {
             state.waiting.retain(|waiter| !waiter.is_closed());
         }
