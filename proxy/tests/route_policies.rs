@@ -129,6 +129,45 @@ async fn istios_default_retries_cover_503_and_replay_the_request_body() {
 }
 
 #[tokio::test]
+async fn a_retry_goes_to_an_endpoint_not_tried_yet() {
+    let dead = Scripted::start(Script::Fail(503)).await;
+    let alive = Scripted::start(Script::Echo).await;
+    let second_pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: app-2, namespace: default, labels: {{app: app}}}}\n\
+         spec: {{containers: [{{name: app, image: app, ports: [{{name: http, containerPort: {}}}]}}]}}\n\
+         status: {{podIP: {}}}\n",
+        alive.address.port(),
+        alive.address.ip()
+    );
+    // Istio's default retries: 503 retried twice, never on an endpoint already tried (`previous_hosts`).
+    let rules = virtual_service("  - route: [{destination: {host: app}}]\n");
+    let (proxy, _operator) = mesh(dead.address, &second_pod, &rules).await;
+    wait_for_endpoints(&proxy, 2).await;
+    for _ in 0..30 {
+        let before = dead.received();
+        assert_eq!(get(proxy.outbound, "/").await.status, StatusCode::OK);
+        assert!(dead.received() - before <= 1, "a retry went back to the endpoint that had just failed");
+    }
+    assert!(alive.received() >= 30);
+}
+
+/// Waits until the proxy holds `count` endpoints of `app`.
+async fn wait_for_endpoints(proxy: &Proxy, count: usize) {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((_, dump)) = support::get(proxy.admin, "localhost", "/config_dump", &[]).await {
+            let dump: serde_json::Value = serde_json::from_str(&dump).unwrap_or_default();
+            let held = dump["endpoints"]["outbound|80||app.default.svc.cluster.local"].as_array().map_or(0, Vec::len);
+            if held == count {
+                return;
+            }
+        }
+        assert!(Instant::now() < until, "the proxy never held {count} endpoints of app");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_retry_budget_keeps_a_dead_backend_from_getting_triple_load() {
     let backend = Scripted::start(Script::Fail(503)).await;
     let rules = virtual_service("  - route: [{destination: {host: app}}]\n    retries: {attempts: 2, retryOn: 5xx}\n");

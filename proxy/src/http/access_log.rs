@@ -66,7 +66,10 @@ impl AccessLog {
             start_time: rfc3339(SystemTime::now()),
             direction: direction.as_str(),
             method: request.method().to_string(),
-            authority: super::authority::request_authority(request.version(), request.uri(), headers).ok().flatten(),
+            authority: super::authority::request_authority(request.version(), request.uri(), headers)
+                .ok()
+                .flatten()
+                .map(|a| a.as_str().to_string()),
             path: request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default(),
             protocol: protocol(request.version()),
             response_code: 0,
@@ -79,7 +82,7 @@ impl AccessLog {
             downstream_remote_address: peer.to_string(),
             user_agent: text("user-agent"),
             x_forwarded_for: text("x-forwarded-for"),
-            request_id: text(REQUEST_ID),
+            request_id: text(REQUEST_ID.as_str()),
             trace_id: trace_id(headers).map(str::to_string),
         };
         Pending { line, started: Instant::now() }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::uri::{self, Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::uri::Authority;
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body as HttpBody;
 
 use super::access_log::{Logged, UpstreamCluster};
-use super::authority::request_authority;
+use super::authority::{point_at, request_authority};
 use super::headers::{port_of, strip_hop_by_hop};
 use super::local_reply::LocalReply;
 use super::passthrough::PASSTHROUGH_CLUSTER;
@@ -74,16 +74,14 @@ pub async fn handle<B: RequestBody>(
     };
     let runtime = forwarder.runtime.borrow().clone();
     let settled_runtime;
-    let decision = match route(&request, authority.as_deref(), &runtime.config, &forwarder.labels, destination, true) {
+    let host = authority.as_ref().map(Authority::as_str);
+    let decision = match route(&request, host, &runtime.config, &forwarder.labels, destination, true) {
         Ok(Upstream::Ask(name)) => {
             let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
             forwarder.metrics.on_demand(settled);
             settled_runtime = forwarder.runtime.borrow().clone();
             // Not asked twice: routed as an unknown host the second time.
-            (
-                route(&request, authority.as_deref(), &settled_runtime.config, &forwarder.labels, destination, false),
-                &settled_runtime,
-            )
+            (route(&request, host, &settled_runtime.config, &forwarder.labels, destination, false), &settled_runtime)
         }
         other => (other, &runtime),
     };
@@ -92,9 +90,9 @@ pub async fn handle<B: RequestBody>(
         Err(reply) => (forwarder.tallies.local.clone(), reply.into_response_for(grpc)),
         Ok(Upstream::Ask(_)) => (forwarder.tallies.local.clone(), LocalReply::NoRoute.into_response_for(grpc)),
         Ok(Upstream::Original(address)) => {
-            let authority = authority.unwrap_or_else(|| address.to_string());
+            let authority = authority.or_else(|| Authority::try_from(address.to_string()).ok());
             let clock = StreamClock::start();
-            let mut request = prepare(request, &authority, &clock);
+            let mut request = prepare(request, authority, &clock);
             let tally = forwarder.tallies.passthrough.clone();
             report::tell_upstream(&forwarder.metrics.golden, tally.in_mesh, request.headers_mut());
             let call = forwarder.passthrough.call(address, request);
@@ -102,10 +100,7 @@ pub async fn handle<B: RequestBody>(
             let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
             (tally, complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await)
         }
-        Ok(Upstream::Route(entry)) => {
-            let authority = authority.unwrap_or_default();
-            follow(entry, request, &authority, runtime, forwarder, grpc).await
-        }
+        Ok(Upstream::Route(entry)) => follow(entry, request, authority, runtime, forwarder, grpc).await,
     };
     let mut response = counted(forwarder, (started, grpc), &tally, response);
     if logged && &*tally.name != NO_CLUSTER {
@@ -137,7 +132,7 @@ fn counted(
 async fn follow<B: RequestBody>(
     entry: &RouteEntry,
     request: Request<B>,
-    authority: &str,
+    authority: Option<Authority>,
     runtime: &Runtime,
     forwarder: &Forwarder,
     grpc: bool,
@@ -148,6 +143,7 @@ async fn follow<B: RequestBody>(
         Action::Redirect(to) => {
             let scheme = request.uri().scheme_str().unwrap_or("http");
             let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let authority = authority.as_ref().map_or("", Authority::as_str);
             return (local(), with_response_headers(entry, redirect(to, scheme, authority, path)));
         }
         Action::Respond(direct) => return (local(), with_response_headers(entry, respond(direct))),
@@ -253,22 +249,16 @@ fn timeout_reply(kind: TimeoutKind, clock: &StreamClock) -> LocalReply {
 
 /// The request as sent upstream: the authority it was routed by, and only that one (`:authority` for HTTP/2,
 /// a single `Host` for HTTP/1), no hop-by-hop headers.
-fn prepare<B: RequestBody>(request: Request<B>, authority: &str, clock: &Arc<StreamClock>) -> Request<Body> {
+fn prepare<B: RequestBody>(
+    request: Request<B>,
+    authority: Option<Authority>,
+    clock: &Arc<StreamClock>,
+) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
-    // Built from parts: the path is shared with the request's, not copied and parsed again.
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-    if let Ok(authority) = Authority::try_from(authority) {
-        let mut uri = uri::Parts::default();
-        (uri.scheme, uri.authority, uri.path_and_query) = (Some(Scheme::HTTP), Some(authority), Some(path));
-        if let Ok(uri) = Uri::from_parts(uri) {
-            parts.uri = uri;
-        }
-    }
-    parts.headers.remove(header::HOST);
-    if parts.version != Version::HTTP_2
-        && let Ok(host) = HeaderValue::from_str(authority)
-    {
-        parts.headers.insert(header::HOST, host);
+    let with_host = parts.version != Version::HTTP_2;
+    match authority {
+        Some(authority) => point_at(&mut parts, authority, with_host),
+        None => drop(parts.headers.remove(http::header::HOST)),
     }
     strip_hop_by_hop(&mut parts.headers);
     Request::from_parts(parts, Clocked::request(body, clock.clone()).boxed())

@@ -3,13 +3,15 @@
 //! trace context headers (W3C `traceparent`/`tracestate`, B3 single and multi header) pass through unchanged, and
 //! the trace id they carry is read for the access log.
 
-use http::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// A name made once: inserting by a `&str` name copies a custom name into a new allocation on every request.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Gives the request an `x-request-id` when it has none (or an empty one).
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    if headers.get(REQUEST_ID).is_some_and(|v| !v.is_empty()) {
+    if headers.get(&REQUEST_ID).is_some_and(|v| !v.is_empty()) {
         return;
     }
     headers.insert(REQUEST_ID, new_request_id());
@@ -31,8 +33,10 @@ fn new_request_id() -> HeaderValue {
         nibble -= 1;
         *byte = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
     }
-    // Hex digits and dashes: always a valid header value.
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by a reference-counted `Bytes`: a retry's copy of the headers shares it instead of first moving it
+    // into a new shared allocation, as a value copied from a slice is on its first clone. Hex digits and dashes:
+    // always a valid header value.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The trace id the request carries: from `traceparent` (W3C), else `b3` (single header), else `x-b3-traceid`.
@@ -56,16 +60,16 @@ mod tests {
     fn a_request_without_an_id_gets_a_uuid_and_one_with_keeps_it() {
         let mut headers = HeaderMap::new();
         ensure_request_id(&mut headers);
-        let id = headers[REQUEST_ID].to_str().unwrap().to_string();
+        let id = headers[&REQUEST_ID].to_str().unwrap().to_string();
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
         assert_eq!(&id[14..15], "4", "version 4: {id}");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "RFC variant: {id}");
         let mut again = HeaderMap::new();
         ensure_request_id(&mut again);
-        assert_ne!(again[REQUEST_ID], headers[REQUEST_ID], "random");
+        assert_ne!(again[&REQUEST_ID], headers[&REQUEST_ID], "random");
         ensure_request_id(&mut headers);
-        assert_eq!(headers[REQUEST_ID].to_str().unwrap(), id, "kept");
+        assert_eq!(headers[&REQUEST_ID].to_str().unwrap(), id, "kept");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -25,7 +26,7 @@ use crate::BoxError;
 use crate::dataplane::Runtime;
 use crate::drain::ConnectionWatch;
 use crate::http::access_log::{Logged, UpstreamCluster};
-use crate::http::authority::{AuthorityError, request_authority};
+use crate::http::authority::{AuthorityError, point_at, request_authority};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::local_reply::LocalReply;
 use crate::http::passthrough::Passthrough;
@@ -129,7 +130,7 @@ impl InboundHttp {
         // application then gets.
         let authority = request_authority(request.version(), request.uri(), request.headers());
         let service = {
-            let host = authority.as_ref().ok().and_then(Option::as_deref).unwrap_or_default();
+            let host = authority.as_ref().ok().and_then(Option::as_ref).map_or("", Authority::as_str);
             let runtime = self.runtime.borrow();
             golden.service_of_authority(host, &golden.own_namespace(), |h| runtime.services.contains(h))
         };
@@ -148,17 +149,21 @@ impl InboundHttp {
         mut request: Request<ServedBody>,
         caller: &Caller,
         (started, grpc): (Instant, bool),
-        authority: Result<Option<String>, AuthorityError>,
+        authority: Result<Option<Authority>, AuthorityError>,
     ) -> Response<Body> {
         normalize_uri(request.uri_mut());
         let authority = match authority {
-            Ok(authority) => Ok(authority.unwrap_or_else(|| caller.app.to_string())),
+            Ok(Some(authority)) => Ok(authority),
+            // The application's address always parses as an authority; refused as unnamed if it somehow did not.
+            Ok(None) => Authority::try_from(caller.app.to_string()).map_err(|_| LocalReply::MissingHost),
             Err(err) => Err(LocalReply::BadAuthority(err)),
         };
         let runtime = self.runtime.borrow().clone();
         let refusal = match &authority {
             Err(reply) => Some(*reply),
-            Ok(authority) if !self.authorized(&runtime, &request, authority, caller) => Some(LocalReply::AccessDenied),
+            Ok(authority) if !self.authorized(&runtime, &request, authority.as_str(), caller) => {
+                Some(LocalReply::AccessDenied)
+            }
             Ok(_) => self.within_limits(&runtime, caller).err(),
         };
         drop(runtime);
@@ -179,7 +184,7 @@ impl InboundHttp {
                 return response;
             }
         };
-        let request = prepare(request, &authority, caller, upgrade.is_some());
+        let request = prepare(request, authority, caller, upgrade.is_some());
         let response = match caller.pool.send(request).await {
             Ok(response) => answer(response, upgrade, grpc),
             Err(err) => {
@@ -257,20 +262,14 @@ fn requested_upgrade<B>(request: &Request<B>) -> Upgrade {
 
 /// The request as the application gets it: its authority, no hop-by-hop headers (but the upgrade's), the
 /// caller's identity in `x-forwarded-client-cert` and only there.
-fn prepare(request: Request<ServedBody>, authority: &str, caller: &Caller, upgrading: bool) -> Request<Body> {
+fn prepare(request: Request<ServedBody>, authority: Authority, caller: &Caller, upgrading: bool) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if let Ok(uri) = Uri::try_from(format!("http://{authority}{path}")) {
-        parts.uri = uri;
-    }
+    point_at(&mut parts, authority, true);
     let upgrade_to = upgrading.then(|| parts.headers.get(header::UPGRADE).cloned()).flatten();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(protocol) = upgrade_to {
         parts.headers.insert(header::UPGRADE, protocol);
         parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        parts.headers.insert(header::HOST, host);
     }
     parts.headers.remove(CLIENT_CERT_HEADER);
     if let Some(value) = &caller.client_cert {

@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 /// The header sidecars exchange their workload's labels in.
-pub const PEER_HEADER: &str = "x-weft-peer";
+pub const PEER_HEADER: HeaderName = HeaderName::from_static("x-weft-peer");
 /// What a label is when it is not known.
 pub const UNKNOWN: &str = "unknown";
 /// Distinct peer workloads believed at most.

@@ -64,9 +64,25 @@ pub fn send<'a>(
     metrics: &'a Arc<Metrics>,
     request: Request<Body>,
 ) -> RouteFuture<'a> {
+    Box::pin(async move {
+        // Lives as long as the request, so the layers borrow it: nothing is allocated to share it.
+        let tried = Tried::default();
+        through_stack(routed, (runtime, metrics), &tried, request).await
+    })
+}
+
+/// Sends `request` through the route's layers around one attempt. Boxed here (a `dyn` future), so the future
+/// `send` awaits it in is `Send` without the compiler having to prove that for every layer's future.
+fn through_stack<'a>(
+    routed: Routed<'a>,
+    (runtime, metrics): (&'a Runtime, &'a Arc<Metrics>),
+    tried: &'a Tried,
+    request: Request<Body>,
+) -> RouteFuture<'a> {
     let Routed { route, action, target, balancer } = routed;
     let cluster = target.cluster.as_str();
-    let attempt = Attempt { balancer, hash_policy: &action.hash_policy };
+    let avoids = action.retry.as_ref().is_some_and(|policy| policy.other_hosts);
+    let attempt = Attempt { balancer, hash_policy: &action.hash_policy, tried: avoids.then_some(tried) };
     let stack = ServiceBuilder::new()
         .option_layer(route.cors.as_ref().map(cors::CorsLayer::new).map(Step::new))
         .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)).map(Step::new))
@@ -82,9 +98,9 @@ pub fn send<'a>(
     Box::pin(stack.oneshot(request))
 }
 
-/// The endpoints already tried for one request, so that a retry can go elsewhere. Rides in request extensions.
-#[derive(Clone, Default)]
-pub struct Tried(Arc<Mutex<Vec<SocketAddr>>>);
+/// The endpoints already tried for one request, so that a retry can go elsewhere.
+#[derive(Default)]
+struct Tried(Mutex<Vec<SocketAddr>>);
 
 impl Tried {
     fn addresses(&self) -> Vec<SocketAddr> {
@@ -98,12 +114,13 @@ impl Tried {
     }
 }
 
-/// One attempt: an endpoint of the cluster chosen by its balancer (avoiding those in the request's [`Tried`];
-/// by the request's hash key under consistent hashing).
+/// One attempt: an endpoint of the cluster chosen by its balancer (avoiding those `tried`, when the retry policy
+/// says so; by the request's hash key under consistent hashing).
 #[derive(Clone, Copy)]
 struct Attempt<'a> {
     balancer: &'a ClusterBalancer,
     hash_policy: &'a [HashPolicy],
+    tried: Option<&'a Tried>,
 }
 
 impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
@@ -116,34 +133,57 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let tried = request.extensions().get::<Tried>().cloned();
-        let avoid = tried.as_ref().map(Tried::addresses).unwrap_or_default();
+        let avoid = self.tried.map(Tried::addresses).unwrap_or_default();
         let key = hash::key(self.hash_policy, &request);
         let (endpoint, response) = match self.balancer.call(request, &avoid, key) {
             Ok(call) => call,
             Err(not_sent) => return Box::pin(std::future::ready(Err(not_sent))),
         };
-        if let Some(tried) = tried {
+        if let Some(tried) = self.tried {
             tried.push(endpoint);
         }
         Box::pin(async move { Ok(response.await?.map(|body| body.map_err(BoxError::from).boxed())) })
     }
 }
 
-/// Builds a copy of a request's head (method, URI, version, headers) with `body`. Of the extensions only the
-/// client's address and where it was headed are copied: hashing on the client (`useSourceIp`, the generated
-/// cookie) must see the same one on every attempt, and an original-destination cluster needs the address.
+/// Builds a copy of a request's head (method, URI, version, headers) with `body`, and the extensions every attempt
+/// needs ([`Carried`]).
 fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
+    let mut request = copy_head(head, body);
+    Carried::of(&head.extensions).insert_into(request.extensions_mut());
+    request
+}
+
+/// A copy of a request's method, URI, version and headers with `body`; no extensions.
+fn copy_head(head: &http::request::Parts, body: Body) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers.clone();
-    if let Some(client) = head.extensions.get::<ClientAddress>() {
-        request.extensions_mut().insert(*client);
-    }
-    if let Some(original) = head.extensions.get::<OriginalDestination>() {
-        request.extensions_mut().insert(*original);
-    }
     request
+}
+
+/// Of a request's extensions, those every copy of it needs: the client's address and where it was headed.
+/// Hashing on the client (`useSourceIp`, the generated cookie) must see the same one on every attempt, and an
+/// original-destination cluster needs the address.
+#[derive(Clone, Copy)]
+struct Carried {
+    client: Option<ClientAddress>,
+    original: Option<OriginalDestination>,
+}
+
+impl Carried {
+    fn of(extensions: &http::Extensions) -> Self {
+        Self { client: extensions.get().copied(), original: extensions.get().copied() }
+    }
+
+    fn insert_into(self, extensions: &mut http::Extensions) {
+        if let Some(client) = self.client {
+            extensions.insert(client);
+        }
+        if let Some(original) = self.original {
+            extensions.insert(original);
+        }
+    }
 }

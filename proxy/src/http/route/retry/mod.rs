@@ -9,7 +9,7 @@ use http::Request;
 use tower::{Service, ServiceExt};
 
 use super::replay::Replay;
-use super::{Next, RouteFuture, RouteStep, Tried, copy_request};
+use super::{Carried, Next, RouteFuture, RouteStep, copy_head};
 use crate::BoxError;
 use crate::config::policy::RetryPolicy;
 use crate::http::Body;
@@ -52,15 +52,19 @@ where
     S::Future: Send + 'a,
 {
     let RetryLayer { policy, balancer, cluster, metrics } = config;
-    let (head, body) = request.into_parts();
+    let (mut head, body) = request.into_parts();
     let replay = head.extensions.get::<Replay>().cloned().unwrap_or_else(|| Replay::new(body));
-    let tried = Tried::default();
+    // The first attempt takes the request's own extensions; a retry (rare) gets those it needs from `carried`.
+    // Copying them for every attempt cost allocations on the path every request takes.
+    let carried = Carried::of(&head.extensions);
+    let mut extensions = Some(std::mem::take(&mut head.extensions));
     let mut retries = 0;
     let mut _permit = None;
     loop {
-        let mut request = copy_request(&head, replay.leader());
-        if policy.other_hosts {
-            request.extensions_mut().insert(tried.clone());
+        let mut request = copy_head(&head, replay.leader());
+        match extensions.take() {
+            Some(first) => *request.extensions_mut() = first,
+            None => carried.insert_into(request.extensions_mut()),
         }
         // Boxed: rustc cannot yet prove this function's future `Send` when it holds `S::Future`.
         let call: RouteFuture<'a> = Box::pin(inner.clone().oneshot(request));
