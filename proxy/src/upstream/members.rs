@@ -188,21 +188,23 @@ impl Members {
                 return Some((chosen.clone(), InFlight::start(chosen.clone())));
             }
         }
-        let open: Vec<&Arc<Member>> = if avoid.is_empty() {
-            list.iter().collect()
+        // Only a retry avoids endpoints: a first attempt picks from the list as it is, without a copy.
+        let not_avoided: Vec<Arc<Member>>;
+        let open: &[Arc<Member>] = if avoid.is_empty() {
+            list
         } else {
-            let open: Vec<_> = list.iter().filter(|m| !avoid.contains(&m.address())).collect();
-            if open.is_empty() { list.iter().collect() } else { open }
+            not_avoided = list.iter().filter(|m| !avoid.contains(&m.address())).cloned().collect();
+            if not_avoided.is_empty() { list } else { &not_avoided }
         };
         let warming = warmup.filter(|w| open.len() > 1 && open.iter().any(|m| m.joined.elapsed() < w.window));
         let chosen = match (open.len(), algorithm) {
             (0, _) => return None,
-            (1, _) => open[0],
-            (_, algorithm) if let Some(slow_start) = warming => warming_pick(&open, algorithm, &slow_start, roll),
-            (n, LbAlgorithm::RoundRobin) => open[self.turn.fetch_add(1, Ordering::Relaxed) % n],
+            (1, _) => &open[0],
+            (_, algorithm) if let Some(slow_start) = warming => warming_pick(open, algorithm, &slow_start, roll),
+            (n, LbAlgorithm::RoundRobin) => &open[self.turn.fetch_add(1, Ordering::Relaxed) % n],
             (n, _) => {
                 let (first, second) = two_of(n, roll);
-                let (a, b) = (open[first], open[second]);
+                let (a, b) = (&open[first], &open[second]);
                 if b.load(algorithm) < a.load(algorithm) { b } else { a }
             }
         };
@@ -234,7 +236,7 @@ pub enum Within {
 /// While an endpoint warms up, picks weigh each endpoint by its slow-start factor: round robin and random become
 /// a weighted random pick, the two-choice balancers choose one of their two with odds `factor / (load + 1)`.
 fn warming_pick<'m>(
-    open: &[&'m Arc<Member>],
+    open: &'m [Arc<Member>],
     algorithm: LbAlgorithm,
     slow_start: &SlowStart,
     roll: u64,
@@ -246,11 +248,11 @@ fn warming_pick<'m>(
     match algorithm {
         LbAlgorithm::RoundRobin | LbAlgorithm::Random => {
             let weights: Vec<f64> = open.iter().map(|m| factor(m)).collect();
-            open[warmup::weighted(&weights, uniform).unwrap_or(0)]
+            &open[warmup::weighted(&weights, uniform).unwrap_or(0)]
         }
         _ => {
             let (first, second) = two_of(open.len(), roll);
-            let (a, b) = (open[first], open[second]);
+            let (a, b) = (&open[first], &open[second]);
             let odds = |m: &Member| factor(m) / (m.load(algorithm) + 1.0);
             if warmup::weighted(&[odds(a), odds(b)], uniform) == Some(1) { b } else { a }
         }
