@@ -19,7 +19,7 @@ use super::local_reply::LocalReply;
 use super::passthrough::PASSTHROUGH_CLUSTER;
 use super::route::direct::{redirect, respond};
 use super::route::grpc::{is_grpc, request_timeout};
-use super::route::{PerTryTimeout, Routed};
+use super::route::{Addresses, PerTryTimeout, Routed};
 use super::timeouts::TimeoutKind;
 use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
@@ -59,11 +59,11 @@ pub trait RequestBody: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Sy
 
 impl<B> RequestBody for B where B: HttpBody<Data = Bytes, Error: Into<BoxError>> + Send + Sync + Unpin + 'static {}
 
-/// Forwards `request` by the current runtime config.
+/// Forwards `request`, from the client at `client`, by the current runtime config.
 pub async fn handle<B: RequestBody>(
     request: Request<B>,
     forwarder: &Forwarder,
-    destination: Destination,
+    (destination, client): (Destination, SocketAddr),
 ) -> Response<Body> {
     let started = Instant::now();
     let logged = request.extensions().get::<Logged>().is_some();
@@ -100,7 +100,14 @@ pub async fn handle<B: RequestBody>(
             let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
             (tally, complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await)
         }
-        Ok(Upstream::Route(entry)) => follow(entry, request, authority, runtime, forwarder, grpc).await,
+        Ok(Upstream::Route(entry)) => {
+            let original = match destination {
+                Destination::Original(address) => Some(address),
+                Destination::Explicit { .. } => None,
+            };
+            let addresses = Addresses { client, original };
+            follow(entry, (request, addresses), authority, runtime, forwarder, grpc).await
+        }
     };
     let mut response = counted(forwarder, (started, grpc), &tally, response);
     if logged && &*tally.name != NO_CLUSTER {
@@ -131,7 +138,7 @@ fn counted(
 /// route's stack to a weighted target. Returns the cluster the request is counted under and the response.
 async fn follow<B: RequestBody>(
     entry: &RouteEntry,
-    request: Request<B>,
+    (request, addresses): (Request<B>, Addresses),
     authority: Option<Authority>,
     runtime: &Runtime,
     forwarder: &Forwarder,
@@ -160,7 +167,7 @@ async fn follow<B: RequestBody>(
     let clock = StreamClock::start();
     let mut request = prepare(request, authority, &clock);
     report::tell_upstream(&forwarder.metrics.golden, cluster.tally.in_mesh, request.headers_mut());
-    let routed = Routed { route: entry, action, target, balancer: &cluster.balancer };
+    let routed = Routed { route: entry, action, target, balancer: &cluster.balancer, addresses };
     let call = super::route::send(routed, runtime, &forwarder.metrics, request);
     (cluster.tally.clone(), complete(call, clock, deadlines, forwarder, (&target.cluster, grpc)).await)
 }

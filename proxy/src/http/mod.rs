@@ -41,17 +41,12 @@ use crate::drain::ConnectionWatch;
 use crate::metrics::{ClusterTally, Direction, Metrics};
 use crate::telemetry::BodySizes;
 use crate::telemetry::trace::Tracer;
-use crate::upstream::OriginalDestination;
 use access_log::AccessLog;
 use first_bytes::{FirstBytes, Prefixed};
 use on_demand::OnDemand;
 use passthrough::Passthrough;
 use timeouts::Timeouts;
 use timeouts::connection::{Activity, InFlightBody, Side, TimedIo};
-
-/// The address of the client a request came from (for hashing on it), in the request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddress(pub SocketAddr);
 
 /// Request and response bodies as they travel through the proxy.
 pub type Body = BoxBody<Bytes, crate::BoxError>;
@@ -129,13 +124,9 @@ pub async fn serve_connection<I>(
         direction: Direction::Outbound,
         peer,
     };
-    let handler = move |mut request: Request<ServedBody>| {
+    let handler = move |request: Request<ServedBody>| {
         let forwarder = forwarder.clone();
-        request.extensions_mut().insert(ClientAddress(peer));
-        if let Destination::Original(original) = destination {
-            request.extensions_mut().insert(OriginalDestination(original));
-        }
-        async move { forward::handle(request, &forwarder, destination).await }
+        async move { forward::handle(request, &forwarder, (destination, peer)).await }
     };
     // Outbound carries no upgrades yet (hop-by-hop headers are stripped), so hyper is not asked to take the
     // connection over after a 101 or a CONNECT's 2xx.

@@ -14,10 +14,6 @@ use crate::config::cluster::Connections;
 /// Pools kept at most.
 const MAX_ADDRESSES: usize = 1024;
 
-/// The address a captured connection was headed to, in its requests' extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OriginalDestination(pub SocketAddr);
-
 /// Each address's pool, and whether its connections go through the cluster's TLS.
 pub struct AddressPools {
     endpoints: Mutex<HashMap<(SocketAddr, bool), Endpoint>>,

@@ -32,7 +32,7 @@ use http::{Request, Response, Version};
 use weft_xds::lb::LbAlgorithm;
 
 pub use budget::{RetryBudget, RetryPermit};
-pub use by_address::{AddressPools, OriginalDestination};
+pub use by_address::AddressPools;
 pub use endpoint::Endpoint;
 pub use members::InFlight;
 use members::{Member, Members, Pick, Within};
@@ -269,6 +269,7 @@ impl ClusterBalancer {
         request: Request<Body>,
         avoid: &[SocketAddr],
         key: Option<u64>,
+        original: Option<SocketAddr>,
     ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
         let http2 = request.version() == Version::HTTP_2;
         let Settings { limits, slow_start, .. } = self.settings();
@@ -277,7 +278,8 @@ impl ClusterBalancer {
             return Err(Overflow.into());
         }
         if let Some(pools) = &self.original {
-            return original_destination(pools, request, self.budget.request_started());
+            let address = original.ok_or(NoEndpoints)?;
+            return Ok(original_destination(pools, (address, request), self.budget.request_started()));
         }
         let total = self.healthy_endpoints();
         let (within, mut leave_out) = self.narrowing(rand::random());
@@ -302,19 +304,17 @@ impl ClusterBalancer {
     }
 }
 
-/// Sends a request of an original-destination cluster where its client dialled; [`NoEndpoints`] when that is
-/// not known (the request did not come through the capture listener).
+/// Sends a request of an original-destination cluster to `address`, where its client dialled.
 fn original_destination(
     pools: &AddressPools,
-    request: Request<Body>,
+    (address, request): (SocketAddr, Request<Body>),
     active: impl Send + 'static,
-) -> Result<(SocketAddr, ResponseFuture), BoxError> {
-    let address = request.extensions().get::<OriginalDestination>().map(|o| o.0).ok_or(NoEndpoints)?;
+) -> (SocketAddr, ResponseFuture) {
     let future = pools.endpoint(address).send(request).map(move |result| {
         drop(active);
         result
     });
-    Ok((address, Box::pin(future)))
+    (address, Box::pin(future))
 }
 
 /// How a request ended, for outlier detection.

@@ -4,6 +4,7 @@
 //! from what the original sends ([`super::replay`]), so a mirror never reads the client faster than the
 //! original's upstream does.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,11 +29,17 @@ pub struct MirrorLayer<'a> {
     mirrors: &'a [Mirror],
     runtime: &'a Runtime,
     metrics: &'a Arc<Metrics>,
+    /// Where the client dialled, for a mirror to an original-destination cluster.
+    original: Option<SocketAddr>,
 }
 
 impl<'a> MirrorLayer<'a> {
-    pub fn new(mirrors: &'a [Mirror], runtime: &'a Runtime, metrics: &'a Arc<Metrics>) -> Self {
-        Self { mirrors, runtime, metrics }
+    pub fn new(
+        mirrors: &'a [Mirror],
+        (runtime, metrics): (&'a Runtime, &'a Arc<Metrics>),
+        original: Option<SocketAddr>,
+    ) -> Self {
+        Self { mirrors, runtime, metrics, original }
     }
 }
 
@@ -49,7 +56,8 @@ impl<'a> RouteStep<'a> for MirrorLayer<'a> {
             match self.runtime.clusters.get(&mirror.cluster) {
                 Some(cluster) => {
                     let copy = shadow(copy_request(&head, replay.follower()));
-                    tokio::spawn(send_copy(cluster.balancer.clone(), copy, mirror.cluster.clone(), metrics));
+                    let to = (cluster.balancer.clone(), self.original);
+                    tokio::spawn(send_copy(to, copy, mirror.cluster.clone(), metrics));
                 }
                 None => metrics.route_event(&mirror.cluster, RouteEvent::MirrorFailed),
             }
@@ -59,9 +67,14 @@ impl<'a> RouteStep<'a> for MirrorLayer<'a> {
     }
 }
 
-async fn send_copy(balancer: Arc<ClusterBalancer>, request: Request<Body>, cluster: String, metrics: Arc<Metrics>) {
+async fn send_copy(
+    (balancer, original): (Arc<ClusterBalancer>, Option<SocketAddr>),
+    request: Request<Body>,
+    cluster: String,
+    metrics: Arc<Metrics>,
+) {
     let sent = async {
-        let (_, response) = balancer.call(request, &[], None)?;
+        let (_, response) = balancer.call(request, &[], None, original)?;
         let mut body = response.await?.into_body();
         // Read to the end so the connection can be reused.
         while let Some(frame) = body.frame().await {

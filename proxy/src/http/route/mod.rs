@@ -38,23 +38,34 @@ pub use retry::PerTryTimeout;
 use stack::Step;
 pub use stack::{Next, RouteStep};
 
-use super::{Body, ClientAddress};
+use super::Body;
 use crate::BoxError;
 use crate::config::policy::HashPolicy;
 use crate::config::{RouteAction, RouteEntry, WeightedTarget};
 use crate::dataplane::Runtime;
 use crate::metrics::Metrics;
-use crate::upstream::{ClusterBalancer, OriginalDestination};
+use crate::upstream::ClusterBalancer;
 
 /// What the stack answers: a response head (upstream's or the proxy's own), or why there is none.
 pub type RouteFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'a>>;
 
-/// Where a request goes, once routed: the route, its action, the weighted target picked and that cluster.
+/// Where a request goes, once routed: the route, its action, the weighted target picked and that cluster; and
+/// where it comes from.
 pub struct Routed<'a> {
     pub route: &'a RouteEntry,
     pub action: &'a RouteAction,
     pub target: &'a WeightedTarget,
     pub balancer: &'a ClusterBalancer,
+    pub addresses: Addresses,
+}
+
+/// The client a request came from and, when its connection was captured, where the client dialled: what hashing
+/// on the client (`useSourceIp`, a generated cookie) and original-destination clusters need, on every attempt and
+/// mirror. Passed along with the request rather than in its extensions, which cost allocations on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    pub client: SocketAddr,
+    pub original: Option<SocketAddr>,
 }
 
 /// Sends `request` (prepared for upstream: authority set, hop-by-hop headers gone) along the route's stack.
@@ -79,10 +90,10 @@ fn through_stack<'a>(
     tried: &'a Tried,
     request: Request<Body>,
 ) -> RouteFuture<'a> {
-    let Routed { route, action, target, balancer } = routed;
+    let Routed { route, action, target, balancer, addresses } = routed;
     let cluster = target.cluster.as_str();
     let avoids = action.retry.as_ref().is_some_and(|policy| policy.other_hosts);
-    let attempt = Attempt { balancer, hash_policy: &action.hash_policy, tried: avoids.then_some(tried) };
+    let attempt = Attempt { balancer, hash_policy: &action.hash_policy, tried: avoids.then_some(tried), addresses };
     let stack = ServiceBuilder::new()
         .option_layer(route.cors.as_ref().map(cors::CorsLayer::new).map(Step::new))
         .option_layer(route.fault.as_ref().map(|f| fault::FaultLayer::new(f, cluster, metrics)).map(Step::new))
@@ -90,10 +101,10 @@ fn through_stack<'a>(
         .option_layer(rewrite::RewriteLayer::new(&action.rewrite, &route.path).map(Step::new))
         .option_layer(
             (!action.mirrors.is_empty())
-                .then(|| Step::new(mirror::MirrorLayer::new(&action.mirrors, runtime, metrics))),
+                .then(|| Step::new(mirror::MirrorLayer::new(&action.mirrors, (runtime, metrics), addresses.original))),
         )
         .option_layer(action.retry.as_ref().map(|p| Step::new(retry::RetryLayer::new(p, balancer, cluster, metrics))))
-        .option_layer(sticky::StickyLayer::new(&action.hash_policy).map(Step::new))
+        .option_layer(sticky::StickyLayer::new(&action.hash_policy, addresses.client).map(Step::new))
         .service(attempt);
     Box::pin(stack.oneshot(request))
 }
@@ -121,6 +132,7 @@ struct Attempt<'a> {
     balancer: &'a ClusterBalancer,
     hash_policy: &'a [HashPolicy],
     tried: Option<&'a Tried>,
+    addresses: Addresses,
 }
 
 impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
@@ -134,8 +146,8 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let avoid = self.tried.map(Tried::addresses).unwrap_or_default();
-        let key = hash::key(self.hash_policy, &request);
-        let (endpoint, response) = match self.balancer.call(request, &avoid, key) {
+        let key = hash::key(self.hash_policy, &request, self.addresses.client);
+        let (endpoint, response) = match self.balancer.call(request, &avoid, key, self.addresses.original) {
             Ok(call) => call,
             Err(not_sent) => return Box::pin(std::future::ready(Err(not_sent))),
         };
@@ -146,44 +158,12 @@ impl<'a> tower::Service<Request<Body>> for Attempt<'a> {
     }
 }
 
-/// Builds a copy of a request's head (method, URI, version, headers) with `body`, and the extensions every attempt
-/// needs ([`Carried`]).
+/// A copy of a request's method, URI, version and headers with `body` (no extensions).
 fn copy_request(head: &http::request::Parts, body: Body) -> Request<Body> {
-    let mut request = copy_head(head, body);
-    Carried::of(&head.extensions).insert_into(request.extensions_mut());
-    request
-}
-
-/// A copy of a request's method, URI, version and headers with `body`; no extensions.
-fn copy_head(head: &http::request::Parts, body: Body) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = head.method.clone();
     *request.uri_mut() = head.uri.clone();
     *request.version_mut() = head.version;
     *request.headers_mut() = head.headers.clone();
     request
-}
-
-/// Of a request's extensions, those every copy of it needs: the client's address and where it was headed.
-/// Hashing on the client (`useSourceIp`, the generated cookie) must see the same one on every attempt, and an
-/// original-destination cluster needs the address.
-#[derive(Clone, Copy)]
-struct Carried {
-    client: Option<ClientAddress>,
-    original: Option<OriginalDestination>,
-}
-
-impl Carried {
-    fn of(extensions: &http::Extensions) -> Self {
-        Self { client: extensions.get().copied(), original: extensions.get().copied() }
-    }
-
-    fn insert_into(self, extensions: &mut http::Extensions) {
-        if let Some(client) = self.client {
-            extensions.insert(client);
-        }
-        if let Some(original) = self.original {
-            extensions.insert(original);
-        }
-    }
 }

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use super::hash::cookie;
 use super::{Next, RouteFuture, RouteStep};
 use crate::config::policy::{CookiePolicy, HashPolicy};
-use crate::http::{Body, ClientAddress};
+use crate::http::Body;
 use crate::upstream::hash_of;
 
 /// The cookie generated for a request; rides in its extensions for [`super::hash`].
@@ -32,13 +32,14 @@ impl Generated {
 #[derive(Clone, Copy)]
 pub struct StickyLayer<'a> {
     policy: &'a CookiePolicy,
+    client: SocketAddr,
 }
 
 impl<'a> StickyLayer<'a> {
     /// `None` when no cookie policy has a `ttl`.
-    pub fn new(policies: &'a [HashPolicy]) -> Option<Self> {
+    pub fn new(policies: &'a [HashPolicy], client: SocketAddr) -> Option<Self> {
         policies.iter().find_map(|p| match p {
-            HashPolicy::Cookie(policy) if policy.ttl.is_some() => Some(Self { policy }),
+            HashPolicy::Cookie(policy) if policy.ttl.is_some() => Some(Self { policy, client }),
             _ => None,
         })
     }
@@ -49,7 +50,7 @@ impl<'a> RouteStep<'a> for StickyLayer<'a> {
         if cookie(&request, &self.policy.name).is_some() {
             return Box::pin(next.oneshot(request));
         }
-        let value = cookie_value(request.extensions().get::<ClientAddress>().map(|c| c.0));
+        let value = cookie_value(self.client);
         let header = set_cookie(self.policy, &value);
         request.extensions_mut().insert(Generated { name: self.policy.name.clone(), value });
         Box::pin(next.oneshot(request).map_ok(move |mut response| {
@@ -61,9 +62,9 @@ impl<'a> RouteStep<'a> for StickyLayer<'a> {
     }
 }
 
-/// As Envoy: a hash of the client's address (one connection, one value), in hex; random without an address.
-fn cookie_value(client: Option<SocketAddr>) -> String {
-    let hash = client.map_or_else(rand::random, |address| hash_of(address.to_string().as_bytes()));
+/// As Envoy: a hash of the client's address (one connection, one value), in hex.
+fn cookie_value(client: SocketAddr) -> String {
+    let hash = hash_of(client.to_string().as_bytes());
     format!("{hash:016x}")
 }
 
@@ -105,16 +106,17 @@ mod tests {
     #[test]
     fn one_client_address_makes_one_value() {
         let client: SocketAddr = "10.0.0.7:40000".parse().unwrap();
-        assert_eq!(cookie_value(Some(client)), cookie_value(Some(client)));
-        assert_ne!(cookie_value(Some(client)), cookie_value(Some("10.0.0.7:40001".parse().unwrap())));
-        assert_eq!(cookie_value(None).len(), 16);
+        assert_eq!(cookie_value(client), cookie_value(client));
+        assert_ne!(cookie_value(client), cookie_value("10.0.0.7:40001".parse().unwrap()));
+        assert_eq!(cookie_value(client).len(), 16);
     }
 
     #[test]
     fn only_a_cookie_policy_with_a_ttl_sets_a_cookie() {
         let read_only = [HashPolicy::Cookie(CookiePolicy::read_only("user")), HashPolicy::SourceIp];
-        assert!(StickyLayer::new(&read_only).is_none());
+        let client = "10.0.0.7:40000".parse().unwrap();
+        assert!(StickyLayer::new(&read_only, client).is_none());
         let setting = [HashPolicy::SourceIp, HashPolicy::Cookie(policy(Duration::ZERO, ""))];
-        assert!(StickyLayer::new(&setting).is_some());
+        assert!(StickyLayer::new(&setting, client).is_some());
     }
 }

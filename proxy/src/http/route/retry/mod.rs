@@ -9,7 +9,7 @@ use http::Request;
 use tower::{Service, ServiceExt};
 
 use super::replay::Replay;
-use super::{Carried, Next, RouteFuture, RouteStep, copy_head};
+use super::{Next, RouteFuture, RouteStep, copy_request};
 use crate::BoxError;
 use crate::config::policy::RetryPolicy;
 use crate::http::Body;
@@ -52,20 +52,12 @@ where
     S::Future: Send + 'a,
 {
     let RetryLayer { policy, balancer, cluster, metrics } = config;
-    let (mut head, body) = request.into_parts();
+    let (head, body) = request.into_parts();
     let replay = head.extensions.get::<Replay>().cloned().unwrap_or_else(|| Replay::new(body));
-    // The first attempt takes the request's own extensions; a retry (rare) gets those it needs from `carried`.
-    // Copying them for every attempt cost allocations on the path every request takes.
-    let carried = Carried::of(&head.extensions);
-    let mut extensions = Some(std::mem::take(&mut head.extensions));
     let mut retries = 0;
     let mut _permit = None;
     loop {
-        let mut request = copy_head(&head, replay.leader());
-        match extensions.take() {
-            Some(first) => *request.extensions_mut() = first,
-            None => carried.insert_into(request.extensions_mut()),
-        }
+        let request = copy_request(&head, replay.leader());
         // Boxed: rustc cannot yet prove this function's future `Send` when it holds `S::Future`.
         let call: RouteFuture<'a> = Box::pin(inner.clone().oneshot(request));
         let result = attempt(call, policy).await;
