@@ -115,12 +115,53 @@ impl Drop for Process {
 }
 
 /// CPU time (user and system) process `pid` has used so far; zero when it cannot be read.
-pub fn cpu_time(pid: u32) -> std::time::Duration {
+pub fn cpu_time(pid: u32) -> Duration {
+    let CpuTime { user, system } = cpu_split(pid);
+    user + system
+}
+
+/// CPU time a process has used, in its own code and libraries (user) and in the kernel on its behalf (system).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+/// [`CpuTime`] of process `pid` so far; zero when it cannot be read.
+pub fn cpu_split(pid: u32) -> CpuTime {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    cpu_of_stat(&stat, rustix::param::clock_ticks_per_second())
+}
+
+/// The user and system times in a `/proc/PID/stat` line, whose clock ticks are `per_second`. Pure.
+fn cpu_of_stat(stat: &str, per_second: u64) -> CpuTime {
+    // Fields after the command name (which may hold spaces and parentheses): state is field 3, utime 14, stime 15.
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let per_second = rustix::param::clock_ticks_per_second().max(1);
-    std::time::Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / per_second as f64)
+    let time = |i: usize| {
+        let ticks = fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Duration::from_secs_f64(ticks as f64 / per_second.max(1) as f64)
+    };
+    CpuTime { user: time(11), system: time(12) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_and_system_time_are_read_past_a_command_name_with_spaces() {
+        let stat = "4242 (weft (proxy) x) S 1 4242 4242 0 -1 4194560 1521 0 0 0 250 75 0 0 20 0 2 0 100 1 2";
+        let cpu = cpu_of_stat(stat, 100);
+        assert_eq!(cpu, CpuTime { user: Duration::from_millis(2500), system: Duration::from_millis(750) });
+        assert_eq!(cpu_of_stat("garbage", 100), CpuTime::default());
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use weft_e2e::http_client::{HttpClient, Protocol};
 use weft_e2e::mesh::{HOST, LocalMesh};
-use weft_e2e::process::{Process, cpu_time};
+use weft_e2e::process::{Process, cpu_split, cpu_time};
 use weft_e2e::rivals;
 
 use super::{Args, Run, fixed_rate, flat_out, ms};
@@ -31,6 +31,8 @@ struct ProtocolRun {
     max_rps: f64,
     /// The proxy's core's busy share during the max-rate run: under ~95 %, the load generator was the limit.
     max_busy: f64,
+    /// Of that, the share spent in the proxy's own code (user time), the rest in the kernel on its behalf.
+    max_user_share: f64,
 }
 
 impl ProtocolRun {
@@ -38,6 +40,11 @@ impl ProtocolRun {
     /// idle wake-ups) spread thin.
     fn cpu_per_request_us(&self) -> f64 {
         self.max_busy / self.max_rps.max(1e-9) * 1e6
+    }
+
+    /// The user (not kernel) part of [`Self::cpu_per_request_us`]: what the proxy's own code costs.
+    fn user_per_request_us(&self) -> f64 {
+        self.cpu_per_request_us() * self.max_user_share
     }
 }
 
@@ -148,23 +155,26 @@ async fn measure(rate: u32, seconds: u32, client: &HttpClient, pid: u32) -> Prot
     let run = fixed_rate(client, rate, seconds, &[]).await;
     let used = cpu_time(pid) - before;
     let vcpu_per_krps = used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
-    let before = cpu_time(pid);
+    let before = cpu_split(pid);
     let (max_rps, took) = flat_out(client, FLAT_OUT_CONCURRENCY, Duration::from_secs(3)).await;
-    let max_busy = (cpu_time(pid) - before).as_secs_f64() / took.as_secs_f64();
-    ProtocolRun { run, vcpu_per_krps, max_rps, max_busy }
+    let used = cpu_split(pid) - before;
+    let total = (used.user + used.system).as_secs_f64();
+    let max_busy = total / took.as_secs_f64();
+    let max_user_share = if total > 0.0 { used.user.as_secs_f64() / total } else { 0.0 };
+    ProtocolRun { run, vcpu_per_krps, max_rps, max_busy, max_user_share }
 }
 
 fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run) {
     let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.percentile(p));
     println!("  {title}:");
     println!(
-        "  {:>10}  {:>9} {:>9} {:>9}  {:>12}  {:>10}  {:>13}",
-        "proxy", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "max req/s", "CPU µs/req"
+        "  {:>10}  {:>9} {:>9} {:>9}  {:>12}  {:>10}  {:>13}  {:>10}",
+        "proxy", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "max req/s", "CPU µs/req", "of it user"
     );
     for m in measured {
         let r = &m.runs[index];
         println!(
-            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>10.0}  {:>13.1}  (core {:.0} % busy){}",
+            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>10.0}  {:>13.1}  {:>10.1}  (core {:.0} % busy){}",
             m.name,
             added(&r.run, 0.5),
             added(&r.run, 0.99),
@@ -172,6 +182,7 @@ fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run
             r.vcpu_per_krps,
             r.max_rps,
             r.cpu_per_request_us(),
+            r.user_per_request_us(),
             r.max_busy * 100.0,
             if r.run.errors > 0 { format!("  errors {}", r.run.errors) } else { String::new() }
         );
@@ -183,12 +194,14 @@ fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run
     };
     let (weft, nginx) = (&weft.runs[index], &nginx.runs[index]);
     println!(
-        "  weft-proxy / nginx: added p50 {}  added p99 {}  vCPU {:.2}x  max req/s {:.2}x  CPU per request at max {:.2}x",
+        "  weft-proxy / nginx: added p50 {}  added p99 {}  vCPU {:.2}x  max req/s {:.2}x  CPU per request at max {:.2}x \
+         (user {:.2}x)",
         added_ratio(added(&weft.run, 0.5), added(&nginx.run, 0.5)),
         added_ratio(added(&weft.run, 0.99), added(&nginx.run, 0.99)),
         weft.vcpu_per_krps / nginx.vcpu_per_krps.max(1e-9),
         weft.max_rps / nginx.max_rps.max(1e-9),
         weft.cpu_per_request_us() / nginx.cpu_per_request_us().max(1e-9),
+        weft.user_per_request_us() / nginx.user_per_request_us().max(1e-9),
     );
 }
 
