@@ -27,20 +27,26 @@ impl Operator {
         for (name, content) in files {
             std::fs::write(config.join(name), content).unwrap();
         }
-        let (xds, metrics) = (free_port(), free_port());
         let log = dir.path().join("operator.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_weft-operator"))
-            .args(["--config-dir", config.to_str().unwrap(), "--xds-listen", &xds.to_string()])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let operator = Self { child, log, config, xds, metrics, _dir: dir };
-        operator.wait_for_log("serving xDS").await;
-        operator
+        // Another test may take a free port before the operator binds it: start again on other ports then.
+        for _ in 0..5 {
+            let (xds, metrics) = (free_port(), free_port());
+            let out = std::fs::File::create(&log).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_weft-operator"))
+                .args(["--config-dir", config.to_str().unwrap(), "--xds-listen", &xds.to_string()])
+                .args(["--metrics-listen", &metrics.to_string()])
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(out)
+                .spawn()
+                .unwrap();
+            if serves_xds(&mut child, &log).await {
+                return Self { child, log, config, xds, metrics, _dir: dir };
+            }
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(said.contains("Address already in use"), "operator exited before serving xDS:\n{said}");
+        }
+        panic!("operator found no free ports in 5 tries");
     }
 
     pub fn log(&self) -> String {
@@ -62,6 +68,22 @@ impl Operator {
 
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.1
+    }
+}
+
+/// Waits until the operator logs that it serves xDS (`true`) or exits (`false`).
+async fn serves_xds(child: &mut Child, log: &std::path::Path) -> bool {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        if said.contains("serving xDS") {
+            return true;
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return false;
+        }
+        assert!(Instant::now() < until, "operator never logged \"serving xDS\":\n{said}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
