@@ -40,7 +40,7 @@ impl Operator {
                 .stderr(out)
                 .spawn()
                 .unwrap();
-            if serves_xds(&mut child, &log).await {
+            if logged(&log, "serving xDS", || matches!(child.try_wait(), Ok(Some(_)))).await {
                 return Self { child, log, config, xds, metrics, _dir: dir };
             }
             let said = std::fs::read_to_string(&log).unwrap_or_default();
@@ -54,11 +54,7 @@ impl Operator {
     }
 
     pub async fn wait_for_log(&self, needle: &str) {
-        let until = Instant::now() + Duration::from_secs(15);
-        while !self.log().contains(needle) {
-            assert!(Instant::now() < until, "operator never logged {needle:?}:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(logged(&self.log, needle, || false).await, "operator exited before logging {needle:?}");
     }
 
     /// `GET path` on the metrics listener: status and body.
@@ -71,18 +67,18 @@ impl Operator {
     }
 }
 
-/// Waits until the operator logs that it serves xDS (`true`) or exits (`false`).
-async fn serves_xds(child: &mut Child, log: &std::path::Path) -> bool {
+/// Waits until the operator's `log` holds `needle` (`true`) or it has `exited` (`false`); fails the test after 15 s.
+async fn logged(log: &std::path::Path, needle: &str, mut exited: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + Duration::from_secs(15);
     loop {
         let said = std::fs::read_to_string(log).unwrap_or_default();
-        if said.contains("serving xDS") {
+        if said.contains(needle) {
             return true;
         }
-        if matches!(child.try_wait(), Ok(Some(_))) {
+        if exited() {
             return false;
         }
-        assert!(Instant::now() < until, "operator never logged \"serving xDS\":\n{said}");
+        assert!(Instant::now() < until, "operator never logged {needle:?}:\n{said}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
