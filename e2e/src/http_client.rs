@@ -59,7 +59,17 @@ impl HttpClient {
 
     /// A client whose [`HttpClient::call`]s go as `protocol` says.
     pub fn speaking(protocol: Protocol, target: SocketAddr) -> Self {
-        let connector = Dial(target);
+        Self::with_dial(protocol, Dial { target, namespace: None })
+    }
+
+    /// A client whose connections start inside network namespace `namespace` (a pod's), as its application's
+    /// would: they are captured by the pod's iptables rules like the application's.
+    pub fn from_namespace(protocol: Protocol, target: SocketAddr, namespace: &str) -> Self {
+        Self::with_dial(protocol, Dial { target, namespace: Some(namespace.into()) })
+    }
+
+    fn with_dial(protocol: Protocol, connector: Dial) -> Self {
+        let target = connector.target;
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(protocol != Protocol::Http1);
         Self { client: builder.build(connector.clone()), grpc: builder.build(connector), protocol, target }
@@ -103,9 +113,15 @@ impl HttpClient {
     }
 }
 
-/// Connects to the client's target whatever the URI names.
+/// Connects to the client's target whatever the URI names, from this process's network namespace or a pod's.
 #[derive(Clone)]
-pub struct Dial(SocketAddr);
+pub struct Dial {
+    target: SocketAddr,
+    namespace: Option<std::sync::Arc<str>>,
+}
+
+/// How long connecting from inside a namespace may take (the host's own connects use the OS default).
+const NAMESPACE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl tower::Service<Uri> for Dial {
     type Response = TokioIo<TcpStream>;
@@ -117,9 +133,14 @@ impl tower::Service<Uri> for Dial {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let target = self.0;
+        let (target, namespace) = (self.target, self.namespace.clone());
         Box::pin(async move {
-            let stream = TcpStream::connect(target).await?;
+            let stream = match namespace {
+                None => TcpStream::connect(target).await?,
+                Some(name) => crate::netns::connect_from(&name, target, NAMESPACE_CONNECT_TIMEOUT)
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("{e:#}")))?,
+            };
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(stream))
         })

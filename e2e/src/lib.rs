@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod canary;
+pub mod captured_path;
 pub mod chart;
 pub mod cluster_mesh;
 pub mod http_client;

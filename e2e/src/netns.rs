@@ -100,17 +100,7 @@ impl Netns {
 
     /// A TCP connection from inside the namespace (made within `timeout`).
     pub async fn connect(&self, to: SocketAddr, timeout: Duration) -> anyhow::Result<tokio::net::TcpStream> {
-        let name = self.name.clone();
-        let stream = tokio::task::spawn_blocking(move || {
-            enter(&name, move || {
-                let stream = std::net::TcpStream::connect_timeout(&to, timeout)?;
-                stream.set_nonblocking(true)?;
-                stream.set_nodelay(true)?;
-                Ok(stream)
-            })
-        })
-        .await??;
-        Ok(tokio::net::TcpStream::from_std(stream)?)
+        connect_from(&self.name, to, timeout).await
     }
 
     /// A TCP listener bound inside the namespace.
@@ -235,6 +225,22 @@ impl Lab {
         ns.ip(&["route", "add", "default", "via", &self.node_ip().to_string()])?;
         Ok(Pod { name: name.to_string(), ip, ns })
     }
+}
+
+/// A TCP connection from inside namespace `name` (made within `timeout`), with `TCP_NODELAY`; what
+/// [`Netns::connect`] does, for callers that hold only the name (a connector that outlives a borrow).
+pub async fn connect_from(name: &str, to: SocketAddr, timeout: Duration) -> anyhow::Result<tokio::net::TcpStream> {
+    let name = name.to_string();
+    let stream = tokio::task::spawn_blocking(move || {
+        enter(&name, move || {
+            let stream = std::net::TcpStream::connect_timeout(&to, timeout)?;
+            stream.set_nonblocking(true)?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    })
+    .await??;
+    Ok(tokio::net::TcpStream::from_std(stream)?)
 }
 
 /// Runs `f` on a new thread that has entered namespace `name`.

@@ -38,14 +38,14 @@ pub struct NetnsMesh {
 
 /// Mutual TLS for the lab: the operator's CA directory and flags, and the one workload token every pod's
 /// sidecar presents (all pods run as the `default` service account).
-struct MeshIdentity {
-    operator_args: Vec<String>,
-    bundle: PathBuf,
-    token: PathBuf,
+pub(crate) struct MeshIdentity {
+    pub(crate) operator_args: Vec<String>,
+    pub(crate) bundle: PathBuf,
+    pub(crate) token: PathBuf,
 }
 
 impl MeshIdentity {
-    fn prepare(dir: &Path, lab: &Lab) -> anyhow::Result<Self> {
+    pub(crate) fn prepare(dir: &Path, lab: &Lab) -> anyhow::Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let tokens = dir.join("tokens/default");
         std::fs::create_dir_all(&tokens)?;

@@ -18,6 +18,8 @@ use weft_e2e::process::Process;
 use weft_e2e::sidecar::{Sidecars, metric_sum, scrape};
 
 const HTTP_PORT: u16 = 8080;
+/// A port Service `web` declares HTTP on (`http-web`): served as HTTP without detection.
+const DECLARED_HTTP_PORT: u16 = 8081;
 /// A mesh port (Service `tcp-echo`) whose server speaks first.
 const TCP_MESH_PORT: u16 = 9000;
 /// No Service: not a mesh port.
@@ -28,6 +30,7 @@ const GREETING: &[u8] = b"hello from 9000\n";
 const STEP: Duration = Duration::from_secs(5);
 const STARTUP: Duration = Duration::from_secs(30);
 const ECHO_CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
+const WEB_CLUSTER: &str = "outbound|8081||web.default.svc.cluster.local";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
     let steps = async {
         traffic.http_by_service_name().await?;
         traffic.http_by_pod_ip().await?;
+        traffic.http_from_a_client_that_waits().await?;
         traffic.tcp_on_a_mesh_port().await?;
         traffic.tcp_on_another_port().await?;
         traffic.tcp_on_an_excluded_port().await
@@ -73,8 +77,8 @@ impl Mesh {
         let xds = lab.xds_address();
         let mut processes = vec![start_operator(&lab, dir.path(), &client, &server)?];
         install_rules(&client, &server, &sidecars)?;
-        let (echo, tcp_servers) = start_server_apps(&server, dir.path())?;
-        processes.push(echo);
+        let (echoes, tcp_servers) = start_server_apps(&server, dir.path())?;
+        processes.extend(echoes);
         for pod in [&client, &server] {
             let log = dir.path().join(format!("{}-proxy.log", pod.name));
             processes.push(sidecars.start(pod, "default", xds, &log)?);
@@ -120,22 +124,25 @@ fn install_rules(client: &Pod, server: &Pod, sidecars: &Sidecars) -> anyhow::Res
     init_twice_changes_nothing(&client.ns, sidecars)
 }
 
-/// weft-echo on :8080 and TCP echo servers on :9000 (greets first), :9001 and :5432, in the server pod.
-fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Process, Vec<AbortOnDrop>)> {
-    let args = [
-        binaries::path("weft-echo")?.display().to_string(),
-        "--listen".into(),
-        SocketAddr::new(IpAddr::V4(server.ip), HTTP_PORT).to_string(),
-        "--name".into(),
-        "echo".into(),
-    ];
-    let echo = server.ns.spawn("echo", &args, &dir.join("echo.log"))?;
+/// weft-echo on :8080 and :8081 and TCP echo servers on :9000 (greets first), :9001 and :5432, in the server pod.
+fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Vec<Process>, Vec<AbortOnDrop>)> {
+    let mut echoes = Vec::new();
+    for (name, port) in [("echo", HTTP_PORT), ("web", DECLARED_HTTP_PORT)] {
+        let args = [
+            binaries::path("weft-echo")?.display().to_string(),
+            "--listen".into(),
+            SocketAddr::new(IpAddr::V4(server.ip), port).to_string(),
+            "--name".into(),
+            name.into(),
+        ];
+        echoes.push(server.ns.spawn("echo", &args, &dir.join(format!("{name}.log")))?);
+    }
     let tcp = vec![
         serve_tcp(server, TCP_MESH_PORT, Some(GREETING))?,
         serve_tcp(server, TCP_OTHER_PORT, None)?,
         serve_tcp(server, EXCLUDED_PORT, None)?,
     ];
-    Ok((echo, tcp))
+    Ok((echoes, tcp))
 }
 
 /// The client's traffic, one kind per step, each checked against both proxies' counters.
@@ -183,6 +190,28 @@ impl Traffic<'_> {
         anyhow::ensure!(passthrough == 2.0 && inbound >= 1.0, "passthrough {passthrough}, server inbound {inbound}");
         self.report += &format!(
             "  HTTP to {to} with Host {to}: 2/2 answered 200 via PassthroughCluster; server inbound +{inbound}\n"
+        );
+        Ok(())
+    }
+
+    /// A client that connects, then takes longer than detection would wait before it sends its request (a pool
+    /// that connects ahead, a busy client): on a port every Service declares HTTP on, it is still routed as HTTP.
+    async fn http_from_a_client_that_waits(&mut self) -> anyhow::Result<()> {
+        let to = self.mesh.to_server(DECLARED_HTTP_PORT);
+        let mut stream = self.mesh.client.ns.connect(to, STEP).await?;
+        tokio::time::sleep(weft_xds::detection::DETECTION_TIMEOUT * 2).await;
+        stream.write_all(b"GET /late HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut answer)).await.context("no answer")??;
+        let answer = String::from_utf8_lossy(&answer);
+        anyhow::ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let d = self.delta().await?;
+        let (routed, http, tcp) = (d.requests(WEB_CLUSTER), d.client_out("http"), d.client_out("tcp"));
+        anyhow::ensure!(routed == 1.0 && http == 1.0 && tcp == 0.0, "routed {routed}, outbound http {http}, tcp {tcp}");
+        self.report += &format!(
+            "  HTTP to {to} (port declared http-web), sent {} ms after connecting: 200 via {WEB_CLUSTER}; client \
+             outbound http +1\n",
+            (weft_xds::detection::DETECTION_TIMEOUT * 2).as_millis()
         );
         Ok(())
     }
@@ -340,7 +369,7 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
     Ok(())
 }
 
-/// Services `echo` (8080) and `tcp-echo` (9000) on the server pod, and both pods, as standalone mode reads them.
+/// Services `echo` (8080), `web` (8081, declared HTTP) and `tcp-echo` (9000) on the server pod, and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -358,9 +387,14 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
             pod.ip
         )
     };
+    let web = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+         spec:\n  selector: {{app: server}}\n  ports: [{{name: http-web, port: {DECLARED_HTTP_PORT}, targetPort: {DECLARED_HTTP_PORT}}}]\n---\n"
+    );
     let yaml = service("echo", HTTP_PORT)
+        + &web
         + &service("tcp-echo", TCP_MESH_PORT)
-        + &pod(server, &[HTTP_PORT, TCP_MESH_PORT])
+        + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT])
         + &pod(client, &[]);
     yaml.trim_end_matches("---\n").to_string()
 }

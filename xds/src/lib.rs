@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod ca;
+pub mod detection;
 pub mod filters;
 pub mod identity;
 pub mod inbound;

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
+use super::port_protocol::http_ports;
 use super::ports;
 use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
@@ -73,7 +74,9 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
             }
         }
     }
-    changes.listeners = changes.ports || listeners_differ(before, after);
+    // A port whose Services all declare HTTP is served without detecting the protocol; a renamed port may change that.
+    let detection_changed = !reshaped.is_empty() && http_ports(before) != http_ports(after);
+    changes.listeners = changes.ports || detection_changed || listeners_differ(before, after);
     // Every scope holds where tcp and tls rules send; what they read differs whenever that may.
     changes.scopes |= changes.listeners && l4_destinations(before) != l4_destinations(after);
     changes
@@ -309,5 +312,17 @@ spec: {hosts: [db], tcp: [{route: [{destination: {host: db}, weight: 90}, {desti
         let idle = TCP.to_string()
             + "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db, namespace: shop}\nspec: {host: db, trafficPolicy: {connectionPool: {tcp: {idleTimeout: 5m}}}}\n";
         assert!(listeners(idle), "a destination's DestinationRule (its idle timeout)");
+    }
+
+    #[test]
+    fn declaring_http_on_every_service_of_a_port_changes_its_listener() {
+        let base = snapshot(MESH);
+        let one = MESH.replace("app: reviews}, ports: [{port: 80}]", "app: reviews}, ports: [{name: http, port: 80}]");
+        let both = one.replace("spec: {ports: [{port: 80}]}", "spec: {ports: [{name: http-api, port: 80}]}");
+        assert!(one != MESH && both != one);
+        let renamed_one = between(&base, &snapshot(&one));
+        assert!(!renamed_one.listeners, "ratings on port 80 still declares nothing: the port still detects");
+        assert!(between(&snapshot(&one), &snapshot(&both)).listeners, "now every Service on 80 declares HTTP");
+        assert!(between(&snapshot(&both), &snapshot(&one)).listeners, "and back");
     }
 }

@@ -16,6 +16,7 @@ pub mod changes;
 mod clusters;
 mod listeners;
 mod locality;
+mod port_protocol;
 mod rate_limit;
 mod routes;
 pub mod scope;

@@ -51,6 +51,8 @@ pub struct ListenerConfig {
     pub port: u16,
     pub route_config: String,
     pub l4_routes: Vec<l4::L4Route>,
+    /// Whether a captured connection is peeked at for HTTP first (a port some Service does not declare HTTP on).
+    pub detection: weft_xds::detection::Detection,
 }
 
 /// A cluster: how requests are balanced over its endpoints, and the limits and policies of its upstream.
@@ -124,13 +126,17 @@ pub struct EndpointConfig {
 impl ProxyConfig {
     /// The route table serving traffic addressed to `port`, through the listener for that port.
     pub fn route_table_for_port(&self, port: u16) -> Option<&RouteTable> {
-        let listener = self.listeners.values().find(|l| l.port == port)?;
-        self.routes.get(&listener.route_config)
+        self.routes.get(&self.listener_for_port(port)?.route_config)
+    }
+
+    /// The listener for `port`, if some Service has that port.
+    pub fn listener_for_port(&self, port: u16) -> Option<&ListenerConfig> {
+        self.listeners.values().find(|l| l.port == port)
     }
 
     /// The TCP and TLS routes of the listener for `port` (none when there is no such listener).
     pub fn l4_routes_for_port(&self, port: u16) -> &[l4::L4Route] {
-        self.listeners.values().find(|l| l.port == port).map_or(&[], |l| l.l4_routes.as_slice())
+        self.listener_for_port(port).map_or(&[], |l| l.l4_routes.as_slice())
     }
 
     /// The virtual host serving `host` (as sent) in `table`: one of its own, else one asked for on demand.

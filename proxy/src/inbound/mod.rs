@@ -29,10 +29,10 @@ use crate::drain::{ConnectionWatch, Drain};
 use crate::identity::CredentialsRx;
 use crate::listen::accept;
 use crate::metrics::{Direction, Metrics, Mode};
-use crate::transparent::outbound::SNIFF_TIMEOUT;
 use crate::transparent::{destination_of, tcp};
 use http::InboundHttp;
 use mtls::Accepted;
+use weft_xds::detection::DETECTION_TIMEOUT;
 
 /// What every inbound connection needs.
 #[derive(Clone)]
@@ -125,7 +125,7 @@ impl Inbound {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (sniffed, io) = prefixed::sniff_io(io, SNIFF_TIMEOUT).await;
+        let (sniffed, io) = prefixed::sniff_io(io, DETECTION_TIMEOUT).await;
         if !sniffed.is_http() {
             return self.forward_tcp(io, &connection).await;
         }

@@ -1,10 +1,12 @@
 //! The outbound capture listener (:15001): the pod's outbound TCP arrives here, redirected by iptables.
 //!
 //! Per connection: a TCP or TLS route of the original destination's port takes the connection when it matches
-//! ([`l4`]: by address, and by the ClientHello's server name). Otherwise the port decides. A port with no routes is not a mesh port: TCP to the
-//! original destination at once (`passthrough`). Otherwise the first bytes are peeked (not consumed) for up to
-//! [`SNIFF_TIMEOUT`]; HTTP is served and routed by the port's route table (`http`), anything else, including
-//! silence from a server-first protocol, is forwarded as TCP (`tcp`).
+//! ([`l4`]: by address, and by the ClientHello's server name). Otherwise the port decides. A port with no routes is
+//! not a mesh port: TCP to the original destination at once (`passthrough`). A port every Service declares HTTP on
+//! is served as HTTP at once, however long the client takes to send (Istio's explicit protocol selection).
+//! Otherwise the first bytes are peeked (not consumed) for as long as the listener says
+//! ([`weft_xds::detection`]); HTTP is served and routed by the port's route table (`http`), anything else,
+//! including silence from a server-first protocol, is forwarded as TCP (`tcp`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,9 +23,8 @@ use crate::drain::Drain;
 use crate::http::{Destination, Forwarder, serve_connection};
 use crate::listen::accept;
 use crate::metrics::{Direction, Mode};
+use weft_xds::detection::Detection;
 
-/// How long to wait for the first bytes of a client-first protocol.
-pub const SNIFF_TIMEOUT: Duration = Duration::from_millis(200);
 /// How much to look at: enough for a request line.
 const SNIFF_BYTES: usize = 1024;
 /// Pause between peeks while the first bytes trickle in.
@@ -78,31 +79,47 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
 }
 
 async fn classify(stream: &TcpStream, forwarder: &Forwarder, port: u16) -> Mode {
-    let mesh_port = forwarder.runtime.borrow().config.route_table_for_port(port).is_some();
-    if !mesh_port {
-        return Mode::Passthrough;
+    let detection = {
+        let runtime = forwarder.runtime.borrow();
+        let config = &runtime.config;
+        match config.listener_for_port(port) {
+            Some(listener) if config.route_table_for_port(port).is_some() => listener.detection,
+            _ => return Mode::Passthrough,
+        }
+    };
+    match detection {
+        Detection::Off => Mode::Http,
+        Detection::Within(timeout) if sniff_stream(stream, timeout).await.is_http() => Mode::Http,
+        Detection::Within(_) => Mode::Tcp,
     }
-    if sniff_stream(stream).await.is_http() { Mode::Http } else { Mode::Tcp }
 }
 
-/// Peeks at the first bytes until [`sniff`] can tell, the client closes, or [`SNIFF_TIMEOUT`] passes (then: not
-/// HTTP).
-async fn sniff_stream(stream: &TcpStream) -> Sniffed {
-    let deadline = Instant::now() + SNIFF_TIMEOUT;
+/// Peeks at the first bytes until [`sniff`] can tell, the client closes, or `timeout` passes (then: not HTTP).
+async fn sniff_stream(stream: &TcpStream, timeout: Option<Duration>) -> Sniffed {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut buffer = [0u8; SNIFF_BYTES];
     loop {
-        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Sniffed::Other,
-            Ok(Ok(n)) => n,
+        let peeked = match until(deadline, stream.peek(&mut buffer)).await {
+            Some(Ok(0)) | Some(Err(_)) | None => return Sniffed::Other,
+            Some(Ok(n)) => n,
         };
         match sniff(&buffer[..peeked], peeked == buffer.len()) {
             Sniffed::NeedMore => {}
             verdict => return verdict,
         }
         // Peeking again returns at once with the same bytes; wait a little for more to arrive.
-        tokio::time::sleep_until((Instant::now() + SNIFF_POLL).min(deadline)).await;
-        if Instant::now() >= deadline {
+        let pause = Instant::now() + SNIFF_POLL;
+        tokio::time::sleep_until(deadline.map_or(pause, |d| pause.min(d))).await;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Sniffed::Other;
         }
+    }
+}
+
+/// `work`'s output, unless `deadline` passes first.
+async fn until<F: std::future::Future>(deadline: Option<Instant>, work: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.ok(),
+        None => Some(work.await),
     }
 }

@@ -15,6 +15,7 @@ use weft_e2e::mesh::{HOST, LocalMesh};
 use weft_e2e::two_hop::TwoHopMesh;
 
 mod side_by_side;
+mod transparent;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft-bench")]
@@ -28,6 +29,9 @@ struct Args {
     /// Only the side-by-side run (weft-proxy, nginx, haproxy), e.g. while working on the proxy's hot path.
     #[arg(long)]
     side_by_side_only: bool,
+    /// Only the transparent path (root only: pods as network namespaces).
+    #[arg(long, conflicts_with = "side_by_side_only")]
+    transparent_only: bool,
 }
 
 /// What one fixed-rate run measured.
@@ -56,6 +60,9 @@ impl Run {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.rate > 0 && args.seconds > 0, "--rate and --seconds must be positive");
+    if args.transparent_only {
+        return transparent::run(&args).await;
+    }
     println!("starting a local mesh (operator, proxy, echo backend) ...");
     let mesh = LocalMesh::start([100, 0]).await?;
     let direct = HttpClient::new(mesh.backend_addresses[0]);
@@ -98,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
     print_ratios(d, p, with_policies, with_cluster);
     side_by_side::run(&args, &mesh, d).await?;
     drop(mesh);
-    two_proxies(&args, d).await
+    two_proxies(&args, d).await?;
+    transparent::run(&args).await
 }
 
 /// The proxy's route lookup as its table grows (pure: no proxy process).
@@ -174,6 +182,11 @@ added latency over direct, measured in this run:"
     Ok(())
 }
 
+/// Concurrent requests in the flat-out runs: connections for HTTP/1.1, streams on one connection for HTTP/2.
+const FLAT_OUT_CONCURRENCY: usize = 16;
+/// How long each flat-out run lasts.
+const FLAT_OUT: Duration = Duration::from_secs(3);
+
 /// A request that takes longer than this counts as failed (and a proxy that stops answering cannot hang the bench).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -183,7 +196,7 @@ async fn answered_in_time(client: &HttpClient, host: &str, headers: &[(&str, &st
 
 /// `connections` requests at a time, each sent as soon as the previous one answered, for `length`: requests
 /// per second answered, and how long it really ran.
-async fn flat_out(client: &HttpClient, connections: usize, length: Duration) -> (f64, Duration) {
+async fn flat_out(client: &HttpClient, host: &'static str, connections: usize, length: Duration) -> (f64, Duration) {
     let start = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|_| {
@@ -191,7 +204,7 @@ async fn flat_out(client: &HttpClient, connections: usize, length: Duration) -> 
             tokio::spawn(async move {
                 let mut answered = 0u64;
                 while start.elapsed() < length {
-                    answered += u64::from(answered_in_time(&client, HOST, &[]).await);
+                    answered += u64::from(answered_in_time(&client, host, &[]).await);
                 }
                 answered
             })

@@ -8,7 +8,6 @@
 //! for gRPC); weft-proxy keeps the client's protocol, as Istio's sidecars do by default.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use weft_e2e::http_client::{HttpClient, Protocol};
@@ -16,13 +15,10 @@ use weft_e2e::mesh::{HOST, LocalMesh};
 use weft_e2e::process::{Process, cpu_split, cpu_time};
 use weft_e2e::rivals;
 
-use super::{Args, Run, fixed_rate, flat_out, ms};
+use super::{Args, FLAT_OUT, FLAT_OUT_CONCURRENCY, Run, fixed_rate, flat_out, ms};
 
 /// HTTP/2 and gRPC runs at the fixed rate last this share of HTTP/1.1's (`--seconds`), to keep the bench short.
 const SECOND_PROTOCOL_SHARE: u32 = 2;
-
-/// Concurrent requests in the flat-out runs: connections for HTTP/1.1, streams on one connection for HTTP/2.
-const FLAT_OUT_CONCURRENCY: usize = 16;
 
 /// One protocol through one proxy.
 struct ProtocolRun {
@@ -156,7 +152,7 @@ async fn measure(rate: u32, seconds: u32, client: &HttpClient, pid: u32) -> Prot
     let used = cpu_time(pid) - before;
     let vcpu_per_krps = used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
     let before = cpu_split(pid);
-    let (max_rps, took) = flat_out(client, FLAT_OUT_CONCURRENCY, Duration::from_secs(3)).await;
+    let (max_rps, took) = flat_out(client, HOST, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
     let used = cpu_split(pid) - before;
     let total = (used.user + used.system).as_secs_f64();
     let max_busy = total / took.as_secs_f64();

@@ -28,6 +28,7 @@ use weft_xds::provenance::{ConfigKind, config_metadata};
 use weft_xds::{ClusterName, cluster_name};
 
 use super::locality::{distributes, locality_setting};
+use super::port_protocol::PortProtocol;
 use super::{ads_config_source, duration};
 use crate::index::{DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot};
 
@@ -102,7 +103,7 @@ fn with_transport(
     port: &ServicePortModel,
     trust_domain: Option<&str>,
 ) -> (Cluster, bool) {
-    let mut built = cluster(name, policy, policy::PortProtocol::of(&port.name));
+    let mut built = cluster(name, policy, PortProtocol::of(&port.name));
     let transport = tls::transport(service, port, trust_domain, policy.and_then(|p| p.tls.as_ref()));
     let marks = transport.marks_sidecars;
     transport.apply(&mut built);
@@ -115,7 +116,7 @@ fn is_original_destination(cluster: &Cluster) -> bool {
         == Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::OriginalDst as i32))
 }
 
-fn cluster(name: &str, policy: Option<&TrafficPolicy>, port: policy::PortProtocol) -> Cluster {
+fn cluster(name: &str, policy: Option<&TrafficPolicy>, port: PortProtocol) -> Cluster {
     if lb_algorithm(policy).is_none() {
         // `PASSTHROUGH`: Envoy's original-destination cluster, no endpoints, no balancing.
         let mut cluster = Cluster {

@@ -16,6 +16,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOption
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_crds::TrafficPolicy;
+
+use crate::translate::port_protocol::PortProtocol;
 use weft_crds::destination_rule::policy::ConsistentHash;
 use weft_crds::destination_rule::{ConnectionPoolSettings, OutlierDetection, RetryBudget};
 use weft_crds::duration::parse_duration;
@@ -134,25 +136,6 @@ pub(super) fn consistent_hash(policy: &TrafficPolicy) -> Option<&ConsistentHash>
 }
 
 /// Sets the policy's fields on `cluster`.
-/// The HTTP version a Service port declares by its name (Istio's `<protocol>[-<suffix>]` convention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum PortProtocol {
-    Http1,
-    Http2,
-    Undeclared,
-}
-
-impl PortProtocol {
-    pub fn of(port_name: &str) -> Self {
-        let protocol = port_name.split('-').next().unwrap_or_default().to_ascii_lowercase();
-        match protocol.as_str() {
-            "http2" | "grpc" => Self::Http2,
-            "http" => Self::Http1,
-            _ => Self::Undeclared,
-        }
-    }
-}
-
 pub(super) fn apply(cluster: &mut Cluster, policy: Option<&TrafficPolicy>, port: PortProtocol) {
     cluster.circuit_breakers = Some(circuit_breakers(policy));
     let pool = policy.and_then(|p| p.connection_pool.as_ref());

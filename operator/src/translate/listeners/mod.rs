@@ -1,6 +1,7 @@
 //! Outbound listeners: one per Service port. The first chain, without a `filter_chain_match` (the default), hands
 //! HTTP to the route configuration of that port; after it, the tcp and tls rules of VirtualServices each add a TCP
-//! proxy chain matched on the destination address (and SNI), see [`l4`].
+//! proxy chain matched on the destination address (and SNI), see [`l4`]. Unless every Service on the port declares
+//! HTTP by its port name, the listener asks proxies to detect the protocol first ([`weft_xds::detection`]).
 
 mod l4;
 
@@ -22,6 +23,7 @@ use weft_xds::filters::{CORS, FAULT, HTTP_CONNECTION_MANAGER, ROUTER, TLS_INSPEC
 use weft_xds::{listener_name, pack, route_config_name};
 
 use super::ads_config_source;
+use super::port_protocol::declares_http;
 use crate::index::Snapshot;
 
 /// The outbound listener of `port` for `source` (none: the one every proxy shares): the HTTP chain, then the tcp
@@ -40,7 +42,7 @@ pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_
     } else {
         Vec::new()
     };
-    Listener {
+    let mut listener = Listener {
         name: listener_name(port),
         address: Some(Address {
             address: Some(address::Address::SocketAddress(SocketAddress {
@@ -54,7 +56,11 @@ pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_
         // Traffic reaches these through the capture listener (15001), as with Istio; they never bind.
         bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
+    };
+    if !declares_http(snapshot, port) {
+        weft_xds::detection::detect(&mut listener);
     }
+    listener
 }
 
 /// The default chain: HTTP to the route configuration of `port`.

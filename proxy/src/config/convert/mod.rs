@@ -53,7 +53,8 @@ impl TryFrom<&Listener> for ListenerConfig {
         }
         let route_config =
             route_config.ok_or_else(|| err("no HTTP connection manager filter (only HTTP listeners are supported)"))?;
-        Ok(Self { name: l.name.clone(), port, route_config, l4_routes })
+        let detection = weft_xds::detection::detection_of(l);
+        Ok(Self { name: l.name.clone(), port, route_config, l4_routes, detection })
     }
 }
 

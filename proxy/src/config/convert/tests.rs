@@ -237,3 +237,17 @@ fn an_original_destination_cluster_has_no_endpoint_assignment() {
     };
     assert!(ClusterConfig::try_from(&strict).unwrap_err().to_string().contains("only EDS and ORIGINAL_DST"));
 }
+
+#[test]
+fn a_listener_detects_protocols_only_when_the_operator_marks_it() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use weft_xds::detection::{DETECTION_TIMEOUT, Detection, detect};
+
+    use crate::config::ListenerConfig;
+
+    let mut listener: Listener = weft_xds::unpack(&crate::xds::testing::listener(8080, "8080")).unwrap();
+    assert_eq!(ListenerConfig::try_from(&listener).unwrap().detection, Detection::Off, "every Service declares HTTP");
+    detect(&mut listener);
+    let converted = ListenerConfig::try_from(&listener).unwrap();
+    assert_eq!(converted.detection, Detection::Within(Some(DETECTION_TIMEOUT)));
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::config::{ListenerConfig, PathMatch, RouteAction, RouteEntry, RouteTable, VirtualHost, WeightedTarget};
+use weft_xds::detection::Detection;
 
 const CLUSTER: &str = "outbound|8080||echo.default.svc.cluster.local";
 
@@ -14,8 +15,13 @@ fn config() -> ProxyConfig {
     let host =
         VirtualHost { name: "echo:8080".into(), domains: vec!["echo".into(), "echo:8080".into()], routes: vec![route] };
     let table = RouteTable::new("8080", vec![host], false);
-    let listener =
-        ListenerConfig { name: "0.0.0.0_8080".into(), port: 8080, route_config: "8080".into(), l4_routes: Vec::new() };
+    let listener = ListenerConfig {
+        name: "0.0.0.0_8080".into(),
+        port: 8080,
+        route_config: "8080".into(),
+        l4_routes: Vec::new(),
+        detection: Detection::Off,
+    };
     ProxyConfig {
         listeners: BTreeMap::from([(listener.name.clone(), listener)]),
         routes: BTreeMap::from([("8080".to_string(), table)]),

@@ -1,0 +1,130 @@
+//! The transparent path: requests from inside a pod (a network namespace captured by `weft-proxy init`'s rules, as
+//! the webhook injects it) reach an app through the client's sidecar (outbound, original destination from
+//! `SO_ORIGINAL_DST`), the server's (inbound), or both (mutual TLS between them), against the same route with no
+//! proxy ([`weft_e2e::captured_path`]). HTTP/1.1 keep-alive: added latency at the fixed rate, each sidecar's vCPU
+//! per 1000 requests/s, then flat out with each sidecar's CPU per request; the sidecars pinned to CPU 1, the load
+//! and the apps to CPU 0. Root only: elsewhere it says why it skipped.
+
+use std::time::Duration;
+
+use weft_e2e::captured_path::{CapturedPaths, Path};
+use weft_e2e::http_client::Protocol;
+use weft_e2e::process::{Process, cpu_split, cpu_time};
+use weft_e2e::rivals;
+
+use super::{Args, FLAT_OUT, FLAT_OUT_CONCURRENCY, Run, fixed_rate_to, flat_out, ms};
+
+/// What one path measured; the CPU figures are the client's sidecar's then the server's.
+struct Measured {
+    path: Path,
+    run: Run,
+    vcpu_per_krps: [f64; 2],
+    max_rps: f64,
+    cpu_per_request_us: [f64; 2],
+}
+
+pub async fn run(args: &Args) -> anyhow::Result<()> {
+    println!(
+        "\ntransparent path (pods as network namespaces, captured by iptables; HTTP/1.1 from inside the client pod):"
+    );
+    if let Err(why) = weft_e2e::netns::preflight() {
+        println!("  skipped: {why}");
+        return Ok(());
+    }
+    let paths = CapturedPaths::start().await?;
+    let sidecars = [&paths.client_sidecar, &paths.server_sidecar];
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cpus >= 2 && pin_all(&paths, &sidecars).is_ok();
+    if !pinned {
+        println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
+    }
+    let seconds = args.seconds.div_ceil(2);
+    println!(
+        "  {} req/s for {seconds} s, then {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
+        args.rate,
+        FLAT_OUT.as_secs(),
+        if pinned { ", the load and the apps on the other" } else { "" }
+    );
+    let mut measured = Vec::new();
+    for path in Path::ALL {
+        measured.push(measure(args.rate, seconds, &paths, path, sidecars).await);
+    }
+    if pinned {
+        rivals::unpin(std::process::id(), cpus)?;
+    }
+    print(&measured);
+    let resident = sidecars.map(|s| s.pid().map_or(0.0, |pid| rivals::resident_bytes(pid) as f64 / 1e6));
+    println!("  sidecars' resident memory after the runs: client {:.1} MB, server {:.1} MB", resident[0], resident[1]);
+    let errors: usize = measured.iter().map(|m| m.run.errors).sum();
+    anyhow::ensure!(errors == 0, "{errors} requests failed on the transparent path:\n{}", paths.diagnostics());
+    Ok(())
+}
+
+fn pin_all(paths: &CapturedPaths, sidecars: &[&Process; 2]) -> anyhow::Result<()> {
+    rivals::pin(std::process::id(), 0)?;
+    for app in paths.apps() {
+        rivals::pin(app.pid().unwrap_or_default(), 0)?;
+    }
+    for sidecar in sidecars {
+        rivals::pin(sidecar.pid().unwrap_or_default(), 1)?;
+    }
+    Ok(())
+}
+
+async fn measure(rate: u32, seconds: u32, paths: &CapturedPaths, path: Path, sidecars: [&Process; 2]) -> Measured {
+    let (client, host) = (paths.client(path, Protocol::Http1), path.host());
+    fixed_rate_to(&client, host, rate, 1, &[]).await;
+    let before = sidecars.map(cpu_of);
+    let run = fixed_rate_to(&client, host, rate, seconds, &[]).await;
+    let after = sidecars.map(cpu_of);
+    let krps = run.throughput() / 1000.0;
+    let vcpu_per_krps =
+        [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / run.elapsed.as_secs_f64() / krps.max(1e-9));
+    let before = sidecars.map(busy_of);
+    let (max_rps, took) = flat_out(&client, host, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
+    let after = sidecars.map(busy_of);
+    let requests = (max_rps * took.as_secs_f64()).max(1.0);
+    let cpu_per_request_us = [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / requests * 1e6);
+    Measured { path, run, vcpu_per_krps, max_rps, cpu_per_request_us }
+}
+
+fn cpu_of(process: &Process) -> Duration {
+    process.pid().map(cpu_time).unwrap_or_default()
+}
+
+/// User and kernel time together, read the way the side-by-side run reads them.
+fn busy_of(process: &Process) -> Duration {
+    process.pid().map(cpu_split).map(|t| t.user + t.system).unwrap_or_default()
+}
+
+fn print(measured: &[Measured]) {
+    let Some(direct) = measured.iter().find(|m| m.path == Path::Direct) else { return };
+    let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.run.percentile(p));
+    println!(
+        "  {:>22}  {:>8} {:>8} {:>9}  {:>21}  {:>9}  {:>21}",
+        "path", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps cli  srv", "max req/s", "CPU µs/req cli  srv"
+    );
+    for m in measured {
+        let sidecar = |i: usize, value: f64| if uses(m.path, i) { format!("{value:>7.3}") } else { "      -".into() };
+        let per_request =
+            |i: usize| if uses(m.path, i) { format!("{:>6.1}", m.cpu_per_request_us[i]) } else { "     -".into() };
+        println!(
+            "  {:>22}  {:>8.3} {:>8.3} {:>9.3}  {:>13} {}  {:>9.0}  {:>14} {}{}",
+            m.path.describe(),
+            added(&m.run, 0.5),
+            added(&m.run, 0.99),
+            added(&m.run, 0.999),
+            sidecar(0, m.vcpu_per_krps[0]),
+            sidecar(1, m.vcpu_per_krps[1]),
+            m.max_rps,
+            per_request(0),
+            per_request(1),
+            if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
+        );
+    }
+}
+
+/// Whether `path` goes through sidecar `index` (0: the client's, 1: the server's).
+fn uses(path: Path, index: usize) -> bool {
+    matches!((path, index), (Path::Outbound | Path::Both, 0) | (Path::Inbound | Path::Both, 1))
+}

@@ -1,0 +1,81 @@
+//! The protocol a Service port declares by its name, Istio's `<protocol>[-<suffix>]` convention: it picks the
+//! HTTP version sent upstream ([`super::clusters`]) and whether the outbound listener of that port number must
+//! detect a connection's protocol from its first bytes ([`super::listeners`]).
+
+use crate::index::Snapshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortProtocol {
+    Http1,
+    Http2,
+    /// No HTTP protocol declared: unnamed, unknown, or a non-HTTP one (`tcp-`, `tls-`, `mysql-`, ...).
+    Undeclared,
+}
+
+impl PortProtocol {
+    pub fn of(port_name: &str) -> Self {
+        let protocol = port_name.split('-').next().unwrap_or_default().to_ascii_lowercase();
+        match protocol.as_str() {
+            "http2" | "grpc" => Self::Http2,
+            "http" => Self::Http1,
+            _ => Self::Undeclared,
+        }
+    }
+}
+
+/// Whether every Service port numbered `port` declares HTTP (HTTP/1.1, HTTP/2 or gRPC): only then can the port's
+/// one listener serve HTTP without looking at the first bytes (a Service that does not declare it may carry a
+/// server-first protocol there, which would wait forever for a client that waits for it).
+pub(crate) fn declares_http(snapshot: &Snapshot, port: u16) -> bool {
+    let mut ports = snapshot.services.values().flat_map(|s| s.ports.iter()).filter(|p| p.port == port).peekable();
+    ports.peek().is_some() && ports.all(|p| PortProtocol::of(&p.name) != PortProtocol::Undeclared)
+}
+
+/// The ports every Service on which declares HTTP: what decides which outbound listeners detect protocols.
+pub(crate) fn http_ports(snapshot: &Snapshot) -> std::collections::BTreeSet<u16> {
+    super::ports(snapshot).into_iter().filter(|port| declares_http(snapshot, *port)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::snapshot_of_yaml;
+    use weft_xds::detection::{DETECTION_TIMEOUT, Detection, detection_of};
+
+    #[test]
+    fn a_port_detects_unless_every_service_on_it_declares_http() {
+        let snapshot = snapshot_of_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\n\
+             spec: {ports: [{name: http, port: 80}, {name: tcp-db, port: 3306}, {name: grpc, port: 9000}]}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: shop}\n\
+             spec: {ports: [{name: grpc-api, port: 80}, {port: 9000}]}\n",
+        );
+        let detection = |port: u16| {
+            let listener =
+                crate::translate::listeners(&snapshot).into_iter().find(|l| l.name == format!("0.0.0.0_{port}"));
+            listener.map(|l| detection_of(&l))
+        };
+        assert_eq!(detection(80), Some(Detection::Off), "HTTP/1.1 and gRPC declared: HTTP at once");
+        assert_eq!(detection(3306), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "a TCP port");
+        assert_eq!(detection(9000), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "one Service declares nothing");
+        assert!(!declares_http(&snapshot, 1234), "no Service there");
+    }
+
+    #[test]
+    fn the_name_prefix_declares_the_protocol_in_any_case() {
+        let cases = [
+            ("http", PortProtocol::Http1),
+            ("HTTP-web", PortProtocol::Http1),
+            ("http2", PortProtocol::Http2),
+            ("grpc-api", PortProtocol::Http2),
+            ("grpc-web", PortProtocol::Http2),
+            ("tcp-db", PortProtocol::Undeclared),
+            ("https", PortProtocol::Undeclared),
+            ("web", PortProtocol::Undeclared),
+            ("", PortProtocol::Undeclared),
+        ];
+        for (name, protocol) in cases {
+            assert_eq!(PortProtocol::of(name), protocol, "{name:?}");
+        }
+    }
+}
