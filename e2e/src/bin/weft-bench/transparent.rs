@@ -19,8 +19,8 @@ struct Measured {
     path: Path,
     run: Run,
     vcpu_per_krps: [f64; 2],
-    max_rps: f64,
-    cpu_per_request_us: [f64; 2],
+    /// Flat out (not measured on the direct path): requests/s, and each sidecar's CPU µs per request.
+    max: Option<(f64, [f64; 2])>,
 }
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
@@ -38,9 +38,10 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     if !pinned {
         println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
     }
-    let seconds = args.seconds.div_ceil(2);
+    // Half of `--seconds`, as the side-by-side run's HTTP/2 and gRPC, to keep the bench short.
+    let seconds = (args.seconds / 2).max(1);
     println!(
-        "  {} req/s for {seconds} s, then {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
+        "  {} req/s for {seconds} s, then (through a sidecar) {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
         args.rate,
         FLAT_OUT.as_secs(),
         if pinned { ", the load and the apps on the other" } else { "" }
@@ -80,12 +81,16 @@ async fn measure(rate: u32, seconds: u32, paths: &CapturedPaths, path: Path, sid
     let krps = run.throughput() / 1000.0;
     let vcpu_per_krps =
         [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / run.elapsed.as_secs_f64() / krps.max(1e-9));
+    if path == Path::Direct {
+        // What matters flat out is the sidecars' CPU per request; the direct path has none to measure.
+        return Measured { path, run, vcpu_per_krps, max: None };
+    }
     let before = sidecars.map(busy_of);
     let (max_rps, took) = flat_out(&client, host, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
     let after = sidecars.map(busy_of);
     let requests = (max_rps * took.as_secs_f64()).max(1.0);
     let cpu_per_request_us = [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / requests * 1e6);
-    Measured { path, run, vcpu_per_krps, max_rps, cpu_per_request_us }
+    Measured { path, run, vcpu_per_krps, max: Some((max_rps, cpu_per_request_us)) }
 }
 
 fn cpu_of(process: &Process) -> Duration {
@@ -101,24 +106,34 @@ fn print(measured: &[Measured]) {
     let Some(direct) = measured.iter().find(|m| m.path == Path::Direct) else { return };
     let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.run.percentile(p));
     println!(
-        "  {:>22}  {:>8} {:>8} {:>9}  {:>21}  {:>9}  {:>21}",
-        "path", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps cli  srv", "max req/s", "CPU µs/req cli  srv"
+        "  {:>22}  {:>8} {:>8} {:>9}  {:>15}  {:>9}  {:>15}",
+        "path", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "max req/s", "CPU µs/req"
+    );
+    println!(
+        "  {:>22}  {:>8} {:>8} {:>9}  {:>7} {:>7}  {:>9}  {:>7} {:>7}",
+        "", "", "", "", "client", "server", "", "client", "server"
     );
     for m in measured {
-        let sidecar = |i: usize, value: f64| if uses(m.path, i) { format!("{value:>7.3}") } else { "      -".into() };
-        let per_request =
-            |i: usize| if uses(m.path, i) { format!("{:>6.1}", m.cpu_per_request_us[i]) } else { "     -".into() };
+        // A sidecar the path does not cross shows a dash.
+        let each = |values: [f64; 2], decimals: usize| {
+            [0, 1]
+                .map(|i| if uses(m.path, i) { format!("{:>7.*}", decimals, values[i]) } else { format!("{:>7}", "-") })
+        };
+        let vcpu = each(m.vcpu_per_krps, 3);
+        let (max_rps, per_request) = match m.max {
+            Some((rps, us)) => (format!("{rps:>9.0}"), each(us, 1)),
+            None => (format!("{:>9}", "-"), [format!("{:>7}", "-"), format!("{:>7}", "-")]),
+        };
         println!(
-            "  {:>22}  {:>8.3} {:>8.3} {:>9.3}  {:>13} {}  {:>9.0}  {:>14} {}{}",
+            "  {:>22}  {:>8.3} {:>8.3} {:>9.3}  {} {}  {max_rps}  {} {}{}",
             m.path.describe(),
             added(&m.run, 0.5),
             added(&m.run, 0.99),
             added(&m.run, 0.999),
-            sidecar(0, m.vcpu_per_krps[0]),
-            sidecar(1, m.vcpu_per_krps[1]),
-            m.max_rps,
-            per_request(0),
-            per_request(1),
+            vcpu[0],
+            vcpu[1],
+            per_request[0],
+            per_request[1],
             if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
         );
     }
