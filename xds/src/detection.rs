@@ -2,7 +2,10 @@
 //! Envoy's own fields: a listener whose Services all declare HTTP (by port name) carries HTTP without looking;
 //! one that must detect sets `continue_on_listener_filters_timeout` (a connection still silent after
 //! `listener_filters_timeout` is not HTTP and goes on as TCP, as with Istio's `protocolDetectionTimeout`). Proxies
-//! older than this convention ignore both fields and detect on every port, as they always did.
+//! older than this convention ignore both fields and detect on every port, as they always did. A listener with
+//! Envoy's `http_inspector` listener filter (Istio's shape for a port of unknown protocol) detects too; the
+//! operator does not send that filter yet, because proxies older than this convention refuse listener filters
+//! they do not know.
 
 use std::time::Duration;
 
@@ -33,7 +36,8 @@ pub fn detect(listener: &mut Listener) {
 
 /// What `listener` asks for. Envoy's zero `listener_filters_timeout` means no limit; an unset one its default, 15 s.
 pub fn detection_of(listener: &Listener) -> Detection {
-    if !listener.continue_on_listener_filters_timeout {
+    let inspects_http = listener.listener_filters.iter().any(|f| f.name == crate::filters::HTTP_INSPECTOR);
+    if !listener.continue_on_listener_filters_timeout && !inspects_http {
         return Detection::Off;
     }
     let Some(timeout) = &listener.listener_filters_timeout else { return Detection::Within(Some(ENVOY_DEFAULT)) };
@@ -59,5 +63,15 @@ mod tests {
         assert_eq!(detection_of(&listener), Detection::Within(None), "zero is no limit, as in Envoy");
         listener.listener_filters_timeout = None;
         assert_eq!(detection_of(&listener), Detection::Within(Some(ENVOY_DEFAULT)));
+    }
+
+    #[test]
+    fn envoys_http_inspector_asks_for_detection_too() {
+        use envoy_types::pb::envoy::config::listener::v3::ListenerFilter;
+        let inspector = ListenerFilter { name: crate::filters::HTTP_INSPECTOR.into(), ..Default::default() };
+        let mut listener = Listener { listener_filters: vec![inspector], ..Default::default() };
+        assert_eq!(detection_of(&listener), Detection::Within(Some(ENVOY_DEFAULT)));
+        listener.listener_filters_timeout = Some(Default::default());
+        assert_eq!(detection_of(&listener), Detection::Within(None), "Istio's default: no limit");
     }
 }

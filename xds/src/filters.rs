@@ -11,5 +11,7 @@ pub const CORS: &str = "envoy.filters.http.cors";
 pub const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 /// Network filter of a TCP (and TLS passthrough) route: `TcpProxy`.
 pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+/// Listener filter that tells HTTP from other protocols by a connection's first bytes (protocol detection).
+pub const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
 /// Listener filter that reads a TLS ClientHello's SNI for `server_names` filter chain matches.
 pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";

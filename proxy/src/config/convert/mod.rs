@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 
 use super::{EndpointConfig, ListenerConfig};
 use l4::{Chain, chain_kind};
-use weft_xds::filters::TLS_INSPECTOR;
+use weft_xds::filters::{HTTP_INSPECTOR, TLS_INSPECTOR};
 
 mod actions;
 mod cluster;
@@ -39,7 +39,7 @@ impl TryFrom<&Listener> for ListenerConfig {
         let err = |m: &str| reject("listener", &l.name, m);
         let port =
             socket_port(l.address.as_ref()).ok_or_else(|| err("address must be a socket address with a port"))?;
-        if let Some(other) = l.listener_filters.iter().find(|f| f.name != TLS_INSPECTOR) {
+        if let Some(other) = l.listener_filters.iter().find(|f| f.name != TLS_INSPECTOR && f.name != HTTP_INSPECTOR) {
             return Err(err(&format!("listener filter {:?} is not supported", other.name)));
         }
         let mut route_config = None;

@@ -240,8 +240,9 @@ fn an_original_destination_cluster_has_no_endpoint_assignment() {
 
 #[test]
 fn a_listener_detects_protocols_only_when_the_operator_marks_it() {
-    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, ListenerFilter};
     use weft_xds::detection::{DETECTION_TIMEOUT, Detection, detect};
+    use weft_xds::filters::HTTP_INSPECTOR;
 
     use crate::config::ListenerConfig;
 
@@ -250,4 +251,9 @@ fn a_listener_detects_protocols_only_when_the_operator_marks_it() {
     detect(&mut listener);
     let converted = ListenerConfig::try_from(&listener).unwrap();
     assert_eq!(converted.detection, Detection::Within(Some(DETECTION_TIMEOUT)));
+    // Istio's shape for a port of unknown protocol: Envoy's HTTP inspector, no time limit.
+    let mut istio: Listener = weft_xds::unpack(&crate::xds::testing::listener(8080, "8080")).unwrap();
+    istio.listener_filters.push(ListenerFilter { name: HTTP_INSPECTOR.into(), ..Default::default() });
+    istio.listener_filters_timeout = Some(Default::default());
+    assert_eq!(ListenerConfig::try_from(&istio).unwrap().detection, Detection::Within(None));
 }
