@@ -141,6 +141,26 @@ pub async fn memory_probe(
     Ok((with_idle, soon, resident_bytes(pid) as f64 / 1e6))
 }
 
+/// Puts this process (the load generator) and `apps` on CPU 0 and `proxies` on CPU 1, so a proxy's CPU and
+/// latency are not those of a core it shares with its load; `false` (nothing pinned, or only part) when the
+/// machine has fewer than 2 CPUs, a process is gone, or `taskset` fails. [`unpin`] this process afterwards: what
+/// it starts later inherits its affinity.
+pub fn pin_apart(apps: &[Option<u32>], proxies: &[Option<u32>]) -> bool {
+    let on = |pids: &[Option<u32>], cpu| pids.iter().all(|pid| pid.is_some_and(|pid| pin(pid, cpu).is_ok()));
+    cpus() >= 2 && pin(std::process::id(), 0).is_ok() && on(apps, 0) && on(proxies, 1)
+}
+
+/// How many CPUs the machine has online (not how many this process may use now: a pinned bench must still
+/// know there are more, to unpin itself).
+pub fn cpus() -> usize {
+    let listed = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count());
+    match listed {
+        Ok(count) if count > 0 => count,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
 /// Pins every thread of process `pid` to `cpu` (`taskset`); a message when that fails.
 pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
     pin_to(pid, &cpu.to_string())

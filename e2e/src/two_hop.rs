@@ -35,7 +35,7 @@ impl Hop {
 pub struct TwoHopMesh {
     _dir: tempfile::TempDir,
     _operator: Process,
-    _backend: Process,
+    pub backend: Process,
     pub plaintext: Hop,
     pub mutual_tls: Hop,
     pub authorized: Hop,
@@ -133,7 +133,7 @@ impl TwoHopMesh {
         let plaintext = Hop { host: "hop-plain", client: client_a, server: server_a, outbound: outbound_a };
         let mutual_tls = Hop { host: "hop-mtls", client: client_b, server: server_b, outbound: outbound_b };
         let authorized = Hop { host: "hop-authz", client: client_c, server: server_c, outbound: outbound_c };
-        let mesh = Self { _dir: dir, _operator: operator, _backend: backend, plaintext, mutual_tls, authorized };
+        let mesh = Self { _dir: dir, _operator: operator, backend, plaintext, mutual_tls, authorized };
         for hop in [&mesh.plaintext, &mesh.mutual_tls, &mesh.authorized] {
             wait_routing(hop).await.with_context(|| format!("{}\n{}", hop.client.tail(20), hop.server.tail(20)))?;
         }

@@ -128,6 +128,19 @@ async fn two_proxies(args: &Args, direct: &Run) -> anyhow::Result<()> {
 starting the two-proxy path (client sidecar -> server sidecar -> backend), plaintext and mutual TLS ..."
     );
     let mesh = TwoHopMesh::start().await?;
+    let sidecars: Vec<Option<u32>> = [&mesh.plaintext, &mesh.mutual_tls, &mesh.authorized]
+        .iter()
+        .flat_map(|hop| [hop.client.pid(), hop.server.pid()])
+        .collect();
+    let pinned = weft_e2e::rivals::pin_apart(&[mesh.backend.pid()], &sidecars);
+    println!(
+        "  {}",
+        if pinned {
+            "sidecars on one core, the load and the backend on the other"
+        } else {
+            "(not pinned: needs 2 CPUs and taskset; numbers share cores)"
+        }
+    );
     let mut measured = Vec::new();
     let hops = [
         ("2 proxies, plaintext", &mesh.plaintext),
@@ -153,6 +166,9 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
             per_krps(cpu[1]),
         );
         measured.push(run);
+    }
+    if pinned {
+        weft_e2e::rivals::unpin(std::process::id(), weft_e2e::rivals::cpus())?;
     }
     let (plain, mtls, authorized) = (&measured[0], &measured[1], &measured[2]);
     println!(

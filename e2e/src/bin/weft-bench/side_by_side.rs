@@ -77,10 +77,7 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
         args.seconds,
         seconds_for(args, Protocol::Http2)
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cpus >= 2
-        && rivals::pin(std::process::id(), 0).is_ok()
-        && mesh.backends[0].pid().is_some_and(|pid| rivals::pin(pid, 0).is_ok());
+    let pinned = rivals::pin_apart(&[mesh.backends[0].pid()], &[]);
     if !pinned {
         println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
     }
@@ -116,7 +113,7 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
     }
     if pinned {
         // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.
-        rivals::unpin(std::process::id(), cpus)?;
+        rivals::unpin(std::process::id(), rivals::cpus())?;
     }
     for (index, (_, title)) in PROTOCOLS.iter().enumerate() {
         print_protocol(title, &measured, index, &directs[index]);

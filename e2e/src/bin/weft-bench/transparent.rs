@@ -33,8 +33,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let paths = CapturedPaths::start().await?;
     let sidecars = [&paths.client_sidecar, &paths.server_sidecar];
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pinned = cpus >= 2 && pin_all(&paths, &sidecars).is_ok();
+    let apps: Vec<Option<u32>> = paths.apps().map(Process::pid).collect();
+    let pinned = rivals::pin_apart(&apps, &sidecars.map(Process::pid));
     if !pinned {
         println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
     }
@@ -51,24 +51,13 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         measured.push(measure(args.rate, seconds, &paths, path, sidecars).await);
     }
     if pinned {
-        rivals::unpin(std::process::id(), cpus)?;
+        rivals::unpin(std::process::id(), rivals::cpus())?;
     }
     print(&measured);
     let resident = sidecars.map(|s| s.pid().map_or(0.0, |pid| rivals::resident_bytes(pid) as f64 / 1e6));
     println!("  sidecars' resident memory after the runs: client {:.1} MB, server {:.1} MB", resident[0], resident[1]);
     let errors: usize = measured.iter().map(|m| m.run.errors).sum();
     anyhow::ensure!(errors == 0, "{errors} requests failed on the transparent path:\n{}", paths.diagnostics());
-    Ok(())
-}
-
-fn pin_all(paths: &CapturedPaths, sidecars: &[&Process; 2]) -> anyhow::Result<()> {
-    rivals::pin(std::process::id(), 0)?;
-    for app in paths.apps() {
-        rivals::pin(app.pid().unwrap_or_default(), 0)?;
-    }
-    for sidecar in sidecars {
-        rivals::pin(sidecar.pid().unwrap_or_default(), 1)?;
-    }
     Ok(())
 }
 
