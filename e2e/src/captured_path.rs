@@ -83,19 +83,11 @@ impl CapturedPaths {
         let dir = tempfile::Builder::new().prefix("weft-bench-captured-").tempdir()?;
         let lab = Lab::new()?;
         let identity = MeshIdentity::prepare(dir.path(), &lab)?;
-        let sidecars = Sidecars::prepare(dir.path())?.with_identity(
-            &format!("https://{}", lab.secure_address()),
-            &identity.bundle,
-            &identity.token,
-        );
+        let sidecars = identity.sidecars(dir.path(), &lab)?;
         let (client, server, plain) = (lab.pod("client")?, lab.pod("server")?, lab.pod("plain")?);
         std::fs::create_dir(dir.path().join("config"))?;
         std::fs::write(dir.path().join("config/cluster.yaml"), cluster_yaml(&client, &server, &plain))?;
-        let operator = lab.start_operator_with(
-            &dir.path().join("config"),
-            &dir.path().join("operator.log"),
-            &identity.operator_args,
-        )?;
+        let operator = identity.start_operator(&lab, dir.path())?;
         let mut processes = Vec::new();
         for pod in [&server, &plain] {
             for port in [SERVICE_PORT, UNCAPTURED_PORT] {

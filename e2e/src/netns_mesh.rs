@@ -39,9 +39,9 @@ pub struct NetnsMesh {
 /// Mutual TLS for the lab: the operator's CA directory and flags, and the one workload token every pod's
 /// sidecar presents (all pods run as the `default` service account).
 pub(crate) struct MeshIdentity {
-    pub(crate) operator_args: Vec<String>,
-    pub(crate) bundle: PathBuf,
-    pub(crate) token: PathBuf,
+    operator_args: Vec<String>,
+    bundle: PathBuf,
+    token: PathBuf,
 }
 
 impl MeshIdentity {
@@ -71,6 +71,17 @@ impl MeshIdentity {
         .into();
         Ok(Self { operator_args, bundle: ca.join("root-cert.pem"), token })
     }
+
+    /// Sidecars (their binary copied into `dir`) that get their certificates from this mesh's operator.
+    pub(crate) fn sidecars(&self, dir: &Path, lab: &Lab) -> anyhow::Result<Sidecars> {
+        let ca = format!("https://{}", lab.secure_address());
+        Ok(Sidecars::prepare(dir)?.with_identity(&ca, &self.bundle, &self.token))
+    }
+
+    /// The operator on the node with this CA, reading `dir/config` and logging to `dir/operator.log`.
+    pub(crate) fn start_operator(&self, lab: &Lab, dir: &Path) -> anyhow::Result<Process> {
+        lab.start_operator_with(&dir.join("config"), &dir.join("operator.log"), &self.operator_args)
+    }
 }
 
 impl NetnsMesh {
@@ -79,21 +90,13 @@ impl NetnsMesh {
         let dir = tempfile::Builder::new().prefix("weft-e2e-").tempdir()?;
         let lab = Lab::new()?;
         let identity = MeshIdentity::prepare(dir.path(), &lab)?;
-        let sidecars = Sidecars::prepare(dir.path())?.with_identity(
-            &format!("https://{}", lab.secure_address()),
-            &identity.bundle,
-            &identity.token,
-        );
+        let sidecars = identity.sidecars(dir.path(), &lab)?;
         let client = lab.pod("client")?;
         let reviews = VERSIONS.iter().map(|v| lab.pod(&format!("reviews-{v}"))).collect::<anyhow::Result<Vec<_>>>()?;
         std::fs::create_dir(dir.path().join("config"))?;
         std::fs::write(dir.path().join("config/cluster.yaml"), cluster_yaml(&client, &reviews))?;
         let xds = lab.xds_address();
-        let operator = lab.start_operator_with(
-            &dir.path().join("config"),
-            &dir.path().join("operator.log"),
-            &identity.operator_args,
-        )?;
+        let operator = identity.start_operator(&lab, dir.path())?;
         let mut processes = Vec::new();
         for (pod, version) in reviews.iter().zip(VERSIONS) {
             sidecars.init(&pod.ns, &[])?;
@@ -254,8 +257,7 @@ impl MeshUnderTest for NetnsMesh {
 
     async fn restart_operator(&mut self) -> anyhow::Result<()> {
         self.operator.kill();
-        let log = self.dir.path().join("operator.log");
-        self.operator = self.lab.start_operator_with(&self.config_dir(), &log, &self.identity.operator_args)?;
+        self.operator = self.identity.start_operator(&self.lab, self.dir.path())?;
         let until = Instant::now() + STARTUP;
         while self.lab.node.connect(self.xds, Duration::from_millis(200)).await.is_err() {
             anyhow::ensure!(Instant::now() < until, "the operator did not come back within {STARTUP:?}");
