@@ -42,8 +42,6 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 4] = [Path::Direct, Path::Outbound, Path::Inbound, Path::Both];
-
     /// The `Host` requests on this path name: the Service they go to (the client's sidecar routes by it, as
     /// Istio's do on a port several Services share); the echo apps answer any.
     pub fn host(self) -> &'static str {

@@ -83,17 +83,27 @@ fn installed(name: &str) -> Option<std::path::PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// What [`memory_probe`] read, and the reading still to come.
+pub struct MemoryProbe {
+    /// With the idle connections open.
+    pub idle_mb: f64,
+    /// 2 s after the burst closed.
+    pub after_burst_mb: f64,
+    /// 12 s after the burst closed (read by a task of its own, so the bench can go on meanwhile).
+    pub later: tokio::task::JoinHandle<f64>,
+}
+
 /// Resident memory (MB) of process `pid`, a proxy listening on `listen`: with `idle` connections open and no
 /// request on them, then once a burst of `burst` connections, all open at once and each sending one request for
 /// `host`, has closed. A benchmark's probe: it waits fixed times for the proxy to take connections in and to
-/// let them go; the last two readings are 2 s and 12 s after the burst.
+/// let them go; the last two readings are 2 s and 12 s after the burst, the last one by a task of its own.
 pub async fn memory_probe(
     listen: SocketAddr,
     pid: u32,
     idle: usize,
     burst: usize,
     host: &str,
-) -> anyhow::Result<(f64, f64, f64)> {
+) -> anyhow::Result<MemoryProbe> {
     let mut open = Vec::with_capacity(idle);
     for _ in 0..idle {
         open.push(tokio::net::TcpStream::connect(listen).await?);
@@ -135,10 +145,14 @@ pub async fn memory_probe(
         "only {answered} of {burst} burst requests were answered; the others: {failures:?}"
     );
     drop(streams);
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let soon = resident_bytes(pid) as f64 / 1e6;
-    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-    Ok((with_idle, soon, resident_bytes(pid) as f64 / 1e6))
+    let closed = tokio::time::Instant::now();
+    tokio::time::sleep_until(closed + std::time::Duration::from_secs(2)).await;
+    let after_burst_mb = resident_bytes(pid) as f64 / 1e6;
+    let later = tokio::spawn(async move {
+        tokio::time::sleep_until(closed + std::time::Duration::from_secs(12)).await;
+        resident_bytes(pid) as f64 / 1e6
+    });
+    Ok(MemoryProbe { idle_mb: with_idle, after_burst_mb, later })
 }
 
 /// Puts this process (the load generator) and `apps` on CPU 0 and `proxies` on CPU 1, so a proxy's CPU and

@@ -93,6 +93,8 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
         }
     }
     let mut measured = Vec::new();
+    // Each proxy's last memory reading comes 12 s after its burst, while the next proxy is measured.
+    let mut later_readings = Vec::new();
     for (name, process, listen, listen_h2) in under_test {
         let pid = process.pid().context("proxy not running")?;
         if pinned {
@@ -106,10 +108,16 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
             );
         }
         let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
-        let (idle_mb, after_burst_mb, later_mb) = rivals::memory_probe(listen, pid, 5000, 2500, HOST)
+        let probe = rivals::memory_probe(listen, pid, 5000, 2500, HOST)
             .await
             .with_context(|| format!("{name}'s memory probe"))?;
-        measured.push(Measured { name, runs, memory: Memory { resident_mb, idle_mb, after_burst_mb, later_mb } });
+        let (idle_mb, after_burst_mb) = (probe.idle_mb, probe.after_burst_mb);
+        later_readings.push(probe.later);
+        let memory = Memory { resident_mb, idle_mb, after_burst_mb, later_mb: f64::NAN };
+        measured.push(Measured { name, runs, memory });
+    }
+    for (m, later) in measured.iter_mut().zip(later_readings) {
+        m.memory.later_mb = later.await?;
     }
     if pinned {
         // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.

@@ -17,6 +17,9 @@ use super::{Args, FLAT_OUT, FLAT_OUT_CONCURRENCY, Run, fixed_rate_to, flat_out, 
 /// What one path measured; the CPU figures are the client's sidecar's then the server's.
 struct Measured {
     path: Path,
+    protocol: Protocol,
+    /// The direct run of the same protocol: what the added latency is measured against.
+    baseline: usize,
     run: Run,
     vcpu_per_krps: [f64; 2],
     /// Flat out (not measured on the direct path): requests/s, and each sidecar's CPU µs per request.
@@ -25,7 +28,8 @@ struct Measured {
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     println!(
-        "\ntransparent path (pods as network namespaces, captured by iptables; HTTP/1.1 from inside the client pod):"
+        "\ntransparent path (pods as network namespaces, captured by iptables; from inside the client pod; HTTP/1.1, \
+         and HTTP/2 and unary gRPC over one connection on the direct and mTLS paths):"
     );
     if let Err(why) = weft_e2e::netns::preflight() {
         println!("  skipped: {why}");
@@ -41,14 +45,17 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     // Half of `--seconds`, as the side-by-side run's HTTP/2 and gRPC, to keep the bench short.
     let seconds = (args.seconds / 2).max(1);
     println!(
-        "  {} req/s for {seconds} s, then (through a sidecar) {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
+        "  {} req/s for {seconds} s, then (HTTP/1.1 through a sidecar) {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
         args.rate,
         FLAT_OUT.as_secs(),
         if pinned { ", the load and the apps on the other" } else { "" }
     );
-    let mut measured = Vec::new();
-    for path in Path::ALL {
-        measured.push(measure(args.rate, seconds, &paths, path, sidecars).await);
+    let mut measured: Vec<Measured> = Vec::new();
+    for (path, protocol) in RUNS {
+        let baseline = measured.iter().position(|m| m.path == Path::Direct && m.protocol == protocol);
+        let mut run = measure(args.rate, seconds, &paths, (path, protocol), sidecars).await;
+        run.baseline = baseline.unwrap_or(measured.len());
+        measured.push(run);
     }
     if pinned {
         rivals::unpin(std::process::id(), rivals::cpus())?;
@@ -61,8 +68,27 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(rate: u32, seconds: u32, paths: &CapturedPaths, path: Path, sidecars: [&Process; 2]) -> Measured {
-    let (client, host) = (paths.client(path, Protocol::Http1), path.host());
+/// Each path with HTTP/1.1; HTTP/2 and gRPC directly and through both sidecars (the mesh's own path), each after
+/// its direct run.
+const RUNS: [(Path, Protocol); 8] = [
+    (Path::Direct, Protocol::Http1),
+    (Path::Outbound, Protocol::Http1),
+    (Path::Inbound, Protocol::Http1),
+    (Path::Both, Protocol::Http1),
+    (Path::Direct, Protocol::Http2),
+    (Path::Both, Protocol::Http2),
+    (Path::Direct, Protocol::Grpc),
+    (Path::Both, Protocol::Grpc),
+];
+
+async fn measure(
+    rate: u32,
+    seconds: u32,
+    paths: &CapturedPaths,
+    (path, protocol): (Path, Protocol),
+    sidecars: [&Process; 2],
+) -> Measured {
+    let (client, host) = (paths.client(path, protocol), path.host());
     fixed_rate_to(&client, host, rate, 1, &[]).await;
     let before = sidecars.map(cpu_of);
     let run = fixed_rate_to(&client, host, rate, seconds, &[]).await;
@@ -70,16 +96,18 @@ async fn measure(rate: u32, seconds: u32, paths: &CapturedPaths, path: Path, sid
     let krps = run.throughput() / 1000.0;
     let vcpu_per_krps =
         [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / run.elapsed.as_secs_f64() / krps.max(1e-9));
-    if path == Path::Direct {
-        // What matters flat out is the sidecars' CPU per request; the direct path has none to measure.
-        return Measured { path, run, vcpu_per_krps, max: None };
+    let measured = Measured { path, protocol, baseline: 0, run, vcpu_per_krps, max: None };
+    if path == Path::Direct || protocol != Protocol::Http1 {
+        // Flat out, what matters is the sidecars' CPU per request: none on the direct path, and HTTP/1.1's is
+        // enough to keep the bench short.
+        return measured;
     }
     let before = sidecars.map(busy_of);
     let (max_rps, took) = flat_out(&client, host, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
     let after = sidecars.map(busy_of);
     let requests = (max_rps * took.as_secs_f64()).max(1.0);
     let cpu_per_request_us = [0, 1].map(|i| (after[i] - before[i]).as_secs_f64() / requests * 1e6);
-    Measured { path, run, vcpu_per_krps, max: Some((max_rps, cpu_per_request_us)) }
+    Measured { max: Some((max_rps, cpu_per_request_us)), ..measured }
 }
 
 fn cpu_of(process: &Process) -> Duration {
@@ -92,14 +120,13 @@ fn busy_of(process: &Process) -> Duration {
 }
 
 fn print(measured: &[Measured]) {
-    let Some(direct) = measured.iter().find(|m| m.path == Path::Direct) else { return };
-    let added = |run: &Run, p: f64| ms(run.percentile(p)) - ms(direct.run.percentile(p));
+    let added = |m: &Measured, p: f64| ms(m.run.percentile(p)) - ms(measured[m.baseline].run.percentile(p));
     println!(
-        "  {:>22}  {:>8} {:>8} {:>9}  {:>15}  {:>9}  {:>15}",
+        "  {:>27}  {:>8} {:>8} {:>9}  {:>15}  {:>9}  {:>15}",
         "path", "+p50 ms", "+p99 ms", "+p99.9 ms", "vCPU/1k rps", "max req/s", "CPU µs/req"
     );
     println!(
-        "  {:>22}  {:>8} {:>8} {:>9}  {:>7} {:>7}  {:>9}  {:>7} {:>7}",
+        "  {:>27}  {:>8} {:>8} {:>9}  {:>7} {:>7}  {:>9}  {:>7} {:>7}",
         "", "", "", "", "client", "server", "", "client", "server"
     );
     for m in measured {
@@ -114,17 +141,25 @@ fn print(measured: &[Measured]) {
             None => (format!("{:>9}", "-"), [format!("{:>7}", "-"), format!("{:>7}", "-")]),
         };
         println!(
-            "  {:>22}  {:>8.3} {:>8.3} {:>9.3}  {} {}  {max_rps}  {} {}{}",
-            m.path.describe(),
-            added(&m.run, 0.5),
-            added(&m.run, 0.99),
-            added(&m.run, 0.999),
+            "  {:>27}  {:>8.3} {:>8.3} {:>9.3}  {} {}  {max_rps}  {} {}{}",
+            describe(m),
+            added(m, 0.5),
+            added(m, 0.99),
+            added(m, 0.999),
             vcpu[0],
             vcpu[1],
             per_request[0],
             per_request[1],
             if m.run.errors > 0 { format!("  errors {}", m.run.errors) } else { String::new() }
         );
+    }
+}
+
+fn describe(m: &Measured) -> String {
+    match m.protocol {
+        Protocol::Http1 => m.path.describe().to_string(),
+        Protocol::Http2 => format!("{}, h2", m.path.describe()),
+        Protocol::Grpc => format!("{}, gRPC", m.path.describe()),
     }
 }
 
