@@ -3,7 +3,8 @@
 //! its queueing); then the two-proxy path between meshed pods, plaintext and with mutual TLS, with each
 //! sidecar's CPU, and the mutual TLS path again with 50 AuthorizationPolicies of 10 rules each on the server.
 //! In between, weft-proxy side by side with nginx and haproxy (one core each, pinned; the load generator and the
-//! backend on the other) for HTTP/1.1, HTTP/2 and gRPC ([`side_by_side`]). First, the proxy's route lookup time
+//! backend on the other) for HTTP/1.1, HTTP/2 and gRPC ([`side_by_side`]). Last, the transparent path in network
+//! namespaces, as the webhook injects sidecars ([`transparent`]; root only). First, the proxy's route lookup time
 //! as its route table grows.
 //! Reports ratios measured in one run; a benchmark, not a test.
 
