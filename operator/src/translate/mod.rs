@@ -185,7 +185,8 @@ pub fn service_clusters(
 
 /// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients.
 pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
-    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None)).collect()
+    let http = port_protocol::http_ports(snapshot);
+    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None, !http.contains(&port))).collect()
 }
 
 /// The outbound listeners of `ports` that may differ for this proxy from the shared ones: those of the ports where
@@ -193,10 +194,12 @@ pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
 /// VirtualService exported to its namespace but not to every one names a Service.
 pub fn own_listeners(snapshot: &Snapshot, proxy: &ProxyNode, ports: impl Iterator<Item = u16>) -> Vec<Listener> {
     let source = listeners::Source { namespace: &proxy.namespace, labels: pod_labels(snapshot, proxy) };
-    ports
-        .filter(|port| listeners::needs_own_listener(snapshot, *port, &source))
-        .map(|port| listeners::outbound(snapshot, port, Some(&source)))
-        .collect()
+    let own: Vec<u16> = ports.filter(|port| listeners::needs_own_listener(snapshot, *port, &source)).collect();
+    if own.is_empty() {
+        return Vec::new(); // the usual case: no pass over the Services for this proxy
+    }
+    let http = port_protocol::http_ports(snapshot);
+    own.into_iter().map(|port| listeners::outbound(snapshot, port, Some(&source), !http.contains(&port))).collect()
 }
 
 /// The ports whose listeners may differ between proxies (so some proxies may get their own listener there).

@@ -2,6 +2,8 @@
 //! HTTP version sent upstream ([`super::clusters`]) and whether the outbound listener of that port number must
 //! detect a connection's protocol from its first bytes ([`super::listeners`]).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::index::Snapshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,26 +16,29 @@ pub(crate) enum PortProtocol {
 
 impl PortProtocol {
     pub fn of(port_name: &str) -> Self {
-        let protocol = port_name.split('-').next().unwrap_or_default().to_ascii_lowercase();
-        match protocol.as_str() {
-            "http2" | "grpc" => Self::Http2,
-            "http" => Self::Http1,
-            _ => Self::Undeclared,
+        let protocol = port_name.split('-').next().unwrap_or_default();
+        let is = |name: &str| protocol.eq_ignore_ascii_case(name);
+        if is("http2") || is("grpc") {
+            Self::Http2
+        } else if is("http") {
+            Self::Http1
+        } else {
+            Self::Undeclared
         }
     }
 }
 
-/// Whether every Service port numbered `port` declares HTTP (HTTP/1.1, HTTP/2 or gRPC): only then can the port's
-/// one listener serve HTTP without looking at the first bytes (a Service that does not declare it may carry a
-/// server-first protocol there, which would wait forever for a client that waits for it).
-pub(crate) fn declares_http(snapshot: &Snapshot, port: u16) -> bool {
-    let mut ports = snapshot.services.values().flat_map(|s| s.ports.iter()).filter(|p| p.port == port).peekable();
-    ports.peek().is_some() && ports.all(|p| PortProtocol::of(&p.name) != PortProtocol::Undeclared)
-}
-
-/// The ports every Service on which declares HTTP: what decides which outbound listeners detect protocols.
-pub(crate) fn http_ports(snapshot: &Snapshot) -> std::collections::BTreeSet<u16> {
-    super::ports(snapshot).into_iter().filter(|port| declares_http(snapshot, *port)).collect()
+/// The port numbers on which every Service port declares HTTP (HTTP/1.1, HTTP/2 or gRPC): only there can the one
+/// listener of the port serve HTTP without looking at the first bytes (a Service that does not declare it may
+/// carry a server-first protocol there, which would wait forever for a client that waits for it). One pass over
+/// the Services, whatever the number of ports.
+pub(crate) fn http_ports(snapshot: &Snapshot) -> BTreeSet<u16> {
+    let mut all_http: BTreeMap<u16, bool> = BTreeMap::new();
+    for port in snapshot.services.values().flat_map(|s| s.ports.iter()) {
+        let declared = PortProtocol::of(&port.name) != PortProtocol::Undeclared;
+        *all_http.entry(port.port).or_insert(true) &= declared;
+    }
+    all_http.into_iter().filter_map(|(port, http)| http.then_some(port)).collect()
 }
 
 #[cfg(test)]
@@ -58,7 +63,7 @@ mod tests {
         assert_eq!(detection(80), Some(Detection::Off), "HTTP/1.1 and gRPC declared: HTTP at once");
         assert_eq!(detection(3306), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "a TCP port");
         assert_eq!(detection(9000), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "one Service declares nothing");
-        assert!(!declares_http(&snapshot, 1234), "no Service there");
+        assert_eq!(http_ports(&snapshot), BTreeSet::from([80]), "no other port, and none where no Service is");
     }
 
     #[test]

@@ -23,12 +23,12 @@ use weft_xds::filters::{CORS, FAULT, HTTP_CONNECTION_MANAGER, ROUTER, TLS_INSPEC
 use weft_xds::{listener_name, pack, route_config_name};
 
 use super::ads_config_source;
-use super::port_protocol::declares_http;
 use crate::index::Snapshot;
 
 /// The outbound listener of `port` for `source` (none: the one every proxy shares): the HTTP chain, then the tcp
 /// and tls chains of the rules that apply there.
-pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>) -> Listener {
+/// `detect`: whether some Service on the port does not declare HTTP ([`super::port_protocol::http_ports`]).
+pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>, detect: bool) -> Listener {
     let l4_chains = l4::filter_chains(snapshot, port, source);
     // The proxy (and Envoy) needs the ClientHello's SNI before it can pick a tls chain.
     let inspects_tls = l4_chains.iter().any(l4::is_tls);
@@ -57,7 +57,7 @@ pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_
         bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     };
-    if !declares_http(snapshot, port) {
+    if detect {
         weft_xds::detection::detect(&mut listener);
     }
     listener
