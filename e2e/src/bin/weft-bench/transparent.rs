@@ -1,9 +1,10 @@
 //! The transparent path: requests from inside a pod (a network namespace captured by `weft-proxy init`'s rules, as
 //! the webhook injects it) reach an app through the client's sidecar (outbound, original destination from
 //! `SO_ORIGINAL_DST`), the server's (inbound), or both (mutual TLS between them), against the same route with no
-//! proxy ([`weft_e2e::captured_path`]). HTTP/1.1 keep-alive: added latency at the fixed rate, each sidecar's vCPU
-//! per 1000 requests/s, then flat out with each sidecar's CPU per request; the sidecars pinned to CPU 1, the load
-//! and the apps to CPU 0. Root only: elsewhere it says why it skipped.
+//! proxy ([`weft_e2e::captured_path`]). HTTP/1.1 keep-alive on every path, HTTP/2 and unary gRPC straight and
+//! through both sidecars: added latency at the fixed rate and each sidecar's vCPU per 1000 requests/s; then, for
+//! HTTP/1.1 through a sidecar, flat out with each sidecar's CPU per request. The sidecars are pinned to CPU 1, the
+//! load and the apps to CPU 0. Root only: elsewhere it says why it skipped.
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ struct Measured {
     baseline: usize,
     run: Run,
     vcpu_per_krps: [f64; 2],
-    /// Flat out (not measured on the direct path): requests/s, and each sidecar's CPU µs per request.
+    /// Flat out (HTTP/1.1 through a sidecar only): requests/s, and each sidecar's CPU µs per request.
     max: Option<(f64, [f64; 2])>,
 }
 
