@@ -82,8 +82,9 @@ async fn classify(stream: &TcpStream, forwarder: &Forwarder, port: u16) -> Mode 
     let detection = {
         let runtime = forwarder.runtime.borrow();
         let config = &runtime.config;
+        // A mesh port: a listener, and the route table it names has arrived.
         match config.listener_for_port(port) {
-            Some(listener) if config.route_table_for_port(port).is_some() => listener.detection,
+            Some(listener) if config.routes.contains_key(&listener.route_config) => listener.detection,
             _ => return Mode::Passthrough,
         }
     };
