@@ -155,18 +155,36 @@ pub async fn memory_probe(
     Ok(MemoryProbe { idle_mb: with_idle, after_burst_mb, later })
 }
 
+/// What a bench prints when [`pin_apart`] could not pin.
+pub const NOT_PINNED: &str = "(not pinned: needs 2 CPUs and taskset; numbers share cores)";
+
+/// This process (the load generator) pinned to CPU 0; dropping it lets the process run on every CPU again, so
+/// what the bench starts afterwards does not inherit CPU 0 only.
+pub struct Pinned(());
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Err(err) = unpin(std::process::id()) {
+            eprintln!("the bench stays pinned to CPU 0: {err:#}");
+        }
+    }
+}
+
 /// Puts this process (the load generator) and `apps` on CPU 0 and `proxies` on CPU 1, so a proxy's CPU and
-/// latency are not those of a core it shares with its load; `false` (nothing pinned, or only part) when the
-/// machine has fewer than 2 CPUs, a process is gone, or `taskset` fails. [`unpin`] this process afterwards: what
-/// it starts later inherits its affinity.
-pub fn pin_apart(apps: &[Option<u32>], proxies: &[Option<u32>]) -> bool {
+/// latency are not those of a core it shares with its load, until the returned guard is dropped; `None` (and this
+/// process free to run anywhere) when the machine has fewer than 2 CPUs, a process is gone, or `taskset` fails.
+pub fn pin_apart(apps: &[Option<u32>], proxies: &[Option<u32>]) -> Option<Pinned> {
+    if cpus() < 2 || pin(std::process::id(), 0).is_err() {
+        return None;
+    }
+    let pinned = Pinned(());
     let on = |pids: &[Option<u32>], cpu| pids.iter().all(|pid| pid.is_some_and(|pid| pin(pid, cpu).is_ok()));
-    cpus() >= 2 && pin(std::process::id(), 0).is_ok() && on(apps, 0) && on(proxies, 1)
+    (on(apps, 0) && on(proxies, 1)).then_some(pinned)
 }
 
 /// How many CPUs the machine has online (not how many this process may use now: a pinned bench must still
 /// know there are more, to unpin itself).
-pub fn cpus() -> usize {
+fn cpus() -> usize {
     let listed = std::fs::read_to_string("/proc/cpuinfo")
         .map(|info| info.lines().filter(|l| l.starts_with("processor")).count());
     match listed {
@@ -180,10 +198,9 @@ pub fn pin(pid: u32, cpu: usize) -> anyhow::Result<()> {
     pin_to(pid, &cpu.to_string())
 }
 
-/// Lets every thread of process `pid` run on any of the first `cpus` CPUs again (what it starts later inherits
-/// its affinity).
-pub fn unpin(pid: u32, cpus: usize) -> anyhow::Result<()> {
-    pin_to(pid, &format!("0-{}", cpus.saturating_sub(1)))
+/// Lets every thread of process `pid` run on any CPU again (what it starts later inherits its affinity).
+fn unpin(pid: u32) -> anyhow::Result<()> {
+    pin_to(pid, &format!("0-{}", cpus().saturating_sub(1)))
 }
 
 fn pin_to(pid: u32, cpus: &str) -> anyhow::Result<()> {

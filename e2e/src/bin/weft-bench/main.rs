@@ -134,14 +134,8 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
         .flat_map(|hop| [hop.client.pid(), hop.server.pid()])
         .collect();
     let pinned = weft_e2e::rivals::pin_apart(&[mesh.backend.pid()], &sidecars);
-    println!(
-        "  {}",
-        if pinned {
-            "sidecars on one core, the load and the backend on the other"
-        } else {
-            "(not pinned: needs 2 CPUs and taskset; numbers share cores)"
-        }
-    );
+    let placement = "sidecars on one core, the load and the backend on the other";
+    println!("  {}", if pinned.is_some() { placement } else { weft_e2e::rivals::NOT_PINNED });
     let mut measured = Vec::new();
     let hops = [
         ("2 proxies, plaintext", &mesh.plaintext),
@@ -168,9 +162,7 @@ starting the two-proxy path (client sidecar -> server sidecar -> backend), plain
         );
         measured.push(run);
     }
-    if pinned {
-        weft_e2e::rivals::unpin(std::process::id(), weft_e2e::rivals::cpus())?;
-    }
+    drop(pinned);
     let (plain, mtls, authorized) = (&measured[0], &measured[1], &measured[2]);
     println!(
         "

@@ -78,8 +78,8 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
         seconds_for(args, Protocol::Http2)
     );
     let pinned = rivals::pin_apart(&[mesh.backends[0].pid()], &[]);
-    if !pinned {
-        println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
+    if pinned.is_none() {
+        println!("  {}", rivals::NOT_PINNED);
     }
     let backend = mesh.backend_addresses[0];
     let directs = direct_runs(args, backend, direct).await;
@@ -92,12 +92,11 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
             None => println!("  (not installed, skipped: run scripts/install-bench-deps.sh)"),
         }
     }
-    let mut measured = Vec::new();
     // Each proxy's last memory reading comes 12 s after its burst, while the next proxy is measured.
-    let mut later_readings = Vec::new();
+    let mut probed = Vec::new();
     for (name, process, listen, listen_h2) in under_test {
         let pid = process.pid().context("proxy not running")?;
-        if pinned {
+        if pinned.is_some() {
             rivals::pin(pid, 1)?;
         }
         let mut runs = Vec::new();
@@ -111,18 +110,15 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
         let probe = rivals::memory_probe(listen, pid, 5000, 2500, HOST)
             .await
             .with_context(|| format!("{name}'s memory probe"))?;
-        let (idle_mb, after_burst_mb) = (probe.idle_mb, probe.after_burst_mb);
-        later_readings.push(probe.later);
-        let memory = Memory { resident_mb, idle_mb, after_burst_mb, later_mb: f64::NAN };
-        measured.push(Measured { name, runs, memory });
+        probed.push((name, runs, resident_mb, probe));
     }
-    for (m, later) in measured.iter_mut().zip(later_readings) {
-        m.memory.later_mb = later.await?;
+    let mut measured = Vec::new();
+    for (name, runs, resident_mb, probe) in probed {
+        let (idle_mb, after_burst_mb, later_mb) = (probe.idle_mb, probe.after_burst_mb, probe.later.await?);
+        measured.push(Measured { name, runs, memory: Memory { resident_mb, idle_mb, after_burst_mb, later_mb } });
     }
-    if pinned {
-        // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.
-        rivals::unpin(std::process::id(), rivals::cpus())?;
-    }
+    // What the bench starts next (the two-proxy path) must not inherit CPU 0 only.
+    drop(pinned);
     for (index, (_, title)) in PROTOCOLS.iter().enumerate() {
         print_protocol(title, &measured, index, &directs[index]);
     }

@@ -40,8 +40,8 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
     let sidecars = [&paths.client_sidecar, &paths.server_sidecar];
     let apps: Vec<Option<u32>> = paths.apps().map(Process::pid).collect();
     let pinned = rivals::pin_apart(&apps, &sidecars.map(Process::pid));
-    if !pinned {
-        println!("  (not pinned: needs 2 CPUs and taskset; numbers share cores)");
+    if pinned.is_none() {
+        println!("  {}", rivals::NOT_PINNED);
     }
     // Half of `--seconds`, as the side-by-side run's HTTP/2 and gRPC, to keep the bench short.
     let seconds = (args.seconds / 2).max(1);
@@ -49,7 +49,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         "  {} req/s for {seconds} s, then (HTTP/1.1 through a sidecar) {} s flat out with {FLAT_OUT_CONCURRENCY} connections; sidecars on one core{}",
         args.rate,
         FLAT_OUT.as_secs(),
-        if pinned { ", the load and the apps on the other" } else { "" }
+        if pinned.is_some() { ", the load and the apps on the other" } else { "" }
     );
     let mut measured: Vec<Measured> = Vec::new();
     for (path, protocol) in RUNS {
@@ -58,9 +58,7 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         run.baseline = baseline.unwrap_or(measured.len());
         measured.push(run);
     }
-    if pinned {
-        rivals::unpin(std::process::id(), rivals::cpus())?;
-    }
+    drop(pinned);
     print(&measured);
     let resident = sidecars.map(|s| s.pid().map_or(0.0, |pid| rivals::resident_bytes(pid) as f64 / 1e6));
     println!("  sidecars' resident memory after the runs: client {:.1} MB, server {:.1} MB", resident[0], resident[1]);
