@@ -5,7 +5,8 @@
 //! memory (idle connections, a burst).
 //!
 //! Upstream, nginx and haproxy send plain HTTP/2 requests on as HTTP/1.1 (nginx cannot send HTTP/2 upstream but
-//! for gRPC); weft-proxy keeps the client's protocol, as Istio's sidecars do by default.
+//! for gRPC); weft-proxy keeps the client's protocol (Weft's default with `useClientProtocol` unset; Istio's sidecar
+//! would send HTTP/1.1 on this `http`-named port, as nginx does).
 
 use std::net::SocketAddr;
 
