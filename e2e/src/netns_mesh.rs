@@ -21,6 +21,9 @@ use crate::sidecar::{Sidecars, metric_sum, scrape};
 /// The `reviews` Service as clients address it: a cluster IP nobody owns (the client's proxy catches it).
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 10);
 const SERVICE_PORT: u16 = 9080;
+/// Service `reviews-raw`: the same pods on a port not declared HTTP, so client sidecars detect its protocol.
+const RAW_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 77, 11);
+const RAW_SERVICE_PORT: u16 = 7070;
 const STARTUP: Duration = Duration::from_secs(30);
 
 pub struct NetnsMesh {
@@ -165,6 +168,26 @@ impl NetnsMesh {
         }
     }
 
+    /// A request the client sends to the `reviews-raw` cluster IP only once its sidecar's protocol detection has
+    /// given up on the silent connection, so the sidecar forwards it as TCP: the answer's status and the version
+    /// that answered. The cluster IP is nobody's: only a sidecar sending it to an endpoint gets an answer.
+    pub async fn late_request_over_tcp(&self) -> anyhow::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let to = SocketAddr::new(IpAddr::V4(RAW_SERVICE_IP), RAW_SERVICE_PORT);
+        let mut stream = self.client.ns.connect(to, Duration::from_secs(5)).await?;
+        tokio::time::sleep(weft_xds::detection::DETECTION_TIMEOUT * 2).await;
+        stream.write_all(b"GET /raw HTTP/1.1\r\nHost: reviews-raw\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .context("no answer within 5 s")??;
+        let answer = String::from_utf8_lossy(&answer);
+        let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok()).context("no status line")?;
+        let version =
+            answer.lines().find_map(|line| line.strip_prefix("x-echo-version: ")).unwrap_or_default().to_string();
+        Ok((status, version))
+    }
+
     async fn inbound_connections(&self) -> anyhow::Result<Vec<f64>> {
         let mut counts = Vec::new();
         for pod in &self.reviews {
@@ -287,11 +310,14 @@ fn spawn_echo(pod: &Pod, version: &str, dir: &Path) -> anyhow::Result<Process> {
     pod.ns.spawn(&format!("echo {version}"), &args, &dir.join(format!("echo-{version}.log")))
 }
 
-/// What a cluster would hold: the `reviews` Service (with its cluster IP), its pods, and the client pod.
+/// What a cluster would hold: the `reviews` Service (with its cluster IP), `reviews-raw` on the same pods, the
+/// pods, and the client pod.
 fn cluster_yaml(client: &Pod, reviews: &[Pod]) -> String {
     let mut yaml = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\n\
-         spec:\n  clusterIP: {SERVICE_IP}\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: http}}]\n"
+         spec:\n  clusterIP: {SERVICE_IP}\n  selector: {{app: reviews}}\n  ports: [{{name: http, port: {SERVICE_PORT}, targetPort: http}}]\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: reviews-raw, namespace: default}}\n\
+         spec:\n  clusterIP: {RAW_SERVICE_IP}\n  selector: {{app: reviews}}\n  ports: [{{name: raw, port: {RAW_SERVICE_PORT}, targetPort: http}}]\n"
     );
     for (pod, version) in reviews.iter().zip(VERSIONS) {
         yaml += &format!(

@@ -22,6 +22,9 @@ const HTTP_PORT: u16 = 8080;
 const DECLARED_HTTP_PORT: u16 = 8081;
 /// A mesh port (Service `tcp-echo`) whose server speaks first.
 const TCP_MESH_PORT: u16 = 9000;
+const TCP_SERVICE: &str = "tcp-echo";
+/// `tcp-echo`'s cluster IP: nobody has it, as in a cluster only kube-proxy's rules do.
+const TCP_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 0);
 /// No Service: not a mesh port.
 const TCP_OTHER_PORT: u16 = 9001;
 /// Excluded from capture on both sides.
@@ -45,6 +48,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
         traffic.http_by_pod_ip().await?;
         traffic.http_from_a_client_that_waits().await?;
         traffic.tcp_on_a_mesh_port().await?;
+        traffic.tcp_to_a_cluster_ip().await?;
         traffic.tcp_on_another_port().await?;
         traffic.tcp_on_an_excluded_port().await
     };
@@ -216,16 +220,39 @@ impl Traffic<'_> {
         Ok(())
     }
 
+    /// TCP to the server pod's address on a Service's port: sent on to that endpoint through the Service's
+    /// cluster (so counted under the Service), as a client of a headless Service dials it.
     async fn tcp_on_a_mesh_port(&mut self) -> anyhow::Result<()> {
         let (greeted, echoed) =
             tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_MESH_PORT), Some(GREETING)).await?;
         let d = self.delta().await?;
-        let (tcp, inbound) = (d.client_out("tcp"), d.server_in());
-        anyhow::ensure!(tcp == 1.0 && inbound == 1.0, "client outbound tcp {tcp}, server inbound {inbound}");
+        let (tcp, inbound, for_service) = (d.client_out("tcp"), d.server_in(), d.tcp_for(TCP_SERVICE));
+        anyhow::ensure!(
+            tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
+            "client outbound tcp {tcp}, server inbound {inbound}, opened for {TCP_SERVICE} {for_service}"
+        );
         self.report += &format!(
             "  TCP to mesh port {TCP_MESH_PORT}, server speaks first: greeting after {:.0} ms (sniff timeout), \
-             {echoed} bytes echoed; client outbound tcp +1, server inbound +1\n",
+             {echoed} bytes echoed; client outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n",
             greeted.as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    /// TCP to the Service's cluster IP, an address nobody has: only the client's sidecar, sending it to the
+    /// Service's endpoint, gets it answered.
+    async fn tcp_to_a_cluster_ip(&mut self) -> anyhow::Result<()> {
+        let to = SocketAddr::new(IpAddr::V4(TCP_SERVICE_IP), TCP_MESH_PORT);
+        let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
+        let d = self.delta().await?;
+        let (tcp, inbound, for_service) = (d.client_out("tcp"), d.server_in(), d.tcp_for(TCP_SERVICE));
+        anyhow::ensure!(
+            tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
+            "client outbound tcp {tcp}, server inbound {inbound}, opened for {TCP_SERVICE} {for_service}"
+        );
+        self.report += &format!(
+            "  TCP to {to} ({TCP_SERVICE}'s cluster IP): greeted, {echoed} bytes echoed by the server pod; client \
+             outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n"
         );
         Ok(())
     }
@@ -284,6 +311,11 @@ impl Scrape {
     fn server_in(&self) -> f64 {
         metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
     }
+
+    fn tcp_for(&self, service: &str) -> f64 {
+        let labels = [("reporter", "source"), ("destination_service_name", service)];
+        metric_sum(&self.client, "weft_tcp_connections_opened_total", &labels)
+    }
 }
 
 /// How counters moved between two scrapes.
@@ -307,6 +339,10 @@ impl Delta {
 
     fn server_in(&self) -> f64 {
         self.after.server_in() - self.before.server_in()
+    }
+
+    fn tcp_for(&self, service: &str) -> f64 {
+        self.after.tcp_for(service) - self.before.tcp_for(service)
     }
 }
 
@@ -369,7 +405,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
     Ok(())
 }
 
-/// Services `echo` (8080), `web` (8081, declared HTTP) and `tcp-echo` (9000) on the server pod, and both pods, as standalone mode reads them.
+/// Services `echo` (8080), `web` (8081, declared HTTP) and `tcp-echo` (9000, with a cluster IP) on the server pod,
+/// and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -391,9 +428,11 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
         "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
          spec:\n  selector: {{app: server}}\n  ports: [{{name: http-web, port: {DECLARED_HTTP_PORT}, targetPort: {DECLARED_HTTP_PORT}}}]\n---\n"
     );
+    let tcp_echo =
+        service(TCP_SERVICE, TCP_MESH_PORT).replace("spec:\n", &format!("spec:\n  clusterIP: {TCP_SERVICE_IP}\n"));
     let yaml = service("echo", HTTP_PORT)
         + &web
-        + &service("tcp-echo", TCP_MESH_PORT)
+        + &tcp_echo
         + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT])
         + &pod(client, &[]);
     yaml.trim_end_matches("---\n").to_string()

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use weft_e2e::canary::RolloutTarget;
-use weft_e2e::mesh::DESTINATION_RULE_YAML;
+use weft_e2e::mesh::{DESTINATION_RULE_YAML, VERSIONS};
 use weft_e2e::netns;
 use weft_e2e::netns_mesh::NetnsMesh;
 use weft_e2e::scenario::{self, MeshUnderTest};
@@ -71,9 +71,13 @@ async fn strict_mode(mesh: &NetnsMesh) -> anyhow::Result<String> {
     }
     let refused_after = applied.elapsed();
     let counts = mesh.versions_per_connection(20).await?;
+    // TCP between meshed pods is mutual TLS too: the sidecar sends it to an endpoint of the Service dialled.
+    let (status, version) = mesh.late_request_over_tcp().await?;
+    anyhow::ensure!(status == 200 && VERSIONS.contains(&version.as_str()), "TCP to reviews-raw: {status} {version:?}");
     Ok(format!(
         "STRICT mesh-wide: plaintext from outside refused {refused_after:.2?} after the edit; \
-         20 connections from the meshed client answered {counts:?}"
+         20 connections from the meshed client answered {counts:?}; a connection its sidecar took for TCP (to \
+         the reviews-raw cluster IP) answered {status} from {version}"
     ))
 }
 

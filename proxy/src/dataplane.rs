@@ -4,6 +4,7 @@
 //! the proxy says it is ready, so what `/ready` and `/config_dump` report is what requests use.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -23,6 +24,9 @@ pub struct Runtime {
     pub limits: InboundLimits,
     /// The hosts of the clusters: the Services the proxy knows (metrics name only those).
     pub services: HashSet<String>,
+    /// The cluster of each Service endpoint address (a Service's whole-port cluster, not a subset's), for TCP
+    /// that its client sends to a pod IP.
+    pub endpoint_clusters: HashMap<SocketAddr, Arc<str>>,
 }
 
 /// One cluster as requests use it: its balancer, and what its requests are counted under.
@@ -79,5 +83,20 @@ fn rebuild(
         .collect();
     let limits = InboundLimits::rebuild(&previous.limits, config.inbound.as_ref());
     let services = config.clusters.keys().filter_map(|name| ClusterName::parse(name)).map(|c| c.host).collect();
-    Runtime { config, clusters, limits, services }
+    let endpoint_clusters = endpoint_clusters(&config);
+    Runtime { config, clusters, limits, services, endpoint_clusters }
+}
+
+/// Each healthy endpoint's whole-Service cluster (the first by name when Services share a pod's port).
+fn endpoint_clusters(config: &ProxyConfig) -> HashMap<SocketAddr, Arc<str>> {
+    let mut clusters = HashMap::new();
+    let whole = config.clusters.values().filter(|c| ClusterName::parse(&c.name).is_some_and(|n| n.subset.is_empty()));
+    for cluster in whole {
+        let name: Arc<str> = Arc::from(cluster.name.as_str());
+        let endpoints = config.endpoints.get(&cluster.eds_name).map(Vec::as_slice).unwrap_or_default();
+        for endpoint in endpoints.iter().filter(|e| e.healthy) {
+            clusters.entry(endpoint.address).or_insert_with(|| name.clone());
+        }
+    }
+    clusters
 }

@@ -271,7 +271,7 @@ impl Metrics {
         registry.register("tcp_connections_active", "Connections open now, by direction", m.active.clone());
         registry.register("tcp_received_bytes", "Bytes received from downstream peers", m.received_bytes.clone());
         registry.register("tcp_sent_bytes", "Bytes sent to downstream peers", m.sent_bytes.clone());
-        registry.register("tcp_refused", "Connections refused before reaching their destination, by direction and reason (inbound: plaintext_strict, no_config, authz_denied)", m.refused.clone());
+        registry.register("tcp_refused", "Connections refused before reaching their destination, by direction and reason (inbound: plaintext_strict, no_config, authz_denied; outbound: no_healthy_upstream)", m.refused.clone());
         registry.register(
             "timeouts",
             "Requests and connections ended by a timeout, by direction and kind (request_headers, stream_idle, idle, route)",

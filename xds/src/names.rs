@@ -35,6 +35,28 @@ pub fn cluster_name(host: &str, port: u16, subset: &str) -> String {
     ClusterName { port, subset: subset.to_string(), host: host.to_string() }.to_string()
 }
 
+/// The virtual host of a Service port in a route configuration: `FQDN:PORT`, Istio's name. Besides the Service's
+/// names, its domains hold its cluster IP (with and without the port, as Istio's do), which is how a proxy knows
+/// that a TCP connection to that address is for the Service: it goes to the Service's cluster
+/// (`outbound|PORT||FQDN`), balanced, with mutual TLS to endpoints that run a sidecar.
+pub fn virtual_host_name(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+/// The Service FQDN and port of a virtual host named by [`virtual_host_name`]; `None` for any other shape.
+pub fn parse_virtual_host_name(name: &str) -> Option<(&str, u16)> {
+    let (host, port) = name.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty() && !host.contains(':'))
+}
+
+/// The domain a virtual host carries for a Service's cluster IP, as clients write it in `Host` (IPv6 in brackets).
+pub fn address_domain(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
 /// Outbound listener for a port, named like Istio's `0.0.0.0_9080`.
 pub fn listener_name(port: u16) -> String {
     format!("0.0.0.0_{port}")
@@ -73,6 +95,18 @@ mod tests {
         assert_eq!((parsed.port, parsed.subset.as_str()), (9080, "v2"));
         assert_eq!(ClusterName::parse("outbound|x||h"), None);
         assert_eq!(ClusterName::parse("inbound|80||h"), None);
+    }
+
+    #[test]
+    fn virtual_host_names_round_trip() {
+        let name = virtual_host_name("reviews.default.svc.cluster.local", 9080);
+        assert_eq!(name, "reviews.default.svc.cluster.local:9080");
+        assert_eq!(parse_virtual_host_name(&name), Some(("reviews.default.svc.cluster.local", 9080)));
+        assert_eq!(parse_virtual_host_name("reviews"), None);
+        assert_eq!(parse_virtual_host_name("reviews:http"), None);
+        assert_eq!(parse_virtual_host_name(":80"), None);
+        assert_eq!(address_domain("10.96.0.7".parse().unwrap()), "10.96.0.7");
+        assert_eq!(address_domain("fd00::7".parse().unwrap()), "[fd00::7]");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and every
 //!   DestinationRule that may apply to it (exactly or by wildcard; which one does depends on the proxy's namespace
 //!   and their `exportTo`);
-//! - its virtual hosts: its ports, every VirtualService naming it or matching it by wildcard (which one routes it
+//! - its virtual hosts: its ports and cluster IP, every VirtualService naming it or matching it by wildcard (which one routes it
 //!   depends on the proxy's namespace and their `exportTo`), and for each destination of those, which Service the
 //!   name resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
 //!   DestinationRules; without a VirtualService, its own DestinationRules;
@@ -140,6 +140,9 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
             changes.routes.insert(fqdn.clone());
             reshaped.insert(fqdn.clone());
             changes.scopes |= was.is_none() || is.is_none();
+        } else if was.map(|s| s.cluster_ip) != is.map(|s| s.cluster_ip) {
+            // Its virtual hosts claim its cluster IP.
+            changes.routes.insert(fqdn.clone());
         }
     }
     reshaped

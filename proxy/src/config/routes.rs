@@ -167,6 +167,11 @@ impl RouteTable {
         self.virtual_host(request.host)?.route(request)
     }
 
+    /// The virtual host of the Service whose cluster IP is `ip` (a domain of its own, never through `*`).
+    pub fn service_at(&self, ip: std::net::IpAddr) -> Option<&VirtualHost> {
+        self.by_domain.get(&weft_xds::address_domain(ip)).map(|&index| &self.virtual_hosts[index])
+    }
+
     /// The virtual host serving `host` (as sent, possibly with a port): an exact domain, else a `*` domain.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
         let exact = match host.bytes().any(|b| b.is_ascii_uppercase()) {

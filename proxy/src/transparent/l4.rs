@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::config::l4::{l4_route, wants_server_name};
+use crate::dataplane::Runtime;
 use crate::hello::peek_hello;
 use crate::http::Forwarder;
 use crate::upstream::{ClusterTls, InFlight};
@@ -48,12 +49,39 @@ pub async fn route(
     let Some(target) = crate::config::routes::pick_weighted(&route.targets, roll) else {
         return Some(Err(format!("route {} has no target", route.name)));
     };
-    let picked = runtime.clusters.get(&target.cluster).and_then(|cluster| cluster.balancer.pick(original));
-    Some(match picked {
+    Some(target_in(&runtime, &target.cluster, original, route.idle_timeout))
+}
+
+/// Where a TCP connection for a Service goes when no TCP route takes it, as Istio's sidecars send TCP for a
+/// Service: not on as it was dialled in plaintext (which would skip mutual TLS, and a `STRICT` server would
+/// refuse it), but to its cluster (`outbound|PORT||FQDN`). To the Service's cluster IP: balanced over its
+/// endpoints; the Service is the one whose virtual host on the port claims the address
+/// ([`weft_xds::names::virtual_host_name`]). To one of its endpoints by address (a headless Service's pod):
+/// to that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is
+/// neither: the connection then goes to it as dialled.
+pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
+    let runtime = forwarder.runtime.borrow().clone();
+    let table = runtime.config.route_table_for_port(original.port())?;
+    let vip_service = table.service_at(original.ip()).and_then(|host| weft_xds::parse_virtual_host_name(&host.name));
+    if let Some((service, port)) = vip_service {
+        return Some(target_in(&runtime, &weft_xds::cluster_name(service, port, ""), original, None));
+    }
+    let cluster = runtime.endpoint_clusters.get(&original)?;
+    let (endpoint, lease, tls) = runtime.clusters.get(&**cluster)?.balancer.endpoint_at(original)?;
+    Some(Ok(L4Target { cluster: cluster.to_string(), endpoint, lease, tls, idle_timeout: None }))
+}
+
+/// An endpoint of `cluster` for a connection to `original`.
+fn target_in(
+    runtime: &Runtime,
+    cluster: &str,
+    original: SocketAddr,
+    idle_timeout: Option<Duration>,
+) -> Result<L4Target, String> {
+    match runtime.clusters.get(cluster).and_then(|c| c.balancer.pick(original)) {
         Some((endpoint, lease, tls)) => {
-            let cluster = target.cluster.clone();
-            Ok(L4Target { cluster, endpoint, lease, tls, idle_timeout: route.idle_timeout })
+            Ok(L4Target { cluster: cluster.to_string(), endpoint, lease, tls, idle_timeout })
         }
-        None => Err(format!("cluster {} has no healthy endpoint", target.cluster)),
-    })
+        None => Err(format!("cluster {cluster} has no healthy endpoint")),
+    }
 }

@@ -6,7 +6,8 @@
 //! is served as HTTP at once, however long the client takes to send (Istio's explicit protocol selection).
 //! Otherwise the first bytes are peeked (not consumed) for as long as the listener says
 //! ([`weft_xds::detection`]); HTTP is served and routed by the port's route table (`http`), anything else,
-//! including silence from a server-first protocol, is forwarded as TCP (`tcp`).
+//! including silence from a server-first protocol, is forwarded as TCP (`tcp`): to the Service it was dialled for
+//! when the address is a Service's cluster IP or endpoint ([`l4::service_target`]), else as dialled.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,25 +42,19 @@ pub async fn serve(listener: TcpListener, forwarder: Arc<Forwarder>, drain: &Dra
 async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, watcher: ConnectionWatch) {
     let Some(original) = destination_of(&stream, peer, Direction::Outbound, &forwarder.metrics) else { return };
     if let Some(routed) = l4::route(&stream, original, &forwarder).await {
-        match routed {
-            Ok(target) => {
-                tracing::debug!(%peer, %original, cluster = target.cluster, endpoint = %target.endpoint, "tcp route");
-                let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
-                let idle = target.idle_timeout.map_or(forwarder.timeouts.idle, |t| (!t.is_zero()).then_some(t));
-                let (service, _) = forwarder.metrics.golden.service_of_cluster(&target.cluster);
-                let metrics = &forwarder.metrics;
-                let flow =
-                    tcp::Flow { direction: Direction::Outbound, peer, idle, metrics, service, peer_principal: None };
-                tcp::forward_with(io, target.endpoint, target.tls.as_deref(), flow).await;
-                drop(target.lease);
-            }
-            Err(reason) => tracing::debug!(%peer, %original, reason, "tcp route has nowhere to go; closed"),
-        }
+        forward_to(stream, routed, (peer, original), &forwarder).await;
         drop(watcher);
         return;
     }
     let mode = classify(&stream, &forwarder, original.port()).await;
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
+    if mode == Mode::Tcp
+        && let Some(target) = l4::service_target(original, &forwarder)
+    {
+        forward_to(stream, target, (peer, original), &forwarder).await;
+        drop(watcher);
+        return;
+    }
     let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, mode));
     match mode {
         Mode::Http => serve_connection(io, forwarder, (Destination::Original(original), peer), watcher).await,
@@ -76,6 +71,32 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
             drop(watcher);
         }
     }
+}
+
+/// Forwards a TCP connection to the endpoint a route, or the Service it was dialled for, chose: in mutual TLS when
+/// the endpoint runs a sidecar. Closed when the cluster has no endpoint to take it (as Envoy's TCP proxy does).
+async fn forward_to(
+    stream: TcpStream,
+    target: Result<l4::L4Target, String>,
+    (peer, original): (SocketAddr, SocketAddr),
+    forwarder: &Forwarder,
+) {
+    let target = match target {
+        Ok(target) => target,
+        Err(reason) => {
+            forwarder.metrics.refused(Direction::Outbound, "no_healthy_upstream");
+            tracing::debug!(%peer, %original, reason, "tcp connection has nowhere to go; closed");
+            return;
+        }
+    };
+    tracing::debug!(%peer, %original, cluster = target.cluster, endpoint = %target.endpoint, "tcp to a cluster");
+    let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, Mode::Tcp));
+    let idle = target.idle_timeout.map_or(forwarder.timeouts.idle, |t| (!t.is_zero()).then_some(t));
+    let (service, _) = forwarder.metrics.golden.service_of_cluster(&target.cluster);
+    let metrics = &forwarder.metrics;
+    let flow = tcp::Flow { direction: Direction::Outbound, peer, idle, metrics, service, peer_principal: None };
+    tcp::forward_with(io, target.endpoint, target.tls.as_deref(), flow).await;
+    drop(target.lease);
 }
 
 async fn classify(stream: &TcpStream, forwarder: &Forwarder, port: u16) -> Mode {

@@ -121,7 +121,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn start(member: Arc<Member>) -> Self {
+    pub(super) fn start(member: Arc<Member>) -> Self {
         member.in_flight.fetch_add(1, Ordering::Relaxed);
         Self { member, started: Instant::now() }
     }

@@ -260,6 +260,16 @@ impl ClusterBalancer {
         Some((member.address(), Some(lease), tls))
     }
 
+    /// The endpoint at `address`, when it is one of the cluster's, for a TCP connection its client dialled it by
+    /// (a pod IP, as clients of a headless Service do): counted in flight while the lease lives, with the
+    /// cluster's mutual TLS when it runs a sidecar.
+    pub fn endpoint_at(&self, address: SocketAddr) -> Option<(SocketAddr, Option<InFlight>, Option<Arc<ClusterTls>>)> {
+        let members = self.members.snapshot();
+        let member = members.binary_search_by_key(&address, |m| m.address()).ok().map(|at| &members[at])?;
+        let tls = member.endpoint.secured().then(|| self.tls.clone());
+        Some((address, Some(InFlight::start(member.clone())), tls))
+    }
+
     /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
     /// others are left. Returns the endpoint and the response; the future owns what it needs, so callers can drop
     /// their config snapshot. Over the cluster's limits, [`Overflow`] at once.

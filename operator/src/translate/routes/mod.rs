@@ -18,7 +18,7 @@ use weft_crds::HttpRoute;
 use weft_crds::validate::MAX_DIRECT_RESPONSE_BODY;
 use weft_xds::filters::{CORS, FAULT};
 use weft_xds::provenance::{ConfigKind, config_metadata};
-use weft_xds::{cluster_name, pack, route_config_name};
+use weft_xds::{address_domain, cluster_name, pack, route_config_name, virtual_host_name};
 
 pub(super) use self::actions::cluster_of;
 use self::headers::HeaderEdits;
@@ -55,7 +55,7 @@ pub(super) fn route_configuration<'a>(
 /// none, a single route to the whole Service.
 pub(super) fn virtual_host(snapshot: &Snapshot, service: &ServiceModel, port: u16, namespace: &str) -> VirtualHost {
     VirtualHost {
-        name: format!("{}:{port}", service.fqdn()),
+        name: virtual_host_name(&service.fqdn(), port),
         domains: domains(service, port, namespace),
         // A VirtualService with only tcp/tls rules says nothing about HTTP: its hosts' HTTP traffic (on ports
         // its rules leave alone) goes where it would without it, not into a virtual host without routes.
@@ -86,8 +86,10 @@ fn default_route(snapshot: &Snapshot, cluster: &str, namespace: &str) -> Route {
     }
 }
 
-/// Every name a client in `namespace` may use for the Service, with and without the port. The bare short name
-/// only resolves (through DNS search paths) inside the Service's own namespace, so only there is it added.
+/// Every name a client in `namespace` may use for the Service, with and without the port, and its cluster IP (as
+/// Istio's virtual hosts have it: a request to that address is for the Service, and so is a TCP connection, see
+/// [`weft_xds::names::virtual_host_name`]). The bare short name only resolves (through DNS search paths) inside
+/// the Service's own namespace, so only there is it added.
 fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     let mut names = vec![
         service.fqdn(),
@@ -97,6 +99,7 @@ fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     if service.namespace == namespace {
         names.push(service.name.clone());
     }
+    names.extend(service.cluster_ip.map(address_domain));
     names.iter().flat_map(|n| [n.clone(), format!("{n}:{port}")]).collect()
 }
 

@@ -76,6 +76,28 @@ fn first_matching_route_of_the_matching_host_wins() {
 }
 
 #[test]
+fn a_services_cluster_ip_finds_its_virtual_host_and_no_other_address_does() {
+    let host = |name: &str, domains: &[&str]| VirtualHost {
+        name: name.into(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        routes: vec![],
+    };
+    let table = RouteTable::new(
+        "3306",
+        vec![
+            host("mysql.db.svc.cluster.local:3306", &["mysql.db", "10.96.0.20", "10.96.0.20:3306"]),
+            host("v6.db.svc.cluster.local:3306", &["[fd00::31]"]),
+            host("catch-all", &["*"]),
+        ],
+        false,
+    );
+    let at = |ip: &str| table.service_at(ip.parse().unwrap()).map(|h| h.name.as_str());
+    assert_eq!(at("10.96.0.20"), Some("mysql.db.svc.cluster.local:3306"));
+    assert_eq!(at("fd00::31"), Some("v6.db.svc.cluster.local:3306"));
+    assert_eq!(at("10.96.0.21"), None, "a `*` host claims names, not a Service's address");
+}
+
+#[test]
 fn inverted_header_matches_and_pseudo_headers() {
     let mut canary = HeaderMap::new();
     canary.insert("x-canary", "yes".parse().unwrap());
