@@ -94,6 +94,34 @@ async fn meshed_workloads_talk_mutual_tls_with_their_spiffe_ids_and_plaintext_st
     assert!(!identity.contains("PRIVATE KEY"), "the admin endpoint never shows the key");
 }
 
+/// A sidecar says what its connection carries with an ALPN mark offered before the mesh's own: the server's
+/// sidecar chooses the mark and serves a marked connection as it says, without reading its first bytes (HTTP
+/// request by request; TCP forwarded as it is, so a server-first protocol is not kept waiting), while a client
+/// offering the mesh's ALPN alone (a sidecar from before the marks) is still served, told apart by its bytes.
+#[tokio::test]
+async fn the_clients_alpn_mark_says_what_a_connection_carries() {
+    use weft_xds::mtls::{Carried, MTLS_ALPN, MTLS_HTTP_ALPN, MTLS_TCP_ALPN};
+    let pair = Pair::serving_as("server").await;
+    let (listen, mesh, server) = (pair.listen, &pair.mesh, &pair.server);
+    let inbound = |mode: &str| format!(r#"weft_proxy_tcp_connections_total{{direction="inbound",mode="{mode}"}}"#);
+    let cases = [
+        (Carried::Http.offer(), MTLS_HTTP_ALPN, "http"),
+        (Carried::Tcp.offer(), MTLS_TCP_ALPN, "tcp"),
+        (vec![MTLS_ALPN.to_vec()], MTLS_ALPN, "http"),
+    ];
+    for (offer, chosen, mode) in cases {
+        let mut config = tls_client(mesh.certificate_for("client"), &mesh.bundle());
+        config.alpn_protocols = offer;
+        let before = sample(&server.metrics().await, &inbound(mode));
+        let (_, status, alpn) = get_over_tls_with_alpn(listen, config).await.unwrap();
+        let chosen_text = String::from_utf8_lossy(chosen);
+        assert_eq!(status, "HTTP/1.1 200 OK", "the request reaches the app ({chosen_text})");
+        assert_eq!(alpn.as_deref(), Some(chosen), "the server's sidecar chose {chosen_text}");
+        let after = sample(&server.metrics().await, &inbound(mode));
+        assert_eq!(after - before, 1.0, "a connection offering {chosen_text} is served as {mode}");
+    }
+}
+
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused_by_the_server_sidecar() {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -37,6 +37,48 @@ pub const CERTIFICATE_SECRET: &str = "default";
 pub const ROOTS_SECRET: &str = "ROOTCA";
 /// The ALPN protocol a sidecar offers when it originates mutual TLS to another sidecar.
 pub const MTLS_ALPN: &[u8] = b"weft-mtls";
+/// Offered before [`MTLS_ALPN`] by a sidecar whose connection carries HTTP (either version), as Istio's offer
+/// `istio-http/1.1` or `istio-h2` before `istio`: the server's proxy (which prefers it) serves HTTP without
+/// reading the first bytes, and an Envoy picks the inbound chain's HTTP twin by it.
+pub const MTLS_HTTP_ALPN: &[u8] = b"weft-mtls-http";
+/// Offered before [`MTLS_ALPN`] by a sidecar forwarding TCP: the server's proxy forwards it at once instead of
+/// waiting to see whether it is HTTP (a server-first protocol's client sends nothing until greeted). An Envoy,
+/// knowing no chain for it, falls back to the [`MTLS_ALPN`] chain, which is TCP.
+pub const MTLS_TCP_ALPN: &[u8] = b"weft-mtls-tcp";
+
+/// What a sidecar's connection carries, as the ALPN the server's proxy chose from the client's offer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    Http,
+    Tcp,
+}
+
+impl Carried {
+    /// The ALPN list a client offers for it: the mark, then the mesh's own (what proxies before the marks know).
+    pub fn offer(self) -> Vec<Vec<u8>> {
+        let mark = match self {
+            Carried::Http => MTLS_HTTP_ALPN,
+            Carried::Tcp => MTLS_TCP_ALPN,
+        };
+        vec![mark.to_vec(), MTLS_ALPN.to_vec()]
+    }
+
+    /// What the server's list (marks first, so it picks one the client offered) chose; `None`: the client
+    /// offered no mark (a proxy before them), so the connection must be looked at.
+    pub fn of_chosen(alpn: Option<&[u8]>) -> Option<Self> {
+        match alpn? {
+            MTLS_HTTP_ALPN => Some(Carried::Http),
+            MTLS_TCP_ALPN => Some(Carried::Tcp),
+            _ => None,
+        }
+    }
+
+    /// A server's ALPN list: the marks first (rustls, like OpenSSL's servers, picks the first of its own that the
+    /// client offered), then the mesh's own for clients without marks.
+    pub fn server_list() -> Vec<Vec<u8>> {
+        vec![MTLS_HTTP_ALPN.to_vec(), MTLS_TCP_ALPN.to_vec(), MTLS_ALPN.to_vec()]
+    }
+}
 
 /// Transport socket names (Envoy's).
 pub const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
@@ -132,4 +174,27 @@ pub(crate) fn san_matcher(kind: SanType, value: &str) -> SubjectAltNameMatcher {
 
 pub(crate) fn socket(name: &str, config: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
     TransportSocket { name: name.to_string(), config_type: Some(transport_socket::ConfigType::TypedConfig(config)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a server picks from an offer the way rustls does: the first of its own list the client offered.
+    fn chosen<'a>(server: &'a [Vec<u8>], offer: &[Vec<u8>]) -> Option<&'a [u8]> {
+        server.iter().find(|ours| offer.contains(ours)).map(Vec::as_slice)
+    }
+
+    #[test]
+    fn marks_are_chosen_by_new_servers_and_old_ones_still_find_the_mesh_alpn() {
+        let (new_server, old_server) = (Carried::server_list(), vec![MTLS_ALPN.to_vec()]);
+        for carried in [Carried::Http, Carried::Tcp] {
+            let offer = carried.offer();
+            assert_eq!(Carried::of_chosen(chosen(&new_server, &offer)), Some(carried));
+            assert_eq!(chosen(&old_server, &offer), Some(MTLS_ALPN), "a proxy before the marks still handshakes");
+        }
+        let old_client = vec![MTLS_ALPN.to_vec()];
+        assert_eq!(Carried::of_chosen(chosen(&new_server, &old_client)), None, "unmarked: look at the bytes");
+        assert_eq!(Carried::of_chosen(None), None);
+    }
 }

@@ -2,7 +2,8 @@
 //! present their workload certificate and require the peer's, chained to the trust bundle; the names checked
 //! are SPIFFE ids (URI SANs), not DNS names, so the client's verifier checks the chain and that the peer is a
 //! workload of the trust domain, and the caller then checks which workload ([`peer_identity`]) against the
-//! destination's identities. Both offer only the mesh ALPN ([`weft_xds::mtls::MTLS_ALPN`]).
+//! destination's identities. Both speak the mesh ALPN ([`weft_xds::mtls::MTLS_ALPN`]); the client offers before it
+//! a mark for what the connection carries, which the server prefers ([`Carried`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use weft_xds::SpiffeId;
 use weft_xds::identity::{spiffe_id_of, uri_sans};
-use weft_xds::mtls::MTLS_ALPN;
+use weft_xds::mtls::Carried;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::tls_verify::{CheckedVerifier, NameCheck};
@@ -36,8 +37,10 @@ pub struct Credentials {
     pub id: SpiffeId,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
-    /// Originating mutual TLS (outbound).
-    pub client: Arc<rustls::ClientConfig>,
+    /// Originating mutual TLS (outbound) for HTTP, and for TCP: the same but for the ALPN offered (and one
+    /// session cache, so either resumes the other's sessions).
+    client_http: Arc<rustls::ClientConfig>,
+    client_tcp: Arc<rustls::ClientConfig>,
     /// Terminating mutual TLS (inbound).
     pub server: Arc<rustls::ServerConfig>,
     /// The certificate chain and key in PEM, for the xDS connection (tonic takes PEM); never logged or shown.
@@ -94,7 +97,9 @@ impl Credentials {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain.clone(), key())
             .map_err(tls)?;
-        client.alpn_protocols = vec![MTLS_ALPN.to_vec()];
+        client.alpn_protocols = Carried::Http.offer();
+        let mut client_tcp = client.clone();
+        client_tcp.alpn_protocols = Carried::Tcp.offer();
         let client_verifier = WebPkiClientVerifier::builder_with_provider(store, provider.clone())
             .build()
             .map_err(|e| CredentialsError::Tls(e.to_string()))?;
@@ -104,8 +109,17 @@ impl Credentials {
             .with_client_cert_verifier(client_verifier)
             .with_single_cert(chain, key())
             .map_err(tls)?;
-        server.alpn_protocols = vec![MTLS_ALPN.to_vec()];
-        Ok(Self { id, not_before, not_after, client: Arc::new(client), server: Arc::new(server), pem })
+        server.alpn_protocols = Carried::server_list();
+        let (client_http, client_tcp) = (Arc::new(client), Arc::new(client_tcp));
+        Ok(Self { id, not_before, not_after, client_http, client_tcp, server: Arc::new(server), pem })
+    }
+
+    /// The configuration originating mutual TLS for a connection carrying `carried`.
+    pub fn client(&self, carried: Carried) -> Arc<rustls::ClientConfig> {
+        match carried {
+            Carried::Http => self.client_http.clone(),
+            Carried::Tcp => self.client_tcp.clone(),
+        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! here ([`mtls`]) and the application gets plaintext on its own port. Whether plaintext clients are served too
 //! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
 //! config the operator sends. A connection that carries HTTP is served request by request ([`http`]), with the
-//! caller's identity; anything else is forwarded as TCP. Each request, or each connection that is not HTTP, is
+//! caller's identity; anything else is forwarded as TCP. A sidecar says which in its TLS (the ALPN mark of
+//! [`Carried`]); other connections are told by their first bytes. Each request, or each connection that is not HTTP, is
 //! authorized first ([`authz`]). Counted either way.
 
 mod authz;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use weft_xds::ResourceType;
 use weft_xds::authz::Peer;
 use weft_xds::inbound::PeerMode;
+use weft_xds::mtls::Carried;
 
 use crate::counted::Counted;
 use crate::dataplane::Runtime;
@@ -111,10 +113,15 @@ impl Inbound {
         match mtls::accept(stream, mode, credentials.as_deref(), metrics).await {
             Accepted::Plaintext { stream, silent: true } => self.forward_tcp(stream, &connection).await,
             Accepted::Plaintext { stream, silent: false } => self.forward(stream, connection).await,
-            Accepted::Mutual { stream, peer_identity } => {
-                tracing::debug!(%peer, peer_identity = %peer_identity, %destination, "inbound mutual TLS");
+            Accepted::Mutual { stream, peer_identity, carried } => {
+                tracing::debug!(%peer, peer_identity = %peer_identity, %destination, ?carried, "inbound mutual TLS");
                 connection.peer_identity = Some(peer_identity.to_string());
-                self.forward(stream, connection).await;
+                // The client's sidecar said what it sends: no need to wait for the first bytes.
+                match carried {
+                    Some(Carried::Tcp) => self.forward_tcp(stream, &connection).await,
+                    Some(Carried::Http) => self.serve_http(stream, connection).await,
+                    None => self.forward(stream, connection).await,
+                }
             }
             Accepted::Failed => {}
         }
@@ -129,6 +136,14 @@ impl Inbound {
         if !sniffed.is_http() {
             return self.forward_tcp(io, &connection).await;
         }
+        self.serve_http(io, connection).await;
+    }
+
+    /// Serves a connection that carries HTTP, request by request.
+    async fn serve_http<I>(&self, io: I, connection: Connection<'_>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let Connection { peer, destination, port, own, peer_identity, watcher } = connection;
         let io = Counted::new(io, self.metrics.connection(Direction::Inbound, Mode::Http));
         let caller = self.http.caller(peer, (destination, port), peer_identity.as_deref(), own);

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use weft_xds::SpiffeId;
 use weft_xds::inbound::PeerMode;
-use weft_xds::mtls::MTLS_ALPN;
+use weft_xds::mtls::{Carried, MTLS_ALPN};
 
 use crate::hello::{may_be_tls, peek_hello};
 use crate::identity::Credentials;
@@ -21,8 +21,8 @@ pub enum Accepted {
     /// Not a sidecar's TLS: the bytes are left for the application. `silent`: the client sent nothing in time
     /// (a server-first protocol), so there is nothing more to look at.
     Plaintext { stream: TcpStream, silent: bool },
-    /// A sidecar's mutual TLS, terminated.
-    Mutual { stream: Box<TlsStream<TcpStream>>, peer_identity: SpiffeId },
+    /// A sidecar's mutual TLS, terminated; what it carries when the client said ([`Carried`]).
+    Mutual { stream: Box<TlsStream<TcpStream>>, peer_identity: SpiffeId, carried: Option<Carried> },
     /// The handshake failed, or the connection is not allowed (counted and logged); it is closed.
     Failed,
 }
@@ -73,7 +73,8 @@ pub async fn accept(
     match peer_identity(tls.get_ref().1.peer_certificates()) {
         Some(peer_identity) if peer_identity.trust_domain == credentials.id.trust_domain => {
             metrics.handshake(Direction::Inbound, "ok");
-            Accepted::Mutual { stream: Box::new(tls), peer_identity }
+            let carried = Carried::of_chosen(tls.get_ref().1.alpn_protocol());
+            Accepted::Mutual { stream: Box::new(tls), peer_identity, carried }
         }
         other => {
             metrics.handshake(Direction::Inbound, "wrong_peer");

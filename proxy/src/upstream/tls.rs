@@ -22,6 +22,7 @@ use super::origination::{Alpn, Originator};
 use crate::config::cluster::MeshTls;
 use crate::identity::CredentialsRx;
 use crate::identity::tls::peer_identity;
+use weft_xds::mtls::Carried;
 
 /// A cluster's TLS: the proxy's credentials and the destination's identities, or its TLS origination, shared by
 /// its endpoints.
@@ -89,7 +90,8 @@ impl ClusterTls {
             io::Error::new(io::ErrorKind::InvalidInput, format!("server name {:?}: {e}", peers.server_name))
         })?;
         let address = stream.peer_addr().ok();
-        let handshake = tokio_rustls::TlsConnector::from(credentials.client.clone()).connect(name, stream);
+        let carried = if alpn == Alpn::Tcp { Carried::Tcp } else { Carried::Http };
+        let handshake = tokio_rustls::TlsConnector::from(credentials.client(carried)).connect(name, stream);
         let tls = match tokio::time::timeout(limit, handshake).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "mutual TLS handshake timed out")),

@@ -277,15 +277,24 @@ impl NameCheck for AnyName {
 
 /// One HTTP/1.1 GET over `config`'s TLS to `to`; the peer's identity and the response's status line.
 pub async fn get_over_tls(to: SocketAddr, config: rustls::ClientConfig) -> std::io::Result<(Option<SpiffeId>, String)> {
+    get_over_tls_with_alpn(to, config).await.map(|(peer, status, _)| (peer, status))
+}
+
+/// [`get_over_tls`], and the ALPN protocol the server chose.
+pub async fn get_over_tls_with_alpn(
+    to: SocketAddr,
+    config: rustls::ClientConfig,
+) -> std::io::Result<(Option<SpiffeId>, String, Option<Vec<u8>>)> {
     let stream = TcpStream::connect(to).await?;
     let name = ServerName::try_from("slow.default.svc.cluster.local").unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, stream).await?;
     let peer = peer_identity(tls.get_ref().1.peer_certificates());
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     tls.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\nconnection: close\r\n\r\n").await?;
     let mut answer = Vec::new();
     tls.read_to_end(&mut answer).await?;
     let text = String::from_utf8_lossy(&answer);
-    Ok((peer, text.lines().next().unwrap_or_default().to_string()))
+    Ok((peer, text.lines().next().unwrap_or_default().to_string(), alpn))
 }
 
 /// One ADS request on the operator's TLS port as `node_id`, presenting `certificate` (or none): the stream's

@@ -18,12 +18,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use super::INBOUND_PASSTHROUGH;
 use crate::authz::{Authorization, rbac};
 use crate::filters::{HTTP_CONNECTION_MANAGER, ROUTER};
-use crate::mtls::MTLS_ALPN;
+use crate::mtls::{MTLS_ALPN, MTLS_HTTP_ALPN};
 use crate::ratelimit::{self, LOCAL_RATE_LIMIT, RateLimit};
 
-/// The ALPN an Envoy would need from a client to pick the HTTP twin of a mutual TLS chain (Istio's
-/// `istio-http/1.1` counterpart). Weft's clients offer [`MTLS_ALPN`] alone; its proxy sniffs instead.
-pub const MTLS_HTTP_ALPN: &str = "weft-mtls-http";
 /// What Envoy's `http_inspector` calls plaintext HTTP.
 const PLAINTEXT_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
@@ -33,7 +30,7 @@ pub(super) fn twin(chain: &FilterChain, authz: &Authorization, limit: Option<&Ra
     matcher.application_protocols = if matcher.application_protocols.is_empty() {
         PLAINTEXT_HTTP.iter().map(|p| p.to_string()).collect()
     } else {
-        vec![MTLS_HTTP_ALPN.to_string()]
+        vec![http_alpn()]
     };
     let mut http_filters = rbac::http_filters(authz);
     http_filters.extend(limit.map(ratelimit::filter));
@@ -58,6 +55,12 @@ pub(super) fn twin(chain: &FilterChain, authz: &Authorization, limit: Option<&Ra
         name: format!("{}-http", chain.name),
         ..Default::default()
     }
+}
+
+/// The ALPN that picks the HTTP twin of a mutual TLS chain (Istio's `istio-http/1.1` counterpart): what Weft's
+/// clients offer before [`MTLS_ALPN`] when they carry HTTP ([`crate::mtls::Carried`]).
+fn http_alpn() -> String {
+    String::from_utf8_lossy(MTLS_HTTP_ALPN).into_owned()
 }
 
 fn to_the_application() -> RouteConfiguration {
@@ -97,10 +100,10 @@ pub(super) fn parse_twin(
     let plaintext: Vec<String> = PLAINTEXT_HTTP.iter().map(|p| p.to_string()).collect();
     matcher.application_protocols = if matcher.application_protocols == plaintext {
         Vec::new()
-    } else if matcher.application_protocols == [MTLS_HTTP_ALPN] {
+    } else if matcher.application_protocols == [http_alpn()] {
         vec![String::from_utf8_lossy(MTLS_ALPN).into_owned()]
     } else {
-        return Err(format!("an HTTP chain must match application_protocols {plaintext:?} or [{MTLS_HTTP_ALPN:?}]"));
+        return Err(format!("an HTTP chain must match application_protocols {plaintext:?} or [{:?}]", http_alpn()));
     };
     let Some(filter::ConfigType::TypedConfig(any)) = &only.config_type else {
         return Err("the HTTP connection manager has no config".to_string());
