@@ -46,7 +46,19 @@ pub fn virtual_host_name(host: &str, port: u16) -> String {
 /// The Service FQDN and port of a virtual host named by [`virtual_host_name`]; `None` for any other shape.
 pub fn parse_virtual_host_name(name: &str) -> Option<(&str, u16)> {
     let (host, port) = name.rsplit_once(':')?;
-    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty() && !host.contains(':'))
+    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty() && !host.contains([':', '/']))
+}
+
+/// The Service FQDN and port of a Service's virtual host: from its name ([`virtual_host_name`]), or for one sent
+/// on demand (named by its resource name, `PORT/HOST`, as Envoy's VHDS wants) from that port and its first
+/// domain, which is the Service's FQDN.
+pub fn service_of_virtual_host<'a>(name: &'a str, domains: &'a [String]) -> Option<(&'a str, u16)> {
+    if let Some(service) = parse_virtual_host_name(name) {
+        return Some(service);
+    }
+    let (route_config, _) = parse_on_demand_name(name)?;
+    let fqdn = domains.first().filter(|d| !d.contains([':', '[']) && d.parse::<std::net::IpAddr>().is_err())?;
+    Some((fqdn.as_str(), route_config.parse().ok()?))
 }
 
 /// The domain a virtual host carries for a Service's cluster IP, as clients write it in `Host` (IPv6 in brackets).
@@ -105,6 +117,13 @@ mod tests {
         assert_eq!(parse_virtual_host_name("reviews"), None);
         assert_eq!(parse_virtual_host_name("reviews:http"), None);
         assert_eq!(parse_virtual_host_name(":80"), None);
+        let domains = ["reviews.default.svc.cluster.local".to_string(), "10.96.0.7".to_string()];
+        assert_eq!(service_of_virtual_host(&name, &[]), Some(("reviews.default.svc.cluster.local", 9080)));
+        let on_demand = service_of_virtual_host("9080/10.96.0.7", &domains);
+        assert_eq!(on_demand, Some(("reviews.default.svc.cluster.local", 9080)), "named by its resource");
+        assert_eq!(service_of_virtual_host("9080/10.96.0.7", &domains[1..]), None, "no FQDN first");
+        let by_name = service_of_virtual_host("9080/reviews.default:9080", &domains);
+        assert_eq!(by_name, Some(("reviews.default.svc.cluster.local", 9080)), "a resource name with a port");
         assert_eq!(address_domain("10.96.0.7".parse().unwrap()), "10.96.0.7");
         assert_eq!(address_domain("fd00::7".parse().unwrap()), "[fd00::7]");
     }

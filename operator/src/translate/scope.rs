@@ -8,6 +8,7 @@
 //! default without a Sidecar).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
@@ -80,17 +81,22 @@ pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<Str
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
 /// it: the host is one of the names the Service's virtual host answers to there (see `routes::domains`), with
-/// no port or the route configuration's.
+/// no port or the route configuration's, or its cluster IP (which a proxy asks for when TCP is sent to it).
 pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> Option<(&'a ServiceModel, u16)> {
     let (route_config, host) = parse_on_demand_name(name)?;
     let port: u16 = route_config.parse().ok()?;
     let bare = match host.rsplit_once(':') {
+        _ if host.starts_with('[') && host.ends_with(']') => host,
         Some((bare, written)) if written.parse::<u16>().ok()? == port => bare,
         Some(_) => return None,
         None => host,
     };
-    // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
-    let service: &ServiceModel = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
+    let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        // Cluster IPs are few per port and asked for once per proxy: a scan, not an index.
+        Ok(ip) => snapshot.services.values().find(|s| s.cluster_ip == Some(ip) && s.port(port).is_some())?,
+        // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
+        Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
+    };
     service.port(port).is_some().then_some((service, port))
 }
 
@@ -216,5 +222,23 @@ mod tests {
         assert_eq!(found("shop", "81/payments.bank"), None, "no such port");
         assert_eq!(found("shop", "80/unknown.bank"), None);
         assert_eq!(found("shop", "cart"), None, "not an on-demand name");
+    }
+
+    #[test]
+    fn a_services_cluster_ip_is_asked_for_as_it_is_written_among_the_domains() {
+        let with_ip = |name: &str, ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: db}}\n\
+                 spec: {{clusterIP: \"{ip}\", ports: [{{port: 3306}}]}}\n---\n"
+            )
+        };
+        let snapshot = snapshot(&(with_ip("mysql", "10.96.0.20") + &with_ip("v6", "fd00::31")));
+        let found = |name| on_demand_service(&snapshot, "shop", name).map(|(s, p)| (s.fqdn(), p));
+        let mysql = Some(("mysql.db.svc.cluster.local".to_string(), 3306));
+        assert_eq!(found("3306/10.96.0.20"), mysql);
+        assert_eq!(found("3306/10.96.0.20:3306"), mysql);
+        assert_eq!(found("3306/[fd00::31]"), Some(("v6.db.svc.cluster.local".to_string(), 3306)));
+        assert_eq!(found("3307/10.96.0.20"), None, "not its port");
+        assert_eq!(found("3306/10.96.0.21"), None, "nobody's address");
     }
 }

@@ -147,7 +147,22 @@ impl ProxyConfig {
         if !table.on_demand || is_ip_literal(host) {
             return Lookup::Unknown;
         }
-        let name = on_demand_name(&table.name, host);
+        self.on_demand_lookup(on_demand_name(&table.name, host))
+    }
+
+    /// The virtual host of the Service whose cluster IP is `ip`, in `table`: one of its own, else one asked for on
+    /// demand by the address (as it is written among the Service's domains). For TCP sent to that address.
+    pub fn service_host_at<'a>(&'a self, table: &'a RouteTable, ip: IpAddr) -> Lookup<'a> {
+        if let Some(found) = table.service_at(ip) {
+            return Lookup::Found(found);
+        }
+        if !table.on_demand {
+            return Lookup::Unknown;
+        }
+        self.on_demand_lookup(on_demand_name(&table.name, &weft_xds::address_domain(ip)))
+    }
+
+    fn on_demand_lookup(&self, name: String) -> Lookup<'_> {
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
@@ -191,8 +206,9 @@ pub enum Lookup<'a> {
     Ask(String),
 }
 
-/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): no Service's virtual host answers to
-/// it, so it is never asked for.
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a request's `Host` that is one is never
+/// asked for (clients address pods and nodes by IP at will; a Service's cluster IP is asked for by TCP only,
+/// [`ProxyConfig::service_host_at`]).
 fn is_ip_literal(host: &str) -> bool {
     host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
@@ -239,5 +255,26 @@ mod tests {
         assert_eq!(config.virtual_host(&table, "[::1]:80"), Lookup::Unknown);
         let fixed = RouteTable::new("80", table.virtual_hosts().to_vec(), false);
         assert_eq!(config.virtual_host(&fixed, "other"), Lookup::Unknown, "no on-demand discovery for this table");
+    }
+
+    #[test]
+    fn a_cluster_ip_is_asked_for_when_tcp_is_sent_to_it() {
+        let mut own = host("mysql.db.svc.cluster.local:3306", "c-mysql");
+        own.domains.push("10.96.0.20".into());
+        let table = RouteTable::new("3306", vec![own], true);
+        let mut config = ProxyConfig::default();
+        let at = |config: &ProxyConfig, ip: &str| match config.service_host_at(&table, ip.parse().unwrap()) {
+            Lookup::Found(host) => format!("found {}", host.name),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(at(&config, "10.96.0.20"), "found mysql.db.svc.cluster.local:3306", "its own");
+        assert_eq!(at(&config, "10.96.0.30"), r#"Ask("3306/10.96.0.30")"#);
+        assert_eq!(at(&config, "fd00::30"), r#"Ask("3306/[fd00::30]")"#, "as the address is written in domains");
+        config.on_demand.insert("3306/10.96.0.30".into(), Some(host("3306/10.96.0.30", "c-pg")));
+        config.on_demand.insert("3306/[fd00::30]".into(), None);
+        assert_eq!(at(&config, "10.96.0.30"), "found 3306/10.96.0.30");
+        assert_eq!(at(&config, "fd00::30"), "Unknown", "nobody's: not asked again");
+        let fixed = RouteTable::new("3306", table.virtual_hosts().to_vec(), false);
+        assert!(matches!(config.service_host_at(&fixed, "10.96.0.40".parse().unwrap()), Lookup::Unknown));
     }
 }
