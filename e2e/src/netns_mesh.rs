@@ -188,6 +188,17 @@ impl NetnsMesh {
         Ok((status, version))
     }
 
+    /// TCP connections the `reviews` sidecars forwarded inbound, counted under the Service `service` names
+    /// (`unknown` when they could not tell).
+    pub async fn inbound_tcp_for(&self, service: &str) -> anyhow::Result<f64> {
+        let labels = [("reporter", "destination"), ("destination_service_name", service)];
+        let mut total = 0.0;
+        for pod in &self.reviews {
+            total += metric_sum(&scrape(&self.lab.node, pod).await?, "weft_tcp_connections_opened_total", &labels);
+        }
+        Ok(total)
+    }
+
     async fn inbound_connections(&self) -> anyhow::Result<Vec<f64>> {
         let mut counts = Vec::new();
         for pod in &self.reviews {

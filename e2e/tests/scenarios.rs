@@ -71,9 +71,16 @@ async fn strict_mode(mesh: &NetnsMesh) -> anyhow::Result<String> {
     }
     let refused_after = applied.elapsed();
     let counts = mesh.versions_per_connection(20).await?;
-    // TCP between meshed pods is mutual TLS too: the sidecar sends it to an endpoint of the Service dialled.
+    // TCP between meshed pods is mutual TLS too: the sidecar sends it to an endpoint of the Service dialled, and
+    // the server's sidecar counts it under a Service of its pod (reviews and reviews-raw share the pods' port).
+    let counted = || async {
+        Ok::<_, anyhow::Error>(mesh.inbound_tcp_for("reviews").await? + mesh.inbound_tcp_for("reviews-raw").await?)
+    };
+    let counted_before = counted().await?;
     let (status, version) = mesh.late_request_over_tcp().await?;
     anyhow::ensure!(status == 200 && VERSIONS.contains(&version.as_str()), "TCP to reviews-raw: {status} {version:?}");
+    let counted = counted().await? - counted_before;
+    anyhow::ensure!(counted == 1.0, "the server's sidecars counted {counted} TCP connections for a reviews Service");
     Ok(format!(
         "STRICT mesh-wide: plaintext from outside refused {refused_after:.2?} after the edit; \
          20 connections from the meshed client answered {counts:?}; a connection its sidecar took for TCP (to \

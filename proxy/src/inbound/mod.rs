@@ -163,12 +163,18 @@ impl Inbound {
                 return;
             }
         }
+        // The Service the application serves on this address, when this proxy holds it (its namespace's, in the
+        // default scope): an endpoint of it is this pod's address and port.
+        let service = match runtime.endpoint_clusters.get(&connection.destination) {
+            Some(cluster) => metrics.golden.service_of_cluster(cluster).0,
+            None => metrics.golden.unknown_service(),
+        };
         let flow = tcp::Flow {
             direction: Direction::Inbound,
             peer: connection.peer,
             idle: self.idle,
             metrics,
-            service: metrics.golden.unknown_service(),
+            service,
             peer_principal: connection.peer_identity.as_deref().map(Arc::from),
         };
         let io = Counted::new(io, metrics.connection(Direction::Inbound, Mode::Tcp));
