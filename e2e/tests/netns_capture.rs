@@ -27,6 +27,10 @@ const TCP_SERVICE: &str = "tcp-echo";
 const TCP_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 0);
 /// No Service: not a mesh port.
 const TCP_OTHER_PORT: u16 = 9001;
+/// A port Service `db` declares TCP on (`mysql`), whose server speaks first.
+const DECLARED_TCP_PORT: u16 = 9002;
+/// `db`'s cluster IP.
+const DB_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 1);
 /// Excluded from capture on both sides.
 const EXCLUDED_PORT: u16 = 5432;
 const GREETING: &[u8] = b"hello from 9000\n";
@@ -49,6 +53,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
         traffic.http_from_a_client_that_waits().await?;
         traffic.tcp_to_a_cluster_ip().await?;
         traffic.tcp_on_a_mesh_port().await?;
+        traffic.tcp_on_a_declared_port().await?;
         traffic.tcp_on_another_port().await?;
         traffic.tcp_on_an_excluded_port().await
     };
@@ -106,6 +111,17 @@ impl Mesh {
         SocketAddr::new(IpAddr::V4(self.server.ip), port)
     }
 
+    /// What the client's sidecar does with a new connection to `port` (`/config_dump`, admin on the pod's
+    /// localhost): `off`, `tcp`, or a detection time limit.
+    async fn client_listener_detection(&self, port: u16) -> anyhow::Result<String> {
+        let admin = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+        let (status, _, body) = self.client.ns.http_get(admin, "localhost", "/config_dump", STEP).await?;
+        anyhow::ensure!(status == 200, "config_dump: {status}");
+        let dump: serde_json::Value = serde_json::from_str(&body)?;
+        let detection = &dump["listeners"][format!("0.0.0.0_{port}")]["detection"];
+        Ok(detection.as_str().map_or_else(|| detection.to_string(), str::to_string))
+    }
+
     fn diagnostics(&self) -> String {
         self.processes.iter().map(|p| format!("--- {} ---\n{}\n", p.name(), p.tail(25))).collect()
     }
@@ -130,7 +146,8 @@ fn install_rules(client: &Pod, server: &Pod, sidecars: &Sidecars) -> anyhow::Res
     init_twice_changes_nothing(&client.ns, sidecars)
 }
 
-/// weft-echo on :8080 and :8081 and TCP echo servers on :9000 (greets first), :9001 and :5432, in the server pod.
+/// weft-echo on :8080 and :8081 and TCP echo servers on :9000 and :9002 (greeting first), :9001 and :5432, in the
+/// server pod.
 fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Vec<Process>, Vec<AbortOnDrop>)> {
     let mut echoes = Vec::new();
     for (name, port) in [("echo", HTTP_PORT), ("web", DECLARED_HTTP_PORT)] {
@@ -146,6 +163,7 @@ fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Vec<Process>, 
     let tcp = vec![
         serve_tcp(server, TCP_MESH_PORT, Some(GREETING))?,
         serve_tcp(server, TCP_OTHER_PORT, None)?,
+        serve_tcp(server, DECLARED_TCP_PORT, Some(GREETING))?,
         serve_tcp(server, EXCLUDED_PORT, None)?,
     ];
     Ok((echoes, tcp))
@@ -258,6 +276,25 @@ impl Traffic<'_> {
         self.report += &format!(
             "  TCP to {to} ({TCP_SERVICE}'s cluster IP): asked for on demand, greeted, {echoed} bytes echoed by the \
              server pod; client outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n"
+        );
+        Ok(())
+    }
+
+    /// TCP to a port every Service declares TCP on (`mysql`), server speaking first: the client's sidecar takes
+    /// it for TCP at once (its listener says so), with no detection to wait for.
+    async fn tcp_on_a_declared_port(&mut self) -> anyhow::Result<()> {
+        let to = SocketAddr::new(IpAddr::V4(DB_SERVICE_IP), DECLARED_TCP_PORT);
+        let (greeted, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
+        let d = self.delta().await?;
+        let (tcp, for_service) = (d.client_out("tcp"), d.tcp_for("db"));
+        anyhow::ensure!(tcp == 1.0 && for_service == 1.0, "client outbound tcp {tcp}, opened for db {for_service}");
+        let detection = self.mesh.client_listener_detection(DECLARED_TCP_PORT).await?;
+        anyhow::ensure!(detection == "tcp", "the client's listener of port {DECLARED_TCP_PORT}: {detection}");
+        self.report += &format!(
+            "  TCP to {to} (db, port declared mysql), server speaks first: the client's listener takes TCP at once; \
+             greeting after {:.0} ms (the server's sidecar waits 0.5 s for a plaintext client), {echoed} bytes \
+             echoed; client outbound tcp +1 (for db)\n",
+            greeted.as_secs_f64() * 1000.0
         );
         Ok(())
     }
@@ -418,8 +455,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
     Ok(())
 }
 
-/// Services `echo` (8080), `web` (8081, declared HTTP) and `tcp-echo` (9000, with a cluster IP) on the server pod,
-/// and both pods, as standalone mode reads them.
+/// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and `db` (9002,
+/// declared TCP) on the server pod, and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -443,10 +480,15 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     );
     let tcp_echo =
         service(TCP_SERVICE, TCP_MESH_PORT).replace("spec:\n", &format!("spec:\n  clusterIP: {TCP_SERVICE_IP}\n"));
+    let db = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: default}}\n\
+         spec:\n  clusterIP: {DB_SERVICE_IP}\n  selector: {{app: server}}\n  ports: [{{name: mysql, port: {DECLARED_TCP_PORT}, targetPort: {DECLARED_TCP_PORT}}}]\n---\n"
+    );
     let yaml = service("echo", HTTP_PORT)
         + &web
         + &tcp_echo
-        + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT])
+        + &db
+        + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT, DECLARED_TCP_PORT])
         + &pod(client, &[]);
     yaml.trim_end_matches("---\n").to_string()
 }

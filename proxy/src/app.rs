@@ -115,6 +115,8 @@ impl ProxySettings {
             id: id.to_string(),
             cluster: format!("{}.{}", self.pod_name, self.pod_namespace),
             metadata,
+            // What this proxy reads that proxies before it did not, so the control plane may send it.
+            client_features: vec![weft_xds::detection::DECLARED_TCP_FEATURE.to_string()],
             ..Default::default()
         }
     }

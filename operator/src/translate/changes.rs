@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
-use super::port_protocol::http_ports;
+use super::port_protocol::{http_ports, tcp_ports};
 use super::ports;
 use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
@@ -74,8 +74,10 @@ pub fn between(before: &Snapshot, after: &Snapshot) -> Changes {
             }
         }
     }
-    // A port whose Services all declare HTTP is served without detecting the protocol; a renamed port may change that.
-    let detection_changed = !reshaped.is_empty() && http_ports(before) != http_ports(after);
+    // A port whose Services all declare HTTP (or all TCP) is served without detecting the protocol; a renamed port
+    // may change that.
+    let detection_changed =
+        !reshaped.is_empty() && (http_ports(before) != http_ports(after) || tcp_ports(before) != tcp_ports(after));
     changes.listeners = changes.ports || detection_changed || listeners_differ(before, after);
     // Every scope holds where tcp and tls rules send; what they read differs whenever that may.
     changes.scopes |= changes.listeners && l4_destinations(before) != l4_destinations(after);

@@ -45,7 +45,8 @@ pub struct ProxyResources {
     pub routes: Vec<RouteConfiguration>,
 }
 
-/// The resources for one proxy, the whole mesh (the `mesh` scope).
+/// The resources for one proxy, the whole mesh (the `mesh` scope), as every proxy reads them (ports declared TCP
+/// detect; a proxy that reads [`declared_tcp_listeners`] gets those in their place).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let (mut clusters, mut endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
     let own = own_clusters(snapshot, proxy);
@@ -54,7 +55,7 @@ pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     replace_or_add(&mut clusters, own.clusters, |c| &c.name);
     replace_or_add(&mut endpoints, own.endpoints, |e| &e.cluster_name);
     let mut listeners = listeners(snapshot);
-    for own in own_listeners(snapshot, proxy, ports(snapshot).into_iter()) {
+    for own in own_listeners(snapshot, proxy, ports(snapshot).into_iter(), false) {
         if let Some(shared) = listeners.iter_mut().find(|l| l.name == own.name) {
             *shared = own;
         }
@@ -183,23 +184,59 @@ pub fn service_clusters(
     clusters::of_service(service, rule, trust_domain)
 }
 
-/// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients.
+/// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients, as every
+/// proxy reads them (a port declared TCP detects: see [`declared_tcp_listeners`]).
 pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
-    let http = port_protocol::http_ports(snapshot);
-    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None, !http.contains(&port))).collect()
+    let kinds = PortKinds::new(snapshot, false);
+    ports(snapshot).into_iter().map(|port| listeners::outbound(snapshot, port, None, kinds.of(port))).collect()
+}
+
+/// The outbound listeners of the ports every Service declares a protocol other than HTTP on, as proxies that
+/// announce [`weft_xds::detection::DECLARED_TCP_FEATURE`] get them in place of those of [`listeners`]: TCP at once.
+pub fn declared_tcp_listeners(snapshot: &Snapshot) -> Vec<Listener> {
+    let tcp = port_protocol::tcp_ports(snapshot);
+    tcp.into_iter().map(|port| listeners::outbound(snapshot, port, None, listeners::PortKind::Tcp)).collect()
 }
 
 /// The outbound listeners of `ports` that may differ for this proxy from the shared ones: those of the ports where
 /// a tcp or tls condition names this proxy's pod (`sourceLabels`) or namespace (`sourceNamespace`), or where a
-/// VirtualService exported to its namespace but not to every one names a Service.
-pub fn own_listeners(snapshot: &Snapshot, proxy: &ProxyNode, ports: impl Iterator<Item = u16>) -> Vec<Listener> {
+/// VirtualService exported to its namespace but not to every one names a Service. `declared_tcp`: the proxy
+/// reads listeners declared TCP.
+pub fn own_listeners(
+    snapshot: &Snapshot,
+    proxy: &ProxyNode,
+    ports: impl Iterator<Item = u16>,
+    declared_tcp: bool,
+) -> Vec<Listener> {
     let source = listeners::Source { namespace: &proxy.namespace, labels: pod_labels(snapshot, proxy) };
     let own: Vec<u16> = ports.filter(|port| listeners::needs_own_listener(snapshot, *port, &source)).collect();
     if own.is_empty() {
         return Vec::new(); // the usual case: no pass over the Services for this proxy
     }
-    let http = port_protocol::http_ports(snapshot);
-    own.into_iter().map(|port| listeners::outbound(snapshot, port, Some(&source), !http.contains(&port))).collect()
+    let kinds = PortKinds::new(snapshot, declared_tcp);
+    own.into_iter().map(|port| listeners::outbound(snapshot, port, Some(&source), kinds.of(port))).collect()
+}
+
+/// What each port's Services declare, for its listener.
+struct PortKinds {
+    http: BTreeSet<u16>,
+    /// Empty for a proxy that does not read listeners declared TCP.
+    tcp: BTreeSet<u16>,
+}
+
+impl PortKinds {
+    fn new(snapshot: &Snapshot, declared_tcp: bool) -> Self {
+        let tcp = if declared_tcp { port_protocol::tcp_ports(snapshot) } else { BTreeSet::new() };
+        Self { http: port_protocol::http_ports(snapshot), tcp }
+    }
+
+    fn of(&self, port: u16) -> listeners::PortKind {
+        match (self.http.contains(&port), self.tcp.contains(&port)) {
+            (true, _) => listeners::PortKind::Http,
+            (false, true) => listeners::PortKind::Tcp,
+            (false, false) => listeners::PortKind::Detect,
+        }
+    }
 }
 
 /// The ports whose listeners may differ between proxies (so some proxies may get their own listener there).

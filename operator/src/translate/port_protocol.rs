@@ -1,6 +1,7 @@
 //! The protocol a Service port declares by its name, Istio's `<protocol>[-<suffix>]` convention: it picks the
 //! HTTP version sent upstream ([`super::clusters`]) and whether the outbound listener of that port number must
-//! detect a connection's protocol from its first bytes ([`super::listeners`]).
+//! detect a connection's protocol from its first bytes, or can take it for HTTP or for TCP at once
+//! ([`super::listeners`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +27,24 @@ impl PortProtocol {
             Self::Undeclared
         }
     }
+}
+
+/// Whether a port's name declares a protocol other than HTTP, one Istio forwards as TCP (`tcp`, `tls`, `https`,
+/// `mongo`, `mysql`, `redis`, with or without a suffix, any case).
+pub(crate) fn declares_tcp(port_name: &str) -> bool {
+    let protocol = port_name.split('-').next().unwrap_or_default();
+    ["tcp", "tls", "https", "mongo", "mysql", "redis"].iter().any(|p| protocol.eq_ignore_ascii_case(p))
+}
+
+/// The port numbers on which every Service port declares a protocol other than HTTP ([`declares_tcp`]): there the
+/// listener can take every connection for TCP at once, without waiting to see whether it is HTTP (which keeps a
+/// server-first protocol's client waiting for the detection timeout).
+pub(crate) fn tcp_ports(snapshot: &Snapshot) -> BTreeSet<u16> {
+    let mut all_tcp: BTreeMap<u16, bool> = BTreeMap::new();
+    for port in snapshot.services.values().flat_map(|s| s.ports.iter()) {
+        *all_tcp.entry(port.port).or_insert(true) &= declares_tcp(&port.name);
+    }
+    all_tcp.into_iter().filter_map(|(port, tcp)| tcp.then_some(port)).collect()
 }
 
 /// The port numbers on which every Service port declares HTTP (HTTP/1.1, HTTP/2 or gRPC): only there can the one
@@ -64,6 +83,21 @@ mod tests {
         assert_eq!(detection(3306), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "a TCP port");
         assert_eq!(detection(9000), Some(Detection::Within(Some(DETECTION_TIMEOUT))), "one Service declares nothing");
         assert_eq!(http_ports(&snapshot), BTreeSet::from([80]), "no other port, and none where no Service is");
+    }
+
+    #[test]
+    fn a_port_is_tcp_when_every_service_on_it_declares_a_tcp_protocol() {
+        let snapshot = snapshot_of_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: shop}\n\
+             spec: {ports: [{name: mysql, port: 3306}, {name: tcp-cache, port: 6379}, {name: tls, port: 443}]}\n---\n\
+             apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: shop}\n\
+             spec: {ports: [{name: Redis-main, port: 6379}, {port: 443}, {name: http, port: 80}]}\n",
+        );
+        assert_eq!(tcp_ports(&snapshot), BTreeSet::from([3306, 6379]), "443: one Service declares nothing");
+        for (name, tcp) in [("tcp", true), ("TLS-x", true), ("https", true), ("mongo", true), ("http", false)] {
+            assert_eq!(declares_tcp(name), tcp, "{name}");
+        }
+        assert!(!declares_tcp("") && !declares_tcp("tcpx") && !declares_tcp("grpc"));
     }
 
     #[test]

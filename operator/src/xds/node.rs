@@ -15,6 +15,21 @@ pub struct Scope {
     pub warning: Option<String>,
 }
 
+/// What a client reads beyond what every proxy does, from Envoy's `Node.client_features`: the operator sends the
+/// newer shapes to such clients only, so proxies from before them keep getting what they understand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Listeners of ports declared TCP ([`weft_xds::detection::DECLARED_TCP_FEATURE`]).
+    pub declared_tcp: bool,
+}
+
+impl Features {
+    pub fn of(node: Option<&Node>) -> Self {
+        let announced = |feature: &str| node.is_some_and(|n| n.client_features.iter().any(|f| f == feature));
+        Self { declared_tcp: announced(weft_xds::detection::DECLARED_TCP_FEATURE) }
+    }
+}
+
 /// The proxy and its scope; an error (for the client, in a few words) when the node does not say who it is.
 pub fn identify(node: Option<&Node>, default: ProxyScope) -> Result<(ProxyNode, Scope), String> {
     let id = node.map(|n| n.id.as_str()).unwrap_or_default();
@@ -74,5 +89,16 @@ mod tests {
         assert!(typo.warning.is_some_and(|w| w.starts_with("node.metadata.WEFT_PROXY_SCOPE: unknown proxy scope")));
         assert!(scope(&node(&[on_demand, (SCOPE_METADATA_KEY, Kind::BoolValue(true))])).unwrap().warning.is_some());
         assert!(identify(None, ProxyScope::Mesh).is_err(), "no node");
+    }
+
+    #[test]
+    fn a_proxy_announces_what_it_reads_in_client_features() {
+        let mut announcing = node(&[]);
+        assert_eq!(Features::of(Some(&announcing)), Features::default(), "a proxy from before the features");
+        announcing.client_features = vec!["envoy.lb.does_not_support_overprovisioning".into()];
+        assert!(!Features::of(Some(&announcing)).declared_tcp, "Envoy's own features say nothing of Weft's");
+        announcing.client_features.push(weft_xds::detection::DECLARED_TCP_FEATURE.into());
+        assert!(Features::of(Some(&announcing)).declared_tcp);
+        assert_eq!(Features::of(None), Features::default());
     }
 }

@@ -21,7 +21,7 @@ use weft_process::excerpt;
 use weft_xds::{ProxyNode, ResourceType};
 
 use super::delta::DeltaStream;
-use super::node::identify;
+use super::node::{Features, identify};
 use super::protocol::{Answer, Protocol};
 use super::shared::{Translations, Wanted};
 use super::sotw::AdsStream;
@@ -209,6 +209,8 @@ struct Session<P: Protocol> {
     state: P,
     node: Option<ProxyNode>,
     scope: ProxyScope,
+    /// What the proxy reads beyond what every proxy does.
+    features: Features,
     nacks: NackLog,
     /// The config this stream last translated: a snapshot that only changed status is not translated again.
     translated: u64,
@@ -224,6 +226,7 @@ impl<P: Protocol> Session<P> {
             state: P::default(),
             node: None,
             scope,
+            features: Features::default(),
             nacks: NackLog::new(),
             translated: 0,
             on_demand: BTreeSet::new(),
@@ -281,7 +284,8 @@ impl<P: Protocol> StreamContext<P> {
                 tracing::warn!(peer = %self.peer, proxy = %node, "{warning}");
             }
             let scope = scope.scope;
-            tracing::info!(peer = %self.peer, proxy = %node, %scope, "proxy connected");
+            session.features = Features::of(P::node(request));
+            tracing::info!(peer = %self.peer, proxy = %node, %scope, features = ?session.features, "proxy connected");
             self.metrics.proxy_connected();
             session.registration = Some(self.register(&node, scope));
             session.node = Some(node);
@@ -321,7 +325,7 @@ impl<P: Protocol> StreamContext<P> {
         let Some(node) = &session.node else { return Vec::new() };
         session.translated = published.config;
         let on_demand = P::ON_DEMAND.then_some(&session.on_demand);
-        let wanted = Wanted { node, scope: session.scope, on_demand };
+        let wanted = Wanted { node, scope: session.scope, on_demand, declared_tcp: session.features.declared_tcp };
         let resources = self.translations.for_proxy(published, wanted).await;
         if let Some(registration) = &session.registration {
             registration.translated(published.config, resources.clone());

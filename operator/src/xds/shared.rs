@@ -55,6 +55,8 @@ pub struct Wanted<'a> {
     pub scope: ProxyScope,
     /// The virtual hosts asked for on demand; `None` for a protocol without on-demand discovery.
     pub on_demand: Option<&'a BTreeSet<String>>,
+    /// The proxy reads listeners declared TCP ([`weft_xds::detection::DECLARED_TCP_FEATURE`]).
+    pub declared_tcp: bool,
 }
 
 /// A namespace and scope.
@@ -86,6 +88,8 @@ struct Generation {
     own_listeners: HashMap<OwnListeners, Arc<TypeResources>>,
     /// The ports where some proxies may get a listener of their own.
     ports_differing_by_client: Option<Arc<BTreeSet<u16>>>,
+    /// The listeners of ports declared TCP, as the proxies that read them get them in place of the shared ones.
+    declared_tcp_listeners: Option<Arc<Vec<Encoded>>>,
     /// The namespaces with DestinationRules for some pods only (`workloadSelector`).
     selecting_namespaces: Option<Arc<BTreeSet<String>>>,
     /// Per namespace and pod labels: what the inbound side of such a pod enforces (replicas share it).
@@ -177,6 +181,7 @@ impl Generation {
             extended: HashMap::new(),
             own_listeners: HashMap::new(),
             ports_differing_by_client: None,
+            declared_tcp_listeners: None,
             selecting_namespaces: None,
             inbound: HashMap::new(),
             localized: HashMap::new(),
@@ -201,12 +206,15 @@ impl Generation {
         };
         let ports = self.ports_differing_by_client();
         let inbound = self.inbound_policy(wanted.node);
+        let declared_tcp = if wanted.declared_tcp { self.declared_tcp_listeners() } else { Arc::default() };
         let snapshot = &self.published.snapshot;
-        let outbound = translate::own_listeners(snapshot, wanted.node, ports.iter().copied());
-        if inbound.is_none() && outbound.is_empty() {
+        let outbound = translate::own_listeners(snapshot, wanted.node, ports.iter().copied(), wanted.declared_tcp);
+        if inbound.is_none() && outbound.is_empty() && declared_tcp.is_empty() {
             return resources;
         }
         let mut extras: Vec<Encoded> = outbound.iter().map(|l| Encoded::new(l.name.clone(), l)).collect();
+        let own_names: BTreeSet<String> = extras.iter().map(|e| e.name.clone()).collect();
+        extras.extend(declared_tcp.iter().filter(|l| !own_names.contains(&l.name)).cloned());
         let key = OwnListeners { inbound, outbound: extras.iter().map(|e| (e.name.clone(), e.hash)).collect() };
         let listeners = match self.own_listeners.get(&key) {
             Some(found) => found.clone(),
@@ -312,6 +320,15 @@ impl Generation {
             Arc::new(rules.map(|dr| dr.namespace.clone()).collect())
         };
         self.selecting_namespaces.get_or_insert_with(selecting).clone()
+    }
+
+    fn declared_tcp_listeners(&mut self) -> Arc<Vec<Encoded>> {
+        let snapshot = &self.published.snapshot;
+        let listeners = self.declared_tcp_listeners.get_or_insert_with(|| {
+            let listeners = translate::declared_tcp_listeners(snapshot);
+            Arc::new(listeners.iter().map(|l| Encoded::new(l.name.clone(), l)).collect())
+        });
+        listeners.clone()
     }
 
     fn ports_differing_by_client(&mut self) -> Arc<BTreeSet<u16>> {

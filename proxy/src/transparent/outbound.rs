@@ -3,7 +3,9 @@
 //! Per connection: a TCP or TLS route of the original destination's port takes the connection when it matches
 //! ([`l4`]: by address, and by the ClientHello's server name). Otherwise the port decides. A port with no routes is
 //! not a mesh port: TCP to the original destination at once (`passthrough`). A port every Service declares HTTP on
-//! is served as HTTP at once, however long the client takes to send (Istio's explicit protocol selection).
+//! is served as HTTP at once, however long the client takes to send (Istio's explicit protocol selection); one
+//! every Service declares another protocol on (`tcp`, `mysql`, ...) is TCP at once, however long the client
+//! waits for the server to speak.
 //! Otherwise the first bytes are peeked (not consumed) for as long as the listener says
 //! ([`weft_xds::detection`]); HTTP is served and routed by the port's route table (`http`), anything else,
 //! including silence from a server-first protocol, is forwarded as TCP (`tcp`): to the Service it was dialled for
@@ -111,6 +113,7 @@ async fn classify(stream: &TcpStream, forwarder: &Forwarder, port: u16) -> Mode 
     };
     match detection {
         Detection::Off => Mode::Http,
+        Detection::Tcp => Mode::Tcp,
         Detection::Within(timeout) if sniff_stream(stream, timeout).await.is_http() => Mode::Http,
         Detection::Within(_) => Mode::Tcp,
     }

@@ -21,8 +21,7 @@ use crate::filters::{HTTP_CONNECTION_MANAGER, ROUTER};
 use crate::mtls::{MTLS_ALPN, MTLS_HTTP_ALPN};
 use crate::ratelimit::{self, LOCAL_RATE_LIMIT, RateLimit};
 
-/// What Envoy's `http_inspector` calls plaintext HTTP.
-const PLAINTEXT_HTTP: [&str; 2] = ["http/1.1", "h2c"];
+use crate::detection::PLAINTEXT_HTTP;
 
 /// The HTTP twin of `chain` (whose filters are not set yet), enforcing `authz` and `limit`.
 pub(super) fn twin(chain: &FilterChain, authz: &Authorization, limit: Option<&RateLimit>) -> FilterChain {

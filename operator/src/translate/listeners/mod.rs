@@ -1,7 +1,8 @@
 //! Outbound listeners: one per Service port. The first chain, without a `filter_chain_match` (the default), hands
 //! HTTP to the route configuration of that port; after it, the tcp and tls rules of VirtualServices each add a TCP
 //! proxy chain matched on the destination address (and SNI), see [`l4`]. Unless every Service on the port declares
-//! HTTP by its port name, the listener asks proxies to detect the protocol first ([`weft_xds::detection`]).
+//! HTTP by its port name, the listener asks proxies to detect the protocol first, or, where every one declares
+//! another protocol, to take connections for TCP at once ([`PortKind`], [`weft_xds::detection`]).
 
 mod l4;
 
@@ -25,10 +26,22 @@ use weft_xds::{listener_name, pack, route_config_name};
 use super::ads_config_source;
 use crate::index::Snapshot;
 
+/// How a port's listener takes a new connection, by the protocol its Services declare
+/// ([`super::port_protocol`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortKind {
+    /// Every Service declares HTTP: HTTP at once.
+    Http,
+    /// Look at the first bytes ([`weft_xds::detection::detect`]).
+    Detect,
+    /// Every Service declares a protocol other than HTTP: TCP at once ([`weft_xds::detection::declare_tcp`]; for
+    /// proxies that read it only).
+    Tcp,
+}
+
 /// The outbound listener of `port` for `source` (none: the one every proxy shares): the HTTP chain, then the tcp
 /// and tls chains of the rules that apply there.
-/// `detect`: whether some Service on the port does not declare HTTP ([`super::port_protocol::http_ports`]).
-pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>, detect: bool) -> Listener {
+pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_>>, kind: PortKind) -> Listener {
     let l4_chains = l4::filter_chains(snapshot, port, source);
     // The proxy (and Envoy) needs the ClientHello's SNI before it can pick a tls chain.
     let inspects_tls = l4_chains.iter().any(l4::is_tls);
@@ -57,8 +70,10 @@ pub(super) fn outbound(snapshot: &Snapshot, port: u16, source: Option<&Source<'_
         bind_to_port: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
         ..Default::default()
     };
-    if detect {
-        weft_xds::detection::detect(&mut listener);
+    match kind {
+        PortKind::Http => {}
+        PortKind::Detect => weft_xds::detection::detect(&mut listener),
+        PortKind::Tcp => weft_xds::detection::declare_tcp(&mut listener),
     }
     listener
 }

@@ -18,11 +18,11 @@ fn proxy(name: &str, namespace: &str) -> ProxyNode {
 }
 
 fn mesh(node: &ProxyNode) -> Wanted<'_> {
-    Wanted { node, scope: ProxyScope::Mesh, on_demand: None }
+    Wanted { node, scope: ProxyScope::Mesh, on_demand: None, declared_tcp: false }
 }
 
 fn in_namespace<'a>(node: &'a ProxyNode, on_demand: &'a BTreeSet<String>) -> Wanted<'a> {
-    Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand) }
+    Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand), declared_tcp: false }
 }
 
 fn names(r: &EncodedResources, kind: ResourceType) -> Vec<String> {
@@ -328,7 +328,7 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         let current = published_docs(step as u64 + 1, &docs);
         for (namespace, scope, on_demand) in every_wanted(&nodes, &asked) {
             let node = proxy("p", &namespace);
-            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref() };
+            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp: false };
             let got = incremental.for_proxy(&current, wanted).await;
             let whole = Translations::default().for_proxy(&current, wanted).await;
             assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?}"));
@@ -570,4 +570,30 @@ spec: {host: db, workloadSelector: {matchLabels: {app: web}}, subsets: [{name: v
         *translations.for_proxy(&current, mesh(&web)).await,
         EncodedResources::from(&translate::translate(&current.snapshot, &web))
     );
+}
+
+#[tokio::test]
+async fn a_proxy_that_reads_declared_tcp_listeners_gets_them_for_tcp_ports_and_others_keep_detecting() {
+    use weft_xds::detection::{Detection, detection_of};
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\n\
+                spec: {clusterIP: 10.96.0.20, ports: [{name: mysql, port: 3306}, {name: web, port: 8080}]}\n---\n\
+                apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\n\
+                spec: {ports: [{name: http, port: 80}]}\n";
+    let translations = Translations::default();
+    let current = published(1, yaml);
+    let node = proxy("web-1", "shop");
+    let none = BTreeSet::new();
+    let detection = |resources: &EncodedResources, port: u16| {
+        let any = &resources.of_type(ResourceType::Listener).unwrap().map[&format!("0.0.0.0_{port}")];
+        detection_of(&weft_xds::unpack::<envoy_types::pb::envoy::config::listener::v3::Listener>(any).unwrap())
+    };
+    for wanted in [mesh(&node), in_namespace(&node, &none)] {
+        let old = translations.for_proxy(&current, wanted).await;
+        let new = translations.for_proxy(&current, Wanted { declared_tcp: true, ..wanted }).await;
+        assert!(matches!(detection(&old, 3306), Detection::Within(_)), "a proxy from before: detects, as always");
+        assert_eq!(detection(&new, 3306), Detection::Tcp, "mysql: TCP at once");
+        for port in [80, 8080] {
+            assert_eq!(detection(&new, port), detection(&old, port), "port {port} is not declared TCP");
+        }
+    }
 }

@@ -8,14 +8,19 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use weft_xds::detection::{PLAINTEXT_HTTP, plaintext_http_match};
 use weft_xds::filters::{HTTP_CONNECTION_MANAGER, TCP_PROXY};
 
 use crate::config::WeightedTarget;
 use crate::config::l4::{Cidr, L4Route};
 
 pub(super) enum Chain {
-    /// Serves HTTP by this route configuration.
-    Http(String),
+    /// Serves HTTP by this route configuration; `plaintext_only`: matched on plaintext HTTP's application
+    /// protocols (a listener that serves TCP unless told otherwise, [`weft_xds::detection::declare_tcp`]).
+    Http {
+        route_config: String,
+        plaintext_only: bool,
+    },
     Tcp(L4Route),
 }
 
@@ -28,12 +33,20 @@ pub(super) fn chain_kind(chain: &FilterChain) -> Result<Chain, String> {
     };
     match only.name.as_str() {
         HTTP_CONNECTION_MANAGER => {
-            if chain.filter_chain_match.is_some() {
-                return Err("the HTTP filter chain must be the default chain (no filter_chain_match)".into());
-            }
+            let plaintext_only = match &chain.filter_chain_match {
+                None => false,
+                Some(matched) if *matched == plaintext_http_match() => true,
+                Some(_) => {
+                    return Err(format!(
+                        "the HTTP filter chain must match nothing, or only application_protocols {PLAINTEXT_HTTP:?}"
+                    ));
+                }
+            };
             let manager: HttpConnectionManager = weft_xds::unpack(any).map_err(|e| e.to_string())?;
             match manager.route_specifier {
-                Some(http_connection_manager::RouteSpecifier::Rds(rds)) => Ok(Chain::Http(rds.route_config_name)),
+                Some(http_connection_manager::RouteSpecifier::Rds(rds)) => {
+                    Ok(Chain::Http { route_config: rds.route_config_name, plaintext_only })
+                }
                 _ => Err("routes must come from RDS (inline and scoped routes are not supported)".into()),
             }
         }

@@ -44,15 +44,27 @@ impl TryFrom<&Listener> for ListenerConfig {
         }
         let mut route_config = None;
         let mut l4_routes = Vec::new();
+        let mut plaintext_only = false;
         for chain in &l.filter_chains {
             match chain_kind(chain).map_err(|m| err(&m))? {
-                Chain::Http(name) if route_config.is_none() => route_config = Some(name),
-                Chain::Http(_) => return Err(err("only one HTTP filter chain is supported")),
+                Chain::Http { route_config: name, plaintext_only: only } if route_config.is_none() => {
+                    (route_config, plaintext_only) = (Some(name), only);
+                }
+                Chain::Http { .. } => return Err(err("only one HTTP filter chain is supported")),
                 Chain::Tcp(route) => l4_routes.push(route),
             }
         }
         let route_config =
             route_config.ok_or_else(|| err("no HTTP connection manager filter (only HTTP listeners are supported)"))?;
+        // Either the HTTP chain is the default, or what it does not take passes through.
+        match &l.default_filter_chain {
+            None if plaintext_only => return Err(err("an HTTP chain with a match needs a default_filter_chain")),
+            Some(chain) if !weft_xds::detection::is_passthrough_chain(chain) => {
+                return Err(err("the default_filter_chain must pass TCP through to PassthroughCluster"));
+            }
+            Some(_) if !plaintext_only => return Err(err("with a default_filter_chain, the HTTP chain needs a match")),
+            _ => {}
+        }
         let detection = weft_xds::detection::detection_of(l);
         Ok(Self { name: l.name.clone(), port, route_config, l4_routes, detection })
     }

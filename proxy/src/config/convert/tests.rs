@@ -257,3 +257,26 @@ fn a_listener_detects_protocols_only_when_the_operator_marks_it() {
     istio.listener_filters_timeout = Some(Default::default());
     assert_eq!(ListenerConfig::try_from(&istio).unwrap().detection, Detection::Within(None));
 }
+
+#[test]
+fn a_listener_declared_tcp_takes_connections_for_tcp_and_other_default_chains_are_refused() {
+    use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
+    use weft_xds::detection::{Detection, declare_tcp};
+
+    use crate::config::ListenerConfig;
+
+    let mut listener: Listener = weft_xds::unpack(&crate::xds::testing::listener(3306, "3306")).unwrap();
+    declare_tcp(&mut listener);
+    let converted = ListenerConfig::try_from(&listener).unwrap();
+    assert_eq!((converted.detection, converted.route_config.as_str()), (Detection::Tcp, "3306"));
+    let mut elsewhere = listener.clone();
+    elsewhere.default_filter_chain = Some(FilterChain { name: "x".into(), ..Default::default() });
+    let refused = ListenerConfig::try_from(&elsewhere).unwrap_err().to_string();
+    assert!(refused.contains("must pass TCP through to PassthroughCluster"), "{refused}");
+    let mut no_default = listener.clone();
+    no_default.default_filter_chain = None;
+    assert!(ListenerConfig::try_from(&no_default).unwrap_err().to_string().contains("needs a default_filter_chain"));
+    let mut unmatched = listener;
+    unmatched.filter_chains[0].filter_chain_match = None;
+    assert!(ListenerConfig::try_from(&unmatched).unwrap_err().to_string().contains("the HTTP chain needs a match"));
+}
