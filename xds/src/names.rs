@@ -84,6 +84,17 @@ pub fn route_config_name(port: u16) -> String {
 /// bound with what clients of a proxy send in `Host`.
 pub const MAX_ON_DEMAND_NAMES: usize = 4096;
 
+/// Most addresses one proxy asks for on demand (TCP sent to an address that may be a Service's cluster IP), found
+/// or not, apart from [`MAX_ON_DEMAND_NAMES`]: a client dialling many addresses (external ones on a port some
+/// Service also uses) stops asking for addresses, not for host names.
+pub const MAX_ON_DEMAND_ADDRESSES: usize = 1024;
+
+/// Whether an on-demand name (`PORT/HOST`) asks for an address rather than a host name.
+pub fn is_address_name(name: &str) -> bool {
+    parse_on_demand_name(name)
+        .is_some_and(|(_, host)| host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok())
+}
+
 /// The on-demand (VHDS) resource name for the virtual host serving `host` in route configuration `route_config`:
 /// `ROUTE_CONFIG/HOST`, Envoy's convention; the host as the client sent it, lower-cased.
 pub fn on_demand_name(route_config: &str, host: &str) -> String {
@@ -126,6 +137,12 @@ mod tests {
         assert_eq!(by_name, Some(("reviews.default.svc.cluster.local", 9080)), "a resource name with a port");
         assert_eq!(address_domain("10.96.0.7".parse().unwrap()), "10.96.0.7");
         assert_eq!(address_domain("fd00::7".parse().unwrap()), "[fd00::7]");
+    }
+
+    #[test]
+    fn address_names_are_told_from_host_names() {
+        assert!(is_address_name("3306/10.96.0.20") && is_address_name("3306/[fd00::1]"));
+        assert!(!is_address_name("80/reviews") && !is_address_name("80/10.96.0.20:80") && !is_address_name("x"));
     }
 
     #[test]

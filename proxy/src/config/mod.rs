@@ -16,7 +16,7 @@ use serde::Serialize;
 use weft_xds::inbound::InboundPolicy;
 use weft_xds::lb::LbAlgorithm;
 use weft_xds::origination::Origination;
-use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
+use weft_xds::{MAX_ON_DEMAND_ADDRESSES, MAX_ON_DEMAND_NAMES, is_address_name, on_demand_name};
 
 pub use routes::{
     Action, HeaderMatch, Labels, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
@@ -129,9 +129,13 @@ impl ProxyConfig {
         self.routes.get(&self.listener_for_port(port)?.route_config)
     }
 
-    /// The listener for `port`, if some Service has that port.
+    /// The listener for `port`, if some Service has that port: by its conventional name (`0.0.0.0_PORT`, what
+    /// Weft's operator and Istio send), else the first listening on the port.
     pub fn listener_for_port(&self, port: u16) -> Option<&ListenerConfig> {
-        self.listeners.values().find(|l| l.port == port)
+        match self.listeners.get(&weft_xds::listener_name(port)) {
+            Some(named) if named.port == port => Some(named),
+            _ => self.listeners.values().find(|l| l.port == port),
+        }
     }
 
     /// The TCP and TLS routes of the listener for `port` (none when there is no such listener).
@@ -166,17 +170,23 @@ impl ProxyConfig {
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
-            None if self.on_demand_full() => Lookup::Unknown,
+            None if self.on_demand_full(is_address_name(&name)) => Lookup::Unknown,
             None => Lookup::Ask(name),
         }
     }
 
     /// Whether this proxy asks for no more hosts: [`MAX_ON_DEMAND_NAMES`] found, or as many found absent (so
-    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need).
-    fn on_demand_full(&self) -> bool {
-        let found = self.on_demand.values().filter(|v| v.is_some()).count();
-        let absent = self.on_demand.len() - found;
-        found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES
+    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need). Addresses
+    /// (`address`) have a budget of their own, [`MAX_ON_DEMAND_ADDRESSES`], so TCP to many addresses cannot use
+    /// up what host names need either.
+    fn on_demand_full(&self, address: bool) -> bool {
+        let asked = self.on_demand.iter().filter(|(name, _)| is_address_name(name) == address);
+        let (found, absent) =
+            asked.fold((0, 0), |(f, a), (_, host)| (f + host.is_some() as usize, a + host.is_none() as usize));
+        match address {
+            true => found + absent >= MAX_ON_DEMAND_ADDRESSES,
+            false => found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES,
+        }
     }
 
     /// Whether a request for the on-demand virtual host `name` can be routed: the control plane has answered,
@@ -276,5 +286,12 @@ mod tests {
         assert_eq!(at(&config, "fd00::30"), "Unknown", "nobody's: not asked again");
         let fixed = RouteTable::new("3306", table.virtual_hosts().to_vec(), false);
         assert!(matches!(config.service_host_at(&fixed, "10.96.0.40".parse().unwrap()), Lookup::Unknown));
+        // Addresses have a budget of their own: once spent, addresses are not asked for, host names still are.
+        for n in 0..MAX_ON_DEMAND_ADDRESSES {
+            config.on_demand.insert(format!("3306/10.1.{}.{}", n / 256, n % 256), None);
+        }
+        assert_eq!(at(&config, "10.96.0.41"), "Unknown", "the address budget is spent");
+        let names = RouteTable::new("80", vec![], true);
+        assert_eq!(config.virtual_host(&names, "ledger.bank"), Lookup::Ask("80/ledger.bank".into()));
     }
 }
