@@ -40,11 +40,7 @@ pub(crate) fn declares_tcp(port_name: &str) -> bool {
 /// listener can take every connection for TCP at once, without waiting to see whether it is HTTP (which keeps a
 /// server-first protocol's client waiting for the detection timeout).
 pub(crate) fn tcp_ports(snapshot: &Snapshot) -> BTreeSet<u16> {
-    let mut all_tcp: BTreeMap<u16, bool> = BTreeMap::new();
-    for port in snapshot.services.values().flat_map(|s| s.ports.iter()) {
-        *all_tcp.entry(port.port).or_insert(true) &= declares_tcp(&port.name);
-    }
-    all_tcp.into_iter().filter_map(|(port, tcp)| tcp.then_some(port)).collect()
+    ports_where_every_name(snapshot, declares_tcp)
 }
 
 /// The port numbers on which every Service port declares HTTP (HTTP/1.1, HTTP/2 or gRPC): only there can the one
@@ -52,12 +48,16 @@ pub(crate) fn tcp_ports(snapshot: &Snapshot) -> BTreeSet<u16> {
 /// carry a server-first protocol there, which would wait forever for a client that waits for it). One pass over
 /// the Services, whatever the number of ports.
 pub(crate) fn http_ports(snapshot: &Snapshot) -> BTreeSet<u16> {
-    let mut all_http: BTreeMap<u16, bool> = BTreeMap::new();
+    ports_where_every_name(snapshot, |name| PortProtocol::of(name) != PortProtocol::Undeclared)
+}
+
+/// The port numbers where the name of every Service port with that number says `declares`, in one pass.
+fn ports_where_every_name(snapshot: &Snapshot, declares: impl Fn(&str) -> bool) -> BTreeSet<u16> {
+    let mut every: BTreeMap<u16, bool> = BTreeMap::new();
     for port in snapshot.services.values().flat_map(|s| s.ports.iter()) {
-        let declared = PortProtocol::of(&port.name) != PortProtocol::Undeclared;
-        *all_http.entry(port.port).or_insert(true) &= declared;
+        *every.entry(port.port).or_insert(true) &= declares(&port.name);
     }
-    all_http.into_iter().filter_map(|(port, http)| http.then_some(port)).collect()
+    every.into_iter().filter_map(|(port, all)| all.then_some(port)).collect()
 }
 
 #[cfg(test)]
