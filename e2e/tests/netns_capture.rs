@@ -127,13 +127,11 @@ impl Mesh {
     }
 }
 
-/// The operator on the node, reading Services `echo` and `tcp-echo` and both pods from YAML. Proxies start from
-/// nothing (`on-demand` scope): every Service the client reaches, by name or by cluster IP, is asked for first.
+/// The operator on the node, reading the Services and both pods from YAML.
 fn start_operator(lab: &Lab, dir: &Path, client: &Pod, server: &Pod) -> anyhow::Result<Process> {
     std::fs::create_dir(dir.join("config"))?;
     std::fs::write(dir.join("config/mesh.yaml"), mesh_yaml(client, server))?;
-    let scope = ["--proxy-scope".to_string(), "on-demand".to_string()];
-    lab.start_operator_with(&dir.join("config"), &dir.join("operator.log"), &scope)
+    lab.start_operator(&dir.join("config"), &dir.join("operator.log"))
 }
 
 /// `weft-proxy init` in both pods (port 5432 excluded outbound on the client and inbound on the server), and a
@@ -241,8 +239,7 @@ impl Traffic<'_> {
     }
 
     /// TCP to the server pod's address on a Service's port: sent on to that endpoint through the Service's
-    /// cluster (so counted under the Service), as a client of a headless Service dials it. (The proxy holds the
-    /// Service since the step before asked for it.)
+    /// cluster (so counted under the Service), as a client of a headless Service dials it.
     async fn tcp_on_a_mesh_port(&mut self) -> anyhow::Result<()> {
         let (greeted, echoed) =
             tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_MESH_PORT), Some(GREETING)).await?;
@@ -260,8 +257,8 @@ impl Traffic<'_> {
         Ok(())
     }
 
-    /// TCP to the Service's cluster IP, an address nobody has: only the client's sidecar, asking the operator
-    /// whose address it is and sending it to the Service's endpoint, gets it answered.
+    /// TCP to the Service's cluster IP, an address nobody has: only the client's sidecar, sending it to the
+    /// Service's endpoint, gets it answered.
     async fn tcp_to_a_cluster_ip(&mut self) -> anyhow::Result<()> {
         let to = SocketAddr::new(IpAddr::V4(TCP_SERVICE_IP), TCP_MESH_PORT);
         let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
@@ -271,11 +268,9 @@ impl Traffic<'_> {
             tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
             "client outbound tcp {tcp}, server inbound {inbound}, opened for {TCP_SERVICE} {for_service}"
         );
-        let answered = d.on_demand_answered();
-        anyhow::ensure!(answered == 1.0, "the client's proxy asked for the address {answered} times");
         self.report += &format!(
-            "  TCP to {to} ({TCP_SERVICE}'s cluster IP): asked for on demand, greeted, {echoed} bytes echoed by the \
-             server pod; client outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n"
+            "  TCP to {to} ({TCP_SERVICE}'s cluster IP): greeted, {echoed} bytes echoed by the server pod; client \
+             outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n"
         );
         Ok(())
     }
@@ -354,10 +349,6 @@ impl Scrape {
         metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
     }
 
-    fn on_demand_answered(&self) -> f64 {
-        metric_sum(&self.client, "weft_proxy_on_demand_lookups_total", &[("outcome", "answered")])
-    }
-
     fn tcp_for(&self, service: &str) -> f64 {
         let labels = [("reporter", "source"), ("destination_service_name", service)];
         metric_sum(&self.client, "weft_tcp_connections_opened_total", &labels)
@@ -389,10 +380,6 @@ impl Delta {
 
     fn tcp_for(&self, service: &str) -> f64 {
         self.after.tcp_for(service) - self.before.tcp_for(service)
-    }
-
-    fn on_demand_answered(&self) -> f64 {
-        self.after.on_demand_answered() - self.before.on_demand_answered()
     }
 }
 

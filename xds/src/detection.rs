@@ -43,9 +43,14 @@ pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 /// What Envoy's `http_inspector` calls plaintext HTTP: the only match an HTTP chain may have.
 pub const PLAINTEXT_HTTP: [&str; 2] = ["http/1.1", "h2c"];
 
-/// The match of an HTTP chain taken only for connections known to carry plaintext HTTP.
+/// The match of an HTTP chain taken only for connections known to carry plaintext HTTP (Istio's: `raw_buffer`, so
+/// that a TLS ClientHello offering `http/1.1`, which Envoy's `tls_inspector` reports, does not take it).
 pub fn plaintext_http_match() -> FilterChainMatch {
-    FilterChainMatch { application_protocols: PLAINTEXT_HTTP.map(String::from).to_vec(), ..Default::default() }
+    FilterChainMatch {
+        transport_protocol: "raw_buffer".to_string(),
+        application_protocols: PLAINTEXT_HTTP.map(String::from).to_vec(),
+        ..Default::default()
+    }
 }
 
 /// Makes `listener`, an outbound one whose HTTP chain is the default, a TCP one: its HTTP chain is matched on

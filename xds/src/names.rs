@@ -49,18 +49,6 @@ pub fn parse_virtual_host_name(name: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty() && !host.contains([':', '/']))
 }
 
-/// The Service FQDN and port of a Service's virtual host: from its name ([`virtual_host_name`]), or for one sent
-/// on demand (named by its resource name, `PORT/HOST`, as Envoy's VHDS wants) from that port and its first
-/// domain, which is the Service's FQDN.
-pub fn service_of_virtual_host<'a>(name: &'a str, domains: &'a [String]) -> Option<(&'a str, u16)> {
-    if let Some(service) = parse_virtual_host_name(name) {
-        return Some(service);
-    }
-    let (route_config, _) = parse_on_demand_name(name)?;
-    let fqdn = domains.first().filter(|d| !d.contains([':', '[']) && d.parse::<std::net::IpAddr>().is_err())?;
-    Some((fqdn.as_str(), route_config.parse().ok()?))
-}
-
 /// The domain a virtual host carries for a Service's cluster IP, as clients write it in `Host` (IPv6 in brackets).
 pub fn address_domain(ip: std::net::IpAddr) -> String {
     match ip {
@@ -83,17 +71,6 @@ pub fn route_config_name(port: u16) -> String {
 /// beyond, a proxy stops asking (treating further hosts as unknown), so neither side's memory grows without
 /// bound with what clients of a proxy send in `Host`.
 pub const MAX_ON_DEMAND_NAMES: usize = 4096;
-
-/// Most addresses one proxy asks for on demand (TCP sent to an address that may be a Service's cluster IP), found
-/// or not, apart from [`MAX_ON_DEMAND_NAMES`]: a client dialling many addresses (external ones on a port some
-/// Service also uses) stops asking for addresses, not for host names.
-pub const MAX_ON_DEMAND_ADDRESSES: usize = 1024;
-
-/// Whether an on-demand name (`PORT/HOST`) asks for an address rather than a host name.
-pub fn is_address_name(name: &str) -> bool {
-    parse_on_demand_name(name)
-        .is_some_and(|(_, host)| host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok())
-}
 
 /// The on-demand (VHDS) resource name for the virtual host serving `host` in route configuration `route_config`:
 /// `ROUTE_CONFIG/HOST`, Envoy's convention; the host as the client sent it, lower-cased.
@@ -128,21 +105,9 @@ mod tests {
         assert_eq!(parse_virtual_host_name("reviews"), None);
         assert_eq!(parse_virtual_host_name("reviews:http"), None);
         assert_eq!(parse_virtual_host_name(":80"), None);
-        let domains = ["reviews.default.svc.cluster.local".to_string(), "10.96.0.7".to_string()];
-        assert_eq!(service_of_virtual_host(&name, &[]), Some(("reviews.default.svc.cluster.local", 9080)));
-        let on_demand = service_of_virtual_host("9080/10.96.0.7", &domains);
-        assert_eq!(on_demand, Some(("reviews.default.svc.cluster.local", 9080)), "named by its resource");
-        assert_eq!(service_of_virtual_host("9080/10.96.0.7", &domains[1..]), None, "no FQDN first");
-        let by_name = service_of_virtual_host("9080/reviews.default:9080", &domains);
-        assert_eq!(by_name, Some(("reviews.default.svc.cluster.local", 9080)), "a resource name with a port");
+        assert_eq!(parse_virtual_host_name("9080/reviews.default:9080"), None, "an on-demand resource name");
         assert_eq!(address_domain("10.96.0.7".parse().unwrap()), "10.96.0.7");
         assert_eq!(address_domain("fd00::7".parse().unwrap()), "[fd00::7]");
-    }
-
-    #[test]
-    fn address_names_are_told_from_host_names() {
-        assert!(is_address_name("3306/10.96.0.20") && is_address_name("3306/[fd00::1]"));
-        assert!(!is_address_name("80/reviews") && !is_address_name("80/10.96.0.20:80") && !is_address_name("x"));
     }
 
     #[test]

@@ -119,7 +119,8 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
         let message = format!("no proxy of pod {key} is connected and the operator knows no such pod\n");
         return (StatusCode::NOT_FOUND, message).into_response();
     }
-    let wanted = Wanted { node: &node, scope: state.default_scope, on_demand: None, declared_tcp: false };
+    // What a proxy of this operator's release would get (it reads listeners declared TCP).
+    let wanted = Wanted { node: &node, scope: state.default_scope, on_demand: None, declared_tcp: true };
     let resources = Translations::default().for_proxy(&published, wanted).await;
     let view = ConfigView {
         proxy: node.to_string(),

@@ -5,20 +5,21 @@
 //! - a Service's clusters and endpoints: the Service (ports, endpoints and their pods' labels) and every
 //!   DestinationRule that may apply to it (exactly or by wildcard; which one does depends on the proxy's namespace
 //!   and their `exportTo`);
-//! - its virtual hosts: its ports and cluster IP, every VirtualService naming it or matching it by wildcard (which one routes it
-//!   depends on the proxy's namespace and their `exportTo`), and for each destination of those, which Service the
-//!   name resolves to, (for a destination without a port) that Service's ports, and (hash policies) its
-//!   DestinationRules; without a VirtualService, its own DestinationRules;
-//! - the scopes: which Services exist, the hosts, namespaces, `exportTo` and destinations of the rules, and where
-//!   tcp and tls rules send;
+//! - its virtual hosts: its ports and cluster IP, every VirtualService naming it or matching it by wildcard
+//!   (which one routes it depends on the proxy's namespace and their `exportTo`), and for each destination of
+//!   those, which Service the name resolves to, (for a destination without a port) that Service's ports, and
+//!   (hash policies) its DestinationRules; without a VirtualService, its own DestinationRules;
+//! - the scopes: which Services exist and which declare a TCP port, the hosts, namespaces, `exportTo` and
+//!   destinations of the rules, and where tcp and tls rules send;
 //! - which route configurations there are: the set of ports of all Services;
-//! - the listeners: that set of ports, and the tcp and tls rules (see [`listeners_differ`]).
+//! - the listeners: that set of ports, which of them every Service declares HTTP (or TCP) on, and the tcp and tls
+//!   rules (see [`listeners_differ`]).
 
 use std::collections::BTreeSet;
 
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
-use super::port_protocol::{http_ports, tcp_ports};
+use super::port_protocol::{declares_tcp, http_ports, tcp_ports};
 use super::ports;
 use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
@@ -141,7 +142,10 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
         if !same_shape(was, is) {
             changes.routes.insert(fqdn.clone());
             reshaped.insert(fqdn.clone());
-            changes.scopes |= was.is_none() || is.is_none();
+            // Every scope holds the Services with a port declared TCP; a renamed port may make one such.
+            let has_tcp_port =
+                |s: Option<&ServiceModel>| s.is_some_and(|s| s.ports.iter().any(|p| declares_tcp(&p.name)));
+            changes.scopes |= was.is_none() || is.is_none() || has_tcp_port(was) != has_tcp_port(is);
         } else if was.map(|s| s.cluster_ip) != is.map(|s| s.cluster_ip) {
             // Its virtual hosts claim its cluster IP.
             changes.routes.insert(fqdn.clone());

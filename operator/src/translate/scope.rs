@@ -1,25 +1,27 @@
 //! Which Services a proxy is sent config for. Pure.
 //!
 //! By default (`namespace` scope) a proxy holds the Services of its own namespace, the hosts the rules of its
-//! namespace name, and the Services those routes send to; any other Service it meets is asked for on demand
+//! namespace name, the Services those routes send to, and the Services with a port declared TCP (TCP names no
+//! host to ask for, [`declared_tcp_services`]); any other Service it meets is asked for on demand
 //! ([`on_demand_service`], VHDS over delta xDS) and then held too. That keeps a proxy's config, and the operator's
 //! work per edit, proportional to what the proxy uses rather than to the mesh, without hand-written `Sidecar`
 //! resources. The `on-demand` scope starts from the rules alone; `mesh` sends every proxy everything (Istio's
 //! default without a Sidecar).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
 
+use super::port_protocol::declares_tcp;
 use crate::index::{ServiceModel, Snapshot, VirtualServiceModel, Visibility};
 
 /// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the VirtualServices that
 /// name the namespace (its own ones exported to it, and those of other namespaces exported to it by name) and of
 /// its DestinationRules, every destination of those hosts' routes as the namespace sees them, every destination
-/// of tcp and tls rules ([`l4_destinations`]) and, in the `namespace` scope, the Services of the namespace (and
-/// their destinations). `None` for the `mesh` scope: everything.
+/// of tcp and tls rules ([`l4_destinations`]), every Service with a port declared TCP ([`declared_tcp_services`])
+/// and, in the `namespace` scope, the Services of the namespace (and their destinations). `None` for the `mesh`
+/// scope: everything.
 pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) -> Option<BTreeSet<String>> {
     let mut hosts: BTreeSet<String> = match scope {
         ProxyScope::Mesh => return None,
@@ -36,6 +38,7 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
         hosts.iter().flat_map(|host| route_destinations(snapshot, host, namespace)).collect();
     hosts.extend(destinations);
     hosts.extend(l4_destinations(snapshot));
+    hosts.extend(declared_tcp_services(snapshot));
     hosts.retain(|host| snapshot.services.contains_key(host));
     Some(hosts)
 }
@@ -49,6 +52,14 @@ fn names_namespace(vs: &VirtualServiceModel, namespace: &str) -> bool {
         Some(_) => vs.namespace == namespace,
         None => false,
     }
+}
+
+/// The Services with a port whose name declares TCP (`tcp`, `mysql`, ...), as FQDNs. Every proxy holds these, so
+/// that TCP sent to their cluster IPs goes to their endpoints over mutual TLS: a TCP connection names no host to
+/// ask for on demand, and asking for every address a client dials would tie its connections to the operator.
+pub fn declared_tcp_services(snapshot: &Snapshot) -> BTreeSet<String> {
+    let declares_tcp = |s: &&std::sync::Arc<ServiceModel>| s.ports.iter().any(|p| declares_tcp(&p.name));
+    snapshot.services.values().filter(declares_tcp).map(|s| s.fqdn()).collect()
 }
 
 /// Where the tcp and tls rules of every namespace send, as FQDNs. Every proxy holds these Services: the rules'
@@ -81,22 +92,17 @@ pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<Str
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
 /// it: the host is one of the names the Service's virtual host answers to there (see `routes::domains`), with
-/// no port or the route configuration's, or its cluster IP (which a proxy asks for when TCP is sent to it).
+/// no port or the route configuration's.
 pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> Option<(&'a ServiceModel, u16)> {
     let (route_config, host) = parse_on_demand_name(name)?;
     let port: u16 = route_config.parse().ok()?;
     let bare = match host.rsplit_once(':') {
-        _ if host.starts_with('[') && host.ends_with(']') => host,
         Some((bare, written)) if written.parse::<u16>().ok()? == port => bare,
         Some(_) => return None,
         None => host,
     };
-    let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        // Cluster IPs are few per port and asked for once per proxy: a scan, not an index.
-        Ok(ip) => snapshot.services.values().find(|s| s.cluster_ip == Some(ip) && s.port(port).is_some())?,
-        // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
-        Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
-    };
+    // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
+    let service: &ServiceModel = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
     service.port(port).is_some().then_some((service, port))
 }
 
@@ -112,6 +118,22 @@ mod tests {
     }
 
     const ROUTE_TO_PAYMENTS: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: checkout, namespace: shop}\nspec:\n  hosts: [checkout]\n  http:\n  - route:\n    - destination: {host: payments.bank.svc.cluster.local}\n";
+
+    #[test]
+    fn services_with_a_port_declared_tcp_are_in_every_scope() {
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: mysql, namespace: db}\n\
+                    spec: {ports: [{name: mysql, port: 3306}]}\n---\n"
+            .to_string()
+            + &service("cart", "shop")
+            + &service("ledger", "bank");
+        let snapshot = snapshot(&yaml);
+        let mysql = "mysql.db.svc.cluster.local".to_string();
+        for scope in [ProxyScope::Namespace, ProxyScope::OnDemand] {
+            let held = initial_scope(&snapshot, "shop", scope).unwrap_or_default();
+            assert!(held.contains(&mysql), "{scope}: TCP names no host to ask for");
+            assert!(!held.contains("ledger.bank.svc.cluster.local"), "{scope}: an HTTP Service elsewhere is asked for");
+        }
+    }
 
     #[test]
     fn a_namespace_holds_its_services_and_what_its_rules_route_to() {
@@ -222,23 +244,5 @@ mod tests {
         assert_eq!(found("shop", "81/payments.bank"), None, "no such port");
         assert_eq!(found("shop", "80/unknown.bank"), None);
         assert_eq!(found("shop", "cart"), None, "not an on-demand name");
-    }
-
-    #[test]
-    fn a_services_cluster_ip_is_asked_for_as_it_is_written_among_the_domains() {
-        let with_ip = |name: &str, ip: &str| {
-            format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: db}}\n\
-                 spec: {{clusterIP: \"{ip}\", ports: [{{port: 3306}}]}}\n---\n"
-            )
-        };
-        let snapshot = snapshot(&(with_ip("mysql", "10.96.0.20") + &with_ip("v6", "fd00::31")));
-        let found = |name| on_demand_service(&snapshot, "shop", name).map(|(s, p)| (s.fqdn(), p));
-        let mysql = Some(("mysql.db.svc.cluster.local".to_string(), 3306));
-        assert_eq!(found("3306/10.96.0.20"), mysql);
-        assert_eq!(found("3306/10.96.0.20:3306"), mysql);
-        assert_eq!(found("3306/[fd00::31]"), Some(("v6.db.svc.cluster.local".to_string(), 3306)));
-        assert_eq!(found("3307/10.96.0.20"), None, "not its port");
-        assert_eq!(found("3306/10.96.0.21"), None, "nobody's address");
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use weft_xds::inbound::InboundPolicy;
 use weft_xds::lb::LbAlgorithm;
 use weft_xds::origination::Origination;
-use weft_xds::{MAX_ON_DEMAND_ADDRESSES, MAX_ON_DEMAND_NAMES, is_address_name, on_demand_name};
+use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
 pub use routes::{
     Action, HeaderMatch, Labels, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
@@ -151,42 +151,21 @@ impl ProxyConfig {
         if !table.on_demand || is_ip_literal(host) {
             return Lookup::Unknown;
         }
-        self.on_demand_lookup(on_demand_name(&table.name, host))
-    }
-
-    /// The virtual host of the Service whose cluster IP is `ip`, in `table`: one of its own, else one asked for on
-    /// demand by the address (as it is written among the Service's domains). For TCP sent to that address.
-    pub fn service_host_at<'a>(&'a self, table: &'a RouteTable, ip: IpAddr) -> Lookup<'a> {
-        if let Some(found) = table.service_at(ip) {
-            return Lookup::Found(found);
-        }
-        if !table.on_demand {
-            return Lookup::Unknown;
-        }
-        self.on_demand_lookup(on_demand_name(&table.name, &weft_xds::address_domain(ip)))
-    }
-
-    fn on_demand_lookup(&self, name: String) -> Lookup<'_> {
+        let name = on_demand_name(&table.name, host);
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
-            None if self.on_demand_full(is_address_name(&name)) => Lookup::Unknown,
+            None if self.on_demand_full() => Lookup::Unknown,
             None => Lookup::Ask(name),
         }
     }
 
     /// Whether this proxy asks for no more hosts: [`MAX_ON_DEMAND_NAMES`] found, or as many found absent (so
-    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need). Addresses
-    /// (`address`) have a budget of their own, [`MAX_ON_DEMAND_ADDRESSES`], so TCP to many addresses cannot use
-    /// up what host names need either.
-    fn on_demand_full(&self, address: bool) -> bool {
-        let asked = self.on_demand.iter().filter(|(name, _)| is_address_name(name) == address);
-        let (found, absent) =
-            asked.fold((0, 0), |(f, a), (_, host)| (f + host.is_some() as usize, a + host.is_none() as usize));
-        match address {
-            true => found + absent >= MAX_ON_DEMAND_ADDRESSES,
-            false => found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES,
-        }
+    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need).
+    fn on_demand_full(&self) -> bool {
+        let found = self.on_demand.values().filter(|v| v.is_some()).count();
+        let absent = self.on_demand.len() - found;
+        found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES
     }
 
     /// Whether a request for the on-demand virtual host `name` can be routed: the control plane has answered,
@@ -216,9 +195,9 @@ pub enum Lookup<'a> {
     Ask(String),
 }
 
-/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a request's `Host` that is one is never
-/// asked for (clients address pods and nodes by IP at will; a Service's cluster IP is asked for by TCP only,
-/// [`ProxyConfig::service_host_at`]).
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): never asked for (clients address pods,
+/// nodes and the outside world by IP at will; a Service's cluster IP is a domain of its virtual host only where
+/// the proxy holds the Service).
 fn is_ip_literal(host: &str) -> bool {
     host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
@@ -265,33 +244,5 @@ mod tests {
         assert_eq!(config.virtual_host(&table, "[::1]:80"), Lookup::Unknown);
         let fixed = RouteTable::new("80", table.virtual_hosts().to_vec(), false);
         assert_eq!(config.virtual_host(&fixed, "other"), Lookup::Unknown, "no on-demand discovery for this table");
-    }
-
-    #[test]
-    fn a_cluster_ip_is_asked_for_when_tcp_is_sent_to_it() {
-        let mut own = host("mysql.db.svc.cluster.local:3306", "c-mysql");
-        own.domains.push("10.96.0.20".into());
-        let table = RouteTable::new("3306", vec![own], true);
-        let mut config = ProxyConfig::default();
-        let at = |config: &ProxyConfig, ip: &str| match config.service_host_at(&table, ip.parse().unwrap()) {
-            Lookup::Found(host) => format!("found {}", host.name),
-            other => format!("{other:?}"),
-        };
-        assert_eq!(at(&config, "10.96.0.20"), "found mysql.db.svc.cluster.local:3306", "its own");
-        assert_eq!(at(&config, "10.96.0.30"), r#"Ask("3306/10.96.0.30")"#);
-        assert_eq!(at(&config, "fd00::30"), r#"Ask("3306/[fd00::30]")"#, "as the address is written in domains");
-        config.on_demand.insert("3306/10.96.0.30".into(), Some(host("3306/10.96.0.30", "c-pg")));
-        config.on_demand.insert("3306/[fd00::30]".into(), None);
-        assert_eq!(at(&config, "10.96.0.30"), "found 3306/10.96.0.30");
-        assert_eq!(at(&config, "fd00::30"), "Unknown", "nobody's: not asked again");
-        let fixed = RouteTable::new("3306", table.virtual_hosts().to_vec(), false);
-        assert!(matches!(config.service_host_at(&fixed, "10.96.0.40".parse().unwrap()), Lookup::Unknown));
-        // Addresses have a budget of their own: once spent, addresses are not asked for, host names still are.
-        for n in 0..MAX_ON_DEMAND_ADDRESSES {
-            config.on_demand.insert(format!("3306/10.1.{}.{}", n / 256, n % 256), None);
-        }
-        assert_eq!(at(&config, "10.96.0.41"), "Unknown", "the address budget is spent");
-        let names = RouteTable::new("80", vec![], true);
-        assert_eq!(config.virtual_host(&names, "ledger.bank"), Lookup::Ask("80/ledger.bank".into()));
     }
 }

@@ -1,14 +1,14 @@
 //! TCP and TLS routes for captured connections: a connection to a destination a listener's TCP route takes (by
 //! address range, and for TLS by the server name of its ClientHello) goes to an endpoint of a weighted cluster of
 //! that route, byte for byte; TLS passes through unterminated. Decided once per connection, so weights split
-//! connections, as with Envoy's TCP proxy.
+//! connections, as with Envoy's TCP proxy. TCP no route takes goes to the Service it was sent to, when the
+//! address is a Service's ([`service_target`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::config::Lookup;
 use crate::config::l4::{l4_route, wants_server_name};
 use crate::dataplane::Runtime;
 use crate::hello::peek_hello;
@@ -57,53 +57,20 @@ pub async fn route(
 /// Service: not on as it was dialled in plaintext (which would skip mutual TLS, and a `STRICT` server would
 /// refuse it), but to its cluster (`outbound|PORT||FQDN`). To the Service's cluster IP: balanced over its
 /// endpoints; the Service is the one whose virtual host on the port claims the address
-/// ([`weft_xds::names::virtual_host_name`]), asked for on demand when the proxy's scope does not hold it. To one
-/// of its endpoints by address (a headless Service's pod): to that endpoint. Either way in mutual TLS when the
-/// endpoint runs a sidecar. `None` when the address is neither: the connection then goes to it as dialled.
-pub async fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
-    let name = match service_at(&forwarder.runtime.borrow(), original) {
-        ServiceAt::Found(target) => return Some(target),
-        ServiceAt::Unknown => return None,
-        ServiceAt::Ask(name) => name,
-    };
-    let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
-    forwarder.metrics.on_demand(settled);
-    match service_at(&forwarder.runtime.borrow(), original) {
-        ServiceAt::Found(target) => Some(target),
-        ServiceAt::Unknown | ServiceAt::Ask(_) => None,
+/// ([`weft_xds::names::virtual_host_name`]). To one of its endpoints by address (a headless Service's pod): to
+/// that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither,
+/// as far as the proxy's scope knows (TCP names no host to ask for, and an address is not asked for: waiting on
+/// the control plane for every new address would tie the data path to it): the connection goes as dialled.
+pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
+    let runtime = forwarder.runtime.borrow();
+    let table = runtime.config.route_table_for_port(original.port())?;
+    if let Some(host) = table.service_at(original.ip()) {
+        let (service, port) = weft_xds::parse_virtual_host_name(&host.name)?;
+        return Some(target_in(&runtime, &weft_xds::cluster_name(service, port, ""), original, None));
     }
-}
-
-/// Whose address a TCP connection was sent to, as far as the config in force knows.
-enum ServiceAt {
-    Found(Result<L4Target, String>),
-    /// Maybe a cluster IP of a Service the proxy does not hold yet: ask for this on-demand name.
-    Ask(String),
-    Unknown,
-}
-
-fn service_at(runtime: &Runtime, original: SocketAddr) -> ServiceAt {
-    let Some(table) = runtime.config.route_table_for_port(original.port()) else { return ServiceAt::Unknown };
-    let lookup = runtime.config.service_host_at(table, original.ip());
-    if let Lookup::Found(host) = lookup {
-        return match weft_xds::service_of_virtual_host(&host.name, &host.domains) {
-            Some((service, port)) => {
-                ServiceAt::Found(target_in(runtime, &weft_xds::cluster_name(service, port, ""), original, None))
-            }
-            None => ServiceAt::Unknown,
-        };
-    }
-    if let Some(cluster) = runtime.endpoint_clusters.get(&original)
-        && let Some(picked) = runtime.clusters.get(&**cluster).and_then(|c| c.balancer.endpoint_at(original))
-    {
-        let (endpoint, lease, tls) = picked;
-        let cluster = cluster.to_string();
-        return ServiceAt::Found(Ok(L4Target { cluster, endpoint, lease, tls, idle_timeout: None }));
-    }
-    match lookup {
-        Lookup::Ask(name) => ServiceAt::Ask(name),
-        Lookup::Found(_) | Lookup::Unknown => ServiceAt::Unknown,
-    }
+    let cluster = runtime.endpoint_clusters.get(&original)?;
+    let (endpoint, lease, tls) = runtime.clusters.get(&**cluster)?.balancer.endpoint_at(original)?;
+    Some(Ok(L4Target { cluster: cluster.to_string(), endpoint, lease, tls, idle_timeout: None }))
 }
 
 /// An endpoint of `cluster` for a connection to `original`.

@@ -51,7 +51,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
     let mode = classify(&stream, &forwarder, original.port()).await;
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
     if mode == Mode::Tcp
-        && let Some(target) = l4::service_target(original, &forwarder).await
+        && let Some(target) = l4::service_target(original, &forwarder)
     {
         forward_to(stream, target, (peer, original), &forwarder).await;
         drop(watcher);

@@ -16,13 +16,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use weft_xds::mtls::Carried;
 use weft_xds::origination::Origination;
 
 use super::origination::{Alpn, Originator};
 use crate::config::cluster::MeshTls;
 use crate::identity::CredentialsRx;
 use crate::identity::tls::peer_identity;
-use weft_xds::mtls::Carried;
 
 /// A cluster's TLS: the proxy's credentials and the destination's identities, or its TLS origination, shared by
 /// its endpoints.

@@ -17,11 +17,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 
 use super::INBOUND_PASSTHROUGH;
 use crate::authz::{Authorization, rbac};
+use crate::detection::PLAINTEXT_HTTP;
 use crate::filters::{HTTP_CONNECTION_MANAGER, ROUTER};
 use crate::mtls::{MTLS_ALPN, MTLS_HTTP_ALPN};
 use crate::ratelimit::{self, LOCAL_RATE_LIMIT, RateLimit};
-
-use crate::detection::PLAINTEXT_HTTP;
 
 /// The HTTP twin of `chain` (whose filters are not set yet), enforcing `authz` and `limit`.
 pub(super) fn twin(chain: &FilterChain, authz: &Authorization, limit: Option<&RateLimit>) -> FilterChain {

@@ -86,11 +86,10 @@ fn default_route(snapshot: &Snapshot, cluster: &str, namespace: &str) -> Route {
     }
 }
 
-/// Every name a client in `namespace` may use for the Service, with and without the port, the FQDN first (which
-/// is how a proxy knows the Service of a virtual host sent on demand, [`weft_xds::service_of_virtual_host`]),
-/// and its cluster IP (as Istio's virtual hosts have it: a request to that address is for the Service, and so is
-/// a TCP connection, see [`weft_xds::names::virtual_host_name`]). The bare short name only resolves (through DNS
-/// search paths) inside the Service's own namespace, so only there is it added.
+/// Every name a client in `namespace` may use for the Service, with and without the port, and its cluster IP (as
+/// Istio's virtual hosts have it: a request to that address is for the Service, and so is a TCP connection, see
+/// [`weft_xds::names::virtual_host_name`]). The bare short name only resolves (through DNS search paths) inside
+/// the Service's own namespace, so only there is it added.
 fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     let mut names = vec![
         service.fqdn(),

@@ -202,9 +202,13 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 33] = [
+    let edits: [(&str, Edit); 34] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
+        }),
+        ("a port no rule names renamed to declare TCP", |docs| {
+            let page = docs.iter_mut().find(|d| d.contains("name: productpage")).expect("productpage");
+            *page = page.replace("{port: 80}", "{name: mysql, port: 80}");
         }),
         ("consistent hashing on the rule of a host another host routes to", |docs| {
             docs[10] = docs[10].replace("{simple: RANDOM}", "{consistentHash: {httpHeaderName: x-user}}");
@@ -326,12 +330,14 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
     for (step, (what, edit)) in std::iter::once(("the start", (|_| {}) as Edit)).chain(edits).enumerate() {
         edit(&mut docs);
         let current = published_docs(step as u64 + 1, &docs);
-        for (namespace, scope, on_demand) in every_wanted(&nodes, &asked) {
+        for ((namespace, scope, on_demand), declared_tcp) in
+            every_wanted(&nodes, &asked).into_iter().zip([false, true].into_iter().cycle())
+        {
             let node = proxy("p", &namespace);
-            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp: false };
+            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp };
             let got = incremental.for_proxy(&current, wanted).await;
             let whole = Translations::default().for_proxy(&current, wanted).await;
-            assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?}"));
+            assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?} {declared_tcp}"));
         }
     }
 }
