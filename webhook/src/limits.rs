@@ -21,9 +21,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
-    /// Bytes of review bodies held at once, from their first byte until they are answered. Counted as bytes
-    /// arrive, so clients that trickle or stall hold only what they sent: they cannot lock out other reviews the
-    /// way a count of slots taken before reading would allow.
+    /// Bytes of review bodies held at once (the buffers' capacity), from their first byte until they are answered.
+    /// Counted as bytes arrive, so clients that trickle or stall hold only what they sent: they cannot lock out
+    /// other reviews the way a count of slots taken before reading would allow.
     pub memory_budget_bytes: usize,
     /// From the start of a review to its last byte, waits for the memory budget included; the API server gives
     /// up after `timeoutSeconds` (10 s by default, at most 30 s) anyway.
@@ -92,13 +92,20 @@ impl Admission {
                     Err(_) => continue,
                 },
             };
-            if received.len() + data.len() > limit {
+            let needed = received.len() + data.len();
+            if needed > limit {
                 return Err(Refusal::TooLarge { limit });
             }
-            let share = self.take_budget(data.len(), deadline).await?;
-            match held.as_mut() {
-                Some(held) => held.merge(share),
-                None => held = Some(share),
+            // The budget counts what the buffer holds, its capacity: growing it by doubling as `extend` would
+            // (hidden from a count of bytes received) let the budget's bodies take up to twice their bytes.
+            if needed > received.capacity() {
+                let capacity = needed.max(received.capacity() * 2).min(limit);
+                let share = self.take_budget(capacity - received.capacity(), deadline).await?;
+                match held.as_mut() {
+                    Some(held) => held.merge(share),
+                    None => held = Some(share),
+                }
+                received.reserve_exact(capacity - received.len());
             }
             received.extend_from_slice(&data);
         }
