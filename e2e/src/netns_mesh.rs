@@ -149,6 +149,14 @@ impl NetnsMesh {
         Ok(counts)
     }
 
+    /// The status a request from the client to the `reviews` pod of `version` (index in [`VERSIONS`]) by its own
+    /// address gets, with a `Host` no Service answers to (as a client of a headless Service's pod may send).
+    pub async fn status_from_pod_address(&self, version: usize, host: &str) -> anyhow::Result<u16> {
+        let pod = self.reviews.get(version).context("no such version")?;
+        let to = SocketAddr::new(IpAddr::V4(pod.ip), SERVICE_PORT);
+        Ok(self.client.ns.http_get(to, host, "/", Duration::from_secs(5)).await?.0.as_u16())
+    }
+
     /// Opens a connection from the client to the `reviews` cluster IP, sends `first_bytes` (a TLS ClientHello,
     /// say), and returns the index in [`VERSIONS`] of the pod whose proxy took the connection inbound.
     pub async fn version_taking(&self, first_bytes: &[u8]) -> anyhow::Result<usize> {

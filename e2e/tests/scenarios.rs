@@ -81,10 +81,13 @@ async fn strict_mode(mesh: &NetnsMesh) -> anyhow::Result<String> {
     anyhow::ensure!(status == 200 && VERSIONS.contains(&version.as_str()), "TCP to reviews-raw: {status} {version:?}");
     let counted = counted().await? - counted_before;
     anyhow::ensure!(counted == 1.0, "the server's sidecars counted {counted} TCP connections for a reviews Service");
+    // HTTP to a pod by its address, with a Host no Service answers to, goes to it over mutual TLS too.
+    let by_address = mesh.status_from_pod_address(0, "reviews-v1.example").await?;
+    anyhow::ensure!(by_address == 200, "HTTP to a reviews pod by its address under STRICT: {by_address}");
     Ok(format!(
         "STRICT mesh-wide: plaintext from outside refused {refused_after:.2?} after the edit; \
          20 connections from the meshed client answered {counts:?}; a connection its sidecar took for TCP (to \
-         the reviews-raw cluster IP) answered {status} from {version}"
+         the reviews-raw cluster IP) answered {status} from {version}; HTTP to a pod by its address {by_address}"
     ))
 }
 

@@ -91,14 +91,7 @@ pub async fn handle<B: RequestBody>(
         Ok(Upstream::Ask(_)) => (forwarder.tallies.local.clone(), LocalReply::NoRoute.into_response_for(grpc)),
         Ok(Upstream::Original(address)) => {
             let authority = authority.or_else(|| Authority::try_from(address.to_string()).ok());
-            let clock = StreamClock::start();
-            let mut request = prepare(request, authority, &clock);
-            let tally = forwarder.tallies.passthrough.clone();
-            report::tell_upstream(&forwarder.metrics.golden, tally.in_mesh, request.headers_mut());
-            let call = forwarder.passthrough.call(address, request);
-            let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
-            let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
-            (tally, complete(call, clock, deadlines, forwarder, (PASSTHROUGH_CLUSTER, grpc)).await)
+            to_original((request, authority), address, runtime, forwarder, grpc).await
         }
         Ok(Upstream::Route(entry)) => {
             let original = match destination {
@@ -175,6 +168,34 @@ async fn follow<B: RequestBody>(
 fn with_response_headers(entry: &RouteEntry, mut response: Response<Body>) -> Response<Body> {
     super::route::apply_headers(&entry.response_headers, response.headers_mut());
     response
+}
+
+/// A request no virtual host claims, to the address its client dialled. When that is a pod of a Service the proxy
+/// holds (a headless Service's, dialled by its own name), through that Service's cluster, so over mutual TLS when
+/// it runs a sidecar, as TCP to it goes; else passed through as it is (Istio's `PassthroughCluster`).
+async fn to_original<B: RequestBody>(
+    (request, authority): (Request<B>, Option<Authority>),
+    address: SocketAddr,
+    runtime: &Runtime,
+    forwarder: &Forwarder,
+    grpc: bool,
+) -> (Arc<ClusterTally>, Response<Body>) {
+    let clock = StreamClock::start();
+    let mut request = prepare(request, authority, &clock);
+    let cluster = runtime.endpoint_clusters.get(&address).and_then(|name| runtime.clusters.get(&**name));
+    let tally = cluster.map_or_else(|| forwarder.tallies.passthrough.clone(), |c| c.tally.clone());
+    report::tell_upstream(&forwarder.metrics.golden, tally.in_mesh, request.headers_mut());
+    let sent = match cluster {
+        Some(cluster) => cluster.balancer.send_to(address, request),
+        None => Err(Box::new(request)),
+    };
+    let (call, name) = match sent {
+        Ok(call) => (call, tally.name.clone()),
+        Err(request) => (forwarder.passthrough.call(address, *request), Arc::from(PASSTHROUGH_CLUSTER)),
+    };
+    let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
+    let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };
+    (tally, complete(call, clock, deadlines, forwarder, (&name, grpc)).await)
 }
 
 /// The routing decision. Pure. With `ask`, a host the proxy holds no config for yet is to be asked for

@@ -270,6 +270,25 @@ impl ClusterBalancer {
         Some((address, Some(InFlight::start(member.clone())), tls))
     }
 
+    /// Sends `request` to the endpoint at `address`, one of the cluster's (a client dialled a pod by its address):
+    /// over its pool, in mutual TLS when it runs a sidecar, counted in flight and in the cluster's budget. The
+    /// request back (boxed: the rare way) when the cluster has no endpoint there.
+    pub fn send_to(&self, address: SocketAddr, request: Request<Body>) -> Result<ResponseFuture, Box<Request<Body>>> {
+        let members = self.members.snapshot();
+        let Ok(at) = members.binary_search_by_key(&address, |m| m.address()) else { return Err(Box::new(request)) };
+        let member = members[at].clone();
+        let in_flight = InFlight::start(member.clone());
+        let active = self.budget.request_started();
+        let future = member.endpoint.send(request).map(move |result| {
+            if result.is_ok() {
+                in_flight.finish();
+            }
+            drop(active);
+            result
+        });
+        Ok(Box::pin(future))
+    }
+
     /// Sends a request to one endpoint chosen by the balancer: not an ejected one, nor one of `avoid` while
     /// others are left. Returns the endpoint and the response; the future owns what it needs, so callers can drop
     /// their config snapshot. Over the cluster's limits, [`Overflow`] at once.
