@@ -244,12 +244,7 @@ impl Traffic<'_> {
     async fn tcp_on_a_mesh_port(&mut self) -> anyhow::Result<()> {
         let (greeted, echoed) =
             tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_MESH_PORT), Some(GREETING)).await?;
-        let d = self.delta().await?;
-        let (tcp, inbound, for_service) = (d.client_out("tcp"), d.server_in(), d.tcp_for(TCP_SERVICE));
-        anyhow::ensure!(
-            tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
-            "client outbound tcp {tcp}, server inbound {inbound}, opened for {TCP_SERVICE} {for_service}"
-        );
+        self.delta().await?.one_tcp_connection_for(TCP_SERVICE)?;
         self.report += &format!(
             "  TCP to mesh port {TCP_MESH_PORT}, server speaks first: greeting after {:.0} ms (sniff timeout), \
              {echoed} bytes echoed; client outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n",
@@ -263,12 +258,7 @@ impl Traffic<'_> {
     async fn tcp_to_a_cluster_ip(&mut self) -> anyhow::Result<()> {
         let to = SocketAddr::new(IpAddr::V4(TCP_SERVICE_IP), TCP_MESH_PORT);
         let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
-        let d = self.delta().await?;
-        let (tcp, inbound, for_service) = (d.client_out("tcp"), d.server_in(), d.tcp_for(TCP_SERVICE));
-        anyhow::ensure!(
-            tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
-            "client outbound tcp {tcp}, server inbound {inbound}, opened for {TCP_SERVICE} {for_service}"
-        );
+        self.delta().await?.one_tcp_connection_for(TCP_SERVICE)?;
         self.report += &format!(
             "  TCP to {to} ({TCP_SERVICE}'s cluster IP): greeted, {echoed} bytes echoed by the server pod; client \
              outbound tcp +1 (for {TCP_SERVICE}), server inbound +1\n"
@@ -381,6 +371,16 @@ impl Delta {
 
     fn tcp_for(&self, service: &str) -> f64 {
         self.after.tcp_for(service) - self.before.tcp_for(service)
+    }
+
+    /// One connection went from the client's sidecar as TCP for `service` and arrived at the server's.
+    fn one_tcp_connection_for(&self, service: &str) -> anyhow::Result<()> {
+        let (tcp, inbound, for_service) = (self.client_out("tcp"), self.server_in(), self.tcp_for(service));
+        anyhow::ensure!(
+            tcp == 1.0 && inbound == 1.0 && for_service == 1.0,
+            "client outbound tcp {tcp}, server inbound {inbound}, opened for {service} {for_service}"
+        );
+        Ok(())
     }
 }
 
