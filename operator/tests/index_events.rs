@@ -48,7 +48,7 @@ fn endpoint_slices_from_a_real_cluster_resolve_to_pod_addresses_with_labels() {
     let snapshot = index.snapshot();
     let port = &snapshot.services[REVIEWS].ports[0];
     assert_eq!((port.name.as_str(), port.port), ("http", 80));
-    assert_eq!(snapshot.services[REVIEWS].cluster_ip, Some("10.96.12.106".parse().unwrap()));
+    assert_eq!(snapshot.services[REVIEWS].cluster_ips, ["10.96.12.106".parse::<std::net::IpAddr>().unwrap()]);
     let v1 = Some("v1".to_string());
     assert_eq!(
         endpoints(&snapshot, REVIEWS),
@@ -126,18 +126,25 @@ fn hosts_resolve_relative_to_the_namespace_of_the_rule() {
 }
 
 #[test]
-fn a_services_cluster_ip_is_kept_when_it_is_an_address() {
+fn a_services_cluster_ips_are_kept_when_they_are_addresses() {
     let mut index = Index::default();
     let with_ip = |ip: &str| one(&SERVICE.replace("  selector:", &format!("  clusterIP: {ip}\n  selector:")));
-    let web = |index: &mut Index| index.snapshot().services["web.default.svc.cluster.local"].cluster_ip;
+    let web = |index: &mut Index| {
+        let ips = index.snapshot().services["web.default.svc.cluster.local"].cluster_ips.clone();
+        ips.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
     index.apply(Event::Applied(one(SERVICE)));
-    assert_eq!(web(&mut index), None, "not allocated yet");
+    assert!(web(&mut index).is_empty(), "not allocated yet");
     assert!(index.apply(Event::Applied(with_ip("10.96.0.10"))), "an address allocated is a change");
-    assert_eq!(web(&mut index), Some("10.96.0.10".parse().unwrap()));
+    assert_eq!(web(&mut index), ["10.96.0.10"]);
     index.apply(Event::Applied(with_ip("fd00::a")));
-    assert_eq!(web(&mut index), Some("fd00::a".parse().unwrap()));
+    assert_eq!(web(&mut index), ["fd00::a"]);
     index.apply(Event::Applied(with_ip("None")));
-    assert_eq!(web(&mut index), None, "headless");
+    assert!(web(&mut index).is_empty(), "headless");
     index.apply(Event::Applied(with_ip("not-an-ip")));
-    assert_eq!(web(&mut index), None);
+    assert!(web(&mut index).is_empty());
+    // Dual-stack: every family's address, the primary first (`clusterIP` repeats it).
+    let dual = "  clusterIP: 10.96.0.10\n  clusterIPs: [10.96.0.10, \"fd00::a\"]\n  selector:";
+    index.apply(Event::Applied(one(&SERVICE.replace("  selector:", dual))));
+    assert_eq!(web(&mut index), ["10.96.0.10", "fd00::a"]);
 }

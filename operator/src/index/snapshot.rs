@@ -65,9 +65,10 @@ pub struct Snapshot {
 pub struct ServiceModel {
     pub name: String,
     pub namespace: String,
-    /// `spec.clusterIP`: the address clients connect to, which tcp and tls rules match connections on. `None`
-    /// for a headless Service (`None`), or when it is absent (not allocated yet) or not an IP address.
-    pub cluster_ip: Option<IpAddr>,
+    /// `spec.clusterIPs` (or `spec.clusterIP`): the addresses clients connect to, one per IP family, which tcp and
+    /// tls rules match connections on. Empty for a headless Service (`None`), or when none is allocated yet or
+    /// they are not addresses.
+    pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<ServicePortModel>,
     /// `spec.selector`: the pods it selects (none when empty); AuthorizationPolicy `targetRefs` apply to them.
     pub selector: BTreeMap<String, String>,
@@ -502,12 +503,19 @@ pub(super) fn service_model(
         }
     }
     let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
-    ServiceModel { ports, cluster_ip: cluster_ip(service), name, namespace, selector }
+    ServiceModel { ports, cluster_ips: cluster_ips(service), name, namespace, selector }
 }
 
-/// A Service's `spec.clusterIP`, when it is an address (headless Services say `None`).
-fn cluster_ip(service: &Service) -> Option<IpAddr> {
-    service.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
+/// A Service's `spec.clusterIPs` (dual-stack: one per family, the primary first), or its `spec.clusterIP` where
+/// the list is absent; only addresses (headless Services say `None`).
+fn cluster_ips(service: &Service) -> Vec<IpAddr> {
+    let Some(spec) = service.spec.as_ref() else { return Vec::new() };
+    let listed = spec.cluster_ips.as_deref().filter(|ips| !ips.is_empty());
+    let written: Vec<&str> = match listed {
+        Some(ips) => ips.iter().map(String::as_str).collect(),
+        None => spec.cluster_ip.as_deref().into_iter().collect(),
+    };
+    written.into_iter().filter_map(|ip| ip.parse().ok()).collect()
 }
 
 pub(super) fn namespace_of(namespace: &Option<String>) -> String {

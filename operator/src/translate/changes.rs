@@ -99,7 +99,7 @@ fn listeners_differ(before: &Snapshot, after: &Snapshot) -> bool {
     };
     // Only the cluster IP and the port numbers of a Service shape chains (its endpoints do not).
     let shape = |snapshot: &Snapshot, fqdn: &str| {
-        snapshot.services.get(fqdn).map(|s| (s.cluster_ip, s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
+        snapshot.services.get(fqdn).map(|s| (s.cluster_ips.clone(), s.ports.iter().map(|p| p.port).collect::<Vec<_>>()))
     };
     // The DestinationRule of a destination sets its chains' idle timeout.
     fn rule<'a>(snapshot: &'a Snapshot, fqdn: &str) -> Option<&'a weft_crds::DestinationRuleSpec> {
@@ -146,7 +146,7 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
             let has_tcp_port =
                 |s: Option<&ServiceModel>| s.is_some_and(|s| s.ports.iter().any(|p| declares_tcp(&p.name)));
             changes.scopes |= was.is_none() || is.is_none() || has_tcp_port(was) != has_tcp_port(is);
-        } else if was.map(|s| s.cluster_ip) != is.map(|s| s.cluster_ip) {
+        } else if was.map(|s| &s.cluster_ips) != is.map(|s| &s.cluster_ips) {
             // Its virtual hosts claim its cluster IP.
             changes.routes.insert(fqdn.clone());
         }

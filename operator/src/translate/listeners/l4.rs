@@ -179,7 +179,7 @@ fn cluster_ips(
         return None;
     }
     let mut addresses: Vec<IpAddr> = Vec::new();
-    for address in services.iter().filter_map(|service| service.cluster_ip) {
+    for address in services.iter().flat_map(|service| service.cluster_ips.iter().copied()) {
         if !addresses.contains(&address) {
             addresses.push(address);
         }

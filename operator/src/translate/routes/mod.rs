@@ -99,7 +99,7 @@ fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     if service.namespace == namespace {
         names.push(service.name.clone());
     }
-    names.extend(service.cluster_ip.map(address_domain));
+    names.extend(service.cluster_ips.iter().map(|ip| address_domain(*ip)));
     names.iter().flat_map(|n| [n.clone(), format!("{n}:{port}")]).collect()
 }
 
