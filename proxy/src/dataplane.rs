@@ -24,8 +24,8 @@ pub struct Runtime {
     pub limits: InboundLimits,
     /// The hosts of the clusters: the Services the proxy knows (metrics name only those).
     pub services: HashSet<String>,
-    /// The cluster of each Service endpoint address (a Service's whole-port cluster, not a subset's), for TCP
-    /// that its client sends to a pod IP.
+    /// The cluster of each Service endpoint address (a Service's whole-port cluster, not a subset's), for TCP and
+    /// unclaimed HTTP that a client sends to a pod's address, and for the Service of inbound TCP.
     pub endpoint_clusters: HashMap<SocketAddr, Arc<str>>,
 }
 

@@ -22,8 +22,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct Limits {
     pub max_body_bytes: usize,
     /// Bytes of review bodies held at once (the buffers' capacity), from their first byte until they are answered.
-    /// Counted as bytes arrive, so clients that trickle or stall hold only what they sent: they cannot lock out
-    /// other reviews the way a count of slots taken before reading would allow.
+    /// Counted as bytes arrive, so clients that trickle or stall hold at most twice what they sent (no more than
+    /// their declared length): they cannot lock out other reviews the way a count of slots taken before reading
+    /// would allow.
     pub memory_budget_bytes: usize,
     /// From the start of a review to its last byte, waits for the memory budget included; the API server gives
     /// up after `timeoutSeconds` (10 s by default, at most 30 s) anyway.
@@ -69,7 +70,8 @@ impl Admission {
         Self { limits, budget: Arc::new(Semaphore::new(budget)) }
     }
 
-    /// Reads the whole body within the limits, taking its bytes from the memory budget as they arrive.
+    /// Reads the whole body within the limits, taking its buffer from the memory budget as it grows with the bytes
+    /// that arrive.
     pub async fn read(&self, headers: &axum::http::HeaderMap, mut body: Body) -> Result<Admitted, Refusal> {
         let limit = self.limits.max_body_bytes;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -99,7 +101,9 @@ impl Admission {
             // The budget counts what the buffer holds, its capacity: growing it by doubling as `extend` would
             // (hidden from a count of bytes received) let the budget's bodies take up to twice their bytes.
             if needed > received.capacity() {
-                let capacity = needed.max(received.capacity() * 2).min(limit);
+                // Never past the declared length, which hyper holds the body to.
+                let ceiling = declared.map_or(limit, |length| usize::try_from(length).unwrap_or(limit)).min(limit);
+                let capacity = needed.max((received.capacity() * 2).min(ceiling));
                 let share = self.take_budget(capacity - received.capacity(), deadline).await?;
                 match held.as_mut() {
                     Some(held) => held.merge(share),

@@ -34,11 +34,12 @@ pub fn initial_scope(snapshot: &Snapshot, namespace: &str, scope: ProxyScope) ->
     hosts.extend(own_rules.flat_map(|vs| vs.hosts.iter().flat_map(|host| snapshot.hosts_named(host))));
     let own_policies = snapshot.destination_rules.iter().filter(|dr| dr.namespace == namespace);
     hosts.extend(own_policies.map(|dr| dr.host.clone()));
+    // Before their routes' destinations are added: a Service held is held with where its HTTP routes send.
+    hosts.extend(declared_tcp_services(snapshot));
     let destinations: Vec<String> =
         hosts.iter().flat_map(|host| route_destinations(snapshot, host, namespace)).collect();
     hosts.extend(destinations);
     hosts.extend(l4_destinations(snapshot));
-    hosts.extend(declared_tcp_services(snapshot));
     hosts.retain(|host| snapshot.services.contains_key(host));
     Some(hosts)
 }
@@ -121,16 +122,24 @@ mod tests {
 
     #[test]
     fn services_with_a_port_declared_tcp_are_in_every_scope() {
+        // `api` serves HTTP and TLS; its own rule sends part of its HTTP to `api-canary`.
         let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: mysql, namespace: db}\n\
-                    spec: {ports: [{name: mysql, port: 3306}]}\n---\n"
+                    spec: {ports: [{name: mysql, port: 3306}]}\n---\n\
+                    apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: bank}\n\
+                    spec: {ports: [{name: http, port: 80}, {name: https, port: 443}]}\n---\n\
+                    apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: bank}\n\
+                    spec: {hosts: [api], http: [{route: [{destination: {host: api-canary}, weight: 10}, {destination: {host: api}, weight: 90}]}]}\n---\n"
             .to_string()
+            + &service("api-canary", "bank")
             + &service("cart", "shop")
             + &service("ledger", "bank");
         let snapshot = snapshot(&yaml);
-        let mysql = "mysql.db.svc.cluster.local".to_string();
         for scope in [ProxyScope::Namespace, ProxyScope::OnDemand] {
             let held = initial_scope(&snapshot, "shop", scope).unwrap_or_default();
-            assert!(held.contains(&mysql), "{scope}: TCP names no host to ask for");
+            for host in ["mysql.db", "api.bank"] {
+                assert!(held.contains(&format!("{host}.svc.cluster.local")), "{scope}: TCP names no host to ask for");
+            }
+            assert!(held.contains("api-canary.bank.svc.cluster.local"), "{scope}: with where its routes send");
             assert!(!held.contains("ledger.bank.svc.cluster.local"), "{scope}: an HTTP Service elsewhere is asked for");
         }
     }

@@ -29,7 +29,7 @@ use crate::config::{Action, Labels, Lookup, ProxyConfig, RouteEntry};
 use crate::dataplane::Runtime;
 use crate::metrics::{ClusterTally, Direction, RouteEvent};
 use crate::telemetry::report;
-use crate::upstream::{NoEndpoints, Overflow};
+use crate::upstream::{NoEndpoints, Overflow, ResponseFuture};
 
 /// The cluster label of requests the proxy answered itself before choosing a cluster.
 pub(super) const NO_CLUSTER: &str = "none";
@@ -40,7 +40,7 @@ pub enum Destination {
     /// Sent to the proxy on purpose: the authority's port (else `default_port`) picks the route table.
     Explicit { default_port: u16 },
     /// Captured on its way to this address: its port picks the route table (as Envoy's listener per port), and a
-    /// request no virtual host claims goes on to it unchanged.
+    /// request no virtual host claims goes on to it (through its Service's cluster when it is a pod of one).
     Original(SocketAddr),
 }
 
@@ -183,15 +183,15 @@ async fn to_original<B: RequestBody>(
     let clock = StreamClock::start();
     let mut request = prepare(request, authority, &clock);
     let cluster = runtime.endpoint_clusters.get(&address).and_then(|name| runtime.clusters.get(&**name));
+    let cluster = cluster.filter(|cluster| cluster.balancer.has_endpoint(address));
     let tally = cluster.map_or_else(|| forwarder.tallies.passthrough.clone(), |c| c.tally.clone());
     report::tell_upstream(&forwarder.metrics.golden, tally.in_mesh, request.headers_mut());
-    let sent = match cluster {
-        Some(cluster) => cluster.balancer.send_to(address, request),
-        None => Err(Box::new(request)),
-    };
-    let (call, name) = match sent {
-        Ok(call) => (call, tally.name.clone()),
-        Err(request) => (forwarder.passthrough.call(address, *request), Arc::from(PASSTHROUGH_CLUSTER)),
+    let (call, name): (ResponseFuture, Arc<str>) = match cluster {
+        Some(cluster) => match cluster.balancer.send_to(address, request) {
+            Ok(call) => (call, tally.name.clone()),
+            Err(refused) => (Box::pin(std::future::ready(Err(refused))), tally.name.clone()),
+        },
+        None => (forwarder.passthrough.call(address, request), Arc::from(PASSTHROUGH_CLUSTER)),
     };
     let call = async { Ok(call.await?.map(|b| b.map_err(BoxError::from).boxed())) };
     let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: None };

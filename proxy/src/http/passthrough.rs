@@ -1,5 +1,6 @@
 //! HTTP passthrough: requests on a mesh port that no virtual host claims go to the address the application
-//! dialled, unchanged (Istio's `PassthroughCluster`). Connection pools are kept per destination.
+//! dialled, unchanged (Istio's `PassthroughCluster`), unless it is a pod of a Service the proxy holds
+//! (`forward::to_original`). Connection pools are kept per destination.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -270,12 +270,21 @@ impl ClusterBalancer {
         Some((address, Some(InFlight::start(member.clone())), tls))
     }
 
+    /// Whether the endpoint at `address` is one of the cluster's (healthy ones).
+    pub fn has_endpoint(&self, address: SocketAddr) -> bool {
+        self.members.snapshot().binary_search_by_key(&address, |m| m.address()).is_ok()
+    }
+
     /// Sends `request` to the endpoint at `address`, one of the cluster's (a client dialled a pod by its address):
-    /// over its pool, in mutual TLS when it runs a sidecar, counted in flight and in the cluster's budget. The
-    /// request back (boxed: the rare way) when the cluster has no endpoint there.
-    pub fn send_to(&self, address: SocketAddr, request: Request<Body>) -> Result<ResponseFuture, Box<Request<Body>>> {
+    /// over its pool, in mutual TLS when it runs a sidecar, within the cluster's limits ([`Overflow`] over them),
+    /// counted in flight. [`NoEndpoints`] when the cluster has no endpoint there (any more).
+    pub fn send_to(&self, address: SocketAddr, request: Request<Body>) -> Result<ResponseFuture, BoxError> {
+        let limit = self.settings().limits.max_in_flight(request.version() == Version::HTTP_2);
+        if self.budget.active() as u64 >= limit {
+            return Err(Overflow.into());
+        }
         let members = self.members.snapshot();
-        let Ok(at) = members.binary_search_by_key(&address, |m| m.address()) else { return Err(Box::new(request)) };
+        let at = members.binary_search_by_key(&address, |m| m.address()).map_err(|_| NoEndpoints)?;
         let member = members[at].clone();
         let in_flight = InFlight::start(member.clone());
         let active = self.budget.request_started();
