@@ -266,8 +266,9 @@ impl Traffic<'_> {
         Ok(())
     }
 
-    /// TCP to a port every Service declares TCP on (`mysql`), server speaking first: the client's sidecar takes
-    /// it for TCP at once (its listener says so), with no detection to wait for.
+    /// TCP to a port every Service declares TCP on (`mysql`), of a Service in another namespace, server speaking
+    /// first: the client's sidecar holds that Service (its port is declared TCP) and takes the connection for TCP
+    /// at once (its listener says so), with no detection to wait for.
     async fn tcp_on_a_declared_port(&mut self) -> anyhow::Result<()> {
         let to = SocketAddr::new(IpAddr::V4(DB_SERVICE_IP), DECLARED_TCP_PORT);
         let (greeted, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
@@ -277,7 +278,8 @@ impl Traffic<'_> {
         let detection = self.mesh.client_listener_detection(DECLARED_TCP_PORT).await?;
         anyhow::ensure!(detection == "tcp", "the client's listener of port {DECLARED_TCP_PORT}: {detection}");
         self.report += &format!(
-            "  TCP to {to} (db, port declared mysql), server speaks first: the client's listener takes TCP at once; \
+            "  TCP to {to} (db in namespace data, port declared mysql), server speaks first: the client's listener \
+             takes TCP at once; \
              greeting after {:.0} ms (the server's sidecar waits 0.5 s for a plaintext client), {echoed} bytes \
              echoed; client outbound tcp +1 (for db)\n",
             greeted.as_secs_f64() * 1000.0
@@ -443,8 +445,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
     Ok(())
 }
 
-/// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and `db` (9002,
-/// declared TCP) on the server pod, and both pods, as standalone mode reads them.
+/// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and, in namespace
+/// `data`, `db` (9002, declared TCP) on the server pod, and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -468,9 +470,16 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     );
     let tcp_echo =
         service(TCP_SERVICE, TCP_MESH_PORT).replace("spec:\n", &format!("spec:\n  clusterIP: {TCP_SERVICE_IP}\n"));
+    // In another namespace than the client's (whose proxy's scope then holds it only because its port is declared
+    // TCP), with the server pod as its endpoint by an EndpointSlice, as for a Service without a selector.
     let db = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: default}}\n\
-         spec:\n  clusterIP: {DB_SERVICE_IP}\n  selector: {{app: server}}\n  ports: [{{name: mysql, port: {DECLARED_TCP_PORT}, targetPort: {DECLARED_TCP_PORT}}}]\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: db, namespace: data}}\n\
+         spec:\n  clusterIP: {DB_SERVICE_IP}\n  ports: [{{name: mysql, port: {DECLARED_TCP_PORT}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: db-1, namespace: data, labels: {{kubernetes.io/service-name: db}}}}\n\
+         addressType: IPv4\nports: [{{name: mysql, port: {DECLARED_TCP_PORT}, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
+        server.ip
     );
     let yaml = service("echo", HTTP_PORT)
         + &web
