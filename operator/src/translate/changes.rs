@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
-use super::port_protocol::{declares_tcp, http_ports, tcp_ports};
+use super::port_protocol::{has_tcp_port, http_ports, tcp_ports};
 use super::ports;
 use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
 use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
@@ -143,9 +143,8 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
             changes.routes.insert(fqdn.clone());
             reshaped.insert(fqdn.clone());
             // Every scope holds the Services with a port declared TCP; a renamed port may make one such.
-            let has_tcp_port =
-                |s: Option<&ServiceModel>| s.is_some_and(|s| s.ports.iter().any(|p| declares_tcp(&p.name)));
-            changes.scopes |= was.is_none() || is.is_none() || has_tcp_port(was) != has_tcp_port(is);
+            let tcp = |s: Option<&ServiceModel>| s.is_some_and(has_tcp_port);
+            changes.scopes |= was.is_none() || is.is_none() || tcp(was) != tcp(is);
         } else if was.map(|s| &s.cluster_ips) != is.map(|s| &s.cluster_ips) {
             // Its virtual hosts claim its cluster IP.
             changes.routes.insert(fqdn.clone());

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::index::Snapshot;
+use crate::index::{ServiceModel, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PortProtocol {
@@ -34,6 +34,11 @@ impl PortProtocol {
 pub(crate) fn declares_tcp(port_name: &str) -> bool {
     let protocol = port_name.split('-').next().unwrap_or_default();
     ["tcp", "tls", "https", "mongo", "mysql", "redis"].iter().any(|p| protocol.eq_ignore_ascii_case(p))
+}
+
+/// Whether some port of `service` declares a protocol other than HTTP ([`declares_tcp`]).
+pub(crate) fn has_tcp_port(service: &ServiceModel) -> bool {
+    service.ports.iter().any(|port| declares_tcp(&port.name))
 }
 
 /// The port numbers on which every Service port declares a protocol other than HTTP ([`declares_tcp`]): there the

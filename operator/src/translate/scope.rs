@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
 
-use super::port_protocol::declares_tcp;
+use super::port_protocol::has_tcp_port;
 use crate::index::{ServiceModel, Snapshot, VirtualServiceModel, Visibility};
 
 /// The Service FQDNs a proxy in `namespace` holds before asking for more: the hosts of the VirtualServices that
@@ -59,8 +59,7 @@ fn names_namespace(vs: &VirtualServiceModel, namespace: &str) -> bool {
 /// that TCP sent to their cluster IPs goes to their endpoints over mutual TLS: a TCP connection names no host to
 /// ask for on demand, and asking for every address a client dials would tie its connections to the operator.
 pub fn declared_tcp_services(snapshot: &Snapshot) -> BTreeSet<String> {
-    let declares_tcp = |s: &&std::sync::Arc<ServiceModel>| s.ports.iter().any(|p| declares_tcp(&p.name));
-    snapshot.services.values().filter(declares_tcp).map(|s| s.fqdn()).collect()
+    snapshot.services.values().filter(|s| has_tcp_port(s)).map(|s| s.fqdn()).collect()
 }
 
 /// Where the tcp and tls rules of every namespace send, as FQDNs. Every proxy holds these Services: the rules'

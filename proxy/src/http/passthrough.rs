@@ -11,7 +11,7 @@ use super::Body;
 use crate::upstream::{AddressPools, Endpoint, ResponseFuture};
 
 /// The cluster name passthrough requests are counted under, as in Istio.
-pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+pub use weft_xds::detection::PASSTHROUGH_CLUSTER;
 /// Envoy's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 

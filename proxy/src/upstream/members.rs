@@ -155,6 +155,12 @@ impl Members {
         self.list.read().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The member at `address` (the list is sorted by address).
+    pub fn at(&self, address: SocketAddr) -> Option<Arc<Member>> {
+        let members = self.snapshot();
+        members.binary_search_by_key(&address, |m| m.address()).ok().map(|at| members[at].clone())
+    }
+
     /// Takes `members` (sorted by address), with a table over them when hashing.
     pub fn replace(&self, members: Vec<Arc<Member>>, hashing: Option<Hashing>) {
         if let (Some(hashing), Ok(mut table)) = (hashing, self.table.write()) {

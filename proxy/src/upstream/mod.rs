@@ -264,28 +264,31 @@ impl ClusterBalancer {
     /// (a pod IP, as clients of a headless Service do): counted in flight while the lease lives, with the
     /// cluster's mutual TLS when it runs a sidecar.
     pub fn endpoint_at(&self, address: SocketAddr) -> Option<(SocketAddr, Option<InFlight>, Option<Arc<ClusterTls>>)> {
-        let members = self.members.snapshot();
-        let member = members.binary_search_by_key(&address, |m| m.address()).ok().map(|at| &members[at])?;
+        let member = self.members.at(address)?;
         let tls = member.endpoint.secured().then(|| self.tls.clone());
-        Some((address, Some(InFlight::start(member.clone())), tls))
+        Some((address, Some(InFlight::start(member)), tls))
     }
 
     /// Whether the endpoint at `address` is one of the cluster's (healthy ones).
     pub fn has_endpoint(&self, address: SocketAddr) -> bool {
-        self.members.snapshot().binary_search_by_key(&address, |m| m.address()).is_ok()
+        self.members.at(address).is_some()
+    }
+
+    /// [`Overflow`] when the cluster is at its limit of requests in flight for `request`'s protocol.
+    fn admit(&self, request: &Request<Body>, settings: &Settings) -> Result<(), BoxError> {
+        let limit = settings.limits.max_in_flight(request.version() == Version::HTTP_2);
+        match self.budget.active() as u64 >= limit {
+            true => Err(Overflow.into()),
+            false => Ok(()),
+        }
     }
 
     /// Sends `request` to the endpoint at `address`, one of the cluster's (a client dialled a pod by its address):
     /// over its pool, in mutual TLS when it runs a sidecar, within the cluster's limits ([`Overflow`] over them),
     /// counted in flight. [`NoEndpoints`] when the cluster has no endpoint there (any more).
     pub fn send_to(&self, address: SocketAddr, request: Request<Body>) -> Result<ResponseFuture, BoxError> {
-        let limit = self.settings().limits.max_in_flight(request.version() == Version::HTTP_2);
-        if self.budget.active() as u64 >= limit {
-            return Err(Overflow.into());
-        }
-        let members = self.members.snapshot();
-        let at = members.binary_search_by_key(&address, |m| m.address()).map_err(|_| NoEndpoints)?;
-        let member = members[at].clone();
+        self.admit(&request, &self.settings())?;
+        let member = self.members.at(address).ok_or(NoEndpoints)?;
         let in_flight = InFlight::start(member.clone());
         let active = self.budget.request_started();
         let future = member.endpoint.send(request).map(move |result| {
@@ -309,12 +312,9 @@ impl ClusterBalancer {
         key: Option<u64>,
         original: Option<SocketAddr>,
     ) -> Result<(SocketAddr, ResponseFuture), BoxError> {
-        let http2 = request.version() == Version::HTTP_2;
-        let Settings { limits, slow_start, .. } = self.settings();
-        let limit = limits.max_in_flight(http2);
-        if self.budget.active() as u64 >= limit {
-            return Err(Overflow.into());
-        }
+        let settings = self.settings();
+        self.admit(&request, &settings)?;
+        let slow_start = settings.slow_start;
         if let Some(pools) = &self.original {
             let address = original.ok_or(NoEndpoints)?;
             return Ok(original_destination(pools, (address, request), self.budget.request_started()));
