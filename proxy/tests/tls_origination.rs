@@ -1,7 +1,8 @@
 //! DestinationRule `tls` for a host outside the mesh's identities: the application speaks plaintext to its
 //! sidecar and the sidecar originates TLS (`SIMPLE`), presenting a client certificate too (`MUTUAL`), with the
-//! server checked against `caCertificates` and `subjectAltNames` (or the SNI). Real handshakes on loopback with a
-//! private CA made for the test; ALPN follows the request's protocol.
+//! server checked against `caCertificates` and `subjectAltNames` (or the SNI); the certificates from files or
+//! from a Secret (`credentialName`). Real handshakes on loopback with a private CA made for the test; ALPN follows
+//! the request's protocol.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use support::{Operator, Proxy, free_port, get};
+use support::{Operator, Proxy, eventually, free_port, get};
 
 /// A CA, a server certificate for `api.example.com` and a client certificate, as PEM files in `dir`.
 fn pki(dir: &Path) {
@@ -164,4 +165,64 @@ async fn mutual_presents_the_client_certificate() {
     let (status, seen, proxy) = through_sidecar(server, &mutual).await;
     assert_eq!(status, StatusCode::OK, "proxy log:\n{}", proxy.output());
     assert_eq!(seen, "sni=api.example.com alpn=http/1.1 client_cert=true");
+}
+
+/// A Secret `client-tls` (namespace `default`) with these PEM files of `dir` under Istio's keys for a
+/// `kubernetes.io/tls` Secret.
+fn secret(dir: &Path, keys: &[(&str, &str)]) -> String {
+    let entries: Vec<String> = keys
+        .iter()
+        .map(|(key, file)| {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            format!("{key:?}: {}", serde_json::to_string(&text).unwrap())
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: client-tls, namespace: default}}\ntype: kubernetes.io/tls\n\
+         stringData: {{{}}}\n",
+        entries.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn credential_name_takes_the_certificates_from_a_secret_and_follows_its_changes() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let server = tls_server(dir.path(), true).await;
+    // The rule selects the proxy's pod (`client`): Istio reads credentialName at sidecars only so. One request per
+    // upstream connection: a changed Secret is for new connections (open ones keep going, as with Envoy's SDS),
+    // so each request shows what is in force.
+    let rules = "apiVersion: v1\nkind: Pod\nmetadata: {name: client, namespace: default, labels: {app: client}}\n---\n\
+        apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: slow, namespace: default}\n\
+        spec: {host: slow, workloadSelector: {matchLabels: {app: client}}, trafficPolicy: \
+        {connectionPool: {http: {maxRequestsPerConnection: 1}}, tls: {mode: MUTUAL, sni: api.example.com, credentialName: client-tls}}}\n";
+    let operator = Operator::start_with(free_port(), server, rules).await;
+    // The Secret has the roots but not yet the client's key: nothing is presented, the server refuses.
+    operator.write("secret.yaml", &secret(dir.path(), &[("tls.crt", "client.pem"), ("ca.crt", "ca.pem")]));
+    let proxy = Proxy::start(operator.xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    let (status, _) = get(proxy.outbound, "slow", "/", &[]).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "proxy log:\n{}", proxy.output());
+
+    // The key arrives in the Secret: the same proxy now presents the certificate, without a restart.
+    let whole = [("tls.crt", "client.pem"), ("tls.key", "client-key.pem"), ("ca.crt", "ca.pem")];
+    operator.write("secret.yaml", &secret(dir.path(), &whole));
+    eventually("the Secret's client certificate is presented", || async {
+        matches!(get(proxy.outbound, "slow", "/", &[]).await, Ok((StatusCode::OK, seen)) if seen == "sni=api.example.com alpn=http/1.1 client_cert=true")
+    })
+    .await;
+
+    // Roots the server's certificate does not chain to (the client's own certificate as a CA): refused.
+    operator.write(
+        "secret.yaml",
+        &secret(dir.path(), &[("tls.crt", "client.pem"), ("tls.key", "client-key.pem"), ("ca.crt", "client.pem")]),
+    );
+    eventually("the Secret's new roots are in force", || async {
+        matches!(get(proxy.outbound, "slow", "/", &[]).await, Ok((StatusCode::SERVICE_UNAVAILABLE, _)))
+    })
+    .await;
+    let (_, dump) = get(proxy.admin, "localhost", "/config_dump", &[]).await.unwrap();
+    assert!(!dump.contains("PRIVATE KEY"), "the config dump shows no key:\n{dump}");
+    assert!(dump.contains("[inline, "), "but says where the certificates come from:\n{dump}");
 }

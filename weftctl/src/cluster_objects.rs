@@ -2,7 +2,8 @@
 //! resources, Services, Pods and Namespaces of every namespace, since references cross namespaces (a
 //! VirtualService in one routes to a Service in another; mesh-wide policies live in Weft's namespace). Pods and
 //! Namespaces of the namespaces the chart never injects (kube-system, kube-public, kube-node-lease, Weft's own)
-//! are left out: their pods are meant to run without a sidecar.
+//! are left out: their pods are meant to run without a sidecar. Secrets are not listed: only those a
+//! DestinationRule's `credentialName` names are read (`get`), to tell whether they exist.
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::Value;
@@ -25,8 +26,8 @@ const PAGE: u32 = 500;
 /// whose CRD is not installed (an older release) has no objects.
 pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Value>, ListError> {
     let namespaces = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"));
-    // Not EndpointSlices (no problem of theirs is reported) nor Nodes.
-    let kinds = Kind::all().filter(|k| !matches!(k, Kind::EndpointSlice | Kind::Node)).map(crd_resource);
+    // Not EndpointSlices (no problem of theirs is reported) nor Nodes; Secrets only as rules name them, below.
+    let kinds = Kind::all().filter(|k| !matches!(k, Kind::EndpointSlice | Kind::Node | Kind::Secret)).map(crd_resource);
     let mut objects = Vec::new();
     for resource in std::iter::once(namespaces).chain(kinds) {
         for mut object in list_all(client, &resource).await? {
@@ -41,7 +42,55 @@ pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Val
             }
         }
     }
+    let named = named_secrets(&objects);
+    objects.extend(get_secrets(client, named).await?);
     Ok(objects)
+}
+
+/// The Secrets (namespace, name) the DestinationRules among `objects` may read for a `credentialName`. Pure.
+fn named_secrets(objects: &[Value]) -> Vec<(String, String)> {
+    fn credential_names<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(fields) => {
+                found.extend(fields.get("credentialName").and_then(Value::as_str));
+                fields.values().for_each(|v| credential_names(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| credential_names(v, found)),
+            _ => {}
+        }
+    }
+    let mut named = Vec::new();
+    for rule in objects.iter().filter(|o| o.pointer("/kind").and_then(Value::as_str) == Some("DestinationRule")) {
+        let namespace = rule.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+        let mut names = Vec::new();
+        credential_names(rule.get("spec").unwrap_or(&Value::Null), &mut names);
+        for name in names.into_iter().flat_map(weft_operator::index::credentials::secrets_read) {
+            named.push((namespace.to_string(), name));
+        }
+    }
+    named.sort();
+    named.dedup();
+    named
+}
+
+/// The Secrets that exist among `named`, each trimmed to what `credentialName` reads (nothing else of it is kept).
+async fn get_secrets(client: &kube::Client, named: Vec<(String, String)>) -> Result<Vec<Value>, ListError> {
+    let mut found = Vec::new();
+    for (namespace, name) in named {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &namespace);
+        let secret = match api.get_opt(&name).await {
+            Ok(Some(secret)) => weft_operator::index::credentials::trimmed(secret),
+            Ok(None) => continue,
+            Err(error) => return Err(ListError { what: format!("secret {namespace}/{name}"), error }),
+        };
+        let mut value = serde_json::to_value(&secret).unwrap_or_default();
+        if let Some(fields) = value.as_object_mut() {
+            fields.insert("apiVersion".into(), "v1".into());
+            fields.insert("kind".into(), "Secret".into());
+        }
+        found.push(value);
+    }
+    Ok(found)
 }
 
 /// Every object of one resource, page by page.
@@ -78,6 +127,16 @@ fn relevant(object: &Value, weft_namespace: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_secrets_read_are_those_rules_name_with_their_roots() {
+        let rule = json!({"kind": "DestinationRule", "metadata": {"namespace": "shop", "name": "a"}, "spec": {
+            "trafficPolicy": {"tls": {"mode": "MUTUAL", "credentialName": "client"},
+                "portLevelSettings": [{"port": {"number": 443}, "tls": {"mode": "SIMPLE", "credentialName": "roots"}}]}}});
+        let other = json!({"kind": "Service", "metadata": {"namespace": "shop", "name": "x"}, "spec": {"credentialName": "no"}});
+        let named: Vec<String> = named_secrets(&[rule, other]).into_iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+        assert_eq!(named, ["shop/client", "shop/client-cacert", "shop/roots", "shop/roots-cacert"]);
+    }
 
     #[test]
     fn pods_and_namespaces_never_injected_are_left_out_but_weft_policies_are_kept() {

@@ -1,8 +1,13 @@
 //! The contract for TLS origination to a host outside the mesh's identities (DestinationRule `tls.mode`
-//! `SIMPLE` and `MUTUAL`): a cluster `transport_socket` with an `UpstreamTlsContext` naming files on the
-//! proxy's file system (the roots, and for `MUTUAL` the client certificate and key), the SNI, and the SANs the
-//! server's certificate must carry one of. [`socket`] builds it, [`parse`] reads it back, so the operator and
-//! the proxy cannot drift apart.
+//! `SIMPLE` and `MUTUAL`): a cluster `transport_socket` with an `UpstreamTlsContext` holding the roots, and for
+//! `MUTUAL` the client certificate and key, each a file on the proxy's file system or (from a Secret named by
+//! `credentialName`) the PEM text inline, as Envoy's `DataSource` allows; the SNI, and the SANs the server's
+//! certificate must carry one of. [`socket`] builds it, [`parse`] reads it back, so the operator and the proxy
+//! cannot drift apart.
+//!
+//! Inline rather than by SDS: only the proxies of the pods a rule selects get its clusters (`credentialName`
+//! needs a `workloadSelector`), so the key reaches no other proxy either way, and a Secret's change is a change
+//! of those clusters. Envoy redacts inline private keys from its config dump; so does Weft (see [`Pem`]).
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source, transport_socket};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -15,29 +20,80 @@ use serde::Serialize;
 
 use crate::mtls::{TLS_SOCKET, san_matcher, socket as named_socket};
 
-/// TLS to an endpoint, with certificates from files.
+/// Where PEM text comes from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Pem {
+    /// A file on the proxy's file system, read when the cluster's config arrives.
+    File(String),
+    /// The text itself (from a Secret). Empty when the Secret or its key is missing: nothing to trust or
+    /// present, so the cluster's connections fail rather than fall back to anything else.
+    Inline(Vec<u8>),
+}
+
+impl Pem {
+    /// What logs and config dumps show: the file, or how long the text is (never the text: it may be a key).
+    pub fn describe(&self) -> String {
+        match self {
+            Pem::File(path) => path.clone(),
+            Pem::Inline(text) => format!("[inline, {} bytes]", text.len()),
+        }
+    }
+
+    fn data_source(&self) -> DataSource {
+        let specifier = match self {
+            Pem::File(path) => data_source::Specifier::Filename(path.clone()),
+            Pem::Inline(text) => data_source::Specifier::InlineBytes(text.clone()),
+        };
+        DataSource { specifier: Some(specifier), ..Default::default() }
+    }
+
+    fn of_data_source(source: Option<&DataSource>, what: &str) -> Result<Self, String> {
+        match source.and_then(|s| s.specifier.as_ref()) {
+            Some(data_source::Specifier::Filename(path)) => Ok(Pem::File(path.clone())),
+            Some(data_source::Specifier::InlineBytes(text)) => Ok(Pem::Inline(text.clone())),
+            Some(data_source::Specifier::InlineString(text)) => Ok(Pem::Inline(text.as_bytes().to_vec())),
+            _ => Err(format!("the {what} must be a file name or inline PEM")),
+        }
+    }
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Serialize for Pem {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.describe())
+    }
+}
+
+impl From<&str> for Pem {
+    fn from(path: &str) -> Self {
+        Pem::File(path.to_string())
+    }
+}
+
+/// TLS to an endpoint, with certificates from files or inline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Origination {
     /// The server name sent (and checked, unless `subject_alt_names` say otherwise).
     pub sni: String,
     /// The server's certificate must carry one of these (DNS names, IP addresses, or URIs such as SPIFFE ids).
     pub subject_alt_names: Vec<String>,
-    /// Roots the server's certificate must chain to (PEM file); `None`: the system's (Mozilla's list).
-    pub ca_certificates: Option<String>,
-    /// `MUTUAL`: the client's certificate chain and key (PEM files).
-    pub client_certificate: Option<(String, String)>,
+    /// Roots the server's certificate must chain to; `None`: the system's (Mozilla's list).
+    pub ca_certificates: Option<Pem>,
+    /// `MUTUAL`: the client's certificate chain and key.
+    pub client_certificate: Option<(Pem, Pem)>,
     /// Accept any server certificate.
     pub insecure_skip_verify: bool,
 }
 
 /// The cluster's transport socket for `origination`.
 pub fn socket(origination: &Origination) -> TransportSocket {
-    let file = |path: &str| DataSource {
-        specifier: Some(data_source::Specifier::Filename(path.to_string())),
-        ..Default::default()
-    };
     let validation = CertificateValidationContext {
-        trusted_ca: origination.ca_certificates.as_deref().map(file),
+        trusted_ca: origination.ca_certificates.as_ref().map(Pem::data_source),
         match_typed_subject_alt_names: origination
             .subject_alt_names
             .iter()
@@ -54,8 +110,8 @@ pub fn socket(origination: &Origination) -> TransportSocket {
         .client_certificate
         .iter()
         .map(|(chain, key)| TlsCertificate {
-            certificate_chain: Some(file(chain)),
-            private_key: Some(file(key)),
+            certificate_chain: Some(chain.data_source()),
+            private_key: Some(key.data_source()),
             ..Default::default()
         })
         .collect();
@@ -86,17 +142,13 @@ fn san_type(name: &str) -> SanType {
 pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
     let common = context.common_tls_context.clone().unwrap_or_default();
     if !common.tls_certificate_sds_secret_configs.is_empty() || !common.alpn_protocols.is_empty() {
-        return Err("TLS origination takes its certificates from files, and no ALPN list".to_string());
+        return Err("TLS origination takes its certificates from files or inline, and no ALPN list".to_string());
     }
-    let filename = |source: Option<&DataSource>, what: &str| match source.and_then(|s| s.specifier.as_ref()) {
-        Some(data_source::Specifier::Filename(path)) => Ok(path.clone()),
-        _ => Err(format!("the {what} must be a file name")),
-    };
     let client_certificate = match common.tls_certificates.as_slice() {
         [] => None,
         [one] => Some((
-            filename(one.certificate_chain.as_ref(), "client certificate")?,
-            filename(one.private_key.as_ref(), "private key")?,
+            Pem::of_data_source(one.certificate_chain.as_ref(), "client certificate")?,
+            Pem::of_data_source(one.private_key.as_ref(), "private key")?,
         )),
         _ => return Err("at most one client certificate is supported".to_string()),
     };
@@ -107,7 +159,7 @@ pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
     };
     let ca_certificates = match validation.trusted_ca.as_ref() {
         None => None,
-        trusted => Some(filename(trusted, "trusted CA")?),
+        trusted => Some(Pem::of_data_source(trusted, "trusted CA")?),
     };
     let subject_alt_names = validation
         .match_typed_subject_alt_names
@@ -151,7 +203,15 @@ mod tests {
             insecure_skip_verify: false,
         };
         let simple = Origination { sni: "db".into(), insecure_skip_verify: true, ..Default::default() };
-        for origination in [mutual, simple] {
+        let from_secret = Origination {
+            sni: "api.example.com".into(),
+            ca_certificates: Some(Pem::Inline(b"-----BEGIN CERTIFICATE-----\n".to_vec())),
+            client_certificate: Some((Pem::Inline(b"chain".to_vec()), Pem::Inline(b"key text".to_vec()))),
+            ..Default::default()
+        };
+        let shown = serde_json::to_string(&from_secret).unwrap();
+        assert!(shown.contains(r#""[inline, 8 bytes]""#) && !shown.contains("key text"), "{shown}");
+        for origination in [mutual, simple, from_secret] {
             let socket = socket(&origination);
             let context = upstream_context(&socket).unwrap().unwrap();
             assert_eq!(parse(&context), Ok(origination));

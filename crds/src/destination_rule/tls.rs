@@ -3,10 +3,33 @@
 //! every endpoint. `ISTIO_MUTUAL`: the mesh's mutual TLS to every endpoint. `SIMPLE`: TLS origination (the
 //! application speaks plaintext, the sidecar TLS) verifying the server against `caCertificates` (the system's
 //! roots when unset). `MUTUAL`: the same, presenting `clientCertificate`/`privateKey`. File paths are on the
-//! sidecar's file system.
+//! sidecar's file system; `credentialName` names a Secret holding the same certificates instead.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::DestinationRuleSpec;
+use crate::field_path::Path;
+
+impl DestinationRuleSpec {
+    /// Every `tls` of the rule with its field path: its policy's, its ports', its subsets' and their ports'.
+    pub fn tls_settings(&self) -> Vec<(Path, &ClientTlsSettings)> {
+        let root = Path::root("spec");
+        let subsets = self.subsets.iter().enumerate().filter_map(|(i, subset)| {
+            Some((root.field("subsets").index(i).field("trafficPolicy"), subset.traffic_policy.as_ref()?))
+        });
+        let policies = self.traffic_policy.iter().map(|policy| (root.field("trafficPolicy"), policy)).chain(subsets);
+        let mut found = Vec::new();
+        for (path, policy) in policies {
+            found.extend(policy.tls.as_ref().map(|tls| (path.field("tls"), tls)));
+            for (i, level) in policy.port_level_settings.iter().enumerate() {
+                let level_path = path.field("portLevelSettings").index(i).field("tls");
+                found.extend(level.tls.as_ref().map(|tls| (level_path, tls)));
+            }
+        }
+        found
+    }
+}
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -22,7 +45,9 @@ pub struct ClientTlsSettings {
     /// `SIMPLE`/`MUTUAL`: the roots (PEM file) the server's certificate must chain to; unset: the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
-    /// The certificates as a Secret (Istio). Not supported by Weft yet: refused by validation.
+    /// `SIMPLE`/`MUTUAL`: the certificates from a Secret of the rule's namespace instead of files (Istio's keys:
+    /// `tls.crt`, `tls.key`, `ca.crt` or `cert`, `key`, `cacert`; the roots may be in a Secret `<name>-cacert`).
+    /// Only in a rule with a `workloadSelector`, as Istio applies it at sidecars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
     /// The server's certificate must carry one of these (DNS names, IP addresses or URIs); unset: `SIMPLE` and

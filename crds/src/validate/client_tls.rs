@@ -1,18 +1,15 @@
 //! `trafficPolicy.tls` (Istio's `ClientTLSSettings`) with Istio's rules: `MUTUAL` needs a client certificate and
-//! key, `ISTIO_MUTUAL` takes the mesh's certificates and so names none.
+//! key (files, or a Secret named by `credentialName`, never both), `ISTIO_MUTUAL` takes the mesh's certificates
+//! and so names none. That `credentialName` needs a `workloadSelector` is the rule's, checked with the rule.
 
-use super::not_supported;
+use super::{is_dns_label, not_supported};
 use crate::FieldError;
 use crate::destination_rule::{ClientTlsSettings, TlsMode};
 use crate::field_path::Path;
 
 pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mut Vec<FieldError>) {
-    if tls.credential_name.is_some() {
-        errors.push(not_supported(
-            &path.field("credentialName"),
-            "reading client certificates from a Secret (credentialName; mount the files and name them in \
-             clientCertificate, privateKey and caCertificates)",
-        ));
+    if let Some(name) = &tls.credential_name {
+        check_credential_name(path, tls, name, errors);
     }
     if tls.ca_crl.is_some() {
         errors.push(not_supported(&path.field("caCrl"), "certificate revocation lists (caCrl)"));
@@ -29,7 +26,8 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
     ];
     match tls.mode {
         TlsMode::IstioMutual => {
-            for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
+            let credential = ("credentialName", &tls.credential_name);
+            for (field, _) in files.iter().chain([&credential]).filter(|(_, v)| v.is_some()) {
                 errors.push(path.field(field).error(format!(
                     "{field} cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used"
                 )));
@@ -52,6 +50,27 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
     for (field, value) in files {
         if value.as_deref() == Some("") {
             errors.push(path.field(field).error(format!("{field} must name a file")));
+        }
+    }
+}
+
+/// `credentialName`: a Secret's name, instead of the files (Istio: "only one of client certificates and CA
+/// certificate or credentialName can be specified").
+fn check_credential_name(path: &Path, tls: &ClientTlsSettings, name: &str, errors: &mut Vec<FieldError>) {
+    if name.len() > 253 || !name.split('.').all(is_dns_label) {
+        errors.push(path.field("credentialName").error(format!("{name:?} is not a Secret name")));
+    }
+    let files = [
+        ("clientCertificate", &tls.client_certificate),
+        ("privateKey", &tls.private_key),
+        ("caCertificates", &tls.ca_certificates),
+    ];
+    if tls.mode != TlsMode::IstioMutual {
+        for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
+            errors
+                .push(path.field(field).error(format!(
+                    "{field} cannot be set with credentialName: the certificates come from the Secret"
+                )));
         }
     }
 }

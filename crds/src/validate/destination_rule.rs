@@ -45,6 +45,14 @@ pub fn validate_destination_rule(spec: &DestinationRuleSpec) -> Vec<FieldError> 
     if let Some(selector) = &spec.workload_selector {
         check_labels(&root.field("workloadSelector").field("matchLabels"), &selector.match_labels, &mut errors);
     }
+    if spec.workload_selector.is_none() {
+        for (path, _) in spec.tls_settings().into_iter().filter(|(_, tls)| tls.credential_name.is_some()) {
+            errors.push(path.field("credentialName").error(
+                "credentialName applies at sidecars only when the DestinationRule has a workloadSelector (Istio's \
+                 rule): the Secret is read in the rule's namespace, for the pods it selects",
+            ));
+        }
+    }
     errors
 }
 
@@ -407,15 +415,46 @@ trafficPolicy:
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 120 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.percent.value: percentage 150 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
-            "spec.trafficPolicy.tls.credentialName: reading client certificates from a Secret (credentialName; mount the files and name them in clientCertificate, privateKey and caCertificates) is not supported by Weft yet",
             "spec.trafficPolicy.tls.caCertificates: caCertificates cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
+            "spec.trafficPolicy.tls.credentialName: credentialName cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
             "spec.trafficPolicy.portLevelSettings[0].tls.caCrl: certificate revocation lists (caCrl) is not supported by Weft yet",
             "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate: clientCertificate is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[0].tls.privateKey: privateKey is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[1].port: port 80 has settings already",
             "spec.trafficPolicy.portLevelSettings[1].connectionPool.http.http2MaxRequests: -2 must not be negative",
+            "spec.trafficPolicy.tls.credentialName: credentialName applies at sidecars only when the DestinationRule has a workloadSelector (Istio's rule): the Secret is read in the rule's namespace, for the pods it selects",
         ];
         assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn credential_name_names_a_secret_for_the_pods_the_rule_selects() {
+        let selected = "host: reviews\nworkloadSelector: {matchLabels: {app: web}}\n";
+        let mutual = format!(
+            "{selected}trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: api-client}}, portLevelSettings: \
+             [{{port: {{number: 443}}, tls: {{mode: SIMPLE, credentialName: api.ca}}}}]}}\n"
+        );
+        assert_eq!(problems(&mutual), Vec::<String>::new(), "no files needed with the Secret");
+        let both = format!(
+            "{selected}subsets: [{{name: v1, trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: Api_Client, \
+             clientCertificate: /c.pem, caCertificates: /ca.pem}}}}}}]\n"
+        );
+        assert_eq!(
+            problems(&both),
+            [
+                "spec.subsets[0].trafficPolicy.tls.credentialName: \"Api_Client\" is not a Secret name",
+                "spec.subsets[0].trafficPolicy.tls.clientCertificate: clientCertificate cannot be set with credentialName: the certificates come from the Secret",
+                "spec.subsets[0].trafficPolicy.tls.caCertificates: caCertificates cannot be set with credentialName: the certificates come from the Secret",
+            ]
+        );
+        let unselected = "host: reviews\nsubsets: [{name: v1, trafficPolicy: {portLevelSettings: [{port: {number: 443}, \
+                          tls: {mode: MUTUAL, credentialName: api-client}}]}}]\n";
+        assert_eq!(
+            problems(unselected),
+            [
+                "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls.credentialName: credentialName applies at sidecars only when the DestinationRule has a workloadSelector (Istio's rule): the Secret is read in the rule's namespace, for the pods it selects"
+            ]
+        );
     }
 
     #[test]

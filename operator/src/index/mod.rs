@@ -1,6 +1,7 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
 pub mod authz;
+pub mod credentials;
 mod delegate;
 pub mod destination_rules;
 mod endpoints;

@@ -58,4 +58,24 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n";
         let edited = with_status.replace("host: reviews}", "host: reviews, port: {number: 80}}");
         assert_eq!(Published::next(snapshot(&edited), Some(&status_only), Instant::now()).config, 2);
     }
+
+    #[test]
+    fn a_secret_is_config_only_when_a_rule_names_it() {
+        let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: shop}\n\
+            spec: {host: reviews, workloadSelector: {matchLabels: {app: web}}, trafficPolicy: {tls: {mode: SIMPLE, credentialName: roots}}}\n";
+        let secret = |name: &str, ca: &str| {
+            format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\nstringData: {{ca.crt: {ca}}}\n"
+            )
+        };
+        let first = Published::next(snapshot(&format!("{MESH}{rule}{}", secret("other", "A"))), None, Instant::now());
+        let other_changed = snapshot(&format!("{MESH}{rule}{}", secret("other", "B")));
+        let same = Published::next(other_changed, Some(&first), Instant::now());
+        assert_eq!(same.config, 1, "a Secret no rule names");
+        let named = snapshot(&format!("{MESH}{rule}{}{}", secret("other", "B"), secret("roots-cacert", "R")));
+        let named = Published::next(named, Some(&same), Instant::now());
+        assert_eq!(named.config, 2, "the roots of the Secret the rule names, apart");
+        let changed = snapshot(&format!("{MESH}{rule}{}{}", secret("other", "B"), secret("roots-cacert", "R2")));
+        assert_eq!(Published::next(changed, Some(&named), Instant::now()).config, 3);
+    }
 }

@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub pod_localities: Arc<BTreeMap<String, Locality>>,
     /// The locality of every node with topology labels, by node name.
     pub node_localities: Arc<BTreeMap<String, Locality>>,
+    /// What each Secret holds for a DestinationRule's `credentialName`, by `namespace/name`.
+    pub credentials: Arc<super::credentials::Credentials>,
     /// Weft resources whose current version is invalid (their last good version, if any, is in the lists above).
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
@@ -284,6 +286,23 @@ impl Snapshot {
                 .all(|(a, b)| a.same_config(b))
             && self.rate_limit_policies.len() == other.rate_limit_policies.len()
             && (self.rate_limit_policies.iter().zip(other.rate_limit_policies.iter())).all(|(a, b)| a.same_config(b))
+            && self.named_credentials() == other.named_credentials()
+    }
+
+    /// The credentials the DestinationRules' `credentialName`s may read (their Secrets and `-cacert` Secrets),
+    /// whether present or not: a change to any other Secret changes no config.
+    fn named_credentials(&self) -> Vec<(String, Option<&super::credentials::TlsCredential>)> {
+        use super::credentials::{credential_key, secrets_read};
+        let names = self.destination_rules.iter().flat_map(|dr| {
+            let named = dr.spec.tls_settings().into_iter().filter_map(|(_, tls)| tls.credential_name.clone());
+            named.flat_map(|name| secrets_read(&name)).map(|name| credential_key(&dr.namespace, &name))
+        });
+        names
+            .map(|key| {
+                let found = self.credentials.get(&key);
+                (key, found)
+            })
+            .collect()
     }
 
     /// The inbound modes of a pod in `namespace` with `labels` (see [`super::peer_authn`]).
@@ -362,6 +381,7 @@ pub fn build<'a>(
     let mut authorization_policies = Vec::new();
     let mut rate_limit_policies = Vec::new();
     let mut nodes = Vec::new();
+    let mut credentials = super::credentials::Credentials::new();
     for object in objects {
         match object {
             Resource::Service(s) => services.push(s),
@@ -373,6 +393,9 @@ pub fn build<'a>(
             Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
             Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
             Resource::Node(n) => nodes.push(n),
+            Resource::Secret(secret) => {
+                credentials.insert(secret_key(secret), super::credentials::credential_of(secret));
+            }
         }
     }
     let node_localities = node_localities(nodes.into_iter());
@@ -390,12 +413,19 @@ pub fn build<'a>(
         pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
         pod_localities: Arc::new(pods.iter().filter_map(|p| pod_locality_entry(p, &node_localities)).collect()),
         node_localities: Arc::new(node_localities),
+        credentials: Arc::new(credentials),
         rejections: rejections.clone(),
         root: root_namespace.to_string(),
         ..Snapshot::default()
     };
     set_rules(&mut snapshot, virtual_services.into_iter(), destination_rules.into_iter());
     snapshot
+}
+
+/// The `namespace/name` a Secret's credential is found by.
+pub(super) fn secret_key(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+    let namespace = namespace_of(&secret.metadata.namespace);
+    super::credentials::credential_key(&namespace, secret.metadata.name.as_deref().unwrap_or_default())
 }
 
 /// Puts these rules in, their hosts resolved against the snapshot's Services, and indexes them by host.

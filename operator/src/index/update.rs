@@ -15,8 +15,8 @@ use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
 use super::rate_limits::RateLimitPolicyModel;
 use super::snapshot::{
-    Snapshot, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, service_fqdn, service_model,
-    set_rules,
+    Snapshot, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_fqdn,
+    service_model, set_rules,
 };
 use crate::source::{Kind, Resource, ResourceKey};
 
@@ -39,6 +39,8 @@ pub(super) struct Dirty {
     pub rate_limit_policies: bool,
     /// A node came, went or was relabelled: every endpoint's and pod's locality may differ.
     pub nodes: bool,
+    /// Secrets (namespace/name) that came, went or changed: only their credentials.
+    pub secrets: BTreeSet<(String, String)>,
 }
 
 impl Dirty {
@@ -66,6 +68,9 @@ impl Dirty {
             Kind::AuthorizationPolicy => self.authz_policies = true,
             Kind::HttpLocalRateLimitPolicy => self.rate_limit_policies = true,
             Kind::Node => self.nodes = true,
+            Kind::Secret => {
+                self.secrets.insert((key.namespace.clone(), key.name.clone()));
+            }
         }
     }
 }
@@ -150,6 +155,16 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             }
         }
     }
+    for (namespace, name) in &dirty.secrets {
+        let key = ResourceKey { kind: Kind::Secret, namespace: namespace.clone(), name: name.clone() };
+        let credentials = Arc::make_mut(&mut snapshot.credentials);
+        match objects.get(&key) {
+            Some(Resource::Secret(secret)) => {
+                credentials.insert(secret_key(secret), super::credentials::credential_of(secret));
+            }
+            _ => drop(credentials.remove(&super::credentials::credential_key(namespace, name))),
+        }
+    }
     if dirty.rules {
         let virtual_services = all_of_kind(objects, Kind::VirtualService).filter_map(|r| match r {
             Resource::VirtualService(vs) => Some(vs),
@@ -223,6 +238,8 @@ spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
     const PEER_POLICY: &str = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\n\
 metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: ratings}}, portLevelMtls: {\"80\": {mode: DISABLE}}}\n";
 
+    const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: client, namespace: shop}\nstringData: {tls.crt: C1, tls.key: K}\n";
+
     fn key(kind: Kind, namespace: &str, name: &str) -> ResourceKey {
         ResourceKey { kind, namespace: namespace.into(), name: name.into() }
     }
@@ -264,6 +281,10 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
             Event::Restarted { kind: Kind::Pod, namespace: Some("shop".into()), objects: Vec::new() },
             Event::Applied(resources(RULES).remove(0)),
             Event::Deleted(key(Kind::Pod, "nowhere", "nothing")),
+            Event::Applied(resources(SECRET).remove(0)),
+            Event::Applied(resources(&SECRET.replace("C1", "C2")).remove(0)),
+            Event::Deleted(key(Kind::Secret, "shop", "client")),
+            Event::Applied(resources(SECRET).remove(0)),
         ]
     }
 

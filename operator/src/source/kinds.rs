@@ -22,7 +22,7 @@ pub struct KindInfo {
 }
 
 /// Every kind, in [`Kind`] order.
-pub const KINDS: [KindInfo; 9] = [
+pub const KINDS: [KindInfo; 10] = [
     KindInfo {
         kind: Kind::Service,
         api_version: "v1",
@@ -89,6 +89,14 @@ pub const KINDS: [KindInfo; 9] = [
                 Resource::Node(k8s_openapi::api::core::v1::Node { metadata: node.metadata, ..Default::default() })
             })
         },
+        resolves_refs: false,
+    },
+    KindInfo {
+        kind: Kind::Secret,
+        api_version: "v1",
+        name: "Secret",
+        // Only the certificates `credentialName` may name: nothing else of a Secret is held in memory.
+        wrap: |v| from_value(v).map(|secret| Resource::Secret(crate::index::credentials::trimmed(secret))),
         resolves_refs: false,
     },
 ];

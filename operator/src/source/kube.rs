@@ -1,4 +1,5 @@
-//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods, Nodes' labels and every Weft kind of
+//! Kubernetes mode: kube-runtime watchers for Services, EndpointSlices, Pods, Nodes' labels, Secrets (their TLS keys
+//! only) and every Weft kind of
 //! [`super::kinds`] (all namespaces, or a configured set), feeding the same index as the file source. Watch errors
 //! back off and resume (kube-runtime's default backoff); a restarted watch relists, which [`WatchState`] turns into
 //! an atomic replacement.
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -70,6 +71,7 @@ pub async fn run(
             Resource::EndpointSlice,
         ));
         tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, Resource::Pod));
+        tasks.spawn(ctx.clone().watch_secrets(client.clone()));
         for weft_kind in KINDS.iter().filter(|k| k.crd().is_some()) {
             tasks.spawn(ctx.clone().watch_crd(client.clone(), weft_kind.kind));
         }
@@ -100,14 +102,35 @@ impl WatchContext {
             Some(ns) => Api::<K>::namespaced(client, ns),
             None => Api::<K>::all(client),
         };
-        self.follow(api, kind, move |object| Ok(wrap(object)), |o: &K| key_of(kind, o.meta())).await;
+        self.follow(
+            api,
+            kind,
+            move |object| Ok(wrap(object)),
+            |o: &K| key_of(kind, o.meta()),
+            watcher::Config::default(),
+        )
+        .await;
+    }
+
+    /// Secrets, but for Helm releases and service-account tokens (large, many, never a certificate: Istio leaves
+    /// them out the same way), each trimmed to its TLS keys as it arrives.
+    async fn watch_secrets(self, client: Client) {
+        let api = match &self.namespace {
+            Some(ns) => Api::<Secret>::namespaced(client, ns),
+            None => Api::<Secret>::all(client),
+        };
+        let fields = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
+        let wrap = |secret: Secret| Ok(Resource::Secret(crate::index::credentials::trimmed(secret)));
+        let key = |o: &Secret| key_of(Kind::Secret, o.meta());
+        self.follow(api, Kind::Secret, wrap, key, watcher::Config::default().fields(fields)).await;
     }
 
     async fn watch_node_labels(self, client: Client) {
         let api = Api::<PartialObjectMeta<Node>>::all(client);
         let wrap =
             |object: PartialObjectMeta<Node>| Ok(Resource::Node(Node { metadata: object.metadata, ..Node::default() }));
-        self.follow(api, Kind::Node, wrap, |o: &PartialObjectMeta<Node>| key_of(Kind::Node, o.meta())).await;
+        let key = |o: &PartialObjectMeta<Node>| key_of(Kind::Node, o.meta());
+        self.follow(api, Kind::Node, wrap, key, watcher::Config::default()).await;
     }
 
     async fn watch_crd(self, client: Client, kind: Kind) {
@@ -116,18 +139,24 @@ impl WatchContext {
             Some(ns) => Api::<DynamicObject>::namespaced_with(client, ns, &resource),
             None => Api::<DynamicObject>::all_with(client, &resource),
         };
-        self.follow(api, kind, move |object| decode_crd(kind, object), |o: &DynamicObject| key_of(kind, o.meta()))
-            .await;
+        let key = move |o: &DynamicObject| key_of(kind, o.meta());
+        self.follow(api, kind, move |object| decode_crd(kind, object), key, watcher::Config::default()).await;
     }
 
     /// Runs one watch forever, feeding decoded events through a [`WatchState`].
-    async fn follow<K>(self, api: Api<K>, kind: Kind, decode: impl Fn(K) -> Decoded, key: impl Fn(&K) -> ResourceKey)
-    where
+    async fn follow<K>(
+        self,
+        api: Api<K>,
+        kind: Kind,
+        decode: impl Fn(K) -> Decoded,
+        key: impl Fn(&K) -> ResourceKey,
+        config: watcher::Config,
+    ) where
         K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     {
         let mut state = WatchState::new(kind, self.namespace.clone());
         let mut counted = false;
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let stream = watcher(api, config).default_backoff();
         let mut stream = std::pin::pin!(stream);
         while let Some(item) = stream.next().await {
             let event = match item {

@@ -7,7 +7,7 @@ pub mod kinds;
 pub mod kube;
 pub mod watch_state;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_crds::{
     AuthorizationPolicy, DestinationRule, FieldError, HttpLocalRateLimitPolicy, PeerAuthentication, VirtualService,
@@ -27,6 +27,8 @@ pub enum Kind {
     HttpLocalRateLimitPolicy,
     /// Cluster-scoped; only its labels are read (the topology labels giving workloads their locality).
     Node,
+    /// Only the certificates a DestinationRule's `credentialName` may name are kept ([`crate::index::credentials`]).
+    Secret,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ pub enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
     HttpLocalRateLimitPolicy(HttpLocalRateLimitPolicy),
     Node(Node),
+    Secret(Secret),
 }
 
 /// Identity of an object: kind, namespace and name.
@@ -72,6 +75,7 @@ impl Resource {
             Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::HttpLocalRateLimitPolicy(_) => Kind::HttpLocalRateLimitPolicy,
             Resource::Node(_) => Kind::Node,
+            Resource::Secret(_) => Kind::Secret,
         }
     }
 
@@ -86,6 +90,7 @@ impl Resource {
             Resource::AuthorizationPolicy(o) => &o.metadata,
             Resource::HttpLocalRateLimitPolicy(o) => &o.metadata,
             Resource::Node(o) => &o.metadata,
+            Resource::Secret(o) => &o.metadata,
         }
     }
 

@@ -15,6 +15,7 @@ use weft_crds::{DestinationRuleSpec, VirtualServiceSpec, WeftStatus};
 use weft_crds::authorization_policy::WorkloadPolicy;
 
 use crate::index::authz::target_service;
+use crate::index::credentials;
 use crate::index::{Snapshot, VirtualServiceModel, is_wildcard};
 use crate::source::{Kind, Rejection, ResourceKey};
 
@@ -29,6 +30,8 @@ pub mod reason {
     pub const UNKNOWN_DELEGATE: &str = "UnknownDelegate";
     /// An AuthorizationPolicy's `targetRefs` names no Service of its namespace.
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    /// A DestinationRule's `tls.credentialName` names no Secret, or one without what its mode needs.
+    pub const INVALID_CREDENTIAL: &str = "InvalidCredential";
 }
 
 /// One condition as it should be, before timestamps.
@@ -217,12 +220,18 @@ fn destination_rule_refs(
     spec: &DestinationRuleSpec,
 ) -> Vec<(&'static str, String)> {
     let fqdn = snapshot.resolve_host(&spec.host, namespace);
+    let mut problems = Vec::new();
     // A wildcard names the Services that match it, none or many, as a VirtualService's does.
-    if crate::index::is_wildcard(&fqdn) || snapshot.services.contains_key(&fqdn) {
-        Vec::new()
-    } else {
-        vec![(reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}"))]
+    if !crate::index::is_wildcard(&fqdn) && !snapshot.services.contains_key(&fqdn) {
+        problems.push((reason::UNKNOWN_HOST, format!("spec.host: no Service {fqdn}")));
     }
+    for (path, tls) in spec.tls_settings() {
+        let Some(name) = &tls.credential_name else { continue };
+        if let Some(problem) = credentials::problem(&snapshot.credentials, namespace, name, tls.mode) {
+            problems.push((reason::INVALID_CREDENTIAL, format!("{path}.credentialName: {problem}")));
+        }
+    }
+    problems
 }
 
 /// Every target reference of a workload policy in `namespace` naming no Service of that namespace.

@@ -99,7 +99,7 @@ pub fn own_clusters(snapshot: &Snapshot, proxy: &ProxyNode) -> OwnClusters {
     let mut own = OwnClusters::default();
     for (fqdn, rule) in snapshot.workload_destination_rules(&proxy.namespace, pod_labels(snapshot, proxy)) {
         if let Some(service) = snapshot.services.get(&fqdn) {
-            let (clusters, assignments) = service_clusters(service, Some(rule), snapshot.trust_domain.as_deref());
+            let (clusters, assignments) = service_clusters(service, Some(rule), snapshot);
             own.clusters.extend(clusters);
             own.endpoints.extend(assignments);
             own.services.insert(fqdn);
@@ -179,9 +179,9 @@ pub fn shared(snapshot: &Snapshot) -> SharedResources {
 pub fn service_clusters(
     service: &ServiceModel,
     rule: Option<&DestinationRuleModel>,
-    trust_domain: Option<&str>,
+    snapshot: &Snapshot,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
-    clusters::of_service(service, rule, trust_domain)
+    clusters::of_service(service, rule, snapshot)
 }
 
 /// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients, as every

@@ -126,7 +126,7 @@ struct ServiceClusters {
 impl ServiceClusters {
     fn of(snapshot: &Snapshot, fqdn: &str, rule: Option<&crate::index::DestinationRuleModel>) -> Arc<Self> {
         let Some(service) = snapshot.services.get(fqdn) else { return Arc::default() };
-        let (clusters, endpoints) = translate::service_clusters(service, rule, snapshot.trust_domain.as_deref());
+        let (clusters, endpoints) = translate::service_clusters(service, rule, snapshot);
         Arc::new(Self {
             clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
             endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),

@@ -1,8 +1,9 @@
 //! TLS origination to a cluster's endpoints (DestinationRule `tls.mode` `SIMPLE` and `MUTUAL`): the
 //! application speaks plaintext to its sidecar, the sidecar TLS to the server. The server's certificate must
 //! chain to `caCertificates` (Mozilla's roots when unset) and carry one of `subjectAltNames`, or else the
-//! SNI; `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read when the
-//! cluster's config arrives; a file that cannot be read fails the cluster's connections with that message.
+//! SNI; `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read (or the
+//! inline PEM from a `credentialName` Secret parsed) when the cluster's config arrives; one that cannot be
+//! read fails the cluster's connections with that message.
 //! ALPN follows the connection pool: `h2` for HTTP/2, `http/1.1` for HTTP/1, none for TCP.
 
 use std::io;
@@ -18,7 +19,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weft_xds::identity::uri_sans;
-use weft_xds::origination::Origination;
+use weft_xds::origination::{Origination, Pem};
 
 use crate::tls_verify::{CheckedVerifier, NameCheck};
 
@@ -43,7 +44,7 @@ impl Originator {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let server_name = ServerName::try_from(origination.sni.clone())
             .map_err(|e| format!("server name {:?}: {e}", origination.sni))?;
-        let roots = Arc::new(roots(origination.ca_certificates.as_deref())?);
+        let roots = Arc::new(roots(origination.ca_certificates.as_ref())?);
         let names = OneOf(origination.subject_alt_names.clone());
         let verifier: Arc<dyn ServerCertVerifier> = if origination.insecure_skip_verify {
             Arc::new(CheckedVerifier::trusting_anything(names, provider.clone()))
@@ -83,28 +84,36 @@ impl Originator {
     }
 }
 
-fn roots(ca_file: Option<&str>) -> Result<RootCertStore, String> {
-    let Some(path) = ca_file else {
+fn roots(ca: Option<&Pem>) -> Result<RootCertStore, String> {
+    let Some(ca) = ca else {
         return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
     };
     let mut store = RootCertStore::empty();
-    for certificate in certificates(path)? {
-        store.add(certificate).map_err(|e| format!("caCertificates {path}: {e}"))?;
+    for certificate in certificates(ca)? {
+        store.add(certificate).map_err(|e| format!("caCertificates {}: {e}", ca.describe()))?;
     }
     Ok(store)
 }
 
-fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let parsed: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path).map_err(|e| format!("{path}: {e}"))?.collect();
-    let certificates = parsed.map_err(|e| format!("{path}: {e}"))?;
+fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    let failed = |e: rustls::pki_types::pem::Error| format!("{}: {e}", pem.describe());
+    let parsed: Result<Vec<_>, _> = match pem {
+        Pem::File(path) => CertificateDer::pem_file_iter(path).map_err(failed)?.collect(),
+        Pem::Inline(text) => CertificateDer::pem_slice_iter(text).collect(),
+    };
+    let certificates = parsed.map_err(failed)?;
     if certificates.is_empty() {
-        return Err(format!("{path}: no PEM certificate in it"));
+        return Err(format!("{}: no PEM certificate in it", pem.describe()));
     }
     Ok(certificates)
 }
 
-fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{path}: {e}"))
+fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
+    match pem {
+        Pem::File(path) => PrivateKeyDer::from_pem_file(path),
+        Pem::Inline(text) => PrivateKeyDer::from_pem_slice(text),
+    }
+    .map_err(|e| format!("{}: {e}", pem.describe()))
 }
 
 /// The certificate must carry one of these names: DNS names and IP addresses as rustls matches them, URIs

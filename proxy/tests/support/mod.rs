@@ -68,6 +68,11 @@ impl Operator {
         });
         Self { xds, _dir: dir, task }
     }
+
+    /// Writes (or rewrites) `file` in the operator's directory: the operator picks the change up.
+    pub fn write(&self, file: &str, yaml: &str) {
+        std::fs::write(self._dir.path().join(file), yaml).unwrap();
+    }
 }
 
 impl Drop for Operator {

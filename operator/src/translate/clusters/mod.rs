@@ -46,7 +46,7 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
             Some(namespace) => snapshot.destination_rule_for(&fqdn, namespace),
             None => snapshot.default_destination_rule(&fqdn),
         };
-        let (own_clusters, own_assignments) = of_service(service, rule, snapshot.trust_domain.as_deref());
+        let (own_clusters, own_assignments) = of_service(service, rule, snapshot);
         clusters.extend(own_clusters.into_iter().map(|c| (c.name.clone(), c)));
         assignments.extend(own_assignments.into_iter().map(|a| (a.cluster_name.clone(), a)));
     }
@@ -54,14 +54,19 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
 }
 
 /// One Service's clusters (per port, and per port and subset of `rule`, the DestinationRule applied to it) and
-/// their endpoint assignments. A wildcard rule's subsets are each matching Service's. With a `trust_domain`
-/// (the mesh has a CA), endpoints that run a sidecar are reached over mutual TLS.
+/// their endpoint assignments. A wildcard rule's subsets are each matching Service's. When the mesh has a CA
+/// (the snapshot's trust domain), endpoints that run a sidecar are reached over mutual TLS; a `credentialName`
+/// is a Secret of the rule's namespace.
 pub(super) fn of_service(
     service: &ServiceModel,
     rule: Option<&DestinationRuleModel>,
-    trust_domain: Option<&str>,
+    snapshot: &Snapshot,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let fqdn = service.fqdn();
+    let context = tls::TransportContext {
+        trust_domain: snapshot.trust_domain.as_deref(),
+        credentials: rule.map(|r| (r.namespace.as_str(), snapshot.credentials.as_ref())),
+    };
     let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
     let origin = rule.map(|r| config_metadata(ConfigKind::DestinationRule, &r.namespace, &r.name));
     let mut clusters = Vec::new();
@@ -69,7 +74,7 @@ pub(super) fn of_service(
     for port in &service.ports {
         let name = cluster_name(&fqdn, port.port, "");
         let own = policy::cluster_policy(default_policy, None, port.port);
-        let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+        let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, &context);
         cluster.metadata = origin.clone();
         let balanced = !is_original_destination(&cluster);
         clusters.push(cluster);
@@ -80,7 +85,7 @@ pub(super) fn of_service(
         for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
             let name = cluster_name(&fqdn, port.port, &subset.name);
             let own = policy::cluster_policy(default_policy, subset.traffic_policy.as_ref(), port.port);
-            let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, trust_domain);
+            let (mut cluster, marks) = with_transport(&name, own.as_ref(), service, port, &context);
             cluster.metadata = origin.clone();
             let balanced = !is_original_destination(&cluster);
             clusters.push(cluster);
@@ -101,10 +106,10 @@ fn with_transport(
     policy: Option<&TrafficPolicy>,
     service: &ServiceModel,
     port: &ServicePortModel,
-    trust_domain: Option<&str>,
+    context: &tls::TransportContext<'_>,
 ) -> (Cluster, bool) {
     let mut built = cluster(name, policy, PortProtocol::of(&port.name));
-    let transport = tls::transport(service, port, trust_domain, policy.and_then(|p| p.tls.as_ref()));
+    let transport = tls::transport(service, port, context, policy.and_then(|p| p.tls.as_ref()));
     let marks = transport.marks_sidecars;
     transport.apply(&mut built);
     (built, marks)

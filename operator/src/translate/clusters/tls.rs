@@ -1,7 +1,9 @@
 //! How a cluster reaches its endpoints, from the DestinationRule's `tls` (its port's, subset's or the rule's):
 //! unset, auto mutual TLS (the mesh's mutual TLS to the endpoints that run a sidecar, plaintext to the others,
 //! by `transport_socket_matches`); `DISABLE`, plaintext; `ISTIO_MUTUAL`, the mesh's mutual TLS to every
-//! endpoint; `SIMPLE`/`MUTUAL`, TLS origination with certificates from files. The peer identities of mutual TLS
+//! endpoint; `SIMPLE`/`MUTUAL`, TLS origination with certificates from files, or from the Secret
+//! `credentialName` names (inline; a missing Secret or key is empty, so the proxy trusts and presents nothing
+//! rather than anything else, and the rule's status says why). The peer identities of mutual TLS
 //! are the Service's workload identities, in its namespace (Istio's "service accounts of the service"), unless
 //! `subjectAltNames` says otherwise. Pure.
 
@@ -12,9 +14,18 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use weft_crds::destination_rule::{ClientTlsSettings, TlsMode};
 use weft_xds::SpiffeId;
-use weft_xds::origination::Origination;
+use weft_xds::origination::{Origination, Pem};
 
+use crate::index::credentials::{Credentials, resolve};
 use crate::index::{ServiceModel, ServicePortModel};
+
+/// What a cluster's transport is made with besides its Service and policy.
+pub(super) struct TransportContext<'a> {
+    /// The mesh's trust domain when it has a CA (else no mutual TLS).
+    pub trust_domain: Option<&'a str>,
+    /// The namespace of the DestinationRule applied, whose Secrets a `credentialName` names, and the Secrets.
+    pub credentials: Option<(&'a str, &'a Credentials)>,
+}
 
 /// A cluster's transport sockets, and whether its endpoints that run a sidecar are marked so (auto mutual TLS).
 #[derive(Default)]
@@ -35,13 +46,14 @@ impl Transport {
     }
 }
 
-/// The transport of `service`'s `port` under `tls`, in a mesh with a CA of `trust_domain` (else no mutual TLS).
+/// The transport of `service`'s `port` under `tls`.
 pub(super) fn transport(
     service: &ServiceModel,
     port: &ServicePortModel,
-    trust_domain: Option<&str>,
+    context: &TransportContext<'_>,
     tls: Option<&ClientTlsSettings>,
 ) -> Transport {
+    let trust_domain = context.trust_domain;
     let fqdn = service.fqdn();
     let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_else(|| fqdn.clone());
     let plaintext = Transport::default;
@@ -64,18 +76,40 @@ pub(super) fn transport(
         }
         Some(TlsMode::Simple | TlsMode::Mutual) => {
             let settings = tls.cloned().unwrap_or_default();
+            let (ca_certificates, client_certificate) = match &settings.credential_name {
+                Some(name) => from_secret(context, name, settings.mode),
+                None => (
+                    settings.ca_certificates.map(Pem::File),
+                    match settings.mode {
+                        TlsMode::Mutual => {
+                            settings.client_certificate.map(Pem::File).zip(settings.private_key.map(Pem::File))
+                        }
+                        _ => None,
+                    },
+                ),
+            };
             let origination = Origination {
                 sni,
                 subject_alt_names: settings.subject_alt_names,
-                ca_certificates: settings.ca_certificates,
-                client_certificate: match settings.mode {
-                    TlsMode::Mutual => settings.client_certificate.zip(settings.private_key),
-                    _ => None,
-                },
+                ca_certificates,
+                client_certificate,
                 insecure_skip_verify: settings.insecure_skip_verify.unwrap_or(false),
             };
             Transport::socket(weft_xds::origination::socket(&origination))
         }
+    }
+}
+
+/// The roots and (`MUTUAL`) client certificate of the Secret `name`: `SIMPLE` trusts its roots, `MUTUAL`
+/// presents its certificate and trusts its roots if it has any (the system's otherwise, as without
+/// `caCertificates`). What is missing is empty, never left out: nothing is trusted or presented in its place.
+fn from_secret(context: &TransportContext<'_>, name: &str, mode: TlsMode) -> (Option<Pem>, Option<(Pem, Pem)>) {
+    let found = context.credentials.and_then(|(namespace, credentials)| resolve(credentials, namespace, name));
+    let found = found.unwrap_or_default();
+    let inline = |part: Option<Vec<u8>>| Pem::Inline(part.unwrap_or_default());
+    match mode {
+        TlsMode::Mutual => (found.ca.map(Pem::Inline), Some((inline(found.certificate), inline(found.key)))),
+        _ => (Some(inline(found.ca)), None),
     }
 }
 
@@ -107,7 +141,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         snapshot.trust_domain = Some("cluster.local".into());
         let service = &snapshot.services["db.shop.svc.cluster.local"];
         let rule = snapshot.default_destination_rule("db.shop.svc.cluster.local");
-        let (clusters, endpoints) = super::super::of_service(service, rule, snapshot.trust_domain.as_deref());
+        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot);
         let marked = endpoints[0].endpoints[0].lb_endpoints[0].metadata.is_some();
         (clusters[0].clone(), marked)
     }
@@ -121,7 +155,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let snapshot = snapshot_of_yaml(&yaml);
         let service = &snapshot.services["db.shop.svc.cluster.local"];
         let rule = snapshot.default_destination_rule("db.shop.svc.cluster.local");
-        let (clusters, endpoints) = super::super::of_service(service, rule, None);
+        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot);
         assert!(super::super::is_original_destination(&clusters[0]));
         assert!(clusters[0].eds_cluster_config.is_none() && endpoints.is_empty());
     }
@@ -144,8 +178,47 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let context = weft_xds::origination::upstream_context(&simple.transport_socket.unwrap()).unwrap().unwrap();
         let origination = weft_xds::origination::parse(&context).unwrap();
         assert_eq!(
-            (origination.sni.as_str(), origination.ca_certificates.as_deref()),
-            ("db.shop.svc.cluster.local", Some("/etc/ca.pem"))
+            (origination.sni.as_str(), origination.ca_certificates),
+            ("db.shop.svc.cluster.local", Some("/etc/ca.pem".into()))
         );
+    }
+
+    #[test]
+    fn credential_name_takes_the_secret_of_the_rule_s_namespace_inline_and_a_missing_one_trusts_nothing() {
+        use weft_xds::origination::{Pem, parse, upstream_context};
+        let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db, namespace: shop}\n\
+            spec: {host: db, workloadSelector: {matchLabels: {app: web}}, trafficPolicy: {tls: {mode: MUTUAL, credentialName: db-client}}}\n";
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: db-client, namespace: shop}\ntype: kubernetes.io/tls\n\
+            stringData: {tls.crt: CHAIN, tls.key: KEY, ca.crt: ROOTS, password: hunter2}\n";
+        let origination_of = |yaml: &str| {
+            let snapshot = snapshot_of_yaml(yaml);
+            let service = &snapshot.services["db.shop.svc.cluster.local"];
+            let labels = std::collections::BTreeMap::from([("app".to_string(), "web".to_string())]);
+            let rules = snapshot.workload_destination_rules("shop", &labels);
+            let (clusters, _) = super::super::of_service(service, rules.values().next().copied(), &snapshot);
+            let context = upstream_context(clusters[0].transport_socket.as_ref().unwrap()).unwrap().unwrap();
+            (parse(&context).unwrap(), crate::status::targets(&snapshot))
+        };
+        let (found, status) = origination_of(&format!("{MESHED}{rule}{secret}"));
+        assert_eq!(found.client_certificate, Some((Pem::Inline(b"CHAIN".to_vec()), Pem::Inline(b"KEY".to_vec()))));
+        assert_eq!(found.ca_certificates, Some(Pem::Inline(b"ROOTS".to_vec())));
+        let resolved = |status: &[crate::status::StatusTarget]| {
+            let rule = status.iter().find(|t| t.key.name == "db").unwrap();
+            let condition = rule.conditions.iter().find(|c| c.type_ == "ResolvedRefs").unwrap();
+            (condition.reason, condition.message.clone())
+        };
+        assert_eq!(resolved(&status).0, "ResolvedRefs");
+
+        // Without the Secret: nothing to present or trust (the connection fails), and the status says why.
+        let (missing, status) = origination_of(&format!("{MESHED}{rule}"));
+        assert_eq!(missing.client_certificate, Some((Pem::Inline(Vec::new()), Pem::Inline(Vec::new()))));
+        assert_eq!(
+            resolved(&status),
+            ("InvalidCredential", "spec.trafficPolicy.tls.credentialName: no Secret shop/db-client".to_string())
+        );
+        // A Secret of the same name in another namespace is not the rule's.
+        let (elsewhere, _) =
+            origination_of(&format!("{MESHED}{rule}{}", secret.replace("namespace: shop", "namespace: web")));
+        assert_eq!(elsewhere.client_certificate, missing.client_certificate);
     }
 }

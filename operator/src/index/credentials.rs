@@ -1,0 +1,166 @@
+//! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys): the client certificate under
+//! `tls.crt` or `cert`, its key under `tls.key` or `key`, the roots under `ca.crt` or `cacert` — in the Secret
+//! itself or, for the roots, in a Secret named `<name>-cacert`. A Secret is trimmed to those keys as it is read
+//! ([`trimmed`]): nothing else of it (other keys, annotations such as kubectl's last-applied copy) is held in
+//! memory. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use weft_crds::destination_rule::TlsMode;
+
+/// The keys read, per part, in Istio's order of preference (a `kubernetes.io/tls` Secret's, then a generic one's).
+const CERTIFICATE_KEYS: [&str; 2] = ["tls.crt", "cert"];
+const KEY_KEYS: [&str; 2] = ["tls.key", "key"];
+const CA_KEYS: [&str; 2] = ["ca.crt", "cacert"];
+/// The suffix of the Secret that may hold the roots apart (Istio's).
+const CA_SECRET_SUFFIX: &str = "-cacert";
+
+/// The PEM texts of one Secret, by `namespace/name`.
+pub type Credentials = BTreeMap<String, TlsCredential>;
+
+/// What a Secret holds for TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsCredential {
+    pub certificate: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+    pub ca: Option<Vec<u8>>,
+}
+
+/// A Secret with only its name, namespace and the keys of [`TlsCredential`] (`stringData`, which only a file of
+/// standalone mode carries, folded into `data` as the API server does).
+pub fn trimmed(secret: Secret) -> Secret {
+    let mut data = secret.data.unwrap_or_default();
+    for (key, text) in secret.string_data.unwrap_or_default() {
+        data.insert(key, ByteString(text.into_bytes()));
+    }
+    let wanted = |key: &String| CERTIFICATE_KEYS.iter().chain(&KEY_KEYS).chain(&CA_KEYS).any(|k| k == key);
+    data.retain(|key, _| wanted(key));
+    let metadata =
+        ObjectMeta { name: secret.metadata.name, namespace: secret.metadata.namespace, ..ObjectMeta::default() };
+    Secret { metadata, data: Some(data), ..Secret::default() }
+}
+
+/// The credential of a (trimmed) Secret.
+pub fn credential_of(secret: &Secret) -> TlsCredential {
+    let first = |keys: &[&str]| {
+        let data = secret.data.as_ref()?;
+        keys.iter().find_map(|key| data.get(*key)).map(|text| text.0.clone())
+    };
+    TlsCredential { certificate: first(&CERTIFICATE_KEYS), key: first(&KEY_KEYS), ca: first(&CA_KEYS) }
+}
+
+/// The `namespace/name` key of [`Credentials`].
+pub fn credential_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The Secrets `credentialName: name` reads: the one it names and the one its roots may be in apart.
+pub fn secrets_read(name: &str) -> [String; 2] {
+    [name.to_string(), format!("{name}{CA_SECRET_SUFFIX}")]
+}
+
+/// What `credentialName: name` of a rule in `namespace` gives: the Secret's parts, its roots from the
+/// `-cacert` Secret when it has none itself; `None` when there is no such Secret.
+pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option<TlsCredential> {
+    let [own, roots] = secrets_read(name);
+    let apart = || credentials.get(&credential_key(namespace, &roots));
+    let mut found = credentials.get(&credential_key(namespace, &own)).cloned();
+    match &mut found {
+        Some(credential) if credential.ca.is_none() => credential.ca = apart().and_then(|s| s.ca.clone()),
+        Some(_) => {}
+        None => found = apart().map(|s| TlsCredential { ca: s.ca.clone(), ..TlsCredential::default() }),
+    }
+    found
+}
+
+/// Why `credentialName: name` of a rule in `namespace` cannot serve `mode`, if it cannot: `MUTUAL` needs the
+/// certificate and key (roots are optional, as `caCertificates` is: the system's), `SIMPLE` the roots.
+pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: TlsMode) -> Option<String> {
+    let Some(credential) = resolve(credentials, namespace, name) else {
+        return Some(format!("no Secret {namespace}/{name}"));
+    };
+    let missing = |part: &Option<Vec<u8>>, keys: &[&str]| part.is_none().then(|| keys.join(" or "));
+    let missing: Vec<String> = match mode {
+        TlsMode::Mutual => [missing(&credential.certificate, &CERTIFICATE_KEYS), missing(&credential.key, &KEY_KEYS)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        TlsMode::Simple => missing(&credential.ca, &CA_KEYS).into_iter().collect(),
+        TlsMode::Disable | TlsMode::IstioMutual => Vec::new(),
+    };
+    (!missing.is_empty()).then(|| {
+        let also =
+            if mode == TlsMode::Simple { format!(" (nor does {name}{CA_SECRET_SUFFIX})") } else { String::new() };
+        format!("Secret {namespace}/{name} has no {}{also}", missing.join(", no "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> (String, TlsCredential) {
+        let data = data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("shop".into()), ..ObjectMeta::default() },
+            data: Some(data),
+            ..Secret::default()
+        };
+        (credential_key("shop", name), credential_of(&trimmed(secret)))
+    }
+
+    #[test]
+    fn istio_s_keys_are_read_and_nothing_else_is_kept() {
+        let mut annotated = Secret {
+            metadata: ObjectMeta {
+                name: Some("client".into()),
+                annotations: Some(BTreeMap::from([("last-applied".into(), "the whole secret".into())])),
+                ..ObjectMeta::default()
+            },
+            string_data: Some(BTreeMap::from([("tls.crt".into(), "CERT".into()), ("password".into(), "x".into())])),
+            ..Secret::default()
+        };
+        annotated.data = Some(BTreeMap::from([("key".into(), ByteString(b"KEY".to_vec()))]));
+        let kept = trimmed(annotated);
+        assert!(kept.metadata.annotations.is_none() && kept.string_data.is_none());
+        assert_eq!(
+            kept.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["key".into(), "tls.crt".into()])
+        );
+        let credential = credential_of(&kept);
+        assert_eq!(
+            (credential.certificate.as_deref(), credential.key.as_deref()),
+            (Some(&b"CERT"[..]), Some(&b"KEY"[..]))
+        );
+    }
+
+    #[test]
+    fn roots_may_live_apart_and_what_a_mode_lacks_is_named() {
+        let credentials: Credentials = [
+            secret("client", &[("tls.crt", "C"), ("tls.key", "K")]),
+            secret("client-cacert", &[("ca.crt", "R")]),
+            secret("roots-only", &[("cacert", "R2")]),
+        ]
+        .into_iter()
+        .collect();
+        let client = resolve(&credentials, "shop", "client").unwrap();
+        assert_eq!(client.ca.as_deref(), Some(&b"R"[..]), "from client-cacert");
+        assert_eq!(problem(&credentials, "shop", "client", TlsMode::Mutual), None);
+        assert_eq!(problem(&credentials, "shop", "client", TlsMode::Simple), None);
+        assert_eq!(problem(&credentials, "shop", "roots-only", TlsMode::Simple), None);
+        assert_eq!(
+            problem(&credentials, "shop", "roots-only", TlsMode::Mutual).as_deref(),
+            Some("Secret shop/roots-only has no tls.crt or cert, no tls.key or key")
+        );
+        assert_eq!(
+            problem(&credentials, "other", "client", TlsMode::Mutual).as_deref(),
+            Some("no Secret other/client")
+        );
+        // Only the roots' Secret: enough for SIMPLE.
+        let apart: Credentials = [secret("api-cacert", &[("ca.crt", "R")])].into_iter().collect();
+        assert_eq!(problem(&apart, "shop", "api", TlsMode::Simple), None);
+    }
+}
