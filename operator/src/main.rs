@@ -35,6 +35,11 @@ struct Args {
     /// Kubernetes mode: namespaces to watch, comma-separated (default: all).
     #[arg(long, env = "WEFT_NAMESPACES", value_delimiter = ',', value_name = "NS,NS")]
     namespaces: Vec<String>,
+    /// Kubernetes mode: whether to watch Secrets, for DestinationRules' `tls.credentialName` (the operator's
+    /// ClusterRole then needs `list` and `watch` on `secrets`). `false`: no Secret is read and a rule naming one
+    /// reports `InvalidCredential`.
+    #[arg(long, env = "WEFT_READ_SECRETS", default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    read_secrets: bool,
     /// Kubernetes mode: namespace of the leader-election Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system", value_name = "NS")]
     lease_namespace: String,
@@ -140,7 +145,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 let identity = args.identity.unwrap_or_else(hostname);
                 tracing::info!(namespaces = ?args.namespaces, %identity, "Kubernetes mode");
                 let lease = LeaseConfig::new(args.lease_namespace, args.lease_name, identity);
-                app::serve_kubernetes(client, Scope { namespaces: args.namespaces }, lease, listeners, stop()).await?;
+                let scope = Scope { namespaces: args.namespaces, without_secrets: !args.read_secrets };
+                app::serve_kubernetes(client, scope, lease, listeners, stop()).await?;
             }
         }
         tracing::info!("stopped");

@@ -98,10 +98,12 @@ async fn exercise_watchers(scope: Scope) -> Vec<Recorded> {
 
 #[tokio::test]
 async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
-    let cluster_rules = rules("operator-clusterrole-rules.yaml");
+    // The chart adds the Secrets rule unless `operator.readSecrets` is false.
+    let mut cluster_rules = rules("operator-clusterrole-rules.yaml");
+    cluster_rules.extend(rules("operator-secrets-rules.yaml"));
     let namespace_rules = rules("operator-role-rules.yaml");
     let mut requests = exercise_watchers(Scope::default()).await;
-    requests.extend(exercise_watchers(Scope { namespaces: vec!["shop".into()] }).await);
+    requests.extend(exercise_watchers(Scope { namespaces: vec!["shop".into()], without_secrets: false }).await);
 
     // Status writes for every Weft kind.
     let yaml = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: a, namespace: shop}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}}]}]}\n---\n\
@@ -175,6 +177,17 @@ async fn every_api_call_of_the_operator_is_covered_by_the_chart_rbac() {
     for (resource, verb) in [("secrets", "create"), ("tokenreviews", "create"), ("configmaps", "patch")] {
         assert!(seen.iter().any(|a| a.resource == resource && a.verb == verb), "no {verb} of {resource}");
     }
+    assert!(seen.iter().any(|a| a.resource == "secrets" && a.verb == "watch"), "no watch of secrets");
+}
+
+#[tokio::test]
+async fn without_secrets_the_watchers_need_no_secrets_rule() {
+    let cluster_rules = rules("operator-clusterrole-rules.yaml");
+    let requests = exercise_watchers(Scope { namespaces: Vec::new(), without_secrets: true }).await;
+    let seen: Vec<Access> = requests.iter().map(access).collect();
+    assert!(seen.iter().all(|a| a.resource != "secrets"), "{seen:#?}");
+    let denied: Vec<&Access> = seen.iter().filter(|a| !allowed(&cluster_rules, a)).collect();
+    assert!(denied.is_empty(), "not allowed without operator-secrets-rules.yaml: {denied:#?}");
 }
 
 /// An API server with no CA Secret yet, that authenticates every token as `shop/reviews` for audience `weft-ca`.

@@ -38,6 +38,8 @@ pub(crate) struct Expect {
     pub(crate) proxy_timeouts: [&'static str; 3],
     /// `--proxy-scope` of the operator.
     pub(crate) proxy_scope: &'static str,
+    /// `operator.readSecrets`: the Secrets rule in the ClusterRole, no `--read-secrets false`.
+    pub(crate) read_secrets: bool,
     /// `--proxy-access-log` of the webhook.
     pub(crate) proxy_access_log: &'static str,
     /// `--proxy-trace-collector` and `--proxy-trace-sampling` of the webhook.
@@ -63,6 +65,7 @@ pub(crate) fn defaults() -> Expect {
         proxy_timeouts: ["10s", "5m", "1h"],
         proxy_access_log: "false",
         proxy_scope: "namespace",
+        read_secrets: true,
         proxy_tracing: ["", "1"],
     }
 }
@@ -98,6 +101,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "--set",
     "operator.proxyScope=on-demand",
     "--set",
+    "operator.readSecrets=false",
+    "--set",
     "proxy.accessLog=true",
     "--set",
     "observability.tracing.collector=http://otel.observability:4317,observability.tracing.sampling=0.5",
@@ -121,6 +126,7 @@ pub(crate) fn custom() -> Expect {
         pdbs: false,
         proxy_timeouts: ["2s", "30m", "0"],
         proxy_scope: "on-demand",
+        read_secrets: false,
         proxy_access_log: "true",
         proxy_tracing: ["http://otel.observability:4317", "0.5"],
     }
@@ -250,6 +256,8 @@ pub(crate) fn check_operator(m: &Manifests, e: &Expect) {
     assert_eq!(flag(&args, "--metrics-listen"), Some("0.0.0.0:9090"), "{args:?}");
     assert_eq!(flag(&args, "--namespaces"), e.watched, "{args:?}");
     assert_eq!(flag(&args, "--proxy-scope"), Some(e.proxy_scope), "{args:?}");
+    let read_secrets = if e.read_secrets { None } else { Some("false") };
+    assert_eq!(flag(&args, "--read-secrets"), read_secrets, "{args:?}");
     assert!(!args.iter().any(|a| a == "--config-dir"), "Kubernetes mode, not standalone: {args:?}");
 
     // Leader election: identity and Lease namespace from the downward API.
@@ -546,8 +554,15 @@ pub(crate) fn check_rbac(m: &Manifests, e: &Expect) {
         ("ClusterRole", "ClusterRoleBinding", "operator-clusterrole-rules.yaml"),
         ("Role", "RoleBinding", "operator-role-rules.yaml"),
     ] {
-        let expected = read_yaml(&files.join(file));
+        let mut expected = read_yaml(&files.join(file));
         assert!(expected.as_array().is_some_and(|r| !r.is_empty()), "{file} is not a list of rules");
+        if role_kind == "ClusterRole" && e.read_secrets {
+            let secrets = read_yaml(&files.join("operator-secrets-rules.yaml"));
+            let (Some(all), Some(more)) = (expected.as_array_mut(), secrets.as_array()) else {
+                panic!("operator-secrets-rules.yaml is not a list of rules")
+            };
+            all.extend(more.iter().cloned());
+        }
         // Bound to the operator's ServiceAccount, by exactly one binding of the right kind.
         let bindings: Vec<&Value> =
             m.of_kind(binding_kind).filter(|b| b["subjects"].as_array().unwrap().contains(&subject)).collect();
@@ -556,7 +571,7 @@ pub(crate) fn check_rbac(m: &Manifests, e: &Expect) {
         assert_eq!(role_ref["kind"], role_kind);
         assert_eq!(role_ref["apiGroup"], "rbac.authorization.k8s.io");
         let role = m.get(role_kind, s(&role_ref["name"])).unwrap();
-        assert_eq!(role["rules"], expected, "{role_kind} rules must be {file} verbatim");
+        assert_eq!(role["rules"], expected, "{role_kind} rules must be {file} verbatim (and the Secrets rule)");
         if role_kind == "Role" {
             assert_eq!(bindings[0]["metadata"]["namespace"], e.namespace);
         }

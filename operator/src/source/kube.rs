@@ -24,10 +24,13 @@ use super::watch_state::{Decoded, WatchEvent, WatchState};
 use super::{DEFAULT_NAMESPACE, Event, Kind, Rejection, Resource, ResourceKey};
 use crate::metrics::Metrics;
 
-/// Which namespaces to watch: empty means all.
+/// Which namespaces to watch (empty means all), and whether to leave Secrets alone.
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     pub namespaces: Vec<String>,
+    /// Read no Secrets (`--read-secrets false`, for clusters that grant the operator none): a DestinationRule's
+    /// `credentialName` then finds none.
+    pub without_secrets: bool,
 }
 
 impl Scope {
@@ -63,7 +66,9 @@ pub async fn run(
     tasks.spawn(cluster.watch_node_labels(client.clone()));
     for namespace in scope.each() {
         let ctx = WatchContext { events: events.clone(), sync: sync.clone(), metrics: metrics.clone(), namespace };
-        sync.0.fetch_add(KINDS.len() - 1, Ordering::Relaxed);
+        // Every kind but Nodes (above), and Secrets when they are not read.
+        let watched = KINDS.len() - 1 - usize::from(scope.without_secrets);
+        sync.0.fetch_add(watched, Ordering::Relaxed);
         tasks.spawn(ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, Resource::Service));
         tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(
             client.clone(),
@@ -71,7 +76,9 @@ pub async fn run(
             Resource::EndpointSlice,
         ));
         tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, Resource::Pod));
-        tasks.spawn(ctx.clone().watch_secrets(client.clone()));
+        if !scope.without_secrets {
+            tasks.spawn(ctx.clone().watch_secrets(client.clone()));
+        }
         for weft_kind in KINDS.iter().filter(|k| k.crd().is_some()) {
             tasks.spawn(ctx.clone().watch_crd(client.clone(), weft_kind.kind));
         }
