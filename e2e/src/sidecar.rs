@@ -81,7 +81,7 @@ impl Sidecars {
         ]);
         command.extend(self.identity_env.iter().cloned());
         command.extend([
-            "WEFT_LOG=info,weft_proxy::transparent=debug".into(),
+            "WEFT_LOG=info,weft_proxy::transparent=debug,weft_proxy::inbound=debug".into(),
             self.proxy.display().to_string(),
             "run".into(),
             "--transparent".into(),

@@ -51,6 +51,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
         traffic.http_by_service_name().await?;
         traffic.http_by_pod_ip().await?;
         traffic.http_from_a_client_that_waits().await?;
+        traffic.http_from_a_silent_client_without_sidecar().await?;
         traffic.tcp_to_a_cluster_ip().await?;
         traffic.tcp_on_a_mesh_port().await?;
         traffic.tcp_on_a_declared_port().await?;
@@ -239,6 +240,31 @@ impl Traffic<'_> {
         Ok(())
     }
 
+    /// A client without a sidecar (from the node) that connects to the server pod on a port its Service declares
+    /// HTTP, and stays silent longer than the server's sidecar waits to tell mutual TLS from plaintext: its
+    /// request is still served as HTTP there (HTTP metrics, rate limits, authorization by path), where the silence
+    /// once made it TCP, passed through unread.
+    async fn http_from_a_silent_client_without_sidecar(&mut self) -> anyhow::Result<()> {
+        let to = self.mesh.to_server(DECLARED_HTTP_PORT);
+        let mut stream = self.mesh.lab.node.connect(to, STEP).await?;
+        let silence = Duration::from_millis(800);
+        tokio::time::sleep(silence).await;
+        stream.write_all(b"GET /quiet HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        tokio::time::timeout(STEP, stream.read_to_end(&mut answer)).await.context("no answer")??;
+        let answer = String::from_utf8_lossy(&answer);
+        anyhow::ensure!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let d = self.delta().await?;
+        let (http, tcp) = (d.server_in_as("http"), d.server_in_as("tcp"));
+        anyhow::ensure!(http == 1.0 && tcp == 0.0, "server inbound http {http}, tcp {tcp}");
+        self.report += &format!(
+            "  HTTP from the node to {to} (declared http-web), sent {} ms after connecting: 200; server inbound \
+             http +1, tcp +0\n",
+            silence.as_millis()
+        );
+        Ok(())
+    }
+
     /// TCP to the server pod's address on a Service's port: sent on to that endpoint through the Service's
     /// cluster (so counted under the Service), as a client of a headless Service dials it.
     async fn tcp_on_a_mesh_port(&mut self) -> anyhow::Result<()> {
@@ -342,6 +368,10 @@ impl Scrape {
         metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
     }
 
+    fn server_in_as(&self, mode: &str) -> f64 {
+        metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound"), ("mode", mode)])
+    }
+
     fn tcp_for(&self, service: &str) -> f64 {
         let labels = [("reporter", "source"), ("destination_service_name", service)];
         metric_sum(&self.client, "weft_tcp_connections_opened_total", &labels)
@@ -369,6 +399,10 @@ impl Delta {
 
     fn server_in(&self) -> f64 {
         self.after.server_in() - self.before.server_in()
+    }
+
+    fn server_in_as(&self, mode: &str) -> f64 {
+        self.after.server_in_as(mode) - self.before.server_in_as(mode)
     }
 
     fn tcp_for(&self, service: &str) -> f64 {

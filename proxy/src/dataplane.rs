@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use weft_xds::ClusterName;
+use weft_xds::detection::Detection;
 
 use crate::config::ProxyConfig;
 use crate::identity::CredentialsRx;
@@ -27,6 +28,38 @@ pub struct Runtime {
     /// The cluster of each Service endpoint address (a Service's whole-port cluster, not a subset's), for TCP and
     /// unclaimed HTTP that a client sends to a pod's address, and for the Service of inbound TCP.
     pub endpoint_clusters: HashMap<SocketAddr, Arc<str>>,
+}
+
+/// What a Service declares its port to carry (by the port's name, Istio's `<protocol>[-<suffix>]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Http,
+    Tcp,
+}
+
+impl From<weft_xds::mtls::Carried> for Declared {
+    fn from(carried: weft_xds::mtls::Carried) -> Self {
+        match carried {
+            weft_xds::mtls::Carried::Http => Declared::Http,
+            weft_xds::mtls::Carried::Tcp => Declared::Tcp,
+        }
+    }
+}
+
+impl Runtime {
+    /// What the Service whose endpoint `destination` is (a pod's address and port, as an inbound connection was
+    /// addressed) declares on that port, as its outbound listener says (HTTP at once, TCP at once, or detect);
+    /// `None` when it declares nothing or the proxy holds no such endpoint. Every Service on the port declares
+    /// the same, else the listener detects: the inbound side then tells by the first bytes, as before.
+    pub fn declared_protocol(&self, destination: &SocketAddr) -> Option<Declared> {
+        let cluster = self.endpoint_clusters.get(destination)?;
+        let listener = self.config.listener_for_port(ClusterName::parse(cluster)?.port)?;
+        match listener.detection {
+            Detection::Off => Some(Declared::Http),
+            Detection::Tcp => Some(Declared::Tcp),
+            Detection::Within(_) => None,
+        }
+    }
 }
 
 /// One cluster as requests use it: its balancer, and what its requests are counted under.
@@ -99,4 +132,43 @@ fn endpoint_clusters(config: &ProxyConfig) -> HashMap<SocketAddr, Arc<str>> {
         }
     }
     clusters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterConfig, EndpointConfig, ListenerConfig};
+
+    #[test]
+    fn an_endpoint_s_declared_protocol_is_its_service_port_s() {
+        let mut config = ProxyConfig::default();
+        let ports = [(80, "10.0.0.5:8080", Detection::Off), (3306, "10.0.0.6:3306", Detection::Tcp)];
+        let detecting = (9000, "10.0.0.7:9000", Detection::Within(None));
+        for (port, endpoint, detection) in ports.into_iter().chain([detecting]) {
+            let cluster = format!("outbound|{port}||svc-{port}.shop.svc.cluster.local");
+            config
+                .clusters
+                .insert(cluster.clone(), ClusterConfig::new(&cluster, weft_xds::lb::LbAlgorithm::RoundRobin, &cluster));
+            let address = endpoint.parse().unwrap();
+            let endpoint =
+                EndpointConfig { address, healthy: true, mtls: false, priority: 0, locality: 0, locality_weight: 0 };
+            config.endpoints.insert(cluster, vec![endpoint]);
+            let name = weft_xds::listener_name(port);
+            let listener = ListenerConfig {
+                name: name.clone(),
+                port,
+                route_config: port.to_string(),
+                l4_routes: Vec::new(),
+                detection,
+            };
+            config.listeners.insert(name, listener);
+        }
+        let runtime =
+            Runtime { endpoint_clusters: endpoint_clusters(&config), config: Arc::new(config), ..Runtime::default() };
+        let declared = |address: &str| runtime.declared_protocol(&address.parse().unwrap());
+        assert_eq!(declared("10.0.0.5:8080"), Some(Declared::Http), "the target port of an HTTP port");
+        assert_eq!(declared("10.0.0.6:3306"), Some(Declared::Tcp));
+        assert_eq!(declared("10.0.0.7:9000"), None, "a port that detects");
+        assert_eq!(declared("10.0.0.5:9999"), None, "no Service's endpoint");
+    }
 }

@@ -4,8 +4,11 @@
 //! here ([`mtls`]) and the application gets plaintext on its own port. Whether plaintext clients are served too
 //! is the application port's PeerAuthentication mode (`PERMISSIVE`, the default; `STRICT`; `DISABLE`), from the
 //! config the operator sends. A connection that carries HTTP is served request by request ([`http`]), with the
-//! caller's identity; anything else is forwarded as TCP. A sidecar says which in its TLS (the ALPN mark of
-//! [`Carried`]); other connections are told by their first bytes. Each request, or each connection that is not HTTP, is
+//! caller's identity; anything else is forwarded as TCP. Which one: what the Service whose endpoint the
+//! connection is addressed to declares on its port (by port name, as the client's sidecar reads it too), else
+//! what a sidecar says in its TLS (the ALPN mark of [`weft_xds::mtls::Carried`]), else the connection's first bytes. A declared
+//! port is not left to the client: an HTTP port's requests meet its HTTP rate limits and authorization however
+//! the client opens. Each request, or each connection that is not HTTP, is
 //! authorized first ([`authz`]). Counted either way.
 
 mod authz;
@@ -23,10 +26,9 @@ use tokio::sync::watch;
 use weft_xds::ResourceType;
 use weft_xds::authz::Peer;
 use weft_xds::inbound::PeerMode;
-use weft_xds::mtls::Carried;
 
 use crate::counted::Counted;
-use crate::dataplane::Runtime;
+use crate::dataplane::{Declared, Runtime};
 use crate::drain::{ConnectionWatch, Drain};
 use crate::identity::CredentialsRx;
 use crate::listen::accept;
@@ -110,20 +112,24 @@ impl Inbound {
         let credentials = self.credentials.as_ref().and_then(|rx| rx.borrow().clone());
         let own = credentials.as_ref().map(|c| c.id.to_string());
         let mut connection = Connection { peer, destination, port, own: own.as_deref(), peer_identity: None, watcher };
-        match mtls::accept(stream, mode, credentials.as_deref(), metrics).await {
-            Accepted::Plaintext { stream, silent: true } => self.forward_tcp(stream, &connection).await,
-            Accepted::Plaintext { stream, silent: false } => self.forward(stream, connection).await,
-            Accepted::Mutual { stream, peer_identity, carried } => {
+        let declared = self.runtime.borrow().declared_protocol(&destination);
+        tracing::debug!(%peer, %destination, ?mode, ?declared, "inbound connection");
+        match (mtls::accept(stream, mode, credentials.as_deref(), metrics).await, declared) {
+            (Accepted::Plaintext { stream, .. }, Some(Declared::Http)) => self.serve_http(stream, connection).await,
+            (Accepted::Plaintext { stream, silent: false }, None) => self.forward(stream, connection).await,
+            (Accepted::Plaintext { stream, .. }, _) => self.forward_tcp(stream, &connection).await,
+            (Accepted::Mutual { stream, peer_identity, carried }, declared) => {
                 tracing::debug!(%peer, peer_identity = %peer_identity, %destination, ?carried, "inbound mutual TLS");
                 connection.peer_identity = Some(peer_identity.to_string());
-                // The client's sidecar said what it sends: no need to wait for the first bytes.
-                match carried {
-                    Some(Carried::Tcp) => self.forward_tcp(stream, &connection).await,
-                    Some(Carried::Http) => self.serve_http(stream, connection).await,
+                // The Service's declaration first; else the client's sidecar said what it sends: no need to wait
+                // for the first bytes.
+                match declared.or(carried.map(Declared::from)) {
+                    Some(Declared::Tcp) => self.forward_tcp(stream, &connection).await,
+                    Some(Declared::Http) => self.serve_http(stream, connection).await,
                     None => self.forward(stream, connection).await,
                 }
             }
-            Accepted::Failed => {}
+            (Accepted::Failed, _) => {}
         }
     }
 
