@@ -81,6 +81,14 @@ async fn get_secrets(client: &kube::Client, named: Vec<(String, String)>) -> Res
         let secret = match api.get_opt(&name).await {
             Ok(Some(secret)) => weft_operator::index::credentials::trimmed(secret),
             Ok(None) => continue,
+            // Many users may not read Secrets: the analysis goes on, the rules naming it judged as if it were
+            // missing, and says so.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                eprintln!(
+                    "weftctl: cannot read Secret {namespace}/{name} (forbidden): its rules' credentialName is not checked"
+                );
+                continue;
+            }
             Err(error) => return Err(ListError { what: format!("secret {namespace}/{name}"), error }),
         };
         let mut value = serde_json::to_value(&secret).unwrap_or_default();

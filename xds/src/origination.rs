@@ -179,6 +179,27 @@ pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
     })
 }
 
+/// `cluster` with the inline private keys of its TLS origination replaced by `[redacted]` (what Envoy's config
+/// dump shows), for views of the config; whether there was one.
+pub fn redact_keys(cluster: &mut envoy_types::pb::envoy::config::cluster::v3::Cluster) -> bool {
+    let Some(socket) = cluster.transport_socket.as_mut() else { return false };
+    let Some(Ok(mut context)) = upstream_context(socket) else { return false };
+    let Some(common) = context.common_tls_context.as_mut() else { return false };
+    let mut redacted = false;
+    for certificate in &mut common.tls_certificates {
+        if let Some(DataSource { specifier: Some(data_source::Specifier::InlineBytes(key)), .. }) =
+            certificate.private_key.as_mut()
+        {
+            *key = b"[redacted]".to_vec();
+            redacted = true;
+        }
+    }
+    if redacted {
+        *socket = named_socket(TLS_SOCKET, crate::pack(&context));
+    }
+    redacted
+}
+
 /// The context of a TLS transport socket, if it is one.
 pub fn upstream_context(socket: &TransportSocket) -> Option<Result<UpstreamTlsContext, String>> {
     match (&socket.name, &socket.config_type) {
@@ -211,6 +232,15 @@ mod tests {
         };
         let shown = serde_json::to_string(&from_secret).unwrap();
         assert!(shown.contains(r#""[inline, 8 bytes]""#) && !shown.contains("key text"), "{shown}");
+        let mut cluster = envoy_types::pb::envoy::config::cluster::v3::Cluster {
+            transport_socket: Some(socket(&from_secret)),
+            ..Default::default()
+        };
+        assert!(redact_keys(&mut cluster));
+        let context = upstream_context(cluster.transport_socket.as_ref().unwrap()).unwrap().unwrap();
+        let shown = parse(&context).unwrap();
+        assert_eq!(shown.client_certificate.unwrap().1, Pem::Inline(b"[redacted]".to_vec()));
+        assert_eq!(shown.ca_certificates, from_secret.ca_certificates, "only the key");
         for origination in [mutual, simple, from_secret] {
             let socket = socket(&origination);
             let context = upstream_context(&socket).unwrap().unwrap();

@@ -120,7 +120,8 @@ async fn config(State(state): State<DebugState>, Query(query): Query<ConfigQuery
         return (StatusCode::NOT_FOUND, message).into_response();
     }
     // What a proxy of this operator's release would get (it reads listeners declared TCP).
-    let wanted = Wanted { node: &node, scope: state.default_scope, on_demand: None, declared_tcp: true };
+    let wanted =
+        Wanted { node: &node, scope: state.default_scope, on_demand: None, declared_tcp: true, verified: false };
     let resources = Translations::default().for_proxy(&published, wanted).await;
     let view = ConfigView {
         proxy: node.to_string(),
@@ -180,10 +181,21 @@ fn views(resources: &EncodedResources) -> Vec<ResourceView> {
                 kind: kind.short_name().to_string(),
                 name: name.clone(),
                 type_url: any.type_url.clone(),
-                value: engine.encode(&any.value),
+                value: engine.encode(redacted(kind, any).as_deref().unwrap_or(&any.value)),
             })
         })
         .collect()
+}
+
+/// A cluster's encoding with its inline private keys (a `credentialName` Secret's) redacted, when it has any: the
+/// debug API is not the way to a key.
+fn redacted(kind: ResourceType, any: &envoy_types::pb::google::protobuf::Any) -> Option<Vec<u8>> {
+    use prost::Message;
+    if kind != ResourceType::Cluster {
+        return None;
+    }
+    let mut cluster = weft_xds::unpack::<envoy_types::pb::envoy::config::cluster::v3::Cluster>(any).ok()?;
+    weft_xds::origination::redact_keys(&mut cluster).then(|| cluster.encode_to_vec())
 }
 
 #[cfg(test)]

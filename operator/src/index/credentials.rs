@@ -1,6 +1,7 @@
-//! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys): the client certificate under
-//! `tls.crt` or `cert`, its key under `tls.key` or `key`, the roots under `ca.crt` or `cacert` — in the Secret
-//! itself or, for the roots, in a Secret named `<name>-cacert`. A Secret is trimmed to those keys as it is read
+//! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys and order): the client
+//! certificate and key as a pair, `cert` and `key` (a generic Secret), else `tls.crt` and `tls.key` (a
+//! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, from a Secret named `<name>-cacert` when
+//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is trimmed to those keys as it is read
 //! ([`trimmed`]): nothing else of it (other keys, annotations such as kubectl's last-applied copy) is held in
 //! memory. Pure.
 
@@ -11,10 +12,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weft_crds::destination_rule::TlsMode;
 
-/// The keys read, per part, in Istio's order of preference (a `kubernetes.io/tls` Secret's, then a generic one's).
-const CERTIFICATE_KEYS: [&str; 2] = ["tls.crt", "cert"];
-const KEY_KEYS: [&str; 2] = ["tls.key", "key"];
-const CA_KEYS: [&str; 2] = ["ca.crt", "cacert"];
+/// The keys read, per part, in Istio's order of preference (a generic Secret's, then a `kubernetes.io/tls` one's).
+const CERTIFICATE_KEYS: [&str; 2] = ["cert", "tls.crt"];
+const KEY_KEYS: [&str; 2] = ["key", "tls.key"];
+const CA_KEYS: [&str; 2] = ["cacert", "ca.crt"];
 /// The suffix of the Secret that may hold the roots apart (Istio's).
 const CA_SECRET_SUFFIX: &str = "-cacert";
 
@@ -45,11 +46,17 @@ pub fn trimmed(secret: Secret) -> Secret {
 
 /// The credential of a (trimmed) Secret.
 pub fn credential_of(secret: &Secret) -> TlsCredential {
-    let first = |keys: &[&str]| {
-        let data = secret.data.as_ref()?;
-        keys.iter().find_map(|key| data.get(*key)).map(|text| text.0.clone())
+    let value = |key: &str| {
+        let text = secret.data.as_ref()?.get(key)?;
+        (!text.0.is_empty()).then(|| text.0.clone())
     };
-    TlsCredential { certificate: first(&CERTIFICATE_KEYS), key: first(&KEY_KEYS), ca: first(&CA_KEYS) }
+    // The certificate and key from one key set: never one Secret's `cert` with its `tls.key`.
+    let pair = CERTIFICATE_KEYS.iter().zip(&KEY_KEYS).find_map(|(cert, key)| Some((value(cert)?, value(key)?)));
+    let (certificate, key) = match pair {
+        Some((certificate, key)) => (Some(certificate), Some(key)),
+        None => (CERTIFICATE_KEYS.iter().find_map(|k| value(k)), KEY_KEYS.iter().find_map(|k| value(k))),
+    };
+    TlsCredential { certificate, key, ca: CA_KEYS.iter().find_map(|k| value(k)) }
 }
 
 /// The `namespace/name` key of [`Credentials`].
@@ -62,23 +69,24 @@ pub fn secrets_read(name: &str) -> [String; 2] {
     [name.to_string(), format!("{name}{CA_SECRET_SUFFIX}")]
 }
 
-/// What `credentialName: name` of a rule in `namespace` gives: the Secret's parts, its roots from the
-/// `-cacert` Secret when it has none itself; `None` when there is no such Secret.
+/// What `credentialName: name` of a rule in `namespace` gives: the Secret's certificate and key, the roots of
+/// the `-cacert` Secret when it has any, else its own; `None` when neither Secret exists.
 pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option<TlsCredential> {
     let [own, roots] = secrets_read(name);
-    let apart = || credentials.get(&credential_key(namespace, &roots));
+    let apart = credentials.get(&credential_key(namespace, &roots));
     let mut found = credentials.get(&credential_key(namespace, &own)).cloned();
-    match &mut found {
-        Some(credential) if credential.ca.is_none() => credential.ca = apart().and_then(|s| s.ca.clone()),
-        Some(_) => {}
-        None => found = apart().map(|s| TlsCredential { ca: s.ca.clone(), ..TlsCredential::default() }),
+    if let Some(ca) = apart.and_then(|s| s.ca.clone()) {
+        found.get_or_insert_default().ca = Some(ca);
     }
-    found
+    found.or_else(|| apart.map(|_| TlsCredential::default()))
 }
 
 /// Why `credentialName: name` of a rule in `namespace` cannot serve `mode`, if it cannot: `MUTUAL` needs the
 /// certificate and key (roots are optional, as `caCertificates` is: the system's), `SIMPLE` the roots.
 pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: TlsMode) -> Option<String> {
+    if !matches!(mode, TlsMode::Simple | TlsMode::Mutual) {
+        return None; // no TLS origination: the Secret is not read
+    }
     let Some(credential) = resolve(credentials, namespace, name) else {
         return Some(format!("no Secret {namespace}/{name}"));
     };
@@ -153,7 +161,7 @@ mod tests {
         assert_eq!(problem(&credentials, "shop", "roots-only", TlsMode::Simple), None);
         assert_eq!(
             problem(&credentials, "shop", "roots-only", TlsMode::Mutual).as_deref(),
-            Some("Secret shop/roots-only has no tls.crt or cert, no tls.key or key")
+            Some("Secret shop/roots-only has no cert or tls.crt, no key or tls.key")
         );
         assert_eq!(
             problem(&credentials, "other", "client", TlsMode::Mutual).as_deref(),

@@ -49,7 +49,7 @@ pub struct ProxyResources {
 /// detect; a proxy that reads [`declared_tcp_listeners`] gets those in their place).
 pub fn translate(snapshot: &Snapshot, proxy: &ProxyNode) -> ProxyResources {
     let (mut clusters, mut endpoints) = clusters::build(snapshot, Some(&proxy.namespace));
-    let own = own_clusters(snapshot, proxy);
+    let own = own_clusters(snapshot, proxy, true);
     clusters.retain(|c| !own.replaces(&c.name));
     endpoints.retain(|e| !own.replaces(&e.cluster_name));
     replace_or_add(&mut clusters, own.clusters, |c| &c.name);
@@ -94,12 +94,13 @@ impl OwnClusters {
 }
 
 /// The clusters (and endpoint assignments) this proxy makes with a DestinationRule of its own: one of its
-/// namespace whose `workloadSelector` selects its pod. Empty for most proxies.
-pub fn own_clusters(snapshot: &Snapshot, proxy: &ProxyNode) -> OwnClusters {
+/// namespace whose `workloadSelector` selects its pod. Empty for most proxies. Without `keys`, the Secrets of
+/// `credentialName`s are left out (as if missing: nothing presented or trusted).
+pub fn own_clusters(snapshot: &Snapshot, proxy: &ProxyNode, keys: bool) -> OwnClusters {
     let mut own = OwnClusters::default();
     for (fqdn, rule) in snapshot.workload_destination_rules(&proxy.namespace, pod_labels(snapshot, proxy)) {
         if let Some(service) = snapshot.services.get(&fqdn) {
-            let (clusters, assignments) = service_clusters(service, Some(rule), snapshot);
+            let (clusters, assignments) = clusters::of_service(service, Some(rule), snapshot, keys);
             own.clusters.extend(clusters);
             own.endpoints.extend(assignments);
             own.services.insert(fqdn);
@@ -181,7 +182,7 @@ pub fn service_clusters(
     rule: Option<&DestinationRuleModel>,
     snapshot: &Snapshot,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
-    clusters::of_service(service, rule, snapshot)
+    clusters::of_service(service, rule, snapshot, true)
 }
 
 /// The outbound listeners, one per Service port, with the tcp and tls rules' chains that name no clients, as every

@@ -325,7 +325,9 @@ impl<P: Protocol> StreamContext<P> {
         let Some(node) = &session.node else { return Vec::new() };
         session.translated = published.config;
         let on_demand = P::ON_DEMAND.then_some(&session.on_demand);
-        let wanted = Wanted { node, scope: session.scope, on_demand, declared_tcp: session.features.declared_tcp };
+        let verified = matches!(self.caller, Caller::Workload { identity: Some(_), .. });
+        let declared_tcp = session.features.declared_tcp;
+        let wanted = Wanted { node, scope: session.scope, on_demand, declared_tcp, verified };
         let resources = self.translations.for_proxy(published, wanted).await;
         if let Some(registration) = &session.registration {
             registration.translated(published.config, resources.clone());

@@ -57,6 +57,9 @@ pub struct Wanted<'a> {
     pub on_demand: Option<&'a BTreeSet<String>>,
     /// The proxy reads listeners declared TCP ([`weft_xds::detection::DECLARED_TCP_FEATURE`]).
     pub declared_tcp: bool,
+    /// The stream proved it is the proxy's workload (TLS port, workload certificate): it may be sent the keys of
+    /// `credentialName` Secrets. Otherwise they are sent only in a mesh without a CA, where nothing is secured.
+    pub verified: bool,
 }
 
 /// A namespace and scope.
@@ -201,7 +204,7 @@ impl Generation {
             None => scoped,
         };
         let resources = match self.selecting_namespaces().contains(&wanted.node.namespace) {
-            true => self.with_own_clusters(resources, wanted.node),
+            true => self.with_own_clusters(resources, wanted.node, wanted.verified),
             false => resources,
         };
         let ports = self.ports_differing_by_client();
@@ -234,8 +237,15 @@ impl Generation {
 
     /// `resources` with the clusters and endpoint assignments the proxy makes with a DestinationRule selecting its
     /// pod (`workloadSelector`) in place. Few proxies have any: the others get `resources` as they are.
-    fn with_own_clusters(&self, resources: Arc<EncodedResources>, node: &ProxyNode) -> Arc<EncodedResources> {
-        let own = translate::own_clusters(&self.published.snapshot, node);
+    fn with_own_clusters(
+        &self,
+        resources: Arc<EncodedResources>,
+        node: &ProxyNode,
+        verified: bool,
+    ) -> Arc<EncodedResources> {
+        // A plaintext stream's node id is taken at its word: no Secret's key goes to it in a mesh with a CA.
+        let keys = verified || self.published.snapshot.trust_domain.is_none();
+        let own = translate::own_clusters(&self.published.snapshot, node, keys);
         if own.services.is_empty() {
             return resources;
         }

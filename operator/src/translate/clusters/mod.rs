@@ -46,7 +46,7 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
             Some(namespace) => snapshot.destination_rule_for(&fqdn, namespace),
             None => snapshot.default_destination_rule(&fqdn),
         };
-        let (own_clusters, own_assignments) = of_service(service, rule, snapshot);
+        let (own_clusters, own_assignments) = of_service(service, rule, snapshot, true);
         clusters.extend(own_clusters.into_iter().map(|c| (c.name.clone(), c)));
         assignments.extend(own_assignments.into_iter().map(|a| (a.cluster_name.clone(), a)));
     }
@@ -56,16 +56,17 @@ pub(super) fn build(snapshot: &Snapshot, namespace: Option<&str>) -> (Vec<Cluste
 /// One Service's clusters (per port, and per port and subset of `rule`, the DestinationRule applied to it) and
 /// their endpoint assignments. A wildcard rule's subsets are each matching Service's. When the mesh has a CA
 /// (the snapshot's trust domain), endpoints that run a sidecar are reached over mutual TLS; a `credentialName`
-/// is a Secret of the rule's namespace.
+/// is a Secret of the rule's namespace (left out without `keys`).
 pub(super) fn of_service(
     service: &ServiceModel,
     rule: Option<&DestinationRuleModel>,
     snapshot: &Snapshot,
+    keys: bool,
 ) -> (Vec<Cluster>, Vec<ClusterLoadAssignment>) {
     let fqdn = service.fqdn();
     let context = tls::TransportContext {
         trust_domain: snapshot.trust_domain.as_deref(),
-        credentials: rule.map(|r| (r.namespace.as_str(), snapshot.credentials.as_ref())),
+        credentials: rule.filter(|_| keys).map(|r| (r.namespace.as_str(), snapshot.credentials.as_ref())),
     };
     let default_policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
     let origin = rule.map(|r| config_metadata(ConfigKind::DestinationRule, &r.namespace, &r.name));

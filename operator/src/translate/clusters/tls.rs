@@ -77,7 +77,11 @@ pub(super) fn transport(
         Some(TlsMode::Simple | TlsMode::Mutual) => {
             let settings = tls.cloned().unwrap_or_default();
             let (ca_certificates, client_certificate) = match &settings.credential_name {
-                Some(name) => from_secret(context, name, settings.mode),
+                Some(name) => {
+                    let (ca, client) = from_secret(context, name, settings.mode);
+                    // Verifying nothing needs no roots: none are asked of the Secret then.
+                    (ca.filter(|_| settings.insecure_skip_verify != Some(true)), client)
+                }
                 None => (
                     settings.ca_certificates.map(Pem::File),
                     match settings.mode {
@@ -141,7 +145,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         snapshot.trust_domain = Some("cluster.local".into());
         let service = &snapshot.services["db.shop.svc.cluster.local"];
         let rule = snapshot.default_destination_rule("db.shop.svc.cluster.local");
-        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot);
+        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot, true);
         let marked = endpoints[0].endpoints[0].lb_endpoints[0].metadata.is_some();
         (clusters[0].clone(), marked)
     }
@@ -155,7 +159,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let snapshot = snapshot_of_yaml(&yaml);
         let service = &snapshot.services["db.shop.svc.cluster.local"];
         let rule = snapshot.default_destination_rule("db.shop.svc.cluster.local");
-        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot);
+        let (clusters, endpoints) = super::super::of_service(service, rule, &snapshot, true);
         assert!(super::super::is_original_destination(&clusters[0]));
         assert!(clusters[0].eds_cluster_config.is_none() && endpoints.is_empty());
     }
@@ -195,7 +199,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
             let service = &snapshot.services["db.shop.svc.cluster.local"];
             let labels = std::collections::BTreeMap::from([("app".to_string(), "web".to_string())]);
             let rules = snapshot.workload_destination_rules("shop", &labels);
-            let (clusters, _) = super::super::of_service(service, rules.values().next().copied(), &snapshot);
+            let (clusters, _) = super::super::of_service(service, rules.values().next().copied(), &snapshot, true);
             let context = upstream_context(clusters[0].transport_socket.as_ref().unwrap()).unwrap().unwrap();
             (parse(&context).unwrap(), crate::status::targets(&snapshot))
         };

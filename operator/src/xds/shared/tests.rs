@@ -18,11 +18,11 @@ fn proxy(name: &str, namespace: &str) -> ProxyNode {
 }
 
 fn mesh(node: &ProxyNode) -> Wanted<'_> {
-    Wanted { node, scope: ProxyScope::Mesh, on_demand: None, declared_tcp: false }
+    Wanted { node, scope: ProxyScope::Mesh, on_demand: None, declared_tcp: false, verified: false }
 }
 
 fn in_namespace<'a>(node: &'a ProxyNode, on_demand: &'a BTreeSet<String>) -> Wanted<'a> {
-    Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand), declared_tcp: false }
+    Wanted { node, scope: ProxyScope::Namespace, on_demand: Some(on_demand), declared_tcp: false, verified: false }
 }
 
 fn names(r: &EncodedResources, kind: ResourceType) -> Vec<String> {
@@ -334,7 +334,7 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
             every_wanted(&nodes, &asked).into_iter().zip([false, true].into_iter().cycle())
         {
             let node = proxy("p", &namespace);
-            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp };
+            let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp, verified: false };
             let got = incremental.for_proxy(&current, wanted).await;
             let whole = Translations::default().for_proxy(&current, wanted).await;
             assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?} {declared_tcp}"));
@@ -602,4 +602,29 @@ async fn a_proxy_that_reads_declared_tcp_listeners_gets_them_for_tcp_ports_and_o
             assert_eq!(detection(&new, port), detection(&old, port), "port {port} is not declared TCP");
         }
     }
+}
+
+#[tokio::test]
+async fn a_secret_s_key_goes_only_to_a_verified_stream_in_a_mesh_with_a_ca() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec: {ports: [{port: 443}]}\n---\n\
+        apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\n---\n\
+        apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: api, namespace: shop}\n\
+        spec: {host: api, workloadSelector: {matchLabels: {app: web}}, trafficPolicy: {tls: {mode: MUTUAL, credentialName: c}}}\n---\n\
+        apiVersion: v1\nkind: Secret\nmetadata: {name: c, namespace: shop}\nstringData: {tls.crt: CHAIN, tls.key: KEY}\n";
+    let mut snapshot = snapshot_of_yaml(yaml);
+    snapshot.trust_domain = Some("cluster.local".into());
+    let current = Arc::new(Published { snapshot, at: std::time::Instant::now(), config: 1 });
+    let web = proxy("web-1", "shop");
+    let key_sent = |resources: &EncodedResources| {
+        let any = &resources.of_type(ResourceType::Cluster).unwrap().map["outbound|443||api.shop.svc.cluster.local"];
+        let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster = weft_xds::unpack(any).unwrap();
+        let socket = cluster.transport_socket.unwrap();
+        let context = weft_xds::origination::upstream_context(&socket).unwrap().unwrap();
+        weft_xds::origination::parse(&context).unwrap().client_certificate.unwrap().1
+    };
+    let translations = Translations::default();
+    let plaintext = translations.for_proxy(&current, mesh(&web)).await;
+    assert_eq!(key_sent(&plaintext), weft_xds::origination::Pem::Inline(Vec::new()), "the node id is not proof");
+    let verified = translations.for_proxy(&current, Wanted { verified: true, ..mesh(&web) }).await;
+    assert_eq!(key_sent(&verified), weft_xds::origination::Pem::Inline(b"KEY".to_vec()));
 }
