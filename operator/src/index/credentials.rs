@@ -6,6 +6,7 @@
 //! memory. Pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -19,8 +20,9 @@ const CA_KEYS: [&str; 2] = ["cacert", "ca.crt"];
 /// The suffix of the Secret that may hold the roots apart (Istio's).
 const CA_SECRET_SUFFIX: &str = "-cacert";
 
-/// The PEM texts of one Secret, by `namespace/name`.
-pub type Credentials = BTreeMap<String, TlsCredential>;
+/// The PEM texts of each Secret, by `namespace/name`; each shared (`Arc`), so that a Secret's event copies the
+/// map's pointers, not every certificate in it.
+pub type Credentials = BTreeMap<String, Arc<TlsCredential>>;
 
 /// What a Secret holds for TLS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,7 +76,7 @@ pub fn secrets_read(name: &str) -> [String; 2] {
 pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option<TlsCredential> {
     let [own, roots] = secrets_read(name);
     let apart = credentials.get(&credential_key(namespace, &roots));
-    let mut found = credentials.get(&credential_key(namespace, &own)).cloned();
+    let mut found = credentials.get(&credential_key(namespace, &own)).map(|c| TlsCredential::clone(c));
     if let Some(ca) = apart.and_then(|s| s.ca.clone()) {
         found.get_or_insert_default().ca = Some(ca);
     }
@@ -110,14 +112,14 @@ pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: Tls
 mod tests {
     use super::*;
 
-    fn secret(name: &str, data: &[(&str, &str)]) -> (String, TlsCredential) {
+    fn secret(name: &str, data: &[(&str, &str)]) -> (String, Arc<TlsCredential>) {
         let data = data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
         let secret = Secret {
             metadata: ObjectMeta { name: Some(name.into()), namespace: Some("shop".into()), ..ObjectMeta::default() },
             data: Some(data),
             ..Secret::default()
         };
-        (credential_key("shop", name), credential_of(&trimmed(secret)))
+        (credential_key("shop", name), Arc::new(credential_of(&trimmed(secret))))
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Snapshot {
 
     /// The credentials the DestinationRules' `credentialName`s may read (their Secrets and `-cacert` Secrets),
     /// whether present or not: a change to any other Secret changes no config.
-    fn named_credentials(&self) -> Vec<(String, Option<&super::credentials::TlsCredential>)> {
+    fn named_credentials(&self) -> Vec<(String, Option<&Arc<super::credentials::TlsCredential>>)> {
         use super::credentials::{credential_key, secrets_read};
         let names = self.destination_rules.iter().flat_map(|dr| {
             let named = dr.spec.tls_settings().into_iter().filter_map(|(_, tls)| tls.credential_name.clone());
@@ -394,7 +394,7 @@ pub fn build<'a>(
             Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
             Resource::Node(n) => nodes.push(n),
             Resource::Secret(secret) => {
-                credentials.insert(secret_key(secret), super::credentials::credential_of(secret));
+                credentials.insert(secret_key(secret), Arc::new(super::credentials::credential_of(secret)));
             }
         }
     }

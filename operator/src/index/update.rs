@@ -160,7 +160,7 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         let credentials = Arc::make_mut(&mut snapshot.credentials);
         match objects.get(&key) {
             Some(Resource::Secret(secret)) => {
-                credentials.insert(secret_key(secret), super::credentials::credential_of(secret));
+                credentials.insert(secret_key(secret), Arc::new(super::credentials::credential_of(secret)));
             }
             _ => drop(credentials.remove(&super::credentials::credential_key(namespace, name))),
         }
