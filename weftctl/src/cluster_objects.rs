@@ -7,6 +7,7 @@
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use serde_json::Value;
+use weft_crds::DestinationRuleSpec;
 use weft_operator::source::Kind;
 use weft_operator::source::kube::crd_resource;
 
@@ -49,22 +50,16 @@ pub async fn list(client: &kube::Client, weft_namespace: &str) -> Result<Vec<Val
 
 /// The Secrets (namespace, name) the DestinationRules among `objects` may read for a `credentialName`. Pure.
 fn named_secrets(objects: &[Value]) -> Vec<(String, String)> {
-    fn credential_names<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(fields) => {
-                found.extend(fields.get("credentialName").and_then(Value::as_str));
-                fields.values().for_each(|v| credential_names(v, found));
-            }
-            Value::Array(items) => items.iter().for_each(|v| credential_names(v, found)),
-            _ => {}
-        }
-    }
     let mut named = Vec::new();
     for rule in objects.iter().filter(|o| o.pointer("/kind").and_then(Value::as_str) == Some("DestinationRule")) {
         let namespace = rule.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
-        let mut names = Vec::new();
-        credential_names(rule.get("spec").unwrap_or(&Value::Null), &mut names);
-        for name in names.into_iter().flat_map(weft_operator::index::credentials::secrets_read) {
+        // A rule that does not parse is reported invalid; it names no Secret in force.
+        let Some(spec) = rule.get("spec").and_then(|s| serde_json::from_value::<DestinationRuleSpec>(s.clone()).ok())
+        else {
+            continue;
+        };
+        let names = spec.tls_settings().into_iter().filter_map(|(_, tls)| tls.credential_name.clone());
+        for name in names.flat_map(|name| weft_operator::index::credentials::secrets_read(&name)) {
             named.push((namespace.to_string(), name));
         }
     }
@@ -138,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_secrets_read_are_those_rules_name_with_their_roots() {
-        let rule = json!({"kind": "DestinationRule", "metadata": {"namespace": "shop", "name": "a"}, "spec": {
+        let rule = json!({"kind": "DestinationRule", "metadata": {"namespace": "shop", "name": "a"}, "spec": {"host": "api",
             "trafficPolicy": {"tls": {"mode": "MUTUAL", "credentialName": "client"},
                 "portLevelSettings": [{"port": {"number": 443}, "tls": {"mode": "SIMPLE", "credentialName": "roots"}}]}}});
         let other = json!({"kind": "Service", "metadata": {"namespace": "shop", "name": "x"}, "spec": {"credentialName": "no"}});

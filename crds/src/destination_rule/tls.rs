@@ -46,7 +46,7 @@ pub struct ClientTlsSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
     /// `SIMPLE`/`MUTUAL`: the certificates from a Secret of the rule's namespace instead of files (Istio's keys:
-    /// `tls.crt`, `tls.key`, `ca.crt` or `cert`, `key`, `cacert`; the roots may be in a Secret `<name>-cacert`).
+    /// `cert`, `key`, `cacert`, else `tls.crt`, `tls.key`, `ca.crt`; roots from a Secret `<name>-cacert` first).
     /// Only in a rule with a `workloadSelector`, as Istio applies it at sidecars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,

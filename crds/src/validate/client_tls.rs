@@ -8,9 +8,6 @@ use crate::destination_rule::{ClientTlsSettings, TlsMode};
 use crate::field_path::Path;
 
 pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mut Vec<FieldError>) {
-    if let Some(name) = &tls.credential_name {
-        check_credential_name(path, tls, name, errors);
-    }
     if tls.ca_crl.is_some() {
         errors.push(not_supported(&path.field("caCrl"), "certificate revocation lists (caCrl)"));
     }
@@ -24,6 +21,9 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
         ("privateKey", &tls.private_key),
         ("caCertificates", &tls.ca_certificates),
     ];
+    if let Some(name) = &tls.credential_name {
+        check_credential_name(path, tls, name, &files, errors);
+    }
     match tls.mode {
         TlsMode::IstioMutual => {
             let credential = ("credentialName", &tls.credential_name);
@@ -56,15 +56,16 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
 
 /// `credentialName`: a Secret's name, instead of the files (Istio: "only one of client certificates and CA
 /// certificate or credentialName can be specified").
-fn check_credential_name(path: &Path, tls: &ClientTlsSettings, name: &str, errors: &mut Vec<FieldError>) {
+fn check_credential_name(
+    path: &Path,
+    tls: &ClientTlsSettings,
+    name: &str,
+    files: &[(&str, &Option<String>)],
+    errors: &mut Vec<FieldError>,
+) {
     if name.len() > 253 || !name.split('.').all(is_dns_label) {
         errors.push(path.field("credentialName").error(format!("{name:?} is not a Secret name")));
     }
-    let files = [
-        ("clientCertificate", &tls.client_certificate),
-        ("privateKey", &tls.private_key),
-        ("caCertificates", &tls.ca_certificates),
-    ];
     if tls.mode != TlsMode::IstioMutual {
         for (field, _) in files.iter().filter(|(_, v)| v.is_some()) {
             errors

@@ -1,9 +1,9 @@
 //! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys and order): the client
 //! certificate and key as a pair, `cert` and `key` (a generic Secret), else `tls.crt` and `tls.key` (a
 //! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, from a Secret named `<name>-cacert` when
-//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is trimmed to those keys as it is read
-//! ([`trimmed`]): nothing else of it (other keys, annotations such as kubectl's last-applied copy) is held in
-//! memory. Pure.
+//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is trimmed to those
+//! keys as it is read ([`trimmed`]): nothing else of it (other keys, annotations such as kubectl's
+//! last-applied copy) is held in memory. Pure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +81,12 @@ pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option
         found.get_or_insert_default().ca = Some(ca);
     }
     found.or_else(|| apart.map(|_| TlsCredential::default()))
+}
+
+/// Whether origination with `tls` reads roots from its Secret: not when it verifies nothing
+/// (`insecureSkipVerify`), so a Secret without roots is no problem then.
+pub fn reads_roots(tls: &weft_crds::destination_rule::ClientTlsSettings) -> bool {
+    tls.insecure_skip_verify != Some(true)
 }
 
 /// Why `credentialName: name` of a rule in `namespace` cannot serve `mode`, if it cannot: `MUTUAL` needs the

@@ -227,8 +227,8 @@ fn destination_rule_refs(
     }
     for (path, tls) in spec.tls_settings() {
         let Some(name) = &tls.credential_name else { continue };
-        // Verifying nothing, SIMPLE needs no roots from the Secret.
-        if tls.mode == weft_crds::destination_rule::TlsMode::Simple && tls.insecure_skip_verify == Some(true) {
+        // SIMPLE reads nothing but roots: verifying nothing, it needs nothing of the Secret.
+        if tls.mode == weft_crds::destination_rule::TlsMode::Simple && !credentials::reads_roots(tls) {
             continue;
         }
         if let Some(problem) = credentials::problem(&snapshot.credentials, namespace, name, tls.mode) {

@@ -6,9 +6,9 @@
 //! config the operator sends. A connection that carries HTTP is served request by request ([`http`]), with the
 //! caller's identity; anything else is forwarded as TCP. Which one: what the Service whose endpoint the
 //! connection is addressed to declares on its port (by port name, as the client's sidecar reads it too), else
-//! what a sidecar says in its TLS (the ALPN mark of [`weft_xds::mtls::Carried`]), else the connection's first bytes. A declared
-//! port is not left to the client: an HTTP port's requests meet its HTTP rate limits and authorization however
-//! the client opens. Each request, or each connection that is not HTTP, is
+//! what a sidecar says in its TLS (the ALPN mark of [`weft_xds::mtls::Carried`]), else the connection's first
+//! bytes. A declared port is not left to the client: an HTTP port's requests meet its HTTP rate limits and
+//! authorization however the client opens. Each request, or each connection that is not HTTP, is
 //! authorized first ([`authz`]). Counted either way.
 
 mod authz;

@@ -16,7 +16,7 @@ use weft_crds::destination_rule::{ClientTlsSettings, TlsMode};
 use weft_xds::SpiffeId;
 use weft_xds::origination::{Origination, Pem};
 
-use crate::index::credentials::{Credentials, resolve};
+use crate::index::credentials::{Credentials, reads_roots, resolve};
 use crate::index::{ServiceModel, ServicePortModel};
 
 /// What a cluster's transport is made with besides its Service and policy.
@@ -79,8 +79,7 @@ pub(super) fn transport(
             let (ca_certificates, client_certificate) = match &settings.credential_name {
                 Some(name) => {
                     let (ca, client) = from_secret(context, name, settings.mode);
-                    // Verifying nothing needs no roots: none are asked of the Secret then.
-                    (ca.filter(|_| settings.insecure_skip_verify != Some(true)), client)
+                    (ca.filter(|_| reads_roots(&settings)), client)
                 }
                 None => (
                     settings.ca_certificates.map(Pem::File),
