@@ -18,3 +18,7 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 # helm, for the chart checks (e2e/tests/chart.rs).
 "$(dirname "$0")/install-helm.sh"
+
+# Every crate of Cargo.lock, for every platform: weftctl's descriptor test reads `cargo metadata --offline`,
+# which needs them all, while a build downloads only this platform's.
+cargo fetch --locked --quiet

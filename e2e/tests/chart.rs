@@ -65,6 +65,14 @@ fn native_sidecars_true_and_an_existing_cert_manager_issuer() {
 }
 
 #[test]
+fn without_mutual_tls_proxies_take_their_config_over_plaintext_xds() {
+    let mut expect = defaults();
+    expect.mtls = false;
+    expect.plaintext_xds = true;
+    check_release(&render(&expect, &["--set", "mtls.enabled=false"]), &expect);
+}
+
+#[test]
 fn an_operator_with_one_namespace_and_one_replica() {
     let mut expect = defaults();
     expect.namespace = "istio-free";
@@ -197,6 +205,7 @@ fn the_values_schema_refuses_wrong_values() {
         "operator.replicaCount=3",
         "proxy.timeouts.idle=an hour",
         "proxy.accessLog=yes",
+        "mtls.plaintextXds=yes",
         "observability.tracing.sampling=101",
         "observability.tracing.collector=https://otel:4317",
     ] {

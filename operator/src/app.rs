@@ -2,6 +2,7 @@
 //! health listener and, in Kubernetes mode, leader election and the status writer.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,7 +56,8 @@ pub enum OperatorError {
 /// The listeners an operator serves on, bound before anything starts, and how much of the mesh each proxy is
 /// sent before it asks for more.
 pub struct Listeners {
-    pub xds: TcpListener,
+    /// Plaintext ADS; `None` when only the TLS port serves config (see [`plaintext_xds_address`]).
+    pub xds: Option<TcpListener>,
     pub health: TcpListener,
     pub proxy_scope: ProxyScope,
     /// The mesh's root namespace (Istio's `rootNamespace`): its DestinationRules and PeerAuthentications are the
@@ -63,6 +65,18 @@ pub struct Listeners {
     pub root_namespace: String,
     /// The TLS port (15012): certificates for proxies and ADS over TLS; `None`: no CA, no mutual TLS.
     pub secure: Option<SecurePort>,
+}
+
+/// Where plaintext ADS is served: where the operator was told to serve it; without a CA, the default
+/// (`127.0.0.1:15010`); with a CA, nowhere unless asked. Plaintext ADS takes a proxy's node id at its word, so
+/// anyone who reaches it can read any proxy's routes and endpoints: with mutual TLS it is an explicit opt-in
+/// (standalone development, or proxies injected before mutual TLS was turned on).
+pub fn plaintext_xds_address(asked: Option<SocketAddr>, mutual_tls: bool) -> Option<SocketAddr> {
+    match (asked, mutual_tls) {
+        (Some(address), _) => Some(address),
+        (None, false) => Some(SocketAddr::from(([127, 0, 0, 1], 15010))),
+        (None, true) => None,
+    }
 }
 
 /// The CA's port: TLS with the operator's serving certificate, the certificate service and ADS.
@@ -239,10 +253,16 @@ async fn serve_common(
     let debug = DebugState { registry: registry.clone(), snapshots: snapshots.clone(), default_scope: scope };
     let health_server = tokio::spawn(health::serve(listeners.health, health, debug, stop.waiter()));
     let xds = XdsContext { scope, snapshots, metrics, registry };
-    let plain = serve_xds(listeners.xds, None, xds.clone(), async {
+    let stopping = async {
         shutdown.await;
         stop.trigger();
-    });
+    };
+    let plain = async {
+        match listeners.xds {
+            Some(listener) => serve_xds(listener, None, xds.clone(), stop.waiter()).await,
+            None => Ok(()),
+        }
+    };
     let secure = async {
         match listeners.secure {
             Some(port) => {
@@ -252,7 +272,7 @@ async fn serve_common(
             None => Ok(()),
         }
     };
-    let (plain, secure) = tokio::join!(plain, secure);
+    let ((), plain, secure) = tokio::join!(stopping, plain, secure);
     let result = plain.and(secure);
     // The health listener stopped with the xDS server and had as long to finish; a slow scrape does not hold the
     // exit up.

@@ -26,9 +26,11 @@ struct Args {
     /// watches Kubernetes.
     #[arg(long, env = "WEFT_CONFIG_DIR", value_name = "DIR")]
     config_dir: Option<PathBuf>,
-    /// Address to serve xDS (gRPC ADS) on.
-    #[arg(long, env = "WEFT_XDS_LISTEN", default_value = "127.0.0.1:15010", value_name = "ADDR")]
-    xds_listen: SocketAddr,
+    /// Address to serve plaintext xDS (gRPC ADS) on [default without a CA: 127.0.0.1:15010]. With mutual TLS
+    /// (--ca-dir or --ca-secret) proxies take their config on --secure-listen, and plaintext xDS is served only
+    /// when this flag is given: anyone reaching it can read any proxy's config.
+    #[arg(long, env = "WEFT_XDS_LISTEN", value_name = "ADDR")]
+    xds_listen: Option<SocketAddr>,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "WEFT_METRICS_LISTEN", default_value = "127.0.0.1:9090", value_name = "ADDR")]
     metrics_listen: SocketAddr,
@@ -129,8 +131,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(ca) => Some(SecurePort { listener: bind(args.secure_listen, "secure (TLS)").await?, ca }),
             None => None,
         };
+        let xds = match app::plaintext_xds_address(args.xds_listen, secure.is_some()) {
+            Some(address) => Some(bind(address, "xDS").await?),
+            None => None,
+        };
         let listeners = Listeners {
-            xds: bind(args.xds_listen, "xDS").await?,
+            xds,
             health: bind(args.metrics_listen, "metrics").await?,
             proxy_scope: args.proxy_scope,
             root_namespace: args.root_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),

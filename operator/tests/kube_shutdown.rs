@@ -29,13 +29,13 @@ async fn wait_for_metric(health: std::net::SocketAddr, line: &str) {
 async fn the_leader_releases_its_lease_and_stops_within_2_s_despite_a_client_that_never_reads() {
     let (client, log) = fake_client(fake_cluster());
     let listeners = Listeners {
-        xds: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        xds: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         proxy_scope: Default::default(),
         root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),
         secure: None,
     };
-    let (xds, health) = (listeners.xds.local_addr().unwrap(), listeners.health.local_addr().unwrap());
+    let (xds, health) = (listeners.xds.as_ref().unwrap().local_addr().unwrap(), listeners.health.local_addr().unwrap());
     let mut lease = LeaseConfig::new("weft-system".into(), "weft-operator".into(), "replica-a".into());
     lease.retry_period = Duration::from_millis(50);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

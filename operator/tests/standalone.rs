@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::operator_process::Operator;
+use support::operator_process::{Operator, Security};
 
 const SERVICE: &[u8] =
     b"apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: shop}\nspec: {ports: [{port: 80}]}\n";
@@ -42,4 +42,21 @@ async fn a_file_of_random_bytes_at_startup_is_named_and_the_operator_becomes_rea
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(operator.log().contains("services=1"), "{}", operator.log());
+}
+
+/// Plaintext xDS takes a proxy's node id at its word: with mutual TLS on it is served only when asked for.
+#[tokio::test]
+async fn with_a_ca_plaintext_xds_is_served_only_when_asked_for() {
+    for plaintext in [false, true] {
+        let operator = Operator::start_with(&[("svc.yaml", SERVICE)], Security::MutualTls { plaintext }).await;
+        let port = |address: Option<std::net::SocketAddr>| address.map(|a| a.port());
+        let mut expected: Vec<u16> =
+            [Some(operator.metrics.port()), port(operator.secure), port(operator.xds)].into_iter().flatten().collect();
+        expected.sort_unstable();
+        assert_eq!(operator.listening_ports(), expected, "plaintext asked: {plaintext}\n{}", operator.log());
+        assert_eq!(operator.log().contains("serving xDS (ADS)"), plaintext, "{}", operator.log());
+    }
+    // Without a CA the operator serves plaintext xDS, on 127.0.0.1:15010 unless told otherwise.
+    let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
+    assert!(operator.listening_ports().contains(&operator.xds.unwrap().port()));
 }

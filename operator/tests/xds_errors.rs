@@ -21,7 +21,7 @@ const SERVICE: &[u8] =
 #[tokio::test]
 async fn an_undecodable_request_ends_the_stream_with_invalid_argument() {
     let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
-    let mut stream = RawStream::open(operator.xds).await;
+    let mut stream = RawStream::open(operator.xds.unwrap()).await;
     // Field 1 with wire type 7 does not exist: not a protobuf message.
     stream.send(frame(&[0x0f, 0xff, 0xff, 0xff])).await;
     let (code, message) = stream.next().await.unwrap_err();
@@ -33,7 +33,7 @@ async fn an_undecodable_request_ends_the_stream_with_invalid_argument() {
 #[tokio::test]
 async fn an_over_size_request_ends_the_stream_with_resource_exhausted() {
     let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
-    let mut stream = RawStream::open(operator.xds).await;
+    let mut stream = RawStream::open(operator.xds.unwrap()).await;
     // Only the length prefix of a 5 MiB message: the limit is checked before the body is read.
     let mut header = vec![0u8];
     header.extend_from_slice(&(5u32 * 1024 * 1024).to_be_bytes());
@@ -46,7 +46,7 @@ async fn an_over_size_request_ends_the_stream_with_resource_exhausted() {
 #[tokio::test]
 async fn a_huge_node_id_is_refused_without_being_echoed() {
     let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
-    let mut stream = RawStream::open(operator.xds).await;
+    let mut stream = RawStream::open(operator.xds.unwrap()).await;
     let mut request = subscribe(ResourceType::Cluster, "", None);
     request.node = Some(Node { id: "x".repeat(1024 * 1024), ..Default::default() });
     stream.send_request(&request).await;
@@ -59,7 +59,7 @@ async fn a_huge_node_id_is_refused_without_being_echoed() {
 #[tokio::test]
 async fn a_repeated_nack_is_one_warning_and_every_one_is_counted() {
     let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
-    let mut stream = RawStream::open(operator.xds).await;
+    let mut stream = RawStream::open(operator.xds.unwrap()).await;
     stream.send_request(&subscribe(ResourceType::Cluster, "", None)).await;
     let response =
         envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse::decode(&stream.next().await.unwrap()[..])

@@ -197,7 +197,7 @@ async fn cluster() -> (tempfile::TempDir, std::path::PathBuf, Arc<Mutex<Vec<Stri
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let debug = health.local_addr().unwrap();
     let listeners = Listeners {
-        xds: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        xds: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
         health,
         proxy_scope: ProxyScope::Mesh,
         root_namespace: "mesh".into(),

@@ -117,8 +117,13 @@ async fn start_operator(config: &str) -> Operator {
     let xds = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (xds_address, debug) = (xds.local_addr().unwrap(), health.local_addr().unwrap());
-    let listeners =
-        Listeners { xds, health, proxy_scope: ProxyScope::Mesh, root_namespace: "weft-system".into(), secure: None };
+    let listeners = Listeners {
+        xds: Some(xds),
+        health,
+        proxy_scope: ProxyScope::Mesh,
+        root_namespace: "weft-system".into(),
+        secure: None,
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let path = dir.path().to_path_buf();
     tokio::spawn(async move {

@@ -6,6 +6,12 @@ configurations and ClusterRole are cluster-wide, and proxies dial weft-operator.
 {{- define "weft.webhook.name" -}}weft-webhook{{- end -}}
 {{- define "weft.webhook.tlsSecret" -}}weft-webhook-tls{{- end -}}
 
+{{/* Non-empty when the operator serves plaintext xDS on 15010: always without mutual TLS (the only xDS port
+then), with it only when asked (mtls.plaintextXds). */}}
+{{- define "weft.plaintextXds" -}}
+{{- if or (not .Values.mtls.enabled) .Values.mtls.plaintextXds }}true{{ end -}}
+{{- end -}}
+
 {{/* Chart name and version, as the helm.sh/chart label wants them. */}}
 {{- define "weft.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}

@@ -44,6 +44,10 @@ pub(crate) struct Expect {
     pub(crate) proxy_access_log: &'static str,
     /// `--proxy-trace-collector` and `--proxy-trace-sampling` of the webhook.
     pub(crate) proxy_tracing: [&'static str; 2],
+    /// `mtls.enabled`: the operator's TLS port (certificates, xDS), and proxies injected to dial it.
+    pub(crate) mtls: bool,
+    /// Whether the operator serves plaintext xDS on 15010: always without mutual TLS, else `mtls.plaintextXds`.
+    pub(crate) plaintext_xds: bool,
 }
 
 pub(crate) fn defaults() -> Expect {
@@ -67,6 +71,8 @@ pub(crate) fn defaults() -> Expect {
         proxy_scope: "namespace",
         read_secrets: true,
         proxy_tracing: ["", "1"],
+        mtls: true,
+        plaintext_xds: false,
     }
 }
 
@@ -106,6 +112,8 @@ pub(crate) const CUSTOM_SETS: &[&str] = &[
     "proxy.accessLog=true",
     "--set",
     "observability.tracing.collector=http://otel.observability:4317,observability.tracing.sampling=0.5",
+    "--set",
+    "mtls.plaintextXds=true",
 ];
 
 pub(crate) fn custom() -> Expect {
@@ -129,6 +137,8 @@ pub(crate) fn custom() -> Expect {
         read_secrets: false,
         proxy_access_log: "true",
         proxy_tracing: ["http://otel.observability:4317", "0.5"],
+        mtls: true,
+        plaintext_xds: true,
     }
 }
 
@@ -252,7 +262,8 @@ pub(crate) fn check_operator(m: &Manifests, e: &Expect) {
     let container = only_container(deployment);
     assert_eq!(container["image"], e.operator_image.as_str());
     let args = strings(&container["args"]);
-    assert_eq!(flag(&args, "--xds-listen"), Some("0.0.0.0:15010"), "{args:?}");
+    assert_eq!(flag(&args, "--xds-listen"), e.plaintext_xds.then_some("0.0.0.0:15010"), "{args:?}");
+    assert_eq!(flag(&args, "--secure-listen"), e.mtls.then_some("0.0.0.0:15012"), "{args:?}");
     assert_eq!(flag(&args, "--metrics-listen"), Some("0.0.0.0:9090"), "{args:?}");
     assert_eq!(flag(&args, "--namespaces"), e.watched, "{args:?}");
     assert_eq!(flag(&args, "--proxy-scope"), Some(e.proxy_scope), "{args:?}");
@@ -268,7 +279,9 @@ pub(crate) fn check_operator(m: &Manifests, e: &Expect) {
     }
 
     // The listen ports, the container ports, the probes and the Service agree.
-    assert_eq!(resolve_port(container, &json!("xds")), 15010);
+    let container_port = |name: &str| container["ports"].as_array().unwrap().iter().any(|p| p["name"] == name);
+    assert_eq!(container_port("xds"), e.plaintext_xds, "plaintext xDS container port");
+    assert_eq!(container_port("xds-tls"), e.mtls, "TLS xDS container port");
     assert_eq!(resolve_port(container, &json!("metrics")), 9090);
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         let get = &container[probe]["httpGet"];
@@ -282,9 +295,17 @@ pub(crate) fn check_operator(m: &Manifests, e: &Expect) {
     );
     let ports = service["spec"]["ports"].as_array().unwrap();
     let port = |name: &str| ports.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"));
-    assert_eq!(port("xds")["port"], 15010);
-    assert_eq!(port("xds")["appProtocol"], "grpc");
-    assert_eq!(resolve_port(container, &port("xds")["targetPort"]), 15010);
+    let serves = |name: &str| ports.iter().any(|p| p["name"] == name);
+    assert_eq!(serves("xds"), e.plaintext_xds, "Service weft-operator's plaintext xDS port");
+    assert_eq!(serves("xds-tls"), e.mtls, "Service weft-operator's TLS xDS port");
+    if e.plaintext_xds {
+        assert_eq!(port("xds")["port"], 15010);
+        assert_eq!(port("xds")["appProtocol"], "grpc");
+        assert_eq!(resolve_port(container, &port("xds")["targetPort"]), 15010);
+    }
+    if e.mtls {
+        assert_eq!(resolve_port(container, &port("xds-tls")["targetPort"]), 15012);
+    }
     assert_eq!(port("metrics")["port"], 9090);
     assert_eq!(resolve_port(container, &port("metrics")["targetPort"]), 9090);
 }
@@ -313,15 +334,18 @@ pub(crate) fn check_webhook(m: &Manifests, e: &Expect) {
     assert_eq!(tracing, e.proxy_tracing.map(Some), "{args:?}");
 
     // The proxies it injects dial the operator Service's xDS port: the TLS one (certificates and config) with
-    // mutual TLS on, which it is by default.
+    // mutual TLS on, which it is by default, else the plaintext one.
     let operator_service = m.get("Service", "weft-operator").unwrap();
     let port_named =
         |name: &str| operator_service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == name).cloned();
-    let tls_port = port_named("xds-tls").expect("the Service has the TLS xDS port");
-    let expected = format!("https://weft-operator.{}.svc:{}", e.namespace, tls_port["port"]);
+    let (scheme, port_name) = if e.mtls { ("https", "xds-tls") } else { ("http", "xds") };
+    let port = port_named(port_name).unwrap_or_else(|| panic!("the Service has no port {port_name}"));
+    let expected = format!("{scheme}://weft-operator.{}.svc:{}", e.namespace, port["port"]);
     assert_eq!(flag(&args, "--xds-address"), Some(expected.as_str()), "{args:?}");
-    assert_eq!(flag(&args, "--ca-address"), Some(expected.as_str()), "{args:?}");
-    assert!(port_named("xds").is_some(), "the plaintext port stays for proxies injected without mutual TLS");
+    assert_eq!(flag(&args, "--mtls"), Some(if e.mtls { "true" } else { "false" }), "{args:?}");
+    if e.mtls {
+        assert_eq!(flag(&args, "--ca-address"), Some(expected.as_str()), "{args:?}");
+    }
 
     // It serves HTTPS on 9443, probed there.
     assert_eq!(resolve_port(container, &json!("https")), 9443);

@@ -145,7 +145,7 @@ async fn serve(
     let (secure_listener, xds_listener) = (bind(secure).await, bind(xds).await);
     let addresses = (xds_listener.local_addr().unwrap(), secure_listener.local_addr().unwrap());
     let listeners = Listeners {
-        xds: xds_listener,
+        xds: Some(xds_listener),
         health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         proxy_scope: Default::default(),
         root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),

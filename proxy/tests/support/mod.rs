@@ -56,7 +56,7 @@ impl Operator {
             std::fs::write(dir.path().join("rules.yaml"), rules).unwrap();
         }
         let listeners = weft_operator::app::Listeners {
-            xds: TcpListener::bind(xds).await.unwrap(),
+            xds: Some(TcpListener::bind(xds).await.unwrap()),
             health: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             proxy_scope: Default::default(),
             root_namespace: weft_operator::index::ROOT_NAMESPACE.into(),
