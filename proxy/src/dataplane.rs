@@ -3,7 +3,9 @@
 //! latency estimates survive endpoint and route edits; so are rate limiters, with their buckets. The runtime is rebuilt where config is accepted, before
 //! the proxy says it is ready, so what `/ready` and `/config_dump` report is what requests use.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use crate::fast_hash::FastMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,13 +23,13 @@ use crate::upstream::ClusterBalancer;
 #[derive(Default)]
 pub struct Runtime {
     pub config: Arc<ProxyConfig>,
-    pub clusters: HashMap<String, RuntimeCluster>,
+    pub clusters: FastMap<String, RuntimeCluster>,
     pub limits: InboundLimits,
     /// The hosts of the clusters: the Services the proxy knows (metrics name only those).
     pub services: HashSet<String>,
     /// The cluster of each Service endpoint address (a Service's whole-port cluster, not a subset's), for TCP and
     /// unclaimed HTTP that a client sends to a pod's address, and for the Service of inbound TCP.
-    pub endpoint_clusters: HashMap<SocketAddr, Arc<str>>,
+    pub endpoint_clusters: FastMap<SocketAddr, Arc<str>>,
 }
 
 /// What a Service declares its port to carry (by the port's name, Istio's `<protocol>[-<suffix>]`).
@@ -121,8 +123,8 @@ fn rebuild(
 }
 
 /// Each healthy endpoint's whole-Service cluster (the first by name when Services share a pod's port).
-fn endpoint_clusters(config: &ProxyConfig) -> HashMap<SocketAddr, Arc<str>> {
-    let mut clusters = HashMap::new();
+fn endpoint_clusters(config: &ProxyConfig) -> FastMap<SocketAddr, Arc<str>> {
+    let mut clusters = FastMap::default();
     let whole = config.clusters.values().filter(|c| ClusterName::parse(&c.name).is_some_and(|n| n.subset.is_empty()));
     for cluster in whole {
         let name: Arc<str> = Arc::from(cluster.name.as_str());

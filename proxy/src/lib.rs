@@ -13,6 +13,7 @@ pub mod config;
 pub mod counted;
 pub mod dataplane;
 pub mod drain;
+pub mod fast_hash;
 pub mod health;
 pub mod hello;
 pub mod http;

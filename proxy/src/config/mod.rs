@@ -132,7 +132,8 @@ impl ProxyConfig {
     /// The listener for `port`, if some Service has that port: by its conventional name (`0.0.0.0_PORT`, what
     /// Weft's operator and Istio send), else the first listening on the port.
     pub fn listener_for_port(&self, port: u16) -> Option<&ListenerConfig> {
-        match self.listeners.get(&weft_xds::listener_name(port)) {
+        let mut name = [0; LISTENER_NAME_MAX];
+        match self.listeners.get(listener_name(port, &mut name)) {
             Some(named) if named.port == port => Some(named),
             _ => self.listeners.values().find(|l| l.port == port),
         }
@@ -211,10 +212,35 @@ pub(crate) mod duration_ms {
     }
 }
 
+/// Longest conventional listener name: `0.0.0.0_65535`.
+const LISTENER_NAME_MAX: usize = 13;
+
+/// [`weft_xds::listener_name`] written into `buf` instead of a new `String`: it is looked up for every request.
+fn listener_name(port: u16, buf: &mut [u8; LISTENER_NAME_MAX]) -> &str {
+    const PREFIX: &[u8] = b"0.0.0.0_";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let digits = port.checked_ilog10().unwrap_or(0) as usize + 1;
+    let mut rest = port;
+    for slot in buf[PREFIX.len()..PREFIX.len() + digits].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    // ASCII digits after an ASCII prefix: always UTF-8.
+    std::str::from_utf8(&buf[..PREFIX.len() + digits]).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{PathMatch, RouteAction, RouteEntry, WeightedTarget};
+
+    #[test]
+    fn listener_names_are_written_as_weft_xds_names_them() {
+        for port in [0, 7, 10, 80, 443, 9080, 10000, 65535] {
+            let mut buf = [0; LISTENER_NAME_MAX];
+            assert_eq!(listener_name(port, &mut buf), weft_xds::listener_name(port));
+        }
+    }
 
     fn host(name: &str, cluster: &str) -> VirtualHost {
         let action = RouteAction::to_targets(vec![WeightedTarget::new(cluster, 1)]);

@@ -1,6 +1,8 @@
 //! Route tables and request matching: which route a request takes. Pure.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::fast_hash::FastMap;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -26,7 +28,7 @@ pub struct RouteTable {
     /// Each domain's virtual host (the first to claim it), so that finding one costs the same however many
     /// virtual hosts the table has.
     #[serde(skip)]
-    by_domain: HashMap<String, usize>,
+    by_domain: FastMap<String, usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,7 +144,7 @@ pub struct RequestInfo<'a> {
 
 impl RouteTable {
     pub fn new(name: impl Into<String>, virtual_hosts: Vec<VirtualHost>, on_demand: bool) -> Self {
-        let mut table = Self { name: name.into(), virtual_hosts: Vec::new(), on_demand, by_domain: HashMap::new() };
+        let mut table = Self { name: name.into(), virtual_hosts: Vec::new(), on_demand, by_domain: FastMap::default() };
         for host in virtual_hosts {
             table.add_virtual_host(host);
         }

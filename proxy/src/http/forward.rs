@@ -155,7 +155,7 @@ async fn follow<B: RequestBody>(
         let unknown = Arc::new(forwarder.metrics.outbound_cluster(&target.cluster));
         return (unknown, LocalReply::NoCluster.into_response_for(grpc));
     };
-    let timeout = request_timeout(action.timeout, action.grpc_timeout, request.headers());
+    let timeout = request_timeout(action.timeout, action.grpc_timeout, (request.headers(), grpc));
     let deadlines = Deadlines { stream_idle: forwarder.timeouts.stream_idle, route: timeout };
     let clock = StreamClock::start();
     let mut request = prepare(request, authority, &clock);

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod authority;
 pub mod body_end;
+mod drive;
 mod first_bytes;
 mod forward;
 pub mod headers;
@@ -19,7 +20,7 @@ pub mod timeouts;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,6 +43,7 @@ use crate::metrics::{ClusterTally, Direction, Metrics};
 use crate::telemetry::BodySizes;
 use crate::telemetry::trace::Tracer;
 use access_log::AccessLog;
+use drive::drive;
 use first_bytes::{FirstBytes, Prefixed};
 use on_demand::OnDemand;
 use passthrough::Passthrough;
@@ -213,34 +215,5 @@ where
             let connection = Box::pin(builder.serve_connection(io, service));
             drive(connection, |c| c.graceful_shutdown(), &activity, watch).await
         }
-    }
-}
-
-/// Runs a served connection to its end, shutting it down gracefully when the proxy drains or it falls idle.
-async fn drive<C, E>(
-    mut connection: Pin<Box<C>>,
-    shutdown: fn(Pin<&mut C>),
-    activity: &Activity,
-    mut watch: ConnectionWatch,
-) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let mut closing = false;
-    let result = loop {
-        tokio::select! {
-            result = connection.as_mut() => break result,
-            () = watch.draining(), if !closing => {
-                closing = true;
-                shutdown(connection.as_mut());
-            }
-            () = activity.idle_expired(), if !closing => {
-                closing = true;
-                shutdown(connection.as_mut());
-            }
-        }
-    };
-    if let Err(err) = result {
-        tracing::debug!(error = %err, "connection ended with an error");
     }
 }

@@ -20,18 +20,21 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
 /// A random (version 4) UUID, in its 36-character text form (written in place: this runs for every request).
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bits: u128 = rand::random();
+    // One 128-bit draw (an array would be drawn element by element).
+    let mut bytes = rand::random::<u128>().to_le_bytes();
     // Version 4, variant 10xx (RFC 9562).
-    bits = (bits & !(0xf << 76)) | (0x4 << 76);
-    bits = (bits & !(0x3 << 62)) | (0x2 << 62);
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
     let mut text = [b'-'; 36];
-    let mut nibble = 32;
-    for (i, byte) in text.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            continue;
+    // Two hex digits per byte, a dash after the 4th, 6th, 8th and 10th byte (8-4-4-4-12).
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
         }
-        nibble -= 1;
-        *byte = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     // Owned by a reference-counted `Bytes`: a retry's copy of the headers shares it instead of first moving it
     // into a new shared allocation, as a value copied from a slice is on its first clone. Hex digits and dashes:
@@ -63,6 +66,7 @@ mod tests {
         let id = headers[&REQUEST_ID].to_str().unwrap().to_string();
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{id}");
         assert_eq!(&id[14..15], "4", "version 4: {id}");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "RFC variant: {id}");
         let mut again = HeaderMap::new();

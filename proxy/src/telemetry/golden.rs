@@ -9,7 +9,7 @@
 //! `unknown`), response codes and flags from small fixed sets. A proxy holds about (peer workloads × Services ×
 //! codes seen) series per reporter.
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,9 +186,9 @@ pub struct GoldenMetrics {
     unknown: Arc<Workload>,
     unknown_text: Arc<str>,
     unknown_service: Arc<ServiceLabels>,
-    services: Mutex<HashMap<String, Arc<ServiceLabels>>>,
+    services: Mutex<FastMap<String, Arc<ServiceLabels>>>,
     /// Each series' handles, found without building its labels.
-    handles: Mutex<HashMap<SeriesKey, Series>>,
+    handles: Mutex<FastMap<SeriesKey, Series>>,
     pub peers: PeerCache,
     /// The TCP metrics, with the same parties.
     pub(super) tcp: super::tcp::TcpGolden,
@@ -257,7 +257,7 @@ impl GoldenMetrics {
         self.lock_handles().clear();
     }
 
-    fn lock_handles(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Series>> {
+    fn lock_handles(&self) -> std::sync::MutexGuard<'_, FastMap<SeriesKey, Series>> {
         self.handles.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -314,7 +314,7 @@ impl GoldenMetrics {
         }
     }
 
-    fn lock_services(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<ServiceLabels>>> {
+    fn lock_services(&self) -> std::sync::MutexGuard<'_, FastMap<String, Arc<ServiceLabels>>> {
         self.services.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 

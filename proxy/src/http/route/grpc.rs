@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty};
 
 use crate::config::policy::GrpcTimeout;
@@ -33,11 +33,22 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// The timeout a request gets: the route's, or for a gRPC request with `grpc-timeout` when the route honours it,
-/// that deadline capped by the route's maximum (Envoy's `grpc_timeout_header_max`; none: uncapped).
-pub fn request_timeout(route: Option<Duration>, grpc: GrpcTimeout, headers: &HeaderMap) -> Option<Duration> {
-    let GrpcTimeout::Honoured { max } = grpc else { return route };
-    let asked = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_timeout);
+/// The deadline header of gRPC requests.
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// The timeout a request gets: the route's, or for a gRPC request (`grpc`: its content type says so, as Envoy
+/// checks) with `grpc-timeout` when the route honours it, that deadline capped by the route's maximum (Envoy's
+/// `grpc_timeout_header_max`; none: uncapped).
+pub fn request_timeout(
+    route: Option<Duration>,
+    honouring: GrpcTimeout,
+    (headers, grpc): (&HeaderMap, bool),
+) -> Option<Duration> {
+    let GrpcTimeout::Honoured { max } = honouring else { return route };
+    if !grpc {
+        return route;
+    }
+    let asked = headers.get(&GRPC_TIMEOUT).and_then(|v| v.to_str().ok()).and_then(parse_timeout);
     match (asked, max) {
         (Some(asked), Some(max)) => Some(asked.min(max)),
         (Some(asked), None) => Some(asked),
@@ -91,12 +102,14 @@ mod tests {
         headers.insert("grpc-timeout", HeaderValue::from_static("10S"));
         let route = Some(Duration::from_secs(2));
         let honoured = GrpcTimeout::Honoured { max: route };
-        assert_eq!(request_timeout(route, honoured, &headers), route, "capped");
+        assert_eq!(request_timeout(route, honoured, (&headers, true)), route, "capped");
         headers.insert("grpc-timeout", HeaderValue::from_static("500m"));
-        assert_eq!(request_timeout(route, honoured, &headers), Some(Duration::from_millis(500)));
-        assert_eq!(request_timeout(route, GrpcTimeout::Ignored, &headers), route);
+        assert_eq!(request_timeout(route, honoured, (&headers, true)), Some(Duration::from_millis(500)));
+        assert_eq!(request_timeout(route, GrpcTimeout::Ignored, (&headers, true)), route);
         let uncapped = GrpcTimeout::Honoured { max: None };
-        assert_eq!(request_timeout(None, uncapped, &headers), Some(Duration::from_millis(500)));
-        assert_eq!(request_timeout(route, honoured, &HeaderMap::new()), route, "no header: the route's");
+        assert_eq!(request_timeout(None, uncapped, (&headers, true)), Some(Duration::from_millis(500)));
+        assert_eq!(request_timeout(route, honoured, (&HeaderMap::new(), true)), route, "no header: the route's");
+        let not_grpc = request_timeout(route, honoured, (&headers, false));
+        assert_eq!(not_grpc, route, "not a gRPC request: the header is not gRPC's, as Envoy reads it");
     }
 }
