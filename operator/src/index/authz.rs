@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use weft_crds::authorization_policy::{DRY_RUN_ANNOTATIONS, PolicyTargetReference, WorkloadPolicy};
 use weft_crds::{AuthorizationPolicy, AuthorizationPolicySpec, WeftStatus};
 
-use super::snapshot::{Snapshot, namespace_of, service_fqdn};
+use super::build::namespace_of;
+use super::snapshot::{Snapshot, service_fqdn};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthorizationPolicyModel {

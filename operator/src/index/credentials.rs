@@ -1,9 +1,9 @@
 //! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys and order): the client
 //! certificate and key as a pair, `cert` and `key` (a generic Secret), else `tls.crt` and `tls.key` (a
 //! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, from a Secret named `<name>-cacert` when
-//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is trimmed to those
-//! keys as it is read ([`trimmed`]): nothing else of it (other keys, annotations such as kubectl's
-//! last-applied copy) is held in memory. Pure.
+//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is held as its
+//! credential alone as soon as it is read ([`held`]): nothing else of it (other keys, annotations such as
+//! kubectl's last-applied copy) stays in memory, and the index and every snapshot share that one copy. Pure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +30,20 @@ pub struct TlsCredential {
     pub certificate: Option<Vec<u8>>,
     pub key: Option<Vec<u8>>,
     pub ca: Option<Vec<u8>>,
+}
+
+/// A Secret as the operator holds it: its name and namespace, and the credential read from it, shared (`Arc`)
+/// with the snapshots' [`Credentials`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldSecret {
+    pub metadata: ObjectMeta,
+    pub credential: Arc<TlsCredential>,
+}
+
+/// The Secret as held: its credential, its name and namespace, and nothing else.
+pub fn held(secret: Secret) -> HeldSecret {
+    let kept = trimmed(secret);
+    HeldSecret { credential: Arc::new(credential_of(&kept)), metadata: kept.metadata }
 }
 
 /// A Secret with only its name, namespace and the keys of [`TlsCredential`] (`stringData`, which only a file of
@@ -125,7 +139,7 @@ mod tests {
             data: Some(data),
             ..Secret::default()
         };
-        (credential_key("shop", name), Arc::new(credential_of(&trimmed(secret))))
+        (credential_key("shop", name), held(secret).credential)
     }
 
     #[test]
@@ -140,13 +154,15 @@ mod tests {
             ..Secret::default()
         };
         annotated.data = Some(BTreeMap::from([("key".into(), ByteString(b"KEY".to_vec()))]));
-        let kept = trimmed(annotated);
+        let kept = trimmed(annotated.clone());
         assert!(kept.metadata.annotations.is_none() && kept.string_data.is_none());
         assert_eq!(
             kept.data.as_ref().map(|d| d.keys().cloned().collect::<Vec<_>>()),
             Some(vec!["key".into(), "tls.crt".into()])
         );
-        let credential = credential_of(&kept);
+        let held = held(annotated);
+        assert_eq!(held.metadata, ObjectMeta { name: Some("client".into()), ..ObjectMeta::default() });
+        let credential = held.credential;
         assert_eq!(
             (credential.certificate.as_deref(), credential.key.as_deref()),
             (Some(&b"CERT"[..]), Some(&b"KEY"[..]))

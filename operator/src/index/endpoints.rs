@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use weft_crds::destination_rule::locality::{LOCALITY_OVERRIDE_LABEL, Locality};
 
-use super::snapshot::{EndpointModel, ServicePortModel, labels_of};
+use super::build::labels_of;
+use super::snapshot::{EndpointModel, ServicePortModel};
 use crate::source::DEFAULT_NAMESPACE;
 
 /// The label the endpoint-slice controller puts on every slice of a Service.
@@ -185,7 +186,7 @@ pub(super) fn sidecar_account(pod: &Pod) -> Option<String> {
     if labels.get(weft_xds::mtls::TLS_MODE_LABEL).map(String::as_str) != Some(weft_xds::mtls::TLS_MODE_MUTUAL) {
         return None;
     }
-    Some(super::snapshot::service_account_of(pod))
+    Some(super::build::service_account_of(pod))
 }
 
 /// The pod port a Service port forwards to: `targetPort` as a number, or the container port of that name.

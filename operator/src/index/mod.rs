@@ -1,6 +1,7 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
 pub mod authz;
+mod build;
 pub mod credentials;
 mod delegate;
 pub mod destination_rules;
@@ -98,7 +99,7 @@ impl Index {
                 built.rejections = self.rejections.clone();
                 built
             }
-            _ => snapshot::build(self.objects.values(), &self.rejections, self.root_namespace()),
+            _ => build::build(self.objects.values(), &self.rejections, self.root_namespace()),
         };
         snapshot.trust_domain = self.trust_domain.clone();
         self.built = Some(snapshot.clone());

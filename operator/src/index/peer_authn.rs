@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weft_crds::{MtlsMode, PeerAuthentication, PeerAuthenticationSpec, WeftStatus};
 use weft_xds::inbound::{InboundPolicy, PeerMode};
 
-use super::snapshot::namespace_of;
+use super::build::namespace_of;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerAuthenticationModel {

@@ -7,7 +7,8 @@ use weft_crds::authorization_policy::WorkloadPolicy;
 use weft_crds::{HttpLocalRateLimitPolicy, HttpLocalRateLimitPolicySpec, WeftStatus};
 
 use super::authz::PolicyScope;
-use super::snapshot::{Snapshot, namespace_of};
+use super::build::namespace_of;
+use super::snapshot::Snapshot;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitPolicyModel {

@@ -11,13 +11,13 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::authz::AuthorizationPolicyModel;
+use super::build::{
+    node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
+};
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
 use super::rate_limits::RateLimitPolicyModel;
-use super::snapshot::{
-    Snapshot, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_fqdn,
-    service_model, set_rules,
-};
+use super::snapshot::{Snapshot, service_fqdn};
 use crate::source::{Kind, Resource, ResourceKey};
 
 /// What changed since the last snapshot was built.
@@ -160,7 +160,7 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
         let credentials = Arc::make_mut(&mut snapshot.credentials);
         match objects.get(&key) {
             Some(Resource::Secret(secret)) => {
-                credentials.insert(secret_key(secret), Arc::new(super::credentials::credential_of(secret)));
+                credentials.insert(secret_key(secret), secret.credential.clone());
             }
             _ => drop(credentials.remove(&super::credentials::credential_key(namespace, name))),
         }
@@ -208,7 +208,7 @@ fn replace_namespace<V>(map: &mut BTreeMap<String, V>, namespace: &str, entries:
 #[cfg(test)]
 mod tests {
     use super::super::Index;
-    use super::super::snapshot::build;
+    use super::super::build::build;
     use crate::source::file::parse_file;
     use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};
 
@@ -314,6 +314,24 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
             assert_eq!(last, build(index.objects.values(), &index.rejections, super::super::ROOT_NAMESPACE));
             assert_eq!(last.services.len(), 2, "reviews and ratings are back");
         }
+    }
+
+    /// A Secret's certificates are held once: the snapshot's credential is the index's, built anew or brought up
+    /// to date.
+    #[test]
+    fn a_secret_s_credential_is_shared_by_the_index_and_the_snapshot() {
+        let mut index = Index::default();
+        index.apply(Event::Applied(resources(SECRET).remove(0)));
+        let held = |index: &Index| match index.objects.get(&key(Kind::Secret, "shop", "client")) {
+            Some(Resource::Secret(secret)) => secret.credential.clone(),
+            other => panic!("no Secret held: {other:?}"),
+        };
+        let shared =
+            |index: &mut Index| std::sync::Arc::ptr_eq(&index.snapshot().credentials["shop/client"], &held(index));
+        assert!(shared(&mut index), "built anew");
+        index.apply(Event::Applied(resources(&SECRET.replace("C1", "C2")).remove(0)));
+        assert!(shared(&mut index), "brought up to date");
+        assert_eq!(held(&index).certificate.as_deref(), Some(&b"C2"[..]));
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub const KINDS: [KindInfo; 10] = [
         api_version: "v1",
         name: "Secret",
         // Only the certificates `credentialName` may name: nothing else of a Secret is held in memory.
-        wrap: |v| from_value(v).map(|secret| Resource::Secret(crate::index::credentials::trimmed(secret))),
+        wrap: |v| from_value(v).map(|secret| Resource::Secret(crate::index::credentials::held(secret))),
         resolves_refs: false,
     },
 ];

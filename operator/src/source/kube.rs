@@ -120,14 +120,14 @@ impl WatchContext {
     }
 
     /// Secrets, but for Helm releases and service-account tokens (large, many, never a certificate: Istio leaves
-    /// them out the same way), each trimmed to its TLS keys as it arrives.
+    /// them out the same way), each held as its TLS credential alone from its arrival.
     async fn watch_secrets(self, client: Client) {
         let api = match &self.namespace {
             Some(ns) => Api::<Secret>::namespaced(client, ns),
             None => Api::<Secret>::all(client),
         };
         let fields = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
-        let wrap = |secret: Secret| Ok(Resource::Secret(crate::index::credentials::trimmed(secret)));
+        let wrap = |secret: Secret| Ok(Resource::Secret(crate::index::credentials::held(secret)));
         let key = |o: &Secret| key_of(Kind::Secret, o.meta());
         self.follow(api, Kind::Secret, wrap, key, watcher::Config::default().fields(fields)).await;
     }

@@ -7,7 +7,7 @@ pub mod kinds;
 pub mod kube;
 pub mod watch_state;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_crds::{
     AuthorizationPolicy, DestinationRule, FieldError, HttpLocalRateLimitPolicy, PeerAuthentication, VirtualService,
@@ -52,7 +52,8 @@ pub enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
     HttpLocalRateLimitPolicy(HttpLocalRateLimitPolicy),
     Node(Node),
-    Secret(Secret),
+    /// Held as its TLS credential only (see [`crate::index::credentials::held`]).
+    Secret(crate::index::credentials::HeldSecret),
 }
 
 /// Identity of an object: kind, namespace and name.

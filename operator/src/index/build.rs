@@ -1,0 +1,214 @@
+//! Building a [`Snapshot`] from the objects the index holds: Services with their endpoints, the routing rules
+//! with their hosts resolved, the per-pod maps and the credentials; and reading those objects' common fields.
+//! The incremental update (`update.rs`) rebuilds parts with the same functions.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use weft_crds::destination_rule::locality::Locality;
+use weft_crds::{DestinationRule, HttpRoute, VirtualService};
+use weft_xds::inbound::PeerMode;
+
+use super::authz::AuthorizationPolicyModel;
+use super::delegate;
+use super::endpoints::{EndpointSources, service_ports, workload_locality};
+use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
+use super::rate_limits::RateLimitPolicyModel;
+use super::snapshot::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
+use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
+
+/// Builds a snapshot from every known object.
+pub fn build<'a>(
+    objects: impl Iterator<Item = &'a Resource>,
+    rejections: &BTreeMap<ResourceKey, Rejection>,
+    root_namespace: &str,
+) -> Snapshot {
+    let mut services = Vec::new();
+    let mut pods = Vec::new();
+    let mut slices = Vec::new();
+    let mut virtual_services = Vec::new();
+    let mut destination_rules = Vec::new();
+    let mut peer_authentications = Vec::new();
+    let mut authorization_policies = Vec::new();
+    let mut rate_limit_policies = Vec::new();
+    let mut nodes = Vec::new();
+    let mut credentials = super::credentials::Credentials::new();
+    for object in objects {
+        match object {
+            Resource::Service(s) => services.push(s),
+            Resource::Pod(p) => pods.push(p),
+            Resource::EndpointSlice(s) => slices.push(s),
+            Resource::VirtualService(v) => virtual_services.push(v),
+            Resource::DestinationRule(d) => destination_rules.push(d),
+            Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
+            Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
+            Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
+            Resource::Node(n) => nodes.push(n),
+            Resource::Secret(secret) => {
+                credentials.insert(secret_key(secret), secret.credential.clone());
+            }
+        }
+    }
+    let node_localities = node_localities(nodes.into_iter());
+    let sources = EndpointSources::new(&pods, &slices, &node_localities);
+    let models = |policies: &[PeerAuthenticationModel]| {
+        let model = |s: &&Service| service_model(s, &sources, (policies, root_namespace));
+        services.iter().map(model).map(|m| (m.fqdn(), Arc::new(m))).collect()
+    };
+    let mut snapshot = Snapshot {
+        services: models(&peer_authentications),
+        peer_authentications: Arc::new(peer_authentications),
+        authorization_policies: Arc::new(authorization_policies),
+        rate_limit_policies: Arc::new(rate_limit_policies),
+        pod_labels: Arc::new(pods.iter().map(|p| pod_labels_entry(p)).collect()),
+        pod_accounts: Arc::new(pods.iter().map(|p| pod_account_entry(p)).collect()),
+        pod_localities: Arc::new(pods.iter().filter_map(|p| pod_locality_entry(p, &node_localities)).collect()),
+        node_localities: Arc::new(node_localities),
+        credentials: Arc::new(credentials),
+        rejections: rejections.clone(),
+        root: root_namespace.to_string(),
+        ..Snapshot::default()
+    };
+    set_rules(&mut snapshot, virtual_services.into_iter(), destination_rules.into_iter());
+    snapshot
+}
+
+/// The `namespace/name` a Secret's credential is found by.
+pub(super) fn secret_key(secret: &super::credentials::HeldSecret) -> String {
+    let namespace = namespace_of(&secret.metadata.namespace);
+    super::credentials::credential_key(&namespace, secret.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// Puts these rules in, their hosts resolved against the snapshot's Services, and indexes them by host.
+pub(super) fn set_rules<'a>(
+    snapshot: &mut Snapshot,
+    virtual_services: impl Iterator<Item = &'a VirtualService>,
+    destination_rules: impl Iterator<Item = &'a DestinationRule>,
+) {
+    let mut virtual_services: Vec<VirtualServiceModel> = virtual_services
+        .map(|vs| {
+            let namespace = namespace_of(&vs.metadata.namespace);
+            VirtualServiceModel {
+                hosts: vs.spec.hosts.iter().map(|h| snapshot.resolve_host(h, &namespace)).collect(),
+                name: name_of(&vs.metadata.name),
+                namespace,
+                generation: vs.metadata.generation,
+                status: vs.status.clone(),
+                spec: vs.spec.clone(),
+                http: Vec::new(),
+            }
+        })
+        .collect();
+    let effective: Vec<Vec<HttpRoute>> = {
+        let delegates = delegate::delegates(&virtual_services);
+        let find = |namespace: &str, name: &str| delegates.get(&(namespace, name)).copied();
+        let qualify = |host: &str, namespace: &str| snapshot.resolve_host(host, namespace);
+        virtual_services.iter().map(|vs| delegate::effective_rules(vs, find, qualify)).collect()
+    };
+    for (vs, http) in virtual_services.iter_mut().zip(effective) {
+        vs.http = http;
+    }
+    let destination_rules = destination_rules
+        .map(|dr| {
+            let namespace = namespace_of(&dr.metadata.namespace);
+            DestinationRuleModel {
+                host: snapshot.resolve_host(&dr.spec.host, &namespace),
+                name: name_of(&dr.metadata.name),
+                namespace,
+                generation: dr.metadata.generation,
+                status: dr.status.clone(),
+                spec: dr.spec.clone(),
+            }
+        })
+        .collect();
+    snapshot.virtual_services = Arc::new(virtual_services);
+    snapshot.destination_rules = Arc::new(destination_rules);
+    snapshot.index_hosts();
+}
+
+/// A pod's key in the per-pod maps: `namespace/name`.
+fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", namespace_of(&pod.metadata.namespace), name_of(&pod.metadata.name))
+}
+
+/// A pod's entry in [`Snapshot::pod_labels`].
+pub(super) fn pod_labels_entry(pod: &Pod) -> (String, BTreeMap<String, String>) {
+    (pod_key(pod), labels_of(pod))
+}
+
+/// A pod's entry in [`Snapshot::pod_accounts`].
+pub(super) fn pod_account_entry(pod: &Pod) -> (String, String) {
+    (pod_key(pod), service_account_of(pod))
+}
+
+/// A pod's entry in [`Snapshot::pod_localities`], when its locality is known.
+pub(super) fn pod_locality_entry(pod: &Pod, nodes: &BTreeMap<String, Locality>) -> Option<(String, Locality)> {
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let locality = workload_locality(Some(pod), node, None, nodes);
+    locality.is_known().then(|| (pod_key(pod), locality))
+}
+
+/// The nodes' localities, from their topology labels; nodes without any are left out.
+pub(super) fn node_localities<'a>(nodes: impl Iterator<Item = &'a Node>) -> BTreeMap<String, Locality> {
+    nodes
+        .filter_map(|node| {
+            let locality = Locality::from_labels(node.metadata.labels.as_ref()?);
+            locality.is_known().then(|| (name_of(&node.metadata.name), locality))
+        })
+        .collect()
+}
+
+/// The pod's service account; Kubernetes gives a pod that names none the namespace's `default`.
+pub(super) fn service_account_of(pod: &Pod) -> String {
+    let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).filter(|a| !a.is_empty());
+    account.unwrap_or_else(|| "default".into())
+}
+
+/// A Service's model. Its endpoints whose pod's PeerAuthentication says `DISABLE` for the port are taken as
+/// without a sidecar: clients send them plaintext, as Istio's do (pilot's mTLS checker for auto mTLS).
+pub(super) fn service_model(
+    service: &Service,
+    sources: &EndpointSources<'_>,
+    (policies, root_namespace): (&[PeerAuthenticationModel], &str),
+) -> ServiceModel {
+    let namespace = namespace_of(&service.metadata.namespace);
+    let name = name_of(&service.metadata.name);
+    let mut ports = service_ports(service, &namespace, &name, sources);
+    if !policies.is_empty() {
+        for endpoint in ports.iter_mut().flat_map(|p| p.endpoints.iter_mut()) {
+            let mode =
+                || inbound_policy(policies, root_namespace, &namespace, &endpoint.labels).mode_for(endpoint.port);
+            if endpoint.sidecar_account.is_some() && mode() == PeerMode::Disable {
+                endpoint.sidecar_account = None;
+            }
+        }
+    }
+    let selector = service.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    ServiceModel { ports, cluster_ips: cluster_ips(service), name, namespace, selector }
+}
+
+/// A Service's `spec.clusterIPs` (dual-stack: one per family, the primary first), or its `spec.clusterIP` where
+/// the list is absent; only addresses (headless Services say `None`).
+fn cluster_ips(service: &Service) -> Vec<IpAddr> {
+    let Some(spec) = service.spec.as_ref() else { return Vec::new() };
+    let listed = spec.cluster_ips.as_deref().filter(|ips| !ips.is_empty());
+    let written: Vec<&str> = match listed {
+        Some(ips) => ips.iter().map(String::as_str).collect(),
+        None => spec.cluster_ip.as_deref().into_iter().collect(),
+    };
+    written.into_iter().filter_map(|ip| ip.parse().ok()).collect()
+}
+
+pub(super) fn namespace_of(namespace: &Option<String>) -> String {
+    namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+}
+
+fn name_of(name: &Option<String>) -> String {
+    name.clone().unwrap_or_default()
+}
+
+pub(super) fn labels_of(pod: &Pod) -> BTreeMap<String, String> {
+    pod.metadata.labels.clone().unwrap_or_default()
+}
