@@ -28,8 +28,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM ${DISTROLESS_IMAGE} AS operator
 COPY --from=build /out/weft-operator /usr/local/bin/weft-operator
 USER 65532:65532
-# xDS (gRPC), then /healthz, /readyz and /metrics.
-EXPOSE 15010 9090
+# xDS over TLS with certificates (with a CA), plaintext xDS (without one, or when asked), then /healthz,
+# /readyz and /metrics.
+EXPOSE 15012 15010 9090
 ENTRYPOINT ["/usr/local/bin/weft-operator"]
 
 # weft-webhook: same base; HTTPS admission webhook.

@@ -254,12 +254,22 @@ async fn serve_common(
     let health_server = tokio::spawn(health::serve(listeners.health, health, debug, stop.waiter()));
     let xds = XdsContext { scope, snapshots, metrics, registry };
     let stopping = async {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.waiter() => {}
+        }
         stop.trigger();
+    };
+    // A port that fails stops the other and the operator, rather than leaving a replica that serves no config.
+    let stopping_on_error = |result: Result<(), OperatorError>| {
+        if result.is_err() {
+            stop.trigger();
+        }
+        result
     };
     let plain = async {
         match listeners.xds {
-            Some(listener) => serve_xds(listener, None, xds.clone(), stop.waiter()).await,
+            Some(listener) => stopping_on_error(serve_xds(listener, None, xds.clone(), stop.waiter()).await),
             None => Ok(()),
         }
     };
@@ -267,7 +277,7 @@ async fn serve_common(
         match listeners.secure {
             Some(port) => {
                 let (listener, tls) = port.tls(xds.metrics.clone());
-                serve_xds(listener, Some(tls), xds.clone(), stop.waiter()).await
+                stopping_on_error(serve_xds(listener, Some(tls), xds.clone(), stop.waiter()).await)
             }
             None => Ok(()),
         }
@@ -363,5 +373,19 @@ pub async fn serve_xds(
             tracing::info!(grace = ?XDS_CLOSE_GRACE, "dropping xDS connections that did not close in time");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_xds_is_served_where_asked_by_default_without_a_ca_and_not_by_default_with_one() {
+        let asked: SocketAddr = "0.0.0.0:15010".parse().unwrap();
+        assert_eq!(plaintext_xds_address(Some(asked), true), Some(asked));
+        assert_eq!(plaintext_xds_address(Some(asked), false), Some(asked));
+        assert_eq!(plaintext_xds_address(None, false), Some("127.0.0.1:15010".parse().unwrap()));
+        assert_eq!(plaintext_xds_address(None, true), None);
     }
 }

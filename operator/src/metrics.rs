@@ -36,6 +36,7 @@ struct WriteLabel {
 pub struct Metrics {
     registry: Registry,
     connected_proxies: Gauge,
+    plaintext_proxies: Gauge,
     pushes: Family<TypeLabel, Counter>,
     push_bytes: Family<TypeLabel, Counter>,
     push_latency: Histogram,
@@ -59,6 +60,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("weft_operator");
         let metrics = Self {
             connected_proxies: Gauge::default(),
+            plaintext_proxies: Gauge::default(),
             pushes: Family::default(),
             push_bytes: Family::default(),
             // 1 ms .. ~16 s
@@ -73,6 +75,11 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("connected_proxies", "Proxies with an open ADS stream", metrics.connected_proxies.clone());
+        registry.register(
+            "plaintext_proxies",
+            "Of those, the proxies on the plaintext xDS port (none left: plaintext xDS can be turned off)",
+            metrics.plaintext_proxies.clone(),
+        );
         registry.register("xds_pushes", "xDS responses sent, by type", metrics.pushes.clone());
         registry.register(
             "xds_pushed_bytes",
@@ -117,12 +124,19 @@ impl Metrics {
         self.certificates.get_or_create(&ResultLabel { result: result.to_string() }).inc();
     }
 
-    pub fn proxy_connected(&self) {
+    /// A proxy's stream identified itself; `plaintext`: on the plaintext port.
+    pub fn proxy_connected(&self, plaintext: bool) {
         self.connected_proxies.inc();
+        if plaintext {
+            self.plaintext_proxies.inc();
+        }
     }
 
-    pub fn proxy_disconnected(&self) {
+    pub fn proxy_disconnected(&self, plaintext: bool) {
         self.connected_proxies.dec();
+        if plaintext {
+            self.plaintext_proxies.dec();
+        }
     }
 
     /// A response of `bytes` sent; `latency` when a new snapshot caused it (not when a proxy's request did).

@@ -52,6 +52,7 @@ async fn the_leader_releases_its_lease_and_stops_within_2_s_despite_a_client_tha
     stuck.send_request(&subscribe(ResourceType::Cluster, "", None)).await;
     stuck.send_request(&subscribe(ResourceType::Listener, "", None)).await;
     wait_for_metric(health, "weft_operator_connected_proxies 1").await;
+    wait_for_metric(health, "weft_operator_plaintext_proxies 1").await;
 
     let started = Instant::now();
     stop.send(()).unwrap();

@@ -56,7 +56,8 @@ async fn with_a_ca_plaintext_xds_is_served_only_when_asked_for() {
         assert_eq!(operator.listening_ports(), expected, "plaintext asked: {plaintext}\n{}", operator.log());
         assert_eq!(operator.log().contains("serving xDS (ADS)"), plaintext, "{}", operator.log());
     }
-    // Without a CA the operator serves plaintext xDS, on 127.0.0.1:15010 unless told otherwise.
+    // Without a CA the operator serves plaintext xDS (where it is told here; the default address is
+    // `app::plaintext_xds_address`'s, tested there).
     let operator = Operator::start(&[("svc.yaml", SERVICE)]).await;
     assert!(operator.listening_ports().contains(&operator.xds.unwrap().port()));
 }

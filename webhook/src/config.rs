@@ -9,8 +9,14 @@ use crate::quantity::Quantity;
 /// on by default (beta in 1.29; alpha behind a feature gate in 1.28).
 pub const NATIVE_SIDECARS_MIN_MINOR: u32 = 29;
 
-/// Default address of the operator's xDS server, as the proxy should dial it.
+/// Default address of the operator's xDS server, as the proxy should dial it, without mutual TLS.
 pub const DEFAULT_XDS_ADDRESS: &str = "http://weft-operator.weft-system.svc:15010";
+
+/// The xDS address injected proxies dial unless told: with mutual TLS, the operator's TLS port (an operator
+/// with a CA serves plaintext xDS only when asked to), else its plaintext one.
+pub fn default_xds_address(mtls: bool) -> &'static str {
+    if mtls { DEFAULT_CA_ADDRESS } else { DEFAULT_XDS_ADDRESS }
+}
 
 /// Default address of the operator's certificate service (its TLS port).
 pub const DEFAULT_CA_ADDRESS: &str = "https://weft-operator.weft-system.svc:15012";
@@ -122,7 +128,7 @@ impl InjectConfig {
     pub fn with_defaults(proxy_image: &str, mode: SidecarMode) -> Self {
         Self {
             proxy_image: proxy_image.to_string(),
-            xds_address: DEFAULT_XDS_ADDRESS.to_string(),
+            xds_address: default_xds_address(true).to_string(),
             resources: ProxyResources::default(),
             mode,
             timeouts: ProxyTimeouts::default(),
@@ -247,6 +253,16 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(config().check(), Ok(()));
+    }
+
+    /// An operator with a CA serves config on its TLS port only (plaintext xDS is opt-in there): proxies with a
+    /// certificate dial that one unless told otherwise.
+    #[test]
+    fn proxies_dial_the_tls_port_by_default_with_mutual_tls() {
+        assert_eq!(default_xds_address(true), DEFAULT_CA_ADDRESS);
+        assert!(default_xds_address(true).starts_with("https://"));
+        assert_eq!(default_xds_address(false), DEFAULT_XDS_ADDRESS);
+        assert_eq!(config().xds_address, default_xds_address(config().identity.is_some()));
     }
 
     #[test]

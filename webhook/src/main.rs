@@ -11,7 +11,7 @@ use clap::Parser;
 use weft_process::telemetry::parse_percent;
 use weft_webhook::config::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_PROXY_CPU, DEFAULT_PROXY_CPU_LIMIT, DEFAULT_PROXY_MEMORY, DEFAULT_PROXY_MEMORY_LIMIT,
-    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_XDS_ADDRESS, ProxyTimeouts, proxy_duration,
+    DEFAULT_REQUEST_HEADERS_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, ProxyTimeouts, default_xds_address, proxy_duration,
 };
 use weft_webhook::config::{DEFAULT_TRACE_SAMPLING, IdentityConfig, TracingConfig};
 use weft_webhook::discover::NativeSidecars;
@@ -40,9 +40,10 @@ struct Args {
     /// Image of the injected weft-init and weft-proxy containers.
     #[arg(long, env = "WEFT_PROXY_IMAGE", value_name = "IMAGE")]
     proxy_image: String,
-    /// xDS address the proxy connects to (`WEFT_XDS_ADDRESS` in the sidecar).
-    #[arg(long, env = "WEFT_XDS_ADDRESS", default_value = DEFAULT_XDS_ADDRESS, value_name = "URL")]
-    xds_address: String,
+    /// xDS address the proxy connects to (`WEFT_XDS_ADDRESS` in the sidecar) [default: with --mtls true
+    /// https://weft-operator.weft-system.svc:15012, else http://weft-operator.weft-system.svc:15010].
+    #[arg(long, env = "WEFT_XDS_ADDRESS", value_name = "URL")]
+    xds_address: Option<String>,
     /// Proxy CPU request; a pod's `weft.dev/proxy-cpu` annotation overrides it.
     #[arg(long, env = "WEFT_PROXY_CPU", default_value = DEFAULT_PROXY_CPU, value_name = "QUANTITY")]
     proxy_cpu: Quantity,
@@ -113,7 +114,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let mut config = InjectConfig {
         proxy_image: args.proxy_image,
-        xds_address: args.xds_address,
+        xds_address: args.xds_address.unwrap_or_else(|| default_xds_address(args.mtls).to_string()),
         resources: ProxyResources {
             cpu_request: args.proxy_cpu,
             memory_request: args.proxy_memory,

@@ -286,7 +286,7 @@ impl<P: Protocol> StreamContext<P> {
             let scope = scope.scope;
             session.features = Features::of(P::node(request));
             tracing::info!(peer = %self.peer, proxy = %node, %scope, features = ?session.features, "proxy connected");
-            self.metrics.proxy_connected();
+            self.metrics.proxy_connected(matches!(self.caller, Caller::Anyone));
             session.registration = Some(self.register(&node, scope));
             session.node = Some(node);
             session.scope = scope;
@@ -363,7 +363,7 @@ impl<P: Protocol> StreamContext<P> {
         }
         if node.is_some() {
             tracing::info!(peer = %self.peer, %proxy, "proxy disconnected");
-            self.metrics.proxy_disconnected();
+            self.metrics.proxy_disconnected(matches!(self.caller, Caller::Anyone));
         }
     }
 

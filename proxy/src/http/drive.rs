@@ -120,6 +120,33 @@ mod tests {
         }
     }
 
+    /// A connection that waits for nothing of its own (an idle keep-alive one) and ends once shut down.
+    struct Quiet {
+        shut: bool,
+    }
+
+    impl Future for Quiet {
+        type Output = Result<(), std::io::Error>;
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+            if self.shut { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_is_shut_down_when_the_proxy_drains() {
+        let drain = crate::drain::Drain::new();
+        let activity = Activity::new();
+        let connection = Box::pin(Quiet { shut: false });
+        let driving = tokio::spawn({
+            let watch = drain.watcher();
+            async move { drive(connection, |mut c| c.shut = true, &activity, watch).await }
+        });
+        // Only the drain's wake-up can get the connection polled again.
+        tokio::task::yield_now().await;
+        assert!(drain.finish(std::time::Duration::from_secs(5)).await, "the connection was never shut down");
+        driving.await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_signal_that_fires_late_still_shuts_the_connection_down_once() {
         let notify = Arc::new(Notify::new());

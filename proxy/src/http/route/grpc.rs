@@ -36,9 +36,9 @@ pub fn parse_timeout(value: &str) -> Option<Duration> {
 /// The deadline header of gRPC requests.
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// The timeout a request gets: the route's, or for a gRPC request (`grpc`: its content type says so, as Envoy
-/// checks) with `grpc-timeout` when the route honours it, that deadline capped by the route's maximum (Envoy's
-/// `grpc_timeout_header_max`; none: uncapped).
+/// The timeout a request gets: the route's, or for a gRPC request (`grpc`: its content type says so; Envoy
+/// reads the header of gRPC requests only) with `grpc-timeout` when the route honours it, that deadline capped
+/// by the route's maximum (Envoy's `grpc_timeout_header_max`; none: uncapped).
 pub fn request_timeout(
     route: Option<Duration>,
     honouring: GrpcTimeout,
