@@ -115,7 +115,7 @@ pub fn propagate(headers: &mut HeaderMap, span: &SpanContext, b3: B3Form) {
     let flag = if span.sampled { "1" } else { "0" };
     let trace = format!("{:032x}", span.trace_id);
     let flags = span.flags | u8::from(span.sampled);
-    insert(headers, TRACEPARENT, format!("00-{trace}-{:016x}-{flags:02x}", span.span_id));
+    insert_id(headers, TRACEPARENT, format!("00-{trace}-{:016x}-{flags:02x}", span.span_id));
     if span.parent.is_none() {
         // A trace that starts here has no vendor state yet.
         headers.remove(TRACESTATE);
@@ -127,13 +127,13 @@ pub fn propagate(headers: &mut HeaderMap, span: &SpanContext, b3: B3Form) {
         B3Form::Single => {
             let parent = span.parent.map(|p| format!("-{p:016x}")).unwrap_or_default();
             let sampling = if span.debug { "d" } else { flag };
-            insert(headers, B3, format!("{b3_trace}-{:016x}-{sampling}{parent}", span.span_id));
+            insert_id(headers, B3, format!("{b3_trace}-{:016x}-{sampling}{parent}", span.span_id));
         }
         B3Form::Multi => {
-            insert(headers, B3_TRACE_ID, b3_trace.to_string());
-            insert(headers, B3_SPAN_ID, format!("{:016x}", span.span_id));
+            insert_id(headers, B3_TRACE_ID, b3_trace.to_string());
+            insert_id(headers, B3_SPAN_ID, format!("{:016x}", span.span_id));
             match span.parent {
-                Some(parent) => insert(headers, B3_PARENT_SPAN_ID, format!("{parent:016x}")),
+                Some(parent) => insert_id(headers, B3_PARENT_SPAN_ID, format!("{parent:016x}")),
                 None => {
                     headers.remove(B3_PARENT_SPAN_ID);
                 }
@@ -153,6 +153,15 @@ pub fn propagate(headers: &mut HeaderMap, span: &SpanContext, b3: B3Form) {
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: String) {
     // Hex digits and dashes only: always a valid header value.
     if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// [`insert`] for a value new with each request (an id): never indexed by HTTP/2 header compression, as
+/// `x-request-id` (see `crate::http::request_id::ensure_request_id`).
+fn insert_id(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(mut value) = HeaderValue::try_from(value) {
+        value.set_sensitive(true);
         headers.insert(name, value);
     }
 }
@@ -300,6 +309,11 @@ mod tests {
         assert_eq!(multi["x-b3-spanid"], "0000000000abcdef");
         assert_eq!(multi["x-b3-parentspanid"], "e457b5a2e4d86bd1");
         assert_eq!(multi["x-b3-sampled"], "0", "the client said no");
+        // Ids are never indexed by HTTP/2 header compression (a new value per request); flags may be.
+        let sensitive = |h: &HeaderMap, name: &str| h[name].is_sensitive();
+        assert!(sensitive(&single, "b3") && sensitive(&single, "traceparent"));
+        assert!(["x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid"].iter().all(|n| sensitive(&multi, n)));
+        assert!(!sensitive(&multi, "x-b3-sampled"));
         assert_eq!(
             incoming(&headers(&[("b3", "0")])),
             Incoming { ids: None, sampled: Some(false), debug: false, flags: 0, b3: B3Form::Single }
