@@ -1,7 +1,8 @@
 //! Verifying a server's certificate: its chain against roots, then its names with a check of the caller's
 //! choosing. Mesh TLS checks that the peer is a workload of the trust domain (its SPIFFE id, a URI SAN); TLS
 //! origination checks `subjectAltNames`. One rustls verifier serves both, so the signature checks are written
-//! once.
+//! once. With revocation lists (DestinationRule `caCrl`), the chain is verified by webpki directly, as rustls
+//! does for its own verifier with CRLs, since rustls' chain check for custom verifiers takes none.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
 /// What a server's certificate must name, once its chain is verified.
 pub trait NameCheck: Debug + Send + Sync {
@@ -25,17 +26,71 @@ pub struct CheckedVerifier<C> {
     roots: Option<Arc<RootCertStore>>,
     names: C,
     provider: Arc<CryptoProvider>,
+    /// Revocation lists: every certificate of the chain below the root must be covered by a current one of its
+    /// issuer's and not be revoked in it; none: no revocation check.
+    crls: Vec<webpki::CertRevocationList<'static>>,
 }
 
 impl<C: NameCheck> CheckedVerifier<C> {
     pub fn new(roots: Arc<RootCertStore>, names: C, provider: Arc<CryptoProvider>) -> Self {
-        Self { roots: Some(roots), names, provider }
+        Self { roots: Some(roots), names, provider, crls: Vec::new() }
     }
 
     /// Accepts any server certificate; the handshake's signatures are still checked.
     pub fn trusting_anything(names: C, provider: Arc<CryptoProvider>) -> Self {
-        Self { roots: None, names, provider }
+        Self { roots: None, names, provider, crls: Vec::new() }
     }
+
+    /// Also checks revocation against `crls` (DER); an error when one cannot be read as a CRL.
+    pub fn with_crls(mut self, crls: &[CertificateRevocationListDer<'_>]) -> Result<Self, webpki::Error> {
+        for crl in crls {
+            self.crls.push(webpki::OwnedCertRevocationList::from_der(crl)?.into());
+        }
+        Ok(self)
+    }
+
+    /// The chain to `roots`, with revocation when there are lists.
+    fn verify_chain(
+        &self,
+        (parsed, end_entity): (&ParsedCertificate<'_>, &CertificateDer<'_>),
+        roots: &RootCertStore,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let algorithms = self.provider.signature_verification_algorithms.all;
+        if self.crls.is_empty() {
+            return verify_server_cert_signed_by_trust_anchor(parsed, roots, intermediates, now, algorithms);
+        }
+        let crls: Vec<&webpki::CertRevocationList<'_>> = self.crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crls)
+            .map_err(|_| CertificateError::UnknownRevocationStatus)?
+            .with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+            .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+            .build();
+        let certificate = webpki::EndEntityCert::try_from(end_entity).map_err(certificate_error)?;
+        let usage = webpki::KeyUsage::server_auth();
+        certificate
+            .verify_for_usage(algorithms, &roots.roots, intermediates, now, usage, Some(revocation), None)
+            .map(|_| ())
+            .map_err(certificate_error)
+    }
+}
+
+/// webpki's verdict as rustls reports it: the kinds a handshake's failure is told by, anything else as itself.
+fn certificate_error(error: webpki::Error) -> rustls::Error {
+    let kind = match error {
+        webpki::Error::CertRevoked => CertificateError::Revoked,
+        webpki::Error::UnknownRevocationStatus => CertificateError::UnknownRevocationStatus,
+        webpki::Error::CrlExpired { .. } => CertificateError::ExpiredRevocationList,
+        webpki::Error::UnknownIssuer => CertificateError::UnknownIssuer,
+        webpki::Error::CertExpired { .. } | webpki::Error::InvalidCertValidity => CertificateError::Expired,
+        webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
+        webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
+        webpki::Error::BadDer | webpki::Error::BadDerTime => CertificateError::BadEncoding,
+        other => CertificateError::Other(OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(kind)
 }
 
 impl<C: NameCheck> ServerCertVerifier for CheckedVerifier<C> {
@@ -49,8 +104,7 @@ impl<C: NameCheck> ServerCertVerifier for CheckedVerifier<C> {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(roots) = &self.roots else { return Ok(ServerCertVerified::assertion()) };
         let parsed = ParsedCertificate::try_from(end_entity)?;
-        let algorithms = self.provider.signature_verification_algorithms.all;
-        verify_server_cert_signed_by_trust_anchor(&parsed, roots, intermediates, now, algorithms)?;
+        self.verify_chain((&parsed, end_entity), roots, intermediates, now)?;
         self.names.check(&parsed, end_entity)?;
         Ok(ServerCertVerified::assertion())
     }

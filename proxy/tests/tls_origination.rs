@@ -15,26 +15,62 @@ use std::sync::Arc;
 use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer, KeyIdMethod, KeyPair,
+    RevocationReason, RevokedCertParams, SerialNumber,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use support::{Operator, Proxy, eventually, free_port, get};
 
-/// A CA, a server certificate for `api.example.com` and a client certificate, as PEM files in `dir`.
-fn pki(dir: &Path) {
+/// A CA, a server certificate for `api.example.com` (serial [`SERVER_SERIAL`]) and a client certificate, as PEM
+/// files in `dir`; the CA, to sign more.
+fn pki(dir: &Path) -> Issuer<'static, KeyPair> {
+    let issuer = certificate_authority(dir, "ca.pem");
+    for (name, sans) in [("server", vec!["api.example.com".to_string()]), ("client", vec!["client.example.com".into()])]
+    {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.serial_number = Some(SerialNumber::from_slice(if name == "server" { SERVER_SERIAL } else { &[9, 9] }));
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+    issuer
+}
+
+const SERVER_SERIAL: &[u8] = &[1, 2, 3];
+
+/// A new self-signed CA, its certificate written to `dir/file`.
+fn certificate_authority(dir: &Path, file: &str) -> Issuer<'static, KeyPair> {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    for (name, sans) in [("server", vec!["api.example.com".to_string()]), ("client", vec!["client.example.com".into()])]
-    {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(sans).unwrap().signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
+    std::fs::write(dir.join(file), ca_cert.pem()).unwrap();
+    Issuer::new(ca, ca_key)
+}
+
+/// A revocation list of `issuer` revoking `serials`, valid from a day ago for `days_left` more days, as `dir/file`.
+fn revocation_list(dir: &Path, file: &str, issuer: &Issuer<'static, KeyPair>, serials: &[&[u8]], days_left: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - time::Duration::days(2),
+        next_update: now + time::Duration::days(days_left),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: now - time::Duration::days(1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    std::fs::write(dir.join(file), params.signed_by(issuer).unwrap().pem().unwrap()).unwrap();
 }
 
 /// An HTTPS server with the server certificate (offering h2 and http/1.1), requiring a client certificate when
@@ -140,6 +176,40 @@ async fn simple_originates_tls_checked_against_the_given_roots_and_names() {
     let (status, _, _) =
         through_sidecar(server, "{mode: SIMPLE, sni: api.example.com, insecureSkipVerify: true}").await;
     assert_eq!(status, StatusCode::OK, "insecureSkipVerify accepts any certificate");
+}
+
+/// `caCrl`, as Envoy checks a `crl`: the server's certificate must not be revoked, and a current list of its
+/// issuer must cover it; with `subjectAltNames` (Weft's own name check) and without (the SNI).
+#[tokio::test]
+async fn ca_crl_refuses_a_revoked_certificate_and_one_no_current_list_covers() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = pki(dir.path());
+    revocation_list(dir.path(), "clean.crl", &issuer, &[&[7, 7]], 1);
+    revocation_list(dir.path(), "revoked.crl", &issuer, &[&[7, 7], SERVER_SERIAL], 1);
+    revocation_list(dir.path(), "expired.crl", &issuer, &[], -1);
+    let other = certificate_authority(dir.path(), "other-ca.pem");
+    revocation_list(dir.path(), "other.crl", &other, &[SERVER_SERIAL], 1);
+    let server = tls_server(dir.path(), false).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    for names in ["", ", subjectAltNames: [api.example.com]"] {
+        let with = |crl: &str| {
+            format!(
+                "{{mode: SIMPLE, sni: api.example.com, caCertificates: {}, caCrl: {}{names}}}",
+                file("ca.pem"),
+                file(crl)
+            )
+        };
+        let (status, _, proxy) = through_sidecar(server, &with("clean.crl")).await;
+        assert_eq!(status, StatusCode::OK, "a current list not naming it{names}; proxy log:\n{}", proxy.output());
+        for (crl, why) in [
+            ("revoked.crl", "revoked"),
+            ("expired.crl", "the issuer's list is out of date"),
+            ("other.crl", "no list of its issuer"),
+        ] {
+            assert_eq!(through_sidecar(server, &with(crl)).await.0, StatusCode::SERVICE_UNAVAILABLE, "{why}{names}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The contract for TLS origination to a host outside the mesh's identities (DestinationRule `tls.mode`
 //! `SIMPLE` and `MUTUAL`): a cluster `transport_socket` with an `UpstreamTlsContext` holding the roots, and for
 //! `MUTUAL` the client certificate and key, each a file on the proxy's file system or (from a Secret named by
-//! `credentialName`) the PEM text inline, as Envoy's `DataSource` allows; the SNI, and the SANs the server's
-//! certificate must carry one of. [`socket`] builds it, [`parse`] reads it back, so the operator and the proxy
+//! `credentialName`) the PEM text inline, as Envoy's `DataSource` allows, and the revocation lists (`crl`); the
+//! SNI, and the SANs the server's certificate must carry one of. [`socket`] builds it, [`parse`] reads it back, so the operator and the proxy
 //! cannot drift apart.
 //!
 //! Inline rather than by SDS: only the proxies of the pods a rule selects get its clusters (`credentialName`
@@ -84,6 +84,9 @@ pub struct Origination {
     pub subject_alt_names: Vec<String>,
     /// Roots the server's certificate must chain to; `None`: the system's (Mozilla's list).
     pub ca_certificates: Option<Pem>,
+    /// Certificate revocation lists (Envoy's `crl`): the server's certificate and its chain's intermediates
+    /// must each be covered by a current one of their issuer's and not revoked; `None`: no revocation check.
+    pub crl: Option<Pem>,
     /// `MUTUAL`: the client's certificate chain and key.
     pub client_certificate: Option<(Pem, Pem)>,
     /// Accept any server certificate.
@@ -94,6 +97,7 @@ pub struct Origination {
 pub fn socket(origination: &Origination) -> TransportSocket {
     let validation = CertificateValidationContext {
         trusted_ca: origination.ca_certificates.as_ref().map(Pem::data_source),
+        crl: origination.crl.as_ref().map(Pem::data_source),
         match_typed_subject_alt_names: origination
             .subject_alt_names
             .iter()
@@ -161,6 +165,10 @@ pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
         None => None,
         trusted => Some(Pem::of_data_source(trusted, "trusted CA")?),
     };
+    let crl = match validation.crl.as_ref() {
+        None => None,
+        crl => Some(Pem::of_data_source(crl, "revocation list")?),
+    };
     let subject_alt_names = validation
         .match_typed_subject_alt_names
         .iter()
@@ -174,6 +182,7 @@ pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
         sni: context.sni.clone(),
         subject_alt_names,
         ca_certificates,
+        crl,
         client_certificate,
         insecure_skip_verify,
     })
@@ -220,6 +229,7 @@ mod tests {
             sni: "api.example.com".into(),
             subject_alt_names: vec!["api.example.com".into(), "10.0.0.1".into(), "spiffe://other/ns/a/sa/b".into()],
             ca_certificates: Some("/etc/certs/ca.pem".into()),
+            crl: Some("/etc/certs/crl.pem".into()),
             client_certificate: Some(("/etc/certs/cert.pem".into(), "/etc/certs/key.pem".into())),
             insecure_skip_verify: false,
         };
@@ -227,6 +237,7 @@ mod tests {
         let from_secret = Origination {
             sni: "api.example.com".into(),
             ca_certificates: Some(Pem::Inline(b"-----BEGIN CERTIFICATE-----\n".to_vec())),
+            crl: Some(Pem::Inline(b"-----BEGIN X509 CRL-----\n".to_vec())),
             client_certificate: Some((Pem::Inline(b"chain".to_vec()), Pem::Inline(b"key text".to_vec()))),
             ..Default::default()
         };

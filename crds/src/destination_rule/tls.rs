@@ -60,7 +60,10 @@ pub struct ClientTlsSettings {
     /// `SIMPLE`/`MUTUAL`: accept any server certificate (no verification at all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
-    /// A revocation list (Istio). Not supported by Weft yet: refused by validation.
+    /// `SIMPLE`/`MUTUAL`: a file of certificate revocation lists (PEM): the server's certificate and every
+    /// intermediate of its chain must be covered by a current CRL of their issuer, and not revoked in it (what
+    /// Envoy's `crl` enforces). Not with `credentialName`, whose Secret carries the CRL instead (`crl` or
+    /// `ca.crl`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_crl: Option<String>,
 }

@@ -2,15 +2,12 @@
 //! key (files, or a Secret named by `credentialName`, never both), `ISTIO_MUTUAL` takes the mesh's certificates
 //! and so names none. That `credentialName` needs a `workloadSelector` is the rule's, checked with the rule.
 
-use super::{is_dns_label, not_supported};
+use super::is_dns_label;
 use crate::FieldError;
 use crate::destination_rule::{ClientTlsSettings, TlsMode};
 use crate::field_path::Path;
 
 pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mut Vec<FieldError>) {
-    if tls.ca_crl.is_some() {
-        errors.push(not_supported(&path.field("caCrl"), "certificate revocation lists (caCrl)"));
-    }
     for (i, name) in tls.subject_alt_names.iter().enumerate() {
         if name.trim().is_empty() {
             errors.push(path.field("subjectAltNames").index(i).error("subject alt name must not be empty"));
@@ -20,6 +17,7 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
         ("clientCertificate", &tls.client_certificate),
         ("privateKey", &tls.private_key),
         ("caCertificates", &tls.ca_certificates),
+        ("caCrl", &tls.ca_crl),
     ];
     if let Some(name) = &tls.credential_name {
         check_credential_name(path, tls, name, &files, errors);

@@ -417,7 +417,6 @@ trafficPolicy:
             "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
             "spec.trafficPolicy.tls.caCertificates: caCertificates cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
             "spec.trafficPolicy.tls.credentialName: credentialName cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
-            "spec.trafficPolicy.portLevelSettings[0].tls.caCrl: certificate revocation lists (caCrl) is not supported by Weft yet",
             "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate: clientCertificate is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[0].tls.privateKey: privateKey is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[1].port: port 80 has settings already",
@@ -437,7 +436,7 @@ trafficPolicy:
         assert_eq!(problems(&mutual), Vec::<String>::new(), "no files needed with the Secret");
         let both = format!(
             "{selected}subsets: [{{name: v1, trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: Api_Client, \
-             clientCertificate: /c.pem, caCertificates: /ca.pem}}}}}}]\n"
+             clientCertificate: /c.pem, caCertificates: /ca.pem, caCrl: /crl.pem}}}}}}]\n"
         );
         assert_eq!(
             problems(&both),
@@ -445,6 +444,7 @@ trafficPolicy:
                 "spec.subsets[0].trafficPolicy.tls.credentialName: \"Api_Client\" is not a Secret name",
                 "spec.subsets[0].trafficPolicy.tls.clientCertificate: clientCertificate cannot be set with credentialName: the certificates come from the Secret",
                 "spec.subsets[0].trafficPolicy.tls.caCertificates: caCertificates cannot be set with credentialName: the certificates come from the Secret",
+                "spec.subsets[0].trafficPolicy.tls.caCrl: caCrl cannot be set with credentialName: the certificates come from the Secret",
             ]
         );
         let unselected = "host: reviews\nsubsets: [{name: v1, trafficPolicy: {portLevelSettings: [{port: {number: 443}, \

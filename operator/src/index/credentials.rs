@@ -1,7 +1,8 @@
 //! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys and order): the client
 //! certificate and key as a pair, `cert` and `key` (a generic Secret), else `tls.crt` and `tls.key` (a
-//! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, from a Secret named `<name>-cacert` when
-//! there is one, else from the Secret itself. An empty value counts as missing. A Secret is held as its
+//! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, and beside them revocation lists under
+//! `crl`, else `ca.crl`, from a Secret named `<name>-cacert` when it has roots, else from the Secret itself.
+//! An empty value counts as missing. A Secret is held as its
 //! credential alone as soon as it is read ([`held`]): nothing else of it (other keys, annotations such as
 //! kubectl's last-applied copy) stays in memory, and the index and every snapshot share that one copy. Pure.
 
@@ -17,6 +18,8 @@ use weft_crds::destination_rule::TlsMode;
 const CERTIFICATE_KEYS: [&str; 2] = ["cert", "tls.crt"];
 const KEY_KEYS: [&str; 2] = ["key", "tls.key"];
 const CA_KEYS: [&str; 2] = ["cacert", "ca.crt"];
+/// The revocation lists, read with the roots (from the same Secret).
+const CRL_KEYS: [&str; 2] = ["crl", "ca.crl"];
 /// The suffix of the Secret that may hold the roots apart (Istio's).
 const CA_SECRET_SUFFIX: &str = "-cacert";
 
@@ -30,6 +33,7 @@ pub struct TlsCredential {
     pub certificate: Option<Vec<u8>>,
     pub key: Option<Vec<u8>>,
     pub ca: Option<Vec<u8>>,
+    pub crl: Option<Vec<u8>>,
 }
 
 /// A Secret as the operator holds it: its name and namespace, and the credential read from it, shared (`Arc`)
@@ -53,7 +57,8 @@ pub fn trimmed(secret: Secret) -> Secret {
     for (key, text) in secret.string_data.unwrap_or_default() {
         data.insert(key, ByteString(text.into_bytes()));
     }
-    let wanted = |key: &String| CERTIFICATE_KEYS.iter().chain(&KEY_KEYS).chain(&CA_KEYS).any(|k| k == key);
+    let wanted =
+        |key: &String| CERTIFICATE_KEYS.iter().chain(&KEY_KEYS).chain(&CA_KEYS).chain(&CRL_KEYS).any(|k| k == key);
     data.retain(|key, _| wanted(key));
     let metadata =
         ObjectMeta { name: secret.metadata.name, namespace: secret.metadata.namespace, ..ObjectMeta::default() };
@@ -72,7 +77,8 @@ pub fn credential_of(secret: &Secret) -> TlsCredential {
         Some((certificate, key)) => (Some(certificate), Some(key)),
         None => (CERTIFICATE_KEYS.iter().find_map(|k| value(k)), KEY_KEYS.iter().find_map(|k| value(k))),
     };
-    TlsCredential { certificate, key, ca: CA_KEYS.iter().find_map(|k| value(k)) }
+    let ca = CA_KEYS.iter().find_map(|k| value(k));
+    TlsCredential { certificate, key, ca, crl: CRL_KEYS.iter().find_map(|k| value(k)) }
 }
 
 /// The `namespace/name` key of [`Credentials`].
@@ -85,14 +91,16 @@ pub fn secrets_read(name: &str) -> [String; 2] {
     [name.to_string(), format!("{name}{CA_SECRET_SUFFIX}")]
 }
 
-/// What `credentialName: name` of a rule in `namespace` gives: the Secret's certificate and key, the roots of
-/// the `-cacert` Secret when it has any, else its own; `None` when neither Secret exists.
+/// What `credentialName: name` of a rule in `namespace` gives: the Secret's certificate and key, the roots (and
+/// the revocation lists beside them) of the `-cacert` Secret when it has roots, else its own; `None` when
+/// neither Secret exists.
 pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option<TlsCredential> {
     let [own, roots] = secrets_read(name);
     let apart = credentials.get(&credential_key(namespace, &roots));
     let mut found = credentials.get(&credential_key(namespace, &own)).map(|c| TlsCredential::clone(c));
-    if let Some(ca) = apart.and_then(|s| s.ca.clone()) {
-        found.get_or_insert_default().ca = Some(ca);
+    if let Some(roots) = apart.filter(|s| s.ca.is_some()) {
+        let found = found.get_or_insert_default();
+        (found.ca, found.crl) = (roots.ca.clone(), roots.crl.clone());
     }
     found.or_else(|| apart.map(|_| TlsCredential::default()))
 }
@@ -172,14 +180,17 @@ mod tests {
     #[test]
     fn roots_may_live_apart_and_what_a_mode_lacks_is_named() {
         let credentials: Credentials = [
-            secret("client", &[("tls.crt", "C"), ("tls.key", "K")]),
-            secret("client-cacert", &[("ca.crt", "R")]),
+            secret("client", &[("tls.crt", "C"), ("tls.key", "K"), ("ca.crt", "OWN"), ("ca.crl", "OWN-CRL")]),
+            secret("client-cacert", &[("ca.crt", "R"), ("ca.crl", "L")]),
             secret("roots-only", &[("cacert", "R2")]),
         ]
         .into_iter()
         .collect();
         let client = resolve(&credentials, "shop", "client").unwrap();
         assert_eq!(client.ca.as_deref(), Some(&b"R"[..]), "from client-cacert");
+        assert_eq!(client.crl.as_deref(), Some(&b"L"[..]), "with the roots");
+        let own = [secret("own", &[("cacert", "R"), ("crl", "GENERIC"), ("ca.crl", "TLS")])].into_iter().collect();
+        assert_eq!(resolve(&own, "shop", "own").unwrap().crl.as_deref(), Some(&b"GENERIC"[..]), "Istio's order");
         assert_eq!(problem(&credentials, "shop", "client", TlsMode::Mutual), None);
         assert_eq!(problem(&credentials, "shop", "client", TlsMode::Simple), None);
         assert_eq!(problem(&credentials, "shop", "roots-only", TlsMode::Simple), None);

@@ -1,7 +1,8 @@
 //! TLS origination to a cluster's endpoints (DestinationRule `tls.mode` `SIMPLE` and `MUTUAL`): the
 //! application speaks plaintext to its sidecar, the sidecar TLS to the server. The server's certificate must
-//! chain to `caCertificates` (Mozilla's roots when unset) and carry one of `subjectAltNames`, or else the
-//! SNI; `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read (or the
+//! chain to `caCertificates` (Mozilla's roots when unset), pass the revocation lists of `caCrl` when set (the
+//! whole chain, as Envoy checks a `crl`), and carry one of `subjectAltNames`, or else the SNI;
+//! `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read (or the
 //! inline PEM from a `credentialName` Secret parsed) when the cluster's config arrives; one that cannot be
 //! read fails the cluster's connections with that message.
 //! ALPN follows the connection pool: `h2` for HTTP/2, `http/1.1` for HTTP/1, none for TCP.
@@ -13,7 +14,7 @@ use std::time::Duration;
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::verify_server_name;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
@@ -45,15 +46,24 @@ impl Originator {
         let server_name = ServerName::try_from(origination.sni.clone())
             .map_err(|e| format!("server name {:?}: {e}", origination.sni))?;
         let roots = Arc::new(roots(origination.ca_certificates.as_ref())?);
+        let crls = match &origination.crl {
+            Some(pem) => revocation_lists(pem)?,
+            None => Vec::new(),
+        };
         let names = OneOf(origination.subject_alt_names.clone());
         let verifier: Arc<dyn ServerCertVerifier> = if origination.insecure_skip_verify {
             Arc::new(CheckedVerifier::trusting_anything(names, provider.clone()))
         } else if origination.subject_alt_names.is_empty() {
+            // Revocation as Envoy checks a `crl` (BoringSSL's CRL_CHECK_ALL): the whole chain, a certificate
+            // no current list covers refused, an expired list refused.
             rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .with_crls(crls)
+                .enforce_revocation_expiration()
                 .build()
                 .map_err(|e| e.to_string())?
         } else {
-            Arc::new(CheckedVerifier::new(roots, names, provider.clone()))
+            let verifier = CheckedVerifier::new(roots, names, provider.clone());
+            Arc::new(verifier.with_crls(&crls).map_err(|e| format!("caCrl: {e}"))?)
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -106,6 +116,19 @@ fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no PEM certificate in it", pem.describe()));
     }
     Ok(certificates)
+}
+
+fn revocation_lists(pem: &Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let failed = |e: rustls::pki_types::pem::Error| format!("{}: {e}", pem.describe());
+    let parsed: Result<Vec<_>, _> = match pem {
+        Pem::File(path) => CertificateRevocationListDer::pem_file_iter(path).map_err(failed)?.collect(),
+        Pem::Inline(text) => CertificateRevocationListDer::pem_slice_iter(text).collect(),
+    };
+    let lists = parsed.map_err(failed)?;
+    if lists.is_empty() {
+        return Err(format!("{}: no PEM revocation list (X509 CRL) in it", pem.describe()));
+    }
+    Ok(lists)
 }
 
 fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {

@@ -76,13 +76,13 @@ pub(super) fn transport(
         }
         Some(TlsMode::Simple | TlsMode::Mutual) => {
             let settings = tls.cloned().unwrap_or_default();
-            let (ca_certificates, client_certificate) = match &settings.credential_name {
+            let ((ca_certificates, crl), client_certificate) = match &settings.credential_name {
                 Some(name) => {
-                    let (ca, client) = from_secret(context, name, settings.mode);
-                    (ca.filter(|_| reads_roots(&settings)), client)
+                    let (roots, client) = from_secret(context, name, settings.mode);
+                    (roots.filter(|_| reads_roots(&settings)).unwrap_or_default(), client)
                 }
                 None => (
-                    settings.ca_certificates.map(Pem::File),
+                    (settings.ca_certificates.map(Pem::File), settings.ca_crl.map(Pem::File)),
                     match settings.mode {
                         TlsMode::Mutual => {
                             settings.client_certificate.map(Pem::File).zip(settings.private_key.map(Pem::File))
@@ -95,6 +95,7 @@ pub(super) fn transport(
                 sni,
                 subject_alt_names: settings.subject_alt_names,
                 ca_certificates,
+                crl,
                 client_certificate,
                 insecure_skip_verify: settings.insecure_skip_verify.unwrap_or(false),
             };
@@ -103,16 +104,23 @@ pub(super) fn transport(
     }
 }
 
-/// The roots and (`MUTUAL`) client certificate of the Secret `name`: `SIMPLE` trusts its roots, `MUTUAL`
-/// presents its certificate and trusts its roots if it has any (the system's otherwise, as without
-/// `caCertificates`). What is missing is empty, never left out: nothing is trusted or presented in its place.
-fn from_secret(context: &TransportContext<'_>, name: &str, mode: TlsMode) -> (Option<Pem>, Option<(Pem, Pem)>) {
+/// Roots, and the revocation lists that come with them.
+type Roots = (Option<Pem>, Option<Pem>);
+
+/// The roots (with their revocation lists, if any) and (`MUTUAL`) client certificate of the Secret `name`:
+/// `SIMPLE` trusts its roots, `MUTUAL` presents its certificate and trusts its roots if it has any (the system's
+/// otherwise, as without `caCertificates`). What is missing is empty, never left out: nothing is trusted or
+/// presented in its place.
+fn from_secret(context: &TransportContext<'_>, name: &str, mode: TlsMode) -> (Option<Roots>, Option<(Pem, Pem)>) {
     let found = context.credentials.and_then(|(namespace, credentials)| resolve(credentials, namespace, name));
     let found = found.unwrap_or_default();
     let inline = |part: Option<Vec<u8>>| Pem::Inline(part.unwrap_or_default());
+    let crl = found.crl.map(Pem::Inline);
     match mode {
-        TlsMode::Mutual => (found.ca.map(Pem::Inline), Some((inline(found.certificate), inline(found.key)))),
-        _ => (Some(inline(found.ca)), None),
+        TlsMode::Mutual => {
+            (Some((found.ca.map(Pem::Inline), crl)), Some((inline(found.certificate), inline(found.key))))
+        }
+        _ => (Some((Some(inline(found.ca)), crl)), None),
     }
 }
 
@@ -177,12 +185,12 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let socket = mutual.transport_socket.expect("the mesh's TLS to every endpoint");
         let context = weft_xds::origination::upstream_context(&socket).unwrap().unwrap();
         assert_eq!(context.sni, "db.internal");
-        let (simple, _) = translated("{mode: SIMPLE, caCertificates: /etc/ca.pem}");
+        let (simple, _) = translated("{mode: SIMPLE, caCertificates: /etc/ca.pem, caCrl: /etc/crl.pem}");
         let context = weft_xds::origination::upstream_context(&simple.transport_socket.unwrap()).unwrap().unwrap();
         let origination = weft_xds::origination::parse(&context).unwrap();
         assert_eq!(
-            (origination.sni.as_str(), origination.ca_certificates),
-            ("db.shop.svc.cluster.local", Some("/etc/ca.pem".into()))
+            (origination.sni.as_str(), origination.ca_certificates, origination.crl),
+            ("db.shop.svc.cluster.local", Some("/etc/ca.pem".into()), Some("/etc/crl.pem".into()))
         );
     }
 
@@ -192,7 +200,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let rule = "---\napiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: db, namespace: shop}\n\
             spec: {host: db, workloadSelector: {matchLabels: {app: web}}, trafficPolicy: {tls: {mode: MUTUAL, credentialName: db-client}}}\n";
         let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: db-client, namespace: shop}\ntype: kubernetes.io/tls\n\
-            stringData: {tls.crt: CHAIN, tls.key: KEY, ca.crt: ROOTS, password: hunter2}\n";
+            stringData: {tls.crt: CHAIN, tls.key: KEY, ca.crt: ROOTS, ca.crl: REVOKED, password: hunter2}\n";
         let origination_of = |yaml: &str| {
             let snapshot = snapshot_of_yaml(yaml);
             let service = &snapshot.services["db.shop.svc.cluster.local"];
@@ -205,6 +213,7 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         let (found, status) = origination_of(&format!("{MESHED}{rule}{secret}"));
         assert_eq!(found.client_certificate, Some((Pem::Inline(b"CHAIN".to_vec()), Pem::Inline(b"KEY".to_vec()))));
         assert_eq!(found.ca_certificates, Some(Pem::Inline(b"ROOTS".to_vec())));
+        assert_eq!(found.crl, Some(Pem::Inline(b"REVOKED".to_vec())), "the revocation lists beside the roots");
         let resolved = |status: &[crate::status::StatusTarget]| {
             let rule = status.iter().find(|t| t.key.name == "db").unwrap();
             let condition = rule.conditions.iter().find(|c| c.type_ == "ResolvedRefs").unwrap();
