@@ -87,7 +87,16 @@ fn certificate_error(error: webpki::Error) -> rustls::Error {
         webpki::Error::CertExpired { .. } | webpki::Error::InvalidCertValidity => CertificateError::Expired,
         webpki::Error::CertNotValidYet { .. } => CertificateError::NotValidYet,
         webpki::Error::InvalidSignatureForPublicKey => CertificateError::BadSignature,
-        webpki::Error::BadDer | webpki::Error::BadDerTime => CertificateError::BadEncoding,
+        webpki::Error::BadDer | webpki::Error::BadDerTime | webpki::Error::TrailingData(_) => {
+            CertificateError::BadEncoding
+        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => CertificateError::InvalidPurpose,
+        webpki::Error::IssuerNotCrlSigner => {
+            return rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::IssuerInvalidForCrl);
+        }
+        webpki::Error::InvalidCrlSignatureForPublicKey => {
+            return rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::BadSignature);
+        }
         other => CertificateError::Other(OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(kind)

@@ -190,6 +190,11 @@ async fn ca_crl_refuses_a_revoked_certificate_and_one_no_current_list_covers() {
     revocation_list(dir.path(), "expired.crl", &issuer, &[], -1);
     let other = certificate_authority(dir.path(), "other-ca.pem");
     revocation_list(dir.path(), "other.crl", &other, &[SERVER_SERIAL], 1);
+    // Several lists in one file: each applies to its own issuer only (the other CA's naming the same serial
+    // revokes nothing here).
+    let both =
+        [&dir.path().join("clean.crl"), &dir.path().join("other.crl")].map(|f| std::fs::read_to_string(f).unwrap());
+    std::fs::write(dir.path().join("both.crl"), both.concat()).unwrap();
     let server = tls_server(dir.path(), false).await;
     let file = |name: &str| dir.path().join(name).display().to_string();
     for names in ["", ", subjectAltNames: [api.example.com]"] {
@@ -200,8 +205,15 @@ async fn ca_crl_refuses_a_revoked_certificate_and_one_no_current_list_covers() {
                 file(crl)
             )
         };
-        let (status, _, proxy) = through_sidecar(server, &with("clean.crl")).await;
-        assert_eq!(status, StatusCode::OK, "a current list not naming it{names}; proxy log:\n{}", proxy.output());
+        for crl in ["clean.crl", "both.crl"] {
+            let (status, _, proxy) = through_sidecar(server, &with(crl)).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{crl}{names}: no list of its issuer names it; log:\n{}",
+                proxy.output()
+            );
+        }
         for (crl, why) in [
             ("revoked.crl", "revoked"),
             ("expired.crl", "the issuer's list is out of date"),
@@ -210,6 +222,24 @@ async fn ca_crl_refuses_a_revoked_certificate_and_one_no_current_list_covers() {
             assert_eq!(through_sidecar(server, &with(crl)).await.0, StatusCode::SERVICE_UNAVAILABLE, "{why}{names}");
         }
     }
+
+    // The file is replaced in place (as the kubelet updates a mounted ConfigMap): the same proxy reads the new
+    // list for its next connection, without new config.
+    std::fs::copy(dir.path().join("clean.crl"), dir.path().join("current.crl")).unwrap();
+    let tls = format!(
+        "{{mode: SIMPLE, sni: api.example.com, caCertificates: {}, caCrl: {}}}, connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}",
+        file("ca.pem"),
+        file("current.crl")
+    );
+    let operator = Operator::start_with(free_port(), server, &rule(&tls)).await;
+    let proxy = Proxy::start(operator.xds, &[]);
+    proxy.wait_ready(StatusCode::OK).await;
+    assert_eq!(get(proxy.outbound, "slow", "/", &[]).await.unwrap().0, StatusCode::OK, "log:\n{}", proxy.output());
+    std::fs::copy(dir.path().join("revoked.crl"), dir.path().join("current.crl")).unwrap();
+    eventually("the replaced list is read", || async {
+        matches!(get(proxy.outbound, "slow", "/", &[]).await, Ok((StatusCode::SERVICE_UNAVAILABLE, _)))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -165,6 +165,9 @@ pub fn parse(context: &UpstreamTlsContext) -> Result<Origination, String> {
         None => None,
         trusted => Some(Pem::of_data_source(trusted, "trusted CA")?),
     };
+    if validation.only_verify_leaf_cert_crl {
+        return Err("revocation lists check the whole chain here (only_verify_leaf_cert_crl is not supported)".into());
+    }
     let crl = match validation.crl.as_ref() {
         None => None,
         crl => Some(Pem::of_data_source(crl, "revocation list")?),

@@ -62,8 +62,8 @@ pub struct ClientTlsSettings {
     pub insecure_skip_verify: Option<bool>,
     /// `SIMPLE`/`MUTUAL`: a file of certificate revocation lists (PEM): the server's certificate and every
     /// intermediate of its chain must be covered by a current CRL of their issuer, and not revoked in it (what
-    /// Envoy's `crl` enforces). Not with `credentialName`, whose Secret carries the CRL instead (`crl` or
-    /// `ca.crl`).
+    /// Envoy's `crl` enforces). Needs `caCertificates`. Not with `credentialName`, whose Secret carries the
+    /// CRL instead (`crl` with `cacert`, `ca.crl` with `ca.crt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_crl: Option<String>,
 }

@@ -19,6 +19,11 @@ pub(super) fn check_client_tls(path: &Path, tls: &ClientTlsSettings, errors: &mu
         ("caCertificates", &tls.ca_certificates),
         ("caCrl", &tls.ca_crl),
     ];
+    // Envoy refuses a revocation list without roots of its own: against the system's, every chain would lack
+    // lists.
+    if tls.ca_crl.is_some() && tls.ca_certificates.is_none() && tls.credential_name.is_none() {
+        errors.push(path.field("caCrl").error("caCrl needs caCertificates: the lists are for those roots' chains"));
+    }
     if let Some(name) = &tls.credential_name {
         check_credential_name(path, tls, name, &files, errors);
     }

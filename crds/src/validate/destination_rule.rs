@@ -417,6 +417,7 @@ trafficPolicy:
             "spec.trafficPolicy.retryBudget.budgetInterval: a retry budget over an interval (budgetInterval) is not supported by Weft yet",
             "spec.trafficPolicy.tls.caCertificates: caCertificates cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
             "spec.trafficPolicy.tls.credentialName: credentialName cannot be set with mode ISTIO_MUTUAL: the mesh's own certificates are used",
+            "spec.trafficPolicy.portLevelSettings[0].tls.caCrl: caCrl needs caCertificates: the lists are for those roots' chains",
             "spec.trafficPolicy.portLevelSettings[0].tls.clientCertificate: clientCertificate is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[0].tls.privateKey: privateKey is required with mode MUTUAL",
             "spec.trafficPolicy.portLevelSettings[1].port: port 80 has settings already",

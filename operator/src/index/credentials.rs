@@ -18,7 +18,8 @@ use weft_crds::destination_rule::TlsMode;
 const CERTIFICATE_KEYS: [&str; 2] = ["cert", "tls.crt"];
 const KEY_KEYS: [&str; 2] = ["key", "tls.key"];
 const CA_KEYS: [&str; 2] = ["cacert", "ca.crt"];
-/// The revocation lists, read with the roots (from the same Secret).
+/// The revocation lists, each read only with the roots of its key set (`crl` with `cacert`, `ca.crl` with
+/// `ca.crt`, as Istio pairs them).
 const CRL_KEYS: [&str; 2] = ["crl", "ca.crl"];
 /// The suffix of the Secret that may hold the roots apart (Istio's).
 const CA_SECRET_SUFFIX: &str = "-cacert";
@@ -77,8 +78,9 @@ pub fn credential_of(secret: &Secret) -> TlsCredential {
         Some((certificate, key)) => (Some(certificate), Some(key)),
         None => (CERTIFICATE_KEYS.iter().find_map(|k| value(k)), KEY_KEYS.iter().find_map(|k| value(k))),
     };
-    let ca = CA_KEYS.iter().find_map(|k| value(k));
-    TlsCredential { certificate, key, ca, crl: CRL_KEYS.iter().find_map(|k| value(k)) }
+    let roots = CA_KEYS.iter().zip(&CRL_KEYS).find_map(|(ca, crl)| Some((value(ca)?, value(crl))));
+    let (ca, crl) = roots.map_or((None, None), |(ca, crl)| (Some(ca), crl));
+    TlsCredential { certificate, key, ca, crl }
 }
 
 /// The `namespace/name` key of [`Credentials`].
@@ -189,8 +191,18 @@ mod tests {
         let client = resolve(&credentials, "shop", "client").unwrap();
         assert_eq!(client.ca.as_deref(), Some(&b"R"[..]), "from client-cacert");
         assert_eq!(client.crl.as_deref(), Some(&b"L"[..]), "with the roots");
-        let own = [secret("own", &[("cacert", "R"), ("crl", "GENERIC"), ("ca.crl", "TLS")])].into_iter().collect();
-        assert_eq!(resolve(&own, "shop", "own").unwrap().crl.as_deref(), Some(&b"GENERIC"[..]), "Istio's order");
+        // Istio's pairs: `crl` with `cacert`, `ca.crl` with `ca.crt`; no list without its roots.
+        let crl_of = |keys: &[(&str, &str)]| {
+            let own: Credentials = [secret("own", keys)].into_iter().collect();
+            resolve(&own, "shop", "own").unwrap().crl
+        };
+        assert_eq!(
+            crl_of(&[("cacert", "R"), ("crl", "G"), ("ca.crt", "R2"), ("ca.crl", "T")]).as_deref(),
+            Some(&b"G"[..])
+        );
+        assert_eq!(crl_of(&[("ca.crt", "R"), ("crl", "G"), ("ca.crl", "T")]).as_deref(), Some(&b"T"[..]));
+        assert_eq!(crl_of(&[("ca.crt", "R"), ("crl", "G")]), None, "crl goes with cacert only");
+        assert_eq!(crl_of(&[("tls.crt", "C"), ("tls.key", "K"), ("ca.crl", "T")]), None, "no roots, no list");
         assert_eq!(problem(&credentials, "shop", "client", TlsMode::Mutual), None);
         assert_eq!(problem(&credentials, "shop", "client", TlsMode::Simple), None);
         assert_eq!(problem(&credentials, "shop", "roots-only", TlsMode::Simple), None);

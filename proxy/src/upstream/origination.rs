@@ -3,8 +3,8 @@
 //! chain to `caCertificates` (Mozilla's roots when unset), pass the revocation lists of `caCrl` when set (the
 //! whole chain, as Envoy checks a `crl`), and carry one of `subjectAltNames`, or else the SNI;
 //! `insecureSkipVerify` accepts any. `MUTUAL` presents a client certificate. The files are read (or the
-//! inline PEM from a `credentialName` Secret parsed) when the cluster's config arrives; one that cannot be
-//! read fails the cluster's connections with that message.
+//! inline PEM from a `credentialName` Secret parsed) when the cluster's config arrives, and again when one
+//! changes (see `super::tls`); one that cannot be read fails the cluster's connections with that message.
 //! ALPN follows the connection pool: `h2` for HTTP/2, `http/1.1` for HTTP/1, none for TCP.
 
 use std::io;
@@ -63,7 +63,8 @@ impl Originator {
                 .map_err(|e| e.to_string())?
         } else {
             let verifier = CheckedVerifier::new(roots, names, provider.clone());
-            Arc::new(verifier.with_crls(&crls).map_err(|e| format!("caCrl: {e}"))?)
+            let source = origination.crl.as_ref().map(Pem::describe).unwrap_or_default();
+            Arc::new(verifier.with_crls(&crls).map_err(|e| format!("{source}: {e:?}"))?)
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -127,6 +128,13 @@ fn revocation_lists(pem: &Pem) -> Result<Vec<CertificateRevocationListDer<'stati
     let lists = parsed.map_err(failed)?;
     if lists.is_empty() {
         return Err(format!("{}: no PEM revocation list (X509 CRL) in it", pem.describe()));
+    }
+    // Read now, so that the message names the file: webpki takes version 2 lists only (what a CA writes with
+    // CRL extensions; `openssl ca -gencrl` needs `crl_extensions` for it), no delta or indirect lists.
+    for list in &lists {
+        webpki::OwnedCertRevocationList::from_der(list).map_err(|e| {
+            format!("{}: not a revocation list this proxy reads (version 2 only): {e:?}", pem.describe())
+        })?;
     }
     Ok(lists)
 }

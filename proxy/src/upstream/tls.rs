@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use weft_xds::mtls::Carried;
-use weft_xds::origination::Origination;
+use weft_xds::origination::{Origination, Pem};
 
 use super::origination::{Alpn, Originator};
 use crate::config::cluster::MeshTls;
@@ -33,8 +33,39 @@ pub struct ClusterTls {
     origination: RwLock<Option<Configured>>,
 }
 
-/// A TLS origination as configured, and what building it gave (the message when a file could not be read).
-type Configured = (Origination, Result<Arc<Originator>, String>);
+/// A TLS origination as configured, what building it gave (the message when a file could not be read), and
+/// the modification times of its files when they were read.
+struct Configured {
+    settings: Origination,
+    built: Result<Arc<Originator>, String>,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl Configured {
+    fn build(settings: &Origination) -> Self {
+        // Stamped before reading: a file replaced while it is read is read again next time.
+        let stamps = file_stamps(settings);
+        let built = Originator::build(settings).map(Arc::new);
+        if let Err(err) = &built {
+            tracing::warn!(sni = %settings.sni, error = %err, "TLS origination cannot be set up; connections will fail");
+        }
+        Self { settings: settings.clone(), built, stamps }
+    }
+}
+
+/// When each file an origination names was last modified (`None`: unreadable). A mounted Secret or ConfigMap
+/// is updated in place by the kubelet, and revocation lists must be replaced before they expire: a change is
+/// read for the next connection, without new config.
+fn file_stamps(settings: &Origination) -> Vec<Option<SystemTime>> {
+    let pems = [settings.ca_certificates.as_ref(), settings.crl.as_ref()].into_iter().flatten();
+    let client = settings.client_certificate.iter().flat_map(|(chain, key)| [chain, key]);
+    pems.chain(client)
+        .filter_map(|pem| match pem {
+            Pem::File(path) => Some(std::fs::metadata(path).and_then(|m| m.modified()).ok()),
+            Pem::Inline(_) => None,
+        })
+        .collect()
+}
 
 impl ClusterTls {
     pub fn new(credentials: Option<CredentialsRx>) -> Self {
@@ -42,22 +73,35 @@ impl ClusterTls {
     }
 
     /// Takes the cluster's current settings; connections opened from now on follow them. An origination's files
-    /// are read again only when its settings change.
+    /// are read again when its settings change, or one of the files does.
     pub fn configure(&self, mesh: Option<&MeshTls>, origination: Option<&Origination>) {
         if let Ok(mut peers) = self.peers.write() {
             *peers = mesh.cloned().map(Arc::new);
         }
         let Ok(mut current) = self.origination.write() else { return };
-        if current.as_ref().map(|(settings, _)| settings) == origination {
+        if current.as_ref().map(|c| &c.settings) == origination {
             return;
         }
-        *current = origination.map(|settings| {
-            let built = Originator::build(settings).map(Arc::new);
-            if let Err(err) = &built {
-                tracing::warn!(sni = %settings.sni, error = %err, "TLS origination cannot be set up; connections will fail");
+        *current = origination.map(Configured::build);
+    }
+
+    /// The origination new connections use, built again first when one of its files changed.
+    fn originator(&self) -> Option<Result<Arc<Originator>, String>> {
+        let (settings, stale) = {
+            let current = self.origination.read().ok()?;
+            let current = current.as_ref()?;
+            if file_stamps(&current.settings) == current.stamps {
+                return Some(current.built.clone());
             }
-            (settings.clone(), built)
-        });
+            (current.settings.clone(), current.stamps.clone())
+        };
+        let mut current = self.origination.write().ok()?;
+        // Another connection may have rebuilt it meanwhile, or new config arrived.
+        if current.as_ref().is_some_and(|c| c.settings == settings && c.stamps == stale) {
+            tracing::info!(sni = %settings.sni, "TLS origination files changed; read again");
+            *current = Some(Configured::build(&settings));
+        }
+        current.as_ref().map(|c| c.built.clone())
     }
 
     /// Whether every endpoint is reached over TLS (`ISTIO_MUTUAL`, or TLS origination), not only those that run
@@ -70,8 +114,7 @@ impl ClusterTls {
     /// `stream`, wrapped in TLS when the cluster asks for it; the handshake gets `limit`. A proxy with a CA but
     /// no certificate yet fails the connection rather than fall back to plaintext.
     pub async fn secure(&self, stream: TcpStream, limit: Duration, alpn: Alpn) -> io::Result<UpstreamIo> {
-        let origination = self.origination.read().ok().and_then(|o| o.as_ref().map(|(_, built)| built.clone()));
-        if let Some(built) = origination {
+        if let Some(built) = self.originator() {
             let originator = built.map_err(|err| io::Error::other(format!("TLS origination: {err}")))?;
             let address = stream.peer_addr().ok();
             let tls = originator.connect(stream, limit, alpn).await.inspect_err(
