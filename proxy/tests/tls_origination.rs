@@ -16,7 +16,7 @@ use http::StatusCode;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, IsCa, Issuer, KeyIdMethod, KeyPair,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer, KeyIdMethod, KeyPair,
     RevocationReason, RevokedCertParams, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
@@ -41,10 +41,12 @@ fn pki(dir: &Path) -> Issuer<'static, KeyPair> {
 
 const SERVER_SERIAL: &[u8] = &[1, 2, 3];
 
-/// A new self-signed CA, its certificate written to `dir/file`.
+/// A new self-signed CA named after `file`, its certificate written to `dir/file`. (Revocation lists are found
+/// by their issuer's name: each CA here has its own.)
 fn certificate_authority(dir: &Path, file: &str) -> Issuer<'static, KeyPair> {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, format!("test CA {file}"));
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join(file), ca_cert.pem()).unwrap();
@@ -240,6 +242,49 @@ async fn ca_crl_refuses_a_revoked_certificate_and_one_no_current_list_covers() {
         matches!(get(proxy.outbound, "slow", "/", &[]).await, Ok((StatusCode::SERVICE_UNAVAILABLE, _)))
     })
     .await;
+}
+
+/// With an intermediate CA, every certificate of the chain below the root needs a current list of its issuer:
+/// the root's list (for the intermediate) as well as the intermediate's (for the server), as Envoy checks.
+#[tokio::test]
+async fn ca_crl_covers_the_whole_chain() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let root = certificate_authority(dir.path(), "ca.pem");
+    let intermediate_key = KeyPair::generate().unwrap();
+    let mut intermediate = CertificateParams::new(Vec::<String>::new()).unwrap();
+    intermediate.distinguished_name.push(DnType::CommonName, "test intermediate CA");
+    intermediate.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    intermediate.serial_number = Some(SerialNumber::from_slice(&[4, 4]));
+    let intermediate_pem = intermediate.clone().signed_by(&intermediate_key, &root).unwrap().pem();
+    let intermediate = Issuer::new(intermediate, intermediate_key);
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["api.example.com".to_string()]).unwrap();
+    leaf.serial_number = Some(SerialNumber::from_slice(SERVER_SERIAL));
+    let leaf = leaf.signed_by(&key, &intermediate).unwrap();
+    // The server sends its certificate and the intermediate's.
+    std::fs::write(dir.path().join("server.pem"), format!("{}{intermediate_pem}", leaf.pem())).unwrap();
+    std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).unwrap();
+    revocation_list(dir.path(), "root.crl", &root, &[], 1);
+    revocation_list(dir.path(), "root-revoking.crl", &root, &[&[4, 4]], 1);
+    revocation_list(dir.path(), "intermediate.crl", &intermediate, &[], 1);
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    std::fs::write(dir.path().join("both.crl"), read("root.crl") + &read("intermediate.crl")).unwrap();
+    let revoked = read("root-revoking.crl") + &read("intermediate.crl");
+    std::fs::write(dir.path().join("intermediate-revoked.crl"), revoked).unwrap();
+    let server = tls_server(dir.path(), false).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let with = |crl: &str| {
+        format!("{{mode: SIMPLE, sni: api.example.com, caCertificates: {}, caCrl: {}}}", file("ca.pem"), file(crl))
+    };
+    let (status, _, proxy) = through_sidecar(server, &with("both.crl")).await;
+    assert_eq!(status, StatusCode::OK, "both issuers' lists, nothing revoked; log:\n{}", proxy.output());
+    for (crl, why) in [
+        ("intermediate.crl", "no list of the root for the intermediate"),
+        ("intermediate-revoked.crl", "the intermediate revoked by the root"),
+    ] {
+        assert_eq!(through_sidecar(server, &with(crl)).await.0, StatusCode::SERVICE_UNAVAILABLE, "{why}");
+    }
 }
 
 #[tokio::test]

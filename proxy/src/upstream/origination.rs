@@ -106,29 +106,27 @@ fn roots(ca: Option<&Pem>) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Every PEM section of type `T` in `pem` (a file, or inline text); a message naming it when it cannot be read
+/// or holds no `what`.
+fn sections<T: PemObject>(pem: &Pem, what: &str) -> Result<Vec<T>, String> {
     let failed = |e: rustls::pki_types::pem::Error| format!("{}: {e}", pem.describe());
-    let parsed: Result<Vec<_>, _> = match pem {
-        Pem::File(path) => CertificateDer::pem_file_iter(path).map_err(failed)?.collect(),
-        Pem::Inline(text) => CertificateDer::pem_slice_iter(text).collect(),
+    let parsed: Result<Vec<T>, _> = match pem {
+        Pem::File(path) => T::pem_file_iter(path).map_err(failed)?.collect(),
+        Pem::Inline(text) => T::pem_slice_iter(text).collect(),
     };
-    let certificates = parsed.map_err(failed)?;
-    if certificates.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", pem.describe()));
+    let sections = parsed.map_err(failed)?;
+    if sections.is_empty() {
+        return Err(format!("{}: no PEM {what} in it", pem.describe()));
     }
-    Ok(certificates)
+    Ok(sections)
+}
+
+fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+    sections(pem, "certificate")
 }
 
 fn revocation_lists(pem: &Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let failed = |e: rustls::pki_types::pem::Error| format!("{}: {e}", pem.describe());
-    let parsed: Result<Vec<_>, _> = match pem {
-        Pem::File(path) => CertificateRevocationListDer::pem_file_iter(path).map_err(failed)?.collect(),
-        Pem::Inline(text) => CertificateRevocationListDer::pem_slice_iter(text).collect(),
-    };
-    let lists = parsed.map_err(failed)?;
-    if lists.is_empty() {
-        return Err(format!("{}: no PEM revocation list (X509 CRL) in it", pem.describe()));
-    }
+    let lists: Vec<CertificateRevocationListDer<'static>> = sections(pem, "revocation list (X509 CRL)")?;
     // Read now, so that the message names the file: webpki takes version 2 lists only (what a CA writes with
     // CRL extensions; `openssl ca -gencrl` needs `crl_extensions` for it), no delta or indirect lists.
     for list in &lists {
