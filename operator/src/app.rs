@@ -139,7 +139,7 @@ pub async fn serve_standalone(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events, snapshots, index) = start_index(metrics.clone(), &listeners);
+    let (events, snapshots, index) = start_index(metrics.clone(), &listeners, false);
     let source = tokio::spawn(file::watch_dir(dir, events, metrics.config_file_reads()));
     let warnings = tokio::spawn(warn_unresolved_refs(snapshots.clone()));
     let ready_rx = snapshots.clone();
@@ -179,7 +179,7 @@ pub async fn serve_kubernetes(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), OperatorError> {
     let metrics = Arc::new(Metrics::new());
-    let (events, snapshots, index) = start_index(metrics.clone(), &listeners);
+    let (events, snapshots, index) = start_index(metrics.clone(), &listeners, scope.without_secrets);
     let (leader_tx, leader_rx) = watch::channel(false);
     let sync = Arc::new(SyncTracker::default());
     let stop = Stop::default();
@@ -210,15 +210,20 @@ pub async fn serve_kubernetes(
     result
 }
 
-/// The index task, with the channel sources feed and the snapshots it publishes.
+/// The index task, with the channel sources feed and the snapshots it publishes; `without_secrets`: Secrets are
+/// not watched (so a rule's status can say why its Secret is not found).
 fn start_index(
     metrics: Arc<Metrics>,
     listeners: &Listeners,
+    without_secrets: bool,
 ) -> (mpsc::Sender<Vec<Event>>, SnapshotReceiver, tokio::task::JoinHandle<()>) {
     let (events_tx, events_rx) = mpsc::channel(64);
     let (snapshot_tx, snapshot_rx) = watch::channel(None);
     let trust_domain = listeners.secure.as_ref().map(|s| s.ca.issuance.trust_domain.clone());
-    let index = Index::new(trust_domain, listeners.root_namespace.clone());
+    let mut index = Index::new(trust_domain, listeners.root_namespace.clone());
+    if without_secrets {
+        index = index.without_secrets();
+    }
     let task = tokio::spawn(run_index(index, events_rx, snapshot_tx, Debounce::default(), metrics));
     (events_tx, snapshot_rx, task)
 }

@@ -36,6 +36,8 @@ pub struct Index {
     trust_domain: Option<String>,
     /// Stamped on every snapshot (see [`Snapshot::root_namespace`]); `None`: [`ROOT_NAMESPACE`].
     root_namespace: Option<String>,
+    /// Stamped on every snapshot (see [`Snapshot::secrets_unread`]).
+    secrets_unread: bool,
 }
 
 impl Index {
@@ -43,6 +45,11 @@ impl Index {
     /// and policies live in `root_namespace`.
     pub fn new(trust_domain: Option<String>, root_namespace: String) -> Self {
         Self { trust_domain, root_namespace: Some(root_namespace), ..Self::default() }
+    }
+
+    /// The same, for an operator that does not watch Secrets.
+    pub fn without_secrets(self) -> Self {
+        Self { secrets_unread: true, ..self }
     }
 
     /// Applies one event; returns whether anything changed.
@@ -102,6 +109,7 @@ impl Index {
             _ => build::build(self.objects.values(), &self.rejections, self.root_namespace()),
         };
         snapshot.trust_domain = self.trust_domain.clone();
+        snapshot.secrets_unread = self.secrets_unread;
         self.built = Some(snapshot.clone());
         snapshot
     }

@@ -47,6 +47,8 @@ pub struct Snapshot {
     pub rejections: BTreeMap<ResourceKey, Rejection>,
     /// The mesh's trust domain when it has a CA: sidecars then talk mutual TLS to each other.
     pub trust_domain: Option<String>,
+    /// The operator watches no Secrets (`--read-secrets false`): `credentials` is empty by choice.
+    pub secrets_unread: bool,
     /// Where mesh-wide DestinationRules and PeerAuthentications live (see [`Snapshot::root_namespace`]).
     pub(super) root: String,
     /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per

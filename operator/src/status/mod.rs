@@ -232,7 +232,12 @@ fn destination_rule_refs(
             continue;
         }
         if let Some(problem) = credentials::problem(&snapshot.credentials, namespace, name, tls.mode) {
-            problems.push((reason::INVALID_CREDENTIAL, format!("{path}.credentialName: {problem}")));
+            let why = if snapshot.secrets_unread {
+                " (this operator reads no Secrets: --read-secrets false, the chart's operator.readSecrets=false)"
+            } else {
+                ""
+            };
+            problems.push((reason::INVALID_CREDENTIAL, format!("{path}.credentialName: {problem}{why}")));
         }
     }
     problems

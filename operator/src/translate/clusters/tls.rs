@@ -228,6 +228,12 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
             resolved(&status),
             ("InvalidCredential", "spec.trafficPolicy.tls.credentialName: no Secret shop/db-client".to_string())
         );
+        // An operator that reads no Secrets says so.
+        let mut unread = snapshot_of_yaml(&format!("{MESHED}{rule}{secret}"));
+        unread.credentials = Default::default();
+        unread.secrets_unread = true;
+        let (_, message) = resolved(&crate::status::targets(&unread));
+        assert!(message.ends_with("no Secret shop/db-client (this operator reads no Secrets: --read-secrets false, the chart's operator.readSecrets=false)"), "{message}");
         // A Secret of the same name in another namespace is not the rule's.
         let (elsewhere, _) =
             origination_of(&format!("{MESHED}{rule}{}", secret.replace("namespace: shop", "namespace: web")));
