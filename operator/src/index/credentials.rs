@@ -131,11 +131,36 @@ pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: Tls
         TlsMode::Simple => missing(&credential.ca, &CA_KEYS).into_iter().collect(),
         TlsMode::Disable | TlsMode::IstioMutual => Vec::new(),
     };
-    (!missing.is_empty()).then(|| {
+    if !missing.is_empty() {
         let also =
             if mode == TlsMode::Simple { format!(" (nor does {name}{CA_SECRET_SUFFIX})") } else { String::new() };
-        format!("Secret {namespace}/{name} has no {}{also}", missing.join(", no "))
-    })
+        return Some(format!("Secret {namespace}/{name} has no {}{also}", missing.join(", no ")));
+    }
+    let unreadable = credential.crl.as_deref().and_then(crl_problem);
+    unreadable.map(|why| format!("the revocation lists of Secret {namespace}/{name} (or its -cacert): {why}"))
+}
+
+/// Why the proxy could not use these revocation lists (PEM), if it could not: it reads version 2 CRLs with a
+/// next update, as webpki does; anything else would fail every connection of the cluster.
+fn crl_problem(pem: &[u8]) -> Option<String> {
+    use x509_parser::prelude::{FromDer, X509Version};
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let mut lists = 0;
+    for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
+        let Ok(block) = block else { return Some("not PEM".into()) };
+        if block.label != "X509 CRL" {
+            continue;
+        }
+        lists += 1;
+        let list = match CertificateRevocationList::from_der(&block.contents) {
+            Ok((_, list)) => list,
+            Err(err) => return Some(format!("list {lists} is not a CRL: {err}")),
+        };
+        if list.version() != Some(X509Version::V2) || list.next_update().is_none() {
+            return Some(format!("list {lists} is not a version 2 CRL with a next update, the only kind read"));
+        }
+    }
+    (lists == 0).then(|| "no PEM X509 CRL in them".to_string())
 }
 
 #[cfg(test)]
@@ -179,18 +204,51 @@ mod tests {
         );
     }
 
+    /// A version 2 CRL with a next update, as a CA writes one (PEM).
+    fn real_crl() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(params, key);
+        let now = time::OffsetDateTime::now_utc();
+        let list = rcgen::CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        list.signed_by(&issuer).unwrap().pem().unwrap()
+    }
+
     #[test]
     fn roots_may_live_apart_and_what_a_mode_lacks_is_named() {
+        let crl = real_crl();
         let credentials: Credentials = [
             secret("client", &[("tls.crt", "C"), ("tls.key", "K"), ("ca.crt", "OWN"), ("ca.crl", "OWN-CRL")]),
-            secret("client-cacert", &[("ca.crt", "R"), ("ca.crl", "L")]),
+            secret("client-cacert", &[("ca.crt", "R"), ("ca.crl", &crl)]),
             secret("roots-only", &[("cacert", "R2")]),
         ]
         .into_iter()
         .collect();
         let client = resolve(&credentials, "shop", "client").unwrap();
         assert_eq!(client.ca.as_deref(), Some(&b"R"[..]), "from client-cacert");
-        assert_eq!(client.crl.as_deref(), Some(&b"L"[..]), "with the roots");
+        assert_eq!(client.crl.as_deref(), Some(crl.as_bytes()), "with the roots");
+        // A list the proxy could not read is a problem of the rule, not only a failed connection.
+        let garbled: Credentials =
+            [secret("roots", &[("cacert", "R"), ("crl", "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")])]
+                .into_iter()
+                .collect();
+        let said = problem(&garbled, "shop", "roots", TlsMode::Simple).unwrap_or_default();
+        assert!(
+            said.starts_with("the revocation lists of Secret shop/roots (or its -cacert): list 1 is not a CRL"),
+            "{said}"
+        );
+        let none: Credentials = [secret("roots", &[("cacert", "R"), ("crl", "plain text")])].into_iter().collect();
+        assert!(
+            problem(&none, "shop", "roots", TlsMode::Simple).is_some_and(|p| p.ends_with("no PEM X509 CRL in them"))
+        );
         // Istio's pairs: `crl` with `cacert`, `ca.crl` with `ca.crt`; no list without its roots.
         let crl_of = |keys: &[(&str, &str)]| {
             let own: Credentials = [secret("own", keys)].into_iter().collect();

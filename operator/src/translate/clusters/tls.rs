@@ -219,6 +219,11 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
             let condition = rule.conditions.iter().find(|c| c.type_ == "ResolvedRefs").unwrap();
             (condition.reason, condition.message.clone())
         };
+        // REVOKED is no CRL: carried as it is, but the rule's status says the proxy cannot read it.
+        let (reason, message) = resolved(&status);
+        assert_eq!(reason, "InvalidCredential", "{message}");
+        assert!(message.contains("revocation lists of Secret shop/db-client"), "{message}");
+        let (_, status) = origination_of(&format!("{MESHED}{rule}{}", secret.replace(", ca.crl: REVOKED", "")));
         assert_eq!(resolved(&status).0, "ResolvedRefs");
 
         // Without the Secret: nothing to present or trust (the connection fails), and the status says why.
