@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
@@ -41,12 +41,9 @@ impl<C: NameCheck> CheckedVerifier<C> {
         Self { roots: None, names, provider, crls: Vec::new() }
     }
 
-    /// Also checks revocation against `crls` (DER); an error when one cannot be read as a CRL.
-    pub fn with_crls(mut self, crls: &[CertificateRevocationListDer<'_>]) -> Result<Self, webpki::Error> {
-        for crl in crls {
-            self.crls.push(webpki::OwnedCertRevocationList::from_der(crl)?.into());
-        }
-        Ok(self)
+    /// Also checks revocation against `crls`.
+    pub fn with_crls(self, crls: Vec<webpki::CertRevocationList<'static>>) -> Self {
+        Self { crls, ..self }
     }
 
     /// The chain to `roots`, with revocation when there are lists.

@@ -1,10 +1,10 @@
 //! Secrets as a DestinationRule's `tls.credentialName` reads them (Istio's keys and order): the client
 //! certificate and key as a pair, `cert` and `key` (a generic Secret), else `tls.crt` and `tls.key` (a
-//! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, and beside them revocation lists under
-//! `crl`, else `ca.crl`, from a Secret named `<name>-cacert` when it has roots, else from the Secret itself.
-//! An empty value counts as missing. A Secret is held as its
-//! credential alone as soon as it is read ([`held`]): nothing else of it (other keys, annotations such as
-//! kubectl's last-applied copy) stays in memory, and the index and every snapshot share that one copy. Pure.
+//! `kubernetes.io/tls` one); the roots under `cacert`, else `ca.crt`, each with the revocation lists of its key
+//! set (`crl`, `ca.crl`), from a Secret named `<name>-cacert` when it has roots, else from the Secret itself.
+//! An empty value counts as missing. A Secret is held as its credential alone as soon as it is read ([`held`]):
+//! nothing else of it (other keys, annotations such as kubectl's last-applied copy) stays in memory, and the
+//! index and every snapshot share that one copy. Pure.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ pub struct TlsCredential {
     pub key: Option<Vec<u8>>,
     pub ca: Option<Vec<u8>>,
     pub crl: Option<Vec<u8>>,
+    /// Why the proxy could not read `crl`, if it could not: found once, when the Secret is read, rather than at
+    /// each status pass.
+    pub crl_problem: Option<String>,
 }
 
 /// A Secret as the operator holds it: its name and namespace, and the credential read from it, shared (`Arc`)
@@ -80,7 +83,8 @@ pub fn credential_of(secret: &Secret) -> TlsCredential {
     };
     let roots = CA_KEYS.iter().zip(&CRL_KEYS).find_map(|(ca, crl)| Some((value(ca)?, value(crl))));
     let (ca, crl) = roots.map_or((None, None), |(ca, crl)| (Some(ca), crl));
-    TlsCredential { certificate, key, ca, crl }
+    let crl_problem = crl.as_deref().and_then(crl_problem);
+    TlsCredential { certificate, key, ca, crl, crl_problem }
 }
 
 /// The `namespace/name` key of [`Credentials`].
@@ -102,7 +106,7 @@ pub fn resolve(credentials: &Credentials, namespace: &str, name: &str) -> Option
     let mut found = credentials.get(&credential_key(namespace, &own)).map(|c| TlsCredential::clone(c));
     if let Some(roots) = apart.filter(|s| s.ca.is_some()) {
         let found = found.get_or_insert_default();
-        (found.ca, found.crl) = (roots.ca.clone(), roots.crl.clone());
+        (found.ca, found.crl, found.crl_problem) = (roots.ca.clone(), roots.crl.clone(), roots.crl_problem.clone());
     }
     found.or_else(|| apart.map(|_| TlsCredential::default()))
 }
@@ -136,7 +140,7 @@ pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: Tls
             if mode == TlsMode::Simple { format!(" (nor does {name}{CA_SECRET_SUFFIX})") } else { String::new() };
         return Some(format!("Secret {namespace}/{name} has no {}{also}", missing.join(", no ")));
     }
-    let unreadable = credential.crl.as_deref().and_then(crl_problem);
+    let unreadable = credential.crl_problem.as_ref();
     unreadable.map(|why| format!("the revocation lists of Secret {namespace}/{name} (or its -cacert): {why}"))
 }
 

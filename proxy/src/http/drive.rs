@@ -1,9 +1,9 @@
 //! Running a served connection to its end, shut down gracefully when the proxy drains or the connection falls
 //! idle.
 //!
-//! The connection's task wakes several times per request; the two shutdown signals almost never fire. Polling
-//! them at every wake-up cost more than a tenth of the proxy's own per-request work, so they are polled under a
-//! waker of their own and only when it fired.
+//! The connection's task wakes several times per request; the two shutdown signals almost never fire. Made
+//! and polled at every wake-up they cost about 2 % of an HTTP/1.1 request's instructions (callgrind), so they
+//! are polled under a waker of their own and only when it fired.
 
 use std::future::Future;
 use std::pin::{Pin, pin};

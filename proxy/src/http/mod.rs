@@ -20,7 +20,6 @@ pub mod timeouts;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -12,8 +12,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Gives the request an `x-request-id` when it has none (or an empty one).
 ///
 /// The id is marked never to be indexed in HTTP/2 header compression (HPACK): one value per request would
-/// fill the connection's header table with entries never used again, and h2 searches every entry of a name
-/// before adding another (with 16 streams in flight, a sixth of an HTTP/2 request's CPU in the proxy).
+/// fill the connection's header table with entries never used again, and h2 compares a new header with every
+/// entry of its name before adding it (with 16 streams in flight, about 3 % of an HTTP/2 request's
+/// instructions).
 pub fn ensure_request_id(headers: &mut HeaderMap) {
     match headers.get_mut(&REQUEST_ID) {
         Some(value) if !value.is_empty() => value.set_sensitive(true),

@@ -46,9 +46,9 @@ impl Originator {
         let server_name = ServerName::try_from(origination.sni.clone())
             .map_err(|e| format!("server name {:?}: {e}", origination.sni))?;
         let roots = Arc::new(roots(origination.ca_certificates.as_ref())?);
-        let crls = match &origination.crl {
+        let (crls, parsed_crls) = match &origination.crl {
             Some(pem) => revocation_lists(pem)?,
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let names = OneOf(origination.subject_alt_names.clone());
         let verifier: Arc<dyn ServerCertVerifier> = if origination.insecure_skip_verify {
@@ -62,9 +62,7 @@ impl Originator {
                 .build()
                 .map_err(|e| e.to_string())?
         } else {
-            let verifier = CheckedVerifier::new(roots, names, provider.clone());
-            let source = origination.crl.as_ref().map(Pem::describe).unwrap_or_default();
-            Arc::new(verifier.with_crls(&crls).map_err(|e| format!("{source}: {e:?}"))?)
+            Arc::new(CheckedVerifier::new(roots, names, provider.clone()).with_crls(parsed_crls))
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -125,16 +123,19 @@ fn certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>, String> {
     sections(pem, "certificate")
 }
 
-fn revocation_lists(pem: &Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+/// The revocation lists in `pem`, as rustls' verifier takes them (DER) and as webpki checks them (parsed).
+type RevocationLists = (Vec<CertificateRevocationListDer<'static>>, Vec<webpki::CertRevocationList<'static>>);
+
+fn revocation_lists(pem: &Pem) -> Result<RevocationLists, String> {
     let lists: Vec<CertificateRevocationListDer<'static>> = sections(pem, "revocation list (X509 CRL)")?;
-    // Read now, so that the message names the file: webpki takes version 2 lists only (what a CA writes with
+    // Parsed here, so that the message names the file: webpki takes version 2 lists only (what a CA writes with
     // CRL extensions; `openssl ca -gencrl` needs `crl_extensions` for it), no delta or indirect lists.
-    for list in &lists {
-        webpki::OwnedCertRevocationList::from_der(list).map_err(|e| {
-            format!("{}: not a revocation list this proxy reads (version 2 only): {e:?}", pem.describe())
-        })?;
-    }
-    Ok(lists)
+    let parsed = lists
+        .iter()
+        .map(|list| webpki::OwnedCertRevocationList::from_der(list).map(webpki::CertRevocationList::from))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not a revocation list this proxy reads (version 2 only): {e:?}", pem.describe()))?;
+    Ok((lists, parsed))
 }
 
 fn private_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
