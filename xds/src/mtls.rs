@@ -22,6 +22,18 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 /// The pod label (set by the injector when mutual TLS is on) saying the pod's sidecar speaks mutual TLS, with the
 /// value [`TLS_MODE_MUTUAL`] (Istio's `security.istio.io/tlsMode: istio`). A pod without it gets plaintext.
 pub const TLS_MODE_LABEL: &str = "security.weft.dev/tlsMode";
+/// The pod annotation listing the pod ports whose connections bypass its sidecar (`"8081, 9090"`: the injector
+/// turns it into `weft-proxy init --exclude-inbound-ports`). Nothing on the pod terminates mutual TLS on such a
+/// port, so its endpoints are not marked [`TLS_MODE_MUTUAL`] and clients send them plaintext.
+pub const EXCLUDE_INBOUND_PORTS_ANNOTATION: &str = "weft.dev/exclude-inbound-ports";
+
+/// Whether an [`EXCLUDE_INBOUND_PORTS_ANNOTATION`] value lists `port`. Items that are not port numbers are
+/// skipped: the injector refuses a pod whose value has any, so they can only come from a later edit, which
+/// changes no capture rule either.
+pub fn inbound_port_excluded(annotation: &str, port: u16) -> bool {
+    annotation.split(',').any(|item| item.trim().parse::<u16>() == Ok(port))
+}
+
 /// Endpoint metadata filter read by Envoy's transport socket matching.
 pub const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 /// Key under [`TRANSPORT_SOCKET_MATCH`] saying how to talk to the endpoint.
@@ -178,6 +190,15 @@ pub(crate) fn socket(name: &str, config: envoy_types::pb::google::protobuf::Any)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_excluded_inbound_port_is_found_in_the_annotation_s_list() {
+        assert!(super::inbound_port_excluded("8081, 80", 80));
+        assert!(super::inbound_port_excluded("80", 80));
+        assert!(!super::inbound_port_excluded("8080,8081", 80));
+        assert!(!super::inbound_port_excluded("", 80));
+        assert!(super::inbound_port_excluded("x, 80", 80), "a stray item does not hide the others");
+    }
+
     use super::*;
 
     /// What a server picks from an offer the way rustls does: the first of its own list the client offered.

@@ -146,7 +146,7 @@ fn endpoints_from_slices<'a>(
                 .filter(|r| r.kind.as_deref() == Some("Pod"))
                 .and_then(|r| pod_named(r.name.as_deref().unwrap_or_default()));
             let labels = pod.map(labels_of).unwrap_or_default();
-            let sidecar_account = pod.and_then(sidecar_account);
+            let sidecar_account = pod.and_then(|pod| sidecar_account(pod, number));
             let locality = workload_locality(pod, endpoint.node_name.as_deref(), endpoint.zone.as_deref(), nodes);
             for address in endpoint.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
                 let (labels, sidecar_account, locality) = (labels.clone(), sidecar_account.clone(), locality.clone());
@@ -171,7 +171,7 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod], nodes: &BTreeMap<Strin
         let not_ready = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "False"));
-        let (labels, sidecar_account) = (labels_of(pod), sidecar_account(pod));
+        let (labels, sidecar_account) = (labels_of(pod), sidecar_account(pod, number));
         let locality = workload_locality(Some(pod), None, None, nodes);
         let ready = !not_ready;
         endpoints.insert(EndpointModel { address, port: number, ready, labels, sidecar_account, locality });
@@ -179,11 +179,19 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod], nodes: &BTreeMap<Strin
     endpoints.into_iter().collect()
 }
 
-/// The service account of a pod whose sidecar speaks mutual TLS (labelled so by the injector,
-/// [`weft_xds::mtls::TLS_MODE_LABEL`]); `None` for any other pod, one injected before mutual TLS was on included.
-pub(super) fn sidecar_account(pod: &Pod) -> Option<String> {
+/// The service account of a pod whose sidecar speaks mutual TLS on `port` (labelled so by the injector,
+/// [`weft_xds::mtls::TLS_MODE_LABEL`], and `port` not excluded from its inbound capture); `None` for any other
+/// pod, one injected before mutual TLS was on included. Istio marks the whole pod, so its clients send mutual TLS
+/// to an excluded port, which the application then cannot read.
+pub(super) fn sidecar_account(pod: &Pod, port: u16) -> Option<String> {
+    use weft_xds::mtls::{EXCLUDE_INBOUND_PORTS_ANNOTATION, TLS_MODE_LABEL, TLS_MODE_MUTUAL, inbound_port_excluded};
     let labels = pod.metadata.labels.as_ref()?;
-    if labels.get(weft_xds::mtls::TLS_MODE_LABEL).map(String::as_str) != Some(weft_xds::mtls::TLS_MODE_MUTUAL) {
+    if labels.get(TLS_MODE_LABEL).map(String::as_str) != Some(TLS_MODE_MUTUAL) {
+        return None;
+    }
+    let annotations = pod.metadata.annotations.as_ref();
+    if annotations.and_then(|a| a.get(EXCLUDE_INBOUND_PORTS_ANNOTATION)).is_some_and(|v| inbound_port_excluded(v, port))
+    {
         return None;
     }
     Some(super::build::service_account_of(pod))

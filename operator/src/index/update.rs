@@ -354,6 +354,34 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
         assert!(meshed(&mut index));
     }
 
+    /// The pod's sidecar never sees a port excluded from its inbound capture: clients must send it plaintext (and
+    /// the annotation is read for the endpoint's own port, also when it changes after the pod started).
+    #[test]
+    fn a_port_excluded_from_the_pod_s_inbound_capture_is_sent_plaintext() {
+        let mut index = Index::default();
+        for object in start() {
+            index.apply(Event::Applied(object));
+        }
+        let meshed = |index: &mut Index| {
+            let snapshot = index.snapshot();
+            let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
+            ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
+        };
+        let annotated = |ports: &str| {
+            let pod = RULES.split("---\n").nth(1).unwrap_or_default();
+            let pod = pod.replace(
+                "namespace: shop,",
+                &format!("namespace: shop, annotations: {{weft.dev/exclude-inbound-ports: \"{ports}\"}},"),
+            );
+            Event::Applied(resources(&pod).remove(0))
+        };
+        assert!(meshed(&mut index), "the pod runs a sidecar");
+        index.apply(annotated("8081, 80"));
+        assert!(!meshed(&mut index), "its port 80 bypasses the sidecar");
+        index.apply(annotated("8081,8080"));
+        assert!(meshed(&mut index), "other ports excluded");
+    }
+
     #[test]
     fn a_changed_service_is_built_again_and_the_others_are_kept() {
         let mut index = Index::default();

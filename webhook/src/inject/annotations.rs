@@ -15,7 +15,8 @@ use weft_xds::ProxyScope;
 pub const INJECT: &str = "weft.dev/inject";
 pub const INJECTED: &str = "weft.dev/injected";
 pub const EXCLUDE_OUTBOUND_PORTS: &str = "weft.dev/exclude-outbound-ports";
-pub const EXCLUDE_INBOUND_PORTS: &str = "weft.dev/exclude-inbound-ports";
+/// The operator reads it too: clients' sidecars send these ports plaintext.
+pub const EXCLUDE_INBOUND_PORTS: &str = weft_xds::mtls::EXCLUDE_INBOUND_PORTS_ANNOTATION;
 pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "weft.dev/exclude-outbound-ip-ranges";
 pub const PROXY_CPU: &str = "weft.dev/proxy-cpu";
 pub const PROXY_MEMORY: &str = "weft.dev/proxy-memory";
