@@ -122,6 +122,7 @@ fn destination_rule_policies_mean_on_the_proxy_what_the_yaml_says() {
     assert_eq!(whole.connections.idle_timeout, Some(std::time::Duration::from_secs(30)));
     assert_eq!(whole.connections.max_requests, Some(100));
     assert_eq!(whole.connections.protocol, weft_proxy::config::cluster::UpstreamProtocol::Http2, "h2UpgradePolicy");
+    assert_eq!(whole.connections.max_streams, Some(50), "maxConcurrentStreams");
     assert_eq!(whole.connections.max_duration, Some(std::time::Duration::from_secs(600)));
     let keepalive = whole.connections.keepalive.unwrap();
     assert_eq!((keepalive.probes, keepalive.time), (Some(3), Some(std::time::Duration::from_secs(10))));

@@ -73,10 +73,12 @@ pub struct HttpSettings {
     /// `UPGRADE`: HTTP/1.1 requests go upstream as HTTP/2; `DEFAULT` or `DO_NOT_UPGRADE`: the client's protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_upgrade_policy: Option<String>,
-    /// `true` is what Weft does anyway; `false` is not supported yet.
+    /// `true` (what Weft does when unset): the client's protocol; `false`: the one the Service port's name
+    /// declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_client_protocol: Option<bool>,
-    /// Not supported by Weft yet.
+    /// Most concurrent requests on one upstream HTTP/2 connection; beyond it another connection is opened. `0` or
+    /// unset: no limit of the proxy's own (one connection, the server's limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<i32>,
 }

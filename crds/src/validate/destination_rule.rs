@@ -244,9 +244,7 @@ fn check_pool(path: &Path, pool: &ConnectionPoolSettings, errors: &mut Vec<Field
         ),
     }
     check_count(&http_path.field("maxRequestsPerConnection"), http.max_requests_per_connection, errors);
-    if http.max_concurrent_streams.is_some() {
-        errors.push(not_supported(&http_path.field("maxConcurrentStreams"), "maxConcurrentStreams"));
-    }
+    check_count(&http_path.field("maxConcurrentStreams"), http.max_concurrent_streams, errors);
 }
 
 fn check_outlier(path: &Path, outlier: &OutlierDetection, errors: &mut Vec<FieldError>) {
@@ -396,7 +394,7 @@ trafficPolicy:
   loadBalancer: {simple: PASSTHROUGH, consistentHash: {useSourceIp: true}}
   connectionPool:
     tcp: {maxConnections: -1, connectTimeout: 0s, tcpKeepalive: {time: 500ms}}
-    http: {h2UpgradePolicy: SOMETIMES, maxRequestsPerConnection: -1, maxConcurrentStreams: 8, useClientProtocol: false}
+    http: {h2UpgradePolicy: SOMETIMES, maxRequestsPerConnection: -1, maxConcurrentStreams: -8, useClientProtocol: false}
   outlierDetection: {maxEjectionPercent: 120, interval: soon}
   retryBudget: {percent: {value: 150}, budgetInterval: 1s}
   tls: {mode: ISTIO_MUTUAL, sni: reviews, caCertificates: /etc/ca.pem, credentialName: reviews-tls}
@@ -410,7 +408,7 @@ trafficPolicy:
             "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive.time: must be at least 1s",
             "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: \"SOMETIMES\" is not one of DEFAULT, DO_NOT_UPGRADE, UPGRADE",
             "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: -1 must not be negative",
-            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: maxConcurrentStreams is not supported by Weft yet",
+            "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams: -8 must not be negative",
             "spec.trafficPolicy.outlierDetection.interval: duration \"soon\" does not start with a non-negative number",
             "spec.trafficPolicy.outlierDetection.maxEjectionPercent: 120 is out of range 0-100",
             "spec.trafficPolicy.retryBudget.percent.value: percentage 150 is out of range 0-100",

@@ -82,6 +82,9 @@ pub struct Connections {
     #[serde(serialize_with = "optional_ms")]
     pub max_duration: Option<Duration>,
     pub protocol: UpstreamProtocol,
+    /// Requests at once on one HTTP/2 connection, beyond which another is opened (Envoy's
+    /// `max_concurrent_streams`, Istio's `maxConcurrentStreams`); `None`: one connection, the server's limit.
+    pub max_streams: Option<u32>,
 }
 
 /// The HTTP version requests go upstream in.

@@ -42,7 +42,8 @@ impl Endpoint {
     ) -> Self {
         let dial = Dial { address, timeout: connect_timeout, keepalive: connections.keepalive, tls };
         let idle_timeout = connections.idle_timeout.unwrap_or(POOL_IDLE_TIMEOUT);
-        let pool = Pool::new(dial, ReuseLimits::of(&connections), idle_timeout, MAX_IDLE_CONNECTIONS);
+        let pool = Pool::new(dial, ReuseLimits::of(&connections), idle_timeout, MAX_IDLE_CONNECTIONS)
+            .with_max_streams(connections.max_streams);
         Self { pool: Arc::new(pool), protocol: connections.protocol }
     }
 

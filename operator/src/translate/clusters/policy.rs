@@ -10,7 +10,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier, circuit_breakers::Thresholds,
     circuit_breakers::thresholds::RetryBudget as EnvoyBudget, cluster::CommonLbConfig,
 };
-use envoy_types::pb::envoy::config::core::v3::{HttpProtocolOptions as CommonHttpOptions, TcpKeepalive};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions, TcpKeepalive,
+};
 use envoy_types::pb::envoy::config::route::v3::route_action;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{HttpProtocolOptions, http_protocol_options};
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -239,6 +241,7 @@ fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKe
 /// none is set. The protocol: the client's with `useClientProtocol: true`; HTTP/2 with `h2UpgradePolicy: UPGRADE`
 /// (for a port not declared HTTP/2 already); with `useClientProtocol: false`, the one the port's name declares
 /// (Istio's protocol selection), the client's when it declares none; unset, the client's (Weft's default).
+/// `http.maxConcurrentStreams` goes in the HTTP/2 options of whichever protocol config, as Istio writes it.
 fn http_options(pool: &ConnectionPoolSettings, port: PortProtocol) -> Option<HttpProtocolOptions> {
     let parsed = |text: Option<&String>| text.and_then(|t| parse_duration(t).ok()).map(duration);
     let http = pool.http.as_ref();
@@ -262,16 +265,28 @@ fn http_options(pool: &ConnectionPoolSettings, port: PortProtocol) -> Option<Htt
         _ if upgrade => PortProtocol::Http2,
         _ => PortProtocol::Undeclared,
     };
-    if common == CommonHttpOptions::default() && declared == PortProtocol::Undeclared {
+    // Istio: 0 means the default, no limit of the client's own.
+    let max_streams =
+        http.and_then(|h| h.max_concurrent_streams).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0);
+    if common == CommonHttpOptions::default() && declared == PortProtocol::Undeclared && max_streams.is_none() {
         return None;
     }
-    use http_protocol_options::{ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig};
+    use http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig, explicit_http_config::ProtocolConfig,
+    };
     let explicit =
         |config| UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig { protocol_config: Some(config) });
+    let http2 = || Http2ProtocolOptions {
+        max_concurrent_streams: max_streams.map(|value| UInt32Value { value }),
+        ..Default::default()
+    };
     let protocol = match declared {
-        PortProtocol::Http2 => explicit(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+        PortProtocol::Http2 => explicit(ProtocolConfig::Http2ProtocolOptions(http2())),
         PortProtocol::Http1 => explicit(ProtocolConfig::HttpProtocolOptions(Default::default())),
-        PortProtocol::Undeclared => UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default()),
+        PortProtocol::Undeclared => UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+            http2_protocol_options: max_streams.map(|_| http2()),
+            ..Default::default()
+        }),
     };
     Some(HttpProtocolOptions {
         common_http_protocol_options: Some(common),
@@ -312,5 +327,28 @@ mod tests {
         assert_eq!(protocol("http: {useClientProtocol: true, h2UpgradePolicy: UPGRADE}", "http"), "-");
         assert_eq!(protocol("http: {h2UpgradePolicy: UPGRADE}", "http"), "h2");
         assert_eq!(protocol("http: {idleTimeout: 1s}", "grpc"), "client", "unset: the client's (Weft's default)");
+    }
+
+    /// The stream limit per HTTP/2 connection, wherever the upstream protocol is said; `0` is no limit.
+    #[test]
+    fn max_concurrent_streams_goes_in_the_http2_options() {
+        let streams = |pool: &str, port: &str| -> Option<u32> {
+            let pool: ConnectionPoolSettings = serde_saphyr::from_str(pool).unwrap();
+            let options = http_options(&pool, PortProtocol::of(port))?.upstream_protocol_options?;
+            let http2 = match options {
+                UpstreamProtocolOptions::UseDownstreamProtocolConfig(client) => client.http2_protocol_options,
+                UpstreamProtocolOptions::ExplicitHttpConfig(e) => match e.protocol_config {
+                    Some(ProtocolConfig::Http2ProtocolOptions(h2)) => Some(h2),
+                    _ => None,
+                },
+                _ => None,
+            };
+            http2?.max_concurrent_streams.map(|n| n.value)
+        };
+        assert_eq!(streams("http: {maxConcurrentStreams: 8}", "web"), Some(8), "the client's protocol");
+        assert_eq!(streams("http: {maxConcurrentStreams: 8, h2UpgradePolicy: UPGRADE}", "http"), Some(8));
+        assert_eq!(streams("http: {maxConcurrentStreams: 8, useClientProtocol: false}", "grpc"), Some(8));
+        assert_eq!(streams("http: {maxConcurrentStreams: 0}", "web"), None);
+        assert_eq!(protocol("http: {maxConcurrentStreams: 0}", "web"), "-", "no options at all");
     }
 }

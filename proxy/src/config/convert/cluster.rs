@@ -227,8 +227,31 @@ fn connections(c: &Cluster) -> Result<Connections, String> {
         // Envoy: 0 is as unset, no limit.
         connections.max_requests = common.max_requests_per_connection.map(|n| n.value).filter(|n| *n > 0);
         connections.protocol = upstream_protocol(options.upstream_protocol_options.as_ref())?;
+        connections.max_streams = max_streams(options.upstream_protocol_options.as_ref())?;
     }
     Ok(connections)
+}
+
+/// Envoy's largest stream limit, its default: no limit of the proxy's own.
+const ENVOY_MAX_STREAMS: u32 = 2_147_483_647;
+
+/// The HTTP/2 stream limit per connection, from the HTTP/2 options of the protocol config (explicit HTTP/2, or the
+/// client's protocol when it is HTTP/2); 1 to 2^31-1 as Envoy validates it, the largest being no limit.
+fn max_streams(options: Option<&UpstreamProtocolOptions>) -> Result<Option<u32>, String> {
+    use explicit_http_config::ProtocolConfig;
+    let http2 = match options {
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(client)) => client.http2_protocol_options.as_ref(),
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(explicit)) => match &explicit.protocol_config {
+            Some(ProtocolConfig::Http2ProtocolOptions(http2)) => Some(http2),
+            _ => None,
+        },
+        _ => None,
+    };
+    match http2.and_then(|o| o.max_concurrent_streams.as_ref()).map(|n| n.value) {
+        None | Some(ENVOY_MAX_STREAMS) => Ok(None),
+        Some(n @ 1..ENVOY_MAX_STREAMS) => Ok(Some(n)),
+        Some(n) => Err(format!("max_concurrent_streams {n} is out of range 1-{ENVOY_MAX_STREAMS}")),
+    }
 }
 
 #[cfg(test)]
@@ -262,5 +285,37 @@ mod tests {
         }
         let policy = Cluster { load_balancing_policy: Some(lb::maglev_policy(4)), ..maglev(None) };
         assert!(ClusterConfig::try_from(&policy).is_err(), "the policy list is checked too");
+    }
+
+    /// Envoy's stream limit per HTTP/2 connection, from explicit HTTP/2 options or the client's protocol's.
+    #[test]
+    fn max_concurrent_streams_is_read_from_either_http2_options_and_checked() {
+        use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+            ExplicitHttpConfig, UseDownstreamHttpConfig, explicit_http_config::ProtocolConfig,
+        };
+        use envoy_types::pb::google::protobuf::UInt32Value;
+        let http2 = |n: Option<u32>| Http2ProtocolOptions {
+            max_concurrent_streams: n.map(|value| UInt32Value { value }),
+            ..Default::default()
+        };
+        let explicit = |n| {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(http2(n))),
+            })
+        };
+        let client = |n| {
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http2_protocol_options: Some(http2(n)),
+                ..Default::default()
+            })
+        };
+        assert_eq!(max_streams(Some(&explicit(Some(8)))), Ok(Some(8)));
+        assert_eq!(max_streams(Some(&client(Some(8)))), Ok(Some(8)));
+        assert_eq!(max_streams(Some(&client(None))), Ok(None));
+        assert_eq!(max_streams(Some(&explicit(Some(ENVOY_MAX_STREAMS)))), Ok(None), "Envoy's default");
+        assert_eq!(max_streams(None), Ok(None));
+        let refused = max_streams(Some(&explicit(Some(0)))).unwrap_err();
+        assert!(refused.contains("out of range 1-2147483647"), "{refused}");
     }
 }

@@ -18,7 +18,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
-use super::{Pool, UpstreamPeer, Usage};
+use super::{Pool, StreamSlot, UpstreamPeer, Usage};
 use crate::BoxError;
 use crate::http::Body;
 use crate::upstream::origination::Alpn;
@@ -66,7 +66,7 @@ impl Pool {
                     // A connection that switched protocols belongs to the upgrade now.
                     let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
                     let giveback = reusable.then(|| (self.clone(), connection));
-                    return Ok(response.map(|body| UpstreamBody { body, giveback }));
+                    return Ok(response.map(|body| UpstreamBody { body, giveback, slot: None }));
                 }
                 Err(mut err) => match err.take_message() {
                     // A kept-alive connection closed before it took the request: another one sends it.
@@ -214,18 +214,21 @@ fn host_header(authority: &Authority, scheme: Option<&Scheme>) -> Option<HeaderV
 
 /// An upstream response body. Over HTTP/1.1 it holds its connection, and gives it back to the pool when the
 /// body has been read to its end.
+/// Over HTTP/2 it holds its request's place on the shared connection until then.
 pub struct UpstreamBody {
     body: Incoming,
     giveback: Option<(Arc<Pool>, Connection)>,
+    slot: Option<StreamSlot>,
 }
 
 impl UpstreamBody {
     /// A body whose connection is not the pool's to take back (HTTP/2: the connection is shared).
-    pub(super) fn shared(body: Incoming) -> Self {
-        Self { body, giveback: None }
+    pub(super) fn shared(body: Incoming, slot: StreamSlot) -> Self {
+        Self { body, giveback: None, slot: Some(slot) }
     }
 
     fn release(&mut self) {
+        self.slot = None;
         if let Some((pool, connection)) = self.giveback.take() {
             pool.give_back(connection);
         }
@@ -241,7 +244,7 @@ impl HttpBody for UpstreamBody {
         let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
         match &frame {
             // A broken exchange: the connection goes with it.
-            Some(Err(_)) => this.giveback = None,
+            Some(Err(_)) => (this.giveback, this.slot) = (None, None),
             // Trailers end a body; a server stops reading after them, as after the last data.
             Some(Ok(frame)) if frame.is_trailers() || this.body.is_end_stream() => this.release(),
             None => this.release(),

@@ -1,8 +1,10 @@
 //! HTTP/2 upstream connections: one per endpoint, shared by every request to it (hyper's sender waits for the
-//! server's stream limit). Opened on first use, by one request while the others that arrive meanwhile wait for
-//! it; replaced once closed, spent, or idle past the timeout. A connection taken out of use finishes the
-//! streams already on it.
+//! server's stream limit); with the cluster's `maxConcurrentStreams`, as many as it takes to keep each within
+//! that many requests at once (Envoy's pool). Opened on first use, by one request while the others that arrive
+//! meanwhile wait for it; replaced once closed, spent, or idle past the timeout. A connection taken out of use
+//! finishes the streams already on it.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,18 +13,18 @@ use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::http1::UpstreamBody;
-use super::{Pool, UpstreamPeer, Usage};
+use super::{Pool, StreamSlot, UpstreamPeer, Usage};
 use crate::BoxError;
 use crate::http::Body;
 use crate::upstream::origination::Alpn;
 
-/// The endpoint's HTTP/2 connection, if one is open, and the lock one request holds while opening it.
+/// The endpoint's open HTTP/2 connections, oldest first, and the lock one request holds while opening one.
 #[derive(Default)]
 pub(super) struct Shared {
-    current: Mutex<Option<Connection>>,
+    connections: Mutex<Vec<Connection>>,
     opening: tokio::sync::Mutex<()>,
-    /// Numbers connections, so a request knows whether the one that failed it is still the current one.
-    opened: std::sync::atomic::AtomicU64,
+    /// Numbers connections, so a request knows whether the one that failed it is still in use.
+    opened: AtomicU64,
 }
 
 struct Connection {
@@ -31,13 +33,16 @@ struct Connection {
     peer: UpstreamPeer,
     last_used: Instant,
     number: u64,
+    /// Requests on it whose response has not ended yet.
+    streams: Arc<AtomicUsize>,
 }
 
-/// What a request takes of the shared connection.
+/// What a request takes of a shared connection.
 struct Stream {
     sender: SendRequest<Body>,
     peer: UpstreamPeer,
     number: u64,
+    slot: StreamSlot,
 }
 
 impl Pool {
@@ -53,10 +58,11 @@ impl Pool {
             match stream.sender.try_send_request(request).await {
                 Ok(mut response) => {
                     response.extensions_mut().insert(stream.peer);
-                    return Ok(response.map(UpstreamBody::shared));
+                    let slot = stream.slot;
+                    return Ok(response.map(|body| UpstreamBody::shared(body, slot)));
                 }
                 Err(mut err) => match err.take_message() {
-                    // The connection was closing and never took the request: a new one sends it.
+                    // The connection was closing and never took the request: another one sends it.
                     Some(unsent) if reused => {
                         self.http2.forget(stream.number);
                         request = unsent;
@@ -67,27 +73,34 @@ impl Pool {
         }
     }
 
-    /// A stream on the current connection, counted against its limits; `None` when there is no usable one.
+    /// A stream on the oldest connection with room for one, counted against its limits; `None` when there is no
+    /// usable one. Closed and spent connections are taken out of use on the way.
     fn take_stream(&self) -> Option<Stream> {
-        let mut current = self.http2.current.lock().ok()?;
-        let connection = current.as_mut()?;
-        if connection.sender.is_closed() || self.spent(&connection.usage) {
-            *current = None;
-            return None;
-        }
+        let mut connections = self.http2.connections.lock().ok()?;
+        connections.retain(|connection| !connection.sender.is_closed() && !self.spent(&connection.usage));
+        let has_room = |c: &Connection| self.max_streams.is_none_or(|max| c.streams.load(Ordering::Acquire) < max);
+        let index = connections.iter().position(has_room)?;
+        let connection = &mut connections[index];
         connection.usage.requests += 1;
         connection.last_used = Instant::now();
-        let stream =
-            Stream { sender: connection.sender.clone(), peer: connection.peer.clone(), number: connection.number };
+        let stream = Stream {
+            sender: connection.sender.clone(),
+            peer: connection.peer.clone(),
+            number: connection.number,
+            slot: StreamSlot::take(&connection.streams),
+        };
         // Counted when handed out (as Envoy counts streams), so concurrent requests do not all slip onto a
         // connection that their number spends.
         if self.spent(&connection.usage) {
-            *current = None;
+            let spent = connections.remove(index);
+            // Dropped outside the lock: dropping the last sender ends the connection once its streams are done.
+            drop(connections);
+            drop(spent);
         }
         Some(stream)
     }
 
-    /// Opens the endpoint's connection, or waits for the request already opening it.
+    /// Opens a connection, or waits for the request already opening one and takes a stream on it if it has room.
     async fn connect_http2(self: &Arc<Self>) -> Result<Stream, BoxError> {
         // A connection its first request spends is never shared: each request opens its own, without waiting.
         let shared = !self.limits.is_some_and(|limits| matches!(limits.max_requests, Some(0 | 1)));
@@ -106,14 +119,16 @@ impl Pool {
                 tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
             }
         });
-        let number = self.http2.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let number = self.http2.opened.fetch_add(1, Ordering::Relaxed);
         let mut usage = Usage::new();
         usage.requests = 1;
-        let stream = Stream { sender: sender.clone(), peer: peer.clone(), number };
+        let streams = Arc::new(AtomicUsize::new(0));
+        let slot = StreamSlot::take(&streams);
+        let stream = Stream { sender: sender.clone(), peer: peer.clone(), number, slot };
         if !self.spent(&usage)
-            && let Ok(mut current) = self.http2.current.lock()
+            && let Ok(mut connections) = self.http2.connections.lock()
         {
-            *current = Some(Connection { sender, usage, peer, last_used: Instant::now(), number });
+            connections.push(Connection { sender, usage, peer, last_used: Instant::now(), number, streams });
         }
         self.watch_idle();
         Ok(stream)
@@ -121,26 +136,33 @@ impl Pool {
 }
 
 impl Shared {
-    /// When the current connection last took a request.
+    /// When the connection used least recently last took a request.
     pub(super) fn last_used(&self) -> Option<Instant> {
-        self.current.lock().ok()?.as_ref().map(|connection| connection.last_used)
+        self.connections.lock().ok()?.iter().map(|connection| connection.last_used).min()
     }
 
-    /// Takes the connection out of use if no request has come since `cutoff`.
+    /// Takes out of use the connections no request has come to since `cutoff`.
     pub(super) fn close_if_idle_since(&self, cutoff: Instant) {
-        self.take_if(|connection| connection.last_used <= cutoff);
+        self.take_out(|connection| connection.last_used <= cutoff);
     }
 
-    /// Takes connection `number` out of use, if it is still the current one.
+    /// Takes connection `number` out of use, if it still is in use.
     fn forget(&self, number: u64) {
-        self.take_if(|connection| connection.number == number);
+        self.take_out(|connection| connection.number == number);
     }
 
-    fn take_if(&self, condition: impl FnOnce(&Connection) -> bool) {
-        let Ok(mut current) = self.current.lock() else { return };
-        let closed = current.take_if(|connection| condition(connection));
+    fn take_out(&self, condition: impl Fn(&Connection) -> bool) {
+        let Ok(mut connections) = self.connections.lock() else { return };
+        let (out, kept): (Vec<_>, Vec<_>) = connections.drain(..).partition(|connection| condition(connection));
+        *connections = kept;
         // Dropped outside the lock: dropping the last sender ends the connection.
-        drop(current);
-        drop(closed);
+        drop(connections);
+        drop(out);
+    }
+
+    /// How many connections are in use (for tests).
+    #[cfg(test)]
+    pub(super) fn open(&self) -> usize {
+        self.connections.lock().map_or(0, |connections| connections.len())
     }
 }

@@ -15,7 +15,7 @@ mod http2;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ pub struct Pool {
     idle_timeout: Duration,
     /// Idle HTTP/1.1 connections beyond this many are closed when returned (nginx's `keepalive`).
     max_idle: usize,
+    /// Requests at once on one HTTP/2 connection before another is opened; `None`: one connection.
+    max_streams: Option<usize>,
     http1: Mutex<http1::Http1State>,
     http2: http2::Shared,
     /// Whether a task is watching for idle connections to close.
@@ -69,10 +71,17 @@ impl Pool {
             limits,
             idle_timeout,
             max_idle,
+            max_streams: None,
             http1: Mutex::default(),
             http2: http2::Shared::default(),
             reaping: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps each HTTP/2 connection within `max` requests at once (the cluster's `maxConcurrentStreams`).
+    pub fn with_max_streams(mut self, max: Option<u32>) -> Self {
+        self.max_streams = max.map(|max| usize::try_from(max.max(1)).unwrap_or(usize::MAX));
+        self
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -127,6 +136,22 @@ impl Pool {
         self.http2.close_if_idle_since(cutoff);
         // Dropped outside the lock: dropping a sender ends its connection.
         drop(expired);
+    }
+}
+
+/// One request's place on a shared HTTP/2 connection, counted until its response ends (or fails, or is dropped).
+pub(super) struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::AcqRel);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

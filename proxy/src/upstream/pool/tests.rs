@@ -103,6 +103,33 @@ async fn concurrent_http2_requests_share_one_connection() {
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// `maxConcurrentStreams`: as many connections as keep each within the limit; a stream's place is freed when
+/// its response ends, so later requests fit on the connections already open.
+#[tokio::test]
+async fn http2_connections_are_added_beyond_the_stream_limit_and_reused() {
+    let (address, counts) = server(10, Duration::from_millis(300)).await;
+    let dial = Dial { address, timeout: Duration::from_secs(1), keepalive: None, tls: None };
+    let pool = Arc::new(Pool::new(dial, None, Duration::from_secs(60), 8).with_max_streams(Some(3)));
+    let concurrently = |n: usize| {
+        let requests: Vec<_> = (0..n)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move { exchange(&pool, Version::HTTP_2).await })
+            })
+            .collect();
+        async move {
+            for request in requests {
+                request.await.unwrap();
+            }
+        }
+    };
+    concurrently(10).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 4, "10 requests, 3 per connection");
+    assert_eq!(pool.http2.open(), 4);
+    concurrently(12).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 4, "the same four take 12 at once again");
+}
+
 #[tokio::test]
 async fn concurrent_http1_requests_each_get_a_connection_and_idle_ones_beyond_the_cap_close() {
     let (address, counts) = server(10, Duration::from_millis(100)).await;
