@@ -31,6 +31,10 @@ const TCP_OTHER_PORT: u16 = 9001;
 const DECLARED_TCP_PORT: u16 = 9002;
 /// `db`'s cluster IP.
 const DB_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 1);
+/// A port Service `store`, in namespace `data`, declares nothing on (`p9003`): outside the client's proxy's scope.
+const UNDECLARED_PORT: u16 = 9003;
+/// `store`'s cluster IP.
+const STORE_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 2);
 /// Excluded from capture on both sides.
 const EXCLUDED_PORT: u16 = 5432;
 const GREETING: &[u8] = b"hello from 9000\n";
@@ -55,6 +59,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
         traffic.tcp_to_a_cluster_ip().await?;
         traffic.tcp_on_a_mesh_port().await?;
         traffic.tcp_on_a_declared_port().await?;
+        traffic.tcp_to_a_cluster_ip_out_of_scope().await?;
         traffic.tcp_on_another_port().await?;
         traffic.tcp_on_an_excluded_port().await
     };
@@ -313,6 +318,20 @@ impl Traffic<'_> {
         Ok(())
     }
 
+    /// TCP to the cluster IP of a Service in another namespace on a port it declares nothing on: the client's proxy
+    /// does not hold it (its scope is its own namespace), asks the operator which Service has the address, and
+    /// sends the connection to that Service's endpoint (as dialled it would reach nobody: only kube-proxy's rules
+    /// have cluster IPs).
+    async fn tcp_to_a_cluster_ip_out_of_scope(&mut self) -> anyhow::Result<()> {
+        let to = SocketAddr::new(IpAddr::V4(STORE_SERVICE_IP), UNDECLARED_PORT);
+        let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
+        self.delta().await?.one_tcp_connection_for("store")?;
+        self.report += &format!(
+            "  TCP to {to} (store in namespace data, port declaring nothing, out of the client's scope): asked for              by address, greeted, {echoed} bytes echoed; client outbound tcp +1 (for store), server inbound +1\n"
+        );
+        Ok(())
+    }
+
     async fn tcp_on_another_port(&mut self) -> anyhow::Result<()> {
         let (_, echoed) = tcp_exchange(&self.mesh.client.ns, self.mesh.to_server(TCP_OTHER_PORT), None).await?;
         let d = self.delta().await?;
@@ -480,7 +499,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
 }
 
 /// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and, in namespace
-/// `data`, `db` (9002, declared TCP) on the server pod, and both pods, as standalone mode reads them.
+/// `data`, `db` (9002, declared TCP) and `store` (9003, to the server pod's 9000) on the server pod, and both
+/// pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -515,10 +535,21 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
          endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
         server.ip
     );
+    // Also in `data`, on a port whose name declares no protocol: no proxy of another namespace holds it.
+    let store = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: store, namespace: data}}\n\
+         spec:\n  clusterIP: {STORE_SERVICE_IP}\n  ports: [{{name: p{UNDECLARED_PORT}, port: {UNDECLARED_PORT}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: store-1, namespace: data, labels: {{kubernetes.io/service-name: store}}}}\n\
+         addressType: IPv4\nports: [{{name: p{UNDECLARED_PORT}, port: {TCP_MESH_PORT}, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
+        server.ip
+    );
     let yaml = service("echo", HTTP_PORT)
         + &web
         + &tcp_echo
         + &db
+        + &store
         + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT, DECLARED_TCP_PORT])
         + &pod(client, &[]);
     yaml.trim_end_matches("---\n").to_string()

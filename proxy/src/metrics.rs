@@ -435,6 +435,11 @@ impl Metrics {
         self.xds_connected.set(i64::from(connected));
     }
 
+    /// Whether the xDS stream is up, as last set (an on-demand question asked now would be answered).
+    pub fn xds_connected(&self) -> bool {
+        self.xds_connected.get() == 1
+    }
+
     pub fn config_applied(&self, kind: ResourceType, ready: bool) {
         self.config_applied.get_or_create(&TypeLabel { r#type: kind.short_name() }).inc();
         self.ready.set(i64::from(ready));

@@ -49,6 +49,15 @@ pub fn parse_virtual_host_name(name: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty() && !host.contains([':', '/']))
 }
 
+/// The Service FQDN a Service's virtual host is for, from its domains: the operator lists it first (so do Istio's
+/// virtual hosts). A proxy holding the virtual host under another name (`PORT/HOST`, asked for on demand) finds
+/// the Service's clusters by it. `None` when the first domain is not a plain host name.
+pub fn service_of_domains(domains: &[String]) -> Option<&str> {
+    let first = domains.first()?;
+    let plain = !first.is_empty() && !first.contains([':', '*', '[', '/']);
+    (plain && first.parse::<std::net::IpAddr>().is_err()).then_some(first.as_str())
+}
+
 /// The domain a virtual host carries for a Service's cluster IP, as clients write it in `Host` (IPv6 in brackets).
 pub fn address_domain(ip: std::net::IpAddr) -> String {
     match ip {
@@ -73,7 +82,8 @@ pub fn route_config_name(port: u16) -> String {
 pub const MAX_ON_DEMAND_NAMES: usize = 4096;
 
 /// The on-demand (VHDS) resource name for the virtual host serving `host` in route configuration `route_config`:
-/// `ROUTE_CONFIG/HOST`, Envoy's convention; the host as the client sent it, lower-cased.
+/// `ROUTE_CONFIG/HOST`, Envoy's convention; the host as the client sent it, lower-cased. A host may be an address
+/// ([`address_domain`]): a proxy asks so for the Service whose cluster IP a TCP connection was sent to.
 pub fn on_demand_name(route_config: &str, host: &str) -> String {
     format!("{route_config}/{}", host.to_ascii_lowercase())
 }
@@ -86,6 +96,17 @@ pub fn parse_on_demand_name(name: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_s_fqdn_is_the_first_of_its_virtual_host_s_domains() {
+        let domains = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let fqdn = "store.data.svc.cluster.local";
+        assert_eq!(service_of_domains(&domains(&[fqdn, "store.data", "10.96.0.9"])), Some(fqdn));
+        assert_eq!(service_of_domains(&domains(&["10.96.0.9", fqdn])), None);
+        assert_eq!(service_of_domains(&domains(&["store:80"])), None);
+        assert_eq!(service_of_domains(&domains(&["*.data.svc.cluster.local"])), None);
+        assert_eq!(service_of_domains(&[]), None);
+    }
 
     #[test]
     fn cluster_names_round_trip() {

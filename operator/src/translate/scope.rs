@@ -9,6 +9,7 @@
 //! default without a Sidecar).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
@@ -92,17 +93,24 @@ pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<Str
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
 /// it: the host is one of the names the Service's virtual host answers to there (see `routes::domains`), with
-/// no port or the route configuration's.
+/// no port or the route configuration's; or one of its cluster IPs (`10.96.0.9`, `[fd00::9]`), which a proxy
+/// asks for when a TCP connection was sent there.
 pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> Option<(&'a ServiceModel, u16)> {
     let (route_config, host) = parse_on_demand_name(name)?;
     let port: u16 = route_config.parse().ok()?;
     let bare = match host.rsplit_once(':') {
+        // `[fd00::9]`: the colons are the address's.
+        Some(_) if host.ends_with(']') => host,
         Some((bare, written)) if written.parse::<u16>().ok()? == port => bare,
         Some(_) => return None,
         None => host,
     };
-    // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
-    let service: &ServiceModel = snapshot.services.get(&snapshot.resolve_host(bare, namespace))?;
+    let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        // A scan: an address is asked for once per proxy, and the answer is kept with the proxy's scope.
+        Ok(ip) => snapshot.services.values().find(|s| s.cluster_ips.contains(&ip))?,
+        // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
+        Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
+    };
     service.port(port).is_some().then_some((service, port))
 }
 
@@ -252,5 +260,21 @@ mod tests {
         assert_eq!(found("shop", "81/payments.bank"), None, "no such port");
         assert_eq!(found("shop", "80/unknown.bank"), None);
         assert_eq!(found("shop", "cart"), None, "not an on-demand name");
+    }
+
+    /// A proxy asks by address for the Service a TCP connection was sent to: its cluster IPs, either family.
+    #[test]
+    fn an_on_demand_address_resolves_to_the_service_with_that_cluster_ip() {
+        let store = "apiVersion: v1\nkind: Service\nmetadata: {name: store, namespace: data}\n\
+                     spec: {clusterIP: 10.96.0.9, clusterIPs: [10.96.0.9, \"fd00::9\"], ports: [{port: 5432}]}\n---\n";
+        let snapshot = snapshot(&(store.to_string() + &service("cart", "shop")));
+        let found = |name| on_demand_service(&snapshot, "shop", name).map(|(s, p)| (s.fqdn(), p));
+        let expected = Some(("store.data.svc.cluster.local".to_string(), 5432));
+        for name in ["5432/10.96.0.9", "5432/10.96.0.9:5432", "5432/[fd00::9]", "5432/[fd00::9]:5432"] {
+            assert_eq!(found(name), expected, "{name}");
+        }
+        assert_eq!(found("80/10.96.0.9"), None, "not a port of the Service");
+        assert_eq!(found("5432/10.96.0.10"), None, "nobody's cluster IP");
+        assert_eq!(found("5432/[fd00::9]:80"), None, "another port written");
     }
 }

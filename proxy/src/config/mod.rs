@@ -152,20 +152,39 @@ impl ProxyConfig {
         if !table.on_demand || is_ip_literal(host) {
             return Lookup::Unknown;
         }
-        let name = on_demand_name(&table.name, host);
+        self.on_demand_lookup(on_demand_name(&table.name, host), false)
+    }
+
+    /// The virtual host of the Service whose cluster IP is `ip`, in `table`: one of its own, else one asked for on
+    /// demand by that address (for a TCP connection sent there; see [`weft_xds::on_demand_name`]).
+    pub fn service_at<'a>(&'a self, table: &'a RouteTable, ip: IpAddr) -> Lookup<'a> {
+        if let Some(found) = table.service_at(ip) {
+            return Lookup::Found(found);
+        }
+        if !table.on_demand {
+            return Lookup::Unknown;
+        }
+        self.on_demand_lookup(on_demand_name(&table.name, &weft_xds::address_domain(ip)), true)
+    }
+
+    fn on_demand_lookup(&self, name: String, address: bool) -> Lookup<'_> {
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
-            None if self.on_demand_full() => Lookup::Unknown,
+            None if self.on_demand_full(address) => Lookup::Unknown,
             None => Lookup::Ask(name),
         }
     }
 
-    /// Whether this proxy asks for no more hosts: [`MAX_ON_DEMAND_NAMES`] found, or as many found absent (so
-    /// that hosts nobody serves, which clients may send at will, do not use up what real Services need).
-    fn on_demand_full(&self) -> bool {
-        let found = self.on_demand.values().filter(|v| v.is_some()).count();
-        let absent = self.on_demand.len() - found;
+    /// Whether this proxy asks for no more hosts (or, with `address`, no more addresses): [`MAX_ON_DEMAND_NAMES`]
+    /// found, or as many found absent (so that hosts nobody serves, which clients may send at will, and the
+    /// addresses clients dial, do not use up what real Services need).
+    fn on_demand_full(&self, address: bool) -> bool {
+        let of_kind = self.on_demand.iter().filter(|(name, _)| is_address_name(name) == address);
+        let (found, absent) = of_kind.fold((0, 0), |(found, absent), (_, host)| match host {
+            Some(_) => (found + 1, absent),
+            None => (found, absent + 1),
+        });
         found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES
     }
 
@@ -196,9 +215,14 @@ pub enum Lookup<'a> {
     Ask(String),
 }
 
-/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): never asked for (clients address pods,
-/// nodes and the outside world by IP at will; a Service's cluster IP is a domain of its virtual host only where
-/// the proxy holds the Service).
+/// Whether an on-demand name asks for an address rather than a host name.
+fn is_address_name(name: &str) -> bool {
+    weft_xds::parse_on_demand_name(name).is_some_and(|(_, host)| is_ip_literal(host))
+}
+
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a `Host` never asked for (clients
+/// address pods, nodes and the outside world by IP at will; a Service's cluster IP is a domain of its virtual
+/// host only where the proxy holds the Service). TCP asks by address instead ([`ProxyConfig::service_at`]).
 fn is_ip_literal(host: &str) -> bool {
     host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
 }
@@ -270,5 +294,32 @@ mod tests {
         assert_eq!(config.virtual_host(&table, "[::1]:80"), Lookup::Unknown);
         let fixed = RouteTable::new("80", table.virtual_hosts().to_vec(), false);
         assert_eq!(config.virtual_host(&fixed, "other"), Lookup::Unknown, "no on-demand discovery for this table");
+    }
+
+    /// TCP asks by address for the Service whose cluster IP it was sent to; absent addresses have a budget of
+    /// their own, so clients dialling many addresses do not stop the proxy asking for hosts.
+    #[test]
+    fn a_cluster_ip_is_looked_up_in_its_table_then_asked_for_by_address() {
+        let mut local = host("local", "c-local");
+        local.domains.push("10.96.0.1".into());
+        let table = RouteTable::new("5432", vec![local], true);
+        let mut config = ProxyConfig::default();
+        let v4: IpAddr = "10.96.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert!(matches!(config.service_at(&table, v4), Lookup::Found(h) if h.name == "local"));
+        let other: IpAddr = "10.96.0.9".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(config.service_at(&table, other), Lookup::Ask("5432/10.96.0.9".into()));
+        let v6: IpAddr = "fd00::9".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(config.service_at(&table, v6), Lookup::Ask("5432/[fd00::9]".into()));
+        config.on_demand.insert("5432/10.96.0.9".into(), Some(host("store.data.svc.cluster.local", "c-store")));
+        assert!(
+            matches!(config.service_at(&table, other), Lookup::Found(h) if h.name == "store.data.svc.cluster.local")
+        );
+        for i in 0..MAX_ON_DEMAND_NAMES {
+            config.on_demand.insert(format!("5432/10.1.{}.{}", i / 256, i % 256), None);
+        }
+        assert_eq!(config.service_at(&table, v6), Lookup::Unknown, "as many addresses found absent as it may ask");
+        assert_eq!(config.virtual_host(&table, "ledger.bank"), Lookup::Ask("5432/ledger.bank".into()), "hosts still");
+        let fixed = RouteTable::new("5432", Vec::new(), false);
+        assert_eq!(config.service_at(&fixed, other), Lookup::Unknown, "no on-demand discovery for this table");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::config::Lookup;
 use crate::config::l4::{l4_route, wants_server_name};
 use crate::dataplane::Runtime;
 use crate::hello::peek_hello;
@@ -56,21 +57,45 @@ pub async fn route(
 /// Where a TCP connection for a Service goes when no TCP route takes it, as Istio's sidecars send TCP for a
 /// Service: not on as it was dialled in plaintext (which would skip mutual TLS, and a `STRICT` server would
 /// refuse it), but to its cluster (`outbound|PORT||FQDN`). To the Service's cluster IP: balanced over its
-/// endpoints; the Service is the one whose virtual host on the port claims the address
-/// ([`weft_xds::names::virtual_host_name`]). To one of its endpoints by address (a headless Service's pod): to
-/// that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither,
-/// as far as the proxy's scope knows (TCP names no host to ask for, and an address is not asked for: waiting on
-/// the control plane for every new address would tie the data path to it): the connection goes as dialled.
+/// endpoints; the Service is the one whose virtual host on the port claims the address, held or asked for by
+/// address ([`service_target_asked`]). To one of its endpoints by address (a headless Service's pod): to that
+/// endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither, as
+/// far as the proxy knows now: the connection goes as dialled.
 pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
     let runtime = forwarder.runtime.borrow();
     let table = runtime.config.route_table_for_port(original.port())?;
-    if let Some(host) = table.service_at(original.ip()) {
-        let (service, port) = weft_xds::parse_virtual_host_name(&host.name)?;
-        return Some(target_in(&runtime, &weft_xds::cluster_name(service, port, ""), original, None));
+    if let Lookup::Found(host) = runtime.config.service_at(table, original.ip()) {
+        let service = weft_xds::parse_virtual_host_name(&host.name).map(|(service, _)| service);
+        // Asked for on demand, it is held under the name it was asked by: the Service is its first domain.
+        let service = service.or_else(|| weft_xds::service_of_domains(&host.domains))?;
+        let cluster = weft_xds::cluster_name(service, original.port(), "");
+        return Some(target_in(&runtime, &cluster, original, None));
     }
     let cluster = runtime.endpoint_clusters.get(&original)?;
     let (endpoint, lease, tls) = runtime.clusters.get(&**cluster)?.balancer.endpoint_at(original)?;
     Some(Ok(L4Target { cluster: cluster.to_string(), endpoint, lease, tls, idle_timeout: None }))
+}
+
+/// [`service_target`] for an address the proxy holds no Service at yet: asks the control plane which Service has
+/// that cluster IP (once per address: the answer, or that there is none, is kept like an on-demand host), waits
+/// for it as a request waits for an on-demand host, then looks again. `None` without asking when the port's
+/// routes are not scoped (the proxy holds the whole mesh), the address is known to be nobody's, the proxy has
+/// asked for as many addresses as it may, or its xDS stream is down (a connection does not wait out an outage of
+/// the control plane: it goes as dialled). This ties the first connection to each new address on a mesh port to
+/// the control plane (a few milliseconds); TCP to a Service outside the proxy's scope otherwise went as
+/// dialled, in plaintext, which a `STRICT` server refuses.
+pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
+    let name = {
+        let runtime = forwarder.runtime.borrow();
+        let table = runtime.config.route_table_for_port(original.port())?;
+        match runtime.config.service_at(table, original.ip()) {
+            Lookup::Ask(name) if forwarder.metrics.xds_connected() => name,
+            Lookup::Ask(_) | Lookup::Found(_) | Lookup::Unknown => return None,
+        }
+    };
+    let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
+    forwarder.metrics.on_demand(settled);
+    service_target(original, forwarder)
 }
 
 /// An endpoint of `cluster` for a connection to `original`.

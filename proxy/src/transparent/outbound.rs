@@ -9,7 +9,8 @@
 //! Otherwise the first bytes are peeked (not consumed) for as long as the listener says
 //! ([`weft_xds::detection`]); HTTP is served and routed by the port's route table (`http`), anything else,
 //! including silence from a server-first protocol, is forwarded as TCP (`tcp`): to the Service it was dialled for
-//! when the address is a Service's cluster IP or endpoint ([`l4::service_target`]), else as dialled.
+//! when the address is a Service's cluster IP or endpoint ([`l4::service_target`]; a cluster IP of a Service outside
+//! the proxy's scope is asked for on demand first, [`l4::service_target_asked`]), else as dialled.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,12 +51,16 @@ async fn handle(stream: TcpStream, peer: SocketAddr, forwarder: Arc<Forwarder>, 
     }
     let mode = classify(&stream, &forwarder, original.port()).await;
     tracing::debug!(%peer, %original, mode = mode.as_str(), "outbound connection");
-    if mode == Mode::Tcp
-        && let Some(target) = l4::service_target(original, &forwarder)
-    {
-        forward_to(stream, target, (peer, original), &forwarder).await;
-        drop(watcher);
-        return;
+    if mode == Mode::Tcp {
+        let target = match l4::service_target(original, &forwarder) {
+            None => l4::service_target_asked(original, &forwarder).await,
+            held => held,
+        };
+        if let Some(target) = target {
+            forward_to(stream, target, (peer, original), &forwarder).await;
+            drop(watcher);
+            return;
+        }
     }
     let io = Counted::new(stream, forwarder.metrics.connection(Direction::Outbound, mode));
     match mode {

@@ -90,6 +90,7 @@ fn default_route(snapshot: &Snapshot, cluster: &str, namespace: &str) -> Route {
 /// Istio's virtual hosts have it: a request to that address is for the Service, and so is a TCP connection, see
 /// [`weft_xds::names::virtual_host_name`]). The bare short name only resolves (through DNS search paths) inside
 /// the Service's own namespace, so only there is it added.
+/// The FQDN comes first: proxies find a Service's clusters by it ([`weft_xds::service_of_domains`]).
 fn domains(service: &ServiceModel, port: u16, namespace: &str) -> Vec<String> {
     let mut names = vec![
         service.fqdn(),
