@@ -140,8 +140,15 @@ pub fn problem(credentials: &Credentials, namespace: &str, name: &str, mode: Tls
             if mode == TlsMode::Simple { format!(" (nor does {name}{CA_SECRET_SUFFIX})") } else { String::new() };
         return Some(format!("Secret {namespace}/{name} has no {}{also}", missing.join(", no ")));
     }
-    let unreadable = credential.crl_problem.as_ref();
-    unreadable.map(|why| format!("the revocation lists of Secret {namespace}/{name} (or its -cacert): {why}"))
+    None
+}
+
+/// Why the revocation lists `credentialName: name` of a rule in `namespace` carries beside its roots cannot be
+/// used, if they cannot. Only a rule that reads the roots ([`reads_roots`]) uses them.
+pub fn revocation_problem(credentials: &Credentials, namespace: &str, name: &str) -> Option<String> {
+    let credential = resolve(credentials, namespace, name)?;
+    let why = credential.crl_problem.as_ref()?;
+    Some(format!("the revocation lists of Secret {namespace}/{name} (or its -cacert): {why}"))
 }
 
 /// Why the proxy could not use these revocation lists (PEM), if it could not: it reads version 2 CRLs with a
@@ -244,15 +251,14 @@ mod tests {
             [secret("roots", &[("cacert", "R"), ("crl", "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")])]
                 .into_iter()
                 .collect();
-        let said = problem(&garbled, "shop", "roots", TlsMode::Simple).unwrap_or_default();
+        assert_eq!(problem(&garbled, "shop", "roots", TlsMode::Simple), None, "roots it has");
+        let said = revocation_problem(&garbled, "shop", "roots").unwrap_or_default();
         assert!(
             said.starts_with("the revocation lists of Secret shop/roots (or its -cacert): list 1 is not a CRL"),
             "{said}"
         );
         let none: Credentials = [secret("roots", &[("cacert", "R"), ("crl", "plain text")])].into_iter().collect();
-        assert!(
-            problem(&none, "shop", "roots", TlsMode::Simple).is_some_and(|p| p.ends_with("no PEM X509 CRL in them"))
-        );
+        assert!(revocation_problem(&none, "shop", "roots").is_some_and(|p| p.ends_with("no PEM X509 CRL in them")));
         // Istio's pairs: `crl` with `cacert`, `ca.crl` with `ca.crt`; no list without its roots.
         let crl_of = |keys: &[(&str, &str)]| {
             let own: Credentials = [secret("own", keys)].into_iter().collect();

@@ -231,7 +231,11 @@ fn destination_rule_refs(
         if tls.mode == weft_crds::destination_rule::TlsMode::Simple && !credentials::reads_roots(tls) {
             continue;
         }
-        if let Some(problem) = credentials::problem(&snapshot.credentials, namespace, name, tls.mode) {
+        let revocation = || credentials::revocation_problem(&snapshot.credentials, namespace, name);
+        let problem = credentials::problem(&snapshot.credentials, namespace, name, tls.mode)
+            // The lists go with the roots: a rule verifying nothing (`insecureSkipVerify`) uses neither.
+            .or_else(|| credentials::reads_roots(tls).then(revocation).flatten());
+        if let Some(problem) = problem {
             let why = if snapshot.secrets_unread {
                 " (this operator reads no Secrets: --read-secrets false, the chart's operator.readSecrets=false)"
             } else {

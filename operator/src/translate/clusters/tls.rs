@@ -225,6 +225,9 @@ spec: {serviceAccountName: db}\nstatus: {podIP: 10.0.0.9}\n";
         assert!(message.contains("revocation lists of Secret shop/db-client"), "{message}");
         let (_, status) = origination_of(&format!("{MESHED}{rule}{}", secret.replace(", ca.crl: REVOKED", "")));
         assert_eq!(resolved(&status).0, "ResolvedRefs");
+        let skipping = rule.replace("credentialName: db-client", "credentialName: db-client, insecureSkipVerify: true");
+        let (_, status) = origination_of(&format!("{MESHED}{skipping}{secret}"));
+        assert_eq!(resolved(&status).0, "ResolvedRefs", "verifying nothing, the rule uses no revocation list");
 
         // Without the Secret: nothing to present or trust (the connection fails), and the status says why.
         let (missing, status) = origination_of(&format!("{MESHED}{rule}"));
