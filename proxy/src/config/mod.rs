@@ -156,12 +156,14 @@ impl ProxyConfig {
     }
 
     /// The virtual host of the Service whose cluster IP is `ip`, in `table`: one of its own, else one asked for on
-    /// demand by that address (for a TCP connection sent there; see [`weft_xds::on_demand_name`]).
+    /// demand by that address (for a TCP connection sent there; see [`weft_xds::on_demand_name`]). Only private
+    /// addresses are asked for, where Kubernetes puts cluster IPs: TCP to the internet (say, to port 443, which
+    /// the API server's own Service has in every cluster) never waits on the control plane.
     pub fn service_at<'a>(&'a self, table: &'a RouteTable, ip: IpAddr) -> Lookup<'a> {
         if let Some(found) = table.service_at(ip) {
             return Lookup::Found(found);
         }
-        if !table.on_demand {
+        if !table.on_demand || !is_private(ip) {
             return Lookup::Unknown;
         }
         self.on_demand_lookup(on_demand_name(&table.name, &weft_xds::address_domain(ip)), true)
@@ -213,6 +215,15 @@ pub enum Lookup<'a> {
     Unknown,
     /// Not known yet: ask the control plane for this on-demand name.
     Ask(String),
+}
+
+/// Whether `ip` is in a private range: RFC 1918, RFC 6598's shared space (some clusters' Service ranges), IPv6
+/// unique local addresses.
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
+        IpAddr::V6(v6) => v6.is_unique_local(),
+    }
 }
 
 /// Whether an on-demand name asks for an address rather than a host name.
@@ -321,5 +332,10 @@ mod tests {
         assert_eq!(config.virtual_host(&table, "ledger.bank"), Lookup::Ask("5432/ledger.bank".into()), "hosts still");
         let fixed = RouteTable::new("5432", Vec::new(), false);
         assert_eq!(config.service_at(&fixed, other), Lookup::Unknown, "no on-demand discovery for this table");
+        let fresh = ProxyConfig::default();
+        for (address, asked) in [("93.184.216.34", false), ("2606:2800::1", false), ("100.64.0.9", true)] {
+            let ip: IpAddr = address.parse().unwrap_or(IpAddr::from([0; 4]));
+            assert_eq!(matches!(fresh.service_at(&table, ip), Lookup::Ask(_)), asked, "{address}");
+        }
     }
 }
