@@ -22,16 +22,30 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value};
 /// The pod label (set by the injector when mutual TLS is on) saying the pod's sidecar speaks mutual TLS, with the
 /// value [`TLS_MODE_MUTUAL`] (Istio's `security.istio.io/tlsMode: istio`). A pod without it gets plaintext.
 pub const TLS_MODE_LABEL: &str = "security.weft.dev/tlsMode";
-/// The pod annotation listing the pod ports whose connections bypass its sidecar (`"8081, 9090"`: the injector
-/// turns it into `weft-proxy init --exclude-inbound-ports`). Nothing on the pod terminates mutual TLS on such a
-/// port, so its endpoints are not marked [`TLS_MODE_MUTUAL`] and clients send them plaintext.
-pub const EXCLUDE_INBOUND_PORTS_ANNOTATION: &str = "weft.dev/exclude-inbound-ports";
+/// The init container the injector adds: `weft-proxy init`, which installs the pod's capture rules once, when the
+/// pod starts.
+pub const INIT_CONTAINER: &str = "weft-init";
+/// Its flag listing the pod ports whose connections bypass the sidecar (`--exclude-inbound-ports 8081,9090`, from
+/// the pod's `weft.dev/exclude-inbound-ports` annotation as admitted). Nothing on the pod terminates mutual TLS on
+/// such a port, so its endpoints are not marked [`TLS_MODE_MUTUAL`] and clients send them plaintext.
+pub const EXCLUDE_INBOUND_PORTS_FLAG: &str = "--exclude-inbound-ports";
 
-/// Whether an [`EXCLUDE_INBOUND_PORTS_ANNOTATION`] value lists `port`. Items that are not port numbers are
-/// skipped: the injector refuses a pod whose value has any, so they can only come from a later edit, which
-/// changes no capture rule either.
-pub fn inbound_port_excluded(annotation: &str, port: u16) -> bool {
-    annotation.split(',').any(|item| item.trim().parse::<u16>() == Ok(port))
+/// Whether the command line of [`INIT_CONTAINER`] excludes `port` from inbound capture
+/// ([`EXCLUDE_INBOUND_PORTS_FLAG`], as a separate argument or `--flag=LIST`). Read from the container rather than
+/// the annotation: an annotation edited later changes no capture rule.
+pub fn inbound_port_excluded<'a>(init_command: impl IntoIterator<Item = &'a str>, port: u16) -> bool {
+    let mut args = init_command.into_iter();
+    while let Some(arg) = args.next() {
+        let list = match arg.strip_prefix(EXCLUDE_INBOUND_PORTS_FLAG) {
+            Some("") => args.next(),
+            Some(joined) => joined.strip_prefix('='),
+            None => None,
+        };
+        if list.is_some_and(|list| list.split(',').any(|item| item.trim().parse::<u16>() == Ok(port))) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Endpoint metadata filter read by Envoy's transport socket matching.
@@ -191,12 +205,13 @@ pub(crate) fn socket(name: &str, config: envoy_types::pb::google::protobuf::Any)
 #[cfg(test)]
 mod tests {
     #[test]
-    fn an_excluded_inbound_port_is_found_in_the_annotation_s_list() {
-        assert!(super::inbound_port_excluded("8081, 80", 80));
-        assert!(super::inbound_port_excluded("80", 80));
-        assert!(!super::inbound_port_excluded("8080,8081", 80));
-        assert!(!super::inbound_port_excluded("", 80));
-        assert!(super::inbound_port_excluded("x, 80", 80), "a stray item does not hide the others");
+    fn an_excluded_inbound_port_is_found_in_the_init_container_s_command() {
+        let excluded = |command: &str, port| super::inbound_port_excluded(command.split(' '), port);
+        assert!(excluded("weft-proxy init --proxy-uid 1337 --exclude-inbound-ports 8081,80", 80));
+        assert!(excluded("weft-proxy init --exclude-inbound-ports=80", 80));
+        assert!(!excluded("weft-proxy init --exclude-inbound-ports 8080,8081 --exclude-outbound-ports 80", 80));
+        assert!(!excluded("weft-proxy init --exclude-inbound-portsx 80", 80));
+        assert!(!excluded("weft-proxy init --exclude-inbound-ports", 80));
     }
 
     use super::*;

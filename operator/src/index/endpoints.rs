@@ -180,19 +180,21 @@ fn endpoints_from_pods(port: &ServicePort, pods: &[&Pod], nodes: &BTreeMap<Strin
 }
 
 /// The service account of a pod whose sidecar speaks mutual TLS on `port` (labelled so by the injector,
-/// [`weft_xds::mtls::TLS_MODE_LABEL`], and `port` not excluded from its inbound capture); `None` for any other
-/// pod, one injected before mutual TLS was on included. Istio marks the whole pod, so its clients send mutual TLS
-/// to an excluded port, which the application then cannot read.
+/// [`weft_xds::mtls::TLS_MODE_LABEL`], and `port` not excluded from its inbound capture by its init container);
+/// `None` for any other pod, one injected before mutual TLS was on included. Istio marks the whole pod, so its
+/// clients send mutual TLS to an excluded port, which the application then cannot read.
 pub(super) fn sidecar_account(pod: &Pod, port: u16) -> Option<String> {
-    use weft_xds::mtls::{EXCLUDE_INBOUND_PORTS_ANNOTATION, TLS_MODE_LABEL, TLS_MODE_MUTUAL, inbound_port_excluded};
+    use weft_xds::mtls::{INIT_CONTAINER, TLS_MODE_LABEL, TLS_MODE_MUTUAL, inbound_port_excluded};
     let labels = pod.metadata.labels.as_ref()?;
     if labels.get(TLS_MODE_LABEL).map(String::as_str) != Some(TLS_MODE_MUTUAL) {
         return None;
     }
-    let annotations = pod.metadata.annotations.as_ref();
-    if annotations.and_then(|a| a.get(EXCLUDE_INBOUND_PORTS_ANNOTATION)).is_some_and(|v| inbound_port_excluded(v, port))
-    {
-        return None;
+    let init = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
+    if let Some(init) = init.into_iter().find(|c| c.name == INIT_CONTAINER) {
+        let command = init.command.iter().flatten().chain(init.args.iter().flatten()).map(String::as_str);
+        if inbound_port_excluded(command, port) {
+            return None;
+        }
     }
     Some(super::build::service_account_of(pod))
 }
@@ -210,5 +212,24 @@ fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {
             .flat_map(|c| c.ports.iter().flatten())
             .find(|p| p.name.as_deref() == Some(name.as_str()))
             .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Against pods as the injector writes them (its golden outputs, both sidecar modes): the port the pod's
+    /// annotation excluded is plaintext, the others mutual TLS.
+    #[test]
+    fn an_injected_pod_s_excluded_inbound_port_is_not_meshed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../webhook/testdata/inject");
+        for mode in ["native", "classic"] {
+            let text = std::fs::read_to_string(dir.join(format!("exclusions.{mode}.injected"))).unwrap_or_default();
+            let pod: k8s_openapi::api::core::v1::Pod = match serde_saphyr::from_str(&text) {
+                Ok(pod) => pod,
+                Err(err) => panic!("{mode}: {err}"),
+            };
+            assert_eq!(super::sidecar_account(&pod, 9090), None, "{mode}: excluded by the annotation as admitted");
+            assert!(super::sidecar_account(&pod, 9080).is_some(), "{mode}: any other port");
+        }
     }
 }

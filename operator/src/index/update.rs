@@ -354,8 +354,8 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
         assert!(meshed(&mut index));
     }
 
-    /// The pod's sidecar never sees a port excluded from its inbound capture: clients must send it plaintext (and
-    /// the annotation is read for the endpoint's own port, also when it changes after the pod started).
+    /// The pod's sidecar never sees a port its init container excluded from inbound capture: clients must send it
+    /// plaintext. The annotation the exclusion came from is not read: edited later, it changes no capture rule.
     #[test]
     fn a_port_excluded_from_the_pod_s_inbound_capture_is_sent_plaintext() {
         let mut index = Index::default();
@@ -367,19 +367,21 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
             let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
             ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
         };
-        let annotated = |ports: &str| {
-            let pod = RULES.split("---\n").nth(1).unwrap_or_default();
-            let pod = pod.replace(
-                "namespace: shop,",
-                &format!("namespace: shop, annotations: {{weft.dev/exclude-inbound-ports: \"{ports}\"}},"),
+        let pod = RULES.split("---\n").nth(1).unwrap_or_default();
+        let injected = |ports: &str| {
+            let init = format!(
+                "spec: {{initContainers: [{{name: weft-init, command: [weft-proxy, init, --exclude-inbound-ports, \"{ports}\"]}}]}}\nstatus:"
             );
-            Event::Applied(resources(&pod).remove(0))
+            Event::Applied(resources(&pod.replace("status:", &init)).remove(0))
         };
         assert!(meshed(&mut index), "the pod runs a sidecar");
-        index.apply(annotated("8081, 80"));
+        index.apply(injected("8081,80"));
         assert!(!meshed(&mut index), "its port 80 bypasses the sidecar");
-        index.apply(annotated("8081,8080"));
+        index.apply(injected("8081,8080"));
         assert!(meshed(&mut index), "other ports excluded");
+        let annotations = "namespace: shop, annotations: {weft.dev/exclude-inbound-ports: \"80\"},";
+        index.apply(Event::Applied(resources(&pod.replace("namespace: shop,", annotations)).remove(0)));
+        assert!(meshed(&mut index), "an annotation alone changes no capture rule");
     }
 
     #[test]

@@ -15,8 +15,7 @@ use weft_xds::ProxyScope;
 pub const INJECT: &str = "weft.dev/inject";
 pub const INJECTED: &str = "weft.dev/injected";
 pub const EXCLUDE_OUTBOUND_PORTS: &str = "weft.dev/exclude-outbound-ports";
-/// The operator reads it too: clients' sidecars send these ports plaintext.
-pub const EXCLUDE_INBOUND_PORTS: &str = weft_xds::mtls::EXCLUDE_INBOUND_PORTS_ANNOTATION;
+pub const EXCLUDE_INBOUND_PORTS: &str = "weft.dev/exclude-inbound-ports";
 pub const EXCLUDE_OUTBOUND_IP_RANGES: &str = "weft.dev/exclude-outbound-ip-ranges";
 pub const PROXY_CPU: &str = "weft.dev/proxy-cpu";
 pub const PROXY_MEMORY: &str = "weft.dev/proxy-memory";
@@ -56,7 +55,8 @@ pub fn exclusion_flags(annotations: &BTreeMap<String, String>) -> Result<Vec<Str
     let mut flags = Vec::new();
     let lists = [
         (EXCLUDE_OUTBOUND_PORTS, "--exclude-outbound-ports", check_port as fn(&str) -> Result<(), String>),
-        (EXCLUDE_INBOUND_PORTS, "--exclude-inbound-ports", check_port),
+        // The operator reads this flag back from the pod: clients' sidecars send these ports plaintext.
+        (EXCLUDE_INBOUND_PORTS, weft_xds::mtls::EXCLUDE_INBOUND_PORTS_FLAG, check_port),
         (EXCLUDE_OUTBOUND_IP_RANGES, "--exclude-outbound-ip-ranges", check_cidr),
     ];
     for (annotation, flag, check) in lists {

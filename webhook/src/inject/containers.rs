@@ -15,7 +15,7 @@ use weft_xds::ProxyScope;
 
 use crate::config::{InjectConfig, ProxyResources, ProxyTimeouts, SidecarMode, TracingConfig};
 
-pub const INIT_NAME: &str = "weft-init";
+pub const INIT_NAME: &str = weft_xds::mtls::INIT_CONTAINER;
 pub const PROXY_NAME: &str = "weft-proxy";
 /// The proxy's UID and GID; `weft-proxy init` exempts this UID's traffic from capture.
 pub const PROXY_UID: i64 = 1337;
