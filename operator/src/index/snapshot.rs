@@ -23,6 +23,8 @@ pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
     /// have the same model, so a snapshot after a change costs what changed.
     pub services: BTreeMap<String, Arc<ServiceModel>>,
+    /// The FQDN of the Service with each cluster IP (see [`Snapshot::service_with_cluster_ip`]).
+    pub(super) by_cluster_ip: Arc<BTreeMap<IpAddr, String>>,
     /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
@@ -183,6 +185,11 @@ impl ServiceModel {
 }
 
 impl Snapshot {
+    /// The Service whose cluster IP `ip` is, if any.
+    pub fn service_with_cluster_ip(&self, ip: IpAddr) -> Option<&ServiceModel> {
+        self.by_cluster_ip.get(&ip).and_then(|fqdn| self.services.get(fqdn)).map(Arc::as_ref)
+    }
+
     /// Resolves a host as written in a resource of `namespace` to a Service FQDN, Istio style: a short name is in
     /// the resource's namespace; `name.namespace` and `name.namespace.svc` are completed when such a Service exists.
     pub fn resolve_host(&self, host: &str, namespace: &str) -> String {

@@ -12,7 +12,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::authz::AuthorizationPolicyModel;
 use super::build::{
-    node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
+    index_cluster_ips, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key,
+    service_model, set_rules,
 };
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
@@ -146,11 +147,14 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                     let model = service_model(service, &sources, policies);
                     // An unchanged model keeps its pointer: what follows can tell at a glance.
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
-                        snapshot.services.insert(fqdn, Arc::new(model));
+                        let old = snapshot.services.insert(fqdn.clone(), Arc::new(model));
+                        let new = snapshot.services.get(&fqdn).map(Arc::as_ref);
+                        index_cluster_ips(Arc::make_mut(&mut snapshot.by_cluster_ip), &fqdn, old.as_deref(), new);
                     }
                 }
                 _ => {
-                    snapshot.services.remove(&fqdn);
+                    let old = snapshot.services.remove(&fqdn);
+                    index_cluster_ips(Arc::make_mut(&mut snapshot.by_cluster_ip), &fqdn, old.as_deref(), None);
                 }
             }
         }

@@ -106,8 +106,7 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         None => host,
     };
     let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        // A scan: an address is asked for once per proxy, and the answer is kept with the proxy's scope.
-        Ok(ip) => snapshot.services.values().find(|s| s.cluster_ips.contains(&ip))?,
+        Ok(ip) => snapshot.service_with_cluster_ip(ip)?,
         // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
         Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
     };

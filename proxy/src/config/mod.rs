@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod convert;
 pub mod l4;
 pub mod matcher;
+pub mod on_demand;
 pub mod policy;
 pub mod routes;
 
@@ -15,9 +16,10 @@ use std::time::Duration;
 use serde::Serialize;
 use weft_xds::inbound::InboundPolicy;
 use weft_xds::lb::LbAlgorithm;
+use weft_xds::on_demand_name;
 use weft_xds::origination::Origination;
-use weft_xds::{MAX_ON_DEMAND_NAMES, on_demand_name};
 
+pub use on_demand::OnDemandHosts;
 pub use routes::{
     Action, HeaderMatch, Labels, PathMatch, QueryMatch, RegexEq, RouteAction, RouteEntry, RouteTable, StringMatcher,
     VirtualHost, WeightedTarget,
@@ -36,7 +38,7 @@ pub struct ProxyConfig {
     pub endpoints: BTreeMap<String, Vec<EndpointConfig>>,
     /// Virtual hosts asked for on demand, by resource name (`ROUTE_CONFIG/HOST`); `None`: the control plane
     /// knows no such host.
-    pub on_demand: BTreeMap<String, Option<VirtualHost>>,
+    pub on_demand: OnDemandHosts,
     /// What the inbound side accepts (PeerAuthentication); `None`: the default, `PERMISSIVE` on every port.
     pub inbound: Option<InboundPolicy>,
     /// Accepted xDS version per type (`CDS`, `EDS`, `LDS`, `RDS`, `VHDS`).
@@ -173,21 +175,9 @@ impl ProxyConfig {
         match self.on_demand.get(&name) {
             Some(Some(found)) => Lookup::Found(found),
             Some(None) => Lookup::Unknown,
-            None if self.on_demand_full(address) => Lookup::Unknown,
+            None if self.on_demand.full(address) => Lookup::Unknown,
             None => Lookup::Ask(name),
         }
-    }
-
-    /// Whether this proxy asks for no more hosts (or, with `address`, no more addresses): [`MAX_ON_DEMAND_NAMES`]
-    /// found, or as many found absent (so that hosts nobody serves, which clients may send at will, and the
-    /// addresses clients dial, do not use up what real Services need).
-    fn on_demand_full(&self, address: bool) -> bool {
-        let of_kind = self.on_demand.iter().filter(|(name, _)| is_address_name(name) == address);
-        let (found, absent) = of_kind.fold((0, 0), |(found, absent), (_, host)| match host {
-            Some(_) => (found + 1, absent),
-            None => (found, absent + 1),
-        });
-        found >= MAX_ON_DEMAND_NAMES || absent >= MAX_ON_DEMAND_NAMES
     }
 
     /// Whether a request for the on-demand virtual host `name` can be routed: the control plane has answered,
@@ -224,11 +214,6 @@ fn is_private(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_private() || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64),
         IpAddr::V6(v6) => v6.is_unique_local(),
     }
-}
-
-/// Whether an on-demand name asks for an address rather than a host name.
-fn is_address_name(name: &str) -> bool {
-    weft_xds::parse_on_demand_name(name).is_some_and(|(_, host)| is_ip_literal(host))
 }
 
 /// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a `Host` never asked for (clients
@@ -325,7 +310,7 @@ mod tests {
         assert!(
             matches!(config.service_at(&table, other), Lookup::Found(h) if h.name == "store.data.svc.cluster.local")
         );
-        for i in 0..MAX_ON_DEMAND_NAMES {
+        for i in 0..weft_xds::MAX_ON_DEMAND_NAMES {
             config.on_demand.insert(format!("5432/10.1.{}.{}", i / 256, i % 256), None);
         }
         assert_eq!(config.service_at(&table, v6), Lookup::Unknown, "as many addresses found absent as it may ask");

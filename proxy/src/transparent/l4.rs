@@ -90,7 +90,12 @@ pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -
         let table = runtime.config.route_table_for_port(original.port())?;
         match runtime.config.service_at(table, original.ip()) {
             Lookup::Ask(name) if forwarder.metrics.xds_connected() => name,
-            Lookup::Ask(_) | Lookup::Found(_) | Lookup::Unknown => return None,
+            Lookup::Ask(_) | Lookup::Unknown => return None,
+            // Arrived since the caller looked.
+            Lookup::Found(_) => {
+                drop(runtime);
+                return service_target(original, forwarder);
+            }
         }
     };
     let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;

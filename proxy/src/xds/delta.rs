@@ -134,7 +134,7 @@ impl DeltaState {
     fn give_up_on(&mut self, response: &DeltaDiscoveryResponse) {
         let named = response.resources.iter().map(|r| &r.name).chain(&response.removed_resources);
         for name in named {
-            self.config.on_demand.entry(name.clone()).or_insert(None);
+            self.config.on_demand.absent_unless_known(name);
         }
     }
 

@@ -94,7 +94,7 @@ pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
         ResourceType::Route => drop(config.routes.remove(name)),
         ResourceType::Endpoint => drop(config.endpoints.remove(name)),
         // For a name asked for on demand, a removal means "no such host": remembered, so requests stop asking.
-        ResourceType::VirtualHost => drop(config.on_demand.insert(name.to_string(), None)),
+        ResourceType::VirtualHost => config.on_demand.insert(name.to_string(), None),
     }
 }
 

@@ -241,7 +241,9 @@ fn tcp_keepalive(k: &weft_crds::destination_rule::policy::TcpKeepalive) -> TcpKe
 /// none is set. The protocol: the client's with `useClientProtocol: true`; HTTP/2 with `h2UpgradePolicy: UPGRADE`
 /// (for a port not declared HTTP/2 already); with `useClientProtocol: false`, the one the port's name declares
 /// (Istio's protocol selection), the client's when it declares none; unset, the client's (Weft's default).
-/// `http.maxConcurrentStreams` goes in the HTTP/2 options of whichever protocol config, as Istio writes it.
+/// `http.maxConcurrentStreams` goes in the HTTP/2 options of whichever protocol config: also for the client's
+/// protocol and `h2UpgradePolicy: UPGRADE`, where Istio's translation drops it (it sets it on ports declared
+/// HTTP/2 only).
 fn http_options(pool: &ConnectionPoolSettings, port: PortProtocol) -> Option<HttpProtocolOptions> {
     let parsed = |text: Option<&String>| text.and_then(|t| parse_duration(t).ok()).map(duration);
     let http = pool.http.as_ref();

@@ -1,7 +1,9 @@
 //! HTTP/2 upstream connections: one per endpoint, shared by every request to it (hyper's sender waits for the
 //! server's stream limit); with the cluster's `maxConcurrentStreams`, as many as it takes to keep each within
-//! that many requests at once (Envoy's pool). Opened on first use, by one request while the others that arrive
-//! meanwhile wait for it; replaced once closed, spent, or idle past the timeout. A connection taken out of use
+//! that many requests at once (Envoy's pool; unlike Envoy's, not bounded by `maxConnections`, and a server
+//! limit below it makes requests wait on the connection rather than open another). Opened on first use, one at a
+//! time: one request opens while the others that arrive meanwhile wait for it and take a stream on it if it has
+//! room. Replaced once closed, spent, or idle past the timeout (no stream on it). A connection taken out of use
 //! finishes the streams already on it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -77,6 +79,7 @@ impl Pool {
     /// usable one. Closed and spent connections are taken out of use on the way.
     fn take_stream(&self) -> Option<Stream> {
         let mut connections = self.http2.connections.lock().ok()?;
+        // Closed and spent ones go (their senders dropped under the lock: a channel closing, nothing more).
         connections.retain(|connection| !connection.sender.is_closed() && !self.spent(&connection.usage));
         let has_room = |c: &Connection| self.max_streams.is_none_or(|max| c.streams.load(Ordering::Acquire) < max);
         let index = connections.iter().position(has_room)?;
@@ -141,9 +144,10 @@ impl Shared {
         self.connections.lock().ok()?.iter().map(|connection| connection.last_used).min()
     }
 
-    /// Takes out of use the connections no request has come to since `cutoff`.
+    /// Takes out of use the connections no request has come to since `cutoff` and none is on now (Envoy's idle
+    /// timeout: a connection full of long streams is busy, not idle).
     pub(super) fn close_if_idle_since(&self, cutoff: Instant) {
-        self.take_out(|connection| connection.last_used <= cutoff);
+        self.take_out(|connection| connection.last_used <= cutoff && connection.streams.load(Ordering::Acquire) == 0);
     }
 
     /// Takes connection `number` out of use, if it still is in use.

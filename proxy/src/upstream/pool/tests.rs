@@ -130,6 +130,20 @@ async fn http2_connections_are_added_beyond_the_stream_limit_and_reused() {
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 4, "the same four take 12 at once again");
 }
 
+/// A response dropped unread gives its place back too: the next request fits on the same connection.
+#[tokio::test]
+async fn an_http2_response_dropped_unread_frees_its_stream() {
+    let (address, counts) = server(100_000, Duration::ZERO).await;
+    let dial = Dial { address, timeout: Duration::from_secs(1), keepalive: None, tls: None };
+    let pool = Arc::new(Pool::new(dial, None, Duration::from_secs(60), 8).with_max_streams(Some(1)));
+    for _ in 0..3 {
+        let response = pool.clone().send(get(Version::HTTP_2), true).await.unwrap();
+        drop(response);
+    }
+    exchange(&pool, Version::HTTP_2).await;
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1, "one stream at a time, always on the first connection");
+}
+
 #[tokio::test]
 async fn concurrent_http1_requests_each_get_a_connection_and_idle_ones_beyond_the_cap_close() {
     let (address, counts) = server(10, Duration::from_millis(100)).await;
