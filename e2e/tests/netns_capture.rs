@@ -35,6 +35,9 @@ const DB_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 1)
 const UNDECLARED_PORT: u16 = 9003;
 /// `store`'s cluster IP.
 const STORE_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 2);
+/// The port of headless Service `brokers`, in namespace `data`, declaring nothing (`p9004`): its pods are dialled
+/// by address, and no proxy of another namespace holds it.
+const HEADLESS_PORT: u16 = 9004;
 /// Excluded from capture on both sides.
 const EXCLUDED_PORT: u16 = 5432;
 const GREETING: &[u8] = b"hello from 9000\n";
@@ -60,6 +63,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
         traffic.tcp_on_a_mesh_port().await?;
         traffic.tcp_on_a_declared_port().await?;
         traffic.tcp_to_a_cluster_ip_out_of_scope().await?;
+        traffic.tcp_to_a_pod_out_of_scope().await?;
         traffic.tcp_on_another_port().await?;
         traffic.tcp_on_an_excluded_port().await
     };
@@ -150,8 +154,8 @@ fn install_rules(client: &Pod, server: &Pod, sidecars: &Sidecars) -> anyhow::Res
     init_twice_changes_nothing(&client.ns, sidecars)
 }
 
-/// weft-echo on :8080 and :8081 and TCP echo servers on :9000 and :9002 (greeting first), :9001 and :5432, in the
-/// server pod.
+/// weft-echo on :8080 and :8081 and TCP echo servers on :9000, :9002 and :9004 (greeting first), :9001 and :5432,
+/// in the server pod.
 fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Vec<Process>, Vec<AbortOnDrop>)> {
     let mut echoes = Vec::new();
     for (name, port) in [("echo", HTTP_PORT), ("web", DECLARED_HTTP_PORT)] {
@@ -168,6 +172,7 @@ fn start_server_apps(server: &Pod, dir: &Path) -> anyhow::Result<(Vec<Process>, 
         serve_tcp(server, TCP_MESH_PORT, Some(GREETING))?,
         serve_tcp(server, TCP_OTHER_PORT, None)?,
         serve_tcp(server, DECLARED_TCP_PORT, Some(GREETING))?,
+        serve_tcp(server, HEADLESS_PORT, Some(GREETING))?,
         serve_tcp(server, EXCLUDED_PORT, None)?,
     ];
     Ok((echoes, tcp))
@@ -328,6 +333,19 @@ impl Traffic<'_> {
         self.delta().await?.one_tcp_connection_for("store")?;
         self.report += &format!(
             "  TCP to {to} (store in namespace data, port declaring nothing, out of the client's scope): asked for              by address, greeted, {echoed} bytes echoed; client outbound tcp +1 (for store), server inbound +1\n"
+        );
+        Ok(())
+    }
+
+    /// TCP to a pod of a headless Service in another namespace, by the pod's address (as clients of brokers and
+    /// databases connect): asked for by address too, and sent to that very endpoint through its Service's cluster.
+    async fn tcp_to_a_pod_out_of_scope(&mut self) -> anyhow::Result<()> {
+        let to = self.mesh.to_server(HEADLESS_PORT);
+        let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
+        self.delta().await?.one_tcp_connection_for("brokers")?;
+        self.report += &format!(
+            "  TCP to {to} (a pod of headless Service brokers in namespace data, out of the client's scope): asked \
+             for by address, greeted, {echoed} bytes echoed; client outbound tcp +1 (for brokers), server inbound +1\n"
         );
         Ok(())
     }
@@ -499,8 +517,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
 }
 
 /// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and, in namespace
-/// `data`, `db` (9002, declared TCP) and `store` (9003, to the server pod's 9000) on the server pod, and both
-/// pods, as standalone mode reads them.
+/// `data`, `db` (9002, declared TCP), `store` (9003, to the server pod's 9000) and headless `brokers` (9004) on
+/// the server pod, and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
         format!(
@@ -545,11 +563,21 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
          endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
         server.ip
     );
+    let brokers = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: brokers, namespace: data}}\n\
+         spec:\n  clusterIP: None\n  ports: [{{name: p{HEADLESS_PORT}, port: {HEADLESS_PORT}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: brokers-1, namespace: data, labels: {{kubernetes.io/service-name: brokers}}}}\n\
+         addressType: IPv4\nports: [{{name: p{HEADLESS_PORT}, port: {HEADLESS_PORT}, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
+        server.ip
+    );
     let yaml = service("echo", HTTP_PORT)
         + &web
         + &tcp_echo
         + &db
         + &store
+        + &brokers
         + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT, DECLARED_TCP_PORT])
         + &pod(client, &[]);
     yaml.trim_end_matches("---\n").to_string()

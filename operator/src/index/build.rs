@@ -58,13 +58,13 @@ pub fn build<'a>(
         services.iter().map(model).map(|m| (m.fqdn(), Arc::new(m))).collect()
     };
     let services: BTreeMap<String, Arc<ServiceModel>> = models(&peer_authentications);
-    let mut by_cluster_ip = BTreeMap::new();
+    let mut addresses = super::addresses::AddressIndex::default();
     for (fqdn, service) in &services {
-        index_cluster_ips(&mut by_cluster_ip, fqdn, None, Some(service));
+        addresses.update(fqdn, None, Some(service));
     }
     let mut snapshot = Snapshot {
         services,
-        by_cluster_ip: Arc::new(by_cluster_ip),
+        addresses: Arc::new(addresses),
         peer_authentications: Arc::new(peer_authentications),
         authorization_policies: Arc::new(authorization_policies),
         rate_limit_policies: Arc::new(rate_limit_policies),
@@ -79,29 +79,6 @@ pub fn build<'a>(
     };
     set_rules(&mut snapshot, virtual_services.into_iter(), destination_rules.into_iter());
     snapshot
-}
-
-/// Brings the cluster IP index from a Service's `old` model to its `new` one (`None`: it is not there).
-pub(super) fn index_cluster_ips(
-    index: &mut BTreeMap<IpAddr, String>,
-    fqdn: &str,
-    old: Option<&ServiceModel>,
-    new: Option<&ServiceModel>,
-) {
-    let ips = |model: Option<&ServiceModel>| model.map(|m| m.cluster_ips.clone()).unwrap_or_default();
-    let (before, after) = (ips(old), ips(new));
-    if before == after {
-        return;
-    }
-    for ip in before {
-        // Another Service may have it already (an address freed and reused): that one keeps it.
-        if index.get(&ip).is_some_and(|owner| owner == fqdn) {
-            index.remove(&ip);
-        }
-    }
-    for ip in after {
-        index.insert(ip, fqdn.to_string());
-    }
 }
 
 /// The `namespace/name` a Secret's credential is found by.

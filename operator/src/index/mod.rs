@@ -1,5 +1,6 @@
 //! The index: watch events in, immutable [`Snapshot`]s out. Pure: no clients, sockets or clocks.
 
+mod addresses;
 pub mod authz;
 mod build;
 pub mod credentials;

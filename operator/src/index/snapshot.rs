@@ -23,8 +23,8 @@ pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
     /// have the same model, so a snapshot after a change costs what changed.
     pub services: BTreeMap<String, Arc<ServiceModel>>,
-    /// The FQDN of the Service with each cluster IP (see [`Snapshot::service_with_cluster_ip`]).
-    pub(super) by_cluster_ip: Arc<BTreeMap<IpAddr, String>>,
+    /// Which Service each cluster IP and endpoint address belongs to (see [`Snapshot::service_at_address`]).
+    pub(super) addresses: Arc<super::addresses::AddressIndex>,
     /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
     /// In namespace/name order.
@@ -185,9 +185,11 @@ impl ServiceModel {
 }
 
 impl Snapshot {
-    /// The Service whose cluster IP `ip` is, if any.
-    pub fn service_with_cluster_ip(&self, ip: IpAddr) -> Option<&ServiceModel> {
-        self.by_cluster_ip.get(&ip).and_then(|fqdn| self.services.get(fqdn)).map(Arc::as_ref)
+    /// The Service a connection to `address` is for: the one with that cluster IP, else one with that endpoint.
+    pub fn service_at_address(&self, address: std::net::SocketAddr) -> Option<&ServiceModel> {
+        let index = &self.addresses;
+        let fqdn = index.with_cluster_ip(address.ip()).or_else(|| index.with_endpoint(address))?;
+        self.services.get(fqdn).map(Arc::as_ref)
     }
 
     /// Resolves a host as written in a resource of `namespace` to a Service FQDN, Istio style: a short name is in

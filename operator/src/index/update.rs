@@ -12,8 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::authz::AuthorizationPolicyModel;
 use super::build::{
-    index_cluster_ips, node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key,
-    service_model, set_rules,
+    node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
 };
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
@@ -149,12 +148,12 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
                         let old = snapshot.services.insert(fqdn.clone(), Arc::new(model));
                         let new = snapshot.services.get(&fqdn).map(Arc::as_ref);
-                        index_cluster_ips(Arc::make_mut(&mut snapshot.by_cluster_ip), &fqdn, old.as_deref(), new);
+                        Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), new);
                     }
                 }
                 _ => {
                     let old = snapshot.services.remove(&fqdn);
-                    index_cluster_ips(Arc::make_mut(&mut snapshot.by_cluster_ip), &fqdn, old.as_deref(), None);
+                    Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), None);
                 }
             }
         }

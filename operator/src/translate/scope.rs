@@ -93,8 +93,9 @@ pub fn destinations_of(snapshot: &Snapshot, vs: &VirtualServiceModel) -> Vec<Str
 
 /// The Service and port an on-demand resource name (`PORT/HOST`) asks for, as a proxy in `namespace` would reach
 /// it: the host is one of the names the Service's virtual host answers to there (see `routes::domains`), with
-/// no port or the route configuration's; or one of its cluster IPs (`10.96.0.9`, `[fd00::9]`), which a proxy
-/// asks for when a TCP connection was sent there.
+/// no port or the route configuration's; or an address a proxy asks for when a TCP connection was sent there:
+/// one of its cluster IPs (`10.96.0.9`, `[fd00::9]`), else one of its endpoints on that port (a pod dialled by
+/// address, as clients of headless Services do).
 pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str) -> Option<(&'a ServiceModel, u16)> {
     let (route_config, host) = parse_on_demand_name(name)?;
     let port: u16 = route_config.parse().ok()?;
@@ -106,7 +107,7 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         None => host,
     };
     let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(ip) => snapshot.service_with_cluster_ip(ip)?,
+        Ok(ip) => snapshot.service_at_address(std::net::SocketAddr::new(ip, port))?,
         // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
         Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
     };
@@ -273,6 +274,15 @@ mod tests {
             assert_eq!(found(name), expected, "{name}");
         }
         assert_eq!(found("80/10.96.0.9"), None, "not a port of the Service");
+        let headless = "apiVersion: v1\nkind: Service\nmetadata: {name: brokers, namespace: data}\n\
+                        spec: {clusterIP: None, ports: [{name: tcp, port: 9092}]}\n---\n\
+                        apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                        metadata: {name: brokers-1, namespace: data, labels: {kubernetes.io/service-name: brokers}}\n\
+                        addressType: IPv4\nports: [{name: tcp, port: 9092}]\nendpoints: [{addresses: [10.1.0.7]}]\n";
+        let snapshot = crate::index::snapshot_of_yaml(headless);
+        let broker = |name| on_demand_service(&snapshot, "shop", name).map(|(s, p)| (s.fqdn(), p));
+        assert_eq!(broker("9092/10.1.0.7"), Some(("brokers.data.svc.cluster.local".to_string(), 9092)), "a pod");
+        assert_eq!(broker("9093/10.1.0.7"), None, "on another port");
         assert_eq!(found("5432/10.96.0.10"), None, "nobody's cluster IP");
         assert_eq!(found("5432/[fd00::9]:80"), None, "another port written");
     }

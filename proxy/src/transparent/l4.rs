@@ -58,13 +58,19 @@ pub async fn route(
 /// Service: not on as it was dialled in plaintext (which would skip mutual TLS, and a `STRICT` server would
 /// refuse it), but to its cluster (`outbound|PORT||FQDN`). To the Service's cluster IP: balanced over its
 /// endpoints; the Service is the one whose virtual host on the port claims the address, held or asked for by
-/// address ([`service_target_asked`]). To one of its endpoints by address (a headless Service's pod): to that
-/// endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither, as
+/// address ([`service_target_asked`]). To one of its endpoints by address (a headless Service's pod), held or
+/// asked for: to that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither, as
 /// far as the proxy knows now: the connection goes as dialled.
 pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
     let runtime = forwarder.runtime.borrow();
     let table = runtime.config.route_table_for_port(original.port())?;
-    if let Lookup::Found(host) = runtime.config.service_at(table, original.ip()) {
+    let found = match runtime.config.service_at(table, original.ip()) {
+        Lookup::Found(host) => Some(host),
+        Lookup::Ask(_) | Lookup::Unknown => None,
+    };
+    // An address asked for is a cluster IP of the Service that answered, or one of its endpoints (then below).
+    let domain = weft_xds::address_domain(original.ip());
+    if let Some(host) = found.filter(|host| host.domains.contains(&domain)) {
         let service = weft_xds::parse_virtual_host_name(&host.name).map(|(service, _)| service);
         // Asked for on demand, it is held under the name it was asked by: the Service is its first domain.
         let service = service.or_else(|| weft_xds::service_of_domains(&host.domains))?;
@@ -77,8 +83,8 @@ pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Res
 }
 
 /// [`service_target`] for an address the proxy holds no Service at yet: asks the control plane which Service has
-/// that cluster IP (once per address: the answer, or that there is none, is kept like an on-demand host), waits
-/// for it as a request waits for an on-demand host, then looks again. `None` without asking when the port's
+/// that cluster IP or endpoint (once per address: the answer, or that there is none, is kept like an on-demand
+/// host), waits for it (and the Service's clusters) as a request waits for an on-demand host, then looks again. `None` without asking when the port's
 /// routes are not scoped (the proxy holds the whole mesh), the address is known to be nobody's, the proxy has
 /// asked for as many addresses as it may, or its xDS stream is down (a connection does not wait out an outage of
 /// the control plane: it goes as dialled). This ties the first connection to each new address on a mesh port to
