@@ -29,14 +29,25 @@ impl AddressIndex {
 
     /// Brings the index from Service `fqdn`'s `old` model to its `new` one (`None`: it is not there).
     pub fn update(&mut self, fqdn: &str, old: Option<&ServiceModel>, new: Option<&ServiceModel>) {
-        let ips = |model: Option<&ServiceModel>| model.map(|m| m.cluster_ips.iter().copied().collect());
-        reindex(&mut self.cluster_ips, fqdn, ips(old).unwrap_or_default(), ips(new).unwrap_or_default());
-        let endpoints = |model: Option<&ServiceModel>| {
-            let ports = model.map(|m| m.ports.as_slice()).unwrap_or_default();
-            ports.iter().flat_map(|p| &p.endpoints).map(|e| SocketAddr::new(e.address, e.port)).collect()
-        };
+        reindex(&mut self.cluster_ips, fqdn, cluster_ips(old), cluster_ips(new));
         reindex(&mut self.endpoints, fqdn, endpoints(old), endpoints(new));
     }
+
+    /// Whether a Service going from `old` to `new` changes the index: most model changes (an endpoint's
+    /// readiness, labels, another port's endpoints moving within the same addresses) do not, and the index,
+    /// shared with earlier snapshots, is then not copied.
+    pub fn changes(old: Option<&ServiceModel>, new: Option<&ServiceModel>) -> bool {
+        cluster_ips(old) != cluster_ips(new) || endpoints(old) != endpoints(new)
+    }
+}
+
+fn cluster_ips(model: Option<&ServiceModel>) -> BTreeSet<IpAddr> {
+    model.map(|m| m.cluster_ips.iter().copied().collect()).unwrap_or_default()
+}
+
+fn endpoints(model: Option<&ServiceModel>) -> BTreeSet<SocketAddr> {
+    let ports = model.map(|m| m.ports.as_slice()).unwrap_or_default();
+    ports.iter().flat_map(|p| &p.endpoints).map(|e| SocketAddr::new(e.address, e.port)).collect()
 }
 
 fn reindex<K: Ord + Copy>(

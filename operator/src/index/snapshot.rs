@@ -23,7 +23,7 @@ pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
     /// have the same model, so a snapshot after a change costs what changed.
     pub services: BTreeMap<String, Arc<ServiceModel>>,
-    /// Which Service each cluster IP and endpoint address belongs to (see [`Snapshot::service_at_address`]).
+    /// Which Service each cluster IP and endpoint address belongs to (see [`Snapshot::service_with_cluster_ip`]).
     pub(super) addresses: Arc<super::addresses::AddressIndex>,
     /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
     pub virtual_services: Arc<Vec<VirtualServiceModel>>,
@@ -185,11 +185,14 @@ impl ServiceModel {
 }
 
 impl Snapshot {
-    /// The Service a connection to `address` is for: the one with that cluster IP, else one with that endpoint.
-    pub fn service_at_address(&self, address: std::net::SocketAddr) -> Option<&ServiceModel> {
-        let index = &self.addresses;
-        let fqdn = index.with_cluster_ip(address.ip()).or_else(|| index.with_endpoint(address))?;
-        self.services.get(fqdn).map(Arc::as_ref)
+    /// The Service with cluster IP `ip`.
+    pub fn service_with_cluster_ip(&self, ip: IpAddr) -> Option<&ServiceModel> {
+        self.services.get(self.addresses.with_cluster_ip(ip)?).map(Arc::as_ref)
+    }
+
+    /// A Service with an endpoint at `address` (a pod's own address and port).
+    pub fn service_with_endpoint(&self, address: std::net::SocketAddr) -> Option<&ServiceModel> {
+        self.services.get(self.addresses.with_endpoint(address)?).map(Arc::as_ref)
     }
 
     /// Resolves a host as written in a resource of `namespace` to a Service FQDN, Istio style: a short name is in

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::addresses::AddressIndex;
 use super::authz::AuthorizationPolicyModel;
 use super::build::{
     node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
@@ -148,12 +149,16 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
                         let old = snapshot.services.insert(fqdn.clone(), Arc::new(model));
                         let new = snapshot.services.get(&fqdn).map(Arc::as_ref);
-                        Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), new);
+                        if AddressIndex::changes(old.as_deref(), new) {
+                            Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), new);
+                        }
                     }
                 }
                 _ => {
                     let old = snapshot.services.remove(&fqdn);
-                    Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), None);
+                    if AddressIndex::changes(old.as_deref(), None) {
+                        Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), None);
+                    }
                 }
             }
         }
@@ -337,17 +342,25 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
         assert_eq!(held(&index).certificate.as_deref(), Some(&b"C2"[..]));
     }
 
-    #[test]
-    fn a_disabling_peer_authentication_takes_the_port_s_endpoints_out_of_mutual_tls() {
+    /// An index holding [`start`]'s objects.
+    fn started() -> Index {
         let mut index = Index::default();
         for object in start() {
             index.apply(Event::Applied(object));
         }
-        let meshed = |index: &mut Index| {
-            let snapshot = index.snapshot();
-            let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
-            ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
-        };
+        index
+    }
+
+    /// Whether clients would send `ratings`' endpoints mutual TLS.
+    fn meshed(index: &mut Index) -> bool {
+        let snapshot = index.snapshot();
+        let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
+        ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
+    }
+
+    #[test]
+    fn a_disabling_peer_authentication_takes_the_port_s_endpoints_out_of_mutual_tls() {
+        let mut index = started();
         assert!(meshed(&mut index), "the pod runs a sidecar");
         index.apply(Event::Applied(resources(PEER_POLICY).remove(0)));
         assert!(!meshed(&mut index), "DISABLE on its port");
@@ -361,15 +374,7 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
     /// plaintext. The annotation the exclusion came from is not read: edited later, it changes no capture rule.
     #[test]
     fn a_port_excluded_from_the_pod_s_inbound_capture_is_sent_plaintext() {
-        let mut index = Index::default();
-        for object in start() {
-            index.apply(Event::Applied(object));
-        }
-        let meshed = |index: &mut Index| {
-            let snapshot = index.snapshot();
-            let ratings = &snapshot.services["ratings.shop.svc.cluster.local"];
-            ratings.ports[0].endpoints.iter().all(|e| e.sidecar_account.is_some())
-        };
+        let mut index = started();
         let pod = RULES.split("---\n").nth(1).unwrap_or_default();
         let injected = |ports: &str| {
             let init = format!(

@@ -107,11 +107,23 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         None => host,
     };
     let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(ip) => snapshot.service_at_address(std::net::SocketAddr::new(ip, port))?,
+        Ok(ip) => match snapshot.service_with_cluster_ip(ip) {
+            Some(service) => service,
+            None => return endpoint_service(snapshot, std::net::SocketAddr::new(ip, port)),
+        },
         // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
         Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
     };
     service.port(port).is_some().then_some((service, port))
+}
+
+/// A Service with an endpoint at `address`, and the Service port that endpoint serves (a Service port 80 may
+/// forward to the pod's 8080, which a client dialling the pod reaches directly).
+fn endpoint_service(snapshot: &Snapshot, address: std::net::SocketAddr) -> Option<(&ServiceModel, u16)> {
+    let service = snapshot.service_with_endpoint(address)?;
+    let at = |e: &crate::index::EndpointModel| e.address == address.ip() && e.port == address.port();
+    let port = service.ports.iter().find(|p| p.endpoints.iter().any(at))?;
+    Some((service, port.port))
 }
 
 #[cfg(test)]
@@ -283,6 +295,14 @@ mod tests {
         let broker = |name| on_demand_service(&snapshot, "shop", name).map(|(s, p)| (s.fqdn(), p));
         assert_eq!(broker("9092/10.1.0.7"), Some(("brokers.data.svc.cluster.local".to_string(), 9092)), "a pod");
         assert_eq!(broker("9093/10.1.0.7"), None, "on another port");
+        let forwarding = headless.replace("port: 9092}]}", "port: 80, targetPort: 9092}]}");
+        let snapshot = crate::index::snapshot_of_yaml(&forwarding);
+        let forwarded = on_demand_service(&snapshot, "shop", "9092/10.1.0.7").map(|(s, p)| (s.fqdn(), p));
+        assert_eq!(
+            forwarded,
+            Some(("brokers.data.svc.cluster.local".to_string(), 80)),
+            "the pod's port, not the Service's"
+        );
         assert_eq!(found("5432/10.96.0.10"), None, "nobody's cluster IP");
         assert_eq!(found("5432/[fd00::9]:80"), None, "another port written");
     }

@@ -34,8 +34,9 @@ const MAX_AWAITING: usize = 1024;
 
 /// Most virtual hosts one proxy may ask for on demand; beyond, names go unanswered (the proxy's wait for them
 /// times out and it falls back), so a runaway client cannot make the operator translate without bound.
-/// (A proxy asks for up to `MAX_ON_DEMAND_NAMES` hosts that exist and as many that do not.)
-pub const MAX_ON_DEMAND: usize = 2 * weft_xds::MAX_ON_DEMAND_NAMES;
+/// (A proxy asks for up to `MAX_ON_DEMAND_NAMES` hosts that exist and as many that do not, and as many addresses
+/// of each.)
+pub const MAX_ON_DEMAND: usize = 4 * weft_xds::MAX_ON_DEMAND_NAMES;
 
 #[derive(Debug, Default)]
 struct Subscription {

@@ -42,6 +42,20 @@ impl OnDemandHosts {
         }
     }
 
+    /// The control plane took back its answer for `name`: remembered as absent, so requests stop asking; except an
+    /// address that had a Service (a pod gone, a Service deleted), which is forgotten so its absence does not hold
+    /// a place in the budget for good as pods come and go: whether the proxy should stop following it.
+    pub fn answer_removed(&mut self, name: &str) -> bool {
+        let kind = usize::from(is_address_name(name));
+        if kind == 1 && self.hosts.get(name).is_some_and(Option::is_some) {
+            self.hosts.remove(name);
+            self.count(kind, true, -1);
+            return true;
+        }
+        self.insert(name.to_string(), None);
+        false
+    }
+
     /// Takes `name` for absent unless an answer is held.
     pub fn absent_unless_known(&mut self, name: &str) {
         if !self.hosts.contains_key(name) {
@@ -93,5 +107,10 @@ mod tests {
         hosts.insert("80/10.0.0.1".into(), Some(host()));
         assert_eq!(hosts.counts, [(0, 1), (1, 0)]);
         assert_eq!(hosts.len(), 2);
+        assert!(hosts.answer_removed("80/10.0.0.1"), "an address whose Service went: forgotten");
+        assert_eq!((hosts.counts, hosts.get("80/10.0.0.1")), ([(0, 1), (0, 0)], None));
+        assert!(!hosts.answer_removed("80/10.0.0.2"), "an address nobody has: remembered");
+        assert!(!hosts.answer_removed("80/ledger.bank"), "a host name: remembered");
+        assert_eq!(hosts.counts, [(0, 1), (0, 1)]);
     }
 }

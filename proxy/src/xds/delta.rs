@@ -109,24 +109,53 @@ impl DeltaState {
                 return DeltaReply { requests: vec![nack], outcome: Outcome::Rejected { kind, error } };
             }
         };
-        self.apply(kind, converted, &response.removed_resources);
+        let forgotten = self.apply(kind, converted, &response.removed_resources);
         let mut requests = vec![answer(kind, &response.nonce, None)];
         requests.extend(self.follow_subscriptions(kind));
+        requests.extend(self.stop_following(forgotten));
         DeltaReply { requests, outcome: Outcome::Applied(kind) }
     }
 
-    fn apply(&mut self, kind: ResourceType, converted: Vec<(String, String, Converted)>, removed: &[String]) {
+    /// Applies a response; the on-demand names forgotten rather than remembered as absent.
+    fn apply(
+        &mut self,
+        kind: ResourceType,
+        converted: Vec<(String, String, Converted)>,
+        removed: &[String],
+    ) -> Vec<String> {
         let held = self.held.entry(kind).or_default();
         for (name, version, value) in converted {
             held.insert(name.clone(), version);
             insert(&mut self.config, name, value);
         }
+        let mut forgotten = Vec::new();
         for name in removed {
             held.remove(name);
-            remove(&mut self.config, kind, name);
+            if kind != ResourceType::VirtualHost {
+                remove(&mut self.config, kind, name);
+            } else if self.config.on_demand.answer_removed(name) {
+                forgotten.push(name.clone());
+            }
         }
         self.config.versions.insert(kind.short_name().to_string(), digest(held));
         self.received.insert(kind);
+        forgotten
+    }
+
+    /// Unsubscribes from on-demand names the proxy forgot, so the control plane forgets them too.
+    fn stop_following(&mut self, names: Vec<String>) -> Option<DeltaDiscoveryRequest> {
+        if names.is_empty() {
+            return None;
+        }
+        let subscribed = self.subscribed.entry(ResourceType::VirtualHost).or_default();
+        for name in &names {
+            subscribed.remove(name);
+        }
+        Some(DeltaDiscoveryRequest {
+            type_url: ResourceType::VirtualHost.type_url().to_string(),
+            resource_names_unsubscribe: names,
+            ..Default::default()
+        })
     }
 
     /// After a rejected on-demand answer: the hosts it named count as unknown, so requests for them stop waiting

@@ -93,8 +93,8 @@ pub fn remove(config: &mut ProxyConfig, kind: ResourceType, name: &str) {
         ResourceType::Listener => drop(config.listeners.remove(name)),
         ResourceType::Route => drop(config.routes.remove(name)),
         ResourceType::Endpoint => drop(config.endpoints.remove(name)),
-        // For a name asked for on demand, a removal means "no such host": remembered, so requests stop asking.
-        ResourceType::VirtualHost => config.on_demand.insert(name.to_string(), None),
+        // For a name asked for on demand, a removal means "no such host" (see `OnDemandHosts::answer_removed`).
+        ResourceType::VirtualHost => drop(config.on_demand.answer_removed(name)),
     }
 }
 

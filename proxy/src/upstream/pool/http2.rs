@@ -145,9 +145,27 @@ impl Shared {
     }
 
     /// Takes out of use the connections no request has come to since `cutoff` and none is on now (Envoy's idle
-    /// timeout: a connection full of long streams is busy, not idle).
+    /// timeout: a connection full of long streams is busy, not idle). A busy one is looked at again a whole
+    /// timeout later, as if used now: the idle watcher then sleeps rather than finding it due again at once.
     pub(super) fn close_if_idle_since(&self, cutoff: Instant) {
-        self.take_out(|connection| connection.last_used <= cutoff && connection.streams.load(Ordering::Acquire) == 0);
+        let Ok(mut connections) = self.connections.lock() else { return };
+        let now = Instant::now();
+        let mut idle = Vec::new();
+        let mut index = 0;
+        while index < connections.len() {
+            let connection = &mut connections[index];
+            if connection.last_used > cutoff {
+                index += 1;
+            } else if connection.streams.load(Ordering::Acquire) > 0 {
+                connection.last_used = now;
+                index += 1;
+            } else {
+                idle.push(connections.remove(index));
+            }
+        }
+        // Dropped outside the lock: dropping the last sender ends the connection.
+        drop(connections);
+        drop(idle);
     }
 
     /// Takes connection `number` out of use, if it still is in use.

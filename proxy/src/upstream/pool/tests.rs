@@ -130,6 +130,25 @@ async fn http2_connections_are_added_beyond_the_stream_limit_and_reused() {
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 4, "the same four take 12 at once again");
 }
 
+/// A connection with a stream on it past the idle timeout is busy, not idle: kept, and not due again at once
+/// (the idle watcher would otherwise wake without pause for as long as the stream lasts); closed once idle.
+#[tokio::test]
+async fn an_http2_connection_busy_past_the_idle_timeout_is_kept_until_idle() {
+    let (address, counts) = server(10, Duration::from_millis(600)).await;
+    let pool = pool(address, Duration::from_millis(100), 8);
+    let slow = tokio::spawn({
+        let pool = pool.clone();
+        async move { exchange(&pool, Version::HTTP_2).await }
+    });
+    eventually("the request is on its way", || counts.accepted.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pool.http2.open(), 1, "busy: kept");
+    let due = pool.next_idle_deadline().unwrap_or_else(std::time::Instant::now);
+    assert!(due > std::time::Instant::now(), "not due again at once");
+    slow.await.unwrap();
+    eventually("closed once idle", || counts.open.load(Ordering::SeqCst) == 0).await;
+}
+
 /// A response dropped unread gives its place back too: the next request fits on the same connection.
 #[tokio::test]
 async fn an_http2_response_dropped_unread_frees_its_stream() {

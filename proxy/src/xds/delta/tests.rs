@@ -125,3 +125,23 @@ fn a_rejected_on_demand_answer_ends_the_wait_for_the_hosts_it_named() {
     assert!(reply.requests[0].error_detail.is_some(), "NACKed");
     assert_eq!(state.config().on_demand.get("80/ledger.bank"), Some(&None), "counts as unknown: nobody waits");
 }
+
+/// An address whose Service went away (its pod replaced, say) is forgotten and unsubscribed, so pods coming and
+/// going never fill the proxy's budget of absent addresses; an address nobody had is remembered as absent.
+#[test]
+fn an_address_whose_service_went_is_unsubscribed_and_forgotten() {
+    let mut state = client();
+    state.on_connect();
+    let _ = state.ask("9092/10.1.0.7".into());
+    let _ = state.ask("9092/10.1.0.8".into());
+    let mut host = crate::xds::testing::route_config("9092", "/.*", "c-brokers").virtual_hosts.remove(0);
+    host.name = "9092/10.1.0.7".into();
+    let found = [("9092/10.1.0.7", weft_xds::pack(&host))];
+    state.on_response(&response(ResourceType::VirtualHost, "1", &found, &["9092/10.1.0.8"]));
+    let reply = state.on_response(&response(ResourceType::VirtualHost, "2", &[], &["9092/10.1.0.7"]));
+    let unsubscribed: Vec<&String> = reply.requests.iter().flat_map(|r| &r.resource_names_unsubscribe).collect();
+    assert_eq!(unsubscribed, ["9092/10.1.0.7"]);
+    assert_eq!(state.config().on_demand.get("9092/10.1.0.7"), None, "forgotten: asked again when dialled again");
+    assert_eq!(state.config().on_demand.get("9092/10.1.0.8"), Some(&None), "nobody's: remembered");
+    assert!(state.ask("9092/10.1.0.7".into()).is_some(), "subscribed anew");
+}
