@@ -123,13 +123,17 @@ impl DeltaState {
         converted: Vec<(String, String, Converted)>,
         removed: &[String],
     ) -> Vec<String> {
+        // An on-demand name this proxy no longer follows (forgotten, its unsubscribe still on its way) is not
+        // taken back: nothing would keep it up to date.
+        let subscribed = self.subscribed.get(&ResourceType::VirtualHost);
+        let followed = |name: &str| kind != ResourceType::VirtualHost || subscribed.is_some_and(|s| s.contains(name));
         let held = self.held.entry(kind).or_default();
-        for (name, version, value) in converted {
+        for (name, version, value) in converted.into_iter().filter(|(name, _, _)| followed(name)) {
             held.insert(name.clone(), version);
             insert(&mut self.config, name, value);
         }
         let mut forgotten = Vec::new();
-        for name in removed {
+        for name in removed.iter().filter(|name| followed(name)) {
             held.remove(name);
             if kind != ResourceType::VirtualHost {
                 remove(&mut self.config, kind, name);

@@ -93,6 +93,7 @@ fn hosts_asked_for_on_demand_are_subscribed_once_kept_over_reconnects_and_absenc
         (ResourceType::VirtualHost.type_url(), &["80/ledger.bank".to_string()][..])
     );
     assert!(state.ask("80/ledger.bank".into()).is_none(), "asked once");
+    let _ = state.ask("80/nowhere".into());
     let mut host = crate::xds::testing::route_config("80", "/.*", "c-ledger").virtual_hosts.remove(0);
     host.name = "80/ledger.bank".into();
     let reply = state.on_response(&response(
@@ -109,7 +110,7 @@ fn hosts_asked_for_on_demand_are_subscribed_once_kept_over_reconnects_and_absenc
     let vhds = &reconnect[0];
     assert_eq!(vhds.type_url, ResourceType::VirtualHost.type_url(), "first, so the clusters it needs are kept");
     assert!(vhds.node.is_some(), "with the node");
-    assert_eq!(vhds.resource_names_subscribe, ["80/ledger.bank"]);
+    assert_eq!(vhds.resource_names_subscribe, ["80/ledger.bank", "80/nowhere"]);
     assert_eq!(vhds.initial_resource_versions["80/ledger.bank"], "v-80/ledger.bank-1");
     assert!(reconnect[1..].iter().all(|r| r.node.is_none()));
 }
@@ -143,5 +144,8 @@ fn an_address_whose_service_went_is_unsubscribed_and_forgotten() {
     assert_eq!(unsubscribed, ["9092/10.1.0.7"]);
     assert_eq!(state.config().on_demand.get("9092/10.1.0.7"), None, "forgotten: asked again when dialled again");
     assert_eq!(state.config().on_demand.get("9092/10.1.0.8"), Some(&None), "nobody's: remembered");
+    let late = state.on_response(&response(ResourceType::VirtualHost, "3", &found, &[]));
+    assert_eq!(late.outcome, Outcome::Applied(ResourceType::VirtualHost), "acknowledged");
+    assert_eq!(state.config().on_demand.get("9092/10.1.0.7"), None, "an answer no longer followed is not taken");
     assert!(state.ask("9092/10.1.0.7".into()).is_some(), "subscribed anew");
 }
