@@ -330,7 +330,9 @@ impl Traffic<'_> {
     async fn tcp_to_a_cluster_ip_out_of_scope(&mut self) -> anyhow::Result<()> {
         let to = SocketAddr::new(IpAddr::V4(STORE_SERVICE_IP), UNDECLARED_PORT);
         let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
-        self.delta().await?.one_tcp_connection_for("store")?;
+        let d = self.delta().await?;
+        d.one_tcp_connection_for("store")?;
+        anyhow::ensure!(d.addresses_answered() == 1.0, "addresses answered {}", d.addresses_answered());
         self.report += &format!(
             "  TCP to {to} (store in namespace data, port declaring nothing, out of the client's scope): asked for              by address, greeted, {echoed} bytes echoed; client outbound tcp +1 (for store), server inbound +1\n"
         );
@@ -342,7 +344,9 @@ impl Traffic<'_> {
     async fn tcp_to_a_pod_out_of_scope(&mut self) -> anyhow::Result<()> {
         let to = self.mesh.to_server(HEADLESS_PORT);
         let (_, echoed) = tcp_exchange(&self.mesh.client.ns, to, Some(GREETING)).await?;
-        self.delta().await?.one_tcp_connection_for("brokers")?;
+        let d = self.delta().await?;
+        d.one_tcp_connection_for("brokers")?;
+        anyhow::ensure!(d.addresses_answered() == 1.0, "addresses answered {}", d.addresses_answered());
         self.report += &format!(
             "  TCP to {to} (a pod of headless Service brokers in namespace data, out of the client's scope): asked \
              for by address, greeted, {echoed} bytes echoed; client outbound tcp +1 (for brokers), server inbound +1\n"
@@ -401,6 +405,12 @@ impl Scrape {
         metric_sum(&self.client, "weft_proxy_tcp_connections_total", &[("direction", "outbound")])
     }
 
+    /// The client's TCP connections whose address it asked the operator about and got an answer for.
+    fn addresses_answered(&self) -> f64 {
+        let labels = [("kind", "address"), ("outcome", "answered")];
+        metric_sum(&self.client, "weft_proxy_on_demand_lookups_total", &labels)
+    }
+
     fn server_in(&self) -> f64 {
         metric_sum(&self.server, "weft_proxy_tcp_connections_total", &[("direction", "inbound")])
     }
@@ -444,6 +454,10 @@ impl Delta {
 
     fn tcp_for(&self, service: &str) -> f64 {
         self.after.tcp_for(service) - self.before.tcp_for(service)
+    }
+
+    fn addresses_answered(&self) -> f64 {
+        self.after.addresses_answered() - self.before.addresses_answered()
     }
 
     /// One connection went from the client's sidecar as TCP for `service` and arrived at the server's.

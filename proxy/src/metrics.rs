@@ -108,6 +108,13 @@ struct OutcomeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    /// `host` (a request's) or `address` (a TCP connection's).
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteEventLabels {
     cluster: String,
     event: &'static str,
@@ -191,7 +198,7 @@ pub struct Metrics {
     sent_bytes: Family<ConnectionLabels, Counter>,
     refused: Family<RefusedLabels, Counter>,
     timeouts: Family<TimeoutLabels, Counter>,
-    on_demand: Family<OutcomeLabel, Counter>,
+    on_demand: Family<LookupLabels, Counter>,
     route_events: Family<RouteEventLabels, Counter>,
     xds_connected: Gauge,
     config_applied: Family<TypeLabel, Counter>,
@@ -279,7 +286,7 @@ impl Metrics {
         );
         registry.register(
             "on_demand_lookups",
-            "Requests that waited for a host's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
+            "Requests (kind host) and TCP connections (kind address) that waited for a Service's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
             m.on_demand.clone(),
         );
         registry.register(
@@ -421,8 +428,10 @@ impl Metrics {
         self.timeouts.get_or_create(&TimeoutLabels { direction: direction.as_str(), kind: kind.as_str() }).inc();
     }
 
-    pub fn on_demand(&self, settled: Settled) {
-        self.on_demand.get_or_create(&OutcomeLabel { outcome: settled.as_str() }).inc();
+    /// A wait for an on-demand answer ended: `address` for a TCP connection's address, else a request's host.
+    pub fn on_demand(&self, address: bool, settled: Settled) {
+        let kind = if address { "address" } else { "host" };
+        self.on_demand.get_or_create(&LookupLabels { kind, outcome: settled.as_str() }).inc();
     }
 
     pub fn route_event(&self, cluster: &str, event: RouteEvent) {

@@ -11,7 +11,7 @@ mod support;
 use http::StatusCode;
 use support::{Backend, Operator, Proxy, free_port, get, sample, service_in};
 
-const ANSWERED: &str = "weft_proxy_on_demand_lookups_total{outcome=\"answered\"}";
+const ANSWERED: &str = "weft_proxy_on_demand_lookups_total{kind=\"host\",outcome=\"answered\"}";
 
 async fn clusters(proxy: &Proxy) -> Vec<String> {
     let (status, body) = get(proxy.admin, "admin", "/config_dump", &[]).await.unwrap();
@@ -56,7 +56,7 @@ async fn a_host_nobody_serves_is_answered_without_waiting_for_the_timeout() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let metrics = proxy.metrics().await;
     assert_eq!(sample(&metrics, ANSWERED), 1.0, "the operator said there is no such host:\n{metrics}");
-    assert_eq!(sample(&metrics, "weft_proxy_on_demand_lookups_total{outcome=\"timeout\"}"), 0.0);
+    assert_eq!(sample(&metrics, "weft_proxy_on_demand_lookups_total{kind=\"host\",outcome=\"timeout\"}"), 0.0);
     assert_eq!(get(proxy.outbound, "nowhere.bank", "/", &[]).await.unwrap().0, StatusCode::NOT_FOUND);
     assert_eq!(sample(&proxy.metrics().await, ANSWERED), 1.0, "the answer is remembered");
 }

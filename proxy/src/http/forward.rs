@@ -78,7 +78,7 @@ pub async fn handle<B: RequestBody>(
     let decision = match route(&request, host, &runtime.config, &forwarder.labels, destination, true) {
         Ok(Upstream::Ask(name)) => {
             let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
-            forwarder.metrics.on_demand(settled);
+            forwarder.metrics.on_demand(false, settled);
             settled_runtime = forwarder.runtime.borrow().clone();
             // Not asked twice: routed as an unknown host the second time.
             (route(&request, host, &settled_runtime.config, &forwarder.labels, destination, false), &settled_runtime)

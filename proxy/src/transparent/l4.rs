@@ -107,7 +107,7 @@ pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -
     };
     let asked = forwarder.on_demand.settle(&name, &forwarder.runtime);
     let settled = tokio::time::timeout(ADDRESS_WAIT, asked).await.unwrap_or(Settled::TimedOut);
-    forwarder.metrics.on_demand(settled);
+    forwarder.metrics.on_demand(true, settled);
     service_target(original, forwarder)
 }
 
