@@ -27,27 +27,32 @@ impl AddressIndex {
         self.endpoints.get(&address).and_then(BTreeSet::first).map(String::as_str)
     }
 
-    /// Brings the index from Service `fqdn`'s `old` model to its `new` one (`None`: it is not there).
-    pub fn update(&mut self, fqdn: &str, old: Option<&ServiceModel>, new: Option<&ServiceModel>) {
-        reindex(&mut self.cluster_ips, fqdn, cluster_ips(old), cluster_ips(new));
-        reindex(&mut self.endpoints, fqdn, endpoints(old), endpoints(new));
-    }
-
-    /// Whether a Service going from `old` to `new` changes the index: most model changes (an endpoint's
-    /// readiness, labels, another port's endpoints moving within the same addresses) do not, and the index,
-    /// shared with earlier snapshots, is then not copied.
-    pub fn changes(old: Option<&ServiceModel>, new: Option<&ServiceModel>) -> bool {
-        cluster_ips(old) != cluster_ips(new) || endpoints(old) != endpoints(new)
+    /// Brings the index from Service `fqdn`'s addresses `before` to those `after`.
+    pub fn update(&mut self, fqdn: &str, before: ServiceAddresses, after: ServiceAddresses) {
+        reindex(&mut self.cluster_ips, fqdn, before.cluster_ips, after.cluster_ips);
+        reindex(&mut self.endpoints, fqdn, before.endpoints, after.endpoints);
     }
 }
 
-fn cluster_ips(model: Option<&ServiceModel>) -> BTreeSet<IpAddr> {
-    model.map(|m| m.cluster_ips.iter().copied().collect()).unwrap_or_default()
+/// The addresses one Service model puts in the index. Compared before the index is touched: most model changes
+/// (an endpoint's readiness, labels) leave them as they were, and the index, shared with earlier snapshots, is
+/// then not copied.
+#[derive(Debug, Default, PartialEq)]
+pub struct ServiceAddresses {
+    cluster_ips: BTreeSet<IpAddr>,
+    endpoints: BTreeSet<SocketAddr>,
 }
 
-fn endpoints(model: Option<&ServiceModel>) -> BTreeSet<SocketAddr> {
-    let ports = model.map(|m| m.ports.as_slice()).unwrap_or_default();
-    ports.iter().flat_map(|p| &p.endpoints).map(|e| SocketAddr::new(e.address, e.port)).collect()
+impl ServiceAddresses {
+    /// Those of `model`; none for a Service that is not there.
+    pub fn of(model: Option<&ServiceModel>) -> Self {
+        let Some(model) = model else { return Self::default() };
+        let endpoints = model.ports.iter().flat_map(|p| &p.endpoints);
+        Self {
+            cluster_ips: model.cluster_ips.iter().copied().collect(),
+            endpoints: endpoints.map(|e| SocketAddr::new(e.address, e.port)).collect(),
+        }
+    }
 }
 
 fn reindex<K: Ord + Copy>(
@@ -86,14 +91,14 @@ mod tests {
         let snapshot = snapshot_of_yaml(yaml);
         let mut index = AddressIndex::default();
         for (fqdn, service) in &snapshot.services {
-            index.update(fqdn, None, Some(service));
+            index.update(fqdn, ServiceAddresses::default(), ServiceAddresses::of(Some(service)));
         }
         let pod: SocketAddr = "10.1.0.7:7000".parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
         assert_eq!(index.with_endpoint(pod), Some("db.data.svc.cluster.local"));
         assert_eq!(index.with_cluster_ip(pod.ip()), None, "a pod is no cluster IP");
         assert_eq!(index.with_cluster_ip("10.96.0.3".parse().unwrap_or(pod.ip())), Some("api.data.svc.cluster.local"));
         let db = &snapshot.services["db.data.svc.cluster.local"];
-        index.update("db.data.svc.cluster.local", Some(db), None);
+        index.update("db.data.svc.cluster.local", ServiceAddresses::of(Some(db)), ServiceAddresses::default());
         assert_eq!(index.with_endpoint(pod), None, "gone with its Service");
     }
 }

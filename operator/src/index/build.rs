@@ -11,6 +11,7 @@ use weft_crds::destination_rule::locality::Locality;
 use weft_crds::{DestinationRule, HttpRoute, VirtualService};
 use weft_xds::inbound::PeerMode;
 
+use super::addresses::{AddressIndex, ServiceAddresses};
 use super::authz::AuthorizationPolicyModel;
 use super::delegate;
 use super::endpoints::{EndpointSources, service_ports, workload_locality};
@@ -58,9 +59,9 @@ pub fn build<'a>(
         services.iter().map(model).map(|m| (m.fqdn(), Arc::new(m))).collect()
     };
     let services: BTreeMap<String, Arc<ServiceModel>> = models(&peer_authentications);
-    let mut addresses = super::addresses::AddressIndex::default();
+    let mut addresses = AddressIndex::default();
     for (fqdn, service) in &services {
-        addresses.update(fqdn, None, Some(service));
+        addresses.update(fqdn, ServiceAddresses::default(), ServiceAddresses::of(Some(service)));
     }
     let mut snapshot = Snapshot {
         services,

@@ -189,8 +189,8 @@ pub(super) fn sidecar_account(pod: &Pod, port: u16) -> Option<String> {
     if labels.get(TLS_MODE_LABEL).map(String::as_str) != Some(TLS_MODE_MUTUAL) {
         return None;
     }
-    let init = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
-    if let Some(init) = init.into_iter().find(|c| c.name == INIT_CONTAINER) {
+    let mut init_containers = pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).into_iter().flatten();
+    if let Some(init) = init_containers.find(|c| c.name == INIT_CONTAINER) {
         let command = init.command.iter().flatten().chain(init.args.iter().flatten()).map(String::as_str);
         if inbound_port_excluded(command, port) {
             return None;

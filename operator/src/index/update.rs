@@ -10,7 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::addresses::AddressIndex;
+use super::addresses::ServiceAddresses;
 use super::authz::AuthorizationPolicyModel;
 use super::build::{
     node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
@@ -147,18 +147,14 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                     let model = service_model(service, &sources, policies);
                     // An unchanged model keeps its pointer: what follows can tell at a glance.
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
+                        let after = ServiceAddresses::of(Some(&model));
                         let old = snapshot.services.insert(fqdn.clone(), Arc::new(model));
-                        let new = snapshot.services.get(&fqdn).map(Arc::as_ref);
-                        if AddressIndex::changes(old.as_deref(), new) {
-                            Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), new);
-                        }
+                        reindex(snapshot, &fqdn, ServiceAddresses::of(old.as_deref()), after);
                     }
                 }
                 _ => {
                     let old = snapshot.services.remove(&fqdn);
-                    if AddressIndex::changes(old.as_deref(), None) {
-                        Arc::make_mut(&mut snapshot.addresses).update(&fqdn, old.as_deref(), None);
-                    }
+                    reindex(snapshot, &fqdn, ServiceAddresses::of(old.as_deref()), ServiceAddresses::default());
                 }
             }
         }
@@ -183,6 +179,14 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             _ => None,
         });
         set_rules(snapshot, virtual_services, destination_rules);
+    }
+}
+
+/// Brings the snapshot's address index from a Service's addresses `before` to those `after`, copying the index
+/// (shared with earlier snapshots) only when they differ.
+fn reindex(snapshot: &mut Snapshot, fqdn: &str, before: ServiceAddresses, after: ServiceAddresses) {
+    if before != after {
+        Arc::make_mut(&mut snapshot.addresses).update(fqdn, before, after);
     }
 }
 

@@ -60,8 +60,8 @@ pub async fn route(
 /// refuse it), but to its cluster (`outbound|PORT||FQDN`). To the Service's cluster IP: balanced over its
 /// endpoints; the Service is the one whose virtual host on the port claims the address, held or asked for by
 /// address ([`service_target_asked`]). To one of its endpoints by address (a headless Service's pod), held or
-/// asked for: to that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the address is neither, as
-/// far as the proxy knows now: the connection goes as dialled.
+/// asked for: to that endpoint. Either way in mutual TLS when the endpoint runs a sidecar. `None` when the
+/// address is neither, as far as the proxy knows now: the connection goes as dialled.
 pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
     let runtime = forwarder.runtime.borrow();
     let table = runtime.config.route_table_for_port(original.port())?;
@@ -85,10 +85,10 @@ pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Res
 
 /// [`service_target`] for an address the proxy holds no Service at yet: asks the control plane which Service has
 /// that cluster IP or endpoint (once per address: the answer, or that there is none, is kept like an on-demand
-/// host), waits for it (and the Service's clusters) as a request waits for an on-demand host, then looks again. `None` without asking when the port's
-/// routes are not scoped (the proxy holds the whole mesh), the address is known to be nobody's, the proxy has
-/// asked for as many addresses as it may, or its xDS stream is down (a connection does not wait out an outage of
-/// the control plane: it goes as dialled). This ties the first connection to each new address on a mesh port to
+/// host), waits for it (and the Service's clusters) as a request waits for an on-demand host, then looks again.
+/// `None` without asking when the port's routes are not scoped (the proxy holds the whole mesh), the address is
+/// known to be nobody's, the proxy has asked for as many addresses as it may, or its xDS stream is down (a
+/// connection does not wait out an outage of the control plane: it goes as dialled). This ties the first connection to each new address on a mesh port to
 /// the control plane (a few milliseconds); TCP to a Service outside the proxy's scope otherwise went as
 /// dialled, in plaintext, which a `STRICT` server refuses.
 pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {

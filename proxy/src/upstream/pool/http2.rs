@@ -148,24 +148,17 @@ impl Shared {
     /// timeout: a connection full of long streams is busy, not idle). A busy one is looked at again a whole
     /// timeout later, as if used now: the idle watcher then sleeps rather than finding it due again at once.
     pub(super) fn close_if_idle_since(&self, cutoff: Instant) {
-        let Ok(mut connections) = self.connections.lock() else { return };
         let now = Instant::now();
-        let mut idle = Vec::new();
-        let mut index = 0;
-        while index < connections.len() {
-            let connection = &mut connections[index];
+        self.take_out(|connection| {
             if connection.last_used > cutoff {
-                index += 1;
-            } else if connection.streams.load(Ordering::Acquire) > 0 {
-                connection.last_used = now;
-                index += 1;
-            } else {
-                idle.push(connections.remove(index));
+                return false;
             }
-        }
-        // Dropped outside the lock: dropping the last sender ends the connection.
-        drop(connections);
-        drop(idle);
+            let busy = connection.streams.load(Ordering::Acquire) > 0;
+            if busy {
+                connection.last_used = now;
+            }
+            !busy
+        });
     }
 
     /// Takes connection `number` out of use, if it still is in use.
@@ -173,10 +166,9 @@ impl Shared {
         self.take_out(|connection| connection.number == number);
     }
 
-    fn take_out(&self, condition: impl Fn(&Connection) -> bool) {
+    fn take_out(&self, condition: impl FnMut(&mut Connection) -> bool) {
         let Ok(mut connections) = self.connections.lock() else { return };
-        let (out, kept): (Vec<_>, Vec<_>) = connections.drain(..).partition(|connection| condition(connection));
-        *connections = kept;
+        let out: Vec<Connection> = connections.extract_if(.., condition).collect();
         // Dropped outside the lock: dropping the last sender ends the connection.
         drop(connections);
         drop(out);

@@ -1,8 +1,8 @@
 //! The connection pool of one upstream endpoint, written for the request path instead of hyper_util's
 //! general-purpose client: HTTP/1.1 connections each carry one request at a time and wait in a stack of idle
 //! ones ([`http1`]); HTTP/2 requests share one connection per endpoint, or several within the cluster's stream
-//! limit ([`http2`]). Nothing is spawned per
-//! request: an HTTP/1.1 connection goes back to the stack when its response body ends ([`UpstreamBody`]).
+//! limit ([`http2`]). Nothing is spawned per request: an HTTP/1.1 connection goes back to the stack when its
+//! response body ends ([`UpstreamBody`]).
 //!
 //! What the pool guarantees: a request that a reused keep-alive connection closed before taking is sent again
 //! on another connection (the server closing an idle connection is not an error the client sees); connections
