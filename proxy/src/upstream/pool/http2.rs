@@ -6,7 +6,7 @@
 //! room. Replaced once closed, spent, or idle past the timeout (no stream on it). A connection taken out of use
 //! finishes the streams already on it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::http1::UpstreamBody;
-use super::{Pool, StreamSlot, UpstreamPeer, Usage};
+use super::{Pool, StreamSlot, Streams, UpstreamPeer, Usage};
 use crate::BoxError;
 use crate::http::Body;
 use crate::upstream::origination::Alpn;
@@ -33,10 +33,10 @@ struct Connection {
     sender: SendRequest<Body>,
     usage: Usage,
     peer: UpstreamPeer,
+    /// When a request last came to it, or when it was last found busy by the idle watcher.
     last_used: Instant,
     number: u64,
-    /// Requests on it whose response has not ended yet.
-    streams: Arc<AtomicUsize>,
+    streams: Arc<Streams>,
 }
 
 /// What a request takes of a shared connection.
@@ -81,7 +81,7 @@ impl Pool {
         let mut connections = self.http2.connections.lock().ok()?;
         // Closed and spent ones go (their senders dropped under the lock: a channel closing, nothing more).
         connections.retain(|connection| !connection.sender.is_closed() && !self.spent(&connection.usage));
-        let has_room = |c: &Connection| self.max_streams.is_none_or(|max| c.streams.load(Ordering::Acquire) < max);
+        let has_room = |c: &Connection| self.max_streams.is_none_or(|max| c.streams.in_flight() < max);
         let index = connections.iter().position(has_room)?;
         let connection = &mut connections[index];
         connection.usage.requests += 1;
@@ -125,7 +125,7 @@ impl Pool {
         let number = self.http2.opened.fetch_add(1, Ordering::Relaxed);
         let mut usage = Usage::new();
         usage.requests = 1;
-        let streams = Arc::new(AtomicUsize::new(0));
+        let streams = Streams::new();
         let slot = StreamSlot::take(&streams);
         let stream = Stream { sender: sender.clone(), peer: peer.clone(), number, slot };
         if !self.spent(&usage)
@@ -139,25 +139,25 @@ impl Pool {
 }
 
 impl Shared {
-    /// When the connection used least recently last took a request.
-    pub(super) fn last_used(&self) -> Option<Instant> {
-        self.connections.lock().ok()?.iter().map(|connection| connection.last_used).min()
+    /// From when the idle timeout of the connection due first counts: since it went idle, or, for a busy one,
+    /// since the idle watcher last found it busy.
+    pub(super) fn next_check_from(&self) -> Option<Instant> {
+        let connections = self.connections.lock().ok()?;
+        connections.iter().map(|c| c.streams.idle_since(c.last_used).unwrap_or(c.last_used)).min()
     }
 
-    /// Takes out of use the connections no request has come to since `cutoff` and none is on now (Envoy's idle
-    /// timeout: a connection full of long streams is busy, not idle). A busy one is looked at again a whole
-    /// timeout later, as if used now: the idle watcher then sleeps rather than finding it due again at once.
+    /// Takes out of use the connections idle since `cutoff` or before: no request on them since, none ended
+    /// since, none on them now (Envoy's idle timeout: a connection full of long streams is busy, not idle). A busy
+    /// one is looked at again a whole timeout later, as if used now: the idle watcher then sleeps rather than
+    /// finding it due again at once.
     pub(super) fn close_if_idle_since(&self, cutoff: Instant) {
         let now = Instant::now();
-        self.take_out(|connection| {
-            if connection.last_used > cutoff {
-                return false;
-            }
-            let busy = connection.streams.load(Ordering::Acquire) > 0;
-            if busy {
+        self.take_out(|connection| match connection.streams.idle_since(connection.last_used) {
+            Some(since) => since <= cutoff,
+            None => {
                 connection.last_used = now;
+                false
             }
-            !busy
         });
     }
 

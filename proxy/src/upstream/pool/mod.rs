@@ -16,7 +16,7 @@ mod http2;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ impl Pool {
     /// When the next idle connection's timeout falls, if any is idle.
     fn next_idle_deadline(&self) -> Option<Instant> {
         let http1 = self.http1.lock().ok().and_then(|state| state.idle.first().map(|oldest| oldest.since));
-        [http1, self.http2.last_used()].into_iter().flatten().min().map(|since| since + self.idle_timeout)
+        [http1, self.http2.next_check_from()].into_iter().flatten().min().map(|since| since + self.idle_timeout)
     }
 
     /// Closes the connections idle since before `now` less the idle timeout.
@@ -140,19 +140,50 @@ impl Pool {
     }
 }
 
+/// The requests on one shared HTTP/2 connection whose response has not ended yet, and when the last one ended:
+/// its idle time counts from then (Envoy's), not from when a request last came to it.
+pub(super) struct Streams {
+    in_flight: AtomicUsize,
+    counted_from: Instant,
+    /// When the count last fell to zero, in nanoseconds since `counted_from`.
+    last_end: AtomicU64,
+}
+
+impl Streams {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { in_flight: AtomicUsize::new(0), counted_from: Instant::now(), last_end: AtomicU64::new(0) })
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Since when no request has been on the connection, given when one last came to it; `None` while busy.
+    fn idle_since(&self, last_used: Instant) -> Option<Instant> {
+        if self.in_flight() > 0 {
+            return None;
+        }
+        let last_end = self.counted_from + Duration::from_nanos(self.last_end.load(Ordering::Acquire));
+        Some(last_used.max(last_end))
+    }
+}
+
 /// One request's place on a shared HTTP/2 connection, counted until its response ends (or fails, or is dropped).
-pub(super) struct StreamSlot(Arc<AtomicUsize>);
+pub(super) struct StreamSlot(Arc<Streams>);
 
 impl StreamSlot {
-    fn take(streams: &Arc<AtomicUsize>) -> Self {
-        streams.fetch_add(1, Ordering::AcqRel);
+    fn take(streams: &Arc<Streams>) -> Self {
+        streams.in_flight.fetch_add(1, Ordering::AcqRel);
         Self(streams.clone())
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = u64::try_from(self.0.counted_from.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.0.last_end.fetch_max(since, Ordering::AcqRel);
+        }
     }
 }
 

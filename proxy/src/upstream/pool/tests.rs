@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Dial, Pool, UpstreamPeer};
+use super::{Dial, Pool, StreamSlot, Streams, UpstreamPeer};
 use crate::http::Body;
 
 /// Connections a test server accepted, and how many are open now.
@@ -147,6 +147,25 @@ async fn an_http2_connection_busy_past_the_idle_timeout_is_kept_until_idle() {
     assert!(due > std::time::Instant::now(), "not due again at once");
     slow.await.unwrap();
     eventually("closed once idle", || counts.open.load(Ordering::SeqCst) == 0).await;
+}
+
+/// A connection's idle time counts from when its last stream ended, not from when that stream began: a stream
+/// that outlasts the idle timeout does not leave its connection due for closing the moment it ends.
+#[test]
+fn an_http2_connection_is_idle_from_the_end_of_its_last_stream() {
+    let streams = Streams::new();
+    let began = Instant::now();
+    let first = StreamSlot::take(&streams);
+    let second = StreamSlot::take(&streams);
+    assert_eq!(streams.idle_since(began), None, "busy");
+    drop(first);
+    assert_eq!(streams.idle_since(began), None, "one stream still on it");
+    let before_end = Instant::now();
+    drop(second);
+    let since = streams.idle_since(began).expect("idle once both ended");
+    assert!(since >= before_end, "idle from the last stream's end, not from when it was used");
+    let later_use = Instant::now() + Duration::from_secs(1);
+    assert_eq!(streams.idle_since(later_use), Some(later_use), "a request that came after the end counts");
 }
 
 /// A response dropped unread gives its place back too: the next request fits on the same connection.
