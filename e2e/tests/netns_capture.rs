@@ -38,6 +38,12 @@ const STORE_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90,
 /// The port of headless Service `brokers`, in namespace `data`, declaring nothing (`p9004`): its pods are dialled
 /// by address, and no proxy of another namespace holds it.
 const HEADLESS_PORT: u16 = 9004;
+/// The port Service `api`, in namespace `data`, declares HTTP on (`http-api`), forwarding to the server pod's
+/// echo: outside the client's proxy's scope.
+const API_PORT: u16 = 8082;
+/// `api`'s cluster IP.
+const API_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 90, 3);
+const API_CLUSTER: &str = "outbound|8082||api.data.svc.cluster.local";
 /// Excluded from capture on both sides.
 const EXCLUDED_PORT: u16 = 5432;
 const GREETING: &[u8] = b"hello from 9000\n";
@@ -57,6 +63,7 @@ async fn transparent_capture_between_two_pods() -> anyhow::Result<()> {
     let steps = async {
         traffic.http_by_service_name().await?;
         traffic.http_by_pod_ip().await?;
+        traffic.http_to_a_cluster_ip_out_of_scope().await?;
         traffic.http_from_a_client_that_waits().await?;
         traffic.http_from_a_silent_client_without_sidecar().await?;
         traffic.tcp_to_a_cluster_ip().await?;
@@ -225,6 +232,26 @@ impl Traffic<'_> {
         let (routed, passthrough) = (d.requests(ECHO_CLUSTER), d.requests("PassthroughCluster"));
         anyhow::ensure!(routed == 2.0 && passthrough == 0.0, "via {ECHO_CLUSTER} {routed}, passthrough {passthrough}");
         self.report += &format!("  HTTP to {to} with Host {to}: 2/2 answered 200 by that pod via {ECHO_CLUSTER}\n");
+        Ok(())
+    }
+
+    /// HTTP to the cluster IP of a Service in another namespace, with that address as `Host` (as clients given an
+    /// address instead of a name send): the client's proxy does not hold the Service, asks the operator which
+    /// Service has the address, and routes the request by that Service's routes (as dialled it would reach nobody:
+    /// only kube-proxy's rules have cluster IPs).
+    async fn http_to_a_cluster_ip_out_of_scope(&mut self) -> anyhow::Result<()> {
+        let to = SocketAddr::new(IpAddr::V4(API_SERVICE_IP), API_PORT);
+        for _ in 0..2 {
+            let (status, _, body) = self.mesh.client.ns.http_get(to, &to.to_string(), "/by-address", STEP).await?;
+            anyhow::ensure!(status == 200 && body.contains("\"name\":\"echo\""), "{status} {body}");
+        }
+        let d = self.delta().await?;
+        let (routed, answered) = (d.requests(API_CLUSTER), d.addresses_answered());
+        anyhow::ensure!(routed == 2.0 && answered == 1.0, "via {API_CLUSTER} {routed}, addresses answered {answered}");
+        self.report += &format!(
+            "  HTTP to {to} with Host {to} (api in namespace data, out of the client's scope): asked for by address \
+             once, 2/2 answered 200 via {API_CLUSTER}\n"
+        );
         Ok(())
     }
 
@@ -531,7 +558,8 @@ fn init_twice_changes_nothing(ns: &Netns, sidecars: &Sidecars) -> anyhow::Result
 }
 
 /// Services `echo` (8080), `web` (8081, declared HTTP), `tcp-echo` (9000, with a cluster IP) and, in namespace
-/// `data`, `db` (9002, declared TCP), `store` (9003, to the server pod's 9000) and headless `brokers` (9004) on
+/// `data`, `db` (9002, declared TCP), `store` (9003, to the server pod's 9000), `api` (8082, declared HTTP, to
+/// the server pod's 8080) and headless `brokers` (9004) on
 /// the server pod, and both pods, as standalone mode reads them.
 fn mesh_yaml(client: &Pod, server: &Pod) -> String {
     let service = |name: &str, port: u16| {
@@ -577,6 +605,15 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
          endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
         server.ip
     );
+    let api = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: data}}\n\
+         spec:\n  clusterIP: {API_SERVICE_IP}\n  ports: [{{name: http-api, port: {API_PORT}}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: api-1, namespace: data, labels: {{kubernetes.io/service-name: api}}}}\n\
+         addressType: IPv4\nports: [{{name: http-api, port: {HTTP_PORT}, protocol: TCP}}]\n\
+         endpoints: [{{addresses: [\"{}\"], conditions: {{ready: true}}}}]\n---\n",
+        server.ip
+    );
     let brokers = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: brokers, namespace: data}}\n\
          spec:\n  clusterIP: None\n  ports: [{{name: p{HEADLESS_PORT}, port: {HEADLESS_PORT}}}]\n---\n\
@@ -591,6 +628,7 @@ fn mesh_yaml(client: &Pod, server: &Pod) -> String {
         + &tcp_echo
         + &db
         + &store
+        + &api
         + &brokers
         + &pod(server, &[HTTP_PORT, DECLARED_HTTP_PORT, TCP_MESH_PORT, DECLARED_TCP_PORT])
         + &pod(client, &[]);

@@ -216,11 +216,19 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a `Host` never asked for (clients
-/// address pods, nodes and the outside world by IP at will; a Service's cluster IP is a domain of its virtual
-/// host only where the proxy holds the Service). TCP asks by address instead ([`ProxyConfig::service_at`]).
+/// An address rather than a name (`10.0.0.5`, `10.0.0.5:80`, `[::1]:80`): a `Host` never asked for as a host
+/// (a Service's cluster IP is a domain of its virtual host only where the proxy holds the Service); such traffic is
+/// asked for by address instead ([`ProxyConfig::service_at`]).
 fn is_ip_literal(host: &str) -> bool {
-    host.parse::<SocketAddr>().is_ok() || host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok()
+    ip_literal(host).is_some()
+}
+
+/// The address a `Host` is, if it is one (with or without a port; IPv6 in brackets).
+pub fn ip_literal(host: &str) -> Option<IpAddr> {
+    match host.parse::<SocketAddr>() {
+        Ok(address) => Some(address.ip()),
+        Err(_) => host.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+    }
 }
 
 /// Durations in the config dump, as milliseconds.

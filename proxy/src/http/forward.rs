@@ -25,7 +25,7 @@ use super::timeouts::stream::{Clocked, Deadlines, StreamClock, response_head};
 use super::{Body, Forwarder};
 use crate::BoxError;
 use crate::config::routes::RequestInfo;
-use crate::config::{Action, Labels, Lookup, ProxyConfig, RouteEntry};
+use crate::config::{Action, Labels, Lookup, RouteEntry, RouteTable};
 use crate::dataplane::Runtime;
 use crate::metrics::{ClusterTally, Direction, RouteEvent};
 use crate::telemetry::report;
@@ -51,7 +51,11 @@ enum Upstream<'a> {
     Route(&'a RouteEntry),
     Original(SocketAddr),
     /// None yet: the host is one the proxy holds no config for; ask for this on-demand name, then route again.
-    Ask(String),
+    /// `address`: the host is an address, asked for as one ([`address_virtual_host`]).
+    Ask {
+        name: String,
+        address: bool,
+    },
 }
 
 /// What a downstream request body may be: hyper's, or one wrapped on its way in.
@@ -75,20 +79,19 @@ pub async fn handle<B: RequestBody>(
     let runtime = forwarder.runtime.borrow().clone();
     let settled_runtime;
     let host = authority.as_ref().map(Authority::as_str);
-    let decision = match route(&request, host, &runtime.config, &forwarder.labels, destination, true) {
-        Ok(Upstream::Ask(name)) => {
-            let settled = forwarder.on_demand.settle(&name, &forwarder.runtime).await;
-            forwarder.metrics.on_demand(false, settled);
+    let decision = match route(&request, host, &runtime, &forwarder.labels, destination, true) {
+        Ok(Upstream::Ask { name, address }) => {
+            forwarder.ask(&name, address).await;
             settled_runtime = forwarder.runtime.borrow().clone();
             // Not asked twice: routed as an unknown host the second time.
-            (route(&request, host, &settled_runtime.config, &forwarder.labels, destination, false), &settled_runtime)
+            (route(&request, host, &settled_runtime, &forwarder.labels, destination, false), &settled_runtime)
         }
         other => (other, &runtime),
     };
     let (decision, runtime) = decision;
     let (tally, response) = match decision {
         Err(reply) => (forwarder.tallies.local.clone(), reply.into_response_for(grpc)),
-        Ok(Upstream::Ask(_)) => (forwarder.tallies.local.clone(), LocalReply::NoRoute.into_response_for(grpc)),
+        Ok(Upstream::Ask { .. }) => (forwarder.tallies.local.clone(), LocalReply::NoRoute.into_response_for(grpc)),
         Ok(Upstream::Original(address)) => {
             let authority = authority.or_else(|| Authority::try_from(address.to_string()).ok());
             to_original((request, authority), address, runtime, forwarder, grpc).await
@@ -203,11 +206,12 @@ async fn to_original<B: RequestBody>(
 fn route<'a, B>(
     request: &Request<B>,
     authority: Option<&str>,
-    config: &'a ProxyConfig,
+    runtime: &'a Runtime,
     labels: &Labels,
     destination: Destination,
     ask: bool,
 ) -> Result<Upstream<'a>, LocalReply> {
+    let config = &runtime.config;
     let (port, original) = match destination {
         Destination::Explicit { default_port } => {
             let authority = authority.ok_or(LocalReply::MissingHost)?;
@@ -219,8 +223,13 @@ fn route<'a, B>(
     let (Some(table), Some(host)) = (config.route_table_for_port(port), authority) else { return passthrough() };
     let vhost = match config.virtual_host(table, host) {
         Lookup::Found(vhost) => vhost,
-        Lookup::Ask(name) if ask => return Ok(Upstream::Ask(name)),
-        Lookup::Ask(_) | Lookup::Unknown => return passthrough(),
+        Lookup::Ask(name) if ask => return Ok(Upstream::Ask { name, address: false }),
+        Lookup::Ask(_) => return passthrough(),
+        Lookup::Unknown => match address_virtual_host(runtime, table, host, port) {
+            Lookup::Found(vhost) => vhost,
+            Lookup::Ask(name) if ask => return Ok(Upstream::Ask { name, address: true }),
+            Lookup::Ask(_) | Lookup::Unknown => return passthrough(),
+        },
     };
     let info = RequestInfo {
         host,
@@ -232,6 +241,24 @@ fn route<'a, B>(
         source_labels: labels,
     };
     vhost.route(&info).map(Upstream::Route).ok_or(LocalReply::NoRoute)
+}
+
+/// For a `Host` that is an address (`10.96.0.9`, `10.96.0.9:8080`, `[fd00::9]`), the virtual host of the Service
+/// whose cluster IP it is, asked for by address when the proxy holds no such Service, as TCP sent there is
+/// ([`crate::config::ProxyConfig::service_at`]: private addresses only). With the default namespace scope a client
+/// calling another namespace's Service by cluster IP otherwise went as dialled, in plaintext, which a `STRICT`
+/// server refuses. A pod's address is not taken for its Service's: the request goes to that pod, through its
+/// Service's cluster (see `to_original`), so a pod of a Service the proxy holds is not asked for.
+fn address_virtual_host<'a>(runtime: &'a Runtime, table: &'a RouteTable, host: &str, port: u16) -> Lookup<'a> {
+    let Some(ip) = crate::config::ip_literal(host) else { return Lookup::Unknown };
+    if runtime.endpoint_clusters.contains_key(&SocketAddr::new(ip, port)) {
+        return Lookup::Unknown;
+    }
+    match runtime.config.service_at(table, ip) {
+        Lookup::Found(vhost) if vhost.domains.contains(&weft_xds::address_domain(ip)) => Lookup::Found(vhost),
+        Lookup::Found(_) => Lookup::Unknown,
+        other => other,
+    }
 }
 
 /// Awaits the response head within the request's deadlines; failures and timeouts become the proxy's own

@@ -102,6 +102,26 @@ impl Forwarder {
     pub fn observed_by(self, observers: Observers) -> Self {
         Self { observers, ..self }
     }
+
+    /// Asks the control plane for the on-demand name `name` and waits for the answer, counted. A host waits
+    /// [`on_demand::ON_DEMAND_TIMEOUT`] (the request has nowhere else to go). An address (`PORT/ADDRESS`, for
+    /// traffic sent to an address no Service the proxy holds has) waits [`on_demand::ADDRESS_TIMEOUT`] at most and is
+    /// not asked while the xDS stream is down: it can go where it was sent instead, and does not wait out an
+    /// outage of the control plane. `None`: not asked.
+    pub async fn ask(&self, name: &str, address: bool) -> Option<on_demand::Settled> {
+        if address && !self.metrics.xds_connected() {
+            return None;
+        }
+        let answer = self.on_demand.settle(name, &self.runtime);
+        let settled = match address {
+            true => {
+                tokio::time::timeout(on_demand::ADDRESS_TIMEOUT, answer).await.unwrap_or(on_demand::Settled::TimedOut)
+            }
+            false => answer.await,
+        };
+        self.metrics.on_demand(address, settled);
+        Some(settled)
+    }
 }
 
 /// The body of a request as a handler gets it: counted in flight until it is done.

@@ -14,6 +14,11 @@ use crate::dataplane::Runtime;
 /// How long a request waits for the control plane's answer: Envoy's default for on-demand discovery.
 pub const ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long traffic sent to an address waits for the control plane's answer about it: shorter than a request
+/// waits for a host, since a slow control plane would otherwise hold up every new connection to a new address;
+/// past it the traffic goes as it was sent and a later connection finds the answer.
+pub const ADDRESS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Names waiting to be asked for (the xDS client asks for each once).
 pub const PENDING_ASKS: usize = 256;
 

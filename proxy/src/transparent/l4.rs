@@ -14,7 +14,6 @@ use crate::config::l4::{l4_route, wants_server_name};
 use crate::dataplane::Runtime;
 use crate::hello::peek_hello;
 use crate::http::Forwarder;
-use crate::http::on_demand::Settled;
 use crate::upstream::{ClusterTls, InFlight};
 
 /// Where a routed connection goes: the cluster (for metrics and logs) and one of its endpoints.
@@ -96,8 +95,8 @@ pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -
         let runtime = forwarder.runtime.borrow();
         let table = runtime.config.route_table_for_port(original.port())?;
         match runtime.config.service_at(table, original.ip()) {
-            Lookup::Ask(name) if forwarder.metrics.xds_connected() => name,
-            Lookup::Ask(_) | Lookup::Unknown => return None,
+            Lookup::Ask(name) => name,
+            Lookup::Unknown => return None,
             // Arrived since the caller looked.
             Lookup::Found(_) => {
                 drop(runtime);
@@ -105,16 +104,9 @@ pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -
             }
         }
     };
-    let asked = forwarder.on_demand.settle(&name, &forwarder.runtime);
-    let settled = tokio::time::timeout(ADDRESS_WAIT, asked).await.unwrap_or(Settled::TimedOut);
-    forwarder.metrics.on_demand(true, settled);
+    forwarder.ask(&name, true).await?;
     service_target(original, forwarder)
 }
-
-/// How long a connection waits for the control plane's answer about its address: shorter than a request waits for
-/// a host (Envoy's 5 s), since a slow control plane would otherwise hold up every new connection to a new address;
-/// past it the connection goes as dialled and a later one finds the answer.
-const ADDRESS_WAIT: Duration = Duration::from_secs(1);
 
 /// An endpoint of `cluster` for a connection to `original`.
 fn target_in(
