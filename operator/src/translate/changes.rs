@@ -45,6 +45,11 @@ impl Changes {
         !touches(&self.clusters, hosts)
     }
 
+    /// Whether the virtual hosts of `host` are as they were (on a port that is still there).
+    pub fn spares_routes_of_host(&self, host: &str) -> bool {
+        !self.ports && !self.routes.contains(host)
+    }
+
     /// Whether route configurations holding the virtual hosts of `hosts` (and no others) are as they were.
     pub fn spares_routes_of(&self, hosts: &BTreeSet<String>) -> bool {
         !self.ports && !touches(&self.routes, hosts)

@@ -260,13 +260,17 @@ pub fn routes_for(snapshot: &Snapshot, namespace: &str, scope: Option<&BTreeSet<
         .collect()
 }
 
-/// The virtual host an on-demand resource name (`PORT/HOST`) asks for, named by it, and the FQDN of its Service;
-/// `None` when no Service answers to that name for proxies in `namespace`.
-pub fn on_demand_virtual_host(snapshot: &Snapshot, namespace: &str, name: &str) -> Option<(VirtualHost, String)> {
-    let (service, port) = scope::on_demand_service(snapshot, namespace, name)?;
+/// The virtual host of `service`'s `port` answering the on-demand resource name `name` for proxies in `namespace`
+/// (the Service [`scope::on_demand_service`] resolves it to), named by it.
+pub fn on_demand_virtual_host(
+    snapshot: &Snapshot,
+    (service, port): (&ServiceModel, u16),
+    namespace: &str,
+    name: &str,
+) -> VirtualHost {
     let mut host = routes::virtual_host(snapshot, service, port, namespace);
     host.name = name.to_string();
-    Some((host, service.fqdn()))
+    host
 }
 
 /// Every port some Service has.

@@ -10,12 +10,13 @@
 //! - Per namespace and scope (see [`translate::scope`]): the Services in scope, their clusters and endpoints, and
 //!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
 //! - Per namespace, scope and set of on-demand names (replicas of one workload call the same Services, so they
-//!   share it): the initial scope plus the virtual hosts asked for and the clusters and endpoints they route to.
+//!   share it): the initial scope plus the virtual hosts asked for and the clusters and endpoints they route to;
+//!   each answer translated once per namespace and name, whoever asks ([`answers`]).
 //!
 //! Translation is incremental: a new config is compared with the one translated before ([`changes`]), and every
 //! piece whose inputs did not change is taken over from it (the same `Arc`, so the same version) instead of being
-//! translated again. An edit of one VirtualService translates that Service's virtual hosts and the route
-//! configurations holding them; an endpoint change, that Service's clusters.
+//! translated again. An edit of one VirtualService translates that Service's virtual hosts, the route
+//! configurations holding them and the on-demand answers about it; an endpoint change, that Service's clusters.
 //!
 //! A stream without on-demand discovery (state of the world), or the `mesh` scope, gets the whole mesh.
 //!
@@ -26,7 +27,7 @@
 //! gets the endpoints of clusters balanced by locality shaped for its locality (priorities, shares; one set per
 //! namespace and locality).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -35,12 +36,15 @@ use weft_crds::destination_rule::locality::{Locality, LocalityLbSetting};
 use weft_xds::inbound::{INBOUND_LISTENER, InboundPolicy};
 use weft_xds::{ProxyNode, ResourceType, pack};
 
-use super::resources::{Encoded, EncodedResources, EncodedShared, ResourceMap, TypeResources, encode_routes};
+use super::resources::{Encoded, EncodedResources, EncodedShared, TypeResources, encode_routes};
 use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
 use crate::translate::changes::{self, Changes};
-use crate::translate::scope::{self, ProxyScope, initial_scope, route_destinations};
+use crate::translate::scope::{self, ProxyScope, initial_scope};
+use answers::Answers;
+
+mod answers;
 
 /// The cache of the current config's translations.
 #[derive(Default)]
@@ -87,6 +91,8 @@ struct Generation {
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
     /// Held only while some stream uses them: a proxy asking for one host after another leaves no trail.
     extended: HashMap<(ScopeKey, Vec<String>), Weak<EncodedResources>>,
+    /// The answers to the on-demand names of `extended`'s keys.
+    answers: Answers,
     /// The shared listeners with a proxy's own in place (few distinct sets in a mesh).
     own_listeners: HashMap<OwnListeners, Arc<TypeResources>>,
     /// The ports where some proxies may get a listener of their own.
@@ -182,6 +188,7 @@ impl Generation {
             mesh: HashMap::new(),
             scoped: HashMap::new(),
             extended: HashMap::new(),
+            answers: Answers::default(),
             own_listeners: HashMap::new(),
             ports_differing_by_client: None,
             declared_tcp_listeners: None,
@@ -366,6 +373,12 @@ impl Generation {
                 let extended = self.extended(&key, previous);
                 self.extended.retain(|_, used| used.strong_count() > 0);
                 self.extended.insert(key, Arc::downgrade(&extended));
+                let held: HashSet<(&str, &str)> = self
+                    .extended
+                    .keys()
+                    .flat_map(|((ns, _), names)| names.iter().map(|n| (ns.as_str(), n.as_str())))
+                    .collect();
+                self.answers.retain(|namespace, name| held.contains(&(namespace, name)));
                 extended
             }
         }
@@ -532,13 +545,14 @@ impl Generation {
         let base = self.scoped(scope, previous);
         let View { services, shared } = self.view(namespace, previous);
         let snapshot = &self.published.snapshot;
+        let answered_before =
+            previous.zip(self.changes.as_ref()).map(|(previous, changes)| (&previous.answers, changes));
         let mut hosts = BTreeSet::new();
-        let mut virtual_hosts = ResourceMap::new();
+        let mut virtual_hosts = Vec::new();
         for name in names {
-            if let Some((host, fqdn)) = translate::on_demand_virtual_host(snapshot, namespace, name) {
-                virtual_hosts.insert(name.clone(), Arc::new(pack(&host)));
-                hosts.extend(route_destinations(snapshot, &fqdn, namespace));
-                hosts.insert(fqdn);
+            if let Some(answer) = self.answers.answer(snapshot, namespace, name, answered_before) {
+                hosts.extend(answer.hosts.iter().cloned());
+                virtual_hosts.push(answer);
             }
         }
         let before_all = previous.and_then(|p| p.extended.get(key)).and_then(Weak::upgrade);
@@ -549,7 +563,8 @@ impl Generation {
             let names = own.map.keys().chain(cluster_names(&services, &hosts));
             resources.by_type.insert(kind, TypeResources::subset(all, names, before(kind)));
         }
-        let virtual_hosts = TypeResources::new_since(virtual_hosts, before(ResourceType::VirtualHost));
+        let encoded = virtual_hosts.iter().map(|answer| &answer.virtual_host);
+        let virtual_hosts = TypeResources::of_encoded(encoded, before(ResourceType::VirtualHost));
         resources.by_type.insert(ResourceType::VirtualHost, virtual_hosts);
         Arc::new(resources)
     }

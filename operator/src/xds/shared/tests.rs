@@ -131,6 +131,42 @@ async fn a_proxy_holds_its_namespace_and_what_it_asked_for() {
     assert!(names(&lean, ResourceType::Cluster).is_empty(), "no rules in shop: nothing until asked");
 }
 
+/// An on-demand answer is translated once per config for every proxy asking for it (whatever else each asks for),
+/// taken over by the next config while its Service's routes stand, and translated again when they change.
+#[tokio::test]
+async fn on_demand_answers_are_shared_and_taken_over_while_their_service_s_routes_stand() {
+    let translations = Translations::default();
+    let (a, b) = (proxy("a", "shop"), proxy("b", "shop"));
+    let ledger: BTreeSet<String> = ["80/ledger.bank".to_string()].into();
+    let both: BTreeSet<String> = ["80/ledger.bank".to_string(), "80/audit.bank".to_string()].into();
+    let answer = |r: &EncodedResources| r.by_type[&ResourceType::VirtualHost].map["80/ledger.bank"].clone();
+    let mut docs = base_mesh();
+    let first = published_docs(1, &docs);
+    let one = translations.for_proxy(&first, in_namespace(&a, &ledger)).await;
+    let other = translations.for_proxy(&first, in_namespace(&b, &both)).await;
+    assert!(Arc::ptr_eq(&answer(&one), &answer(&other)), "one translation for both proxies");
+
+    docs[5] = docs[5].replace("weight: 90", "weight: 80").replace("weight: 10", "weight: 20");
+    docs[3] = docs[3].replace("\"False\"", "\"True\"");
+    let elsewhere = published_docs(2, &docs);
+    let kept = translations.for_proxy(&elsewhere, in_namespace(&a, &ledger)).await;
+    assert!(Arc::ptr_eq(&answer(&one), &answer(&kept)), "an edit of another Service's routes: taken over");
+
+    docs[9] = docs[9].replace("host: audit}", "host: audit, port: {number: 81}}");
+    let edited = published_docs(3, &docs);
+    let redone = translations.for_proxy(&edited, in_namespace(&a, &ledger)).await;
+    assert_ne!(answer(&kept), answer(&redone), "an edit of its own rule: translated again");
+    let whole = Translations::default().for_proxy(&edited, in_namespace(&a, &ledger)).await;
+    assert_eq!(answer(&redone), answer(&whole), "as a translation from scratch has it");
+
+    drop((one, other, kept, redone));
+    let audit: BTreeSet<String> = ["80/audit.bank".to_string()].into();
+    let _held = translations.for_proxy(&edited, in_namespace(&a, &audit)).await;
+    let cache = translations.cache.lock().await;
+    let answers = cache.current.as_ref().map_or(0, |generation| generation.answers.len());
+    assert_eq!(answers, 1, "answers no proxy holds any more are forgotten");
+}
+
 /// A mesh over three namespaces: a canary with subsets (shop), a route to a Service with two ports (bank), a
 /// route to a Service that does not exist yet (web).
 fn base_mesh() -> Vec<String> {
