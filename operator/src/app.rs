@@ -164,6 +164,7 @@ async fn warn_unresolved_refs(mut snapshots: SnapshotReceiver) {
             tracing::warn!(kind = ?key.kind, namespace = %key.namespace, name = %key.name, "{problem}; requests routed there get 503 (or 404)");
         }
         reported = current;
+        tokio::time::sleep(crate::status::PASS_INTERVAL).await;
         if snapshots.changed().await.is_err() {
             return;
         }

@@ -109,7 +109,7 @@ struct OutcomeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LookupLabels {
-    /// `host` (a request's) or `address` (a TCP connection's).
+    /// `host` (a request's) or `address` (a TCP connection's, or a request's `Host` that is one).
     kind: &'static str,
     outcome: &'static str,
 }
@@ -286,7 +286,7 @@ impl Metrics {
         );
         registry.register(
             "on_demand_lookups",
-            "Requests (kind host) and TCP connections (kind address) that waited for a Service's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
+            "Requests by host (kind host), and TCP connections and requests sent to an address (kind address), that waited for a Service's config to be discovered on demand, by outcome (answered, timeout, not_asked)",
             m.on_demand.clone(),
         );
         registry.register(
@@ -428,7 +428,8 @@ impl Metrics {
         self.timeouts.get_or_create(&TimeoutLabels { direction: direction.as_str(), kind: kind.as_str() }).inc();
     }
 
-    /// A wait for an on-demand answer ended: `address` for a TCP connection's address, else a request's host.
+    /// A wait for an on-demand answer ended: `address` for an address (a TCP connection's, or a request's `Host`
+    /// that is one), else a request's host.
     pub fn on_demand(&self, address: bool, settled: Settled) {
         let kind = if address { "address" } else { "host" };
         self.on_demand.get_or_create(&LookupLabels { kind, outcome: settled.as_str() }).inc();

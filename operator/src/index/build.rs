@@ -2,7 +2,7 @@
 //! with their hosts resolved, the per-pod maps and the credentials; and reading those objects' common fields.
 //! The incremental update (`update.rs`) rebuilds parts with the same functions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,8 +17,8 @@ use super::delegate;
 use super::endpoints::{EndpointSources, service_ports, workload_locality};
 use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
 use super::rate_limits::RateLimitPolicyModel;
-use super::snapshot::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
-use crate::source::{DEFAULT_NAMESPACE, Rejection, Resource, ResourceKey};
+use super::snapshot::{DestinationRuleModel, RuleModel, ServiceModel, Snapshot, VirtualServiceModel};
+use crate::source::{DEFAULT_NAMESPACE, Kind, Rejection, Resource, ResourceKey};
 
 /// Builds a snapshot from every known object.
 pub fn build<'a>(
@@ -94,22 +94,10 @@ pub(super) fn set_rules<'a>(
     virtual_services: impl Iterator<Item = &'a VirtualService>,
     destination_rules: impl Iterator<Item = &'a DestinationRule>,
 ) {
-    let mut virtual_services: Vec<VirtualServiceModel> = virtual_services
-        .map(|vs| {
-            let namespace = namespace_of(&vs.metadata.namespace);
-            VirtualServiceModel {
-                hosts: vs.spec.hosts.iter().map(|h| snapshot.resolve_host(h, &namespace)).collect(),
-                name: name_of(&vs.metadata.name),
-                namespace,
-                generation: vs.metadata.generation,
-                status: vs.status.clone(),
-                spec: vs.spec.clone(),
-                http: Vec::new(),
-            }
-        })
-        .collect();
+    let mut virtual_services: Vec<VirtualServiceModel> =
+        virtual_services.map(|vs| virtual_service_model(snapshot, vs)).collect();
     let effective: Vec<Vec<HttpRoute>> = {
-        let delegates = delegate::delegates(&virtual_services);
+        let delegates = delegate::delegates(virtual_services.iter());
         let find = |namespace: &str, name: &str| delegates.get(&(namespace, name)).copied();
         let qualify = |host: &str, namespace: &str| snapshot.resolve_host(host, namespace);
         virtual_services.iter().map(|vs| delegate::effective_rules(vs, find, qualify)).collect()
@@ -117,22 +105,97 @@ pub(super) fn set_rules<'a>(
     for (vs, http) in virtual_services.iter_mut().zip(effective) {
         vs.http = http;
     }
-    let destination_rules = destination_rules
-        .map(|dr| {
-            let namespace = namespace_of(&dr.metadata.namespace);
-            DestinationRuleModel {
-                host: snapshot.resolve_host(&dr.spec.host, &namespace),
-                name: name_of(&dr.metadata.name),
-                namespace,
-                generation: dr.metadata.generation,
-                status: dr.status.clone(),
-                spec: dr.spec.clone(),
+    let destination_rules = destination_rules.map(|dr| Arc::new(destination_rule_model(snapshot, dr))).collect();
+    snapshot.virtual_services = Arc::new(virtual_services.into_iter().map(Arc::new).collect());
+    snapshot.destination_rules = Arc::new(destination_rules);
+    snapshot.index_hosts();
+}
+
+/// Brings the rules up to date with the VirtualServices and DestinationRules `changed` names (that came, went or
+/// changed), every other rule keeping its model (the same `Arc`): an edit costs that rule, not every rule of the
+/// mesh. Does nothing and says `false` when a delegate (a VirtualService without hosts, before or after) is among
+/// them: the rules in force of its roots change too, and the caller puts every rule in again ([`set_rules`]).
+pub(super) fn update_rules(
+    snapshot: &mut Snapshot,
+    objects: &BTreeMap<ResourceKey, Resource>,
+    changed: &BTreeSet<ResourceKey>,
+) -> bool {
+    let was_delegate = |key: &ResourceKey| {
+        let place = place_of(&snapshot.virtual_services, key);
+        place.is_ok_and(|i| snapshot.virtual_services[i].spec.hosts.is_empty())
+    };
+    let is_delegate = |key| matches!(objects.get(key), Some(Resource::VirtualService(vs)) if vs.spec.hosts.is_empty());
+    if changed.iter().any(|key| key.kind == Kind::VirtualService && (was_delegate(key) || is_delegate(key))) {
+        return false;
+    }
+    let mut virtual_services = (*snapshot.virtual_services).clone();
+    let mut destination_rules = (*snapshot.destination_rules).clone();
+    {
+        let delegates = delegate::delegates(snapshot.virtual_services.iter().map(Arc::as_ref));
+        let find = |namespace: &str, name: &str| delegates.get(&(namespace, name)).copied();
+        let qualify = |host: &str, namespace: &str| snapshot.resolve_host(host, namespace);
+        for key in changed {
+            match (key.kind, objects.get(key)) {
+                (Kind::VirtualService, Some(Resource::VirtualService(vs))) => {
+                    let mut model = virtual_service_model(snapshot, vs);
+                    model.http = delegate::effective_rules(&model, find, qualify);
+                    splice(&mut virtual_services, key, Some(Arc::new(model)));
+                }
+                (Kind::VirtualService, _) => splice(&mut virtual_services, key, None),
+                (Kind::DestinationRule, Some(Resource::DestinationRule(dr))) => {
+                    let model = Arc::new(destination_rule_model(snapshot, dr));
+                    splice(&mut destination_rules, key, Some(model));
+                }
+                (Kind::DestinationRule, _) => splice(&mut destination_rules, key, None),
+                _ => {}
             }
-        })
-        .collect();
+        }
+    }
     snapshot.virtual_services = Arc::new(virtual_services);
     snapshot.destination_rules = Arc::new(destination_rules);
     snapshot.index_hosts();
+    true
+}
+
+/// Where the rule `key` names is, or would go, in a list in namespace/name order.
+fn place_of<T: RuleModel>(list: &[Arc<T>], key: &ResourceKey) -> Result<usize, usize> {
+    list.binary_search_by(|model| model.namespace_name().cmp(&(key.namespace.as_str(), key.name.as_str())))
+}
+
+/// Puts `model` in `list` at the place of `key`, replacing the rule there, or takes that rule out (`None`).
+fn splice<T: RuleModel>(list: &mut Vec<Arc<T>>, key: &ResourceKey, model: Option<Arc<T>>) {
+    match (place_of(list, key), model) {
+        (Ok(i), Some(model)) => list[i] = model,
+        (Err(i), Some(model)) => list.insert(i, model),
+        (Ok(i), None) => drop(list.remove(i)),
+        (Err(_), None) => {}
+    }
+}
+
+/// A VirtualService's model, its hosts resolved; its rules in force (`http`) are filled in after.
+fn virtual_service_model(snapshot: &Snapshot, vs: &VirtualService) -> VirtualServiceModel {
+    let namespace = namespace_of(&vs.metadata.namespace);
+    VirtualServiceModel {
+        hosts: vs.spec.hosts.iter().map(|h| snapshot.resolve_host(h, &namespace)).collect(),
+        name: name_of(&vs.metadata.name),
+        namespace,
+        generation: vs.metadata.generation,
+        status: vs.status.clone(),
+        spec: vs.spec.clone(),
+        http: Vec::new(),
+    }
+}
+
+fn destination_rule_model(snapshot: &Snapshot, dr: &DestinationRule) -> DestinationRuleModel {
+    let namespace = namespace_of(&dr.metadata.namespace);
+    DestinationRuleModel {
+        host: snapshot.resolve_host(&dr.spec.host, &namespace),
+        name: name_of(&dr.metadata.name),
+        namespace,
+        generation: dr.metadata.generation,
+        status: dr.status.clone(),
+        spec: dr.spec.clone(),
+    }
 }
 
 /// A pod's key in the per-pod maps: `namespace/name`.

@@ -56,8 +56,10 @@ pub(super) fn effective_rules<'a>(
 }
 
 /// Where a delegate lives, as its roots name it: `(namespace, name)` -> the VirtualService, for those without hosts.
-pub(super) fn delegates(all: &[VirtualServiceModel]) -> BTreeMap<(&str, &str), &VirtualServiceModel> {
-    all.iter().filter(|vs| vs.spec.hosts.is_empty()).map(|vs| ((vs.namespace.as_str(), vs.name.as_str()), vs)).collect()
+pub(super) fn delegates<'a>(
+    all: impl Iterator<Item = &'a VirtualServiceModel>,
+) -> BTreeMap<(&'a str, &'a str), &'a VirtualServiceModel> {
+    all.filter(|vs| vs.spec.hosts.is_empty()).map(|vs| ((vs.namespace.as_str(), vs.name.as_str()), vs)).collect()
 }
 
 fn destinations_mut(rule: &mut HttpRoute) -> impl Iterator<Item = &mut Destination> {

@@ -17,6 +17,7 @@
 //! for them; it is not in that lookup, and its `exportTo` does not matter.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use weft_crds::virtual_service::exported_everywhere;
 use weft_xds::CLUSTER_DOMAIN;
@@ -38,7 +39,7 @@ pub(super) struct RuleHosts {
 }
 
 impl RuleHosts {
-    pub(super) fn of(rules: &[DestinationRuleModel]) -> Self {
+    pub(super) fn of(rules: &[Arc<DestinationRuleModel>]) -> Self {
         let mut hosts = Self::default();
         for (i, dr) in rules.iter().enumerate() {
             if is_wildcard(&dr.host) {
@@ -71,7 +72,7 @@ impl Snapshot {
         let exact = self.dr_hosts.exact.get(fqdn).map(Vec::as_slice).unwrap_or_default().iter();
         let wildcards = self.dr_hosts.wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
         let positions = exact.copied().chain(wildcards.map(|(_, i)| *i));
-        positions.filter_map(|i| self.destination_rules.get(i)).collect()
+        positions.filter_map(|i| self.destination_rules.get(i).map(Arc::as_ref)).collect()
     }
 
     /// The DestinationRule that applies to a Service FQDN for proxies in `namespace`, in Istio's lookup order (see
@@ -127,7 +128,7 @@ impl Snapshot {
                     .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
         };
         let mut chosen = BTreeMap::new();
-        for dr in self.destination_rules.iter().filter(selects) {
+        for dr in self.destination_rules.iter().map(Arc::as_ref).filter(selects) {
             for fqdn in self.hosts_named(&dr.host).into_iter().filter(|h| self.services.contains_key(h)) {
                 let candidates = self.destination_rule_candidates(&fqdn).into_iter().filter(selects);
                 if let Some(best) = most_specific(candidates) {

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 pub use destination_rules::ROOT_NAMESPACE;
 pub use snapshot::{
-    DestinationRuleModel, EndpointModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel, Visibility,
-    is_wildcard,
+    DestinationRuleModel, EndpointModel, RuleModel, ServiceModel, ServicePortModel, Snapshot, VirtualServiceModel,
+    Visibility, is_wildcard,
 };
 
 use crate::source::{Event, Kind, Rejection, Resource, ResourceKey};

@@ -25,10 +25,11 @@ pub struct Snapshot {
     pub services: BTreeMap<String, Arc<ServiceModel>>,
     /// Which Service each cluster IP and endpoint address belongs to (see [`Snapshot::service_with_cluster_ip`]).
     pub(super) addresses: Arc<super::addresses::AddressIndex>,
-    /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`].
-    pub virtual_services: Arc<Vec<VirtualServiceModel>>,
-    /// In namespace/name order.
-    pub destination_rules: Arc<Vec<DestinationRuleModel>>,
+    /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`]. A rule
+    /// that did not change keeps its model (the same `Arc`) from one snapshot to the next.
+    pub virtual_services: Arc<Vec<Arc<VirtualServiceModel>>>,
+    /// In namespace/name order, kept like the VirtualServices.
+    pub destination_rules: Arc<Vec<Arc<DestinationRuleModel>>>,
     /// In namespace/name order. What applies to a workload is [`Snapshot::inbound_policy`].
     pub peer_authentications: Arc<Vec<PeerAuthenticationModel>>,
     /// In namespace/name order. What applies to a workload is [`super::authz::policies_for`].
@@ -62,7 +63,8 @@ pub struct Snapshot {
     pub(super) dr_hosts: super::destination_rules::RuleHosts,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// `Eq`: two snapshots sharing a model (one `Arc`) compare equal without looking inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceModel {
     pub name: String,
     pub namespace: String,
@@ -75,7 +77,7 @@ pub struct ServiceModel {
     pub selector: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePortModel {
     /// Port name; empty for the single unnamed port a Service may have.
     pub name: String,
@@ -166,6 +168,38 @@ impl VirtualServiceModel {
     }
 }
 
+/// Whether two snapshots' models of a rule give the same config: at a glance when they share it (one `Arc`).
+fn same_rule<T: RuleModel>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || a.same_config(b)
+}
+
+/// A routing rule as the index keeps it (VirtualService, DestinationRule): in lists in namespace/name order, found
+/// by them, and compared by what translation reads.
+pub trait RuleModel {
+    fn namespace_name(&self) -> (&str, &str);
+    fn same_config(&self, other: &Self) -> bool;
+}
+
+impl RuleModel for VirtualServiceModel {
+    fn namespace_name(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+
+    fn same_config(&self, other: &Self) -> bool {
+        VirtualServiceModel::same_config(self, other)
+    }
+}
+
+impl RuleModel for DestinationRuleModel {
+    fn namespace_name(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+
+    fn same_config(&self, other: &Self) -> bool {
+        DestinationRuleModel::same_config(self, other)
+    }
+}
+
 impl DestinationRuleModel {
     /// Equal but for what only status reports (status, generation).
     pub fn same_config(&self, other: &Self) -> bool {
@@ -216,14 +250,14 @@ impl Snapshot {
         fqdn: &str,
     ) -> impl Iterator<Item = &'a VirtualServiceModel> + use<'a> {
         let positions = self.vs_by_host.get(fqdn).map(Vec::as_slice).unwrap_or_default();
-        positions.iter().filter_map(|&i| self.virtual_services.get(i))
+        positions.iter().filter_map(|&i| self.virtual_services.get(i).map(Arc::as_ref))
     }
 
     /// Every VirtualService with a wildcard host matching a Service FQDN, with that host's length (longer is more
     /// specific), in namespace/name order.
     fn wildcards_matching(&self, fqdn: &str) -> Vec<(usize, &VirtualServiceModel)> {
         let matching = self.vs_wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
-        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(*i)?))).collect()
+        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(*i)?.as_ref()))).collect()
     }
 
     /// Every VirtualService that may route a Service FQDN, whatever the proxy: those naming it exactly, then those
@@ -285,9 +319,9 @@ impl Snapshot {
             && self.pod_labels == other.pod_labels
             && self.pod_localities == other.pod_localities
             && self.virtual_services.len() == other.virtual_services.len()
-            && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| a.same_config(b))
+            && self.virtual_services.iter().zip(other.virtual_services.iter()).all(|(a, b)| same_rule(a, b))
             && self.destination_rules.len() == other.destination_rules.len()
-            && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| a.same_config(b))
+            && self.destination_rules.iter().zip(other.destination_rules.iter()).all(|(a, b)| same_rule(a, b))
             && self.peer_authentications.len() == other.peer_authentications.len()
             && self.peer_authentications.iter().zip(other.peer_authentications.iter()).all(|(a, b)| a.same_config(b))
             && self.authorization_policies.len() == other.authorization_policies.len()

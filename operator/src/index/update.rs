@@ -1,7 +1,7 @@
 //! The next snapshot from the last one and what changed since, so that a change costs what it touches rather
 //! than the mesh: a Service's model is built again only when the Service, its EndpointSlices or the pods of its
-//! namespace changed; the rules only when a rule changed or a Service came or went (hosts resolve against the
-//! Services). Pure.
+//! namespace changed; a rule's model only when it changed, every rule's when a Service came or went (hosts
+//! resolve against the Services) or a delegate changed (its roots' rules in force are its own). Pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -14,6 +14,7 @@ use super::addresses::ServiceAddresses;
 use super::authz::AuthorizationPolicyModel;
 use super::build::{
     node_localities, pod_account_entry, pod_labels_entry, pod_locality_entry, secret_key, service_model, set_rules,
+    update_rules,
 };
 use super::endpoints::{EndpointSources, SERVICE_NAME_LABEL};
 use super::peer_authn::PeerAuthenticationModel;
@@ -30,8 +31,10 @@ pub(super) struct Dirty {
     pub services: BTreeSet<(String, String)>,
     /// Namespaces whose pods changed: the endpoints of their Services and the pods' labels may differ.
     pub pod_namespaces: BTreeSet<String>,
-    /// A rule changed, or a Service came or went.
+    /// A Service came or went: every rule's hosts are resolved again.
     pub rules: bool,
+    /// VirtualServices and DestinationRules that came, went or changed.
+    pub rule_objects: BTreeSet<ResourceKey>,
     /// A PeerAuthentication changed: every Service's endpoints may differ (which ones take mutual TLS).
     pub peer_policies: bool,
     /// An AuthorizationPolicy changed: only the list itself (proxies look up what applies to them).
@@ -64,7 +67,9 @@ impl Dirty {
             Kind::Pod => {
                 self.pod_namespaces.insert(key.namespace.clone());
             }
-            Kind::VirtualService | Kind::DestinationRule => self.rules = true,
+            Kind::VirtualService | Kind::DestinationRule => {
+                self.rule_objects.insert(key.clone());
+            }
             Kind::PeerAuthentication => self.peer_policies = true,
             Kind::AuthorizationPolicy => self.authz_policies = true,
             Kind::HttpLocalRateLimitPolicy => self.rate_limit_policies = true,
@@ -169,7 +174,8 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
             _ => drop(credentials.remove(&super::credentials::credential_key(namespace, name))),
         }
     }
-    if dirty.rules {
+    let rules_changed = dirty.rules || !dirty.rule_objects.is_empty();
+    if rules_changed && (dirty.rules || !update_rules(snapshot, objects, &dirty.rule_objects)) {
         let virtual_services = all_of_kind(objects, Kind::VirtualService).filter_map(|r| match r {
             Resource::VirtualService(vs) => Some(vs),
             _ => None,
@@ -250,6 +256,13 @@ spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}\n";
     const PEER_POLICY: &str = "apiVersion: security.weft.dev/v1alpha1\nkind: PeerAuthentication\n\
 metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: ratings}}, portLevelMtls: {\"80\": {mode: DISABLE}}}\n";
 
+    /// A rule sorting before the others, then a delegate it hands its requests to.
+    const ALPHA: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: alpha, namespace: a}\n\
+spec: {hosts: [ratings.shop], http: [{route: [{destination: {host: ratings.shop}}]}]}\n";
+    const DELEGATING: &str = "{match: [{uri: {prefix: /api}}], delegate: {name: api, namespace: shop}}, ";
+    const DELEGATE: &str = "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: api, namespace: shop}\n\
+spec: {http: [{route: [{destination: {host: reviews.default}}]}]}\n";
+
     const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: client, namespace: shop}\nstringData: {tls.crt: C1, tls.key: K}\n";
 
     fn key(kind: Kind, namespace: &str, name: &str) -> ResourceKey {
@@ -293,6 +306,13 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
             Event::Restarted { kind: Kind::Pod, namespace: Some("shop".into()), objects: Vec::new() },
             Event::Applied(resources(RULES).remove(0)),
             Event::Deleted(key(Kind::Pod, "nowhere", "nothing")),
+            Event::Applied(resources(ALPHA).remove(0)),
+            Event::Applied(resources(DELEGATE).remove(0)),
+            Event::Applied(resources(&ALPHA.replace("http: [", &format!("http: [{DELEGATING}"))).remove(0)),
+            Event::Applied(resources(&DELEGATE.replace("reviews.default", "ratings")).remove(0)),
+            Event::Applied(resources(&ALPHA.replace("ratings.shop}", "reviews.default}")).remove(0)),
+            Event::Deleted(key(Kind::VirtualService, "shop", "api")),
+            Event::Deleted(key(Kind::VirtualService, "a", "alpha")),
             Event::Applied(resources(SECRET).remove(0)),
             Event::Applied(resources(&SECRET.replace("C1", "C2")).remove(0)),
             Event::Deleted(key(Kind::Secret, "shop", "client")),
@@ -409,5 +429,24 @@ metadata: {name: plain, namespace: shop}\nspec: {selector: {matchLabels: {app: r
         assert!(!kept("ratings.shop.svc.cluster.local"), "its pod changed");
         assert!(kept("reviews.default.svc.cluster.local"), "another namespace's Service is the same model");
         assert!(std::sync::Arc::ptr_eq(&before.virtual_services, &after.virtual_services), "and the rules");
+    }
+
+    #[test]
+    fn a_changed_rule_is_built_again_and_the_others_are_kept() {
+        let mut index = Index::default();
+        for object in start().into_iter().chain(resources(ALPHA)) {
+            index.apply(Event::Applied(object));
+        }
+        let before = index.snapshot();
+        index.apply(Event::Applied(resources(&ALPHA.replace("ratings.shop}", "reviews.default}")).remove(0)));
+        let after = index.snapshot();
+        use std::sync::Arc;
+        let (was, is) = (&before.virtual_services, &after.virtual_services);
+        assert!(!Arc::ptr_eq(&was[0], &is[0]), "the edited rule is new");
+        assert_eq!(is[0].name, "alpha");
+        assert!(Arc::ptr_eq(&was[1], &is[1]), "another rule is the same model");
+        let policies = Arc::ptr_eq(&before.destination_rules[0], &after.destination_rules[0]);
+        assert!(policies, "and so are the policies");
+        assert_eq!(after, build(index.objects.values(), &index.rejections, super::super::ROOT_NAMESPACE));
     }
 }

@@ -41,6 +41,7 @@ pub async fn run(
         let Some(published) = snapshots.borrow_and_update().clone() else { continue };
         let failed = write_changed(&client, &targets(&published.snapshot), &metrics).await;
         retry = failed > 0;
+        tokio::time::sleep(super::PASS_INTERVAL).await;
     }
 }
 

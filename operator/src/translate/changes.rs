@@ -16,13 +16,14 @@
 //!   rules (see [`listeners_differ`]).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use weft_crds::virtual_service::{TcpRoute, TlsRoute};
 
 use super::port_protocol::{has_tcp_port, http_ports, tcp_ports};
 use super::ports;
 use super::scope::{destinations_of, l4_destinations, mesh_route_destinations};
-use crate::index::{DestinationRuleModel, ServiceModel, Snapshot, VirtualServiceModel};
+use crate::index::{DestinationRuleModel, RuleModel, ServiceModel, Snapshot, VirtualServiceModel, is_wildcard};
 
 /// What translation must redo after a change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,12 +138,7 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
         (a, b) => a.is_none() && b.is_none(),
     };
     let mut reshaped = BTreeSet::new();
-    let gone = before.services.keys().filter(|fqdn| !after.services.contains_key(*fqdn));
-    for fqdn in after.services.keys().chain(gone) {
-        let (was, is) = (before.services.get(fqdn).map(|s| s.as_ref()), after.services.get(fqdn).map(|s| s.as_ref()));
-        if was == is {
-            continue;
-        }
+    for (fqdn, was, is) in differing_services(before, after) {
         changes.clusters.insert(fqdn.clone());
         if !same_shape(was, is) {
             changes.routes.insert(fqdn.clone());
@@ -158,10 +154,74 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
     reshaped
 }
 
+/// The Services that came, went or changed between two snapshots, with their models before and after: both maps
+/// walked in step (FQDN order), a model the two share (one `Arc`, as the index keeps an unchanged Service's)
+/// passed over without looking inside. A change costs a step per Service, not a comparison of every model.
+fn differing_services<'a>(
+    before: &'a Snapshot,
+    after: &'a Snapshot,
+) -> Vec<(&'a String, Option<&'a ServiceModel>, Option<&'a ServiceModel>)> {
+    use std::cmp::Ordering;
+    let (mut was, mut is) = (before.services.iter().peekable(), after.services.iter().peekable());
+    let mut differing = Vec::new();
+    loop {
+        let order = match (was.peek(), is.peek()) {
+            (None, None) => return differing,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        match order {
+            Ordering::Less => differing.extend(was.next().map(|(fqdn, model)| (fqdn, Some(model.as_ref()), None))),
+            Ordering::Greater => differing.extend(is.next().map(|(fqdn, model)| (fqdn, None, Some(model.as_ref())))),
+            Ordering::Equal => {
+                if let (Some((fqdn, a)), Some((_, b))) = (was.next(), is.next())
+                    && !Arc::ptr_eq(a, b)
+                    && a != b
+                {
+                    differing.push((fqdn, Some(a.as_ref()), Some(b.as_ref())));
+                }
+            }
+        }
+    }
+}
+
+/// The rules that came, went or changed between two lists in namespace/name order, as they were and as they
+/// are: both walked in step, a model the two share (one `Arc`, as the index keeps an unchanged rule's) passed
+/// over without looking inside.
+fn differing_rules<'a, T: RuleModel>(before: &'a [Arc<T>], after: &'a [Arc<T>]) -> Vec<&'a T> {
+    use std::cmp::Ordering;
+    let (mut was, mut is) = (before.iter().peekable(), after.iter().peekable());
+    let mut differing = Vec::new();
+    loop {
+        let order = match (was.peek(), is.peek()) {
+            (None, None) => return differing,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(a), Some(b)) => a.namespace_name().cmp(&b.namespace_name()),
+        };
+        match order {
+            Ordering::Less => differing.extend(was.next().map(Arc::as_ref)),
+            Ordering::Greater => differing.extend(is.next().map(Arc::as_ref)),
+            Ordering::Equal => {
+                if let (Some(a), Some(b)) = (was.next(), is.next())
+                    && !Arc::ptr_eq(a, b)
+                    && !a.same_config(b)
+                {
+                    differing.extend([a.as_ref(), b.as_ref()]);
+                }
+            }
+        }
+    }
+}
+
 fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
-    let mut hosts: BTreeSet<&String> = before.policy_hosts().chain(after.policy_hosts()).collect();
+    // Only the hosts of rules that differ may have other candidates: a change costs its rules, not the mesh's.
+    let differing = differing_rules(&before.destination_rules, &after.destination_rules);
+    let mut hosts: BTreeSet<&String> = differing.iter().map(|dr| &dr.host).filter(|h| !is_wildcard(h)).collect();
     // A wildcard rule may apply to any Service (one that comes or goes is compared too).
-    if before.has_wildcard_policies() || after.has_wildcard_policies() {
+    if differing.iter().any(|dr| is_wildcard(&dr.host)) {
+        hosts.extend(before.policy_hosts().chain(after.policy_hosts()));
         hosts.extend(before.services.keys().chain(after.services.keys()));
     }
     for host in hosts {
@@ -172,19 +232,28 @@ fn compare_policies(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
             // Routes carry the hash policy of their destination's rule (consistent hashing): the host's own
             // default route, and the routes that send to it.
             changes.routes.insert(host.clone());
+            // A wildcard sender shapes the virtual hosts of the Services it matches, in either snapshot.
             let senders = after.virtual_services.iter().filter(|vs| destinations_of(after, vs).contains(host));
-            let senders: Vec<String> = senders.flat_map(|vs| vs.hosts.iter().cloned()).collect();
+            let named = |h: &String| before.hosts_named(h).into_iter().chain(after.hosts_named(h));
+            let senders: Vec<String> = senders.flat_map(|vs| vs.hosts.iter().flat_map(named)).collect();
             changes.routes.extend(senders);
         }
     }
     // A DestinationRule puts its host in its namespace's scope, whether or not it is the one in force.
-    let same_scope =
-        |a: &DestinationRuleModel, b: &DestinationRuleModel| a.namespace == b.namespace && a.host == b.host;
+    let same_scope = |a: &Arc<DestinationRuleModel>, b: &Arc<DestinationRuleModel>| {
+        Arc::ptr_eq(a, b) || (a.namespace == b.namespace && a.host == b.host)
+    };
     changes.scopes |= !same_lists(&before.destination_rules, &after.destination_rules, same_scope);
 }
 
 fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
-    for host in rule_hosts(before, after) {
+    // Only the hosts of rules that differ may have other candidates.
+    let differing = differing_rules(&before.virtual_services, &after.virtual_services);
+    let hosts: BTreeSet<&String> = match differing.iter().flat_map(|vs| &vs.hosts).any(|h| is_wildcard(h)) {
+        true => rule_hosts(before, after),
+        false => differing.iter().flat_map(|vs| &vs.hosts).collect(),
+    };
+    for host in hosts {
         let (was, is): (Vec<_>, Vec<_>) =
             (before.virtual_service_candidates(host), after.virtual_service_candidates(host));
         if !same_lists(&was, &is, |a, b| a.same_config(b)) {
@@ -194,8 +263,8 @@ fn compare_rules(before: &Snapshot, after: &Snapshot, changes: &mut Changes) {
     }
     // A VirtualService puts its hosts in the scopes of the namespaces it names, whether or not it is the one in
     // force.
-    let same_scope = |a: &VirtualServiceModel, b: &VirtualServiceModel| {
-        (&a.namespace, &a.hosts, &a.spec.export_to) == (&b.namespace, &b.hosts, &b.spec.export_to)
+    let same_scope = |a: &Arc<VirtualServiceModel>, b: &Arc<VirtualServiceModel>| {
+        Arc::ptr_eq(a, b) || (&a.namespace, &a.hosts, &a.spec.export_to) == (&b.namespace, &b.hosts, &b.spec.export_to)
     };
     changes.scopes |= !same_lists(&before.virtual_services, &after.virtual_services, same_scope);
 }

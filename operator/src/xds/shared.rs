@@ -371,14 +371,19 @@ impl Generation {
                     return found;
                 }
                 let extended = self.extended(&key, previous);
+                let held_before = self.extended.len();
                 self.extended.retain(|_, used| used.strong_count() > 0);
+                let dropped = self.extended.len() < held_before;
                 self.extended.insert(key, Arc::downgrade(&extended));
-                let held: HashSet<(&str, &str)> = self
-                    .extended
-                    .keys()
-                    .flat_map(|((ns, _), names)| names.iter().map(|n| (ns.as_str(), n.as_str())))
-                    .collect();
-                self.answers.retain(|namespace, name| held.contains(&(namespace, name)));
+                // The answers hold only names of keys held since one last went: forget theirs now (not at every
+                // new key, which would cost every key's names each time).
+                if dropped {
+                    let mut held: HashSet<(&str, &str)> = HashSet::new();
+                    for ((namespace, _), names) in self.extended.keys() {
+                        held.extend(names.iter().map(|name| (namespace.as_str(), name.as_str())));
+                    }
+                    self.answers.retain(|namespace, name| held.contains(&(namespace, name)));
+                }
                 extended
             }
         }

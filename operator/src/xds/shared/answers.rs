@@ -15,8 +15,9 @@ use crate::xds::resources::Encoded;
 /// The answer to one name for proxies of one namespace.
 #[derive(Debug)]
 pub(super) struct Answer {
-    /// The Service answering (its virtual host, named as asked).
+    /// The Service answering (its virtual host, named as asked) and the port of that virtual host.
     pub fqdn: String,
+    pub port: u16,
     pub virtual_host: Encoded,
     /// The Service and the hosts its routes send to: whose clusters the proxy needs.
     pub hosts: BTreeSet<String>,
@@ -49,8 +50,9 @@ impl Answers {
         }
         let (service, port) = scope::on_demand_service(snapshot, namespace, name)?;
         let fqdn = service.fqdn();
-        // The name still resolves to the same Service, whose virtual host and destinations are as they were.
-        let unchanged = |answer: &&Arc<Answer>| answer.fqdn == fqdn;
+        // The name still resolves to the same Service and port (a pod's address may now be another port's
+        // endpoint), whose virtual host and destinations are as they were.
+        let unchanged = |answer: &&Arc<Answer>| answer.fqdn == fqdn && answer.port == port;
         let carried = before.and_then(|(answers, changes)| {
             answers.by_name.get(&key).filter(unchanged).filter(|_| changes.spares_routes_of_host(&fqdn)).cloned()
         });
@@ -58,7 +60,7 @@ impl Answers {
             let host = translate::on_demand_virtual_host(snapshot, (service, port), namespace, name);
             let mut hosts: BTreeSet<String> = route_destinations(snapshot, &fqdn, namespace).into_iter().collect();
             hosts.insert(fqdn.clone());
-            Arc::new(Answer { virtual_host: Encoded::new(name.to_string(), &host), hosts, fqdn })
+            Arc::new(Answer { virtual_host: Encoded::new(name.to_string(), &host), hosts, fqdn, port })
         });
         self.by_name.insert(key, answer.clone());
         Some(answer)

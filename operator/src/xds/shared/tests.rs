@@ -238,7 +238,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 34] = [
+    let edits: [(&str, Edit); 35] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -316,6 +316,9 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
         ("the wildcard rule changes destination", |docs| {
             let rule = docs.iter_mut().find(|d| d.contains("name: bank-wide")).expect("the wildcard rule");
             *rule = rule.replace("host: ledger.bank}", "host: audit.bank, port: {number: 80}}");
+        }),
+        ("consistent hashing on a host a wildcard rule sends to", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: audit-hash, namespace: bank}\nspec: {host: audit, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}\n".into());
         }),
         ("a rule for every host, for one namespace", |docs| {
             docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\nmetadata: {name: everything, namespace: web}\nspec: {exportTo: [\".\"], hosts: [\"*\"], http: [{route: [{destination: {host: frontend}}]}]}\n".into());

@@ -180,10 +180,10 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let since = u64::try_from(self.0.counted_from.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            self.0.last_end.fetch_max(since, Ordering::AcqRel);
-        }
+        // The end is noted before the count falls: whoever then sees no stream on the connection sees this end.
+        let since = u64::try_from(self.0.counted_from.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.last_end.fetch_max(since, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
