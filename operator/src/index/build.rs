@@ -112,8 +112,8 @@ pub(super) fn set_rules<'a>(
 }
 
 /// Brings the rules up to date with the VirtualServices and DestinationRules `changed` names (that came, went or
-/// changed), every other rule keeping its model (the same `Arc`): an edit costs that rule, not every rule of the
-/// mesh. Does nothing and says `false` when a delegate (a VirtualService without hosts, before or after) is among
+/// changed), every other rule keeping its model (the same `Arc`): an edit builds that rule's model, not every
+/// rule's (the lists of pointers and the host lookups are still made anew). Does nothing and says `false` when a delegate (a VirtualService without hosts, before or after) is among
 /// them: the rules in force of its roots change too, and the caller puts every rule in again ([`set_rules`]).
 pub(super) fn update_rules(
     snapshot: &mut Snapshot,

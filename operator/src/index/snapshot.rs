@@ -375,6 +375,10 @@ impl Snapshot {
 
     /// Fills the host lookups; called once the lists are final.
     pub(super) fn index_hosts(&mut self) {
+        // Rules are found by binary search and compared in step: each list is in namespace/name order.
+        let ordered = |names: Vec<(&str, &str)>| names.windows(2).all(|pair| pair[0] < pair[1]);
+        debug_assert!(ordered(self.virtual_services.iter().map(|vs| vs.namespace_name()).collect()));
+        debug_assert!(ordered(self.destination_rules.iter().map(|dr| dr.namespace_name()).collect()));
         self.vs_by_host.clear();
         self.vs_wildcards.clear();
         for (i, vs) in self.virtual_services.iter().enumerate() {

@@ -154,61 +154,56 @@ fn compare_services(before: &Snapshot, after: &Snapshot, changes: &mut Changes) 
     reshaped
 }
 
-/// The Services that came, went or changed between two snapshots, with their models before and after: both maps
-/// walked in step (FQDN order), a model the two share (one `Arc`, as the index keeps an unchanged Service's)
-/// passed over without looking inside. A change costs a step per Service, not a comparison of every model.
+/// The Services that came, went or changed between two snapshots, with their models before and after; a model
+/// the two share (one `Arc`, as the index keeps an unchanged Service's) passed over without looking inside. A
+/// change costs a step per Service, not a comparison of every model.
 fn differing_services<'a>(
     before: &'a Snapshot,
     after: &'a Snapshot,
 ) -> Vec<(&'a String, Option<&'a ServiceModel>, Option<&'a ServiceModel>)> {
-    use std::cmp::Ordering;
-    let (mut was, mut is) = (before.services.iter().peekable(), after.services.iter().peekable());
     let mut differing = Vec::new();
+    in_step(before.services.iter(), after.services.iter(), |fqdn, was, is| {
+        if !matches!((was, is), (Some(a), Some(b)) if Arc::ptr_eq(a, b) || a == b) {
+            differing.push((fqdn, was.map(Arc::as_ref), is.map(Arc::as_ref)));
+        }
+    });
+    differing
+}
+
+/// The rules that came, went or changed between two lists in namespace/name order, as they were and as they
+/// are; a model the two share (one `Arc`, as the index keeps an unchanged rule's) passed over.
+fn differing_rules<'a, T: RuleModel>(before: &'a [Arc<T>], after: &'a [Arc<T>]) -> Vec<&'a T> {
+    let mut differing = Vec::new();
+    let keyed = |rule: &'a Arc<T>| (rule.namespace_name(), rule);
+    in_step(before.iter().map(keyed), after.iter().map(keyed), |_, was, is| {
+        if !matches!((was, is), (Some(a), Some(b)) if Arc::ptr_eq(a, b) || a.same_config(b)) {
+            differing.extend(was.into_iter().chain(is).map(Arc::as_ref));
+        }
+    });
+    differing
+}
+
+/// Walks two sequences sorted by distinct keys in step, calling `each` once per key with what either side has.
+fn in_step<'a, K: Ord, T: 'a>(
+    before: impl Iterator<Item = (K, &'a T)>,
+    after: impl Iterator<Item = (K, &'a T)>,
+    mut each: impl FnMut(K, Option<&'a T>, Option<&'a T>),
+) {
+    use std::cmp::Ordering;
+    let (mut was, mut is) = (before.peekable(), after.peekable());
     loop {
         let order = match (was.peek(), is.peek()) {
-            (None, None) => return differing,
+            (None, None) => return,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
             (Some((a, _)), Some((b, _))) => a.cmp(b),
         };
         match order {
-            Ordering::Less => differing.extend(was.next().map(|(fqdn, model)| (fqdn, Some(model.as_ref()), None))),
-            Ordering::Greater => differing.extend(is.next().map(|(fqdn, model)| (fqdn, None, Some(model.as_ref())))),
+            Ordering::Less => was.next().into_iter().for_each(|(key, a)| each(key, Some(a), None)),
+            Ordering::Greater => is.next().into_iter().for_each(|(key, b)| each(key, None, Some(b))),
             Ordering::Equal => {
-                if let (Some((fqdn, a)), Some((_, b))) = (was.next(), is.next())
-                    && !Arc::ptr_eq(a, b)
-                    && a != b
-                {
-                    differing.push((fqdn, Some(a.as_ref()), Some(b.as_ref())));
-                }
-            }
-        }
-    }
-}
-
-/// The rules that came, went or changed between two lists in namespace/name order, as they were and as they
-/// are: both walked in step, a model the two share (one `Arc`, as the index keeps an unchanged rule's) passed
-/// over without looking inside.
-fn differing_rules<'a, T: RuleModel>(before: &'a [Arc<T>], after: &'a [Arc<T>]) -> Vec<&'a T> {
-    use std::cmp::Ordering;
-    let (mut was, mut is) = (before.iter().peekable(), after.iter().peekable());
-    let mut differing = Vec::new();
-    loop {
-        let order = match (was.peek(), is.peek()) {
-            (None, None) => return differing,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => a.namespace_name().cmp(&b.namespace_name()),
-        };
-        match order {
-            Ordering::Less => differing.extend(was.next().map(Arc::as_ref)),
-            Ordering::Greater => differing.extend(is.next().map(Arc::as_ref)),
-            Ordering::Equal => {
-                if let (Some(a), Some(b)) = (was.next(), is.next())
-                    && !Arc::ptr_eq(a, b)
-                    && !a.same_config(b)
-                {
-                    differing.extend([a.as_ref(), b.as_ref()]);
+                if let (Some((key, a)), Some((_, b))) = (was.next(), is.next()) {
+                    each(key, Some(a), Some(b));
                 }
             }
         }
