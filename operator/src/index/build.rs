@@ -151,8 +151,14 @@ pub(super) fn update_rules(
             }
         }
     }
-    snapshot.virtual_services = Arc::new(virtual_services);
-    snapshot.destination_rules = Arc::new(destination_rules);
+    // A list no change touched keeps its pointer too.
+    let touched = |kind| changed.iter().any(|key| key.kind == kind);
+    if touched(Kind::VirtualService) {
+        snapshot.virtual_services = Arc::new(virtual_services);
+    }
+    if touched(Kind::DestinationRule) {
+        snapshot.destination_rules = Arc::new(destination_rules);
+    }
     snapshot.index_hosts();
     true
 }

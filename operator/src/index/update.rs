@@ -445,8 +445,7 @@ spec: {http: [{route: [{destination: {host: reviews.default}}]}]}\n";
         assert!(!Arc::ptr_eq(&was[0], &is[0]), "the edited rule is new");
         assert_eq!(is[0].name, "alpha");
         assert!(Arc::ptr_eq(&was[1], &is[1]), "another rule is the same model");
-        let policies = Arc::ptr_eq(&before.destination_rules[0], &after.destination_rules[0]);
-        assert!(policies, "and so are the policies");
+        assert!(Arc::ptr_eq(&before.destination_rules, &after.destination_rules), "and so are the policies");
         assert_eq!(after, build(index.objects.values(), &index.rejections, super::super::ROOT_NAMESPACE));
     }
 }
