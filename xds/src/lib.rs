@@ -24,7 +24,7 @@ pub mod source;
 pub use envoy_types::pb;
 pub use identity::SpiffeId;
 pub use names::{
-    ClusterName, MAX_ON_DEMAND_NAMES, address_domain, cluster_name, listener_name, on_demand_name,
+    ClusterName, MAX_ON_DEMAND_NAMES, address_domain, cluster_name, domain_address, listener_name, on_demand_name,
     parse_on_demand_name, parse_virtual_host_name, route_config_name, service_of_domains, virtual_host_name,
 };
 pub use node::ProxyNode;

@@ -66,6 +66,12 @@ pub fn address_domain(ip: std::net::IpAddr) -> String {
     }
 }
 
+/// The address an [`address_domain`] (or an on-demand name's host) is, if it is one: `10.96.0.9`, `[fd00::9]`
+/// (brackets optional).
+pub fn domain_address(domain: &str) -> Option<std::net::IpAddr> {
+    domain.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
 /// Outbound listener for a port, named like Istio's `0.0.0.0_9080`.
 pub fn listener_name(port: u16) -> String {
     format!("0.0.0.0_{port}")

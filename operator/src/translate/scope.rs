@@ -9,7 +9,6 @@
 //! default without a Sidecar).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 pub use weft_xds::ProxyScope;
 use weft_xds::parse_on_demand_name;
@@ -106,13 +105,13 @@ pub fn on_demand_service<'a>(snapshot: &'a Snapshot, namespace: &str, name: &str
         Some(_) => return None,
         None => host,
     };
-    let service: &ServiceModel = match bare.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
-        Ok(ip) => match snapshot.service_with_cluster_ip(ip) {
+    let service: &ServiceModel = match weft_xds::domain_address(bare) {
+        Some(ip) => match snapshot.service_with_cluster_ip(ip) {
             Some(service) => service,
             None => return endpoint_service(snapshot, std::net::SocketAddr::new(ip, port)),
         },
         // A short name resolves in the proxy's own namespace only, as its virtual host's domains say.
-        Err(_) => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
+        None => snapshot.services.get(&snapshot.resolve_host(bare, namespace))?,
     };
     service.port(port).is_some().then_some((service, port))
 }

@@ -158,9 +158,10 @@ impl ProxyConfig {
     }
 
     /// The virtual host of the Service whose cluster IP is `ip`, in `table`: one of its own, else one asked for on
-    /// demand by that address (for a TCP connection sent there; see [`weft_xds::on_demand_name`]). Only private
-    /// addresses are asked for, where Kubernetes puts cluster IPs: TCP to the internet (say, to port 443, which
-    /// the API server's own Service has in every cluster) never waits on the control plane.
+    /// demand by that address (for traffic sent there; see [`weft_xds::on_demand_name`]). Only private addresses
+    /// are asked for, where Kubernetes puts cluster IPs: TCP to the internet (say, to port 443, which the API
+    /// server's own Service has in every cluster) never waits on the control plane. An answer naming the Service
+    /// one of whose endpoints `ip` is (a pod) is no cluster IP's: `Unknown` here, the pod found by its endpoint.
     pub fn service_at<'a>(&'a self, table: &'a RouteTable, ip: IpAddr) -> Lookup<'a> {
         if let Some(found) = table.service_at(ip) {
             return Lookup::Found(found);
@@ -168,7 +169,11 @@ impl ProxyConfig {
         if !table.on_demand || !is_private(ip) {
             return Lookup::Unknown;
         }
-        self.on_demand_lookup(on_demand_name(&table.name, &weft_xds::address_domain(ip)), true)
+        let domain = weft_xds::address_domain(ip);
+        match self.on_demand_lookup(on_demand_name(&table.name, &domain), true) {
+            Lookup::Found(host) if !host.domains.contains(&domain) => Lookup::Unknown,
+            other => other,
+        }
     }
 
     fn on_demand_lookup(&self, name: String, address: bool) -> Lookup<'_> {
@@ -227,7 +232,7 @@ fn is_ip_literal(host: &str) -> bool {
 pub fn ip_literal(host: &str) -> Option<IpAddr> {
     match host.parse::<SocketAddr>() {
         Ok(address) => Some(address.ip()),
-        Err(_) => host.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+        Err(_) => weft_xds::domain_address(host),
     }
 }
 
@@ -314,10 +319,15 @@ mod tests {
         assert_eq!(config.service_at(&table, other), Lookup::Ask("5432/10.96.0.9".into()));
         let v6: IpAddr = "fd00::9".parse().unwrap_or(IpAddr::from([0; 4]));
         assert_eq!(config.service_at(&table, v6), Lookup::Ask("5432/[fd00::9]".into()));
-        config.on_demand.insert("5432/10.96.0.9".into(), Some(host("store.data.svc.cluster.local", "c-store")));
+        let mut store = host("store.data.svc.cluster.local", "c-store");
+        store.domains.push("10.96.0.9".into());
+        config.on_demand.insert("5432/10.96.0.9".into(), Some(store.clone()));
         assert!(
             matches!(config.service_at(&table, other), Lookup::Found(h) if h.name == "store.data.svc.cluster.local")
         );
+        config.on_demand.insert("5432/10.1.0.7".into(), Some(store));
+        let pod: IpAddr = "10.1.0.7".parse().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(config.service_at(&table, pod), Lookup::Unknown, "an answer for a pod is no cluster IP's");
         for i in 0..weft_xds::MAX_ON_DEMAND_NAMES {
             config.on_demand.insert(format!("5432/10.1.{}.{}", i / 256, i % 256), None);
         }

@@ -254,11 +254,7 @@ fn address_virtual_host<'a>(runtime: &'a Runtime, table: &'a RouteTable, host: &
     if runtime.endpoint_clusters.contains_key(&SocketAddr::new(ip, port)) {
         return Lookup::Unknown;
     }
-    match runtime.config.service_at(table, ip) {
-        Lookup::Found(vhost) if vhost.domains.contains(&weft_xds::address_domain(ip)) => Lookup::Found(vhost),
-        Lookup::Found(_) => Lookup::Unknown,
-        other => other,
-    }
+    runtime.config.service_at(table, ip)
 }
 
 /// Awaits the response head within the request's deadlines; failures and timeouts become the proxy's own

@@ -64,13 +64,7 @@ pub async fn route(
 pub fn service_target(original: SocketAddr, forwarder: &Forwarder) -> Option<Result<L4Target, String>> {
     let runtime = forwarder.runtime.borrow();
     let table = runtime.config.route_table_for_port(original.port())?;
-    let found = match runtime.config.service_at(table, original.ip()) {
-        Lookup::Found(host) => Some(host),
-        Lookup::Ask(_) | Lookup::Unknown => None,
-    };
-    // An address asked for is a cluster IP of the Service that answered, or one of its endpoints (then below).
-    let domain = weft_xds::address_domain(original.ip());
-    if let Some(host) = found.filter(|host| host.domains.contains(&domain)) {
+    if let Lookup::Found(host) = runtime.config.service_at(table, original.ip()) {
         let service = weft_xds::parse_virtual_host_name(&host.name).map(|(service, _)| service);
         // Asked for on demand, it is held under the name it was asked by: the Service is its first domain.
         let service = service.or_else(|| weft_xds::service_of_domains(&host.domains))?;
@@ -96,9 +90,8 @@ pub async fn service_target_asked(original: SocketAddr, forwarder: &Forwarder) -
         let table = runtime.config.route_table_for_port(original.port())?;
         match runtime.config.service_at(table, original.ip()) {
             Lookup::Ask(name) => name,
-            Lookup::Unknown => return None,
-            // Arrived since the caller looked.
-            Lookup::Found(_) => {
+            // Nothing to ask, or arrived since the caller looked: as the proxy knows it now.
+            Lookup::Found(_) | Lookup::Unknown => {
                 drop(runtime);
                 return service_target(original, forwarder);
             }

@@ -145,7 +145,7 @@ impl Pool {
 pub(super) struct Streams {
     in_flight: AtomicUsize,
     counted_from: Instant,
-    /// When the count last fell to zero, in nanoseconds since `counted_from`.
+    /// When a stream last ended, in nanoseconds since `counted_from`.
     last_end: AtomicU64,
 }
 
