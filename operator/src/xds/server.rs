@@ -1,5 +1,6 @@
-//! The gRPC edge of the ADS server (tonic): one task per stream feeding a pure state machine, state of the world
-//! ([`AdsStream`]) or incremental ([`DeltaStream`]), through one loop written once for both ([`Protocol`]).
+//! The ADS server's streams: one task per stream feeding a pure state machine, state of the world
+//! ([`super::sotw::AdsStream`]) or incremental ([`super::delta::DeltaStream`]), through one loop written once for
+//! both ([`Protocol`]). Their gRPC edge is [`AdsService`].
 //!
 //! Streams end with a gRPC status that says why, in a few words: a malformed or over-size request, a missing
 //! node id, or the operator shutting down (`UNAVAILABLE`, so proxies reconnect at once, to another replica, and
@@ -10,21 +11,16 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    aggregated_discovery_service_server::{AggregatedDiscoveryService, AggregatedDiscoveryServiceServer},
-};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Request, Status, Streaming};
 use weft_process::excerpt;
 use weft_xds::{ProxyNode, ResourceType};
 
-use super::delta::DeltaStream;
+use super::grpc::AdsService;
 use super::node::{Features, identify};
 use super::protocol::{Answer, Protocol};
 use super::shared::{Translations, Wanted};
-use super::sotw::AdsStream;
 use crate::app::{Published, SnapshotReceiver};
 use crate::debug::registry::{ProxyView, Registration, Registry, Sent, unix_ms};
 use crate::metrics::Metrics;
@@ -82,14 +78,14 @@ impl AdsServer {
         Self { required_identity: Some(trust_domain), ..self }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    pub fn into_service(self) -> AdsService {
+        AdsService::new(self)
     }
 }
 
 impl AdsServer {
     /// Starts the task that serves one stream of protocol `P`; the receiving end of its responses.
-    fn start<P: Protocol>(
+    pub(super) fn start<P: Protocol>(
         &self,
         request: Request<Streaming<P::Request>>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
@@ -119,27 +115,6 @@ impl AdsServer {
         };
         tokio::spawn(stream.serve(request.into_inner()));
         ReceiverStream::new(rx)
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.start::<AdsStream>(request)))
-    }
-
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.start::<DeltaStream>(request)))
     }
 }
 

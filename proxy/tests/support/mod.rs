@@ -14,10 +14,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -26,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use weft_operator::xds::AdsServer;
+use weft_operator::xds::{AdsServer, AdsService};
 
 pub const SERVICE: &str = "slow";
 pub const CLUSTER: &str = "outbound|80||slow.default.svc.cluster.local";
@@ -367,7 +363,8 @@ impl SotwOnlyOperator {
         let (events_tx, events_rx) = mpsc::channel(64);
         let (snapshots_tx, snapshots_rx) = tokio::sync::watch::channel(None);
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
-        let ads = SotwOnly(AdsServer::new(snapshots_rx, Default::default(), metrics.clone(), closing_rx));
+        let ads =
+            SotwOnly(AdsServer::new(snapshots_rx, Default::default(), metrics.clone(), closing_rx).into_service());
         let listener = TcpListener::bind(xds).await.unwrap();
         let path = dir.path().to_path_buf();
         let tasks = vec![
@@ -383,8 +380,7 @@ impl SotwOnlyOperator {
             )),
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                let server = AggregatedDiscoveryServiceServer::new(ads);
-                let _ = tonic::transport::Server::builder().add_service(server).serve_with_incoming(incoming).await;
+                let _ = tonic::transport::Server::builder().add_service(ads).serve_with_incoming(incoming).await;
                 drop(closing_tx);
             }),
         ];
@@ -398,24 +394,27 @@ impl Drop for SotwOnlyOperator {
     }
 }
 
-struct SotwOnly(AdsServer);
+/// The operator's ADS service without its incremental method, as an operator from before it had one.
+#[derive(Clone)]
+struct SotwOnly(AdsService);
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for SotwOnly {
-    type StreamAggregatedResourcesStream = <AdsServer as AggregatedDiscoveryService>::StreamAggregatedResourcesStream;
-    type DeltaAggregatedResourcesStream = <AdsServer as AggregatedDiscoveryService>::DeltaAggregatedResourcesStream;
+impl tonic::server::NamedService for SotwOnly {
+    const NAME: &'static str = <AdsService as tonic::server::NamedService>::NAME;
+}
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
-        self.0.stream_aggregated_resources(request).await
+impl tower::Service<http::Request<tonic::body::Body>> for SotwOnly {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = <AdsService as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("state of the world only"))
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().ends_with("/DeltaAggregatedResources") {
+            return std::future::ready(Ok(tonic::Status::unimplemented("state of the world only").into_http()));
+        }
+        self.0.call(request)
     }
 }
