@@ -256,7 +256,7 @@ fn injection(
     namespaces: &[(Namespace, Place)],
 ) -> Vec<(usize, Finding)> {
     let pods: Vec<(ResourceKey, &Pod)> =
-        resources.iter().filter_map(|r| if let Resource::Pod(p) = r { Some((r.key(), p)) } else { None }).collect();
+        resources.iter().filter_map(|r| if let Resource::Pod(p) = r { Some((r.key(), &**p)) } else { None }).collect();
     let mut findings = Vec::new();
     for (namespace, place) in namespaces {
         let name = namespace.metadata.name.clone().unwrap_or_default();

@@ -38,15 +38,15 @@ pub fn build<'a>(
     let mut credentials = super::credentials::Credentials::new();
     for object in objects {
         match object {
-            Resource::Service(s) => services.push(s),
-            Resource::Pod(p) => pods.push(p),
-            Resource::EndpointSlice(s) => slices.push(s),
-            Resource::VirtualService(v) => virtual_services.push(v),
-            Resource::DestinationRule(d) => destination_rules.push(d),
+            Resource::Service(s) => services.push(&**s),
+            Resource::Pod(p) => pods.push(&**p),
+            Resource::EndpointSlice(s) => slices.push(&**s),
+            Resource::VirtualService(v) => virtual_services.push(&**v),
+            Resource::DestinationRule(d) => destination_rules.push(&**d),
             Resource::PeerAuthentication(p) => peer_authentications.push(PeerAuthenticationModel::of(p)),
             Resource::AuthorizationPolicy(p) => authorization_policies.push(AuthorizationPolicyModel::of(p)),
             Resource::HttpLocalRateLimitPolicy(p) => rate_limit_policies.push(RateLimitPolicyModel::of(p)),
-            Resource::Node(n) => nodes.push(n),
+            Resource::Node(n) => nodes.push(&**n),
             Resource::Secret(secret) => {
                 credentials.insert(secret_key(secret), secret.credential.clone());
             }

@@ -95,7 +95,7 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
     }
     if dirty.nodes {
         let nodes =
-            all_of_kind(objects, Kind::Node).filter_map(|r| if let Resource::Node(n) = r { Some(n) } else { None });
+            all_of_kind(objects, Kind::Node).filter_map(|r| if let Resource::Node(n) = r { Some(&**n) } else { None });
         snapshot.node_localities = Arc::new(node_localities(nodes));
         // Node labels change rarely: rebuilding every namespace's endpoints is simpler than tracking which pods
         // run where.
@@ -118,10 +118,10 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
     }
     for namespace in &namespaces {
         let pods: Vec<&Pod> = of_kind(objects, Kind::Pod, namespace)
-            .filter_map(|r| if let Resource::Pod(p) = r { Some(p) } else { None })
+            .filter_map(|r| if let Resource::Pod(p) = r { Some(&**p) } else { None })
             .collect();
         let slices: Vec<&EndpointSlice> = of_kind(objects, Kind::EndpointSlice, namespace)
-            .filter_map(|r| if let Resource::EndpointSlice(s) = r { Some(s) } else { None })
+            .filter_map(|r| if let Resource::EndpointSlice(s) = r { Some(&**s) } else { None })
             .collect();
         let nodes = snapshot.node_localities.clone();
         let sources = EndpointSources::new(&pods, &slices, &nodes);
@@ -177,11 +177,11 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
     let rules_changed = dirty.rules || !dirty.rule_objects.is_empty();
     if rules_changed && (dirty.rules || !update_rules(snapshot, objects, &dirty.rule_objects)) {
         let virtual_services = all_of_kind(objects, Kind::VirtualService).filter_map(|r| match r {
-            Resource::VirtualService(vs) => Some(vs),
+            Resource::VirtualService(vs) => Some(&**vs),
             _ => None,
         });
         let destination_rules = all_of_kind(objects, Kind::DestinationRule).filter_map(|r| match r {
-            Resource::DestinationRule(dr) => Some(dr),
+            Resource::DestinationRule(dr) => Some(&**dr),
             _ => None,
         });
         set_rules(snapshot, virtual_services, destination_rules);

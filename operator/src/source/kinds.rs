@@ -86,7 +86,10 @@ pub const KINDS: [KindInfo; 10] = [
         // Only the labels are kept: a node's status (images, conditions) is large and of no use here.
         wrap: |v| {
             from_value::<k8s_openapi::api::core::v1::Node>(v).map(|node| {
-                Resource::Node(k8s_openapi::api::core::v1::Node { metadata: node.metadata, ..Default::default() })
+                Resource::Node(Box::new(k8s_openapi::api::core::v1::Node {
+                    metadata: node.metadata,
+                    ..Default::default()
+                }))
             })
         },
         resolves_refs: false,
@@ -96,7 +99,7 @@ pub const KINDS: [KindInfo; 10] = [
         api_version: "v1",
         name: "Secret",
         // Only the certificates `credentialName` may name: nothing else of a Secret is held in memory.
-        wrap: |v| from_value(v).map(|secret| Resource::Secret(crate::index::credentials::held(secret))),
+        wrap: |v| from_value(v).map(|secret| Resource::Secret(Box::new(crate::index::credentials::held(secret)))),
         resolves_refs: false,
     },
 ];

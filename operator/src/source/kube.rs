@@ -69,13 +69,13 @@ pub async fn run(
         // Every kind but Nodes (above), and Secrets when they are not read.
         let watched = KINDS.len() - 1 - usize::from(scope.without_secrets);
         sync.0.fetch_add(watched, Ordering::Relaxed);
-        tasks.spawn(ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, Resource::Service));
-        tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(
-            client.clone(),
-            Kind::EndpointSlice,
-            Resource::EndpointSlice,
-        ));
-        tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, Resource::Pod));
+        tasks.spawn(
+            ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, |s| Resource::Service(Box::new(s))),
+        );
+        tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(client.clone(), Kind::EndpointSlice, |s| {
+            Resource::EndpointSlice(Box::new(s))
+        }));
+        tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, |p| Resource::Pod(Box::new(p))));
         if !scope.without_secrets {
             tasks.spawn(ctx.clone().watch_secrets(client.clone()));
         }
@@ -127,15 +127,16 @@ impl WatchContext {
             None => Api::<Secret>::all(client),
         };
         let fields = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
-        let wrap = |secret: Secret| Ok(Resource::Secret(crate::index::credentials::held(secret)));
+        let wrap = |secret: Secret| Ok(Resource::Secret(Box::new(crate::index::credentials::held(secret))));
         let key = |o: &Secret| key_of(Kind::Secret, o.meta());
         self.follow(api, Kind::Secret, wrap, key, watcher::Config::default().fields(fields)).await;
     }
 
     async fn watch_node_labels(self, client: Client) {
         let api = Api::<PartialObjectMeta<Node>>::all(client);
-        let wrap =
-            |object: PartialObjectMeta<Node>| Ok(Resource::Node(Node { metadata: object.metadata, ..Node::default() }));
+        let wrap = |object: PartialObjectMeta<Node>| {
+            Ok(Resource::Node(Box::new(Node { metadata: object.metadata, ..Node::default() })))
+        };
         let key = |o: &PartialObjectMeta<Node>| key_of(Kind::Node, o.meta());
         self.follow(api, Kind::Node, wrap, key, watcher::Config::default()).await;
     }
