@@ -277,7 +277,7 @@ spec: {http: [{route: [{destination: {host: reviews.default}}]}]}\n";
     fn events(objects: &[Resource]) -> Vec<Event> {
         let mut relabelled = find(objects, Kind::Pod);
         if let Resource::Pod(pod) = &mut relabelled {
-            pod.metadata.labels.get_or_insert_default().insert("version".into(), "v9".into());
+            std::sync::Arc::make_mut(pod).metadata.labels.get_or_insert_default().insert("version".into(), "v9".into());
         }
         let slice = find(objects, Kind::EndpointSlice);
         let pod = find(objects, Kind::Pod).key();

@@ -2,6 +2,8 @@
 //! typed [`Resource`], and (for Weft's own kinds) the CRD entry in [`weft_crds::kinds`] that checks its spec and
 //! names its API resource. Decoding, the Kubernetes watches and status writing all read this table.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use weft_crds::FieldError;
 use weft_crds::kinds::CrdKind;
@@ -27,56 +29,56 @@ pub const KINDS: [KindInfo; 10] = [
         kind: Kind::Service,
         api_version: "v1",
         name: "Service",
-        wrap: |v| from_value(v).map(Resource::Service),
+        wrap: |v| from_value(v).map(|object| Resource::Service(Arc::new(object))),
         resolves_refs: false,
     },
     KindInfo {
         kind: Kind::Pod,
         api_version: "v1",
         name: "Pod",
-        wrap: |v| from_value(v).map(Resource::Pod),
+        wrap: |v| from_value(v).map(|object| Resource::Pod(Arc::new(object))),
         resolves_refs: false,
     },
     KindInfo {
         kind: Kind::EndpointSlice,
         api_version: "discovery.k8s.io/v1",
         name: "EndpointSlice",
-        wrap: |v| from_value(v).map(Resource::EndpointSlice),
+        wrap: |v| from_value(v).map(|object| Resource::EndpointSlice(Arc::new(object))),
         resolves_refs: false,
     },
     KindInfo {
         kind: Kind::VirtualService,
         api_version: weft_crds::API_VERSION,
         name: "VirtualService",
-        wrap: |v| from_value(v).map(Resource::VirtualService),
+        wrap: |v| from_value(v).map(|object| Resource::VirtualService(Arc::new(object))),
         resolves_refs: true,
     },
     KindInfo {
         kind: Kind::DestinationRule,
         api_version: weft_crds::API_VERSION,
         name: "DestinationRule",
-        wrap: |v| from_value(v).map(Resource::DestinationRule),
+        wrap: |v| from_value(v).map(|object| Resource::DestinationRule(Arc::new(object))),
         resolves_refs: true,
     },
     KindInfo {
         kind: Kind::PeerAuthentication,
         api_version: weft_crds::SECURITY_API_VERSION,
         name: "PeerAuthentication",
-        wrap: |v| from_value(v).map(Resource::PeerAuthentication),
+        wrap: |v| from_value(v).map(|object| Resource::PeerAuthentication(Arc::new(object))),
         resolves_refs: false,
     },
     KindInfo {
         kind: Kind::AuthorizationPolicy,
         api_version: weft_crds::SECURITY_API_VERSION,
         name: "AuthorizationPolicy",
-        wrap: |v| from_value(v).map(Resource::AuthorizationPolicy),
+        wrap: |v| from_value(v).map(|object| Resource::AuthorizationPolicy(Arc::new(object))),
         resolves_refs: true,
     },
     KindInfo {
         kind: Kind::HttpLocalRateLimitPolicy,
         api_version: weft_crds::SECURITY_API_VERSION,
         name: "HTTPLocalRateLimitPolicy",
-        wrap: |v| from_value(v).map(Resource::HttpLocalRateLimitPolicy),
+        wrap: |v| from_value(v).map(|object| Resource::HttpLocalRateLimitPolicy(Arc::new(object))),
         resolves_refs: true,
     },
     KindInfo {
@@ -86,7 +88,7 @@ pub const KINDS: [KindInfo; 10] = [
         // Only the labels are kept: a node's status (images, conditions) is large and of no use here.
         wrap: |v| {
             from_value::<k8s_openapi::api::core::v1::Node>(v).map(|node| {
-                Resource::Node(Box::new(k8s_openapi::api::core::v1::Node {
+                Resource::Node(Arc::new(k8s_openapi::api::core::v1::Node {
                     metadata: node.metadata,
                     ..Default::default()
                 }))
@@ -99,7 +101,7 @@ pub const KINDS: [KindInfo; 10] = [
         api_version: "v1",
         name: "Secret",
         // Only the certificates `credentialName` may name: nothing else of a Secret is held in memory.
-        wrap: |v| from_value(v).map(|secret| Resource::Secret(Box::new(crate::index::credentials::held(secret)))),
+        wrap: |v| from_value(v).map(|secret| Resource::Secret(Arc::new(crate::index::credentials::held(secret)))),
         resolves_refs: false,
     },
 ];

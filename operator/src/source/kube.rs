@@ -70,12 +70,12 @@ pub async fn run(
         let watched = KINDS.len() - 1 - usize::from(scope.without_secrets);
         sync.0.fetch_add(watched, Ordering::Relaxed);
         tasks.spawn(
-            ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, |s| Resource::Service(Box::new(s))),
+            ctx.clone().watch_typed::<Service>(client.clone(), Kind::Service, |s| Resource::Service(Arc::new(s))),
         );
         tasks.spawn(ctx.clone().watch_typed::<EndpointSlice>(client.clone(), Kind::EndpointSlice, |s| {
-            Resource::EndpointSlice(Box::new(s))
+            Resource::EndpointSlice(Arc::new(s))
         }));
-        tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, |p| Resource::Pod(Box::new(p))));
+        tasks.spawn(ctx.clone().watch_typed::<Pod>(client.clone(), Kind::Pod, |p| Resource::Pod(Arc::new(p))));
         if !scope.without_secrets {
             tasks.spawn(ctx.clone().watch_secrets(client.clone()));
         }
@@ -127,7 +127,7 @@ impl WatchContext {
             None => Api::<Secret>::all(client),
         };
         let fields = "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token";
-        let wrap = |secret: Secret| Ok(Resource::Secret(Box::new(crate::index::credentials::held(secret))));
+        let wrap = |secret: Secret| Ok(Resource::Secret(Arc::new(crate::index::credentials::held(secret))));
         let key = |o: &Secret| key_of(Kind::Secret, o.meta());
         self.follow(api, Kind::Secret, wrap, key, watcher::Config::default().fields(fields)).await;
     }
@@ -135,7 +135,7 @@ impl WatchContext {
     async fn watch_node_labels(self, client: Client) {
         let api = Api::<PartialObjectMeta<Node>>::all(client);
         let wrap = |object: PartialObjectMeta<Node>| {
-            Ok(Resource::Node(Box::new(Node { metadata: object.metadata, ..Node::default() })))
+            Ok(Resource::Node(Arc::new(Node { metadata: object.metadata, ..Node::default() })))
         };
         let key = |o: &PartialObjectMeta<Node>| key_of(Kind::Node, o.meta());
         self.follow(api, Kind::Node, wrap, key, watcher::Config::default()).await;

@@ -7,6 +7,8 @@ pub mod kinds;
 pub mod kube;
 pub mod watch_state;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use weft_crds::{
@@ -38,21 +40,23 @@ impl Kind {
     }
 }
 
-/// One object of a watched kind. Boxed: the file source and the index keep objects in B-tree maps, whose nodes
-/// hold eleven values inline, and Kubernetes' types are large (a `Pod` is 2 KiB before any of its contents).
+/// One object of a watched kind. Shared (`Arc`): a watch's or a file's state and the index hold the same object,
+/// and cloning one to send it as an event copies a pointer. Behind a pointer also because the index and the file
+/// source keep objects in B-tree maps, whose nodes hold eleven values inline, and Kubernetes' types are large (a
+/// `Pod` is 2 KiB before any of its contents).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
-    Service(Box<Service>),
-    Pod(Box<Pod>),
-    EndpointSlice(Box<EndpointSlice>),
-    VirtualService(Box<VirtualService>),
-    DestinationRule(Box<DestinationRule>),
-    PeerAuthentication(Box<PeerAuthentication>),
-    AuthorizationPolicy(Box<AuthorizationPolicy>),
-    HttpLocalRateLimitPolicy(Box<HttpLocalRateLimitPolicy>),
-    Node(Box<Node>),
+    Service(Arc<Service>),
+    Pod(Arc<Pod>),
+    EndpointSlice(Arc<EndpointSlice>),
+    VirtualService(Arc<VirtualService>),
+    DestinationRule(Arc<DestinationRule>),
+    PeerAuthentication(Arc<PeerAuthentication>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+    HttpLocalRateLimitPolicy(Arc<HttpLocalRateLimitPolicy>),
+    Node(Arc<Node>),
     /// Held as its TLS credential only (see [`crate::index::credentials::held`]).
-    Secret(Box<crate::index::credentials::HeldSecret>),
+    Secret(Arc<crate::index::credentials::HeldSecret>),
 }
 
 /// Identity of an object: kind, namespace and name.

@@ -25,8 +25,8 @@ use super::resources::{EncodedResources, ResourceMap, TypeResources, names_diges
 /// Identifies this control plane in responses.
 const CONTROL_PLANE: &str = "weft-operator";
 
-/// Resource bytes per response, about: a large change goes out as several responses, so that what a stream's
-/// transport buffers (as large as its largest message, for as long as the stream lives) stays small.
+/// Resource bytes per response, about: a large change goes out as several responses, so that what a stream has in
+/// flight (each response is framed in a buffer of its own, held until written: see `xds::grpc`) stays small.
 pub const RESPONSE_BYTES: usize = 16 * 1024;
 
 /// Unanswered responses remembered per type; a proxy that answers none cannot grow this.
