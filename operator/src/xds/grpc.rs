@@ -11,11 +11,9 @@ use std::future::Ready;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
 use http::HeaderMap;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
@@ -24,7 +22,7 @@ use tonic_prost::ProstCodec;
 
 use super::delta::DeltaStream;
 use super::protocol::Protocol;
-use super::server::{AdsServer, MAX_REQUEST_BYTES};
+use super::server::{AdsServer, MAX_REQUEST_BYTES, Responses};
 use super::sotw::AdsStream;
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
@@ -63,7 +61,12 @@ impl tower::Service<http::Request<Body>> for AdsService {
         let response = match method(&request) {
             Ok(Method::StateOfTheWorld) => self.stream::<AdsStream>(request),
             Ok(Method::Incremental) => self.stream::<DeltaStream>(request),
-            Err(status) => status.into_http(),
+            Err(status) => {
+                let mut refusal = status.into_http();
+                // What gRPC's compression spec has a server say about the encodings it reads.
+                refusal.headers_mut().insert("grpc-accept-encoding", http::HeaderValue::from_static("identity"));
+                refusal
+            }
         };
         std::future::ready(Ok(response))
     }
@@ -106,20 +109,19 @@ impl AdsService {
     }
 }
 
-/// The body of a stream: each response as one data frame, then trailers with the stream's status (OK when the
-/// stream ends, or the error that ended it).
+/// The body of a stream: each response as one data frame, then trailers with the status the stream ended with
+/// (OK unless the operator ended it).
 fn frames<M: prost::Message + Send + 'static>(
-    responses: ReceiverStream<Result<M, Status>>,
+    responses: Responses<M>,
 ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
     futures_util::stream::unfold(Some(responses), |responses| async move {
         let mut responses = responses?;
-        let status = match responses.next().await {
-            Some(Ok(message)) => match message_frame(&message) {
+        let status = match responses.messages.recv().await {
+            Some(message) => match message_frame(&message) {
                 Some(data) => return Some((Ok(Frame::data(data)), Some(responses))),
                 None => Status::resource_exhausted("a response does not fit in a gRPC message (4 GiB)"),
             },
-            Some(Err(status)) => status,
-            None => Status::ok(""),
+            None => responses.end.get().cloned().unwrap_or_else(|| Status::ok("")),
         };
         let frame = Frame::trailers(trailers(&status));
         Some((Ok(frame), None))
@@ -150,6 +152,9 @@ fn trailers(status: &Status) -> HeaderMap {
 mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
     use envoy_types::pb::google::protobuf::Any;
+    use std::sync::{Arc, OnceLock};
+
+    use futures_util::StreamExt;
     use prost::Message;
     use tokio::sync::mpsc;
 
@@ -168,14 +173,18 @@ mod tests {
         DeltaDiscoveryResponse { nonce: nonce.into(), resources: vec![resource], ..Default::default() }
     }
 
-    /// The frames of a stream whose task sent `sent` and then ended.
-    async fn frames_of(sent: Vec<Result<DeltaDiscoveryResponse, Status>>) -> Vec<Frame<Bytes>> {
+    /// The frames of a stream whose task sent `sent` and then ended, with `end` when the operator ended it.
+    async fn frames_of(sent: Vec<DeltaDiscoveryResponse>, end: Option<Status>) -> Vec<Frame<Bytes>> {
         let (tx, rx) = mpsc::channel(sent.len().max(1));
         for item in sent {
             tx.send(item).await.unwrap();
         }
+        let ended = Arc::new(OnceLock::new());
+        if let Some(status) = end {
+            ended.set(status).unwrap();
+        }
         drop(tx);
-        frames(ReceiverStream::new(rx)).map(|frame| frame.unwrap()).collect().await
+        frames(Responses { messages: rx, end: ended }).map(|frame| frame.unwrap()).collect().await
     }
 
     /// The message of a data frame, checking gRPC's prefix.
@@ -195,7 +204,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_response_is_a_grpc_message_and_the_stream_ends_ok() {
-        let frames = frames_of(vec![Ok(response("1")), Ok(response("2"))]).await;
+        let frames = frames_of(vec![response("1"), response("2")], None).await;
         assert_eq!(frames.len(), 3);
         assert_eq!(message_of(&frames[0]), response("1"));
         assert_eq!(message_of(&frames[1]), response("2"));
@@ -203,12 +212,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_error_ends_the_stream_with_its_status_and_nothing_after_it() {
+    async fn a_stream_the_operator_ends_ends_with_its_status_after_the_responses_waiting() {
         let unavailable = Status::unavailable("the operator is shutting down");
-        let frames = frames_of(vec![Ok(response("1")), Err(unavailable), Ok(response("2"))]).await;
-        assert_eq!(frames.len(), 2);
-        assert_eq!(message_of(&frames[0]), response("1"));
-        let (code, message) = grpc_status(&frames[1]);
+        // The outbox was full when the stream ended: the status still comes, after what was waiting.
+        let frames = frames_of(vec![response("1"), response("2")], Some(unavailable)).await;
+        assert_eq!(frames.len(), 3);
+        assert_eq!(message_of(&frames[1]), response("2"));
+        let (code, message) = grpc_status(&frames[2]);
         assert_eq!(code, (tonic::Code::Unavailable as i32).to_string());
         assert_eq!(message.as_deref(), Some("the%20operator%20is%20shutting%20down"));
     }

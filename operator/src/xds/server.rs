@@ -8,11 +8,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Status, Streaming};
 use weft_process::excerpt;
 use weft_xds::{ProxyNode, ResourceType};
@@ -85,10 +84,7 @@ impl AdsServer {
 
 impl AdsServer {
     /// Starts the task that serves one stream of protocol `P`; the receiving end of its responses.
-    pub(super) fn start<P: Protocol>(
-        &self,
-        request: Request<Streaming<P::Request>>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    pub(super) fn start<P: Protocol>(&self, request: Request<Streaming<P::Request>>) -> Responses<P::Response> {
         let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let caller = match &self.required_identity {
             None => Caller::Anyone,
@@ -101,11 +97,13 @@ impl AdsServer {
         // Few responses wait per stream: a proxy that reads slowly holds little memory, and a later snapshot it
         // has not reached yet is translated only once it has (latest wins).
         let (tx, rx) = mpsc::channel(OUTBOX);
+        let end = Arc::new(OnceLock::new());
         let stream = StreamContext::<P> {
             snapshots: self.snapshots.clone(),
             translations: self.translations.clone(),
             default_scope: self.default_scope,
             outbox: tx,
+            end: end.clone(),
             peer,
             caller,
             metrics: self.metrics.clone(),
@@ -114,15 +112,24 @@ impl AdsServer {
             protocol: PhantomData,
         };
         tokio::spawn(stream.serve(request.into_inner()));
-        ReceiverStream::new(rx)
+        Responses { messages: rx, end }
     }
+}
+
+/// A stream's responses as its gRPC edge reads them: the messages in order, then the status the stream ends with.
+pub(super) struct Responses<M> {
+    pub messages: mpsc::Receiver<M>,
+    /// Set when the operator ends the stream, and read once the messages sent before have gone (unset: OK). Apart
+    /// from the messages so that it is never lost to a full outbox: a proxy that reads slowly still learns why.
+    pub end: Arc<OnceLock<Status>>,
 }
 
 struct StreamContext<P: Protocol> {
     snapshots: SnapshotReceiver,
     translations: Arc<Translations>,
     default_scope: ProxyScope,
-    outbox: mpsc::Sender<Result<P::Response, Status>>,
+    outbox: mpsc::Sender<P::Response>,
+    end: Arc<OnceLock<Status>>,
     peer: String,
     caller: Caller,
     metrics: Arc<Metrics>,
@@ -326,14 +333,15 @@ impl<P: Protocol> StreamContext<P> {
         })
     }
 
-    /// Tells the client why its stream ends (never waiting for a client that does not read) and logs it.
+    /// Tells the client why its stream ends, after the responses already waiting (never waiting for a client that
+    /// does not read), and logs it.
     fn finish(&self, node: Option<ProxyNode>, end: End) {
         let proxy = node.as_ref().map(ToString::to_string).unwrap_or_default();
         match end {
             End::ClientGone => tracing::debug!(peer = %self.peer, %proxy, "ADS stream closed by the client"),
             End::Status(status) => {
                 tracing::info!(peer = %self.peer, %proxy, code = ?status.code(), reason = status.message(), "ending ADS stream");
-                let _ = self.outbox.try_send(Err(status));
+                let _ = self.end.set(status);
             }
         }
         if node.is_some() {
@@ -366,7 +374,7 @@ impl<P: Protocol> StreamContext<P> {
                 (registration, kind, sent)
             });
             tokio::select! {
-                sent = self.outbox.send(Ok(response)) => sent.map_err(|_| End::ClientGone)?,
+                sent = self.outbox.send(response) => sent.map_err(|_| End::ClientGone)?,
                 () = stopping(&mut closing) => return Err(End::Status(shutting_down())),
             }
             if let Some((registration, kind, sent)) = sent {

@@ -102,10 +102,16 @@ impl DirectoryState {
         };
         let in_force = match (self.files.get(path), parsed.errors.is_empty()) {
             (Some(previous), false) => previous.in_force.clone(),
-            _ => {
+            (previous, _) => {
                 let mut in_force = BTreeMap::new();
                 for resource in parsed.resources {
-                    if let Some(earlier) = in_force.insert(resource.key(), resource) {
+                    // An object the edit left as it was stays the one the index holds too, not a second copy.
+                    let key = resource.key();
+                    let resource = match previous.and_then(|previous| previous.in_force.get(&key)) {
+                        Some(same) if *same == resource => same.clone(),
+                        _ => resource,
+                    };
+                    if let Some(earlier) = in_force.insert(key, resource) {
                         let key = earlier.key();
                         let message = format!(
                             "{:?} {}/{} is defined twice in this file; the later definition is used",
@@ -269,6 +275,22 @@ mod tests {
         assert!(state.update_files(&one("svc.yaml", None)).events.is_empty(), "gone already");
         let unchanged = state.update_files(&one("vs.yaml", Some(GOOD_VS)));
         assert!(unchanged.events.is_empty(), "the same content changes nothing");
+    }
+
+    #[test]
+    fn an_object_an_edit_left_as_it_was_is_still_the_one_the_index_holds() {
+        let service = |resource: &Resource| match resource {
+            Resource::Service(service) => service.clone(),
+            other => panic!("not a service: {other:?}"),
+        };
+        let mut state = DirectoryState::default();
+        let first = state.update(&dir(&[("all.yaml", &format!("{SERVICE}---\n{GOOD_VS}"))]));
+        let Event::Applied(sent) = &first.events[0] else { panic!("{first:?}") };
+        let edited = format!("{SERVICE}---\n{}", GOOD_VS.replace("host: reviews}", "host: ratings}"));
+        let edit = state.update_files(&one("all.yaml", Some(&edited)));
+        assert_eq!(summary(&edit), ["VirtualService shop/reviews"]);
+        let held = state.resources().into_iter().find(|r| r.kind() == Kind::Service).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&service(sent), &service(&held)), "one copy of the unchanged Service");
     }
 
     #[test]
