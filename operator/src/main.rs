@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use clap::Parser;
+use tokio::net::TcpSocket;
 use tonic::transport::Identity;
 use weft_operator::app::{self, CertificateAuthority, Listeners, SecurePort};
 use weft_operator::ca::{self, Authenticator, Issuance};
@@ -128,16 +129,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             )?),
         };
         let secure = match certificate_authority(&args, &mode).await? {
-            Some(ca) => Some(SecurePort { listener: bind(args.secure_listen, "secure (TLS)").await?, ca }),
+            Some(ca) => Some(SecurePort { listener: bind(args.secure_listen, "secure (TLS)")?, ca }),
             None => None,
         };
         let xds = match app::plaintext_xds_address(args.xds_listen, secure.is_some()) {
-            Some(address) => Some(bind(address, "xDS").await?),
+            Some(address) => Some(bind(address, "xDS")?),
             None => None,
         };
         let listeners = Listeners {
             xds,
-            health: bind(args.metrics_listen, "metrics").await?,
+            health: bind(args.metrics_listen, "metrics")?,
             proxy_scope: args.proxy_scope,
             root_namespace: args.root_namespace.clone().unwrap_or_else(|| args.lease_namespace.clone()),
             secure,
@@ -204,8 +205,19 @@ enum Mode {
     Kubernetes(kube::Client),
 }
 
-async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {what} address {address}"))
+/// Connections a port holds before they are accepted: when a replica goes, every sidecar it served reconnects to
+/// the others at once (tokio's default is 1024, which a thousand proxies overflowed on this machine; the kernel
+/// caps it at `net.core.somaxconn`, 4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = || {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("binding {what} address {address}"))
 }
 
 fn hostname() -> String {
