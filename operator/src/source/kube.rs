@@ -94,6 +94,13 @@ struct WatchContext {
     namespace: Option<String>,
 }
 
+/// `object` without `metadata.managedFields`: server-side apply's bookkeeping, often the largest part of a small
+/// object and never read by the operator, which holds every Pod, Service and EndpointSlice it watches.
+fn without_managed_fields<K: kube::Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
+}
+
 impl WatchContext {
     async fn watch_typed<K>(self, client: Client, kind: Kind, wrap: fn(K) -> Resource)
     where
@@ -169,9 +176,9 @@ impl WatchContext {
         while let Some(item) = stream.next().await {
             let event = match item {
                 Ok(watcher::Event::Init) => WatchEvent::Init,
-                Ok(watcher::Event::InitApply(o)) => WatchEvent::InitApply(decode(o)),
+                Ok(watcher::Event::InitApply(o)) => WatchEvent::InitApply(decode(without_managed_fields(o))),
                 Ok(watcher::Event::InitDone) => WatchEvent::InitDone,
-                Ok(watcher::Event::Apply(o)) => WatchEvent::Apply(decode(o)),
+                Ok(watcher::Event::Apply(o)) => WatchEvent::Apply(decode(without_managed_fields(o))),
                 Ok(watcher::Event::Delete(o)) => WatchEvent::Delete(key(&o)),
                 Err(err) => {
                     tracing::warn!(?kind, namespace = ?self.namespace, error = %err, "watch failed; retrying with backoff");
@@ -226,5 +233,31 @@ fn decode_crd(kind: Kind, object: DynamicObject) -> Decoded {
         Ok(DecodedDocument::Resources(mut resources)) if resources.len() == 1 => Ok(resources.remove(0)),
         Ok(_) => Err(Box::new(Rejection { key, generation, errors: Vec::new(), status })),
         Err(errors) => Err(Box::new(Rejection { key, generation, errors, status })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    use super::*;
+
+    #[test]
+    fn watched_objects_are_held_without_managed_fields_and_with_everything_else() {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("reviews-v1".into()),
+                labels: Some([("app".to_string(), "reviews".to_string())].into()),
+                managed_fields: Some(vec![ManagedFieldsEntry {
+                    manager: Some("kubectl".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let held = without_managed_fields(pod.clone());
+        assert_eq!(held.metadata.managed_fields, None);
+        assert_eq!(Pod { metadata: ObjectMeta { managed_fields: None, ..pod.metadata }, ..pod }, held);
     }
 }
