@@ -1,7 +1,7 @@
 //! The ADS service as tonic's router sees it: requests decoded by tonic, responses framed here.
 //!
-//! tonic's own response encoder writes every message of a stream into one buffer that grows to the largest
-//! message, batch of messages, the stream has sent and is kept for the stream's life. A proxy's first push
+//! tonic's own response encoder writes every message of a stream into one buffer, which grows to the largest
+//! batch of messages the stream has sent and is kept for the stream's life. A proxy's first push
 //! carries all of its config, so each connected proxy held that much for as long as it stayed connected: about
 //! 130 KiB at 1000 Services, the largest single item of the operator's memory with 1000 proxies. Here each
 //! message gets a buffer of its own size, freed once hyper has written it.
@@ -11,6 +11,7 @@ use std::future::Ready;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::SERVICE_NAME;
 use http::HeaderMap;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
@@ -25,7 +26,6 @@ use super::protocol::Protocol;
 use super::server::{AdsServer, MAX_REQUEST_BYTES, Responses};
 use super::sotw::AdsStream;
 
-const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const STATE_OF_THE_WORLD: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const INCREMENTAL: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
@@ -45,7 +45,7 @@ impl AdsService {
 }
 
 impl NamedService for AdsService {
-    const NAME: &'static str = SERVICE;
+    const NAME: &'static str = SERVICE_NAME;
 }
 
 impl tower::Service<http::Request<Body>> for AdsService {
@@ -95,10 +95,7 @@ fn method<B>(request: &http::Request<B>) -> Result<Method, Status> {
 
 impl AdsService {
     /// Starts serving a stream of protocol `P`: its requests decoded by tonic, its responses framed by [`frames`].
-    fn stream<P: Protocol>(&self, request: http::Request<Body>) -> http::Response<Body>
-    where
-        P::Response: Send + 'static,
-    {
+    fn stream<P: Protocol>(&self, request: http::Request<Body>) -> http::Response<Body> {
         let (parts, body) = request.into_parts();
         let mut codec = ProstCodec::<P::Response, P::Request>::default();
         let requests = Streaming::new_request(codec.decoder(), body, None, Some(MAX_REQUEST_BYTES));
