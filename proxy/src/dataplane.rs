@@ -122,11 +122,18 @@ fn rebuild(
     Runtime { config, clusters, limits, services, endpoint_clusters }
 }
 
-/// Each healthy endpoint's whole-Service cluster (the first by name when Services share a pod's port).
+/// Each healthy endpoint's whole-Service cluster. When Services share a pod's port, the first Service by FQDN
+/// (then by port): the one the operator answers with when a proxy asks by that address, so a connection is
+/// counted under the Service whose config the answer brought, whichever Services the proxy already held.
 fn endpoint_clusters(config: &ProxyConfig) -> FastMap<SocketAddr, Arc<str>> {
+    let mut whole: Vec<_> = config
+        .clusters
+        .values()
+        .filter_map(|c| ClusterName::parse(&c.name).filter(|n| n.subset.is_empty()).map(|n| (n, c)))
+        .collect();
+    whole.sort_by(|(a, _), (b, _)| (&a.host, a.port).cmp(&(&b.host, b.port)));
     let mut clusters = FastMap::default();
-    let whole = config.clusters.values().filter(|c| ClusterName::parse(&c.name).is_some_and(|n| n.subset.is_empty()));
-    for cluster in whole {
+    for (_, cluster) in whole {
         let name: Arc<str> = Arc::from(cluster.name.as_str());
         let endpoints = config.endpoints.get(&cluster.eds_name).map(Vec::as_slice).unwrap_or_default();
         for endpoint in endpoints.iter().filter(|e| e.healthy) {
@@ -172,5 +179,24 @@ mod tests {
         assert_eq!(declared("10.0.0.6:3306"), Some(Declared::Tcp));
         assert_eq!(declared("10.0.0.7:9000"), None, "a port that detects");
         assert_eq!(declared("10.0.0.5:9999"), None, "no Service's endpoint");
+    }
+
+    #[test]
+    fn a_pod_port_in_two_services_counts_under_the_first_service_by_fqdn_as_the_operator_answers() {
+        let mut config = ProxyConfig::default();
+        // By cluster name `outbound|80||b…` sorts first; by Service, `a` does.
+        for (port, host) in [(80, "b.shop.svc.cluster.local"), (9090, "a.shop.svc.cluster.local")] {
+            let cluster = weft_xds::cluster_name(host, port, "");
+            config
+                .clusters
+                .insert(cluster.clone(), ClusterConfig::new(&cluster, weft_xds::lb::LbAlgorithm::RoundRobin, &cluster));
+            let address = "10.0.0.5:8080".parse().unwrap();
+            let endpoint =
+                EndpointConfig { address, healthy: true, mtls: false, priority: 0, locality: 0, locality_weight: 0 };
+            config.endpoints.insert(cluster, vec![endpoint]);
+        }
+        let clusters = endpoint_clusters(&config);
+        let pod = "10.0.0.5:8080".parse().unwrap();
+        assert_eq!(clusters.get(&pod).map(|c| &**c), Some("outbound|9090||a.shop.svc.cluster.local"));
     }
 }
