@@ -90,7 +90,7 @@ mod tests {
                     spec: {clusterIP: 10.96.0.3, ports: [{port: 80}]}\n";
         let snapshot = snapshot_of_yaml(yaml);
         let mut index = AddressIndex::default();
-        for (fqdn, service) in &snapshot.services {
+        for (fqdn, service) in snapshot.services.iter() {
             index.update(fqdn, ServiceAddresses::default(), ServiceAddresses::of(Some(service)));
         }
         let pod: SocketAddr = "10.1.0.7:7000".parse().unwrap_or(SocketAddr::from(([0; 4], 0)));

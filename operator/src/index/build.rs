@@ -64,7 +64,7 @@ pub fn build<'a>(
         addresses.update(fqdn, ServiceAddresses::default(), ServiceAddresses::of(Some(service)));
     }
     let mut snapshot = Snapshot {
-        services,
+        services: Arc::new(services),
         addresses: Arc::new(addresses),
         peer_authentications: Arc::new(peer_authentications),
         authorization_policies: Arc::new(authorization_policies),
@@ -108,13 +108,15 @@ pub(super) fn set_rules<'a>(
     let destination_rules = destination_rules.map(|dr| Arc::new(destination_rule_model(snapshot, dr))).collect();
     snapshot.virtual_services = Arc::new(virtual_services.into_iter().map(Arc::new).collect());
     snapshot.destination_rules = Arc::new(destination_rules);
-    snapshot.index_hosts();
+    snapshot.index_virtual_service_hosts();
+    snapshot.index_destination_rule_hosts();
 }
 
 /// Brings the rules up to date with the VirtualServices and DestinationRules `changed` names (that came, went or
 /// changed), every other rule keeping its model (the same `Arc`): an edit builds that rule's model, not every
-/// rule's (the lists of pointers and the host lookups are still made anew). Does nothing and says `false` when a delegate (a VirtualService without hosts, before or after) is among
-/// them: the rules in force of its roots change too, and the caller puts every rule in again ([`set_rules`]).
+/// rule's; a list the change touched and its host lookup are made anew, the other kind's kept. Does nothing and
+/// says `false` when a delegate (a VirtualService without hosts, before or after) is among them: the rules in
+/// force of its roots change too, and the caller puts every rule in again ([`set_rules`]).
 pub(super) fn update_rules(
     snapshot: &mut Snapshot,
     objects: &BTreeMap<ResourceKey, Resource>,
@@ -155,11 +157,12 @@ pub(super) fn update_rules(
     let touched = |kind| changed.iter().any(|key| key.kind == kind);
     if touched(Kind::VirtualService) {
         snapshot.virtual_services = Arc::new(virtual_services);
+        snapshot.index_virtual_service_hosts();
     }
     if touched(Kind::DestinationRule) {
         snapshot.destination_rules = Arc::new(destination_rules);
+        snapshot.index_destination_rule_hosts();
     }
-    snapshot.index_hosts();
     true
 }
 

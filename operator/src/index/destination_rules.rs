@@ -22,35 +22,12 @@ use std::sync::Arc;
 use weft_crds::virtual_service::exported_everywhere;
 use weft_xds::CLUSTER_DOMAIN;
 
-use super::snapshot::{DestinationRuleModel, Snapshot, is_wildcard, wildcard_matches};
+use super::snapshot::{DestinationRuleModel, Snapshot, is_wildcard};
 
 /// Istio's configuration root namespace (`meshConfig.rootNamespace`, `istio-system` by default): the rules of
 /// this namespace are the mesh-wide defaults. Weft's default; the operator's `--root-namespace` (its own
 /// namespace in the chart) sets it.
 pub const ROOT_NAMESPACE: &str = "weft-system";
-
-/// The host lookups of the DestinationRules, filled once the list is final.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct RuleHosts {
-    /// Host FQDN -> positions of every DestinationRule naming it, in order.
-    exact: BTreeMap<String, Vec<usize>>,
-    /// Wildcard hosts and the position of the DestinationRule naming each, in order.
-    wildcards: Vec<(String, usize)>,
-}
-
-impl RuleHosts {
-    pub(super) fn of(rules: &[Arc<DestinationRuleModel>]) -> Self {
-        let mut hosts = Self::default();
-        for (i, dr) in rules.iter().enumerate() {
-            if is_wildcard(&dr.host) {
-                hosts.wildcards.push((dr.host.clone(), i));
-            } else {
-                hosts.exact.entry(dr.host.clone()).or_default().push(i);
-            }
-        }
-        hosts
-    }
-}
 
 impl DestinationRuleModel {
     /// Whether proxies in `namespace` may apply it (its `exportTo`); `None` stands for a namespace that neither
@@ -69,9 +46,8 @@ impl Snapshot {
     /// Every DestinationRule whose host matches a Service FQDN, exact ones first then wildcards, each in
     /// namespace/name order: whatever may change which rule applies to it for some proxy changes this list.
     pub fn destination_rule_candidates(&self, fqdn: &str) -> Vec<&DestinationRuleModel> {
-        let exact = self.dr_hosts.exact.get(fqdn).map(Vec::as_slice).unwrap_or_default().iter();
-        let wildcards = self.dr_hosts.wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
-        let positions = exact.copied().chain(wildcards.map(|(_, i)| *i));
+        let exact = self.dr_hosts.naming(fqdn).iter().copied();
+        let positions = exact.chain(self.dr_hosts.wildcards_matching(fqdn).map(|(_, i)| i));
         positions.filter_map(|i| self.destination_rules.get(i).map(Arc::as_ref)).collect()
     }
 

@@ -7,6 +7,7 @@ pub mod credentials;
 mod delegate;
 pub mod destination_rules;
 mod endpoints;
+mod host_index;
 pub mod peer_authn;
 pub mod published;
 pub mod rate_limits;
@@ -136,4 +137,30 @@ pub(crate) fn snapshot_of_yaml(yaml: &str) -> Snapshot {
         index.apply(Event::Applied(resource));
     }
     index.snapshot()
+}
+
+/// An index fed YAML texts one after another, as the file source feeds an edited directory: each text's objects
+/// applied, those it no longer has deleted, and the snapshot brought up to date (not built anew), so what
+/// translation takes over from one snapshot to the next is what it takes over in the operator.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct EditedYaml {
+    index: Index,
+    keys: std::collections::BTreeSet<ResourceKey>,
+}
+
+#[cfg(test)]
+impl EditedYaml {
+    pub(crate) fn snapshot(&mut self, yaml: &str) -> Snapshot {
+        let resources = crate::source::file::parse_file(std::path::Path::new("t.yaml"), yaml).resources;
+        let keys: std::collections::BTreeSet<ResourceKey> = resources.iter().map(Resource::key).collect();
+        for gone in self.keys.difference(&keys) {
+            self.index.apply(Event::Deleted(gone.clone()));
+        }
+        for resource in resources {
+            self.index.apply(Event::Applied(resource));
+        }
+        self.keys = keys;
+        self.index.snapshot()
+    }
 }

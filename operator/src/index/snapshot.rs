@@ -13,6 +13,7 @@ use weft_xds::CLUSTER_DOMAIN;
 use weft_xds::inbound::InboundPolicy;
 
 use super::authz::AuthorizationPolicyModel;
+use super::host_index::HostIndex;
 use super::peer_authn::{PeerAuthenticationModel, inbound_policy};
 use super::rate_limits::RateLimitPolicyModel;
 use crate::source::{Rejection, ResourceKey};
@@ -21,8 +22,9 @@ use crate::source::{Rejection, ResourceKey};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Services by FQDN (`name.namespace.svc.cluster.local`); shared with the snapshots before and after that
-    /// have the same model, so a snapshot after a change costs what changed.
-    pub services: BTreeMap<String, Arc<ServiceModel>>,
+    /// have the same model, so a snapshot after a change costs what changed. The map itself is shared too, until
+    /// a Service's model changes: the next snapshot after a rule edit copies none of it.
+    pub services: Arc<BTreeMap<String, Arc<ServiceModel>>>,
     /// Which Service each cluster IP and endpoint address belongs to (see [`Snapshot::service_with_cluster_ip`]).
     pub(super) addresses: Arc<super::addresses::AddressIndex>,
     /// In namespace/name order. Which one routes a host for a proxy is [`Snapshot::virtual_service_for`]. A rule
@@ -54,13 +56,10 @@ pub struct Snapshot {
     pub secrets_unread: bool,
     /// Where mesh-wide DestinationRules and PeerAuthentications live (see [`Snapshot::root_namespace`]).
     pub(super) root: String,
-    /// Host FQDN -> positions of every VirtualService naming it, in order; translation looks a rule up per
-    /// Service and proxy namespace.
-    pub(super) vs_by_host: BTreeMap<String, Vec<usize>>,
-    /// Wildcard hosts (`*.example.com`, `*`) and the position of the VirtualService naming each, in order.
-    pub(super) vs_wildcards: Vec<(String, usize)>,
+    /// The VirtualServices by host; translation looks a rule up per Service and proxy namespace.
+    pub(super) vs_hosts: Arc<HostIndex>,
     /// The DestinationRules by host; which one applies for a proxy is [`Snapshot::destination_rule_for`].
-    pub(super) dr_hosts: super::destination_rules::RuleHosts,
+    pub(super) dr_hosts: Arc<HostIndex>,
 }
 
 /// `Eq`: two snapshots sharing a model (one `Arc`) compare equal without looking inside it.
@@ -249,15 +248,14 @@ impl Snapshot {
         &'a self,
         fqdn: &str,
     ) -> impl Iterator<Item = &'a VirtualServiceModel> + use<'a> {
-        let positions = self.vs_by_host.get(fqdn).map(Vec::as_slice).unwrap_or_default();
-        positions.iter().filter_map(|&i| self.virtual_services.get(i).map(Arc::as_ref))
+        self.vs_hosts.naming(fqdn).iter().filter_map(|&i| self.virtual_services.get(i).map(Arc::as_ref))
     }
 
     /// Every VirtualService with a wildcard host matching a Service FQDN, with that host's length (longer is more
     /// specific), in namespace/name order.
     fn wildcards_matching(&self, fqdn: &str) -> Vec<(usize, &VirtualServiceModel)> {
-        let matching = self.vs_wildcards.iter().filter(|(pattern, _)| wildcard_matches(pattern, fqdn));
-        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(*i)?.as_ref()))).collect()
+        let matching = self.vs_hosts.wildcards_matching(fqdn);
+        matching.filter_map(|(pattern, i)| Some((pattern.len(), self.virtual_services.get(i)?.as_ref()))).collect()
     }
 
     /// Every VirtualService that may route a Service FQDN, whatever the proxy: those naming it exactly, then those
@@ -297,7 +295,7 @@ impl Snapshot {
 
     /// Whether some VirtualService has a wildcard host: it may apply to any Service.
     pub fn has_wildcard_rules(&self) -> bool {
-        !self.vs_wildcards.is_empty()
+        self.vs_hosts.has_wildcards()
     }
 
     /// The FQDNs of the Services a VirtualService host names: the one it names exactly (whether or not it exists)
@@ -360,7 +358,7 @@ impl Snapshot {
 
     /// Every host some VirtualService names exactly (wildcards aside, see [`Self::has_wildcard_rules`]), in order.
     pub fn routed_hosts(&self) -> impl Iterator<Item = &String> {
-        self.vs_by_host.keys()
+        self.vs_hosts.exact_hosts()
     }
 
     /// Every host some DestinationRule names exactly (wildcards aside, see [`Self::has_wildcard_policies`]).
@@ -373,29 +371,23 @@ impl Snapshot {
         self.destination_rules.iter().any(|dr| is_wildcard(&dr.host))
     }
 
-    /// Fills the host lookups; called once the lists are final.
-    pub(super) fn index_hosts(&mut self) {
-        // Rules are found by binary search and compared in step: each list is in namespace/name order.
-        let ordered = |names: Vec<(&str, &str)>| names.windows(2).all(|pair| pair[0] < pair[1]);
-        debug_assert!(ordered(self.virtual_services.iter().map(|vs| vs.namespace_name()).collect()));
-        debug_assert!(ordered(self.destination_rules.iter().map(|dr| dr.namespace_name()).collect()));
-        self.vs_by_host.clear();
-        self.vs_wildcards.clear();
-        for (i, vs) in self.virtual_services.iter().enumerate() {
-            for host in &vs.hosts {
-                if is_wildcard(host) {
-                    self.vs_wildcards.push((host.clone(), i));
-                    continue;
-                }
-                let positions = self.vs_by_host.entry(host.clone()).or_default();
-                // A VirtualService naming a host twice is one candidate.
-                if positions.last() != Some(&i) {
-                    positions.push(i);
-                }
-            }
-        }
-        self.dr_hosts = super::destination_rules::RuleHosts::of(&self.destination_rules);
+    /// Fills the VirtualServices' host lookup; called once their list is final.
+    pub(super) fn index_virtual_service_hosts(&mut self) {
+        debug_assert!(in_order(self.virtual_services.iter().map(|vs| vs.namespace_name())));
+        self.vs_hosts = Arc::new(HostIndex::of(self.virtual_services.iter().map(|vs| &vs.hosts)));
     }
+
+    /// Fills the DestinationRules' host lookup; called once their list is final.
+    pub(super) fn index_destination_rule_hosts(&mut self) {
+        debug_assert!(in_order(self.destination_rules.iter().map(|dr| dr.namespace_name())));
+        self.dr_hosts = Arc::new(HostIndex::of(self.destination_rules.iter().map(|dr| [&dr.host])));
+    }
+}
+
+/// Rules are found by binary search and compared in step: each list is in namespace/name order.
+fn in_order<'a>(names: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    let names: Vec<_> = names.collect();
+    names.windows(2).all(|pair| pair[0] < pair[1])
 }
 
 /// Whether a host is a wildcard (`*`, `*.example.com`).

@@ -153,14 +153,15 @@ pub(super) fn update(snapshot: &mut Snapshot, objects: &BTreeMap<ResourceKey, Re
                     // An unchanged model keeps its pointer: what follows can tell at a glance.
                     if snapshot.services.get(&fqdn).is_none_or(|m| **m != model) {
                         let after = ServiceAddresses::of(Some(&model));
-                        let old = snapshot.services.insert(fqdn.clone(), Arc::new(model));
+                        let old = Arc::make_mut(&mut snapshot.services).insert(fqdn.clone(), Arc::new(model));
                         reindex(snapshot, &fqdn, ServiceAddresses::of(old.as_deref()), after);
                     }
                 }
-                _ => {
-                    let old = snapshot.services.remove(&fqdn);
+                _ if snapshot.services.contains_key(&fqdn) => {
+                    let old = Arc::make_mut(&mut snapshot.services).remove(&fqdn);
                     reindex(snapshot, &fqdn, ServiceAddresses::of(old.as_deref()), ServiceAddresses::default());
                 }
+                _ => {}
             }
         }
     }

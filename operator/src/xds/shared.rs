@@ -2,11 +2,10 @@
 //! once and shared (`Arc`), and a stream for a proxy then costs only the diff against what that proxy holds.
 //!
 //! - Per Service: its clusters and endpoint assignments, encoded, made with the DestinationRule most namespaces
-//!   apply to it. The whole mesh's are assembled from those.
+//!   apply to it ([`clusters`]). A scope's are assembled from those; the whole mesh's only for streams that get it.
 //! - Per namespace whose proxies apply other DestinationRules to some Services (a namespace with rules of its own,
-//!   or named by a rule's `exportTo`; see [`Snapshot::own_destination_rules`]): those Services' clusters made with
-//!   the namespace's rules, and the whole mesh's with them in place ([`View`]). Every other namespace shares the
-//!   mesh-wide ones.
+//!   or named by a rule's `exportTo`; see [`crate::index::Snapshot::own_destination_rules`]): those Services'
+//!   clusters made with the namespace's rules ([`View`]). Every other namespace shares the mesh-wide ones.
 //! - Per namespace and scope (see [`translate::scope`]): the Services in scope, their clusters and endpoints, and
 //!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
 //! - Per namespace, scope and set of on-demand names (replicas of one workload call the same Services, so they
@@ -30,21 +29,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use tokio::sync::Mutex;
-use weft_crds::destination_rule::locality::{Locality, LocalityLbSetting};
+use weft_crds::destination_rule::locality::Locality;
 use weft_xds::inbound::{INBOUND_LISTENER, InboundPolicy};
-use weft_xds::{ProxyNode, ResourceType, pack};
+use weft_xds::{ProxyNode, ResourceType};
 
 use super::resources::{Encoded, EncodedResources, EncodedShared, TypeResources, encode_routes};
-use crate::index::Snapshot;
 use crate::index::published::Published;
 use crate::translate;
 use crate::translate::changes::{self, Changes};
 use crate::translate::scope::{self, ProxyScope, initial_scope};
 use answers::Answers;
+use clusters::{MeshClusters, Services, View, encoded_of};
 
 mod answers;
+mod clusters;
 
 /// The cache of the current config's translations.
 #[derive(Default)]
@@ -82,10 +81,16 @@ struct Generation {
     /// What changed since the previous generation's config; `None`: translate everything.
     changes: Option<Changes>,
     /// Service FQDN -> its clusters and endpoint assignments.
-    services: Option<Arc<HashMap<String, Arc<ServiceClusters>>>>,
-    shared: Option<EncodedShared>,
+    services: Option<Services>,
+    /// The listeners every proxy shares.
+    listeners: Option<Arc<TypeResources>>,
+    /// The whole mesh's clusters and endpoint assignments, as proxies of a namespace with rules of its own
+    /// (`Some`) or of any other namespace (`None`) apply them: made only for streams that get the whole mesh.
+    mesh_clusters: HashMap<Option<String>, MeshClusters>,
     /// Namespace -> the clusters its proxies apply (the mesh-wide ones but where its DestinationRules differ).
     views: HashMap<String, View>,
+    /// Namespace -> the Services to which its proxies apply another DestinationRule than the default one.
+    own_rule_hosts: HashMap<String, Arc<BTreeSet<String>>>,
     scopes: HashMap<ScopeKey, Arc<BTreeSet<String>>>,
     mesh: HashMap<String, Arc<EncodedResources>>,
     scoped: HashMap<ScopeKey, Arc<EncodedResources>>,
@@ -122,35 +127,6 @@ struct OwnListeners {
     outbound: Vec<(String, u64)>,
 }
 
-/// One Service's clusters and endpoint assignments, encoded (an assignment is named as its cluster).
-#[derive(Debug, Default)]
-struct ServiceClusters {
-    clusters: Vec<Encoded>,
-    endpoints: Vec<Encoded>,
-    /// The assignments balanced by locality, as translated, with their settings: each proxy locality gets
-    /// them with its own priorities.
-    by_locality: Vec<(ClusterLoadAssignment, LocalityLbSetting)>,
-}
-
-impl ServiceClusters {
-    fn of(snapshot: &Snapshot, fqdn: &str, rule: Option<&crate::index::DestinationRuleModel>) -> Arc<Self> {
-        let Some(service) = snapshot.services.get(fqdn) else { return Arc::default() };
-        let (clusters, endpoints) = translate::service_clusters(service, rule, snapshot);
-        Arc::new(Self {
-            clusters: clusters.iter().map(|c| Encoded::new(c.name.clone(), c)).collect(),
-            endpoints: endpoints.iter().map(|e| Encoded::new(e.cluster_name.clone(), e)).collect(),
-            by_locality: translate::locality_assignments(rule, &endpoints),
-        })
-    }
-}
-
-/// The clusters and endpoint assignments the proxies of one namespace hold: per Service, and all of them.
-#[derive(Clone)]
-struct View {
-    services: Arc<HashMap<String, Arc<ServiceClusters>>>,
-    shared: EncodedShared,
-}
-
 impl Translations {
     /// The resources a proxy should hold under `published`. Waits (asynchronously) while another stream
     /// translates the same config.
@@ -182,8 +158,10 @@ impl Generation {
             published,
             changes,
             services: None,
-            shared: None,
+            listeners: None,
+            mesh_clusters: HashMap::new(),
             views: HashMap::new(),
+            own_rule_hosts: HashMap::new(),
             scopes: HashMap::new(),
             mesh: HashMap::new(),
             scoped: HashMap::new(),
@@ -232,7 +210,7 @@ impl Generation {
                 if let Some(policy) = &key.inbound {
                     extras.push(Encoded::new(INBOUND_LISTENER.to_string(), &weft_xds::inbound::listener(policy)));
                 }
-                let listeners = TypeResources::with_extras(&self.shared(previous).listeners, &extras);
+                let listeners = TypeResources::with_extras(&self.listeners(previous), &extras);
                 self.own_listeners.insert(key, listeners.clone());
                 listeners
             }
@@ -389,91 +367,13 @@ impl Generation {
         }
     }
 
-    /// Every Service's clusters and endpoint assignments: those of unchanged Services taken over.
-    fn services(&mut self, previous: Option<&Generation>) -> Arc<HashMap<String, Arc<ServiceClusters>>> {
-        if let Some(services) = &self.services {
-            return services.clone();
-        }
-        let before = previous.and_then(|p| p.services.as_ref()).filter(|_| self.changes.is_some());
-        let changed = |fqdn: &String| self.changes.as_ref().is_none_or(|c| c.clusters.contains(fqdn));
-        let snapshot = &self.published.snapshot;
-        let services: HashMap<String, Arc<ServiceClusters>> = snapshot
-            .services
-            .keys()
-            .map(|fqdn| {
-                let kept = before.filter(|_| !changed(fqdn)).and_then(|b| b.get(fqdn)).cloned();
-                let encoded = kept
-                    .unwrap_or_else(|| ServiceClusters::of(snapshot, fqdn, snapshot.default_destination_rule(fqdn)));
-                (fqdn.clone(), encoded)
-            })
-            .collect();
-        self.services.insert(Arc::new(services)).clone()
-    }
-
-    fn shared(&mut self, previous: Option<&Generation>) -> EncodedShared {
-        if let Some(shared) = &self.shared {
-            return shared.clone();
-        }
-        let services = self.services(previous);
-        let before = previous.and_then(|p| p.shared.as_ref());
-        let untouched = self.changes.as_ref().is_some_and(|c| c.clusters.is_empty());
-        let (clusters, endpoints) = match before.filter(|_| untouched) {
-            Some(before) => (before.clusters.clone(), before.endpoints.clone()),
-            None => encode_clusters(&services, before),
-        };
-        let same_listeners = self.changes.as_ref().is_some_and(|c| !c.listeners);
-        let listeners = match before.filter(|_| same_listeners) {
-            Some(before) => before.listeners.clone(),
-            None => {
-                let listeners = translate::listeners(&self.published.snapshot);
-                let listeners = listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect();
-                TypeResources::new_since(listeners, before.map(|b| b.listeners.as_ref()))
-            }
-        };
-        self.shared.insert(EncodedShared { clusters, endpoints, listeners }).clone()
-    }
-
-    /// The clusters proxies in `namespace` hold: the mesh-wide ones, but for the Services to which the namespace
-    /// applies other DestinationRules. Those are taken over from the previous config's view unless they changed.
-    fn view(&mut self, namespace: &str, previous: Option<&Generation>) -> View {
-        if let Some(found) = self.views.get(namespace) {
-            return found.clone();
-        }
-        let services = self.services(previous);
-        let shared = self.shared(previous);
-        let snapshot = &self.published.snapshot;
-        let own = snapshot.own_destination_rules(namespace);
-        let before = previous.and_then(|p| p.views.get(namespace)).filter(|_| self.changes.is_some());
-        let untouched = self.changes.as_ref().is_some_and(|c| c.clusters.is_empty());
-        let view = if own.is_empty() {
-            View { services, shared }
-        } else if let Some(before) = before.filter(|_| untouched) {
-            // No Service's clusters changed: the namespace's own are as they were (listeners may not be).
-            let kept = EncodedShared { listeners: shared.listeners.clone(), ..before.shared.clone() };
-            View { services: before.services.clone(), shared: kept }
-        } else {
-            let changed = |fqdn: &String| self.changes.as_ref().is_none_or(|c| c.clusters.contains(fqdn));
-            let mut mine = (*services).clone();
-            for (fqdn, rule) in own {
-                let kept = before.filter(|_| !changed(&fqdn)).and_then(|b| b.services.get(&fqdn)).cloned();
-                let encoded = kept.unwrap_or_else(|| ServiceClusters::of(snapshot, &fqdn, rule));
-                mine.insert(fqdn, encoded);
-            }
-            // Versioned against what the namespace's proxies held under the previous config.
-            let (clusters, endpoints) = encode_clusters(&mine, before.map(|b| &b.shared));
-            let shared = EncodedShared { clusters, endpoints, listeners: shared.listeners.clone() };
-            View { services: Arc::new(mine), shared }
-        };
-        self.views.insert(namespace.to_string(), view.clone());
-        view
-    }
-
     /// The whole mesh, with the routes of `namespace`.
     fn mesh(&mut self, namespace: &str, previous: Option<&Generation>) -> Arc<EncodedResources> {
         if let Some(found) = self.mesh.get(namespace) {
             return found.clone();
         }
-        let View { shared, .. } = self.view(namespace, previous);
+        let MeshClusters { clusters, endpoints } = self.mesh_clusters(namespace, previous);
+        let shared = EncodedShared { clusters, endpoints, listeners: self.listeners(previous) };
         let before = previous.and_then(|p| p.mesh.get(namespace)).and_then(|p| p.of_type(ResourceType::Route));
         let untouched = self.changes.as_ref().is_some_and(|c| c.routes.is_empty() && !c.ports);
         let routes = match before.filter(|_| untouched) {
@@ -509,7 +409,8 @@ impl Generation {
             return found.clone();
         }
         let scope = self.scope(key, previous);
-        let View { services, shared } = self.view(&key.0, previous);
+        let View { services, .. } = self.view(&key.0, previous);
+        let listeners = self.listeners(previous);
         let before = previous.and_then(|p| p.scoped.get(key));
         let same_scope = previous.and_then(|p| p.scopes.get(key)).is_some_and(|s| Arc::ptr_eq(s, &scope));
         let earlier = |kind| before.and_then(|b| b.of_type(kind));
@@ -520,11 +421,9 @@ impl Generation {
         let kept = |kind, spared: bool| earlier(kind).filter(|_| spared);
         let subset = |kind| match kept(kind, clusters_kept) {
             Some(kept) => kept.clone(),
-            None => TypeResources::subset(
-                shared.of_type(kind).map(|all| all.as_ref()).unwrap_or(&TypeResources::default()),
-                cluster_names(&services, &scope),
-                earlier(kind).map(|e| e.as_ref()),
-            ),
+            None => {
+                TypeResources::of_encoded(encoded_of(&services, scope.iter(), kind), earlier(kind).map(|e| e.as_ref()))
+            }
         };
         let routes = match kept(ResourceType::Route, routes_kept) {
             Some(kept) => kept.clone(),
@@ -536,7 +435,7 @@ impl Generation {
         let resources = Arc::new(EncodedResources::of(
             subset(ResourceType::Cluster),
             subset(ResourceType::Endpoint),
-            shared.listeners.clone(),
+            listeners,
             routes,
         ));
         self.scoped.insert(key.clone(), resources.clone());
@@ -548,7 +447,8 @@ impl Generation {
         let (scope, names) = key;
         let namespace = &scope.0;
         let base = self.scoped(scope, previous);
-        let View { services, shared } = self.view(namespace, previous);
+        let initial = self.scope(scope, previous);
+        let View { services, .. } = self.view(namespace, previous);
         let snapshot = &self.published.snapshot;
         let answered_before =
             previous.zip(self.changes.as_ref()).map(|(previous, changes)| (&previous.answers, changes));
@@ -564,35 +464,14 @@ impl Generation {
         let before = |kind| before_all.as_ref().and_then(|p| p.of_type(kind)).map(|r| r.as_ref());
         let mut resources = (*base).clone();
         for kind in [ResourceType::Cluster, ResourceType::Endpoint] {
-            let (Some(own), Some(all)) = (base.of_type(kind), shared.of_type(kind)) else { continue };
-            let names = own.map.keys().chain(cluster_names(&services, &hosts));
-            resources.by_type.insert(kind, TypeResources::subset(all, names, before(kind)));
+            let held = encoded_of(&services, initial.iter().chain(&hosts), kind);
+            resources.by_type.insert(kind, TypeResources::of_encoded(held, before(kind)));
         }
         let encoded = virtual_hosts.iter().map(|answer| &answer.virtual_host);
         let virtual_hosts = TypeResources::of_encoded(encoded, before(ResourceType::VirtualHost));
         resources.by_type.insert(ResourceType::VirtualHost, virtual_hosts);
         Arc::new(resources)
     }
-}
-
-/// The names of the clusters (and endpoint assignments) of `hosts`.
-fn cluster_names<'a>(
-    services: &'a HashMap<String, Arc<ServiceClusters>>,
-    hosts: &'a BTreeSet<String>,
-) -> impl Iterator<Item = &'a String> + 'a {
-    hosts.iter().flat_map(|host| services.get(host).into_iter().flat_map(|s| s.clusters.iter().map(|c| &c.name)))
-}
-
-/// The clusters and endpoints of `services`, versioned against `before` (what the proxies held).
-fn encode_clusters(
-    services: &HashMap<String, Arc<ServiceClusters>>,
-    before: Option<&EncodedShared>,
-) -> (Arc<TypeResources>, Arc<TypeResources>) {
-    let all = || services.values().map(|s| s.as_ref());
-    (
-        TypeResources::of_encoded(all().flat_map(|s| &s.clusters), before.map(|b| b.clusters.as_ref())),
-        TypeResources::of_encoded(all().flat_map(|s| &s.endpoints), before.map(|b| b.endpoints.as_ref())),
-    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 
-use crate::index::snapshot_of_yaml;
+use crate::index::{EditedYaml, snapshot_of_yaml};
 use crate::xds::protocol::Protocol;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
@@ -238,7 +238,7 @@ fn assert_same(incremental: &EncodedResources, whole: &EncodedResources, context
 #[tokio::test]
 async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_change() {
     type Edit = fn(&mut Vec<String>);
-    let edits: [(&str, Edit); 35] = [
+    let edits: [(&str, Edit); 39] = [
         ("a weight edit", |docs| {
             docs[5] = docs[5].replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50")
         }),
@@ -361,21 +361,42 @@ async fn an_incremental_translation_equals_a_whole_one_after_every_kind_of_chang
             *own = own.replace("httpHeaderName: x-user", "httpHeaderName: x-tenant");
         }),
         ("a namespace's own DestinationRule goes", |docs| docs.retain(|d| !d.contains("name: audit-for-web"))),
+        ("a namespace gets its own wildcard DestinationRule", |docs| {
+            docs.push("apiVersion: networking.weft.dev/v1alpha1\nkind: DestinationRule\nmetadata: {name: bank-for-web, namespace: web}\nspec: {host: \"*.bank.svc.cluster.local\", exportTo: [\".\"], trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}}\n".into());
+        }),
+        ("a Service that wildcard rule matches appears", |docs| {
+            docs.push("apiVersion: v1\nkind: Service\nmetadata: {name: safe, namespace: bank}\nspec: {selector: {app: audit}, ports: [{port: 80}]}\n".into());
+        }),
+        ("an endpoint change of a Service that rule matches", |docs| {
+            let audit = docs.iter_mut().find(|d| d.contains("name: audit-1")).expect("audit's pod");
+            *audit = audit.replace("10.2.0.1", "10.2.0.9");
+        }),
+        ("a Service that wildcard rule matches goes", |docs| {
+            docs.retain(|d| !d.contains("name: safe, namespace: bank"))
+        }),
     ];
     let nodes = [proxy("a", "shop"), proxy("b", "bank"), proxy("c", "web")];
     let asked: BTreeSet<String> = ["80/ledger.bank", "9080/reviews.shop", "80/payments.bank"].map(String::from).into();
     let incremental = Translations::default();
+    let mut edited = EditedYaml::default();
     let mut docs = base_mesh();
     for (step, (what, edit)) in std::iter::once(("the start", (|_| {}) as Edit)).chain(edits).enumerate() {
         edit(&mut docs);
-        let current = published_docs(step as u64 + 1, &docs);
+        let config = step as u64 + 1;
+        // Translated incrementally from the snapshot the index brought up to date; as a whole from one built anew.
+        let current = Arc::new(Published {
+            snapshot: edited.snapshot(&docs.join("---\n")),
+            at: std::time::Instant::now(),
+            config,
+        });
+        let fresh = published_docs(config, &docs);
         for ((namespace, scope, on_demand), declared_tcp) in
             every_wanted(&nodes, &asked).into_iter().zip([false, true].into_iter().cycle())
         {
             let node = proxy("p", &namespace);
             let wanted = Wanted { node: &node, scope, on_demand: on_demand.as_ref(), declared_tcp, verified: false };
             let got = incremental.for_proxy(&current, wanted).await;
-            let whole = Translations::default().for_proxy(&current, wanted).await;
+            let whole = Translations::default().for_proxy(&fresh, wanted).await;
             assert_same(&got, &whole, &format!("after {what}: {namespace} {scope:?} {on_demand:?} {declared_tcp}"));
         }
     }
@@ -412,6 +433,38 @@ async fn what_a_change_does_not_touch_is_taken_over_not_translated_again() {
     let (was, is) = (endpoints(&shop_after), endpoints(&shop_ready));
     let kept: Vec<&String> = is.keys().filter(|name| Arc::ptr_eq(&was[*name], &is[*name])).collect();
     assert_eq!(kept, ["outbound|80||productpage.shop.svc.cluster.local"], "only the changed Service's are new");
+}
+
+#[tokio::test]
+async fn which_services_a_namespace_has_rules_of_its_own_for_is_looked_up_again_only_when_rules_change() {
+    let translations = Translations::default();
+    let shop = proxy("a", "shop");
+    let none = BTreeSet::new();
+    let carried = |cache: &Cache| {
+        let (current, previous) =
+            (cache.current.as_ref().expect("current"), cache.previous.as_ref().expect("previous"));
+        Arc::ptr_eq(&current.own_rule_hosts["shop"], &previous.own_rule_hosts["shop"])
+    };
+    let mut edited = EditedYaml::default();
+    let mut publish = |config: u64, docs: &[String]| {
+        Arc::new(Published { snapshot: edited.snapshot(&docs.join("---\n")), at: std::time::Instant::now(), config })
+    };
+    let mut docs = base_mesh();
+    translations.for_proxy(&publish(1, &docs), in_namespace(&shop, &none)).await;
+    docs[5] = docs[5].replace("weight: 90", "weight: 80").replace("weight: 10", "weight: 20");
+    translations.for_proxy(&publish(2, &docs), in_namespace(&shop, &none)).await;
+    assert!(carried(&*translations.cache.lock().await), "a VirtualService edit");
+    docs[3] = docs[3].replace("\"False\"", "\"True\"");
+    translations.for_proxy(&publish(3, &docs), in_namespace(&shop, &none)).await;
+    assert!(carried(&*translations.cache.lock().await), "an endpoint change");
+    docs[10] = docs[10].replace("{simple: RANDOM}", "{simple: LEAST_REQUEST}");
+    translations.for_proxy(&publish(4, &docs), in_namespace(&shop, &none)).await;
+    assert!(!carried(&*translations.cache.lock().await), "a DestinationRule edit");
+    docs.push(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: safe, namespace: shop}\nspec: {ports: [{port: 80}]}\n".into(),
+    );
+    translations.for_proxy(&publish(5, &docs), in_namespace(&shop, &none)).await;
+    assert!(!carried(&*translations.cache.lock().await), "a Service comes");
 }
 
 /// A delta client holding what it is sent, ACKing everything, subscribed as weft-proxy is (clusters and listeners
