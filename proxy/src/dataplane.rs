@@ -124,7 +124,8 @@ fn rebuild(
 
 /// Each healthy endpoint's whole-Service cluster. When Services share a pod's port, the first Service by FQDN
 /// (then by port): the one the operator answers with when a proxy asks by that address, so a connection is
-/// counted under the Service whose config the answer brought, whichever Services the proxy already held.
+/// counted under the Service whose config the answer brought, whichever Services the proxy already held. (The
+/// operator counts not-ready endpoints too: while the pod is not ready in the first Service only, the two differ.)
 fn endpoint_clusters(config: &ProxyConfig) -> FastMap<SocketAddr, Arc<str>> {
     let mut whole: Vec<_> = config
         .clusters

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::snapshot::{is_wildcard, wildcard_matches};
 
+/// Positions of rules in their list, by the hosts they name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct HostIndex {
     /// Host FQDN -> positions of every rule naming it exactly, in order (a rule naming a host twice once).

@@ -168,14 +168,6 @@ pub struct SharedResources {
     pub listeners: Vec<Listener>,
 }
 
-/// Clusters, endpoints and listeners as most proxies get them: the clusters made with each Service's
-/// [`Snapshot::default_destination_rule`]. The proxies of a namespace with DestinationRules of its own (or named
-/// by one's `exportTo`) get some Services' clusters made with another rule ([`Snapshot::own_destination_rules`]).
-pub fn shared(snapshot: &Snapshot) -> SharedResources {
-    let (clusters, endpoints) = clusters::build(snapshot, None);
-    SharedResources { clusters, endpoints, listeners: listeners(snapshot) }
-}
-
 /// One Service's clusters and their endpoint assignments, made with `rule`, the DestinationRule applied to it.
 pub fn service_clusters(
     service: &ServiceModel,

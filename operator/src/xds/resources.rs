@@ -48,24 +48,6 @@ impl TypeResources {
         Arc::new(Self::build(map, previous))
     }
 
-    /// The resources of `all` named `names` (those it has), their versions taken from it rather than computed
-    /// again, noting what changed since `previous`.
-    pub fn subset<'a>(
-        all: &TypeResources,
-        names: impl Iterator<Item = &'a String>,
-        previous: Option<&TypeResources>,
-    ) -> Arc<Self> {
-        let mut map = ResourceMap::new();
-        let mut hashes = BTreeMap::new();
-        for name in names {
-            if let (Some(any), Some(hash)) = (all.map.get(name), all.hashes.get(name)) {
-                map.insert(name.clone(), any.clone());
-                hashes.insert(name.clone(), *hash);
-            }
-        }
-        Arc::new(Self::with_hashes(map, hashes, previous))
-    }
-
     /// Resources encoded one by one (a later one of the same name wins), noting what changed since `previous`.
     pub fn of_encoded<'a>(encoded: impl Iterator<Item = &'a Encoded>, previous: Option<&TypeResources>) -> Arc<Self> {
         let mut map = ResourceMap::new();
@@ -168,36 +150,12 @@ pub struct EncodedShared {
 
 impl From<&SharedResources> for EncodedShared {
     fn from(r: &SharedResources) -> Self {
-        Self::since(r, None)
-    }
-}
-
-impl EncodedShared {
-    pub fn of_type(&self, kind: ResourceType) -> Option<&Arc<TypeResources>> {
-        match kind {
-            ResourceType::Cluster => Some(&self.clusters),
-            ResourceType::Endpoint => Some(&self.endpoints),
-            ResourceType::Listener => Some(&self.listeners),
-            ResourceType::Route | ResourceType::VirtualHost => None,
-        }
-    }
-
-    /// Encodes `r`, noting per type what changed since `previous`.
-    pub fn since(r: &SharedResources, previous: Option<&EncodedShared>) -> Self {
-        let before = |pick: fn(&EncodedShared) -> &Arc<TypeResources>| previous.map(|p| pick(p).as_ref());
         Self {
-            clusters: TypeResources::new_since(
-                r.clusters.iter().map(|c| (c.name.clone(), Arc::new(pack(c)))).collect(),
-                before(|p| &p.clusters),
-            ),
-            endpoints: TypeResources::new_since(
+            clusters: TypeResources::new(r.clusters.iter().map(|c| (c.name.clone(), Arc::new(pack(c)))).collect()),
+            endpoints: TypeResources::new(
                 r.endpoints.iter().map(|e| (e.cluster_name.clone(), Arc::new(pack(e)))).collect(),
-                before(|p| &p.endpoints),
             ),
-            listeners: TypeResources::new_since(
-                r.listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect(),
-                before(|p| &p.listeners),
-            ),
+            listeners: TypeResources::new(r.listeners.iter().map(|l| (l.name.clone(), Arc::new(pack(l)))).collect()),
         }
     }
 }

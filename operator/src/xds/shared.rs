@@ -2,10 +2,10 @@
 //! once and shared (`Arc`), and a stream for a proxy then costs only the diff against what that proxy holds.
 //!
 //! - Per Service: its clusters and endpoint assignments, encoded, made with the DestinationRule most namespaces
-//!   apply to it ([`clusters`]). A scope's are assembled from those; the whole mesh's only for streams that get it.
+//!   apply to it (`clusters`). A scope's are assembled from those; the whole mesh's only for streams that get it.
 //! - Per namespace whose proxies apply other DestinationRules to some Services (a namespace with rules of its own,
 //!   or named by a rule's `exportTo`; see [`crate::index::Snapshot::own_destination_rules`]): those Services'
-//!   clusters made with the namespace's rules ([`View`]). Every other namespace shares the mesh-wide ones.
+//!   clusters made with the namespace's rules (`View`). Every other namespace shares the mesh-wide ones.
 //! - Per namespace and scope (see [`translate::scope`]): the Services in scope, their clusters and endpoints, and
 //!   the route configurations holding their virtual hosts (they differ by namespace through the short names).
 //! - Per namespace, scope and set of on-demand names (replicas of one workload call the same Services, so they

@@ -67,6 +67,9 @@ impl Generation {
         let encode = |fqdn: &str| ServiceClusters::of(snapshot, fqdn, snapshot.default_destination_rule(fqdn));
         let before = previous.and_then(|p| p.services.as_ref()).zip(self.changes.as_ref());
         let services = match before {
+            Some((before, changes)) if changes.clusters.is_empty() => {
+                return self.services.insert(before.clone()).clone();
+            }
             Some((before, changes)) => {
                 let mut services = (**before).clone();
                 for fqdn in &changes.clusters {
