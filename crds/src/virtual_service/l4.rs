@@ -98,8 +98,8 @@ pub trait L4Route {
     }
 
     /// [`Self::destinations`] with each one's field path relative to the rule (`route[1].destination`).
-    fn destination_fields(&self) -> impl Iterator<Item = (String, &Destination)> {
-        self.route().iter().enumerate().map(|(i, r)| (format!("route[{i}].destination"), &r.destination))
+    fn destination_fields(&self) -> impl Iterator<Item = (super::DestinationPlace, &Destination)> {
+        self.route().iter().enumerate().map(|(i, r)| (super::DestinationPlace::Route(i), &r.destination))
     }
 }
 

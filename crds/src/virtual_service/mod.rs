@@ -127,13 +127,50 @@ impl HttpRoute {
         self.destination_fields().map(|(_, destination)| destination)
     }
 
-    /// [`Self::destinations`] with each one's field path relative to the rule (`route[1].destination`, `mirror`).
-    pub fn destination_fields(&self) -> impl Iterator<Item = (String, &Destination)> {
-        let routes = self.route.iter().enumerate().map(|(i, r)| (format!("route[{i}].destination"), &r.destination));
-        let mirror = self.mirror.iter().map(|m| ("mirror".to_string(), m));
-        let mirrors =
-            self.mirrors.iter().enumerate().map(|(i, m)| (format!("mirrors[{i}].destination"), &m.destination));
+    /// [`Self::destinations`] with each one's place in the rule (`route[1].destination`, `mirror`).
+    pub fn destination_fields(&self) -> impl Iterator<Item = (DestinationPlace, &Destination)> {
+        let routes = self.route.iter().enumerate().map(|(i, r)| (DestinationPlace::Route(i), &r.destination));
+        let mirror = self.mirror.iter().map(|m| (DestinationPlace::Mirror, m));
+        let mirrors = self.mirrors.iter().enumerate().map(|(i, m)| (DestinationPlace::Mirrors(i), &m.destination));
         routes.chain(mirror).chain(mirrors)
+    }
+}
+
+/// Where a destination is in its rule. Written out (`route[1].destination`) only when a message names it: the
+/// destinations are walked far more often than any is reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationPlace {
+    /// `route[i].destination`.
+    Route(usize),
+    /// `mirror`.
+    Mirror,
+    /// `mirrors[i].destination`.
+    Mirrors(usize),
+}
+
+impl std::fmt::Display for DestinationPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Route(i) => write!(f, "route[{i}].destination"),
+            Self::Mirror => f.write_str("mirror"),
+            Self::Mirrors(i) => write!(f, "mirrors[{i}].destination"),
+        }
+    }
+}
+
+/// Where a destination is in a VirtualService's spec (`http[0].route[1].destination`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationField {
+    /// `http`, `tcp` or `tls`.
+    pub rules: &'static str,
+    /// The rule's index in that list.
+    pub rule: usize,
+    pub place: DestinationPlace,
+}
+
+impl std::fmt::Display for DestinationField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}].{}", self.rules, self.rule, self.place)
     }
 }
 
@@ -152,19 +189,11 @@ impl VirtualServiceSpec {
     /// Every destination of every rule (http, then tcp, then tls), mirrors included, with its field path from
     /// the spec (`http[0].route[1].destination`). Whatever enumerates where a VirtualService sends traffic
     /// (scopes, change tracking, reference checks) goes through this, so no kind of rule is forgotten.
-    pub fn destination_fields(&self) -> impl Iterator<Item = (String, &Destination)> {
-        let http =
-            self.http.iter().enumerate().flat_map(|(i, rule)| {
-                rule.destination_fields().map(move |(field, d)| (format!("http[{i}].{field}"), d))
-            });
-        let tcp =
-            self.tcp.iter().enumerate().flat_map(|(i, rule)| {
-                rule.destination_fields().map(move |(field, d)| (format!("tcp[{i}].{field}"), d))
-            });
-        let tls =
-            self.tls.iter().enumerate().flat_map(|(i, rule)| {
-                rule.destination_fields().map(move |(field, d)| (format!("tls[{i}].{field}"), d))
-            });
+    pub fn destination_fields(&self) -> impl Iterator<Item = (DestinationField, &Destination)> {
+        let field = |rules: &'static str, rule: usize| move |(place, d)| (DestinationField { rules, rule, place }, d);
+        let http = self.http.iter().enumerate().flat_map(move |(i, r)| r.destination_fields().map(field("http", i)));
+        let tcp = self.tcp.iter().enumerate().flat_map(move |(i, r)| r.destination_fields().map(field("tcp", i)));
+        let tls = self.tls.iter().enumerate().flat_map(move |(i, r)| r.destination_fields().map(field("tls", i)));
         http.chain(tcp).chain(tls)
     }
 
@@ -217,4 +246,37 @@ pub struct Destination {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
     pub number: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_destination_is_named_by_its_field_path() {
+        let spec: VirtualServiceSpec = serde_json::from_value(serde_json::json!({
+            "hosts": ["a"],
+            "http": [
+                {"route": [{"destination": {"host": "a"}}]},
+                {"route": [{"destination": {"host": "b"}}, {"destination": {"host": "c"}}], "mirror": {"host": "d"},
+                 "mirrors": [{"destination": {"host": "e"}}]}
+            ],
+            "tcp": [{"route": [{"destination": {"host": "f"}}]}],
+            "tls": [{"match": [{"sniHosts": ["g.example.com"]}], "route": [{"destination": {"host": "g"}}]}]
+        }))
+        .expect("a valid spec");
+        let fields: Vec<(String, &str)> =
+            spec.destination_fields().map(|(field, d)| (field.to_string(), d.host.as_str())).collect();
+        let expected = [
+            ("http[0].route[0].destination", "a"),
+            ("http[1].route[0].destination", "b"),
+            ("http[1].route[1].destination", "c"),
+            ("http[1].mirror", "d"),
+            ("http[1].mirrors[0].destination", "e"),
+            ("tcp[0].route[0].destination", "f"),
+            ("tls[0].route[0].destination", "g"),
+        ];
+        assert_eq!(fields, expected.map(|(path, host)| (path.to_string(), host)));
+        assert_eq!(spec.destinations().count(), expected.len());
+    }
 }

@@ -121,19 +121,20 @@ impl Snapshot {
             return None;
         }
         let service_namespace = self.services.get(fqdn).map(|s| s.namespace.as_str()).or_else(|| namespace_of(fqdn));
-        let mut order: Vec<&str> = Vec::new();
-        for namespace in client.into_iter().chain(service_namespace).chain([self.root_namespace()]) {
-            if !order.contains(&namespace) {
-                order.push(namespace);
-            }
-        }
+        let root = Some(self.root_namespace());
+        // Each namespace once, in order (no list made: this runs for every Service at every translation).
+        let order = [
+            client,
+            service_namespace.filter(|s| Some(*s) != client),
+            root.filter(|r| Some(*r) != client && Some(*r) != service_namespace),
+        ];
         // As Istio: in each namespace of the order, the most specific rule for the host, if it is visible to the
         // client's namespace; a hidden one passes the choice on to the next namespace (not to a less specific
         // rule of its own). Rules for some pods only ([`Snapshot::workload_destination_rules`]) are not in this
         // lookup.
         let for_every_pod = |dr: &&DestinationRuleModel| dr.spec.workload_selector.is_none();
-        order.iter().find_map(|namespace| {
-            most_specific(candidates.iter().copied().filter(for_every_pod).filter(|dr| dr.namespace == *namespace))
+        order.into_iter().flatten().find_map(|namespace| {
+            most_specific(candidates.iter().copied().filter(for_every_pod).filter(|dr| dr.namespace == namespace))
                 .filter(|dr| dr.visible_to(client))
         })
     }
@@ -143,9 +144,11 @@ impl Snapshot {
 /// among equals.
 fn most_specific<'a>(rules: impl Iterator<Item = &'a DestinationRuleModel>) -> Option<&'a DestinationRuleModel> {
     let specificity = |dr: &DestinationRuleModel| if is_wildcard(&dr.host) { dr.host.len() } else { usize::MAX };
-    // `max_by_key` keeps the last of equal keys: reverse so that the first in namespace/name order wins.
-    let rules: Vec<&DestinationRuleModel> = rules.collect();
-    rules.into_iter().rev().max_by_key(|dr| specificity(dr))
+    // A later rule replaces the best so far only when strictly more specific: the first among equals wins.
+    rules.fold(None, |best, dr| match best {
+        Some(best) if specificity(best) >= specificity(dr) => Some(best),
+        _ => Some(dr),
+    })
 }
 
 /// The namespace of a Service FQDN (`name.namespace.svc.cluster.local`).

@@ -170,10 +170,9 @@ fn virtual_service_refs(
     // Every kind of rule, mirrors too: a mirror to a Service that does not exist loses its copies as surely as a
     // route loses requests.
     for (field, d) in spec.destination_fields() {
-        let path = format!("spec.{field}");
         let fqdn = snapshot.resolve_host(&d.host, namespace);
         let Some(service) = snapshot.services.get(&fqdn) else {
-            problems.push((reason::UNKNOWN_HOST, format!("{path}.host: no Service {fqdn}")));
+            problems.push((reason::UNKNOWN_HOST, format!("spec.{field}.host: no Service {fqdn}")));
             continue;
         };
         if let Some(port) = d.port
@@ -181,7 +180,7 @@ fn virtual_service_refs(
         {
             problems.push((
                 reason::UNKNOWN_PORT,
-                format!("{path}.port.number: Service {fqdn} has no port {}", port.number),
+                format!("spec.{field}.port.number: Service {fqdn} has no port {}", port.number),
             ));
         }
         if let Some(subset) = &d.subset {
@@ -194,8 +193,10 @@ fn virtual_service_refs(
                     Some(_) => " (its DestinationRule defines no subsets)".to_string(),
                     None => " (no DestinationRule for this host)".to_string(),
                 };
-                problems
-                    .push((reason::UNKNOWN_SUBSET, format!("{path}.subset: {fqdn} has no subset {subset:?}{detail}")));
+                problems.push((
+                    reason::UNKNOWN_SUBSET,
+                    format!("spec.{field}.subset: {fqdn} has no subset {subset:?}{detail}"),
+                ));
             }
         }
     }
