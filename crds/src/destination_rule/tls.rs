@@ -14,6 +14,13 @@ use crate::field_path::Path;
 impl DestinationRuleSpec {
     /// Every `tls` of the rule with its field path: its policy's, its ports', its subsets' and their ports'.
     pub fn tls_settings(&self) -> Vec<(Path, &ClientTlsSettings)> {
+        // Most rules set no TLS at all, and this runs for every rule at every status pass and config comparison:
+        // no paths are built for them.
+        let mut policies =
+            self.traffic_policy.iter().chain(self.subsets.iter().filter_map(|s| s.traffic_policy.as_ref()));
+        if !policies.any(|p| p.tls.is_some() || p.port_level_settings.iter().any(|level| level.tls.is_some())) {
+            return Vec::new();
+        }
         let root = Path::root("spec");
         let subsets = self.subsets.iter().enumerate().filter_map(|(i, subset)| {
             Some((root.field("subsets").index(i).field("trafficPolicy"), subset.traffic_policy.as_ref()?))
