@@ -361,14 +361,9 @@ impl Snapshot {
         self.vs_hosts.exact_hosts()
     }
 
-    /// Every host some DestinationRule names exactly (wildcards aside, see [`Self::has_wildcard_policies`]).
+    /// Every host some DestinationRule names exactly (wildcards aside), in order.
     pub fn policy_hosts(&self) -> impl Iterator<Item = &String> {
-        self.destination_rules.iter().map(|dr| &dr.host).filter(|host| !is_wildcard(host))
-    }
-
-    /// Whether some DestinationRule has a wildcard host: it may apply to any Service.
-    pub fn has_wildcard_policies(&self) -> bool {
-        self.destination_rules.iter().any(|dr| is_wildcard(&dr.host))
+        self.dr_hosts.exact_hosts()
     }
 
     /// Fills the VirtualServices' host lookup; called once their list is final.
