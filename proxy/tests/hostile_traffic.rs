@@ -231,6 +231,25 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_the_idle_timeout_is_not_cut_and_its_connection_idles_out_after() {
+    let (proxy, _operator, _backend) = mesh(&["--idle-timeout", "1s"], "").await;
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    // In flight twice the idle timeout, without a byte either way meanwhile.
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\nx-echo-delay-ms: 2000\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream).await, 200, "a request in flight was taken for an idle connection");
+    // Idle from the end of the response: closed a whole timeout later, not earlier, and not never.
+    let answered = Instant::now();
+    let mut rest = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await.expect("never closed");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let took = answered.elapsed();
+    println!("closed {took:?} after the response");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}, before the idle timeout");
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="idle"}"#), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_sends_is_closed_after_the_idle_timeout_and_others_are_served() {
     let (proxy, _operator, _backend) = mesh(&["--idle-timeout", "1s"], "").await;
     // Until its first bytes, a connection is only waited on; the idle timeout still closes it.

@@ -17,7 +17,6 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -40,8 +39,6 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Requests started so far: a request-header timer armed before a request started is void.
     started: AtomicU64,
-    /// The I/O waiting for the connection to fall idle.
-    idle_waiter: AtomicWaker,
     /// Told once the idle timeout has passed.
     idle: Notify,
 }
@@ -53,7 +50,6 @@ impl Activity {
             last_io: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
-            idle_waiter: AtomicWaker::new(),
             idle: Notify::new(),
         })
     }
@@ -141,9 +137,10 @@ impl Drop for RequestGuard {
             sizes.observe(request.load(Ordering::Relaxed), response.load(Ordering::Relaxed));
         }
         self.activity.touch();
-        if self.activity.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.activity.idle_waiter.wake();
-        }
+        // The connection's idle timer is not woken: it is always armed no later than the connection can fall
+        // idle, and looks again when it fires (see `TimedIo::poll_timers`). Waking it here cost every request
+        // another pass over the connection.
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -167,8 +164,11 @@ pub struct TimedIo<I> {
     direction: Direction,
     protocol: Protocol,
     first_bytes: Vec<u8>,
-    /// Armed by the first byte of a request's headers: the request count then, and the deadline.
-    header_timer: Option<(u64, Pin<Box<Sleep>>)>,
+    /// Set by the first byte of a request's headers: the request count then, and when the headers are due.
+    headers_due: Option<(u64, Instant)>,
+    /// Kept for the connection's life and moved lazily (see [`poll_deadline`]): setting a timer per request cost
+    /// more than the rest of the timeouts together.
+    header_timer: Option<Pin<Box<Sleep>>>,
     idle_timer: Option<Pin<Box<Sleep>>>,
     expired: bool,
     /// The last write could not complete: the client is not reading, and hyper may still hold part of a response.
@@ -203,6 +203,7 @@ impl<I> TimedIo<I> {
             direction,
             protocol,
             first_bytes: Vec::new(),
+            headers_due: None,
             header_timer: None,
             idle_timer: None,
             expired: false,
@@ -230,11 +231,11 @@ impl<I> TimedIo<I> {
         let may_time_headers = matches!(self.protocol, Protocol::Unknown | Protocol::Http1);
         if let Some(limit) = self.timeouts.request_headers
             && may_time_headers
-            && self.header_timer.is_none()
+            && self.headers_due.is_none()
             && !self.activity.busy()
         {
             let started = self.activity.started.load(Ordering::Relaxed);
-            self.header_timer = Some((started, Box::pin(tokio::time::sleep(limit))));
+            self.headers_due = Some((started, Instant::now() + limit));
         }
     }
 
@@ -246,35 +247,50 @@ impl<I> TimedIo<I> {
             self.protocol = Protocol::Http1;
         } else if seen.len() == H2_PREFACE_START.len() {
             self.protocol = Protocol::Http2;
-            self.header_timer = None;
+            self.headers_due = None;
         }
     }
 
     /// Polls the timers while the connection waits for bytes; which one fired, if any.
     fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<TimeoutKind> {
-        if let Some((started, timer)) = &mut self.header_timer {
-            if self.activity.started.load(Ordering::Relaxed) != *started {
-                self.header_timer = None;
-            } else if timer.as_mut().poll(cx).is_ready() {
+        if let Some((started, due)) = self.headers_due {
+            if self.activity.started.load(Ordering::Relaxed) != started {
+                self.headers_due = None;
+            } else if poll_deadline(&mut self.header_timer, due, cx) {
                 return Some(TimeoutKind::RequestHeaders);
             }
         }
         let limit = self.timeouts.idle?;
-        self.activity.idle_waiter.register(cx.waker());
-        if self.activity.busy() {
+        if !poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx) {
             return None;
         }
-        let deadline = self.activity.idle_deadline(limit);
-        let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+        if self.activity.busy() {
+            // A request in flight holds the connection however quiet it is: the idle clock starts again now, and
+            // the timer is armed a whole limit ahead, no later than the connection can fall idle.
+            self.activity.touch();
+            let _ = poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx);
+            return None;
         }
-        if timer.as_mut().poll(cx).is_ready() {
-            self.timeouts.idle = None;
-            return Some(TimeoutKind::Idle);
-        }
-        None
+        self.timeouts.idle = None;
+        Some(TimeoutKind::Idle)
     }
+}
+
+/// Whether `deadline` has passed, with `timer` armed to wake the task by then. The timer is moved only when it would
+/// fire too late, or when it fired before `deadline` (armed for an earlier request, or before the last bytes moved):
+/// deadlines that move later with every request cost nothing until the timer fires.
+fn poll_deadline(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if timer.deadline() >= deadline {
+            return true;
+        }
+        timer.as_mut().reset(deadline);
+    }
+    false
 }
 
 impl<I: AsyncWrite + Unpin> TimedIo<I> {
