@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
+
+// Names made once: a lookup by `&str` parses the name first, and this runs for every answered attempt.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const RATE_LIMITED: HeaderName = HeaderName::from_static("x-envoy-ratelimited");
 
 use crate::config::policy::{RetryOn, RetryPolicy};
 
@@ -26,8 +30,8 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn answered(status: StatusCode, headers: &HeaderMap) -> Self {
-        let grpc = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        Self::Answered { status, grpc, rate_limited: headers.contains_key("x-envoy-ratelimited") }
+        let grpc = headers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        Self::Answered { status, grpc, rate_limited: headers.contains_key(&RATE_LIMITED) }
     }
 }
 
