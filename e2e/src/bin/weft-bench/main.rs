@@ -44,6 +44,22 @@ struct Run {
 }
 
 impl Run {
+    fn empty() -> Self {
+        Self { latencies: Vec::new(), errors: 0, elapsed: Duration::ZERO }
+    }
+
+    /// Runs taken in turns, as one: their latencies, errors and time together.
+    fn pooled(runs: Vec<Run>) -> Self {
+        let mut pooled = Self::empty();
+        for run in runs {
+            pooled.latencies.extend(run.latencies);
+            pooled.errors += run.errors;
+            pooled.elapsed += run.elapsed;
+        }
+        pooled.latencies.sort();
+        pooled
+    }
+
     fn percentile(&self, p: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
@@ -76,9 +92,7 @@ async fn main() -> anyhow::Result<()> {
     );
     route_lookup();
     if args.side_by_side_only {
-        fixed_rate(&direct, args.rate, 1, &[]).await;
-        let direct_run = fixed_rate(&direct, args.rate, args.seconds, &[]).await;
-        return side_by_side::run(&args, &mesh, &direct_run).await;
+        return side_by_side::run(&args, &mesh).await;
     }
     let mut runs = Vec::new();
     let plain: &[(&str, &str)] = &[];
@@ -104,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (d, p, with_policies, with_cluster) = (&runs[0], &runs[1], &runs[2], &runs[3]);
     print_ratios(d, p, with_policies, with_cluster);
-    side_by_side::run(&args, &mesh, d).await?;
+    side_by_side::run(&args, &mesh).await?;
     drop(mesh);
     two_proxies(&args, d).await?;
     transparent::run(&args).await

@@ -1,8 +1,11 @@
-//! weft-proxy, nginx and haproxy in front of the same backend, each pinned alone to CPU 1 (the bench and the
-//! backend to CPU 0), one after the other: for HTTP/1.1 keep-alive, HTTP/2 with prior knowledge (one connection,
-//! concurrent streams) and unary gRPC calls (over one HTTP/2 connection), the added latency at a fixed rate, CPU
-//! per 1000 requests/s, then the most requests/s each passes and its CPU per request there; for HTTP/1.1 also
-//! memory (idle connections, a burst).
+//! weft-proxy, nginx and haproxy in front of the same backend, pinned to CPU 1 (the bench and the backend to
+//! CPU 0): for HTTP/1.1 keep-alive, HTTP/2 with prior knowledge (one connection, concurrent streams) and unary gRPC
+//! calls (over one HTTP/2 connection), the added latency at a fixed rate and CPU per 1000 requests/s, then the most
+//! requests/s each passes and its CPU per request there; for HTTP/1.1 also memory (idle connections, a burst).
+//!
+//! The fixed-rate runs take turns, one second each (the backend alone, then each proxy, round after round), so a
+//! noisy stretch of this shared machine falls on all of them alike: measured one after the other, the added p50
+//! of the same binaries moved between 0.9x and 2x nginx's from one run to the next.
 //!
 //! Upstream, nginx and haproxy send plain HTTP/2 requests on as HTTP/1.1 (nginx cannot send HTTP/2 upstream but
 //! for gRPC); weft-proxy keeps the client's protocol (Weft's default with `useClientProtocol` unset; Istio's sidecar
@@ -71,9 +74,9 @@ const PROTOCOLS: [(Protocol, &str); 3] = [
 /// A proxy under test: its name, process, and where it takes HTTP/1.1 and HTTP/2.
 type UnderTest<'a> = (&'static str, &'a Process, SocketAddr, SocketAddr);
 
-pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<()> {
+pub async fn run(args: &Args, mesh: &LocalMesh) -> anyhow::Result<()> {
     println!(
-        "\nside by side (one core per proxy, pinned; {} req/s for {} s (HTTP/2, gRPC: {} s), then 3 s flat out; `--seconds 10` for steadier tails):",
+        "\nside by side (proxies pinned to one core; {} req/s for {} s each (HTTP/2, gRPC: {} s), in 1 s turns with the backend alone and each other; then 3 s flat out; `--seconds 10` for steadier tails):",
         args.rate,
         args.seconds,
         seconds_for(args, Protocol::Http2)
@@ -83,7 +86,6 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
         println!("  {}", rivals::NOT_PINNED);
     }
     let backend = mesh.backend_addresses[0];
-    let directs = direct_runs(args, backend, direct).await;
     let (nginx, haproxy) = (rivals::nginx(backend).await?, rivals::haproxy(backend).await?);
     // weft-proxy's outbound listener tells HTTP/1.1 from HTTP/2 itself.
     let mut under_test: Vec<UnderTest<'_>> = vec![("weft-proxy", &mesh.proxy, mesh.outbound, mesh.outbound)];
@@ -93,20 +95,39 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
             None => println!("  (not installed, skipped: run scripts/install-bench-deps.sh)"),
         }
     }
-    // Each proxy's last memory reading comes 12 s after its burst, while the next proxy is measured.
-    let mut probed = Vec::new();
-    for (name, process, listen, listen_h2) in under_test {
+    let mut pids = Vec::new();
+    for (_, process, _, _) in &under_test {
         let pid = process.pid().context("proxy not running")?;
         if pinned.is_some() {
             rivals::pin(pid, 1)?;
         }
-        let mut runs = Vec::new();
-        for (protocol, _) in PROTOCOLS {
-            let target = if protocol == Protocol::Http1 { listen } else { listen_h2 };
-            runs.push(
-                measure(args.rate, seconds_for(args, protocol), &HttpClient::speaking(protocol, target), pid).await,
-            );
+        pids.push(pid);
+    }
+    let mut directs = Vec::new();
+    let mut runs: Vec<Vec<ProtocolRun>> = under_test.iter().map(|_| Vec::new()).collect();
+    for (protocol, _) in PROTOCOLS {
+        let clients: Vec<HttpClient> = under_test
+            .iter()
+            .map(|(_, _, listen, listen_h2)| {
+                HttpClient::speaking(protocol, if protocol == Protocol::Http1 { *listen } else { *listen_h2 })
+            })
+            .collect();
+        let (direct, fixed) = taking_turns(
+            args.rate,
+            seconds_for(args, protocol),
+            &HttpClient::speaking(protocol, backend),
+            &clients,
+            &pids,
+        )
+        .await;
+        directs.push(direct);
+        for (i, ((run, vcpu_per_krps), client)) in fixed.into_iter().zip(&clients).enumerate() {
+            runs[i].push(flat_out_run(run, vcpu_per_krps, client, pids[i]).await);
         }
+    }
+    // Each proxy's last memory reading comes 12 s after its burst, while the next proxy is measured.
+    let mut probed = Vec::new();
+    for (((name, _, listen, _), pid), runs) in under_test.into_iter().zip(pids).zip(runs) {
         let resident_mb = rivals::resident_bytes(pid) as f64 / 1e6;
         let probe = rivals::memory_probe(listen, pid, 5000, 2500, HOST)
             .await
@@ -127,16 +148,39 @@ pub async fn run(args: &Args, mesh: &LocalMesh, direct: &Run) -> anyhow::Result<
     Ok(())
 }
 
-/// The backend alone for each protocol: what the proxies' added latency is measured against (HTTP/1.1's is the
-/// run the bench made already).
-async fn direct_runs(args: &Args, backend: SocketAddr, http1: &Run) -> Vec<Run> {
-    let mut runs = vec![http1.clone()];
-    for (protocol, _) in &PROTOCOLS[1..] {
-        let client = HttpClient::speaking(*protocol, backend);
-        fixed_rate(&client, args.rate, 1, &[]).await;
-        runs.push(fixed_rate(&client, args.rate, seconds_for(args, *protocol), &[]).await);
+/// The fixed-rate runs of one protocol: the backend alone (`direct`, what added latency is measured against) and
+/// each proxy, taking turns a second at a time for `seconds` rounds after a warm-up round. Returns the direct run
+/// and, per proxy, its run and CPU per 1000 requests/s (its CPU over the whole phase: it idles while the others
+/// take their turns).
+async fn taking_turns(
+    rate: u32,
+    seconds: u32,
+    direct: &HttpClient,
+    proxies: &[HttpClient],
+    pids: &[u32],
+) -> (Run, Vec<(Run, f64)>) {
+    let targets: Vec<&HttpClient> = std::iter::once(direct).chain(proxies).collect();
+    for client in &targets {
+        fixed_rate(client, rate, 1, &[]).await;
     }
-    runs
+    let before: Vec<_> = pids.iter().map(|pid| cpu_time(*pid)).collect();
+    let mut turns: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..seconds {
+        for (client, runs) in targets.iter().zip(&mut turns) {
+            runs.push(fixed_rate(client, rate, 1, &[]).await);
+        }
+    }
+    let mut pooled = turns.into_iter().map(Run::pooled);
+    let direct = pooled.next().unwrap_or_else(Run::empty);
+    let fixed = pooled
+        .zip(pids.iter().zip(before))
+        .map(|(run, (pid, before))| {
+            let used = cpu_time(*pid) - before;
+            let vcpu_per_krps = used.as_secs_f64() * 1000.0 / run.latencies.len().max(1) as f64;
+            (run, vcpu_per_krps)
+        })
+        .collect();
+    (direct, fixed)
 }
 
 fn seconds_for(args: &Args, protocol: Protocol) -> u32 {
@@ -146,13 +190,8 @@ fn seconds_for(args: &Args, protocol: Protocol) -> u32 {
     }
 }
 
-/// A warm-up, the fixed-rate run with the proxy's CPU, then flat out.
-async fn measure(rate: u32, seconds: u32, client: &HttpClient, pid: u32) -> ProtocolRun {
-    fixed_rate(client, rate, 1, &[]).await;
-    let before = cpu_time(pid);
-    let run = fixed_rate(client, rate, seconds, &[]).await;
-    let used = cpu_time(pid) - before;
-    let vcpu_per_krps = used.as_secs_f64() / run.elapsed.as_secs_f64() / (run.throughput() / 1000.0);
+/// A proxy flat out, after its fixed-rate run.
+async fn flat_out_run(run: Run, vcpu_per_krps: f64, client: &HttpClient, pid: u32) -> ProtocolRun {
     let before = cpu_split(pid);
     let (max_rps, took) = flat_out(client, HOST, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
     let used = cpu_split(pid) - before;
