@@ -58,50 +58,58 @@ const FOLLOWERS: u64 = u64::MAX;
 /// A handle on a replayable body: hands out copies.
 #[derive(Clone)]
 pub struct Replay {
-    shared: Arc<Mutex<Shared>>,
+    /// `None`: the body was over before it started (most requests: `GET`s). Every copy is then an empty body,
+    /// which neither allocates nor locks, and which HTTP/2 sends with the request's headers (a copy of a body
+    /// that might go on costs hyper a task per request to send it).
+    shared: Option<Arc<Mutex<Shared>>>,
 }
 
 impl Replay {
     pub fn new(body: Body) -> Self {
-        let ended = body.is_end_stream();
+        if body.is_end_stream() {
+            return Self { shared: None };
+        }
         let hint = body.size_hint();
         let shared = Shared {
-            source: (!ended).then_some(body),
+            source: Some(body),
             kept: Vec::new(),
             kept_bytes: 0,
             read: 0,
             overflowed: false,
-            ended,
+            ended: false,
             failed: None,
             leader: 0,
             generations: 0,
             waiting: Vec::new(),
             hint,
         };
-        Self { shared: Arc::new(Mutex::new(shared)) }
+        Self { shared: Some(Arc::new(Mutex::new(shared))) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+        shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A copy from the start that reads the source when it gets there: the next attempt.
     pub fn leader(&self) -> Body {
-        let mut shared = self.lock();
-        shared.generations += 1;
-        shared.leader = shared.generations;
-        ReplayBody { shared: self.shared.clone(), position: 0, generation: shared.leader }.boxed()
+        let Some(shared) = &self.shared else { return Body::default() };
+        let mut state = Self::lock(shared);
+        state.generations += 1;
+        state.leader = state.generations;
+        ReplayBody { shared: shared.clone(), position: 0, generation: state.leader }.boxed()
     }
 
     /// A copy from the start that only ever reads what the leader read: a mirror.
     pub fn follower(&self) -> Body {
-        ReplayBody { shared: self.shared.clone(), position: 0, generation: FOLLOWERS }.boxed()
+        let Some(shared) = &self.shared else { return Body::default() };
+        ReplayBody { shared: shared.clone(), position: 0, generation: FOLLOWERS }.boxed()
     }
 
     /// Whether a new copy could still be sent whole.
     pub fn is_replayable(&self) -> bool {
-        let shared = self.lock();
-        !shared.overflowed && shared.failed.is_none()
+        let Some(shared) = &self.shared else { return true };
+        let state = Self::lock(shared);
+        !state.overflowed && state.failed.is_none()
     }
 }
 
@@ -280,6 +288,8 @@ mod tests {
         let copy = replay.leader();
         assert!(copy.is_end_stream());
         assert_eq!(copy.size_hint().exact(), Some(0));
+        assert!(replay.is_replayable());
+        assert!(replay.follower().is_end_stream(), "a mirror's copy too");
         let sized = Replay::new(Full::new(Bytes::from_static(b"abc")).map_err(|never| match never {}).boxed());
         assert_eq!(sized.leader().size_hint().exact(), Some(3), "Content-Length survives");
     }
