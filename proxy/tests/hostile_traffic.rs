@@ -217,17 +217,8 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let (proxy, _operator, _backend) = mesh(&["--idle-timeout", "1s"], "").await;
     let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\n\r\n").await.unwrap();
-    assert_eq!(read_head(&mut stream).await.0, 200);
-    let mut rest = vec![0u8; 64];
-    let _ = stream.read(&mut rest).await; // the body
-    let started = Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await.expect("never closed");
-    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-    let took = started.elapsed();
-    println!("idle connection closed after {took:?}");
-    assert!(took >= Duration::from_millis(900), "closed after {took:?}, before the idle timeout");
-    let metrics = proxy.metrics().await;
-    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="idle"}"#), 1.0);
+    assert_eq!(read_response(&mut stream).await, 200);
+    closed_one_idle_timeout_after(Instant::now(), &proxy, &mut stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,13 +228,18 @@ async fn a_request_longer_than_the_idle_timeout_is_not_cut_and_its_connection_id
     // In flight twice the idle timeout, without a byte either way meanwhile.
     stream.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\nx-echo-delay-ms: 2000\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut stream).await, 200, "a request in flight was taken for an idle connection");
-    // Idle from the end of the response: closed a whole timeout later, not earlier, and not never.
-    let answered = Instant::now();
+    // Idle from the end of the response.
+    closed_one_idle_timeout_after(Instant::now(), &proxy, &mut stream).await;
+}
+
+/// The proxy (`--idle-timeout 1s`) closes `stream`, idle since `idle_since`, a whole timeout later: not earlier,
+/// and not never; and counts it.
+async fn closed_one_idle_timeout_after(idle_since: Instant, proxy: &Proxy, stream: &mut TcpStream) {
     let mut rest = [0u8; 16];
     let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut rest)).await.expect("never closed");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-    let took = answered.elapsed();
-    println!("closed {took:?} after the response");
+    let took = idle_since.elapsed();
+    println!("idle connection closed {took:?} after its last response");
     assert!(took >= Duration::from_millis(900), "closed after {took:?}, before the idle timeout");
     let metrics = proxy.metrics().await;
     assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="idle"}"#), 1.0);
