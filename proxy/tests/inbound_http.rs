@@ -80,6 +80,34 @@ async fn upgrading_echo() -> SocketAddr {
     address
 }
 
+#[tokio::test]
+async fn a_websocket_is_not_cut_by_the_request_header_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let app = upgrading_echo().await;
+    let listen = server_pod_address();
+    let mesh = Mesh::start(&service_yaml(listen, "server")).await;
+    let mut args = mesh.identity_args("server");
+    args.extend(["--inbound".to_string(), format!("{listen}={app}")]);
+    args.extend(["--request-headers-timeout".to_string(), "1s".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = support::Proxy::start_as("slow-1", mesh.xds, &args);
+    server.wait_ready(StatusCode::OK).await;
+
+    let mut stream = upgrade_to(listen, "websocket").await;
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await.expect("a response");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for message in [&b"a first message"[..], b"one after a quiet spell"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message, "{}", String::from_utf8_lossy(&echoed));
+        // Quiet for longer than the request-header timeout: the condition under test.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let metrics = server.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="inbound",kind="request_headers"}"#), 0.0);
+}
+
 /// A connection whose first request asks to switch to `protocol`.
 async fn upgrade_to(listen: SocketAddr, protocol: &str) -> TcpStream {
     let mut stream = TcpStream::connect(listen).await.unwrap();

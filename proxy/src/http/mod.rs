@@ -209,6 +209,9 @@ where
             // task of its own; moving a pointer instead of the whole (several KB) future is measurably cheaper.
             Box::pin(async move {
                 let mut response = handler(request).await;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    in_flight.switched_protocols();
+                }
                 if let Some(sizes) = response.extensions_mut().remove::<BodySizes>() {
                     in_flight.report_sizes(sizes);
                 }

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Requests started so far: a request-header timer armed before a request started is void.
     started: AtomicU64,
+    /// A request switched protocols (`101`): the bytes that follow are a tunnel's, not requests.
+    switched: AtomicBool,
     /// Told once the idle timeout has passed.
     idle: Notify,
 }
@@ -50,6 +52,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
+            switched: AtomicBool::new(false),
             idle: Notify::new(),
         })
     }
@@ -81,8 +84,9 @@ impl Activity {
         self.idle.notified().await;
     }
 
+    /// Acquire: a request that ended is seen with the activity it touched on its way out.
     fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) > 0
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Completes once nothing has moved for `limit` (for plain TCP forwarding, which has no requests).
@@ -120,6 +124,13 @@ impl InFlight {
     pub fn report_sizes(&self, sizes: BodySizes) {
         let _ = self.guard.sizes.set(sizes);
     }
+
+    /// The request is answered `101`: from now on the connection carries the protocol switched to, whose bytes
+    /// start no request-header timeout (it would cut a WebSocket after its first quiet spell, with a `408`
+    /// written into it).
+    pub fn switched_protocols(&self) {
+        self.guard.activity.switched.store(true, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -140,7 +151,7 @@ impl Drop for RequestGuard {
         // The connection's idle timer is not woken: it is always armed no later than the connection can fall
         // idle, and looks again when it fires (see `TimedIo::poll_timers`). Waking it here cost every request
         // another pass over the connection.
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -220,6 +231,10 @@ impl<I> TimedIo<I> {
 
     fn on_read(&mut self, bytes: &[u8]) {
         self.activity.touch();
+        if self.protocol != Protocol::Opaque && self.activity.switched.load(Ordering::Relaxed) {
+            self.protocol = Protocol::Opaque;
+            self.headers_due = None;
+        }
         // Blank lines between requests are allowed (RFC 9112 section 2.2) and start nothing.
         let bytes = bytes.trim_ascii_start();
         if bytes.is_empty() {
@@ -271,8 +286,12 @@ impl<I> TimedIo<I> {
             let _ = poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx);
             return None;
         }
-        self.timeouts.idle = None;
-        Some(TimeoutKind::Idle)
+        // Idle now, but the last request may have ended (and moved the deadline) since the deadline was read.
+        if poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx) {
+            self.timeouts.idle = None;
+            return Some(TimeoutKind::Idle);
+        }
+        None
     }
 }
 
