@@ -160,6 +160,32 @@ async fn the_route_timeout_covers_the_whole_response() {
     assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="route"}"#), 2.0);
 }
 
+/// Requests with `x-abort` are answered `503` by the proxy itself, before their bodies are read.
+const ABORT_VS: &str = concat!(
+    "apiVersion: networking.weft.dev/v1alpha1\nkind: VirtualService\n",
+    "metadata: {name: slow, namespace: default}\nspec:\n  hosts: [slow]\n  http:\n",
+    "  - match: [{headers: {x-abort: {exact: \"1\"}}}]\n",
+    "    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}\n",
+    "    route: [{destination: {host: slow}}]\n",
+    "  - route: [{destination: {host: slow}}]\n",
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unread_body_of_a_request_answered_early_starts_no_request_header_timeout() {
+    let (proxy, _operator, _backend) = mesh(&["--request-headers-timeout", "1s"], ABORT_VS).await;
+    let mut stream = TcpStream::connect(proxy.outbound).await.unwrap();
+    let upload = "POST / HTTP/1.1\r\nhost: slow\r\nx-abort: 1\r\ncontent-length: 20\r\n\r\ntwenty bytes of body";
+    stream.write_all(upload.as_bytes()).await.unwrap();
+    assert_eq!(read_response(&mut stream).await, 503);
+    // The rest of the body is read after the answer: those bytes are not the head of a next request, and the
+    // kept-alive connection may wait longer than the header timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: slow\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut stream).await, 200, "the kept-alive connection got a 408 or was cut");
+    let metrics = proxy.metrics().await;
+    assert_eq!(sample(&metrics, r#"weft_proxy_timeouts_total{direction="outbound",kind="request_headers"}"#), 0.0);
+}
+
 /// Connections that send their request headers one byte at a time.
 const SLOW_CLIENTS: usize = 50;
 
