@@ -153,9 +153,43 @@ fn cpu_of_stat(stat: &str, per_second: u64) -> CpuTime {
     CpuTime { user: time(11), system: time(12) }
 }
 
+/// A CPU's clock ticks so far, busy and all (from `/proc/stat`), for how busy it was in between two readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreTicks {
+    pub busy: u64,
+    pub total: u64,
+}
+
+/// [`CoreTicks`] of CPU `cpu` so far; zero when they cannot be read.
+pub fn core_ticks(cpu: usize) -> CoreTicks {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    ticks_of_core(&stat, cpu)
+}
+
+/// CPU `cpu`'s line of `/proc/stat`: idle and iowait are its idle ticks, the rest (user, nice, system, irq,
+/// softirq, steal) busy. Pure.
+fn ticks_of_core(stat: &str, cpu: usize) -> CoreTicks {
+    let name = format!("cpu{cpu}");
+    let Some(line) = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str())) else {
+        return CoreTicks::default();
+    };
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    CoreTicks { busy: total - idle, total }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_core_s_busy_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 4 1 3 50 2 0 1 1 0 0\ncpu1 6 0 7 50 0 0 0 0 0 0\n";
+        assert_eq!(ticks_of_core(stat, 0), CoreTicks { busy: 10, total: 62 });
+        assert_eq!(ticks_of_core(stat, 1), CoreTicks { busy: 13, total: 63 });
+        assert_eq!(ticks_of_core(stat, 7), CoreTicks::default(), "no such CPU");
+    }
 
     #[test]
     fn user_and_system_time_are_read_past_a_command_name_with_spaces() {

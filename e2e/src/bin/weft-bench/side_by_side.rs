@@ -3,9 +3,10 @@
 //! calls (over one HTTP/2 connection), the added latency at a fixed rate and CPU per 1000 requests/s, then the most
 //! requests/s each passes and its CPU per request there; for HTTP/1.1 also memory (idle connections, a burst).
 //!
-//! The fixed-rate runs take turns, one second each (the backend alone, then each proxy, round after round), so a
-//! noisy stretch of this shared machine falls on all of them alike: measured one after the other, the added p50
-//! of the same binaries moved between 0.9x and 2x nginx's from one run to the next.
+//! The runs take turns, one second each (at the fixed rate the backend alone, then each proxy; flat out each
+//! proxy), round after round, so a noisy stretch of this shared machine falls on all of them alike: measured one
+//! after the other, the added p50 of the same binaries moved between 0.9x and 2x nginx's from one run to the
+//! next, and a proxy's CPU per request flat out by a third.
 //!
 //! Upstream, nginx and haproxy send plain HTTP/2 requests on as HTTP/1.1 (nginx cannot send HTTP/2 upstream but
 //! for gRPC); weft-proxy keeps the client's protocol (Weft's default with `useClientProtocol` unset; Istio's sidecar
@@ -14,9 +15,10 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use std::time::Duration;
 use weft_e2e::http_client::{HttpClient, Protocol};
 use weft_e2e::mesh::{HOST, LocalMesh};
-use weft_e2e::process::{Process, cpu_split, cpu_time};
+use weft_e2e::process::{Process, core_ticks, cpu_split, cpu_time};
 use weft_e2e::rivals;
 
 use super::{Args, FLAT_OUT, FLAT_OUT_CONCURRENCY, Run, fixed_rate, flat_out, ms};
@@ -33,9 +35,20 @@ struct ProtocolRun {
     max_busy: f64,
     /// Of that, the share spent in the proxy's own code (user time), the rest in the kernel on its behalf.
     max_user_share: f64,
+    /// The other core's busy share meanwhile (the load generator and the backend): near 100 %, they were the limit.
+    load_busy: f64,
 }
 
 impl ProtocolRun {
+    fn new(run: Run, vcpu_per_krps: f64, flat: FlatOut) -> Self {
+        let took = flat.took.as_secs_f64().max(1e-9);
+        let total = (flat.user + flat.system).as_secs_f64();
+        let max_user_share = if total > 0.0 { flat.user.as_secs_f64() / total } else { 0.0 };
+        let (busy, all) = flat.load_ticks;
+        let load_busy = if all > 0 { busy as f64 / all as f64 } else { 0.0 };
+        Self { run, vcpu_per_krps, max_rps: flat.requests / took, max_busy: total / took, max_user_share, load_busy }
+    }
+
     /// CPU per request while passing as many as it could: the cost of a request with the fixed costs (timers,
     /// idle wake-ups) spread thin.
     fn cpu_per_request_us(&self) -> f64 {
@@ -76,7 +89,7 @@ type UnderTest<'a> = (&'static str, &'a Process, SocketAddr, SocketAddr);
 
 pub async fn run(args: &Args, mesh: &LocalMesh) -> anyhow::Result<()> {
     println!(
-        "\nside by side (proxies pinned to one core; {} req/s for {} s each (HTTP/2, gRPC: {} s), in 1 s turns with the backend alone and each other; then 3 s flat out; `--seconds 10` for steadier tails):",
+        "\nside by side (proxies pinned to one core; {} req/s for {} s each (HTTP/2, gRPC: {} s), in 1 s turns with the backend alone and each other; then 3 s flat out, in turns too; `--seconds 10` for steadier tails):",
         args.rate,
         args.seconds,
         seconds_for(args, Protocol::Http2)
@@ -121,8 +134,9 @@ pub async fn run(args: &Args, mesh: &LocalMesh) -> anyhow::Result<()> {
         )
         .await;
         directs.push(direct);
-        for (i, ((run, vcpu_per_krps), client)) in fixed.into_iter().zip(&clients).enumerate() {
-            runs[i].push(flat_out_run(run, vcpu_per_krps, client, pids[i]).await);
+        let flat = flat_out_in_turns(&clients, &pids).await;
+        for (i, ((run, vcpu_per_krps), flat)) in fixed.into_iter().zip(flat).enumerate() {
+            runs[i].push(ProtocolRun::new(run, vcpu_per_krps, flat));
         }
     }
     // Each proxy's last memory reading comes 12 s after its burst, while the next proxy is measured.
@@ -190,15 +204,34 @@ fn seconds_for(args: &Args, protocol: Protocol) -> u32 {
     }
 }
 
-/// A proxy flat out, after its fixed-rate run.
-async fn flat_out_run(run: Run, vcpu_per_krps: f64, client: &HttpClient, pid: u32) -> ProtocolRun {
-    let before = cpu_split(pid);
-    let (max_rps, took) = flat_out(client, HOST, FLAT_OUT_CONCURRENCY, FLAT_OUT).await;
-    let used = cpu_split(pid) - before;
-    let total = (used.user + used.system).as_secs_f64();
-    let max_busy = total / took.as_secs_f64();
-    let max_user_share = if total > 0.0 { used.user.as_secs_f64() / total } else { 0.0 };
-    ProtocolRun { run, vcpu_per_krps, max_rps, max_busy, max_user_share }
+/// What one proxy passed flat out, over its turns, and what that cost.
+#[derive(Default)]
+struct FlatOut {
+    requests: f64,
+    took: Duration,
+    user: Duration,
+    system: Duration,
+    /// The load's core (CPU 0) meanwhile, in clock ticks: busy, and all.
+    load_ticks: (u64, u64),
+}
+
+/// Each proxy flat out for [`FLAT_OUT`], taking turns a second at a time, as the fixed-rate runs do.
+async fn flat_out_in_turns(clients: &[HttpClient], pids: &[u32]) -> Vec<FlatOut> {
+    let mut outs: Vec<FlatOut> = clients.iter().map(|_| FlatOut::default()).collect();
+    for _ in 0..FLAT_OUT.as_secs().max(1) {
+        for ((client, pid), out) in clients.iter().zip(pids).zip(&mut outs) {
+            let (before, load_before) = (cpu_split(*pid), core_ticks(0));
+            let (rps, took) = flat_out(client, HOST, FLAT_OUT_CONCURRENCY, Duration::from_secs(1)).await;
+            let (used, load) = (cpu_split(*pid) - before, core_ticks(0));
+            out.requests += rps * took.as_secs_f64();
+            out.took += took;
+            out.user += used.user;
+            out.system += used.system;
+            out.load_ticks.0 += load.busy.saturating_sub(load_before.busy);
+            out.load_ticks.1 += load.total.saturating_sub(load_before.total);
+        }
+    }
+    outs
 }
 
 fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run) {
@@ -211,7 +244,7 @@ fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run
     for m in measured {
         let r = &m.runs[index];
         println!(
-            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>10.0}  {:>13.1}  {:>10.1}  (core {:.0} % busy){}",
+            "  {:>10}  {:>9.3} {:>9.3} {:>9.3}  {:>12.3}  {:>10.0}  {:>13.1}  {:>10.1}  (core {:.0} % busy, load's {:.0} %){}",
             m.name,
             added(&r.run, 0.5),
             added(&r.run, 0.99),
@@ -221,6 +254,7 @@ fn print_protocol(title: &str, measured: &[Measured], index: usize, direct: &Run
             r.cpu_per_request_us(),
             r.user_per_request_us(),
             r.max_busy * 100.0,
+            r.load_busy * 100.0,
             if r.run.errors > 0 { format!("  errors {}", r.run.errors) } else { String::new() }
         );
     }
