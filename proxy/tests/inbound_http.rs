@@ -80,18 +80,21 @@ async fn upgrading_echo() -> SocketAddr {
     address
 }
 
-#[tokio::test]
-async fn a_websocket_is_not_cut_by_the_request_header_timeout() {
+/// The upgrading echo application behind a server sidecar started with `extra` flags, ready: the mesh (kept for
+/// the test's length), the sidecar and where it listens.
+async fn upgrading_server(extra: &[&str]) -> (Mesh, support::Proxy, SocketAddr) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let app = upgrading_echo().await;
     let listen = server_pod_address();
     let mesh = Mesh::start(&service_yaml(listen, "server")).await;
-    let mut args = mesh.identity_args("server");
-    args.extend(["--inbound".to_string(), format!("{listen}={app}")]);
-    args.extend(["--request-headers-timeout".to_string(), "1s".to_string()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = support::Proxy::start_as("slow-1", mesh.xds, &args);
+    let server = server_proxy_with(&mesh, listen, app, extra);
     server.wait_ready(StatusCode::OK).await;
+    (mesh, server, listen)
+}
+
+#[tokio::test]
+async fn a_websocket_is_not_cut_by_the_request_header_timeout() {
+    let (_mesh, server, listen) = upgrading_server(&["--request-headers-timeout", "1s"]).await;
 
     let mut stream = upgrade_to(listen, "websocket").await;
     let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await.expect("a response");
@@ -128,12 +131,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn an_upgrade_reaches_the_application_and_other_protocols_pass_as_tcp() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let app = upgrading_echo().await;
-    let listen = server_pod_address();
-    let mesh = Mesh::start(&service_yaml(listen, "server")).await;
-    let server = server_proxy(&mesh, listen, app);
-    server.wait_ready(StatusCode::OK).await;
+    let (_mesh, server, listen) = upgrading_server(&[]).await;
 
     let mut stream = upgrade_to(listen, "websocket").await;
     let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut stream)).await.expect("a response");

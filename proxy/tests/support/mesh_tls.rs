@@ -227,8 +227,14 @@ pub fn server_pod_address() -> SocketAddr {
 
 /// The server's sidecar in front of `backend`, with the identity `server`.
 pub fn server_proxy(mesh: &Mesh, listen: SocketAddr, backend: SocketAddr) -> Proxy {
+    server_proxy_with(mesh, listen, backend, &[])
+}
+
+/// [`server_proxy`] with `extra` flags.
+pub fn server_proxy_with(mesh: &Mesh, listen: SocketAddr, backend: SocketAddr, extra: &[&str]) -> Proxy {
     let mut args = mesh.identity_args("server");
     args.extend(["--inbound".to_string(), format!("{listen}={backend}")]);
+    args.extend(extra.iter().map(|flag| flag.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proxy::start_as("slow-1", mesh.xds, &args)
 }
