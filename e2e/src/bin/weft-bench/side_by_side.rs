@@ -13,12 +13,12 @@
 //! would send HTTP/1.1 on this `http`-named port, as nginx does).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
-use std::time::Duration;
 use weft_e2e::http_client::{HttpClient, Protocol};
 use weft_e2e::mesh::{HOST, LocalMesh};
-use weft_e2e::process::{Process, core_ticks, cpu_split, cpu_time};
+use weft_e2e::process::{CoreTicks, Process, core_ticks, cpu_split, cpu_time};
 use weft_e2e::rivals;
 
 use super::{Args, FLAT_OUT, FLAT_OUT_CONCURRENCY, Run, fixed_rate, flat_out, ms};
@@ -44,7 +44,7 @@ impl ProtocolRun {
         let took = flat.took.as_secs_f64().max(1e-9);
         let total = (flat.user + flat.system).as_secs_f64();
         let max_user_share = if total > 0.0 { flat.user.as_secs_f64() / total } else { 0.0 };
-        let (busy, all) = flat.load_ticks;
+        let CoreTicks { busy, total: all } = flat.load;
         let load_busy = if all > 0 { busy as f64 / all as f64 } else { 0.0 };
         Self { run, vcpu_per_krps, max_rps: flat.requests / took, max_busy: total / took, max_user_share, load_busy }
     }
@@ -211,8 +211,8 @@ struct FlatOut {
     took: Duration,
     user: Duration,
     system: Duration,
-    /// The load's core (CPU 0) meanwhile, in clock ticks: busy, and all.
-    load_ticks: (u64, u64),
+    /// The load's core (CPU 0) meanwhile.
+    load: CoreTicks,
 }
 
 /// Each proxy flat out for [`FLAT_OUT`], taking turns a second at a time, as the fixed-rate runs do.
@@ -227,8 +227,8 @@ async fn flat_out_in_turns(clients: &[HttpClient], pids: &[u32]) -> Vec<FlatOut>
             out.took += took;
             out.user += used.user;
             out.system += used.system;
-            out.load_ticks.0 += load.busy.saturating_sub(load_before.busy);
-            out.load_ticks.1 += load.total.saturating_sub(load_before.total);
+            out.load.busy += load.busy.saturating_sub(load_before.busy);
+            out.load.total += load.total.saturating_sub(load_before.total);
         }
     }
     outs

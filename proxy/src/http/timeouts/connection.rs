@@ -280,18 +280,16 @@ impl<I> TimedIo<I> {
             return None;
         }
         if self.activity.busy() {
-            // A request in flight holds the connection however quiet it is: the idle clock starts again now, and
-            // the timer is armed a whole limit ahead, no later than the connection can fall idle.
+            // A request in flight holds the connection however quiet it is: the idle clock starts again now, so
+            // the look below arms the timer a whole limit ahead, no later than the connection can fall idle.
             self.activity.touch();
-            let _ = poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx);
+        }
+        // Looked at again: the last request may also have ended (and moved the deadline) since it was read.
+        if !poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx) {
             return None;
         }
-        // Idle now, but the last request may have ended (and moved the deadline) since the deadline was read.
-        if poll_deadline(&mut self.idle_timer, self.activity.idle_deadline(limit), cx) {
-            self.timeouts.idle = None;
-            return Some(TimeoutKind::Idle);
-        }
-        None
+        self.timeouts.idle = None;
+        Some(TimeoutKind::Idle)
     }
 }
 
